@@ -1,0 +1,41 @@
+"""Benchmarks: scripts that print figures (ratios against baselines measured in the same run).
+
+``python -m engine bench TARGET [--quick] [--json]``. Each target is a module with
+``run(params: BenchParams, reporter) -> dict``; register it in BENCHMARKS.
+Never used by tests as timing assertions: shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.api import operation
+from engine.errors import EngineError
+from engine.progress import Reporter
+
+# target name -> module path
+BENCHMARKS: dict[str, str] = {}
+
+
+@dataclass
+class BenchParams:
+    target: str = field(metadata={"help": "what to benchmark: " + ", ".join(sorted(BENCHMARKS)) if BENCHMARKS else "benchmark target", "positional": True})
+    quick: bool = field(default=False, metadata={"help": "fewer repetitions and smaller inputs (a smoke run)"})
+    threads: int | None = field(default=None, metadata={"help": "torch threads (default: all cores)"})
+
+
+@operation("bench", BenchParams, summary="Run a benchmark script that prints measured figures.")
+def run_benchmark(params: BenchParams, reporter: Reporter) -> dict[str, Any]:
+    """Run one benchmark target; see each target's module docstring for what it measures."""
+    if params.target not in BENCHMARKS:
+        raise EngineError(
+            f"Unknown benchmark {params.target!r}. Available: {', '.join(sorted(BENCHMARKS)) or 'none yet'}."
+        )
+    if params.threads:
+        import torch
+
+        torch.set_num_threads(params.threads)
+    module = importlib.import_module(BENCHMARKS[params.target])
+    return module.run(params, reporter)

@@ -1,0 +1,48 @@
+"""Opening rasters with messages a person can act on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import rasterio
+from rasterio.errors import RasterioIOError
+
+from engine.errors import EngineError
+
+
+def open_raster(path: str | os.PathLike, setting: str = "input"):
+    """Open a raster for reading; every failure becomes an EngineError naming the file."""
+    file = Path(path).expanduser()
+    if not str(path):
+        raise EngineError(f"No {setting} raster was given: choose a raster file.")
+    if not file.exists():
+        raise EngineError(f"The {setting} raster '{file}' does not exist: check the path.")
+    if file.is_dir() and not any(file.iterdir()):
+        raise EngineError(f"The {setting} '{file}' is an empty folder, not a raster.")
+    if file.is_file() and file.stat().st_size == 0:
+        raise EngineError(f"The {setting} raster '{file}' is empty (0 bytes): the file is damaged or was not fully copied.")
+    try:
+        dataset = rasterio.open(file)
+    except RasterioIOError as exc:
+        raise EngineError(
+            f"The {setting} '{file}' is not a raster GDAL can read ({_gdal_reason(exc)}). "
+            "Choose a GeoTIFF or another GDAL raster format."
+        ) from None
+    if dataset.count == 0:
+        dataset.close()
+        raise EngineError(f"The {setting} raster '{file}' has no bands: it holds no data to process.")
+    return dataset
+
+
+def check_band(dataset, band: int, setting: str) -> None:
+    if not 1 <= band <= dataset.count:
+        raise EngineError(
+            f"The {setting} is band {band}, but '{dataset.name}' has bands 1 to {dataset.count}: "
+            "choose an existing band."
+        )
+
+
+def _gdal_reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

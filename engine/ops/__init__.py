@@ -1,0 +1,1 @@
+"""Engine operations registered in engine.api (one function per command)."""
