@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -38,6 +39,20 @@ def read_job(stream: IO[str]) -> dict[str, Any]:
     return job
 
 
+REQUIRED_MODULES = ("numpy", "torch", "rasterio")
+
+
+def check_environment() -> None:
+    """Fail early, and clearly, when this interpreter lacks the engine's requirements."""
+    missing = [m for m in REQUIRED_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise EngineError(
+            f"The worker Python '{sys.executable}' lacks {', '.join(missing)}: point the plugin's "
+            "'OmniSat worker Python' setting (or OMNISAT_PYTHON) at the project's environment "
+            "(.venv), or install the engine's requirements into this one."
+        )
+
+
 def run_worker(stdin: IO[str] = sys.stdin, stdout: IO[str] | None = None) -> int:
     # Keep the real stdout for the protocol; anything else printed goes to stderr.
     protocol_stream = stdout or os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -46,6 +61,7 @@ def run_worker(stdin: IO[str] = sys.stdin, stdout: IO[str] | None = None) -> int
     signal.signal(signal.SIGTERM, _raise_cancelled)
     reporter.send({"type": "hello", "protocol": PROTOCOL_VERSION, "engine": engine.__version__})
     try:
+        check_environment()
         job = read_job(stdin)
         if job.get("threads"):
             import torch

@@ -13,6 +13,9 @@ from engine.errors import EngineError
 
 def open_raster(path: str | os.PathLike, setting: str = "input"):
     """Open a raster for reading; every failure becomes an EngineError naming the file."""
+    prefix = str(path).split(":", 1)[0]
+    if ":" in str(path) and len(prefix) > 1 and prefix.isupper():
+        return _open_gdal_name(str(path), setting)  # a GDAL subdataset name, e.g. HDF5:"f.h5"://x
     file = Path(path).expanduser()
     if not str(path):
         raise EngineError(f"No {setting} raster was given: choose a raster file.")
@@ -30,8 +33,26 @@ def open_raster(path: str | os.PathLike, setting: str = "input"):
             "Choose a GeoTIFF or another GDAL raster format."
         ) from None
     if dataset.count == 0:
+        subdatasets = list(dataset.subdatasets)
         dataset.close()
+        if subdatasets:
+            listed = ", ".join(subdatasets[:3]) + (", ..." if len(subdatasets) > 3 else "")
+            raise EngineError(
+                f"The {setting} '{file}' has no bands of its own: it is a container of "
+                f"{len(subdatasets)} subdatasets ({listed}). Give one subdataset instead."
+            )
         raise EngineError(f"The {setting} raster '{file}' has no bands: it holds no data to process.")
+    return dataset
+
+
+def _open_gdal_name(name: str, setting: str):
+    try:
+        dataset = rasterio.open(name)
+    except RasterioIOError as exc:
+        raise EngineError(f"The {setting} '{name}' could not be opened ({_gdal_reason(exc)}).") from None
+    if dataset.count == 0:
+        dataset.close()
+        raise EngineError(f"The {setting} '{name}' has no bands: it holds no data to process.")
     return dataset
 
 

@@ -88,6 +88,15 @@ def band_statistics(params: StatsParams, reporter: Reporter) -> dict[str, Any]:
         }
 
 
+INDEX_NODATA = -9999.0
+
+
+def index_nodata(input_nodata: float | None) -> float:
+    if input_nodata is not None and math.isfinite(input_nodata) and not -1.0 <= input_nodata <= 1.0:
+        return float(input_nodata)
+    return INDEX_NODATA
+
+
 @dataclass
 class IndexParams:
     input: str = field(metadata={"help": "raster file", "positional": True})
@@ -101,16 +110,19 @@ class IndexParams:
     summary="Normalized difference index (A - B) / (A + B) of two bands, e.g. NDVI, as a GeoTIFF.",
 )
 def normalized_index(params: IndexParams, reporter: Reporter) -> dict[str, Any]:
-    """Write (A - B) / (A + B) as float32 with the input's CRS, transform and nodata.
+    """Write (A - B) / (A + B) as float32 on the input's grid (CRS, transform), nodata kept.
 
-    Pixels where either band is nodata/NaN, or where A + B = 0, become nodata
-    (the input's nodata value when it has one, NaN otherwise).
+    Pixels where either band is nodata/NaN, or where A + B = 0, become nodata:
+    the input's nodata value when it cannot be a valid index (outside [-1, 1]),
+    otherwise -9999 (an input nodata of 0 would erase every index value of 0).
     """
     check_output_path(params.output)
     with open_raster(params.input) as ds:
         check_band(ds, params.band_a, "band_a")
         check_band(ds, params.band_b, "band_b")
-        nodata = float(ds.nodata) if ds.nodata is not None else float("nan")
+        nodata = index_nodata(ds.nodata)
+        if ds.nodata is not None and nodata != ds.nodata:
+            reporter.log(f"The input's nodata value {ds.nodata} is a valid index value; the output uses {nodata}.")
         profile = {
             "driver": "GTiff", "width": ds.width, "height": ds.height, "count": 1,
             "dtype": "float32", "crs": ds.crs, "transform": ds.transform, "nodata": nodata,
@@ -136,11 +148,6 @@ def normalized_index(params: IndexParams, reporter: Reporter) -> dict[str, Any]:
                     result[ok] = ((a64[ok] - b64[ok]) / denominator[ok]).astype(np.float32)
                     out.write(result, 1, window=window)
                     steps.advance()
-    if not math.isnan(nodata) and -1.0 <= nodata <= 1.0:
-        reporter.log(
-            f"The input's nodata value {nodata} lies inside the index range [-1, 1]; "
-            "valid pixels with that exact index value will read as nodata.", "warning",
-        )
     reporter.log(f"Wrote {params.output}")
     return {"output": str(params.output)}
 

@@ -1,0 +1,75 @@
+"""Build the installable plugin zip: ``python -m omnisat_qgis.package [--output ZIP] [--install DIR]``.
+
+The zip holds one folder, ``omnisat_qgis/``, with the plugin code, metadata.txt,
+resources/ and the engine and training packages (run by the worker with the
+plugin folder on its PYTHONPATH). ``--install DIR`` also unpacks it into a
+QGIS plugins folder (e.g. a profile's python/plugins or a QGIS_PLUGINPATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = "omnisat_qgis"
+SKIP_PARTS = {"__pycache__", ".pytest_cache", ".hypothesis"}
+SKIP_FILES = {f"{PLUGIN}/package.py"}
+
+
+def _files(folder: Path, prefix: str):
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not SKIP_PARTS & set(path.parts) and path.suffix != ".pyc":
+            yield path, f"{prefix}/{path.relative_to(folder).as_posix()}"
+
+
+def plugin_entries():
+    """(source file, name in the zip) for everything the installed plugin needs."""
+    yield from ((p, n) for p, n in _files(ROOT / PLUGIN, PLUGIN) if n not in SKIP_FILES)
+    yield ROOT / "metadata.txt", f"{PLUGIN}/metadata.txt"
+    yield ROOT / "README.md", f"{PLUGIN}/README.md"
+    yield from _files(ROOT / "resources", f"{PLUGIN}/resources")
+    yield from _files(ROOT / "engine", f"{PLUGIN}/engine")
+    yield from _files(ROOT / "training", f"{PLUGIN}/training")
+
+
+def build_zip(output: Path) -> Path:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temp = output.with_name(f".{output.name}.partial")
+    with zipfile.ZipFile(temp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for source, name in plugin_entries():
+            archive.write(source, name)
+    temp.replace(output)
+    return output
+
+
+def install_zip(archive: Path, plugins_dir: Path) -> Path:
+    target = plugins_dir / PLUGIN
+    if target.exists():
+        shutil.rmtree(target)
+    plugins_dir.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(plugins_dir)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m omnisat_qgis.package", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=ROOT / "dist" / f"{PLUGIN}.zip",
+                        help="zip to write (default: dist/omnisat_qgis.zip)")
+    parser.add_argument("--install", type=Path, metavar="PLUGINS_DIR",
+                        help="also unpack the zip into this QGIS plugins folder")
+    args = parser.parse_args(argv)
+    archive = build_zip(args.output)
+    print(f"plugin zip: {archive} ({archive.stat().st_size / 1e6:.1f} MB)")
+    if args.install:
+        print(f"installed: {install_zip(archive, args.install)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""GPU training scripts and dataset readers (imports engine, never the reverse)."""
