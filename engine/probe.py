@@ -1,0 +1,336 @@
+"""Probes: small classifiers fitted on frozen embeddings, their validation split and metrics.
+
+A probe standardizes each embedding channel (statistics of the training cells), then
+applies a multinomial logistic regression (one linear layer) or a small MLP. Fitting
+minimises class-weighted cross-entropy plus an L2 penalty on the weights. Probes are
+saved as safetensors with JSON metadata naming the classes, their colours, the
+embedding level and the hash of the encoder that produced the embeddings: a probe
+applied to other embeddings would give meaningless maps, so that is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from engine.errors import EngineError
+from engine.io.atomic import atomic_output
+
+PROBE_FORMAT = "omnisat-probe"
+PROBE_VERSION = 1
+LEVELS = ("tile", "patch", "dense")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    kind: str = "linear"  # "linear" (multinomial logistic regression) or "mlp"
+    optimizer: str = "lbfgs"  # "lbfgs" (full batch) or "adam"
+    l2: float = 1e-3  # penalty on the squared weights, per sample
+    class_weighting: bool = True  # weight classes by inverse frequency ("balanced")
+    hidden: int = 128  # MLP width
+    epochs: int = 200  # L-BFGS iterations or Adam epochs
+    learning_rate: float = 1e-2  # Adam only
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ("linear", "mlp"):
+            raise EngineError(f"Probe kind must be 'linear' or 'mlp', got {self.kind!r}.")
+        if self.optimizer not in ("lbfgs", "adam"):
+            raise EngineError(f"Probe optimizer must be 'lbfgs' or 'adam', got {self.optimizer!r}.")
+        if self.l2 < 0:
+            raise EngineError(f"The probe's L2 penalty must be >= 0, got {self.l2}.")
+        if self.epochs < 1:
+            raise EngineError(f"The probe needs at least one epoch/iteration, got {self.epochs}.")
+
+
+class Probe(nn.Module):
+    """Standardization + linear layer or MLP: (N, D) embeddings -> (N, K) logits."""
+
+    def __init__(self, in_dim: int, n_classes: int, kind: str = "linear", hidden: int = 128):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        if kind == "linear":
+            self.net = nn.Linear(in_dim, n_classes)
+        else:
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, n_classes))
+        self.kind, self.in_dim, self.n_classes, self.hidden = kind, in_dim, n_classes, hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+    def weight_penalty(self) -> torch.Tensor:
+        return sum(m.weight.square().sum() for m in self.modules() if isinstance(m, nn.Linear))
+
+    @torch.no_grad()
+    def predict_proba(self, x: np.ndarray | torch.Tensor, batch: int = 65536) -> np.ndarray:
+        x = torch.as_tensor(x, dtype=torch.float32)
+        return torch.cat([self(x[i:i + batch]).softmax(-1) for i in range(0, len(x), batch)]).numpy()
+
+    def predict(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        return self.predict_proba(x).argmax(-1)
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights (n / (K * n_k)); classes absent from y get weight 0."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, config: ProbeConfig = ProbeConfig()) -> Probe:
+    """Fit a probe on embeddings ``x`` (N, D) and class indices ``y`` (N,)."""
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    y_t = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    if x.ndim != 2 or len(x) != len(y_t) or len(x) == 0:
+        raise EngineError(f"Probe fitting needs (N, D) embeddings and N labels, got {tuple(x.shape)} and {len(y_t)}.")
+    if not torch.isfinite(x).all():
+        raise EngineError("Some embeddings at labelled cells are NaN or infinite (nodata under the labels?): "
+                          "mask them out or move the labels.")
+    torch.manual_seed(config.seed)
+    probe = Probe(x.shape[1], n_classes, config.kind, config.hidden)
+    std = x.std(0, unbiased=False)
+    probe.mean.copy_(x.mean(0))
+    probe.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))  # constant channels stay as they are
+    weights = class_weights(y_t.numpy(), n_classes) if config.class_weighting else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+
+    def objective() -> torch.Tensor:
+        return loss_fn(probe(x), y_t) + config.l2 * probe.weight_penalty()
+
+    if config.optimizer == "lbfgs":
+        optimizer = torch.optim.LBFGS(
+            probe.parameters(), lr=1.0, max_iter=config.epochs, history_size=20,
+            line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9,
+        )
+
+        def closure():
+            optimizer.zero_grad()
+            loss = objective()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+    else:
+        optimizer = torch.optim.Adam(probe.parameters(), lr=config.learning_rate)
+        generator = torch.Generator().manual_seed(config.seed)
+        batch = 256
+        for _ in range(config.epochs):
+            order = torch.randperm(len(x), generator=generator)
+            for i in range(0, len(x), batch):
+                idx = order[i:i + batch]
+                optimizer.zero_grad()
+                loss = loss_fn(probe(x[idx]), y_t[idx]) + config.l2 * probe.weight_penalty()
+                loss.backward()
+                optimizer.step()
+    probe.eval()
+    return probe
+
+
+# ---------------------------------------------------------------- splits
+
+
+def spatial_units(groups: np.ndarray, from_point: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                  block_cells: int) -> np.ndarray:
+    """The indivisible units of a split: a polygon's cells stay together; points are grouped
+    into square blocks of ``block_cells`` x ``block_cells`` cells so that neighbouring points
+    fall on the same side."""
+    units = np.asarray(groups, np.int64).copy()
+    from_point = np.asarray(from_point, bool)
+    if from_point.any():
+        if block_cells < 1:
+            raise EngineError(f"block_cells must be >= 1, got {block_cells}.")
+        block_row, block_col = rows[from_point] // block_cells, cols[from_point] // block_cells
+        block_ids = block_row * (int(cols.max()) // block_cells + 1) + block_col
+        units[from_point] = units.max(initial=0) + 1 + block_ids
+    _, units = np.unique(units, return_inverse=True)
+    return units
+
+
+def blocked_folds(y: np.ndarray, units: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
+    """Assign every unit to one of ``n_folds`` folds, balancing each class across folds.
+
+    Units are taken largest first (random order among equal sizes) and each goes to
+    the fold that currently holds the smallest share of the unit's own class mix
+    (a greedy stratified group k-fold). Returns the fold of each sample.
+    """
+    if n_folds < 2:
+        raise EngineError(f"A split needs at least 2 folds, got {n_folds}.")
+    y = np.asarray(y)
+    n_classes = int(y.max()) + 1
+    unit_ids, inverse = np.unique(units, return_inverse=True)
+    if unit_ids.size < n_folds:
+        raise EngineError(
+            f"Only {unit_ids.size} separate polygons/blocks are labelled, fewer than the {n_folds} folds: "
+            "add labels in more places, or use fewer folds / a smaller block size."
+        )
+    mix = np.zeros((unit_ids.size, n_classes))
+    np.add.at(mix, (inverse, y), 1.0)
+    totals = mix.sum(0)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(unit_ids.size), -mix.sum(1)))
+    fold_counts = np.zeros((n_folds, n_classes))
+    unit_fold = np.empty(unit_ids.size, np.int64)
+    for u in order:
+        # Cost: how over-filled each fold would become for the classes in this unit.
+        share = (fold_counts + mix[u]) / np.maximum(totals, 1)
+        cost = (share * (mix[u] > 0)).sum(1) + 1e-9 * fold_counts.sum(1)
+        fold = int(np.argmin(cost))
+        unit_fold[u] = fold
+        fold_counts[fold] += mix[u]
+    return unit_fold[inverse]
+
+
+def validation_split(y: np.ndarray, units: np.ndarray, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """Boolean validation mask holding about ``val_fraction`` of each class, whole units only.
+
+    Classes labelled in a single unit cannot be on both sides: they stay in training
+    and are returned so the caller can say their accuracy is not measured.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise EngineError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+    folds = blocked_folds(y, units, max(2, int(round(1.0 / val_fraction))), seed)
+    val = folds == 0
+    unmeasured = []
+    for k in np.unique(y):
+        in_class = y == k
+        if val[in_class].all():  # the class would never be learned: its units go back to training
+            val[np.isin(units, np.unique(units[in_class]))] = False
+            unmeasured.append(int(k))
+        elif not val[in_class].any():
+            unmeasured.append(int(k))
+    if not val.any() or val.all():
+        raise EngineError("The labels are too few or too clustered for a validation split: add labels in more places.")
+    return val, unmeasured
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Rows: true class, columns: predicted class."""
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(cm, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    return cm
+
+
+def classification_metrics(cm: np.ndarray, class_names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Overall accuracy, macro-F1 (over classes that are true or predicted at least once), per-class figures."""
+    cm = np.asarray(cm, np.float64)
+    tp = np.diag(cm)
+    support, predicted = cm.sum(1), cm.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    active = (support > 0) | (predicted > 0)
+    total = cm.sum()
+    return {
+        "overall_accuracy": float(tp.sum() / total) if total else float("nan"),
+        "macro_f1": float(f1[active].mean()) if active.any() else float("nan"),
+        "n_samples": int(total),
+        "per_class": {
+            name: {"f1": float(f1[k]), "precision": float(precision[k]), "recall": float(recall[k]),
+                   "support": int(support[k])}
+            for k, name in enumerate(class_names)
+        },
+        "confusion_matrix": cm.astype(np.int64).tolist(),
+    }
+
+
+# ---------------------------------------------------------------- files
+
+
+@dataclass
+class ProbeMetadata:
+    class_names: list[str]
+    colors: list[str]  # "#rrggbb", one per class
+    level: str  # embedding level: tile, patch or dense
+    encoder_hash: str  # sha256 of the encoder's tensors
+    encoder: dict[str, Any] = field(default_factory=dict)  # preset/checkpoint name, patch size, modalities...
+    config: dict[str, Any] = field(default_factory=dict)  # ProbeConfig as a dict
+    metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics at fit time
+    labels: dict[str, Any] = field(default_factory=dict)  # label file, counts, dropped features
+
+
+DEFAULT_COLORS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+)
+
+
+def default_colors(n: int) -> list[str]:
+    if n <= len(DEFAULT_COLORS):
+        return list(DEFAULT_COLORS[:n])
+    rng = np.random.default_rng(n)
+    extra = ["#%02x%02x%02x" % tuple(rng.integers(30, 230, 3)) for _ in range(n - len(DEFAULT_COLORS))]
+    return list(DEFAULT_COLORS) + extra
+
+
+def save_probe(path: str | Path, probe: Probe, metadata: ProbeMetadata) -> Path:
+    if metadata.level not in LEVELS:
+        raise EngineError(f"Unknown embedding level {metadata.level!r}: use one of {', '.join(LEVELS)}.")
+    if len(metadata.class_names) != probe.n_classes or len(metadata.colors) != probe.n_classes:
+        raise ValueError("class names and colours must match the probe's classes")
+    header = {
+        "format": PROBE_FORMAT,
+        "format_version": str(PROBE_VERSION),
+        "architecture": json.dumps({"kind": probe.kind, "in_dim": probe.in_dim,
+                                    "n_classes": probe.n_classes, "hidden": probe.hidden}),
+        "probe": json.dumps(asdict(metadata)),
+    }
+    tensors = {k: v.detach().contiguous().cpu() for k, v in probe.state_dict().items()}
+    with atomic_output(path, "probe file") as temp:
+        save_file(tensors, str(temp), metadata=header)
+    return Path(path)
+
+
+def load_probe(path: str | Path) -> tuple[Probe, ProbeMetadata]:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise EngineError(f"The probe file '{file}' does not exist: fit a probe first (fit-probe).")
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise EngineError(f"'{file}' is not a readable probe file ({exc}): fit the probe again.") from None
+    if header.get("format") != PROBE_FORMAT:
+        raise EngineError(f"'{file}' is a safetensors file but not a probe (format {header.get('format')!r}).")
+    if int(header.get("format_version", "0")) > PROBE_VERSION:
+        raise EngineError(f"The probe '{file}' was written by a newer version of the engine: update the engine.")
+    try:
+        arch = json.loads(header["architecture"])
+        metadata = ProbeMetadata(**json.loads(header["probe"]))
+        probe = Probe(arch["in_dim"], arch["n_classes"], arch["kind"], arch["hidden"])
+        probe.load_state_dict(tensors)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise EngineError(f"The probe file '{file}' is damaged ({type(exc).__name__}: {exc}): fit the probe again.") from None
+    probe.eval()
+    return probe, metadata
+
+
+def check_encoder(probe: Probe, metadata: ProbeMetadata, encoder_hash: str, level: str, embed_dim: int,
+                  probe_path: str = "") -> None:
+    """Refuse to apply a probe to embeddings of another encoder, level or width."""
+    where = f"The probe '{probe_path}'" if probe_path else "The probe"
+    if metadata.encoder_hash != encoder_hash:
+        name = metadata.encoder.get("name") or "another encoder"
+        raise EngineError(
+            f"{where} was fitted on embeddings of {name} (hash {metadata.encoder_hash[:12]}), not of the "
+            f"chosen model (hash {encoder_hash[:12]}): choose the model it was fitted with, or fit a new probe."
+        )
+    if metadata.level != level:
+        raise EngineError(f"{where} was fitted on {metadata.level}-level embeddings, not {level}: use level {metadata.level!r}.")
+    if probe.in_dim != embed_dim:
+        raise EngineError(f"{where} expects {probe.in_dim}-wide embeddings but the model gives {embed_dim}.")

@@ -1,0 +1,195 @@
+"""A probe's fit report: one self-contained HTML file (the picture is embedded as base64).
+
+QGIS's Processing results viewer opens HTML outputs, so the analyst sees the
+accuracy, the confusion matrix, the per-class counts and the settings next to the map.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import struct
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from engine.io.atomic import atomic_output
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """Encode an (H, W, 3) uint8 image as PNG with zlib alone (no imaging library needed)."""
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    height, width, _ = rgb.shape
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rgb.reshape(height, width * 3)], axis=1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 9)) + chunk(b"IEND", b""))
+
+
+def _row_normalized(cm: np.ndarray) -> np.ndarray:
+    cm = np.asarray(cm, np.float64)
+    totals = cm.sum(1, keepdims=True)
+    return np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
+
+
+def _plain_confusion_png(cm: np.ndarray, cell: int = 32) -> bytes:
+    """Heat map of the row-normalized matrix (white to dark blue), without text; the
+    numbers are in the HTML table beside it."""
+    share = _row_normalized(cm)
+    white, blue = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])
+    colours = (white + share[..., None] * (blue - white)).astype(np.uint8)
+    image = np.repeat(np.repeat(colours, cell, 0), cell, 1)
+    image[::cell, :] = image[:, ::cell] = 160  # grid lines
+    image = np.pad(image, ((0, 1), (0, 1), (0, 0)), constant_values=160)
+    return png_bytes(image)
+
+
+def _matplotlib_confusion_png(cm: np.ndarray, class_names: Sequence[str]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    n = len(class_names)
+    size = max(3.5, 0.55 * n + 2.0)
+    figure = Figure(figsize=(size + 1.0, size), dpi=100)
+    axes = figure.add_subplot()
+    share = _row_normalized(cm)
+    image = axes.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    for r in range(n):
+        for c in range(n):
+            axes.text(c, r, str(int(cm[r][c])), ha="center", va="center", fontsize=8,
+                      color="white" if share[r, c] > 0.5 else "black")
+    axes.set_xticks(range(n), labels=class_names, rotation=45, ha="right")
+    axes.set_yticks(range(n), labels=class_names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    figure.colorbar(image, ax=axes, label="share of the true class")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def confusion_png(cm: np.ndarray, class_names: Sequence[str], renderer: str = "auto") -> bytes:
+    """PNG of the confusion matrix: matplotlib when installed ("auto"), else a plain heat map."""
+    if renderer in ("auto", "matplotlib"):
+        try:
+            return _matplotlib_confusion_png(np.asarray(cm), class_names)
+        except ImportError:
+            if renderer == "matplotlib":
+                raise
+    return _plain_confusion_png(np.asarray(cm))
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None, cls: str = "") -> str:
+    parts = [f'<table class="{cls}">' if cls else "<table>"]
+    if header:
+        parts.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
+    for row in rows:
+        parts.append("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em 0; }
+th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: right; }
+th { background: #eee; }
+td:first-child { text-align: left; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #555; margin-right: 4px; }
+.note { color: #555; font-size: 90%; }
+"""
+
+
+def fit_report_html(
+    title: str,
+    metrics: Mapping[str, Any],
+    class_names: Sequence[str],
+    colors: Sequence[str],
+    counts: Mapping[str, Mapping[str, int]],
+    settings: Mapping[str, Any],
+    notes: Sequence[str] = (),
+    renderer: str = "auto",
+) -> str:
+    """The report as an HTML string.
+
+    ``metrics``: the output of engine.probe.classification_metrics on held-out cells;
+    ``counts``: column name -> {class name -> count} (e.g. features, training cells, validation cells).
+    """
+    cm = np.asarray(metrics["confusion_matrix"], np.int64)
+    picture = base64.b64encode(confusion_png(cm, class_names, renderer)).decode("ascii")
+    swatches = [f'<span class="swatch" style="background:{html.escape(c)}"></span>' for c in colors]
+
+    summary = _table([
+        ["Overall accuracy", metrics["overall_accuracy"]],
+        ["Macro-F1", metrics["macro_f1"]],
+        ["Validation cells", metrics["n_samples"]],
+    ], ["Metric", "Value"], "metrics")
+
+    count_columns = list(counts)
+    class_rows = []
+    for k, name in enumerate(class_names):
+        per = metrics["per_class"].get(name, {})
+        row = [swatches[k] + html.escape(name)]
+        row += [per.get("f1"), per.get("precision"), per.get("recall")]
+        row += [counts[c].get(name, 0) for c in count_columns]
+        class_rows.append(row)
+    header = ["Class", "F1", "Precision", "Recall", *count_columns]
+    per_class = ["<table class=\"classes\">",
+                 "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for row in class_rows:
+        per_class.append("<tr><td>" + row[0] + "</td>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row[1:]) + "</tr>")
+    per_class.append("</table>")
+
+    cm_rows = [[name, *cm[k].tolist()] for k, name in enumerate(class_names)]
+    cm_table = _table(cm_rows, ["true \\ predicted", *class_names], "confusion")
+    settings_table = _table([[k, v] for k, v in settings.items()], ["Setting", "Value"], "settings")
+    note_items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p class="note">Written {stamp}. Figures are measured on validation cells held out from fitting
+(whole polygons / spatial blocks), never on the cells the probe was fitted on.</p>
+<h2>Accuracy</h2>
+{summary}
+<h2>Per class</h2>
+{"".join(per_class)}
+<h2>Confusion matrix</h2>
+<img alt="confusion matrix" src="data:image/png;base64,{picture}">
+{cm_table}
+{"<h2>Notes</h2><ul>" + note_items + "</ul>" if notes else ""}
+<h2>Settings</h2>
+{settings_table}
+</body></html>
+"""
+
+
+def write_fit_report(path: str | Path, **kwargs: Any) -> Path:
+    """Write ``fit_report_html(**kwargs)`` atomically to ``path``."""
+    text = fit_report_html(**kwargs)
+    with atomic_output(path, "report") as temp:
+        Path(temp).write_text(text, encoding="utf-8")
+    return Path(path)
