@@ -8,13 +8,17 @@ error into a QgsProcessingException whose text a person can act on.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    QgsMapLayer,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingUtils,
+    QgsProperty,
     QgsRasterLayer,
 )
 from qgis.PyQt.QtGui import QIcon
@@ -63,10 +67,25 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         raise NotImplementedError
 
     def raster_path(self, parameters, name: str, context) -> str:
-        """The file behind a raster-layer parameter; the engine reads files, not QGIS layers."""
-        layer = self.parameterAsRasterLayer(parameters, name, context)
+        """The file behind a raster-layer parameter; the engine reads files, not QGIS layers.
+
+        A plain file path is passed on without loading it as a layer: loading makes
+        GDAL compute statistics and write a .aux.xml beside the input, and inputs
+        are never modified.
+        """
+        value = parameters.get(name)
+        if isinstance(value, QgsProperty):
+            value = value.valueAsString(context.expressionContext())
+        layer = value if isinstance(value, QgsMapLayer) else None
+        if layer is None and isinstance(value, str) and value:
+            layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
+            if layer is None:
+                path = value.split("|")[0]
+                if not Path(path).exists():
+                    raise QgsProcessingException(f"{name}: the raster '{path}' does not exist: check the path.")
+                return path
         if layer is None:
-            raise QgsProcessingException(f"{name}: no raster layer was given, or it could not be loaded.")
+            raise QgsProcessingException(f"{name}: no raster layer was given.")
         if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
             raise QgsProcessingException(
                 f"{name}: the layer '{layer.name()}' is not a GDAL file raster ({layer.providerType()}); "

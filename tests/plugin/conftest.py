@@ -1,0 +1,29 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.engine.rasters import write_geotiff
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def worker_python(monkeypatch):
+    """The worker runs in the interpreter running the tests (the project's .venv)."""
+    monkeypatch.setenv("OMNISAT_PYTHON", sys.executable)
+
+
+@pytest.fixture
+def small_raster(tmp_path: Path) -> Path:
+    data = np.stack([np.full((20, 30), v, np.uint16) for v in (10, 20, 30, 50)])
+    data[:, 0, 0] = 0
+    return write_geotiff(tmp_path / "small.tif", data, nodata=0)
+
+
+@pytest.fixture
+def slow_raster(tmp_path: Path) -> Path:
+    """Enough row strips that a run can be cancelled before it ends."""
+    rng = np.random.default_rng(1)
+    return write_geotiff(tmp_path / "slow.tif", rng.integers(1, 1000, (2, 256 * 60, 1024), dtype=np.uint16))
