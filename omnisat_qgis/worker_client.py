@@ -12,7 +12,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,8 +113,12 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
         raise WorkerError(f"Could not start the OmniSat worker Python '{run.python}': {exc.strerror or exc}.") from None
     lines: "queue.Queue[str | None]" = queue.Queue()
     stderr_tail: deque = deque(maxlen=40)
-    threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True).start()
-    threading.Thread(target=_tail_reader, args=(process.stderr, stderr_tail), daemon=True).start()
+    readers = [
+        threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True),
+        threading.Thread(target=_tail_reader, args=(process.stderr, stderr_tail), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
     try:
         process.stdin.write(json.dumps(run.job()))
         process.stdin.close()
@@ -126,6 +129,7 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
     while True:
         if callbacks.is_cancelled():
             _stop(process)
+            _close(process, readers)
             sweep_partial_outputs(run.output_paths)
             raise WorkerCancelled("Cancelled; no output was written.")
         try:
@@ -142,6 +146,7 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
         kind = message.get("type")
         if kind == "hello" and message.get("protocol") != PROTOCOL_VERSION:
             _stop(process)
+            _close(process, readers)
             raise WorkerError(
                 f"The engine at '{run.engine_root}' speaks worker protocol {message.get('protocol')}, "
                 f"this plugin speaks {PROTOCOL_VERSION}: update the plugin and the engine together."
@@ -153,7 +158,7 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
         elif kind in ("result", "error"):
             final = message
     code = process.wait()
-    time.sleep(0.05)  # let the stderr reader drain
+    _close(process, readers)
     if final is None:
         sweep_partial_outputs(run.output_paths)
         raise _explain_exit(run, code, stderr_tail)
@@ -162,6 +167,13 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
         error = WorkerCancelled if final.get("kind") == "cancelled" else WorkerError
         raise error(str(final.get("message", "unknown error")), str(final.get("detail", "")))
     return final
+
+
+def _close(process: subprocess.Popen, readers: list[threading.Thread]) -> None:
+    for reader in readers:
+        reader.join(timeout=2)
+    process.stdout.close()
+    process.stderr.close()
 
 
 def _stop(process: subprocess.Popen) -> None:
