@@ -1,0 +1,176 @@
+"""Transformer building blocks shared by OmniSat and AnySat.
+
+Attention goes through ``torch.nn.functional.scaled_dot_product_attention``;
+``explicit_attention()`` switches to the textbook matmul-softmax formula, which
+the benchmarks use as their naive baseline and the tests as a cross-check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+_explicit = False
+
+
+@contextlib.contextmanager
+def explicit_attention() -> Iterator[None]:
+    """Within this block, ``attend`` computes softmax(q k^T / sqrt(d) + bias) v by hand."""
+    global _explicit
+    previous, _explicit = _explicit, True
+    try:
+        yield
+    finally:
+        _explicit = previous
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
+    """Multi-head attention on (B, H, N, d) tensors with an optional additive bias (B|1, H|1, Nq, Nk)."""
+    if bias is not None:
+        bias = bias.to(q.dtype)  # autocast may leave the bias in another dtype than q
+    if _explicit:
+        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        if bias is not None:
+            scores = scores + bias
+        weights = torch.softmax(scores, dim=-1)
+        if dropout_p:
+            weights = F.dropout(weights, dropout_p)
+        return weights @ v
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+
+
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    """Stochastic depth: drop the whole residual branch per sample."""
+    if p == 0.0 or not training:
+        return x
+    keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+class ContextualRelativePosition(nn.Module):
+    """Relative position on keys, contextual mode (iRPE): bias[i, j] = q_i . r[bucket(i, j)].
+
+    One table of ``n_buckets`` vectors of the head size, shared by all heads.
+    """
+
+    def __init__(self, head_dim: int, n_buckets: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(head_dim, n_buckets))
+
+    def forward(self, q: Tensor, buckets: Tensor | None) -> Tensor:
+        """q (B, H, Nq, d), buckets long (Nq, Nk) -> bias (B, H, Nq, Nk)."""
+        if buckets is None:
+            raise ValueError("this attention has a relative position table: pass rel_buckets")
+        table = q @ self.weight.to(q.dtype)
+        index = buckets.expand(*table.shape[:2], *buckets.shape)
+        return torch.gather(table, -1, index)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(x)))))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0, rel_pos_buckets: int = 0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"embedding size {dim} is not divisible by {heads} heads")
+        self.heads, self.attn_drop = heads, attn_drop
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.rel_pos = ContextualRelativePosition(dim // heads, rel_pos_buckets) if rel_pos_buckets else None
+
+    def forward(self, x: Tensor, attn_bias: Tensor | None = None, rel_buckets: Tensor | None = None) -> Tensor:
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        bias = attn_bias
+        if self.rel_pos is not None:
+            # iRPE applies the table to the already scaled queries in self-attention.
+            position = self.rel_pos(q * q.shape[-1] ** -0.5, rel_buckets)
+            bias = position if bias is None else bias + position
+        out = attend(q, k, v, bias, self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
+
+
+class Block(nn.Module):
+    """Pre-norm residual transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 norm_eps: float = 1e-6, rel_pos_buckets: int = 0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = SelfAttention(dim, heads, qkv_bias, attn_drop, dropout, rel_pos_buckets)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
+        self.drop_path = drop_path
+
+    def forward(self, x: Tensor, attn_bias: Tensor | None = None, rel_buckets: Tensor | None = None) -> Tensor:
+        x = x + drop_path(self.attn(self.norm1(x), attn_bias, rel_buckets), self.drop_path, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+
+
+class CrossAttention(nn.Module):
+    """Given queries (not projected) attend to projected keys and values of the tokens."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0, rel_pos_buckets: int = 0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"embedding size {dim} is not divisible by {heads} heads")
+        self.heads, self.attn_drop = heads, attn_drop
+        self.wk = nn.Linear(dim, dim, bias=qkv_bias)
+        self.wv = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.rel_pos = ContextualRelativePosition(dim // heads, rel_pos_buckets) if rel_pos_buckets else None
+
+    def forward(self, queries: Tensor, x: Tensor, attn_bias: Tensor | None = None,
+                rel_buckets: Tensor | None = None) -> Tensor:
+        q = rearrange(queries, "b n (h d) -> b h n d", h=self.heads)
+        k = rearrange(self.wk(x), "b n (h d) -> b h n d", h=self.heads)
+        v = rearrange(self.wv(x), "b n (h d) -> b h n d", h=self.heads)
+        bias = attn_bias
+        if self.rel_pos is not None:
+            position = self.rel_pos(q, rel_buckets)
+            bias = position if bias is None else bias + position
+        out = attend(q, k, v, bias, self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
+
+
+class CrossBlock(nn.Module):
+    """OmniSat's fusion block: out = cross_attn(queries, norm(x)); out + mlp(norm(out)).
+
+    No residual around the cross-attention: the queries are learned constants, the
+    output carries only what they gathered from the tokens.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 norm_eps: float = 1e-6, rel_pos_buckets: int = 0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = CrossAttention(dim, heads, qkv_bias, attn_drop, dropout, rel_pos_buckets)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
+        self.drop_path = drop_path
+
+    def forward(self, queries: Tensor, x: Tensor, attn_bias: Tensor | None = None,
+                rel_buckets: Tensor | None = None) -> Tensor:
+        # No stochastic depth on the attention branch: without a residual, dropping it
+        # would erase the sample's whole output.
+        out = self.attn(queries, self.norm1(x), attn_bias, rel_buckets)
+        return out + drop_path(self.mlp(self.norm2(out)), self.drop_path, self.training)

@@ -1,0 +1,118 @@
+"""The interface every model of the engine offers (OmniSat, AnySat).
+
+Inputs of a forward pass (a "modality batch"), already normalized:
+    inputs: {name: Tensor}, image (B, C, H, W), time series (B, T, C, H, W);
+    dates: {name: Tensor (B, T)} float day of year 1..366, for every series with dates;
+    date_mask: optional {name: Tensor (B, T) bool}, True = valid date (False = padding / cloud).
+Any non-empty subset of the model's modalities may be given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from engine.errors import EngineError
+from engine.models.modalities import ModalitySpec
+
+
+@dataclass
+class Features:
+    tile: Tensor  # (B, D): one vector per tile
+    patch: Tensor  # (B, Gh, Gw, D): one vector per patch, channels last
+    dense: Tensor | None = None  # (B, Hs, Ws, 2D): AnySat's per-sub-patch output
+
+
+class EOModel(nn.Module):
+    """Base of the engine's models; subclasses set ``config``, ``modalities``, ``embed_dim``."""
+
+    config: Any
+    modalities: dict[str, ModalitySpec]
+    embed_dim: int
+
+    def forward_features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
+                         date_mask: dict[str, Tensor] | None = None,
+                         patch_size_m: float | None = None) -> Features:
+        raise NotImplementedError
+
+    def normalize(self, name: str, tensor: Tensor) -> Tensor:
+        """(x - mean) / std with the spec's per-band statistics, on the band axis of its kind."""
+        spec = self._spec(name)
+        # Bands are the third axis from the end in both layouts: (.., C, H, W).
+        mean = torch.tensor(spec.mean, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
+        std = torch.tensor(spec.std, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
+        return (tensor - mean) / std
+
+    def _spec(self, name: str) -> ModalitySpec:
+        if name not in self.modalities:
+            raise EngineError(
+                f"Unknown modality {name!r} for this model. It was trained with: {', '.join(self.modalities)}."
+            )
+        return self.modalities[name]
+
+    def check_inputs(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None,
+                     date_mask: dict[str, Tensor] | None) -> int:
+        """Validate a modality batch against the specs; returns the batch size.
+
+        Every message says what was expected, so a user can fix the layer or setting.
+        """
+        if not inputs:
+            raise EngineError(f"No input given: pass at least one of the modalities {', '.join(self.modalities)}.")
+        dates, date_mask = dates or {}, date_mask or {}
+        batch = None
+        for name, x in inputs.items():
+            spec = self._spec(name)
+            want = 4 if spec.kind == "image" else 5
+            layout = "(B, C, H, W)" if spec.kind == "image" else "(B, T, C, H, W)"
+            if not isinstance(x, Tensor) or x.dim() != want:
+                shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                raise EngineError(f"Modality {name!r} is {spec.kind} data: expected a tensor {layout}, got {shape}.")
+            channels = x.shape[1] if spec.kind == "image" else x.shape[2]
+            if channels != spec.n_bands:
+                raise EngineError(
+                    f"Modality {name!r} has {channels} bands but the model expects {spec.n_bands} "
+                    f"({', '.join(spec.bands)}), in that order."
+                )
+            if batch is None:
+                batch = x.shape[0]
+            elif x.shape[0] != batch:
+                raise EngineError(f"Modality {name!r} has batch size {x.shape[0]}, the others {batch}.")
+            if not torch.isfinite(x).all():
+                raise EngineError(
+                    f"Modality {name!r} contains NaN or infinite values: fill or mask nodata before inference."
+                )
+            if spec.kind == "series":
+                self._check_dates(name, spec, x, dates.get(name), date_mask.get(name))
+        unknown = sorted(set(dates) - set(inputs)) + sorted(set(date_mask) - set(inputs))
+        if unknown:
+            raise EngineError(f"Dates or date masks given for modalities without data: {', '.join(unknown)}.")
+        return int(batch)
+
+    @staticmethod
+    def _check_dates(name: str, spec: ModalitySpec, x: Tensor, dates: Tensor | None, mask: Tensor | None) -> None:
+        b, t = x.shape[:2]
+        if t < 1:
+            raise EngineError(f"Time series {name!r} has no dates (T = 0).")
+        if spec.has_dates:
+            if dates is None:
+                raise EngineError(
+                    f"Time series {name!r} needs its dates: a tensor (B, T) = ({b}, {t}) of day of year (1..366)."
+                )
+            if tuple(dates.shape) != (b, t):
+                raise EngineError(
+                    f"Dates of {name!r} have shape {tuple(dates.shape)}, expected (B, T) = ({b}, {t}): "
+                    "one day of year per observation."
+                )
+            if not torch.isfinite(dates).all():
+                raise EngineError(f"Dates of {name!r} contain NaN: every observation needs a day of year.")
+        if mask is not None:
+            if tuple(mask.shape) != (b, t) or mask.dtype != torch.bool:
+                raise EngineError(
+                    f"Date mask of {name!r} must be a bool tensor (B, T) = ({b}, {t}), "
+                    f"got {mask.dtype} {tuple(mask.shape)}."
+                )
+            if not mask.any(dim=1).all():
+                raise EngineError(f"Time series {name!r}: a sample has every date masked; keep at least one.")

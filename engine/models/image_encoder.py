@@ -1,0 +1,82 @@
+"""OmniSat's per-patch image encoder (a small residual CNN) and its decoder.
+
+The encoder keeps the indices of its max-pools; the decoder unpools with them,
+so the reconstruction puts each maximum back where it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class PoolTrace:
+    """What the decoder needs to undo the encoder's pools, last pool first."""
+
+    indices: list[Tensor]
+    sizes: list[tuple[int, int]]  # spatial size before each pool
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3 - GroupNorm - GELU - conv3x3 - the same GroupNorm - add - GELU."""
+
+    def __init__(self, dim: int, groups: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
+        self.norm = nn.GroupNorm(groups, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.gelu(self.norm(self.conv1(x)))
+        return F.gelu(self.norm(self.conv2(out)) + x)
+
+
+def pooled_size(patch_px: int, n_blocks: int = 3) -> int:
+    """Spatial size left after the stride-2 stem and n_blocks + 1 max-pools."""
+    size = (patch_px + 1) // 2
+    for _ in range(n_blocks + 1):
+        size //= 2
+    return size
+
+
+class ImagePatchEncoder(nn.Module):
+    """Patches (N, C, p, p) -> embeddings (N, D): stem conv stride 2 + BN + GELU, then
+    [max-pool 2, residual block] x n_blocks and a last max-pool (50 px: 25-12-6-3-1)."""
+
+    def __init__(self, in_channels: int, dim: int, groups: int = 4, n_blocks: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, dim, 3, stride=2, padding=1)
+        self.stem_norm = nn.BatchNorm2d(dim)
+        self.blocks = nn.ModuleList(ResidualBlock(dim, groups) for _ in range(n_blocks))
+
+    def forward(self, patches: Tensor) -> tuple[Tensor, PoolTrace]:
+        x = F.gelu(self.stem_norm(self.stem(patches)))
+        trace = PoolTrace([], [])
+        for block in [*self.blocks, None]:
+            trace.sizes.insert(0, tuple(x.shape[-2:]))
+            x, index = F.max_pool2d(x, 2, return_indices=True)
+            trace.indices.insert(0, index)
+            if block is not None:
+                x = block(x)
+        return x.flatten(1), trace
+
+
+class ImagePatchDecoder(nn.Module):
+    """Embeddings (N, D) -> patches (N, C, p, p): unpool with the encoder's indices,
+    transposed conv after each unpool, a last stride-2 transposed conv to C bands."""
+
+    def __init__(self, out_channels: int, dim: int, n_blocks: int = 3):
+        super().__init__()
+        self.deconvs = nn.ModuleList(nn.ConvTranspose2d(dim, dim, 3, padding=1, bias=False) for _ in range(n_blocks))
+        self.out = nn.ConvTranspose2d(dim, out_channels, 3, stride=2, padding=1)
+
+    def forward(self, embedding: Tensor, trace: PoolTrace, patch_px: int) -> Tensor:
+        x = embedding[:, :, None, None]
+        for i, (index, size) in enumerate(zip(trace.indices, trace.sizes)):
+            x = F.max_unpool2d(x, index.to(x.device), 2, output_size=size)
+            if i < len(self.deconvs):
+                x = self.deconvs[i](x)
+        return self.out(x, output_size=(patch_px, patch_px))

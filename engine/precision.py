@@ -1,0 +1,71 @@
+"""Device and numeric precision choices shared by inference, probes and benchmarks.
+
+bf16 autocast pays off only where the hardware multiplies bf16 natively (CPU AMX
+or AVX512-BF16, recent CUDA GPUs); elsewhere it is slower than fp32, so "auto"
+picks fp32 there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+from pathlib import Path
+from typing import ContextManager
+
+import torch
+
+from engine.errors import EngineError
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
+    if name not in DEVICES:
+        raise EngineError(f"Unknown device {name!r}: choose one of {', '.join(DEVICES)}.")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EngineError(
+            "Device 'cuda' was asked for but this PyTorch sees no CUDA GPU "
+            f"(torch {torch.__version__}): choose device 'cpu' or 'auto', or use a CUDA build of PyTorch."
+        )
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def choose_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The compute dtype: 'fp32', 'bf16', or 'auto' (bf16 where the hardware has native bf16)."""
+    if precision not in PRECISIONS:
+        raise EngineError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype) -> ContextManager:
+    """Autocast to ``dtype`` on ``device``; a no-op for fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
