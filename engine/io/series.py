@@ -1,0 +1,230 @@
+"""From what the user names (a file, a list of files, a folder, a multi-band stack) to
+the layers of one modality: which file, which bands, which date, in date order.
+
+Layouts:
+- image modality: one file whose bands are the model's bands;
+- series, list of files or folder: one file per date, each with the model's bands;
+- series, one file with T x C bands: dates x channels, band ``t * C + c + 1`` holds
+  channel ``c`` of date ``t`` (the order `gdalbuildvrt -separate` of single-date
+  files gives); a file with exactly C bands is a single-date series.
+
+Band order is checked against the modality spec: by the band descriptions when
+they name bands (e.g. "B02", "2020-06-15 B8A"), by the count otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import EngineError
+from engine.io.dates import check_dates, date_from_name, date_from_tags, explicit_dates
+from engine.io.raster import open_raster
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One readable piece of a modality: bands (1-based, in the model's order) of one file."""
+
+    path: Path
+    bands: tuple[int, ...]
+    date: dt.date | None
+    label: str
+    position: int = 0  # index in the order the user gave (files, then band groups)
+
+
+@dataclass(frozen=True)
+class Modality:
+    """A modality ready for alignment: its spec, its layers (date order) and optional masks."""
+
+    name: str
+    spec: object  # engine.models.modalities.ModalitySpec (kept untyped: no torch import here)
+    layers: tuple[Layer, ...]
+    masks: tuple[Layer, ...] | None = None
+    mask_type: str = "binary"
+    mask_threshold: float = 50.0
+
+    @property
+    def dates(self) -> list[dt.date]:
+        return [layer.date for layer in self.layers]  # type: ignore[misc]
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted({layer.path for layer in self.layers} | {m.path for m in self.masks or ()})
+
+
+def list_files(files: str | list[str], what: str) -> list[Path]:
+    """A folder becomes its raster files (sorted by name); a string one file; a list stays."""
+    if isinstance(files, (list, tuple)):
+        if not files:
+            raise EngineError(f"{what} lists no files: give at least one raster.")
+        return [Path(f).expanduser() for f in files]
+    path = Path(files).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
+        if not found:
+            raise EngineError(f"The folder '{path}' given for {what} holds no raster ({', '.join(RASTER_SUFFIXES)}).")
+        return found
+    return [path]
+
+
+def _canonical_band(name: str) -> str:
+    """'B02' -> 'B2', 'b8a' -> 'B8A', 'VV' -> 'VV'; dates and separators dropped."""
+    text = re.sub(r"(19|20)\d\d[-_.]?\d\d[-_.]?\d\d(T\d{6})?", " ", name.upper())
+    tokens = [t for t in re.split(r"[^A-Z0-9]+", text) if t]
+    if len(tokens) != 1:
+        return ""
+    return re.sub(r"^B0*(\d)", r"B\1", tokens[0])
+
+
+def check_band_order(descriptions: list[str | None], spec, label: str) -> None:
+    """When every description names a band of the spec, they must come in the spec's order."""
+    expected = [_canonical_band(b) for b in spec.bands]
+    named = [_canonical_band(d or "") for d in descriptions]
+    if not all(n in expected for n in named):
+        return  # descriptions do not name bands (or name foreign ones): only the count is checked
+    if named != expected:
+        order = [named.index(e) + 1 if e in named else None for e in expected]
+        hint = (
+            f' Reorder them with "bands": {order} in the job.' if None not in order
+            else f" Bands {', '.join(b for b, o in zip(spec.bands, order) if o is None)} are missing."
+        )
+        raise EngineError(
+            f"The bands of '{label}' are {', '.join(d or '?' for d in descriptions)}, but the model's "
+            f"{spec.name!r} modality expects {', '.join(spec.bands)} in this order.{hint}"
+        )
+
+
+def _count_error(label: str, count: int, spec, stack_hint: bool) -> EngineError:
+    message = (
+        f"'{label}' has {count} band(s), but the model's {spec.name!r} modality expects "
+        f"{spec.n_bands} ({', '.join(spec.bands)})"
+    )
+    if stack_hint:
+        message += f", or a multiple of {spec.n_bands} for one file holding every date (dates x bands)"
+    return EngineError(message + ': choose the right file, or pick its bands with "bands" in the job.')
+
+
+def _select_bands(bands: list[int] | None, count: int, spec, label: str) -> tuple[int, ...]:
+    if bands is None:
+        return tuple(range(1, spec.n_bands + 1))
+    if len(bands) != spec.n_bands:
+        raise EngineError(
+            f'"bands" for {spec.name!r} lists {len(bands)} band(s); the model expects {spec.n_bands} '
+            f"({', '.join(spec.bands)}): list one band number of the file per model band, in that order."
+        )
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise EngineError(f"'{label}' has bands 1 to {count}; \"bands\" asks for {bad}: fix the band numbers.")
+    return tuple(bands)
+
+
+def _file_date(path: Path, dataset) -> dt.date | None:
+    return date_from_name(path.name) or date_from_tags(dataset.tags()) or date_from_tags(dataset.tags(1)) or (
+        date_from_name(dataset.descriptions[0]) if dataset.descriptions[0] else None
+    )
+
+
+def resolve_modality(
+    name: str,
+    spec,
+    files: str | list[str],
+    dates: list[str] | None = None,
+    bands: list[int] | None = None,
+) -> Modality:
+    """Layers of one modality in date order, with every check of the module docstring."""
+    what = f"modality {name!r}"
+    paths = list_files(files, what)
+    infos = []
+    for path in paths:
+        with open_raster(path, f"{name} input") as ds:
+            infos.append((path, ds.count, list(ds.descriptions), _file_date(path, ds) if spec.has_dates else None,
+                          [date_from_name(d or "") or date_from_tags(ds.tags(b + 1)) for b, d in enumerate(ds.descriptions)]))
+
+    if spec.kind == "image":
+        if len(paths) != 1:
+            raise EngineError(f"{what} is a single image: give one file, not {len(paths)}.")
+        path, count, descriptions, _, _ = infos[0]
+        if bands is None and count != spec.n_bands:
+            raise _count_error(str(path), count, spec, stack_hint=False)
+        selected = _select_bands(bands, count, spec, str(path))
+        check_band_order([descriptions[b - 1] for b in selected], spec, str(path))
+        return Modality(name, spec, (Layer(path, selected, None, path.name),))
+
+    layers: list[Layer] = []
+    if len(paths) == 1 and bands is None and infos[0][1] != spec.n_bands:
+        # One file holding every date: dates x channels.
+        path, count, descriptions, _, band_dates = infos[0]
+        if count % spec.n_bands:
+            raise _count_error(str(path), count, spec, stack_hint=True)
+        c = spec.n_bands
+        for t in range(count // c):
+            group = tuple(range(t * c + 1, t * c + c + 1))
+            check_band_order([descriptions[b - 1] for b in group], spec, f"{path} (date {t + 1})")
+            layers.append(Layer(path, group, band_dates[t * c], f"{path.name} bands {group[0]}-{group[-1]}", t))
+    else:
+        for path, count, descriptions, file_date, _ in infos:
+            if bands is None and count != spec.n_bands:
+                raise _count_error(str(path), count, spec, stack_hint=len(paths) == 1)
+            selected = _select_bands(bands, count, spec, str(path))
+            check_band_order([descriptions[b - 1] for b in selected], spec, str(path))
+            layers.append(Layer(path, selected, file_date, path.name, len(layers)))
+
+    if spec.has_dates:
+        if dates is not None:
+            given = explicit_dates(dates, len(layers), what)
+        else:
+            given = check_dates([layer.date for layer in layers], [layer.label for layer in layers], what)
+        layers = [Layer(l.path, l.bands, d, l.label, l.position) for l, d in zip(layers, given)]
+        layers.sort(key=lambda layer: layer.date)
+    return Modality(name, spec, tuple(layers))
+
+
+MASK_TYPES = ("binary", "valid", "scl", "probability")
+# Sentinel-2 scene classification classes that are not a clear view of the ground:
+# no data, saturated/defective, cloud shadow, cloud medium/high probability, thin cirrus.
+SCL_INVALID = (0, 1, 3, 8, 9, 10)
+
+
+def attach_masks(modality: Modality, files: str | list[str], mask_type: str = "binary", threshold: float = 50.0) -> Modality:
+    """Add one cloud/validity mask layer per date.
+
+    Masks are matched to dates by the dates read from their own names/metadata when
+    every one has one, by position otherwise (same order as the data as given).
+    A single file with one band per date is also accepted.
+    """
+    what = f"the mask of modality {modality.name!r}"
+    if mask_type not in MASK_TYPES:
+        raise EngineError(f"Unknown mask type {mask_type!r} for {what}: use one of {', '.join(MASK_TYPES)}.")
+    paths = list_files(files, what)
+    masks: list[Layer] = []
+    for path in paths:
+        with open_raster(path, "mask") as ds:
+            if len(paths) == 1 and ds.count == len(modality.layers) and ds.count > 1:
+                masks += [Layer(path, (b,), date_from_name(ds.descriptions[b - 1] or ""), f"{path.name} band {b}")
+                          for b in range(1, ds.count + 1)]
+            else:
+                if ds.count != 1:
+                    raise EngineError(
+                        f"The mask '{path}' has {ds.count} bands: give one single-band mask per date, "
+                        f"or one file with one band per date ({len(modality.layers)})."
+                    )
+                masks.append(Layer(path, (1,), date_from_name(path.name) or date_from_tags(ds.tags()), path.name))
+    if len(masks) != len(modality.layers):
+        raise EngineError(
+            f"{what} has {len(masks)} layer(s) for {len(modality.layers)} date(s): give one mask per date."
+        )
+    if all(m.date is not None for m in masks) and len({m.date for m in masks}) == len(masks):
+        by_date = {m.date: m for m in masks}
+        missing = [d.isoformat() for d in modality.dates if d not in by_date]
+        if missing:
+            raise EngineError(f"{what} has no layer for the date(s) {', '.join(missing)}: add them.")
+        ordered = [by_date[d] for d in modality.dates]
+    else:
+        # Positional: mask i goes with the data layer the user gave in position i.
+        ordered = [masks[layer.position] for layer in modality.layers]
+    return Modality(modality.name, modality.spec, modality.layers, tuple(ordered), mask_type, threshold)
