@@ -1,1 +1,1 @@
-"""GPU training scripts and dataset readers (imports engine, never the reverse)."""
+"""Training scripts: dataset readers, objectives, the loop, configs (imports engine, never the reverse)."""

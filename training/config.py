@@ -1,0 +1,272 @@
+"""Experiment configs: small YAML files mapped onto typed dataclasses.
+
+Every key is checked: an unknown key (a typo, a key of another section) is an
+error naming the key, where it was found and the keys that are allowed there,
+so that a misspelt setting never silently falls back to its default.
+Command-line overrides use dotted paths (``optim.lr=3e-4``,
+``data.datasets.0.batch_size=8``); values are parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import EngineError
+
+DATASET_FORMATS = ("treesatai", "pastis", "flair", "rasters")
+OBJECTIVES = ("omnisat", "anysat", "supervised", "probe")
+TASKS = ("multilabel", "multiclass", "segmentation")
+METRICS = ("weighted_f1", "macro_f1", "micro_f1", "overall_accuracy", "miou")
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset in its official on-disk layout (or a user's rasters)."""
+
+    format: str
+    root: str
+    name: str = ""
+    modalities: list[str] = field(default_factory=list)
+    # Patch sizes (metres) drawn per step: AnySat trains every dataset at several scales.
+    patch_sizes_m: list[float] = field(default_factory=list)
+    batch_size: int = 16
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    max_dates: int = 50
+    # Draw weight of this dataset in multi-dataset training.
+    weight: float = 1.0
+    # Dataset-specific switches (documented in each reader), e.g. PASTIS folds.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    num_workers: int = 0
+    # Stop an epoch early (smoke runs on big datasets); 0 = the whole split.
+    limit_samples: int = 0
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "omnisat-treesatai"
+    # Keyword overrides of the preset's architecture config (e.g. depth, embed_dim).
+    overrides: dict[str, Any] = field(default_factory=dict)
+    # Start from these weights (a checkpoint written by `export` or the engine).
+    init_from: str = ""
+
+
+@dataclass
+class TaskConfig:
+    """Supervised fine-tuning / probe evaluation target."""
+
+    kind: str = "multilabel"
+    num_classes: int = 0
+    ignore_index: int = -100
+    metric: str = "weighted_f1"
+    # Freeze the encoder (linear probing) and train only the head.
+    freeze_encoder: bool = False
+    threshold: float = 0.5
+
+
+@dataclass
+class PretrainConfig:
+    mask_ratio: float = 0.75
+    temperature: float = 0.1
+    contrastive_weight: float = 1.0
+    reconstruction_weight: float = 1.0
+    jepa_weight: float = 1.0
+    ema_start: float = 0.996
+    ema_end: float = 1.0
+    date_dropout: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "constant"  # constant | cosine | plateau
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    plateau_factor: float = 0.1
+    plateau_patience: int = 10
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/experiment"
+    max_steps: int = 1000
+    seed: int = 32
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    log_every: int = 10
+    eval_every: int = 0
+    eval_batches: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    resume: str = ""
+    threads: int = 0
+    # BatchNorm statistics frozen (eval mode): small batches, or exact DDP parity on CPU.
+    freeze_batchnorm: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    objective: str = "omnisat"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _unknown_key_message(key: str, where: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"Unknown config key {key!r} in {where}.{hint} Allowed keys there: {', '.join(allowed)}."
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        annotation, origin = inner[0], typing.get_origin(inner[0])
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, where)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise EngineError(f"Config key {where} must be a list, got {value!r}.")
+        return [_convert(v, item, f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise EngineError(f"Config key {where} must be a mapping, got {value!r}.")
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise EngineError(f"Config key {where} must be true or false, got {value!r}.")
+        return value
+    if annotation in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise EngineError(f"Config key {where} must be a number, got {value!r}.")
+        try:
+            number = annotation(float(value)) if annotation is float else int(value)
+        except ValueError:
+            raise EngineError(f"Config key {where} must be a number, got {value!r}.") from None
+        return number
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise EngineError(f"Config key {where} must be text, got {value!r}.")
+        return "" if value is None else str(value)
+    return value
+
+
+def from_dict(cls: type, data: Any, where: str = "config"):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise EngineError(f"{where} must be a mapping of keys to values, got {data!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            raise EngineError(_unknown_key_message(str(key), where, list(fields)))
+    kwargs = {}
+    for name in fields:
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], f"{where}.{name}")
+        elif fields[name].default is dataclasses.MISSING and fields[name].default_factory is dataclasses.MISSING:
+            raise EngineError(f"Missing required config key {where}.{name}.")
+    return cls(**kwargs)
+
+
+def apply_override(tree: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` override to a raw config mapping."""
+    if "=" not in override:
+        raise EngineError(f"Override {override!r} must look like key=value (e.g. optim.lr=3e-4).")
+    path, raw = override.split("=", 1)
+    parts = path.strip().split(".")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    node: Any = tree
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[:depth]) or "config"
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise EngineError(f"Override {override!r}: {where} has items 0..{len(node) - 1}, not {part!r}.")
+            key: Any = int(part)
+        else:
+            key = part
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and key not in node:
+                node[key] = {}
+            node = node[key]
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read a YAML experiment file, apply overrides, validate everything."""
+    tree: dict[str, Any] = {}
+    if path:
+        file = Path(path)
+        if not file.is_file():
+            raise EngineError(f"The config file '{file}' does not exist: give a YAML file (see training/configs/).")
+        try:
+            tree = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise EngineError(f"The config file '{file}' is not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise EngineError(f"The config file '{file}' must hold a mapping of sections (model:, data:, ...).")
+    for override in overrides:
+        apply_override(tree, override)
+    config = from_dict(ExperimentConfig, tree, "config")
+    validate(config)
+    return config
+
+
+def validate(config: ExperimentConfig) -> None:
+    def choice(value: str, allowed: tuple[str, ...], key: str) -> None:
+        if value not in allowed:
+            raise EngineError(f"Config key {key} is {value!r}; choose one of: {', '.join(allowed)}.")
+
+    choice(config.objective, OBJECTIVES, "objective")
+    choice(config.task.kind, TASKS, "task.kind")
+    choice(config.task.metric, METRICS, "task.metric")
+    choice(config.optim.name, ("adam", "adamw", "sgd"), "optim.name")
+    choice(config.optim.schedule, ("constant", "cosine", "plateau"), "optim.schedule")
+    if not config.data.datasets:
+        raise EngineError("Config key data.datasets is empty: list at least one dataset (format, root).")
+    for i, ds in enumerate(config.data.datasets):
+        choice(ds.format, DATASET_FORMATS, f"data.datasets.{i}.format")
+        if ds.batch_size < 1:
+            raise EngineError(f"Config key data.datasets.{i}.batch_size must be at least 1.")
+        if ds.max_dates < 1:
+            raise EngineError(f"Config key data.datasets.{i}.max_dates must be at least 1.")
+        if any(p <= 0 for p in ds.patch_sizes_m):
+            raise EngineError(f"Config key data.datasets.{i}.patch_sizes_m must hold positive sizes in metres.")
+        if not ds.name:
+            ds.name = ds.format if sum(d.format == ds.format for d in config.data.datasets) == 1 else f"{ds.format}{i}"
+    if not 0.0 <= config.pretrain.mask_ratio < 1.0:
+        raise EngineError("Config key pretrain.mask_ratio must be in [0, 1).")
+    if config.train.max_steps < 1:
+        raise EngineError("Config key train.max_steps must be at least 1.")

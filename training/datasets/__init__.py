@@ -1,0 +1,35 @@
+"""Dataset readers: official layouts of TreeSatAI-TS, PASTIS-HD and FLAIR, and a user's rasters."""
+
+from __future__ import annotations
+
+from training.config import DatasetConfig
+from training.datasets.common import Batch, Sample, TileDataset, collate
+
+
+def open_dataset(config: DatasetConfig, split: str, *, train: bool, bands: dict[str, int] | None = None,
+                 segmentation: bool = False) -> TileDataset:
+    """The reader for ``config.format`` on one split."""
+    common = dict(split=split, modalities=config.modalities, max_dates=config.max_dates, train=train,
+                  bands=bands, options=config.options)
+    if config.format == "treesatai":
+        from training.datasets.treesatai import TreeSatAI
+
+        if segmentation:
+            from engine.errors import EngineError
+
+            raise EngineError("TreeSatAI-TS has tile labels only: use task.kind multilabel.")
+        return TreeSatAI(config.root, **common)
+    if config.format == "pastis":
+        from training.datasets.pastis import Pastis
+
+        return Pastis(config.root, segmentation=segmentation, **common)
+    if config.format == "flair":
+        from training.datasets.flair import Flair
+
+        return Flair(config.root, segmentation=segmentation, **common)
+    from training.datasets.rasters import RasterTiles
+
+    return RasterTiles(config.root, **common)
+
+
+__all__ = ["Batch", "Sample", "TileDataset", "collate", "open_dataset"]

@@ -1,0 +1,146 @@
+"""What a training step minimizes: OmniSat or AnySat pretraining, supervised fine-tuning, probing.
+
+An objective is an nn.Module holding the engine model (``encoder``) and whatever
+else it trains (heads, an EMA teacher, a predictor). ``forward(batch)`` returns
+the loss and the figures to log; ``after_step`` runs after the optimizer step
+(EMA updates). The losses themselves live in the engine (engine.models.losses,
+the models' ``pretraining_loss``, engine.models.jepa): nothing is re-implemented
+here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from engine.errors import EngineError
+from engine.models.base import EOModel
+from engine.models.heads import HeadConfig, build_head
+from training.config import ExperimentConfig
+from training.datasets.common import Batch
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor
+    logs: dict[str, Tensor]
+    logits: Tensor | None = None
+
+
+class Objective(nn.Module):
+    encoder: EOModel
+
+    def forward(self, batch: Batch) -> StepOutput:
+        raise NotImplementedError
+
+    def after_step(self, step: int, max_steps: int) -> None:
+        """Called after each optimizer step (EMA teachers)."""
+
+    def head(self) -> nn.Module | None:
+        return None
+
+
+class OmniSatPretraining(Objective):
+    """Masked multimodal pretraining: patch contrast + reconstruction (OmniSat's own loss code)."""
+
+    def __init__(self, encoder: EOModel, contrastive_weight: float, reconstruction_weight: float):
+        super().__init__()
+        if not hasattr(encoder, "pretraining_loss"):
+            raise EngineError(f"Objective 'omnisat' needs an OmniSat model, not {type(encoder).__name__}: "
+                              "use model.preset omnisat-*.")
+        self.encoder = encoder
+        self.weights = {"contrastive": contrastive_weight, "reconstruction": reconstruction_weight}
+
+    def forward(self, batch: Batch) -> StepOutput:
+        terms = self.encoder.pretraining_loss(batch.inputs, batch.dates, batch.date_mask)
+        reconstruction = sum(v for k, v in terms.items() if k.startswith("reconstruction."))
+        loss = self.weights["reconstruction"] * reconstruction
+        if "contrastive" in terms:
+            loss = loss + self.weights["contrastive"] * terms["contrastive"]
+        logs = {k: v.detach() for k, v in terms.items() if k != "loss"}
+        return StepOutput(loss, logs)
+
+
+class AnySatPretraining(Objective):
+    """Multimodal JEPA (EMA teacher, predictor) + contrastive, from engine.models.jepa."""
+
+    def __init__(self, encoder: EOModel, config: ExperimentConfig):
+        super().__init__()
+        try:
+            jepa = importlib.import_module("engine.models.jepa")
+        except ImportError:
+            raise EngineError("Objective 'anysat' needs engine.models.jepa, which this engine lacks.") from None
+        self.encoder = encoder
+        self.jepa = jepa.build_jepa(encoder, config.pretrain)
+        self.ema = (config.pretrain.ema_start, config.pretrain.ema_end)
+
+    def forward(self, batch: Batch) -> StepOutput:
+        terms = self.jepa(batch.inputs, batch.dates, batch.date_mask, patch_size_m=batch.patch_size_m)
+        return StepOutput(terms["loss"], {k: v.detach() for k, v in terms.items() if k != "loss"})
+
+    def after_step(self, step: int, max_steps: int) -> None:
+        start, end = self.ema
+        momentum = start + (end - start) * min(step / max(max_steps, 1), 1.0)
+        self.jepa.update_teacher(momentum)
+
+
+class Supervised(Objective):
+    """A head on the encoder's features; BCE (multi-label), CE (multi-class), CE with ignore (segmentation).
+
+    With ``freeze_encoder`` the encoder is fixed (evaluation mode, no gradients): linear probing.
+    """
+
+    def __init__(self, encoder: EOModel, kind: str, num_classes: int, ignore_index: int = -100,
+                 freeze_encoder: bool = False):
+        super().__init__()
+        self.encoder, self.kind, self.ignore_index = encoder, kind, ignore_index
+        self.freeze = freeze_encoder
+        head_kind = "patch" if kind == "segmentation" else "classification"
+        self.classifier = build_head(HeadConfig(head_kind, encoder.embed_dim, num_classes,
+                                                multilabel=kind == "multilabel"))
+        if freeze_encoder:
+            encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "Supervised":
+        super().train(mode)
+        if self.freeze:
+            self.encoder.eval()
+        return self
+
+    def head(self) -> nn.Module:
+        return self.classifier
+
+    def logits(self, batch: Batch) -> Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            features = self.encoder.forward_features(batch.inputs, batch.dates, batch.date_mask,
+                                                     patch_size_m=batch.patch_size_m)
+        if self.kind != "segmentation":
+            return self.classifier(features.tile)
+        logits = rearrange(self.classifier(features.patch), "b h w k -> b k h w")
+        return F.interpolate(logits.float(), size=tuple(batch.label.shape[-2:]), mode="bilinear",
+                             align_corners=False)
+
+    def forward(self, batch: Batch) -> StepOutput:
+        if batch.label is None:
+            raise EngineError(f"Dataset {batch.dataset!r} gives no labels: supervised training needs them.")
+        logits = self.logits(batch)
+        target = batch.label
+        if self.kind == "multilabel":
+            loss = F.binary_cross_entropy_with_logits(logits.float(), target.float())
+        else:
+            loss = F.cross_entropy(logits.float(), target.long(), ignore_index=self.ignore_index)
+        return StepOutput(loss, {}, logits.detach())
+
+
+def build_objective(config: ExperimentConfig, encoder: EOModel, num_classes: int) -> Objective:
+    if config.objective == "omnisat":
+        return OmniSatPretraining(encoder, config.pretrain.contrastive_weight, config.pretrain.reconstruction_weight)
+    if config.objective == "anysat":
+        return AnySatPretraining(encoder, config)
+    freeze = config.task.freeze_encoder or config.objective == "probe"
+    return Supervised(encoder, config.task.kind, num_classes, config.task.ignore_index, freeze)
