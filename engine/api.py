@@ -40,6 +40,7 @@ _REGISTRY: dict[str, Operation] = {}
 # does not pay for torch.
 OPERATION_MODULES = (
     "engine.ops.raster_ops",
+    "engine.ops.map_ops",
     "engine.bench",
 )
 

@@ -1,0 +1,370 @@
+"""Tiled inference: from a job to class maps and embedding rasters, in bounded memory.
+
+Plan: resolve every modality (files, bands, dates, masks), build the reference
+grid (engine.io.grid), cut it into overlapping windows of whole patches
+(engine.tiling). Run: a background thread reads and normalises the next batch of
+windows (every file opened once, warped on the fly when off-grid) while the model
+runs on the current one; per-patch results are blended with smooth weights into a
+row band (engine.io.writers) whose finished rows go straight into tiled,
+compressed GeoTIFFs written under temporary names and renamed at the end.
+
+A patch is nodata in the outputs when no modality has a valid observation in it.
+A date takes part in a window when at least ``min_valid_fraction`` of its pixels
+are valid (clouds, nodata); otherwise it is masked (``date_mask``). Invalid pixels
+of kept dates read as the band mean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from engine.errors import Cancelled, EngineError
+from engine.io.align import ModalityReader
+from engine.io.atomic import atomic_output, check_output_path
+from engine.io.dates import day_of_year
+from engine.io.grid import Footprint, Grid, check_patch_fits, parse_crs, reference_grid, scale_window
+from engine.io.job import CLASS_OUTPUTS, Job
+from engine.io.normalize import load_statistics, modality_statistics, normalize
+from engine.io.raster import open_raster
+from engine.io.series import Modality, attach_masks, resolve_modality
+from engine.io.writers import CLASS_NODATA, RowBandAccumulator, expand, geotiff_profile, open_class_map, write_rows
+from engine.precision import autocast_context, choose_device, choose_dtype
+from engine.progress import Reporter
+from engine.tiling import WindowGrid
+
+# Default window when the model states none: enough patches to amortise the model
+# call, few enough that attention over all tokens stays cheap on a CPU.
+DEFAULT_TILE_PATCHES = 16
+GDAL_CACHE_MB = 64
+HALF_MAX = 65504.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before reading pixels."""
+
+    modalities: dict[str, Modality]
+    patch_grid: Grid  # one cell per patch
+    output_grid: Grid  # class map / confidence / probabilities
+    modality_grids: dict[str, Grid]
+    patch_size_m: float
+    windows: WindowGrid
+
+    @property
+    def output_factor(self) -> int:
+        return round(self.patch_grid.res / self.output_grid.res)
+
+
+def _model_attribute(model, name: str) -> float | None:
+    value = getattr(model, name, None)
+    if value is None:
+        value = getattr(getattr(model, "config", None), name, None)
+    return float(value) if value is not None else None
+
+
+def resolve_inputs(job: Job, model) -> dict[str, Modality]:
+    modalities = {}
+    for name, entry in job.modalities.items():
+        if name not in model.modalities:
+            raise EngineError(
+                f"The job names modality {name!r}, which this model does not know; it was trained with "
+                f"{', '.join(model.modalities)}: rename the entry or choose another model."
+            )
+        modality = resolve_modality(name, model.modalities[name], entry.files, entry.dates, entry.bands)
+        if entry.mask is not None:
+            modality = attach_masks(modality, entry.mask.files, entry.mask.type, entry.mask.threshold)
+        modalities[name] = modality
+    return modalities
+
+
+def plan(job: Job, model, modalities: dict[str, Modality]) -> Plan:
+    """The grids and the window grid of a run (errors for non-overlapping or too small inputs)."""
+    patch = job.patch_size or _model_attribute(model, "patch_size_m")
+    if not patch:
+        raise EngineError('This model has no default patch size: give "patch_size" (metres) in the job.')
+    gsds = {name: float(m.spec.gsd_m) for name, m in modalities.items()}
+    for name, gsd in gsds.items():
+        check_patch_fits(patch, gsd, f"modality {name!r}")
+    resolution = job.resolution or min(gsds.values())
+    check_patch_fits(patch, resolution, "the output resolution")
+    footprints = []
+    for m in modalities.values():
+        for path in m.files:
+            with open_raster(path, f"{m.name} input") as ds:
+                footprints.append(Footprint.of(ds, str(path)))
+    crs = parse_crs(job.crs, '"crs"') if job.crs else None
+    extent = None
+    if job.extent is not None:
+        bounds, extent_crs = job.extent
+        extent = (bounds, parse_crs(extent_crs, '"extent.crs"') if extent_crs else None)
+    patch_grid = reference_grid(footprints, patch, patch, crs=crs, extent=None if extent is None else
+                                (extent[0], extent[1] or crs or _grid_crs(footprints)))
+    tile = max(1, round((job.tile_size or (_model_attribute(model, "tile_size_m") or DEFAULT_TILE_PATCHES * patch)) / patch))
+    overlap = round(job.overlap / patch) if job.overlap is not None else (tile // 8 if tile >= 4 else 0)
+    if overlap >= tile:
+        raise EngineError(f"The overlap ({overlap} patches) must be smaller than the tile ({tile} patches): lower \"overlap\".")
+    return Plan(
+        modalities=modalities,
+        patch_grid=patch_grid,
+        output_grid=patch_grid.with_resolution(resolution),
+        modality_grids={name: patch_grid.with_resolution(g) for name, g in gsds.items()},
+        patch_size_m=patch,
+        windows=WindowGrid(patch_grid.height, patch_grid.width, tile, overlap),
+    )
+
+
+def _grid_crs(footprints: list[Footprint]) -> CRS:
+    """The CRS reference_grid will choose (for an extent given without a CRS)."""
+    finest = min(footprints, key=lambda fp: fp.res_m)
+    return finest.crs
+
+
+@dataclass
+class Batch:
+    windows: list[Window]  # patch units; only windows with some valid data
+    inputs: dict[str, np.ndarray]
+    dates: dict[str, np.ndarray]
+    date_mask: dict[str, np.ndarray]
+    valid: np.ndarray  # (B, Gh, Gw) bool: a patch holds at least one valid observation
+    skipped: int  # windows without any valid data
+
+
+class BatchReader(contextlib.AbstractContextManager):
+    """Reads and normalises batches of windows for every modality of a plan."""
+
+    def __init__(self, plan: Plan, statistics: dict, min_valid_fraction: float):
+        self.plan, self.min_valid = plan, min_valid_fraction
+        self.stats = {n: modality_statistics(m.spec, statistics) for n, m in plan.modalities.items()}
+        self.readers: dict[str, ModalityReader] = {}
+        try:
+            for name, m in plan.modalities.items():
+                self.readers[name] = ModalityReader(m, plan.modality_grids[name])
+        except BaseException:
+            self.close()
+            raise
+        self.doy = {n: np.array([day_of_year(d) for d in m.dates], np.float32)
+                    for n, m in plan.modalities.items() if m.spec.has_dates}
+
+    def read(self, windows: list[Window]) -> Batch:
+        per_window = []
+        for window in windows:
+            arrays, masks, valid = {}, {}, np.zeros((window.height, window.width), bool)
+            for name, reader in self.readers.items():
+                factor = self.plan.patch_grid.res / self.plan.modality_grids[name].res
+                data, ok = reader.read(scale_window(window, factor))
+                k = round(factor)
+                # A patch counts as observed when any date has a valid pixel in it.
+                seen = ok.any(axis=0).reshape(window.height, k, window.width, k).any(axis=(1, 3))
+                valid |= seen
+                share = ok.reshape(ok.shape[0], -1).mean(axis=1)
+                keep = share >= self.min_valid
+                if not keep.any():
+                    keep[int(np.argmax(share))] = True  # the model needs one date; the least bad
+                arrays[name] = normalize(data, *self.stats[name])
+                masks[name] = keep
+            per_window.append((window, arrays, masks, valid))
+        used = [w for w in per_window if w[3].any()]
+        names = list(self.readers)
+        batch = Batch(
+            windows=[w[0] for w in used],
+            inputs={n: np.stack([w[1][n] for w in used]) if used else None for n in names},
+            dates={n: np.broadcast_to(self.doy[n], (len(used), self.doy[n].size)) for n in self.doy},
+            date_mask={n: np.stack([w[2][n] for w in used]) if used else None
+                       for n in names if self.plan.modalities[n].spec.kind == "series"},
+            valid=np.stack([w[3] for w in used]) if used else np.zeros((0, 1, 1), bool),
+            skipped=len(per_window) - len(used),
+        )
+        for n in names:  # images are (B, C, H, W): drop the single "date"
+            if used and self.plan.modalities[n].spec.kind == "image":
+                batch.inputs[n] = batch.inputs[n][:, 0]
+        return batch
+
+    def close(self) -> None:
+        for reader in self.readers.values():
+            reader.close()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _model_outputs(model, head, batch: Batch, device, dtype, patch_size_m: float, want_probs: bool,
+                   want_embeddings: bool) -> np.ndarray:
+    """(B, channels, Gh, Gw) float32: class probabilities then embeddings, as asked."""
+    inputs = {n: torch.from_numpy(np.ascontiguousarray(x)).to(device) for n, x in batch.inputs.items()}
+    dates = {n: torch.from_numpy(np.array(d)).to(device) for n, d in batch.dates.items()}
+    masks = {n: torch.from_numpy(m).to(device) for n, m in batch.date_mask.items()}
+    with torch.inference_mode(), autocast_context(device, dtype):
+        features = model.forward_features(inputs, dates, masks, patch_size_m=patch_size_m)
+        patch = features.patch
+        gh, gw = batch.valid.shape[1:]
+        if tuple(patch.shape[1:3]) != (gh, gw):
+            raise EngineError(
+                f"The model returned a {patch.shape[1]} x {patch.shape[2]} patch grid for a {gh} x {gw}-patch "
+                "window: the job's patch_size does not match the model's; remove it or set the model's."
+            )
+        parts = []
+        if want_probs:
+            parts.append(head.probabilities(head(patch).float()))
+        if want_embeddings:
+            parts.append(patch.float())
+        out = torch.cat(parts, dim=-1)
+    return out.permute(0, 3, 1, 2).contiguous().cpu().numpy()
+
+
+class _Outputs:
+    """The open output datasets and the function that writes finished rows into them."""
+
+    def __init__(self, stack: contextlib.ExitStack, job: Job, plan: Plan, classes: list[str], colors, embed_dim: int):
+        files = job.outputs.files()
+        self.k = len(classes) if any(k in files for k in CLASS_OUTPUTS) else 0
+        self.d = embed_dim if "embeddings" in files else 0
+        self.factor = plan.output_factor
+        self.half = job.outputs.embeddings_dtype == "float16"
+        self.datasets: dict[str, Any] = {}
+        for key, path in files.items():
+            temp = stack.enter_context(atomic_output(path, f"{key} output"))
+            if key == "classes":
+                ds = open_class_map(temp, plan.output_grid, classes, colors)
+            elif key == "confidence":
+                ds = rasterio.open(temp, "w", **geotiff_profile(plan.output_grid, 1, "float32", math.nan))
+                ds.set_band_description(1, "confidence")
+            elif key == "probabilities":
+                ds = rasterio.open(temp, "w", **geotiff_profile(plan.output_grid, self.k, "float32", math.nan))
+                for i, name in enumerate(classes):
+                    ds.set_band_description(i + 1, name)
+            else:
+                ds = rasterio.open(temp, "w", **geotiff_profile(plan.patch_grid, self.d, "float32", math.nan,
+                                                                nbits=16 if self.half else None))
+                for i in range(self.d):
+                    ds.set_band_description(i + 1, f"embedding {i}")
+            stack.callback(ds.close)  # closed (flushed) before its atomic rename
+            self.datasets[key] = ds
+
+    def write(self, row0: int, mean: np.ndarray, covered: np.ndarray) -> None:
+        try:
+            self._write(row0, mean, covered)
+        except OSError as exc:
+            if "No space left" in str(exc) and exc.errno is None:  # GDAL's message carries no errno
+                raise OSError(errno.ENOSPC, str(exc)) from None
+            raise
+
+    def _write(self, row0: int, mean: np.ndarray, covered: np.ndarray) -> None:
+        f = self.factor
+        if self.k:
+            probs = mean[: self.k]
+            if "classes" in self.datasets:
+                classes = np.where(covered, probs.argmax(axis=0), CLASS_NODATA).astype(np.uint8)
+                write_rows(self.datasets["classes"], row0 * f, expand(classes, f))
+            if "confidence" in self.datasets:
+                conf = np.where(covered, probs.max(axis=0), np.nan).astype(np.float32)
+                write_rows(self.datasets["confidence"], row0 * f, expand(conf, f))
+            if "probabilities" in self.datasets:
+                write_rows(self.datasets["probabilities"], row0 * f, expand(np.where(covered, probs, np.nan), f))
+        if self.d:
+            embeddings = mean[self.k:]
+            if self.half:  # beyond half precision's range would read back as infinity
+                embeddings = np.clip(embeddings, -HALF_MAX, HALF_MAX)
+            write_rows(self.datasets["embeddings"], row0, np.where(covered, embeddings, np.nan).astype(np.float32))
+
+
+def class_names(metadata: dict, n_classes: int) -> tuple[list[str], list | None]:
+    classes = metadata.get("classes") or [f"class {k}" for k in range(n_classes)]
+    return list(classes), metadata.get("colors")
+
+
+def check_outputs_apart(job: Job, modalities: dict[str, Modality]) -> None:
+    """Outputs are writable and never overwrite an input."""
+    inputs = {p.resolve() for m in modalities.values() for p in m.files} | {Path(job.model).resolve()}
+    for key, path in job.outputs.files().items():
+        out = check_output_path(path, f"{key} output")
+        if out.resolve() in inputs:
+            raise EngineError(f"The {key} output '{out}' is one of the inputs: choose another file name.")
+
+
+def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | None = None,
+            should_cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Run a job with a loaded model (and head for class outputs); returns the result summary."""
+    started = time.perf_counter()
+    metadata = metadata or {}
+    files = job.outputs.files()
+    wants_classes = any(k in files for k in CLASS_OUTPUTS)
+    if wants_classes and head is None:
+        raise EngineError(
+            f"The model '{job.model}' has no classification head: it can only give embeddings "
+            '(use "embed", or a checkpoint with a head, e.g. one fitted by the probe).'
+        )
+    for key in files:  # early: a wrong folder must not cost a whole run
+        check_output_path(files[key], f"{key} output")
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    device = choose_device(job.device)
+    dtype = choose_dtype(device, job.precision)
+    modalities = resolve_inputs(job, model)
+    check_outputs_apart(job, modalities)
+    the_plan = plan(job, model, modalities)
+    windows = the_plan.windows.windows()
+    n_classes = head.config.n_classes if wants_classes else 0
+    classes, colors = class_names(metadata, n_classes) if wants_classes else ([], None)
+    model = model.to(device).eval()
+    head = head.to(device).eval() if wants_classes else None
+    g = the_plan.patch_grid
+    reporter.log(
+        f"Grid {g.crs.to_string()}, {g.width} x {g.height} patches of {the_plan.patch_size_m:g} m, "
+        f"output {the_plan.output_grid.width} x {the_plan.output_grid.height} px at {the_plan.output_grid.res:g} m; "
+        f"{len(windows)} windows of {the_plan.windows.tile} patches (overlap {the_plan.windows.overlap}); "
+        f"{device.type} {str(dtype).replace('torch.', '')}"
+    )
+    batch_size = job.batch_size
+    batches = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
+    steps = reporter.steps(len(windows), "Mapping windows")
+    skipped = 0
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
+        outputs = _Outputs(stack, job, the_plan, classes, colors, model.embed_dim)
+        flush_rows = max(1, math.ceil(256 / the_plan.output_factor))
+        band = RowBandAccumulator(g.height, g.width, outputs.k + outputs.d, flush_rows, outputs.write)
+        reader = stack.enter_context(BatchReader(the_plan, load_statistics(job.normalization), job.min_valid_fraction))
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnisat-read"))
+        pending = pool.submit(reader.read, batches[0]) if batches else None
+        for i, batch_windows in enumerate(batches):
+            batch = pending.result()
+            pending = pool.submit(reader.read, batches[i + 1]) if i + 1 < len(batches) else None
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("cancelled between windows")
+            skipped += batch.skipped
+            results = (_model_outputs(model, head, batch, device, dtype, the_plan.patch_size_m,
+                                      outputs.k > 0, outputs.d > 0) if batch.windows else [])
+            for window, values, valid in zip(batch.windows, results, batch.valid):
+                band.release(window.row_off)
+                band.add(window, values, the_plan.windows.weights(window) * valid)
+            steps.advance(len(batch_windows))
+        band.finish()
+    seconds = time.perf_counter() - started
+    area_km2 = g.width * g.height * the_plan.patch_size_m**2 / 1e6
+    reporter.log(f"Mapped {area_km2:.3f} km2 in {seconds:.1f} s ({len(windows)} windows, {skipped} without data)")
+    return {
+        **{key: str(path) for key, path in files.items()},
+        "crs": g.crs.to_string(),
+        "transform": list(the_plan.output_grid.transform)[:6],
+        "width": the_plan.output_grid.width,
+        "height": the_plan.output_grid.height,
+        "patch_size_m": the_plan.patch_size_m,
+        "windows": len(windows),
+        "windows_without_data": skipped,
+        "classes": classes,
+        "dates": {n: [d.isoformat() for d in m.dates] for n, m in modalities.items() if m.spec.has_dates},
+        "area_km2": area_km2,
+        "seconds": seconds,
+    }

@@ -1,0 +1,274 @@
+"""The job format of ``classify``, ``embed`` and ``normalization-stats``.
+
+One JSON object, identical for the command line (``python -m engine classify
+JOB.json``), the worker (``{"operation": "classify", "params": {"job": <the object
+or a path to it>}}``) and the QGIS Processing algorithms, which map their
+parameters one to one onto these keys::
+
+    {
+      "version": 1,                              optional; this format is version 1
+      "model": "model.safetensors",              required: checkpoint file (engine.models.checkpoint)
+      "modalities": {                            required: one entry per model modality used,
+        "s2": {                                  keyed by the model's modality name (any subset)
+          "files": "S2_stack.tif",               required: one file, a list of files, or a folder
+                                                 (its .tif/.tiff/.jp2/.vrt/.img/.nc files);
+                                                 series: one file per date, or one file whose
+                                                 bands are dates x channels (band t*C+c+1)
+          "dates": ["2020-06-15", ...],          optional: one per date, overrides dates read from
+                                                 names (YYYYMMDD, YYYY-MM-DD, Sentinel-1/2 and
+                                                 Landsat product names), GDAL metadata
+                                                 (ACQUISITIONDATE, TIFFTAG_DATETIME, ...) or
+                                                 band descriptions; order = the files' order
+          "bands": [2, 3, 4, 5, 6, 7, 8, 9, 12, 13],
+                                                 optional: band numbers (1-based) of each file, one
+                                                 per model band, in the model's order
+          "mask": {                              optional: per-date cloud / validity masks
+            "files": [...] | "folder" | "file",  one single-band layer per date (matched by date
+                                                 when the mask names carry dates, else by position)
+                                                 or one file with one band per date
+            "type": "binary",                    binary (non-zero = cloud), valid (non-zero = clear),
+                                                 scl (Sentinel-2 scene classification), probability
+            "threshold": 50                      probability above which a pixel is cloudy
+          }
+        },
+        "s1": {"files": ["S1_20200614.tif", "S1_20200626.tif"]}
+      },
+      "outputs": {                               required: at least one file
+        "classes": "classes.tif",                uint8 class map, colour table, class names (classify)
+        "confidence": "confidence.tif",          float32 probability of the chosen class (classify)
+        "probabilities": "probabilities.tif",    float32, one band per class (classify)
+        "embeddings": "embeddings.tif",          one band per embedding dimension, one pixel per patch
+        "embeddings_dtype": "float32"            float32 or float16
+      },
+      "extent": {"bounds": [xmin, ymin, xmax, ymax], "crs": "EPSG:4326"},
+                                                 optional: area to map, in any CRS (default: the
+                                                 grid CRS); default: where all inputs overlap
+      "crs": "EPSG:32633",                       optional: grid CRS (default: the finest input's;
+                                                 a local UTM zone when that one is geographic)
+      "resolution": 10,                          optional: output pixel size in metres (default: the
+                                                 finest modality's); must divide the patch size
+      "patch_size": 10,                          optional: model patch size in metres (default: model's)
+      "tile_size": 640,                          optional: window size in metres (default: model's)
+      "overlap": 80,                             optional: window overlap in metres (default: 1/8 tile)
+      "batch_size": 4,                           windows per model call
+      "device": "auto",                          auto (CUDA when available), cpu or cuda
+      "precision": "auto",                       auto, fp32 or bf16 (engine.precision)
+      "threads": 2,                              optional: torch CPU threads
+      "normalization": "stats.json",             optional: per-band statistics overriding the
+                                                 checkpoint's (file or inline object, see
+                                                 engine.io.normalize)
+      "min_valid_fraction": 0.5                  a date takes part in a window when at least this
+                                                 share of its pixels is valid (else date_mask=False)
+    }
+
+Relative paths are relative to the job file's folder (to the working directory
+for an inline job). Sizes in metres are rounded to whole patches. Unknown keys are
+an error (a typo must not be ignored silently).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import EngineError
+
+JOB_VERSION = 1
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+EMBEDDING_DTYPES = ("float32", "float16")
+CLASS_OUTPUTS = ("classes", "confidence", "probabilities")
+
+
+@dataclass(frozen=True)
+class MaskEntry:
+    files: str | list[str]
+    type: str = "binary"
+    threshold: float = 50.0
+
+
+@dataclass(frozen=True)
+class ModalityEntry:
+    files: str | list[str]
+    dates: list[str] | None = None
+    bands: list[int] | None = None
+    mask: MaskEntry | None = None
+
+
+@dataclass(frozen=True)
+class Outputs:
+    classes: str | None = None
+    confidence: str | None = None
+    probabilities: str | None = None
+    embeddings: str | None = None
+    embeddings_dtype: str = "float32"
+
+    def files(self) -> dict[str, str]:
+        return {k: v for k in (*CLASS_OUTPUTS, "embeddings") if (v := getattr(self, k))}
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str
+    modalities: dict[str, ModalityEntry]
+    outputs: Outputs
+    extent: tuple[tuple[float, float, float, float], str | None] | None = None
+    crs: str | None = None
+    resolution: float | None = None
+    patch_size: float | None = None
+    tile_size: float | None = None
+    overlap: float | None = None
+    batch_size: int = 4
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+    normalization: str | dict | None = None
+    min_valid_fraction: float = 0.5
+    source: str = field(default="<inline job>", compare=False)
+
+
+def _keys(obj: Any, where: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
+    if not isinstance(obj, dict):
+        raise EngineError(f"{where} must be a JSON object.")
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise EngineError(f"{where} has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}.")
+    missing = sorted(required - set(obj))
+    if missing:
+        raise EngineError(f"{where} lacks {', '.join(repr(m) for m in missing)}.")
+    return obj
+
+
+def _number(obj: dict, key: str, where: str, kind=float, positive: bool = True, minimum: float | None = None):
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and int(value) != value):
+        raise EngineError(f"{where}: {key!r} must be a {'whole ' if kind is int else ''}number, got {value!r}.")
+    if positive and value <= 0:
+        raise EngineError(f"{where}: {key!r} must be positive, got {value!r}.")
+    if minimum is not None and value < minimum:
+        raise EngineError(f"{where}: {key!r} must be at least {minimum}, got {value!r}.")
+    return kind(value)
+
+
+def _choice(obj: dict, key: str, where: str, choices: tuple[str, ...], default: str) -> str:
+    value = obj.get(key, default)
+    if value not in choices:
+        raise EngineError(f"{where}: {key!r} must be one of {', '.join(choices)}, got {value!r}.")
+    return value
+
+
+def _paths(value: Any, base: Path, where: str) -> str | list[str]:
+    def resolve(p: Any) -> str:
+        if not isinstance(p, str) or not p:
+            raise EngineError(f"{where} must name files as non-empty strings, got {p!r}.")
+        path = Path(p).expanduser()
+        return str(path if path.is_absolute() else base / path)
+
+    if isinstance(value, list):
+        return [resolve(v) for v in value]
+    return resolve(value)
+
+
+def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
+    where = f'Modality "{name}" of the job'
+    _keys(obj, where, {"files", "dates", "bands", "mask"}, {"files"})
+    dates = obj.get("dates")
+    if dates is not None and (not isinstance(dates, list) or not all(isinstance(d, str) for d in dates)):
+        raise EngineError(f'{where}: "dates" must be a list of dates written as "YYYY-MM-DD".')
+    bands = obj.get("bands")
+    if bands is not None and (not isinstance(bands, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bands)):
+        raise EngineError(f'{where}: "bands" must be a list of band numbers (1-based).')
+    mask = None
+    if obj.get("mask") is not None:
+        m = _keys(obj["mask"], f"{where}, mask", {"files", "type", "threshold"}, {"files"})
+        mask = MaskEntry(_paths(m["files"], base, f"{where}, mask"), str(m.get("type", "binary")),
+                         float(_number(m, "threshold", f"{where}, mask", positive=False) or 50.0))
+    return ModalityEntry(_paths(obj["files"], base, where), dates, bands, mask)
+
+
+JOB_KEYS = {
+    "version", "model", "modalities", "outputs", "extent", "crs", "resolution", "patch_size", "tile_size",
+    "overlap", "batch_size", "device", "precision", "threads", "normalization", "min_valid_fraction",
+}
+
+
+def parse_job(obj: Any, base: Path | None = None, source: str = "<inline job>") -> Job:
+    """A Job from a decoded JSON object, with one clear error per mistake."""
+    where = f"The job {source}"
+    _keys(obj, where, JOB_KEYS, {"model", "modalities", "outputs"})
+    if obj.get("version", JOB_VERSION) != JOB_VERSION:
+        raise EngineError(f"{where} is version {obj['version']}; this engine reads version {JOB_VERSION}.")
+    base = base or Path.cwd()
+    if not isinstance(obj["model"], str) or not obj["model"]:
+        raise EngineError(f'{where}: "model" must name a checkpoint file.')
+    model = obj["model"]
+    model_path = Path(model).expanduser()
+    if not model_path.is_absolute() and (base / model_path).exists():
+        model = str(base / model_path)
+    modalities = _keys(obj["modalities"], f'{where}: "modalities"', set(obj["modalities"]) if isinstance(obj["modalities"], dict) else set())
+    if not modalities:
+        raise EngineError(f'{where}: "modalities" is empty: give at least one modality with its files.')
+    out = _keys(obj["outputs"], f'{where}: "outputs"', {*CLASS_OUTPUTS, "embeddings", "embeddings_dtype"})
+    outputs = Outputs(
+        **{k: _paths(out[k], base, f'"outputs.{k}"') for k in (*CLASS_OUTPUTS, "embeddings") if out.get(k)},
+        embeddings_dtype=_choice(out, "embeddings_dtype", where, EMBEDDING_DTYPES, "float32"),
+    )
+    if not outputs.files():
+        raise EngineError(f'{where}: "outputs" names no file: give at least "classes" or "embeddings".')
+    extent = None
+    if obj.get("extent") is not None:
+        e = _keys(obj["extent"], f'{where}: "extent"', {"bounds", "crs"}, {"bounds"})
+        b = e["bounds"]
+        if not (isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b) and b[0] < b[2] and b[1] < b[3]):
+            raise EngineError(f'{where}: "extent.bounds" must be [xmin, ymin, xmax, ymax] with xmin < xmax and ymin < ymax.')
+        extent = (tuple(float(v) for v in b), e.get("crs"))
+    normalization = obj.get("normalization")
+    if isinstance(normalization, str):
+        normalization = _paths(normalization, base, '"normalization"')
+    fraction = _number(obj, "min_valid_fraction", where, positive=False)
+    if fraction is not None and not 0 <= fraction <= 1:
+        raise EngineError(f'{where}: "min_valid_fraction" must lie between 0 and 1, got {fraction}.')
+    overlap = _number(obj, "overlap", where, positive=False, minimum=0)
+    return Job(
+        model=model,
+        modalities={name: _modality(name, entry, base) for name, entry in modalities.items()},
+        outputs=outputs,
+        extent=extent,
+        crs=obj.get("crs"),
+        resolution=_number(obj, "resolution", where),
+        patch_size=_number(obj, "patch_size", where),
+        tile_size=_number(obj, "tile_size", where),
+        overlap=overlap,
+        batch_size=_number(obj, "batch_size", where, int) or 4,
+        device=_choice(obj, "device", where, DEVICES, "auto"),
+        precision=_choice(obj, "precision", where, PRECISIONS, "auto"),
+        threads=_number(obj, "threads", where, int),
+        normalization=normalization,
+        min_valid_fraction=0.5 if fraction is None else float(fraction),
+        source=source,
+    )
+
+
+def load_job(job: str | dict | os.PathLike) -> Job:
+    """A Job from a file path, a JSON string or an already decoded object."""
+    if isinstance(job, dict):
+        return parse_job(job)
+    text = str(job).strip()
+    if text.startswith("{"):
+        try:
+            return parse_job(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise EngineError(f"The job is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise EngineError(f"The job file '{path}' does not exist: give the path of a job JSON file.")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EngineError(f"The job file '{path}' is not valid JSON ({exc}).") from None
+    return parse_job(obj, base=path.resolve().parent, source=f"'{path}'")

@@ -1,0 +1,104 @@
+"""Mapping operations driven by a job file (engine.io.job): classify, embed, normalization-stats."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.api import operation
+from engine.errors import EngineError
+from engine.io.atomic import atomic_output, check_output_path
+from engine.io.job import CLASS_OUTPUTS, Job, load_job
+from engine.progress import Reporter
+
+JOB_HELP = "job JSON file (or the job object itself, from the worker); format in engine/io/job.py"
+
+
+@dataclass
+class MapParams:
+    job: str | dict = field(metadata={"help": JOB_HELP, "positional": True})
+
+
+def _load(job: Job):
+    from engine.models.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(job.model)
+    return loaded.model, loaded.head, loaded.metadata
+
+
+@operation("classify", MapParams, outputs=CLASS_OUTPUTS + ("embeddings",),
+           summary="Map classes over an area: class map (colour table, class names), confidence, probabilities.")
+def classify(params: MapParams, reporter: Reporter) -> dict[str, Any]:
+    """Tiled classification of the job's modalities with the checkpoint's head.
+
+    Writes the job's outputs: "classes" (uint8, nodata 255), "confidence" and
+    "probabilities" (float32, NaN nodata), optionally "embeddings".
+    """
+    from engine.inference import run_map
+
+    job = load_job(params.job)
+    if not any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
+        raise EngineError('classify writes "classes", "confidence" or "probabilities": name one in the job\'s "outputs".')
+    model, head, metadata = _load(job)
+    return run_map(job, reporter, model, head, metadata)
+
+
+@operation("embed", MapParams, outputs=("embeddings",),
+           summary="Per-patch embeddings over an area, as a multi-band raster (one pixel per patch).")
+def embed(params: MapParams, reporter: Reporter) -> dict[str, Any]:
+    """Tiled embedding of the job's modalities: one band per embedding dimension."""
+    from engine.inference import run_map
+
+    job = load_job(params.job)
+    if not job.outputs.embeddings or any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
+        raise EngineError('embed writes only "embeddings": name that file (and no class output) in the job\'s "outputs".')
+    model, _, metadata = _load(job)
+    return run_map(job, reporter, model, None, metadata)
+
+
+@dataclass
+class StatsJobParams:
+    job: str | dict = field(metadata={"help": JOB_HELP, "positional": True})
+    output: str = field(metadata={"help": "statistics JSON to write (give it as the job's \"normalization\")", "positional": True})
+
+
+@operation("normalization-stats", StatsJobParams, outputs=("output",),
+           summary="Per-band mean and std of a job's inputs on its grid, for the job's \"normalization\".")
+def normalization_stats(params: StatsJobParams, reporter: Reporter) -> dict[str, Any]:
+    """Statistics of the job's own data (valid, cloud-free pixels of every date, on the job's grid).
+
+    The result replaces the checkpoint's statistics when the data differ from the
+    training data (another processing level, units or sensor).
+    """
+    from engine.inference import plan, resolve_inputs
+    from engine.io.align import ModalityReader
+    from engine.io.grid import scale_window
+    from engine.io.normalize import RunningStats
+    from engine.tiling import WindowGrid
+
+    job = load_job(params.job)
+    check_output_path(params.output)
+    model, _, _ = _load(job)
+    modalities = resolve_inputs(job, model)
+    the_plan = plan(job, model, modalities)
+    g = the_plan.patch_grid
+    windows = WindowGrid(g.height, g.width, the_plan.windows.tile, 0).windows()
+    steps = reporter.steps(len(windows) * len(modalities), "Reading")
+    result = {}
+    for name, m in modalities.items():
+        stats = RunningStats(m.spec.n_bands)
+        factor = g.res / the_plan.modality_grids[name].res
+        with ModalityReader(m, the_plan.modality_grids[name]) as reader:
+            for window in windows:
+                data, _ = reader.read(scale_window(window, factor))
+                stats.update(data.transpose(1, 0, 2, 3))  # (C, T, h, w): every date of a band together
+                steps.advance()
+        mean, std, count = stats.result()
+        if min(count) == 0:
+            raise EngineError(f"Modality {name!r} has no valid pixel on the job's grid: check its nodata and masks.")
+        result[name] = {"bands": list(m.spec.bands), "mean": mean, "std": [max(s, 1e-6) for s in std], "valid_pixels": count}
+    with atomic_output(params.output) as temp:
+        temp.write_text(json.dumps(result, indent=2))
+    reporter.log(f"Wrote {params.output}")
+    return {"output": str(params.output), "statistics": result}
