@@ -40,7 +40,9 @@ _REGISTRY: dict[str, Operation] = {}
 # does not pay for torch.
 OPERATION_MODULES = (
     "engine.ops.raster_ops",
+    "engine.ops.probe_ops",
     "engine.ops.map_ops",
+    "engine.ops.models_ops",
     "engine.bench",
 )
 

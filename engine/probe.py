@@ -334,3 +334,39 @@ def check_encoder(probe: Probe, metadata: ProbeMetadata, encoder_hash: str, leve
         raise EngineError(f"{where} was fitted on {metadata.level}-level embeddings, not {level}: use level {metadata.level!r}.")
     if probe.in_dim != embed_dim:
         raise EngineError(f"{where} expects {probe.in_dim}-wide embeddings but the model gives {embed_dim}.")
+
+
+@dataclass
+class ValidatedFit:
+    probe: Probe  # fitted on every sample (the one to save)
+    metrics: dict[str, Any]  # of a probe fitted on the training part, on the validation part
+    validation: np.ndarray  # bool mask of the validation samples
+    unmeasured: list[int]  # classes that could not be validated (all in one polygon/block)
+
+
+def fit_validated(x: np.ndarray, y: np.ndarray, units: np.ndarray, class_names: tuple[str, ...] | list[str],
+                  config: ProbeConfig, val_fraction: float = 0.2, seed: int = 0) -> ValidatedFit:
+    """Measure accuracy on held-out units, then refit on all samples for the saved probe."""
+    n_classes = len(class_names)
+    validation, unmeasured = validation_split(y, units, val_fraction, seed)
+    held_out = fit_probe(x[~validation], y[~validation], n_classes, config)
+    cm = confusion_matrix(y[validation], held_out.predict(x[validation]), n_classes)
+    metrics = classification_metrics(cm, class_names)
+    return ValidatedFit(fit_probe(x, y, n_classes, config), metrics, validation, unmeasured)
+
+
+class ProbeHead(nn.Module):
+    """A probe seen as a patch head by tiled inference: (B, Gh, Gw, D) -> (B, Gh, Gw, K) logits."""
+
+    def __init__(self, probe: Probe):
+        from engine.models.heads import HeadConfig
+
+        super().__init__()
+        self.probe = probe
+        self.config = HeadConfig("patch", probe.in_dim, probe.n_classes)
+
+    def forward(self, patch: torch.Tensor) -> torch.Tensor:
+        return self.probe(patch)  # standardization and layers act on the last axis
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(dim=-1)
