@@ -75,6 +75,16 @@ def _model_attribute(model, name: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def default_tile(model) -> int:
+    """Window side in patches: the patch grid the model was trained on, when it states one."""
+    grid = getattr(getattr(model, "config", None), "grid", None)
+    if grid:
+        return int(max(grid))
+    size = _model_attribute(model, "tile_size_m")
+    patch = _model_attribute(model, "patch_size_m")
+    return max(1, round(size / patch)) if size and patch else DEFAULT_TILE_PATCHES
+
+
 def resolve_inputs(job: Job, model) -> dict[str, Modality]:
     modalities = {}
     for name, entry in job.modalities.items():
@@ -112,8 +122,8 @@ def plan(job: Job, model, modalities: dict[str, Modality]) -> Plan:
         extent = (bounds, parse_crs(extent_crs, '"extent.crs"') if extent_crs else None)
     patch_grid = reference_grid(footprints, patch, patch, crs=crs, extent=None if extent is None else
                                 (extent[0], extent[1] or crs or _grid_crs(footprints)))
-    tile = max(1, round((job.tile_size or (_model_attribute(model, "tile_size_m") or DEFAULT_TILE_PATCHES * patch)) / patch))
-    overlap = round(job.overlap / patch) if job.overlap is not None else (tile // 8 if tile >= 4 else 0)
+    tile = max(1, round(job.tile_size / patch)) if job.tile_size else default_tile(model)
+    overlap = round(job.overlap / patch) if job.overlap is not None else (tile // 6 if tile >= 4 else 0)
     if overlap >= tile:
         raise EngineError(f"The overlap ({overlap} patches) must be smaller than the tile ({tile} patches): lower \"overlap\".")
     return Plan(

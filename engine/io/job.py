@@ -48,8 +48,10 @@ parameters one to one onto these keys::
       "resolution": 10,                          optional: output pixel size in metres (default: the
                                                  finest modality's); must divide the patch size
       "patch_size": 10,                          optional: model patch size in metres (default: model's)
-      "tile_size": 640,                          optional: window size in metres (default: model's)
-      "overlap": 80,                             optional: window overlap in metres (default: 1/8 tile)
+      "tile_size": 640,                          optional: window size in metres (default: the patch
+                                                 grid the model was trained on, e.g. 6 x 10 m)
+      "overlap": 80,                             optional: window overlap in metres (default: 1/6 of
+                                                 the tile, rounded down to patches)
       "batch_size": 4,                           windows per model call
       "device": "auto",                          auto (CUDA when available), cpu or cuda
       "precision": "auto",                       auto, fp32 or bf16 (engine.precision)
