@@ -51,6 +51,7 @@ class WorkerRun:
     params: dict[str, Any]
     threads: int | None = None
     output_paths: list[str] = field(default_factory=list)
+    cwd: str | None = None
 
     def job(self) -> dict[str, Any]:
         job = {"protocol": PROTOCOL_VERSION, "operation": self.operation, "params": self.params}
@@ -106,7 +107,7 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
         process = subprocess.Popen(
             [str(run.python), "-m", "engine", "worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", env=env,
+            text=True, encoding="utf-8", env=env, cwd=run.cwd,
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0,
         )
     except OSError as exc:

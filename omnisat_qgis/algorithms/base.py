@@ -8,36 +8,32 @@ error into a QgsProcessingException whose text a person can act on.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from qgis.core import (
-    QgsMapLayer,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
-    QgsProcessingUtils,
-    QgsProperty,
-    QgsRasterLayer,
 )
 from qgis.PyQt.QtGui import QIcon
 
 from omnisat_qgis import settings
+from omnisat_qgis.algorithms.params import OUTPUT_KINDS, Param, set_nested, value_for_engine
 from omnisat_qgis.paths import engine_root, resources_dir
 from omnisat_qgis.worker_client import WorkerCallbacks, WorkerCancelled, WorkerError, WorkerRun, run_worker
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
-    """Subclasses set ``operation``, ``display``, ``group_name``, ``help_text``,
-    and implement ``initAlgorithm`` and ``engine_params``."""
+    """Subclasses set ``operation``, ``display``, ``group_name``, ``help_text`` and ``params``
+    (rows of omnisat_qgis.algorithms.params.Param); override ``engine_params`` only to
+    assemble what a flat row cannot express."""
 
     operation: str = ""
     display: str = ""
     group_name: str = ""
     help_text: str = ""
-    # Processing parameter name -> engine result key, for file outputs.
-    output_map: dict[str, str] = {}
+    params: tuple[Param, ...] = ()
 
     # Stable, lowercase id derived once from the class name: renaming the
     # display string never breaks models or scripts.
@@ -54,7 +50,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.group_name.lower().replace(" ", "")
 
     def shortHelpString(self):  # noqa: N802 - QGIS API
-        return self.help_text
+        rows = "".join(f"<li><b>{p.description}</b> ({p.name} = engine {p.key})</li>" for p in self.params)
+        return f"{self.help_text}<ul>{rows}</ul>"
 
     def icon(self):
         return QIcon(str(resources_dir() / "icons" / "omnisat.svg"))
@@ -62,36 +59,30 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802 - QGIS API
         return type(self)()
 
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        for param in self.params:
+            self.addParameter(param.definition())
+
+    def output_rows(self) -> list[Param]:
+        return [p for p in self.params if p.kind in OUTPUT_KINDS]
+
     def engine_params(self, parameters: dict[str, Any], context: QgsProcessingContext,
                       feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        raise NotImplementedError
+        engine: dict[str, Any] = {}
+        for param in self.params:
+            value = value_for_engine(self, param, parameters, context)
+            if value is None:
+                continue
+            if param.kind == "vector" and "|layername=" in value:
+                value, layer = value.split("|layername=", 1)
+                if param.layer_key:
+                    set_nested(engine, param.layer_key, layer.split("|")[0])
+            set_nested(engine, param.key, value)
+        return engine
 
-    def raster_path(self, parameters, name: str, context) -> str:
-        """The file behind a raster-layer parameter; the engine reads files, not QGIS layers.
-
-        A plain file path is passed on without loading it as a layer: loading makes
-        GDAL compute statistics and write a .aux.xml beside the input, and inputs
-        are never modified.
-        """
-        value = parameters.get(name)
-        if isinstance(value, QgsProperty):
-            value = value.valueAsString(context.expressionContext())
-        layer = value if isinstance(value, QgsMapLayer) else None
-        if layer is None and isinstance(value, str) and value:
-            layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
-            if layer is None:
-                path = value.split("|")[0]
-                if not Path(path).exists():
-                    raise QgsProcessingException(f"{name}: the raster '{path}' does not exist: check the path.")
-                return path
-        if layer is None:
-            raise QgsProcessingException(f"{name}: no raster layer was given.")
-        if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
-            raise QgsProcessingException(
-                f"{name}: the layer '{layer.name()}' is not a GDAL file raster ({layer.providerType()}); "
-                "save it as a GeoTIFF first (Raster > Conversion > Translate)."
-            )
-        return layer.source().split("|")[0]
+    def working_folder(self, parameters, context) -> str | None:
+        """The worker's working folder (relative paths in a job file resolve against it)."""
+        return None
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         params = self.engine_params(parameters, context, feedback)
@@ -99,10 +90,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             python, source = settings.worker_python()
         except settings.SettingsError as exc:
             raise QgsProcessingException(str(exc)) from None
-        outputs = [params[key] for key in self.output_map.values() if params.get(key)]
+        outputs = [_get_nested(params, p.key) for p in self.output_rows()]
         run = WorkerRun(
             python=python, engine_root=engine_root(), operation=self.operation, params=params,
-            threads=settings.worker_threads(), output_paths=outputs,
+            threads=settings.worker_threads(), output_paths=[o for o in outputs if isinstance(o, str)],
+            cwd=self.working_folder(parameters, context),
         )
         feedback.pushDebugInfo(f"OmniSat engine: {python} ({source}), operation {self.operation}")
         callbacks = WorkerCallbacks(
@@ -119,11 +111,21 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             if exc.detail:
                 feedback.pushDebugInfo(exc.detail)
             raise QgsProcessingException(str(exc)) from None
-        result = message.get("result", {})
-        return {name: result.get(key) for name, key in self.output_map.items()} | self.extra_results(result)
+        written = message.get("outputs", {})
+        results = {p.name: written.get(p.key.rsplit(".", 1)[-1]) for p in self.output_rows()}
+        return results | self.extra_results(message.get("result", {}), results, context)
 
-    def extra_results(self, result: dict[str, Any]) -> dict[str, Any]:
+    def extra_results(self, result: dict[str, Any], outputs: dict[str, Any], context) -> dict[str, Any]:
+        """Non-file results (metrics, counts) a subclass adds to the Processing results."""
         return {}
+
+
+def _get_nested(source: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(source, dict):
+            return None
+        source = source.get(part)
+    return source
 
 
 def _push_log(feedback: QgsProcessingFeedback, message: str, level: str) -> None:

@@ -1,0 +1,177 @@
+"""Processing parameters declared as data, mapped one to one onto engine parameter names.
+
+Each algorithm lists ``Param`` rows; the base class builds the QGIS parameters from
+them and turns the values the user gave into the engine's parameter object, so no
+algorithm repeats the plumbing. ``key`` is the engine parameter, dotted for nested
+job keys (``job.outputs.classes``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsMapLayer,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+    QgsProcessingUtils,
+    QgsProperty,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+
+# kinds whose QGIS parameter is an output the engine writes
+OUTPUT_KINDS = ("raster_out", "file_out")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    key: str
+    kind: str  # raster, rasters, band, vector, file, string, int, float, bool, enum, extent, dates, raster_out, file_out
+    description: str
+    default: Any = None
+    optional: bool = False
+    options: tuple[str, ...] = ()
+    file_filter: str = ""
+    minimum: float | None = None
+    # vector rows: the engine key that receives a GeoPackage layer name ("file.gpkg|layername=x")
+    layer_key: str = ""
+    # band rows: the raster parameter whose bands are offered
+    parent: str = ""
+
+    def definition(self):
+        """The QgsProcessingParameter* for this row."""
+        kind, name, text, optional = self.kind, self.name, self.description, self.optional
+        if kind == "raster":
+            return QgsProcessingParameterRasterLayer(name, text, optional=optional)
+        if kind == "rasters":
+            return QgsProcessingParameterMultipleLayers(name, text, QgsProcessing.TypeRaster, optional=optional)
+        if kind == "vector":
+            return QgsProcessingParameterVectorLayer(name, text, [QgsProcessing.TypeVector], optional=optional)
+        if kind == "file":
+            return QgsProcessingParameterFile(name, text, fileFilter=self.file_filter, optional=optional)
+        if kind in ("string", "dates"):
+            return QgsProcessingParameterString(name, text, defaultValue=self.default, optional=optional)
+        if kind in ("int", "float"):
+            number = QgsProcessingParameterNumber.Integer if kind == "int" else QgsProcessingParameterNumber.Double
+            parameter = QgsProcessingParameterNumber(name, text, number, defaultValue=self.default, optional=optional)
+            if self.minimum is not None:
+                parameter.setMinimum(self.minimum)
+            return parameter
+        if kind == "band":
+            return QgsProcessingParameterBand(name, text, self.default, self.parent, optional=optional)
+        if kind == "bool":
+            return QgsProcessingParameterBoolean(name, text, defaultValue=bool(self.default), optional=optional)
+        if kind == "enum":
+            default = self.options.index(self.default) if self.default in self.options else 0
+            return QgsProcessingParameterEnum(name, text, options=list(self.options), defaultValue=default,
+                                              optional=optional)
+        if kind == "extent":
+            return QgsProcessingParameterExtent(name, text, optional=optional)
+        if kind == "raster_out":
+            return QgsProcessingParameterRasterDestination(name, text, optional=optional,
+                                                           createByDefault=not optional)
+        if kind == "file_out":
+            return QgsProcessingParameterFileDestination(name, text, fileFilter=self.file_filter, optional=optional,
+                                                         createByDefault=not optional)
+        raise ValueError(f"unknown parameter kind {kind!r}")
+
+
+def _layer_or_path(value: Any, context, name: str, layer_type) -> str | QgsMapLayer:
+    """A file path given as text is used as is: loading it as a layer would make GDAL
+    write statistics beside the user's file, and inputs are never modified."""
+    if isinstance(value, QgsProperty):
+        value = value.valueAsString(context.expressionContext())
+    if isinstance(value, QgsMapLayer):
+        return value
+    if isinstance(value, str) and value:
+        layer = QgsProcessingUtils.mapLayerFromString(value, context, False)
+        if layer is not None:
+            return layer
+        path = value.split("|")[0]
+        if not Path(path).exists():
+            raise QgsProcessingException(f"{name}: '{path}' does not exist: check the path.")
+        return value
+    raise QgsProcessingException(f"{name}: no layer was given.")
+
+
+def layer_source(value: Any, context, name: str, layer_type=QgsRasterLayer) -> str:
+    found = _layer_or_path(value, context, name, layer_type)
+    if isinstance(found, str):
+        return found
+    if not isinstance(found, layer_type) or found.providerType() not in ("gdal", "ogr"):
+        raise QgsProcessingException(
+            f"{name}: the layer '{found.name()}' is not a file layer ({found.providerType()}); "
+            "save it to a file first (Export > Save As)."
+        )
+    return found.source()
+
+
+def value_for_engine(algorithm, param: Param, parameters: dict, context) -> Any:
+    """The engine value of one parameter, or None when the user left it empty."""
+    name, kind = param.name, param.kind
+    raw = parameters.get(name)
+    if kind in ("raster", "vector"):
+        if raw in (None, ""):
+            return None
+        source = layer_source(raw, context, name, QgsRasterLayer if kind == "raster" else QgsVectorLayer)
+        return source.split("|")[0] if kind == "raster" else source
+    if kind == "rasters":
+        if not raw:
+            return None
+        values = raw if isinstance(raw, (list, tuple)) else str(raw).split(";")
+        return [layer_source(v, context, name).split("|")[0] for v in values]
+    if kind == "file":
+        return algorithm.parameterAsFile(parameters, name, context) or None
+    if kind == "string":
+        return algorithm.parameterAsString(parameters, name, context) or None
+    if kind == "dates":
+        text = algorithm.parameterAsString(parameters, name, context)
+        return [d.strip() for d in text.replace(";", ",").split(",") if d.strip()] or None
+    if kind == "band":
+        return algorithm.parameterAsInt(parameters, name, context)
+    if kind in ("int", "float"):
+        if raw in (None, "") and param.optional:
+            return None
+        getter = algorithm.parameterAsInt if kind == "int" else algorithm.parameterAsDouble
+        return getter(parameters, name, context)
+    if kind == "bool":
+        return algorithm.parameterAsBool(parameters, name, context)
+    if kind == "enum":
+        return param.options[algorithm.parameterAsEnum(parameters, name, context)]
+    if kind == "extent":
+        if raw in (None, ""):
+            return None
+        rect = algorithm.parameterAsExtent(parameters, name, context)
+        if rect.isNull() or rect.isEmpty():
+            return None
+        crs = algorithm.parameterAsExtentCrs(parameters, name, context)
+        return {"bounds": [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()],
+                "crs": crs.authid() or crs.toWkt()}
+    if kind == "raster_out":
+        return algorithm.parameterAsOutputLayer(parameters, name, context) or None
+    if kind == "file_out":
+        return algorithm.parameterAsFileOutput(parameters, name, context) or None
+    raise ValueError(f"unknown parameter kind {kind!r}")
+
+
+def set_nested(target: dict, dotted: str, value: Any) -> None:
+    *path, last = dotted.split(".")
+    for part in path:
+        target = target.setdefault(part, {})
+    target[last] = value
