@@ -84,7 +84,6 @@ class PretrainConfig:
     temperature: float = 0.1
     contrastive_weight: float = 1.0
     reconstruction_weight: float = 1.0
-    jepa_weight: float = 1.0
     ema_start: float = 0.996
     ema_end: float = 1.0
     date_dropout: float = 0.5

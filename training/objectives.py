@@ -10,7 +10,6 @@ here.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
@@ -67,26 +66,31 @@ class OmniSatPretraining(Objective):
 
 
 class AnySatPretraining(Objective):
-    """Multimodal JEPA (EMA teacher, predictor) + contrastive, from engine.models.jepa."""
+    """Multimodal JEPA (EMA teacher, predictor) + contrastive: engine.models.jepa.AnySatJEPA."""
 
     def __init__(self, encoder: EOModel, config: ExperimentConfig):
         super().__init__()
-        try:
-            jepa = importlib.import_module("engine.models.jepa")
-        except ImportError:
-            raise EngineError("Objective 'anysat' needs engine.models.jepa, which this engine lacks.") from None
-        self.encoder = encoder
-        self.jepa = jepa.build_jepa(encoder, config.pretrain)
-        self.ema = (config.pretrain.ema_start, config.pretrain.ema_end)
+        from engine.models.anysat import AnySat
+        from engine.models.jepa import AnySatJEPA, JEPAConfig
+
+        if not isinstance(encoder, AnySat):
+            raise EngineError(f"Objective 'anysat' needs an AnySat model, not {type(encoder).__name__}: "
+                              "use model.preset anysat-*.")
+        p = config.pretrain
+        self.jepa = AnySatJEPA(encoder, JEPAConfig(
+            total_steps=config.train.max_steps, momentum=(p.ema_start, p.ema_end), date_drop=p.date_dropout,
+            temperature=p.temperature, contrastive_weight=p.contrastive_weight))
+
+    @property
+    def encoder(self) -> EOModel:  # the student; not registered twice (safetensors refuses shared tensors)
+        return self.jepa.student
 
     def forward(self, batch: Batch) -> StepOutput:
         terms = self.jepa(batch.inputs, batch.dates, batch.date_mask, patch_size_m=batch.patch_size_m)
         return StepOutput(terms["loss"], {k: v.detach() for k, v in terms.items() if k != "loss"})
 
     def after_step(self, step: int, max_steps: int) -> None:
-        start, end = self.ema
-        momentum = start + (end - start) * min(step / max(max_steps, 1), 1.0)
-        self.jepa.update_teacher(momentum)
+        self.jepa.update_teacher()
 
 
 class Supervised(Objective):

@@ -109,7 +109,7 @@ def open_data(config: ExperimentConfig, encoder: EOModel, dist: distributed.Dist
         for split in splits:
             shuffle = split == "train"
             dataset = open_dataset(chosen, _split(config, split, ds), train=shuffle, bands=bands,
-                                   segmentation=segmentation)
+                                   segmentation=segmentation, model=encoder)
             stream = BatchStream(dataset, ds.batch_size, seed=config.train.seed, rank=dist.rank, world=dist.world,
                                  shuffle=shuffle, num_workers=config.data.num_workers,
                                  limit_samples=config.data.limit_samples, name=ds.name)

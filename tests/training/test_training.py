@@ -158,3 +158,53 @@ def test_pretrain_command_rejects_a_finetune_config(tmp_path, treesat, capsys):
     assert "runs objectives omnisat or anysat" in capsys.readouterr().err
     assert main(["finetune", str(path), "optim.lrr=1"]) == 2
     assert "Unknown config key 'lrr'" in capsys.readouterr().err
+
+
+TINY_ANYSAT = {"embed_dim": 32, "depth": 1, "heads": 2, "ltae_heads": 4, "ltae_key_dim": 4,
+               "modalities": ["aerial", "s2", "s1_asc"]}
+
+
+@pytest.mark.slow
+def test_anysat_jepa_pretraining_at_two_patch_sizes(treesat, tmp_path):
+    torch.manual_seed(0)
+    dataset = {"format": "treesatai", "root": str(treesat), "batch_size": 2, "patch_sizes_m": [10, 20],
+               "modalities": ["aerial", "s2", "s1_asc"]}
+    tree = experiment(tmp_path / "run", [dataset], objective="anysat", preset="anysat-tiny", overrides=TINY_ANYSAT)
+    trainer = Trainer(_config(tree))
+    assert {trainer.data.sampler.draw(s)[1] for s in range(20)} == {10.0, 20.0}
+    losses = _fixed_batch_losses(trainer, 4)
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    teacher = dict(trainer.objective.jepa.teacher.named_parameters())
+    student = dict(trainer.objective.encoder.named_parameters())
+    assert any(not torch.equal(teacher[k], student[k]) for k in student)  # EMA lags the student
+
+
+def _write_series(folder, name, count, bands, value_range, gsd=10.0, size=60):
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(len(name))
+    files = []
+    for t in range(count):
+        path = folder / f"{name}_2020{3 + t:02d}15.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=bands, dtype="float32",
+                           crs="EPSG:32633", transform=from_origin(500000, 5100000, gsd, gsd)) as dst:
+            dst.write(rng.uniform(*value_range, (bands, size, size)).astype("float32"))
+        files.append(str(path))
+    return files
+
+
+@pytest.mark.slow
+def test_user_rasters_through_the_engine_job_format(tmp_path):
+    job = {"model": "not-trained-yet.safetensors", "outputs": {"embeddings": "embeddings.tif"},
+           "modalities": {"s2": {"files": _write_series(tmp_path, "S2", 4, 10, (0, 5000))},
+                          "s1_asc": {"files": _write_series(tmp_path, "S1", 3, 2, (0.01, 0.3))}}}
+    (tmp_path / "area.json").write_text(json.dumps(job))
+    dataset = {"format": "rasters", "root": str(tmp_path / "area.json"), "batch_size": 2, "max_dates": 3}
+    tree = experiment(tmp_path / "run", [dataset], train={"max_steps": 2})
+    trainer = Trainer(_config(tree))
+    batch = trainer.data.sampler.next(0)
+    assert batch.inputs["s2"].shape == (2, 3, 10, 6, 6)  # 60 m tiles, at most 3 of 4 dates
+    assert batch.dates["s1_asc"][0].tolist() == [75.0, 106.0, 136.0]  # 15 March, April, May 2020
+    assert Trainer(_config(tree)).fit()["steps"] == 2

@@ -7,7 +7,7 @@ from training.datasets.common import Batch, Sample, TileDataset, collate
 
 
 def open_dataset(config: DatasetConfig, split: str, *, train: bool, bands: dict[str, int] | None = None,
-                 segmentation: bool = False) -> TileDataset:
+                 segmentation: bool = False, model=None) -> TileDataset:
     """The reader for ``config.format`` on one split."""
     common = dict(split=split, modalities=config.modalities, max_dates=config.max_dates, train=train,
                   bands=bands, options=config.options)
@@ -29,7 +29,11 @@ def open_dataset(config: DatasetConfig, split: str, *, train: bool, bands: dict[
         return Flair(config.root, segmentation=segmentation, **common)
     from training.datasets.rasters import RasterTiles
 
-    return RasterTiles(config.root, **common)
+    if model is None:
+        from engine.errors import EngineError
+
+        raise EngineError("Format 'rasters' reads the user's layers for a given model: pass the model.")
+    return RasterTiles(config.root, model=model, **common)
 
 
 __all__ = ["Batch", "Sample", "TileDataset", "collate", "open_dataset"]

@@ -177,7 +177,7 @@ class TileDataset(Dataset):
         self.split, self.train, self.max_dates = split, train, max_dates
         self.bands = dict(bands or {})
         self.options = dict(options or {})
-        if not self.root.is_dir():
+        if not self.root.exists():
             raise EngineError(f"The dataset folder '{self.root}' does not exist: check data.datasets[].root.")
         chosen = list(modalities) or list(self.available)
         unknown = [m for m in chosen if m not in self.available]
