@@ -168,14 +168,34 @@ class BatchReader(contextlib.AbstractContextManager):
         self.doy = {n: np.array([day_of_year(d) for d in m.dates], np.float32)
                     for n, m in plan.modalities.items() if m.spec.has_dates}
 
-    def read(self, windows: list[Window]) -> Batch:
-        per_window = []
-        for window in windows:
-            arrays, masks, valid = {}, {}, np.zeros((window.height, window.width), bool)
+    def _read_rows(self, windows: list[Window]) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """Per modality, (data, valid) of each window; one read per row of windows (fewer GDAL calls)."""
+        rows: dict[int, list[int]] = {}
+        for i, w in enumerate(windows):
+            rows.setdefault(w.row_off, []).append(i)
+        out: dict[str, list] = {name: [None] * len(windows) for name in self.readers}
+        for row, members in rows.items():
+            left = min(windows[i].col_off for i in members)
+            right = max(windows[i].col_off + windows[i].width for i in members)
+            box = Window(left, row, right - left, windows[members[0]].height)
             for name, reader in self.readers.items():
                 factor = self.plan.patch_grid.res / self.plan.modality_grids[name].res
-                data, ok = reader.read(scale_window(window, factor))
                 k = round(factor)
+                data, ok = reader.read(scale_window(box, factor))
+                for i in members:
+                    w = windows[i]
+                    cols = slice((w.col_off - left) * k, (w.col_off - left + w.width) * k)
+                    out[name][i] = (data[..., cols], ok[..., cols])
+        return out
+
+    def read(self, windows: list[Window]) -> Batch:
+        per_window = []
+        blocks = self._read_rows(windows)
+        for index, window in enumerate(windows):
+            arrays, masks, valid = {}, {}, np.zeros((window.height, window.width), bool)
+            for name in self.readers:
+                k = round(self.plan.patch_grid.res / self.plan.modality_grids[name].res)
+                data, ok = blocks[name][index]
                 # A patch counts as observed when any date has a valid pixel in it.
                 seen = ok.any(axis=0).reshape(window.height, k, window.width, k).any(axis=(1, 3))
                 valid |= seen

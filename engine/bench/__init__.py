@@ -16,7 +16,9 @@ from engine.errors import EngineError
 from engine.progress import Reporter
 
 # target name -> module path
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "tiled": "engine.bench.tiled",
+}
 
 
 @dataclass

@@ -94,6 +94,9 @@ class ModalityReader(contextlib.AbstractContextManager):
     def __init__(self, modality: Modality, grid: Grid):
         self.modality, self.grid = modality, grid
         self._sources: dict[tuple[str, str], _Source] = {}
+        self._by_path: dict[object, list[int]] = {}
+        for i, layer in enumerate(modality.layers):
+            self._by_path.setdefault(layer.path, []).append(i)
         try:
             for layer in modality.layers:
                 self._source(layer.path, Resampling.bilinear, f"{modality.name} input")
@@ -111,7 +114,14 @@ class ModalityReader(contextlib.AbstractContextManager):
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         m = self.modality
-        data = np.stack([self._source(l.path, Resampling.bilinear, "").read(l.bands, window) for l in m.layers])
+        c = m.spec.n_bands
+        data = np.empty((len(m.layers), c, int(window.height), int(window.width)), np.float32)
+        # One read per file (a dates x channels stack is one call, not one per date).
+        for path, indices in self._by_path.items():
+            bands = tuple(b for i in indices for b in m.layers[i].bands)
+            block = self._source(path, Resampling.bilinear, "").read(bands, window)
+            for k, i in enumerate(indices):
+                data[i] = block[k * c:(k + 1) * c]
         valid = np.isfinite(data).all(axis=1)
         if m.masks:
             for t, layer in enumerate(m.masks):

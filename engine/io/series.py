@@ -85,7 +85,7 @@ def check_band_order(descriptions: list[str | None], spec, label: str) -> None:
     """When every description names a band of the spec, they must come in the spec's order."""
     expected = [_canonical_band(b) for b in spec.bands]
     named = [_canonical_band(d or "") for d in descriptions]
-    if not all(n in expected for n in named):
+    if not all(n and n in expected for n in named):
         return  # descriptions do not name bands (or name foreign ones): only the count is checked
     if named != expected:
         order = [named.index(e) + 1 if e in named else None for e in expected]

@@ -78,6 +78,12 @@ def test_band_order_is_checked_by_description_with_a_fix(tmp_path):
     assert resolve_modality("s2", S2, [str(path)], bands=[4, 3, 2, 1]).layers[0].bands == (4, 3, 2, 1)
 
 
+def test_bands_without_descriptions_are_checked_by_count_only(tmp_path):
+    spec = SPECS["s1"].__class__("s1r", "series", ("VV", "VH", "VV/VH"), 10.0, True, (0.0,) * 3, (1.0,) * 3)
+    path = write_described(tmp_path / "S1_20200101.tif", np.zeros((3, 4, 4), np.float32), (0, 0))
+    assert resolve_modality("s1r", spec, [str(path)]).layers[0].bands == (1, 2, 3)
+
+
 def test_empty_and_truncated_files_are_refused(tmp_path, s2_files):
     empty = tmp_path / "S2_20200101.tif"
     empty.touch()

@@ -1,0 +1,248 @@
+"""Tiled inference at growing areas: time and peak memory must scale with area, not worse.
+
+``python -m engine bench tiled [--quick] [--json] [--threads N]``
+
+Builds inputs on the fly in a temporary folder: Sentinel-2 (10 bands x 30 dates,
+uint16) and Sentinel-1 (VV, VH, VV/VH x 30 dates, float32) at 10 m, one
+dates x channels GeoTIFF per modality, for areas of 1x, 4x and 16x a base area,
+and a randomly initialised OmniSat (TreeSatAI architecture, 6 x 6 patches of 10 m,
+with S2 + S1 three-band) checkpoint with a 10-class patch head. Each area runs
+``classify`` (class map + confidence) in a fresh subprocess so that peak RSS values
+do not mix; another subprocess times the bare model forward pass on batches of the
+same shape (no reading, warping, blending or writing). Printed: windows/s, km2/min,
+peak RSS per area, time(16x)/time(1x), rss(16x)/rss(1x), and pipeline windows/s
+over bare forward windows/s. Targets (issue 5): time ratio within 20 % of 16,
+RSS ratio <= 1.3, pipeline >= 0.7 of bare forward.
+
+Window counts: the base side is 6 windows of 6 patches with 1 patch overlap
+(31 patches; --quick: 4 windows, 21 patches); doubling the side gives 13 and 25
+windows per side, so 16x the area holds 17.4x the windows (edge windows), which
+the printed figures include. Each child warms the model up on one batch before
+the timed run (one-off kernel set-up is not a per-area cost); the time of loading
+the checkpoint is printed apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATES = 30
+AREAS = (1, 4, 16)
+TILE, OVERLAP, PATCH_M = 6, 1, 10.0
+BATCH = 16
+
+
+def _side(base_windows: int, factor: int) -> int:
+    """Grid side in patches for ``factor`` times the base area (base: n windows of TILE with OVERLAP)."""
+    base = (TILE - OVERLAP) * base_windows + OVERLAP
+    return base * int(round(factor ** 0.5))
+
+
+def _model_config():
+    from engine.models.modalities import sensor
+    from engine.models.omnisat import treesatai_config
+
+    import dataclasses
+
+    return dataclasses.replace(treesatai_config(), modalities=(sensor("s2"), sensor("s1_asc_ratio")))
+
+
+def _write_inputs(folder: Path, side: int) -> dict[str, Any]:
+    """Two dates x channels stacks on a UTM grid, written in strips (the parent stays small)."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    transform = from_origin(500000.0, 5000000.0, PATCH_M, PATCH_M)
+    rng = np.random.default_rng(side)
+    files = {}
+    for name, bands, dtype in (("s2", 10, "uint16"), ("s1_asc_ratio", 3, "float32")):
+        path = folder / f"{name}_{side}.tif"
+        profile = dict(driver="GTiff", width=side, height=side, count=DATES * bands, dtype=dtype, crs="EPSG:32632",
+                       transform=transform, tiled=True, blockxsize=64, blockysize=64, interleave="pixel",
+                       compress="deflate")
+        with rasterio.open(path, "w", **profile) as ds:
+            for row in range(0, side, 64):
+                h = min(64, side - row)
+                if dtype == "uint16":
+                    block = rng.integers(200, 6000, (DATES * bands, h, side)).astype(np.uint16)
+                else:
+                    block = rng.normal(-12, 3, (DATES * bands, h, side)).astype(np.float32)
+                ds.write(block, window=Window(0, row, side, h))
+        files[name] = str(path)
+    return files
+
+
+def _dates() -> list[str]:
+    start = dt.date(2021, 1, 5)
+    return [(start + dt.timedelta(days=12 * t)).isoformat() for t in range(DATES)]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def _child_pipeline(job_path: str) -> dict[str, Any]:
+    from engine.api import run_operation
+
+    job = json.loads(Path(job_path).read_text())
+    _bare_forward(job["model"], 0, job["precision"])  # warm-up on a throwaway copy of the model
+    rss_before = _peak_rss_mb()
+    started = time.perf_counter()
+    result = run_operation("classify", {"job": job_path})
+    # The pipeline's own time (planning, reading, model, blending, writing), without loading the checkpoint.
+    return {"seconds": result["seconds"], "seconds_with_model_loading": time.perf_counter() - started,
+            "windows": result["windows"], "km2": result["area_km2"],
+            "peak_rss_mb": _peak_rss_mb(), "rss_before_run_mb": rss_before}
+
+
+def _bare_forward(checkpoint: str, repeats: int, precision: str) -> dict[str, Any]:
+    import torch
+
+    from engine.models.checkpoint import load_checkpoint
+    from engine.precision import autocast_context, choose_device, choose_dtype
+
+    loaded = load_checkpoint(checkpoint)
+    model, head = loaded.model, loaded.head
+    device = choose_device("auto")
+    dtype = choose_dtype(device, precision)
+    gen = torch.Generator().manual_seed(0)
+    inputs = {n: torch.randn(BATCH, DATES, s.n_bands, TILE, TILE, generator=gen) for n, s in model.modalities.items()}
+    days = torch.arange(1, DATES + 1, dtype=torch.float32).mul(12).expand(BATCH, DATES).contiguous()
+    dates = {n: days for n in model.modalities}
+    masks = {n: torch.ones(BATCH, DATES, dtype=torch.bool) for n in model.modalities}
+
+    def step():
+        with torch.inference_mode(), autocast_context(device, dtype):
+            features = model.forward_features(inputs, dates, masks, patch_size_m=PATCH_M)
+            head.probabilities(head(features.patch).float())
+
+    step()  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    seconds = time.perf_counter() - started
+    return {"windows_per_s": repeats * BATCH / seconds if repeats else None, "seconds": seconds,
+            "windows": repeats * BATCH}
+
+
+def _spawn(args: list[str], threads: int | None) -> dict[str, Any]:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    command = [sys.executable, "-m", "engine.bench.tiled", *args] + (["--threads", str(threads)] if threads else [])
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(params, reporter) -> dict[str, Any]:
+    import torch
+
+    from engine.models.checkpoint import save_checkpoint
+    from engine.models.heads import HeadConfig, build_head
+    from engine.models.registry import build_model
+    from engine.precision import choose_device, choose_dtype
+
+    base_windows = 4 if params.quick else 6
+    precision = "auto"
+    with tempfile.TemporaryDirectory(prefix="omnisat-bench-tiled-") as tmp:
+        folder = Path(tmp)
+        torch.manual_seed(0)
+        model = build_model(_model_config()).eval()
+        head = build_head(HeadConfig("patch", model.embed_dim, 10))
+        checkpoint = folder / "model.safetensors"
+        save_checkpoint(checkpoint, model, head=head, provenance={"weights": "random, benchmark"})
+        del model, head
+        sizes = []
+        for factor in AREAS:
+            side = _side(base_windows, factor)
+            reporter.log(f"area {factor}x: writing {side} x {side} px inputs")
+            files = _write_inputs(folder, side)
+            job = {
+                "model": str(checkpoint),
+                "modalities": {n: {"files": f, "dates": _dates()} for n, f in files.items()},
+                "outputs": {"classes": str(folder / f"classes_{factor}.tif"),
+                            "confidence": str(folder / f"confidence_{factor}.tif")},
+                "tile_size": TILE * PATCH_M, "overlap": OVERLAP * PATCH_M, "batch_size": BATCH,
+                "device": "auto", "precision": precision,
+                # Generic statistics: the data are synthetic.
+                "normalization": {"s2": {"mean": [3000.0] * 10, "std": [1700.0] * 10},
+                                  "s1_asc_ratio": {"mean": [-12.0] * 3, "std": [3.0] * 3}},
+            }
+            job_path = folder / f"job_{factor}.json"
+            job_path.write_text(json.dumps(job))
+            reporter.log(f"area {factor}x: classify in a fresh process")
+            child = _spawn(["--child-pipeline", str(job_path)], params.threads)
+            child.update(area_factor=factor, side_px=side,
+                         windows_per_s=child["windows"] / child["seconds"],
+                         km2_per_min=child["km2"] / child["seconds"] * 60)
+            sizes.append(child)
+            for f in (*files.values(), job["outputs"]["classes"], job["outputs"]["confidence"]):
+                Path(f).unlink()
+        repeats = 3 if params.quick else 10
+        reporter.log("bare model forward in a fresh process")
+        bare = _spawn(["--child-bare", str(checkpoint), str(repeats), precision], params.threads)
+    first, last = sizes[0], sizes[-1]
+    device = choose_device("auto")
+    result = {
+        "device": device.type,
+        "dtype": str(choose_dtype(device, precision)).replace("torch.", ""),
+        "threads": params.threads or torch.get_num_threads(),
+        "model": "omnisat (TreeSatAI architecture, s2 + s1_asc_ratio), random weights, 10 classes",
+        "inputs": f"S2 10 bands x {DATES} dates + S1 3 bands x {DATES} dates at 10 m; windows {TILE}x{TILE} "
+                  f"patches of {PATCH_M:g} m, overlap {OVERLAP}, batch {BATCH}",
+        "sizes": sizes,
+        "bare_forward": bare,
+        "ratios": {
+            "time_16x_over_1x": last["seconds"] / first["seconds"],
+            "windows_16x_over_1x": last["windows"] / first["windows"],
+            "rss_16x_over_1x": last["peak_rss_mb"] / first["peak_rss_mb"],
+            "pipeline_over_bare_forward": last["windows_per_s"] / bare["windows_per_s"],
+        },
+        "targets": {"time_16x_over_1x": "12.8 .. 19.2", "rss_16x_over_1x": "<= 1.3", "pipeline_over_bare_forward": ">= 0.7"},
+    }
+    lines = [f"{'area':>5} {'side px':>8} {'windows':>8} {'s':>8} {'win/s':>8} {'km2/min':>8} {'peak RSS MB':>12}"]
+    for s in sizes:
+        lines.append(f"{s['area_factor']:>4}x {s['side_px']:>8} {s['windows']:>8} {s['seconds']:>8.2f} "
+                     f"{s['windows_per_s']:>8.1f} {s['km2_per_min']:>8.2f} {s['peak_rss_mb']:>12.0f}")
+    lines.append(f"bare forward: {bare['windows_per_s']:.1f} windows/s")
+    lines += [f"{k}: {v:.3f} (target {result['targets'].get(k, '-')})" for k, v in result["ratios"].items()]
+    reporter.log("\n".join(lines))
+    return result
+
+
+def _main(argv: list[str]) -> int:
+    threads = None
+    if "--threads" in argv:
+        i = argv.index("--threads")
+        threads = int(argv[i + 1])
+        argv = argv[:i] + argv[i + 2:]
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if argv[0] == "--child-pipeline":
+        out = _child_pipeline(argv[1])
+    elif argv[0] == "--child-bare":
+        out = _bare_forward(argv[1], int(argv[2]), argv[3])
+    else:
+        raise SystemExit("usage: python -m engine bench tiled (the --child-* modes are internal)")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
