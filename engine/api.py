@@ -42,6 +42,7 @@ OPERATION_MODULES = (
     "engine.ops.raster_ops",
     "engine.ops.probe_ops",
     "engine.ops.map_ops",
+    "engine.ops.models_ops",
     "engine.bench",
 )
 

@@ -52,13 +52,17 @@ class ImagePatchEncoder(nn.Module):
         self.stem_norm = nn.BatchNorm2d(dim)
         self.blocks = nn.ModuleList(ResidualBlock(dim, groups) for _ in range(n_blocks))
 
-    def forward(self, patches: Tensor) -> tuple[Tensor, PoolTrace]:
+    def forward(self, patches: Tensor, keep_indices: bool = True) -> tuple[Tensor, PoolTrace | None]:
+        """Embeddings (N, D) and, when ``keep_indices`` (pretraining), the pooling trace."""
         x = F.gelu(self.stem_norm(self.stem(patches)))
-        trace = PoolTrace([], [])
+        trace = PoolTrace([], []) if keep_indices else None
         for block in [*self.blocks, None]:
-            trace.sizes.insert(0, tuple(x.shape[-2:]))
-            x, index = F.max_pool2d(x, 2, return_indices=True)
-            trace.indices.insert(0, index)
+            if trace is None:
+                x = F.max_pool2d(x, 2)  # inference: no indices to keep, a cheaper kernel
+            else:
+                trace.sizes.insert(0, tuple(x.shape[-2:]))
+                x, index = F.max_pool2d(x, 2, return_indices=True)
+                trace.indices.insert(0, index)
             if block is not None:
                 x = block(x)
         return x.flatten(1), trace

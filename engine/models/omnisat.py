@@ -200,7 +200,8 @@ class OmniSat(EOModel):
 
     # -- encoding -------------------------------------------------------------------------
     def encode(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None = None,
-               date_mask: dict[str, Tensor] | None = None) -> Encoded:
+               date_mask: dict[str, Tensor] | None = None, keep_traces: bool = False) -> Encoded:
+        """Per-modality tokens; ``keep_traces`` keeps the image pooling indices for the decoders."""
         self.check_inputs(inputs, dates, date_mask)
         grid = self.patch_grid(inputs)
         dates, date_mask = dates or {}, date_mask or {}
@@ -212,7 +213,9 @@ class OmniSat(EOModel):
             if spec.kind == "image":
                 px = self.config.patch_px(spec)
                 patches = rearrange(x, "b c (gh p1) (gw p2) -> (b gh gw) c p1 p2", p1=px, p2=px)
-                tokens, encoded.traces[name] = self.encoders[name](patches)
+                tokens, trace = self.encoders[name](patches, keep_traces)
+                if trace is not None:
+                    encoded.traces[name] = trace
                 encoded.tokens[name] = rearrange(tokens, "(b p) d -> b p d", b=x.shape[0])
             else:
                 day = dates[name] if spec.has_dates else torch.zeros(x.shape[:2], device=x.device)
@@ -252,7 +255,7 @@ class OmniSat(EOModel):
                          generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Masked-token pretraining losses: {'loss', 'contrastive', 'reconstruction.<modality>'}."""
         cfg = self.config
-        encoded = self.encode(inputs, dates, date_mask)
+        encoded = self.encode(inputs, dates, date_mask, keep_traces=True)
         dates, date_mask = dates or {}, date_mask or {}
         names = list(encoded.tokens)
         b, p = next(iter(encoded.tokens.values())).shape[:2]

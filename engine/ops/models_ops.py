@@ -1,0 +1,57 @@
+"""The `models` operation: list the model presets with their parameter counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.api import operation
+from engine.progress import Reporter
+
+
+@dataclass
+class ModelsParams:
+    preset: str | None = field(default=None, metadata={"help": "only this preset (default: all)"})
+
+
+def _summaries(counts: dict[str, int]) -> dict[str, int]:
+    """Aggregates over the per-component counts: whole encoder (modality encoders + fusion) and decoders."""
+    encoders = sum(v for k, v in counts.items() if k.startswith("encoder."))
+    fusion = sum(v for k, v in counts.items() if k in ("combiner", "spatial_encoder", "cross_block"))
+    decoders = sum(v for k, v in counts.items() if k.startswith("decoder."))
+    return {"encoder_total": encoders + fusion, "decoders_total": decoders}
+
+
+@operation("models", ModelsParams, summary="List the model presets with parameter counts per component.")
+def list_models(params: ModelsParams, reporter: Reporter) -> dict[str, Any]:
+    """Build each preset with random weights and count its parameters per component
+    (per-modality encoders and decoders, combiner, task head, total)."""
+    from engine.models.heads import HeadConfig, build_head
+    from engine.models.registry import build_model, count_parameters, preset, preset_names
+
+    names = [params.preset] if params.preset else preset_names()
+    presets = []
+    for name in names:
+        entry = preset(name)
+        model = build_model(name)
+        counts = count_parameters(model)
+        counts.update(_summaries(counts))
+        if "n_classes" in entry.metadata:
+            head = build_head(HeadConfig("classification", model.embed_dim, int(entry.metadata["n_classes"]),
+                                         bool(entry.metadata.get("multilabel", False))))
+            counts["head.classification"] = sum(p.numel() for p in head.parameters())
+            counts["total_with_head"] = counts["total"] + counts["head.classification"]
+        presets.append({
+            "name": name,
+            "architecture": model.config.architecture,
+            "embed_dim": model.embed_dim,
+            "modalities": {
+                m.name: {"kind": m.kind, "bands": list(m.bands), "gsd_m": m.gsd_m} for m in model.modalities.values()
+            },
+            "metadata": entry.metadata,
+            "parameters": counts,
+        })
+        reporter.log(f"{name} ({model.config.architecture}, D={model.embed_dim})")
+        for component, n in counts.items():
+            reporter.log(f"  {component:<28} {n:>12,d}  ({n / 1e6:.3f} M)")
+    return {"presets": presets}
