@@ -393,7 +393,7 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
         "patch_size_m": the_plan.patch_size_m,
         "windows": len(windows),
         "windows_without_data": skipped,
-        "classes": classes,
+        "class_names": classes,
         "dates": {n: [d.isoformat() for d in m.dates] for n, m in modalities.items() if m.spec.has_dates},
         "area_km2": area_km2,
         "seconds": seconds,

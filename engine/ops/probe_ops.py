@@ -305,7 +305,7 @@ def fit_and_report(data: LabelledEmbeddings, params, source: EmbeddingSource, le
     summary = {
         "output": str(params.output),
         "report": str(params.report) if params.report else None,
-        "classes": names,
+        "class_names": names,
         "overall_accuracy": metrics["overall_accuracy"],
         "macro_f1": metrics["macro_f1"],
         "validation_cells": metrics["n_samples"],
@@ -332,7 +332,7 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
         probe, metadata, summary = fit_and_report(data, params, source, "patch", reporter, "Probe fit report")
         if params.classes or params.confidence:
             map_embeddings(ds, probe, metadata.class_names, metadata.colors, params.classes, params.confidence, reporter)
-    summary.update(classes_map=params.classes, confidence=params.confidence)
+    summary.update(classes=params.classes, confidence=params.confidence)
     reporter.log(f"Wrote {params.output}" + "".join(f", {p}" for p in (params.report, params.classes, params.confidence) if p))
     return summary
 

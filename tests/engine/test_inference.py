@@ -206,7 +206,7 @@ def test_classify_operation_reads_the_job_file_and_a_saved_checkpoint(s2, tmp_pa
     job["outputs"]["classes"] = "out/classes.tif"
     job_file.write_text(json.dumps(job))
     result = run_operation("classify", {"job": str(job_file)})
-    assert result["classes"] == ["a", "b", "c"] and (tmp_path / "out/classes.tif").is_file()
+    assert result["class_names"] == ["a", "b", "c"] and (tmp_path / "out/classes.tif").is_file()
     # The worker sends the same object inline.
     job["outputs"]["classes"] = str(tmp_path / "out/inline.tif")
     job["model"] = str(tmp_path / "tiny.safetensors")

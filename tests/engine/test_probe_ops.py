@@ -52,7 +52,7 @@ def test_fit_then_apply_on_an_embeddings_raster(tmp_path):
         "labels": labels, "embeddings": emb, "output": str(tmp_path / "probe.safetensors"),
         "report": str(tmp_path / "report.html"), "classes": str(tmp_path / "fit_classes.tif"),
     })
-    assert result["classes"] == ["crop", "forest"]
+    assert result["class_names"] == ["crop", "forest"]
     assert result["overall_accuracy"] > 0.95 and result["macro_f1"] > 0.95
     assert result["validation_cells"] > 0 and result["unvalidated_classes"] == []
     assert "confusion" in (tmp_path / "report.html").read_text()
@@ -175,7 +175,7 @@ def test_fit_and_apply_through_a_job_on_real_sentinel2(tmp_path, shared_data):
         "labels": labels, "embeddings": str(tmp_path / "job.json"), "output": str(tmp_path / "probe.safetensors"),
         "class_field": "LULC_NAME", "ignore_values": [""], "classes": str(tmp_path / "fit_classes.tif"),
     })
-    assert fit["classes"] == ["artificial surface", "cultivated land", "forest", "grassland", "schrubland"]
+    assert fit["class_names"] == ["artificial surface", "cultivated land", "forest", "grassland", "schrubland"]
     assert 0.0 <= fit["macro_f1"] <= 1.0 and fit["validation_cells"] > 100
     with rasterio.open(tmp_path / "emb.tif") as ds:  # the job's embeddings were kept, tagged with the encoder
         assert ds.tags()[HASH_TAG] and ds.count == model.embed_dim
