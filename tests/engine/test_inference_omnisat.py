@@ -7,6 +7,9 @@ computed by normalization-stats.
 """
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -22,6 +25,7 @@ from engine.models.registry import build_model
 from tests.engine.raster_fixtures import L1C_BANDS, eolearn_corner, write_described
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 torch.set_num_threads(2)
 S2_TREESAT = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
 
@@ -76,6 +80,20 @@ def test_treesatai_tile_all_modalities(shared_data, tmp_path, checkpoint):
     # One class per 10 m patch (50 x 50 px at 0.2 m).
     blocks = classes.reshape(6, 50, 6, 50)
     assert (blocks == blocks[:, :1, :, :1]).all()
+
+    # The worker (the QGIS side's path) runs the same job object and streams JSON lines.
+    job["outputs"] = {"classes": "worker_classes.tif"}
+    request = {"protocol": 1, "operation": "classify", "params": {"job": str(tmp_path / "job.json")}, "threads": 2}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    done = subprocess.run([sys.executable, "-m", "engine", "worker"], input=json.dumps(request), capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    messages = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert messages[0]["type"] == "hello" and messages[-1]["type"] == "result"
+    assert any(m["type"] == "progress" and m["percent"] == 100 for m in messages)
+    assert messages[-1]["outputs"] == {"classes": str(tmp_path / "worker_classes.tif")}
+    with rasterio.open(tmp_path / "worker_classes.tif") as w:
+        np.testing.assert_array_equal(w.read(1), classes)
 
 
 def test_eolearn_sentinel2_multi_window_with_own_statistics(shared_data, tmp_path, checkpoint):
