@@ -18,6 +18,7 @@ from engine.progress import Reporter
 # target name -> module path
 BENCHMARKS: dict[str, str] = {
     "tiled": "engine.bench.tiled",
+    "accuracy": "engine.bench.accuracy",
     "omnisat": "engine.bench.omnisat",
 }
 

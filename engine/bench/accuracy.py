@@ -1,0 +1,301 @@
+"""Honest accuracy of few-label mapping on the real samples (``python -m engine bench accuracy``).
+
+For each dataset of ../shared/data with labels, labels are split into 5 folds of whole
+polygons (eo-learn land cover) or of 1 km blocks of points (Peru), so that no test
+label has a training label in the same polygon or block. On every fold, with settings
+fixed in advance (no tuning on any fold), three classifiers are fitted on the
+training folds and scored on the held-out fold:
+
+- the engine's linear probe on per-patch embeddings computed through the product
+  path (job -> tiled ``embed`` -> embeddings raster -> labels rasterized on it);
+- a random forest (scikit-learn, 200 trees, otherwise default) on the raw bands of
+  every date at the same cells: the classic QGIS plugins' per-pixel baseline;
+- the same linear probe on the raw bands, which separates the encoder's contribution
+  from the classifier's.
+
+The encoder is the best one in the tree: a default checkpoint under resources/models
+when one with a Sentinel-2 modality exists, otherwise a randomly initialised OmniSat
+preset; the output says which. Figures: overall accuracy and macro-F1, mean and
+standard deviation over the folds.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+
+from engine.errors import EngineError
+from engine.progress import Reporter
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MODELS = ROOT / "resources" / "models"
+FOLDS = 5
+SEED = 0
+RF_TREES = 200
+# Sentinel-2 L1C band order of eo-learn's REFERENCE_SCENES.
+L1C_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
+# Landsat-8 bands 2-7 (blue, green, red, NIR, SWIR1, SWIR2) placed on the S2 band slots
+# B2 B3 B4 B5 B6 B7 B8 B8A B11 B12: red-edge B5 takes red, B6/B7/B8A take NIR.
+L8_ON_S2 = [1, 2, 3, 3, 4, 4, 4, 4, 5, 6]
+FIXED_PROBE = {"kind": "linear", "optimizer": "lbfgs", "l2": 1e-3, "epochs": 200, "class_weighting": True}
+
+
+@dataclass
+class Dataset:
+    name: str
+    description: str
+    job: dict[str, Any]  # modalities etc.; model and outputs are filled in
+    raw_files: list[Path]  # raster files whose bands (all dates) are the baseline's features
+    labels: Path
+    class_field: str
+    ignore_values: tuple[str, ...]
+    block_size_m: float  # point blocks; 0 for polygons (grouped by polygon)
+    split: str
+    # Embed one model tile around each labelled cell instead of the whole raster (sparse points
+    # over a large area: the same windows tiled inference would run there, at a fraction of the cost).
+    windows_around_labels: bool = False
+
+
+def _write(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata=None) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as ds:
+        ds.write(data)
+    return path
+
+
+def eolearn_dataset(folder: Path) -> Dataset:
+    source = SHARED_DATA / "eolearn_patch"
+    scenes = np.load(source / "REFERENCE_SCENES.npy", allow_pickle=False)  # (5, 101, 100, 13) reflectance
+    stamps = json.loads((source / "TestEOPatch/timestamps.json").read_text())[: scenes.shape[0]]
+    ring = json.loads((source / "TestEOPatch/bbox.geojson").read_text())["coordinates"][0]
+    transform = Affine(10.0, 0, min(p[0] for p in ring), 0, -10.0, max(p[1] for p in ring))
+    from engine.models.modalities import sensor
+
+    idx = [L1C_BANDS.index(b) for b in sensor("s2").bands]
+    files = []
+    for t, stamp in enumerate(stamps):
+        data = np.ascontiguousarray(np.moveaxis(scenes[t][..., idx], -1, 0) * 10000.0).astype(np.float32)
+        files.append(_write(folder / f"S2_{stamp[:10].replace('-', '')}.tif", data, "EPSG:32633", transform))
+    return Dataset(
+        name="eo-learn land cover",
+        description="Slovenia, 1 km2, Sentinel-2 L1C x 5 dates (2015-07..09), 10 bands, 10 m; 84 LULC polygons, 5 classes",
+        job={"modalities": {"s2": {"files": [str(f) for f in files], "dates": [s[:10] for s in stamps]}}},
+        raw_files=files, labels=source / "TestEOPatch/vector_timeless/LULC.gpkg", class_field="LULC_ID",
+        ignore_values=("0",), block_size_m=0.0, split="5 folds of whole polygons",
+    )
+
+
+def peru_dataset(folder: Path) -> Dataset:
+    source = SHARED_DATA / "l8_s1_peru"
+    image = source / "LC08_232066_20190727.tif"
+    return Dataset(
+        name="Peru points",
+        description="Madre de Dios, Landsat-8 2019-07-27, 6 bands at 30 m (read on a 10 m grid); 91 points, 4 classes",
+        job={"modalities": {"s2": {"files": [str(image)], "dates": ["2019-07-27"], "bands": L8_ON_S2}}},
+        raw_files=[image], labels=source / "endmembers.shp", class_field="class", ignore_values=(),
+        block_size_m=1000.0, split="5 folds of 1 km blocks of points", windows_around_labels=True,
+    )
+
+
+def choose_model(folder: Path, reporter: Reporter) -> tuple[Path, str]:
+    """A trained default checkpoint with an s2 modality if the tree has one, else a random OmniSat."""
+    from engine.models.checkpoint import read_metadata, save_checkpoint
+    from engine.models.registry import build_model
+
+    for path in sorted(MODELS.glob("*.safetensors")) if MODELS.is_dir() else []:
+        try:
+            meta = read_metadata(path)
+        except EngineError:
+            continue
+        names = [m.get("name") for m in meta.get("config", {}).get("modalities", [])]
+        if "s2" in names:
+            return path, f"trained checkpoint {path.relative_to(ROOT)} ({meta.get('provenance', {})})"
+    import torch
+
+    torch.manual_seed(SEED)
+    model = build_model("omnisat-treesatai").eval()
+    path = folder / "omnisat-treesatai-random.safetensors"
+    save_checkpoint(path, model, provenance={"weights": f"random initialisation, torch seed {SEED}"})
+    reporter.log("No trained checkpoint under resources/models: the encoder is a RANDOMLY INITIALISED omnisat-treesatai.", "warning")
+    return path, f"omnisat-treesatai with RANDOM weights (torch seed {SEED}): no trained checkpoint in resources/models"
+
+
+@dataclass
+class GridView:
+    """The attributes of a raster dataset that label rasterization needs."""
+
+    crs: Any
+    transform: Affine
+    width: int
+    height: int
+
+
+def label_grid(job: dict[str, Any]) -> GridView:
+    """The patch grid tiled inference would use for the whole job."""
+    from engine.inference import plan, resolve_inputs
+    from engine.io.job import load_job
+    from engine.models.checkpoint import load_checkpoint
+
+    parsed = load_job(job)
+    model = load_checkpoint(parsed.model).model
+    grid = plan(parsed, model, resolve_inputs(parsed, model)).patch_grid
+    return GridView(grid.crs, grid.transform, grid.width, grid.height)
+
+
+def embed_around(job: dict[str, Any], grid: GridView, rows: np.ndarray, cols: np.ndarray, folder: Path) -> np.ndarray:
+    """Embeddings at the given cells, each from one model tile (job extent) centred on its cell."""
+    from engine.inference import default_tile, run_map
+    from engine.io.job import load_job
+    from engine.models.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(job["model"])
+    tile = default_tile(loaded.model)
+    out = np.full((rows.size, loaded.model.embed_dim), np.nan, np.float32)
+    target = folder / "window.tif"
+    for i, (row, col) in enumerate(zip(rows, cols)):
+        r0 = int(np.clip(row - tile // 2, 0, grid.height - tile))
+        c0 = int(np.clip(col - tile // 2, 0, grid.width - tile))
+        x0, y1 = grid.transform * (c0, r0)
+        x1, y0 = grid.transform * (c0 + tile, r0 + tile)
+        window_job = dict(job, extent={"bounds": [x0, y0, x1, y1]}, outputs={"embeddings": str(target)})
+        run_map(load_job(window_job), Reporter(), loaded.model, None, loaded.metadata)
+        with rasterio.open(target) as ds:
+            r, c = ds.index(*(grid.transform * (col + 0.5, row + 0.5)))
+            out[i] = ds.read()[:, r, c]
+    return out
+
+
+def raw_features(files: list[Path], transform: Affine, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Every band of every file at the centres of the given cells of ``transform``'s grid."""
+    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    columns = []
+    for path in files:
+        with rasterio.open(path) as ds:
+            data = ds.read().astype(np.float32)
+            r, c = rasterio.transform.rowcol(ds.transform, xs, ys)
+            r, c = np.asarray(r), np.asarray(c)
+            if ds.nodata is not None:
+                data[data == ds.nodata] = np.nan
+            columns.append(data[:, r, c].T)
+    return np.concatenate(columns, axis=1)
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "folds": [float(v) for v in values]}
+
+
+def evaluate(dataset: Dataset, model_path: Path, folder: Path, quick: bool, reporter: Reporter) -> dict[str, Any]:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from engine.api import run_operation
+    from engine.ops.probe_ops import labelled_embeddings
+    from engine.probe import ProbeConfig, blocked_folds, classification_metrics, confusion_matrix, fit_probe
+
+    embeddings = folder / "embeddings.tif"
+    job = dict(dataset.job, model=str(model_path), outputs={"embeddings": str(embeddings)}, precision="fp32",
+               batch_size=16)
+    stats = folder / "normalization.json"
+    # The inputs' own statistics: L1C and Landsat differ from the checkpoint's training data.
+    run_operation("normalization-stats", {"job": job, "output": str(stats)})
+    job["normalization"] = str(stats)
+    started = time.perf_counter()
+    if dataset.windows_around_labels:
+        grid = label_grid(job)
+        data = labelled_embeddings(grid, str(dataset.labels), dataset.class_field, None, dataset.ignore_values, 0.5,
+                                   dataset.block_size_m, reporter, lambda r, c: embed_around(job, grid, r, c, folder))
+        transform, shape = grid.transform, (grid.height, grid.width)
+    else:
+        run_operation("embed", {"job": job}, reporter)
+        with rasterio.open(embeddings) as ds:
+            data = labelled_embeddings(ds, str(dataset.labels), dataset.class_field, None, dataset.ignore_values,
+                                       0.5, dataset.block_size_m, reporter)
+            transform, shape = ds.transform, (ds.height, ds.width)
+    embed_seconds = time.perf_counter() - started
+    samples = data.samples
+    raw = raw_features(dataset.raw_files, transform, samples.rows, samples.cols)
+    keep = np.isfinite(raw).all(axis=1)
+    x, raw, y, units = data.x[keep], raw[keep], samples.y[keep], data.units[keep]
+    names = list(samples.class_names)
+    folds = blocked_folds(y, units, FOLDS, SEED)
+    config = ProbeConfig(**FIXED_PROBE, seed=SEED)
+    scores: dict[str, dict[str, list[float]]] = {}
+    pooled: dict[str, np.ndarray] = {}
+
+    def record(method: str, truth: np.ndarray, predicted: np.ndarray) -> None:
+        metrics = classification_metrics(confusion_matrix(truth, predicted, len(names)), names)
+        entry = scores.setdefault(method, {"overall_accuracy": [], "macro_f1": []})
+        entry["overall_accuracy"].append(metrics["overall_accuracy"])
+        entry["macro_f1"].append(metrics["macro_f1"])
+        pooled[method] = pooled.get(method, 0) + np.asarray(metrics["confusion_matrix"])
+
+    for fold in range(FOLDS):
+        test = folds == fold
+        train = ~test
+        probe = fit_probe(x[train], y[train], len(names), config)
+        record("probe on engine embeddings", y[test], probe.predict(x[test]))
+        forest = RandomForestClassifier(n_estimators=50 if quick else RF_TREES, random_state=SEED, n_jobs=1)
+        forest.fit(raw[train], y[train])
+        record("random forest on raw bands", y[test], forest.predict(raw[test]))
+        raw_probe = fit_probe(raw[train], y[train], len(names), config)
+        record("probe on raw bands", y[test], raw_probe.predict(raw[test]))
+        reporter.progress(100.0 * (fold + 1) / FOLDS, f"{dataset.name}: fold {fold + 1}/{FOLDS}")
+    return {
+        "dataset": dataset.name,
+        "description": dataset.description,
+        "split": dataset.split,
+        "classes": names,
+        "cells_per_class": dict(zip(names, np.bincount(y, minlength=len(names)).tolist())),
+        "units": int(np.unique(units).size),
+        "test_cells_per_fold": [int((folds == f).sum()) for f in range(FOLDS)],
+        "grid": {"width": shape[1], "height": shape[0], "cell_m": abs(transform.a)},
+        "embedding_dim": int(x.shape[1]),
+        "raw_features": int(raw.shape[1]),
+        "embed_seconds": embed_seconds,
+        "methods": {m: {k: summarise(v) for k, v in s.items()} for m, s in scores.items()},
+        "pooled_confusion": {m: cm.tolist() for m, cm in pooled.items()},
+    }
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    lines = ["| Dataset (split) | Method | Macro-F1 | Overall accuracy |", "|---|---|---|---|"]
+    for r in results:
+        for method, s in r["methods"].items():
+            f1, oa = s["macro_f1"], s["overall_accuracy"]
+            lines.append(f"| {r['dataset']} ({r['split']}) | {method} | {f1['mean']:.3f} ± {f1['std']:.3f} "
+                         f"| {oa['mean']:.3f} ± {oa['std']:.3f} |")
+    return "\n".join(lines)
+
+
+def run(params, reporter: Reporter) -> dict[str, Any]:
+    if not SHARED_DATA.is_dir():
+        raise EngineError(f"The real samples are not at {SHARED_DATA}: this benchmark needs ../shared/data beside the project.")
+    try:
+        import sklearn  # noqa: F401  (the baseline)
+    except ImportError:
+        raise EngineError("The accuracy benchmark needs scikit-learn for its random-forest baseline: pip install scikit-learn.") from None
+    results = []
+    with tempfile.TemporaryDirectory(prefix="omnisat-accuracy-") as tmp:
+        folder = Path(tmp)
+        model_path, model_text = choose_model(folder, reporter)
+        reporter.log(f"Encoder: {model_text}")
+        builders = [eolearn_dataset] if params.quick else [eolearn_dataset, peru_dataset]
+        for build in builders:
+            work = folder / build.__name__
+            work.mkdir()
+            dataset = build(work)
+            reporter.log(f"{dataset.name}: {dataset.description}; {dataset.split}")
+            results.append(evaluate(dataset, model_path, work, params.quick, reporter))
+    table = markdown_table(results)
+    reporter.log(f"Encoder: {model_text}\nProbe settings (fixed, not tuned): {FIXED_PROBE}; random forest: "
+                 f"{50 if params.quick else RF_TREES} trees, scikit-learn defaults otherwise\n\n{table}")
+    return {"encoder": model_text, "probe_settings": FIXED_PROBE, "folds": FOLDS, "seed": SEED,
+            "rf_trees": 50 if params.quick else RF_TREES, "results": results, "markdown": table}
