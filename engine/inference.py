@@ -28,14 +28,13 @@ from typing import Any, Callable
 import numpy as np
 import rasterio
 import torch
-from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from engine.errors import Cancelled, EngineError
 from engine.io.align import ModalityReader
 from engine.io.atomic import atomic_output, check_output_path
 from engine.io.dates import day_of_year
-from engine.io.grid import Footprint, Grid, check_patch_fits, parse_crs, reference_grid, scale_window
+from engine.io.grid import Footprint, Grid, check_patch_fits, grid_crs, parse_crs, reference_grid, scale_window
 from engine.io.job import CLASS_OUTPUTS, Job
 from engine.io.normalize import load_statistics, modality_statistics, normalize
 from engine.io.raster import open_raster
@@ -115,13 +114,12 @@ def plan(job: Job, model, modalities: dict[str, Modality]) -> Plan:
         for path in m.files:
             with open_raster(path, f"{m.name} input") as ds:
                 footprints.append(Footprint.of(ds, str(path)))
-    crs = parse_crs(job.crs, '"crs"') if job.crs else None
+    crs = grid_crs(footprints, parse_crs(job.crs, '"crs"') if job.crs else None)
     extent = None
     if job.extent is not None:
         bounds, extent_crs = job.extent
-        extent = (bounds, parse_crs(extent_crs, '"extent.crs"') if extent_crs else None)
-    patch_grid = reference_grid(footprints, patch, patch, crs=crs, extent=None if extent is None else
-                                (extent[0], extent[1] or crs or _grid_crs(footprints)))
+        extent = (bounds, parse_crs(extent_crs, '"extent.crs"') if extent_crs else crs)
+    patch_grid = reference_grid(footprints, patch, patch, crs=crs, extent=extent)
     tile = max(1, round(job.tile_size / patch)) if job.tile_size else default_tile(model)
     overlap = round(job.overlap / patch) if job.overlap is not None else (tile // 6 if tile >= 4 else 0)
     if overlap >= tile:
@@ -134,12 +132,6 @@ def plan(job: Job, model, modalities: dict[str, Modality]) -> Plan:
         patch_size_m=patch,
         windows=WindowGrid(patch_grid.height, patch_grid.width, tile, overlap),
     )
-
-
-def _grid_crs(footprints: list[Footprint]) -> CRS:
-    """The CRS reference_grid will choose (for an extent given without a CRS)."""
-    finest = min(footprints, key=lambda fp: fp.res_m)
-    return finest.crs
 
 
 @dataclass
@@ -350,6 +342,8 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
     classes, colors = class_names(metadata, n_classes) if wants_classes else ([], None)
     model = model.to(device).eval()
     head = head.to(device).eval() if wants_classes else None
+    if wants_classes and getattr(getattr(head, "config", None), "kind", "patch") == "classification":
+        reporter.log("The checkpoint's head classifies whole tiles; it is applied to each patch embedding.", "warning")
     g = the_plan.patch_grid
     reporter.log(
         f"Grid {g.crs.to_string()}, {g.width} x {g.height} patches of {the_plan.patch_size_m:g} m, "

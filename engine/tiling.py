@@ -64,19 +64,10 @@ class WindowGrid:
     def cols(self) -> list[int]:
         return axis_starts(self.width, self.tile, self.overlap)
 
-    def windows(self, region: Window | None = None) -> list[Window]:
-        """Row-major windows; with ``region``, only those touching it."""
+    def windows(self) -> list[Window]:
+        """Row-major windows (the order the row-band writer needs)."""
         th, tw = min(self.tile, self.height), min(self.tile, self.width)
-        out = []
-        for r in self.rows:
-            for c in self.cols:
-                if region is not None and not (
-                    r < region.row_off + region.height and region.row_off < r + th
-                    and c < region.col_off + region.width and region.col_off < c + tw
-                ):
-                    continue
-                out.append(Window(c, r, tw, th))
-        return out
+        return [Window(c, r, tw, th) for r in self.rows for c in self.cols]
 
     def weights(self, window: Window) -> np.ndarray:
         """(h, w) float32 blending weights of one window (not yet normalised)."""

@@ -120,6 +120,19 @@ def _in_crs(fp: Footprint, crs: CRS) -> tuple[float, float, float, float]:
         ) from None
 
 
+def grid_crs(footprints: list[Footprint], crs: CRS | None = None) -> CRS:
+    """The user's CRS, else the finest input's, else (geographic) the local UTM zone."""
+    if not footprints:
+        raise EngineError("No input raster was given: add at least one modality with files.")
+    if crs is not None:
+        return crs
+    finest = min(footprints, key=lambda fp: fp.res_m)
+    if not finest.crs.is_geographic:
+        return finest.crs
+    left, bottom, right, top = _in_crs(finest, CRS.from_epsg(4326))
+    return local_utm((left + right) / 2, (bottom + top) / 2)
+
+
 def reference_grid(
     footprints: list[Footprint],
     patch_size_m: float,
@@ -131,14 +144,8 @@ def reference_grid(
 
     ``resolution_m`` must divide ``patch_size_m``: it is the output pixel size.
     """
-    if not footprints:
-        raise EngineError("No input raster was given: add at least one modality with files.")
+    crs = grid_crs(footprints, crs)
     finest = min(footprints, key=lambda fp: fp.res_m)
-    if crs is None:
-        crs = finest.crs
-        if crs.is_geographic:
-            left, bottom, right, top = _in_crs(finest, CRS.from_epsg(4326))
-            crs = local_utm((left + right) / 2, (bottom + top) / 2)
     if crs.is_geographic:
         raise EngineError(f"The grid CRS {crs.to_string()} is geographic (degrees): choose a projected CRS in metres, e.g. a UTM zone.")
     boxes = [_in_crs(fp, crs) for fp in footprints]

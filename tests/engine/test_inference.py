@@ -230,3 +230,19 @@ def test_normalization_stats_operation_feeds_the_job(s2, tmp_path):
     assert all(0 < m < 1 for m in stats["mean"]) and all(0 < s < 1 for s in stats["std"])
     job["normalization"] = str(tmp_path / "stats.json")
     run_operation("classify", {"job": job})
+
+
+def test_extent_in_lon_lat_limits_the_map(s2, tmp_path):
+    from rasterio.warp import transform_bounds
+
+    files, _ = s2
+    model, head = tiny_model(modalities=("s2",))
+    with rasterio.open(files[0]) as ds:
+        left, top = ds.bounds.left, ds.bounds.top
+    box = transform_bounds("EPSG:32633", "EPSG:4326", left + 200, top - 500, left + 600, top - 100)
+    job = s2_job(tmp_path, files, extent={"bounds": list(box), "crs": "EPSG:4326"})
+    result = run_map(load_job(job), Reporter(), model, head, {})
+    # The lon/lat box's envelope in UTM is a little larger than the 400 m square it came from.
+    assert 40 <= result["width"] <= 43 and 40 <= result["height"] <= 43
+    t = result["transform"]
+    assert left + 190 <= t[2] <= left + 200 and top - 100 <= t[5] <= top - 90
