@@ -39,7 +39,7 @@ from engine.io.job import CLASS_OUTPUTS, Job
 from engine.io.normalize import load_statistics, modality_statistics, normalize
 from engine.io.raster import open_raster
 from engine.io.series import Modality, attach_masks, resolve_modality
-from engine.io.writers import CLASS_NODATA, RowBandAccumulator, expand, geotiff_profile, open_class_map, write_rows
+from engine.io.writers import CLASS_NODATA, RowBandAccumulator, geotiff_profile, open_class_map, write_cells
 from engine.precision import autocast_context, choose_device, choose_dtype
 from engine.progress import Reporter
 from engine.tiling import WindowGrid
@@ -289,17 +289,16 @@ class _Outputs:
             probs = mean[: self.k]
             if "classes" in self.datasets:
                 classes = np.where(covered, probs.argmax(axis=0), CLASS_NODATA).astype(np.uint8)
-                write_rows(self.datasets["classes"], row0 * f, expand(classes, f))
+                write_cells(self.datasets["classes"], row0, classes, f)
             if "confidence" in self.datasets:
-                conf = np.where(covered, probs.max(axis=0), np.nan).astype(np.float32)
-                write_rows(self.datasets["confidence"], row0 * f, expand(conf, f))
+                write_cells(self.datasets["confidence"], row0, np.where(covered, probs.max(axis=0), np.nan), f)
             if "probabilities" in self.datasets:
-                write_rows(self.datasets["probabilities"], row0 * f, expand(np.where(covered, probs, np.nan), f))
+                write_cells(self.datasets["probabilities"], row0, np.where(covered, probs, np.nan), f)
         if self.d:
             embeddings = mean[self.k:]
             if self.half:  # beyond half precision's range would read back as infinity
                 embeddings = np.clip(embeddings, -HALF_MAX, HALF_MAX)
-            write_rows(self.datasets["embeddings"], row0, np.where(covered, embeddings, np.nan).astype(np.float32))
+            write_cells(self.datasets["embeddings"], row0, np.where(covered, embeddings, np.nan))
 
 
 def class_names(metadata: dict, n_classes: int) -> tuple[list[str], list | None]:

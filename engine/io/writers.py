@@ -126,7 +126,11 @@ def expand(array: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(array, factor, axis=-2), factor, axis=-1)
 
 
-def write_rows(ds, row0: int, data: np.ndarray) -> None:
-    """Write (C, h, W) or (h, W) at ``row0`` over the full width."""
-    data = data if data.ndim == 3 else data[None]
-    ds.write(data, window=Window(0, row0, data.shape[-1], data.shape[-2]))
+def write_cells(ds, row0: int, cells: np.ndarray, factor: int = 1, chunk_px: int = 4 * BLOCK) -> None:
+    """Write rows of patch cells (C, h, W) or (h, W) starting at patch row ``row0``, each cell
+    as ``factor`` x ``factor`` pixels, in column chunks (a wide VHR strip never sits whole in memory)."""
+    cells = cells if cells.ndim == 3 else cells[None]
+    step = max(1, chunk_px // factor)
+    for col in range(0, cells.shape[-1], step):
+        block = expand(cells[..., col:col + step], factor)
+        ds.write(block, window=Window(col * factor, row0 * factor, block.shape[-1], block.shape[-2]))

@@ -155,11 +155,11 @@ def test_full_disk_mid_run_leaves_no_partial_output_and_inputs_untouched(s2, tmp
     before = file_digest(files + masks)
     writes = []
 
-    def full_disk(ds, row0, data):
+    def full_disk(ds, row0, cells, factor=1):
         writes.append(row0)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("engine.inference.write_rows", full_disk)
+    monkeypatch.setattr("engine.inference.write_cells", full_disk)
     with pytest.raises(EngineError, match="disk is full"):
         run_map(load_job(s2_job(tmp_path, files, masks, tile_size=200)), Reporter(), model, head, {})
     assert writes and list((tmp_path / "out").iterdir()) == []
@@ -246,3 +246,22 @@ def test_extent_in_lon_lat_limits_the_map(s2, tmp_path):
     assert 40 <= result["width"] <= 43 and 40 <= result["height"] <= 43
     t = result["transform"]
     assert left + 190 <= t[2] <= left + 200 and top - 100 <= t[5] <= top - 90
+
+
+def test_row_band_writer_chunks_columns_and_expands_patches(tmp_path):
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from engine.io.grid import Grid
+    from engine.io.writers import RowBandAccumulator, geotiff_profile, write_cells
+
+    grid = Grid(CRS.from_epsg(32633), Affine(1, 0, 500000, 0, -1, 5000000), 300, 20)
+    cells = np.arange(2 * 4 * 60, dtype=np.float32).reshape(2, 4, 60)
+    written = []
+    with rasterio.open(tmp_path / "x.tif", "w", **geotiff_profile(grid, 2, "float32", None)) as ds:
+        band = RowBandAccumulator(4, 60, 2, flush_rows=3, sink=lambda r, m, c: (written.append(r), write_cells(ds, r, m, 5, chunk_px=64)))
+        band.add(rasterio.windows.Window(0, 0, 60, 4), cells, np.ones((4, 60), np.float32))
+        band.finish()
+    assert written == [0, 3]
+    with rasterio.open(tmp_path / "x.tif") as ds:
+        np.testing.assert_array_equal(ds.read(), np.repeat(np.repeat(cells, 5, axis=1), 5, axis=2))
