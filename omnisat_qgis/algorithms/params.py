@@ -78,9 +78,11 @@ class Param:
         if kind == "bool":
             return QgsProcessingParameterBoolean(name, text, defaultValue=bool(self.default), optional=optional)
         if kind == "enum":
-            default = self.options.index(self.default) if self.default in self.options else 0
-            return QgsProcessingParameterEnum(name, text, options=list(self.options), defaultValue=default,
-                                              optional=optional)
+            # Static strings: scripts and batch files say "cpu", not an index that shifts
+            # when an option is added.
+            return QgsProcessingParameterEnum(name, text, options=list(self.options), allowMultiple=False,
+                                              defaultValue=self.default or self.options[0], optional=optional,
+                                              usesStaticStrings=True)
         if kind == "extent":
             return QgsProcessingParameterExtent(name, text, optional=optional)
         if kind == "raster_out":
@@ -153,7 +155,7 @@ def value_for_engine(algorithm, param: Param, parameters: dict, context) -> Any:
     if kind == "bool":
         return algorithm.parameterAsBool(parameters, name, context)
     if kind == "enum":
-        return param.options[algorithm.parameterAsEnum(parameters, name, context)]
+        return algorithm.parameterAsEnumString(parameters, name, context) or None
     if kind == "extent":
         if raw in (None, ""):
             return None

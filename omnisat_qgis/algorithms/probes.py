@@ -1,0 +1,129 @@
+"""Few labels to a map: fit a probe on the engine's embeddings, apply it, detect change."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingException, QgsProcessingOutputNumber, QgsProcessingOutputString
+
+from omnisat_qgis.algorithms.base import EngineAlgorithm
+from omnisat_qgis.algorithms.params import Param
+from omnisat_qgis.styling import write_class_style
+
+EMBEDDING_ROWS = (
+    Param("EMBEDDINGS_RASTER", "embeddings", "raster", "Embeddings raster (from 'Embeddings')", optional=True),
+    Param("JOB", "embeddings", "file", "…or a job file (model and modalities) to compute them", optional=True,
+          file_filter="Job (*.json)"),
+    Param("MODEL", "model", "file", "Checkpoint the embeddings raster was computed with", optional=True,
+          file_filter="Checkpoint (*.safetensors)"),
+)
+
+
+def require_one_source(parameters, first: str, second: str) -> None:
+    given = [name for name in (first, second) if parameters.get(name) not in (None, "")]
+    if len(given) != 1:
+        raise QgsProcessingException(f"Give exactly one of {first} and {second}.")
+
+
+class FitProbe(EngineAlgorithm):
+    operation = "fit-probe"
+    display = "Fit a probe on labels (few labels to a map)"
+    group_name = "Few labels"
+    help_text = (
+        "Fits a linear probe (or a small MLP) on the engine's embeddings from labelled points or polygons "
+        "with a class field, validates it on spatially separated polygons / blocks (never neighbouring "
+        "pixels of one polygon on both sides), writes the probe, an HTML report with the confusion matrix, "
+        "and optionally the class map over the embeddings' area."
+    )
+    params = (
+        Param("LABELS", "labels", "vector", "Labelled points or polygons", layer_key="layer"),
+        Param("CLASS_FIELD", "class_field", "string", "Class field", default="class"),
+        *EMBEDDING_ROWS,
+        Param("KIND", "kind", "enum", "Probe", default="linear", options=("linear", "mlp")),
+        Param("MIN_COVERAGE", "min_coverage", "float", "Minimum share of a cell a polygon covers", default=0.5,
+              minimum=0),
+        Param("VAL_FRACTION", "val_fraction", "float", "Share held out for validation", default=0.2, minimum=0),
+        Param("SEED", "seed", "int", "Random seed", default=0),
+        Param("OUTPUT", "output", "file_out", "Probe", file_filter="Probe (*.safetensors)"),
+        Param("REPORT", "report", "file_out", "Fit report", file_filter="HTML (*.html)", optional=True),
+        Param("CLASSES", "classes", "raster_out", "Class map", optional=True),
+        Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True),
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        super().initAlgorithm(config)
+        self.addOutput(QgsProcessingOutputNumber("OVERALL_ACCURACY", "Validation overall accuracy"))
+        self.addOutput(QgsProcessingOutputNumber("MACRO_F1", "Validation macro-F1"))
+
+    def engine_params(self, parameters, context, feedback):
+        require_one_source(parameters, "EMBEDDINGS_RASTER", "JOB")
+        return super().engine_params(parameters, context, feedback)
+
+    def extra_results(self, result, outputs, context):
+        if outputs.get("CLASSES") and result.get("class_names"):
+            write_class_style(outputs["CLASSES"], result["class_names"])
+        return {"OVERALL_ACCURACY": result.get("overall_accuracy"), "MACRO_F1": result.get("macro_f1")}
+
+
+class ApplyProbe(EngineAlgorithm):
+    operation = "apply-probe"
+    display = "Apply a probe (class map)"
+    group_name = "Few labels"
+    help_text = (
+        "Applies a probe fitted by 'Fit a probe' to an embeddings raster (or a job computing the "
+        "embeddings) and writes a styled class map; refuses embeddings from another encoder."
+    )
+    params = (
+        Param("PROBE", "probe", "file", "Probe", file_filter="Probe (*.safetensors)"),
+        *EMBEDDING_ROWS,
+        Param("CLASSES", "classes", "raster_out", "Class map"),
+        Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True),
+    )
+
+    def engine_params(self, parameters, context, feedback):
+        require_one_source(parameters, "EMBEDDINGS_RASTER", "JOB")
+        return super().engine_params(parameters, context, feedback)
+
+    def extra_results(self, result, outputs, context):
+        if outputs.get("CLASSES") and result.get("class_names"):
+            write_class_style(outputs["CLASSES"], result["class_names"])
+        return {}
+
+
+class Change(EngineAlgorithm):
+    operation = "change"
+    display = "Change between two periods"
+    group_name = "Change"
+    help_text = (
+        "Compares the engine's per-patch embeddings of two periods (two embeddings rasters on the same "
+        "grid, or two job files) and writes a change magnitude and a binary change layer (Otsu's "
+        "threshold unless given); with labelled change / no-change samples it fits a change probe."
+    )
+    params = (
+        Param("BEFORE_RASTER", "before", "raster", "First period: embeddings raster", optional=True),
+        Param("BEFORE_JOB", "before", "file", "…or first period: job file", optional=True, file_filter="Job (*.json)"),
+        Param("AFTER_RASTER", "after", "raster", "Second period: embeddings raster", optional=True),
+        Param("AFTER_JOB", "after", "file", "…or second period: job file", optional=True, file_filter="Job (*.json)"),
+        Param("MODEL", "model", "file", "Checkpoint the embeddings rasters were computed with", optional=True,
+              file_filter="Checkpoint (*.safetensors)"),
+        Param("METRIC", "metric", "enum", "Distance", default="cosine", options=("cosine", "euclidean")),
+        Param("THRESHOLD", "threshold", "float", "Threshold (default: Otsu's)", optional=True),
+        Param("LABELS", "labels", "vector", "Change / no-change samples (optional)", optional=True),
+        Param("CLASS_FIELD", "class_field", "string", "Class field of the samples", default="class"),
+        Param("MAGNITUDE", "magnitude", "raster_out", "Change magnitude"),
+        Param("CHANGE", "change", "raster_out", "Change (1) / no change (0)", optional=True),
+        Param("PROBE_OUTPUT", "probe_output", "file_out", "Change probe", file_filter="Probe (*.safetensors)",
+              optional=True),
+        Param("REPORT", "report", "file_out", "Change probe report", file_filter="HTML (*.html)", optional=True),
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        super().initAlgorithm(config)
+        self.addOutput(QgsProcessingOutputNumber("THRESHOLD_USED", "Threshold used"))
+        self.addOutput(QgsProcessingOutputString("METHOD", "How the change layer was decided"))
+
+    def engine_params(self, parameters, context, feedback):
+        require_one_source(parameters, "BEFORE_RASTER", "BEFORE_JOB")
+        require_one_source(parameters, "AFTER_RASTER", "AFTER_JOB")
+        return super().engine_params(parameters, context, feedback)
+
+    def extra_results(self, result, outputs, context):
+        return {"THRESHOLD_USED": result.get("threshold"), "METHOD": result.get("threshold_method")}
