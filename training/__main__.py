@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     bench.add_argument("--dates", type=int, default=50, help="dates per time series")
+    bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                       help="also time torch.compile variants (compilation is slow on small CPUs)")
     bench.add_argument("--json", action="store_true")
     return parser
 
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             from training.bench import run_bench
 
             result = run_bench(batch=args.batch, steps=args.steps, preset_name=args.preset, device=args.device,
-                               threads=args.threads, dates=args.dates, reporter=reporter)
+                               threads=args.threads, dates=args.dates, compile_variants=args.compile,
+                               reporter=reporter)
         else:
             result = _run(args, reporter, "python -m training " + shlex.join(argv))
     except EngineError as exc:
