@@ -43,6 +43,7 @@ OPERATION_MODULES = (
     "engine.ops.probe_ops",
     "engine.ops.map_ops",
     "engine.ops.models_ops",
+    "engine.ops.anysat_ops",
     "engine.bench",
 )
 

@@ -56,18 +56,25 @@ class ContextualRelativePosition(nn.Module):
     """Relative position on keys, contextual mode (iRPE): bias[i, j] = q_i . r[bucket(i, j)].
 
     One table of ``n_buckets`` vectors of the head size, shared by all heads.
+    ``first_head``: AnySat's release computes the bias from the first head's queries
+    only and adds it to every head; the bias is then (B, 1, Nq, Nk).
     """
 
-    def __init__(self, head_dim: int, n_buckets: int):
+    def __init__(self, head_dim: int, n_buckets: int, first_head: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(head_dim, n_buckets))
+        self.first_head = first_head
 
     def forward(self, q: Tensor, buckets: Tensor | None) -> Tensor:
-        """q (B, H, Nq, d), buckets long (Nq, Nk) -> bias (B, H, Nq, Nk)."""
+        """q (B, H, Nq, d), buckets long (Nq, Nk) or (B, Nq, Nk) -> bias (B, H, Nq, Nk)."""
         if buckets is None:
             raise ValueError("this attention has a relative position table: pass rel_buckets")
+        if self.first_head:
+            q = q[:, :1]
         table = q @ self.weight.to(q.dtype)
-        index = buckets.expand(*table.shape[:2], *buckets.shape)
+        if buckets.dim() == 3:  # one bucket map per sample (B, Nq, Nk)
+            buckets = buckets[:, None]
+        index = buckets.expand(*table.shape[:2], *buckets.shape[-2:])
         return torch.gather(table, -1, index)
 
 
@@ -84,7 +91,7 @@ class Mlp(nn.Module):
 
 class SelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0, rel_pos_buckets: int = 0):
+                 proj_drop: float = 0.0, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
         super().__init__()
         if dim % heads:
             raise ValueError(f"embedding size {dim} is not divisible by {heads} heads")
@@ -92,7 +99,8 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.rel_pos = ContextualRelativePosition(dim // heads, rel_pos_buckets) if rel_pos_buckets else None
+        self.rel_pos = (ContextualRelativePosition(dim // heads, rel_pos_buckets, rel_pos_first_head)
+                        if rel_pos_buckets else None)
 
     def forward(self, x: Tensor, attn_bias: Tensor | None = None, rel_buckets: Tensor | None = None) -> Tensor:
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
@@ -110,10 +118,10 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_eps: float = 1e-6, rel_pos_buckets: int = 0):
+                 norm_eps: float = 1e-6, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = SelfAttention(dim, heads, qkv_bias, attn_drop, dropout, rel_pos_buckets)
+        self.attn = SelfAttention(dim, heads, qkv_bias, attn_drop, dropout, rel_pos_buckets, rel_pos_first_head)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
         self.drop_path = drop_path
@@ -127,7 +135,7 @@ class CrossAttention(nn.Module):
     """Given queries (not projected) attend to projected keys and values of the tokens."""
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0, rel_pos_buckets: int = 0):
+                 proj_drop: float = 0.0, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
         super().__init__()
         if dim % heads:
             raise ValueError(f"embedding size {dim} is not divisible by {heads} heads")
@@ -136,7 +144,8 @@ class CrossAttention(nn.Module):
         self.wv = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.rel_pos = ContextualRelativePosition(dim // heads, rel_pos_buckets) if rel_pos_buckets else None
+        self.rel_pos = (ContextualRelativePosition(dim // heads, rel_pos_buckets, rel_pos_first_head)
+                        if rel_pos_buckets else None)
 
     def forward(self, queries: Tensor, x: Tensor, attn_bias: Tensor | None = None,
                 rel_buckets: Tensor | None = None) -> Tensor:
@@ -160,10 +169,10 @@ class CrossBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_eps: float = 1e-6, rel_pos_buckets: int = 0):
+                 norm_eps: float = 1e-6, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = CrossAttention(dim, heads, qkv_bias, attn_drop, dropout, rel_pos_buckets)
+        self.attn = CrossAttention(dim, heads, qkv_bias, attn_drop, dropout, rel_pos_buckets, rel_pos_first_head)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
         self.drop_path = drop_path

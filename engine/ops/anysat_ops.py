@@ -1,0 +1,89 @@
+"""The `import-anysat` operation: reference AnySat weights (.pth) -> our safetensors checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.api import operation
+from engine.errors import EngineError
+from engine.io.atomic import check_output_path
+from engine.progress import Reporter
+
+
+@dataclass
+class ImportAnySatParams:
+    reference: str = field(metadata={"help": "reference AnySat state dict (.pth), e.g. the released base weights",
+                                     "positional": True})
+    output: str = field(metadata={"help": "checkpoint to write (.safetensors)", "positional": True})
+    allow_missing: bool = field(default=False, metadata={
+        "help": "write the checkpoint even when some of our weights are not in the file (left at their init)"})
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@operation("import-anysat", ImportAnySatParams, outputs=("output",),
+           summary="Convert reference AnySat weights (.pth state dict) into a checkpoint of this engine.")
+def import_anysat(params: ImportAnySatParams, reporter: Reporter) -> dict[str, Any]:
+    """Load the reference state dict safely (torch.load with weights_only=True, no arbitrary
+    code), map every key explicitly to our AnySat, report unused and missing keys, stop on any
+    shape mismatch, and write a self-describing safetensors checkpoint."""
+    import torch
+
+    from engine.models.anysat_import import map_state_dict, reference_model, unwrap
+    from engine.models.checkpoint import save_checkpoint
+
+    source = Path(params.reference)
+    if not source.is_file():
+        raise EngineError(f"Reference weights '{source}' do not exist: check the path of the .pth file.")
+    out = check_output_path(params.output, "output")
+    if out.suffix != ".safetensors":
+        raise EngineError(f"Output '{out}' must end in .safetensors (weights are never pickled).")
+    reporter.progress(5, f"reading {source.name}")
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise EngineError(
+            f"Cannot read '{source}' as a plain PyTorch state dict ({str(exc).splitlines()[0]}). "
+            "It may be truncated, or hold objects other than tensors: re-download the weights.") from None
+    state, duplicates = unwrap(state, str(source))
+    model = reference_model(state, str(source))
+    reporter.progress(40, "mapping keys")
+    mapped, report = map_state_dict(model, state, str(source), duplicates)
+    for key in report.unused:
+        reporter.log(f"unused reference key: {key}", "warning")
+    for key in report.missing:
+        reporter.log(f"missing in the reference (left at initialization): {key}", "warning")
+    if report.missing and not params.allow_missing:
+        raise EngineError(
+            f"{len(report.missing)} weights of our model are not in '{source}' (first: {report.missing[0]}). "
+            "The file is not a complete AnySat checkpoint; pass --allow-missing to write it anyway.")
+    model.load_state_dict(mapped, strict=not report.missing)
+    reporter.progress(70, "writing checkpoint")
+    size = {256: "tiny", 512: "small", 768: "base"}[model.embed_dim]
+    provenance = {
+        "source": "reference AnySat state dict (Astruc et al., CVPR 2025), converted by import-anysat",
+        "reference_file": source.name,
+        "reference_sha256": _sha256(source),
+        "size": size,
+        "keys_mapped": len(report.mapped),
+        "keys_unused": report.unused,
+        "keys_missing": report.missing,
+        "duplicate_keys_checked": len(report.duplicates),
+    }
+    save_checkpoint(out, model, provenance=provenance)
+    reporter.log(f"{len(report.mapped)} reference keys mapped, {len(report.unused)} unused, "
+                 f"{len(report.missing)} missing, {len(report.duplicates)} duplicates checked equal")
+    reporter.progress(100, f"wrote {out}")
+    return {"output": str(out), "size": size, "mapped": len(report.mapped), "unused": report.unused,
+            "missing": report.missing, "duplicates": len(report.duplicates)}
