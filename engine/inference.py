@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import rasterio
 import torch
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from engine.errors import Cancelled, EngineError
@@ -99,6 +100,21 @@ def resolve_inputs(job: Job, model) -> dict[str, Modality]:
     return modalities
 
 
+def modality_footprint(m: Modality) -> Footprint:
+    """Where a modality has data: the union of its dates' files (a date that covers less reads
+    as nodata there). Masks do not limit the area: outside a mask, pixels count as clear."""
+    prints = []
+    for path in sorted({layer.path for layer in m.layers}):
+        with open_raster(path, f"{m.name} input") as ds:
+            prints.append(Footprint.of(ds, str(path)))
+    first = prints[0]
+    boxes = [first.bounds] + [transform_bounds(fp.crs, first.crs, *fp.bounds, densify_pts=21) if fp.crs != first.crs
+                              else fp.bounds for fp in prints[1:]]
+    union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    label = first.label if len(prints) == 1 else f"modality {m.name!r} ({len(prints)} files)"
+    return Footprint(first.crs, union, min(fp.res for fp in prints if fp.crs == first.crs), label)
+
+
 def plan(job: Job, model, modalities: dict[str, Modality]) -> Plan:
     """The grids and the window grid of a run (errors for non-overlapping or too small inputs)."""
     patch = job.patch_size or _model_attribute(model, "patch_size_m")
@@ -109,11 +125,7 @@ def plan(job: Job, model, modalities: dict[str, Modality]) -> Plan:
         check_patch_fits(patch, gsd, f"modality {name!r}")
     resolution = job.resolution or min(gsds.values())
     check_patch_fits(patch, resolution, "the output resolution")
-    footprints = []
-    for m in modalities.values():
-        for path in m.files:
-            with open_raster(path, f"{m.name} input") as ds:
-                footprints.append(Footprint.of(ds, str(path)))
+    footprints = [modality_footprint(m) for m in modalities.values()]
     crs = grid_crs(footprints, parse_crs(job.crs, '"crs"') if job.crs else None)
     extent = None
     if job.extent is not None:

@@ -7,8 +7,8 @@ patches maps onto whole pixels in every modality, and the output is written at
 the finest modality's resolution with the same corner.
 
 Default choices: the CRS of the finest-resolution input (a local UTM zone when that
-CRS is geographic); the extent is the intersection of every input's footprint and
-of the user's extent, trimmed inward to whole patches counted from the finest
+CRS is geographic); the extent is the intersection of every modality's footprint
+(for a series, the union of its dates' files) and of the user's extent, trimmed inward to whole patches counted from the finest
 input's corner (so inputs already on that lattice are read without resampling).
 """
 

@@ -265,3 +265,17 @@ def test_row_band_writer_chunks_columns_and_expands_patches(tmp_path):
     assert written == [0, 3]
     with rasterio.open(tmp_path / "x.tif") as ds:
         np.testing.assert_array_equal(ds.read(), np.repeat(np.repeat(cells, 5, axis=1), 5, axis=2))
+
+
+def test_a_date_covering_less_reads_as_nodata_instead_of_shrinking_the_map(s2, tmp_path):
+    files, _ = s2
+    with rasterio.open(files[2]) as ds:  # date 3 cut to its top half
+        data, profile = ds.read()[:, :50], ds.profile
+    profile.update(height=50)
+    with rasterio.open(files[2], "w", **profile) as ds:
+        ds.write(data)
+    model, head = tiny_model(modalities=("s2",))
+    result = run_map(load_job(s2_job(tmp_path, files, tile_size=200)), Reporter(), model, head, {})
+    assert (result["width"], result["height"]) == (100, 101)
+    with rasterio.open(tmp_path / "out/classes.tif") as out:
+        assert (out.read(1) != CLASS_NODATA).all()  # the other dates still see the bottom half
