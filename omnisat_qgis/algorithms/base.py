@@ -19,9 +19,14 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from omnisat_qgis import settings
-from omnisat_qgis.algorithms.params import OUTPUT_KINDS, Param, set_nested, value_for_engine
+from omnisat_qgis.algorithms.params import OUTPUT_KINDS, Param, ResultRow, set_nested, value_for_engine
+from omnisat_qgis.styling import write_class_style
 from omnisat_qgis.paths import engine_root, resources_dir
 from omnisat_qgis.worker_client import WorkerCallbacks, WorkerCancelled, WorkerError, WorkerRun, run_worker
+
+
+# The output that holds a class map: it gets a QGIS style with the class names.
+CLASS_MAP_OUTPUT = "CLASSES"
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -34,6 +39,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     group_name: str = ""
     help_text: str = ""
     params: tuple[Param, ...] = ()
+    results: tuple[ResultRow, ...] = ()
+    # pairs of optional parameters of which exactly one must be given
+    exactly_one_of: tuple[tuple[str, str], ...] = ()
 
     # Stable, lowercase id derived once from the class name: renaming the
     # display string never breaks models or scripts.
@@ -62,12 +70,18 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
         for param in self.params:
             self.addParameter(param.definition())
+        for row in self.results:
+            self.addOutput(row.definition())
 
     def output_rows(self) -> list[Param]:
         return [p for p in self.params if p.kind in OUTPUT_KINDS]
 
     def engine_params(self, parameters: dict[str, Any], context: QgsProcessingContext,
                       feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        for first, second in self.exactly_one_of:
+            given = [n for n in (first, second) if parameters.get(n) not in (None, "")]
+            if len(given) != 1:
+                raise QgsProcessingException(f"Give exactly one of {first} and {second}.")
         engine: dict[str, Any] = {}
         for param in self.params:
             value = value_for_engine(self, param, parameters, context)
@@ -111,13 +125,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             if exc.detail:
                 feedback.pushDebugInfo(exc.detail)
             raise QgsProcessingException(str(exc)) from None
-        written = message.get("outputs", {})
+        written, result = message.get("outputs", {}), message.get("result", {})
         results = {p.name: written.get(p.key.rsplit(".", 1)[-1]) for p in self.output_rows()}
-        return results | self.extra_results(message.get("result", {}), results, context)
-
-    def extra_results(self, result: dict[str, Any], outputs: dict[str, Any], context) -> dict[str, Any]:
-        """Non-file results (metrics, counts) a subclass adds to the Processing results."""
-        return {}
+        if results.get(CLASS_MAP_OUTPUT) and result.get("class_names"):
+            write_class_style(results[CLASS_MAP_OUTPUT], result["class_names"])
+        return results | {row.name: row.value(result) for row in self.results}
 
 
 def _get_nested(source: dict, dotted: str) -> Any:

@@ -11,8 +11,7 @@ from typing import Any
 from qgis.core import QgsProcessingException
 
 from omnisat_qgis.algorithms.base import EngineAlgorithm
-from omnisat_qgis.algorithms.params import Param
-from omnisat_qgis.styling import write_class_style
+from omnisat_qgis.algorithms.params import Param, ResultRow
 
 MODALITY_SLOTS = 3
 JOB_HELP = (
@@ -111,11 +110,7 @@ class Classify(JobAlgorithm):
               optional=True),
         Param("PROBABILITIES", "job.outputs.probabilities", "raster_out", "Per-class probabilities", optional=True),
     )
-
-    def extra_results(self, result, outputs, context):
-        if outputs.get("CLASSES") and result.get("class_names"):
-            write_class_style(outputs["CLASSES"], result["class_names"])
-        return {"CLASS_NAMES": result.get("class_names")}
+    results = (ResultRow("CLASS_NAMES", "class_names", "string", "Class names"),)
 
 
 class Embed(JobAlgorithm):

@@ -15,6 +15,8 @@ from typing import Any
 from qgis.core import (
     QgsMapLayer,
     QgsProcessing,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingException,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
@@ -92,6 +94,26 @@ class Param:
             return QgsProcessingParameterFileDestination(name, text, fileFilter=self.file_filter, optional=optional,
                                                          createByDefault=not optional)
         raise ValueError(f"unknown parameter kind {kind!r}")
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """A non-file result (a figure, a note) taken from the engine's result under ``key``."""
+
+    name: str
+    key: str
+    kind: str  # number or string
+    description: str
+
+    def definition(self):
+        output = QgsProcessingOutputNumber if self.kind == "number" else QgsProcessingOutputString
+        return output(self.name, self.description)
+
+    def value(self, result: dict[str, Any]) -> Any:
+        value = result.get(self.key)
+        if self.kind == "string" and isinstance(value, (list, tuple)):
+            return ", ".join(str(v) for v in value)
+        return value
 
 
 def _layer_or_path(value: Any, context, name: str, layer_type) -> str | QgsMapLayer:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingException, QgsProcessingOutputNumber, QgsProcessingOutputString
-
 from omnisat_qgis.algorithms.base import EngineAlgorithm
-from omnisat_qgis.algorithms.params import Param
-from omnisat_qgis.styling import write_class_style
+from omnisat_qgis.algorithms.params import Param, ResultRow
 
 EMBEDDING_ROWS = (
     Param("EMBEDDINGS_RASTER", "embeddings", "raster", "Embeddings raster (from 'Embeddings')", optional=True),
@@ -15,12 +12,6 @@ EMBEDDING_ROWS = (
     Param("MODEL", "model", "file", "Checkpoint the embeddings raster was computed with", optional=True,
           file_filter="Checkpoint (*.safetensors)"),
 )
-
-
-def require_one_source(parameters, first: str, second: str) -> None:
-    given = [name for name in (first, second) if parameters.get(name) not in (None, "")]
-    if len(given) != 1:
-        raise QgsProcessingException(f"Give exactly one of {first} and {second}.")
 
 
 class FitProbe(EngineAlgorithm):
@@ -48,19 +39,11 @@ class FitProbe(EngineAlgorithm):
         Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True),
     )
 
-    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
-        super().initAlgorithm(config)
-        self.addOutput(QgsProcessingOutputNumber("OVERALL_ACCURACY", "Validation overall accuracy"))
-        self.addOutput(QgsProcessingOutputNumber("MACRO_F1", "Validation macro-F1"))
-
-    def engine_params(self, parameters, context, feedback):
-        require_one_source(parameters, "EMBEDDINGS_RASTER", "JOB")
-        return super().engine_params(parameters, context, feedback)
-
-    def extra_results(self, result, outputs, context):
-        if outputs.get("CLASSES") and result.get("class_names"):
-            write_class_style(outputs["CLASSES"], result["class_names"])
-        return {"OVERALL_ACCURACY": result.get("overall_accuracy"), "MACRO_F1": result.get("macro_f1")}
+    results = (
+        ResultRow("OVERALL_ACCURACY", "overall_accuracy", "number", "Validation overall accuracy"),
+        ResultRow("MACRO_F1", "macro_f1", "number", "Validation macro-F1"),
+    )
+    exactly_one_of = (("EMBEDDINGS_RASTER", "JOB"),)
 
 
 class ApplyProbe(EngineAlgorithm):
@@ -78,14 +61,7 @@ class ApplyProbe(EngineAlgorithm):
         Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True),
     )
 
-    def engine_params(self, parameters, context, feedback):
-        require_one_source(parameters, "EMBEDDINGS_RASTER", "JOB")
-        return super().engine_params(parameters, context, feedback)
-
-    def extra_results(self, result, outputs, context):
-        if outputs.get("CLASSES") and result.get("class_names"):
-            write_class_style(outputs["CLASSES"], result["class_names"])
-        return {}
+    exactly_one_of = (("EMBEDDINGS_RASTER", "JOB"),)
 
 
 class Change(EngineAlgorithm):
@@ -115,15 +91,8 @@ class Change(EngineAlgorithm):
         Param("REPORT", "report", "file_out", "Change probe report", file_filter="HTML (*.html)", optional=True),
     )
 
-    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
-        super().initAlgorithm(config)
-        self.addOutput(QgsProcessingOutputNumber("THRESHOLD_USED", "Threshold used"))
-        self.addOutput(QgsProcessingOutputString("METHOD", "How the change layer was decided"))
-
-    def engine_params(self, parameters, context, feedback):
-        require_one_source(parameters, "BEFORE_RASTER", "BEFORE_JOB")
-        require_one_source(parameters, "AFTER_RASTER", "AFTER_JOB")
-        return super().engine_params(parameters, context, feedback)
-
-    def extra_results(self, result, outputs, context):
-        return {"THRESHOLD_USED": result.get("threshold"), "METHOD": result.get("threshold_method")}
+    results = (
+        ResultRow("THRESHOLD_USED", "threshold", "number", "Threshold used"),
+        ResultRow("METHOD", "threshold_method", "string", "How the change layer was decided"),
+    )
+    exactly_one_of = (("BEFORE_RASTER", "BEFORE_JOB"), ("AFTER_RASTER", "AFTER_JOB"))
