@@ -199,8 +199,14 @@ def validation_split(y: np.ndarray, units: np.ndarray, val_fraction: float, seed
     """
     if not 0.0 < val_fraction < 1.0:
         raise EngineError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
-    folds = blocked_folds(y, units, max(2, int(round(1.0 / val_fraction))), seed)
-    val = folds == 0
+    n_folds = max(2, int(round(1.0 / val_fraction)))
+    folds = blocked_folds(y, units, n_folds, seed)
+    # Hold out the fold that takes the smallest share of any class: large polygons make
+    # folds uneven, and the one holding most of a class must stay for training.
+    shares = np.zeros((n_folds, int(y.max()) + 1))
+    np.add.at(shares, (folds, y), 1.0)
+    shares /= np.maximum(shares.sum(0, keepdims=True), 1.0)
+    val = folds == int(np.argmin(shares.max(1)))
     unmeasured = []
     for k in np.unique(y):
         in_class = y == k

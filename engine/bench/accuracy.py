@@ -33,13 +33,13 @@ import rasterio
 from affine import Affine
 
 from engine.errors import EngineError
+from engine.ops.probe_ops import default_encoder
 from engine.progress import Reporter
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-MODELS = ROOT / "resources" / "models"
 FOLDS = 5
-SEED = 0
+SEED = 0  # folds, probes and forests
 RF_TREES = 200
 # Sentinel-2 L1C band order of eo-learn's REFERENCE_SCENES.
 L1C_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
@@ -104,29 +104,6 @@ def peru_dataset(folder: Path) -> Dataset:
         raw_files=[image], labels=source / "endmembers.shp", class_field="class", ignore_values=(),
         block_size_m=1000.0, split="5 folds of 1 km blocks of points", windows_around_labels=True,
     )
-
-
-def choose_model(folder: Path, reporter: Reporter) -> tuple[Path, str]:
-    """A trained default checkpoint with an s2 modality if the tree has one, else a random OmniSat."""
-    from engine.models.checkpoint import read_metadata, save_checkpoint
-    from engine.models.registry import build_model
-
-    for path in sorted(MODELS.glob("*.safetensors")) if MODELS.is_dir() else []:
-        try:
-            meta = read_metadata(path)
-        except EngineError:
-            continue
-        names = [m.get("name") for m in meta.get("config", {}).get("modalities", [])]
-        if "s2" in names:
-            return path, f"trained checkpoint {path.relative_to(ROOT)} ({meta.get('provenance', {})})"
-    import torch
-
-    torch.manual_seed(SEED)
-    model = build_model("omnisat-treesatai").eval()
-    path = folder / "omnisat-treesatai-random.safetensors"
-    save_checkpoint(path, model, provenance={"weights": f"random initialisation, torch seed {SEED}"})
-    reporter.log("No trained checkpoint under resources/models: the encoder is a RANDOMLY INITIALISED omnisat-treesatai.", "warning")
-    return path, f"omnisat-treesatai with RANDOM weights (torch seed {SEED}): no trained checkpoint in resources/models"
 
 
 @dataclass
@@ -285,7 +262,7 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
     results = []
     with tempfile.TemporaryDirectory(prefix="omnisat-accuracy-") as tmp:
         folder = Path(tmp)
-        model_path, model_text = choose_model(folder, reporter)
+        model_path, model_text = default_encoder(folder, reporter, {"s2"})
         reporter.log(f"Encoder: {model_text}")
         builders = [eolearn_dataset] if params.quick else [eolearn_dataset, peru_dataset]
         for build in builders:

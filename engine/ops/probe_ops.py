@@ -87,6 +87,34 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
         })
 
 
+MODELS = Path(__file__).resolve().parents[2] / "resources" / "models"
+
+
+def default_encoder(folder: Path, reporter: Reporter, modalities: set[str]) -> tuple[Path, str]:
+    """The best encoder in the tree for ``modalities``: a shipped checkpoint under resources/models
+    that has them all, else a randomly initialised omnisat-treesatai saved in ``folder`` (said loudly)."""
+    import torch
+
+    from engine.models.checkpoint import read_metadata, save_checkpoint
+    from engine.models.registry import build_model
+
+    for path in sorted(MODELS.glob("*.safetensors")) if MODELS.is_dir() else []:
+        try:
+            meta = read_metadata(path)
+        except EngineError:
+            continue
+        names = {m.get("name") for m in meta.get("config", {}).get("modalities", [])}
+        if modalities <= names:
+            return path, f"checkpoint {path.name} (provenance: {json.dumps(meta.get('provenance') or {})})"
+    torch.manual_seed(0)
+    model = build_model("omnisat-treesatai").eval()
+    path = Path(folder) / "omnisat-treesatai-random.safetensors"
+    save_checkpoint(path, model, provenance={"weights": "random initialisation, torch seed 0"})
+    reporter.log("No trained checkpoint with these modalities under resources/models: the encoder is a "
+                 "RANDOMLY INITIALISED omnisat-treesatai (embeddings are random features).", "warning")
+    return path, "omnisat-treesatai with RANDOM weights (torch seed 0): no trained checkpoint in resources/models"
+
+
 def _grid(ds):
     from engine.io.grid import Grid
 

@@ -186,3 +186,14 @@ def test_bad_probe_settings():
         ProbeConfig(kind="forest")
     with pytest.raises(EngineError, match="optimizer"):
         ProbeConfig(optimizer="sgd")
+
+
+def test_validation_never_takes_the_bulk_of_a_class():
+    # One huge polygon of class 0 among small ones: it must stay in training.
+    sizes = [500, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10]
+    units = np.repeat(np.arange(12), sizes)
+    y = np.repeat([0] * 6 + [1] * 6, sizes)
+    for seed in range(5):
+        val, _ = validation_split(y, units, 0.2, seed)
+        assert not val[units == 0].any()
+        assert 0 < val[y == 0].sum() < 0.5 * (y == 0).sum()

