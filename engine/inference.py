@@ -2,11 +2,12 @@
 
 Plan: resolve every modality (files, bands, dates, masks), build the reference
 grid (engine.io.grid), cut it into overlapping windows of whole patches
-(engine.tiling). Run: a background thread reads and normalises the next batch of
-windows (every file opened once, warped on the fly when off-grid) while the model
-runs on the current one; per-patch results are blended with smooth weights into a
-row band (engine.io.writers) whose finished rows go straight into tiled,
-compressed GeoTIFFs written under temporary names and renamed at the end.
+(engine.tiling). Run: read and normalise a batch of windows (every file opened
+once, warped on the fly when off-grid; in a background thread while the model
+runs on the previous batch when a core is free), run the model, blend the
+per-patch results with smooth weights into a row band (engine.io.writers) whose
+finished rows go straight into tiled, compressed GeoTIFFs written under
+temporary names and renamed at the end.
 
 A patch is nodata in the outputs when no modality has a valid observation in it.
 A date takes part in a window when at least ``min_valid_fraction`` of its pixels
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -258,6 +260,27 @@ def _model_outputs(model, head, batch: Batch, device, dtype, patch_size_m: float
     return out.permute(0, 3, 1, 2).contiguous().cpu().numpy()
 
 
+@contextlib.contextmanager
+def _batches(reader: BatchReader, batches: list[list[Window]], ahead: bool):
+    """Batches in order; with ``ahead``, the next one is read in a thread while the model runs.
+
+    Reading ahead pays only with a core to spare: on a CPU whose cores all run torch
+    threads, the extra thread slows the model more than it hides reading (measured).
+    """
+    if not ahead:
+        yield (reader.read(b) for b in batches)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnisat-read") as pool:
+        def generate():
+            pending = pool.submit(reader.read, batches[0]) if batches else None
+            for i in range(len(batches)):
+                batch = pending.result()
+                pending = pool.submit(reader.read, batches[i + 1]) if i + 1 < len(batches) else None
+                yield batch
+
+        yield generate()
+
+
 class _Outputs:
     """The open output datasets and the function that writes finished rows into them."""
 
@@ -371,11 +394,8 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
         flush_rows = max(1, math.ceil(256 / the_plan.output_factor))
         band = RowBandAccumulator(g.height, g.width, outputs.k + outputs.d, flush_rows, outputs.write)
         reader = stack.enter_context(BatchReader(the_plan, load_statistics(job.normalization), job.min_valid_fraction))
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnisat-read"))
-        pending = pool.submit(reader.read, batches[0]) if batches else None
-        for i, batch_windows in enumerate(batches):
-            batch = pending.result()
-            pending = pool.submit(reader.read, batches[i + 1]) if i + 1 < len(batches) else None
+        ahead = device.type == "cuda" or (os.cpu_count() or 1) > torch.get_num_threads()
+        for batch_windows, batch in zip(batches, stack.enter_context(_batches(reader, batches, ahead))):
             if should_cancel is not None and should_cancel():
                 raise Cancelled("cancelled between windows")
             skipped += batch.skipped
