@@ -13,10 +13,11 @@ training folds and scored on the held-out fold:
 - the same linear probe on the raw bands, which separates the encoder's contribution
   from the classifier's.
 
-The encoder is the best one in the tree: a default checkpoint under resources/models
-when one with a Sentinel-2 modality exists, otherwise a randomly initialised OmniSat
-preset; the output says which. Figures: overall accuracy and macro-F1, mean and
-standard deviation over the folds.
+Encoders: every checkpoint under resources/models with a Sentinel-2 modality, each
+next to the same architecture with random weights (what pretraining adds); without
+any checkpoint, a randomly initialised OmniSat. The output names each. All methods
+share the label cells and the folds. Figures: overall accuracy and macro-F1, mean
+and standard deviation over the folds.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from engine.progress import Reporter
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+MODELS = ROOT / "resources" / "models"
 FOLDS = 5
 SEED = 0  # folds, probes and forests
 RF_TREES = 200
@@ -170,55 +172,121 @@ def summarise(values: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "folds": [float(v) for v in values]}
 
 
-def evaluate(dataset: Dataset, model_path: Path, folder: Path, quick: bool, reporter: Reporter) -> dict[str, Any]:
+@dataclass
+class Encoder:
+    name: str  # short, for the table
+    path: Path
+    description: str
+
+
+def encoders(folder: Path, reporter: Reporter, quick: bool) -> list[Encoder]:
+    """Every checkpoint under resources/models with an s2 modality, each followed by the same
+    architecture with random weights (what pretraining adds); without any, a random OmniSat."""
+    import torch
+
+    from engine.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+    from engine.models.registry import build_model
+
+    found = []
+    for path in sorted(MODELS.glob("*.safetensors")) if MODELS.is_dir() else []:
+        try:
+            meta = read_metadata(path)
+        except EngineError:
+            continue
+        if "s2" in load_checkpoint(path).model.modalities:
+            steps = (meta.get("provenance") or {}).get("steps")
+            found.append(Encoder(path.stem, path, f"{path.name}, pretrained ({steps} steps, {meta.get('provenance')})"))
+    if not found:
+        path, text = default_encoder(folder, reporter, {"s2"})
+        return [Encoder("random omnisat-treesatai", path, text)]
+    chosen = found[:1] if quick else found
+    result = []
+    for encoder in chosen:
+        result.append(encoder)
+        if quick:
+            continue
+        torch.manual_seed(SEED)
+        twin = build_model(read_metadata(encoder.path)["config"]).eval()
+        path = folder / f"{encoder.name}-random.safetensors"
+        save_checkpoint(path, twin, provenance={"weights": f"random initialisation, torch seed {SEED}"})
+        result.append(Encoder(f"{encoder.name}, random weights", path,
+                              f"the architecture of {encoder.path.name} with random weights (torch seed {SEED})"))
+    return result
+
+
+def encoder_job(dataset: Dataset, encoder: Encoder, folder: Path) -> dict[str, Any]:
+    from engine.api import run_operation
+
+    job = dict(dataset.job, model=str(encoder.path), outputs={"embeddings": str(folder / "embeddings.tif")},
+               precision="fp32", batch_size=16)
+    # The inputs' own statistics: L1C and Landsat differ from the checkpoint's training data.
+    stats = folder / "normalization.json"
+    run_operation("normalization-stats", {"job": job, "output": str(stats)})
+    job["normalization"] = str(stats)
+    return job
+
+
+def embed_cells(dataset: Dataset, job: dict[str, Any], grid: GridView, rows: np.ndarray, cols: np.ndarray,
+                folder: Path, reporter: Reporter) -> np.ndarray:
+    """An encoder's embeddings at the labelled cells, computed through tiled inference."""
+    from engine.api import run_operation
+    from engine.ops.probe_ops import gather
+
+    if dataset.windows_around_labels:
+        return embed_around(job, grid, rows, cols, folder)
+    run_operation("embed", {"job": job}, reporter)
+    with rasterio.open(job["outputs"]["embeddings"]) as ds:
+        if (ds.transform, ds.width, ds.height) != (grid.transform, grid.width, grid.height):
+            raise EngineError(f"The embeddings of {job['model']} are not on the labels' grid.")
+        return gather(ds, rows, cols)
+
+
+def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool, reporter: Reporter) -> dict[str, Any]:
     from sklearn.ensemble import RandomForestClassifier
 
-    from engine.api import run_operation
     from engine.ops.probe_ops import labelled_embeddings
     from engine.probe import ProbeConfig, blocked_folds, classification_metrics, confusion_matrix, fit_probe
 
-    embeddings = folder / "embeddings.tif"
-    job = dict(dataset.job, model=str(model_path), outputs={"embeddings": str(embeddings)}, precision="fp32",
-               batch_size=16)
-    stats = folder / "normalization.json"
-    # The inputs' own statistics: L1C and Landsat differ from the checkpoint's training data.
-    run_operation("normalization-stats", {"job": job, "output": str(stats)})
-    job["normalization"] = str(stats)
-    started = time.perf_counter()
-    if dataset.windows_around_labels:
-        grid = label_grid(job)
-        data = labelled_embeddings(grid, str(dataset.labels), dataset.class_field, None, dataset.ignore_values, 0.5,
-                                   dataset.block_size_m, reporter, lambda r, c: embed_around(job, grid, r, c, folder))
-        transform, shape = grid.transform, (grid.height, grid.width)
-    else:
-        run_operation("embed", {"job": job}, reporter)
-        with rasterio.open(embeddings) as ds:
-            data = labelled_embeddings(ds, str(dataset.labels), dataset.class_field, None, dataset.ignore_values,
-                                       0.5, dataset.block_size_m, reporter)
-            transform, shape = ds.transform, (ds.height, ds.width)
-    embed_seconds = time.perf_counter() - started
+    # One label grid and one set of folds for every method (all encoders use 10 m patches).
+    jobs = []
+    for i, encoder in enumerate(models):
+        work = folder / f"encoder{i}"
+        work.mkdir()
+        jobs.append(encoder_job(dataset, encoder, work))
+    grid = label_grid(jobs[0])
+    data = labelled_embeddings(grid, str(dataset.labels), dataset.class_field, None, dataset.ignore_values, 0.5,
+                               dataset.block_size_m, reporter, lambda r, c: np.zeros((r.size, 1), np.float32))
     samples = data.samples
-    raw = raw_features(dataset.raw_files, transform, samples.rows, samples.cols)
+    features, seconds = {}, {}
+    for encoder, job in zip(models, jobs):
+        reporter.log(f"{dataset.name}: embedding with {encoder.name}")
+        started = time.perf_counter()
+        features[encoder.name] = embed_cells(dataset, job, grid, samples.rows, samples.cols,
+                                             Path(job["outputs"]["embeddings"]).parent, reporter)
+        seconds[encoder.name] = time.perf_counter() - started
+    raw = raw_features(dataset.raw_files, grid.transform, samples.rows, samples.cols)
     keep = np.isfinite(raw).all(axis=1)
-    x, raw, y, units = data.x[keep], raw[keep], samples.y[keep], data.units[keep]
+    for x in features.values():
+        keep &= np.isfinite(x).all(axis=1)
+    y, units, raw = samples.y[keep], data.units[keep], raw[keep]
+    features = {k: v[keep] for k, v in features.items()}
     names = list(samples.class_names)
     folds = blocked_folds(y, units, FOLDS, SEED)
     config = ProbeConfig(**FIXED_PROBE, seed=SEED)
     scores: dict[str, dict[str, list[float]]] = {}
-    pooled: dict[str, np.ndarray] = {}
 
     def record(method: str, truth: np.ndarray, predicted: np.ndarray) -> None:
         metrics = classification_metrics(confusion_matrix(truth, predicted, len(names)), names)
         entry = scores.setdefault(method, {"overall_accuracy": [], "macro_f1": []})
         entry["overall_accuracy"].append(metrics["overall_accuracy"])
         entry["macro_f1"].append(metrics["macro_f1"])
-        pooled[method] = pooled.get(method, 0) + np.asarray(metrics["confusion_matrix"])
 
     for fold in range(FOLDS):
         test = folds == fold
         train = ~test
-        probe = fit_probe(x[train], y[train], len(names), config)
-        record("probe on engine embeddings", y[test], probe.predict(x[test]))
+        for name, x in features.items():
+            probe = fit_probe(x[train], y[train], len(names), config)
+            record(f"probe on embeddings: {name}", y[test], probe.predict(x[test]))
         forest = RandomForestClassifier(n_estimators=50 if quick else RF_TREES, random_state=SEED, n_jobs=1)
         forest.fit(raw[train], y[train])
         record("random forest on raw bands", y[test], forest.predict(raw[test]))
@@ -233,12 +301,11 @@ def evaluate(dataset: Dataset, model_path: Path, folder: Path, quick: bool, repo
         "cells_per_class": dict(zip(names, np.bincount(y, minlength=len(names)).tolist())),
         "units": int(np.unique(units).size),
         "test_cells_per_fold": [int((folds == f).sum()) for f in range(FOLDS)],
-        "grid": {"width": shape[1], "height": shape[0], "cell_m": abs(transform.a)},
-        "embedding_dim": int(x.shape[1]),
+        "grid": {"width": grid.width, "height": grid.height, "cell_m": abs(grid.transform.a)},
+        "embedding_dims": {k: int(v.shape[1]) for k, v in features.items()},
         "raw_features": int(raw.shape[1]),
-        "embed_seconds": embed_seconds,
+        "embed_seconds": seconds,
         "methods": {m: {k: summarise(v) for k, v in s.items()} for m, s in scores.items()},
-        "pooled_confusion": {m: cm.tolist() for m, cm in pooled.items()},
     }
 
 
@@ -262,17 +329,19 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
     results = []
     with tempfile.TemporaryDirectory(prefix="omnisat-accuracy-") as tmp:
         folder = Path(tmp)
-        model_path, model_text = default_encoder(folder, reporter, {"s2"})
-        reporter.log(f"Encoder: {model_text}")
+        models = encoders(folder, reporter, params.quick)
+        reporter.log("Encoders:\n" + "\n".join(f"  {e.name}: {e.description}" for e in models))
         builders = [eolearn_dataset] if params.quick else [eolearn_dataset, peru_dataset]
         for build in builders:
             work = folder / build.__name__
             work.mkdir()
             dataset = build(work)
             reporter.log(f"{dataset.name}: {dataset.description}; {dataset.split}")
-            results.append(evaluate(dataset, model_path, work, params.quick, reporter))
+            results.append(evaluate(dataset, models, work, params.quick, reporter))
     table = markdown_table(results)
-    reporter.log(f"Encoder: {model_text}\nProbe settings (fixed, not tuned): {FIXED_PROBE}; random forest: "
-                 f"{50 if params.quick else RF_TREES} trees, scikit-learn defaults otherwise\n\n{table}")
-    return {"encoder": model_text, "probe_settings": FIXED_PROBE, "folds": FOLDS, "seed": SEED,
-            "rf_trees": 50 if params.quick else RF_TREES, "results": results, "markdown": table}
+    trees = 50 if params.quick else RF_TREES
+    reporter.log("Encoders:\n" + "\n".join(f"  {e.name}: {e.description}" for e in models)
+                 + f"\nProbe settings (fixed, not tuned): {FIXED_PROBE}; random forest: {trees} trees, "
+                 f"scikit-learn defaults otherwise\n\n{table}")
+    return {"encoders": {e.name: e.description for e in models}, "probe_settings": FIXED_PROBE, "folds": FOLDS,
+            "seed": SEED, "rf_trees": trees, "results": results, "markdown": table}

@@ -85,11 +85,13 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     from engine.models.checkpoint import load_checkpoint
     from engine.ops.probe_ops import default_encoder
 
-    folder = Path(params.folder).expanduser()
+    # Absolute paths: the job file resolves relative paths against its own folder.
+    folder = Path(params.folder).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    s2l1c = unpack_sample(Path(params.sample).expanduser(), folder)
+    s2l1c = unpack_sample(Path(params.sample).expanduser().resolve(), folder)
     if params.model:
-        model, model_text = params.model, f"checkpoint {params.model}"
+        model = Path(params.model).expanduser().resolve()
+        model_text = f"checkpoint {model}"
     else:
         model, model_text = default_encoder(folder, reporter, {"s2"})
     reporter.log(f"Encoder: {model_text}")
