@@ -267,14 +267,11 @@ def rasterize_labels(
             f"{CRS.from_user_input(crs).to_string()}: read them with target_crs set to the grid's CRS."
         )
     height, width = shape
-    n_classes = len(labels.class_names)
     inverse = ~transform
-    coverage = np.zeros((n_classes, height, width), np.float32)
-    best_share = np.zeros(shape, np.float32)
-    polygon_group = np.full(shape, -1, np.int64)
-    point_class = np.full(shape, -1, np.int64)
-    point_group = np.full(shape, -1, np.int64)
-    outside, point_conflicts, merged_points = [], 0, 0
+    # Sparse records, one per (feature, touched cell): memory follows the labels, not the grid.
+    poly_cell, poly_class, poly_share, poly_feature = [], [], [], []
+    point_cell, point_class, point_feature = [], [], []
+    outside = []
     per_feature_cells = np.zeros(len(labels.geometries), np.int64)
 
     for i, (geometry, kind, code) in enumerate(zip(labels.geometries, labels.kinds, labels.codes)):
@@ -286,23 +283,18 @@ def rasterize_labels(
         if kind == POINT:
             coords = geometry["coordinates"]
             points = [coords] if geometry["type"] == "Point" else coords
-            hit = 0
+            hits = set()
             for x, y, *_ in points:
                 col, row = inverse * (x, y)
                 row, col = int(math.floor(row)), int(math.floor(col))
-                if not (0 <= row < height and 0 <= col < width):
-                    continue
-                hit += 1
-                if point_class[row, col] == -1:
-                    point_class[row, col], point_group[row, col] = code, i
-                elif point_class[row, col] == code:
-                    merged_points += 1
-                else:
-                    point_class[row, col] = -2  # disagreeing points: unusable cell
-                    point_conflicts += 1
-            if hit == 0:
+                if 0 <= row < height and 0 <= col < width:
+                    hits.add(row * width + col)
+            if not hits:
                 outside.append(int(labels.feature_ids[i]))
-            per_feature_cells[i] = hit
+            point_cell += sorted(hits)
+            point_class += [int(code)] * len(hits)
+            point_feature += [i] * len(hits)
+            per_feature_cells[i] = len(hits)
             continue
         # Rasterize the polygon on a finer grid over its window, then count sub-cells per cell.
         fine = transform * Affine.translation(c0, r0) * Affine.scale(1.0 / SUPERSAMPLE)
@@ -311,30 +303,28 @@ def rasterize_labels(
             transform=fine, fill=0, dtype="uint8",
         )
         share = mask.reshape(r1 - r0, SUPERSAMPLE, c1 - c0, SUPERSAMPLE).mean(axis=(1, 3), dtype=np.float32)
-        if not share.any():  # the envelope touches the grid, the polygon itself does not
+        rows, cols = np.nonzero(share)
+        if rows.size == 0:  # the envelope touches the grid, the polygon itself does not
             outside.append(int(labels.feature_ids[i]))
             continue
-        window = (slice(r0, r1), slice(c0, c1))
-        coverage[(code, *window)] += share
-        # The group of a cell is the polygon holding the largest share of it.
-        larger = share > best_share[window]
-        best_share[window] = np.where(larger, share, best_share[window])
-        polygon_group[window] = np.where(larger, i, polygon_group[window])
+        poly_cell.append((rows + r0).astype(np.int64) * width + cols + c0)
+        poly_share.append(share[rows, cols])
+        poly_class.append(np.full(rows.size, code, np.int64))
+        poly_feature.append(np.full(rows.size, i, np.int64))
         per_feature_cells[i] = int((share >= min_coverage).sum())
 
-    np.minimum(coverage, 1.0, out=coverage)
-    top = coverage.max(axis=0) if n_classes else np.zeros(shape, np.float32)
-    winners = (coverage >= top[None] - 1e-6) & (coverage > 0)
-    tied = winners.sum(axis=0) > 1
-    polygon_class = np.where((top >= min_coverage - 1e-6) & ~tied, coverage.argmax(axis=0), -1)
-    mixed_cells = int(((top >= min_coverage - 1e-6) & tied).sum())
-
-    # Points take precedence over polygons in the cells they fall in: they are deliberate picks.
-    has_point = point_class >= 0
-    label = np.where(has_point, point_class, polygon_class)
-    label[point_class == -2] = -1
-    group = np.where(has_point, point_group, polygon_group)
-    rows, cols = np.nonzero(label >= 0)
+    polygon_labels, mixed_cells = _polygon_cells(poly_cell, poly_class, poly_share, poly_feature,
+                                                 len(labels.class_names), min_coverage)
+    point_labels, merged_points, point_conflicts = _point_cells(point_cell, point_class, point_feature)
+    # Points take precedence over polygons in the cells they fall in: they are deliberate picks;
+    # cells with disagreeing points are left out altogether.
+    cells, y, groups = polygon_labels
+    taken = np.isin(cells, point_labels[0]) | np.isin(cells, point_conflicts)
+    cells, y, groups = cells[~taken], y[~taken], groups[~taken]
+    from_point = np.r_[np.zeros(cells.size, bool), np.ones(point_labels[0].size, bool)]
+    cells, y, groups = (np.r_[cells, point_labels[0]], np.r_[y, point_labels[1]], np.r_[groups, point_labels[2]])
+    order = np.argsort(cells, kind="stable")
+    cells, y, groups, from_point = cells[order], y[order], groups[order], from_point[order]
     dropped = set(outside)
     too_small = [
         int(fid) for fid, kind, n in zip(labels.feature_ids, labels.kinds, per_feature_cells)
@@ -342,9 +332,8 @@ def rasterize_labels(
     ]
 
     samples = LabelSamples(
-        rows=rows, cols=cols, y=label[rows, cols].astype(np.int64), groups=group[rows, cols],
-        from_point=has_point[rows, cols], class_names=labels.class_names, shape=(height, width),
-        report={},
+        rows=cells // width, cols=cells % width, y=y.astype(np.int64), groups=groups.astype(np.int64),
+        from_point=from_point, class_names=labels.class_names, shape=(height, width), report={},
     )
     samples.report = {
         "label_file": labels.path,
@@ -356,7 +345,7 @@ def rasterize_labels(
         "polygons_below_min_coverage": len(too_small),
         "below_coverage_feature_ids": too_small[:50],
         "points_merged_in_one_cell": merged_points,
-        "cells_with_disagreeing_points": point_conflicts,
+        "cells_with_disagreeing_points": int(point_conflicts.size),
         "cells_with_tied_classes": mixed_cells,
         "min_coverage": min_coverage,
         "features_per_class": labels.counts(),
@@ -372,6 +361,53 @@ def rasterize_labels(
             + (", or lower min_coverage (polygons smaller than a cell)." if too_small else ".")
         )
     return samples
+
+
+def _polygon_cells(cells, classes, shares, features, n_classes: int, min_coverage: float):
+    """((cells, class, group), tied-cell count) from sparse polygon records.
+
+    A cell takes the class with the largest summed share (capped at 1) when it reaches
+    ``min_coverage`` and no other class ties with it; its group is the polygon with the
+    largest share of it.
+    """
+    empty = (np.zeros(0, np.int64),) * 3
+    if not cells:
+        return empty, 0
+    cells, classes = np.concatenate(cells), np.concatenate(classes)
+    shares, features = np.concatenate(shares), np.concatenate(features)
+    keys, where = np.unique(cells * n_classes + classes, return_inverse=True)
+    coverage = np.minimum(np.bincount(where, weights=shares), 1.0)
+    key_cell, key_class = keys // n_classes, keys % n_classes
+    # Per cell (keys are sorted by cell): the best class and whether another class ties with it.
+    unique_cells, first = np.unique(key_cell, return_index=True)
+    top = np.maximum.reduceat(coverage, first)
+    top_of_key = np.repeat(top, np.diff(np.r_[first, keys.size]))
+    winners = coverage >= top_of_key - 1e-6
+    n_winners = np.add.reduceat(winners.astype(np.int64), first)
+    best_key = np.flatnonzero(winners)[np.unique(key_cell[winners], return_index=True)[1]]
+    enough = top >= min_coverage - 1e-6
+    labelled = enough & (n_winners == 1)
+    # Group: the single polygon holding the largest share of the cell.
+    order = np.lexsort((-shares, cells))
+    group_cells, group_first = np.unique(cells[order], return_index=True)
+    group = features[order][group_first]
+    label_cells = unique_cells[labelled]
+    result = (label_cells, key_class[best_key][labelled], group[np.searchsorted(group_cells, label_cells)])
+    return result, int((enough & (n_winners > 1)).sum())
+
+
+def _point_cells(cells, classes, features):
+    """((cells, class, group) of cells whose points agree, merged-point count, disagreeing cells)."""
+    if not cells:
+        return (np.zeros(0, np.int64),) * 3, 0, np.zeros(0, np.int64)
+    order = np.argsort(np.array(cells, np.int64), kind="stable")
+    cells, classes = np.array(cells, np.int64)[order], np.array(classes, np.int64)[order]
+    features = np.array(features, np.int64)[order]
+    unique_cells, first, counts = np.unique(cells, return_index=True, return_counts=True)
+    low, high = np.minimum.reduceat(classes, first), np.maximum.reduceat(classes, first)
+    agree = low == high
+    merged = int((counts[agree] - 1).sum())
+    return (unique_cells[agree], low[agree], features[first][agree]), merged, unique_cells[~agree]
 
 
 def _grid_bounds(transform: Affine, shape: tuple[int, int]) -> tuple[float, float, float, float]:

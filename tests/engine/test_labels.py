@@ -232,3 +232,13 @@ def test_class_with_a_single_sample(tmp_path):
     samples = labels_on_grid(write_layer(tmp_path / "s.gpkg", [(box(0, 0, 3, 3), 1), (point(8.5, 8.5), 2)]))
     with pytest.raises(EngineError, match=r"Class '2' \(1\) has fewer than 2"):
         check_trainable(samples)
+
+
+def test_work_arrays_cover_only_the_labels_window(tmp_path):
+    # A 200 000 x 200 000-cell grid (2000 km at 10 m): whole-grid arrays would need hundreds of GB.
+    path = write_layer(tmp_path / "a.gpkg", [(box(150000, 120000, 150003, 120002), 1), (point(7.5, 9.5), 2)])
+    layer = read_labels(path, "class", target_crs=UTM)
+    samples = rasterize_labels(layer, TRANSFORM, (200000, 200000))
+    assert samples.class_counts() == {"1": 6, "2": 1}
+    assert set(zip(samples.rows.tolist(), samples.cols.tolist())) == {
+        (r, c) for r in (120000, 120001) for c in (150000, 150001, 150002)} | {(9, 7)}
