@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "tiled": "engine.bench.tiled",
     "accuracy": "engine.bench.accuracy",
     "omnisat": "engine.bench.omnisat",
+    "anysat": "engine.bench.anysat",
 }
 
 

@@ -49,6 +49,10 @@ N_BUCKETS = n_distance_buckets() + 1
 PREFIX_BUCKET = N_BUCKETS - 1
 # The reference groups VHR sub-patches by 10 m cells and scales patch positions by P / 10.
 REFERENCE_CELL_M = 10.0
+# Work sizes that bound memory on big tiles (results do not depend on them).
+LTAE_ROW_CHUNK = 16384  # (pixel, date) rows per L-TAE call: (rows x 2D) activations
+SPATIAL_TOKEN_CHUNK = 8192  # tokens per spatial-encoder call: (tokens x 4D) MLP activations
+CROSS_QUERY_CHUNK = 512  # queries per cross-block call: (queries x tokens) position bias
 
 
 @dataclass(frozen=True)
@@ -158,8 +162,7 @@ class SeriesProjector(nn.Module):
             dropout=spec.dropout, mlp_norm="group",
         ))
         self.pad_value = nn.Parameter(torch.zeros(()))
-        # Pixels per L-TAE call: bounds the (pixels x dates x 2D) activations of big tiles.
-        self.pixel_chunk = 4096
+        self.row_chunk = LTAE_ROW_CHUNK
 
     def forward(self, x: Tensor, dates: Tensor, mask: Tensor | None) -> Tensor:
         """(B, T, C, H, W), dates (B, T), mask (B, T) -> (B, H, W, D)."""
@@ -167,9 +170,9 @@ class SeriesProjector(nn.Module):
         seq = rearrange(x, "b t c h w -> (b h w) t c")
         pix_dates = dates.repeat_interleave(h * w, dim=0)
         pix_mask = None if mask is None else mask.repeat_interleave(h * w, dim=0)
-        out = [self.ltae(seq[i:i + self.pixel_chunk], pix_dates[i:i + self.pixel_chunk],
-                         None if pix_mask is None else pix_mask[i:i + self.pixel_chunk])[0]
-               for i in range(0, seq.shape[0], self.pixel_chunk)]
+        chunk = max(1, self.row_chunk // t)
+        out = [self.ltae(seq[i:i + chunk], pix_dates[i:i + chunk], None if pix_mask is None else pix_mask[i:i + chunk])[0]
+               for i in range(0, seq.shape[0], chunk)]
         return rearrange(torch.cat(out), "(b h w) d -> b h w d", b=b, h=h, w=w)
 
 
@@ -203,8 +206,7 @@ class SpatialEncoder(nn.Module):
                   rel_pos_buckets=N_BUCKETS, rel_pos_first_head=True)
             for i in range(depth)])
         self.norm = nn.LayerNorm(dim)
-        # Sequences per call: bounds the (sequences x tokens x 4D) MLP activations.
-        self.token_chunk = 32768
+        self.token_chunk = SPATIAL_TOKEN_CHUNK
 
     def forward(self, tokens: Tensor, n: int, sub_m: float) -> tuple[Tensor, Tensor]:
         """tokens (N, n*n, D) -> (patch token (N, D), sub-patch tokens (N, n*n, D))."""
@@ -248,8 +250,7 @@ class FusionCross(nn.Module):
         self.query = nn.Parameter(torch.zeros(1, 1, dim))
         self.block = CrossBlock(dim, heads, mlp_ratio, norm_eps=1e-6, drop_path=drop_path,
                                 rel_pos_buckets=N_BUCKETS, rel_pos_first_head=True)
-        # Queries per call: the position bias is (B, heads, queries, tokens).
-        self.query_chunk = 512
+        self.query_chunk = CROSS_QUERY_CHUNK
 
     def forward(self, x: Tensor, query_pos: Tensor, buckets: Tensor) -> Tensor:
         """x (B, N, D) tokens; query_pos (Q, D) or (B, Q, D), a zero row for the class query;
@@ -304,6 +305,15 @@ class AnySat(EOModel):
     def parameter_groups(self) -> dict[str, nn.Module]:
         return {"projectors": self.projectors, "spatial_encoder": self.spatial_encoder,
                 "combiner": self.combiner, "cross_block": self.cross_block}
+
+    def pretraining_parameter_counts(self) -> dict[str, int]:
+        """Parameters of the JEPA predictor that pretrains this encoder (not part of the model)."""
+        from engine.models.jepa import JEPAConfig, JEPAPredictor  # jepa builds on this module
+
+        cfg = JEPAConfig(total_steps=1)
+        with torch.device("meta"):
+            predictor = JEPAPredictor(self.embed_dim, cfg.predictor_depth, cfg.predictor_heads, self.config.mlp_ratio)
+        return {"pretraining.jepa_predictor": sum(p.numel() for p in predictor.parameters())}
 
     # ----- geometry -----
     def sub_patch_m(self, name: str) -> float:

@@ -17,7 +17,7 @@ class ModelsParams:
 def _summaries(counts: dict[str, int]) -> dict[str, int]:
     """Aggregates over the per-component counts: whole encoder (modality encoders + fusion) and decoders."""
     encoders = sum(v for k, v in counts.items() if k.startswith("encoder."))
-    fusion = sum(v for k, v in counts.items() if k in ("combiner", "spatial_encoder", "cross_block"))
+    fusion = sum(v for k, v in counts.items() if k in ("combiner", "spatial_encoder", "cross_block", "projectors"))
     decoders = sum(v for k, v in counts.items() if k.startswith("decoder."))
     return {"encoder_total": encoders + fusion, "decoders_total": decoders}
 
@@ -36,6 +36,8 @@ def list_models(params: ModelsParams, reporter: Reporter) -> dict[str, Any]:
         model = build_model(name)
         counts = count_parameters(model)
         counts.update(_summaries(counts))
+        # Modules used only in pretraining (e.g. AnySat's JEPA predictor), outside "total".
+        counts.update(getattr(model, "pretraining_parameter_counts", dict)())
         if "n_classes" in entry.metadata:
             head = build_head(HeadConfig("classification", model.embed_dim, int(entry.metadata["n_classes"]),
                                          bool(entry.metadata.get("multilabel", False))))

@@ -77,7 +77,7 @@ def test_result_does_not_depend_on_dict_order_or_chunking():
         model.spatial_encoder.token_chunk = 7
         model.cross_block.query_chunk = 2
         for name in ("s2", "s1_asc"):
-            model.projectors[name].pixel_chunk = 3
+            model.projectors[name].row_chunk = 3 * 5  # 3 pixels of 5 dates
         assert torch.allclose(model(inputs, dates, patch_size_m=10, output="all"), ref, atol=1e-5)
 
 
