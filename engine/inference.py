@@ -155,7 +155,15 @@ class Batch:
     dates: dict[str, np.ndarray]
     date_mask: dict[str, np.ndarray]
     valid: np.ndarray  # (B, Gh, Gw) bool: a patch holds at least one valid observation
+    present: list[tuple[str, ...]]  # per window, the modalities with any valid pixel
     skipped: int  # windows without any valid data
+
+    def groups(self) -> dict[tuple[str, ...], list[int]]:
+        """Windows that see the same modalities (one model call each)."""
+        out: dict[tuple[str, ...], list[int]] = {}
+        for i, names in enumerate(self.present):
+            out.setdefault(names, []).append(i)
+        return out
 
 
 class BatchReader(contextlib.AbstractContextManager):
@@ -198,7 +206,7 @@ class BatchReader(contextlib.AbstractContextManager):
         per_window = []
         blocks = self._read_rows(windows)
         for index, window in enumerate(windows):
-            arrays, masks, valid = {}, {}, np.zeros((window.height, window.width), bool)
+            arrays, masks, valid, present = {}, {}, np.zeros((window.height, window.width), bool), []
             for name in self.readers:
                 k = round(self.plan.patch_grid.res / self.plan.modality_grids[name].res)
                 data, ok = blocks[name][index]
@@ -209,9 +217,11 @@ class BatchReader(contextlib.AbstractContextManager):
                 keep = share >= self.min_valid
                 if not keep.any():
                     keep[int(np.argmax(share))] = True  # the model needs one date; the least bad
+                if seen.any():  # a modality without any valid pixel here is left out of the model call
+                    present.append(name)
                 arrays[name] = normalize(data, *self.stats[name])
                 masks[name] = keep
-            per_window.append((window, arrays, masks, valid))
+            per_window.append((window, arrays, masks, valid, tuple(present)))
         used = [w for w in per_window if w[3].any()]
         names = list(self.readers)
         batch = Batch(
@@ -221,6 +231,7 @@ class BatchReader(contextlib.AbstractContextManager):
             date_mask={n: np.stack([w[2][n] for w in used]) if used else None
                        for n in names if self.plan.modalities[n].spec.kind == "series"},
             valid=np.stack([w[3] for w in used]) if used else np.zeros((0, 1, 1), bool),
+            present=[w[4] for w in used],
             skipped=len(per_window) - len(used),
         )
         for n in names:  # images are (B, C, H, W): drop the single "date"
@@ -238,14 +249,31 @@ class BatchReader(contextlib.AbstractContextManager):
 
 def _model_outputs(model, head, batch: Batch, device, dtype, patch_size_m: float, want_probs: bool,
                    want_embeddings: bool) -> np.ndarray:
-    """(B, channels, Gh, Gw) float32: class probabilities then embeddings, as asked."""
-    inputs = {n: torch.from_numpy(np.ascontiguousarray(x)).to(device) for n, x in batch.inputs.items()}
-    dates = {n: torch.from_numpy(np.array(d)).to(device) for n, d in batch.dates.items()}
-    masks = {n: torch.from_numpy(m).to(device) for n, m in batch.date_mask.items()}
+    """(B, channels, Gh, Gw) float32: class probabilities then embeddings, as asked.
+
+    Windows are grouped by the modalities they see, so a window where one sensor
+    has no data is encoded from the others instead of from filled-in means.
+    """
+    out = None
+    for names, index in batch.groups().items():
+        part = _forward(model, head, {n: batch.inputs[n][index] for n in names},
+                        {n: batch.dates[n][index] for n in names if n in batch.dates},
+                        {n: batch.date_mask[n][index] for n in names if n in batch.date_mask},
+                        batch.valid.shape[1:], device, dtype, patch_size_m, want_probs, want_embeddings)
+        if out is None:
+            out = np.empty((len(batch.windows), *part.shape[1:]), np.float32)
+        out[index] = part
+    return out
+
+
+def _forward(model, head, inputs, dates, masks, grid, device, dtype, patch_size_m, want_probs, want_embeddings):
+    inputs = {n: torch.from_numpy(np.ascontiguousarray(x)).to(device) for n, x in inputs.items()}
+    dates = {n: torch.from_numpy(np.array(d)).to(device) for n, d in dates.items()}
+    masks = {n: torch.from_numpy(np.ascontiguousarray(m)).to(device) for n, m in masks.items()}
     with torch.inference_mode(), autocast_context(device, dtype):
         features = model.forward_features(inputs, dates, masks, patch_size_m=patch_size_m)
         patch = features.patch
-        gh, gw = batch.valid.shape[1:]
+        gh, gw = grid
         if tuple(patch.shape[1:3]) != (gh, gw):
             raise EngineError(
                 f"The model returned a {patch.shape[1]} x {patch.shape[2]} patch grid for a {gh} x {gw}-patch "
@@ -388,7 +416,7 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
     batch_size = job.batch_size
     batches = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
     steps = reporter.steps(len(windows), "Mapping windows")
-    skipped = 0
+    skipped, model_seconds = 0, 0.0
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         outputs = _Outputs(stack, job, the_plan, classes, colors, model.embed_dim)
         flush_rows = max(1, math.ceil(256 / the_plan.output_factor))
@@ -399,8 +427,10 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
             if should_cancel is not None and should_cancel():
                 raise Cancelled("cancelled between windows")
             skipped += batch.skipped
+            tick = time.perf_counter()
             results = (_model_outputs(model, head, batch, device, dtype, the_plan.patch_size_m,
                                       outputs.k > 0, outputs.d > 0) if batch.windows else [])
+            model_seconds += time.perf_counter() - tick
             for window, values, valid in zip(batch.windows, results, batch.valid):
                 band.release(window.row_off)
                 band.add(window, values, the_plan.windows.weights(window) * valid)
@@ -422,4 +452,5 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
         "dates": {n: [d.isoformat() for d in m.dates] for n, m in modalities.items() if m.spec.has_dates},
         "area_km2": area_km2,
         "seconds": seconds,
+        "model_seconds": model_seconds,  # inside the model and head; the rest is reading, blending, writing
     }

@@ -279,3 +279,27 @@ def test_a_date_covering_less_reads_as_nodata_instead_of_shrinking_the_map(s2, t
     assert (result["width"], result["height"]) == (100, 101)
     with rasterio.open(tmp_path / "out/classes.tif") as out:
         assert (out.read(1) != CLASS_NODATA).all()  # the other dates still see the bottom half
+
+
+def test_a_window_without_one_sensor_is_encoded_from_the_others(shared_data, tmp_path):
+    peru = shared_data / "l8_s1_peru"
+    with rasterio.open(peru / "LC08_003069_20180906_clip.tif") as ds:
+        data, profile = ds.read(), ds.profile
+    data[:, :20, :] = np.nan  # Landsat has no data in the top 600 m; S1 does
+    with rasterio.open(tmp_path / "LC08_003069_20180906_gap.tif", "w", **profile) as ds:
+        ds.write(data)
+    model, head = tiny_model(modalities=("l8", "s1"))
+    outputs = {}
+    for name, modalities in (("both", ("l8", "s1")), ("s1_only", ("s1",))):
+        job = {"model": "tiny.safetensors", "modalities": {
+                   "l8": {"files": str(tmp_path / "LC08_003069_20180906_gap.tif")},
+                   "s1": {"files": str(peru / "S1_2018_VV_VH_clip.tif"), "bands": [1, 2], "dates": ["2018-09-01"]}},
+               "outputs": {"probabilities": str(tmp_path / f"{name}.tif")}, "patch_size": 30, "tile_size": 300}
+        job["modalities"] = {k: v for k, v in job["modalities"].items() if k in modalities}
+        run_map(load_job(job), Reporter(), model, head, {})
+        with rasterio.open(tmp_path / f"{name}.tif") as ds:
+            outputs[name] = ds.read()
+    # Windows of 10 patches step by 9: patch rows 0-17 lie only in windows inside the gap,
+    # which see S1 alone and must match the S1-only run (54 rows of 10 m pixels).
+    np.testing.assert_allclose(outputs["both"][:, :54], outputs["s1_only"][:, :54], rtol=1e-5)
+    assert not np.allclose(outputs["both"][:, 200:], outputs["s1_only"][:, 200:])
