@@ -30,6 +30,7 @@ from engine.bench.omnisat import _timed, matmul_peak
 from engine.models.anysat import (CROSS_QUERY_CHUNK, LTAE_ROW_CHUNK, SPATIAL_TOKEN_CHUNK, AnySat,
                                   SeriesProjector, anysat_config)
 from engine.models.attention import explicit_attention
+from engine.models.ltae import RowGroupNorm
 from engine.precision import autocast_context, cpu_flags
 from engine.progress import Reporter
 
@@ -44,7 +45,11 @@ def build(size: str, seed: int = 0) -> AnySat:
 
 
 def set_chunks(model: AnySat, unlimited: bool) -> None:
-    """Naive path: every stage on whole tensors; ours: the modules' bounded chunks."""
+    """Naive path: every stage on whole tensors, plain GroupNorm; ours: bounded chunks, row GroupNorm."""
+    for module in model.modules():
+        if isinstance(module, RowGroupNorm) or getattr(module, "was_row_group_norm", False):
+            module.was_row_group_norm = True
+            module.__class__ = nn.GroupNorm if unlimited else RowGroupNorm
     for proj in model.projectors.values():
         if isinstance(proj, SeriesProjector):
             proj.row_chunk = UNLIMITED if unlimited else LTAE_ROW_CHUNK

@@ -51,10 +51,25 @@ class LTAEConfig:
         return cls(**values)
 
 
+class RowGroupNorm(nn.GroupNorm):
+    """GroupNorm of (N, C) rows computed as a layer norm over (N, groups, C / groups).
+
+    The same statistics and parameters as nn.GroupNorm, but several times faster on CPU
+    for millions of rows, in bf16 above all.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2:
+            return super().forward(x)
+        n, c = x.shape
+        y = F.layer_norm(x.reshape(n, self.num_groups, c // self.num_groups), (c // self.num_groups,), eps=self.eps)
+        return torch.addcmul(self.bias.to(y.dtype), y.reshape(n, c), self.weight.to(y.dtype))
+
+
 def _mlp(widths: list[int], dropout: float, norm: str = "batch") -> nn.Sequential:
     layers: list[nn.Module] = []
     for w_in, w_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(w_in, w_out), nn.BatchNorm1d(w_out) if norm == "batch" else nn.GroupNorm(4, w_out), nn.ReLU()]
+        layers += [nn.Linear(w_in, w_out), nn.BatchNorm1d(w_out) if norm == "batch" else RowGroupNorm(4, w_out), nn.ReLU()]
         if dropout:
             layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
