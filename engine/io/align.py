@@ -15,11 +15,13 @@ import math
 
 import numpy as np
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from engine.io.grid import Grid
-from engine.io.raster import open_raster
+from engine.errors import EngineError
+from engine.io.raster import _gdal_reason, open_raster
 from engine.io.series import SCL_INVALID, Modality
 
 
@@ -55,6 +57,15 @@ class _Source:
 
     def read(self, bands: tuple[int, ...], window: Window) -> np.ndarray:
         """(len(bands), h, w) float32, NaN where there is no valid value."""
+        try:
+            return self._read(bands, window)
+        except RasterioIOError as exc:  # e.g. a truncated file: its header opened, its data end early
+            raise EngineError(
+                f"'{self.dataset.name}' could not be read ({_gdal_reason(exc)}): the file is damaged or "
+                "incomplete (truncated copy or download). Replace it and run again."
+            ) from None
+
+    def _read(self, bands: tuple[int, ...], window: Window) -> np.ndarray:
         if self.vrt is not None:
             return self.vrt.read(list(bands), window=window)
         col, row = self.offset

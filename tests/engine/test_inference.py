@@ -303,3 +303,18 @@ def test_a_window_without_one_sensor_is_encoded_from_the_others(shared_data, tmp
     # which see S1 alone and must match the S1-only run (54 rows of 10 m pixels).
     np.testing.assert_allclose(outputs["both"][:, :54], outputs["s1_only"][:, :54], rtol=1e-5)
     assert not np.allclose(outputs["both"][:, 200:], outputs["s1_only"][:, 200:])
+
+
+def test_a_file_truncated_after_its_header_fails_clearly_mid_run(s2, tmp_path):
+    from tests.engine.rasters import write_geotiff
+
+    files, _ = s2
+    with rasterio.open(files[3]) as ds:  # rewritten in one go: GDAL puts the header first
+        pixels, origin = ds.read(), (ds.bounds.left, ds.bounds.top)
+    write_geotiff(files[3], pixels, origin=origin)
+    data = files[3].read_bytes()
+    files[3].write_bytes(data[: len(data) * 6 // 10])  # the header opens, the last rows are gone
+    model, head = tiny_model(modalities=("s2",))
+    with pytest.raises(EngineError, match="S2_20150830.tif' could not be read .* damaged or incomplete"):
+        run_map(load_job(s2_job(tmp_path, files, tile_size=200)), Reporter(), model, head, {})
+    assert list((tmp_path / "out").iterdir()) == []
