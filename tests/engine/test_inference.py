@@ -318,3 +318,20 @@ def test_a_file_truncated_after_its_header_fails_clearly_mid_run(s2, tmp_path):
     with pytest.raises(EngineError, match="S2_20150830.tif' could not be read .* damaged or incomplete"):
         run_map(load_job(s2_job(tmp_path, files, tile_size=200)), Reporter(), model, head, {})
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_embed_operation_writes_one_band_per_dimension_on_the_patch_grid(s2, tmp_path):
+    files, _ = s2
+    model, _ = tiny_model(modalities=("s2",))
+    save_checkpoint(tmp_path / "encoder.safetensors", model)  # no head: embeddings only
+    job = {"model": str(tmp_path / "encoder.safetensors"), "modalities": {"s2": {"files": [str(f) for f in files]}},
+           "outputs": {"embeddings": str(tmp_path / "emb.tif")}, "patch_size": 20, "tile_size": 200}
+    result = run_operation("embed", {"job": job})
+    with rasterio.open(tmp_path / "emb.tif") as e, rasterio.open(files[0]) as src:
+        assert (e.count, e.dtypes[0], e.res) == (model.embed_dim, "float32", (20.0, 20.0))
+        assert (e.width, e.height) == (50, 50) and e.transform.c == src.transform.c and e.transform.f == src.transform.f
+        assert np.isfinite(e.read()).all()
+    assert result["embeddings"] == str(tmp_path / "emb.tif")
+    job["outputs"] = {"classes": str(tmp_path / "c.tif")}
+    with pytest.raises(EngineError, match="has no classification head"):
+        run_operation("classify", {"job": job})
