@@ -91,21 +91,26 @@ MODELS = Path(__file__).resolve().parents[2] / "resources" / "models"
 
 
 def default_encoder(folder: Path, reporter: Reporter, modalities: set[str]) -> tuple[Path, str]:
-    """The best encoder in the tree for ``modalities``: a shipped checkpoint under resources/models
-    that has them all, else a randomly initialised omnisat-treesatai saved in ``folder`` (said loudly)."""
+    """The best encoder in the tree for ``modalities``: the longest-trained checkpoint under
+    resources/models that has them all (provenance "steps"), else a randomly initialised
+    omnisat-treesatai saved in ``folder`` (said loudly)."""
     import torch
 
     from engine.models.checkpoint import read_metadata, save_checkpoint
     from engine.models.registry import build_model
 
+    candidates = []
     for path in sorted(MODELS.glob("*.safetensors")) if MODELS.is_dir() else []:
         try:
             meta = read_metadata(path)
         except EngineError:
             continue
-        names = {m.get("name") for m in meta.get("config", {}).get("modalities", [])}
+        names = {m.get("name") if isinstance(m, dict) else m for m in meta.get("config", {}).get("modalities", [])}
         if modalities <= names:
-            return path, f"checkpoint {path.name} (provenance: {json.dumps(meta.get('provenance') or {})})"
+            candidates.append((-int((meta.get("provenance") or {}).get("steps") or 0), path.name, path, meta))
+    if candidates:  # the longest-trained one first
+        _, _, path, meta = min(candidates)
+        return path, f"checkpoint {path.name} (provenance: {json.dumps(meta.get('provenance') or {})})"
     torch.manual_seed(0)
     model = build_model("omnisat-treesatai").eval()
     path = Path(folder) / "omnisat-treesatai-random.safetensors"
