@@ -22,6 +22,7 @@ from pathlib import Path
 from engine.errors import EngineError
 from engine.io.dates import check_dates, date_from_name, date_from_tags, explicit_dates
 from engine.io.raster import open_raster
+from engine.models.modalities import ModalitySpec
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
 
@@ -42,7 +43,7 @@ class Modality:
     """A modality ready for alignment: its spec, its layers (date order) and optional masks."""
 
     name: str
-    spec: object  # engine.models.modalities.ModalitySpec (kept untyped: no torch import here)
+    spec: ModalitySpec
     layers: tuple[Layer, ...]
     masks: tuple[Layer, ...] | None = None
     mask_type: str = "binary"
@@ -81,7 +82,7 @@ def _canonical_band(name: str) -> str:
     return re.sub(r"^B0*(\d)", r"B\1", tokens[0])
 
 
-def check_band_order(descriptions: list[str | None], spec, label: str) -> None:
+def check_band_order(descriptions: list[str | None], spec: ModalitySpec, label: str) -> None:
     """When every description names a band of the spec, they must come in the spec's order."""
     expected = [_canonical_band(b) for b in spec.bands]
     named = [_canonical_band(d or "") for d in descriptions]
@@ -99,7 +100,7 @@ def check_band_order(descriptions: list[str | None], spec, label: str) -> None:
         )
 
 
-def _count_error(label: str, count: int, spec, stack_hint: bool) -> EngineError:
+def _count_error(label: str, count: int, spec: ModalitySpec, stack_hint: bool) -> EngineError:
     message = (
         f"'{label}' has {count} band(s), but the model's {spec.name!r} modality expects "
         f"{spec.n_bands} ({', '.join(spec.bands)})"
@@ -109,7 +110,7 @@ def _count_error(label: str, count: int, spec, stack_hint: bool) -> EngineError:
     return EngineError(message + ': choose the right file, or pick its bands with "bands" in the job.')
 
 
-def _select_bands(bands: list[int] | None, count: int, spec, label: str) -> tuple[int, ...]:
+def _select_bands(bands: list[int] | None, count: int, spec: ModalitySpec, label: str) -> tuple[int, ...]:
     if bands is None:
         return tuple(range(1, spec.n_bands + 1))
     if len(bands) != spec.n_bands:
@@ -131,7 +132,7 @@ def _file_date(path: Path, dataset) -> dt.date | None:
 
 def resolve_modality(
     name: str,
-    spec,
+    spec: ModalitySpec,
     files: str | list[str],
     dates: list[str] | None = None,
     bands: list[int] | None = None,
