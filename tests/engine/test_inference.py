@@ -335,3 +335,20 @@ def test_embed_operation_writes_one_band_per_dimension_on_the_patch_grid(s2, tmp
     job["outputs"] = {"classes": str(tmp_path / "c.tif")}
     with pytest.raises(EngineError, match="has no classification head"):
         run_operation("classify", {"job": job})
+
+
+def test_a_cloudy_date_is_masked_out_not_read_as_data(s2, tmp_path):
+    files, masks = s2
+    with rasterio.open(masks[1], "r+") as ds:  # date 2 entirely under cloud
+        ds.write(np.ones((1, ds.height, ds.width), np.uint8))
+    model, head = tiny_model(modalities=("s2",))
+    with_mask = s2_job(tmp_path, files, masks, outputs={"probabilities": str(tmp_path / "out/masked.tif")}, tile_size=300)
+    for m in masks[:1] + masks[2:]:  # the other dates clear, so only date 2 is affected
+        with rasterio.open(m, "r+") as ds:
+            ds.write(np.zeros((1, ds.height, ds.width), np.uint8))
+    without = s2_job(tmp_path, files[:1] + files[2:], outputs={"probabilities": str(tmp_path / "out/without.tif")}, tile_size=300)
+    result = run_map(load_job(with_mask), Reporter(), model, head, {})
+    run_map(load_job(without), Reporter(), model, head, {})
+    assert len(result["dates"]["s2"]) == 5
+    with rasterio.open(tmp_path / "out/masked.tif") as a, rasterio.open(tmp_path / "out/without.tif") as b:
+        np.testing.assert_allclose(a.read(), b.read(), rtol=1e-5, atol=1e-6)
