@@ -190,3 +190,32 @@ def test_fit_and_apply_through_a_job_on_real_sentinel2(tmp_path, shared_data):
     with pytest.raises(EngineError, match="not of the chosen model"):
         run_operation("apply-probe", {"probe": str(tmp_path / "probe.safetensors"),
                                       "embeddings": dict(apply_job, model=str(tmp_path / "other.safetensors"))})
+
+
+def test_change_between_two_jobs_on_real_sentinel2(tmp_path, shared_data):
+    """Two periods given as jobs (eo-learn's first two vs last two dates): embeddings computed on one grid."""
+    from engine.models.checkpoint import save_checkpoint
+    from tests.engine.raster_fixtures import eolearn_s2_files, tiny_model
+
+    files = [str(f) for f in eolearn_s2_files(shared_data, tmp_path / "s2")]
+    model, _ = tiny_model(modalities=("s2",))
+    save_checkpoint(tmp_path / "model.safetensors", model)
+
+    def job(dates):
+        return {"model": str(tmp_path / "model.safetensors"), "modalities": {"s2": {"files": dates}},
+                "outputs": {"embeddings": str(tmp_path / "unused.tif")}, "precision": "fp32", "threads": 1}
+
+    before, after = job(files[:2]), job(files[3:])
+    before["outputs"] = {"embeddings": str(tmp_path / "kept_before.tif")}  # kept where the job says
+    same = run_operation("change", {"before": before, "after": dict(before, outputs={"embeddings": str(tmp_path / "b2.tif")}),
+                                    "magnitude": str(tmp_path / "m0.tif")})
+    with rasterio.open(tmp_path / "m0.tif") as ds:
+        assert np.nanmax(ds.read(1)) < 1e-5
+    assert same["threshold_method"] == "otsu" and (tmp_path / "kept_before.tif").exists()
+    result = run_operation("change", {"before": before, "after": after, "magnitude": str(tmp_path / "m.tif"),
+                                      "change": str(tmp_path / "c.tif")})
+    with rasterio.open(tmp_path / "m.tif") as ds, rasterio.open(tmp_path / "kept_before.tif") as emb:
+        magnitude = ds.read(1)
+        assert ds.transform == emb.transform and ds.shape == emb.shape
+    assert np.isfinite(magnitude).all() and magnitude.max() > 0
+    assert 0.0 <= result["changed_share"] <= 1.0
