@@ -45,7 +45,7 @@ JOB_ROWS = (
     Param("EXTENT", "job.extent", "extent", "Area to map (default: where all inputs overlap)", optional=True),
     Param("PATCH_SIZE", "job.patch_size", "float", "Patch size in metres (default: the model's)", optional=True),
     Param("TILE_SIZE", "job.tile_size", "float", "Window size in metres (default: the model's)", optional=True),
-    Param("OVERLAP", "job.overlap", "float", "Window overlap in metres (default: 1/8 of a window)", optional=True),
+    Param("OVERLAP", "job.overlap", "float", "Window overlap in metres (default: 1/6 of a window)", optional=True),
     Param("BATCH_SIZE", "job.batch_size", "int", "Windows per model call", default=4, minimum=1),
     Param("DEVICE", "job.device", "enum", "Device", default="auto", options=("auto", "cpu", "cuda")),
     Param("PRECISION", "job.precision", "enum", "Precision", default="auto", options=("auto", "fp32", "bf16")),
