@@ -132,14 +132,22 @@ def memory_subprocess(path: str, px: int) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _peak_rss_gb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child
+    would report at least its parent's size."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2 ** 20  # kB -> GB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
 def _memory_child(path: str, px: int) -> None:
     model = build("base")
     inputs, dates = series_batch(px)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    before = _peak_rss_gb()
     set_chunks(model, unlimited=path == "naive")
     start = _timed(lambda: _forward(model, path, inputs, dates, False))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # kB -> GB
-    print(json.dumps({"peak_rss_gb": peak, "rss_before_forward_gb": before, "latency_s": start}))
+    print(json.dumps({"peak_rss_gb": _peak_rss_gb(), "rss_before_forward_gb": before, "latency_s": start}))
 
 
 def run(params, reporter: Reporter) -> dict[str, Any]:
