@@ -179,3 +179,16 @@ def test_config_round_trip():
     again = build_model(model.config.to_dict())
     assert again.config == model.config
     assert set(again.state_dict()) == set(model.state_dict())
+
+
+def test_row_group_norm_equals_group_norm():
+    """The layer-norm formulation (used outside fp32) gives GroupNorm's numbers."""
+    from engine.models.ltae import RowGroupNorm
+
+    norm = RowGroupNorm(4, 64).double()
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(50, 64, dtype=torch.float64) * 3 + 1
+    expected = torch.nn.functional.group_norm(x, 4, norm.weight, norm.bias, norm.eps)
+    assert torch.allclose(norm(x), expected, atol=1e-10)
+    assert torch.allclose(norm(x.float()), expected.float(), atol=1e-5)
