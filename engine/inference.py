@@ -38,7 +38,7 @@ from engine.io.align import ModalityReader
 from engine.io.atomic import atomic_output, check_output_path
 from engine.io.dates import day_of_year
 from engine.io.grid import Footprint, Grid, check_patch_fits, grid_crs, parse_crs, reference_grid, scale_window
-from engine.io.job import CLASS_OUTPUTS, Job
+from engine.io.job import CLASS_OUTPUTS, EMBEDDING_LEVEL_TAG, Job
 from engine.io.normalize import load_statistics, modality_statistics, normalize
 from engine.io.raster import open_raster
 from engine.io.series import Modality, attach_masks, resolve_modality
@@ -248,8 +248,8 @@ class BatchReader(contextlib.AbstractContextManager):
 
 
 def _model_outputs(model, head, batch: Batch, device, dtype, patch_size_m: float, want_probs: bool,
-                   want_embeddings: bool) -> np.ndarray:
-    """(B, channels, Gh, Gw) float32: class probabilities then embeddings, as asked.
+                   embeddings_level: str | None, head_level: str = "patch") -> np.ndarray:
+    """(B, channels, Gh, Gw) float32: class probabilities then embeddings of that level, as asked.
 
     Windows are grouped by the modalities they see, so a window where one sensor
     has no data is encoded from the others instead of from filled-in means.
@@ -259,14 +259,28 @@ def _model_outputs(model, head, batch: Batch, device, dtype, patch_size_m: float
         part = _forward(model, head, {n: batch.inputs[n][index] for n in names},
                         {n: batch.dates[n][index] for n in names if n in batch.dates},
                         {n: batch.date_mask[n][index] for n in names if n in batch.date_mask},
-                        batch.valid.shape[1:], device, dtype, patch_size_m, want_probs, want_embeddings)
+                        batch.valid.shape[1:], device, dtype, patch_size_m, want_probs, embeddings_level, head_level)
         if out is None:
             out = np.empty((len(batch.windows), *part.shape[1:]), np.float32)
         out[index] = part
     return out
 
 
-def _forward(model, head, inputs, dates, masks, grid, device, dtype, patch_size_m, want_probs, want_embeddings):
+def embedding_level(features, level: str) -> torch.Tensor:
+    """The embeddings a job asks for: fused 'patch', pre-fusion 'local', or 'both' = [patch, local]."""
+    if level == "patch":
+        return features.patch
+    if features.local is None:
+        raise EngineError('This model gives no local (pre-fusion) patch features: use "embeddings_level": "patch".')
+    return features.local if level == "local" else torch.cat([features.patch, features.local], dim=-1)
+
+
+def embedding_width(embed_dim: int, level: str) -> int:
+    return 2 * embed_dim if level == "both" else embed_dim
+
+
+def _forward(model, head, inputs, dates, masks, grid, device, dtype, patch_size_m, want_probs, embeddings_level,
+             head_level):
     inputs = {n: torch.from_numpy(np.ascontiguousarray(x)).to(device) for n, x in inputs.items()}
     dates = {n: torch.from_numpy(np.array(d)).to(device) for n, d in dates.items()}
     masks = {n: torch.from_numpy(np.ascontiguousarray(m)).to(device) for n, m in masks.items()}
@@ -281,9 +295,9 @@ def _forward(model, head, inputs, dates, masks, grid, device, dtype, patch_size_
             )
         parts = []
         if want_probs:
-            parts.append(head.probabilities(head(patch).float()))
-        if want_embeddings:
-            parts.append(patch.float())
+            parts.append(head.probabilities(head(embedding_level(features, head_level)).float()))
+        if embeddings_level:
+            parts.append(embedding_level(features, embeddings_level).float())
         out = torch.cat(parts, dim=-1)
     return out.permute(0, 3, 1, 2).contiguous().cpu().numpy()
 
@@ -315,7 +329,8 @@ class _Outputs:
     def __init__(self, stack: contextlib.ExitStack, job: Job, plan: Plan, classes: list[str], colors, embed_dim: int):
         files = job.outputs.files()
         self.k = len(classes) if any(k in files for k in CLASS_OUTPUTS) else 0
-        self.d = embed_dim if "embeddings" in files else 0
+        self.level = job.outputs.embeddings_level
+        self.d = embedding_width(embed_dim, self.level) if "embeddings" in files else 0
         self.factor = plan.output_factor
         self.half = job.outputs.embeddings_dtype == "float16"
         self.datasets: dict[str, Any] = {}
@@ -335,6 +350,8 @@ class _Outputs:
                                                                 nbits=16 if self.half else None))
                 for i in range(self.d):
                     ds.set_band_description(i + 1, f"embedding {i}")
+                # Probes read the level back: one fitted on fused features must not run on local ones.
+                ds.update_tags(**{EMBEDDING_LEVEL_TAG: self.level})
             stack.callback(ds.close)  # closed (flushed) before its atomic rename
             self.datasets[key] = ds
 
@@ -379,8 +396,11 @@ def check_outputs_apart(job: Job, modalities: dict[str, Modality]) -> None:
 
 
 def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | None = None,
-            should_cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Run a job with a loaded model (and head for class outputs); returns the result summary."""
+            should_cancel: Callable[[], bool] | None = None, head_level: str = "patch") -> dict[str, Any]:
+    """Run a job with a loaded model (and head for class outputs); returns the result summary.
+
+    ``head_level``: the embeddings the head reads (a probe fitted on local features reads those).
+    """
     started = time.perf_counter()
     metadata = metadata or {}
     files = job.outputs.files()
@@ -429,7 +449,8 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
             skipped += batch.skipped
             tick = time.perf_counter()
             results = (_model_outputs(model, head, batch, device, dtype, the_plan.patch_size_m,
-                                      outputs.k > 0, outputs.d > 0) if batch.windows else [])
+                                      outputs.k > 0, outputs.d > 0 and outputs.level, head_level)
+                       if batch.windows else [])
             model_seconds += time.perf_counter() - tick
             for window, values, valid in zip(batch.windows, results, batch.valid):
                 band.release(window.row_off)

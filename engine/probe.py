@@ -26,7 +26,7 @@ from engine.io.atomic import atomic_output
 
 PROBE_FORMAT = "omnisat-probe"
 PROBE_VERSION = 1
-LEVELS = ("tile", "patch", "dense")
+LEVELS = ("tile", "patch", "local", "both", "dense")  # "both" = [patch, local] concatenated
 
 
 @dataclass(frozen=True)
@@ -337,7 +337,9 @@ def check_encoder(probe: Probe, metadata: ProbeMetadata, encoder_hash: str, leve
             f"chosen model (hash {encoder_hash[:12]}): choose the model it was fitted with, or fit a new probe."
         )
     if metadata.level != level:
-        raise EngineError(f"{where} was fitted on {metadata.level}-level embeddings, not {level}: use level {metadata.level!r}.")
+        raise EngineError(
+            f"{where} was fitted on {metadata.level}-level embeddings, but these are {level}-level: compute the "
+            f'embeddings with "outputs": {{"embeddings_level": "{metadata.level}"}} in the job, or fit a new probe.')
     if probe.in_dim != embed_dim:
         raise EngineError(f"{where} expects {probe.in_dim}-wide embeddings but the model gives {embed_dim}.")
 

@@ -7,7 +7,9 @@ fixed in advance (no tuning on any fold), three classifiers are fitted on the
 training folds and scored on the held-out fold:
 
 - the engine's linear probe on per-patch embeddings computed through the product
-  path (job -> tiled ``embed`` -> embeddings raster -> labels rasterized on it);
+  path (job -> tiled ``embed`` -> embeddings raster -> labels rasterized on it), at
+  each embedding level: fused ``patch``, pre-fusion ``local`` and ``both``
+  (one "both" raster per encoder, split into its patch and local halves);
 - a random forest (scikit-learn, 200 trees, otherwise default) on the raw bands of
   every date at the same cells: the classic QGIS plugins' per-pixel baseline;
 - the same linear probe on the raw bands, which separates the encoder's contribution
@@ -48,6 +50,7 @@ L1C_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10",
 # Landsat-8 bands 2-7 (blue, green, red, NIR, SWIR1, SWIR2) placed on the S2 band slots
 # B2 B3 B4 B5 B6 B7 B8 B8A B11 B12: red-edge B5 takes red, B6/B7/B8A take NIR.
 L8_ON_S2 = [1, 2, 3, 3, 4, 4, 4, 4, 5, 6]
+LEVEL = "both"  # [patch, local]: one embedding run gives every level's features
 FIXED_PROBE = {"kind": "linear", "optimizer": "lbfgs", "l2": 1e-3, "epochs": 200, "class_weighting": True}
 
 
@@ -132,20 +135,21 @@ def label_grid(job: dict[str, Any]) -> GridView:
 
 def embed_around(job: dict[str, Any], grid: GridView, rows: np.ndarray, cols: np.ndarray, folder: Path) -> np.ndarray:
     """Embeddings at the given cells, each from one model tile (job extent) centred on its cell."""
-    from engine.inference import default_tile, run_map
+    from engine.inference import default_tile, embedding_width, run_map
     from engine.io.job import load_job
     from engine.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(job["model"])
     tile = default_tile(loaded.model)
-    out = np.full((rows.size, loaded.model.embed_dim), np.nan, np.float32)
+    out = np.full((rows.size, embedding_width(loaded.model.embed_dim, LEVEL)), np.nan, np.float32)
     target = folder / "window.tif"
     for i, (row, col) in enumerate(zip(rows, cols)):
         r0 = int(np.clip(row - tile // 2, 0, grid.height - tile))
         c0 = int(np.clip(col - tile // 2, 0, grid.width - tile))
         x0, y1 = grid.transform * (c0, r0)
         x1, y0 = grid.transform * (c0 + tile, r0 + tile)
-        window_job = dict(job, extent={"bounds": [x0, y0, x1, y1]}, outputs={"embeddings": str(target)})
+        window_job = dict(job, extent={"bounds": [x0, y0, x1, y1]},
+                          outputs={"embeddings": str(target), "embeddings_level": LEVEL})
         run_map(load_job(window_job), Reporter(), loaded.model, None, loaded.metadata)
         with rasterio.open(target) as ds:
             r, c = ds.index(*(grid.transform * (col + 0.5, row + 0.5)))
@@ -217,7 +221,8 @@ def encoders(folder: Path, reporter: Reporter, quick: bool) -> list[Encoder]:
 def encoder_job(dataset: Dataset, encoder: Encoder, folder: Path) -> dict[str, Any]:
     from engine.api import run_operation
 
-    job = dict(dataset.job, model=str(encoder.path), outputs={"embeddings": str(folder / "embeddings.tif")},
+    job = dict(dataset.job, model=str(encoder.path),
+               outputs={"embeddings": str(folder / "embeddings.tif"), "embeddings_level": LEVEL},
                precision="fp32", batch_size=16)
     # The inputs' own statistics: L1C and Landsat differ from the checkpoint's training data.
     stats = folder / "normalization.json"
@@ -281,12 +286,18 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
         entry["overall_accuracy"].append(metrics["overall_accuracy"])
         entry["macro_f1"].append(metrics["macro_f1"])
 
+    levels = {}  # method name -> features; "both" rasters hold [patch, local]
+    for name, x in features.items():
+        half = x.shape[1] // 2
+        levels[f"probe on embeddings: {name}"] = x[:, :half]
+        levels[f"probe on local embeddings: {name}"] = x[:, half:]
+        levels[f"probe on patch+local embeddings: {name}"] = x
     for fold in range(FOLDS):
         test = folds == fold
         train = ~test
-        for name, x in features.items():
+        for method, x in levels.items():
             probe = fit_probe(x[train], y[train], len(names), config)
-            record(f"probe on embeddings: {name}", y[test], probe.predict(x[test]))
+            record(method, y[test], probe.predict(x[test]))
         forest = RandomForestClassifier(n_estimators=50 if quick else RF_TREES, random_state=SEED, n_jobs=1)
         forest.fit(raw[train], y[train])
         record("random forest on raw bands", y[test], forest.predict(raw[test]))

@@ -38,7 +38,10 @@ parameters one to one onto these keys::
         "confidence": "confidence.tif",          float32 probability of the chosen class (classify)
         "probabilities": "probabilities.tif",    float32, one band per class (classify)
         "embeddings": "embeddings.tif",          one band per embedding dimension, one pixel per patch
-        "embeddings_dtype": "float32"            float32 or float16
+        "embeddings_dtype": "float32",           float32 or float16
+        "embeddings_level": "patch"              patch (fused, default), local (per-patch encoder
+                                                 tokens before fusion: they follow each patch's
+                                                 own pixels) or both ([patch, local] concatenated)
       },
       "extent": {"bounds": [xmin, ymin, xmax, ymax], "crs": "EPSG:4326"},
                                                  optional: area to map, in any CRS (default: the
@@ -82,6 +85,8 @@ JOB_VERSION = 1
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 EMBEDDING_DTYPES = ("float32", "float16")
+EMBEDDING_LEVELS = ("patch", "local", "both")
+EMBEDDING_LEVEL_TAG = "EMBEDDING_LEVEL"  # raster tag of embeddings written by the engine: their level
 CLASS_OUTPUTS = ("classes", "confidence", "probabilities")
 
 
@@ -107,6 +112,7 @@ class Outputs:
     probabilities: str | None = None
     embeddings: str | None = None
     embeddings_dtype: str = "float32"
+    embeddings_level: str = "patch"
 
     def files(self) -> dict[str, str]:
         return {k: v for k in (*CLASS_OUTPUTS, "embeddings") if (v := getattr(self, k))}
@@ -215,10 +221,12 @@ def parse_job(obj: Any, base: Path | None = None, source: str = "<inline job>") 
     modalities = _keys(obj["modalities"], f'{where}: "modalities"', set(obj["modalities"]) if isinstance(obj["modalities"], dict) else set())
     if not modalities:
         raise EngineError(f'{where}: "modalities" is empty: give at least one modality with its files.')
-    out = _keys(obj["outputs"], f'{where}: "outputs"', {*CLASS_OUTPUTS, "embeddings", "embeddings_dtype"})
+    out = _keys(obj["outputs"], f'{where}: "outputs"', {*CLASS_OUTPUTS, "embeddings", "embeddings_dtype",
+                                                              "embeddings_level"})
     outputs = Outputs(
         **{k: _paths(out[k], base, f'"outputs.{k}"') for k in (*CLASS_OUTPUTS, "embeddings") if out.get(k)},
         embeddings_dtype=_choice(out, "embeddings_dtype", where, EMBEDDING_DTYPES, "float32"),
+        embeddings_level=_choice(out, "embeddings_level", where, EMBEDDING_LEVELS, "patch"),
     )
     if not outputs.files():
         raise EngineError(f'{where}: "outputs" names no file: give at least "classes" or "embeddings".')

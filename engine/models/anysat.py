@@ -456,7 +456,9 @@ class AnySat(EOModel):
                              g1=g, g2=g, c1=n // cell, c2=n // cell, r=cell, s=cell)
             repeated = patch.repeat_interleave(n, dim=1).repeat_interleave(n, dim=2)
             dense = torch.cat([repeated, subs], dim=-1)
-        return Features(tile=out[:, 0], patch=patch, dense=dense)
+        local = torch.stack(list(enc.patch_tokens.values())).mean(dim=0)
+        return Features(tile=out[:, 0], patch=patch, dense=dense,
+                        local=rearrange(local, "b (h w) d -> b h w d", h=g, w=g))
 
     def finest_modality(self, inputs: dict[str, Tensor], layout: _Layout) -> str:
         return max(layout.subs, key=lambda name: (layout.subs[name], name))

@@ -24,6 +24,9 @@ class Features:
     tile: Tensor  # (B, D): one vector per tile
     patch: Tensor  # (B, Gh, Gw, D): one vector per patch, channels last
     dense: Tensor | None = None  # (B, Hs, Ws, 2D): AnySat's per-sub-patch output
+    # (B, Gh, Gw, D): per-patch encoder tokens before fusion, averaged over the modalities
+    # given. The fused ``patch`` mixes the whole tile; these depend on the patch's own pixels.
+    local: Tensor | None = None
 
 
 class EOModel(nn.Module):

@@ -243,7 +243,9 @@ class OmniSat(EOModel):
         encoded = self.encode(inputs, dates, date_mask)
         tile, patches = self.fuse(encoded)
         gh, gw = encoded.grid
-        return Features(tile=tile, patch=rearrange(patches, "b (h w) d -> b h w d", h=gh, w=gw))
+        local = torch.stack(list(encoded.tokens.values())).mean(dim=0)
+        return Features(tile=tile, patch=rearrange(patches, "b (h w) d -> b h w d", h=gh, w=gw),
+                        local=rearrange(local, "b (h w) d -> b h w d", h=gh, w=gw))
 
     def forward(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None = None,
                 date_mask: dict[str, Tensor] | None = None) -> Features:

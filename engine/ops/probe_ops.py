@@ -24,11 +24,12 @@ from rasterio.windows import Window
 from engine.api import operation
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output, check_output_path
+from engine.io.job import EMBEDDING_LEVEL_TAG
 from engine.io.raster import open_raster
 from engine.progress import Reporter
 
 # Tags written into embedding rasters computed here, so that they can be reused alone.
-HASH_TAG, CHECKPOINT_TAG, LEVEL_TAG = "ENCODER_SHA256", "ENCODER_CHECKPOINT", "EMBEDDING_LEVEL"
+HASH_TAG, CHECKPOINT_TAG, LEVEL_TAG = "ENCODER_SHA256", "ENCODER_CHECKPOINT", EMBEDDING_LEVEL_TAG
 BLOCK = 256  # cells per side of the windows read from embedding rasters
 
 EMBEDDINGS_HELP = ("embeddings: a job JSON file (model + modalities; its outputs are ignored except "
@@ -76,11 +77,12 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
     digest = checkpoint_hash(job.model)
     with tempfile.TemporaryDirectory(prefix="omnisat-embeddings-") as folder:
         target = job.outputs.embeddings or str(Path(folder) / "embeddings.tif")
-        job = dataclasses.replace(job, outputs=Outputs(embeddings=target, embeddings_dtype=job.outputs.embeddings_dtype))
+        job = dataclasses.replace(job, outputs=Outputs(embeddings=target, embeddings_dtype=job.outputs.embeddings_dtype,
+                                                       embeddings_level=job.outputs.embeddings_level))
         reporter.log(f"Computing embeddings with {job.model} ({', '.join(job.modalities)})")
         result = run_map(job, reporter, loaded.model, None, loaded.metadata)
         with rasterio.open(target, "r+") as ds:
-            ds.update_tags(**{HASH_TAG: digest, CHECKPOINT_TAG: str(job.model), LEVEL_TAG: "patch"})
+            ds.update_tags(**{HASH_TAG: digest, CHECKPOINT_TAG: str(job.model), LEVEL_TAG: job.outputs.embeddings_level})
         yield EmbeddingSource(Path(target), digest, {
             "name": Path(job.model).stem, "checkpoint": str(job.model), "patch_size_m": result["patch_size_m"],
             "modalities": list(job.modalities), "provenance": loaded.metadata.get("provenance") or {},
@@ -362,7 +364,8 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
     with embedding_source(params.embeddings, params.model, reporter) as source, open_raster(source.path, "embeddings") as ds:
         data = labelled_embeddings(ds, params.labels, params.class_field, params.layer, params.ignore_values,
                                    params.min_coverage, params.block_size, reporter)
-        probe, metadata, summary = fit_and_report(data, params, source, "patch", reporter, "Probe fit report")
+        level = ds.tags().get(LEVEL_TAG, "patch")  # rasters from before levels existed hold fused patch features
+        probe, metadata, summary = fit_and_report(data, params, source, level, reporter, "Probe fit report")
         if params.classes or params.confidence:
             map_embeddings(ds, probe, metadata.class_names, metadata.colors, params.classes, params.confidence, reporter)
     summary.update(classes=params.classes, confidence=params.confidence)
@@ -394,7 +397,7 @@ def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[
 
     probe, meta = load_probe(params.probe)
     if _is_job(params.embeddings):
-        from engine.inference import run_map
+        from engine.inference import embedding_width, run_map
         from engine.io.job import load_job
         from engine.models.checkpoint import checkpoint_hash, load_checkpoint
 
@@ -404,9 +407,11 @@ def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[
         if not any(getattr(job.outputs, k) for k in ("classes", "confidence", "probabilities")):
             raise EngineError('Name "classes" (and optionally "confidence", "probabilities") in the job\'s "outputs".')
         loaded = load_checkpoint(job.model)
-        check_encoder(probe, meta, checkpoint_hash(job.model), "patch", loaded.model.embed_dim, params.probe)
+        level = job.outputs.embeddings_level
+        check_encoder(probe, meta, checkpoint_hash(job.model), level, embedding_width(loaded.model.embed_dim, level),
+                      params.probe)
         metadata = dict(loaded.metadata, classes=meta.class_names, colors=[hex_to_rgb(c) for c in meta.colors])
-        result = run_map(job, reporter, loaded.model, ProbeHead(probe), metadata)
+        result = run_map(job, reporter, loaded.model, ProbeHead(probe), metadata, head_level=level)
         return dict(result, probe=str(params.probe))
     if not (params.classes or params.confidence):
         raise EngineError("Give 'classes' (and/or 'confidence'): the file(s) to write.")
