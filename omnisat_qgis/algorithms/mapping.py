@@ -119,6 +119,9 @@ class Embed(JobAlgorithm):
     params = JOB_ROWS + (
         Param("EMBEDDINGS_DTYPE", "job.outputs.embeddings_dtype", "enum", "Embedding type", default="float32",
               options=("float32", "float16")),
+        Param("EMBEDDINGS_LEVEL", "job.outputs.embeddings_level", "enum",
+              "Embedding level (patch: fused; local: each patch's own encoder features; both)", default="patch",
+              options=("patch", "local", "both")),
         Param("EMBEDDINGS", "job.outputs.embeddings", "raster_out", "Embeddings (one band per dimension)"),
     )
 
