@@ -475,6 +475,10 @@ def change_operation(params: ChangeParams, reporter: Reporter) -> dict[str, Any]
                               "from one encoder. Use the same checkpoint for both.")
         before = stack.enter_context(open_raster(a.path, "before"))
         after = stack.enter_context(open_raster(b.path, "after"))
+        levels = [ds.tags().get(LEVEL_TAG, "patch") for ds in (before, after)]
+        if levels[0] != levels[1]:
+            raise EngineError(f"The two periods hold embeddings of different levels ({levels[0]} vs {levels[1]}): "
+                              'give both the same "embeddings_level".')
         if (before.crs, before.transform, before.shape, before.count) != (after.crs, after.transform, after.shape, after.count):
             raise EngineError(
                 f"The two periods are on different grids ({before.width}x{before.height} vs {after.width}x{after.height}, "

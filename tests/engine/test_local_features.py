@@ -157,3 +157,15 @@ def test_level_round_trip_and_mismatch(tmp_path):
                                       "model": str(tmp_path / "model.safetensors"),
                                       "classes": str(tmp_path / "wrong.tif")})
     assert not (tmp_path / "wrong.tif").exists()
+
+
+def test_change_refuses_periods_of_different_levels(tmp_path):
+    from tests.engine.test_probe_ops import embeddings_raster
+
+    before, _ = embeddings_raster(tmp_path / "before.tif")
+    after, _ = embeddings_raster(tmp_path / "after.tif", seed=1)
+    with rasterio.open(after, "r+") as ds:
+        ds.update_tags(**{EMBEDDING_LEVEL_TAG: "local"})
+    with pytest.raises(EngineError, match=r"different levels \(patch vs local\)"):
+        run_operation("change", {"before": before, "after": after, "magnitude": str(tmp_path / "m.tif")})
+    assert not (tmp_path / "m.tif").exists()
