@@ -52,6 +52,22 @@ JOB_ROWS = (
 )
 
 
+def read_job_file(job_file: str, name: str = "JOB") -> dict[str, Any]:
+    try:
+        job = json.loads(Path(job_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise QgsProcessingException(f"{name}: the job file '{job_file}' could not be read as JSON ({exc}).") from None
+    if not isinstance(job, dict):
+        raise QgsProcessingException(f"{name}: the job file '{job_file}' must hold one JSON object.")
+    return job
+
+
+def job_folder(algorithm, parameters, context, name: str = "JOB") -> str | None:
+    """Relative paths in a job file resolve against its folder: the worker runs there."""
+    job_file = algorithm.parameterAsFile(parameters, name, context)
+    return str(Path(job_file).parent) if job_file else None
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -67,15 +83,8 @@ class JobAlgorithm(EngineAlgorithm):
 
     def engine_params(self, parameters, context, feedback) -> dict[str, Any]:
         engine = super().engine_params(parameters, context, feedback)
-        job: dict[str, Any] = {}
         job_file = engine.pop("job_file", None)
-        if job_file:
-            try:
-                job = json.loads(Path(job_file).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise QgsProcessingException(f"JOB: the job file '{job_file}' could not be read as JSON ({exc}).") from None
-            if not isinstance(job, dict):
-                raise QgsProcessingException(f"JOB: the job file '{job_file}' must hold one JSON object.")
+        job: dict[str, Any] = read_job_file(job_file) if job_file else {}
         for index, slot in sorted(engine.pop("slots", {}).items()):
             name, files = slot.get("name"), slot.get("files")
             if not name and not files:
@@ -97,8 +106,7 @@ class JobAlgorithm(EngineAlgorithm):
         return {"job": job, **engine}
 
     def working_folder(self, parameters, context):
-        job_file = self.parameterAsFile(parameters, "JOB", context)
-        return str(Path(job_file).parent) if job_file else None
+        return job_folder(self, parameters, context)
 
 
 class Classify(JobAlgorithm):

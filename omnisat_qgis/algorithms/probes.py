@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from omnisat_qgis.algorithms.base import EngineAlgorithm
+from omnisat_qgis.algorithms.mapping import job_folder, read_job_file
 from omnisat_qgis.algorithms.params import Param, ResultRow
 
 EMBEDDING_ROWS = (
@@ -42,6 +43,7 @@ class FitProbe(EngineAlgorithm):
     results = (
         ResultRow("OVERALL_ACCURACY", "overall_accuracy", "number", "Validation overall accuracy"),
         ResultRow("MACRO_F1", "macro_f1", "number", "Validation macro-F1"),
+        ResultRow("CLASS_NAMES", "class_names", "string", "Class names"),
     )
     exactly_one_of = (("EMBEDDINGS_RASTER", "JOB"),)
 
@@ -62,6 +64,19 @@ class ApplyProbe(EngineAlgorithm):
     )
 
     exactly_one_of = (("EMBEDDINGS_RASTER", "JOB"),)
+
+    def engine_params(self, parameters, context, feedback):
+        engine = super().engine_params(parameters, context, feedback)
+        if parameters.get("JOB") in (None, ""):
+            return engine
+        # A job computes the embeddings tile by tile and writes the map itself: the
+        # files chosen here become the job's outputs.
+        job = read_job_file(engine["embeddings"])
+        job["outputs"] = {key: engine.pop(key) for key in ("classes", "confidence") if engine.get(key)}
+        return engine | {"embeddings": job}
+
+    def working_folder(self, parameters, context):
+        return job_folder(self, parameters, context)
 
 
 class Change(EngineAlgorithm):

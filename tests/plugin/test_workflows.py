@@ -90,6 +90,16 @@ def test_embed_fit_apply_and_change(qgis_env, workspace, shared_data, tmp_path):
         np.testing.assert_array_equal(a.read(1), b.read(1))
     assert (tmp_path / "applied.qml").is_file()
 
+    # The same probe applied through a job: the embeddings are computed tile by tile.
+    job = {"model": str(workspace / "omnisat.safetensors"), "modalities": {"s2": {"files": "s2"}}, "device": "cpu"}
+    (workspace / "job.json").write_text(json.dumps(job))
+    run(qgis_env, "applyprobe", PROBE=tmp_path / "probe.safetensors", JOB=workspace / "job.json",
+        CLASSES=tmp_path / "from_job.tif")
+    with rasterio.open(tmp_path / "from_job.tif") as from_job, rasterio.open(tmp_path / "fit_classes.tif") as fitted:
+        assert from_job.crs == fitted.crs and from_job.colormap(1) == fitted.colormap(1)
+        assert set(np.unique(from_job.read(1))) <= set(range(len(fit["CLASS_NAMES"].split(", ")))) | {255}
+    assert (tmp_path / "from_job.qml").is_file()
+
     change = run(qgis_env, "change", BEFORE_RASTER=embeddings, AFTER_RASTER=embeddings,
                  MODEL=workspace / "omnisat.safetensors", MAGNITUDE=tmp_path / "magnitude.tif",
                  CHANGE=tmp_path / "change.tif")
