@@ -59,7 +59,8 @@ def test_demo_runs_the_workflow_on_the_unpacked_wheel(tmp_path):
     save_checkpoint(tmp_path / "tiny.safetensors", model)
     out = tmp_path / "out"
     result = run_operation("demo-probe", {"sample": str(fake_wheel(tmp_path)), "folder": str(out),
-                                          "model": str(tmp_path / "tiny.safetensors"), "size": 0, "device": "cpu"})
+                                          "model": str(tmp_path / "tiny.safetensors"), "size": 0, "device": "cpu",
+                                          "level": "patch"})  # the tiny test model has no local features
     assert result["class_names"] == ["farm", "forest"]
     assert result["overall_accuracy"] > 0.9  # the two covers differ strongly in every band
     with rasterio.open(out / "s2_20170216.vrt") as ds:
