@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import pickle
+from pickle import UnpicklingError  # what torch.load(weights_only=True) raises on refused objects
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +52,7 @@ def import_anysat(params: ImportAnySatParams, reporter: Reporter) -> dict[str, A
     reporter.progress(5, f"reading {source.name}")
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    except (UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         raise EngineError(
             f"Cannot read '{source}' as a plain PyTorch state dict ({str(exc).splitlines()[0]}). "
             "It may be truncated, or hold objects other than tensors: re-download the weights.") from None
