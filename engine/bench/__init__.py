@@ -26,7 +26,7 @@ BENCHMARKS: dict[str, str] = {
 
 @dataclass
 class BenchParams:
-    target: str = field(metadata={"help": "what to benchmark: " + ", ".join(sorted(BENCHMARKS)) if BENCHMARKS else "benchmark target", "positional": True})
+    target: str = field(metadata={"help": "what to benchmark: " + ", ".join(sorted(BENCHMARKS)), "positional": True})
     quick: bool = field(default=False, metadata={"help": "fewer repetitions and smaller inputs (a smoke run)"})
     threads: int | None = field(default=None, metadata={"help": "torch threads (default: all cores)"})
 
@@ -36,7 +36,7 @@ def run_benchmark(params: BenchParams, reporter: Reporter) -> dict[str, Any]:
     """Run one benchmark target; see each target's module docstring for what it measures."""
     if params.target not in BENCHMARKS:
         raise EngineError(
-            f"Unknown benchmark {params.target!r}. Available: {', '.join(sorted(BENCHMARKS)) or 'none yet'}."
+            f"Unknown benchmark {params.target!r}. Available: {', '.join(sorted(BENCHMARKS))}."
         )
     if params.threads:
         import torch
