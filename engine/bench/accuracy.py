@@ -36,12 +36,11 @@ import rasterio
 from affine import Affine
 
 from engine.errors import EngineError
-from engine.ops.probe_ops import default_encoder
+from engine.ops.probe_ops import default_encoder, shipped_checkpoints
 from engine.progress import Reporter
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-MODELS = ROOT / "resources" / "models"
 FOLDS = 5
 SEED = 0  # folds, probes and forests
 RF_TREES = 200
@@ -188,18 +187,12 @@ def encoders(folder: Path, reporter: Reporter, quick: bool) -> list[Encoder]:
     architecture with random weights (what pretraining adds); without any, a random OmniSat."""
     import torch
 
-    from engine.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+    from engine.models.checkpoint import read_metadata, save_checkpoint
     from engine.models.registry import build_model
 
-    found = []
-    for path in sorted(MODELS.glob("*.safetensors")) if MODELS.is_dir() else []:
-        try:
-            meta = read_metadata(path)
-        except EngineError:
-            continue
-        if "s2" in load_checkpoint(path).model.modalities:
-            steps = (meta.get("provenance") or {}).get("steps")
-            found.append(Encoder(path.stem, path, f"{path.name}, pretrained ({steps} steps, {meta.get('provenance')})"))
+    found = [Encoder(path.stem, path, f"{path.name}, pretrained ({(meta.get('provenance') or {}).get('steps')} steps, "
+                                      f"{meta.get('provenance')})")
+             for path, meta in shipped_checkpoints({"s2"})]
     if not found:
         path, text = default_encoder(folder, reporter, {"s2"})
         return [Encoder("random omnisat-treesatai", path, text)]

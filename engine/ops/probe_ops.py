@@ -92,14 +92,10 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
 MODELS = Path(__file__).resolve().parents[2] / "resources" / "models"
 
 
-def default_encoder(folder: Path, reporter: Reporter, modalities: set[str]) -> tuple[Path, str]:
-    """The best encoder in the tree for ``modalities``: the longest-trained checkpoint under
-    resources/models that has them all (provenance "steps"), else a randomly initialised
-    omnisat-treesatai saved in ``folder`` (said loudly)."""
-    import torch
-
-    from engine.models.checkpoint import read_metadata, save_checkpoint
-    from engine.models.registry import build_model
+def shipped_checkpoints(modalities: set[str]) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, metadata) of the checkpoints under resources/models that have all ``modalities``,
+    longest-trained (provenance "steps") first; read from metadata, no weights loaded."""
+    from engine.models.checkpoint import read_metadata
 
     candidates = []
     for path in sorted(MODELS.glob("*.safetensors")) if MODELS.is_dir() else []:
@@ -110,8 +106,20 @@ def default_encoder(folder: Path, reporter: Reporter, modalities: set[str]) -> t
         names = {m.get("name") if isinstance(m, dict) else m for m in meta.get("config", {}).get("modalities", [])}
         if modalities <= names:
             candidates.append((-int((meta.get("provenance") or {}).get("steps") or 0), path.name, path, meta))
-    if candidates:  # the longest-trained one first
-        _, _, path, meta = min(candidates)
+    return [(path, meta) for _, _, path, meta in sorted(candidates, key=lambda c: c[:2])]
+
+
+def default_encoder(folder: Path, reporter: Reporter, modalities: set[str]) -> tuple[Path, str]:
+    """The best encoder in the tree for ``modalities``: the longest-trained shipped checkpoint
+    that has them all, else a randomly initialised omnisat-treesatai saved in ``folder`` (said loudly)."""
+    import torch
+
+    from engine.models.checkpoint import save_checkpoint
+    from engine.models.registry import build_model
+
+    shipped = shipped_checkpoints(modalities)
+    if shipped:
+        path, meta = shipped[0]
         return path, f"checkpoint {path.name} (provenance: {json.dumps(meta.get('provenance') or {})})"
     torch.manual_seed(0)
     model = build_model("omnisat-treesatai").eval()
