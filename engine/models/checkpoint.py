@@ -22,7 +22,7 @@ from torch import nn
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
 from engine.models.base import EOModel
-from engine.models.heads import HeadConfig, build_head
+from engine.models.heads import HeadConfig, build_head, head_input_width
 from engine.models.registry import build_model
 
 FORMAT = "omnisat-qgis-checkpoint"
@@ -34,6 +34,14 @@ class LoadedCheckpoint:
     model: EOModel
     head: nn.Module | None
     metadata: dict[str, Any]  # decoded JSON: format, format_version, config, head, classes, colors, provenance
+
+
+def _check_head_fits(config: HeadConfig, model: EOModel, where: str) -> None:
+    width = head_input_width(config.kind, model)
+    if config.embed_dim != width:
+        raise EngineError(
+            f"The {config.kind} head {where} reads features {config.embed_dim} wide, but the model gives "
+            f"{width}: the head was made for another model.")
 
 
 def _tensors(model: nn.Module, head: nn.Module | None) -> dict[str, torch.Tensor]:
@@ -49,6 +57,8 @@ def save_checkpoint(path: str | os.PathLike, model: EOModel, *, head: nn.Module 
     """Write model (+ head) weights and metadata atomically to ``path`` (.safetensors)."""
     if head is not None and not isinstance(getattr(head, "config", None), HeadConfig):
         raise EngineError("The head to save has no HeadConfig: build it with engine.models.heads.build_head.")
+    if head is not None:
+        _check_head_fits(head.config, model, "to save")
     if classes is not None and head is not None and len(classes) != head.config.n_classes:
         raise EngineError(f"{len(classes)} class names for a head with {head.config.n_classes} classes.")
     if colors is not None and classes is not None and len(colors) != len(classes):
@@ -107,6 +117,8 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         head = build_head(HeadConfig.from_dict(meta["head"])) if meta.get("head") else None
     except (KeyError, TypeError) as exc:
         raise EngineError(f"Checkpoint '{path}' has an incomplete architecture description ({exc}).") from None
+    if head is not None:
+        _check_head_fits(head.config, model, f"in '{path}'")
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.errors import EngineError
 from engine.models.seg_head import DenseSegmentationHead
 
 torch.set_num_threads(1)
@@ -18,7 +19,7 @@ def test_shapes_and_bilinear_resize():
     assert logits.shape == (2, 5, 60, 60)
     # Bilinear resizing keeps the mean logit of each map (up to border effects).
     assert torch.allclose(logits.mean((2, 3)), head(dense).mean((2, 3)), atol=0.2)
-    with pytest.raises(ValueError, match="dense features"):
+    with pytest.raises(EngineError, match="dense features"):
         head(torch.randn(2, 6, 6, 16))
 
 
