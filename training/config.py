@@ -24,6 +24,7 @@ from engine.errors import EngineError
 DATASET_FORMATS = ("treesatai", "pastis", "flair", "rasters")
 OBJECTIVES = ("omnisat", "anysat", "supervised", "probe")
 TASKS = ("multilabel", "multiclass", "segmentation")
+SEGMENTATION_HEADS = ("auto", "dense", "patch")
 METRICS = ("weighted_f1", "macro_f1", "micro_f1", "overall_accuracy", "miou")
 
 
@@ -73,6 +74,9 @@ class TaskConfig:
     num_classes: int = 0
     ignore_index: int = -100
     metric: str = "weighted_f1"
+    # Segmentation head: "dense" (per sub-patch, AnySat), "patch" (per patch, any model),
+    # "auto" = dense where the model gives dense features, else patch.
+    head: str = "auto"
     # Freeze the encoder (linear probing) and train only the head.
     freeze_encoder: bool = False
     threshold: float = 0.5
@@ -251,6 +255,10 @@ def validate(config: ExperimentConfig) -> None:
     choice(config.objective, OBJECTIVES, "objective")
     choice(config.task.kind, TASKS, "task.kind")
     choice(config.task.metric, METRICS, "task.metric")
+    choice(config.task.head, SEGMENTATION_HEADS, "task.head")
+    if config.task.head != "auto" and config.task.kind != "segmentation":
+        raise EngineError(f"Config key task.head={config.task.head} chooses a segmentation head, but task.kind is "
+                          f"{config.task.kind!r} (a tile head): remove task.head or set task.kind=segmentation.")
     choice(config.optim.name, ("adam", "adamw", "sgd"), "optim.name")
     choice(config.optim.schedule, ("constant", "cosine", "plateau"), "optim.schedule")
     if not config.data.datasets:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from engine.errors import EngineError
 from engine.models.base import EOModel
-from engine.models.heads import HeadConfig, build_head
+from engine.models.heads import HeadConfig, build_head, head_input_width
 from training.config import ExperimentConfig
 from training.datasets.common import Batch
 
@@ -93,20 +93,43 @@ class AnySatPretraining(Objective):
         self.jepa.update_teacher()
 
 
+def gives_dense(encoder: EOModel) -> bool:
+    """Whether the encoder has per-sub-patch (dense) features: AnySat does, OmniSat does not."""
+    from engine.models.anysat import AnySat
+
+    return isinstance(encoder, AnySat)
+
+
+def segmentation_head_kind(choice: str, encoder: EOModel) -> str:
+    """``task.head`` resolved for this encoder: "auto" is dense where the encoder has dense features."""
+    if choice == "auto":
+        return "dense" if gives_dense(encoder) else "patch"
+    if choice == "dense" and not gives_dense(encoder):
+        raise EngineError(
+            f"task.head=dense needs per-sub-patch (dense) features, which {type(encoder).__name__} does not give "
+            "(only AnySat models do): set task.head=patch, or use model.preset anysat-*.")
+    return choice
+
+
 class Supervised(Objective):
     """A head on the encoder's features; BCE (multi-label), CE (multi-class), CE with ignore (segmentation).
 
-    With ``freeze_encoder`` the encoder is fixed (evaluation mode, no gradients): linear probing.
+    Segmentation reads either the dense sub-patch features (AnySat; the dense head's LayerNorm +
+    linear per sub-patch) or the patch features; either way the logits are resized bilinearly
+    to the label raster. With ``freeze_encoder`` the encoder is fixed (evaluation mode, no
+    gradients): linear probing.
     """
 
     def __init__(self, encoder: EOModel, kind: str, num_classes: int, ignore_index: int = -100,
-                 freeze_encoder: bool = False):
+                 freeze_encoder: bool = False, head: str = "auto"):
         super().__init__()
         self.encoder, self.kind, self.ignore_index = encoder, kind, ignore_index
         self.freeze = freeze_encoder
-        head_kind = "patch" if kind == "segmentation" else "classification"
-        self.classifier = build_head(HeadConfig(head_kind, encoder.embed_dim, num_classes,
+        head_kind = segmentation_head_kind(head, encoder) if kind == "segmentation" else "classification"
+        self.classifier = build_head(HeadConfig(head_kind, head_input_width(head_kind, encoder), num_classes,
                                                 multilabel=kind == "multilabel"))
+        # AnySat computes dense features only when asked (they cost memory); OmniSat has none.
+        self.feature_options = {"with_dense": head_kind == "dense"} if gives_dense(encoder) else {}
         if freeze_encoder:
             encoder.requires_grad_(False)
 
@@ -122,12 +145,15 @@ class Supervised(Objective):
     def logits(self, batch: Batch) -> Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             features = self.encoder.forward_features(batch.inputs, batch.dates, batch.date_mask,
-                                                     patch_size_m=batch.patch_size_m)
-        if self.kind != "segmentation":
+                                                     patch_size_m=batch.patch_size_m, **self.feature_options)
+        head_kind = self.classifier.config.kind
+        if head_kind == "classification":
             return self.classifier(features.tile)
+        size = tuple(batch.label.shape[-2:])
+        if head_kind == "dense":
+            return self.classifier(features.dense.float(), output_size=size)
         logits = rearrange(self.classifier(features.patch), "b h w k -> b k h w")
-        return F.interpolate(logits.float(), size=tuple(batch.label.shape[-2:]), mode="bilinear",
-                             align_corners=False)
+        return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
 
     def forward(self, batch: Batch) -> StepOutput:
         if batch.label is None:
@@ -147,4 +173,4 @@ def build_objective(config: ExperimentConfig, encoder: EOModel, num_classes: int
     if config.objective == "anysat":
         return AnySatPretraining(encoder, config)
     freeze = config.task.freeze_encoder or config.objective == "probe"
-    return Supervised(encoder, config.task.kind, num_classes, config.task.ignore_index, freeze)
+    return Supervised(encoder, config.task.kind, num_classes, config.task.ignore_index, freeze, config.task.head)
