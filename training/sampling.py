@@ -41,6 +41,7 @@ class BatchStream:
         self.sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed,
                                           drop_last=world > 1)
         per_rank = len(self.sampler) if not limit_samples else min(len(self.sampler), limit_samples // world)
+        self.per_rank = per_rank
         self.batches_per_epoch = per_rank // self.batch
         if self.batches_per_epoch == 0:
             raise EngineError(
@@ -50,12 +51,14 @@ class BatchStream:
         self.epoch, self.position = 0, 0
         self._iterator: Iterator[Batch] | None = None
 
-    def _batches(self) -> Iterator[Batch]:
+    def _batches(self, partial: bool = False) -> Iterator[Batch]:
+        """The epoch's batches from the current position; ``partial`` keeps a last, smaller batch."""
         self.sampler.set_epoch(self.epoch)
-        order = list(self.sampler)
+        order = list(self.sampler)[:self.per_rank]
+        count = -(-self.per_rank // self.batch) if partial else self.batches_per_epoch
         keys = [
             [(i, item_seed(self.seed, self.epoch, i)) for i in order[b * self.batch:(b + 1) * self.batch]]
-            for b in range(self.position, self.batches_per_epoch)
+            for b in range(self.position, count)
         ]
         if self.num_workers == 0:
             return (collate([self.dataset[k] for k in batch_keys]) for batch_keys in keys)
@@ -73,11 +76,11 @@ class BatchStream:
         return batch
 
     def epoch_batches(self) -> Iterator[Batch]:
-        """One full pass in sampler order (evaluation); does not move the training position."""
+        """One full pass in sampler order, every sample included (evaluation); keeps the training position."""
         saved = (self.epoch, self.position, self._iterator)
         self.epoch, self.position = 0, 0
         try:
-            for batch in self._batches():
+            for batch in self._batches(partial=True):
                 batch.dataset = self.name
                 yield batch
         finally:

@@ -132,3 +132,16 @@ def test_head_key_only_for_segmentation(pastis, tmp_path):
     tree["task"] = {"kind": "segmentation", "head": "pixel"}
     with pytest.raises(EngineError, match="task.head is 'pixel'; choose one of: auto, dense, patch"):
         validate(from_dict(ExperimentConfig, tree))
+
+
+def test_evaluation_sees_every_tile_when_the_split_is_not_a_multiple_of_the_batch(pastis, tmp_path):
+    dataset = {"format": "pastis", "root": str(pastis), "modalities": ["s2"], "batch_size": 3,
+               "patch_sizes_m": [20], "options": {"folds_train": [1, 2, 3, 4], "folds_val": [1, 2, 3, 4]}}
+    tree = experiment(tmp_path / "run", [dataset], objective="probe", preset="anysat-tiny",
+                      overrides=dict(TINY_ANYSAT, modalities=["s2"]), task=SEGMENTATION)
+    config = from_dict(ExperimentConfig, tree)
+    validate(config)
+    trainer = Trainer(config)
+    assert [b.size for b in trainer.data.val["pastis"].epoch_batches()] == [3, 1]
+    stream = trainer.data.sampler.choices["pastis"].stream
+    assert [stream.next().size for _ in range(3)] == [3, 3, 3]  # training draws full batches only
