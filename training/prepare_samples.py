@@ -5,7 +5,13 @@
   aerial GeoTIFF and the HDF5 series, a label file naming its genus, split lists);
 - ``eolearn/``: eo-learn's five Sentinel-2 L1C reference scenes (Slovenia, 10 m) as
   one GeoTIFF per date with the model's 10 bands (reflectance x 10000), plus
-  ``job.json`` in the engine's job format for the ``rasters`` reader.
+  ``job.json`` in the engine's job format for the ``rasters`` reader;
+- ``eolearn-pastis/``: the same five scenes with eo-learn's land-cover raster (LULC) in the
+  PASTIS-HD layout, for segmentation fine-tuning (training/configs/anysat_eolearn_segmentation.yaml):
+  25 tiles of 20 x 20 px (200 m); folds are the five 200 m wide columns from west to east, so
+  the default splits (train folds 1-3, val 4, test 5) are spatially separate. Classes 0-4 =
+  cultivated, forest, grassland, shrubland, artificial; pixels without a label get PASTIS's
+  void value 19.
 Nothing is written into SHARED_DATA.
 """
 
@@ -23,6 +29,10 @@ TREESAT_TILE = "Abies_alba_1_1005_WEFL_NLF"
 EOLEARN_DATES = ("20150711", "20150731", "20150820", "20150830", "20150909")
 # L1C band order B1 B2 B3 B4 B5 B6 B7 B8 B8A B9 B10 B11 B12 -> the model's B2..B8A, B11, B12.
 EOLEARN_BANDS = [1, 2, 3, 4, 5, 6, 7, 8, 11, 12]
+# eo-learn LULC ids 1 cultivated, 2 forest, 3 grassland, 4 shrubland, 8 artificial -> 0..4; 0 (no data) -> void.
+LULC_CLASSES = {1: 0, 2: 1, 3: 2, 4: 3, 8: 4}
+PASTIS_VOID = 19
+SEGMENTATION_TILE_PX = 20
 
 
 def treesat(shared: Path, out: Path) -> Path:
@@ -61,6 +71,33 @@ def eolearn(shared: Path, out: Path) -> Path:
     return root
 
 
+def eolearn_segmentation(shared: Path, out: Path) -> Path:
+    root = out / "eolearn-pastis"
+    for folder in ("DATA_S2", "ANNOTATIONS"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    patch = shared / "eolearn_patch"
+    scenes = np.load(patch / "REFERENCE_SCENES.npy", allow_pickle=False)[..., EOLEARN_BANDS]
+    series = np.round(scenes * 10000).astype(np.int16).transpose(0, 3, 1, 2)  # (T, 10, H, W) as PASTIS
+    lulc = np.load(patch / "TestEOPatch" / "mask_timeless" / "LULC.npy", allow_pickle=False)[..., 0]
+    target = np.full(lulc.shape, PASTIS_VOID, np.uint8)
+    for source, index in LULC_CLASSES.items():
+        target[lulc == source] = index
+    dates = {str(t): int(day) for t, day in enumerate(EOLEARN_DATES)}
+    size = SEGMENTATION_TILE_PX
+    features = []
+    for row in range(lulc.shape[0] // size):
+        for col in range(lulc.shape[1] // size):
+            pid = 100 * row + col
+            rows, cols = slice(row * size, (row + 1) * size), slice(col * size, (col + 1) * size)
+            np.save(root / "DATA_S2" / f"S2_{pid}.npy", np.ascontiguousarray(series[:, :, rows, cols]))
+            # PASTIS targets hold (semantic, instance, ...) channels; the reader uses channel 0.
+            np.save(root / "ANNOTATIONS" / f"TARGET_{pid}.npy", np.repeat(target[None, rows, cols], 3, axis=0))
+            features.append({"type": "Feature", "geometry": None,
+                             "properties": {"ID_PATCH": pid, "Fold": col + 1, "dates-S2": dates}})
+    (root / "metadata.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return root
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -68,6 +105,7 @@ def main(argv: list[str]) -> int:
     shared, out = Path(argv[0]), Path(argv[1])
     print(treesat(shared, out))
     print(eolearn(shared, out))
+    print(eolearn_segmentation(shared, out))
     return 0
 
 
