@@ -1,7 +1,10 @@
 """Probes: small classifiers fitted on frozen embeddings, their validation split and metrics.
 
 A probe standardizes each embedding channel (statistics of the training cells), then
-applies a multinomial logistic regression (one linear layer) or a small MLP. Fitting
+applies a multinomial logistic regression (one linear layer) or a small MLP. Probes on
+dense (per-sub-patch) features first normalise each vector with a LayerNorm: with the
+standardization as the LayerNorm's affine part, the linear probe is then the dense
+segmentation head (engine.models.seg_head: LayerNorm + linear per sub-patch). Fitting
 minimises class-weighted cross-entropy plus an L2 penalty on the weights. Probes are
 saved as safetensors with JSON metadata naming the classes, their colours, the
 embedding level and the hash of the encoder that produced the embeddings: a probe
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
+import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import EngineError
@@ -39,6 +43,7 @@ class ProbeConfig:
     epochs: int = 200  # L-BFGS iterations or Adam epochs
     learning_rate: float = 1e-2  # Adam only
     seed: int = 0
+    layer_norm: bool = False  # LayerNorm each vector first (dense level: the segmentation head)
 
     def __post_init__(self):
         if self.kind not in ("linear", "mlp"):
@@ -52,9 +57,9 @@ class ProbeConfig:
 
 
 class Probe(nn.Module):
-    """Standardization + linear layer or MLP: (N, D) embeddings -> (N, K) logits."""
+    """[LayerNorm +] standardization + linear layer or MLP: (..., D) embeddings -> (..., K) logits."""
 
-    def __init__(self, in_dim: int, n_classes: int, kind: str = "linear", hidden: int = 128):
+    def __init__(self, in_dim: int, n_classes: int, kind: str = "linear", hidden: int = 128, layer_norm: bool = False):
         super().__init__()
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
@@ -63,9 +68,14 @@ class Probe(nn.Module):
         else:
             self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, n_classes))
         self.kind, self.in_dim, self.n_classes, self.hidden = kind, in_dim, n_classes, hidden
+        self.layer_norm = layer_norm
+
+    def normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """The vectors the standardization sees: LayerNorm-ed (no affine) for a dense probe."""
+        return F.layer_norm(x, (self.in_dim,)) if self.layer_norm else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        return self.net((self.normalized(x) - self.mean) / self.std)
 
     def weight_penalty(self) -> torch.Tensor:
         return sum(m.weight.square().sum() for m in self.modules() if isinstance(m, nn.Linear))
@@ -98,9 +108,10 @@ def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, config: ProbeConfig 
         raise EngineError("Some embeddings at labelled cells are NaN or infinite (nodata under the labels?): "
                           "mask them out or move the labels.")
     torch.manual_seed(config.seed)
-    probe = Probe(x.shape[1], n_classes, config.kind, config.hidden)
-    std = x.std(0, unbiased=False)
-    probe.mean.copy_(x.mean(0))
+    probe = Probe(x.shape[1], n_classes, config.kind, config.hidden, config.layer_norm)
+    normalized = probe.normalized(x)
+    std = normalized.std(0, unbiased=False)
+    probe.mean.copy_(normalized.mean(0))
     probe.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))  # constant channels stay as they are
     weights = class_weights(y_t.numpy(), n_classes) if config.class_weighting else None
     loss_fn = nn.CrossEntropyLoss(weight=weights)
@@ -291,8 +302,8 @@ def save_probe(path: str | Path, probe: Probe, metadata: ProbeMetadata) -> Path:
     header = {
         "format": PROBE_FORMAT,
         "format_version": str(PROBE_VERSION),
-        "architecture": json.dumps({"kind": probe.kind, "in_dim": probe.in_dim,
-                                    "n_classes": probe.n_classes, "hidden": probe.hidden}),
+        "architecture": json.dumps({"kind": probe.kind, "in_dim": probe.in_dim, "n_classes": probe.n_classes,
+                                    "hidden": probe.hidden, "layer_norm": probe.layer_norm}),
         "probe": json.dumps(asdict(metadata)),
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in probe.state_dict().items()}
@@ -318,7 +329,7 @@ def load_probe(path: str | Path) -> tuple[Probe, ProbeMetadata]:
     try:
         arch = json.loads(header["architecture"])
         metadata = ProbeMetadata(**json.loads(header["probe"]))
-        probe = Probe(arch["in_dim"], arch["n_classes"], arch["kind"], arch["hidden"])
+        probe = Probe(arch["in_dim"], arch["n_classes"], arch["kind"], arch["hidden"], arch.get("layer_norm", False))
         probe.load_state_dict(tensors)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise EngineError(f"The probe file '{file}' is damaged ({type(exc).__name__}: {exc}): fit the probe again.") from None

@@ -41,7 +41,13 @@ parameters one to one onto these keys::
         "embeddings_dtype": "float32",           float32 or float16
         "embeddings_level": "patch"              patch (fused, default), local (per-patch encoder
                                                  tokens before fusion: they follow each patch's
-                                                 own pixels) or both ([patch, local] concatenated)
+                                                 own pixels), both ([patch, local] concatenated),
+                                                 dense (AnySat: [patch, sub-patch token] per
+                                                 sub-patch of the finest modality, written on the
+                                                 sub-patch grid) or tile (one vector per window,
+                                                 written on a grid of window-sized cells; windows
+                                                 laid edge to edge, no overlap); also the level a
+                                                 probe applied with this job reads
       },
       "extent": {"bounds": [xmin, ymin, xmax, ymax], "crs": "EPSG:4326"},
                                                  optional: area to map, in any CRS (default: the
@@ -85,7 +91,7 @@ JOB_VERSION = 1
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 EMBEDDING_DTYPES = ("float32", "float16")
-EMBEDDING_LEVELS = ("patch", "local", "both")
+EMBEDDING_LEVELS = ("patch", "local", "both", "dense", "tile")
 EMBEDDING_LEVEL_TAG = "EMBEDDING_LEVEL"  # raster tag of embeddings written by the engine: their level
 CLASS_OUTPUTS = ("classes", "confidence", "probabilities")
 

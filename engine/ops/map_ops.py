@@ -45,9 +45,13 @@ def classify(params: MapParams, reporter: Reporter) -> dict[str, Any]:
 
 
 @operation("embed", MapParams, outputs=("embeddings",),
-           summary="Per-patch embeddings over an area, as a multi-band raster (one pixel per patch).")
+           summary="Embeddings over an area, as a multi-band raster (one pixel per patch, sub-patch or window).")
 def embed(params: MapParams, reporter: Reporter) -> dict[str, Any]:
-    """Tiled embedding of the job's modalities: one band per embedding dimension."""
+    """Tiled embedding of the job's modalities: one band per embedding dimension, at the job's
+    outputs.embeddings_level: patch / local / both: one pixel per patch; dense (AnySat):
+    [patch, sub-patch token] per sub-patch of the finest modality, one pixel per sub-patch;
+    tile: one vector per window, windows laid edge to edge (no overlap), one pixel per
+    window (the last row/column: the window moved back to end on the area's edge)."""
     from engine.inference import run_map
 
     job = load_job(params.job)

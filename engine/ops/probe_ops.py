@@ -2,8 +2,13 @@
 
 Embeddings come either from a job (engine.io.job: model + modalities; the engine
 computes them with tiled inference) or from an embeddings raster written by
-``embed`` (one pixel per patch, one band per dimension). A probe remembers the hash
-of the encoder whose embeddings it was fitted on and refuses any other.
+``embed`` (one band per dimension). A probe remembers the hash of the encoder whose
+embeddings it was fitted on and refuses any other.
+
+Levels (engine.inference): labels are rasterized on the embeddings' own grid, so a
+probe is fitted per patch (patch, local, both), per sub-patch (dense: the probe is the
+segmentation head, LayerNorm + linear per sub-patch) or per window cell (tile); it
+remembers its level and refuses embeddings of another.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ BLOCK = 256  # cells per side of the windows read from embedding rasters
 EMBEDDINGS_HELP = ("embeddings: a job JSON file (model + modalities; its outputs are ignored except "
                    "\"embeddings\", where the embeddings are kept) or an embeddings raster written by 'embed'")
 MODEL_HELP = "checkpoint the embeddings raster was computed with (only for a raster written by 'embed')"
+LEVEL_HELP = ("embedding level: patch, local, both, dense (AnySat, per sub-patch: class map at the sub-patch "
+              "resolution) or tile (one cell per window, windows edge to edge); auto: the job's "
+              "outputs.embeddings_level, or the raster's own level (another level given with a raster is refused)")
+AUTO = "auto"
 
 
 @dataclass
@@ -48,14 +57,29 @@ def _is_job(value: str | dict) -> bool:
     return isinstance(value, dict) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")
 
 
+def check_level(level: str) -> str:
+    from engine.io.job import EMBEDDING_LEVELS
+
+    if level != AUTO and level not in EMBEDDING_LEVELS:
+        raise EngineError(f"Unknown embeddings_level {level!r}: use {AUTO} or one of {', '.join(EMBEDDING_LEVELS)}.")
+    return level
+
+
 @contextlib.contextmanager
-def embedding_source(value: str | dict, model: str | None, reporter: Reporter, setting: str = "embeddings") -> Iterator[EmbeddingSource]:
-    """Yield the embeddings raster for ``value`` (computing it when ``value`` is a job)."""
+def embedding_source(value: str | dict, model: str | None, reporter: Reporter, setting: str = "embeddings",
+                     level: str = AUTO) -> Iterator[EmbeddingSource]:
+    """Yield the embeddings raster for ``value`` (computing it when ``value`` is a job, at ``level``
+    unless auto: the job's own)."""
     from engine.models.checkpoint import checkpoint_hash
 
+    check_level(level)
     if not _is_job(value):
         with open_raster(value, setting) as ds:
             tags = ds.tags()
+        own = tags.get(LEVEL_TAG, "patch")
+        if level != AUTO and level != own:
+            raise EngineError(f"The {setting} raster '{value}' holds {own}-level embeddings, not {level}: "
+                              f'compute them again at that level, or leave embeddings_level at "{AUTO}".')
         if tags.get(HASH_TAG):
             digest, checkpoint = tags[HASH_TAG], tags.get(CHECKPOINT_TAG, "")
         elif model:
@@ -72,7 +96,7 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
     from engine.io.job import Outputs, load_job
     from engine.models.checkpoint import load_checkpoint
 
-    job = load_job(value)
+    job = with_level(load_job(value), level)
     loaded = load_checkpoint(job.model)
     digest = checkpoint_hash(job.model)
     with tempfile.TemporaryDirectory(prefix="omnisat-embeddings-") as folder:
@@ -87,6 +111,13 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
             "name": Path(job.model).stem, "checkpoint": str(job.model), "patch_size_m": result["patch_size_m"],
             "modalities": list(job.modalities), "provenance": loaded.metadata.get("provenance") or {},
         })
+
+
+def with_level(job, level: str):
+    """The job at ``level`` (auto: its own outputs.embeddings_level)."""
+    if check_level(level) == AUTO:
+        return job
+    return dataclasses.replace(job, outputs=dataclasses.replace(job.outputs, embeddings_level=level))
 
 
 MODELS = Path(__file__).resolve().parents[2] / "resources" / "models"
@@ -241,13 +272,15 @@ class FitProbeParams:
     block_size: float = field(default=0.0, metadata={"help": "side in metres of the blocks grouping points for validation (0: a tenth of the area)"})
     colors: list[str] | None = field(default=None, metadata={"help": "one #rrggbb colour per class, in class order"})
     seed: int = field(default=0, metadata={"help": "random seed of the split and the fit"})
+    embeddings_level: str = field(default=AUTO, metadata={"help": LEVEL_HELP})
 
 
-def probe_config(params) -> "ProbeConfig":
+def probe_config(params, layer_norm: bool = False) -> "ProbeConfig":
     from engine.probe import ProbeConfig
 
     return ProbeConfig(kind=params.kind, optimizer=params.optimizer, l2=params.l2, epochs=params.epochs,
-                       class_weighting=params.class_weighting, hidden=params.hidden, seed=params.seed)
+                       class_weighting=params.class_weighting, hidden=params.hidden, seed=params.seed,
+                       layer_norm=layer_norm)
 
 
 def block_cells(block_size_m: float, cell_m: float, shape: tuple[int, int]) -> int:
@@ -294,14 +327,15 @@ def labelled_embeddings(ds, labels_path: str, class_field: str, layer: str | Non
 
 
 def fit_and_report(data: LabelledEmbeddings, params, source: EmbeddingSource, level: str, reporter: Reporter,
-                   title: str):
+                   title: str, change: bool = False):
     """Fit with validation, save the probe, write the report; returns (probe, metadata, summary)."""
     from engine.probe import ProbeMetadata, default_colors, fit_validated, save_probe
     from engine.report import write_fit_report
 
     samples = data.samples
     names = list(samples.class_names)
-    config = probe_config(params)
+    # On dense features the probe is the segmentation head: LayerNorm + linear per sub-patch.
+    config = probe_config(params, layer_norm=level == "dense" and not change)
     colors = list(params.colors) if params.colors else default_colors(len(names))
     if len(colors) != len(names):
         raise EngineError(f"{len(colors)} colours for {len(names)} classes ({', '.join(names)}): give one per class.")
@@ -363,13 +397,16 @@ def fit_and_report(data: LabelledEmbeddings, params, source: EmbeddingSource, le
 @operation("fit-probe", FitProbeParams, outputs=("output", "report", "classes", "confidence"),
            summary="Fit a probe on embeddings under labelled points/polygons; report held-out accuracy.")
 def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str, Any]:
-    """Labels (points or polygons, any CRS) are rasterized on the patch grid; a probe is fitted on
-    the embeddings under them. Accuracy is measured on whole polygons / point blocks held out
-    from the fit. Optionally maps the area with the probe ("classes", "confidence")."""
+    """Labels (points or polygons, any CRS) are rasterized on the embeddings' grid (patches,
+    sub-patches at the dense level, window cells at the tile level); a probe is fitted on the
+    embeddings under them (at the dense level: LayerNorm + linear, the segmentation head).
+    Accuracy is measured on whole polygons / point blocks held out from the fit. Optionally
+    maps the area with the probe ("classes", "confidence")."""
     for key in ("output", "report", "classes", "confidence"):
         if getattr(params, key):
             check_output_path(getattr(params, key), key)
-    with embedding_source(params.embeddings, params.model, reporter) as source, open_raster(source.path, "embeddings") as ds:
+    with embedding_source(params.embeddings, params.model, reporter, level=params.embeddings_level) as source, \
+            open_raster(source.path, "embeddings") as ds:
         data = labelled_embeddings(ds, params.labels, params.class_field, params.layer, params.ignore_values,
                                    params.min_coverage, params.block_size, reporter)
         level = ds.tags().get(LEVEL_TAG, "patch")  # rasters from before levels existed hold fused patch features
@@ -393,6 +430,7 @@ class ApplyProbeParams:
     classes: str | None = field(default=None, metadata={"help": "class map to write (only with an embeddings raster; a job names its outputs)"})
     confidence: str | None = field(default=None, metadata={"help": "confidence raster (only with an embeddings raster)"})
     model: str | None = field(default=None, metadata={"help": MODEL_HELP})
+    embeddings_level: str = field(default=AUTO, metadata={"help": LEVEL_HELP})
 
 
 @operation("apply-probe", ApplyProbeParams, outputs=("classes", "confidence", "probabilities"),
@@ -400,7 +438,9 @@ class ApplyProbeParams:
 def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[str, Any]:
     """With a job: tiled inference of the job's model with the probe as its head (outputs named by
     the job). With an embeddings raster: the probe on every pixel. Refuses embeddings of an
-    encoder other than the one the probe was fitted on."""
+    encoder or level other than the probe's. The class map lies on the level's grid: patches,
+    sub-patches for a dense probe (no resampling to the input pixels: for 10 m series a
+    sub-patch is a pixel), window cells for a tile probe."""
     from engine.probe import ProbeHead, check_encoder, load_probe
 
     probe, meta = load_probe(params.probe)
@@ -409,7 +449,7 @@ def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[
         from engine.io.job import load_job
         from engine.models.checkpoint import checkpoint_hash, load_checkpoint
 
-        job = load_job(params.embeddings)
+        job = with_level(load_job(params.embeddings), params.embeddings_level)
         if params.classes or params.confidence:
             raise EngineError("With a job, name the outputs in the job's \"outputs\" (classes, confidence, probabilities).")
         if not any(getattr(job.outputs, k) for k in ("classes", "confidence", "probabilities")):
@@ -426,7 +466,8 @@ def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[
     for key in ("classes", "confidence"):
         if getattr(params, key):
             check_output_path(getattr(params, key), key)
-    with embedding_source(params.embeddings, params.model, reporter) as source, open_raster(source.path, "embeddings") as ds:
+    with embedding_source(params.embeddings, params.model, reporter, level=params.embeddings_level) as source, \
+            open_raster(source.path, "embeddings") as ds:
         check_encoder(probe, meta, source.encoder_hash, ds.tags().get(LEVEL_TAG, "patch"), ds.count, params.probe)
         map_embeddings(ds, probe, meta.class_names, meta.colors, params.classes, params.confidence, reporter)
         shape = {"width": ds.width, "height": ds.height, "crs": ds.crs.to_string() if ds.crs else None}
@@ -456,6 +497,7 @@ class ChangeParams:
     block_size: float = field(default=0.0, metadata={"help": "side in metres of the blocks grouping points (0: a tenth of the area)"})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty of the change probe"})
     seed: int = field(default=0, metadata={"help": "random seed of the split and the fit"})
+    embeddings_level: str = field(default=AUTO, metadata={"help": "level of both periods' embeddings; " + LEVEL_HELP})
 
 
 CHANGE_COLORS = {0: (220, 220, 220, 255), 1: (228, 26, 28, 255), 255: (0, 0, 0, 0)}
@@ -464,7 +506,8 @@ CHANGE_COLORS = {0: (220, 220, 220, 255), 1: (228, 26, 28, 255), 255: (0, 0, 0, 
 @operation("change", ChangeParams, outputs=("magnitude", "change", "probe_output", "report"),
            summary="Change between two periods: embedding distance per patch, Otsu threshold, optional change probe.")
 def change_operation(params: ChangeParams, reporter: Reporter) -> dict[str, Any]:
-    """Magnitude = distance between the two periods' per-patch embeddings; the binary layer
+    """Magnitude = distance between the two periods' embeddings per cell of their level (patch,
+    sub-patch at the dense level, window at the tile level; both periods the same); the binary layer
     thresholds it (Otsu unless a threshold is given). With change labels, a probe fitted on
     |after - before| and the mean embedding gives the binary layer instead."""
     from engine.change import change_features, change_layer, change_magnitude
@@ -476,8 +519,8 @@ def change_operation(params: ChangeParams, reporter: Reporter) -> dict[str, Any]
     if params.labels and not params.probe_output:
         raise EngineError("With change labels, give 'probe_output': where to save the change probe.")
     with contextlib.ExitStack() as stack:
-        a = stack.enter_context(embedding_source(params.before, params.model, reporter, "before"))
-        b = stack.enter_context(embedding_source(params.after, params.model, reporter, "after"))
+        a = stack.enter_context(embedding_source(params.before, params.model, reporter, "before", params.embeddings_level))
+        b = stack.enter_context(embedding_source(params.after, params.model, reporter, "after", params.embeddings_level))
         if a.encoder_hash != b.encoder_hash:
             raise EngineError("The two periods were embedded by different models: embeddings are only comparable "
                               "from one encoder. Use the same checkpoint for both.")
@@ -493,7 +536,7 @@ def change_operation(params: ChangeParams, reporter: Reporter) -> dict[str, Any]
                 "or another CRS/origin/width): give both jobs the same \"extent\", \"crs\" and patch size."
             )
         grid = _grid(before)
-        # The patch grid is coarse (one value per patch): the magnitude fits in memory for Otsu's histogram.
+        # One value per cell (patch, sub-patch or window): the magnitude fits in memory for Otsu's histogram.
         magnitude = np.full(before.shape, np.nan, np.float32)
         windows = list(_blocks(before.height, before.width))
         steps = reporter.steps(len(windows), "Comparing periods", 0, 60)
@@ -519,7 +562,8 @@ def change_operation(params: ChangeParams, reporter: Reporter) -> dict[str, Any]
                 block_size=params.block_size, l2=params.l2, seed=params.seed,
             )
             source = EmbeddingSource(a.path, a.encoder_hash, dict(a.encoder, change_features="|after-before|, mean"))
-            probe, meta, fit_summary = fit_and_report(data, probe_params, source, "patch", reporter, "Change probe report")
+            probe, meta, fit_summary = fit_and_report(data, probe_params, source, levels[0], reporter, "Change probe report",
+                                                      change=True)
             names = meta.class_names
             summary.update(probe_output=params.probe_output, report=params.report, change_classes=names,
                            probe_overall_accuracy=fit_summary["overall_accuracy"], probe_macro_f1=fit_summary["macro_f1"])
