@@ -14,6 +14,8 @@ from omnisat_qgis.algorithms.base import EngineAlgorithm
 from omnisat_qgis.algorithms.params import Param, ResultRow
 
 MODALITY_SLOTS = 3
+# The engine's levels (engine.io.job.EMBEDDING_LEVELS), as static strings: QGIS never imports the engine.
+EMBEDDING_LEVELS = ("patch", "local", "both", "dense", "tile")
 JOB_HELP = (
     "Runs the OmniSat engine over an area: pick the model checkpoint, then up to three modalities, "
     "each with the model's modality name (e.g. aerial, s2, s1), its layers (one image, or one layer "
@@ -128,8 +130,9 @@ class Embed(JobAlgorithm):
         Param("EMBEDDINGS_DTYPE", "job.outputs.embeddings_dtype", "enum", "Embedding type", default="float32",
               options=("float32", "float16")),
         Param("EMBEDDINGS_LEVEL", "job.outputs.embeddings_level", "enum",
-              "Embedding level (patch: fused; local: each patch's own encoder features; both)", default="patch",
-              options=("patch", "local", "both")),
+              "Embedding level (patch: fused; local: each patch's own encoder features; both; dense: AnySat, "
+              "per sub-patch; tile: one pixel per window, windows edge to edge)", default="patch",
+              options=EMBEDDING_LEVELS),
         Param("EMBEDDINGS", "job.outputs.embeddings", "raster_out", "Embeddings (one band per dimension)"),
     )
 

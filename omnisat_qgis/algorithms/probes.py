@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from omnisat_qgis.algorithms.base import EngineAlgorithm
-from omnisat_qgis.algorithms.mapping import job_folder, read_job_file
+from omnisat_qgis.algorithms.mapping import EMBEDDING_LEVELS, job_folder, read_job_file
 from omnisat_qgis.algorithms.params import Param, ResultRow
 
 EMBEDDING_ROWS = (
@@ -12,6 +12,9 @@ EMBEDDING_ROWS = (
           file_filter="Job (*.json)"),
     Param("MODEL", "model", "file", "Checkpoint the embeddings raster was computed with", optional=True,
           file_filter="Checkpoint (*.safetensors)"),
+    Param("EMBEDDINGS_LEVEL", "embeddings_level", "enum",
+          "Embedding level (auto: the job's, or the raster's own; dense: per sub-patch; tile: per window)",
+          default="auto", options=("auto",) + EMBEDDING_LEVELS),
 )
 
 
@@ -72,7 +75,8 @@ class ApplyProbe(EngineAlgorithm):
         # A job computes the embeddings tile by tile and writes the map itself: the
         # files chosen here become the job's outputs.
         job = read_job_file(engine["embeddings"])
-        job["outputs"] = {key: engine.pop(key) for key in ("classes", "confidence") if engine.get(key)}
+        level = {k: v for k, v in job.get("outputs", {}).items() if k == "embeddings_level"}
+        job["outputs"] = level | {key: engine.pop(key) for key in ("classes", "confidence") if engine.get(key)}
         return engine | {"embeddings": job}
 
     def working_folder(self, parameters, context):
@@ -95,6 +99,9 @@ class Change(EngineAlgorithm):
         Param("AFTER_JOB", "after", "file", "…or second period: job file", optional=True, file_filter="Job (*.json)"),
         Param("MODEL", "model", "file", "Checkpoint the embeddings rasters were computed with", optional=True,
               file_filter="Checkpoint (*.safetensors)"),
+        Param("EMBEDDINGS_LEVEL", "embeddings_level", "enum",
+              "Embedding level of both periods (auto: the jobs', or the rasters' own)", default="auto",
+              options=("auto",) + EMBEDDING_LEVELS),
         Param("METRIC", "metric", "enum", "Distance", default="cosine", options=("cosine", "euclidean")),
         Param("THRESHOLD", "threshold", "float", "Threshold (default: Otsu's)", optional=True),
         Param("LABELS", "labels", "vector", "Change / no-change samples (optional)", optional=True),
