@@ -5,11 +5,14 @@ Models: anysat-base and anysat-tiny with random weights. Inputs (random values, 
            ascending 60 dates at 6 x 6 px, 10 m patches; ``tile`` and ``dense`` outputs;
   s2_32  - a 32 x 32 px Sentinel-2 series (60 dates) at 10 m patches: 1024 patches.
 Paths, same weights:
-  naive - explicit matmul-softmax attention and no chunking (whole tensors at once);
-  fp32  - SDPA attention, L-TAE / spatial encoder / cross block in bounded chunks;
+  naive - PyTorch's default linear kernel, explicit matmul-softmax attention and no
+          chunking (whole tensors at once);
+  fp32  - oneDNN linear layers with the MLP's GELU fused (engine/models/kernels.py), SDPA
+          attention, L-TAE / spatial encoder / cross block in bounded chunks;
   bf16  - fp32 path under bf16 autocast.
 Latency is the best of a few repetitions (the machine is shared); GFLOP/s use the FLOPs
-counted by FlopCounterMode on the fp32 path, against the torch.mm peak of the same run.
+counted by FlopCounterMode on the fp32 path, against the best matmul peak of the same run
+(torch.mm or oneDNN, both printed).
 Memory: peak RSS of a fresh subprocess running base on a 64 x 64 px S2 series (4096
 patches), for the fp32 and the naive path (RSS includes the 0.5 GB of base weights).
 """
@@ -26,10 +29,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.bench.omnisat import _timed, matmul_peak
+from engine.bench.omnisat import _timed, matmul_peaks
 from engine.models.anysat import (CROSS_QUERY_CHUNK, LTAE_ROW_CHUNK, SPATIAL_TOKEN_CHUNK, AnySat,
                                   SeriesProjector, anysat_config)
 from engine.models.attention import explicit_attention
+from engine.models.kernels import default_kernels
 from engine.models.ltae import RowGroupNorm
 from engine.precision import autocast_context, cpu_flags
 from engine.progress import Reporter
@@ -85,7 +89,7 @@ CASES: dict[str, tuple[Callable[[], tuple], bool]] = {
 def _forward(model: AnySat, path: str, inputs, dates, dense: bool):
     with torch.no_grad():
         if path == "naive":
-            with explicit_attention():
+            with explicit_attention(), default_kernels():
                 return model.forward_features(inputs, dates, patch_size_m=10, with_dense=dense)
         dtype = torch.bfloat16 if path == "bf16" else torch.float32
         with autocast_context(torch.device("cpu"), dtype):
@@ -103,7 +107,7 @@ def measure_model(size: str, reps: int, reporter: Reporter) -> dict[str, Any]:
         inputs, dates = make()
         set_chunks(model, unlimited=False)
         counter = FlopCounterMode(display=False)
-        with counter:
+        with counter, default_kernels():  # the counter sees aten matmuls, not oneDNN's op
             _forward(model, "fp32", inputs, dates, dense)
         flops = counter.get_total_flops()
         figures: dict[str, Any] = {"gflop": flops / 1e9}
@@ -152,12 +156,15 @@ def _memory_child(path: str, px: int) -> None:
 
 def run(params, reporter: Reporter) -> dict[str, Any]:
     reps = 1 if params.quick else 3
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    kernels = {"fp32": matmul_peaks(torch.float32), "bf16": matmul_peaks(torch.bfloat16)}
     models = {size: measure_model(size, reps, reporter) for size in (("tiny",) if params.quick else ("base", "tiny"))}
-    # the peak again after the model runs, keeping the higher: the machine's load varies
-    peaks = {"fp32": max(peaks["fp32"], matmul_peak(torch.float32)),
-             "bf16": max(peaks["bf16"], matmul_peak(torch.bfloat16))}
-    reporter.log(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    # the peaks again after the model runs, keeping the higher: the machine's load varies
+    for dtype, again in (("fp32", matmul_peaks(torch.float32)), ("bf16", matmul_peaks(torch.bfloat16))):
+        kernels[dtype] = {name: max(value, again[name]) for name, value in kernels[dtype].items()}
+    peaks = {dtype: max(figures.values()) for dtype, figures in kernels.items()}
+    for dtype, figures in kernels.items():
+        reporter.log(f"matmul peak {dtype}: " + ", ".join(f"{name} {value:.0f}" for name, value in figures.items())
+                     + " GFLOP/s")
     for size, cases in models.items():
         for case, c in cases.items():
             for path in PATHS:
@@ -194,6 +201,8 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cpu_bf16_flags": sorted({"amx_bf16", "avx512_bf16"} & cpu_flags()),
         "peak_gflops": peaks,
+        "matmul_kernels_gflops": kernels,
+        "peak_bf16_vs_fp32": peaks["bf16"] / peaks["fp32"],
         "models": models,
         "memory_base_4096_patches": memory,
         "targets": targets,

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from engine.errors import EngineError
 from engine.models.attention import Block, CrossBlock
 from engine.models.base import EOModel, Features
+from engine.models.kernels import Linear
 from engine.models.ltae import LTAE, LTAEConfig
 from engine.models.modalities import ModalitySpec, sensor
 from engine.models.position import euclidean_buckets, n_distance_buckets, sincos_2d_encoding
@@ -143,8 +144,8 @@ class ImageProjector(nn.Module):
     def __init__(self, in_channels: int, dim: int, sub_px: int):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, dim, kernel_size=sub_px, stride=sub_px, bias=False)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.LayerNorm(2 * dim), nn.ReLU(),
-                                 nn.Linear(2 * dim, dim), nn.LayerNorm(dim), nn.ReLU())
+        self.mlp = nn.Sequential(Linear(dim, 2 * dim), nn.LayerNorm(2 * dim), nn.ReLU(),
+                                 Linear(2 * dim, dim), nn.LayerNorm(dim), nn.ReLU())
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, h, w, D) sub-patch grid."""

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from engine.models.kernels import Linear
 from engine.models.position import sinusoid_encoding
 
 
@@ -69,7 +70,7 @@ class RowGroupNorm(nn.GroupNorm):
 def _mlp(widths: list[int], dropout: float, norm: str = "batch") -> nn.Sequential:
     layers: list[nn.Module] = []
     for w_in, w_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(w_in, w_out), nn.BatchNorm1d(w_out) if norm == "batch" else RowGroupNorm(4, w_out), nn.ReLU()]
+        layers += [Linear(w_in, w_out), nn.BatchNorm1d(w_out) if norm == "batch" else RowGroupNorm(4, w_out), nn.ReLU()]
         if dropout:
             layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
@@ -98,7 +99,7 @@ class LTAE(nn.Module):
         self.in_mlp = _mlp([config.in_channels, *config.in_mlp], config.dropout, config.mlp_norm) if config.in_mlp else None
         self.in_norm = nn.GroupNorm(config.heads, d) if config.input_norm else None
         self.query = nn.Parameter(torch.randn(config.heads, config.key_dim) * math.sqrt(2.0 / config.key_dim))
-        self.key = nn.Linear(d, config.heads * config.key_dim)
+        self.key = Linear(d, config.heads * config.key_dim)
         nn.init.normal_(self.key.weight, std=math.sqrt(2.0 / config.key_dim))
         self.out_mlp = _mlp([d, *config.out_mlp], 0.0, config.mlp_norm)
         self.dropout = nn.Dropout(config.dropout)

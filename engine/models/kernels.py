@@ -1,0 +1,77 @@
+"""Linear layers through oneDNN at inference on CPU.
+
+PyTorch sends an fp32 ``nn.Linear`` on CPU to MKL's sgemm, which takes a generic code
+path on AMD processors: on this project's AMD EPYC (AVX-512) it reaches 110-190 GFLOP/s
+on the model's shapes where oneDNN, also inside every PyTorch CPU build, reaches
+270-400 (same shapes, 2 threads; ``python -m engine bench anysat`` prints both peaks).
+oneDNN also applies the MLP's GELU inside the matmul instead of in a second pass.
+
+The oneDNN kernel has no backward: with gradients needed, and off the CPU, layers fall
+back to ``torch.nn.functional.linear``. ``default_kernels()`` forces that fallback
+everywhere (the benchmarks' naive baseline, cross-checks in the tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_ACTIVATIONS = {"none": (None, ""), "gelu": (F.gelu, "none")}  # name -> (fallback, oneDNN algorithm)
+_DTYPES = (torch.float32, torch.bfloat16)
+_use_onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@contextlib.contextmanager
+def default_kernels() -> Iterator[None]:
+    """Within this block every linear layer runs PyTorch's default kernel."""
+    global _use_onednn
+    previous, _use_onednn = _use_onednn, False
+    try:
+        yield
+    finally:
+        _use_onednn = previous
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype autocast would give the matmul: the oneDNN op is not autocast-aware."""
+    if torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return x.dtype
+
+
+def linear(layer: nn.Linear, x: Tensor, activation: str = "none") -> Tensor:
+    """``activation(layer(x))`` with activation 'none' or 'gelu' (exact, erf form)."""
+    fallback, algorithm = _ACTIVATIONS[activation]
+    dtype = _compute_dtype(x) if x.device.type == "cpu" else None
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad)
+    if not _use_onednn or dtype not in _DTYPES or needs_grad:
+        y = F.linear(x, layer.weight, layer.bias)
+        return y if fallback is None else fallback(y)
+    weight, bias = _weights(layer, dtype)
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "gelu" if fallback else "none", [],
+                                              algorithm)
+
+
+def _weights(layer: nn.Linear, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    """The layer's weights in ``dtype``, cast once and kept until the weights change."""
+    if layer.weight.dtype == dtype:
+        return layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
+    key = (dtype, layer.weight._version, layer.weight.data_ptr(),
+           None if layer.bias is None else layer.bias._version)
+    cached = getattr(layer, "_onednn_cast", None)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cast = (layer.weight.to(dtype), None if layer.bias is None else layer.bias.to(dtype))
+        layer._onednn_cast = cached = (key, cast)
+    return cached[1]
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and state dict) running oneDNN at inference on CPU."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(self, x)
