@@ -35,7 +35,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -125,7 +125,7 @@ def default_tile(model) -> int:
     return max(1, round(size / patch)) if size and patch else DEFAULT_TILE_PATCHES
 
 
-def resolve_inputs(job: Job, model) -> dict[str, Modality]:
+def resolve_inputs(job: Job, model, reporter: Reporter) -> dict[str, Modality]:
     modalities = {}
     for name, entry in job.modalities.items():
         if name not in model.modalities:
@@ -134,6 +134,11 @@ def resolve_inputs(job: Job, model) -> dict[str, Modality]:
                 f"{', '.join(model.modalities)}: rename the entry or choose another model."
             )
         modality = resolve_modality(name, model.modalities[name], entry.files, entry.dates, entry.bands)
+        if modality.missing_bands:
+            fill, how = model.band_fill(name)
+            modality = replace(modality, fill_value=fill)
+            reporter.log(f"{name}: {len(modality.missing_bands)} of {modality.spec.n_bands} bands missing "
+                         f"({', '.join(modality.missing_bands)}), filled with {how}.")
         if entry.mask is not None:
             modality = attach_masks(modality, entry.mask.files, entry.mask.type, entry.mask.threshold)
         modalities[name] = modality
@@ -277,6 +282,16 @@ class BatchReader(contextlib.AbstractContextManager):
         self.doy = {n: np.array([day_of_year(d) for d in m.dates], np.float32)
                     for n, m in plan.modalities.items() if m.spec.has_dates}
 
+    def _normalize(self, name: str, data: np.ndarray) -> np.ndarray:
+        """(..., C_read, h, w) -> (..., C, h, w): missing bands get the model's fill value."""
+        m, (mean, std) = self.plan.modalities[name], self.stats[name]
+        if m.band_index is None:
+            return normalize(data, mean, std)
+        index = list(m.band_index)
+        full = np.full((*data.shape[:-3], m.spec.n_bands, *data.shape[-2:]), m.fill_value, np.float32)
+        full[..., index, :, :] = normalize(data, mean[index], std[index])
+        return full
+
     def _read_rows(self, windows: list[Window]) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
         """Per modality, (data, valid) of each window; one read per row of windows (fewer GDAL calls)."""
         rows: dict[int, list[int]] = {}
@@ -314,7 +329,7 @@ class BatchReader(contextlib.AbstractContextManager):
                     keep[int(np.argmax(share))] = True  # the model needs one date; the least bad
                 if seen.any():  # a modality without any valid pixel here is left out of the model call
                     present.append(name)
-                arrays[name] = normalize(data, *self.stats[name])
+                arrays[name] = self._normalize(name, data)
                 masks[name] = keep
             per_window.append((window, arrays, masks, valid, tuple(present)))
         used = [w for w in per_window if w[3].any()]
@@ -580,7 +595,7 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
     head_kind = getattr(getattr(head, "config", None), "kind", "patch") if wants_classes else None
     if head_kind == "dense":
         head_level = "dense"
-    modalities = resolve_inputs(job, model)
+    modalities = resolve_inputs(job, model, reporter)
     check_outputs_apart(job, modalities)
     levels = ((head_level,) if wants_classes else ()) + ((job.outputs.embeddings_level,) if "embeddings" in files else ())
     the_plan = plan(job, model, modalities, levels)

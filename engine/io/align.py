@@ -125,7 +125,7 @@ class ModalityReader(contextlib.AbstractContextManager):
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         m = self.modality
-        c = m.spec.n_bands
+        c = len(m.layers[0].bands)  # the spec's bands, less any missing (filled after normalization)
         data = np.empty((len(m.layers), c, int(window.height), int(window.width)), np.float32)
         # One read per file (a dates x channels stack is one call, not one per date).
         for path, indices in self._by_path.items():

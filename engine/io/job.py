@@ -21,7 +21,9 @@ parameters one to one onto these keys::
                                                  band descriptions; order = the files' order
           "bands": [2, 3, 4, 5, 6, 7, 8, 9, 12, 13],
                                                  optional: band numbers (1-based) of each file, one
-                                                 per model band, in the model's order
+                                                 per model band, in the model's order; null for a
+                                                 band the files lack (AnySat fills it with its
+                                                 learned padding value and logs it)
           "mask": {                              optional: per-date cloud / validity masks
             "files": [...] | "folder" | "file",  one single-band layer per date (matched by date
                                                  when the mask names carry dates, else by position)
@@ -107,7 +109,7 @@ class MaskEntry:
 class ModalityEntry:
     files: str | list[str]
     dates: list[str] | None = None
-    bands: list[int] | None = None
+    bands: list[int | None] | None = None  # None inside: a band the files lack
     mask: MaskEntry | None = None
 
 
@@ -195,8 +197,9 @@ def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
     if dates is not None and (not isinstance(dates, list) or not all(isinstance(d, str) for d in dates)):
         raise EngineError(f'{where}: "dates" must be a list of dates written as "YYYY-MM-DD".')
     bands = obj.get("bands")
-    if bands is not None and (not isinstance(bands, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bands)):
-        raise EngineError(f'{where}: "bands" must be a list of band numbers (1-based).')
+    if bands is not None and (not isinstance(bands, list) or not all(
+            b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bands)):
+        raise EngineError(f'{where}: "bands" must be a list of band numbers (1-based), null for a missing band.')
     mask = None
     if obj.get("mask") is not None:
         m = _keys(obj["mask"], f"{where}, mask", {"files", "type", "threshold"}, {"files"})

@@ -14,9 +14,10 @@ they name bands (e.g. "B02", "2020-06-15 B8A"), by the count otherwise.
 
 from __future__ import annotations
 
+
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import EngineError
@@ -48,6 +49,16 @@ class Modality:
     masks: tuple[Layer, ...] | None = None
     mask_type: str = "binary"
     mask_threshold: float = 50.0
+    # Positions in the spec of the bands the layers hold, when some are missing (job "bands"
+    # with null); the reader puts ``fill_value`` (normalized, the model's) in the others.
+    band_index: tuple[int, ...] | None = None
+    fill_value: float = 0.0
+
+    @property
+    def missing_bands(self) -> list[str]:
+        if self.band_index is None:
+            return []
+        return [b for i, b in enumerate(self.spec.bands) if i not in self.band_index]
 
     @property
     def dates(self) -> list[dt.date]:
@@ -82,9 +93,12 @@ def _canonical_band(name: str) -> str:
     return re.sub(r"^B0*(\d)", r"B\1", tokens[0])
 
 
-def check_band_order(descriptions: list[str | None], spec: ModalitySpec, label: str) -> None:
-    """When every description names a band of the spec, they must come in the spec's order."""
-    expected = [_canonical_band(b) for b in spec.bands]
+def check_band_order(descriptions: list[str | None], spec: ModalitySpec, label: str,
+                     band_index: tuple[int, ...] | None = None) -> None:
+    """When every description names a band of the spec, they must come in the spec's order
+    (only the spec's bands at ``band_index`` when some are missing)."""
+    wanted = spec.bands if band_index is None else [spec.bands[i] for i in band_index]
+    expected = [_canonical_band(b) for b in wanted]
     named = [_canonical_band(d or "") for d in descriptions]
     if not all(n and n in expected for n in named):
         return  # descriptions do not name bands (or name foreign ones): only the count is checked
@@ -92,7 +106,7 @@ def check_band_order(descriptions: list[str | None], spec: ModalitySpec, label: 
         order = [named.index(e) + 1 if e in named else None for e in expected]
         hint = (
             f' Reorder them with "bands": {order} in the job.' if None not in order
-            else f" Bands {', '.join(b for b, o in zip(spec.bands, order) if o is None)} are missing."
+            else f" Bands {', '.join(b for b, o in zip(wanted, order) if o is None)} are missing."
         )
         raise EngineError(
             f"The bands of '{label}' are {', '.join(d or '?' for d in descriptions)}, but the model's "
@@ -107,21 +121,35 @@ def _count_error(label: str, count: int, spec: ModalitySpec, stack_hint: bool) -
     )
     if stack_hint:
         message += f", or a multiple of {spec.n_bands} for one file holding every date (dates x bands)"
-    return EngineError(message + ': choose the right file, or pick its bands with "bands" in the job.')
+    return EngineError(message + ': choose the right file, or pick its bands with "bands" in the job '
+                       "(null for a band the file lacks, with an AnySat model).")
 
 
-def _select_bands(bands: list[int] | None, count: int, spec: ModalitySpec, label: str) -> tuple[int, ...]:
+def _band_index(bands: list[int | None] | None, spec: ModalitySpec) -> tuple[int, ...] | None:
+    """Positions in the spec of the bands given; None when all are."""
     if bands is None:
-        return tuple(range(1, spec.n_bands + 1))
+        return None
     if len(bands) != spec.n_bands:
         raise EngineError(
             f'"bands" for {spec.name!r} lists {len(bands)} band(s); the model expects {spec.n_bands} '
-            f"({', '.join(spec.bands)}): list one band number of the file per model band, in that order."
+            f"({', '.join(spec.bands)}): list one band number of the file per model band, in that order "
+            "(null for a band the files lack)."
         )
-    bad = [b for b in bands if not 1 <= b <= count]
+    index = tuple(i for i, b in enumerate(bands) if b is not None)
+    if not index:
+        raise EngineError(f'"bands" for {spec.name!r} lists no band number: give at least one.')
+    return None if len(index) == spec.n_bands else index
+
+
+def _select_bands(bands: list[int | None] | None, count: int, spec: ModalitySpec, label: str) -> tuple[int, ...]:
+    """The file's band numbers to read, in the model's order (missing bands left out)."""
+    if bands is None:
+        return tuple(range(1, spec.n_bands + 1))
+    given = [b for b in bands if b is not None]
+    bad = [b for b in given if not 1 <= b <= count]
     if bad:
         raise EngineError(f"'{label}' has bands 1 to {count}; \"bands\" asks for {bad}: fix the band numbers.")
-    return tuple(bands)
+    return tuple(given)
 
 
 def _file_date(path: Path, dataset) -> dt.date | None:
@@ -139,6 +167,7 @@ def resolve_modality(
 ) -> Modality:
     """Layers of one modality in date order, with every check of the module docstring."""
     what = f"modality {name!r}"
+    band_index = _band_index(bands, spec)
     paths = list_files(files, what)
     infos = []
     for path in paths:
@@ -153,8 +182,8 @@ def resolve_modality(
         if bands is None and count != spec.n_bands:
             raise _count_error(str(path), count, spec, stack_hint=False)
         selected = _select_bands(bands, count, spec, str(path))
-        check_band_order([descriptions[b - 1] for b in selected], spec, str(path))
-        return Modality(name, spec, (Layer(path, selected, None, path.name),))
+        check_band_order([descriptions[b - 1] for b in selected], spec, str(path), band_index)
+        return Modality(name, spec, (Layer(path, selected, None, path.name),), band_index=band_index)
 
     layers: list[Layer] = []
     if len(paths) == 1 and bands is None and infos[0][1] != spec.n_bands:
@@ -172,7 +201,7 @@ def resolve_modality(
             if bands is None and count != spec.n_bands:
                 raise _count_error(str(path), count, spec, stack_hint=len(paths) == 1)
             selected = _select_bands(bands, count, spec, str(path))
-            check_band_order([descriptions[b - 1] for b in selected], spec, str(path))
+            check_band_order([descriptions[b - 1] for b in selected], spec, str(path), band_index)
             layers.append(Layer(path, selected, file_date, path.name, len(layers)))
 
     if spec.has_dates:
@@ -182,7 +211,7 @@ def resolve_modality(
             given = check_dates([layer.date for layer in layers], [layer.label for layer in layers], what)
         layers = [Layer(l.path, l.bands, d, l.label, l.position) for l, d in zip(layers, given)]
         layers.sort(key=lambda layer: layer.date)
-    return Modality(name, spec, tuple(layers))
+    return Modality(name, spec, tuple(layers), band_index=band_index)
 
 
 MASK_TYPES = ("binary", "valid", "scl", "probability")
@@ -228,4 +257,4 @@ def attach_masks(modality: Modality, files: str | list[str], mask_type: str = "b
     else:
         # Positional: mask i goes with the data layer the user gave in position i.
         ordered = [masks[layer.position] for layer in modality.layers]
-    return Modality(modality.name, modality.spec, modality.layers, tuple(ordered), mask_type, threshold)
+    return replace(modality, masks=tuple(ordered), mask_type=mask_type, mask_threshold=threshold)

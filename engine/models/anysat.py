@@ -481,13 +481,18 @@ class AnySat(EOModel):
         return feats.patch
 
     # ----- missing bands -----
-    def fill_missing_bands(self, name: str, tensor: Tensor, present: Iterable[str]) -> tuple[Tensor, str]:
-        """Complete a normalized tensor holding only the ``present`` bands (in the spec's order).
+    def band_fill(self, name: str) -> tuple[float, str]:
+        """Time series: the projector's learned padding value (as the paper does); images,
+        which have no learned value in the release: 0, the band mean after normalization."""
+        proj = self.projectors[self._spec(name).name]
+        if isinstance(proj, SeriesProjector):
+            value = float(proj.pad_value.detach())
+            return value, f"the learned padding value {value:.4g}"
+        return 0.0, "0 (the band mean; images have no learned padding value)"
 
-        Time series get the projector's learned padding value in the missing bands (as the
-        paper does); images, which have no learned value in the release, get 0 (the band
-        mean after normalization). Returns the full tensor and a sentence for the log.
-        """
+    def fill_missing_bands(self, name: str, tensor: Tensor, present: Iterable[str]) -> tuple[Tensor, str]:
+        """Complete a normalized tensor holding only the ``present`` bands (in the spec's order)
+        with ``band_fill``'s value. Returns the full tensor and a sentence for the log."""
         spec = self._spec(name)
         present = list(present)
         unknown = [b for b in present if b not in spec.bands]
@@ -503,13 +508,8 @@ class AnySat(EOModel):
             raise EngineError(f"{name!r}: none of its bands ({', '.join(spec.bands)}) is present.")
         shape = list(tensor.shape)
         shape[axis] = spec.n_bands
-        proj = self.projectors[name]
-        if isinstance(proj, SeriesProjector):
-            value, how = proj.pad_value.detach().to(tensor.dtype), "the learned padding value"
-            how += f" {float(value):.4g}"
-        else:
-            value, how = tensor.new_zeros(()), "0 (the band mean; images have no learned padding value)"
-        full = value.expand(shape).clone()
+        value, how = self.band_fill(name)
+        full = tensor.new_full(shape, value)
         index = torch.tensor([spec.bands.index(b) for b in present], device=tensor.device)
         full.index_copy_(axis, index, tensor)
         return full, f"{name}: {len(missing)} of {spec.n_bands} bands missing ({', '.join(missing)}), filled with {how}."

@@ -49,6 +49,16 @@ class EOModel(nn.Module):
         std = torch.tensor(spec.std, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
         return (tensor - mean) / std
 
+    def band_fill(self, name: str) -> tuple[float, str]:
+        """The normalized value this model puts in a band the input lacks, and how to say so.
+
+        Models trained without band dropout have no such value: they need every band.
+        """
+        raise EngineError(
+            f"This {type(self).__name__} model needs every band of {name!r} "
+            f"({', '.join(self._spec(name).bands)}); only AnySat models fill a missing band (with the "
+            "padding value they learned). Give every band, or use an AnySat checkpoint.")
+
     def _spec(self, name: str) -> ModalitySpec:
         if name not in self.modalities:
             raise EngineError(

@@ -84,14 +84,14 @@ def normalization_stats(params: StatsJobParams, reporter: Reporter) -> dict[str,
     job = load_job(params.job)
     check_output_path(params.output)
     model, _, _ = _load(job)
-    modalities = resolve_inputs(job, model)
+    modalities = resolve_inputs(job, model, reporter)
     the_plan = plan(job, model, modalities)
     g = the_plan.patch_grid
     windows = WindowGrid(g.height, g.width, the_plan.windows.tile, 0).windows()
     steps = reporter.steps(len(windows) * len(modalities), "Reading")
     result = {}
     for name, m in modalities.items():
-        stats = RunningStats(m.spec.n_bands)
+        stats = RunningStats(len(m.layers[0].bands))
         factor = g.res / the_plan.modality_grids[name].res
         with ModalityReader(m, the_plan.modality_grids[name]) as reader:
             for window in windows:
@@ -101,7 +101,13 @@ def normalization_stats(params: StatsJobParams, reporter: Reporter) -> dict[str,
         mean, std, count = stats.result()
         if min(count) == 0:
             raise EngineError(f"Modality {name!r} has no valid pixel on the job's grid: check its nodata and masks.")
-        result[name] = {"bands": list(m.spec.bands), "mean": mean, "std": [max(s, 1e-6) for s in std], "valid_pixels": count}
+        std = [max(s, 1e-6) for s in std]
+        if m.band_index is not None:  # missing bands keep the model's statistics: they are filled, not read
+            full = [list(m.spec.mean), list(m.spec.std), [0] * m.spec.n_bands]
+            for k, i in enumerate(m.band_index):
+                full[0][i], full[1][i], full[2][i] = mean[k], std[k], count[k]
+            mean, std, count = full
+        result[name] = {"bands": list(m.spec.bands), "mean": mean, "std": std, "valid_pixels": count}
     with atomic_output(params.output) as temp:
         temp.write_text(json.dumps(result, indent=2))
     reporter.log(f"Wrote {params.output}")
