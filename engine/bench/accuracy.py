@@ -9,7 +9,10 @@ training folds and scored on the held-out fold:
 - the engine's linear probe on per-patch embeddings computed through the product
   path (job -> tiled ``embed`` -> embeddings raster -> labels rasterized on it), at
   each embedding level: fused ``patch``, pre-fusion ``local`` and ``both``
-  (one "both" raster per encoder, split into its patch and local halves);
+  (one "both" raster per encoder, split into its patch and local halves); for AnySat
+  encoders also at the ``dense`` level (per sub-patch: on 10 m Sentinel-2 with 10 m
+  patches a sub-patch is a label cell) with the dense probe, LayerNorm + linear (the
+  segmentation head), when the sub-patch grid is the label grid;
 - a random forest (scikit-learn, 200 trees, otherwise default) on the raw bands of
   every date at the same cells: the classic QGIS plugins' per-pixel baseline;
 - the same linear probe on the raw bands, which separates the encoder's contribution
@@ -51,6 +54,7 @@ L1C_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10",
 L8_ON_S2 = [1, 2, 3, 3, 4, 4, 4, 4, 5, 6]
 LEVEL = "both"  # [patch, local]: one embedding run gives every level's features
 FIXED_PROBE = {"kind": "linear", "optimizer": "lbfgs", "l2": 1e-3, "epochs": 200, "class_weighting": True}
+DENSE_METHOD = "dense probe (LayerNorm + linear) on dense embeddings"
 
 
 @dataclass
@@ -239,6 +243,25 @@ def embed_cells(dataset: Dataset, job: dict[str, Any], grid: GridView, rows: np.
         return gather(ds, rows, cols)
 
 
+def embed_dense(encoder: Encoder, dataset: Dataset, job: dict[str, Any], grid: GridView, rows: np.ndarray,
+                cols: np.ndarray, reporter: Reporter) -> np.ndarray | None:
+    """An AnySat encoder's dense embeddings at the labelled cells, through tiled inference; None for
+    other encoders, sparse-point datasets, or a sub-patch grid other than the label grid."""
+    from engine.api import run_operation
+    from engine.models.checkpoint import read_metadata
+    from engine.ops.probe_ops import gather
+
+    if dataset.windows_around_labels or read_metadata(encoder.path)["config"].get("architecture") != "anysat":
+        return None
+    path = Path(job["outputs"]["embeddings"]).with_name("dense.tif")
+    run_operation("embed", {"job": dict(job, outputs={"embeddings": str(path), "embeddings_level": "dense"})}, reporter)
+    with rasterio.open(path) as ds:
+        if (ds.transform, ds.width, ds.height) != (grid.transform, grid.width, grid.height):
+            reporter.log(f"{encoder.name}: its sub-patch grid is not the label grid; no dense row.", "warning")
+            return None
+        return gather(ds, rows, cols)
+
+
 def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool, reporter: Reporter) -> dict[str, Any]:
     from sklearn.ensemble import RandomForestClassifier
 
@@ -255,22 +278,29 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
     data = labelled_embeddings(grid, str(dataset.labels), dataset.class_field, None, dataset.ignore_values, 0.5,
                                dataset.block_size_m, reporter, lambda r, c: np.zeros((r.size, 1), np.float32))
     samples = data.samples
-    features, seconds = {}, {}
+    features, dense, seconds = {}, {}, {}
     for encoder, job in zip(models, jobs):
         reporter.log(f"{dataset.name}: embedding with {encoder.name}")
         started = time.perf_counter()
         features[encoder.name] = embed_cells(dataset, job, grid, samples.rows, samples.cols,
                                              Path(job["outputs"]["embeddings"]).parent, reporter)
         seconds[encoder.name] = time.perf_counter() - started
+        started = time.perf_counter()
+        x = embed_dense(encoder, dataset, job, grid, samples.rows, samples.cols, reporter)
+        if x is not None:
+            dense[encoder.name] = x
+            seconds[f"{encoder.name}, dense"] = time.perf_counter() - started
     raw = raw_features(dataset.raw_files, grid.transform, samples.rows, samples.cols)
     keep = np.isfinite(raw).all(axis=1)
-    for x in features.values():
+    for x in (*features.values(), *dense.values()):
         keep &= np.isfinite(x).all(axis=1)
     y, units, raw = samples.y[keep], data.units[keep], raw[keep]
     features = {k: v[keep] for k, v in features.items()}
+    dense = {k: v[keep] for k, v in dense.items()}
     names = list(samples.class_names)
     folds = blocked_folds(y, units, FOLDS, SEED)
     config = ProbeConfig(**FIXED_PROBE, seed=SEED)
+    dense_config = ProbeConfig(**FIXED_PROBE, seed=SEED, layer_norm=True)
     scores: dict[str, dict[str, list[float]]] = {}
 
     def record(method: str, truth: np.ndarray, predicted: np.ndarray) -> None:
@@ -279,17 +309,19 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
         entry["overall_accuracy"].append(metrics["overall_accuracy"])
         entry["macro_f1"].append(metrics["macro_f1"])
 
-    levels = {}  # method name -> features; "both" rasters hold [patch, local]
+    levels = {}  # method name -> (features, probe settings); "both" rasters hold [patch, local]
     for name, x in features.items():
         half = x.shape[1] // 2
-        levels[f"probe on embeddings: {name}"] = x[:, :half]
-        levels[f"probe on local embeddings: {name}"] = x[:, half:]
-        levels[f"probe on patch+local embeddings: {name}"] = x
+        levels[f"probe on embeddings: {name}"] = (x[:, :half], config)
+        levels[f"probe on local embeddings: {name}"] = (x[:, half:], config)
+        levels[f"probe on patch+local embeddings: {name}"] = (x, config)
+        if name in dense:
+            levels[f"{DENSE_METHOD}: {name}"] = (dense[name], dense_config)
     for fold in range(FOLDS):
         test = folds == fold
         train = ~test
-        for method, x in levels.items():
-            probe = fit_probe(x[train], y[train], len(names), config)
+        for method, (x, settings) in levels.items():
+            probe = fit_probe(x[train], y[train], len(names), settings)
             record(method, y[test], probe.predict(x[test]))
         forest = RandomForestClassifier(n_estimators=50 if quick else RF_TREES, random_state=SEED, n_jobs=1)
         forest.fit(raw[train], y[train])
@@ -307,6 +339,7 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
         "test_cells_per_fold": [int((folds == f).sum()) for f in range(FOLDS)],
         "grid": {"width": grid.width, "height": grid.height, "cell_m": abs(grid.transform.a)},
         "embedding_dims": {k: int(v.shape[1]) for k, v in features.items()},
+        "dense_embedding_dims": {k: int(v.shape[1]) for k, v in dense.items()},
         "raw_features": int(raw.shape[1]),
         "embed_seconds": seconds,
         "methods": {m: {k: summarise(v) for k, v in s.items()} for m, s in scores.items()},
@@ -345,7 +378,8 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
     table = markdown_table(results)
     trees = 50 if params.quick else RF_TREES
     reporter.log("Encoders:\n" + "\n".join(f"  {e.name}: {e.description}" for e in models)
-                 + f"\nProbe settings (fixed, not tuned): {FIXED_PROBE}; random forest: {trees} trees, "
+                 + f"\nProbe settings (fixed, not tuned): {FIXED_PROBE}, with a LayerNorm first for the {DENSE_METHOD}; "
+                 f"random forest: {trees} trees, "
                  f"scikit-learn defaults otherwise\n\n{table}")
     return {"encoders": {e.name: e.description for e in models}, "probe_settings": FIXED_PROBE, "folds": FOLDS,
             "seed": SEED, "rf_trees": trees, "results": results, "markdown": table}
