@@ -196,3 +196,43 @@ def test_dense_probe_normalises_each_vector_first():
     assert (probe.predict(x) == y).mean() > 0.95
     plain = fit_probe(x, y, 2, ProbeConfig())
     assert not np.allclose(plain.predict_proba(x * scale + shift), plain.predict_proba(x), atol=1e-2)
+
+
+class ChannelHead(torch.nn.Module):
+    """A dense segmentation head's layout, (B, Hs, Ws, C) -> (B, K, Hs, Ws): logits = two channels."""
+
+    class_axis = 1
+
+    def __init__(self, channels: tuple[int, int]):
+        super().__init__()
+        self.channels = list(channels)
+        self.config = type("Config", (), {"kind": "dense", "n_classes": 2})()
+
+    def forward(self, dense):
+        return dense[..., self.channels].permute(0, 3, 1, 2)
+
+    def probabilities(self, logits):
+        return logits.softmax(dim=self.class_axis)
+
+
+def test_a_checkpoint_dense_head_maps_the_sub_patch_grid(tmp_path, anysat):
+    from engine.inference import run_map
+    from engine.io.job import load_job
+    from engine.models.checkpoint import load_checkpoint
+    from engine.progress import Reporter
+
+    files = scene(tmp_path, np.random.default_rng(2).integers(0, 2, (24, 24)))
+    outputs = {"classes": str(tmp_path / "classes.tif"), "embeddings": str(tmp_path / "dense.tif"),
+               "embeddings_level": "dense"}
+    loaded = load_checkpoint(anysat)
+    result = run_map(load_job(job(anysat, files, outputs, tile_size=100)), Reporter(), loaded.model,
+                     ChannelHead((D, D + 1)), {"classes": list(NAMES)})
+    assert result["head_level"] == "dense"
+    classes, transform, _ = read(tmp_path / "classes.tif")
+    dense, _, _ = read(tmp_path / "dense.tif")
+    assert classes.shape == (1, 24, 24) and tuple(transform)[:2] == (10.0, 0.0)
+    # Per sub-patch, the class whose logit (a sub-patch token channel) is larger; blending
+    # overlapping windows averages probabilities, so compare where the two logits clearly differ.
+    clear = np.abs(dense[D] - dense[D + 1]) > 0.05
+    assert clear.mean() > 0.5
+    assert (classes[0][clear] == np.argmax(dense[D:D + 2], axis=0)[clear]).all()
