@@ -10,6 +10,7 @@ from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedbac
 from engine.io.job import EMBEDDING_LEVELS
 from omnisat_qgis.provider import PROVIDER_ID
 from tests.plugin.test_processing import provider  # noqa: F401 - fixture
+from tests.plugin.test_qgis_process import qgis_env, qgis_process  # noqa: F401 - fixture
 
 
 def algorithm(name: str):
@@ -39,3 +40,42 @@ def test_the_chosen_level_reaches_the_engine(provider, tmp_path):  # noqa: F811 
     assert params["embeddings_level"] == "dense"
     # The job file's own level stays in the job (what "auto" would use); the files chosen here are its outputs.
     assert params["embeddings"]["outputs"] == {"embeddings_level": "tile", "classes": str(tmp_path / "c.tif")}
+
+
+@pytest.mark.qgis_process
+@pytest.mark.slow
+def test_dense_probe_through_qgis_process(qgis_env, tmp_path):
+    """Embed at the dense level, fit and apply a dense probe, all through qgis_process."""
+    import numpy as np
+    import rasterio
+
+    from engine.models.anysat import ProjectorSpec
+    from engine.models.checkpoint import save_checkpoint
+    from tests.engine import anysat_helpers
+    from tests.engine.test_labels import point, write_layer
+    from tests.engine.test_levels import D, NAMES, scene
+    from tests.plugin.test_workflows import run
+
+    env = qgis_env
+    truth = np.random.default_rng(1).integers(0, 2, (24, 24))
+    files = scene(tmp_path, truth)
+    model = tmp_path / "anysat.safetensors"
+    save_checkpoint(model, anysat_helpers.small_model(names=("s2",), embed_dim=D,
+                                                      projectors={"s2": ProjectorSpec(dropout=0.0)}))
+    labels = write_layer(tmp_path / "labels.gpkg", [(point(c + 0.5, r + 0.5), NAMES[truth[r, c]])
+                                                    for r in range(12) for c in range(24)], field_type="text")
+    dense = tmp_path / "dense.tif"
+    run(env, "embed", MODEL=model, MODALITY_1="s2", LAYERS_1=files, PATCH_SIZE=20, DEVICE="cpu",
+        EMBEDDINGS_LEVEL="dense", EMBEDDINGS=dense)
+    fit = run(env, "fitprobe", LABELS=labels, CLASS_FIELD="class", EMBEDDINGS_RASTER=dense, MODEL=model,
+              EMBEDDINGS_LEVEL="dense", OUTPUT=tmp_path / "probe.safetensors")
+    assert fit["OVERALL_ACCURACY"] > 0.9
+    applied = run(env, "applyprobe", PROBE=tmp_path / "probe.safetensors", EMBEDDINGS_RASTER=dense, MODEL=model,
+                  CLASSES=tmp_path / "classes.tif")
+    with rasterio.open(applied["CLASSES"]) as ds:
+        assert ds.res == (10.0, 10.0) and (ds.read(1)[12:] == truth[12:]).mean() > 0.9
+    # A patch-level request on the dense raster is refused with the engine's message.
+    refused = qgis_process(env, "run", "omnisat:applyprobe", "--", f"PROBE={tmp_path / 'probe.safetensors'}",
+                           f"EMBEDDINGS_RASTER={dense}", f"MODEL={model}", "EMBEDDINGS_LEVEL=patch",
+                           f"CLASSES={tmp_path / 'wrong.tif'}")
+    assert refused.returncode != 0 and "holds dense-level embeddings, not patch" in refused.stdout + refused.stderr
