@@ -65,6 +65,9 @@ from engine.tiling import WindowGrid
 # call, few enough that attention over all tokens stays cheap on a CPU.
 DEFAULT_TILE_PATCHES = 16
 GDAL_CACHE_MB = 64
+# Rows of results held before writing: wide rasters with many channels (dense or "both"
+# embeddings of a large model) flush sooner to stay within this.
+BAND_BUDGET_MB = 512
 HALF_MAX = 65504.0
 PATCH_LEVELS = ("patch", "local", "both")  # one vector per patch, on the patch grid
 
@@ -619,8 +622,10 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
     skipped, model_seconds = 0, 0.0
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         outputs = _Outputs(stack, job, the_plan, classes, colors, model.embed_dim, head_level)
-        flush_rows = max(1, math.ceil(256 / the_plan.output_factor))
-        band = RowBandAccumulator(g.height, g.width, outputs.channels["patch"], flush_rows, outputs.sink("patch"))
+        channels = outputs.channels["patch"]
+        affordable = BAND_BUDGET_MB * 2**20 // (4 * max(channels, 1) * g.width) - the_plan.windows.tile
+        flush_rows = max(1, min(math.ceil(256 / the_plan.output_factor), affordable))
+        band = RowBandAccumulator(g.height, g.width, channels, flush_rows, outputs.sink("patch"))
         tiles = (RowBandAccumulator(the_plan.tile_grid.height, the_plan.tile_grid.width, outputs.channels["tile"], 1,
                                     outputs.sink("tile")) if outputs.channels["tile"] else None)
         request = Request(head, head_level, job.outputs.embeddings_level if outputs.d else None,

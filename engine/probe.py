@@ -272,7 +272,7 @@ def classification_metrics(cm: np.ndarray, class_names: tuple[str, ...] | list[s
 class ProbeMetadata:
     class_names: list[str]
     colors: list[str]  # "#rrggbb", one per class
-    level: str  # embedding level: tile, patch or dense
+    level: str  # embedding level, one of LEVELS
     encoder_hash: str  # sha256 of the encoder's tensors
     encoder: dict[str, Any] = field(default_factory=dict)  # preset/checkpoint name, patch size, modalities...
     config: dict[str, Any] = field(default_factory=dict)  # ProbeConfig as a dict
@@ -375,7 +375,8 @@ def fit_validated(x: np.ndarray, y: np.ndarray, units: np.ndarray, class_names: 
 
 
 class ProbeHead(nn.Module):
-    """A probe seen as a patch head by tiled inference: (B, Gh, Gw, D) -> (B, Gh, Gw, K) logits."""
+    """A probe seen as a head by tiled inference: logits over the last axis of patch (B, Gh, Gw, D),
+    sub-patch (B, Hs, Ws, 2D) or window (B, D) embeddings."""
 
     def __init__(self, probe: Probe):
         from engine.models.heads import HeadConfig

@@ -236,3 +236,15 @@ def test_a_checkpoint_dense_head_maps_the_sub_patch_grid(tmp_path, anysat):
     clear = np.abs(dense[D] - dense[D + 1]) > 0.05
     assert clear.mean() > 0.5
     assert (classes[0][clear] == np.argmax(dense[D:D + 2], axis=0)[clear]).all()
+
+
+def test_a_small_row_budget_writes_the_same_dense_raster(tmp_path, anysat, monkeypatch):
+    import engine.inference
+
+    files = scene(tmp_path, np.random.default_rng(3).integers(0, 2, (24, 24)))
+    base = job(anysat, files, {"embeddings": str(tmp_path / "a.tif"), "embeddings_level": "dense"}, tile_size=80)
+    run_operation("embed", {"job": base})
+    monkeypatch.setattr(engine.inference, "BAND_BUDGET_MB", 0)  # flush after every row of patches
+    run_operation("embed", {"job": dict(base, outputs={"embeddings": str(tmp_path / "b.tif"),
+                                                       "embeddings_level": "dense"})})
+    assert np.array_equal(read(tmp_path / "a.tif")[0], read(tmp_path / "b.tif")[0])
