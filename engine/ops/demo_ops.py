@@ -37,7 +37,8 @@ class DemoParams:
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     # local: the level that scored best for every shipped encoder in `bench accuracy` (README).
     level: str = field(default="local", metadata={"help": "embedding level: patch (fused), local (each patch's "
-                                                          "own encoder tokens) or both"})
+                                                          "own encoder tokens), both, dense (AnySat, per "
+                                                          "sub-patch) or tile (per window)"})
 
 
 def unpack_sample(sample: Path, folder: Path) -> Path:
