@@ -40,6 +40,7 @@ parameters one to one onto these keys::
         "confidence": "confidence.tif",          float32 probability of the chosen class (classify)
         "probabilities": "probabilities.tif",    float32, one band per class (classify)
         "embeddings": "embeddings.tif",          one band per embedding dimension, one pixel per patch
+                                                 (per sub-patch / window at the dense / tile level)
         "embeddings_dtype": "float32",           float32 or float16
         "embeddings_level": "patch"              patch (fused, default), local (per-patch encoder
                                                  tokens before fusion: they follow each patch's
