@@ -327,15 +327,17 @@ def labelled_embeddings(ds, labels_path: str, class_field: str, layer: str | Non
 
 
 def fit_and_report(data: LabelledEmbeddings, params, source: EmbeddingSource, level: str, reporter: Reporter,
-                   title: str, change: bool = False):
-    """Fit with validation, save the probe, write the report; returns (probe, metadata, summary)."""
+                   title: str, layer_norm: bool = False):
+    """Fit with validation, save the probe, write the report; returns (probe, metadata, summary).
+
+    ``layer_norm``: normalise each vector first (on dense features the probe is then the
+    segmentation head, LayerNorm + linear per sub-patch)."""
     from engine.probe import ProbeMetadata, default_colors, fit_validated, save_probe
     from engine.report import write_fit_report
 
     samples = data.samples
     names = list(samples.class_names)
-    # On dense features the probe is the segmentation head: LayerNorm + linear per sub-patch.
-    config = probe_config(params, layer_norm=level == "dense" and not change)
+    config = probe_config(params, layer_norm)
     colors = list(params.colors) if params.colors else default_colors(len(names))
     if len(colors) != len(names):
         raise EngineError(f"{len(colors)} colours for {len(names)} classes ({', '.join(names)}): give one per class.")
@@ -410,7 +412,8 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
         data = labelled_embeddings(ds, params.labels, params.class_field, params.layer, params.ignore_values,
                                    params.min_coverage, params.block_size, reporter)
         level = ds.tags().get(LEVEL_TAG, "patch")  # rasters from before levels existed hold fused patch features
-        probe, metadata, summary = fit_and_report(data, params, source, level, reporter, "Probe fit report")
+        probe, metadata, summary = fit_and_report(data, params, source, level, reporter, "Probe fit report",
+                                                  layer_norm=level == "dense")
         if params.classes or params.confidence:
             map_embeddings(ds, probe, metadata.class_names, metadata.colors, params.classes, params.confidence, reporter)
     summary.update(classes=params.classes, confidence=params.confidence)
@@ -562,8 +565,7 @@ def change_operation(params: ChangeParams, reporter: Reporter) -> dict[str, Any]
                 block_size=params.block_size, l2=params.l2, seed=params.seed,
             )
             source = EmbeddingSource(a.path, a.encoder_hash, dict(a.encoder, change_features="|after-before|, mean"))
-            probe, meta, fit_summary = fit_and_report(data, probe_params, source, levels[0], reporter, "Change probe report",
-                                                      change=True)
+            probe, meta, fit_summary = fit_and_report(data, probe_params, source, levels[0], reporter, "Change probe report")
             names = meta.class_names
             summary.update(probe_output=params.probe_output, report=params.report, change_classes=names,
                            probe_overall_accuracy=fit_summary["overall_accuracy"], probe_macro_f1=fit_summary["macro_f1"])
