@@ -1,5 +1,6 @@
 """Segmentation fine-tuning and probing with AnySat's dense head (and the patch head), saved and reloaded."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -145,3 +146,19 @@ def test_evaluation_sees_every_tile_when_the_split_is_not_a_multiple_of_the_batc
     assert [b.size for b in trainer.data.val["pastis"].epoch_batches()] == [3, 1]
     stream = trainer.data.sampler.choices["pastis"].stream
     assert [stream.next().size for _ in range(3)] == [3, 3, 3]  # training draws full batches only
+
+
+def test_real_eolearn_scenes_laid_out_as_pastis_for_segmentation(shared_data, tmp_path):
+    from training.datasets.pastis import Pastis
+    from training.prepare_samples import eolearn_segmentation
+
+    root = eolearn_segmentation(shared_data, tmp_path)
+    val = Pastis(root, split="val", modalities=["s2"], train=False, segmentation=True)
+    assert len(val) == 5 and len(Pastis(root, split="train", modalities=["s2"], segmentation=True)) == 15
+    sample = val[0]
+    assert sample.inputs["s2"].shape == (5, 10, 20, 20)
+    assert sample.dates["s2"].tolist() == [192.0, 212.0, 232.0, 242.0, 252.0]  # 2015-07-11 ... 09-09
+    labels = np.concatenate([val[i].label.ravel() for i in range(len(val))])
+    # The fourth 200 m column of eo-learn's land-cover raster: forest and grassland dominate.
+    counts = np.bincount(labels, minlength=20)
+    assert set(np.flatnonzero(counts)) <= {0, 1, 2, 3, 4, 19} and counts[1] > counts[2] > counts[4]
