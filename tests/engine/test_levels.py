@@ -198,41 +198,27 @@ def test_dense_probe_normalises_each_vector_first():
     assert not np.allclose(plain.predict_proba(x * scale + shift), plain.predict_proba(x), atol=1e-2)
 
 
-class ChannelHead(torch.nn.Module):
-    """A dense segmentation head's layout, (B, Hs, Ws, C) -> (B, K, Hs, Ws): logits = two channels."""
+def test_classify_with_a_checkpoint_dense_head_maps_the_sub_patch_grid(tmp_path):
+    from engine.models.heads import HeadConfig, build_head
 
-    class_axis = 1
-
-    def __init__(self, channels: tuple[int, int]):
-        super().__init__()
-        self.channels = list(channels)
-        self.config = type("Config", (), {"kind": "dense", "n_classes": 2})()
-
-    def forward(self, dense):
-        return dense[..., self.channels].permute(0, 3, 1, 2)
-
-    def probabilities(self, logits):
-        return logits.softmax(dim=self.class_axis)
-
-
-def test_a_checkpoint_dense_head_maps_the_sub_patch_grid(tmp_path, anysat):
-    from engine.inference import run_map
-    from engine.io.job import load_job
-    from engine.models.checkpoint import load_checkpoint
-    from engine.progress import Reporter
-
+    model = anysat_helpers.small_model(names=("s2",), embed_dim=D, projectors={"s2": ProjectorSpec(dropout=0.0)})
+    head = build_head(HeadConfig("dense", 2 * D, 2))
+    with torch.no_grad():  # logits: two sub-patch token channels (the LayerNorm keeps their order)
+        head.linear.weight.zero_()
+        head.linear.bias.zero_()
+        head.linear.weight[0, D] = head.linear.weight[1, D + 1] = 1.0
+    path = tmp_path / "segmentation.safetensors"
+    save_checkpoint(path, model, head=head, classes=list(NAMES), colors=["#1b7837", "#999999"])
     files = scene(tmp_path, np.random.default_rng(2).integers(0, 2, (24, 24)))
     outputs = {"classes": str(tmp_path / "classes.tif"), "embeddings": str(tmp_path / "dense.tif"),
                "embeddings_level": "dense"}
-    loaded = load_checkpoint(anysat)
-    result = run_map(load_job(job(anysat, files, outputs, tile_size=100)), Reporter(), loaded.model,
-                     ChannelHead((D, D + 1)), {"classes": list(NAMES)})
+    result = run_operation("classify", {"job": job(str(path), files, outputs, tile_size=100)})
     assert result["head_level"] == "dense"
     classes, transform, _ = read(tmp_path / "classes.tif")
     dense, _, _ = read(tmp_path / "dense.tif")
     assert classes.shape == (1, 24, 24) and tuple(transform)[:2] == (10.0, 0.0)
-    # Per sub-patch, the class whose logit (a sub-patch token channel) is larger; blending
-    # overlapping windows averages probabilities, so compare where the two logits clearly differ.
+    # Per sub-patch, the class whose channel is larger; blending overlapping windows averages
+    # probabilities, not features, so compare where the two channels clearly differ.
     clear = np.abs(dense[D] - dense[D + 1]) > 0.05
     assert clear.mean() > 0.5
     assert (classes[0][clear] == np.argmax(dense[D:D + 2], axis=0)[clear]).all()
