@@ -94,7 +94,7 @@ def _split(config: ExperimentConfig, split: str, ds_config) -> str:
 
 
 def open_data(config: ExperimentConfig, encoder: EOModel, dist: distributed.Distributed,
-              splits: Iterable[str] = ("train", "val")) -> Data:
+              splits: Iterable[str] = ("train", "val"), reporter: Reporter | None = None) -> Data:
     bands = {name: spec.n_bands for name, spec in encoder.modalities.items()}
     segmentation = config.task.kind == "segmentation" and config.objective in ("supervised", "probe")
     choices, val, datasets = {}, {}, {}
@@ -109,7 +109,7 @@ def open_data(config: ExperimentConfig, encoder: EOModel, dist: distributed.Dist
         for split in splits:
             shuffle = split == "train"
             dataset = open_dataset(chosen, _split(config, split, ds), train=shuffle, bands=bands,
-                                   segmentation=segmentation, model=encoder)
+                                   segmentation=segmentation, model=encoder, reporter=reporter)
             stream = BatchStream(dataset, ds.batch_size, seed=config.train.seed, rank=dist.rank, world=dist.world,
                                  shuffle=shuffle, num_workers=config.data.num_workers,
                                  limit_samples=config.data.limit_samples, name=ds.name)
@@ -203,7 +203,7 @@ class Trainer:
         self.out_dir = Path(config.train.out_dir).expanduser()
         encoder, loaded_head = build_encoder(config)
         self.encoder = encoder.to(self.device)
-        self.data = open_data(config, self.encoder, self.dist, splits)
+        self.data = open_data(config, self.encoder, self.dist, splits, self.reporter)
         first = next(iter(self.data.datasets.values()))
         self.class_names = list(first.class_names)
         num_classes = config.task.num_classes or len(self.class_names)

@@ -7,8 +7,8 @@ from training.datasets.common import Batch, Sample, TileDataset, collate
 
 
 def open_dataset(config: DatasetConfig, split: str, *, train: bool, bands: dict[str, int] | None = None,
-                 segmentation: bool = False, model=None) -> TileDataset:
-    """The reader for ``config.format`` on one split."""
+                 segmentation: bool = False, model=None, reporter=None) -> TileDataset:
+    """The reader for ``config.format`` on one split (``reporter``: where the rasters reader logs)."""
     common = dict(split=split, modalities=config.modalities, max_dates=config.max_dates, train=train,
                   bands=bands, options=config.options)
     if config.format == "treesatai":
@@ -33,7 +33,7 @@ def open_dataset(config: DatasetConfig, split: str, *, train: bool, bands: dict[
         from engine.errors import EngineError
 
         raise EngineError("Format 'rasters' reads the user's layers for a given model: pass the model.")
-    return RasterTiles(config.root, model=model, **common)
+    return RasterTiles(config.root, model=model, reporter=reporter, **common)
 
 
 __all__ = ["Batch", "Sample", "TileDataset", "collate", "open_dataset"]

@@ -26,13 +26,14 @@ from engine.io.dates import day_of_year
 from engine.io.grid import scale_window
 from engine.io.job import load_job
 from engine.models.base import EOModel
+from engine.progress import Reporter
 from training.datasets.common import Sample, TileDataset
 
 
 class RasterTiles(TileDataset):
     label_kind = "none"
 
-    def __init__(self, root: str | Path, *, model: EOModel, **kwargs):
+    def __init__(self, root: str | Path, *, model: EOModel, reporter: Reporter | None = None, **kwargs):
         from engine.inference import plan, resolve_inputs
 
         self.available = {name: spec.kind for name, spec in model.modalities.items()}
@@ -46,7 +47,7 @@ class RasterTiles(TileDataset):
             raise EngineError(f"The job '{self.root}' names none of the modalities {', '.join(self.modalities)}.")
         self.modalities = chosen
         self.job = job
-        self.plan = plan(job, model, resolve_inputs(job, model))
+        self.plan = plan(job, model, resolve_inputs(job, model, reporter or Reporter()))
         windows = self.plan.windows.windows()
         every = int(self.options.get("val_every", 10))
         held_out = [w for i, w in enumerate(windows) if i % every == every - 1] if len(windows) >= every else windows
