@@ -1,5 +1,7 @@
 """Segmentation fine-tuning and probing with AnySat's dense head (and the patch head), saved and reloaded."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -162,3 +164,43 @@ def test_real_eolearn_scenes_laid_out_as_pastis_for_segmentation(shared_data, tm
     # The fourth 200 m column of eo-learn's land-cover raster: forest and grassland dominate.
     counts = np.bincount(labels, minlength=20)
     assert set(np.flatnonzero(counts)) <= {0, 1, 2, 3, 4, 19} and counts[1] > counts[2] > counts[4]
+
+
+def test_a_fine_tuned_dense_head_maps_rasters_through_tiled_inference(pastis, tmp_path):
+    """The exported checkpoint classifies GeoTIFFs of a tile with the probabilities the trained head gives."""
+    import json
+
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from engine.ops.map_ops import MapParams, classify
+    from engine.progress import Reporter
+
+    torch.manual_seed(0)
+    trainer = _trainer(pastis, tmp_path / "run")
+    trainer.fit()
+    batch = trainer.data.val["pastis"].epoch_batches().__next__().select(slice(0, 1))
+    batch.patch_size_m = 20.0
+    meta = {f["properties"]["ID_PATCH"]: f["properties"] for f in
+            json.loads((pastis / "metadata.geojson").read_text())["features"]}
+    tile = meta[int(batch.names[0])]
+    series = np.load(pastis / "DATA_S2" / f"S2_{batch.names[0]}.npy").astype(np.float32)
+    files = []
+    for t, day in sorted(tile["dates-S2"].items(), key=lambda kv: int(kv[0])):
+        files.append(str(tmp_path / f"S2_{day}.tif"))
+        with rasterio.open(files[-1], "w", driver="GTiff", width=8, height=8, count=10, dtype="float32",
+                           crs="EPSG:32631", transform=from_origin(600000, 5000000, 10, 10)) as dst:
+            dst.write(series[int(t)])
+    job = {"model": str(tmp_path / "run" / "model.safetensors"), "modalities": {"s2": {"files": files}},
+           "outputs": {"probabilities": str(tmp_path / "probabilities.tif")}, "patch_size": 20, "tile_size": 80,
+           "overlap": 0, "precision": "fp32", "device": "cpu"}
+    classify(MapParams(job), Reporter())
+    with rasterio.open(tmp_path / "probabilities.tif") as src:
+        mapped = torch.from_numpy(src.read())
+    trainer.objective.eval()
+    with torch.no_grad():
+        s2_only = dataclasses.replace(batch, inputs={"s2": trainer.encoder.normalize("s2", batch.inputs["s2"])},
+                                      dates={"s2": batch.dates["s2"]}, date_mask={"s2": batch.date_mask["s2"]})
+        expected = trainer.objective.classifier.probabilities(trainer.objective.logits(s2_only))[0]
+    assert mapped.shape == (19, 8, 8)
+    torch.testing.assert_close(mapped, expected, rtol=0, atol=1e-5)
