@@ -208,6 +208,10 @@ class Trainer:
         self.class_names = list(first.class_names)
         num_classes = config.task.num_classes or len(self.class_names)
         self.objective: Objective = build_objective(config, self.encoder, num_classes).to(self.device)
+        if config.task.kind == "segmentation" and self.objective.head() is not None:
+            head = self.objective.head().config
+            self.reporter.log(f"Segmentation head: {head.kind} ({head.embed_dim} features -> {head.n_classes} classes"
+                              f"{', encoder frozen' if self.objective.freeze else ''}).")
         if loaded_head is not None and self.objective.head() is not None:
             self._load_head(loaded_head)
         if config.train.freeze_batchnorm:
