@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from engine.errors import EngineError
 from engine.models.base import EOModel
-from engine.models.heads import HeadConfig, build_head, head_input_width
+from engine.models.heads import HeadConfig, build_head, has_dense_features, head_input_width
 from training.config import ExperimentConfig
 from training.datasets.common import Batch
 
@@ -93,18 +93,11 @@ class AnySatPretraining(Objective):
         self.jepa.update_teacher()
 
 
-def gives_dense(encoder: EOModel) -> bool:
-    """Whether the encoder has per-sub-patch (dense) features: AnySat does, OmniSat does not."""
-    from engine.models.anysat import AnySat
-
-    return isinstance(encoder, AnySat)
-
-
 def segmentation_head_kind(choice: str, encoder: EOModel) -> str:
     """``task.head`` resolved for this encoder: "auto" is dense where the encoder has dense features."""
     if choice == "auto":
-        return "dense" if gives_dense(encoder) else "patch"
-    if choice == "dense" and not gives_dense(encoder):
+        return "dense" if has_dense_features(encoder) else "patch"
+    if choice == "dense" and not has_dense_features(encoder):
         raise EngineError(
             f"task.head=dense needs per-sub-patch (dense) features, which {type(encoder).__name__} does not give "
             "(only AnySat models do): set task.head=patch, or use model.preset anysat-*.")
@@ -129,7 +122,7 @@ class Supervised(Objective):
         self.classifier = build_head(HeadConfig(head_kind, head_input_width(head_kind, encoder), num_classes,
                                                 multilabel=kind == "multilabel"))
         # AnySat computes dense features only when asked (they cost memory); OmniSat has none.
-        self.feature_options = {"with_dense": head_kind == "dense"} if gives_dense(encoder) else {}
+        self.feature_options = {"with_dense": head_kind == "dense"} if has_dense_features(encoder) else {}
         if freeze_encoder:
             encoder.requires_grad_(False)
 
@@ -151,7 +144,7 @@ class Supervised(Objective):
             return self.classifier(features.tile)
         size = tuple(batch.label.shape[-2:])
         if head_kind == "dense":
-            return self.classifier(features.dense.float(), output_size=size)
+            return self.classifier(features.dense, output_size=size)
         logits = rearrange(self.classifier(features.patch), "b h w k -> b k h w")
         return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
 

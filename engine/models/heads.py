@@ -93,13 +93,18 @@ def build_head(config: HeadConfig) -> LinearHead:
     return LinearHead(config)
 
 
+def has_dense_features(model: nn.Module) -> bool:
+    """Whether the model gives per-sub-patch (dense) features: AnySat does, OmniSat does not."""
+    from engine.models.anysat import AnySat
+
+    return isinstance(model, AnySat)
+
+
 def head_input_width(kind: str, model: nn.Module) -> int:
     """Width of the features a head of ``kind`` reads from ``model``; clear error if it has none."""
     if kind != "dense":
         return model.embed_dim
-    from engine.models.anysat import AnySat
-
-    if not isinstance(model, AnySat):
+    if not has_dense_features(model):
         raise EngineError(
             f"A dense segmentation head needs per-sub-patch features, which only AnySat models give; "
             f"{type(model).__name__} gives tile and patch features only: use a patch head or an anysat-* model.")
