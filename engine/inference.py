@@ -128,7 +128,7 @@ def default_tile(model) -> int:
     return max(1, round(size / patch)) if size and patch else DEFAULT_TILE_PATCHES
 
 
-def resolve_inputs(job: Job, model, reporter: Reporter) -> dict[str, Modality]:
+def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[str, Modality]:
     modalities = {}
     for name, entry in job.modalities.items():
         if name not in model.modalities:
@@ -140,7 +140,7 @@ def resolve_inputs(job: Job, model, reporter: Reporter) -> dict[str, Modality]:
         if modality.missing_bands:
             fill, how = model.band_fill(name)
             modality = replace(modality, fill_value=fill)
-            reporter.log(f"{name}: {len(modality.missing_bands)} of {modality.spec.n_bands} bands missing "
+            (reporter or Reporter()).log(f"{name}: {len(modality.missing_bands)} of {modality.spec.n_bands} bands missing "
                          f"({', '.join(modality.missing_bands)}), filled with {how}.")
         if entry.mask is not None:
             modality = attach_masks(modality, entry.mask.files, entry.mask.type, entry.mask.threshold)

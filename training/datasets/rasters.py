@@ -47,7 +47,7 @@ class RasterTiles(TileDataset):
             raise EngineError(f"The job '{self.root}' names none of the modalities {', '.join(self.modalities)}.")
         self.modalities = chosen
         self.job = job
-        self.plan = plan(job, model, resolve_inputs(job, model, reporter or Reporter()))
+        self.plan = plan(job, model, resolve_inputs(job, model, reporter))
         windows = self.plan.windows.windows()
         every = int(self.options.get("val_every", 10))
         held_out = [w for i, w in enumerate(windows) if i % every == every - 1] if len(windows) >= every else windows
