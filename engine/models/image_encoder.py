@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -42,6 +43,10 @@ def pooled_size(patch_px: int, n_blocks: int = 3) -> int:
     return size
 
 
+# Patches per call at inference (results do not depend on it; speed does, see forward).
+INFERENCE_PATCH_CHUNK = 16
+
+
 class ImagePatchEncoder(nn.Module):
     """Patches (N, C, p, p) -> embeddings (N, D): stem conv stride 2 + BN + GELU, then
     [max-pool 2, residual block] x n_blocks and a last max-pool (50 px: 25-12-6-3-1)."""
@@ -54,6 +59,15 @@ class ImagePatchEncoder(nn.Module):
 
     def forward(self, patches: Tensor, keep_indices: bool = True) -> tuple[Tensor, PoolTrace | None]:
         """Embeddings (N, D) and, when ``keep_indices`` (pretraining), the pooling trace."""
+        if not (keep_indices or self.training) and patches.shape[0] > INFERENCE_PATCH_CHUNK:
+            # (Training keeps whole batches: BatchNorm's statistics are the batch's.)
+            # A few patches at a time keep the 256-channel maps in cache: a 32-tile batch
+            # (1152 patches) ran 1.4x faster per tile in fp32 in chunks of 16 than whole.
+            return torch.cat([self._encode(part, False)[0]
+                              for part in patches.split(INFERENCE_PATCH_CHUNK)]), None
+        return self._encode(patches, keep_indices)
+
+    def _encode(self, patches: Tensor, keep_indices: bool) -> tuple[Tensor, PoolTrace | None]:
         x = F.gelu(self.stem_norm(self.stem(patches)))
         trace = PoolTrace([], []) if keep_indices else None
         for block in [*self.blocks, None]:

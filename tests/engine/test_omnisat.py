@@ -190,3 +190,16 @@ def test_empty_input_and_wrong_patch_size_are_errors():
         model.forward_features(inputs, dates, patch_size_m=20.0)
     with pytest.raises(EngineError, match="every date masked"):
         model.forward_features(inputs, dates, {"s2": torch.zeros(2, 5, dtype=torch.bool)})
+
+
+def test_image_encoder_in_chunks_at_inference_equals_one_call():
+    from engine.models.image_encoder import INFERENCE_PATCH_CHUNK
+
+    torch.manual_seed(0)
+    encoder = ImagePatchEncoder(4, 32, groups=4).eval()
+    patches = torch.randn(2 * INFERENCE_PATCH_CHUNK + 3, 4, 50, 50)
+    with torch.no_grad():
+        chunked, trace = encoder(patches, keep_indices=False)
+        whole, _ = encoder._encode(patches, keep_indices=False)
+    assert trace is None and chunked.shape == (patches.shape[0], 32)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
