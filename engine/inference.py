@@ -140,8 +140,9 @@ def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[st
         if modality.missing_bands:
             fill, how = model.band_fill(name)
             modality = replace(modality, fill_value=fill)
-            (reporter or Reporter()).log(f"{name}: {len(modality.missing_bands)} of {modality.spec.n_bands} bands missing "
-                         f"({', '.join(modality.missing_bands)}), filled with {how}.")
+            missing = modality.missing_bands
+            (reporter or Reporter()).log(f"{name}: {len(missing)} of {modality.spec.n_bands} bands missing "
+                                         f"({', '.join(missing)}), filled with {how}.")
         if entry.mask is not None:
             modality = attach_masks(modality, entry.mask.files, entry.mask.type, entry.mask.threshold)
         modalities[name] = modality
