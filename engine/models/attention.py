@@ -11,36 +11,29 @@ formula: the benchmarks' naive baseline and the tests' cross-check.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from engine.models.kernels import Linear, linear
+from engine.models.kernels import Linear, Switch, linear
 
-_explicit = False
+_explicit = Switch(False)
 # Up to this many keys the score matrix is small and the explicit formula the faster one.
 SHORT_KEYS = 128
 
 
-@contextlib.contextmanager
-def explicit_attention() -> Iterator[None]:
+def explicit_attention() -> contextlib.AbstractContextManager:
     """Within this block, ``attend`` computes softmax(q k^T / sqrt(d) + bias) v by hand."""
-    global _explicit
-    previous, _explicit = _explicit, True
-    try:
-        yield
-    finally:
-        _explicit = previous
+    return _explicit.set(True)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
     """Multi-head attention on (B, H, N, d) tensors with an optional additive bias (B|1, H|1, Nq, Nk)."""
     if bias is not None:
         bias = bias.to(q.dtype)  # autocast may leave the bias in another dtype than q
-    if _explicit or k.shape[-2] <= SHORT_KEYS:
+    if _explicit.value or k.shape[-2] <= SHORT_KEYS:
         scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
         if bias is not None:
             scores = scores + bias
@@ -96,28 +89,41 @@ class Mlp(nn.Module):
         return self.dropout(self.fc2(self.dropout(linear(self.fc1, x, "gelu"))))
 
 
-class SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
+class _Attention(nn.Module):
+    """What self- and cross-attention share: heads, the optional iRPE table, the output projection."""
+
+    def __init__(self, dim: int, heads: int, attn_drop: float, proj_drop: float, rel_pos_buckets: int,
+                 rel_pos_first_head: bool):
         super().__init__()
         if dim % heads:
             raise ValueError(f"embedding size {dim} is not divisible by {heads} heads")
         self.heads, self.attn_drop = heads, attn_drop
-        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.rel_pos = (ContextualRelativePosition(dim // heads, rel_pos_buckets, rel_pos_first_head)
                         if rel_pos_buckets else None)
 
-    def forward(self, x: Tensor, attn_bias: Tensor | None = None, rel_buckets: Tensor | None = None) -> Tensor:
-        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None, rel_buckets: Tensor | None,
+                rel_queries: Tensor) -> Tensor:
+        """Attention of (B, H, N, d) heads plus the relative-position bias of ``rel_queries``, projected."""
         bias = attn_bias
         if self.rel_pos is not None:
-            # iRPE applies the table to the already scaled queries in self-attention.
-            position = self.rel_pos(q * q.shape[-1] ** -0.5, rel_buckets)
+            position = self.rel_pos(rel_queries, rel_buckets)
             bias = position if bias is None else bias + position
         out = attend(q, k, v, bias, self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
+
+
+class SelfAttention(_Attention):
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
+        super().__init__(dim, heads, attn_drop, proj_drop, rel_pos_buckets, rel_pos_first_head)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
+
+    def forward(self, x: Tensor, attn_bias: Tensor | None = None, rel_buckets: Tensor | None = None) -> Tensor:
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        # iRPE applies the table to the already scaled queries in self-attention.
+        return self._attend(q, k, v, attn_bias, rel_buckets, q * q.shape[-1] ** -0.5)
 
 
 class Block(nn.Module):
@@ -138,33 +144,21 @@ class Block(nn.Module):
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Attention):
     """Given queries (not projected) attend to projected keys and values of the tokens."""
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"embedding size {dim} is not divisible by {heads} heads")
-        self.heads, self.attn_drop = heads, attn_drop
+        super().__init__(dim, heads, attn_drop, proj_drop, rel_pos_buckets, rel_pos_first_head)
         self.wk = Linear(dim, dim, bias=qkv_bias)
         self.wv = Linear(dim, dim, bias=qkv_bias)
-        self.proj = Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.rel_pos = (ContextualRelativePosition(dim // heads, rel_pos_buckets, rel_pos_first_head)
-                        if rel_pos_buckets else None)
 
     def forward(self, queries: Tensor, x: Tensor, attn_bias: Tensor | None = None,
                 rel_buckets: Tensor | None = None) -> Tensor:
         q = rearrange(queries, "b n (h d) -> b h n d", h=self.heads)
         k = rearrange(self.wk(x), "b n (h d) -> b h n d", h=self.heads)
         v = rearrange(self.wv(x), "b n (h d) -> b h n d", h=self.heads)
-        bias = attn_bias
-        if self.rel_pos is not None:
-            position = self.rel_pos(q, rel_buckets)
-            bias = position if bias is None else bias + position
-        out = attend(q, k, v, bias, self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
+        return self._attend(q, k, v, attn_bias, rel_buckets, q)
 
 
 class CrossBlock(nn.Module):

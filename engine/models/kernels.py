@@ -22,18 +22,30 @@ from torch import Tensor, nn
 
 _ACTIVATIONS = {"none": (None, ""), "gelu": (F.gelu, "none")}  # name -> (fallback, oneDNN algorithm)
 _DTYPES = (torch.float32, torch.bfloat16)
-_use_onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-@contextlib.contextmanager
-def default_kernels() -> Iterator[None]:
+class Switch:
+    """A process-wide setting that a ``with`` block changes and then restores."""
+
+    def __init__(self, value: bool):
+        self.value = value
+
+    @contextlib.contextmanager
+    def set(self, value: bool) -> Iterator[None]:
+        previous, self.value = self.value, value
+        try:
+            yield
+        finally:
+            self.value = previous
+
+
+_use_onednn = Switch(ONEDNN_AVAILABLE)
+
+
+def default_kernels() -> contextlib.AbstractContextManager:
     """Within this block every linear layer runs PyTorch's default kernel."""
-    global _use_onednn
-    previous, _use_onednn = _use_onednn, False
-    try:
-        yield
-    finally:
-        _use_onednn = previous
+    return _use_onednn.set(False)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -48,7 +60,7 @@ def linear(layer: nn.Linear, x: Tensor, activation: str = "none") -> Tensor:
     fallback, algorithm = _ACTIVATIONS[activation]
     dtype = _compute_dtype(x) if x.device.type == "cpu" else None
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad)
-    if not _use_onednn or dtype not in _DTYPES or needs_grad:
+    if not _use_onednn.value or dtype not in _DTYPES or needs_grad:
         y = F.linear(x, layer.weight, layer.bias)
         return y if fallback is None else fallback(y)
     weight, bias = _weights(layer, dtype)

@@ -10,7 +10,7 @@ from engine.models import kernels
 from engine.models.attention import SHORT_KEYS, attend
 from engine.models.kernels import Linear, default_kernels, linear
 
-onednn = pytest.mark.skipif(not kernels._use_onednn, reason="this PyTorch build has no oneDNN linear kernel")
+onednn = pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="this PyTorch build has no oneDNN linear kernel")
 
 
 def _layer(bias: bool = True, seed: int = 0) -> Linear:
