@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
-import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import EngineError
