@@ -138,11 +138,9 @@ def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[st
             )
         modality = resolve_modality(name, model.modalities[name], entry.files, entry.dates, entry.bands)
         if modality.missing_bands:
-            fill, how = model.band_fill(name)
+            fill, note = model.missing_band_fill(name, modality.missing_bands)
             modality = replace(modality, fill_value=fill)
-            missing = modality.missing_bands
-            (reporter or Reporter()).log(f"{name}: {len(missing)} of {modality.spec.n_bands} bands missing "
-                                         f"({', '.join(missing)}), filled with {how}.")
+            (reporter or Reporter()).log(note)
         if entry.mask is not None:
             modality = attach_masks(modality, entry.mask.files, entry.mask.type, entry.mask.threshold)
         modalities[name] = modality

@@ -14,7 +14,6 @@ they name bands (e.g. "B02", "2020-06-15 B8A"), by the count otherwise.
 
 from __future__ import annotations
 
-
 import datetime as dt
 import re
 from dataclasses import dataclass, replace

@@ -508,11 +508,11 @@ class AnySat(EOModel):
             raise EngineError(f"{name!r}: none of its bands ({', '.join(spec.bands)}) is present.")
         shape = list(tensor.shape)
         shape[axis] = spec.n_bands
-        value, how = self.band_fill(name)
+        value, note = self.missing_band_fill(name, missing)
         full = tensor.new_full(shape, value)
         index = torch.tensor([spec.bands.index(b) for b in present], device=tensor.device)
         full.index_copy_(axis, index, tensor)
-        return full, f"{name}: {len(missing)} of {spec.n_bands} bands missing ({', '.join(missing)}), filled with {how}."
+        return full, note
 
 
 def _preset(size: str):

@@ -59,6 +59,12 @@ class EOModel(nn.Module):
             f"({', '.join(self._spec(name).bands)}); only AnySat models fill a missing band (with the "
             "padding value they learned). Give every band, or use an AnySat checkpoint.")
 
+    def missing_band_fill(self, name: str, missing: list[str]) -> tuple[float, str]:
+        """``band_fill``'s value and the log sentence naming the ``missing`` bands."""
+        value, how = self.band_fill(name)
+        return value, (f"{name}: {len(missing)} of {self._spec(name).n_bands} bands missing "
+                       f"({', '.join(missing)}), filled with {how}.")
+
     def _spec(self, name: str) -> ModalitySpec:
         if name not in self.modalities:
             raise EngineError(
