@@ -129,12 +129,14 @@ class SelfAttention(_Attention):
 class Block(nn.Module):
     """Pre-norm residual transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
+    attention = SelfAttention
+
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
                  norm_eps: float = 1e-6, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = SelfAttention(dim, heads, qkv_bias, attn_drop, dropout, rel_pos_buckets, rel_pos_first_head)
+        self.attn = self.attention(dim, heads, qkv_bias, attn_drop, dropout, rel_pos_buckets, rel_pos_first_head)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
         self.drop_path = drop_path
@@ -161,22 +163,14 @@ class CrossAttention(_Attention):
         return self._attend(q, k, v, attn_bias, rel_buckets, q)
 
 
-class CrossBlock(nn.Module):
+class CrossBlock(Block):
     """OmniSat's fusion block: out = cross_attn(queries, norm(x)); out + mlp(norm(out)).
 
     No residual around the cross-attention: the queries are learned constants, the
     output carries only what they gathered from the tokens.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_eps: float = 1e-6, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = CrossAttention(dim, heads, qkv_bias, attn_drop, dropout, rel_pos_buckets, rel_pos_first_head)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
-        self.drop_path = drop_path
+    attention = CrossAttention
 
     def forward(self, queries: Tensor, x: Tensor, attn_bias: Tensor | None = None,
                 rel_buckets: Tensor | None = None) -> Tensor:
