@@ -89,13 +89,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import EngineError
+from engine.mapping.levels import LEVEL_NAMES
 
 JOB_VERSION = 1
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 EMBEDDING_DTYPES = ("float32", "float16")
-EMBEDDING_LEVELS = ("patch", "local", "both", "dense", "tile")
-EMBEDDING_LEVEL_TAG = "EMBEDDING_LEVEL"  # raster tag of embeddings written by the engine: their level
 CLASS_OUTPUTS = ("classes", "confidence", "probabilities")
 
 
@@ -236,7 +235,7 @@ def parse_job(obj: Any, base: Path | None = None, source: str = "<inline job>") 
     outputs = Outputs(
         **{k: _paths(out[k], base, f'"outputs.{k}"') for k in (*CLASS_OUTPUTS, "embeddings") if out.get(k)},
         embeddings_dtype=_choice(out, "embeddings_dtype", where, EMBEDDING_DTYPES, "float32"),
-        embeddings_level=_choice(out, "embeddings_level", where, EMBEDDING_LEVELS, "patch"),
+        embeddings_level=_choice(out, "embeddings_level", where, LEVEL_NAMES, "patch"),
     )
     if not outputs.files():
         raise EngineError(f'{where}: "outputs" names no file: give at least "classes" or "embeddings".')

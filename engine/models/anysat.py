@@ -282,6 +282,8 @@ class Encoded:
 
 
 class AnySat(EOModel):
+    has_dense_features = True
+
     def __init__(self, config: AnySatConfig):
         super().__init__()
         if not config.modalities:
@@ -320,6 +322,25 @@ class AnySat(EOModel):
     def sub_patch_m(self, name: str) -> float:
         return self.config.projectors[name].sub_px * self.modalities[name].gsd_m
 
+    def sub_patches(self, name: str, patch_size_m: float) -> int:
+        """Sub-patches of ``name`` per patch side (the patch must hold a whole number of them)."""
+        n = patch_size_m / self.sub_patch_m(name)
+        if abs(n - round(n)) > 1e-6 or round(n) < 1:
+            raise EngineError(
+                f"Patch size {patch_size_m:g} m is not a whole number of {name!r} sub-patches "
+                f"({self.sub_patch_m(name):g} m each): choose a multiple of {self.sub_patch_m(name):g} m.")
+        return round(n)
+
+    def dense_layout(self, modalities: list[str], patch_size_m: float) -> tuple[str, int]:
+        """The finest of ``modalities`` (as ``forward_features`` picks it) and its sub-patches per patch side;
+        coarse context sensors have no sub-patch grid."""
+        sizes = {name: self.sub_patches(name, patch_size_m) for name in modalities
+                 if not self.config.projectors[name].context}
+        if not sizes:
+            raise EngineError(f"Dense features need a modality with sub-patches among {', '.join(modalities)}.")
+        name = max(sizes, key=lambda m: (sizes[m], m))
+        return name, sizes[name]
+
     def layout(self, inputs: dict[str, Tensor], patch_size_m: float) -> _Layout:
         if not patch_size_m or patch_size_m <= 0:
             raise EngineError(f"Patch size must be a positive number of metres, got {patch_size_m}.")
@@ -339,12 +360,7 @@ class AnySat(EOModel):
                     f"{name!r} is {h} pixels wide, not a multiple of its {sub_px}-pixel sub-patches: "
                     f"crop or pad it to {h - h % sub_px} or {h - h % sub_px + sub_px} pixels.")
             extents[name] = h * spec.gsd_m
-            n = patch_size_m / self.sub_patch_m(name)
-            if abs(n - round(n)) > 1e-6 or round(n) < 1:
-                raise EngineError(
-                    f"Patch size {patch_size_m:g} m is not a whole number of {name!r} sub-patches "
-                    f"({self.sub_patch_m(name):g} m each): choose a multiple of {self.sub_patch_m(name):g} m.")
-            subs[name] = round(n)
+            subs[name] = self.sub_patches(name, patch_size_m)
         if not extents:
             raise EngineError("AnySat needs at least one modality besides coarse context sensors "
                               f"({', '.join(inputs)}): add an image or a 10-30 m time series.")
@@ -460,6 +476,12 @@ class AnySat(EOModel):
         local = torch.stack(list(enc.patch_tokens.values())).mean(dim=0)
         return Features(tile=out[:, 0], patch=patch, dense=dense,
                         local=rearrange(local, "b (h w) d -> b h w d", h=g, w=g))
+
+    def features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
+                 date_mask: dict[str, Tensor] | None = None, patch_size_m: float | None = None,
+                 dense: str | None = None) -> Features:
+        return self.forward_features(inputs, dates, date_mask, patch_size_m, dense_modality=dense,
+                                     with_dense=dense is not None)
 
     def finest_modality(self, inputs: dict[str, Tensor], layout: _Layout) -> str:
         return max(layout.subs, key=lambda name: (layout.subs[name], name))

@@ -177,6 +177,10 @@ class OmniSat(EOModel):
         return groups
 
     # -- shapes ---------------------------------------------------------------------------
+    def default_window(self) -> int:
+        """The patch grid the learned position tables were made for."""
+        return int(max(self.config.grid))
+
     def patch_grid(self, inputs: dict[str, Tensor]) -> tuple[int, int]:
         """The common patch grid of all inputs; each must cut into whole patches."""
         grids = {}
