@@ -6,7 +6,7 @@ dimension, its level and encoder in its tags). ``EmbeddingOptions`` holds the pa
 every operation reading embeddings shares (the checkpoint of a raster, the level).
 
 Rasters are read block by block (``blocks``, ``gather``); a cell is valid when every band
-holds a finite value other than nodata (``valid_cells``). ``labelled_embeddings`` gathers
+holds data (engine.io.raster.valid_mask). ``labelled_embeddings`` gathers
 the embeddings under labelled points and polygons, rasterized on the embeddings' own grid.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,7 @@ import rasterio
 from rasterio.windows import Window
 
 from engine.errors import EngineError
-from engine.io.grid import Grid
-from engine.io.raster import open_raster
+from engine.io.raster import open_raster, valid_mask
 from engine.mapping.levels import EMBEDDING_LEVEL_TAG, LEVEL_NAMES
 from engine.progress import Reporter
 
@@ -132,28 +130,16 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
         })
 
 
-def raster_grid(ds) -> Grid:
-    return Grid(ds.crs, ds.transform, ds.width, ds.height)
-
-
 def blocks(height: int, width: int) -> Iterator[Window]:
     for row in range(0, height, BLOCK):
         for col in range(0, width, BLOCK):
             yield Window(col, row, min(BLOCK, width - col), min(BLOCK, height - row))
 
 
-def valid_cells(ds, data: np.ndarray) -> np.ndarray:
-    """(h, w) True where every band holds a finite value other than nodata."""
-    ok = np.isfinite(data).all(axis=0)
-    if ds.nodata is not None and not math.isnan(ds.nodata):
-        ok &= (data != ds.nodata).all(axis=0)
-    return ok
-
-
 def read_block(ds, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """(C, h, w) float32 values of ``window`` and their (h, w) validity."""
+    """(C, h, w) float32 values of ``window`` and their (h, w) validity: every band holds data."""
     data = ds.read(window=window).astype(np.float32)
-    return data, valid_cells(ds, data)
+    return data, valid_mask(ds, data).all(axis=0)
 
 
 def gather(ds, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

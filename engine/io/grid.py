@@ -38,6 +38,11 @@ class Grid:
     width: int
     height: int
 
+    @classmethod
+    def of(cls, dataset) -> "Grid":
+        """The grid of an open raster."""
+        return cls(dataset.crs, dataset.transform, dataset.width, dataset.height)
+
     @property
     def res(self) -> float:
         return self.transform.a

@@ -90,10 +90,9 @@ from typing import Any
 
 from engine.errors import EngineError
 from engine.mapping.levels import LEVEL_NAMES
+from engine.precision import DEVICES, PRECISIONS
 
 JOB_VERSION = 1
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
 EMBEDDING_DTYPES = ("float32", "float16")
 CLASS_OUTPUTS = ("classes", "confidence", "probabilities")
 

@@ -17,9 +17,10 @@ import rasterio
 
 from engine.api import operation
 from engine.embeddings import (EMBEDDINGS_HELP, EmbeddingOptions, EmbeddingSource, LEVEL_HELP, blocks,
-                               embedding_source, gather, labelled_embeddings, raster_grid, raster_level, read_block)
+                               embedding_source, gather, labelled_embeddings, raster_level, read_block)
 from engine.errors import EngineError
 from engine.io.atomic import check_output_path
+from engine.io.grid import Grid
 from engine.io.raster import open_raster
 from engine.io.writers import geotiff_profile, parse_color
 from engine.progress import Reporter
@@ -148,7 +149,7 @@ def change_operation(params: ChangeParams, reporter: Reporter) -> dict[str, Any]
     names = colors = None
     with contextlib.ExitStack() as stack:
         source, before, after, level = _open_periods(stack, params, reporter)
-        grid = raster_grid(before)
+        grid = Grid.of(before)
         magnitude = _magnitude(before, after, params.metric, reporter)
         binary, threshold = change_layer(magnitude, params.threshold)
         summary: dict[str, Any] = {"magnitude": params.magnitude, "change": params.change, "metric": params.metric,

@@ -20,10 +20,11 @@ import numpy as np
 
 from engine.api import operation
 from engine.embeddings import (EMBEDDINGS_HELP, EmbeddingOptions, EmbeddingSource, LabelledEmbeddings, blocks,
-                               embedding_source, is_job, labelled_embeddings, raster_grid, raster_level, read_block,
+                               embedding_source, is_job, labelled_embeddings, raster_level, read_block,
                                with_level)
 from engine.errors import EngineError
 from engine.io.atomic import check_output_path
+from engine.io.grid import Grid
 from engine.io.raster import open_raster
 from engine.io.writers import parse_color
 from engine.progress import Reporter
@@ -54,7 +55,7 @@ def map_embeddings(ds, probe, class_names: list[str], colors: list[str], classes
     windows = list(blocks(ds.height, ds.width))
     steps = reporter.steps(len(windows), "Applying the probe", 0, 100)
     with contextlib.ExitStack() as stack:
-        datasets = open_class_outputs(stack, files, raster_grid(ds), class_names, [parse_color(c) for c in colors])
+        datasets = open_class_outputs(stack, files, Grid.of(ds), class_names, [parse_color(c) for c in colors])
         for window in windows:
             data, valid = read_block(ds, window)
             vectors = data.reshape(ds.count, -1).T[valid.ravel()]
