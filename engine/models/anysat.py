@@ -512,30 +512,6 @@ class AnySat(EOModel):
             return value, f"the learned padding value {value:.4g}"
         return 0.0, "0 (the band mean; images have no learned padding value)"
 
-    def fill_missing_bands(self, name: str, tensor: Tensor, present: Iterable[str]) -> tuple[Tensor, str]:
-        """Complete a normalized tensor holding only the ``present`` bands (in the spec's order)
-        with ``band_fill``'s value. Returns the full tensor and a sentence for the log."""
-        spec = self._spec(name)
-        present = list(present)
-        unknown = [b for b in present if b not in spec.bands]
-        if unknown:
-            raise EngineError(f"{name!r} has no band(s) {', '.join(unknown)}; its bands are {', '.join(spec.bands)}.")
-        axis = 1 if spec.kind == "image" else 2
-        if tensor.shape[axis] != len(present):
-            raise EngineError(f"{name!r}: {tensor.shape[axis]} bands in the tensor but {len(present)} band names given.")
-        missing = [b for b in spec.bands if b not in present]
-        if not missing:
-            return tensor, f"{name}: all {spec.n_bands} bands present."
-        if len(missing) == spec.n_bands:
-            raise EngineError(f"{name!r}: none of its bands ({', '.join(spec.bands)}) is present.")
-        shape = list(tensor.shape)
-        shape[axis] = spec.n_bands
-        value, note = self.missing_band_fill(name, missing)
-        full = tensor.new_full(shape, value)
-        index = torch.tensor([spec.bands.index(b) for b in present], device=tensor.device)
-        full.index_copy_(axis, index, tensor)
-        return full, note
-
 
 def _preset(size: str):
     return lambda: anysat_config(size)
