@@ -28,7 +28,7 @@ from engine.errors import EngineError
 
 if TYPE_CHECKING:
     from engine.io.grid import Grid
-    from engine.mapping.plan import Geometry
+    from engine.mapping.geometry import Geometry
     from engine.models.base import Features
 
 EMBEDDING_LEVEL_TAG = "EMBEDDING_LEVEL"  # raster tag of embeddings written by the engine: their level

@@ -24,7 +24,8 @@ from engine.io.grid import Grid
 from engine.io.job import CLASS_OUTPUTS
 from engine.io.writers import CLASS_NODATA, geotiff_profile, open_class_map, write_cells
 from engine.mapping.levels import EMBEDDING_LEVEL_TAG, Level
-from engine.mapping.plan import Geometry, Plan
+from engine.mapping.geometry import Geometry
+from engine.mapping.plan import Plan
 
 HALF_MAX = 65504.0
 

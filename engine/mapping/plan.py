@@ -31,6 +31,7 @@ from engine.io.job import CLASS_OUTPUTS, Job
 from engine.io.normalize import load_statistics, modality_statistics
 from engine.io.raster import open_raster
 from engine.io.series import Modality, attach_masks, resolve_modality
+from engine.mapping.geometry import DenseLayout, Geometry
 from engine.mapping.levels import Level, level
 from engine.precision import choose_device, choose_dtype
 from engine.progress import Reporter
@@ -39,36 +40,6 @@ from engine.tiling import WindowGrid
 # Window side when the model states none: enough patches to amortise the model call, few
 # enough that attention over all tokens stays cheap on a CPU.
 DEFAULT_TILE_PATCHES = 16
-
-
-@dataclass(frozen=True)
-class DenseLayout:
-    """Where dense (per-sub-patch) features lie: the finest modality's sub-patches."""
-
-    modality: str
-    n: int  # sub-patches per patch side
-    grid: Grid  # one cell per sub-patch
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where everything lies: the grids of the patches, the outputs, each modality, the windows."""
-
-    patch_grid: Grid  # one cell per patch
-    output_grid: Grid  # class outputs of a patch-level head
-    modality_grids: dict[str, Grid]
-    patch_size_m: float
-    windows: WindowGrid
-    dense: DenseLayout | None = None  # when a dense level is written
-    tile_grid: Grid | None = None  # one cell per window, when a tile level is written
-
-    @property
-    def output_factor(self) -> int:
-        return round(self.patch_grid.res / self.output_grid.res)
-
-    def tile_cell(self, window: Window) -> tuple[int, int]:
-        """(row, col) of a window's cell on the tile grid."""
-        return self.windows.rows.index(window.row_off), self.windows.cols.index(window.col_off)
 
 
 @dataclass(frozen=True)

@@ -309,15 +309,6 @@ class AnySat(EOModel):
         return {"projectors": self.projectors, "spatial_encoder": self.spatial_encoder,
                 "combiner": self.combiner, "cross_block": self.cross_block}
 
-    def pretraining_parameter_counts(self) -> dict[str, int]:
-        """Parameters of the JEPA predictor that pretrains this encoder (not part of the model)."""
-        from engine.models.jepa import JEPAConfig, JEPAPredictor  # jepa builds on this module
-
-        cfg = JEPAConfig(total_steps=1)
-        with torch.device("meta"):
-            predictor = JEPAPredictor(self.embed_dim, cfg.predictor_depth, cfg.predictor_heads, self.config.mlp_ratio)
-        return {"pretraining.jepa_predictor": sum(p.numel() for p in predictor.parameters())}
-
     # ----- geometry -----
     def sub_patch_m(self, name: str) -> float:
         return self.config.projectors[name].sub_px * self.modalities[name].gsd_m

@@ -12,7 +12,7 @@ from engine.errors import EngineError
 from engine.io.grid import Grid
 from engine.io.job import parse_job
 from engine.mapping.levels import LEVEL_NAMES, LEVELS, level
-from engine.mapping.plan import DenseLayout, Geometry
+from engine.mapping.geometry import DenseLayout, Geometry
 from engine.mapping.read import keep_dates
 from engine.models.base import Features
 from engine.models.heads import HeadConfig, build_head
