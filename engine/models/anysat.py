@@ -36,6 +36,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from engine.errors import EngineError
+from engine.io.grid import whole_multiple
 from engine.models.attention import Block, CrossBlock
 from engine.models.base import EOModel, Features
 from engine.models.kernels import Linear
@@ -315,12 +316,12 @@ class AnySat(EOModel):
 
     def sub_patches(self, name: str, patch_size_m: float) -> int:
         """Sub-patches of ``name`` per patch side (the patch must hold a whole number of them)."""
-        n = patch_size_m / self.sub_patch_m(name)
-        if abs(n - round(n)) > 1e-6 or round(n) < 1:
+        n = whole_multiple(patch_size_m, self.sub_patch_m(name))
+        if n is None:
             raise EngineError(
                 f"Patch size {patch_size_m:g} m is not a whole number of {name!r} sub-patches "
                 f"({self.sub_patch_m(name):g} m each): choose a multiple of {self.sub_patch_m(name):g} m.")
-        return round(n)
+        return n
 
     def dense_layout(self, modalities: list[str], patch_size_m: float) -> tuple[str, int]:
         """The finest of ``modalities`` (as ``forward_features`` picks it) and its sub-patches per patch side;
@@ -361,12 +362,12 @@ class AnySat(EOModel):
                 raise EngineError(
                     f"Modalities must cover the same ground: {first!r} spans {extent:g} m, {name!r} {other:g} m. "
                     "Align them on one footprint first.")
-        grid = extent / patch_size_m
-        if abs(grid - round(grid)) > 1e-6:
+        grid = whole_multiple(extent, patch_size_m)
+        if grid is None:
             raise EngineError(
                 f"The tile spans {extent:g} m, not a multiple of the {patch_size_m:g} m patch size: choose a "
                 f"patch size dividing {extent:g} m, or crop the tile (the reference would crop silently).")
-        return _Layout(grid=round(grid), patch_m=float(patch_size_m), subs=subs)
+        return _Layout(grid=grid, patch_m=float(patch_size_m), subs=subs)
 
     def _cell(self, name: str, n: int) -> int:
         """Sub-patches per side of a 10 m cell, the grouping order of the released projectors."""
