@@ -89,7 +89,6 @@ PARAMETERS = Wording(
     unknown="Unknown parameter(s) for {where!r}: {keys}. Known: {allowed}.",
     missing="Missing required parameter {key!r} for {where!r}.",
     not_mapping="The parameters of {where!r} must be a JSON object.",
-    nested="{where}.{key}",
 )
 
 
