@@ -227,7 +227,7 @@ class SpatialEncoder(nn.Module):
         return torch.cat(heads), torch.cat(subs)
 
 
-class Combiner(nn.Module):
+class AnySatCombiner(nn.Module):
     """Class token + self-attention blocks over all (context, modality x patch) tokens."""
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float):
@@ -273,7 +273,7 @@ class _Layout:
 
 
 @dataclass
-class Encoded:
+class AnySatEncoded:
     """What the encoder computes before the combiner (used by JEPA pretraining too)."""
 
     layout: _Layout
@@ -303,7 +303,7 @@ class AnySat(EOModel):
             else:
                 self.projectors[name] = SeriesProjector(spec.n_bands, d, proj, config.ltae_heads, config.ltae_key_dim)
         self.spatial_encoder = SpatialEncoder(d, config.depth, config.heads, config.mlp_ratio, config.drop_path)
-        self.combiner = Combiner(d, config.depth, config.heads, config.mlp_ratio, config.drop_path)
+        self.combiner = AnySatCombiner(d, config.depth, config.heads, config.mlp_ratio, config.drop_path)
         self.cross_block = FusionCross(d, config.heads, config.mlp_ratio, config.drop_path)
 
     def parameter_groups(self) -> dict[str, nn.Module]:
@@ -376,11 +376,11 @@ class AnySat(EOModel):
 
     # ----- encoder stages -----
     def encode(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
-               date_mask: dict[str, Tensor] | None, layout: _Layout, keep_subs: Iterable[str] = ()) -> Encoded:
+               date_mask: dict[str, Tensor] | None, layout: _Layout, keep_subs: Iterable[str] = ()) -> AnySatEncoded:
         """Projectors and spatial encoder: one token per (modality, patch), plus context tokens."""
         date_mask = date_mask or {}
         keep_subs = set(keep_subs)
-        enc = Encoded(layout=layout, patch_tokens={}, context_tokens=[])
+        enc = AnySatEncoded(layout=layout, patch_tokens={}, context_tokens=[])
         for name in self.modalities:  # config order: independent of the caller's dict order
             if name not in inputs:
                 continue
