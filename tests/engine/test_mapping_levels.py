@@ -122,3 +122,14 @@ def test_keep_dates_keeps_the_clear_ones_or_else_the_clearest():
     valid[1] = True
     np.testing.assert_array_equal(keep_dates(valid, 0.5), [False, True, False])
     np.testing.assert_array_equal(keep_dates(valid[[0, 2]], 0.5), [True, False])  # none clear: the clearest
+
+
+def test_the_plugin_offers_the_registry_levels():
+    """The plugin may not import the engine: its static list is read from its source and compared."""
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "omnisat_qgis" / "algorithms" / "mapping.py"
+    assigned = {node.targets[0].id: node.value for node in ast.parse(source.read_text()).body
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    assert ast.literal_eval(assigned["EMBEDDING_LEVELS"]) == LEVEL_NAMES
