@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.errors import EngineError
+from engine.io.normalize import normalize
 from engine.models.modalities import ModalitySpec
 
 
@@ -72,12 +73,9 @@ class EOModel(nn.Module):
             f'{type(self).__name__} has none: choose "patch", "local", "both" or "tile", or an anysat-* model.')
 
     def normalize(self, name: str, tensor: Tensor) -> Tensor:
-        """(x - mean) / std with the spec's per-band statistics, on the band axis of its kind."""
+        """(x - mean) / std with the spec's per-band statistics (engine.io.normalize, as inference)."""
         spec = self._spec(name)
-        # Bands are the third axis from the end in both layouts: (.., C, H, W).
-        mean = torch.tensor(spec.mean, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
-        std = torch.tensor(spec.std, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
-        return (tensor - mean) / std
+        return normalize(tensor, spec.mean, spec.std)
 
     def band_fill(self, name: str) -> tuple[float, str]:
         """The normalized value this model puts in a band the input lacks, and how to say so.
