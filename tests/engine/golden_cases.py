@@ -98,8 +98,12 @@ def read_raster(path: str) -> dict[str, Any]:
         return {"data": ds.read(), "meta": meta}
 
 
-def summary(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k not in UNSTABLE}
+def summary(result: dict, shared: Path) -> dict:
+    """The result without machine-dependent keys; paths of the samples relative to their folder."""
+    text = json.dumps({k: v for k, v in result.items() if k not in UNSTABLE}, sort_keys=True, default=str)
+    for folder in {str(shared), str(shared.resolve())}:
+        text = text.replace(folder, "<shared>")
+    return json.loads(text)
 
 
 def cases(shared: Path, folder: Path) -> dict[str, Callable[[], dict[str, Any]]]:
@@ -112,7 +116,7 @@ def cases(shared: Path, folder: Path) -> dict[str, Callable[[], dict[str, Any]]]
     def run(name: str, operation: str, params: dict, outputs: tuple[str, ...]) -> dict[str, Any]:
         result = run_operation(operation, params)
         out = {key: read_raster(str(folder / f"{name}-{key}.tif")) for key in outputs}
-        return {"result": summary(result), "rasters": out}
+        return {"result": summary(result, shared), "rasters": out}
 
     def files(name: str, *keys: str) -> dict[str, str]:
         return {key: str(folder / f"{name}-{key}.tif") for key in keys}
@@ -174,7 +178,7 @@ def cases(shared: Path, folder: Path) -> dict[str, Callable[[], dict[str, Any]]]
         out = {key: read_raster(str(folder / f"apply-probe-job-{key}.tif"))
                for key in ("classes", "confidence", "probabilities")}
         out["fit-classes"] = read_raster(str(folder / "fit-probe-classes.tif"))
-        return {"result": {"fit": summary(fitted), "apply": summary(applied)}, "rasters": out}
+        return {"result": {"fit": summary(fitted, shared), "apply": summary(applied, shared)}, "rasters": out}
 
     table["fit-and-apply-probe"] = fit_and_apply
 
@@ -183,7 +187,7 @@ def cases(shared: Path, folder: Path) -> dict[str, Callable[[], dict[str, Any]]]
         after = probe_job(eolearn_inputs(shared, folder, range(3, 5)), "change-after", "embeddings")
         keys = files("change", "magnitude", "change")
         result = run_operation("change", {"before": before, "after": after, **keys})
-        return {"result": summary(result), "rasters": {k: read_raster(v) for k, v in keys.items()}}
+        return {"result": summary(result, shared), "rasters": {k: read_raster(v) for k, v in keys.items()}}
 
     table["change-omnisat-eolearn"] = change
     return table
