@@ -25,7 +25,7 @@ from rasterio.windows import Window
 
 from engine.errors import EngineError
 from engine.io.raster import open_raster, valid_mask
-from engine.mapping.levels import EMBEDDING_LEVEL_TAG, LEVEL_NAMES
+from engine.mapping.levels import EMBEDDING_LEVEL_TAG, LEVEL_NAMES, LEVELS
 from engine.progress import Reporter
 
 # Tags written into embedding rasters computed here, so that they can be reused alone.
@@ -36,9 +36,9 @@ AUTO = "auto"
 EMBEDDINGS_HELP = ("embeddings: a job JSON file (model + modalities; its outputs are ignored except "
                    "\"embeddings\", where the embeddings are kept) or an embeddings raster written by 'embed'")
 MODEL_HELP = "checkpoint the embeddings raster was computed with (only for a raster written by 'embed')"
-LEVEL_HELP = ("embedding level: patch, local, both, dense (AnySat, per sub-patch: class map at the sub-patch "
-              "resolution) or tile (one cell per window, windows edge to edge); auto: the job's "
-              "outputs.embeddings_level, or the raster's own level (another level given with a raster is refused)")
+LEVEL_HELP = ("embedding level: " + ", ".join(f"{lv.name} ({lv.help})" for lv in LEVELS.values())
+              + "; auto: the job's outputs.embeddings_level, or the raster's own level (another level given with "
+              "a raster is refused)")
 
 
 @dataclass(kw_only=True)

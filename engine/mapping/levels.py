@@ -52,6 +52,7 @@ class Level:
     level: on the output grid, each patch as output_factor x output_factor pixels)."""
 
     name: str
+    help: str  # for the parameters' help of every front end
     select: Callable[["Features"], Any]  # the features of a model call at this level
     width_factor: int = 1  # vector width = width_factor x the model's embed_dim
     stream: str = "patch"  # the results stream: per patch ("patch") or per window ("tile")
@@ -111,11 +112,13 @@ class TileLevel(Level):
 
 
 LEVELS: dict[str, Level] = {level.name: level for level in (
-    Level("patch", lambda f: f.patch),
-    Level("local", _local),
-    Level("both", _both, width_factor=2),
-    DenseLevel("dense", lambda f: f.dense, width_factor=2, sub_patches=True),
-    TileLevel("tile", lambda f: f.tile, stream="tile", edge_to_edge=True),
+    Level("patch", "fused, one vector per patch", lambda f: f.patch),
+    Level("local", "per-patch encoder tokens before fusion", _local),
+    Level("both", "[patch, local]", _both, width_factor=2),
+    DenseLevel("dense", "AnySat, per sub-patch: class map at the sub-patch resolution", lambda f: f.dense,
+               width_factor=2, sub_patches=True),
+    TileLevel("tile", "one cell per window, windows edge to edge", lambda f: f.tile, stream="tile",
+              edge_to_edge=True),
 )}
 LEVEL_NAMES = tuple(LEVELS)
 
