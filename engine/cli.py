@@ -99,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         return run_worker()
     parser = build_parser()
     args = parser.parse_args(argv)
-    from engine.api import build_params, get_operation
+    from engine.api import get_operation, run_operation
 
     op = get_operation(args.command)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(op.params)}
     reporter = TerminalReporter(quiet=args.quiet)
     try:
-        result = op.run(build_params(op, values), reporter)
+        result = run_operation(op.name, values, reporter)
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

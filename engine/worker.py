@@ -67,10 +67,10 @@ def run_worker(stdin: IO[str] = sys.stdin, stdout: IO[str] | None = None) -> int
             import torch
 
             torch.set_num_threads(int(job["threads"]))
-        from engine.api import build_params, get_operation
+        from engine.api import get_operation, run_operation
 
         op = get_operation(str(job["operation"]))
-        result = op.run(build_params(op, job.get("params", {})), reporter)
+        result = run_operation(op.name, job.get("params", {}), reporter)
         outputs = {name: result[name] for name in op.outputs if result.get(name)}
         reporter.send({"type": "result", "outputs": outputs, "result": result})
         return 0

@@ -18,7 +18,7 @@ from engine.progress import Reporter
 @dataclass
 class ImportAnySatParams:
     reference: str = field(metadata={"help": "reference AnySat state dict (.pth), e.g. the released base weights",
-                                     "positional": True})
+                                     "positional": True, "role": "input"})
     output: str = field(metadata={"help": "checkpoint to write (.safetensors)", "positional": True})
     allow_missing: bool = field(default=False, metadata={
         "help": "write the checkpoint even when some of our weights are not in the file (left at their init)"})

@@ -29,7 +29,7 @@ from rasterio.windows import Window
 from engine.api import operation
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output, check_output_path
-from engine.io.job import EMBEDDING_LEVEL_TAG
+from engine.io.job import EMBEDDING_LEVEL_TAG, is_job
 from engine.io.raster import open_raster
 from engine.progress import Reporter
 
@@ -53,10 +53,6 @@ class EmbeddingSource:
     encoder: dict[str, Any]
 
 
-def _is_job(value: str | dict) -> bool:
-    return isinstance(value, dict) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")
-
-
 def check_level(level: str) -> str:
     from engine.io.job import EMBEDDING_LEVELS
 
@@ -73,7 +69,7 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
     from engine.models.checkpoint import checkpoint_hash
 
     check_level(level)
-    if not _is_job(value):
+    if not is_job(value):
         with open_raster(value, setting) as ds:
             tags = ds.tags()
         own = tags.get(LEVEL_TAG, "patch")
@@ -251,13 +247,13 @@ def map_embeddings(ds, probe, class_names: list[str], colors: list[str], classes
 
 @dataclass
 class FitProbeParams:
-    labels: str = field(metadata={"help": "vector file of labelled points or polygons (any OGR format)", "positional": True})
+    labels: str = field(metadata={"help": "vector file of labelled points or polygons (any OGR format)", "positional": True, "role": "input"})
     embeddings: str | dict = field(metadata={"help": EMBEDDINGS_HELP, "positional": True})
     output: str = field(metadata={"help": "probe file to write (.safetensors)", "positional": True})
     class_field: str = field(default="class", metadata={"help": "field holding the class (integer or text)"})
     layer: str | None = field(default=None, metadata={"help": "layer name in the vector file (default: the first)"})
     ignore_values: list[str] = field(default_factory=list, metadata={"help": "class values to skip, e.g. 0 for 'no data'"})
-    model: str | None = field(default=None, metadata={"help": MODEL_HELP})
+    model: str | None = field(default=None, metadata={"help": MODEL_HELP, "role": "input"})
     report: str | None = field(default=None, metadata={"help": "HTML fit report to write (metrics, confusion matrix)"})
     classes: str | None = field(default=None, metadata={"help": "class map to write over the embeddings' area (GeoTIFF)"})
     confidence: str | None = field(default=None, metadata={"help": "probability of the chosen class (GeoTIFF)"})
@@ -426,13 +422,13 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
 
 @dataclass
 class ApplyProbeParams:
-    probe: str = field(metadata={"help": "probe file written by fit-probe", "positional": True})
+    probe: str = field(metadata={"help": "probe file written by fit-probe", "positional": True, "role": "input"})
     embeddings: str | dict = field(metadata={"help": "a job JSON file (model, modalities and outputs \"classes\", "
                                              "\"confidence\", \"probabilities\") or an embeddings raster from 'embed'",
                                              "positional": True})
     classes: str | None = field(default=None, metadata={"help": "class map to write (only with an embeddings raster; a job names its outputs)"})
     confidence: str | None = field(default=None, metadata={"help": "confidence raster (only with an embeddings raster)"})
-    model: str | None = field(default=None, metadata={"help": MODEL_HELP})
+    model: str | None = field(default=None, metadata={"help": MODEL_HELP, "role": "input"})
     embeddings_level: str = field(default=AUTO, metadata={"help": LEVEL_HELP})
 
 
@@ -447,7 +443,7 @@ def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[
     from engine.probe import ProbeHead, check_encoder, load_probe
 
     probe, meta = load_probe(params.probe)
-    if _is_job(params.embeddings):
+    if is_job(params.embeddings):
         from engine.inference import embedding_width, run_map
         from engine.io.job import load_job
         from engine.models.checkpoint import checkpoint_hash, load_checkpoint
@@ -490,8 +486,8 @@ class ChangeParams:
     change: str | None = field(default=None, metadata={"help": "binary change layer to write (uint8: 1 change, 0 none, 255 nodata)"})
     metric: str = field(default="cosine", metadata={"help": "distance between embeddings: cosine or euclidean"})
     threshold: float | None = field(default=None, metadata={"help": "change threshold on the magnitude (default: Otsu's)"})
-    model: str | None = field(default=None, metadata={"help": MODEL_HELP})
-    labels: str | None = field(default=None, metadata={"help": "labelled change / no-change points or polygons: fit a change probe"})
+    model: str | None = field(default=None, metadata={"help": MODEL_HELP, "role": "input"})
+    labels: str | None = field(default=None, metadata={"help": "labelled change / no-change points or polygons: fit a change probe", "role": "input"})
     class_field: str = field(default="class", metadata={"help": "class field of the change labels"})
     probe_output: str | None = field(default=None, metadata={"help": "where to save the change probe (with labels)"})
     report: str | None = field(default=None, metadata={"help": "HTML report of the change probe (with labels)"})
