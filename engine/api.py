@@ -155,8 +155,10 @@ def run_operation(name: str, values: dict[str, Any], reporter: Reporter | None =
     """Run an operation by name with plain-dict parameters: the one entry of the Python API,
     the command line and the worker."""
     from engine.io.collisions import check_operation_paths
+    from engine.io.raster import damaged_rasters
 
     op = get_operation(name)
     params = build_params(op, values)
     check_operation_paths(op, params)
-    return op.run(params, reporter or Reporter())
+    with damaged_rasters():
+        return op.run(params, reporter or Reporter())

@@ -15,7 +15,7 @@ import typing
 from typing import Any
 
 import engine
-from engine.errors import Cancelled, EngineError
+from engine.errors import Cancelled, EngineError, cancel_on_termination
 from engine.progress import TerminalReporter
 from engine.protocol import PROTOCOL_VERSION
 
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     op = get_operation(args.command)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(op.params)}
     reporter = TerminalReporter(quiet=args.quiet)
+    cancel_on_termination()
     try:
         result = run_operation(op.name, values, reporter)
     except EngineError as exc:

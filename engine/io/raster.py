@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from pathlib import Path
+from typing import Iterator
 
 import rasterio
 from rasterio.errors import RasterioIOError
@@ -67,3 +70,21 @@ def check_band(dataset, band: int, setting: str) -> None:
 def _gdal_reason(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
+
+
+def damaged_raster_error(name: str, exc: Exception) -> EngineError:
+    """The message for a raster whose header opened but whose data does not read (truncated, damaged)."""
+    return EngineError(
+        f"'{name}' could not be read ({_gdal_reason(exc)}): the file is damaged or incomplete "
+        "(truncated copy or download). Replace it and run again."
+    )
+
+
+@contextlib.contextmanager
+def damaged_rasters() -> Iterator[None]:
+    """Turn a read failure anywhere in an operation into the damaged-file message naming the raster."""
+    try:
+        yield
+    except RasterioIOError as exc:
+        named = re.search(r"failed\. (.+?), band \d+", str(exc))
+        raise damaged_raster_error(named.group(1) if named else "An input raster", exc) from None

@@ -108,7 +108,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         run = WorkerRun(
             python=python, engine_root=engine_root(), operation=self.operation, params=params,
             threads=settings.worker_threads(), output_paths=[o for o in outputs if isinstance(o, str)],
-            cwd=self.working_folder(parameters, context),
+            cwd=self.working_folder(parameters, context), python_source=source,
         )
         feedback.pushDebugInfo(f"OmniSat engine: {python} ({source}), operation {self.operation}")
         callbacks = WorkerCallbacks(
