@@ -14,7 +14,9 @@ every key of our model that no reference key fills is reported missing.
 
 from __future__ import annotations
 
+import pickletools
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from pickle import UnpicklingError  # what torch.load(weights_only=True) raises on refused objects
@@ -57,18 +59,37 @@ def load_reference(source: Path) -> object:
         raise EngineError(f"'{source}' is empty (0 bytes), not a PyTorch state dict: the download or copy failed. "
                           "Get the file again.")
     try:
-        return torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice on pickle protocols is noise for a refused file
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(source, map_location="cpu", weights_only=True)
     except UnpicklingError as exc:
         named = re.search(r"GLOBAL (\S+)", str(exc))
         if not (named or is_pytorch_pickle(source)):
             raise not_a_state_dict(source) from None
-        what = f" (it asks for {named.group(1)})" if named else ""
+        asked = named.group(1) if named else first_global(source.read_bytes())
+        what = f" (it asks for {asked})" if asked else ""
         raise EngineError(
             f"'{source}' holds Python objects other than tensors{what}: it was refused and not loaded, since "
             "loading it could run code. Only plain state dicts of tensors are read: get the weights from "
             "their publisher.") from None
     except Exception:  # torch raises KeyError, EOFError, RuntimeError, ... on files of another kind
         raise not_a_state_dict(source) from None
+
+
+def first_global(data: bytes) -> str | None:
+    """The first Python global a pickle names, read from its opcodes without running it."""
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                return str(arg).replace(" ", ".")
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                return f"{strings[-2]}.{strings[-1]}"
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a damaged pickle: nothing more to name
+        return None
+    return None
 
 
 def not_a_state_dict(source: Path) -> EngineError:
