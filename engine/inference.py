@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import rasterio
@@ -59,6 +59,7 @@ from engine.io.series import Modality, attach_masks, resolve_modality
 from engine.io.writers import CLASS_NODATA, RowBandAccumulator, expand, geotiff_profile, open_class_map, write_cells
 from engine.precision import autocast_context, choose_device, choose_dtype
 from engine.progress import Reporter
+from engine.coverage import Coverage, check_area
 from engine.tiling import WindowGrid
 
 # Default window when the model states none: enough patches to amortise the model
@@ -206,6 +207,7 @@ def plan(job: Job, model, modalities: dict[str, Modality], levels: tuple[str, ..
         bounds, extent_crs = job.extent
         extent = (bounds, parse_crs(extent_crs, '"extent.crs"') if extent_crs else crs)
     patch_grid = reference_grid(footprints, patch, patch, crs=crs, extent=extent)
+    check_area(patch_grid.width * patch, patch_grid.height * patch, extent is not None)
     tile = max(1, round(job.tile_size / patch)) if job.tile_size else default_tile(model)
     overlap = round(job.overlap / patch) if job.overlap is not None else (tile // 6 if tile >= 4 else 0)
     if "tile" in levels:
@@ -452,8 +454,19 @@ def _forward(model, inputs, dates, masks, grid, device, dtype, request: Request)
     return cells, tiles
 
 
+def _chunks(windows: Iterable[Window], size: int) -> Iterator[list[Window]]:
+    chunk: list[Window] = []
+    for window in windows:
+        chunk.append(window)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 @contextlib.contextmanager
-def _batches(reader: BatchReader, batches: list[list[Window]], ahead: bool):
+def _batches(reader: BatchReader, batches: Iterator[list[Window]], ahead: bool):
     """Batches in order; with ``ahead``, the next one is read in a thread while the model runs.
 
     Reading ahead pays only with a core to spare: on a CPU whose cores all run torch
@@ -463,11 +476,15 @@ def _batches(reader: BatchReader, batches: list[list[Window]], ahead: bool):
         yield (reader.read(b) for b in batches)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnisat-read") as pool:
+        def submit_next():
+            windows = next(batches, None)
+            return pool.submit(reader.read, windows) if windows is not None else None
+
         def generate():
-            pending = pool.submit(reader.read, batches[0]) if batches else None
-            for i in range(len(batches)):
+            pending = submit_next()
+            while pending is not None:
                 batch = pending.result()
-                pending = pool.submit(reader.read, batches[i + 1]) if i + 1 < len(batches) else None
+                pending = submit_next()
                 yield batch
 
         yield generate()
@@ -601,7 +618,7 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
     check_outputs_apart(job, modalities)
     levels = ((head_level,) if wants_classes else ()) + ((job.outputs.embeddings_level,) if "embeddings" in files else ())
     the_plan = plan(job, model, modalities, levels)
-    windows = the_plan.windows.windows()
+    windows = the_plan.windows  # generated as they are read
     n_classes = head.config.n_classes if wants_classes else 0
     classes, colors = class_names(metadata, n_classes) if wants_classes else ([], None)
     model = model.to(device).eval()
@@ -615,9 +632,9 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
         f"{len(windows)} windows of {the_plan.windows.tile} patches (overlap {the_plan.windows.overlap}); "
         f"{device.type} {str(dtype).replace('torch.', '')}"
     )
-    batch_size = job.batch_size
-    batches = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
     steps = reporter.steps(len(windows), "Mapping windows")
+    coverage = Coverage({name: list(dict.fromkeys(str(layer.path) for layer in m.layers))
+                         for name, m in modalities.items()})
     skipped, model_seconds = 0, 0.0
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         outputs = _Outputs(stack, job, the_plan, classes, colors, model.embed_dim, head_level)
@@ -631,9 +648,11 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
                           the_plan.patch_size_m, the_plan.dense)
         reader = stack.enter_context(BatchReader(the_plan, load_statistics(job.normalization), job.min_valid_fraction))
         ahead = device.type == "cuda" or (os.cpu_count() or 1) > torch.get_num_threads()
-        for batch_windows, batch in zip(batches, stack.enter_context(_batches(reader, batches, ahead))):
+        for batch in stack.enter_context(_batches(reader, _chunks(windows, job.batch_size), ahead)):
             if should_cancel is not None and should_cancel():
                 raise Cancelled("cancelled between windows")
+            read = len(batch.windows) + batch.skipped
+            coverage.add(batch.present, read)
             if the_plan.dense is not None:  # no sub-patch features where the dense modality has no data
                 batch = batch.having(the_plan.dense.modality)
             skipped += batch.skipped
@@ -648,7 +667,8 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
                     row, col = the_plan.tile_cell(window)
                     tiles.release(row)
                     tiles.add(Window(col, row, 1, 1), vectors[i][:, None, None], np.ones((1, 1), np.float32))
-            steps.advance(len(batch_windows))
+            steps.advance(read)
+        coverage.check(reporter)  # before the rename: a run that saw no data writes nothing
         band.finish()
         if tiles is not None:
             tiles.finish()

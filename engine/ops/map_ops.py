@@ -87,7 +87,7 @@ def normalization_stats(params: StatsJobParams, reporter: Reporter) -> dict[str,
     modalities = resolve_inputs(job, model, reporter)
     the_plan = plan(job, model, modalities)
     g = the_plan.patch_grid
-    windows = WindowGrid(g.height, g.width, the_plan.windows.tile, 0).windows()
+    windows = WindowGrid(g.height, g.width, the_plan.windows.tile, 0)  # generated as they are read
     steps = reporter.steps(len(windows) * len(modalities), "Reading")
     result = {}
     for name, m in modalities.items():
