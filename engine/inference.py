@@ -36,7 +36,6 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -60,6 +59,7 @@ from engine.io.writers import CLASS_NODATA, RowBandAccumulator, expand, geotiff_
 from engine.precision import autocast_context, choose_device, choose_dtype
 from engine.progress import Reporter
 from engine.coverage import Coverage, check_area
+from engine.io.collisions import check_distinct, job_files
 from engine.tiling import WindowGrid
 
 # Default window when the model states none: enough patches to amortise the model
@@ -580,15 +580,6 @@ def class_names(metadata: dict, n_classes: int) -> tuple[list[str], list | None]
     return list(classes), metadata.get("colors")
 
 
-def check_outputs_apart(job: Job, modalities: dict[str, Modality]) -> None:
-    """Outputs are writable and never overwrite an input."""
-    inputs = {p.resolve() for m in modalities.values() for p in m.files} | {Path(job.model).resolve()}
-    for key, path in job.outputs.files().items():
-        out = check_output_path(path, f"{key} output")
-        if out.resolve() in inputs:
-            raise EngineError(f"The {key} output '{out}' is one of the inputs: choose another file name.")
-
-
 def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | None = None,
             should_cancel: Callable[[], bool] | None = None, head_level: str = "patch") -> dict[str, Any]:
     """Run a job with a loaded model (and head for class outputs); returns the result summary.
@@ -607,6 +598,7 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
         )
     for key in files:  # early: a wrong folder must not cost a whole run
         check_output_path(files[key], f"{key} output")
+    check_distinct(job_files(job, "job"))  # run_operation checks too; run_map is also called directly
     if job.threads:
         torch.set_num_threads(job.threads)
     device = choose_device(job.device)
@@ -615,7 +607,6 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
     if head_kind == "dense":
         head_level = "dense"
     modalities = resolve_inputs(job, model, reporter)
-    check_outputs_apart(job, modalities)
     levels = ((head_level,) if wants_classes else ()) + ((job.outputs.embeddings_level,) if "embeddings" in files else ())
     the_plan = plan(job, model, modalities, levels)
     windows = the_plan.windows  # generated as they are read

@@ -164,3 +164,14 @@ def test_the_cli_refuses_normalized_index_over_its_input(tmp_path: Path, capsys)
     assert main(["normalized-index", str(raster), str(raster)]) == 2
     assert "is also the input" in capsys.readouterr().err
     assert raster.read_bytes() == original
+
+
+def test_run_map_called_directly_checks_too(tmp_path: Path):
+    from engine.inference import run_map
+    from engine.io.job import load_job
+    from engine.progress import Reporter
+
+    job = _job(tmp_path)
+    job["outputs"] = {"embeddings": job["modalities"]["s2"]["files"][0]}
+    with pytest.raises(EngineError, match="is also the input"):
+        run_map(load_job(job), Reporter(), model=None)
