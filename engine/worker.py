@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import traceback
-from typing import IO, Any
+from typing import IO
 
 import engine
 from engine.errors import Cancelled, EngineError, cancel_on_termination

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 PROTOCOL_VERSION = 1
-# Partial outputs of the engine are named ".<name>.omnisat-partial-<pid>-*" (engine.io.atomic):
+# Partial outputs of the engine are named ".<name>.omnisat-partial-<pid>-<host>-*" (engine.io.atomic):
 # after a hard kill the client removes those of its own worker, never another run's.
 PARTIAL_MARKER = ".omnisat-partial-"
 SETTING_HINT = ("the OmniSat worker Python setting (Settings > Options > Processing > Providers > OmniSat) "

@@ -8,17 +8,21 @@ file is written are collected, and the temporary file is opened again and checke
 (every GeoTIFF block present inside the file, a safetensors header that fits, JSON
 that parses) before it replaces anything.
 
-Temporary names carry the writer's process id (``.NAME.omnisat-partial-PID-XXXXXXXX.ext``):
-a run removes the leftovers of processes that are gone (killed with SIGKILL, where
-nothing can clean up) from the folder it writes to, never those of a live process.
+Temporary names carry the writer's process id and a tag of its host
+(``.NAME.omnisat-partial-PID-HOST-XXXXXXXX.ext``): a run removes the leftovers of
+processes of its own host that are gone (killed with SIGKILL, where nothing can
+clean up) from the folder it writes to, never those of a live process, and never
+those another machine writes into a shared folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
+import socket
 import sys
 import uuid
 from pathlib import Path
@@ -29,12 +33,13 @@ from engine.errors import EngineError
 TEMP_MARKER = ".omnisat-partial-"
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 DISK_FULL_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded")
+HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def temporary_name(path: Path) -> Path:
     # Same folder (so the final rename is atomic), hidden, and with the writer's pid so
     # that only the leftovers of dead processes are ever swept.
-    return path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+    return path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}-{HOST_TAG}-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
 def check_output_path(path: str | os.PathLike, setting: str = "output") -> Path:
@@ -200,11 +205,13 @@ def _remove_quietly(path: Path) -> None:
             candidate.unlink()
 
 
-def partial_pid(path: Path) -> int | None:
-    """The writer's process id in a temporary name, or None for a name that is not one."""
+def partial_writer(path: Path) -> tuple[int, str] | None:
+    """(process id, host tag) of the writer in a temporary name, or None for a name that is not one."""
     _, marker, rest = path.name.partition(TEMP_MARKER)
-    pid = rest.split("-", 1)[0]
-    return int(pid) if marker and pid.isdigit() else None
+    parts = rest.split("-")
+    if not marker or len(parts) < 3 or not parts[0].isdigit():
+        return None
+    return int(parts[0]), parts[1]
 
 
 def process_alive(pid: int) -> bool:
@@ -222,12 +229,13 @@ def process_alive(pid: int) -> bool:
 
 
 def sweep_partial_outputs(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files in ``folder`` whose writer is gone (killed before it could clean up)."""
+    """Remove the temporary files in ``folder`` whose writer, on this host, is gone (killed before it
+    could clean up)."""
     removed = []
     with contextlib.suppress(OSError):
         for leftover in Path(folder).glob(f".*{TEMP_MARKER}*"):
-            pid = partial_pid(leftover)
-            if pid is not None and not process_alive(pid):
+            writer = partial_writer(leftover)
+            if writer is not None and writer[1] == HOST_TAG and not process_alive(writer[0]):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
                 removed.append(leftover)

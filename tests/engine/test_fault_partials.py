@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 
 from engine.api import run_operation
-from engine.io.atomic import TEMP_MARKER, partial_pid, sweep_partial_outputs, temporary_name
+from engine.io.atomic import HOST_TAG, TEMP_MARKER, partial_writer, sweep_partial_outputs, temporary_name
 from tests.engine.rasters import write_geotiff
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,21 +60,23 @@ def dead_pid() -> int:
     return child.pid
 
 
-def test_partial_names_carry_the_writer_pid(tmp_path: Path):
-    assert partial_pid(temporary_name(tmp_path / "a.tif")) == os.getpid()
-    assert partial_pid(tmp_path / "a.tif") is None
+def test_partial_names_carry_the_writer_pid_and_host(tmp_path: Path):
+    assert partial_writer(temporary_name(tmp_path / "a.tif")) == (os.getpid(), HOST_TAG)
+    assert partial_writer(tmp_path / "a.tif") is None
 
 
 def test_the_sweep_removes_only_partials_of_dead_processes(tmp_path: Path):
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
-        gone = tmp_path / f".map.tif{TEMP_MARKER}{dead_pid()}-0badc0de.tif"
-        live = tmp_path / f".map.tif{TEMP_MARKER}{sleeper.pid}-0123abcd.tif"
+        gone = tmp_path / f".map.tif{TEMP_MARKER}{dead_pid()}-{HOST_TAG}-0badc0de.tif"
+        live = tmp_path / f".map.tif{TEMP_MARKER}{sleeper.pid}-{HOST_TAG}-0123abcd.tif"
+        # The same dead pid, written by another machine into a shared folder: its process is not ours to judge.
+        elsewhere = tmp_path / f".map.tif{TEMP_MARKER}{dead_pid()}-{'0' * 8 if HOST_TAG != '0' * 8 else '1' * 8}-00.tif"
         user = tmp_path / ".map.tif.backup"
-        for path in (gone, live, user):
+        for path in (gone, live, elsewhere, user):
             path.write_bytes(b"x")
         assert sweep_partial_outputs(tmp_path) == [gone]
-        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, user.name])
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, user.name])
     finally:
         sleeper.kill()
         sleeper.wait()
