@@ -154,11 +154,12 @@ def build_params(op: Operation, values: dict[str, Any]):
 def run_operation(name: str, values: dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
     """Run an operation by name with plain-dict parameters: the one entry of the Python API,
     the command line and the worker."""
-    from engine.io.collisions import check_operation_paths
+    from engine.io.collisions import check_distinct, operation_paths
     from engine.io.raster import damaged_rasters
 
     op = get_operation(name)
     params = build_params(op, values)
-    check_operation_paths(op, params)
-    with damaged_rasters():
+    roles = operation_paths(op, params)
+    check_distinct(roles)
+    with damaged_rasters([source.path for source in roles.inputs]):
         return op.run(params, reporter or Reporter())

@@ -12,6 +12,11 @@ class EngineError(Exception):
     """
 
 
+class DamagedInput(EngineError):
+    """GDAL reported that it could not read an input whole (the message holds its words);
+    engine.api.run_operation names the operation's inputs."""
+
+
 class Cancelled(Exception):
     """The run was cancelled (worker terminated or Ctrl-C); outputs were discarded."""
 

@@ -28,7 +28,8 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from engine.errors import EngineError
+from engine.errors import DamagedInput, EngineError
+from engine.io.gdal_errors import gdal_failures, is_write_failure
 
 TEMP_MARKER = ".omnisat-partial-"
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -70,9 +71,9 @@ def atomic_output(path: str | os.PathLike, setting: str = "output") -> Iterator[
     sweep_partial_outputs(final.parent)
     temp = temporary_name(final)
     try:
-        with gdal_write_errors(temp) as errors:
+        with gdal_failures() as failures:
             yield temp
-        verify_output(temp, final, setting, errors)
+            verify_output(temp, final, setting, failures)
         temp.chmod(new_file_mode())  # safetensors creates its files 0600; every output gets one mode
         os.replace(temp, final)
     except EngineError:
@@ -103,36 +104,15 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-@contextlib.contextmanager
-def gdal_write_errors(temp: Path) -> Iterator[list[str]]:
-    """Collect the write failures GDAL reports in this thread (a failed block write raises nothing);
-    other messages are printed as GDAL would print them."""
-    failures: list[str] = []
-    try:
-        from osgeo import gdal
-    except ImportError:  # an environment with rasterio's own GDAL only: the re-open check still runs
-        yield failures
-        return
-
-    def handler(level, number, message):
-        text = str(message)
-        if level >= gdal.CE_Failure and (is_disk_full(text) or "write" in text.lower() or temp.name in text):
-            failures.append(text)
-        elif level >= gdal.CE_Warning:
-            print(f"{'ERROR' if level >= gdal.CE_Failure else 'Warning'} {number}: {text}", file=sys.stderr)
-
-    gdal.PushErrorHandler(handler)
-    try:
-        yield failures
-    finally:
-        gdal.PopErrorHandler()
-
-
-def verify_output(temp: Path, final: Path, setting: str, gdal_failures: list[str]) -> None:
-    """Raise EngineError unless ``temp`` is a complete file (checked by reading it back)."""
+def verify_output(temp: Path, final: Path, setting: str, failures: list[str]) -> None:
+    """Raise EngineError unless ``temp`` is a complete file (checked by reading it back) made
+    while GDAL reported no failure (``failures``: those of the whole operation so far)."""
     if not temp.exists():
         raise RuntimeError(f"internal error: nothing was written to {temp}")
-    problem = gdal_failures[0] if gdal_failures else None
+    written = [f for f in failures if is_write_failure(f) or is_disk_full(f)]
+    if failures and not written:
+        raise DamagedInput(failures[0])  # the output was made from data GDAL could not decode
+    problem = written[0] if written else None
     if problem is None:
         try:
             problem = _read_back_problem(temp)

@@ -1,14 +1,15 @@
 """No output may overwrite an input, or another output of the same run.
 
-``engine.api.run_operation``, which every front end goes through, calls
-``check_operation_paths`` before an operation starts. The roles come from the
+``engine.api.run_operation``, which every front end goes through, checks
+``operation_paths`` with ``check_distinct`` before an operation starts. The roles come from the
 operation registry: its outputs (``Operation.outputs`` that are parameters), its
 inputs (parameters declared with field metadata ``role="input"``) and its jobs
 (parameters typed ``str | dict``, which take a job or a raster): a job adds the
 files it reads and writes (``job_files``), the job file itself among the inputs.
 
 Paths are compared as files, not as strings: symbolic links and ``..`` are
-resolved, hard links and case-insensitive file systems recognised.
+resolved, hard links and case-insensitive file systems recognised, and a VRT
+input brings the files it reads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dataclasses
 import functools
 import os
 import typing
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,14 +88,11 @@ def operation_paths(op, params) -> PathRoles:
     return roles
 
 
-def check_operation_paths(op, params) -> None:
-    check_distinct(operation_paths(op, params))
-
-
 def check_distinct(roles: PathRoles) -> None:
     """Refuse any output that is an input, another output, or lies in a folder read as a whole."""
+    inputs = [named for source in roles.inputs for named in with_vrt_sources(source)]
     for k, out in enumerate(roles.outputs):
-        for source in roles.inputs:
+        for source in inputs:
             if same_file(out.path, source.path):
                 raise EngineError(
                     f"The output '{out.path}' ({out.setting}) is also the input '{source.path}' ({source.setting}): "
@@ -108,6 +107,26 @@ def check_distinct(roles: PathRoles) -> None:
                 raise EngineError(
                     f"The output '{out.path}' ({out.setting}) lies in the folder '{folder.path}' that {folder.setting} "
                     "reads as a whole (the next run would read it as an input): choose another folder.")
+
+
+def with_vrt_sources(source: NamedPath, depth: int = 0) -> list[NamedPath]:
+    """The input, and when it is a VRT the files it reads (nested VRTs too): writing over one of
+    those would change the input as surely as writing over the VRT."""
+    path = Path(source.path).expanduser()
+    if path.suffix.lower() != ".vrt" or not path.is_file() or depth > 8:
+        return [source]
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (ElementTree.ParseError, OSError):
+        return [source]  # not for this check to judge; the reader will say what is wrong
+    found = [source]
+    for element in root.iter("SourceFilename"):
+        name = (element.text or "").strip()
+        if not name:
+            continue
+        file = path.parent / name if element.get("relativeToVRT") == "1" else Path(name)
+        found += with_vrt_sources(NamedPath(f"{source.setting}, through '{path.name}'", str(file)), depth + 1)
+    return found
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -11,7 +11,8 @@ from typing import Iterator
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from engine.errors import EngineError
+from engine.errors import DamagedInput, EngineError
+from engine.io.gdal_errors import gdal_failures
 
 
 def open_raster(path: str | os.PathLike, setting: str = "input"):
@@ -81,10 +82,19 @@ def damaged_raster_error(name: str, exc: Exception) -> EngineError:
 
 
 @contextlib.contextmanager
-def damaged_rasters() -> Iterator[None]:
-    """Turn a read failure anywhere in an operation into the damaged-file message naming the raster."""
-    try:
-        yield
-    except RasterioIOError as exc:
-        named = re.search(r"failed\. (.+?), band \d+", str(exc))
-        raise damaged_raster_error(named.group(1) if named else "An input raster", exc) from None
+def damaged_rasters(inputs: list[str]) -> Iterator[None]:
+    """Turn a read failure anywhere in an operation into the damaged-file message naming the raster
+    (rasterio's exception names it; a failure only GDAL's handler saw is one of ``inputs``)."""
+    with gdal_failures() as failures:
+        try:
+            yield
+            if failures:
+                raise DamagedInput(failures[0])
+        except RasterioIOError as exc:
+            named = re.search(r"failed\. (.+?), band \d+", str(exc))
+            raise damaged_raster_error(named.group(1) if named else "An input raster", exc) from None
+        except DamagedInput as exc:
+            names = " or ".join(f"'{p}'" for p in dict.fromkeys(inputs)) or "an input raster"
+            raise EngineError(
+                f"GDAL could not read {names} whole ({exc}): the file is damaged or incomplete (truncated "
+                "copy or download). Replace it and run again; nothing was written.") from None
