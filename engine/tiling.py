@@ -72,13 +72,10 @@ class WindowGrid:
         return len(self.rows) * len(self.cols)
 
     def __iter__(self) -> Iterator[Window]:
-        """Row-major windows (the order the row-band writer needs), generated as they are read:
-        a large area never holds its whole window list in memory."""
+        """Row-major windows (the order the row-band writer needs), made as they are asked for."""
         th, tw = min(self.tile, self.height), min(self.tile, self.width)
         cols = self.cols
-        for r in self.rows:
-            for c in cols:
-                yield Window(c, r, tw, th)
+        return (Window(c, r, tw, th) for r in self.rows for c in cols)
 
     def windows(self) -> list[Window]:
         return list(self)

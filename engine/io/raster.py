@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 
 from engine.errors import DamagedInput, EngineError
 from engine.io.gdal_errors import gdal_failures
+
+
+def valid_mask(dataset, data: np.ndarray) -> np.ndarray:
+    """True where a pixel holds data: not the band's nodata value and not NaN."""
+    mask = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
+    if dataset.nodata is not None:
+        nodata = dataset.nodata
+        mask &= ~(np.isnan(data) if isinstance(nodata, float) and math.isnan(nodata) else data == nodata)
+    return mask
 
 
 def open_raster(path: str | os.PathLike, setting: str = "input"):

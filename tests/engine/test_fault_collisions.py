@@ -167,11 +167,13 @@ def test_the_cli_refuses_normalized_index_over_its_input(tmp_path: Path, capsys)
 
 
 def test_run_map_called_directly_checks_too(tmp_path: Path):
-    from engine.inference import run_map
     from engine.io.job import load_job
+    from engine.mapping.run import run_map
     from engine.progress import Reporter
+    from tests.engine.raster_fixtures import tiny_model
 
     job = _job(tmp_path)
     job["outputs"] = {"embeddings": job["modalities"]["s2"]["files"][0]}
+    model, _ = tiny_model(modalities=("s2",))
     with pytest.raises(EngineError, match="is also the input"):
-        run_map(load_job(job), Reporter(), model=None)
+        run_map(load_job(job), Reporter(), model)

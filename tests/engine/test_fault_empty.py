@@ -12,7 +12,7 @@ import torch
 
 from engine.api import run_operation
 from engine.errors import EngineError
-from engine.inference import run_map
+from engine.mapping.run import run_map
 from engine.io.job import load_job
 from engine.models.checkpoint import load_checkpoint, save_checkpoint
 from engine.tiling import WindowGrid
