@@ -7,7 +7,10 @@ send the same names: one set of parameter names for every front end.
 
 Field metadata understood by the CLI:
     help (str): the text shown by ``--help``;
-    positional (bool): a positional argument instead of ``--flag``.
+    positional (bool): a positional argument instead of ``--flag``;
+    role ("input"): a file the operation reads. Outputs are ``Operation.outputs``;
+        a ``str | dict`` field takes a job or a raster. ``run_operation`` refuses
+        any output that is also an input or another output (engine.io.collisions).
 """
 
 from __future__ import annotations
@@ -98,6 +101,14 @@ def build_params(op: Operation, values: dict[str, Any]):
 
 
 def run_operation(name: str, values: dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
-    """The Python API: run an operation by name with plain-dict parameters."""
+    """Run an operation by name with plain-dict parameters: the one entry of the Python API,
+    the command line and the worker."""
+    from engine.io.collisions import check_distinct, operation_paths
+    from engine.io.raster import damaged_rasters
+
     op = get_operation(name)
-    return op.run(build_params(op, values), reporter or Reporter())
+    params = build_params(op, values)
+    roles = operation_paths(op, params)
+    check_distinct(roles)
+    with damaged_rasters([source.path for source in roles.inputs]):
+        return op.run(params, reporter or Reporter())

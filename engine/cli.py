@@ -15,7 +15,7 @@ import typing
 from typing import Any
 
 import engine
-from engine.errors import Cancelled, EngineError
+from engine.errors import Cancelled, EngineError, cancel_on_termination
 from engine.progress import TerminalReporter
 from engine.protocol import PROTOCOL_VERSION
 
@@ -99,13 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_worker()
     parser = build_parser()
     args = parser.parse_args(argv)
-    from engine.api import build_params, get_operation
+    from engine.api import get_operation, run_operation
 
     op = get_operation(args.command)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(op.params)}
     reporter = TerminalReporter(quiet=args.quiet)
+    cancel_on_termination()
     try:
-        result = op.run(build_params(op, values), reporter)
+        result = run_operation(op.name, values, reporter)
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ import rasterio
 from rasterio.windows import Window
 
 from engine.errors import EngineError
+from engine.io.job import is_job
 from engine.io.raster import open_raster, valid_mask
 from engine.mapping.levels import EMBEDDING_LEVEL_TAG, LEVEL_NAMES, LEVELS
 from engine.progress import Reporter
@@ -45,7 +46,7 @@ LEVEL_HELP = ("embedding level: " + ", ".join(f"{lv.name} ({lv.help})" for lv in
 class EmbeddingOptions:
     """Parameters shared by every operation that reads embeddings (fit-probe, apply-probe, change)."""
 
-    model: str | None = field(default=None, metadata={"help": MODEL_HELP})
+    model: str | None = field(default=None, metadata={"help": MODEL_HELP, "role": "input"})
     embeddings_level: str = field(default=AUTO, metadata={"help": LEVEL_HELP})
 
 
@@ -54,10 +55,6 @@ class EmbeddingSource:
     path: Path
     encoder_hash: str
     encoder: dict[str, Any]
-
-
-def is_job(value: str | dict) -> bool:
-    return isinstance(value, dict) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")
 
 
 def check_level(value: str) -> str:

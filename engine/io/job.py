@@ -267,3 +267,8 @@ def load_job(job: str | dict | os.PathLike) -> Job:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EngineError(f"The job file '{path}' is not valid JSON ({exc}).") from None
     return parse_job(obj, base=path.resolve().parent, source=f"'{path}'")
+
+
+def is_job(value: str | dict | os.PathLike) -> bool:
+    """Whether a parameter that takes a job or a raster holds a job (an object, JSON text or a .json file)."""
+    return isinstance(value, dict) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")

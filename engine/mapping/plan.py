@@ -15,7 +15,6 @@ the dense grid.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -24,8 +23,10 @@ from affine import Affine
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from engine.coverage import check_area
 from engine.errors import EngineError
 from engine.io.atomic import check_output_path
+from engine.io.collisions import check_distinct, job_files
 from engine.io.grid import Footprint, Grid, check_patch_fits, grid_crs, parse_crs, reference_grid
 from engine.io.job import CLASS_OUTPUTS, Job
 from engine.io.normalize import load_statistics, modality_statistics
@@ -129,15 +130,6 @@ def modality_footprint(m: Modality) -> Footprint:
     return Footprint(first.crs, union, min(fp.res for fp in prints if fp.crs == first.crs), label)
 
 
-def check_outputs_apart(files: dict[str, str], modalities: dict[str, Modality], model_path: str) -> None:
-    """Outputs are writable and never overwrite an input."""
-    inputs = {p.resolve() for m in modalities.values() for p in m.files} | {Path(model_path).resolve()}
-    for key, path in files.items():
-        out = check_output_path(path, f"{key} output")
-        if out.resolve() in inputs:
-            raise EngineError(f"The {key} output '{out}' is one of the inputs: choose another file name.")
-
-
 def _windows(job: Job, model, patch: float, patch_grid: Grid, edge_to_edge: bool) -> WindowGrid:
     tile = max(1, round(job.tile_size / patch)) if job.tile_size else (model.default_window() or DEFAULT_TILE_PATCHES)
     overlap = round(job.overlap / patch) if job.overlap is not None else (tile // 6 if tile >= 4 else 0)
@@ -172,6 +164,7 @@ def plan_geometry(job: Job, model, modalities: dict[str, Modality], levels: tupl
         bounds, extent_crs = job.extent
         extent = (bounds, parse_crs(extent_crs, '"extent.crs"') if extent_crs else crs)
     patch_grid = reference_grid(footprints, patch, patch, crs=crs, extent=extent)
+    check_area(patch_grid.width * patch, patch_grid.height * patch, extent is not None)
     edge_to_edge = any(lv.edge_to_edge for lv in levels)
     windows = _windows(job, model, patch, patch_grid, edge_to_edge)
     tile_grid = None
@@ -228,10 +221,10 @@ def build_plan(job: Job, model, head=None, metadata: dict | None = None, reporte
     outputs = _output_spec(job, model, head, metadata or {}, reporter)
     for key, path in outputs.files.items():  # early: a wrong folder must not cost a whole run
         check_output_path(path, f"{key} output")
+    check_distinct(job_files(job, "job"))  # run_operation checks too; a Plan is also built directly
     device = choose_device(job.device)
     dtype = choose_dtype(device, job.precision)
     modalities = resolve_inputs(job, model, reporter)
-    check_outputs_apart(outputs.files, modalities, job.model)
     levels = tuple(lv for lv in (outputs.head_level, outputs.embeddings_level) if lv is not None)
     statistics = load_statistics(job.normalization)
     return Plan(

@@ -19,6 +19,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from engine.coverage import Coverage
 from engine.errors import Cancelled
 from engine.io.job import Job
 from engine.io.writers import RowBandAccumulator
@@ -73,6 +74,8 @@ def execute(plan: Plan, model, head, reporter: Reporter,
     reporter.log(plan.describe())
     steps = reporter.steps(len(plan.geometry.windows), "Mapping windows")
     skipped, model_seconds = 0, 0.0
+    coverage = Coverage({name: list(dict.fromkeys(str(layer.path) for layer in m.layers))
+                         for name, m in plan.modalities.items()})
     ahead = plan.device.type == "cuda" or (os.cpu_count() or 1) > torch.get_num_threads()
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         outputs = Outputs(stack, plan)
@@ -81,6 +84,7 @@ def execute(plan: Plan, model, head, reporter: Reporter,
         for windows, batch in stack.enter_context(read_batches(reader, plan.batches(), ahead)):
             if should_cancel is not None and should_cancel():
                 raise Cancelled("cancelled between windows")
+            coverage.add(batch.present, len(windows))
             if plan.geometry.dense is not None:  # no sub-patch features where the dense modality has no data
                 batch = batch.having(plan.geometry.dense.modality)
             skipped += batch.skipped
@@ -89,6 +93,7 @@ def execute(plan: Plan, model, head, reporter: Reporter,
             model_seconds += time.perf_counter() - tick
             blender.add(batch, results)
             steps.advance(len(windows))
+        coverage.check(reporter)  # before the rename: a run that saw no data writes nothing
         blender.finish()
     seconds = time.perf_counter() - started
     g = plan.geometry.patch_grid

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pickle import UnpicklingError  # what torch.load(weights_only=True) raises on refused objects
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from engine.progress import Reporter
 @dataclass
 class ImportAnySatParams:
     reference: str = field(metadata={"help": "reference AnySat state dict (.pth), e.g. the released base weights",
-                                     "positional": True})
+                                     "positional": True, "role": "input"})
     output: str = field(metadata={"help": "checkpoint to write (.safetensors)", "positional": True})
     allow_missing: bool = field(default=False, metadata={
         "help": "write the checkpoint even when some of our weights are not in the file (left at their init)"})
@@ -38,9 +36,7 @@ def import_anysat(params: ImportAnySatParams, reporter: Reporter) -> dict[str, A
     """Load the reference state dict safely (torch.load with weights_only=True, no arbitrary
     code), map every key explicitly to our AnySat, report unused and missing keys, stop on any
     shape mismatch, and write a self-describing safetensors checkpoint."""
-    import torch
-
-    from engine.models.anysat_import import map_state_dict, reference_model, unwrap
+    from engine.models.anysat_import import load_reference, map_state_dict, reference_model, unwrap
     from engine.models.checkpoint import save_checkpoint
 
     source = Path(params.reference)
@@ -50,13 +46,7 @@ def import_anysat(params: ImportAnySatParams, reporter: Reporter) -> dict[str, A
     if out.suffix != ".safetensors":
         raise EngineError(f"Output '{out}' must end in .safetensors (weights are never pickled).")
     reporter.progress(5, f"reading {source.name}")
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    except (UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise EngineError(
-            f"Cannot read '{source}' as a plain PyTorch state dict ({str(exc).splitlines()[0]}). "
-            "It may be truncated, or hold objects other than tensors: re-download the weights.") from None
-    state, duplicates = unwrap(state, str(source))
+    state, duplicates = unwrap(load_reference(source), str(source))
     model = reference_model(state, str(source))
     reporter.progress(40, "mapping keys")
     mapped, report = map_state_dict(model, state, str(source), duplicates)

@@ -36,7 +36,8 @@ class ChangeParams(EmbeddingOptions):
     change: str | None = field(default=None, metadata={"help": "binary change layer to write (uint8: 1 change, 0 none, 255 nodata)"})
     metric: str = field(default="cosine", metadata={"help": "distance between embeddings: cosine or euclidean"})
     threshold: float | None = field(default=None, metadata={"help": "change threshold on the magnitude (default: Otsu's)"})
-    labels: str | None = field(default=None, metadata={"help": "labelled change / no-change points or polygons: fit a change probe"})
+    labels: str | None = field(default=None, metadata={"help": "labelled change / no-change points or polygons: fit a change probe",
+                                                      "role": "input"})
     class_field: str = field(default="class", metadata={"help": "class field of the change labels"})
     probe_output: str | None = field(default=None, metadata={"help": "where to save the change probe (with labels)"})
     report: str | None = field(default=None, metadata={"help": "HTML report of the change probe (with labels)"})

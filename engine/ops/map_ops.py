@@ -87,7 +87,7 @@ def normalization_stats(params: StatsJobParams, reporter: Reporter) -> dict[str,
     modalities = resolve_inputs(job, model, reporter)
     geometry = plan_geometry(job, model, modalities)
     g = geometry.patch_grid
-    windows = WindowGrid(g.height, g.width, geometry.windows.tile, 0).windows()
+    windows = WindowGrid(g.height, g.width, geometry.windows.tile, 0)  # generated as they are read
     steps = reporter.steps(len(windows) * len(modalities), "Reading")
     result = {}
     for name, m in modalities.items():

@@ -72,7 +72,8 @@ def map_embeddings(ds, probe, class_names: list[str], colors: list[str], classes
 
 @dataclass
 class FitProbeParams(EmbeddingOptions):
-    labels: str = field(metadata={"help": "vector file of labelled points or polygons (any OGR format)", "positional": True})
+    labels: str = field(metadata={"help": "vector file of labelled points or polygons (any OGR format)", "positional": True,
+                                  "role": "input"})
     embeddings: str | dict = field(metadata={"help": EMBEDDINGS_HELP, "positional": True})
     output: str = field(metadata={"help": "probe file to write (.safetensors)", "positional": True})
     class_field: str = field(default="class", metadata={"help": "field holding the class (integer or text)"})
@@ -205,7 +206,7 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
 
 @dataclass
 class ApplyProbeParams(EmbeddingOptions):
-    probe: str = field(metadata={"help": "probe file written by fit-probe", "positional": True})
+    probe: str = field(metadata={"help": "probe file written by fit-probe", "positional": True, "role": "input"})
     embeddings: str | dict = field(metadata={"help": "a job JSON file (model, modalities and outputs \"classes\", "
                                              "\"confidence\", \"probabilities\") or an embeddings raster from 'embed'",
                                              "positional": True})

@@ -30,7 +30,7 @@ def row_strips(dataset, rows: int = STRIP_ROWS) -> Iterator[Window]:
 
 @dataclass
 class StatsParams:
-    input: str = field(metadata={"help": "raster file", "positional": True})
+    input: str = field(metadata={"help": "raster file", "positional": True, "role": "input"})
 
 
 @operation("stats", StatsParams, summary="Per-band statistics of a raster (min, max, mean, std, valid pixels).")
@@ -92,7 +92,7 @@ def index_nodata(input_nodata: float | None) -> float:
 
 @dataclass
 class IndexParams:
-    input: str = field(metadata={"help": "raster file", "positional": True})
+    input: str = field(metadata={"help": "raster file", "positional": True, "role": "input"})
     output: str = field(metadata={"help": "output GeoTIFF (float32)", "positional": True})
     band_a: int = field(default=4, metadata={"help": "band A of (A - B) / (A + B), 1-based (e.g. NIR)"})
     band_b: int = field(default=3, metadata={"help": "band B of (A - B) / (A + B), 1-based (e.g. red)"})

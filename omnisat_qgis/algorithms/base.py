@@ -8,6 +8,7 @@ error into a QgsProcessingException whose text a person can act on.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from qgis.core import (
@@ -73,6 +74,15 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         for row in self.results:
             self.addOutput(row.definition())
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
+        # qgis_process and processing.run pass unknown names through, and QGIS would use the
+        # default in place of a misspelt one (BANDA=7 for BAND_A): refuse them instead.
+        problem = unknown_parameters_message(parameters, [d.name() for d in self.parameterDefinitions()],
+                                             f"omnisat:{self.name()}")
+        if problem:
+            return False, problem
+        return super().checkParameterValues(parameters, context)
+
     def output_rows(self) -> list[Param]:
         return [p for p in self.params if p.kind in OUTPUT_KINDS]
 
@@ -108,7 +118,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         run = WorkerRun(
             python=python, engine_root=engine_root(), operation=self.operation, params=params,
             threads=settings.worker_threads(), output_paths=[o for o in outputs if isinstance(o, str)],
-            cwd=self.working_folder(parameters, context),
+            cwd=self.working_folder(parameters, context), python_source=source,
         )
         feedback.pushDebugInfo(f"OmniSat engine: {python} ({source}), operation {self.operation}")
         callbacks = WorkerCallbacks(
@@ -130,6 +140,17 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         if results.get(CLASS_MAP_OUTPUT) and result.get("class_names"):
             write_class_style(results[CLASS_MAP_OUTPUT], result["class_names"])
         return results | {row.name: row.value(result) for row in self.results}
+
+
+def unknown_parameters_message(given, known: list[str], algorithm: str) -> str | None:
+    """A message naming the parameters ``algorithm`` does not have (with the closest known name), or None."""
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return None
+    guesses = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
+               for name in unknown]
+    return (f"{algorithm} has no parameter {', '.join(guesses)}: a misspelt name would be ignored and its default "
+            f"used. Its parameters are {', '.join(known)}.")
 
 
 def _get_nested(source: dict, dotted: str) -> Any:
