@@ -1,0 +1,229 @@
+"""fetch-model against a local HTTP server started by the test (127.0.0.1 only).
+
+The server serves a synthetic checkpoint in the reference AnySat layout (the tiny key list
+in tests/engine/data, random weights, ``{"state_dict": ...}``) under the hub's URL layout;
+the test registers a downloadable entry for it with the file's own sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import socket
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.api import run_operation
+from engine.errors import EngineError
+from engine.models import downloads
+from engine.models.checkpoint import read_metadata
+from engine.progress import Reporter
+from tests.engine.rasters import write_geotiff
+from tests.engine.test_anysat_import import synthetic_state
+
+REPOSITORY, FILE = "test-org/AnySat-tiny", "models/AnySat.pth"
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("published") / "AnySat.pth"
+    torch.save({"state_dict": synthetic_state("tiny", seed=3)}, path)
+    return path.read_bytes()
+
+
+class Hub(http.server.ThreadingHTTPServer):
+    """Serves one file with Range support; ``mode`` makes it fail the way a real server can."""
+
+    daemon_threads = True
+
+    def __init__(self, payload: bytes):
+        super().__init__(("127.0.0.1", 0), HubHandler)
+        self.payload, self.mode, self.requests = payload, "ok", []
+        self.release = threading.Event()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class HubHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        hub: Hub = self.server
+        hub.requests.append({"path": self.path, "range": self.headers.get("Range")})
+        if self.path != f"/{REPOSITORY}/resolve/main/{FILE}" or hub.mode == "404":
+            self.send_error(404)
+            return
+        if hub.mode == "500":
+            self.send_error(500)
+            return
+        payload, start = hub.payload, 0
+        if self.headers.get("Range", "").startswith("bytes=") and hub.mode != "no-range":
+            start = int(self.headers["Range"][len("bytes="):].rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+        else:
+            self.send_response(200)
+        body = payload[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if hub.mode in ("drop", "stall"):
+            half = len(body) // 2
+            self.wfile.write(body[:half])
+            self.wfile.flush()
+            if hub.mode == "stall":
+                hub.release.wait(30)
+            hub.mode = "ok"  # the next request gets the rest
+            return  # closing here leaves the client short of Content-Length
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def hub(published):
+    server = Hub(published)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def entry(published, monkeypatch):
+    test_entry = replace(downloads.DOWNLOADS["anysat-base"], name="anysat-test", repository=REPOSITORY,
+                         file=FILE, sha256=hashlib.sha256(published).hexdigest(), size="tiny",
+                         size_bytes=len(published))
+    monkeypatch.setitem(downloads.DOWNLOADS, "anysat-test", test_entry)
+    return test_entry
+
+
+class Recorder(Reporter):
+    def __init__(self):
+        self.percents, self.logs = [], []
+
+    def progress(self, percent, message=""):
+        self.percents.append(percent)
+
+    def log(self, message, level="info"):
+        self.logs.append((level, message))
+
+
+def fetch(hub_base: str, folder: Path, reporter: Reporter | None = None, **extra):
+    return run_operation("fetch-model", {"name": "anysat-test", "folder": str(folder), "hub_url": hub_base,
+                                         **extra}, reporter or Reporter())
+
+
+def test_download_convert_and_embed_a_tile(hub, entry, tmp_path):
+    reporter = Recorder()
+    result = fetch(hub.base, tmp_path / "models", reporter)
+    checkpoint = tmp_path / "models" / "anysat-test.safetensors"
+    assert result["output"] == str(checkpoint) and result["downloaded"] and result["converted"]
+    assert not (tmp_path / "models" / "downloads" / "AnySat.pth").exists(), "the download is removed after conversion"
+    meta = read_metadata(checkpoint)
+    provenance = meta["provenance"]
+    assert provenance["reference_sha256"] == entry.sha256 and provenance["licence"] == "MIT"
+    assert provenance["download_url"] == f"{hub.base}/{REPOSITORY}/resolve/main/{FILE}"
+    assert provenance["normalization"]["s2"].startswith("published")
+    assert provenance["normalization"]["naip"].startswith("none published")
+    assert "naip" in result["normalization_placeholders"] and "s2" not in result["normalization_placeholders"]
+    assert reporter.percents == sorted(reporter.percents) and reporter.percents[-1] == 100
+    # The converted model embeds a tile: one Sentinel-2 date, 60 m.
+    raster = write_geotiff(tmp_path / "s2_20200615.tif",
+                           (np.random.default_rng(0).random((10, 6, 6)) * 3000).astype("float32"))
+    embedded = run_operation("embed", {"job": {
+        "model": str(checkpoint), "modalities": {"s2": {"files": [str(raster)]}},
+        "outputs": {"embeddings": str(tmp_path / "emb.tif"), "embeddings_level": "tile"}, "device": "cpu"}})
+    assert embedded["windows"] == 1 and (tmp_path / "emb.tif").is_file()
+    # A second run finds the converted checkpoint and does not download again.
+    requests = len(hub.requests)
+    again = fetch(hub.base, tmp_path / "models")
+    assert not again["downloaded"] and len(hub.requests) == requests
+
+
+def test_interrupted_download_resumes_with_a_range_request(hub, entry, tmp_path, published):
+    hub.mode = "drop"
+    with pytest.raises(EngineError, match="run the command again to resume") as info:
+        fetch(hub.base, tmp_path / "models", keep_download=True)
+    part = tmp_path / "models" / "downloads" / "AnySat.pth.part"
+    kept = part.stat().st_size
+    assert 0 < kept < len(published) and str(part) in str(info.value)
+    result = fetch(hub.base, tmp_path / "models", keep_download=True)
+    assert hub.requests[-1]["range"] == f"bytes={kept}-"
+    assert result["converted"] and not part.exists()
+    assert (tmp_path / "models" / "downloads" / "AnySat.pth").read_bytes() == published
+
+
+def test_server_that_ignores_range_restarts_cleanly(hub, entry, tmp_path, published):
+    part = tmp_path / "models" / "downloads" / "AnySat.pth.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(published[:1000])
+    hub.mode = "no-range"
+    reporter = Recorder()
+    assert fetch(hub.base, tmp_path / "models", reporter)["converted"]
+    assert any("does not resume" in message for _, message in reporter.logs)
+
+
+def test_checksum_mismatch_deletes_the_file(hub, entry, tmp_path, monkeypatch):
+    monkeypatch.setitem(downloads.DOWNLOADS, "anysat-test", replace(entry, sha256="0" * 64))
+    with pytest.raises(EngineError, match="corrupted or not the published file") as info:
+        fetch(hub.base, tmp_path / "models")
+    assert entry.sha256 in str(info.value) and "0" * 64 in str(info.value)
+    assert list((tmp_path / "models" / "downloads").iterdir()) == []
+    assert not (tmp_path / "models" / "anysat-test.safetensors").exists()
+
+
+@pytest.mark.parametrize("mode, message", [("404", "was not found \\(HTTP 404\\)"), ("500", "answered HTTP 500")])
+def test_http_errors(hub, entry, tmp_path, mode, message):
+    hub.mode = mode
+    with pytest.raises(EngineError, match=message):
+        fetch(hub.base, tmp_path / "models")
+    assert not (tmp_path / "models" / "anysat-test.safetensors").exists()
+
+
+def test_connection_refused(entry, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(EngineError, match="Could not connect to 127.0.0.1"):
+        fetch(f"http://127.0.0.1:{port}", tmp_path / "models")
+
+
+def test_stalled_server_times_out_and_keeps_the_part(hub, entry, tmp_path):
+    hub.mode = "stall"
+    with pytest.raises(EngineError, match="sent nothing for 1 s"):
+        fetch(hub.base, tmp_path / "models", timeout=1.0)
+    assert (tmp_path / "models" / "downloads" / "AnySat.pth.part").stat().st_size > 0
+    hub.release.set()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_full_disk(hub, entry, tmp_path):
+    part = tmp_path / "models" / "downloads" / "AnySat.pth.part"
+    part.parent.mkdir(parents=True)
+    part.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
+    with pytest.raises(EngineError, match="The disk is full while downloading"):
+        fetch(hub.base, tmp_path / "models")
+    assert not (tmp_path / "models" / "anysat-test.safetensors").exists()
+
+
+def test_no_hub_address_and_unknown_model(entry, tmp_path, monkeypatch):
+    monkeypatch.delenv(downloads.HUB_ENV, raising=False)
+    with pytest.raises(EngineError, match="No model hub address is set"):
+        run_operation("fetch-model", {"name": "anysat-test", "folder": str(tmp_path)})
+    with pytest.raises(EngineError, match="No downloadable model is named 'anysat-huge'"):
+        run_operation("fetch-model", {"name": "anysat-huge", "folder": str(tmp_path)})
+
+
+def test_the_official_entry():
+    official = downloads.DOWNLOADS["anysat-base"]
+    assert official.repository == "g-astruc/AnySat" and official.file == "models/AnySat.pth"
+    assert official.sha256 == "ce1246527a28bade624048c448a1fa473ca85791b998f562ce2bcc3dcac93d4f"
+    assert official.url("http://127.0.0.1:1/") == "http://127.0.0.1:1/g-astruc/AnySat/resolve/main/models/AnySat.pth"
