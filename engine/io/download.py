@@ -72,11 +72,13 @@ def _total_size(response, offset: int) -> int | None:
 
 
 def download(url: str, destination: Path, sha256: str, reporter: Reporter, timeout_s: float = 60.0,
-             start: float = 0.0, end: float = 100.0) -> Path:
-    """Download ``url`` to ``destination``, resuming a ``.part`` file, verify its sha256; progress on [start, end]."""
+             start: float = 0.0, end: float = 100.0) -> bool:
+    """Download ``url`` to ``destination``, resuming a ``.part`` file, verify its sha256; progress on [start, end].
+
+    Return False when ``destination`` was already there with the right sha256 (nothing fetched)."""
     if destination.is_file() and sha256_of(destination) == sha256:
         reporter.progress(end, f"{destination.name} already downloaded and verified")
-        return destination
+        return False
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
@@ -125,4 +127,4 @@ def download(url: str, destination: Path, sha256: str, reporter: Reporter, timeo
                           f"expected {sha256}. It was deleted; run the command again to download it anew.")
     os.replace(part, destination)
     reporter.progress(end, f"downloaded and verified {destination.name}")
-    return destination
+    return True

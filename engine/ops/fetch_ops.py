@@ -31,6 +31,9 @@ class FetchModelParams:
     keep_download: bool = field(default=False, metadata={
         "help": "keep the downloaded reference file beside the checkpoint (in <folder>/downloads)"})
     force: bool = field(default=False, metadata={"help": "convert again even when the checkpoint exists"})
+    plan_only: bool = field(default=False, metadata={
+        "help": "download nothing: print the address, sha256 and paths (to fetch the file with another tool, "
+                "e.g. QGIS's network stack, into 'download', then run again)"})
 
 
 def _already_there(checkpoint: Path, sha256: str) -> bool:
@@ -59,7 +62,12 @@ def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
     entry = downloadable(params.name)
     folder = Path(params.folder).expanduser() if params.folder else user_models_dir()
     checkpoint = folder / entry.checkpoint_name()
-    if _already_there(checkpoint, entry.sha256) and not params.force:
+    ready = _already_there(checkpoint, entry.sha256) and not params.force
+    if params.plan_only:
+        return {"output": str(checkpoint), "name": entry.name, "url": entry.url(hub_base(params.hub_url)),
+                "sha256": entry.sha256, "size_bytes": entry.size_bytes, "licence": entry.licence,
+                "download": str(folder / "downloads" / entry.download_name), "ready": ready}
+    if ready:
         reporter.progress(100, f"{checkpoint} is already converted from the verified download")
         return {"output": str(checkpoint), "name": entry.name, "downloaded": False, "converted": False}
     try:
@@ -68,8 +76,8 @@ def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
         raise EngineError(f"Cannot create the models folder '{folder}' ({exc.strerror}): choose another --folder.") from None
     url = entry.url(hub_base(params.hub_url))
     reporter.log(f"downloading {entry.name} ({entry.size_bytes / 1e6:.0f} MB) from {url}")
-    source = download(url, folder / "downloads" / entry.download_name, entry.sha256, reporter,
-                      timeout_s=params.timeout, start=0.0, end=80.0)
+    source = folder / "downloads" / entry.download_name
+    fetched = download(url, source, entry.sha256, reporter, timeout_s=params.timeout, start=0.0, end=80.0)
     provenance = {
         "catalog_name": entry.name, "download_url": url, "repository": entry.repository,
         "repository_file": entry.file, "licence": entry.licence, "description": entry.provenance,
@@ -85,6 +93,6 @@ def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
         reporter.log(f"no published normalization statistics for {', '.join(placeholders)}: compute them on your "
                      "data with normalization-stats before using those modalities", "warning")
     reporter.progress(100, f"{entry.name} is ready: {checkpoint}")
-    return {"output": str(checkpoint), "name": entry.name, "downloaded": True, "converted": True,
+    return {"output": str(checkpoint), "name": entry.name, "downloaded": fetched, "converted": True,
             "download_kept": str(source) if params.keep_download else None, "mapped": converted["mapped"],
             "normalization_placeholders": placeholders}

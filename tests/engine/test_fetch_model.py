@@ -82,7 +82,10 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
                 hub.release.wait(30)
             hub.mode = "ok"  # the next request gets the rest
             return  # closing here leaves the client short of Content-Length
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except ConnectionError:
+            pass  # the client stopped reading (the full-disk test)
 
 
 @pytest.fixture
@@ -227,3 +230,15 @@ def test_the_official_entry():
     assert official.repository == "g-astruc/AnySat" and official.file == "models/AnySat.pth"
     assert official.sha256 == "ce1246527a28bade624048c448a1fa473ca85791b998f562ce2bcc3dcac93d4f"
     assert official.url("http://127.0.0.1:1/") == "http://127.0.0.1:1/g-astruc/AnySat/resolve/main/models/AnySat.pth"
+
+
+def test_plan_only_then_a_file_fetched_by_another_tool_is_converted(hub, entry, tmp_path, published):
+    plan = fetch(hub.base, tmp_path / "models", plan_only=True)
+    assert plan["sha256"] == entry.sha256 and plan["url"].startswith(hub.base) and not plan["ready"]
+    assert hub.requests == [] and not (tmp_path / "models").exists()
+    # e.g. QGIS's network stack put the verified file where the plan says
+    Path(plan["download"]).parent.mkdir(parents=True)
+    Path(plan["download"]).write_bytes(published)
+    result = fetch(hub.base, tmp_path / "models")
+    assert result["converted"] and not result["downloaded"] and hub.requests == []
+    assert fetch(hub.base, tmp_path / "models", plan_only=True)["ready"]
