@@ -11,7 +11,7 @@ class OmniSatPlugin:
     def __init__(self, iface):
         self.iface = iface
         self.provider: OmniSatProvider | None = None
-        self.setup_action = None
+        self.menu_actions: list = []
 
     def initProcessing(self):  # noqa: N802 - QGIS API
         # Called by QGIS (and by qgis_process) before initGui; registering here is
@@ -24,19 +24,27 @@ class OmniSatPlugin:
         self.initProcessing()
         from qgis.PyQt.QtWidgets import QAction
 
-        self.setup_action = QAction("Set up the OmniSat engine…", self.iface.mainWindow())
-        self.setup_action.triggered.connect(self.show_setup_dialog)
-        self.iface.addPluginToMenu("OmniSat", self.setup_action)
+        for text, slot in (("Set up the OmniSat engine…", self.show_setup_dialog),
+                           ("Download the official AnySat model…", self.show_fetch_model)):
+            action = QAction(text, self.iface.mainWindow())
+            action.triggered.connect(slot)
+            self.iface.addPluginToMenu("OmniSat", action)
+            self.menu_actions.append(action)
 
     def show_setup_dialog(self):
         from omnisat_qgis.gui.setup_dialog import SetupDialog
 
         SetupDialog(self.iface.mainWindow()).exec()
 
+    def show_fetch_model(self):
+        import processing
+
+        processing.execAlgorithmDialog("omnisat:fetchmodel")
+
     def unload(self):
         if self.setup_action is not None:
             self.iface.removePluginMenu("OmniSat", self.setup_action)
-            self.setup_action = None
+            self.menu_actions: list = []
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

@@ -11,7 +11,7 @@ from omnisat_qgis.paths import resources_dir
 
 PROVIDER_ID = "omnisat"
 ENVIRONMENT_SETTINGS = (settings.SETTING_ENV_FOLDER, settings.SETTING_BASE_PYTHON, settings.SETTING_FORCE_CPU,
-                        settings.SETTING_TORCH_INDEX)
+                        settings.SETTING_TORCH_INDEX, settings.SETTING_MODELS_FOLDER, settings.SETTING_MODEL_HUB)
 
 
 class OmniSatProvider(QgsProcessingProvider):
@@ -64,6 +64,9 @@ class OmniSatProvider(QgsProcessingProvider):
              False, None),
             (settings.SETTING_TORCH_INDEX, "OmniSat engine: PyTorch wheel index (empty: pip's own index)",
              "", None),
+            (settings.SETTING_MODELS_FOLDER, "OmniSat models folder (empty: omnisat/models in the profile)",
+             "", Setting.FOLDER),
+            (settings.SETTING_MODEL_HUB, "OmniSat model hub address (downloads of official models)", "", None),
         ):
             ProcessingConfig.addSetting(Setting(group, name, text, default, **({"valuetype": kind} if kind else {})))
         ProcessingConfig.readSettings()

@@ -23,6 +23,10 @@ SETTING_BASE_PYTHON = "OMNISAT_BASE_PYTHON"
 SETTING_FORCE_CPU = "OMNISAT_FORCE_CPU"
 SETTING_TORCH_INDEX = "OMNISAT_TORCH_INDEX"
 ENV_TORCH_INDEX = "OMNISAT_TORCH_INDEX"
+# Downloadable models (engine fetch-model): the hub's base address and where models go.
+SETTING_MODEL_HUB = "OMNISAT_MODEL_HUB"
+ENV_MODEL_HUB = "OMNISAT_MODEL_HUB"
+SETTING_MODELS_FOLDER = "OMNISAT_MODELS_FOLDER"
 # QgsNetworkProxy's types that name a proxy pip can use (the others: no proxy, or the system's,
 # which pip finds itself in the environment variables).
 _PIP_PROXY_TYPES = {"HttpProxy": "http", "HttpCachingProxy": "http", "Socks5Proxy": "socks5"}
@@ -94,6 +98,19 @@ def base_python() -> Path | None:
 def torch_index() -> str | None:
     """Base address of PyTorch's wheel index (its folders cpu, cu126, ...); None: pip's own index."""
     return os.environ.get(ENV_TORCH_INDEX, "").strip() or _stored(SETTING_TORCH_INDEX) or None
+
+
+def model_hub() -> str | None:
+    return os.environ.get(ENV_MODEL_HUB, "").strip() or _stored(SETTING_MODEL_HUB) or None
+
+
+def models_folder() -> Path:
+    """The user's models folder: the setting, else omnisat/models in the QGIS profile."""
+    if _stored(SETTING_MODELS_FOLDER):
+        return Path(_stored(SETTING_MODELS_FOLDER)).expanduser()
+    from qgis.core import QgsApplication
+
+    return Path(QgsApplication.qgisSettingsDirPath()) / "omnisat" / "models"
 
 
 def pip_proxy() -> str | None:

@@ -67,7 +67,8 @@ def hub_base(given: str | None) -> str:
     base = (given or os.environ.get(HUB_ENV, "")).strip()
     if not base:
         raise EngineError(
-            f"No model hub address is set: give --hub-url or set {HUB_ENV} to the base address of the hub "
+            f"No model hub address is set: give --hub-url, set {HUB_ENV}, or in QGIS the Processing setting "
+            "'OmniSat model hub address', to the base address of the hub "
             "that hosts the model's repository (files are fetched from <base>/<repository>/resolve/main/<file>).")
     return base
 

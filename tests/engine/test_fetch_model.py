@@ -44,6 +44,7 @@ class Hub(http.server.ThreadingHTTPServer):
     def __init__(self, payload: bytes):
         super().__init__(("127.0.0.1", 0), HubHandler)
         self.payload, self.mode, self.requests = payload, "ok", []
+        self.path = f"/{REPOSITORY}/resolve/main/{FILE}"
         self.release = threading.Event()
 
     @property
@@ -58,7 +59,7 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server API
         hub: Hub = self.server
         hub.requests.append({"path": self.path, "range": self.headers.get("Range")})
-        if self.path != f"/{REPOSITORY}/resolve/main/{FILE}" or hub.mode == "404":
+        if self.path != hub.path or hub.mode == "404":
             self.send_error(404)
             return
         if hub.mode == "500":
