@@ -42,9 +42,9 @@ class OmniSatPlugin:
         processing.execAlgorithmDialog("omnisat:fetchmodel")
 
     def unload(self):
-        if self.setup_action is not None:
-            self.iface.removePluginMenu("OmniSat", self.setup_action)
-            self.menu_actions: list = []
+        for action in self.menu_actions:
+            self.iface.removePluginMenu("OmniSat", action)
+        self.menu_actions = []
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
