@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -77,7 +77,6 @@ class SetupResult:
     reused: bool
     torch_build: str
     seconds: float
-    messages: list[str] = field(default_factory=list)
 
 
 class SetupError(Exception):
@@ -161,10 +160,8 @@ class _Run:
     def __init__(self, options: SetupOptions, callbacks: SetupCallbacks, commands: Commands):
         self.options, self.callbacks, self.commands = options, callbacks, commands
         self.building = options.target.with_name(f".{options.target.name}.building")
-        self.messages: list[str] = []
 
     def say(self, message: str, percent: float) -> None:
-        self.messages.append(message)
         self.callbacks.step(message, percent)
 
     def cancelled_check(self, step: str) -> None:
@@ -272,7 +269,7 @@ def set_up_engine(options: SetupOptions, callbacks: SetupCallbacks | None = None
                    if {key: stamp.get(key) for key in wanted} != wanted else quick_check(python, options.engine_root))
         if problem is None:
             run.say(f"The engine environment {options.target} is ready (torch {TORCH_VERSION}, {choice.tag})", 100)
-            return SetupResult(python, True, choice.tag, time.monotonic() - started, run.messages)
+            return SetupResult(python, True, choice.tag, time.monotonic() - started)
         run.callbacks.line(f"the existing environment will be rebuilt: {problem}")
     try:
         run.build(choice)
@@ -284,8 +281,4 @@ def set_up_engine(options: SetupOptions, callbacks: SetupCallbacks | None = None
         raise
     seconds = time.monotonic() - started
     run.say(f"The engine environment is ready: {python} (built in {seconds:.0f} s)", 100)
-    return SetupResult(python, False, choice.tag, seconds, run.messages)
-
-
-def as_dict(result: SetupResult) -> dict:
-    return asdict(result) | {"python": str(result.python)}
+    return SetupResult(python, False, choice.tag, seconds)
