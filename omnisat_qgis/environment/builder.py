@@ -170,8 +170,11 @@ class _Run:
 
     def run(self, step: str, command: list[str], env: dict[str, str]) -> StepOutcome:
         self.callbacks.line(f"$ {redact(command)}")
-        outcome = run_streaming(command, env, self.callbacks.line, self.callbacks.is_cancelled,
-                                self.options.stall_timeout_s)
+        try:
+            outcome = run_streaming(command, env, self.callbacks.line, self.callbacks.is_cancelled,
+                                    self.options.stall_timeout_s)
+        except OSError as exc:
+            raise SetupError(step, f"'{command[0]}' could not be started ({exc.strerror or exc})") from None
         if outcome.cancelled:
             raise SetupCancelled(step, "cancelled; the previous environment, if any, is unchanged", outcome.tail)
         if outcome.stalled:
@@ -196,10 +199,12 @@ class _Run:
 
     def build(self, choice: TorchChoice) -> Path:
         options = self.options
-        self.say("Looking for a Python to create the environment from", 8)
-        base = options.base_python or find_base_python(python_candidates(
-            platform.system(), Path(sys.executable), Path(sys.base_prefix),
-            [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]))
+        base = options.base_python
+        if base is None:
+            self.say("Looking for a Python to create the environment from", 8)
+            base = find_base_python(python_candidates(
+                platform.system(), Path(sys.executable), Path(sys.base_prefix),
+                [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]))
         self.callbacks.line(f"base Python: {base}")
         shutil.rmtree(self.building, ignore_errors=True)
         self.building.parent.mkdir(parents=True, exist_ok=True)

@@ -321,3 +321,13 @@ def test_real_environment_on_this_machine(tmp_path):
     again = set_up_engine(options, SetupCallbacks())
     assert again.reused and again.seconds < 60
     print(f"\nset-up of the engine environment: {result.seconds:.0f} s; second run {again.seconds:.1f} s")
+
+
+def test_command_line_reports_a_failed_step(tmp_path, capsys):
+    from omnisat_qgis.environment.__main__ import main
+
+    missing = tmp_path / "no-python"
+    code = main(["--target", str(tmp_path / "venv"), "--base-python", str(missing), "--quiet"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "Creating the virtual environment failed" in error and not (tmp_path / "venv").exists()
