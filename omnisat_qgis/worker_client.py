@@ -129,7 +129,7 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
     final: dict[str, Any] | None = None
     while True:
         if callbacks.is_cancelled():
-            _stop(process)
+            stop_process(process)
             _close(process, readers)
             sweep_partial_outputs(run.output_paths)
             raise WorkerCancelled("Cancelled; no output was written.")
@@ -146,7 +146,7 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
             continue
         kind = message.get("type")
         if kind == "hello" and message.get("protocol") != PROTOCOL_VERSION:
-            _stop(process)
+            stop_process(process)
             _close(process, readers)
             raise WorkerError(
                 f"The engine at '{run.engine_root}' speaks worker protocol {message.get('protocol')}, "
@@ -177,7 +177,7 @@ def _close(process: subprocess.Popen, readers: list[threading.Thread]) -> None:
     process.stderr.close()
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
     """Terminate (the worker then removes its partial outputs), kill if it does not exit."""
     if process.poll() is not None:
         return

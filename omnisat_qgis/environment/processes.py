@@ -11,8 +11,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from omnisat_qgis.worker_client import stop_process
+
 TAIL_LINES = 25
-TERMINATE_GRACE_S = 5.0
 
 
 @dataclass
@@ -62,18 +63,8 @@ def run_streaming(command: list[str], env: dict[str, str], on_line: Callable[[st
         tail.append(line)
         on_line(line)
     if outcome.code is None:
-        _stop(process)
+        stop_process(process)
     reader.join(timeout=2)
     process.stdout.close()
     return outcome
 
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(TERMINATE_GRACE_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -1,103 +1,36 @@
-"""fetch-model against a local HTTP server started by the test (127.0.0.1 only).
-
-The server serves a synthetic checkpoint in the reference AnySat layout (the tiny key list
-in tests/engine/data, random weights, ``{"state_dict": ...}``) under the hub's URL layout;
-the test registers a downloadable entry for it with the file's own sha256."""
+"""fetch-model against a local HTTP server started by the test (127.0.0.1 only,
+tests/engine/hub_server.py); the test registers a downloadable entry for the synthetic
+checkpoint it serves, with the file's own sha256."""
 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import socket
-import threading
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from engine.api import run_operation
 from engine.errors import EngineError
 from engine.models import downloads
 from engine.models.checkpoint import read_metadata
 from engine.progress import Reporter
+from tests.engine.hub_server import FILE, REPOSITORY, serving, synthetic_checkpoint
 from tests.engine.rasters import write_geotiff
-from tests.engine.test_anysat_import import synthetic_state
-
-REPOSITORY, FILE = "test-org/AnySat-tiny", "models/AnySat.pth"
-
+from tests.engine.test_inference import Recorder
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory) -> bytes:
-    path = tmp_path_factory.mktemp("published") / "AnySat.pth"
-    torch.save({"state_dict": synthetic_state("tiny", seed=3)}, path)
-    return path.read_bytes()
-
-
-class Hub(http.server.ThreadingHTTPServer):
-    """Serves one file with Range support; ``mode`` makes it fail the way a real server can."""
-
-    daemon_threads = True
-
-    def __init__(self, payload: bytes):
-        super().__init__(("127.0.0.1", 0), HubHandler)
-        self.payload, self.mode, self.requests = payload, "ok", []
-        self.path = f"/{REPOSITORY}/resolve/main/{FILE}"
-        self.release = threading.Event()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class HubHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):  # noqa: N802 - http.server API
-        hub: Hub = self.server
-        hub.requests.append({"path": self.path, "range": self.headers.get("Range")})
-        if self.path != hub.path or hub.mode == "404":
-            self.send_error(404)
-            return
-        if hub.mode == "500":
-            self.send_error(500)
-            return
-        payload, start = hub.payload, 0
-        if self.headers.get("Range", "").startswith("bytes=") and hub.mode != "no-range":
-            start = int(self.headers["Range"][len("bytes="):].rstrip("-"))
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
-        else:
-            self.send_response(200)
-        body = payload[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if hub.mode in ("drop", "stall"):
-            half = len(body) // 2
-            self.wfile.write(body[:half])
-            self.wfile.flush()
-            if hub.mode == "stall":
-                hub.release.wait(30)
-            hub.mode = "ok"  # the next request gets the rest
-            return  # closing here leaves the client short of Content-Length
-        try:
-            self.wfile.write(body)
-        except ConnectionError:
-            pass  # the client stopped reading (the full-disk test)
+    return synthetic_checkpoint(tmp_path_factory.mktemp("published"))
 
 
 @pytest.fixture
 def hub(published):
-    server = Hub(published)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
+    with serving(published) as server:
+        yield server
 
 
 @pytest.fixture
@@ -107,17 +40,6 @@ def entry(published, monkeypatch):
                          size_bytes=len(published))
     monkeypatch.setitem(downloads.DOWNLOADS, "anysat-test", test_entry)
     return test_entry
-
-
-class Recorder(Reporter):
-    def __init__(self):
-        self.percents, self.logs = [], []
-
-    def progress(self, percent, message=""):
-        self.percents.append(percent)
-
-    def log(self, message, level="info"):
-        self.logs.append((level, message))
 
 
 def fetch(hub_base: str, folder: Path, reporter: Reporter | None = None, **extra):

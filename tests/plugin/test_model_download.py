@@ -4,26 +4,24 @@ omnisat:fetchmodel algorithm, against the local HTTP server of tests/engine/test
 from __future__ import annotations
 
 import hashlib
-import threading
-from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
 
 from omnisat_qgis.network_download import DownloadCallbacks, DownloadCancelled, DownloadError, download
 from omnisat_qgis.provider import PROVIDER_ID, OmniSatProvider
-from tests.engine.test_fetch_model import FILE, REPOSITORY, Hub, published  # noqa: F401 - fixture
+from tests.engine.hub_server import FILE, REPOSITORY, Hub, serving, synthetic_checkpoint
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> bytes:
+    return synthetic_checkpoint(tmp_path_factory.mktemp("published"))
 
 
 @pytest.fixture
-def hub(published, qgis_app):  # noqa: F811 - the fixture above
-    server = Hub(published)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
+def hub(published, qgis_app):
+    with serving(published) as server:
+        yield server
 
 
 def url(hub: Hub) -> str:
