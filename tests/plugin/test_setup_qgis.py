@@ -24,7 +24,8 @@ def stored_settings():
     """Restores every QgsSettings key a test changes."""
     store = QgsSettings()
     keys = ["proxy/proxyEnabled", "proxy/proxyType", "proxy/proxyHost", "proxy/proxyPort", "proxy/proxyUser",
-            "proxy/proxyPassword", settings.SETTINGS_PREFIX + settings.SETTING_ENV_FOLDER]
+            "proxy/proxyPassword", settings.SETTINGS_PREFIX + settings.SETTING_ENV_FOLDER,
+            settings.SETTINGS_PREFIX + settings.SETTING_PYTHON]
     saved = {k: store.value(k) for k in keys if store.contains(k)}
     yield store
     for key in keys:
@@ -156,3 +157,19 @@ def test_dialog_cancel(qgis_app, tmp_path):
     dialog.cancel()
     wait_until(lambda: dialog.close_button.isEnabled())
     assert "cancelled; the previous environment" in dialog.status.text()
+
+
+def test_worker_python_falls_back_to_the_managed_environment(qgis_app, stored_settings, tmp_path, monkeypatch):
+    from omnisat_qgis.environment.builder import venv_python
+
+    monkeypatch.delenv(settings.ENV_PYTHON, raising=False)
+    stored_settings.remove(settings.SETTINGS_PREFIX + settings.SETTING_PYTHON)
+    monkeypatch.setattr(settings, "default_python", lambda: tmp_path / "checkout" / ".venv" / "bin" / "python")
+    stored_settings.setValue(settings.SETTINGS_PREFIX + settings.SETTING_ENV_FOLDER, str(tmp_path / "env"))
+    with pytest.raises(settings.SettingsError, match="Run 'Set up the OmniSat engine'"):
+        settings.worker_python()
+    managed = venv_python(tmp_path / "env")
+    managed.parent.mkdir(parents=True)
+    managed.write_text("#!/bin/sh\n")
+    managed.chmod(0o755)
+    assert settings.worker_python() == (managed, "the engine environment built by 'Set up the engine'")
