@@ -27,6 +27,7 @@ class DownloadableModel:
     size_bytes: int  # about, for the user before the download starts
     architecture: str
     size: str  # the architecture's size preset
+    parameters: int  # of the converted encoder (tests/engine/test_fetch_model.py counts them)
     licence: str
     provenance: str
     converter: str  # the engine operation that turns the file into a checkpoint
@@ -48,7 +49,7 @@ DOWNLOADS: dict[str, DownloadableModel] = {
         DownloadableModel(
             name="anysat-base", repository="g-astruc/AnySat", file="models/AnySat.pth",
             sha256="ce1246527a28bade624048c448a1fa473ca85791b998f562ce2bcc3dcac93d4f", size_bytes=504_000_000,
-            architecture="anysat", size="base", licence="MIT",
+            architecture="anysat", size="base", parameters=125_904_103, licence="MIT",
             provenance="official AnySat base encoder (Astruc et al., CVPR 2025), pretrained on GeoPlex "
                        "(11 sensors); converted by the engine's AnySat importer",
             converter="import-anysat",

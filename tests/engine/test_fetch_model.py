@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from engine.api import run_operation
 from engine.errors import EngineError
@@ -165,3 +166,12 @@ def test_plan_only_then_a_file_fetched_by_another_tool_is_converted(hub, entry, 
     result = fetch(hub.base, tmp_path / "models")
     assert result["converted"] and not result["downloaded"] and hub.requests == []
     assert fetch(hub.base, tmp_path / "models", plan_only=True)["ready"]
+
+
+def test_the_official_entry_counts_the_parameters_of_the_converted_encoder():
+    from engine.models.anysat import AnySat, anysat_config
+
+    official = downloads.DOWNLOADS["anysat-base"]
+    with torch.device("meta"):
+        model = AnySat(anysat_config(official.size))
+    assert official.parameters == sum(p.numel() for p in model.parameters())
