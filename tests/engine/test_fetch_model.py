@@ -48,7 +48,7 @@ def fetch(hub_base: str, folder: Path, reporter: Reporter | None = None, **extra
                                          **extra}, reporter or Reporter())
 
 
-def test_download_convert_and_embed_a_tile(hub, entry, tmp_path):
+def test_download_convert_and_embed_a_tile(hub, entry, tmp_path, monkeypatch):
     reporter = Recorder()
     result = fetch(hub.base, tmp_path / "models", reporter)
     checkpoint = tmp_path / "models" / "anysat-test.safetensors"
@@ -69,6 +69,15 @@ def test_download_convert_and_embed_a_tile(hub, entry, tmp_path):
         "model": str(checkpoint), "modalities": {"s2": {"files": [str(raster)]}},
         "outputs": {"embeddings": str(tmp_path / "emb.tif"), "embeddings_level": "tile"}, "device": "cpu"}})
     assert embedded["windows"] == 1 and (tmp_path / "emb.tif").is_file()
+    # It is in the catalog (models --json) as the user's model, next to the shipped ones.
+    monkeypatch.setenv(downloads.MODELS_DIR_ENV, str(tmp_path / "models"))
+    rows = {row["name"]: row for row in run_operation("models", {"catalog_only": True})["catalog"]}
+    row = rows["anysat-test"]
+    assert row["status"] == "installed" and row["source"] == "user" and row["path"] == str(checkpoint)
+    assert row["licence"] == "MIT" and not row["has_head"] and row["sha256"] == hashlib.sha256(
+        checkpoint.read_bytes()).hexdigest()
+    assert row["modalities"]["s2"][0] == "B2" and len(row["modalities"]) == 11 and row["parameters"] > 1e6
+    assert rows["anysat-tiny"]["source"] == "shipped" and rows["anysat-base"]["status"] == "downloadable"
     # A second run finds the converted checkpoint and does not download again.
     requests = len(hub.requests)
     again = fetch(hub.base, tmp_path / "models")
