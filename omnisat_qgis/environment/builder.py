@@ -278,9 +278,14 @@ def set_up_engine(options: SetupOptions, callbacks: SetupCallbacks | None = None
         run.callbacks.line(f"the existing environment will be rebuilt: {problem}")
     try:
         run.build(choice)
-        (run.building / STAMP).write_text(json.dumps(wanted | {"built": time.strftime("%Y-%m-%dT%H:%M:%S")},
-                                                     indent=1), encoding="utf-8")
-        run.swap()
+        try:
+            (run.building / STAMP).write_text(json.dumps(wanted | {"built": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                                                         indent=1), encoding="utf-8")
+            run.swap()
+        except OSError as exc:
+            raise SetupError("Replacing the previous environment",
+                             f"{exc}; is the environment in use (a running engine, another QGIS)? "
+                             f"The previous environment, if any, is still at {options.target}") from None
     except BaseException:
         shutil.rmtree(run.building, ignore_errors=True)
         raise
