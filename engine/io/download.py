@@ -44,7 +44,9 @@ def _open(url: str, offset: int, timeout_s: float):
         request.add_header("Range", f"bytes={offset}-")
     host = urlsplit(url).netloc or url
     try:
-        return urllib.request.urlopen(request, timeout=timeout_s)
+        # A new opener reads the proxy environment variables now (urlopen's shared one keeps
+        # those of its first call).
+        return urllib.request.build_opener().open(request, timeout=timeout_s)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             return None  # nothing left to send: the .part file is complete

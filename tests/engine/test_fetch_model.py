@@ -184,3 +184,14 @@ def test_the_official_entry_counts_the_parameters_of_the_converted_encoder():
     with torch.device("meta"):
         model = AnySat(anysat_config(official.size))
     assert official.parameters == sum(p.numel() for p in model.parameters())
+
+
+def test_headless_download_goes_through_the_proxy_of_the_environment(hub, entry, tmp_path, monkeypatch):
+    # The hub plays the proxy: a request for a host that does not resolve reaches it only
+    # through HTTP_PROXY, with the absolute address as its path.
+    hub.path = f"http://model-hub.invalid/{REPOSITORY}/resolve/main/{FILE}"
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", hub.base)
+    assert fetch("http://model-hub.invalid", tmp_path / "models")["converted"]
+    assert hub.requests[0]["path"] == hub.path
