@@ -4,6 +4,7 @@ omnisat:fetchmodel algorithm, against the local HTTP server of tests/engine/test
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
@@ -78,3 +79,20 @@ def test_fetchmodel_algorithm_checks_the_published_sha256(hub, tmp_path, qgis_pr
         assert not (tmp_path / "models" / "anysat-base.safetensors").exists()
     finally:
         QgsApplication.processingRegistry().removeProvider(provider)
+
+
+def test_cancelling_the_engine_download_keeps_the_part_for_resuming(hub, tmp_path):
+    import sys
+
+    from omnisat_qgis.paths import engine_root
+    from omnisat_qgis.worker_client import WorkerCallbacks, WorkerCancelled, WorkerRun, run_worker
+
+    hub.path, hub.mode = "/g-astruc/AnySat/resolve/main/models/AnySat.pth", "stall"
+    seen = []
+    run = WorkerRun(python=Path(sys.executable), engine_root=engine_root(), operation="fetch-model",
+                    params={"name": "anysat-base", "folder": str(tmp_path / "models"), "hub_url": hub.base})
+    with pytest.raises(WorkerCancelled):
+        run_worker(run, WorkerCallbacks(progress=lambda percent, message: seen.append(message),
+                                        is_cancelled=lambda: any(m.startswith("downloading") for m in seen)))
+    assert (tmp_path / "models" / "downloads" / "AnySat.pth.part").stat().st_size > 0
+    assert not (tmp_path / "models" / "anysat-base.safetensors").exists()
