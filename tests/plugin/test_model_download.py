@@ -1,16 +1,19 @@
 """Downloads through QGIS's network stack (omnisat_qgis.network_download) and the
-omnisat:fetchmodel algorithm, against the local HTTP server of tests/engine/test_fetch_model.py."""
+omnisat:fetchmodel algorithm, against the local HTTP server of tests/engine/hub_server.py (127.0.0.1)."""
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
 
 from omnisat_qgis.network_download import DownloadCallbacks, DownloadCancelled, DownloadError, download
+from omnisat_qgis.paths import engine_root
 from omnisat_qgis.provider import PROVIDER_ID, OmniSatProvider
+from omnisat_qgis.worker_client import WorkerCallbacks, WorkerCancelled, WorkerRun, run_worker
 from tests.engine.hub_server import FILE, REPOSITORY, Hub, serving, synthetic_checkpoint
 
 
@@ -82,11 +85,6 @@ def test_fetchmodel_algorithm_checks_the_published_sha256(hub, tmp_path, qgis_pr
 
 
 def test_cancelling_the_engine_download_keeps_the_part_for_resuming(hub, tmp_path):
-    import sys
-
-    from omnisat_qgis.paths import engine_root
-    from omnisat_qgis.worker_client import WorkerCallbacks, WorkerCancelled, WorkerRun, run_worker
-
     hub.path, hub.mode = "/g-astruc/AnySat/resolve/main/models/AnySat.pth", "stall"
     seen = []
     run = WorkerRun(python=Path(sys.executable), engine_root=engine_root(), operation="fetch-model",
