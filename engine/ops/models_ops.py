@@ -34,7 +34,7 @@ def list_models(params: ModelsParams, reporter: Reporter) -> dict[str, Any]:
     patch size, parameter count, size, sha256, provenance, licence and whether it has a classification
     head. Then each preset built with random weights, its parameters counted per component
     (per-modality encoders and decoders, combiner, task head, total)."""
-    from engine.models.catalog_rows import catalog_rows
+    from engine.models.catalog import catalog_rows
 
     catalog = catalog_rows([Path(f) for f in params.folders])
     for row in catalog:

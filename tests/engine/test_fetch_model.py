@@ -78,6 +78,9 @@ def test_download_convert_and_embed_a_tile(hub, entry, tmp_path, monkeypatch):
         checkpoint.read_bytes()).hexdigest()
     assert row["modalities"]["s2"][0] == "B2" and len(row["modalities"]) == 11 and row["parameters"] > 1e6
     assert rows["anysat-tiny"]["source"] == "shipped" and rows["anysat-base"]["status"] == "downloadable"
+    monkeypatch.setenv(downloads.MODELS_DIR_ENV, str(tmp_path / "elsewhere"))
+    added = run_operation("models", {"catalog_only": True, "folders": [str(tmp_path / "models")]})["catalog"]
+    assert [r["source"] for r in added if r["name"] == "anysat-test"] == ["added"]
     # A second run finds the converted checkpoint and does not download again.
     requests = len(hub.requests)
     again = fetch(hub.base, tmp_path / "models")
