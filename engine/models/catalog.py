@@ -60,18 +60,25 @@ def catalog(folder: Path = SHIPPED) -> list[CatalogEntry]:
     return sorted(entries, key=lambda e: (-e.steps, e.path.name))
 
 
-def find_model(name_or_path: str, folder: Path = SHIPPED) -> CatalogEntry:
-    """The entry named ``name_or_path`` (a file stem of the catalog) or the checkpoint at that path."""
+def find_model(name_or_path: str, folder: Path | None = None) -> CatalogEntry:
+    """The entry named ``name_or_path`` (a file stem in ``folder``; default: the shipped models,
+    then the user's models folder) or the checkpoint at that path."""
+    from engine.models.downloads import DOWNLOADS, user_models_dir
+
     path = Path(name_or_path).expanduser()
     if path.is_file():
         entry = _entry(path)
         if entry is None:
             raise EngineError(f"'{path}' is not an engine checkpoint: give a .safetensors file written by the engine.")
         return entry
-    for entry in catalog(folder):
+    entries = [e for f in ([folder] if folder else [SHIPPED, user_models_dir()]) for e in catalog(f)]
+    for entry in entries:
         if entry.name == name_or_path:
             return entry
-    known = ", ".join(e.name for e in catalog(folder)) or "none"
+    if folder is None and name_or_path in DOWNLOADS:
+        raise EngineError(f"The model {name_or_path!r} is not downloaded yet: run 'python -m engine fetch-model "
+                          f"{name_or_path}' (in QGIS: Plugins > OmniSat > Download the official AnySat model).")
+    known = ", ".join(e.name for e in entries) or "none"
     raise EngineError(f"No model {name_or_path!r}: give a checkpoint file or one of the known models ({known}).")
 
 

@@ -198,3 +198,14 @@ def test_headless_download_goes_through_the_proxy_of_the_environment(hub, entry,
     monkeypatch.setenv("HTTP_PROXY", hub.base)
     assert fetch("http://model-hub.invalid", tmp_path / "models")["converted"]
     assert hub.requests[0]["path"] == hub.path
+
+
+def test_a_job_names_a_catalog_model(tmp_path, monkeypatch):
+    from engine.io.job import parse_job
+    from engine.models.catalog import SHIPPED
+
+    monkeypatch.setenv(downloads.MODELS_DIR_ENV, str(tmp_path / "models"))
+    job = {"model": "anysat-tiny", "modalities": {"s2": {"files": "s2.tif"}}, "outputs": {"embeddings": "e.tif"}}
+    assert parse_job(job, tmp_path).model == str(SHIPPED / "anysat-tiny.safetensors")
+    with pytest.raises(EngineError, match="'anysat-base' is not downloaded yet: run 'python -m engine fetch-model"):
+        parse_job(job | {"model": "anysat-base"}, tmp_path)
