@@ -48,6 +48,7 @@ OPERATION_MODULES = (
     "engine.ops.map_ops",
     "engine.ops.models_ops",
     "engine.ops.anysat_ops",
+    "engine.ops.fetch_ops",
     "engine.bench",
 )
 

@@ -155,7 +155,7 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
     started = False  # the engine said hello: the interpreter is a Python that runs it
     while True:
         if callbacks.is_cancelled():
-            _stop(process)
+            stop_process(process)
             _close(process, readers)
             remove_worker_partials(run.output_paths, process.pid)
             raise WorkerCancelled("Cancelled; no output was written.")
@@ -173,7 +173,7 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
         kind = message.get("type")
         started = started or kind == "hello"
         if kind == "hello" and message.get("protocol") != PROTOCOL_VERSION:
-            _stop(process)
+            stop_process(process)
             _close(process, readers)
             raise WorkerError(
                 f"The engine at '{run.engine_root}' speaks worker protocol {message.get('protocol')}, "
@@ -204,7 +204,7 @@ def _close(process: subprocess.Popen, readers: list[threading.Thread]) -> None:
     process.stderr.close()
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
     """Terminate (the worker then removes its partial outputs), kill if it does not exit."""
     if process.poll() is not None:
         return

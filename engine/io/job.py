@@ -7,7 +7,8 @@ parameters one to one onto these keys::
 
     {
       "version": 1,                              optional; this format is version 1
-      "model": "model.safetensors",              required: checkpoint file (engine.models.checkpoint)
+      "model": "model.safetensors",              required: checkpoint file (engine.models.checkpoint),
+                                                 or a catalog name ("anysat-tiny"; python -m engine models)
       "modalities": {                            required: one entry per model modality used,
         "s2": {                                  keyed by the model's modality name (any subset)
           "files": "S2_stack.tif",               required: one file, a list of files, or a folder
@@ -219,9 +220,16 @@ def _extent(obj: Any, where: str) -> tuple[tuple[float, ...], str | None]:
 
 def _model(value: Any, base: Path, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise EngineError(f'{where}: "model" must name a checkpoint file.')
+        raise EngineError(f'{where}: "model" must name a checkpoint file or a model of the catalog.')
     path = Path(value).expanduser()
-    return str(base / path) if not path.is_absolute() and (base / path).exists() else value
+    if not path.is_absolute() and (base / path).exists():
+        return str(base / path)
+    if not path.exists() and path.suffix != ".safetensors" and len(path.parts) == 1:
+        # a catalog name ("anysat-tiny", a model fetch-model converted)
+        from engine.models.catalog import find_model
+
+        return str(find_model(value).path)
+    return value
 
 
 def parse_job(obj: Any, base: Path | None = None, source: str = "<inline job>") -> Job:

@@ -110,6 +110,15 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         params = self.engine_params(parameters, context, feedback)
+        message = self.run_engine(params, feedback, self.working_folder(parameters, context))
+        written, result = message.get("outputs", {}), message.get("result", {})
+        results = {p.name: written.get(p.key.rsplit(".", 1)[-1]) for p in self.output_rows()}
+        if results.get(CLASS_MAP_OUTPUT) and result.get("class_names"):
+            write_class_style(results[CLASS_MAP_OUTPUT], result["class_names"])
+        return results | {row.name: row.value(result) for row in self.results}
+
+    def run_engine(self, params: dict[str, Any], feedback: QgsProcessingFeedback, cwd: str | None = None) -> dict:
+        """Run this algorithm's operation in the worker with ``params``; its result message."""
         try:
             python, source = settings.worker_python()
         except settings.SettingsError as exc:
@@ -118,7 +127,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         run = WorkerRun(
             python=python, engine_root=engine_root(), operation=self.operation, params=params,
             threads=settings.worker_threads(), output_paths=[o for o in outputs if isinstance(o, str)],
-            cwd=self.working_folder(parameters, context), python_source=source,
+            cwd=cwd, python_source=source,
         )
         feedback.pushDebugInfo(f"OmniSat engine: {python} ({source}), operation {self.operation}")
         callbacks = WorkerCallbacks(
@@ -127,7 +136,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             is_cancelled=feedback.isCanceled,
         )
         try:
-            message = run_worker(run, callbacks)
+            return run_worker(run, callbacks)
         except WorkerCancelled as exc:
             feedback.reportError(str(exc))
             raise QgsProcessingException(str(exc)) from None
@@ -135,11 +144,6 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             if exc.detail:
                 feedback.pushDebugInfo(exc.detail)
             raise QgsProcessingException(str(exc)) from None
-        written, result = message.get("outputs", {}), message.get("result", {})
-        results = {p.name: written.get(p.key.rsplit(".", 1)[-1]) for p in self.output_rows()}
-        if results.get(CLASS_MAP_OUTPUT) and result.get("class_names"):
-            write_class_style(results[CLASS_MAP_OUTPUT], result["class_names"])
-        return results | {row.name: row.value(result) for row in self.results}
 
 
 def unknown_parameters_message(given, known: list[str], algorithm: str) -> str | None:

@@ -1,0 +1,1 @@
+"""The plugin's dialogs and dock (GUI code, kept apart from the Processing algorithms)."""
