@@ -193,3 +193,48 @@ def write_fit_report(path: str | Path, **kwargs: Any) -> Path:
     with atomic_output(path, "report") as temp:
         Path(temp).write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def _area_scale(area_unit: str) -> tuple[float, str]:
+    """Areas in square metres are shown in hectares."""
+    return (1e-4, "ha") if area_unit == "m2" else (1.0, area_unit)
+
+
+def area_table_html(estimate, area_unit: str) -> str:
+    """The area table of an engine.area.AreaEstimate: mapped and estimated area with its 95 %
+    interval, user's / producer's accuracy with standard errors, then the sample error matrix."""
+    scale, unit = _area_scale(area_unit)
+    rows = []
+    for r in estimate.rows():
+        rows.append([r["class"], r["mapped_area"] * scale, r["estimated_area"] * scale,
+                     f"± {1.959964 * r['area_se'] * scale:.4g}", r["samples_in_map_class"],
+                     f"{r['users_accuracy']:.3f} ± {r['users_accuracy_se']:.3f}",
+                     f"{r['producers_accuracy']:.3f} ± {r['producers_accuracy_se']:.3f}"])
+    table = _table(rows, ["Class", f"Mapped area ({unit})", f"Estimated area ({unit})", "95% interval",
+                          "Samples in map class", "User's accuracy ± SE", "Producer's accuracy ± SE"], "areas")
+    names = list(estimate.class_names)
+    matrix = _table([[name, *estimate.counts[k].astype(int).tolist()] for k, name in enumerate(names)],
+                    ["map \\ reference", *names], "confusion")
+    return (f"{table}\n<p>Overall accuracy {estimate.overall_accuracy:.3f} ± {estimate.overall_se:.3f} (SE), "
+            f"{int(estimate.counts.sum())} reference samples.</p>\n<h3>Sample error matrix</h3>\n{matrix}\n"
+            '<p class="note">Stratified estimator of Olofsson et al. (2014, Remote Sensing of Environment 148): '
+            "map classes are the strata, weighted by their mapped area; the interval is ± 1.96 standard errors. "
+            "Valid for a stratified random sample of the map (sample-map draws one).</p>")
+
+
+def write_area_report(path: str | Path, estimate, area_unit: str, settings: Mapping[str, Any]) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Area estimates</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>Area estimates with 95% confidence intervals</h1>
+<p class="note">Written {stamp}.</p>
+{area_table_html(estimate, area_unit)}
+<h2>Settings</h2>
+{_table([[k, v] for k, v in settings.items()], ["Setting", "Value"], "settings")}
+</body></html>
+"""
+    with atomic_output(path, "html") as temp:
+        Path(temp).write_text(text, encoding="utf-8")
+    return Path(path)
