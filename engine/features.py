@@ -19,6 +19,7 @@ decided once from the fitting data and recorded, so a map is computed like its l
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -192,3 +193,63 @@ def check_columns(record: dict[str, Any], names: list[str], probe_path: str = ""
         f"give {len(names)}" + (f"; missing: {', '.join(missing)}" if missing else "")
         + (f"; not in the probe: {', '.join(extra)}" if extra else "")
         + ". Give inputs with the same modalities, bands and dates, or fit a new probe on these.")
+
+
+# ---------------------------------------------------------------- reading inputs on a grid
+
+
+def _input_bands(modality) -> tuple[str, ...]:
+    bands = modality.spec.bands
+    return tuple(bands[i] for i in modality.band_index) if modality.band_index is not None else tuple(bands)
+
+
+def fill_invalid_dates(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cloudy or missing dates of a cell take the cell's mean over its valid dates, band by band;
+    returns the filled (N, T, C) values and whether the cell has any valid date."""
+    values = np.where(valid[:, :, None], values, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # cells without any valid date: handled below
+        means = np.nanmean(values, axis=1, keepdims=True)
+    filled = np.where(np.isnan(values), means, values)
+    return filled, np.isfinite(filled).all(axis=(1, 2))
+
+
+def read_inputs(modalities: dict, grid, window) -> tuple[list[InputValues], np.ndarray]:
+    """The job's inputs (engine.inference.resolve_inputs) sampled at the cells of ``window`` of the
+    embeddings' ``grid`` (engine.io.grid.Grid; bilinear at cell centres, warped when the files lie on
+    another grid): per modality (h*w, T, C) values, and (h*w,) whether every modality has data there."""
+    from engine.io.align import ModalityReader
+
+    out, ok = [], np.ones(int(window.height) * int(window.width), bool)
+    for name, modality in modalities.items():
+        with ModalityReader(modality, grid) as reader:
+            data, valid = reader.read(window)  # (T, C, h, w), (T, h, w)
+        values = np.moveaxis(data.reshape(data.shape[0], data.shape[1], -1), -1, 0)  # (hw, T, C)
+        filled, has_data = fill_invalid_dates(values, valid.reshape(valid.shape[0], -1).T)
+        dates = tuple(str(d) for d in modality.dates) if modality.spec.has_dates else ()
+        out.append(InputValues(name, _input_bands(modality), dates, np.nan_to_num(filled)))
+        ok &= has_data
+    return out, ok
+
+
+def read_inputs_at(modalities: dict, grid, rows: np.ndarray, cols: np.ndarray,
+                   block: int = 256) -> tuple[list[InputValues], np.ndarray]:
+    """``read_inputs`` at scattered cells, reading only the blocks that hold some."""
+    from rasterio.windows import Window
+
+    pieces: list[list[InputValues]] = []
+    order, ok = [], []
+    block_ids = (rows // block) * (grid.width // block + 1) + cols // block
+    for b in np.unique(block_ids):
+        pick = np.flatnonzero(block_ids == b)
+        r0, c0 = int(rows[pick[0]] // block * block), int(cols[pick[0]] // block * block)
+        window = Window(c0, r0, min(block, grid.width - c0), min(block, grid.height - r0))
+        values, valid = read_inputs(modalities, grid, window)
+        flat = (rows[pick] - r0) * int(window.width) + (cols[pick] - c0)
+        pieces.append([InputValues(v.modality, v.bands, v.dates, v.values[flat]) for v in values])
+        order.append(pick)
+        ok.append(valid[flat])
+    back = np.argsort(np.concatenate(order))
+    merged = [InputValues(first.modality, first.bands, first.dates,
+                          np.concatenate([p[i].values for p in pieces])[back]) for i, first in enumerate(pieces[0])]
+    return merged, np.concatenate(ok)[back]

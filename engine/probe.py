@@ -47,15 +47,13 @@ class ProbeConfig:
     epochs: int = 200  # L-BFGS iterations or Adam epochs
     learning_rate: float = 1e-2  # Adam only
     seed: int = 0
-    layer_norm: bool = False  # LayerNorm each vector first (dense level: the segmentation head)
+    layer_norm: bool = False  # linear / mlp: LayerNorm each vector first (dense level: the segmentation head)
     neighbours: int = 10  # kNN
     trees: int = 200  # random forest trees / gradient boosting rounds
 
     def __post_init__(self):
         if self.kind not in CLASSIFIERS:
             raise EngineError(f"Probe kind must be one of {', '.join(CLASSIFIERS)}, got {self.kind!r}.")
-        if self.layer_norm and self.kind not in ("linear", "mlp"):
-            raise EngineError(f"A LayerNorm-first (dense) probe must be linear or mlp, not {self.kind}.")
         if self.trees < 1 or self.neighbours < 1:
             raise EngineError(f"trees and neighbours must be >= 1, got {self.trees} and {self.neighbours}.")
         if self.optimizer not in ("lbfgs", "adam"):
@@ -302,6 +300,8 @@ class ProbeMetadata:
     config: dict[str, Any] = field(default_factory=dict)  # ProbeConfig as a dict
     metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics at fit time
     labels: dict[str, Any] = field(default_factory=dict)  # label file, counts, dropped features
+    features: dict[str, Any] = field(default_factory=lambda: {"set": "embeddings"})  # engine.features record
+    validation: dict[str, Any] = field(default_factory=dict)  # rule, candidates' scores, learning curve
 
 
 DEFAULT_COLORS = (

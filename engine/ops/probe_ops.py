@@ -44,6 +44,14 @@ LEVEL_HELP = ("embedding level: patch, local, both, dense (AnySat, per sub-patch
               "resolution) or tile (one cell per window, windows edge to edge); auto: the job's "
               "outputs.embeddings_level, or the raster's own level (another level given with a raster is refused)")
 AUTO = "auto"
+CLASSIFIER_HELP = ("linear (logistic regression), mlp, knn, random_forest, gradient_boosting, or auto: the best "
+                   "classifier x feature set by nested spatial cross-validation (every candidate's score in the report)")
+FEATURES_HELP = ("feature set(s): embeddings, raw (every band of every date), stats (per-band temporal statistics), "
+                 "indices (NDVI, NDWI, NDMI, VV/VH), or combinations such as embeddings+raw; several: candidates "
+                 "to choose from; input features need a job, not an embeddings raster")
+FOLDS_HELP = "spatial cross-validation folds of whole polygons / point blocks (fewer when there are fewer units)"
+BLOCK_HELP = ("side in metres of the blocks grouping points for validation (0: the labels' spatial autocorrelation "
+              "range, at least twice the points' mean spacing)")
 
 
 @dataclass
@@ -51,6 +59,7 @@ class EmbeddingSource:
     path: Path
     encoder_hash: str
     encoder: dict[str, Any]
+    inputs: dict[str, Any] | None = None  # a job's resolved modalities (engine.inference.resolve_inputs)
 
 
 def _is_job(value: str | dict) -> bool:
@@ -92,7 +101,7 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
         yield EmbeddingSource(Path(value), digest, {"name": Path(checkpoint).stem or "unknown", "checkpoint": checkpoint})
         return
 
-    from engine.inference import run_map
+    from engine.inference import resolve_inputs, run_map
     from engine.io.job import Outputs, load_job
     from engine.models.checkpoint import load_checkpoint
 
@@ -110,7 +119,7 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
         yield EmbeddingSource(Path(target), digest, {
             "name": Path(job.model).stem, "checkpoint": str(job.model), "patch_size_m": result["patch_size_m"],
             "modalities": list(job.modalities), "provenance": loaded.metadata.get("provenance") or {},
-        })
+        }, resolve_inputs(job, loaded.model))
 
 
 def with_level(job, level: str):
@@ -208,8 +217,14 @@ def hex_to_rgb(color: str) -> tuple[int, int, int]:
 
 
 def map_embeddings(ds, probe, class_names: list[str], colors: list[str], classes_path: str | None,
-                   confidence_path: str | None, reporter: Reporter) -> None:
-    """Apply a probe to an embeddings raster block by block: styled class map (+ confidence)."""
+                   confidence_path: str | None, reporter: Reporter, features: dict[str, Any] | None = None,
+                   inputs: dict[str, Any] | None = None) -> None:
+    """Apply a probe to an embeddings raster block by block: styled class map (+ confidence).
+    A probe on input features (its ``features`` record: raw bands, statistics, indices) reads the
+    job's ``inputs`` on the embeddings' grid, window by window, and builds the same columns."""
+    from engine.features import FeatureSet, check_columns, combine, read_inputs
+
+    feature_set = FeatureSet.parse(features["set"]) if features else FeatureSet(("embeddings",))
     import torch
 
     from engine.io.writers import CLASS_NODATA, geotiff_profile, open_class_map
@@ -231,7 +246,13 @@ def map_embeddings(ds, probe, class_names: list[str], colors: list[str], classes
         for window in windows:
             data = ds.read(window=window).astype(np.float32)
             valid = _valid(ds, data)
-            vectors = data.reshape(ds.count, -1).T[valid.ravel()]
+            vectors = data.reshape(ds.count, -1).T
+            if feature_set.input_parts:
+                values, has_data = read_inputs(inputs, grid, window)
+                vectors, record = combine(vectors, values, feature_set, features.get("radar_db"))
+                check_columns(features, record["columns"])
+                valid &= has_data.reshape(valid.shape)
+            vectors = vectors[valid.ravel()]
             labels = np.full(valid.shape, CLASS_NODATA, np.uint8)
             confidence = np.full(valid.shape, np.nan, np.float32)
             if vectors.size:
@@ -262,14 +283,19 @@ class FitProbeParams:
     classes: str | None = field(default=None, metadata={"help": "class map to write over the embeddings' area (GeoTIFF)"})
     confidence: str | None = field(default=None, metadata={"help": "probability of the chosen class (GeoTIFF)"})
     min_coverage: float = field(default=0.5, metadata={"help": "share of a cell a polygon must cover to label it"})
-    kind: str = field(default="linear", metadata={"help": "linear (logistic regression) or mlp"})
+    classifier: str = field(default="linear", metadata={"help": CLASSIFIER_HELP})
+    features: list[str] = field(default_factory=lambda: ["embeddings"], metadata={"help": FEATURES_HELP})
     optimizer: str = field(default="lbfgs", metadata={"help": "lbfgs or adam"})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty on the weights"})
     epochs: int = field(default=200, metadata={"help": "L-BFGS iterations or Adam epochs"})
     class_weighting: bool = field(default=True, metadata={"help": "weight classes by inverse frequency"})
     hidden: int = field(default=128, metadata={"help": "MLP width"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of polygons / point blocks held out for validation"})
-    block_size: float = field(default=0.0, metadata={"help": "side in metres of the blocks grouping points for validation (0: a tenth of the area)"})
+    neighbours: int = field(default=10, metadata={"help": "kNN: neighbours that vote"})
+    trees: int = field(default=200, metadata={"help": "random forest trees / gradient boosting rounds"})
+    folds: int = field(default=5, metadata={"help": FOLDS_HELP})
+    buffer: int = field(default=1, metadata={"help": "cells around each validation cell left out of that fold's training"})
+    block_size: float = field(default=0.0, metadata={"help": BLOCK_HELP})
+    learning_curve: bool = field(default=True, metadata={"help": "add a learning curve to the report (more fits)"})
     colors: list[str] | None = field(default=None, metadata={"help": "one #rrggbb colour per class, in class order"})
     seed: int = field(default=0, metadata={"help": "random seed of the split and the fit"})
     embeddings_level: str = field(default=AUTO, metadata={"help": LEVEL_HELP})
@@ -278,17 +304,26 @@ class FitProbeParams:
 def probe_config(params, layer_norm: bool = False) -> "ProbeConfig":
     from engine.probe import ProbeConfig
 
-    return ProbeConfig(kind=params.kind, optimizer=params.optimizer, l2=params.l2, epochs=params.epochs,
-                       class_weighting=params.class_weighting, hidden=params.hidden, seed=params.seed,
-                       layer_norm=layer_norm)
+    # With auto, each candidate replaces the kind.
+    return ProbeConfig(kind="linear" if params.classifier == AUTO else params.classifier, optimizer=params.optimizer,
+                       l2=params.l2, epochs=params.epochs, class_weighting=params.class_weighting, hidden=params.hidden,
+                       seed=params.seed, layer_norm=layer_norm, neighbours=params.neighbours, trees=params.trees)
 
 
-def block_cells(block_size_m: float, cell_m: float, shape: tuple[int, int]) -> int:
+def point_blocks(block_size_m: float, cell_m: float, samples) -> tuple[int, str]:
+    """Side in cells of the blocks grouping labelled points for validation, and the rule that set it."""
+    from engine.validation import point_block_rule
+
     if block_size_m < 0:
         raise EngineError(f"block_size must be >= 0 metres, got {block_size_m}.")
-    if block_size_m == 0:
-        return max(1, round(min(shape) / 10))
-    return max(1, round(block_size_m / cell_m))
+    points = samples.from_point
+    if not points.any():
+        return 1, "whole polygons"
+    if block_size_m > 0:
+        cells = max(1, round(block_size_m / cell_m))
+        return cells, f"point blocks of {cells} x {cells} cells ({block_size_m:g} m, given)"
+    rule = point_block_rule(samples.rows[points], samples.cols[points], samples.y[points])
+    return rule.block_cells, rule.describe(cell_m)
 
 
 @dataclass
@@ -297,6 +332,16 @@ class LabelledEmbeddings:
     samples: Any  # engine.labels.LabelSamples (rows without valid embeddings removed)
     units: np.ndarray
     dropped_nodata: int
+    rule: str = ""  # how the validation units were made
+
+    def subset(self, keep: np.ndarray) -> "LabelledEmbeddings":
+        from engine.labels import LabelSamples
+
+        s = self.samples
+        samples = LabelSamples(s.rows[keep], s.cols[keep], s.y[keep], s.groups[keep], s.from_point[keep],
+                               s.class_names, s.shape, s.report)
+        return LabelledEmbeddings(self.x[keep], samples, self.units[keep], self.dropped_nodata + int((~keep).sum()),
+                                  self.rule)
 
 
 def labelled_embeddings(ds, labels_path: str, class_field: str, layer: str | None, ignore_values, min_coverage: float,
@@ -320,21 +365,48 @@ def labelled_embeddings(ds, labels_path: str, class_field: str, layer: str | Non
     if empty:
         reporter.log(f"Classes without any labelled cell on the raster are left out: {', '.join(empty)}.", "warning")
     check_trainable(samples)
-    cells = block_cells(block_size_m, abs(ds.transform.a), samples.shape)
+    cells, rule = point_blocks(block_size_m, abs(ds.transform.a), samples)
     units = spatial_units(samples.groups, samples.from_point, samples.rows, samples.cols, cells)
     samples.report["point_block_cells"] = cells
-    return LabelledEmbeddings(x, samples, units, dropped)
+    return LabelledEmbeddings(x, samples, units, dropped, rule)
+
+
+def feature_matrices(data: LabelledEmbeddings, feature_sets: list[str], source: EmbeddingSource, ds,
+                     reporter: Reporter) -> tuple[LabelledEmbeddings, dict[str, np.ndarray], dict[str, dict]]:
+    """Every requested feature set over the labelled cells (name -> matrix, name -> record); cells
+    where the inputs have no valid date are left out."""
+    from engine.features import FeatureSet, combine, read_inputs_at
+
+    sets = [FeatureSet.parse(name) for name in feature_sets]
+    values = None
+    if any(fs.input_parts for fs in sets):
+        values, ok = read_inputs_at(source.inputs, _grid(ds), data.samples.rows, data.samples.cols)
+        if not ok.all():
+            reporter.log(f"{int((~ok).sum())} labelled cells have no valid input value on any date and are left out.",
+                         "warning")
+            data = data.subset(ok)
+            values = [dataclasses.replace(v, values=v.values[ok]) for v in values]
+    matrices, records = {}, {}
+    for fs in sets:
+        matrices[fs.name], records[fs.name] = combine(data.x, values or [], fs)
+    return data, matrices, records
 
 
 def fit_and_report(data: LabelledEmbeddings, params, source: EmbeddingSource, level: str, reporter: Reporter,
-                   title: str, layer_norm: bool = False):
-    """Fit with validation, save the probe, write the report; returns (probe, metadata, summary).
+                   title: str, layer_norm: bool = False, ds=None):
+    """Validate (and choose) with engine.fitting, save the probe fitted on every label, write the
+    report; returns (probe, metadata, summary).
 
-    ``layer_norm``: normalise each vector first (on dense features the probe is then the
-    segmentation head, LayerNorm + linear per sub-patch)."""
-    from engine.probe import ProbeMetadata, default_colors, fit_validated, save_probe
-    from engine.report import write_fit_report
+    ``layer_norm``: normalise each vector first (on dense features the linear probe is then the
+    segmentation head, LayerNorm + linear per sub-patch). ``ds``: the embeddings raster, needed
+    for feature sets other than the embeddings."""
+    from engine.fitting import check_feature_request, fit_honestly
+    from engine.probe import ProbeMetadata, default_colors, save_probe
+    from engine.report import candidates_html, learning_curve_html, write_fit_report
 
+    check_feature_request(params.classifier, params.features)
+    data, matrices, records = (feature_matrices(data, list(params.features), source, ds, reporter) if ds is not None
+                               else (data, {"embeddings": data.x}, {"embeddings": {"set": "embeddings"}}))
     samples = data.samples
     names = list(samples.class_names)
     config = probe_config(params, layer_norm)
@@ -343,57 +415,79 @@ def fit_and_report(data: LabelledEmbeddings, params, source: EmbeddingSource, le
         raise EngineError(f"{len(colors)} colours for {len(names)} classes ({', '.join(names)}): give one per class.")
     for c in colors:
         hex_to_rgb(c)
-    reporter.log(f"Fitting a {config.kind} probe on {len(samples)} labelled cells, {len(names)} classes")
-    fit = fit_validated(data.x, samples.y, data.units, names, config, params.val_fraction, params.seed)
-    metrics = fit.metrics
-    unmeasured = [names[k] for k in fit.unmeasured]
-    notes = [f"The saved probe is refitted on all {len(samples)} labelled cells; the figures above come from "
-             f"a probe fitted without the validation cells ({int(fit.validation.sum())} cells in "
-             f"{len(np.unique(data.units[fit.validation]))} polygons/blocks)."]
-    if unmeasured:
-        notes.append(f"Not validated (all their labels lie in one polygon or block, kept for training): {', '.join(unmeasured)}.")
+    reporter.log(f"Fitting a {params.classifier} probe on {len(samples)} labelled cells, {len(names)} classes, "
+                 f"features: {', '.join(matrices)}")
+    outcome = fit_honestly(matrices, samples.y, data.units, samples.rows, samples.cols, names, config,
+                           params.classifier, params.folds, params.buffer, params.seed, data.rule,
+                           params.learning_curve, reporter=reporter)
+    metrics = outcome.metrics(names)
+    chosen = outcome.candidate
+    notes = [f"Validation: {outcome.validation_rule}.",
+             f"The saved probe ({chosen.name}) is refitted on all {len(samples)} labelled cells; the figures come "
+             "from probes fitted without the held-out cells of each fold."] + outcome.notes
     report = samples.report
     if report.get("features_outside_extent"):
         notes.append(f"{report['features_outside_extent']} features lie outside the raster and were dropped.")
     if report.get("polygons_below_min_coverage"):
         notes.append(f"{report['polygons_below_min_coverage']} polygons cover no cell by {params.min_coverage:.0%} on their own.")
     if data.dropped_nodata:
-        notes.append(f"{data.dropped_nodata} labelled cells had no embedding (nodata) and were left out.")
+        notes.append(f"{data.dropped_nodata} labelled cells had no embedding or input value (nodata) and were left out.")
+    validation = {"rule": outcome.validation_rule, "classifier_requested": params.classifier,
+                  "chosen": chosen.name, "candidates": outcome.selection.table() if outcome.selection else [],
+                  "nested": outcome.selection.nested.summary() if outcome.selection else None,
+                  "learning_curve": outcome.curve or []}
     metadata = ProbeMetadata(
         class_names=names, colors=colors, level=level, encoder_hash=source.encoder_hash, encoder=source.encoder,
-        config=dataclasses.asdict(config),
-        metrics={k: metrics[k] for k in ("overall_accuracy", "macro_f1", "n_samples", "per_class", "confusion_matrix")},
+        config=dataclasses.asdict(dataclasses.replace(config, kind=chosen.classifier)),
+        metrics={k: metrics[k] for k in ("overall_accuracy", "macro_f1", "n_samples", "per_class", "confusion_matrix",
+                                         "folds")} if metrics else {},
         labels={k: v for k, v in report.items() if not k.endswith("_ids")},
+        features=records[chosen.features], validation=validation,
     )
-    save_probe(params.output, fit.probe, metadata)
-    counts = {
-        "features": report["features_per_class"],
-        "training cells": dict(zip(names, np.bincount(samples.y[~fit.validation], minlength=len(names)).tolist())),
-        "validation cells": dict(zip(names, np.bincount(samples.y[fit.validation], minlength=len(names)).tolist())),
-    }
+    save_probe(params.output, outcome.classifier, metadata)
+    counts = {"features": report["features_per_class"],
+              "labelled cells": dict(zip(names, np.bincount(samples.y, minlength=len(names)).tolist()))}
+    if outcome.folds is not None:
+        tested = outcome.folds.test_fold >= 0
+        counts["cells ever held out"] = dict(zip(names, np.bincount(samples.y[tested], minlength=len(names)).tolist()))
     if params.report:
         settings = {"labels": params.labels, "class field": params.class_field, "embeddings": str(source.path),
                     "encoder": source.encoder.get("checkpoint", ""), "encoder sha256": source.encoder_hash,
-                    "embedding level": level, "min coverage": params.min_coverage,
-                    "validation share": params.val_fraction, "point block (cells)": report["point_block_cells"],
-                    **{f"probe {k}": v for k, v in dataclasses.asdict(config).items()}}
+                    "embedding level": level, "feature sets": ", ".join(matrices), "min coverage": params.min_coverage,
+                    "folds": params.folds, "buffer (cells)": params.buffer, "point block (cells)": report["point_block_cells"],
+                    **{f"probe {k}": v for k, v in metadata.config.items()}}
+        sections = []
+        if outcome.selection:
+            sections.append(("Candidates", candidates_html(validation["candidates"], validation["nested"])))
+        if outcome.curve:
+            sections.append(("Learning curve", learning_curve_html(outcome.curve)))
         write_fit_report(params.report, title=title, metrics=metrics, class_names=names, colors=colors,
-                         counts=counts, settings=settings, notes=notes)
-    reporter.log(f"Validation: overall accuracy {metrics['overall_accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
-                 f"on {metrics['n_samples']} held-out cells")
+                         counts=counts, settings=settings, notes=notes, sections=sections)
+    if metrics:
+        spread = metrics["folds"]["macro_f1"]
+        reporter.log(f"Validation ({chosen.name}): overall accuracy {metrics['overall_accuracy']:.3f}, macro-F1 "
+                     f"{metrics['macro_f1']:.3f} on {metrics['n_samples']} held-out cells; per fold macro-F1 "
+                     f"{spread['mean']:.3f} ± {spread['std']:.3f}")
     summary = {
         "output": str(params.output),
         "report": str(params.report) if params.report else None,
         "class_names": names,
-        "overall_accuracy": metrics["overall_accuracy"],
-        "macro_f1": metrics["macro_f1"],
-        "validation_cells": metrics["n_samples"],
-        "per_class_f1": {n: metrics["per_class"][n]["f1"] for n in names},
-        "unvalidated_classes": unmeasured,
+        "classifier": chosen.classifier,
+        "features": chosen.features,
+        "overall_accuracy": metrics["overall_accuracy"] if metrics else None,
+        "macro_f1": metrics["macro_f1"] if metrics else None,
+        "fold_scores": metrics["folds"] if metrics else None,
+        "validation_cells": metrics["n_samples"] if metrics else 0,
+        "validation_rule": outcome.validation_rule,
+        "per_class_f1": {n: metrics["per_class"][n]["f1"] for n in names} if metrics else {},
+        "unvalidated_classes": [names[k] for k in outcome.folds.unvalidated] if outcome.folds else names,
+        "candidates": validation["candidates"],
+        "nested_estimate": validation["nested"],
+        "learning_curve": outcome.curve,
         "counts": counts,
         "labels": metadata.labels,
     }
-    return fit.probe, metadata, summary
+    return outcome.classifier, metadata, summary
 
 
 @operation("fit-probe", FitProbeParams, outputs=("output", "report", "classes", "confidence"),
@@ -402,20 +496,31 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
     """Labels (points or polygons, any CRS) are rasterized on the embeddings' grid (patches,
     sub-patches at the dense level, window cells at the tile level); a probe is fitted on the
     embeddings under them (at the dense level: LayerNorm + linear, the segmentation head).
-    Accuracy is measured on whole polygons / point blocks held out from the fit. Optionally
-    maps the area with the probe ("classes", "confidence")."""
+    Accuracy is measured by spatial cross-validation on whole polygons / point blocks, buffered
+    (engine.validation). Classifiers: linear, mlp, knn, random_forest, gradient_boosting, or auto
+    (nested choice over classifier x feature set). Feature sets: embeddings, raw bands, temporal
+    statistics, spectral indices, combinations (input features need a job). Optionally maps the
+    area with the probe ("classes", "confidence")."""
+    from engine.features import FeatureSet
+    from engine.fitting import check_feature_request
+
     for key in ("output", "report", "classes", "confidence"):
         if getattr(params, key):
             check_output_path(getattr(params, key), key)
+    check_feature_request(params.classifier, params.features)
+    if any(FeatureSet.parse(f).input_parts for f in params.features) and not _is_job(params.embeddings):
+        raise EngineError("Raw bands, statistics and indices are read from the job's input rasters: give a job as "
+                          f"embeddings (not the raster '{params.embeddings}'), or use the feature set 'embeddings'.")
     with embedding_source(params.embeddings, params.model, reporter, level=params.embeddings_level) as source, \
             open_raster(source.path, "embeddings") as ds:
         data = labelled_embeddings(ds, params.labels, params.class_field, params.layer, params.ignore_values,
                                    params.min_coverage, params.block_size, reporter)
         level = ds.tags().get(LEVEL_TAG, "patch")  # rasters from before levels existed hold fused patch features
         probe, metadata, summary = fit_and_report(data, params, source, level, reporter, "Probe fit report",
-                                                  layer_norm=level == "dense")
+                                                  layer_norm=level == "dense", ds=ds)
         if params.classes or params.confidence:
-            map_embeddings(ds, probe, metadata.class_names, metadata.colors, params.classes, params.confidence, reporter)
+            map_embeddings(ds, probe, metadata.class_names, metadata.colors, params.classes, params.confidence, reporter,
+                           metadata.features, source.inputs)
     summary.update(classes=params.classes, confidence=params.confidence)
     reporter.log(f"Wrote {params.output}" + "".join(f", {p}" for p in (params.report, params.classes, params.confidence) if p))
     return summary
@@ -444,9 +549,12 @@ def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[
     encoder or level other than the probe's. The class map lies on the level's grid: patches,
     sub-patches for a dense probe (no resampling to the input pixels: for 10 m series a
     sub-patch is a pixel), window cells for a tile probe."""
+    from engine.features import FeatureSet
     from engine.probe import ProbeHead, check_encoder, load_probe
 
     probe, meta = load_probe(params.probe)
+    if FeatureSet.parse(meta.features.get("set", "embeddings")).input_parts:
+        return apply_on_inputs(params, probe, meta, reporter)
     if _is_job(params.embeddings):
         from engine.inference import embedding_width, run_map
         from engine.io.job import load_job
@@ -479,6 +587,43 @@ def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[
             "class_names": meta.class_names, **shape}
 
 
+def apply_on_inputs(params: ApplyProbeParams, probe, meta, reporter: Reporter) -> dict[str, Any]:
+    """A probe fitted on input features (raw bands, statistics, indices, maybe with embeddings):
+    the job's embeddings are computed as a raster, then the probe reads them and the job's inputs
+    window by window (map_embeddings)."""
+    from engine.features import FeatureSet
+    from engine.io.job import load_job
+    from engine.probe import check_encoder
+
+    feature_set = meta.features["set"]
+    if not _is_job(params.embeddings):
+        raise EngineError(f"The probe '{params.probe}' was fitted on the feature set {feature_set!r}, read from the input "
+                          "rasters: give a job (model, modalities and outputs), not an embeddings raster.")
+    job = with_level(load_job(params.embeddings), params.embeddings_level)
+    if params.classes or params.confidence:
+        raise EngineError("With a job, name the outputs in the job's \"outputs\" (classes, confidence).")
+    outputs = job.outputs
+    if outputs.probabilities:
+        raise EngineError(f"A probe on {feature_set!r} writes classes and confidence, not per-class probabilities: "
+                          "remove \"probabilities\" from the job's outputs.")
+    if not (outputs.classes or outputs.confidence):
+        raise EngineError('Name "classes" (and optionally "confidence") in the job\'s "outputs".')
+    for key in ("classes", "confidence"):
+        if getattr(outputs, key):
+            check_output_path(getattr(outputs, key), key)
+    with embedding_source(params.embeddings, None, reporter, level=params.embeddings_level) as source, \
+            open_raster(source.path, "embeddings") as ds:
+        input_columns = sum(not c.startswith("embedding:") for c in meta.features.get("columns", []))
+        width = input_columns + (ds.count if FeatureSet.parse(feature_set).uses_embeddings else 0)
+        check_encoder(probe, meta, source.encoder_hash, ds.tags().get(LEVEL_TAG, "patch"), width, params.probe)
+        map_embeddings(ds, probe, meta.class_names, meta.colors, outputs.classes, outputs.confidence, reporter,
+                       meta.features, source.inputs)
+        shape = {"width": ds.width, "height": ds.height, "crs": ds.crs.to_string() if ds.crs else None}
+    reporter.log("Wrote " + ", ".join(p for p in (outputs.classes, outputs.confidence) if p))
+    return {"classes": outputs.classes, "confidence": outputs.confidence, "probe": str(params.probe),
+            "class_names": meta.class_names, "features": feature_set, **shape}
+
+
 # ---------------------------------------------------------------- change
 
 
@@ -496,7 +641,7 @@ class ChangeParams:
     probe_output: str | None = field(default=None, metadata={"help": "where to save the change probe (with labels)"})
     report: str | None = field(default=None, metadata={"help": "HTML report of the change probe (with labels)"})
     min_coverage: float = field(default=0.5, metadata={"help": "share of a cell a polygon must cover to label it"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of polygons / point blocks held out for validation"})
+    folds: int = field(default=5, metadata={"help": FOLDS_HELP})
     block_size: float = field(default=0.0, metadata={"help": "side in metres of the blocks grouping points (0: a tenth of the area)"})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty of the change probe"})
     seed: int = field(default=0, metadata={"help": "random seed of the split and the fit"})
@@ -561,7 +706,7 @@ def change_operation(params: ChangeParams, reporter: Reporter) -> dict[str, Any]
                                        params.block_size, reporter, features)
             probe_params = dataclasses.replace(
                 FitProbeParams(labels=params.labels, embeddings="", output=params.probe_output), class_field=params.class_field,
-                report=params.report, min_coverage=params.min_coverage, val_fraction=params.val_fraction,
+                report=params.report, min_coverage=params.min_coverage, folds=params.folds,
                 block_size=params.block_size, l2=params.l2, seed=params.seed,
             )
             source = EmbeddingSource(a.path, a.encoder_hash, dict(a.encoder, change_features="|after-before|, mean"))

@@ -125,6 +125,3 @@ def test_probe_head_gives_the_classifier_probabilities(kind):
     np.testing.assert_allclose(proba.reshape(-1, 3).numpy(), probe.predict_proba(x[:24]), atol=1e-5)
 
 
-def test_layer_norm_only_for_torch_probes():
-    with pytest.raises(EngineError, match="linear or mlp"):
-        ProbeConfig(kind="knn", layer_norm=True)
