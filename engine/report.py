@@ -309,3 +309,14 @@ def learning_curve_html(curve: Sequence[Mapping[str, Any]]) -> str:
             + '<p class="note">Same spatial folds as above; at each size that many training cells per class are '
               "drawn at random from each fold's training part (classes with fewer keep all theirs). A curve still "
               "rising at the right says more labels will pay.</p>")
+
+
+def mapped_area_table(class_names: Sequence[str], pixels: np.ndarray, pixel_area: float, area_unit: str) -> str:
+    scale, unit = _area_scale(area_unit)
+    total = max(float(pixels.sum()), 1.0)
+    rows = [[name, int(pixels[k]), float(pixels[k]) * pixel_area * scale, float(pixels[k]) / total]
+            for k, name in enumerate(class_names)]
+    return (_table(rows, ["Class", "Pixels", f"Mapped area ({unit})", "Share"], "areas")
+            + '<p class="note">Pixel counts of the map: they carry its errors. For areas with 95% confidence '
+              "intervals, draw a reference sample from the map (sample-map), label it, and run area-report "
+              "(Olofsson et al. 2014 stratified estimator).</p>")

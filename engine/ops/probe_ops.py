@@ -393,9 +393,10 @@ def feature_matrices(data: LabelledEmbeddings, feature_sets: list[str], source: 
 
 
 def fit_and_report(data: LabelledEmbeddings, params, source: EmbeddingSource, level: str, reporter: Reporter,
-                   title: str, layer_norm: bool = False, ds=None):
+                   title: str, layer_norm: bool = False, ds=None, after_fit=None):
     """Validate (and choose) with engine.fitting, save the probe fitted on every label, write the
-    report; returns (probe, metadata, summary).
+    report; returns (probe, metadata, summary). ``after_fit(probe, metadata)``, when given, runs
+    before the report is written and returns further report sections (the map's areas).
 
     ``layer_norm``: normalise each vector first (on dense features the linear probe is then the
     segmentation head, LayerNorm + linear per sub-patch). ``ds``: the embeddings raster, needed
@@ -461,6 +462,8 @@ def fit_and_report(data: LabelledEmbeddings, params, source: EmbeddingSource, le
             sections.append(("Candidates", candidates_html(validation["candidates"], validation["nested"])))
         if outcome.curve:
             sections.append(("Learning curve", learning_curve_html(outcome.curve)))
+        if after_fit is not None:
+            sections += after_fit(outcome.classifier, metadata)
         write_fit_report(params.report, title=title, metrics=metrics, class_names=names, colors=colors,
                          counts=counts, settings=settings, notes=notes, sections=sections)
     if metrics:
@@ -468,6 +471,8 @@ def fit_and_report(data: LabelledEmbeddings, params, source: EmbeddingSource, le
         reporter.log(f"Validation ({chosen.name}): overall accuracy {metrics['overall_accuracy']:.3f}, macro-F1 "
                      f"{metrics['macro_f1']:.3f} on {metrics['n_samples']} held-out cells; per fold macro-F1 "
                      f"{spread['mean']:.3f} ± {spread['std']:.3f}")
+    if not params.report and after_fit is not None:
+        after_fit(outcome.classifier, metadata)
     summary = {
         "output": str(params.output),
         "report": str(params.report) if params.report else None,
@@ -516,14 +521,30 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
         data = labelled_embeddings(ds, params.labels, params.class_field, params.layer, params.ignore_values,
                                    params.min_coverage, params.block_size, reporter)
         level = ds.tags().get(LEVEL_TAG, "patch")  # rasters from before levels existed hold fused patch features
+
+        def write_maps(probe, metadata) -> list[tuple[str, str]]:
+            if not (params.classes or params.confidence):
+                return []
+            map_embeddings(ds, probe, metadata.class_names, metadata.colors, params.classes, params.confidence,
+                           reporter, metadata.features, source.inputs)
+            return [("Mapped area", mapped_area_html(params.classes, reporter))] if params.classes else []
+
         probe, metadata, summary = fit_and_report(data, params, source, level, reporter, "Probe fit report",
-                                                  layer_norm=level == "dense", ds=ds)
-        if params.classes or params.confidence:
-            map_embeddings(ds, probe, metadata.class_names, metadata.colors, params.classes, params.confidence, reporter,
-                           metadata.features, source.inputs)
+                                                  layer_norm=level == "dense", ds=ds, after_fit=write_maps)
     summary.update(classes=params.classes, confidence=params.confidence)
     reporter.log(f"Wrote {params.output}" + "".join(f", {p}" for p in (params.report, params.classes, params.confidence) if p))
     return summary
+
+
+def mapped_area_html(classes_path: str, reporter: Reporter) -> str:
+    """Pixel counts of the class map, which carry the map's errors: the estimate with confidence
+    intervals needs a reference sample (sample-map, area-report)."""
+    from engine.ops.area_ops import class_map_info, mapped_pixels
+    from engine.report import mapped_area_table
+
+    with open_raster(classes_path, "classes output") as ds:
+        info = class_map_info(ds, classes_path)
+        return mapped_area_table(info.names, mapped_pixels(ds, info, reporter), info.pixel_area, info.area_unit)
 
 
 # ---------------------------------------------------------------- apply-probe

@@ -56,6 +56,7 @@ def test_random_forest_on_raw_bands_fits_reports_and_applies_through_a_job(scene
     assert len(meta.features["columns"]) == 3 * 10
     text = report.read_text()
     assert "Learning curve" in text and "per fold, mean" in text and "whole polygons" in text
+    assert "Mapped area" in text and "area-report" in text
     with rasterio.open(tmp_path / "fit_classes.tif") as ds:
         fitted = ds.read(1)
     assert (fitted == truth).mean() > 0.95
