@@ -68,7 +68,7 @@ L8_ON_S2 = [1, 2, 3, 3, 4, 4, 4, 4, 5, 6]
 LEVEL = "both"  # [patch, local]: one embedding run gives every level's features
 BUFFER_CELLS = 1  # training cells this close to a test cell sit that fold out (engine.validation)
 CHOICE_TREES = 100  # random forest trees / boosting rounds of the candidates (the anchor keeps RF_TREES)
-AUTO_METHOD = "auto: nested choice among the classifier x feature set rows below"
+AUTO_METHOD = "auto: nested choice among the classifier x feature set rows above"
 FIXED_PROBE = {"kind": "linear", "optimizer": "lbfgs", "l2": 1e-3, "epochs": 200, "class_weighting": True}
 DENSE_METHOD = "dense probe (LayerNorm + linear) on dense embeddings"
 
