@@ -13,8 +13,6 @@ Kinds: ``linear`` and ``mlp`` (torch, engine.probe), ``knn`` (engine.classifiers
 from engine.classifiers.registry import (  # noqa: F401  (the package's interface)
     CLASSIFIERS,
     Classifier,
-    ClassifierKind,
-    classifier_kind,
     fit_classifier,
     rebuild_classifier,
 )

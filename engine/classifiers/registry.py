@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -30,65 +31,33 @@ class ClassifierKind:
     description: str
     fit: Callable[..., Classifier]  # (x, y, n_classes, config) -> Classifier
     rebuild: Callable[[dict[str, Any], dict[str, np.ndarray]], Classifier]  # (architecture, arrays)
-    scale_free: bool  # insensitive to per-channel scaling (tree ensembles)
 
 
-def _torch_fit(x, y, n_classes, config):
-    from engine.probe import fit_neural_probe
+def _lazy(module: str, attribute: str) -> Callable:
+    """``module``'s (dotted) ``attribute``, imported on first call: a kind loads torch or scikit-learn
+    only when it is used."""
 
-    return fit_neural_probe(x, y, n_classes, config)
+    def call(*args):
+        target = importlib.import_module(module)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+        return target(*args)
 
-
-def _torch_rebuild(architecture, arrays):
-    from engine.probe import Probe
-
-    return Probe.from_arrays(architecture, arrays)
-
-
-def _knn_fit(x, y, n_classes, config):
-    from engine.classifiers.knn import fit_knn
-
-    return fit_knn(x, y, n_classes, config)
-
-
-def _knn_rebuild(architecture, arrays):
-    from engine.classifiers.knn import KNNClassifier
-
-    return KNNClassifier.from_arrays(architecture, arrays)
-
-
-def _forest_fit(x, y, n_classes, config):
-    from engine.classifiers.trees import fit_random_forest
-
-    return fit_random_forest(x, y, n_classes, config)
-
-
-def _forest_rebuild(architecture, arrays):
-    from engine.classifiers.trees import ForestClassifier
-
-    return ForestClassifier.from_arrays(architecture, arrays)
-
-
-def _boosting_fit(x, y, n_classes, config):
-    from engine.classifiers.trees import fit_gradient_boosting
-
-    return fit_gradient_boosting(x, y, n_classes, config)
-
-
-def _boosting_rebuild(architecture, arrays):
-    from engine.classifiers.trees import BoostingClassifier
-
-    return BoostingClassifier.from_arrays(architecture, arrays)
+    return call
 
 
 CLASSIFIERS: dict[str, ClassifierKind] = {k.name: k for k in (
-    ClassifierKind("linear", "multinomial logistic regression (one linear layer, torch)", _torch_fit, _torch_rebuild, False),
-    ClassifierKind("mlp", "small MLP (one hidden GELU layer, torch)", _torch_fit, _torch_rebuild, False),
-    ClassifierKind("knn", "k nearest neighbours on standardized features, class-weighted votes", _knn_fit,
-                   _knn_rebuild, False),
-    ClassifierKind("random_forest", "random forest (scikit-learn)", _forest_fit, _forest_rebuild, True),
-    ClassifierKind("gradient_boosting", "histogram gradient boosting (scikit-learn)", _boosting_fit,
-                   _boosting_rebuild, True),
+    ClassifierKind("linear", "multinomial logistic regression (one linear layer, torch)",
+                   _lazy("engine.probe", "fit_neural_probe"), _lazy("engine.probe", "Probe.from_arrays")),
+    ClassifierKind("mlp", "small MLP (one hidden GELU layer, torch)",
+                   _lazy("engine.probe", "fit_neural_probe"), _lazy("engine.probe", "Probe.from_arrays")),
+    ClassifierKind("knn", "k nearest neighbours on standardized features, class-weighted votes",
+                   _lazy("engine.classifiers.knn", "fit_knn"), _lazy("engine.classifiers.knn", "KNNClassifier.from_arrays")),
+    ClassifierKind("random_forest", "random forest (scikit-learn)", _lazy("engine.classifiers.trees", "fit_random_forest"),
+                   _lazy("engine.classifiers.trees", "ForestClassifier.from_arrays")),
+    ClassifierKind("gradient_boosting", "histogram gradient boosting (scikit-learn)",
+                   _lazy("engine.classifiers.trees", "fit_gradient_boosting"),
+                   _lazy("engine.classifiers.trees", "BoostingClassifier.from_arrays")),
 )}
 
 

@@ -79,24 +79,16 @@ def _class_columns(probabilities: np.ndarray, classes: np.ndarray, n_classes: in
     return out
 
 
-# ---------------------------------------------------------------- random forest
+class StoredEnsemble:
+    """What both ensembles share: their stored form and the classifier interface around predict_proba."""
 
-
-class ForestClassifier:
-    kind = "random_forest"
-
-    def __init__(self, trees: list, values: list[np.ndarray], classes: np.ndarray, in_dim: int, n_classes: int,
-                 arrays: dict[str, np.ndarray], architecture: dict[str, Any]):
-        self.trees, self.values, self.classes = trees, values, np.asarray(classes, np.int64)
-        self.in_dim, self.n_classes = in_dim, n_classes
+    def __init__(self, classes: np.ndarray, arrays: dict[str, np.ndarray], architecture: dict[str, Any]):
+        self.classes = np.asarray(classes, np.int64)
+        self.in_dim, self.n_classes = int(architecture["in_dim"]), int(architecture["n_classes"])
         self._arrays, self._architecture = arrays, architecture
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, np.float32)
-        total = np.zeros((len(x), self.classes.size), np.float64)
-        for tree, values in zip(self.trees, self.values):
-            total += values[tree.apply(x)]
-        return _class_columns(total / len(self.trees), self.classes, self.n_classes)
+        raise NotImplementedError
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x).argmax(-1)
@@ -106,6 +98,25 @@ class ForestClassifier:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return dict(self._arrays)
+
+
+# ---------------------------------------------------------------- random forest
+
+
+class ForestClassifier(StoredEnsemble):
+    kind = "random_forest"
+
+    def __init__(self, trees: list, values: list[np.ndarray], arrays: dict[str, np.ndarray],
+                 architecture: dict[str, Any]):
+        super().__init__(arrays["classes"], arrays, architecture)
+        self.trees, self.values = trees, values
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        total = np.zeros((len(x), self.classes.size), np.float64)
+        for tree, values in zip(self.trees, self.values):
+            total += values[tree.apply(x)]
+        return _class_columns(total / len(self.trees), self.classes, self.n_classes)
 
     @classmethod
     def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "ForestClassifier":
@@ -125,8 +136,7 @@ class ForestClassifier:
                                "values": leaf_values[:, None, :].copy()})
             trees.append(tree)
             values.append(leaf_values)
-        return cls(trees, values, classes, int(architecture["in_dim"]), int(architecture["n_classes"]), arrays,
-                   architecture)
+        return cls(trees, values, arrays, architecture)
 
 
 def fit_random_forest(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> ForestClassifier:
@@ -151,15 +161,12 @@ def fit_random_forest(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> F
 # ---------------------------------------------------------------- gradient boosting
 
 
-class BoostingClassifier:
+class BoostingClassifier(StoredEnsemble):
     kind = "gradient_boosting"
 
-    def __init__(self, predictors: list[list], baseline: np.ndarray, classes: np.ndarray, in_dim: int,
-                 n_classes: int, arrays: dict[str, np.ndarray], architecture: dict[str, Any]):
-        self.predictors, self.baseline = predictors, np.asarray(baseline, np.float64)
-        self.classes = np.asarray(classes, np.int64)
-        self.in_dim, self.n_classes = in_dim, n_classes
-        self._arrays, self._architecture = arrays, architecture
+    def __init__(self, predictors: list[list], arrays: dict[str, np.ndarray], architecture: dict[str, Any]):
+        super().__init__(arrays["classes"], arrays, architecture)
+        self.predictors, self.baseline = predictors, np.asarray(arrays["baseline"], np.float64)
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
         from sklearn.ensemble._hist_gradient_boosting.common import X_BITSET_INNER_DTYPE
@@ -184,15 +191,6 @@ class BoostingClassifier:
             probabilities /= probabilities.sum(1, keepdims=True)
         return _class_columns(probabilities, self.classes, self.n_classes)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.predict_proba(x).argmax(-1)
-
-    def architecture(self) -> dict[str, Any]:
-        return dict(self._architecture)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return dict(self._arrays)
-
     @classmethod
     def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "BoostingClassifier":
         _sklearn()
@@ -206,8 +204,7 @@ class BoostingClassifier:
                                             int(offsets[t + 1])), no_categories, no_categories)
                 for t in range(len(offsets) - 1)]
         predictors = [flat[i:i + per_iteration] for i in range(0, len(flat), per_iteration)]
-        return cls(predictors, arrays["baseline"], arrays["classes"], int(architecture["in_dim"]),
-                   int(architecture["n_classes"]), arrays, architecture)
+        return cls(predictors, arrays, architecture)
 
 
 def fit_gradient_boosting(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> BoostingClassifier:
