@@ -21,8 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 _ACTIVATIONS = {"none": (None, ""), "gelu": (F.gelu, "none")}  # name -> (fallback, oneDNN algorithm)
-_DTYPES = (torch.float32, torch.bfloat16)
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN has no bf16 inner product without AVX512-BF16 / AMX (it refuses to build the primitive):
+# there bf16 layers take PyTorch's own kernel.
+_DTYPES = ((torch.float32, torch.bfloat16) if ONEDNN_AVAILABLE and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+           else (torch.float32,))
 
 
 class Switch:
