@@ -120,7 +120,7 @@ def test_probe_head_gives_the_classifier_probabilities(kind):
     x, y = blobs()
     probe = fit_probe(x, y, 3, ProbeConfig(kind=kind, **FAST))
     patch = torch.as_tensor(x[:24]).reshape(2, 3, 4, -1)
-    head = ProbeHead(probe)
+    head = ProbeHead(probe, "patch")
     proba = head.probabilities(head(patch))
     np.testing.assert_allclose(proba.reshape(-1, 3).numpy(), probe.predict_proba(x[:24]), atol=1e-5)
 
