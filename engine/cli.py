@@ -38,7 +38,7 @@ def _add_param_arguments(parser: argparse.ArgumentParser, params: type) -> None:
         help_text = field.metadata.get("help", "")
         if has_default and default not in (None, [], ()):
             help_text += f" (default: {default})"
-        kwargs: dict[str, Any] = {"help": help_text}
+        kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}  # argparse formats help with %
         origin = typing.get_origin(inner)
         if origin in (list, tuple):
             kwargs["nargs"] = "+"
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(sys.modules["engine.protocol"].__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for op in sorted(operations().values(), key=lambda o: o.name):
-        p = sub.add_parser(op.name, help=op.summary, description=op.description,
+        p = sub.add_parser(op.name, help=op.summary.replace("%", "%%"), description=op.description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_param_arguments(p, op.params)
         p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")

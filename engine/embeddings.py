@@ -55,6 +55,7 @@ class EmbeddingSource:
     path: Path
     encoder_hash: str
     encoder: dict[str, Any]
+    inputs: dict[str, Any] | None = None  # a job's resolved modalities, for input feature sets (engine.features)
 
 
 def check_level(value: str) -> str:
@@ -106,6 +107,7 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
         return
 
     from engine.io.job import Outputs, load_job
+    from engine.mapping.plan import resolve_inputs
     from engine.mapping.run import run_map
     from engine.models.checkpoint import checkpoint_hash, load_checkpoint
 
@@ -124,7 +126,7 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
         yield EmbeddingSource(Path(target), digest, {
             "name": Path(job.model).stem, "checkpoint": str(job.model), "patch_size_m": result["patch_size_m"],
             "modalities": list(job.modalities), "provenance": loaded.metadata.get("provenance") or {},
-        })
+        }, resolve_inputs(job, loaded.model))
 
 
 def blocks(height: int, width: int) -> Iterator[Window]:
@@ -153,13 +155,21 @@ def gather(ds, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return out
 
 
-def block_cells(block_size_m: float, cell_m: float, shape: tuple[int, int]) -> int:
-    """Side in cells of the blocks grouping point labels for validation (0 m: a tenth of the area)."""
+def point_blocks(block_size_m: float, cell_m: float, samples) -> tuple[int, str]:
+    """Side in cells of the blocks grouping labelled points for validation, and the rule that set it
+    (0 m: the labels' autocorrelation range, engine.validation.point_block_rule)."""
+    from engine.validation import point_block_rule
+
     if block_size_m < 0:
         raise EngineError(f"block_size must be >= 0 metres, got {block_size_m}.")
-    if block_size_m == 0:
-        return max(1, round(min(shape) / 10))
-    return max(1, round(block_size_m / cell_m))
+    points = samples.from_point
+    if not points.any():
+        return 1, "whole polygons"
+    if block_size_m > 0:
+        cells = max(1, round(block_size_m / cell_m))
+        return cells, f"point blocks of {cells} x {cells} cells ({block_size_m:g} m, given)"
+    rule = point_block_rule(samples.rows[points], samples.cols[points], samples.y[points])
+    return rule.block_cells, rule.describe(cell_m)
 
 
 @dataclass
@@ -168,6 +178,16 @@ class LabelledEmbeddings:
     samples: Any  # engine.labels.LabelSamples (rows without valid embeddings removed)
     units: np.ndarray
     dropped_nodata: int
+    rule: str = ""  # how the validation units were made
+
+    def subset(self, keep: np.ndarray) -> "LabelledEmbeddings":
+        from engine.labels import LabelSamples
+
+        s = self.samples
+        samples = LabelSamples(s.rows[keep], s.cols[keep], s.y[keep], s.groups[keep], s.from_point[keep],
+                               s.class_names, s.shape, s.report)
+        return LabelledEmbeddings(self.x[keep], samples, self.units[keep], self.dropped_nodata + int((~keep).sum()),
+                                  self.rule)
 
 
 def labelled_embeddings(ds, labels_path: str, class_field: str, layer: str | None, ignore_values, min_coverage: float,
@@ -192,7 +212,7 @@ def labelled_embeddings(ds, labels_path: str, class_field: str, layer: str | Non
     if empty:
         reporter.log(f"Classes without any labelled cell on the raster are left out: {', '.join(empty)}.", "warning")
     check_trainable(samples)
-    cells = block_cells(block_size_m, abs(ds.transform.a), samples.shape)
+    cells, rule = point_blocks(block_size_m, abs(ds.transform.a), samples)
     units = spatial_units(samples.groups, samples.from_point, samples.rows, samples.cols, cells)
     samples.report["point_block_cells"] = cells
-    return LabelledEmbeddings(x, samples, units, dropped)
+    return LabelledEmbeddings(x, samples, units, dropped, rule)

@@ -42,8 +42,9 @@ class ChangeParams(EmbeddingOptions):
     probe_output: str | None = field(default=None, metadata={"help": "where to save the change probe (with labels)"})
     report: str | None = field(default=None, metadata={"help": "HTML report of the change probe (with labels)"})
     min_coverage: float = field(default=0.5, metadata={"help": "share of a cell a polygon must cover to label it"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of polygons / point blocks held out for validation"})
-    block_size: float = field(default=0.0, metadata={"help": "side in metres of the blocks grouping points (0: a tenth of the area)"})
+    folds: int = field(default=5, metadata={"help": "spatial cross-validation folds of the change probe"})
+    block_size: float = field(default=0.0, metadata={"help": "side in metres of the blocks grouping points (0: the "
+                                                             "labels' autocorrelation range, at least twice their spacing)"})
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty of the change probe"})
     seed: int = field(default=0, metadata={"help": "random seed of the split and the fit"})
     embeddings_level: str = field(default="auto", kw_only=True,
@@ -99,7 +100,7 @@ def _change_probe(params: ChangeParams, source: EmbeddingSource, before, after, 
     data = labelled_embeddings(before, params.labels, params.class_field, None, (), params.min_coverage,
                                params.block_size, reporter, features)
     settings = FitSettings(params.probe_output, params.labels, params.class_field, params.report, params.min_coverage,
-                           params.val_fraction, params.seed)
+                           params.folds, params.seed)
     source = EmbeddingSource(source.path, source.encoder_hash, dict(source.encoder, change_features="|after-before|, mean"))
     probe, meta, fit_summary = fit_and_report(data, ProbeConfig(l2=params.l2, seed=params.seed), settings, source, level,
                                               reporter, "Change probe report")

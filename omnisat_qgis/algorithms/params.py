@@ -44,7 +44,7 @@ OUTPUT_KINDS = ("raster_out", "file_out")
 class Param:
     name: str
     key: str
-    kind: str  # raster, rasters, band, vector, file, string, int, float, bool, enum, extent, dates, raster_out, file_out
+    kind: str  # raster, rasters, band, vector, file, string, int, float, bool, enum, extent, dates, texts (comma-separated list), raster_out, file_out
     description: str
     default: Any = None
     optional: bool = False
@@ -67,7 +67,7 @@ class Param:
             return QgsProcessingParameterVectorLayer(name, text, [QgsProcessing.TypeVector], optional=optional)
         if kind == "file":
             return QgsProcessingParameterFile(name, text, fileFilter=self.file_filter, optional=optional)
-        if kind in ("string", "dates"):
+        if kind in ("string", "dates", "texts"):
             return QgsProcessingParameterString(name, text, defaultValue=self.default, optional=optional)
         if kind in ("int", "float"):
             number = QgsProcessingParameterNumber.Integer if kind == "int" else QgsProcessingParameterNumber.Double
@@ -164,7 +164,7 @@ def value_for_engine(algorithm, param: Param, parameters: dict, context) -> Any:
         return algorithm.parameterAsFile(parameters, name, context) or None
     if kind == "string":
         return algorithm.parameterAsString(parameters, name, context) or None
-    if kind == "dates":
+    if kind in ("dates", "texts"):  # comma-separated text -> a list
         text = algorithm.parameterAsString(parameters, name, context)
         return [d.strip() for d in text.replace(";", ",").split(",") if d.strip()] or None
     if kind == "band":
