@@ -18,6 +18,7 @@ import engine
 from engine.errors import Cancelled, EngineError
 from engine.progress import TerminalReporter
 from engine.protocol import PROTOCOL_VERSION
+from engine.threads import apply_default_threads
 
 
 def _version(as_json: bool) -> int:
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     op = get_operation(args.command)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(op.params)}
     reporter = TerminalReporter(quiet=args.quiet)
+    apply_default_threads()  # a job's or --threads' own count, applied later, wins
     try:
         result = op.run(build_params(op, values), reporter)
     except EngineError as exc:

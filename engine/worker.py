@@ -14,6 +14,7 @@ import engine
 from engine.errors import Cancelled, EngineError
 from engine.progress import JsonLinesReporter
 from engine.protocol import PROTOCOL_VERSION
+from engine.threads import apply_default_threads
 
 
 def _raise_cancelled(signum, frame):
@@ -67,6 +68,8 @@ def run_worker(stdin: IO[str] = sys.stdin, stdout: IO[str] | None = None) -> int
             import torch
 
             torch.set_num_threads(int(job["threads"]))
+        else:
+            apply_default_threads()
         from engine.api import build_params, get_operation
 
         op = get_operation(str(job["operation"]))
