@@ -57,7 +57,7 @@ from engine.io.normalize import load_statistics, modality_statistics, normalize
 from engine.io.raster import open_raster
 from engine.io.series import Modality, attach_masks, resolve_modality
 from engine.io.writers import CLASS_NODATA, RowBandAccumulator, expand, geotiff_profile, open_class_map, write_cells
-from engine.precision import autocast_context, choose_device, choose_dtype
+from engine.precision import autocast_context, choose_device, choose_dtype, keep_weights_in
 from engine.progress import Reporter
 from engine.tiling import WindowGrid
 
@@ -604,7 +604,7 @@ def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | Non
     windows = the_plan.windows.windows()
     n_classes = head.config.n_classes if wants_classes else 0
     classes, colors = class_names(metadata, n_classes) if wants_classes else ([], None)
-    model = model.to(device).eval()
+    model = keep_weights_in(model.to(device).eval(), dtype)  # bf16: no per-call weight casts
     head = head.to(device).eval() if wants_classes else None
     if head_kind == "classification" and head_level != "tile":
         reporter.log("The checkpoint's head classifies whole tiles; it is applied to each patch embedding.", "warning")

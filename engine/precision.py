@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import ContextManager
 
 import torch
+from torch import nn
 
 from engine.errors import EngineError
 
@@ -69,3 +70,21 @@ def autocast_context(device: torch.device, dtype: torch.dtype) -> ContextManager
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# Layers whose weights autocast casts to the low dtype on every call.
+_MATMUL_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def keep_weights_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """For inference under ``autocast_context(device, dtype)``: store the weights of linear
+    and convolution layers in ``dtype`` once, so that autocast finds them cast and casts
+    nothing per call (otherwise every weight is cast on every call). Norms, position tables and
+    other parameters stay fp32, where autocast computes with them. Returns ``model``,
+    changed in place; a no-op for fp32. Run the model only under autocast afterwards."""
+    if dtype == torch.float32:
+        return model
+    for module in model.modules():
+        if isinstance(module, _MATMUL_LAYERS):
+            module.to(dtype)
+    return model
