@@ -152,7 +152,7 @@ def _reference_modules(encoder: nn.Module) -> dict[str, list[nn.Module]]:
 def run(params, reporter: Reporter) -> dict[str, Any]:
     quick = params.quick
     big = 4 if quick else 32
-    reps = {1: 3 if quick else 7, big: 1 if quick else 5}
+    reps = {1: 3 if quick else 7, big: 1 if quick else 3}
     torch.manual_seed(0)
     model = build_model("omnisat-treesatai").eval()
     naive = naive_copy(model)
