@@ -232,3 +232,19 @@ def test_whole_model_equals_the_naive_path():
             slow = naive.forward_features(inputs, dates)
     for level in ("tile", "patch", "local"):
         torch.testing.assert_close(getattr(fast, level), getattr(slow, level), atol=1e-5, rtol=1e-5)
+
+
+def test_series_encoder_in_row_chunks_at_inference_equals_one_call(monkeypatch):
+    import engine.models.omnisat as omnisat_module
+
+    model = tiny_model().eval()
+    inputs, dates = tiny_batch(batch=3, grid=(4, 4), t_s2=6)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, 4:] = False  # padded dates in one tile
+    encoder = model.encoders["s2"]
+    with torch.no_grad():
+        whole = encoder(inputs["s2"], dates["s2"], mask)
+        monkeypatch.setattr(omnisat_module, "LTAE_ROW_CHUNK", 6 * 5)  # 5 sequences per call, a ragged last one
+        chunked = encoder(inputs["s2"], dates["s2"], mask)
+    for a, b in zip(chunked, whole):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
