@@ -4,7 +4,7 @@ A probe standardizes each embedding channel (statistics of the training cells), 
 applies a multinomial logistic regression (one linear layer) or a small MLP. Probes on
 dense (per-sub-patch) features first normalise each vector with a LayerNorm: with the
 standardization as the LayerNorm's affine part, the linear probe is then the dense
-segmentation head (engine.models.seg_head: LayerNorm + linear per sub-patch). Fitting
+segmentation head (engine.models.heads.DenseSegmentationHead: LayerNorm + linear per sub-patch). Fitting
 minimises class-weighted cross-entropy plus an L2 penalty on the weights. Probes are
 saved as safetensors with JSON metadata naming the classes, their colours, the
 embedding level and the hash of the encoder that produced the embeddings: a probe
@@ -27,10 +27,10 @@ from torch import nn
 
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
+from engine.mapping.levels import level
 
 PROBE_FORMAT = "omnisat-probe"
 PROBE_VERSION = 1
-LEVELS = ("tile", "patch", "local", "both", "dense")  # "both" = [patch, local] concatenated
 
 
 @dataclass(frozen=True)
@@ -272,7 +272,7 @@ def classification_metrics(cm: np.ndarray, class_names: tuple[str, ...] | list[s
 class ProbeMetadata:
     class_names: list[str]
     colors: list[str]  # "#rrggbb", one per class
-    level: str  # embedding level, one of LEVELS
+    level: str  # embedding level (engine.mapping.levels)
     encoder_hash: str  # sha256 of the encoder's tensors
     encoder: dict[str, Any] = field(default_factory=dict)  # preset/checkpoint name, patch size, modalities...
     config: dict[str, Any] = field(default_factory=dict)  # ProbeConfig as a dict
@@ -295,8 +295,7 @@ def default_colors(n: int) -> list[str]:
 
 
 def save_probe(path: str | Path, probe: Probe, metadata: ProbeMetadata) -> Path:
-    if metadata.level not in LEVELS:
-        raise EngineError(f"Unknown embedding level {metadata.level!r}: use one of {', '.join(LEVELS)}.")
+    level(metadata.level)  # a known level, or a clear error
     if len(metadata.class_names) != probe.n_classes or len(metadata.colors) != probe.n_classes:
         raise ValueError("class names and colours must match the probe's classes")
     header = {
@@ -375,15 +374,22 @@ def fit_validated(x: np.ndarray, y: np.ndarray, units: np.ndarray, class_names: 
 
 
 class ProbeHead(nn.Module):
-    """A probe seen as a head by tiled inference: logits over the last axis of patch (B, Gh, Gw, D),
-    sub-patch (B, Hs, Ws, 2D) or window (B, D) embeddings."""
+    """A probe seen as a head (the interface of engine.models.heads.LinearHead) by tiled inference:
+    logits over the last axis of the embeddings of its ``level``: patch (B, Gh, Gw, D), sub-patch
+    (B, Hs, Ws, 2D) or window (B, D)."""
 
-    def __init__(self, probe: Probe):
+    class_axis = -1
+
+    def __init__(self, probe: Probe, level_name: str):
         from engine.models.heads import HeadConfig
 
         super().__init__()
         self.probe = probe
+        self.level = level(level_name).name
         self.config = HeadConfig("patch", probe.in_dim, probe.n_classes)
+
+    def read(self, features) -> torch.Tensor:
+        return level(self.level).select(features)
 
     def forward(self, patch: torch.Tensor) -> torch.Tensor:
         return self.probe(patch)  # standardization and layers act on the last axis

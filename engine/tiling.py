@@ -15,6 +15,7 @@ weights of every patch sum to one and seams vanish.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from rasterio.windows import Window
@@ -64,10 +65,17 @@ class WindowGrid:
     def cols(self) -> list[int]:
         return axis_starts(self.width, self.tile, self.overlap)
 
-    def windows(self) -> list[Window]:
-        """Row-major windows (the order the row-band writer needs)."""
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def __iter__(self) -> Iterator[Window]:
+        """Row-major windows (the order the row-band writer needs), made as they are asked for."""
         th, tw = min(self.tile, self.height), min(self.tile, self.width)
-        return [Window(c, r, tw, th) for r in self.rows for c in self.cols]
+        cols = self.cols
+        return (Window(c, r, tw, th) for r in self.rows for c in cols)
+
+    def windows(self) -> list[Window]:
+        return list(self)
 
     def weights(self, window: Window) -> np.ndarray:
         """(h, w) float32 blending weights of one window (not yet normalised)."""

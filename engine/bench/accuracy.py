@@ -39,7 +39,7 @@ import rasterio
 from affine import Affine
 
 from engine.errors import EngineError
-from engine.ops.probe_ops import default_encoder, shipped_checkpoints
+from engine.models.catalog import best_encoder, with_modalities
 from engine.progress import Reporter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,25 +126,27 @@ class GridView:
 
 def label_grid(job: dict[str, Any]) -> GridView:
     """The patch grid tiled inference would use for the whole job."""
-    from engine.inference import plan, resolve_inputs
     from engine.io.job import load_job
+    from engine.mapping.plan import plan_geometry, resolve_inputs
     from engine.models.checkpoint import load_checkpoint
 
     parsed = load_job(job)
     model = load_checkpoint(parsed.model).model
-    grid = plan(parsed, model, resolve_inputs(parsed, model)).patch_grid
+    grid = plan_geometry(parsed, model, resolve_inputs(parsed, model)).patch_grid
     return GridView(grid.crs, grid.transform, grid.width, grid.height)
 
 
 def embed_around(job: dict[str, Any], grid: GridView, rows: np.ndarray, cols: np.ndarray, folder: Path) -> np.ndarray:
     """Embeddings at the given cells, each from one model tile (job extent) centred on its cell."""
-    from engine.inference import default_tile, embedding_width, run_map
     from engine.io.job import load_job
+    from engine.mapping.levels import level
+    from engine.mapping.plan import DEFAULT_TILE_PATCHES
+    from engine.mapping.run import run_map
     from engine.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(job["model"])
-    tile = default_tile(loaded.model)
-    out = np.full((rows.size, embedding_width(loaded.model.embed_dim, LEVEL)), np.nan, np.float32)
+    tile = loaded.model.default_window() or DEFAULT_TILE_PATCHES
+    out = np.full((rows.size, level(LEVEL).width(loaded.model.embed_dim)), np.nan, np.float32)
     target = folder / "window.tif"
     for i, (row, col) in enumerate(zip(rows, cols)):
         r0 = int(np.clip(row - tile // 2, 0, grid.height - tile))
@@ -194,11 +196,11 @@ def encoders(folder: Path, reporter: Reporter, quick: bool) -> list[Encoder]:
     from engine.models.checkpoint import read_metadata, save_checkpoint
     from engine.models.registry import build_model
 
-    found = [Encoder(path.stem, path, f"{path.name}, pretrained ({(meta.get('provenance') or {}).get('steps')} steps, "
-                                      f"{meta.get('provenance')})")
-             for path, meta in shipped_checkpoints({"s2"})]
+    found = [Encoder(e.name, e.path, f"{e.path.name}, pretrained ({e.provenance.get('steps')} steps, "
+                                     f"{e.metadata.get('provenance')})")
+             for e in with_modalities({"s2"})]
     if not found:
-        path, text = default_encoder(folder, reporter, {"s2"})
+        path, text = best_encoder(folder, reporter, {"s2"})
         return [Encoder("random omnisat-treesatai", path, text)]
     chosen = found[:1] if quick else found
     result = []
@@ -232,7 +234,7 @@ def embed_cells(dataset: Dataset, job: dict[str, Any], grid: GridView, rows: np.
                 folder: Path, reporter: Reporter) -> np.ndarray:
     """An encoder's embeddings at the labelled cells, computed through tiled inference."""
     from engine.api import run_operation
-    from engine.ops.probe_ops import gather
+    from engine.embeddings import gather
 
     if dataset.windows_around_labels:
         return embed_around(job, grid, rows, cols, folder)
@@ -249,7 +251,7 @@ def embed_dense(encoder: Encoder, dataset: Dataset, job: dict[str, Any], grid: G
     other encoders, sparse-point datasets, or a sub-patch grid other than the label grid."""
     from engine.api import run_operation
     from engine.models.checkpoint import read_metadata
-    from engine.ops.probe_ops import gather
+    from engine.embeddings import gather
 
     if dataset.windows_around_labels or read_metadata(encoder.path)["config"].get("architecture") != "anysat":
         return None
@@ -265,7 +267,7 @@ def embed_dense(encoder: Encoder, dataset: Dataset, job: dict[str, Any], grid: G
 def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool, reporter: Reporter) -> dict[str, Any]:
     from sklearn.ensemble import RandomForestClassifier
 
-    from engine.ops.probe_ops import labelled_embeddings
+    from engine.embeddings import labelled_embeddings
     from engine.probe import ProbeConfig, blocked_folds, classification_metrics, confusion_matrix, fit_probe
 
     # One label grid and one set of folds for every method (all encoders use 10 m patches).

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 
 from engine.errors import EngineError
+
+
+def valid_mask(dataset, data: np.ndarray) -> np.ndarray:
+    """True where a pixel holds data: not the band's nodata value and not NaN."""
+    mask = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
+    if dataset.nodata is not None:
+        nodata = dataset.nodata
+        mask &= ~(np.isnan(data) if isinstance(nodata, float) and math.isnan(nodata) else data == nodata)
+    return mask
 
 
 def open_raster(path: str | os.PathLike, setting: str = "input"):

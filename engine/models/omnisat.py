@@ -17,6 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from engine.errors import EngineError
+from engine.io.grid import whole_multiple
 from engine.models.base import EOModel, Features
 from engine.models.combiner import Combiner
 from engine.models.image_encoder import ImagePatchDecoder, ImagePatchEncoder, PoolTrace, pooled_size
@@ -72,13 +73,13 @@ class OmniSatConfig:
 
     def patch_px(self, spec: ModalitySpec) -> int:
         """Pixels per patch side for a modality: patch size / ground sampling distance."""
-        ratio = self.patch_size_m / spec.gsd_m
-        if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        ratio = whole_multiple(self.patch_size_m, spec.gsd_m)
+        if ratio is None:
             raise EngineError(
                 f"Patch size {self.patch_size_m} m is not a whole number of {spec.gsd_m} m pixels "
                 f"of modality {spec.name!r}."
             )
-        return int(round(ratio))
+        return ratio
 
     def ltae_config(self, spec: ModalitySpec) -> LTAEConfig:
         px = self.patch_px(spec)
@@ -188,6 +189,10 @@ class OmniSat(EOModel):
         return groups
 
     # -- shapes ---------------------------------------------------------------------------
+    def default_window(self) -> int:
+        """The patch grid the learned position tables were made for."""
+        return int(max(self.config.grid))
+
     def patch_grid(self, inputs: dict[str, Tensor]) -> tuple[int, int]:
         """The common patch grid of all inputs; each must cut into whole patches."""
         grids = {}

@@ -87,7 +87,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     import rasterio
 
     from engine.models.checkpoint import load_checkpoint
-    from engine.ops.probe_ops import default_encoder
+    from engine.models.catalog import best_encoder
 
     # Absolute paths: the job file resolves relative paths against its own folder.
     folder = Path(params.folder).expanduser().resolve()
@@ -97,7 +97,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
         model = Path(params.model).expanduser().resolve()
         model_text = f"checkpoint {model}"
     else:
-        model, model_text = default_encoder(folder, reporter, {"s2"})
+        model, model_text = best_encoder(folder, reporter, {"s2"})
     reporter.log(f"Encoder: {model_text}")
     specs = load_checkpoint(model).model.modalities
     if "s2" not in specs:

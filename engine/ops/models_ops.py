@@ -27,6 +27,7 @@ def list_models(params: ModelsParams, reporter: Reporter) -> dict[str, Any]:
     """Build each preset with random weights and count its parameters per component
     (per-modality encoders and decoders, combiner, task head, total)."""
     from engine.models.heads import HeadConfig, build_head
+    from engine.models.jepa import pretraining_parameter_counts
     from engine.models.registry import build_model, count_parameters, preset, preset_names
 
     names = [params.preset] if params.preset else preset_names()
@@ -37,7 +38,7 @@ def list_models(params: ModelsParams, reporter: Reporter) -> dict[str, Any]:
         counts = count_parameters(model)
         counts.update(_summaries(counts))
         # Modules used only in pretraining (e.g. AnySat's JEPA predictor), outside "total".
-        counts.update(getattr(model, "pretraining_parameter_counts", dict)())
+        counts.update(pretraining_parameter_counts(model))
         if "n_classes" in entry.metadata:
             head = build_head(HeadConfig("classification", model.embed_dim, int(entry.metadata["n_classes"]),
                                          bool(entry.metadata.get("multilabel", False))))

@@ -14,7 +14,8 @@ from omnisat_qgis.algorithms.base import EngineAlgorithm
 from omnisat_qgis.algorithms.params import Param, ResultRow
 
 MODALITY_SLOTS = 3
-# The engine's levels (engine.io.job.EMBEDDING_LEVELS), as static strings: QGIS never imports the engine.
+# The engine's levels (engine.mapping.levels.LEVEL_NAMES; tests/plugin/test_levels_enum.py compares), as static
+# strings: QGIS never imports the engine.
 EMBEDDING_LEVELS = ("patch", "local", "both", "dense", "tile")
 JOB_HELP = (
     "Runs the OmniSat engine over an area: pick the model checkpoint, then up to three modalities, "
