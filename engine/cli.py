@@ -18,6 +18,7 @@ import engine
 from engine.errors import Cancelled, EngineError, cancel_on_termination
 from engine.progress import TerminalReporter
 from engine.protocol import PROTOCOL_VERSION
+from engine.threads import apply_default_threads
 
 
 def _version(as_json: bool) -> int:
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(op.params)}
     reporter = TerminalReporter(quiet=args.quiet)
     cancel_on_termination()
+    apply_default_threads()  # a job's or --threads' own count, applied later, wins
     try:
         result = run_operation(op.name, values, reporter)
     except EngineError as exc:

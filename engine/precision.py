@@ -80,3 +80,21 @@ def autocast_context(device: torch.device, dtype: torch.dtype) -> ContextManager
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def keep_weights_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """For inference under ``autocast_context(device, dtype)``: store the weights of linear
+    and convolution layers in ``dtype`` once, so that autocast finds them cast and casts
+    nothing per call (otherwise every weight is cast on every call). Norms, position tables and
+    other parameters stay fp32, where autocast computes with them. Returns ``model``,
+    changed in place; a no-op for fp32. Run the model only under autocast afterwards."""
+    import torch
+    from torch import nn
+
+    if dtype == torch.float32:
+        return model
+    matmul_layers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # autocast casts their weights per call
+    for module in model.modules():
+        if isinstance(module, matmul_layers):
+            module.to(dtype)
+    return model

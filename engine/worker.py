@@ -13,6 +13,7 @@ import engine
 from engine.errors import Cancelled, EngineError, cancel_on_termination
 from engine.progress import JsonLinesReporter
 from engine.protocol import PROTOCOL_VERSION, Request, parse_request
+from engine.threads import apply_default_threads
 
 
 def read_job(stream: IO[str]) -> Request:
@@ -54,6 +55,8 @@ def run_worker(stdin: IO[str] = sys.stdin, stdout: IO[str] | None = None) -> int
             import torch
 
             torch.set_num_threads(request.threads)
+        else:
+            apply_default_threads()
         from engine.api import get_operation, run_operation
 
         op = get_operation(request.operation)

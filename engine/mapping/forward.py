@@ -18,7 +18,7 @@ from einops import rearrange
 from engine.errors import EngineError
 from engine.mapping.plan import Plan
 from engine.mapping.read import WindowBatch
-from engine.precision import autocast_context
+from engine.precision import autocast_context, keep_weights_in
 
 
 @dataclass
@@ -35,7 +35,8 @@ class ModelCall:
 
     def __init__(self, plan: Plan, model, head=None):
         self.plan = plan
-        self.model = model.to(plan.device).eval()
+        # bf16: the matmul weights cast once here (in place: the model serves this precision from now on)
+        self.model = keep_weights_in(model.to(plan.device).eval(), plan.dtype)
         self.head = head.to(plan.device).eval() if plan.outputs.head_level is not None else None
         self.dense = plan.geometry.dense.modality if plan.geometry.dense is not None else None
 

@@ -116,6 +116,11 @@ class Encoded:
     attention: dict[str, Tensor] = field(default_factory=dict)  # series: (B, P, T), mean over heads
 
 
+# (sequence, date) rows per L-TAE call at inference: the (rows x 256) activations stay in
+# cache (results do not depend on it; eval BatchNorm treats rows independently).
+LTAE_ROW_CHUNK = 4096
+
+
 class SeriesPatchEncoder(nn.Module):
     """(B, T, C, H, W) -> one L-TAE token per patch; a patch of k x k pixels is one
     sequence of C k^2 values per date."""
@@ -131,7 +136,13 @@ class SeriesPatchEncoder(nn.Module):
         per_tile = sequences.shape[0] // b
         dates = dates.repeat_interleave(per_tile, dim=0)
         mask = mask.repeat_interleave(per_tile, dim=0) if mask is not None else None
-        embedding, attention = self.ltae(sequences, dates, mask)
+        if self.training or torch.is_grad_enabled():  # training BatchNorm needs the whole batch
+            embedding, attention = self.ltae(sequences, dates, mask)
+        else:
+            step = max(1, LTAE_ROW_CHUNK // x.shape[1])
+            parts = [self.ltae(sequences[i:i + step], dates[i:i + step], None if mask is None else mask[i:i + step])
+                     for i in range(0, sequences.shape[0], step)]
+            embedding, attention = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return (rearrange(embedding, "(b p) d -> b p d", b=b),
                 rearrange(attention.mean(dim=1), "(b p) t -> b p t", b=b))
 
