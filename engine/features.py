@@ -215,7 +215,7 @@ def fill_invalid_dates(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarra
 
 
 def read_inputs(modalities: dict, grid, window) -> tuple[list[InputValues], np.ndarray]:
-    """The job's inputs (engine.inference.resolve_inputs) sampled at the cells of ``window`` of the
+    """The job's inputs (engine.mapping.plan.resolve_inputs) sampled at the cells of ``window`` of the
     embeddings' ``grid`` (engine.io.grid.Grid; bilinear at cell centres, warped when the files lie on
     another grid): per modality (h*w, T, C) values, and (h*w,) whether every modality has data there."""
     from engine.io.align import ModalityReader
