@@ -52,8 +52,11 @@ def class_table(layer: QgsRasterLayer) -> list[tuple[int, str, QColor]]:
     return rows
 
 
-def style_classes(layer: QgsRasterLayer) -> bool:
-    classes = [QgsPalettedRasterRenderer.Class(value, color, name) for value, name, color in class_table(layer)]
+def style_classes(layer: QgsRasterLayer, colors: dict[str, str] | None = None) -> bool:
+    """Paletted renderer of the recorded classes; ``colors`` (class name -> #rrggbb) overrides the raster's."""
+    colors = colors or {}
+    classes = [QgsPalettedRasterRenderer.Class(value, QColor(colors[name]) if name in colors else color, name)
+               for value, name, color in class_table(layer)]
     if not classes:
         return False
     layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))

@@ -19,7 +19,6 @@ from typing import Any
 from qgis.core import (
     Qgis,
     QgsApplication,
-    QgsMapLayerProxyModel,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
@@ -74,7 +73,7 @@ from omnisat_qgis.gui.session import (
     qgis_process_command,
 )
 from omnisat_qgis.model_catalog import CatalogError, ModelInfo, model_info, shipped_models
-from omnisat_qgis.styling import style_layer
+from omnisat_qgis.styling import style_classes, style_layer
 
 BROWSE = "Browse…"
 PREVIEW_MARGIN = 0.1  # share of the visible extent added on each side: labels near the edge still fall inside
@@ -94,6 +93,7 @@ class OmniSatDock(QgsDockWidget):
         self.last_probe: Path | None = None
         self.last_job: dict[str, Any] | None = None
         self.embed_runs = 0  # embeddings computed by this dock (a re-fit must not add one)
+        self.messages: list[str] = []  # what the message bar said, newest last
         self._map_tool: QgsMapToolExtent | None = None
         self._build()
         self.reload_models()
@@ -198,10 +198,10 @@ class OmniSatDock(QgsDockWidget):
         layout.addLayout(line)
         form = QFormLayout()
         self.labels_combo = QgsMapLayerComboBox()
-        self.labels_combo.setFilters(QgsMapLayerProxyModel.Filter.PointLayer | QgsMapLayerProxyModel.Filter.PolygonLayer)
+        self.labels_combo.setFilters(Qgis.LayerFilter.PointLayer | Qgis.LayerFilter.PolygonLayer)
         self.labels_combo.setAllowEmptyLayer(True)
         self.field_combo = QgsFieldComboBox()
-        self.labels_combo.layerChanged.connect(self.field_combo.setLayer)
+        self.labels_combo.layerChanged.connect(self._labels_changed)
         self.ignore_edit = QLineEdit()
         self.ignore_edit.setPlaceholderText("e.g. 0 (no data)")
         form.addRow("Labels layer", self.labels_combo)
@@ -360,6 +360,21 @@ class OmniSatDock(QgsDockWidget):
         if layer is not None and field and layer.customProperty("omnisat/labels", False):
             style_labels(layer, field, self.classes())
 
+    def choose_labels(self, layer: QgsVectorLayer, field: str) -> None:
+        self.labels_combo.setLayer(layer)
+        self._labels_changed(layer, field)  # setLayer from code does not always emit layerChanged
+
+    def _labels_changed(self, layer, field: str = "") -> None:
+        current = field or self.field_combo.currentField()
+        self.field_combo.setLayer(layer)
+        names = layer.fields().names() if isinstance(layer, QgsVectorLayer) else []
+        # A GeoPackage's first field is its feature id: never a sensible default class field.
+        for candidate in (current, DEFAULT_FIELD):
+            if candidate in names:
+                self.field_combo.setField(candidate)
+                break
+        self.restyle_labels()
+
     def new_labels_layer(self, path: str | None = None) -> QgsVectorLayer | None:
         if not path:
             path, _ = QFileDialog.getSaveFileName(self, "New labels layer", "", "GeoPackage (*.gpkg)")
@@ -376,9 +391,7 @@ class OmniSatDock(QgsDockWidget):
             return None
         layer.setCustomProperty("omnisat/labels", True)
         QgsProject.instance().addMapLayer(layer)
-        self.labels_combo.setLayer(layer)
-        self.field_combo.setField(DEFAULT_FIELD)
-        self.restyle_labels()
+        self.choose_labels(layer, DEFAULT_FIELD)
         self.iface.setActiveLayer(layer)
         layer.startEditing()
         self.iface.actionAddFeature().trigger()
@@ -539,35 +552,33 @@ class OmniSatDock(QgsDockWidget):
     def add_result(self, path: str, name: str, style: str, group, visible: bool = True) -> QgsRasterLayer:
         layer = QgsRasterLayer(path, name, "gdal")
         layer.setCustomProperty("omnisat/output", True)
-        style_layer(layer, style)
-        if style == "classes":
-            self._recolour(layer)
+        if style == "classes":  # in the dock's class colours, matched by name
+            style_classes(layer, {c.name: c.color for c in self.classes()})
+        else:
+            style_layer(layer, style)
         QgsProject.instance().addMapLayer(layer, False)
         node = group.addLayer(layer)
         node.setItemVisibilityChecked(visible)
         return layer
 
-    def _recolour(self, layer: QgsRasterLayer) -> None:
-        """The preview uses the dock's class colours, matched by name."""
-        colours = {c.name: c.color for c in self.classes()}
-        renderer = layer.renderer()
-        classes = renderer.classes()
-        for item in classes:
-            if item.label in colours:
-                item.color = QColor(colours[item.label])
-        renderer.setClassData(classes)
-
     def show_metrics(self, result: dict[str, Any]) -> None:
+        held_out = result["counts"]["validation cells"]
+        unvalidated = set(result.get("unvalidated_classes", ())) | {n for n, count in held_out.items() if not count}
         per_class = "".join(
-            f"<tr><td>{html.escape(name)}</td><td>{f1:.2f}</td><td>{result['counts']['training cells'].get(name, 0)}"
-            f"</td><td>{result['counts']['validation cells'].get(name, 0)}</td></tr>"
+            f"<tr><td>{html.escape(name)}</td><td>{'—' if name in unvalidated else f'{f1:.2f}'}</td>"
+            f"<td>{result['counts']['training cells'].get(name, 0)}</td>"
+            f"<td>{result['counts']['validation cells'].get(name, 0)}</td></tr>"
             for name, f1 in result.get("per_class_f1", {}).items())
+        note = (f"<br>Not validated (no held-out label: draw more, in other places): "
+                f"{html.escape(', '.join(sorted(unvalidated)))}"
+                if unvalidated else "")
         report = result.get("report")
         link = f' — <a href="{Path(report).as_uri()}">report</a>' if report else ""
         self.metrics.setText(
             f"<b>Held-out accuracy</b>: OA {result['overall_accuracy']:.2f}, macro-F1 {result['macro_f1']:.2f} "
             f"on {result['validation_cells']} cells{link}"
-            f"<table><tr><th>class</th><th>F1</th><th>train</th><th>held out</th></tr>{per_class}</table>")
+            f"<table cellspacing='0' cellpadding='3'><tr><th align='left'>class</th><th>F1</th><th>train cells</th>"
+            f"<th>held-out cells</th></tr>{per_class}</table>{note}")
 
     # ------------------------------------------------------------------ state, messages
     def state(self) -> dict[str, Any]:
@@ -599,13 +610,13 @@ class OmniSatDock(QgsDockWidget):
         for name, color in state.get("classes", []):
             self.add_class(name, color)
         if state.get("labels") and (layer := QgsProject.instance().mapLayer(state["labels"])):
-            self.labels_combo.setLayer(layer)
-            self.field_combo.setField(state.get("field") or DEFAULT_FIELD)
+            self.choose_labels(layer, state.get("field") or DEFAULT_FIELD)
         self.ignore_edit.setText(state.get("ignore", ""))
         self.extent_combo.setCurrentText(state.get("extent", EXTENT_CHOICES[0]))
         self.last_probe = Path(state["probe"]) if state.get("probe") else None
 
     def say(self, text: str, level=Qgis.MessageLevel.Info) -> None:
+        self.messages.append(text)
         self.bar.pushMessage("OmniSat", text, level, 10 if level != Qgis.MessageLevel.Critical else 0)
 
     def _log(self, message: str, level: str) -> None:

@@ -15,7 +15,15 @@ from pathlib import Path
 
 from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import QAbstractItemView, QGroupBox, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout
+from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
+    QGroupBox,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
 
 from omnisat_qgis.band_matching import BandMapping, match_bands
 from omnisat_qgis.gui.dates import date_of_layer, parse_typed_date
@@ -75,6 +83,16 @@ def overlaps(layer: QgsRasterLayer, other: QgsRasterLayer) -> bool:
     return extent.intersects(layer.extent())
 
 
+def offered(layer: QgsRasterLayer, modality: ModalityInfo) -> bool:
+    """Layers listed in a row: not named for other bands, and not far off the modality's resolution."""
+    descriptions = layer_descriptions(layer)
+    mapping = match_bands(modality.bands, descriptions)
+    named_elsewhere = any(descriptions) and mapping.how == "position"
+    pixel = layer.rasterUnitsPerPixelX()
+    far = not layer.crs().isGeographic() and not 0.25 <= pixel / modality.gsd_m <= 4.0
+    return not named_elsewhere and not far
+
+
 def suits(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo) -> bool:
     """A layer the dock ticks by itself: bands matched by name, the modality's resolution, a date for a series."""
     check = check_layer(layer, modality, model, None)
@@ -99,7 +117,10 @@ class ModalityRow(QGroupBox):
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.itemChanged.connect(self._item_changed)
+        self.empty = QLabel("No layer of this kind in the project (Layer > Add Layer > Raster).")
+        self.empty.setWordWrap(True)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.empty)
         layout.addWidget(self.table)
         if not modality.is_series:
             self.table.setColumnHidden(1, True)
@@ -109,7 +130,8 @@ class ModalityRow(QGroupBox):
         """List ``layers`` (sorted by date); tick ``checked_ids``, or the suitable layers when None."""
         self.table.blockSignals(True)
         self.table.setRowCount(0)
-        ordered = sorted(layers, key=lambda lyr: (date_of_layer(lyr) or dt.date.max, lyr.name()))
+        ordered = sorted((lyr for lyr in layers if offered(lyr, self.modality)),
+                         key=lambda lyr: (date_of_layer(lyr) or dt.date.max, lyr.name()))
         for layer in ordered:
             row = self.table.rowCount()
             self.table.insertRow(row)
@@ -128,6 +150,12 @@ class ModalityRow(QGroupBox):
         if not self.modality.is_series:
             self._keep_one()
         self.table.blockSignals(False)
+        self.empty.setVisible(not ordered)
+        self.table.setVisible(bool(ordered))
+        # As tall as its rows (up to eight): the dock shows every modality without scrolling each table.
+        rows = min(max(len(ordered), 1), 8)
+        self.table.setFixedHeight(self.table.horizontalHeader().sizeHint().height()
+                                  + rows * self.table.verticalHeader().defaultSectionSize() + 24)
         self.refresh_checks()
 
     def _keep_one(self) -> None:
@@ -175,9 +203,11 @@ class ModalityRow(QGroupBox):
             if layer is None:
                 continue
             check = check_layer(layer, self.modality, self.model, self.reference)
-            bands = ", ".join(f"{m}←{b or '—'}" for m, b in zip(check.mapping.model_bands, check.mapping.layer_bands))
-            self.table.item(row, 2).setText(bands)
-            self.table.item(row, 2).setToolTip(f"model band ← layer band number ({check.mapping.how})")
+            found = [b for b in check.mapping.layer_bands if b is not None]
+            self.table.item(row, 2).setText(f"{len(found)} of {layer.bandCount()}: {', '.join(map(str, found))}")
+            self.table.item(row, 2).setToolTip(
+                f"model band ← layer band ({check.mapping.how}): " + ", ".join(
+                    f"{m}←{b or 'missing'}" for m, b in zip(check.mapping.model_bands, check.mapping.layer_bands)))
             text = check.text() if row in checked else ""
             if row in checked and self.modality.is_series and not self._row_date(row):
                 text = "no date: type it (YYYY-MM-DD)" + ("; " + text if text != "ok" else "")
