@@ -25,6 +25,7 @@ from qgis.PyQt.QtGui import QColor, QImage, QPainter
 from omnisat_qgis.gui.dock import PREVIEW_GROUP, OmniSatDock
 from omnisat_qgis.paths import resources_dir
 from tests.plugin.scenes import write_scene
+from tests.plugin.test_qgis_process import qgis_env  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 MODEL = resources_dir() / "models" / "omnisat-small.safetensors"
@@ -198,3 +199,31 @@ def test_cancel_leaves_no_file(dock, shared_data, tmp_path):
     wait(dock)
     assert dock.messages[-1] == "Cancelled; no output was written."
     assert sorted(p.name for p in run_folder.iterdir()) == ["job.json"]
+
+
+@pytest.mark.qgis_process
+def test_the_headless_command_makes_the_same_map(dock, shared_data, qgis_env, tmp_path):  # noqa: F811 - fixture
+    import shlex
+
+    import numpy as np
+    import rasterio
+
+    from tests.plugin.test_qgis_process import qgis_process
+
+    add_labels(dock, shared_data, tmp_path / "labels.gpkg")
+    dock.fit_and_preview()
+    wait(dock)
+    dock.map_whole_area()
+    wait(dock)
+    assert dock.messages[-1].startswith("Mapped"), dock.messages
+    words = shlex.split(dock.command.toPlainText())
+    assert words[:4] == ["qgis_process", "run", "omnisat:applyprobe", "--"]
+    params = dict(word.split("=", 1) for word in words[4:])
+    ours = params["CLASSES"]
+    params.update(CLASSES=str(tmp_path / "headless.tif"), CONFIDENCE=str(tmp_path / "headless_conf.tif"))
+    result = qgis_process(qgis_env, "run", "omnisat:applyprobe", "--", *[f"{k}={v}" for k, v in params.items()],
+                          timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with rasterio.open(ours) as a, rasterio.open(tmp_path / "headless.tif") as b:
+        assert a.transform == b.transform and a.crs == b.crs
+        np.testing.assert_array_equal(a.read(), b.read())
