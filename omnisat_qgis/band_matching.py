@@ -96,31 +96,29 @@ def _pick(model: BandKeys, layer: list[BandKeys], taken: set[int]) -> int | None
     return None
 
 
+def _pick_all(model_bands: tuple[str, ...], layer: list[BandKeys]) -> list[int | None]:
+    """1-based layer band per model band, each layer band used once."""
+    taken: set[int] = set()
+    picked = []
+    for name in model_bands:
+        index = _pick(band_keys(name), layer, taken)
+        if index is not None:
+            taken.add(index)
+        picked.append(None if index is None else index + 1)
+    return picked
+
+
 def match_bands(model_bands: list[str] | tuple[str, ...], descriptions: list[str]) -> BandMapping:
     """The layer band (1-based) for each model band; see the module docstring for the rules."""
     model_bands = tuple(model_bands)
     layer = [band_keys(d) for d in descriptions]
     if any(k != BandKeys() for k in layer):
-        taken: set[int] = set()
-        picked = []
-        for name in model_bands:
-            index = _pick(band_keys(name), layer, taken)
-            if index is not None:
-                taken.add(index)
-            picked.append(None if index is None else index + 1)
+        picked = _pick_all(model_bands, layer)
         if any(p is not None for p in picked):
             return BandMapping(model_bands, tuple(picked), "descriptions")
     count = len(descriptions)
     if count in KNOWN_LAYOUTS and count != len(model_bands):
         label, layout = KNOWN_LAYOUTS[count]
-        keys = [band_keys(b) for b in layout]
-        taken = set()
-        picked = []
-        for name in model_bands:
-            index = _pick(band_keys(name), keys, taken)
-            if index is not None:
-                taken.add(index)
-            picked.append(None if index is None else index + 1)
-        return BandMapping(model_bands, tuple(picked), f"{label} layout")
+        return BandMapping(model_bands, tuple(_pick_all(model_bands, [band_keys(b) for b in layout])), f"{label} layout")
     picked = [i + 1 if i < count else None for i in range(len(model_bands))]
     return BandMapping(model_bands, tuple(picked), "position")
