@@ -72,6 +72,7 @@ from omnisat_qgis.gui.session import (
     embedding_key,
     qgis_process_command,
 )
+from omnisat_qgis.layer_metadata import RunRecord
 from omnisat_qgis.model_catalog import CatalogError, ModelInfo, model_info, shipped_models
 from omnisat_qgis.styling import style_classes, style_layer
 
@@ -91,7 +92,7 @@ class OmniSatDock(QgsDockWidget):
         self.task: EngineTask | None = None
         self.drawn: Extent | None = None
         self.last_probe: Path | None = None
-        self.last_job: dict[str, Any] | None = None
+        self.preview_job: dict[str, Any] | None = None
         self.embed_runs = 0  # embeddings computed by this dock (a re-fit must not add one)
         self.messages: list[str] = []  # what the message bar said, newest last
         self._map_tool: QgsMapToolExtent | None = None
@@ -443,6 +444,7 @@ class OmniSatDock(QgsDockWidget):
         embeddings.parent.mkdir(parents=True, exist_ok=True)
         job = build_job(model, inputs, extent, {"embeddings": str(embeddings), "embeddings_level": PREVIEW_LEVEL},
                         advanced)
+        self.preview_job = job
         job_file = embeddings.parent / "job.json"
         job_file.write_text(json.dumps(job, indent=2), encoding="utf-8")
         run = self.new_run_folder("preview")
@@ -483,7 +485,6 @@ class OmniSatDock(QgsDockWidget):
             "CONFIDENCE": outputs["confidence"]}))
         step = Step("apply-probe", {"probe": str(self.last_probe), "embeddings": job},
                     (outputs["classes"], outputs["confidence"]), "Mapping the whole area")
-        self.last_job = job
         self.start(EngineTask(f"OmniSat: map {run.name}", [step], self._map_done, self._log))
 
     def new_run_folder(self, kind: str) -> Path:
@@ -533,8 +534,11 @@ class OmniSatDock(QgsDockWidget):
             QgsProject.instance().removeMapLayers(group.findLayerIds())
         else:
             group = root.insertGroup(0, PREVIEW_GROUP)
-        self.add_result(result["classes"], "Preview classes", "classes", group)
-        self.add_result(result["confidence"], "Preview confidence", "confidence", group, visible=False)
+        # The embeddings' job names the layers and dates the preview comes from.
+        params = dict(task.steps[-1].params, job=self.preview_job)
+        record = RunRecord.from_run("fit-probe", "dock: fit and preview", params, result)
+        self.add_result(result["classes"], "Preview classes", "classes", group, record)
+        self.add_result(result["confidence"], "Preview confidence", "confidence", group, record, visible=False)
         self.show_metrics(result)
 
     def _map_done(self, task: EngineTask) -> None:
@@ -543,15 +547,18 @@ class OmniSatDock(QgsDockWidget):
         result = task.results[-1]
         name = f"OmniSat {Path(result['classes']).parent.name}"
         group = QgsProject.instance().layerTreeRoot().insertGroup(0, name)
-        self.add_result(result["classes"], "Classes", "classes", group)
+        record = RunRecord.from_run("apply-probe", "dock: map the whole area", task.steps[-1].params, result)
+        self.add_result(result["classes"], "Classes", "classes", group, record)
         if result.get("confidence"):
-            self.add_result(result["confidence"], "Confidence", "confidence", group, visible=False)
+            self.add_result(result["confidence"], "Confidence", "confidence", group, record, visible=False)
         self.say(f"Mapped {result.get('area_km2', 0):.2f} km² in {result.get('seconds', 0):.0f} s: group '{name}'.",
                  Qgis.MessageLevel.Success)
 
-    def add_result(self, path: str, name: str, style: str, group, visible: bool = True) -> QgsRasterLayer:
+    def add_result(self, path: str, name: str, style: str, group, record: RunRecord,
+                   visible: bool = True) -> QgsRasterLayer:
         layer = QgsRasterLayer(path, name, "gdal")
         layer.setCustomProperty("omnisat/output", True)
+        layer.setMetadata(record.metadata(layer, name))
         if style == "classes":  # in the dock's class colours, matched by name
             style_classes(layer, {c.name: c.color for c in self.classes()})
         else:

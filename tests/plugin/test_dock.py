@@ -127,6 +127,9 @@ def test_fit_preview_refit_from_cache_and_screenshot(dock, shared_data, tmp_path
     colours = {c.name: c.color for c in dock.classes()}
     legend = {(c.label, c.color.name()) for c in classes.renderer().classes()}
     assert legend and legend <= {(name, colour) for name, colour in colours.items()}
+    abstract = classes.metadata().abstract()
+    assert "omnisat-small.safetensors" in abstract and "S2_20150820.tif" in abstract
+    assert classes.metadata().keywords("OmniSat operation") == ["fit-probe"]
     assert "macro-F1" in dock.metrics.text() and "report" in dock.metrics.text()
     assert "qgis_process run omnisat:fitprobe" in dock.command.toPlainText()
 
