@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,9 +73,18 @@ def build_job(model: ModelInfo, inputs: list[ModalityInput], extent: Extent | No
     return job
 
 
+# GDAL saves the statistics QGIS computes for a VRT inside the VRT itself: they must not change its identity.
+_VRT_STATISTICS = re.compile(r"<Histograms>.*?</Histograms>|<MDI key=\"STATISTICS_[A-Z_]+\">[^<]*</MDI>", re.DOTALL)
+MAX_VRT_BYTES = 16 * 1024 * 1024
+
+
 def _file_identity(path: str) -> list[Any]:
     file = Path(path)
     stat = file.stat() if file.exists() else None
+    if stat and file.suffix.lower() == ".vrt" and stat.st_size <= MAX_VRT_BYTES:
+        text = _VRT_STATISTICS.sub("", file.read_text(encoding="utf-8", errors="replace"))
+        text = re.sub(r"\s+", "", text).replace("<Metadata></Metadata>", "")
+        return [str(file.resolve()), hashlib.sha256(text.encode()).hexdigest()]
     return [str(file.resolve()), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
 
 
