@@ -15,9 +15,10 @@ import typing
 from typing import Any
 
 import engine
-from engine.errors import Cancelled, EngineError
+from engine.errors import Cancelled, EngineError, cancel_on_termination
 from engine.progress import TerminalReporter
 from engine.protocol import PROTOCOL_VERSION
+from engine.threads import apply_default_threads
 
 
 def _version(as_json: bool) -> int:
@@ -38,7 +39,7 @@ def _add_param_arguments(parser: argparse.ArgumentParser, params: type) -> None:
         help_text = field.metadata.get("help", "")
         if has_default and default not in (None, [], ()):
             help_text += f" (default: {default})"
-        kwargs: dict[str, Any] = {"help": help_text}
+        kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}  # argparse formats help with %
         origin = typing.get_origin(inner)
         if origin in (list, tuple):
             kwargs["nargs"] = "+"
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(sys.modules["engine.protocol"].__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for op in sorted(operations().values(), key=lambda o: o.name):
-        p = sub.add_parser(op.name, help=op.summary, description=op.description,
+        p = sub.add_parser(op.name, help=op.summary.replace("%", "%%"), description=op.description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_param_arguments(p, op.params)
         p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -99,13 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_worker()
     parser = build_parser()
     args = parser.parse_args(argv)
-    from engine.api import build_params, get_operation
+    from engine.api import get_operation, run_operation
 
     op = get_operation(args.command)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(op.params)}
     reporter = TerminalReporter(quiet=args.quiet)
+    cancel_on_termination()
+    apply_default_threads()  # a job's or --threads' own count, applied later, wins
     try:
-        result = op.run(build_params(op, values), reporter)
+        result = run_operation(op.name, values, reporter)
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

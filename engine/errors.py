@@ -1,5 +1,9 @@
 """Errors meant for a person: every message names the file, layer or setting and the fix."""
 
+import signal
+import sys
+import threading
+
 
 class EngineError(Exception):
     """A problem the user can fix (bad input, missing file, wrong setting).
@@ -8,5 +12,24 @@ class EngineError(Exception):
     """
 
 
+class DamagedInput(EngineError):
+    """GDAL reported that it could not read an input whole (the message holds its words);
+    engine.api.run_operation names the operation's inputs."""
+
+
 class Cancelled(Exception):
     """The run was cancelled (worker terminated or Ctrl-C); outputs were discarded."""
+
+
+def _raise_cancelled(signum, frame):
+    raise Cancelled(f"cancelled by signal {signum}")
+
+
+def cancel_on_termination() -> None:
+    """SIGTERM (and SIGHUP: the terminal closed) raise Cancelled, so that every atomic output
+    removes its temporary file on the way out. The CLI and the worker both install it."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach the main thread only (e.g. the CLI called from a test's thread)
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    if sys.platform != "win32":
+        signal.signal(signal.SIGHUP, _raise_cancelled)

@@ -1,5 +1,9 @@
 """Device and numeric precision choices shared by inference, probes and benchmarks.
 
+The choices (DEVICES, PRECISIONS) are defined here once, for the job format and the
+benchmarks too; torch is imported only by the functions that choose (the job parser
+imports this module without it).
+
 bf16 autocast pays off only where the hardware multiplies bf16 natively (CPU AMX
 or AVX512-BF16, recent CUDA GPUs); elsewhere it is slower than fp32, so "auto"
 picks fp32 there.
@@ -10,11 +14,12 @@ from __future__ import annotations
 import contextlib
 from functools import lru_cache
 from pathlib import Path
-from typing import ContextManager
-
-import torch
+from typing import TYPE_CHECKING, ContextManager
 
 from engine.errors import EngineError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -22,6 +27,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def choose_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
+    import torch
+
     if name not in DEVICES:
         raise EngineError(f"Unknown device {name!r}: choose one of {', '.join(DEVICES)}.")
     if name == "cuda" and not torch.cuda.is_available():
@@ -53,6 +60,8 @@ def cpu_has_bf16() -> bool:
 
 def choose_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     """The compute dtype: 'fp32', 'bf16', or 'auto' (bf16 where the hardware has native bf16)."""
+    import torch
+
     if precision not in PRECISIONS:
         raise EngineError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
     if precision == "fp32":
@@ -66,6 +75,26 @@ def choose_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
 
 def autocast_context(device: torch.device, dtype: torch.dtype) -> ContextManager:
     """Autocast to ``dtype`` on ``device``; a no-op for fp32."""
+    import torch
+
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def keep_weights_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """For inference under ``autocast_context(device, dtype)``: store the weights of linear
+    and convolution layers in ``dtype`` once, so that autocast finds them cast and casts
+    nothing per call (otherwise every weight is cast on every call). Norms, position tables and
+    other parameters stay fp32, where autocast computes with them. Returns ``model``,
+    changed in place; a no-op for fp32. Run the model only under autocast afterwards."""
+    import torch
+    from torch import nn
+
+    if dtype == torch.float32:
+        return model
+    matmul_layers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # autocast casts their weights per call
+    for module in model.modules():
+        if isinstance(module, matmul_layers):
+            module.to(dtype)
+    return model

@@ -1,12 +1,14 @@
-"""Probes: small classifiers fitted on frozen embeddings, their validation split and metrics.
+"""Probes: classifiers fitted on frozen embeddings (or other features), their validation split and metrics.
 
-A probe standardizes each embedding channel (statistics of the training cells), then
-applies a multinomial logistic regression (one linear layer) or a small MLP. Probes on
+A probe holds one classifier of the registry in engine.classifiers: the torch probes
+defined here, k nearest neighbours, a random forest or gradient boosting. The torch
+probe standardizes each channel (statistics of the training cells), then applies a
+multinomial logistic regression (one linear layer) or a small MLP. Probes on
 dense (per-sub-patch) features first normalise each vector with a LayerNorm: with the
 standardization as the LayerNorm's affine part, the linear probe is then the dense
-segmentation head (engine.models.seg_head: LayerNorm + linear per sub-patch). Fitting
-minimises class-weighted cross-entropy plus an L2 penalty on the weights. Probes are
-saved as safetensors with JSON metadata naming the classes, their colours, the
+segmentation head (engine.models.heads.DenseSegmentationHead: LayerNorm + linear per sub-patch). Fitting
+minimises class-weighted cross-entropy plus an L2 penalty on the weights. Every kind is
+saved as safetensors arrays with JSON metadata (no pickle, whatever the kind) naming the classes, their colours, the
 embedding level and the hash of the encoder that produced the embeddings: a probe
 applied to other embeddings would give meaningless maps, so that is refused.
 """
@@ -21,21 +23,22 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file, save_file
 from torch import nn
 
+from engine.classifiers import CLASSIFIERS, Classifier, fit_classifier, rebuild_classifier
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
+from engine.mapping.levels import level
 
 PROBE_FORMAT = "omnisat-probe"
-PROBE_VERSION = 1
-LEVELS = ("tile", "patch", "local", "both", "dense")  # "both" = [patch, local] concatenated
+PROBE_VERSION = 2  # 2: any classifier kind (1: linear / mlp only; still read)
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    kind: str = "linear"  # "linear" (multinomial logistic regression) or "mlp"
+    kind: str = "linear"  # a classifier of engine.classifiers.CLASSIFIERS: linear, mlp, knn, random_forest, ...
     optimizer: str = "lbfgs"  # "lbfgs" (full batch) or "adam"
     l2: float = 1e-3  # penalty on the squared weights, per sample
     class_weighting: bool = True  # weight classes by inverse frequency ("balanced")
@@ -43,11 +46,15 @@ class ProbeConfig:
     epochs: int = 200  # L-BFGS iterations or Adam epochs
     learning_rate: float = 1e-2  # Adam only
     seed: int = 0
-    layer_norm: bool = False  # LayerNorm each vector first (dense level: the segmentation head)
+    layer_norm: bool = False  # linear / mlp: LayerNorm each vector first (dense level: the segmentation head)
+    neighbours: int = 10  # kNN
+    trees: int = 200  # random forest trees / gradient boosting rounds
 
     def __post_init__(self):
-        if self.kind not in ("linear", "mlp"):
-            raise EngineError(f"Probe kind must be 'linear' or 'mlp', got {self.kind!r}.")
+        if self.kind not in CLASSIFIERS:
+            raise EngineError(f"Probe kind must be one of {', '.join(CLASSIFIERS)}, got {self.kind!r}.")
+        if self.trees < 1 or self.neighbours < 1:
+            raise EngineError(f"trees and neighbours must be >= 1, got {self.trees} and {self.neighbours}.")
         if self.optimizer not in ("lbfgs", "adam"):
             raise EngineError(f"Probe optimizer must be 'lbfgs' or 'adam', got {self.optimizer!r}.")
         if self.l2 < 0:
@@ -88,6 +95,20 @@ class Probe(nn.Module):
     def predict(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         return self.predict_proba(x).argmax(-1)
 
+    def architecture(self) -> dict[str, Any]:
+        return {"kind": self.kind, "in_dim": self.in_dim, "n_classes": self.n_classes, "hidden": self.hidden,
+                "layer_norm": self.layer_norm}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().contiguous().cpu().numpy() for k, v in self.state_dict().items()}
+
+    @classmethod
+    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "Probe":
+        probe = cls(architecture["in_dim"], architecture["n_classes"], architecture["kind"], architecture["hidden"],
+                    architecture.get("layer_norm", False))
+        probe.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+        return probe.eval()
+
 
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     """Inverse-frequency weights (n / (K * n_k)); classes absent from y get weight 0."""
@@ -98,15 +119,15 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, config: ProbeConfig = ProbeConfig()) -> Probe:
-    """Fit a probe on embeddings ``x`` (N, D) and class indices ``y`` (N,)."""
+def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, config: ProbeConfig = ProbeConfig()) -> Classifier:
+    """Fit the classifier ``config.kind`` on features ``x`` (N, D) and class indices ``y`` (N,)."""
+    return fit_classifier(x, y, n_classes, config)
+
+
+def fit_neural_probe(x: np.ndarray, y: np.ndarray, n_classes: int, config: ProbeConfig) -> Probe:
+    """The torch probe (linear or MLP); inputs already checked by fit_classifier."""
     x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     y_t = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    if x.ndim != 2 or len(x) != len(y_t) or len(x) == 0:
-        raise EngineError(f"Probe fitting needs (N, D) embeddings and N labels, got {tuple(x.shape)} and {len(y_t)}.")
-    if not torch.isfinite(x).all():
-        raise EngineError("Some embeddings at labelled cells are NaN or infinite (nodata under the labels?): "
-                          "mask them out or move the labels.")
     torch.manual_seed(config.seed)
     probe = Probe(x.shape[1], n_classes, config.kind, config.hidden, config.layer_norm)
     normalized = probe.normalized(x)
@@ -272,12 +293,14 @@ def classification_metrics(cm: np.ndarray, class_names: tuple[str, ...] | list[s
 class ProbeMetadata:
     class_names: list[str]
     colors: list[str]  # "#rrggbb", one per class
-    level: str  # embedding level, one of LEVELS
+    level: str  # embedding level (engine.mapping.levels)
     encoder_hash: str  # sha256 of the encoder's tensors
     encoder: dict[str, Any] = field(default_factory=dict)  # preset/checkpoint name, patch size, modalities...
     config: dict[str, Any] = field(default_factory=dict)  # ProbeConfig as a dict
     metrics: dict[str, Any] = field(default_factory=dict)  # validation metrics at fit time
     labels: dict[str, Any] = field(default_factory=dict)  # label file, counts, dropped features
+    features: dict[str, Any] = field(default_factory=lambda: {"set": "embeddings"})  # engine.features record
+    validation: dict[str, Any] = field(default_factory=dict)  # rule, candidates' scores, learning curve
 
 
 DEFAULT_COLORS = (
@@ -294,30 +317,28 @@ def default_colors(n: int) -> list[str]:
     return list(DEFAULT_COLORS) + extra
 
 
-def save_probe(path: str | Path, probe: Probe, metadata: ProbeMetadata) -> Path:
-    if metadata.level not in LEVELS:
-        raise EngineError(f"Unknown embedding level {metadata.level!r}: use one of {', '.join(LEVELS)}.")
+def save_probe(path: str | Path, probe: Classifier, metadata: ProbeMetadata) -> Path:
+    level(metadata.level)  # a known level, or a clear error
     if len(metadata.class_names) != probe.n_classes or len(metadata.colors) != probe.n_classes:
         raise ValueError("class names and colours must match the probe's classes")
     header = {
         "format": PROBE_FORMAT,
         "format_version": str(PROBE_VERSION),
-        "architecture": json.dumps({"kind": probe.kind, "in_dim": probe.in_dim, "n_classes": probe.n_classes,
-                                    "hidden": probe.hidden, "layer_norm": probe.layer_norm}),
+        "architecture": json.dumps(probe.architecture()),
         "probe": json.dumps(asdict(metadata)),
     }
-    tensors = {k: v.detach().contiguous().cpu() for k, v in probe.state_dict().items()}
+    tensors = {k: np.ascontiguousarray(v) for k, v in probe.arrays().items()}
     with atomic_output(path, "probe file") as temp:
         save_file(tensors, str(temp), metadata=header)
     return Path(path)
 
 
-def load_probe(path: str | Path) -> tuple[Probe, ProbeMetadata]:
+def load_probe(path: str | Path) -> tuple[Classifier, ProbeMetadata]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise EngineError(f"The probe file '{file}' does not exist: fit a probe first (fit-probe).")
     try:
-        with safe_open(str(file), framework="pt") as handle:
+        with safe_open(str(file), framework="numpy") as handle:
             header = handle.metadata() or {}
         tensors = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -329,15 +350,18 @@ def load_probe(path: str | Path) -> tuple[Probe, ProbeMetadata]:
     try:
         arch = json.loads(header["architecture"])
         metadata = ProbeMetadata(**json.loads(header["probe"]))
-        probe = Probe(arch["in_dim"], arch["n_classes"], arch["kind"], arch["hidden"], arch.get("layer_norm", False))
-        probe.load_state_dict(tensors)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        if arch.get("kind") not in CLASSIFIERS:
+            raise EngineError(f"The probe '{file}' holds a {arch.get('kind')!r} classifier, which this engine does not "
+                              f"know (it knows {', '.join(CLASSIFIERS)}): update the engine or fit the probe again.")
+        probe = rebuild_classifier(arch, tensors)
+    except EngineError as exc:
+        raise EngineError(f"{exc} (probe file '{file}')") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
         raise EngineError(f"The probe file '{file}' is damaged ({type(exc).__name__}: {exc}): fit the probe again.") from None
-    probe.eval()
     return probe, metadata
 
 
-def check_encoder(probe: Probe, metadata: ProbeMetadata, encoder_hash: str, level: str, embed_dim: int,
+def check_encoder(probe: Classifier, metadata: ProbeMetadata, encoder_hash: str, level: str, embed_dim: int,
                   probe_path: str = "") -> None:
     """Refuse to apply a probe to embeddings of another encoder, level or width."""
     where = f"The probe '{probe_path}'" if probe_path else "The probe"
@@ -357,7 +381,7 @@ def check_encoder(probe: Probe, metadata: ProbeMetadata, encoder_hash: str, leve
 
 @dataclass
 class ValidatedFit:
-    probe: Probe  # fitted on every sample (the one to save)
+    probe: Classifier  # fitted on every sample (the one to save)
     metrics: dict[str, Any]  # of a probe fitted on the training part, on the validation part
     validation: np.ndarray  # bool mask of the validation samples
     unmeasured: list[int]  # classes that could not be validated (all in one polygon/block)
@@ -375,18 +399,30 @@ def fit_validated(x: np.ndarray, y: np.ndarray, units: np.ndarray, class_names: 
 
 
 class ProbeHead(nn.Module):
-    """A probe seen as a head by tiled inference: logits over the last axis of patch (B, Gh, Gw, D),
-    sub-patch (B, Hs, Ws, 2D) or window (B, D) embeddings."""
+    """A probe seen as a head (the interface of engine.models.heads.LinearHead) by tiled inference:
+    logits over the last axis of the embeddings of its ``level``: patch (B, Gh, Gw, D), sub-patch
+    (B, Hs, Ws, 2D) or window (B, D). Classifiers outside torch (kNN, trees) run on the vectors as
+    numpy and give log-probabilities as logits (softmax gives them back)."""
 
-    def __init__(self, probe: Probe):
+    class_axis = -1
+
+    def __init__(self, probe: Classifier, level_name: str):
         from engine.models.heads import HeadConfig
 
         super().__init__()
         self.probe = probe
+        self.level = level(level_name).name
         self.config = HeadConfig("patch", probe.in_dim, probe.n_classes)
 
+    def read(self, features) -> torch.Tensor:
+        return level(self.level).select(features)
+
     def forward(self, patch: torch.Tensor) -> torch.Tensor:
-        return self.probe(patch)  # standardization and layers act on the last axis
+        if isinstance(self.probe, nn.Module):
+            return self.probe(patch)  # standardization and layers act on the last axis
+        vectors = patch.reshape(-1, patch.shape[-1]).float().cpu().numpy()
+        proba = torch.as_tensor(self.probe.predict_proba(vectors), dtype=torch.float32)
+        return proba.clamp_min(1e-12).log().reshape(*patch.shape[:-1], self.probe.n_classes).to(patch.device)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(dim=-1)

@@ -14,7 +14,10 @@ weights of every patch sum to one and seams vanish.
 
 from __future__ import annotations
 
+import bisect
+import functools
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from rasterio.windows import Window
@@ -56,26 +59,37 @@ class WindowGrid:
         if self.tile < 1 or not 0 <= self.overlap < self.tile:
             raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={self.tile}, overlap={self.overlap}")
 
-    @property
+    # Computed once: weights() looks up neighbours for every window of a large grid.
+    @functools.cached_property
     def rows(self) -> list[int]:
         return axis_starts(self.height, self.tile, self.overlap)
 
-    @property
+    @functools.cached_property
     def cols(self) -> list[int]:
         return axis_starts(self.width, self.tile, self.overlap)
 
-    def windows(self) -> list[Window]:
-        """Row-major windows (the order the row-band writer needs)."""
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def __iter__(self) -> Iterator[Window]:
+        """Row-major windows (the order the row-band writer needs), made as they are asked for."""
         th, tw = min(self.tile, self.height), min(self.tile, self.width)
-        return [Window(c, r, tw, th) for r in self.rows for c in self.cols]
+        cols = self.cols
+        return (Window(c, r, tw, th) for r in self.rows for c in cols)
+
+    def windows(self) -> list[Window]:
+        return list(self)
 
     def weights(self, window: Window) -> np.ndarray:
         """(h, w) float32 blending weights of one window (not yet normalised)."""
         def ramps(start: int, size: int, starts: list[int]) -> tuple[int, int]:
-            before = [s + size for s in starts if s < start < s + size]
-            after = [s for s in starts if start < s < start + size]
-            # The ramp spans the overlap with the nearest neighbour on each side.
-            return (max(before) - start if before else 0, start + size - min(after) if after else 0)
+            # The ramp spans the overlap with the nearest neighbour on each side (windows of one size:
+            # the neighbours start within ``size`` of ``start``, found by bisection in the sorted starts).
+            before = bisect.bisect_left(starts, start)
+            after = bisect.bisect_right(starts, start)
+            ramp_before = starts[before - 1] + size - start if before and starts[before - 1] > start - size else 0
+            ramp_after = start + size - starts[after] if after < len(starts) and starts[after] < start + size else 0
+            return ramp_before, ramp_after
 
         r_before, r_after = ramps(window.row_off, window.height, self.rows)
         c_before, c_after = ramps(window.col_off, window.width, self.cols)

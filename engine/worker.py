@@ -5,22 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import sys
 import traceback
-from typing import IO, Any
+from typing import IO
 
 import engine
-from engine.errors import Cancelled, EngineError
+from engine.errors import Cancelled, EngineError, cancel_on_termination
 from engine.progress import JsonLinesReporter
-from engine.protocol import PROTOCOL_VERSION
+from engine.protocol import PROTOCOL_VERSION, Request, parse_request
+from engine.threads import apply_default_threads
 
 
-def _raise_cancelled(signum, frame):
-    raise Cancelled(f"cancelled by signal {signum}")
-
-
-def read_job(stream: IO[str]) -> dict[str, Any]:
+def read_job(stream: IO[str]) -> Request:
     text = stream.read()
     if not text.strip():
         raise EngineError("The worker received no job on its standard input: send one JSON object.")
@@ -28,15 +24,7 @@ def read_job(stream: IO[str]) -> dict[str, Any]:
         job = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EngineError(f"The job is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
-    if not isinstance(job, dict) or "operation" not in job:
-        raise EngineError('The job must be a JSON object with an "operation" and its "params".')
-    version = job.get("protocol", PROTOCOL_VERSION)
-    if version != PROTOCOL_VERSION:
-        raise EngineError(
-            f"The job uses worker protocol {version}, this engine speaks {PROTOCOL_VERSION}: "
-            "update the plugin and the engine together."
-        )
-    return job
+    return parse_request(job)
 
 
 REQUIRED_MODULES = ("numpy", "torch", "rasterio")
@@ -58,19 +46,21 @@ def run_worker(stdin: IO[str] = sys.stdin, stdout: IO[str] | None = None) -> int
     protocol_stream = stdout or os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr
     reporter = JsonLinesReporter(protocol_stream)
-    signal.signal(signal.SIGTERM, _raise_cancelled)
+    cancel_on_termination()
     reporter.send({"type": "hello", "protocol": PROTOCOL_VERSION, "engine": engine.__version__})
     try:
         check_environment()
-        job = read_job(stdin)
-        if job.get("threads"):
+        request = read_job(stdin)
+        if request.threads:
             import torch
 
-            torch.set_num_threads(int(job["threads"]))
-        from engine.api import build_params, get_operation
+            torch.set_num_threads(request.threads)
+        else:
+            apply_default_threads()
+        from engine.api import get_operation, run_operation
 
-        op = get_operation(str(job["operation"]))
-        result = op.run(build_params(op, job.get("params", {})), reporter)
+        op = get_operation(request.operation)
+        result = run_operation(op.name, request.params, reporter)
         outputs = {name: result[name] for name in op.outputs if result.get(name)}
         reporter.send({"type": "result", "outputs": outputs, "result": result})
         return 0

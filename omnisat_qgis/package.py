@@ -2,7 +2,8 @@
 
 The zip holds one folder, ``omnisat_qgis/``, with the plugin code, metadata.txt,
 resources/ and the engine and training packages (run by the worker with the
-plugin folder on its PYTHONPATH). ``--install DIR`` also unpacks it into a
+plugin folder on its PYTHONPATH), and requirements.txt: the engine's requirements
+from pyproject.toml, which "Set up the engine" installs after torch. ``--install DIR`` also unpacks it into a
 QGIS plugins folder (e.g. a profile's python/plugins or a QGIS_PLUGINPATH).
 """
 
@@ -13,6 +14,8 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
+
+from omnisat_qgis.environment.requirements import REQUIREMENTS_FILE, from_pyproject, requirements_text
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "omnisat_qgis"
@@ -42,6 +45,7 @@ def build_zip(output: Path) -> Path:
     with zipfile.ZipFile(temp, "w", zipfile.ZIP_DEFLATED) as archive:
         for source, name in plugin_entries():
             archive.write(source, name)
+        archive.writestr(f"{PLUGIN}/{REQUIREMENTS_FILE}", requirements_text(from_pyproject(ROOT / "pyproject.toml")))
     temp.replace(output)
     return output
 

@@ -20,6 +20,7 @@ class OmniSatPlugin:
         self.provider: OmniSatProvider | None = None
         self.action: QAction | None = None
         self.dock = None
+        self.menu_actions: list = []
 
     def initProcessing(self):  # noqa: N802 - QGIS API
         # Called by QGIS (and by qgis_process) before initGui; registering here is
@@ -40,6 +41,13 @@ class OmniSatPlugin:
         QgsProject.instance().writeProject.connect(self._save_state)
         QgsProject.instance().readProject.connect(self._restore_state)
 
+        for text, slot in (("Set up the OmniSat engine…", self.show_setup_dialog),
+                           ("Download the official AnySat model…", self.show_fetch_model)):
+            action = QAction(text, self.iface.mainWindow())
+            action.triggered.connect(slot)
+            self.iface.addPluginToMenu("OmniSat", action)
+            self.menu_actions.append(action)
+
     def show_dock(self, visible: bool = True):
         if self.dock is None:
             from omnisat_qgis.gui.dock import OmniSatDock  # the GUI is built only when first asked for
@@ -59,7 +67,20 @@ class OmniSatPlugin:
         if self.dock is not None:
             self.dock.restore_state()
 
+    def show_setup_dialog(self):
+        from omnisat_qgis.gui.setup_dialog import SetupDialog
+
+        SetupDialog(self.iface.mainWindow()).exec()
+
+    def show_fetch_model(self):
+        import processing
+
+        processing.execAlgorithmDialog("omnisat:fetchmodel")
+
     def unload(self):
+        for action in self.menu_actions:
+            self.iface.removePluginMenu("OmniSat", action)
+        self.menu_actions = []
         if self.dock is not None:
             self.dock.cancel()  # no orphan worker when QGIS closes or the plugin is reloaded
             self.iface.removeDockWidget(self.dock)

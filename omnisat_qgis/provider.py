@@ -10,6 +10,8 @@ from omnisat_qgis.algorithms import ALGORITHMS
 from omnisat_qgis.paths import resources_dir
 
 PROVIDER_ID = "omnisat"
+ENVIRONMENT_SETTINGS = (settings.SETTING_ENV_FOLDER, settings.SETTING_BASE_PYTHON, settings.SETTING_FORCE_CPU,
+                        settings.SETTING_TORCH_INDEX, settings.SETTING_MODELS_FOLDER, settings.SETTING_MODEL_HUB)
 
 
 class OmniSatProvider(QgsProcessingProvider):
@@ -33,8 +35,8 @@ class OmniSatProvider(QgsProcessingProvider):
         try:
             from processing.core.ProcessingConfig import ProcessingConfig
 
-            ProcessingConfig.removeSetting(settings.SETTING_PYTHON)
-            ProcessingConfig.removeSetting(settings.SETTING_THREADS)
+            for name in (settings.SETTING_PYTHON, settings.SETTING_THREADS, *ENVIRONMENT_SETTINGS):
+                ProcessingConfig.removeSetting(name)
         except ImportError:
             pass
 
@@ -53,6 +55,20 @@ class OmniSatProvider(QgsProcessingProvider):
         ProcessingConfig.addSetting(Setting(
             group, settings.SETTING_THREADS, "OmniSat worker threads (0: all cores)", 0,
         ))
+        for name, text, default, kind in (
+            (settings.SETTING_ENV_FOLDER, "OmniSat engine environment folder (empty: omnisat/venv in the profile)",
+             "", Setting.FOLDER),
+            (settings.SETTING_BASE_PYTHON, "OmniSat base Python for the environment (empty: found next to QGIS)",
+             "", Setting.FILE),
+            (settings.SETTING_FORCE_CPU, "OmniSat engine: install the CPU build of torch even with a GPU",
+             False, None),
+            (settings.SETTING_TORCH_INDEX, "OmniSat engine: PyTorch wheel index (empty: pip's own index)",
+             "", None),
+            (settings.SETTING_MODELS_FOLDER, "OmniSat models folder (empty: omnisat/models in the profile)",
+             "", Setting.FOLDER),
+            (settings.SETTING_MODEL_HUB, "OmniSat model hub address (downloads of official models)", "", None),
+        ):
+            ProcessingConfig.addSetting(Setting(group, name, text, default, **({"valuetype": kind} if kind else {})))
         ProcessingConfig.readSettings()
 
     def loadAlgorithms(self):  # noqa: N802 - QGIS API

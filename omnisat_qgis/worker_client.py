@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 PROTOCOL_VERSION = 1
-# Partial outputs of the engine are named ".<name>.omnisat-partial-*" (engine.io.atomic):
-# after a hard kill the client removes them, so a cancel never leaves a file behind.
+# Partial outputs of the engine are named ".<name>.omnisat-partial-<pid>-<host>-*" (engine.io.atomic):
+# after a hard kill the client removes those of its own worker, never another run's.
 PARTIAL_MARKER = ".omnisat-partial-"
+SETTING_HINT = ("the OmniSat worker Python setting (Settings > Options > Processing > Providers > OmniSat) "
+                "or OMNISAT_PYTHON")
 TERMINATE_GRACE_S = 5.0
 
 
@@ -52,6 +55,7 @@ class WorkerRun:
     threads: int | None = None
     output_paths: list[str] = field(default_factory=list)
     cwd: str | None = None
+    python_source: str = "the OmniSat worker Python setting"  # where the interpreter was chosen (for messages)
 
     def job(self) -> dict[str, Any]:
         job = {"protocol": PROTOCOL_VERSION, "operation": self.operation, "params": self.params}
@@ -71,27 +75,48 @@ def _tail_reader(stream, tail: deque) -> None:
         tail.append(line.rstrip())
 
 
-def sweep_partial_outputs(paths: list[str]) -> None:
+def remove_worker_partials(paths: list[str], pid: int) -> None:
+    """Remove the partial outputs of the worker process ``pid``; a concurrent run's stay untouched
+    (and the engine sweeps those of dead processes when it next writes to the folder)."""
     for path in paths:
         final = Path(path)
         if final.parent.is_dir():
-            for leftover in final.parent.glob(f".{final.name}{PARTIAL_MARKER}*"):
+            for leftover in final.parent.glob(f".{final.name}{PARTIAL_MARKER}{pid}-*"):
                 try:
                     leftover.unlink()
                 except OSError:
                     pass
 
 
-def _explain_exit(run: WorkerRun, code: int, stderr_tail: deque) -> WorkerError:
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _explain_exit(run: WorkerRun, code: int, stderr_tail: deque, started: bool) -> WorkerError:
+    """A message for a worker that ended without a result or an error message."""
     text = "\n".join(stderr_tail)
     for module in ("torch", "rasterio", "numpy"):
         if f"No module named '{module}'" in text:
             return WorkerError(
-                f"The worker Python '{run.python}' lacks {module}: point the OmniSat worker Python setting "
-                f"(or OMNISAT_PYTHON) at the project's environment, or install the engine's requirements there.",
+                f"The worker Python '{run.python}' (from {run.python_source}) lacks {module}: point "
+                f"{SETTING_HINT} at the project's environment, or install the engine's requirements there.",
                 text,
             )
+    if code == -getattr(signal, "SIGKILL", 9):
+        return WorkerError(
+            "The OmniSat engine worker was killed (SIGKILL), often because the machine ran out of memory: "
+            "lower the batch size or the window (tile) size, or map a smaller extent. Nothing was written.", text)
+    if code < 0:
+        return WorkerError(f"The OmniSat engine worker was stopped by {_signal_name(-code)}. Nothing was written.", text)
     last = stderr_tail[-1] if stderr_tail else "no message"
+    if not started:
+        return WorkerError(
+            f"The worker Python '{run.python}' (from {run.python_source}) exited with code {code} before the "
+            f"engine started ({last}): is it a Python interpreter with the engine's requirements? Point "
+            f"{SETTING_HINT} at one.", text)
     return WorkerError(f"The OmniSat engine worker stopped unexpectedly (exit code {code}): {last}", text)
 
 
@@ -127,11 +152,12 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
         pass  # the worker died at start; its exit code and stderr explain why
 
     final: dict[str, Any] | None = None
+    started = False  # the engine said hello: the interpreter is a Python that runs it
     while True:
         if callbacks.is_cancelled():
-            _stop(process)
+            stop_process(process)
             _close(process, readers)
-            sweep_partial_outputs(run.output_paths)
+            remove_worker_partials(run.output_paths, process.pid)
             raise WorkerCancelled("Cancelled; no output was written.")
         try:
             line = lines.get(timeout=poll_s)
@@ -145,8 +171,9 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
             callbacks.log(line.rstrip(), "info")
             continue
         kind = message.get("type")
+        started = started or kind == "hello"
         if kind == "hello" and message.get("protocol") != PROTOCOL_VERSION:
-            _stop(process)
+            stop_process(process)
             _close(process, readers)
             raise WorkerError(
                 f"The engine at '{run.engine_root}' speaks worker protocol {message.get('protocol')}, "
@@ -161,10 +188,10 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
     code = process.wait()
     _close(process, readers)
     if final is None:
-        sweep_partial_outputs(run.output_paths)
-        raise _explain_exit(run, code, stderr_tail)
+        remove_worker_partials(run.output_paths, process.pid)
+        raise _explain_exit(run, code, stderr_tail, started)
     if final["type"] == "error":
-        sweep_partial_outputs(run.output_paths)
+        remove_worker_partials(run.output_paths, process.pid)
         error = WorkerCancelled if final.get("kind") == "cancelled" else WorkerError
         raise error(str(final.get("message", "unknown error")), str(final.get("detail", "")))
     return final
@@ -177,7 +204,7 @@ def _close(process: subprocess.Popen, readers: list[threading.Thread]) -> None:
     process.stderr.close()
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
     """Terminate (the worker then removes its partial outputs), kill if it does not exit."""
     if process.poll() is not None:
         return

@@ -1,6 +1,6 @@
 """Experiment configs: small YAML files mapped onto typed dataclasses.
 
-Every key is checked: an unknown key (a typo, a key of another section) is an
+Every key is checked (engine.convert, the engine's one converter): an unknown key (a typo, a key of another section) is an
 error naming the key, where it was found and the keys that are allowed there,
 so that a misspelt setting never silently falls back to its default.
 Command-line overrides use dotted paths (``optim.lr=3e-4``,
@@ -10,15 +10,13 @@ Command-line overrides use dotted paths (``optim.lr=3e-4``,
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from engine.convert import from_dict
 from engine.errors import EngineError
 
 DATASET_FORMATS = ("treesatai", "pastis", "flair", "rasters")
@@ -139,67 +137,6 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _unknown_key_message(key: str, where: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"Unknown config key {key!r} in {where}.{hint} Allowed keys there: {', '.join(allowed)}."
-
-
-def _convert(value: Any, annotation: Any, where: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
-            return None
-        annotation, origin = inner[0], typing.get_origin(inner[0])
-    if dataclasses.is_dataclass(annotation):
-        return from_dict(annotation, value, where)
-    if origin is list:
-        (item,) = typing.get_args(annotation)
-        if not isinstance(value, list):
-            raise EngineError(f"Config key {where} must be a list, got {value!r}.")
-        return [_convert(v, item, f"{where}.{i}") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise EngineError(f"Config key {where} must be a mapping, got {value!r}.")
-        return dict(value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise EngineError(f"Config key {where} must be true or false, got {value!r}.")
-        return value
-    if annotation in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise EngineError(f"Config key {where} must be a number, got {value!r}.")
-        try:
-            number = annotation(float(value)) if annotation is float else int(value)
-        except ValueError:
-            raise EngineError(f"Config key {where} must be a number, got {value!r}.") from None
-        return number
-    if annotation is str:
-        if isinstance(value, (dict, list)):
-            raise EngineError(f"Config key {where} must be text, got {value!r}.")
-        return "" if value is None else str(value)
-    return value
-
-
-def from_dict(cls: type, data: Any, where: str = "config"):
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
-    if not isinstance(data, dict):
-        raise EngineError(f"{where} must be a mapping of keys to values, got {data!r}.")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key in data:
-        if key not in fields:
-            raise EngineError(_unknown_key_message(str(key), where, list(fields)))
-    kwargs = {}
-    for name in fields:
-        if name in data:
-            kwargs[name] = _convert(data[name], hints[name], f"{where}.{name}")
-        elif fields[name].default is dataclasses.MISSING and fields[name].default_factory is dataclasses.MISSING:
-            raise EngineError(f"Missing required config key {where}.{name}.")
-    return cls(**kwargs)
 
 
 def apply_override(tree: dict[str, Any], override: str) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from engine.errors import EngineError
 from engine.models.base import EOModel
-from engine.models.heads import HeadConfig, build_head, has_dense_features, head_input_width
+from engine.models.heads import HeadConfig, build_head, head_input_width
 from training.config import ExperimentConfig
 from training.datasets.common import Batch
 
@@ -96,8 +96,8 @@ class AnySatPretraining(Objective):
 def segmentation_head_kind(choice: str, encoder: EOModel) -> str:
     """``task.head`` resolved for this encoder: "auto" is dense where the encoder has dense features."""
     if choice == "auto":
-        return "dense" if has_dense_features(encoder) else "patch"
-    if choice == "dense" and not has_dense_features(encoder):
+        return "dense" if encoder.has_dense_features else "patch"
+    if choice == "dense" and not encoder.has_dense_features:
         raise EngineError(
             f"task.head=dense needs per-sub-patch (dense) features, which {type(encoder).__name__} does not give "
             "(only AnySat models do): set task.head=patch, or use model.preset anysat-*.")
@@ -121,8 +121,6 @@ class Supervised(Objective):
         head_kind = segmentation_head_kind(head, encoder) if kind == "segmentation" else "classification"
         self.classifier = build_head(HeadConfig(head_kind, head_input_width(head_kind, encoder), num_classes,
                                                 multilabel=kind == "multilabel"))
-        # AnySat computes dense features only when asked (they cost memory); OmniSat has none.
-        self.feature_options = {"with_dense": head_kind == "dense"} if has_dense_features(encoder) else {}
         if freeze_encoder:
             encoder.requires_grad_(False)
 
@@ -136,16 +134,20 @@ class Supervised(Objective):
         return self.classifier
 
     def logits(self, batch: Batch) -> Tensor:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            features = self.encoder.forward_features(batch.inputs, batch.dates, batch.date_mask,
-                                                     patch_size_m=batch.patch_size_m, **self.feature_options)
         head_kind = self.classifier.config.kind
+        # Dense features cost memory: computed only for a dense head, on the finest modality given.
+        dense = (self.encoder.dense_layout(list(batch.inputs), batch.patch_size_m
+                                           or self.encoder.default_patch_size_m())[0] if head_kind == "dense" else None)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            features = self.encoder.features(batch.inputs, batch.dates, batch.date_mask,
+                                             patch_size_m=batch.patch_size_m, dense=dense)
+        read = self.classifier.read(features)
         if head_kind == "classification":
-            return self.classifier(features.tile)
+            return self.classifier(read)
         size = tuple(batch.label.shape[-2:])
         if head_kind == "dense":
-            return self.classifier(features.dense, output_size=size)
-        logits = rearrange(self.classifier(features.patch), "b h w k -> b k h w")
+            return self.classifier(read, output_size=size)
+        logits = rearrange(self.classifier(read), "b h w k -> b k h w")
         return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
 
     def forward(self, batch: Batch) -> StepOutput:

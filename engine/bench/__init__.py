@@ -28,7 +28,10 @@ BENCHMARKS: dict[str, str] = {
 class BenchParams:
     target: str = field(metadata={"help": "what to benchmark: " + ", ".join(sorted(BENCHMARKS)), "positional": True})
     quick: bool = field(default=False, metadata={"help": "fewer repetitions and smaller inputs (a smoke run)"})
-    threads: int | None = field(default=None, metadata={"help": "torch threads (default: all cores)"})
+    threads: int | None = field(default=None, metadata={"help": "torch threads (default: the cores free now, see engine/threads.py)"})
+    reference: str | None = field(default=None, metadata={
+        "help": "omnisat: a gastruc/OmniSat checkout (outside the project) to time in the same run, "
+                "run with a Python that has its dependencies (timm, easydict)"})
 
 
 @operation("bench", BenchParams, summary="Run a benchmark script that prints measured figures.")

@@ -16,13 +16,26 @@ training folds and scored on the held-out fold:
 - a random forest (scikit-learn, 200 trees, otherwise default) on the raw bands of
   every date at the same cells: the classic QGIS plugins' per-pixel baseline;
 - the same linear probe on the raw bands, which separates the encoder's contribution
-  from the classifier's.
+  from the classifier's;
+- every classifier of the probe (linear, MLP, kNN, random forest, gradient boosting) on
+  the feature sets fit-probe offers: raw bands, raw bands with their temporal statistics
+  and spectral indices (indices alone for a single date), and the first encoder's local
+  embeddings with the raw bands; and ``auto``, the nested choice among them
+  (engine.validation.nested_selection: chosen on inner folds of each outer fold's
+  training part, scored on the outer fold), which is what fit-probe --classifier auto does.
+
+Folds are buffered (engine.validation): training cells within one cell of a test cell are
+left out of that fold's training, for every method.
 
 Encoders: every checkpoint under resources/models with a Sentinel-2 modality, each
 next to the same architecture with random weights (what pretraining adds); without
 any checkpoint, a randomly initialised OmniSat. The output names each. All methods
 share the label cells and the folds. Figures: overall accuracy and macro-F1, mean
 and standard deviation over the folds.
+
+Independent test area (eo-learn): the nested estimate of ``auto`` on the western half of
+the labels next to the score, on the eastern half, of the probe it chooses and fits on
+the western half: does the held-out estimate hold on ground it never saw?
 """
 
 from __future__ import annotations
@@ -39,7 +52,7 @@ import rasterio
 from affine import Affine
 
 from engine.errors import EngineError
-from engine.ops.probe_ops import default_encoder, shipped_checkpoints
+from engine.models.catalog import best_encoder, with_modalities
 from engine.progress import Reporter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +66,9 @@ L1C_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10",
 # B2 B3 B4 B5 B6 B7 B8 B8A B11 B12: red-edge B5 takes red, B6/B7/B8A take NIR.
 L8_ON_S2 = [1, 2, 3, 3, 4, 4, 4, 4, 5, 6]
 LEVEL = "both"  # [patch, local]: one embedding run gives every level's features
+BUFFER_CELLS = 1  # training cells this close to a test cell sit that fold out (engine.validation)
+CHOICE_TREES = 100  # random forest trees / boosting rounds of the candidates (the anchor keeps RF_TREES)
+AUTO_METHOD = "auto: nested choice among the classifier x feature set rows above"
 FIXED_PROBE = {"kind": "linear", "optimizer": "lbfgs", "l2": 1e-3, "epochs": 200, "class_weighting": True}
 DENSE_METHOD = "dense probe (LayerNorm + linear) on dense embeddings"
 
@@ -68,9 +84,12 @@ class Dataset:
     ignore_values: tuple[str, ...]
     block_size_m: float  # point blocks; 0 for polygons (grouped by polygon)
     split: str
+    raw_modality: str  # sensor of the raw bands, for indices (engine.features)
+    raw_bands: tuple[str, ...]  # band names of one raw file
     # Embed one model tile around each labelled cell instead of the whole raster (sparse points
     # over a large area: the same windows tiled inference would run there, at a fraction of the cost).
     windows_around_labels: bool = False
+    independent_half: bool = False  # also score west-fitted probes on the eastern half
 
 
 def _write(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata=None) -> Path:
@@ -98,7 +117,8 @@ def eolearn_dataset(folder: Path) -> Dataset:
         description="Slovenia, 1 km2, Sentinel-2 L1C x 5 dates (2015-07..09), 10 bands, 10 m; 84 LULC polygons, 5 classes",
         job={"modalities": {"s2": {"files": [str(f) for f in files], "dates": [s[:10] for s in stamps]}}},
         raw_files=files, labels=source / "TestEOPatch/vector_timeless/LULC.gpkg", class_field="LULC_ID",
-        ignore_values=("0",), block_size_m=0.0, split="5 folds of whole polygons",
+        ignore_values=("0",), block_size_m=0.0, split="5 folds of whole polygons", raw_modality="s2",
+        raw_bands=sensor("s2").bands, independent_half=True,
     )
 
 
@@ -110,7 +130,8 @@ def peru_dataset(folder: Path) -> Dataset:
         description="Madre de Dios, Landsat-8 2019-07-27, 6 bands at 30 m (read on a 10 m grid); 91 points, 4 classes",
         job={"modalities": {"s2": {"files": [str(image)], "dates": ["2019-07-27"], "bands": L8_ON_S2}}},
         raw_files=[image], labels=source / "endmembers.shp", class_field="class", ignore_values=(),
-        block_size_m=1000.0, split="5 folds of 1 km blocks of points", windows_around_labels=True,
+        block_size_m=1000.0, split="5 folds of 1 km blocks of points", raw_modality="l8",
+        raw_bands=("B2", "B3", "B4", "B5", "B6", "B7"), windows_around_labels=True,
     )
 
 
@@ -126,25 +147,27 @@ class GridView:
 
 def label_grid(job: dict[str, Any]) -> GridView:
     """The patch grid tiled inference would use for the whole job."""
-    from engine.inference import plan, resolve_inputs
     from engine.io.job import load_job
+    from engine.mapping.plan import plan_geometry, resolve_inputs
     from engine.models.checkpoint import load_checkpoint
 
     parsed = load_job(job)
     model = load_checkpoint(parsed.model).model
-    grid = plan(parsed, model, resolve_inputs(parsed, model)).patch_grid
+    grid = plan_geometry(parsed, model, resolve_inputs(parsed, model)).patch_grid
     return GridView(grid.crs, grid.transform, grid.width, grid.height)
 
 
 def embed_around(job: dict[str, Any], grid: GridView, rows: np.ndarray, cols: np.ndarray, folder: Path) -> np.ndarray:
     """Embeddings at the given cells, each from one model tile (job extent) centred on its cell."""
-    from engine.inference import default_tile, embedding_width, run_map
     from engine.io.job import load_job
+    from engine.mapping.levels import level
+    from engine.mapping.plan import DEFAULT_TILE_PATCHES
+    from engine.mapping.run import run_map
     from engine.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(job["model"])
-    tile = default_tile(loaded.model)
-    out = np.full((rows.size, embedding_width(loaded.model.embed_dim, LEVEL)), np.nan, np.float32)
+    tile = loaded.model.default_window() or DEFAULT_TILE_PATCHES
+    out = np.full((rows.size, level(LEVEL).width(loaded.model.embed_dim)), np.nan, np.float32)
     target = folder / "window.tif"
     for i, (row, col) in enumerate(zip(rows, cols)):
         r0 = int(np.clip(row - tile // 2, 0, grid.height - tile))
@@ -194,11 +217,11 @@ def encoders(folder: Path, reporter: Reporter, quick: bool) -> list[Encoder]:
     from engine.models.checkpoint import read_metadata, save_checkpoint
     from engine.models.registry import build_model
 
-    found = [Encoder(path.stem, path, f"{path.name}, pretrained ({(meta.get('provenance') or {}).get('steps')} steps, "
-                                      f"{meta.get('provenance')})")
-             for path, meta in shipped_checkpoints({"s2"})]
+    found = [Encoder(e.name, e.path, f"{e.path.name}, pretrained ({e.provenance.get('steps')} steps, "
+                                     f"{e.metadata.get('provenance')})")
+             for e in with_modalities({"s2"})]
     if not found:
-        path, text = default_encoder(folder, reporter, {"s2"})
+        path, text = best_encoder(folder, reporter, {"s2"})
         return [Encoder("random omnisat-treesatai", path, text)]
     chosen = found[:1] if quick else found
     result = []
@@ -232,7 +255,7 @@ def embed_cells(dataset: Dataset, job: dict[str, Any], grid: GridView, rows: np.
                 folder: Path, reporter: Reporter) -> np.ndarray:
     """An encoder's embeddings at the labelled cells, computed through tiled inference."""
     from engine.api import run_operation
-    from engine.ops.probe_ops import gather
+    from engine.embeddings import gather
 
     if dataset.windows_around_labels:
         return embed_around(job, grid, rows, cols, folder)
@@ -249,7 +272,7 @@ def embed_dense(encoder: Encoder, dataset: Dataset, job: dict[str, Any], grid: G
     other encoders, sparse-point datasets, or a sub-patch grid other than the label grid."""
     from engine.api import run_operation
     from engine.models.checkpoint import read_metadata
-    from engine.ops.probe_ops import gather
+    from engine.embeddings import gather
 
     if dataset.windows_around_labels or read_metadata(encoder.path)["config"].get("architecture") != "anysat":
         return None
@@ -265,8 +288,9 @@ def embed_dense(encoder: Encoder, dataset: Dataset, job: dict[str, Any], grid: G
 def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool, reporter: Reporter) -> dict[str, Any]:
     from sklearn.ensemble import RandomForestClassifier
 
-    from engine.ops.probe_ops import labelled_embeddings
-    from engine.probe import ProbeConfig, blocked_folds, classification_metrics, confusion_matrix, fit_probe
+    from engine.embeddings import labelled_embeddings
+    from engine.probe import ProbeConfig, classification_metrics, confusion_matrix, fit_probe
+    from engine.validation import spatial_folds
 
     # One label grid and one set of folds for every method (all encoders use 10 m patches).
     jobs = []
@@ -295,10 +319,11 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
     for x in (*features.values(), *dense.values()):
         keep &= np.isfinite(x).all(axis=1)
     y, units, raw = samples.y[keep], data.units[keep], raw[keep]
+    rows, cols = samples.rows[keep], samples.cols[keep]
     features = {k: v[keep] for k, v in features.items()}
     dense = {k: v[keep] for k, v in dense.items()}
     names = list(samples.class_names)
-    folds = blocked_folds(y, units, FOLDS, SEED)
+    folds = spatial_folds(y, units, rows, cols, FOLDS, BUFFER_CELLS, SEED, dataset.split)
     config = ProbeConfig(**FIXED_PROBE, seed=SEED)
     dense_config = ProbeConfig(**FIXED_PROBE, seed=SEED, layer_norm=True)
     scores: dict[str, dict[str, list[float]]] = {}
@@ -317,9 +342,8 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
         levels[f"probe on patch+local embeddings: {name}"] = (x, config)
         if name in dense:
             levels[f"{DENSE_METHOD}: {name}"] = (dense[name], dense_config)
-    for fold in range(FOLDS):
-        test = folds == fold
-        train = ~test
+    for fold in range(folds.n_folds):
+        test, train = folds.test(fold), folds.train[fold]
         for method, (x, settings) in levels.items():
             probe = fit_probe(x[train], y[train], len(names), settings)
             record(method, y[test], probe.predict(x[test]))
@@ -329,6 +353,12 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
         raw_probe = fit_probe(raw[train], y[train], len(names), config)
         record("probe on raw bands", y[test], raw_probe.predict(raw[test]))
         reporter.progress(100.0 * (fold + 1) / FOLDS, f"{dataset.name}: fold {fold + 1}/{FOLDS}")
+    first = next(iter(features))
+    local = features[first][:, features[first].shape[1] // 2:]
+    choice = classifier_choice(dataset, raw, local, f"local embeddings of {first}", y, units, rows, cols, folds,
+                               names, quick, reporter)
+    for method, entry in choice.pop("rows").items():
+        scores[method] = entry
     return {
         "dataset": dataset.name,
         "description": dataset.description,
@@ -336,14 +366,94 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
         "classes": names,
         "cells_per_class": dict(zip(names, np.bincount(y, minlength=len(names)).tolist())),
         "units": int(np.unique(units).size),
-        "test_cells_per_fold": [int((folds == f).sum()) for f in range(FOLDS)],
+        "test_cells_per_fold": [int(folds.test(f).sum()) for f in range(folds.n_folds)],
+        "training_cells_buffered_out_per_fold": folds.buffered_out(),
         "grid": {"width": grid.width, "height": grid.height, "cell_m": abs(grid.transform.a)},
         "embedding_dims": {k: int(v.shape[1]) for k, v in features.items()},
         "dense_embedding_dims": {k: int(v.shape[1]) for k, v in dense.items()},
         "raw_features": int(raw.shape[1]),
         "embed_seconds": seconds,
+        **choice,
         "methods": {m: {k: summarise(v) for k, v in s.items()} for m, s in scores.items()},
     }
+
+
+def choice_feature_sets(dataset: Dataset, raw: np.ndarray, local: np.ndarray, local_name: str) -> dict[str, np.ndarray]:
+    """The feature sets the classifier choice picks from, named for the table (engine.features)."""
+    from engine.features import FeatureSet, InputValues, combine
+
+    dates = tuple(dataset.job["modalities"]["s2"]["dates"])
+    values = [InputValues(dataset.raw_modality, dataset.raw_bands, dates, raw.reshape(len(raw), len(dates), -1))]
+    rich = ("raw bands + temporal statistics + indices", "raw+stats+indices") if len(dates) >= 2 else \
+        ("raw bands + indices", "raw+indices")
+    return {"raw bands": combine(None, values, FeatureSet.parse("raw"))[0],
+            rich[0]: combine(None, values, FeatureSet.parse(rich[1]))[0],
+            f"{local_name} + raw bands": combine(local, values, FeatureSet.parse("embeddings+raw"))[0]}
+
+
+def choice_grid(sets: dict[str, np.ndarray], quick: bool):
+    from engine.fitting import AUTO, candidate_grid
+    from engine.validation import Candidate
+
+    if quick:  # the plumbing only: two cheap classifiers
+        return [Candidate(kind, name) for name in sets for kind in ("linear", "knn")]
+    return candidate_grid(AUTO, list(sets))
+
+
+def classifier_choice(dataset: Dataset, raw: np.ndarray, local: np.ndarray, local_name: str, y: np.ndarray,
+                      units: np.ndarray, rows: np.ndarray, cols: np.ndarray, folds, names: list[str], quick: bool,
+                      reporter: Reporter) -> dict[str, Any]:
+    """Every candidate classifier x feature set on the shared folds, the nested ``auto`` choice among
+    them and, for datasets marked so, the independent-area check."""
+    from engine.fitting import MAX_CELLS_PER_CLASS
+    from engine.probe import ProbeConfig
+    from engine.validation import Setup, nested_selection
+
+    sets = choice_feature_sets(dataset, raw, local, local_name)
+    setup = Setup(sets, y, names, ProbeConfig(**FIXED_PROBE, seed=SEED, trees=CHOICE_TREES), MAX_CELLS_PER_CLASS, SEED)
+    grid = choice_grid(sets, quick)
+    reporter.log(f"{dataset.name}: nested choice among {len(grid)} candidates")
+    selection = nested_selection(setup, grid, folds, units, rows, cols, reporter)
+    table = {c.name: {"overall_accuracy": s.overall_accuracy, "macro_f1": s.macro_f1}
+             for c, s in selection.candidates.items()}
+    table[AUTO_METHOD] = {"overall_accuracy": selection.nested.overall_accuracy, "macro_f1": selection.nested.macro_f1}
+    result: dict[str, Any] = {"rows": table, "auto_choice_per_fold": [c.name for c in selection.chosen_per_fold],
+                              "auto_final_choice": selection.final.name,
+                              "feature_set_widths": {k: int(v.shape[1]) for k, v in sets.items()}}
+    if dataset.independent_half:
+        result["independent_area"] = independent_area(setup, grid, units, rows, cols, names, reporter)
+    return result
+
+
+def independent_area(setup, grid, units: np.ndarray, rows: np.ndarray, cols: np.ndarray, names: list[str],
+                     reporter: Reporter) -> dict[str, Any]:
+    """The nested estimate of ``auto`` on the western half of the labels against the score of its
+    choice, fitted on the whole western half, on the eastern half (cells within the buffer of the
+    dividing line left out)."""
+    from dataclasses import replace
+
+    from engine.probe import classification_metrics, confusion_matrix, fit_probe
+    from engine.validation import Setup, capped, nested_selection, spatial_folds
+
+    middle = (int(cols.min()) + int(cols.max()) + 1) // 2
+    west, east = cols < middle, cols >= middle + BUFFER_CELLS
+    part = Setup({k: v[west] for k, v in setup.features.items()}, setup.y[west], names, setup.config,
+                 setup.max_per_class, setup.seed)
+    folds = spatial_folds(part.y, units[west], rows[west], cols[west], FOLDS, BUFFER_CELLS, SEED)
+    reporter.log("eo-learn: independent-area check (west half chooses and fits, east half scores)")
+    selection = nested_selection(part, grid, folds, units[west], rows[west], cols[west], reporter)
+    chosen = selection.final
+    picked = capped(np.flatnonzero(west), setup.y, setup.max_per_class, np.random.default_rng(SEED))
+    model = fit_probe(setup.features[chosen.features][picked], setup.y[picked], len(names),
+                      replace(setup.config, kind=chosen.classifier))
+    metrics = classification_metrics(confusion_matrix(setup.y[east], model.predict(setup.features[chosen.features][east]),
+                                                      len(names)), names)
+    estimate = selection.nested.summary()
+    gap = metrics["macro_f1"] - estimate["macro_f1"]["mean"]
+    return {"west_cells": int(west.sum()), "east_cells": int(east.sum()), "choice": chosen.name,
+            "west_nested_estimate": estimate,
+            "east_score": {"macro_f1": metrics["macro_f1"], "overall_accuracy": metrics["overall_accuracy"]},
+            "macro_f1_gap": gap, "gap_in_fold_std": gap / max(estimate["macro_f1"]["std"], 1e-9)}
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
@@ -353,6 +463,16 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             f1, oa = s["macro_f1"], s["overall_accuracy"]
             lines.append(f"| {r['dataset']} ({r['split']}) | {method} | {f1['mean']:.3f} ± {f1['std']:.3f} "
                          f"| {oa['mean']:.3f} ± {oa['std']:.3f} |")
+    for r in (r for r in results if "auto_final_choice" in r):
+        lines.append(f"\n{r['dataset']}: auto chose per outer fold {', '.join(r['auto_choice_per_fold'])}; "
+                     f"on all labels {r['auto_final_choice']}.")
+        check = r.get("independent_area")
+        if check:
+            estimate = check["west_nested_estimate"]["macro_f1"]
+            lines.append(f"Independent area: auto's nested estimate on the western half, macro-F1 {estimate['mean']:.3f} "
+                         f"± {estimate['std']:.3f}; its choice ({check['choice']}) fitted on the western half scores "
+                         f"{check['east_score']['macro_f1']:.3f} (overall accuracy {check['east_score']['overall_accuracy']:.3f}) "
+                         f"on the eastern half: {check['gap_in_fold_std']:+.1f} fold standard deviations.")
     return "\n".join(lines)
 
 

@@ -107,7 +107,7 @@ def _cpu_seconds() -> float:
 
 def _child_pipeline(job_path: str) -> dict[str, Any]:
     """Warm up, run classify (timed, peak RSS), then time the bare forward pass in the same process."""
-    from engine.inference import run_map
+    from engine.mapping.run import run_map
     from engine.io.job import load_job
     from engine.models.checkpoint import load_checkpoint
     from engine.progress import Reporter

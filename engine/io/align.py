@@ -20,8 +20,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from engine.io.grid import Grid
-from engine.errors import EngineError
-from engine.io.raster import _gdal_reason, open_raster
+from engine.io.raster import damaged_raster_error, open_raster
 from engine.io.series import SCL_INVALID, Modality
 
 
@@ -60,10 +59,7 @@ class _Source:
         try:
             return self._read(bands, window)
         except RasterioIOError as exc:  # e.g. a truncated file: its header opened, its data end early
-            raise EngineError(
-                f"'{self.dataset.name}' could not be read ({_gdal_reason(exc)}): the file is damaged or "
-                "incomplete (truncated copy or download). Replace it and run again."
-            ) from None
+            raise damaged_raster_error(self.dataset.name, exc) from None
 
     def _read(self, bands: tuple[int, ...], window: Window) -> np.ndarray:
         if self.vrt is not None:

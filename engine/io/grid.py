@@ -38,6 +38,11 @@ class Grid:
     width: int
     height: int
 
+    @classmethod
+    def of(cls, dataset) -> "Grid":
+        """The grid of an open raster."""
+        return cls(dataset.crs, dataset.transform, dataset.width, dataset.height)
+
     @property
     def res(self) -> float:
         return self.transform.a
@@ -49,11 +54,10 @@ class Grid:
 
     def with_resolution(self, res: float) -> "Grid":
         """The same corner and extent at another pixel size (which must divide the extent)."""
-        width = self.width * self.res / res
-        height = self.height * self.res / res
-        if abs(width - round(width)) > _EPS or abs(height - round(height)) > _EPS:
+        width, height = whole_multiple(self.width * self.res, res), whole_multiple(self.height * self.res, res)
+        if width is None or height is None:
             raise ValueError(f"a {res} m grid does not fit a {self.width * self.res} x {self.height * self.res} m extent")
-        return Grid(self.crs, Affine(res, 0.0, self.transform.c, 0.0, -res, self.transform.f), round(width), round(height))
+        return Grid(self.crs, Affine(res, 0.0, self.transform.c, 0.0, -res, self.transform.f), width, height)
 
 
 @dataclass(frozen=True)
@@ -182,15 +186,21 @@ def reference_grid(
     return patch_grid.with_resolution(resolution_m)
 
 
+def whole_multiple(value: float, unit: float) -> int | None:
+    """How many ``unit`` make ``value`` when that is a whole number of at least 1 (to 1e-6); else None."""
+    ratio = value / unit
+    return round(ratio) if abs(ratio - round(ratio)) <= _EPS and round(ratio) >= 1 else None
+
+
 def check_patch_fits(patch_size_m: float, gsd_m: float, what: str) -> int:
     """Pixels per patch side for a modality; the patch must hold a whole number of its pixels."""
-    ratio = patch_size_m / gsd_m
-    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+    ratio = whole_multiple(patch_size_m, gsd_m)
+    if ratio is None:
         raise EngineError(
             f"The patch size {patch_size_m:g} m is not a whole number of {what}'s {gsd_m:g} m pixels: "
             f"choose a patch size that is a multiple of {gsd_m:g} m."
         )
-    return round(ratio)
+    return ratio
 
 
 def scale_window(window: Window, factor: float) -> Window:

@@ -7,7 +7,8 @@ parameters one to one onto these keys::
 
     {
       "version": 1,                              optional; this format is version 1
-      "model": "model.safetensors",              required: checkpoint file (engine.models.checkpoint)
+      "model": "model.safetensors",              required: checkpoint file (engine.models.checkpoint),
+                                                 or a catalog name ("anysat-tiny"; python -m engine models)
       "modalities": {                            required: one entry per model modality used,
         "s2": {                                  keyed by the model's modality name (any subset)
           "files": "S2_stack.tif",               required: one file, a list of files, or a folder
@@ -84,19 +85,28 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from engine.convert import Wording, convert, from_dict
 from engine.errors import EngineError
+from engine.mapping.levels import LEVEL_NAMES
+from engine.precision import DEVICES, PRECISIONS
 
 JOB_VERSION = 1
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
 EMBEDDING_DTYPES = ("float32", "float16")
-EMBEDDING_LEVELS = ("patch", "local", "both", "dense", "tile")
-EMBEDDING_LEVEL_TAG = "EMBEDDING_LEVEL"  # raster tag of embeddings written by the engine: their level
 CLASS_OUTPUTS = ("classes", "confidence", "probabilities")
+POSITIVE = {"positive": True}
+
+# The job's keys in the words of its messages (engine.convert reads the settings and the outputs).
+JOB_WORDING = Wording(
+    label="{where}: {key!r}",
+    unknown="{where} has unknown key(s) {keys}; known: {allowed}.",
+    missing="{where} lacks {keys}.",
+    not_mapping="{where} must be a JSON object.",
+    nested="{where}: {key!r}",
+)
 
 
 @dataclass(frozen=True)
@@ -120,8 +130,8 @@ class Outputs:
     confidence: str | None = None
     probabilities: str | None = None
     embeddings: str | None = None
-    embeddings_dtype: str = "float32"
-    embeddings_level: str = "patch"
+    embeddings_dtype: str = field(default="float32", metadata={"choices": EMBEDDING_DTYPES})
+    embeddings_level: str = field(default="patch", metadata={"choices": LEVEL_NAMES})
 
     def files(self) -> dict[str, str]:
         return {k: v for k in (*CLASS_OUTPUTS, "embeddings") if (v := getattr(self, k))}
@@ -134,16 +144,17 @@ class Job:
     outputs: Outputs
     extent: tuple[tuple[float, float, float, float], str | None] | None = None
     crs: str | None = None
-    resolution: float | None = None
-    patch_size: float | None = None
-    tile_size: float | None = None
-    overlap: float | None = None
-    batch_size: int = 4
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int | None = None
+    resolution: float | None = field(default=None, metadata=POSITIVE)
+    patch_size: float | None = field(default=None, metadata=POSITIVE)
+    tile_size: float | None = field(default=None, metadata=POSITIVE)
+    overlap: float | None = field(default=None, metadata={"minimum": 0})
+    batch_size: int = field(default=4, metadata=POSITIVE)
+    device: str = field(default="auto", metadata={"choices": DEVICES})
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS})
+    threads: int | None = field(default=None, metadata=POSITIVE)
     normalization: str | dict | None = None
     min_valid_fraction: float = 0.5
+    version: int = JOB_VERSION
     source: str = field(default="<inline job>", compare=False)
 
 
@@ -157,26 +168,6 @@ def _keys(obj: Any, where: str, allowed: set[str], required: set[str] = frozense
     if missing:
         raise EngineError(f"{where} lacks {', '.join(repr(m) for m in missing)}.")
     return obj
-
-
-def _number(obj: dict, key: str, where: str, kind=float, positive: bool = True, minimum: float | None = None):
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and int(value) != value):
-        raise EngineError(f"{where}: {key!r} must be a {'whole ' if kind is int else ''}number, got {value!r}.")
-    if positive and value <= 0:
-        raise EngineError(f"{where}: {key!r} must be positive, got {value!r}.")
-    if minimum is not None and value < minimum:
-        raise EngineError(f"{where}: {key!r} must be at least {minimum}, got {value!r}.")
-    return kind(value)
-
-
-def _choice(obj: dict, key: str, where: str, choices: tuple[str, ...], default: str) -> str:
-    value = obj.get(key, default)
-    if value not in choices:
-        raise EngineError(f"{where}: {key!r} must be one of {', '.join(choices)}, got {value!r}.")
-    return value
 
 
 def _paths(value: Any, base: Path, where: str) -> str | list[str]:
@@ -205,73 +196,65 @@ def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
     if obj.get("mask") is not None:
         m = _keys(obj["mask"], f"{where}, mask", {"files", "type", "threshold"}, {"files"})
         mask = MaskEntry(_paths(m["files"], base, f"{where}, mask"), str(m.get("type", "binary")),
-                         float(_number(m, "threshold", f"{where}, mask", positive=False) or 50.0))
+                         convert(m.get("threshold", 50.0), float, f"{where}, mask: 'threshold'"))
     return ModalityEntry(_paths(obj["files"], base, where), dates, bands, mask)
 
 
-JOB_KEYS = {
-    "version", "model", "modalities", "outputs", "extent", "crs", "resolution", "patch_size", "tile_size",
-    "overlap", "batch_size", "device", "precision", "threads", "normalization", "min_valid_fraction",
-}
+def _outputs(obj: Any, base: Path, where: str) -> Outputs:
+    outputs = from_dict(Outputs, obj, f'{where}: "outputs"', JOB_WORDING)
+    # An empty name is no file; the others relative to the job's folder.
+    outputs = replace(outputs, **{k: _paths(v, base, f'"outputs.{k}"') if v else None
+                                  for k in (*CLASS_OUTPUTS, "embeddings") if (v := getattr(outputs, k)) is not None})
+    if not outputs.files():
+        raise EngineError(f'{where}: "outputs" names no file: give at least "classes" or "embeddings".')
+    return outputs
+
+
+def _extent(obj: Any, where: str) -> tuple[tuple[float, ...], str | None]:
+    e = _keys(obj, f'{where}: "extent"', {"bounds", "crs"}, {"bounds"})
+    b = e["bounds"]
+    if not (isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b) and b[0] < b[2] and b[1] < b[3]):
+        raise EngineError(f'{where}: "extent.bounds" must be [xmin, ymin, xmax, ymax] with xmin < xmax and ymin < ymax.')
+    return tuple(float(v) for v in b), e.get("crs")
+
+
+def _model(value: Any, base: Path, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise EngineError(f'{where}: "model" must name a checkpoint file or a model of the catalog.')
+    path = Path(value).expanduser()
+    if not path.is_absolute() and (base / path).exists():
+        return str(base / path)
+    if not path.exists() and path.suffix != ".safetensors" and len(path.parts) == 1:
+        # a catalog name ("anysat-tiny", a model fetch-model converted)
+        from engine.models.catalog import find_model
+
+        return str(find_model(value).path)
+    return value
 
 
 def parse_job(obj: Any, base: Path | None = None, source: str = "<inline job>") -> Job:
-    """A Job from a decoded JSON object, with one clear error per mistake."""
+    """A Job from a decoded JSON object, with one clear error per mistake: the keys and settings
+    through the engine's converter (engine.convert), files relative to ``base``."""
     where = f"The job {source}"
-    _keys(obj, where, JOB_KEYS, {"model", "modalities", "outputs"})
-    if obj.get("version", JOB_VERSION) != JOB_VERSION:
-        raise EngineError(f"{where} is version {obj['version']}; this engine reads version {JOB_VERSION}.")
     base = base or Path.cwd()
-    if not isinstance(obj["model"], str) or not obj["model"]:
-        raise EngineError(f'{where}: "model" must name a checkpoint file.')
-    model = obj["model"]
-    model_path = Path(model).expanduser()
-    if not model_path.is_absolute() and (base / model_path).exists():
-        model = str(base / model_path)
-    modalities = _keys(obj["modalities"], f'{where}: "modalities"', set(obj["modalities"]) if isinstance(obj["modalities"], dict) else set())
+    values = dict(_keys(obj, where, {f.name for f in fields(Job)} - {"source"}, {"model", "modalities", "outputs"}))
+    if values.get("version", JOB_VERSION) != JOB_VERSION:
+        raise EngineError(f"{where} is version {values['version']}; this engine reads version {JOB_VERSION}.")
+    modalities = _keys(values["modalities"], f'{where}: "modalities"',
+                       set(values["modalities"]) if isinstance(values["modalities"], dict) else set())
     if not modalities:
         raise EngineError(f'{where}: "modalities" is empty: give at least one modality with its files.')
-    out = _keys(obj["outputs"], f'{where}: "outputs"', {*CLASS_OUTPUTS, "embeddings", "embeddings_dtype",
-                                                              "embeddings_level"})
-    outputs = Outputs(
-        **{k: _paths(out[k], base, f'"outputs.{k}"') for k in (*CLASS_OUTPUTS, "embeddings") if out.get(k)},
-        embeddings_dtype=_choice(out, "embeddings_dtype", where, EMBEDDING_DTYPES, "float32"),
-        embeddings_level=_choice(out, "embeddings_level", where, EMBEDDING_LEVELS, "patch"),
-    )
-    if not outputs.files():
-        raise EngineError(f'{where}: "outputs" names no file: give at least "classes" or "embeddings".')
-    extent = None
-    if obj.get("extent") is not None:
-        e = _keys(obj["extent"], f'{where}: "extent"', {"bounds", "crs"}, {"bounds"})
-        b = e["bounds"]
-        if not (isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b) and b[0] < b[2] and b[1] < b[3]):
-            raise EngineError(f'{where}: "extent.bounds" must be [xmin, ymin, xmax, ymax] with xmin < xmax and ymin < ymax.')
-        extent = (tuple(float(v) for v in b), e.get("crs"))
-    normalization = obj.get("normalization")
-    if isinstance(normalization, str):
-        normalization = _paths(normalization, base, '"normalization"')
-    fraction = _number(obj, "min_valid_fraction", where, positive=False)
-    if fraction is not None and not 0 <= fraction <= 1:
-        raise EngineError(f'{where}: "min_valid_fraction" must lie between 0 and 1, got {fraction}.')
-    overlap = _number(obj, "overlap", where, positive=False, minimum=0)
-    return Job(
-        model=model,
-        modalities={name: _modality(name, entry, base) for name, entry in modalities.items()},
-        outputs=outputs,
-        extent=extent,
-        crs=obj.get("crs"),
-        resolution=_number(obj, "resolution", where),
-        patch_size=_number(obj, "patch_size", where),
-        tile_size=_number(obj, "tile_size", where),
-        overlap=overlap,
-        batch_size=_number(obj, "batch_size", where, int) or 4,
-        device=_choice(obj, "device", where, DEVICES, "auto"),
-        precision=_choice(obj, "precision", where, PRECISIONS, "auto"),
-        threads=_number(obj, "threads", where, int),
-        normalization=normalization,
-        min_valid_fraction=0.5 if fraction is None else float(fraction),
-        source=source,
-    )
+    values.update(model=_model(values["model"], base, where),
+                  modalities={name: _modality(name, entry, base) for name, entry in modalities.items()},
+                  outputs=_outputs(values["outputs"], base, where))
+    if values.get("extent") is not None:
+        values["extent"] = _extent(values["extent"], where)
+    if isinstance(values.get("normalization"), str):
+        values["normalization"] = _paths(values["normalization"], base, '"normalization"')
+    job = from_dict(Job, values, where, JOB_WORDING, source=source)
+    if not 0 <= job.min_valid_fraction <= 1:
+        raise EngineError(f'{where}: "min_valid_fraction" must lie between 0 and 1, got {job.min_valid_fraction}.')
+    return job
 
 
 def load_job(job: str | dict | os.PathLike) -> Job:
@@ -292,3 +275,8 @@ def load_job(job: str | dict | os.PathLike) -> Job:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EngineError(f"The job file '{path}' is not valid JSON ({exc}).") from None
     return parse_job(obj, base=path.resolve().parent, source=f"'{path}'")
+
+
+def is_job(value: str | dict | os.PathLike) -> bool:
+    """Whether a parameter that takes a job or a raster holds a job (an object, JSON text or a .json file)."""
+    return isinstance(value, dict) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")

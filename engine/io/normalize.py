@@ -58,11 +58,19 @@ def modality_statistics(spec, user: dict[str, dict[str, Any]]) -> tuple[np.ndarr
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def normalize(data: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """(..., C, h, w) with NaN -> normalized float32, NaN replaced by 0 (the mean)."""
-    shape = (-1, 1, 1)
-    out = (data - mean.reshape(shape)) / std.reshape(shape)
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+def normalize(data, mean, std):
+    """(..., C, h, w) -> (data - mean) / std per band, NaN replaced by 0 (the mean): float32 NumPy
+    arrays at inference, torch tensors (on their device, in their dtype) in training."""
+    if isinstance(data, np.ndarray):
+        shape = (-1, 1, 1)
+        out = (data - np.asarray(mean).reshape(shape)) / np.asarray(std).reshape(shape)
+        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+    import torch
+
+    def column(values):
+        return torch.as_tensor(np.asarray(values), dtype=data.dtype, device=data.device).view(-1, 1, 1)
+
+    return torch.nan_to_num((data - column(mean)) / column(std), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class RunningStats:

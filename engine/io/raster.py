@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import re
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from engine.errors import EngineError
+from engine.errors import DamagedInput, EngineError
+from engine.io.gdal_errors import gdal_failures
+
+
+def valid_mask(dataset, data: np.ndarray) -> np.ndarray:
+    """True where a pixel holds data: not the band's nodata value and not NaN."""
+    mask = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
+    if dataset.nodata is not None:
+        nodata = dataset.nodata
+        mask &= ~(np.isnan(data) if isinstance(nodata, float) and math.isnan(nodata) else data == nodata)
+    return mask
 
 
 def open_raster(path: str | os.PathLike, setting: str = "input"):
@@ -67,3 +82,30 @@ def check_band(dataset, band: int, setting: str) -> None:
 def _gdal_reason(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
+
+
+def damaged_raster_error(name: str, exc: Exception) -> EngineError:
+    """The message for a raster whose header opened but whose data does not read (truncated, damaged)."""
+    return EngineError(
+        f"'{name}' could not be read ({_gdal_reason(exc)}): the file is damaged or incomplete "
+        "(truncated copy or download). Replace it and run again."
+    )
+
+
+@contextlib.contextmanager
+def damaged_rasters(inputs: list[str]) -> Iterator[None]:
+    """Turn a read failure anywhere in an operation into the damaged-file message naming the raster
+    (rasterio's exception names it; a failure only GDAL's handler saw is one of ``inputs``)."""
+    with gdal_failures() as failures:
+        try:
+            yield
+            if failures:
+                raise DamagedInput(failures[0])
+        except RasterioIOError as exc:
+            named = re.search(r"failed\. (.+?), band \d+", str(exc))
+            raise damaged_raster_error(named.group(1) if named else "An input raster", exc) from None
+        except DamagedInput as exc:
+            names = " or ".join(f"'{p}'" for p in dict.fromkeys(inputs)) or "an input raster"
+            raise EngineError(
+                f"GDAL could not read {names} whole ({exc}): the file is damaged or incomplete (truncated "
+                "copy or download). Replace it and run again; nothing was written.") from None

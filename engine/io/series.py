@@ -18,11 +18,14 @@ import datetime as dt
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import EngineError
 from engine.io.dates import check_dates, date_from_name, date_from_tags, explicit_dates
 from engine.io.raster import open_raster
-from engine.models.modalities import ModalitySpec
+
+if TYPE_CHECKING:  # io reads what a spec says; it needs no model code (models build on io)
+    from engine.models.modalities import ModalitySpec
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".nc")
 

@@ -15,6 +15,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from engine.errors import EngineError
 from engine.io.grid import Grid
 
 CLASS_NODATA = 255
@@ -36,11 +37,17 @@ def geotiff_profile(grid: Grid, count: int, dtype: str, nodata: float | int | No
     return profile
 
 
-def _rgb(color: str | Sequence[int]) -> tuple[int, int, int]:
-    if isinstance(color, str):  # "#rrggbb"
-        text = color.lstrip("#")
+def parse_color(color: str | Sequence[int]) -> tuple[int, int, int]:
+    """(r, g, b) of a colour written as "#rrggbb" (or already as RGB); a clear error otherwise."""
+    if not isinstance(color, str):
+        return int(color[0]), int(color[1]), int(color[2])
+    text = color.strip().lstrip("#")
+    try:
+        if len(text) != 6:
+            raise ValueError(text)
         return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
-    return int(color[0]), int(color[1]), int(color[2])
+    except ValueError:
+        raise EngineError(f"Colour {color!r} is not written as #rrggbb.") from None
 
 
 def class_colormap(colors: Sequence[str | Sequence[int]] | None, n_classes: int) -> dict[int, tuple[int, int, int, int]]:
@@ -48,7 +55,7 @@ def class_colormap(colors: Sequence[str | Sequence[int]] | None, n_classes: int)
     table = {}
     for k in range(n_classes):
         if colors and k < len(colors):
-            rgb = _rgb(colors[k])
+            rgb = parse_color(colors[k])
         else:  # golden-angle hues: neighbouring classes get clearly different colours
             import colorsys
 
@@ -126,11 +133,12 @@ def expand(array: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(array, factor, axis=-2), factor, axis=-1)
 
 
-def write_cells(ds, row0: int, cells: np.ndarray, factor: int = 1, chunk_px: int = 4 * BLOCK) -> None:
-    """Write rows of patch cells (C, h, W) or (h, W) starting at patch row ``row0``, each cell
-    as ``factor`` x ``factor`` pixels, in column chunks (a wide VHR strip never sits whole in memory)."""
+def write_cells(ds, row0: int, cells: np.ndarray, factor: int = 1, chunk_px: int = 4 * BLOCK, col0: int = 0) -> None:
+    """Write rows of patch cells (C, h, w) or (h, w) starting at patch row ``row0`` (column ``col0``),
+    each cell as ``factor`` x ``factor`` pixels, in column chunks (a wide VHR strip never sits whole
+    in memory)."""
     cells = cells if cells.ndim == 3 else cells[None]
     step = max(1, chunk_px // factor)
     for col in range(0, cells.shape[-1], step):
         block = expand(cells[..., col:col + step], factor)
-        ds.write(block, window=Window(col * factor, row0 * factor, block.shape[-1], block.shape[-2]))
+        ds.write(block, window=Window((col0 + col) * factor, row0 * factor, block.shape[-1], block.shape[-2]))

@@ -36,6 +36,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from engine.errors import EngineError
+from engine.io.grid import whole_multiple
 from engine.models.attention import Block, CrossBlock
 from engine.models.base import EOModel, Features
 from engine.models.kernels import Linear
@@ -226,7 +227,7 @@ class SpatialEncoder(nn.Module):
         return torch.cat(heads), torch.cat(subs)
 
 
-class Combiner(nn.Module):
+class AnySatCombiner(nn.Module):
     """Class token + self-attention blocks over all (context, modality x patch) tokens."""
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float):
@@ -272,7 +273,7 @@ class _Layout:
 
 
 @dataclass
-class Encoded:
+class AnySatEncoded:
     """What the encoder computes before the combiner (used by JEPA pretraining too)."""
 
     layout: _Layout
@@ -282,6 +283,8 @@ class Encoded:
 
 
 class AnySat(EOModel):
+    has_dense_features = True
+
     def __init__(self, config: AnySatConfig):
         super().__init__()
         if not config.modalities:
@@ -300,25 +303,35 @@ class AnySat(EOModel):
             else:
                 self.projectors[name] = SeriesProjector(spec.n_bands, d, proj, config.ltae_heads, config.ltae_key_dim)
         self.spatial_encoder = SpatialEncoder(d, config.depth, config.heads, config.mlp_ratio, config.drop_path)
-        self.combiner = Combiner(d, config.depth, config.heads, config.mlp_ratio, config.drop_path)
+        self.combiner = AnySatCombiner(d, config.depth, config.heads, config.mlp_ratio, config.drop_path)
         self.cross_block = FusionCross(d, config.heads, config.mlp_ratio, config.drop_path)
 
     def parameter_groups(self) -> dict[str, nn.Module]:
         return {"projectors": self.projectors, "spatial_encoder": self.spatial_encoder,
                 "combiner": self.combiner, "cross_block": self.cross_block}
 
-    def pretraining_parameter_counts(self) -> dict[str, int]:
-        """Parameters of the JEPA predictor that pretrains this encoder (not part of the model)."""
-        from engine.models.jepa import JEPAConfig, JEPAPredictor  # jepa builds on this module
-
-        cfg = JEPAConfig(total_steps=1)
-        with torch.device("meta"):
-            predictor = JEPAPredictor(self.embed_dim, cfg.predictor_depth, cfg.predictor_heads, self.config.mlp_ratio)
-        return {"pretraining.jepa_predictor": sum(p.numel() for p in predictor.parameters())}
-
     # ----- geometry -----
     def sub_patch_m(self, name: str) -> float:
         return self.config.projectors[name].sub_px * self.modalities[name].gsd_m
+
+    def sub_patches(self, name: str, patch_size_m: float) -> int:
+        """Sub-patches of ``name`` per patch side (the patch must hold a whole number of them)."""
+        n = whole_multiple(patch_size_m, self.sub_patch_m(name))
+        if n is None:
+            raise EngineError(
+                f"Patch size {patch_size_m:g} m is not a whole number of {name!r} sub-patches "
+                f"({self.sub_patch_m(name):g} m each): choose a multiple of {self.sub_patch_m(name):g} m.")
+        return n
+
+    def dense_layout(self, modalities: list[str], patch_size_m: float) -> tuple[str, int]:
+        """The finest of ``modalities`` (as ``forward_features`` picks it) and its sub-patches per patch side;
+        coarse context sensors have no sub-patch grid."""
+        sizes = {name: self.sub_patches(name, patch_size_m) for name in modalities
+                 if not self.config.projectors[name].context}
+        if not sizes:
+            raise EngineError(f"Dense features need a modality with sub-patches among {', '.join(modalities)}.")
+        name = max(sizes, key=lambda m: (sizes[m], m))
+        return name, sizes[name]
 
     def layout(self, inputs: dict[str, Tensor], patch_size_m: float) -> _Layout:
         if not patch_size_m or patch_size_m <= 0:
@@ -339,12 +352,7 @@ class AnySat(EOModel):
                     f"{name!r} is {h} pixels wide, not a multiple of its {sub_px}-pixel sub-patches: "
                     f"crop or pad it to {h - h % sub_px} or {h - h % sub_px + sub_px} pixels.")
             extents[name] = h * spec.gsd_m
-            n = patch_size_m / self.sub_patch_m(name)
-            if abs(n - round(n)) > 1e-6 or round(n) < 1:
-                raise EngineError(
-                    f"Patch size {patch_size_m:g} m is not a whole number of {name!r} sub-patches "
-                    f"({self.sub_patch_m(name):g} m each): choose a multiple of {self.sub_patch_m(name):g} m.")
-            subs[name] = round(n)
+            subs[name] = self.sub_patches(name, patch_size_m)
         if not extents:
             raise EngineError("AnySat needs at least one modality besides coarse context sensors "
                               f"({', '.join(inputs)}): add an image or a 10-30 m time series.")
@@ -354,12 +362,12 @@ class AnySat(EOModel):
                 raise EngineError(
                     f"Modalities must cover the same ground: {first!r} spans {extent:g} m, {name!r} {other:g} m. "
                     "Align them on one footprint first.")
-        grid = extent / patch_size_m
-        if abs(grid - round(grid)) > 1e-6:
+        grid = whole_multiple(extent, patch_size_m)
+        if grid is None:
             raise EngineError(
                 f"The tile spans {extent:g} m, not a multiple of the {patch_size_m:g} m patch size: choose a "
                 f"patch size dividing {extent:g} m, or crop the tile (the reference would crop silently).")
-        return _Layout(grid=round(grid), patch_m=float(patch_size_m), subs=subs)
+        return _Layout(grid=grid, patch_m=float(patch_size_m), subs=subs)
 
     def _cell(self, name: str, n: int) -> int:
         """Sub-patches per side of a 10 m cell, the grouping order of the released projectors."""
@@ -368,11 +376,11 @@ class AnySat(EOModel):
 
     # ----- encoder stages -----
     def encode(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
-               date_mask: dict[str, Tensor] | None, layout: _Layout, keep_subs: Iterable[str] = ()) -> Encoded:
+               date_mask: dict[str, Tensor] | None, layout: _Layout, keep_subs: Iterable[str] = ()) -> AnySatEncoded:
         """Projectors and spatial encoder: one token per (modality, patch), plus context tokens."""
         date_mask = date_mask or {}
         keep_subs = set(keep_subs)
-        enc = Encoded(layout=layout, patch_tokens={}, context_tokens=[])
+        enc = AnySatEncoded(layout=layout, patch_tokens={}, context_tokens=[])
         for name in self.modalities:  # config order: independent of the caller's dict order
             if name not in inputs:
                 continue
@@ -461,6 +469,12 @@ class AnySat(EOModel):
         return Features(tile=out[:, 0], patch=patch, dense=dense,
                         local=rearrange(local, "b (h w) d -> b h w d", h=g, w=g))
 
+    def features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
+                 date_mask: dict[str, Tensor] | None = None, patch_size_m: float | None = None,
+                 dense: str | None = None) -> Features:
+        return self.forward_features(inputs, dates, date_mask, patch_size_m, dense_modality=dense,
+                                     with_dense=dense is not None)
+
     def finest_modality(self, inputs: dict[str, Tensor], layout: _Layout) -> str:
         return max(layout.subs, key=lambda name: (layout.subs[name], name))
 
@@ -489,30 +503,6 @@ class AnySat(EOModel):
             value = float(proj.pad_value.detach())
             return value, f"the learned padding value {value:.4g}"
         return 0.0, "0 (the band mean; images have no learned padding value)"
-
-    def fill_missing_bands(self, name: str, tensor: Tensor, present: Iterable[str]) -> tuple[Tensor, str]:
-        """Complete a normalized tensor holding only the ``present`` bands (in the spec's order)
-        with ``band_fill``'s value. Returns the full tensor and a sentence for the log."""
-        spec = self._spec(name)
-        present = list(present)
-        unknown = [b for b in present if b not in spec.bands]
-        if unknown:
-            raise EngineError(f"{name!r} has no band(s) {', '.join(unknown)}; its bands are {', '.join(spec.bands)}.")
-        axis = 1 if spec.kind == "image" else 2
-        if tensor.shape[axis] != len(present):
-            raise EngineError(f"{name!r}: {tensor.shape[axis]} bands in the tensor but {len(present)} band names given.")
-        missing = [b for b in spec.bands if b not in present]
-        if not missing:
-            return tensor, f"{name}: all {spec.n_bands} bands present."
-        if len(missing) == spec.n_bands:
-            raise EngineError(f"{name!r}: none of its bands ({', '.join(spec.bands)}) is present.")
-        shape = list(tensor.shape)
-        shape[axis] = spec.n_bands
-        value, note = self.missing_band_fill(name, missing)
-        full = tensor.new_full(shape, value)
-        index = torch.tensor([spec.bands.index(b) for b in present], device=tensor.device)
-        full.index_copy_(axis, index, tensor)
-        return full, note
 
 
 def _preset(size: str):

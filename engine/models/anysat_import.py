@@ -14,8 +14,12 @@ every key of our model that no reference key fills is reported missing.
 
 from __future__ import annotations
 
+import pickletools
 import re
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from pickle import UnpicklingError  # what torch.load(weights_only=True) raises on refused objects
 from typing import Callable
 
 import torch
@@ -23,6 +27,7 @@ from torch import Tensor
 
 from engine.errors import EngineError
 from engine.models.anysat import AnySat, N_BUCKETS, anysat_config
+from engine.models.checkpoint import is_pytorch_pickle
 
 # Reference sensor names -> ours.
 REFERENCE_SENSORS = {
@@ -45,6 +50,51 @@ class ImportReport:
     unused: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # hub wrapper copies, checked equal
+
+
+def load_reference(source: Path) -> object:
+    """The reference file's contents, loaded with torch.load(weights_only=True): tensors and plain
+    containers only; anything else is refused before it is built, with a message that names it."""
+    if source.stat().st_size == 0:
+        raise EngineError(f"'{source}' is empty (0 bytes), not a PyTorch state dict: the download or copy failed. "
+                          "Get the file again.")
+    try:
+        with warnings.catch_warnings():  # torch's advice on pickle protocols is noise for a refused file
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(source, map_location="cpu", weights_only=True)
+    except UnpicklingError as exc:
+        named = re.search(r"GLOBAL (\S+)", str(exc))
+        if not (named or is_pytorch_pickle(source)):
+            raise not_a_state_dict(source) from None
+        asked = named.group(1) if named else first_global(source.read_bytes())
+        what = f" (it asks for {asked})" if asked else ""
+        raise EngineError(
+            f"'{source}' holds Python objects other than tensors{what}: it was refused and not loaded, since "
+            "loading it could run code. Only plain state dicts of tensors are read: get the weights from "
+            "their publisher.") from None
+    except Exception:  # torch raises KeyError, EOFError, RuntimeError, ... on files of another kind
+        raise not_a_state_dict(source) from None
+
+
+def first_global(data: bytes) -> str | None:
+    """The first Python global a pickle names, read from its opcodes without running it."""
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                return str(arg).replace(" ", ".")
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                return f"{strings[-2]}.{strings[-1]}"
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a damaged pickle: nothing more to name
+        return None
+    return None
+
+
+def not_a_state_dict(source: Path) -> EngineError:
+    return EngineError(f"'{source}' is not a PyTorch state dict (a .pth file written by torch.save): it is of "
+                       "another format, or truncated. Check the file, or get it again.")
 
 
 def unwrap(state: object, source: str) -> tuple[dict[str, Tensor], list[str]]:

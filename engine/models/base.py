@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.errors import EngineError
+from engine.io.normalize import normalize
 from engine.models.modalities import ModalitySpec
 
 
@@ -30,24 +31,51 @@ class Features:
 
 
 class EOModel(nn.Module):
-    """Base of the engine's models; subclasses set ``config``, ``modalities``, ``embed_dim``."""
+    """Base of the engine's models; subclasses set ``config``, ``modalities``, ``embed_dim``.
+
+    What tiled inference, training and probes need beyond the forward pass is declared here,
+    with defaults a subclass overrides: ``default_patch_size_m`` and ``default_window`` (the
+    job's defaults), ``has_dense_features`` / ``dense_layout`` / ``features(dense=...)``
+    (per-sub-patch features, which only some models give).
+    """
 
     config: Any
     modalities: dict[str, ModalitySpec]
     embed_dim: int
+    has_dense_features: bool = False  # per-sub-patch features (Features.dense)
 
     def forward_features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
                          date_mask: dict[str, Tensor] | None = None,
                          patch_size_m: float | None = None) -> Features:
         raise NotImplementedError
 
+    def features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
+                 date_mask: dict[str, Tensor] | None = None, patch_size_m: float | None = None,
+                 dense: str | None = None) -> Features:
+        """``forward_features``, with dense features on modality ``dense``'s sub-patches when it is given."""
+        if dense is not None:
+            self.dense_layout([dense], patch_size_m or self.default_patch_size_m())
+        return self.forward_features(inputs, dates, date_mask, patch_size_m=patch_size_m)
+
+    def default_patch_size_m(self) -> float | None:
+        """The patch size a job gets when it gives none (the config's ``patch_size_m``)."""
+        value = getattr(self.config, "patch_size_m", None)
+        return float(value) if value is not None else None
+
+    def default_window(self) -> int | None:
+        """Window side in patches a job gets when it gives none; None: the engine's default."""
+        return None
+
+    def dense_layout(self, modalities: list[str], patch_size_m: float) -> tuple[str, int]:
+        """(modality, sub-patches per patch side) of the dense grid among ``modalities``."""
+        raise EngineError(
+            f'"embeddings_level": "dense" needs per-sub-patch features, which only AnySat models give; '
+            f'{type(self).__name__} has none: choose "patch", "local", "both" or "tile", or an anysat-* model.')
+
     def normalize(self, name: str, tensor: Tensor) -> Tensor:
-        """(x - mean) / std with the spec's per-band statistics, on the band axis of its kind."""
+        """(x - mean) / std with the spec's per-band statistics (engine.io.normalize, as inference)."""
         spec = self._spec(name)
-        # Bands are the third axis from the end in both layouts: (.., C, H, W).
-        mean = torch.tensor(spec.mean, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
-        std = torch.tensor(spec.std, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
-        return (tensor - mean) / std
+        return normalize(tensor, spec.mean, spec.std)
 
     def band_fill(self, name: str) -> tuple[float, str]:
         """The normalized value this model puts in a band the input lacks, and how to say so.

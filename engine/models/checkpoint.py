@@ -7,9 +7,11 @@ head config, class names and colours, provenance and a format version.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,17 @@ def save_checkpoint(path: str | os.PathLike, model: EOModel, *, head: nn.Module 
     return Path(path)
 
 
+def is_pytorch_pickle(path: Path) -> bool:
+    """Whether the file is what torch.save writes: a zip holding data.pkl, or a bare pickle (protocol 2+)."""
+    with path.open("rb") as f:
+        head = f.read(2)
+    if head == b"PK":
+        with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+        return False
+    return len(head) == 2 and head[0] == 0x80 and head[1] >= 2
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The decoded metadata of a checkpoint, with clear errors for foreign or broken files."""
     path = Path(path)
@@ -86,6 +99,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
+        if is_pytorch_pickle(path):
+            raise EngineError(
+                f"'{path}' is a PyTorch pickle, not an engine checkpoint: convert it with "
+                f"`python -m engine import-anysat {path} MODEL.safetensors` and give the .safetensors file."
+            ) from None
         raise EngineError(
             f"'{path}' is not a readable safetensors checkpoint ({exc}); the file may be truncated or of another "
             "format. Re-download or re-export it."

@@ -18,6 +18,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from engine.errors import EngineError
+from engine.mapping.levels import level
+from engine.models.base import EOModel, Features
 
 HEAD_KINDS = ("classification", "patch", "dense")
 
@@ -45,16 +47,29 @@ class HeadConfig:
         return cls(**data)
 
 
+# The embedding level (engine.mapping.levels) whose features a head of each kind reads.
+HEAD_LEVELS = {"classification": "tile", "patch": "patch", "dense": "dense"}
+
+
 class LinearHead(nn.Module):
-    """Features (..., D) -> logits (..., K) over the last axis (tile vectors or patch grids)."""
+    """Features (..., D) -> logits (..., K) over the last axis (tile vectors or patch grids).
+
+    The interface every head offers (checkpoint heads here, probes in engine.probe):
+    ``level`` and ``read(features)``: the features it reads; ``class_axis``: where the
+    classes lie in its logits; ``probabilities(logits)``.
+    """
 
     class_axis = -1
 
     def __init__(self, config: HeadConfig):
         super().__init__()
         self.config = config
+        self.level = HEAD_LEVELS[config.kind]
         self.norm = nn.LayerNorm(config.embed_dim) if config.kind == "dense" else nn.Identity()
         self.linear = nn.Linear(config.embed_dim, config.n_classes)
+
+    def read(self, features: Features) -> Tensor:
+        return level(self.level).select(features)
 
     def forward(self, features: Tensor) -> Tensor:
         return self.linear(self.norm(features))
@@ -64,7 +79,7 @@ class LinearHead(nn.Module):
 
 
 # The tile and patch heads are the same layer applied to different features.
-ClassificationHead = PatchHead = LinearHead
+PatchHead = LinearHead
 
 
 class DenseSegmentationHead(LinearHead):
@@ -93,18 +108,11 @@ def build_head(config: HeadConfig) -> LinearHead:
     return LinearHead(config)
 
 
-def has_dense_features(model: nn.Module) -> bool:
-    """Whether the model gives per-sub-patch (dense) features: AnySat does, OmniSat does not."""
-    from engine.models.anysat import AnySat
-
-    return isinstance(model, AnySat)
-
-
-def head_input_width(kind: str, model: nn.Module) -> int:
+def head_input_width(kind: str, model: EOModel) -> int:
     """Width of the features a head of ``kind`` reads from ``model``; clear error if it has none."""
     if kind != "dense":
         return model.embed_dim
-    if not has_dense_features(model):
+    if not model.has_dense_features:
         raise EngineError(
             f"A dense segmentation head needs per-sub-patch features, which only AnySat models give; "
             f"{type(model).__name__} gives tile and patch features only: use a patch head or an anysat-* model.")

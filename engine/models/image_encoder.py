@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.models.kernels import derived
+from engine.models.winograd import transform_filters, winograd_conv3x3
+
 
 @dataclass
 class PoolTrace:
@@ -33,6 +36,39 @@ class ResidualBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = F.gelu(self.norm(self.conv1(x)))
         return F.gelu(self.norm(self.conv2(out)) + x)
+
+    def infer_pooled(self, x: Tensor) -> Tensor:
+        """``max_pool2d(forward(x), 2)`` at inference on a channels-last map."""
+        out = F.gelu(self.norm(_conv3x3(self.conv1, x)))
+        return _gelu_max_pool2(self.norm(_conv3x3(self.conv2, out)) + x)
+
+
+def _conv3x3(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A residual block's convolution on a channels-last map: Winograd on even fp32 maps
+    (12 x 12 and 6 x 6 in OmniSat), PyTorch's convolution otherwise (3 x 3 maps, autocast)."""
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2 or x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type):
+        return conv(x)
+    filters = derived(conv, "_winograd", (conv.weight,), lambda: transform_filters(conv.weight))
+    return winograd_conv3x3(x.permute(0, 2, 3, 1), filters).permute(0, 3, 1, 2)
+
+
+def _pool2(x: Tensor, reduce) -> Tensor:
+    """2 x 2 pooling (odd last rows / columns dropped) by ``reduce`` (torch.maximum or
+    minimum) of four strided views: on a channels-last map several times faster than the
+    pooling kernel, the same values."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    return reduce(reduce(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]), reduce(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
+
+
+def _gelu_max_pool2(x: Tensor) -> Tensor:
+    """``max_pool2d(gelu(x), 2)`` with GELU on a quarter of the values twice instead of on all.
+
+    GELU falls, then rises (minimum near -0.75): over any set of inputs its largest value
+    is at the smallest or the largest input. So the pooled maximum is the larger of GELU at
+    each window's minimum and at its maximum: the same values, up to the float rounding of
+    GELU itself (its computed values wobble by under 1e-7 around the exact curve)."""
+    return torch.maximum(F.gelu(_pool2(x, torch.maximum)), F.gelu(_pool2(x, torch.minimum)))
 
 
 def pooled_size(patch_px: int, n_blocks: int = 3) -> int:
@@ -59,13 +95,35 @@ class ImagePatchEncoder(nn.Module):
 
     def forward(self, patches: Tensor, keep_indices: bool = True) -> tuple[Tensor, PoolTrace | None]:
         """Embeddings (N, D) and, when ``keep_indices`` (pretraining), the pooling trace."""
-        if not (keep_indices or self.training) and patches.shape[0] > INFERENCE_PATCH_CHUNK:
-            # (Training keeps whole batches: BatchNorm's statistics are the batch's.)
-            # A few patches at a time keep the 256-channel maps in cache: a 32-tile batch
-            # (1152 patches) ran 1.4x faster per tile in fp32 in chunks of 16 than whole.
-            return torch.cat([self._encode(part, False)[0]
-                              for part in patches.split(INFERENCE_PATCH_CHUNK)]), None
-        return self._encode(patches, keep_indices)
+        if keep_indices or self.training or torch.is_grad_enabled():
+            return self._encode(patches, keep_indices)
+        # (Training keeps whole batches: BatchNorm's statistics are the batch's.)
+        # A few patches at a time keep the 256-channel maps in cache: a 32-tile batch
+        # (1152 patches) ran 1.4x faster per tile in fp32 in chunks of 16 than whole.
+        return torch.cat([self._infer(part) for part in patches.split(INFERENCE_PATCH_CHUNK)]), None
+
+    def _infer(self, patches: Tensor) -> Tensor:
+        """``_encode`` at inference, the same values: channels-last maps, the stem's BatchNorm
+        folded into its convolution, and only the stem outputs the first pool keeps."""
+        h, w = patches.shape[-2:]
+        # The pool drops an odd last stem row / column; the stem's row i reads input rows
+        # 2i - 1 to 2i + 1, so 2 * (kept rows) input rows give exactly the kept outputs.
+        keep_h, keep_w = (h + 1) // 2 // 2 * 4, (w + 1) // 2 // 2 * 4
+        x = patches[..., :keep_h, :keep_w].contiguous(memory_format=torch.channels_last)
+        weight, bias = derived(self, "_folded_stem", (self.stem.weight, self.stem.bias, self.stem_norm.weight,
+                                                      self.stem_norm.bias, self.stem_norm.running_mean,
+                                                      self.stem_norm.running_var), self._fold_stem)
+        x = _gelu_max_pool2(F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), stride=2, padding=1))
+        for block in self.blocks:
+            x = block.infer_pooled(x)
+        return x.flatten(1)
+
+    def _fold_stem(self) -> tuple[Tensor, Tensor]:
+        """Stem weights with the eval BatchNorm folded in: BN(conv(x)) = conv'(x)."""
+        norm = self.stem_norm
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        weight = (self.stem.weight * scale[:, None, None, None]).contiguous(memory_format=torch.channels_last)
+        return weight.detach(), ((self.stem.bias - norm.running_mean) * scale + norm.bias).detach()
 
     def _encode(self, patches: Tensor, keep_indices: bool) -> tuple[Tensor, PoolTrace | None]:
         x = F.gelu(self.stem_norm(self.stem(patches)))

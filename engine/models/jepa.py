@@ -69,6 +69,17 @@ class JEPAPredictor(nn.Module):
         return self.proj(self.norm(x[:, 1 + context.shape[1]:]))
 
 
+def pretraining_parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Parameters of the modules that pretrain ``model`` without being part of it: an AnySat's
+    JEPA predictor; none for other models."""
+    if not isinstance(model, AnySat):
+        return {}
+    cfg = JEPAConfig(total_steps=1)
+    with torch.device("meta"):
+        predictor = JEPAPredictor(model.embed_dim, cfg.predictor_depth, cfg.predictor_heads, model.config.mlp_ratio)
+    return {"pretraining.jepa_predictor": sum(p.numel() for p in predictor.parameters())}
+
+
 def _block_size(grid: int, scale: tuple[float, float], aspect: tuple[float, float],
                 generator: torch.Generator) -> tuple[int, int]:
     """A block of about scale x grid^2 patches with the given aspect, smaller than the grid."""

@@ -14,15 +14,20 @@ everywhere (the benchmarks' naive baseline, cross-checks in the tests).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+T = TypeVar("T")
+
 _ACTIVATIONS = {"none": (None, ""), "gelu": (F.gelu, "none")}  # name -> (fallback, oneDNN algorithm)
-_DTYPES = (torch.float32, torch.bfloat16)
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN has no bf16 inner product without AVX512-BF16 / AMX (it refuses to build the primitive):
+# there bf16 layers take PyTorch's own kernel.
+_DTYPES = ((torch.float32, torch.bfloat16) if ONEDNN_AVAILABLE and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+           else (torch.float32,))
 
 
 class Switch:
@@ -68,18 +73,24 @@ def linear(layer: nn.Linear, x: Tensor, activation: str = "none") -> Tensor:
                                               algorithm)
 
 
+def derived(module: nn.Module, name: str, sources: tuple[Tensor | None, ...], build: Callable[[], T]) -> T:
+    """``build()`` computed once from ``sources`` (parameters, buffers) and kept on ``module``
+    under ``name`` until one of them changes (an optimizer step, a state dict load)."""
+    key = tuple(None if t is None else (t._version, t.data_ptr(), t.dtype) for t in sources)
+    cached = getattr(module, name, None)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, build())
+        setattr(module, name, cached)  # a plain attribute (a tuple): not in the state dict
+    return cached[1]
+
+
 def _weights(layer: nn.Linear, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
     """The layer's weights in ``dtype``, cast once and kept until the weights change."""
     if layer.weight.dtype == dtype:
         return layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
-    key = (dtype, layer.weight._version, layer.weight.data_ptr(),
-           None if layer.bias is None else layer.bias._version)
-    cached = getattr(layer, "_onednn_cast", None)
-    if cached is None or cached[0] != key:
-        with torch.no_grad():
-            cast = (layer.weight.to(dtype), None if layer.bias is None else layer.bias.to(dtype))
-        layer._onednn_cast = cached = (key, cast)
-    return cached[1]
+    return derived(layer, f"_onednn_{dtype}", (layer.weight, layer.bias),
+                   lambda: (layer.weight.to(dtype), None if layer.bias is None else layer.bias.to(dtype)))
 
 
 class Linear(nn.Linear):

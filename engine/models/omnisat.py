@@ -17,6 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from engine.errors import EngineError
+from engine.io.grid import whole_multiple
 from engine.models.base import EOModel, Features
 from engine.models.combiner import Combiner
 from engine.models.image_encoder import ImagePatchDecoder, ImagePatchEncoder, PoolTrace, pooled_size
@@ -72,13 +73,13 @@ class OmniSatConfig:
 
     def patch_px(self, spec: ModalitySpec) -> int:
         """Pixels per patch side for a modality: patch size / ground sampling distance."""
-        ratio = self.patch_size_m / spec.gsd_m
-        if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        ratio = whole_multiple(self.patch_size_m, spec.gsd_m)
+        if ratio is None:
             raise EngineError(
                 f"Patch size {self.patch_size_m} m is not a whole number of {spec.gsd_m} m pixels "
                 f"of modality {spec.name!r}."
             )
-        return int(round(ratio))
+        return ratio
 
     def ltae_config(self, spec: ModalitySpec) -> LTAEConfig:
         px = self.patch_px(spec)
@@ -115,6 +116,11 @@ class Encoded:
     attention: dict[str, Tensor] = field(default_factory=dict)  # series: (B, P, T), mean over heads
 
 
+# (sequence, date) rows per L-TAE call at inference: the (rows x 256) activations stay in
+# cache (results do not depend on it; eval BatchNorm treats rows independently).
+LTAE_ROW_CHUNK = 4096
+
+
 class SeriesPatchEncoder(nn.Module):
     """(B, T, C, H, W) -> one L-TAE token per patch; a patch of k x k pixels is one
     sequence of C k^2 values per date."""
@@ -130,7 +136,13 @@ class SeriesPatchEncoder(nn.Module):
         per_tile = sequences.shape[0] // b
         dates = dates.repeat_interleave(per_tile, dim=0)
         mask = mask.repeat_interleave(per_tile, dim=0) if mask is not None else None
-        embedding, attention = self.ltae(sequences, dates, mask)
+        if self.training or torch.is_grad_enabled():  # training BatchNorm needs the whole batch
+            embedding, attention = self.ltae(sequences, dates, mask)
+        else:
+            step = max(1, LTAE_ROW_CHUNK // x.shape[1])
+            parts = [self.ltae(sequences[i:i + step], dates[i:i + step], None if mask is None else mask[i:i + step])
+                     for i in range(0, sequences.shape[0], step)]
+            embedding, attention = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return (rearrange(embedding, "(b p) d -> b p d", b=b),
                 rearrange(attention.mean(dim=1), "(b p) t -> b p t", b=b))
 
@@ -177,6 +189,10 @@ class OmniSat(EOModel):
         return groups
 
     # -- shapes ---------------------------------------------------------------------------
+    def default_window(self) -> int:
+        """The patch grid the learned position tables were made for."""
+        return int(max(self.config.grid))
+
     def patch_grid(self, inputs: dict[str, Tensor]) -> tuple[int, int]:
         """The common patch grid of all inputs; each must cut into whole patches."""
         grids = {}

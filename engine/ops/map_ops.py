@@ -35,7 +35,7 @@ def classify(params: MapParams, reporter: Reporter) -> dict[str, Any]:
     Writes the job's outputs: "classes" (uint8, nodata 255), "confidence" and
     "probabilities" (float32, NaN nodata), optionally "embeddings".
     """
-    from engine.inference import run_map
+    from engine.mapping.run import run_map
 
     job = load_job(params.job)
     if not any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
@@ -52,7 +52,7 @@ def embed(params: MapParams, reporter: Reporter) -> dict[str, Any]:
     [patch, sub-patch token] per sub-patch of the finest modality, one pixel per sub-patch;
     tile: one vector per window, windows laid edge to edge (no overlap), one pixel per
     window (the last row/column: the window moved back to end on the area's edge)."""
-    from engine.inference import run_map
+    from engine.mapping.run import run_map
 
     job = load_job(params.job)
     if not job.outputs.embeddings or any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
@@ -75,25 +75,25 @@ def normalization_stats(params: StatsJobParams, reporter: Reporter) -> dict[str,
     The result replaces the checkpoint's statistics when the data differ from the
     training data (another processing level, units or sensor).
     """
-    from engine.inference import plan, resolve_inputs
     from engine.io.align import ModalityReader
     from engine.io.grid import scale_window
     from engine.io.normalize import RunningStats
+    from engine.mapping.plan import plan_geometry, resolve_inputs
     from engine.tiling import WindowGrid
 
     job = load_job(params.job)
     check_output_path(params.output)
     model, _, _ = _load(job)
     modalities = resolve_inputs(job, model, reporter)
-    the_plan = plan(job, model, modalities)
-    g = the_plan.patch_grid
-    windows = WindowGrid(g.height, g.width, the_plan.windows.tile, 0).windows()
+    geometry = plan_geometry(job, model, modalities)
+    g = geometry.patch_grid
+    windows = WindowGrid(g.height, g.width, geometry.windows.tile, 0)  # generated as they are read
     steps = reporter.steps(len(windows) * len(modalities), "Reading")
     result = {}
     for name, m in modalities.items():
         stats = RunningStats(len(m.layers[0].bands))
-        factor = g.res / the_plan.modality_grids[name].res
-        with ModalityReader(m, the_plan.modality_grids[name]) as reader:
+        factor = g.res / geometry.modality_grids[name].res
+        with ModalityReader(m, geometry.modality_grids[name]) as reader:
             for window in windows:
                 data, _ = reader.read(scale_window(window, factor))
                 stats.update(data.transpose(1, 0, 2, 3))  # (C, T, h, w): every date of a band together

@@ -1,8 +1,10 @@
-"""The `models` operation: list the model presets with their parameter counts."""
+"""The `models` operation: the model catalog (checkpoints and downloadable models) and the
+architecture presets with their parameter counts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.api import operation
@@ -12,6 +14,9 @@ from engine.progress import Reporter
 @dataclass
 class ModelsParams:
     preset: str | None = field(default=None, metadata={"help": "only this preset (default: all)"})
+    folders: list[str] = field(default_factory=list, metadata={
+        "help": "further folders of checkpoints to list (besides the shipped ones and the user's models folder)"})
+    catalog_only: bool = field(default=False, metadata={"help": "list the catalog only, not the presets"})
 
 
 def _summaries(counts: dict[str, int]) -> dict[str, int]:
@@ -22,11 +27,23 @@ def _summaries(counts: dict[str, int]) -> dict[str, int]:
     return {"encoder_total": encoders + fusion, "decoders_total": decoders}
 
 
-@operation("models", ModelsParams, summary="List the model presets with parameter counts per component.")
+@operation("models", ModelsParams, summary="List the model catalog and the presets with parameter counts.")
 def list_models(params: ModelsParams, reporter: Reporter) -> dict[str, Any]:
-    """Build each preset with random weights and count its parameters per component
+    """The catalog: each checkpoint shipped, in the user's models folder (OMNISAT_MODELS_DIR) or in
+    --folders, and each downloadable model (fetch-model), with architecture, modalities and bands,
+    patch size, parameter count, size, sha256, provenance, licence and whether it has a classification
+    head. Then each preset built with random weights, its parameters counted per component
     (per-modality encoders and decoders, combiner, task head, total)."""
+    from engine.models.catalog import catalog_rows
+
+    catalog = catalog_rows([Path(f) for f in params.folders])
+    for row in catalog:
+        reporter.log(f"{row['name']:<24} {row['status']:<12} {row['architecture']:<8} "
+                     f"{row['parameters'] / 1e6:8.2f} M  {', '.join(row['modalities'])}")
+    if params.catalog_only:
+        return {"catalog": catalog}
     from engine.models.heads import HeadConfig, build_head
+    from engine.models.jepa import pretraining_parameter_counts
     from engine.models.registry import build_model, count_parameters, preset, preset_names
 
     names = [params.preset] if params.preset else preset_names()
@@ -37,7 +54,7 @@ def list_models(params: ModelsParams, reporter: Reporter) -> dict[str, Any]:
         counts = count_parameters(model)
         counts.update(_summaries(counts))
         # Modules used only in pretraining (e.g. AnySat's JEPA predictor), outside "total".
-        counts.update(getattr(model, "pretraining_parameter_counts", dict)())
+        counts.update(pretraining_parameter_counts(model))
         if "n_classes" in entry.metadata:
             head = build_head(HeadConfig("classification", model.embed_dim, int(entry.metadata["n_classes"]),
                                          bool(entry.metadata.get("multilabel", False))))
@@ -56,4 +73,4 @@ def list_models(params: ModelsParams, reporter: Reporter) -> dict[str, Any]:
         reporter.log(f"{name} ({model.config.architecture}, D={model.embed_dim})")
         for component, n in counts.items():
             reporter.log(f"  {component:<28} {n:>12,d}  ({n / 1e6:.3f} M)")
-    return {"presets": presets}
+    return {"catalog": catalog, "presets": presets}

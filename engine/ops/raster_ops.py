@@ -15,7 +15,9 @@ from rasterio.windows import Window
 
 from engine.api import operation
 from engine.io.atomic import atomic_output, check_output_path
-from engine.io.raster import check_band, open_raster
+from engine.io.grid import Grid
+from engine.io.raster import check_band, open_raster, valid_mask
+from engine.io.writers import geotiff_profile
 from engine.progress import Reporter
 
 STRIP_ROWS = 256
@@ -26,18 +28,9 @@ def row_strips(dataset, rows: int = STRIP_ROWS) -> Iterator[Window]:
         yield Window(0, row, dataset.width, min(rows, dataset.height - row))
 
 
-def valid_mask(dataset, data: np.ndarray) -> np.ndarray:
-    """True where a pixel holds data: not the band's nodata value and not NaN."""
-    mask = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
-    if dataset.nodata is not None:
-        nodata = dataset.nodata
-        mask &= ~(np.isnan(data) if isinstance(nodata, float) and math.isnan(nodata) else data == nodata)
-    return mask
-
-
 @dataclass
 class StatsParams:
-    input: str = field(metadata={"help": "raster file", "positional": True})
+    input: str = field(metadata={"help": "raster file", "positional": True, "role": "input"})
 
 
 @operation("stats", StatsParams, summary="Per-band statistics of a raster (min, max, mean, std, valid pixels).")
@@ -99,7 +92,7 @@ def index_nodata(input_nodata: float | None) -> float:
 
 @dataclass
 class IndexParams:
-    input: str = field(metadata={"help": "raster file", "positional": True})
+    input: str = field(metadata={"help": "raster file", "positional": True, "role": "input"})
     output: str = field(metadata={"help": "output GeoTIFF (float32)", "positional": True})
     band_a: int = field(default=4, metadata={"help": "band A of (A - B) / (A + B), 1-based (e.g. NIR)"})
     band_b: int = field(default=3, metadata={"help": "band B of (A - B) / (A + B), 1-based (e.g. red)"})
@@ -123,15 +116,7 @@ def normalized_index(params: IndexParams, reporter: Reporter) -> dict[str, Any]:
         nodata = index_nodata(ds.nodata)
         if ds.nodata is not None and nodata != ds.nodata:
             reporter.log(f"The input's nodata value {ds.nodata} is a valid index value; the output uses {nodata}.")
-        profile = {
-            "driver": "GTiff", "width": ds.width, "height": ds.height, "count": 1,
-            "dtype": "float32", "crs": ds.crs, "transform": ds.transform, "nodata": nodata,
-            "tiled": True, "blockxsize": 256, "blockysize": 256,
-            "compress": "deflate", "predictor": 3, "BIGTIFF": "IF_SAFER",
-        }
-        if ds.width < 256 or ds.height < 256:
-            profile.update(tiled=False, blockxsize=None, blockysize=None)
-            profile = {k: v for k, v in profile.items() if v is not None}
+        profile = geotiff_profile(Grid.of(ds), 1, "float32", nodata)
         strips = list(row_strips(ds))
         steps = reporter.steps(len(strips), "Computing index")
         with atomic_output(params.output) as temp:

@@ -8,6 +8,7 @@ error into a QgsProcessingException whose text a person can act on.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from qgis.core import (
@@ -72,6 +73,15 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         for row in self.results:
             self.addOutput(row.definition())
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
+        # qgis_process and processing.run pass unknown names through, and QGIS would use the
+        # default in place of a misspelt one (BANDA=7 for BAND_A): refuse them instead.
+        problem = unknown_parameters_message(parameters, [d.name() for d in self.parameterDefinitions()],
+                                             f"omnisat:{self.name()}")
+        if problem:
+            return False, problem
+        return super().checkParameterValues(parameters, context)
+
     def output_rows(self) -> list[Param]:
         return [p for p in self.params if p.kind in OUTPUT_KINDS]
 
@@ -99,6 +109,15 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         params = self.engine_params(parameters, context, feedback)
+        message = self.run_engine(params, feedback, self.working_folder(parameters, context))
+        written, result = message.get("outputs", {}), message.get("result", {})
+        results = {p.name: written.get(p.key.rsplit(".", 1)[-1]) for p in self.output_rows()}
+        self.describe_outputs(results, RunRecord.from_run(self.operation, self.display, params, result), context,
+                              feedback)
+        return results | {row.name: row.value(result) for row in self.results}
+
+    def run_engine(self, params: dict[str, Any], feedback: QgsProcessingFeedback, cwd: str | None = None) -> dict:
+        """Run this algorithm's operation in the worker with ``params``; its result message."""
         try:
             python, source = settings.worker_python()
         except settings.SettingsError as exc:
@@ -107,7 +126,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         run = WorkerRun(
             python=python, engine_root=engine_root(), operation=self.operation, params=params,
             threads=settings.worker_threads(), output_paths=[o for o in outputs if isinstance(o, str)],
-            cwd=self.working_folder(parameters, context),
+            cwd=cwd, python_source=source,
         )
         feedback.pushDebugInfo(f"OmniSat engine: {python} ({source}), operation {self.operation}")
         callbacks = WorkerCallbacks(
@@ -116,7 +135,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             is_cancelled=feedback.isCanceled,
         )
         try:
-            message = run_worker(run, callbacks)
+            return run_worker(run, callbacks)
         except WorkerCancelled as exc:
             feedback.reportError(str(exc))
             raise QgsProcessingException(str(exc)) from None
@@ -124,11 +143,6 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             if exc.detail:
                 feedback.pushDebugInfo(exc.detail)
             raise QgsProcessingException(str(exc)) from None
-        written, result = message.get("outputs", {}), message.get("result", {})
-        results = {p.name: written.get(p.key.rsplit(".", 1)[-1]) for p in self.output_rows()}
-        self.describe_outputs(results, RunRecord.from_run(self.operation, self.display, params, result), context,
-                              feedback)
-        return results | {row.name: row.value(result) for row in self.results}
 
     def describe_outputs(self, results: dict[str, Any], record: RunRecord, context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> None:
@@ -150,6 +164,17 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 write_style(path, row.style)
             write_metadata(path, record, row.description)
             post_processing.attach(context, path, row.style, record, row.description)
+
+
+def unknown_parameters_message(given, known: list[str], algorithm: str) -> str | None:
+    """A message naming the parameters ``algorithm`` does not have (with the closest known name), or None."""
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return None
+    guesses = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
+               for name in unknown]
+    return (f"{algorithm} has no parameter {', '.join(guesses)}: a misspelt name would be ignored and its default "
+            f"used. Its parameters are {', '.join(known)}.")
 
 
 def _get_nested(source: dict, dotted: str) -> Any:

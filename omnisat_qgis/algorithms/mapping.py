@@ -15,7 +15,8 @@ from omnisat_qgis.algorithms.params import Param, ResultRow
 from omnisat_qgis.model_catalog import CatalogError, model_info
 
 MODALITY_SLOTS = 3
-# The engine's levels (engine.io.job.EMBEDDING_LEVELS), as static strings: QGIS never imports the engine.
+# The engine's levels (engine.mapping.levels.LEVEL_NAMES; tests/plugin/test_levels_enum.py compares), as static
+# strings: QGIS never imports the engine.
 EMBEDDING_LEVELS = ("patch", "local", "both", "dense", "tile")
 JOB_HELP = (
     "Runs an OmniSat model over your area. Choose the model (a .safetensors checkpoint; the shipped ones "

@@ -45,8 +45,8 @@ OUTPUT_KINDS = ("raster_out", "file_out")
 class Param:
     name: str
     key: str
-    kind: str  # raster, rasters, band, vector, field, file, string, strings, int, float, bool, enum, extent, dates,
-    #            raster_out, file_out
+    kind: str  # raster, rasters, band, vector, field, file, string, int, float, bool, enum, extent, dates,
+    #            texts (comma-separated list), raster_out, file_out
     description: str
     default: Any = None
     optional: bool = False
@@ -84,7 +84,7 @@ class Param:
             return QgsProcessingParameterField(name, text, self.default, self.parent, optional=optional)
         if kind == "file":
             return QgsProcessingParameterFile(name, text, fileFilter=self.file_filter, optional=optional)
-        if kind in ("string", "strings", "dates"):
+        if kind in ("string", "dates", "texts"):
             return QgsProcessingParameterString(name, text, defaultValue=self.default, optional=optional)
         if kind in ("int", "float"):
             number = (Qgis.ProcessingNumberParameterType.Integer if kind == "int"
@@ -182,7 +182,7 @@ def value_for_engine(algorithm, param: Param, parameters: dict, context) -> Any:
         return algorithm.parameterAsFile(parameters, name, context) or None
     if kind == "string":
         return algorithm.parameterAsString(parameters, name, context) or None
-    if kind in ("dates", "strings"):
+    if kind in ("dates", "texts"):  # comma-separated text -> a list
         text = algorithm.parameterAsString(parameters, name, context)
         return [d.strip() for d in text.replace(";", ",").split(",") if d.strip()] or None
     if kind == "field":

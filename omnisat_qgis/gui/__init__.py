@@ -1,1 +1,2 @@
-"""The plugin's interactive side: the dock, its map tool and the tasks that run the engine."""
+"""The plugin's interactive side (kept apart from the Processing algorithms): the dock, its
+tasks that run the engine, and the dialogs."""

@@ -569,23 +569,27 @@ class OmniSatDock(QgsDockWidget):
         return layer
 
     def show_metrics(self, result: dict[str, Any]) -> None:
-        held_out = result["counts"]["validation cells"]
-        unvalidated = set(result.get("unvalidated_classes", ())) | {n for n, count in held_out.items() if not count}
+        counts, f1 = result.get("counts", {}), result.get("per_class_f1") or {}
+        labelled, held_out = counts.get("labelled cells", {}), counts.get("cells ever held out", {})
+        unvalidated = set(result.get("unvalidated_classes") or ()) | {n for n in labelled if not held_out.get(n)}
         per_class = "".join(
-            f"<tr><td>{html.escape(name)}</td><td>{'—' if name in unvalidated else f'{f1:.2f}'}</td>"
-            f"<td>{result['counts']['training cells'].get(name, 0)}</td>"
-            f"<td>{result['counts']['validation cells'].get(name, 0)}</td></tr>"
-            for name, f1 in result.get("per_class_f1", {}).items())
+            f"<tr><td>{html.escape(name)}</td>"
+            f"<td>{'—' if name in unvalidated else f'{f1.get(name, 0):.2f}'}</td>"
+            f"<td>{labelled.get(name, 0)}</td><td>{held_out.get(name, 0)}</td></tr>"
+            for name in result.get("class_names", labelled))
         note = (f"<br>Not validated (no held-out label: draw more, in other places): "
-                f"{html.escape(', '.join(sorted(unvalidated)))}"
-                if unvalidated else "")
+                f"{html.escape(', '.join(sorted(unvalidated)))}" if unvalidated else "")
         report = result.get("report")
         link = f' — <a href="{Path(report).as_uri()}">report</a>' if report else ""
+        if result.get("overall_accuracy") is None:
+            scores = "not measured (too few labels to hold any out)"
+        else:
+            scores = (f"OA {result['overall_accuracy']:.2f}, macro-F1 {result['macro_f1']:.2f} "
+                      f"on {result['validation_cells']} held-out cells")
         self.metrics.setText(
-            f"<b>Held-out accuracy</b>: OA {result['overall_accuracy']:.2f}, macro-F1 {result['macro_f1']:.2f} "
-            f"on {result['validation_cells']} cells{link}"
-            f"<table cellspacing='0' cellpadding='3'><tr><th align='left'>class</th><th>F1</th><th>train cells</th>"
-            f"<th>held-out cells</th></tr>{per_class}</table>{note}")
+            f"<b>Held-out accuracy</b>: {scores}{link}"
+            f"<table cellspacing='0' cellpadding='3'><tr><th align='left'>class</th><th>F1</th>"
+            f"<th>labelled cells</th><th>held out</th></tr>{per_class}</table>{note}")
 
     # ------------------------------------------------------------------ state, messages
     def state(self) -> dict[str, Any]:

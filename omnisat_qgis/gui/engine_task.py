@@ -39,7 +39,7 @@ class EngineTask(QgsTask):
 
     def run(self) -> bool:  # background thread
         try:
-            python, _ = settings.worker_python()
+            python, source = settings.worker_python()
         except settings.SettingsError as exc:
             self.error = str(exc)
             return False
@@ -50,7 +50,8 @@ class EngineTask(QgsTask):
                 log=self.log, is_cancelled=self.isCanceled,
             )
             run = WorkerRun(python=python, engine_root=engine_root(), operation=step.operation, params=step.params,
-                            threads=settings.worker_threads(), output_paths=list(step.outputs))
+                            threads=settings.worker_threads(), output_paths=list(step.outputs),
+                            python_source=source)
             try:
                 self.results.append(run_worker(run, callbacks).get("result", {}))
             except WorkerCancelled:

@@ -145,19 +145,13 @@ def test_missing_bands_get_the_learned_padding_value():
     model = small_model()
     with torch.no_grad():
         model.projectors["s2"].pad_value.fill_(0.75)
-    inputs, dates = batch(20, ("s2",))
-    bands = list(model.modalities["s2"].bands)
-    partial = inputs["s2"][:, :, [i for i, b in enumerate(bands) if b != "B8A"]]
-    full, message = model.fill_missing_bands("s2", partial, [b for b in bands if b != "B8A"])
-    assert full.shape == inputs["s2"].shape
-    assert torch.all(full[:, :, bands.index("B8A")] == 0.75)
-    assert torch.equal(full[:, :, bands.index("B11")], inputs["s2"][:, :, bands.index("B11")])
+    value, message = model.missing_band_fill("s2", ["B8A"])
+    assert value == 0.75
     assert "1 of 10 bands missing (B8A)" in message and "learned padding value 0.75" in message
-    img, note = model.fill_missing_bands("aerial", torch.randn(1, 3, 100, 100), ["R", "G", "B"])
-    assert torch.all(img[:, 3] == 0) and "NIR" in note
-    with pytest.raises(EngineError, match="no band"):
-        model.fill_missing_bands("s2", partial, ["X"] * 9)
-    model(({"s2": full}), dates, patch_size_m=10)
+    value, note = model.missing_band_fill("aerial", ["NIR"])
+    assert value == 0 and "NIR" in note
+    with pytest.raises(EngineError, match="Unknown modality"):
+        model.missing_band_fill("X", ["B8A"])
 
 
 def test_presets_are_registered_with_the_reference_sizes():

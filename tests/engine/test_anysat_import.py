@@ -104,7 +104,7 @@ def test_unreadable_or_foreign_files_are_clear_errors(tmp_path):
     op = get_operation("import-anysat")
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(EngineError, match="Cannot read"):
+    with pytest.raises(EngineError, match="is not a PyTorch state dict"):
         op.run(op.params(reference=str(broken), output=str(tmp_path / "o.safetensors")), Reporter())
     other = tmp_path / "other.pth"
     torch.save({"weight": torch.zeros(2)}, other)

@@ -11,7 +11,7 @@ import torch
 
 from engine.api import run_operation
 from engine.errors import Cancelled, EngineError
-from engine.inference import run_map
+from engine.mapping.run import run_map
 from engine.io.job import load_job
 from engine.io.writers import CLASS_NODATA
 from engine.models.checkpoint import save_checkpoint
@@ -155,11 +155,11 @@ def test_full_disk_mid_run_leaves_no_partial_output_and_inputs_untouched(s2, tmp
     before = file_digest(files + masks)
     writes = []
 
-    def full_disk(ds, row0, cells, factor=1):
+    def full_disk(ds, row0, cells, factor=1, col0=0):
         writes.append(row0)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("engine.inference.write_cells", full_disk)
+    monkeypatch.setattr("engine.mapping.outputs.write_cells", full_disk)
     with pytest.raises(EngineError, match="disk is full"):
         run_map(load_job(s2_job(tmp_path, files, masks, tile_size=200)), Reporter(), model, head, {})
     assert writes and list((tmp_path / "out").iterdir()) == []

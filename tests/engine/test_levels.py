@@ -10,7 +10,7 @@ import torch
 
 from engine.api import run_operation
 from engine.errors import EngineError
-from engine.io.job import EMBEDDING_LEVEL_TAG
+from engine.mapping.levels import EMBEDDING_LEVEL_TAG
 from engine.models.anysat import ProjectorSpec
 from engine.models.checkpoint import save_checkpoint
 from engine.models.modalities import sensor
@@ -225,12 +225,12 @@ def test_classify_with_a_checkpoint_dense_head_maps_the_sub_patch_grid(tmp_path)
 
 
 def test_a_small_row_budget_writes_the_same_dense_raster(tmp_path, anysat, monkeypatch):
-    import engine.inference
+    import engine.mapping.run
 
     files = scene(tmp_path, np.random.default_rng(3).integers(0, 2, (24, 24)))
     base = job(anysat, files, {"embeddings": str(tmp_path / "a.tif"), "embeddings_level": "dense"}, tile_size=80)
     run_operation("embed", {"job": base})
-    monkeypatch.setattr(engine.inference, "BAND_BUDGET_MB", 0)  # flush after every row of patches
+    monkeypatch.setattr(engine.mapping.run, "BAND_BUDGET_MB", 0)  # flush after every row of patches
     run_operation("embed", {"job": dict(base, outputs={"embeddings": str(tmp_path / "b.tif"),
                                                        "embeddings_level": "dense"})})
     assert np.array_equal(read(tmp_path / "a.tif")[0], read(tmp_path / "b.tif")[0])

@@ -12,7 +12,8 @@ import torch
 
 from engine.api import run_operation
 from engine.errors import EngineError
-from engine.io.job import EMBEDDING_LEVEL_TAG, load_job
+from engine.io.job import load_job
+from engine.mapping.levels import EMBEDDING_LEVEL_TAG
 from engine.models.checkpoint import save_checkpoint
 from engine.models.modalities import sensor
 from engine.probe import load_probe

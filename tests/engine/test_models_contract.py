@@ -8,7 +8,7 @@ import torch
 from engine.errors import EngineError
 from engine.models import checkpoint
 from engine.models.attention import Block, CrossBlock, attend, explicit_attention
-from engine.models.heads import ClassificationHead, HeadConfig, PatchHead, build_head
+from engine.models.heads import HeadConfig, LinearHead, PatchHead, build_head
 from engine.models.ltae import LTAE, LTAEConfig
 from engine.models.modalities import ModalitySpec, sensor
 from engine.models.position import euclidean_buckets, patch_centres, sincos_2d_encoding, sinusoid_encoding
@@ -118,7 +118,7 @@ def test_registry_lists_presets_and_builds_from_dict():
 
 def test_heads_shapes():
     head = build_head(HeadConfig("classification", 32, 5, multilabel=True))
-    assert isinstance(head, ClassificationHead)
+    assert isinstance(head, LinearHead)
     logits = head(torch.randn(2, 32))
     assert logits.shape == (2, 5) and torch.all((head.probabilities(logits) >= 0) & (head.probabilities(logits) <= 1))
     patch = build_head(HeadConfig("patch", 32, 3))

@@ -192,14 +192,59 @@ def test_empty_input_and_wrong_patch_size_are_errors():
         model.forward_features(inputs, dates, {"s2": torch.zeros(2, 5, dtype=torch.bool)})
 
 
-def test_image_encoder_in_chunks_at_inference_equals_one_call():
+@pytest.mark.parametrize("patch_px", [50, 47, 32])
+def test_image_encoder_inference_path_equals_the_textbook_one(patch_px):
     from engine.models.image_encoder import INFERENCE_PATCH_CHUNK
 
     torch.manual_seed(0)
     encoder = ImagePatchEncoder(4, 32, groups=4).eval()
-    patches = torch.randn(2 * INFERENCE_PATCH_CHUNK + 3, 4, 50, 50)
+    with torch.no_grad():  # non-trivial statistics, so that folding the stem's BatchNorm is exercised
+        encoder.stem_norm.running_mean.normal_()
+        encoder.stem_norm.running_var.uniform_(0.5, 2.0)
+        encoder.stem_norm.weight.normal_()
+    patches = torch.randn(2 * INFERENCE_PATCH_CHUNK + 3, 4, patch_px, patch_px)
     with torch.no_grad():
-        chunked, trace = encoder(patches, keep_indices=False)
-        whole, _ = encoder._encode(patches, keep_indices=False)
-    assert trace is None and chunked.shape == (patches.shape[0], 32)
-    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+        fast, trace = encoder(patches, keep_indices=False)
+        textbook, _ = encoder._encode(patches, keep_indices=False)
+        # After a weight change the cached folded / transformed weights follow.
+        encoder.blocks[0].conv1.weight.mul_(2.0)
+        encoder.stem.weight.add_(0.1)
+        fast_after, _ = encoder(patches, keep_indices=False)
+        textbook_after, _ = encoder._encode(patches, keep_indices=False)
+    assert trace is None and fast.shape == (patches.shape[0], 32)
+    torch.testing.assert_close(fast, textbook, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast_after, textbook_after, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(fast, fast_after)
+
+
+def test_whole_model_equals_the_naive_path():
+    """Our inference path (oneDNN, SDPA, Winograd, chunks) against the bench's naive one."""
+    from engine.bench.omnisat import naive_copy
+    from engine.models.attention import explicit_attention
+    from engine.models.kernels import default_kernels
+
+    model = tiny_model().eval()
+    naive = naive_copy(model)
+    inputs, dates = tiny_batch(batch=3, grid=(4, 4))
+    with torch.no_grad():
+        fast = model.forward_features(inputs, dates)
+        with explicit_attention(), default_kernels():
+            slow = naive.forward_features(inputs, dates)
+    for level in ("tile", "patch", "local"):
+        torch.testing.assert_close(getattr(fast, level), getattr(slow, level), atol=1e-5, rtol=1e-5)
+
+
+def test_series_encoder_in_row_chunks_at_inference_equals_one_call(monkeypatch):
+    import engine.models.omnisat as omnisat_module
+
+    model = tiny_model().eval()
+    inputs, dates = tiny_batch(batch=3, grid=(4, 4), t_s2=6)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, 4:] = False  # padded dates in one tile
+    encoder = model.encoders["s2"]
+    with torch.no_grad():
+        whole = encoder(inputs["s2"], dates["s2"], mask)
+        monkeypatch.setattr(omnisat_module, "LTAE_ROW_CHUNK", 6 * 5)  # 5 sequences per call, a ragged last one
+        chunked = encoder(inputs["s2"], dates["s2"], mask)
+    for a, b in zip(chunked, whole):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)

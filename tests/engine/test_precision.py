@@ -45,3 +45,36 @@ def test_autocast_context_changes_matmul_dtype():
         assert (a @ a).dtype == torch.bfloat16
     with precision.autocast_context(cpu, torch.float32):
         assert (a @ a).dtype == torch.float32
+
+
+@pytest.mark.parametrize("family", ["omnisat", "anysat"])
+def test_weights_kept_in_bf16_give_what_autocast_gives(family):
+    """Casting the matmul weights once changes when they are cast, not the result beyond
+    bf16 rounding (folded norms round twice)."""
+    import copy
+
+    from engine.models.kernels import Linear
+
+    if family == "omnisat":
+        from tests.engine.omnisat_helpers import tiny_batch, tiny_model
+
+        model, (inputs, dates), kwargs = tiny_model().eval(), tiny_batch(batch=1), {}
+    else:
+        from tests.engine.anysat_helpers import batch, small_model
+
+        model, (inputs, dates), kwargs = small_model(), batch(b=1), {"patch_size_m": 10}
+    cpu = torch.device("cpu")
+    kept = precision.keep_weights_in(copy.deepcopy(model), torch.bfloat16)
+    linear = next(m for m in kept.modules() if isinstance(m, Linear))
+    norm = next(m for m in kept.modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)))
+    assert linear.weight.dtype == torch.bfloat16 and norm.weight.dtype == torch.float32
+    with torch.no_grad():
+        fp32 = model.forward_features(inputs, dates, **kwargs).patch
+        with precision.autocast_context(cpu, torch.bfloat16):
+            autocast = model.forward_features(inputs, dates, **kwargs).patch.float()
+            got = kept.forward_features(inputs, dates, **kwargs).patch.float()
+    torch.testing.assert_close(got, autocast, atol=3e-2, rtol=3e-2)
+    cosine = torch.nn.functional.cosine_similarity
+    assert cosine(got, fp32, dim=-1).min() >= 0.999 * cosine(autocast, fp32, dim=-1).min()
+    assert precision.keep_weights_in(model, torch.float32) is model
+    assert next(model.parameters()).dtype == torch.float32

@@ -31,3 +31,14 @@ def test_table_reports_mean_and_spread_per_method():
         "probe": {"macro_f1": summarise([0.5, 0.7]), "overall_accuracy": summarise([0.8, 0.9])}}}
     table = markdown_table([result])
     assert "| D (5 folds) | probe | 0.600 ± 0.100 | 0.850 ± 0.050 |" in table
+
+
+def test_table_names_auto_choices_and_the_independent_area_check():
+    result = {"dataset": "D", "split": "5 folds", "methods": {
+        "probe": {"macro_f1": summarise([0.5, 0.7]), "overall_accuracy": summarise([0.8, 0.9])}},
+        "auto_choice_per_fold": ["linear on raw bands", "knn on raw bands"], "auto_final_choice": "linear on raw bands",
+        "independent_area": {"west_nested_estimate": {"macro_f1": summarise([0.4, 0.6])}, "choice": "linear on raw bands",
+                             "east_score": {"macro_f1": 0.55, "overall_accuracy": 0.8}, "gap_in_fold_std": 0.5}}
+    table = markdown_table([result])
+    assert "D: auto chose per outer fold linear on raw bands, knn on raw bands; on all labels linear on raw bands." in table
+    assert "western half, macro-F1 0.500 ± 0.100" in table and "scores 0.550" in table and "+0.5 fold standard" in table

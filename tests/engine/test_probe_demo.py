@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from engine.api import run_operation
 from engine.errors import EngineError
 from engine.ops.demo_ops import OSM_LAYER, SAMPLE_PREFIX
+from engine.quicklook import class_map_rgb
 from tests.engine.rasters import write_geotiff
 
 torch.set_num_threads(1)
@@ -60,7 +62,7 @@ def test_demo_runs_the_workflow_on_the_unpacked_wheel(tmp_path):
     out = tmp_path / "out"
     result = run_operation("demo-probe", {"sample": str(fake_wheel(tmp_path)), "folder": str(out),
                                           "model": str(tmp_path / "tiny.safetensors"), "size": 0, "device": "cpu",
-                                          "level": "patch"})  # the tiny test model has no local features
+                                          "level": "patch", "features": ["raw"]})  # the tiny test model has no local features
     assert result["class_names"] == ["farm", "forest"]
     assert result["overall_accuracy"] > 0.9  # the two covers differ strongly in every band
     with rasterio.open(out / "s2_20170216.vrt") as ds:
@@ -71,6 +73,11 @@ def test_demo_runs_the_workflow_on_the_unpacked_wheel(tmp_path):
     assert set(np.unique(classes)) == {0, 1}
     for name in ("probe.safetensors", "report.html", "confidence.tif", "job.json"):
         assert (out / name).is_file()
+    assert result["candidates"] and any(c["candidate"] == "random_forest on raw" for c in result["candidates"])
+    assert sum(result["mapped_area_ha"].values()) == pytest.approx(40 * 40 * 100 / 1e4)
+    rgb, legend = class_map_rgb(result["quicklook"].replace("quicklook.png", "classes.tif"))
+    assert [name for name, _ in legend] == ["farm", "forest"] and rgb.shape == (40, 40, 3)
+    assert Path(result["quicklook"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_rejects_other_files(tmp_path):

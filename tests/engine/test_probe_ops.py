@@ -11,7 +11,7 @@ import torch
 
 from engine.api import run_operation
 from engine.errors import EngineError
-from engine.ops.probe_ops import HASH_TAG
+from engine.embeddings import HASH_TAG
 from tests.engine.rasters import write_geotiff
 from tests.engine.test_labels import box, write_layer
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.errors import EngineError
-from engine.models.seg_head import DenseSegmentationHead
+from engine.models.heads import DenseSegmentationHead
 
 torch.set_num_threads(1)
 
@@ -37,21 +37,3 @@ def test_head_learns_a_per_subpatch_rule_as_a_linear_probe():
     accuracy = (head(dense).argmax(1) == target).float().mean()
     assert accuracy > 0.95
     assert sum(p.numel() for p in head.parameters()) == 2 * 16 + 16 * 2 + 2
-
-
-def test_fitting_the_head_on_frozen_features_at_label_resolution():
-    from engine.models.seg_head import fit_segmentation_head
-
-    torch.manual_seed(1)
-    dense = torch.randn(6, 5, 5, 8)
-    rule = (dense[..., 0] > dense[..., 2]).long()  # per sub-patch, unchanged by the LayerNorm
-    labels = rule.repeat_interleave(4, 1).repeat_interleave(4, 2)  # labels at 4x the sub-patch resolution
-    labels[:, :, :8] = -1  # unlabelled pixels (the left 2 sub-patch columns) are ignored by the loss
-    head = fit_segmentation_head(dense, labels, 2, epochs=100, learning_rate=0.05)
-    with torch.no_grad():
-        predicted = head(dense, output_size=(20, 20)).argmax(1)
-    # Sub-patch centres (bilinear resizing blends neighbours near borders), also where unlabelled.
-    centres = predicted[:, 1::4, 1::4] == rule
-    assert centres.float().mean() > 0.9
-    with pytest.raises(ValueError, match="no labelled pixel"):
-        fit_segmentation_head(dense, torch.full((6, 20, 20), -1), 2)

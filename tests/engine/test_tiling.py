@@ -53,3 +53,11 @@ def test_weights_are_flat_inside_and_ramp_across_overlaps():
 def test_invalid_tiles_are_refused():
     with pytest.raises(ValueError):
         WindowGrid(10, 10, tile=4, overlap=4)
+
+
+def test_windows_are_counted_and_made_lazily():
+    grid = WindowGrid(1_000_000, 1_000_000, 16, 2)  # 5e9 windows: none is made before it is asked for
+    assert len(grid) == len(grid.rows) * len(grid.cols) > 5e9
+    first = next(iter(grid))
+    assert (first.col_off, first.row_off, first.width, first.height) == (0, 0, 16, 16)
+    assert list(WindowGrid(20, 20, 16, 4)) == WindowGrid(20, 20, 16, 4).windows()

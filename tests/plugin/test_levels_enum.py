@@ -7,7 +7,7 @@ import json
 import pytest
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
 
-from engine.io.job import EMBEDDING_LEVELS
+from engine.mapping.levels import LEVEL_NAMES
 from omnisat_qgis.provider import PROVIDER_ID
 from tests.plugin.test_processing import provider  # noqa: F401 - fixture
 from tests.plugin.test_qgis_process import qgis_env, qgis_process  # noqa: F401 - fixture
@@ -25,7 +25,7 @@ def test_every_level_is_offered(provider, name, extra):  # noqa: F811 - fixture
     alg = algorithm(name)  # owns its parameter definitions: keep it alive
     parameter = alg.parameterDefinition("EMBEDDINGS_LEVEL")
     assert parameter.usesStaticStrings()
-    assert tuple(parameter.options()) == extra + EMBEDDING_LEVELS  # the same names as the engine's job format
+    assert tuple(parameter.options()) == extra + LEVEL_NAMES  # the same names as the engine's job format
     assert parameter.defaultValue() == (extra[0] if extra else "patch")
 
 

@@ -28,10 +28,6 @@ from engine.errors import EngineError
 _DATE = re.compile(r"(19|20)\d{6}")
 
 
-def day_of_year(date: dt.date) -> int:
-    return date.timetuple().tm_yday
-
-
 def parse_yyyymmdd(text: str | int) -> dt.date:
     digits = str(text)
     try:
@@ -214,7 +210,7 @@ class TileDataset(Dataset):
             sample.inputs[name] = fill_nan(np.ascontiguousarray(array, dtype=np.float32))
         return sample
 
-    def keep_dates(self, series: np.ndarray, doy: np.ndarray, rng: np.random.Generator):
+    def subsample_dates(self, series: np.ndarray, doy: np.ndarray, rng: np.random.Generator):
         keep = sample_dates(len(doy), self.max_dates, rng)
         return series[keep], doy[keep].astype(np.float32)
 

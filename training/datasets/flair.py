@@ -24,7 +24,8 @@ import numpy as np
 import rasterio
 
 from engine.errors import EngineError
-from training.datasets.common import (Sample, TileDataset, date_from_product_name, day_of_year, multi_hot,
+from engine.io.dates import day_of_year
+from training.datasets.common import (Sample, TileDataset, date_from_product_name, multi_hot,
                                       sample_dates)
 
 CLASSES = ["building", "pervious surface", "impervious surface", "bare soil", "water", "coniferous",

@@ -24,7 +24,8 @@ import numpy as np
 import rasterio
 
 from engine.errors import EngineError
-from training.datasets.common import (Sample, TileDataset, conform_s1, day_of_year, multi_hot, parse_yyyymmdd,
+from engine.io.dates import day_of_year
+from training.datasets.common import (Sample, TileDataset, conform_s1, multi_hot, parse_yyyymmdd,
                                       s1_band_count)
 
 CLASSES = ["Background", "Meadow", "Soft winter wheat", "Corn", "Winter barley", "Winter rapeseed",
@@ -92,7 +93,7 @@ class Pastis(TileDataset):
             doy = self._dates(properties, key)
             if len(doy) != data.shape[0]:
                 raise EngineError(f"'{path}' has {data.shape[0]} dates but metadata.geojson lists {len(doy)}.")
-            data, days = self.keep_dates(data, doy, rng)
+            data, days = self.subsample_dates(data, doy, rng)
             if modality.startswith("s1"):
                 data = conform_s1(np.asarray(data, dtype=np.float32), s1_band_count(modality, self.bands))
             sample.inputs[modality], sample.dates[modality] = np.asarray(data, dtype=np.float32), days

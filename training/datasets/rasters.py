@@ -3,7 +3,7 @@
 ``root`` is a job file in the engine's job format (engine.io.job): the same
 modalities (files, dates, bands, cloud masks), extent, CRS, patch and tile sizes
 the user runs ``classify`` / ``embed`` with. The engine resolves and aligns the
-inputs (engine.inference.plan); the window grid of tiled inference cuts the area
+inputs (engine.mapping.plan); the window grid of tiled inference cuts the area
 into tiles, read raw (the trainer normalizes with the model's statistics).
 A date takes part in a tile when at least ``min_valid_fraction`` of its pixels are
 valid (clear, finite); when none is, the clearest one is kept. Invalid pixels are
@@ -25,6 +25,7 @@ from engine.io.align import ModalityReader
 from engine.io.dates import day_of_year
 from engine.io.grid import scale_window
 from engine.io.job import load_job
+from engine.mapping.read import keep_dates
 from engine.models.base import EOModel
 from engine.progress import Reporter
 from training.datasets.common import Sample, TileDataset
@@ -34,7 +35,7 @@ class RasterTiles(TileDataset):
     label_kind = "none"
 
     def __init__(self, root: str | Path, *, model: EOModel, reporter: Reporter | None = None, **kwargs):
-        from engine.inference import plan, resolve_inputs
+        from engine.mapping.plan import plan_geometry, resolve_inputs
 
         self.available = {name: spec.kind for name, spec in model.modalities.items()}
         super().__init__(root, **kwargs)
@@ -47,15 +48,16 @@ class RasterTiles(TileDataset):
             raise EngineError(f"The job '{self.root}' names none of the modalities {', '.join(self.modalities)}.")
         self.modalities = chosen
         self.job = job
-        self.plan = plan(job, model, resolve_inputs(job, model, reporter))
-        windows = self.plan.windows.windows()
+        self.modality_inputs = resolve_inputs(job, model, reporter)
+        self.geometry = plan_geometry(job, model, self.modality_inputs)
+        windows = self.geometry.windows.windows()
         every = int(self.options.get("val_every", 10))
         held_out = [w for i, w in enumerate(windows) if i % every == every - 1] if len(windows) >= every else windows
         self.windows = held_out if self.split in ("val", "test") else (
             [w for w in windows if w not in held_out] or windows)
-        self.tile_size_m = self.windows[0].width * self.plan.patch_size_m
+        self.tile_size_m = self.windows[0].width * self.geometry.patch_size_m
         self.doy = {n: np.array([day_of_year(d) for d in m.dates], np.float32)
-                    for n, m in self.plan.modalities.items() if m.spec.has_dates}
+                    for n, m in self.modality_inputs.items() if m.spec.has_dates}
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -64,18 +66,15 @@ class RasterTiles(TileDataset):
         window = self.windows[index]
         sample = Sample(inputs={}, name=f"tile_r{window.row_off}_c{window.col_off}")
         for name in self.modalities:
-            factor = self.plan.patch_grid.res / self.plan.modality_grids[name].res
+            grid = self.geometry.modality_grids[name]
+            factor = self.geometry.patch_grid.res / grid.res
             # Opened per tile: no GDAL handle outlives a read (loader workers, interpreter exit).
-            with ModalityReader(self.plan.modalities[name], self.plan.modality_grids[name]) as reader:
+            with ModalityReader(self.modality_inputs[name], grid) as reader:
                 data, valid = reader.read(scale_window(window, factor))
-            spec = self.plan.modalities[name].spec
-            if spec.kind == "image":
+            if self.modality_inputs[name].spec.kind == "image":
                 sample.inputs[name] = data[0]
                 continue
-            share = valid.reshape(valid.shape[0], -1).mean(axis=1)
-            usable = np.flatnonzero(share >= self.job.min_valid_fraction)
-            if usable.size == 0:
-                usable = np.array([int(share.argmax())])
+            usable = np.flatnonzero(keep_dates(valid, self.job.min_valid_fraction))
             days = self.doy[name][usable] if name in self.doy else np.zeros(len(usable), np.float32)
-            sample.inputs[name], sample.dates[name] = self.keep_dates(data[usable], days, rng)
+            sample.inputs[name], sample.dates[name] = self.subsample_dates(data[usable], days, rng)
         return sample

@@ -22,7 +22,8 @@ import numpy as np
 import rasterio
 
 from engine.errors import EngineError
-from training.datasets.common import (Sample, TileDataset, conform_s1, date_from_product_name, day_of_year,
+from engine.io.dates import day_of_year
+from training.datasets.common import (Sample, TileDataset, conform_s1, date_from_product_name,
                                       multi_hot, s1_band_count)
 
 CLASSES = ["Abies", "Acer", "Alnus", "Betula", "Cleared", "Fagus", "Fraxinus", "Larix", "Picea",
@@ -88,7 +89,7 @@ class TreeSatAI(TileDataset):
                     if data_key not in h5:
                         raise EngineError(f"'{path}' has no dataset '{data_key}': it is not a TreeSatAI-TS file.")
                     doy = np.array([day_of_year(date_from_product_name(p, str(path))) for p in h5[product_key][:]])
-                    data, days = self.keep_dates(h5[data_key][:], doy, rng)
+                    data, days = self.subsample_dates(h5[data_key][:], doy, rng)
                     if modality.startswith("s1"):
                         # TreeSatAI-TS stores linear backscatter (values around 0.01-0.5).
                         data = conform_s1(data, s1_band_count(modality, self.bands), "linear")

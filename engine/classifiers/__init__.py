@@ -1,0 +1,18 @@
+"""Classifiers a probe can hold, behind one interface and one registry.
+
+Every kind is fitted by ``fit_classifier(x, y, n_classes, config)`` and gives back an
+object with ``kind``, ``in_dim``, ``n_classes``, ``predict_proba(x) -> (N, K)`` and
+``predict(x)``, plus ``architecture()`` (JSON-able) and ``arrays()`` (name -> numpy
+array) from which ``rebuild_classifier`` makes it again: probe files hold only those
+arrays in safetensors and that JSON, never a pickle.
+
+Kinds: ``linear`` and ``mlp`` (torch, engine.probe), ``knn`` (engine.classifiers.knn),
+``random_forest`` and ``gradient_boosting`` (scikit-learn, engine.classifiers.trees).
+"""
+
+from engine.classifiers.registry import (  # noqa: F401  (the package's interface)
+    CLASSIFIERS,
+    Classifier,
+    fit_classifier,
+    rebuild_classifier,
+)

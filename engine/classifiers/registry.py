@@ -1,0 +1,84 @@
+"""The registry of classifier kinds (see the package docstring)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from engine.errors import EngineError
+
+
+class Classifier(Protocol):
+    kind: str
+    in_dim: int
+    n_classes: int
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+    def architecture(self) -> dict[str, Any]: ...
+
+    def arrays(self) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class ClassifierKind:
+    name: str
+    description: str
+    fit: Callable[..., Classifier]  # (x, y, n_classes, config) -> Classifier
+    rebuild: Callable[[dict[str, Any], dict[str, np.ndarray]], Classifier]  # (architecture, arrays)
+
+
+def _lazy(module: str, attribute: str) -> Callable:
+    """``module``'s (dotted) ``attribute``, imported on first call: a kind loads torch or scikit-learn
+    only when it is used."""
+
+    def call(*args):
+        target = importlib.import_module(module)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+        return target(*args)
+
+    return call
+
+
+CLASSIFIERS: dict[str, ClassifierKind] = {k.name: k for k in (
+    ClassifierKind("linear", "multinomial logistic regression (one linear layer, torch)",
+                   _lazy("engine.probe", "fit_neural_probe"), _lazy("engine.probe", "Probe.from_arrays")),
+    ClassifierKind("mlp", "small MLP (one hidden GELU layer, torch)",
+                   _lazy("engine.probe", "fit_neural_probe"), _lazy("engine.probe", "Probe.from_arrays")),
+    ClassifierKind("knn", "k nearest neighbours on standardized features, class-weighted votes",
+                   _lazy("engine.classifiers.knn", "fit_knn"), _lazy("engine.classifiers.knn", "KNNClassifier.from_arrays")),
+    ClassifierKind("random_forest", "random forest (scikit-learn)", _lazy("engine.classifiers.trees", "fit_random_forest"),
+                   _lazy("engine.classifiers.trees", "ForestClassifier.from_arrays")),
+    ClassifierKind("gradient_boosting", "histogram gradient boosting (scikit-learn)",
+                   _lazy("engine.classifiers.trees", "fit_gradient_boosting"),
+                   _lazy("engine.classifiers.trees", "BoostingClassifier.from_arrays")),
+)}
+
+
+def classifier_kind(name: str) -> ClassifierKind:
+    try:
+        return CLASSIFIERS[name]
+    except KeyError:
+        raise EngineError(f"Unknown classifier {name!r}: use one of {', '.join(CLASSIFIERS)}.") from None
+
+
+def fit_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> Classifier:
+    """Fit the kind ``config.kind`` (an engine.probe.ProbeConfig) on (N, D) features and N class indices."""
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 2 or len(x) != len(y) or len(x) == 0:
+        raise EngineError(f"Probe fitting needs (N, D) features and N labels, got {tuple(x.shape)} and {len(y)}.")
+    if not np.isfinite(x).all():
+        raise EngineError("Some features at labelled cells are NaN or infinite (nodata under the labels?): "
+                          "mask them out or move the labels.")
+    return classifier_kind(config.kind).fit(x, y, n_classes, config)
+
+
+def rebuild_classifier(architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> Classifier:
+    return classifier_kind(architecture.get("kind", "")).rebuild(architecture, arrays)

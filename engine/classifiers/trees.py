@@ -1,0 +1,225 @@
+"""Tree ensembles (scikit-learn) stored as plain arrays, rebuilt into scikit-learn's own trees.
+
+A fitted ensemble is reduced to its node arrays (children, split feature, threshold,
+leaf values), concatenated over trees with an offsets array, so that a probe file is
+safetensors plus JSON like every other probe: nothing is unpickled. Loading fills the
+installed scikit-learn's node records from those arrays (fields that only serve
+fitting, such as impurity or sample counts, are left at zero) and predicts with its
+compiled trees. The layout is versioned (``TREE_FORMAT``); a file of another layout,
+or an installed scikit-learn whose trees lack a field we need, is refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine.errors import EngineError
+
+TREE_FORMAT = 1
+# Node fields prediction needs; any other field of scikit-learn's node record is left at zero.
+FOREST_FIELDS = ("left_child", "right_child", "feature", "threshold", "missing_go_to_left")
+BOOSTING_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf")
+# Older scikit-learn releases had no missing-value support; features here are always finite.
+OPTIONAL_FIELDS = {"missing_go_to_left"}
+
+
+def _sklearn():
+    try:
+        import sklearn
+    except ImportError:
+        raise EngineError("Random forest and gradient boosting probes need scikit-learn, which is missing from the "
+                          "engine's Python environment: pip install scikit-learn.") from None
+    return sklearn
+
+
+def _threads() -> int:
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def _check_format(architecture: dict[str, Any], kind: str, installed: np.dtype, needed: tuple[str, ...]) -> None:
+    written = int(architecture.get("tree_format", 0))
+    version = architecture.get("sklearn_version", "unknown")
+    if written != TREE_FORMAT:
+        raise EngineError(
+            f"This {kind} probe stores its trees in layout {written} (scikit-learn {version}), but this engine reads "
+            f"layout {TREE_FORMAT}: fit the probe again with this engine.")
+    missing = [f for f in needed if f not in installed.names and f not in OPTIONAL_FIELDS]
+    if missing:
+        raise EngineError(
+            f"The installed scikit-learn {_sklearn().__version__} builds {kind} trees without the field(s) "
+            f"{', '.join(missing)} that this probe (written with scikit-learn {version}) needs: install scikit-learn "
+            f"{version}, or fit the probe again.")
+
+
+def _node_records(arrays: dict[str, np.ndarray], dtype: np.dtype, fields: tuple[str, ...], start: int,
+                  stop: int) -> np.ndarray:
+    nodes = np.zeros(stop - start, dtype=dtype)
+    for name in fields:
+        if name in dtype.names and name in arrays:
+            nodes[name] = arrays[name][start:stop]
+    return nodes
+
+
+def _concatenated(per_tree: list[np.ndarray], fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+    out = {name: np.concatenate([nodes[name] for nodes in per_tree]).astype(np.float64 if name in (
+        "threshold", "num_threshold", "value") else np.int64) for name in fields if name in per_tree[0].dtype.names}
+    out["offsets"] = np.cumsum([0] + [len(nodes) for nodes in per_tree]).astype(np.int64)
+    return out
+
+
+def _class_columns(probabilities: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Spread probabilities over the fitted classes into all ``n_classes`` columns (a training
+    fold may lack a class)."""
+    out = np.zeros((len(probabilities), n_classes), np.float32)
+    out[:, classes] = probabilities
+    return out
+
+
+class StoredEnsemble:
+    """What both ensembles share: their stored form and the classifier interface around predict_proba."""
+
+    def __init__(self, classes: np.ndarray, arrays: dict[str, np.ndarray], architecture: dict[str, Any]):
+        self.classes = np.asarray(classes, np.int64)
+        self.in_dim, self.n_classes = int(architecture["in_dim"]), int(architecture["n_classes"])
+        self._arrays, self._architecture = arrays, architecture
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_proba(x).argmax(-1)
+
+    def architecture(self) -> dict[str, Any]:
+        return dict(self._architecture)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return dict(self._arrays)
+
+
+# ---------------------------------------------------------------- random forest
+
+
+class ForestClassifier(StoredEnsemble):
+    kind = "random_forest"
+
+    def __init__(self, trees: list, values: list[np.ndarray], arrays: dict[str, np.ndarray],
+                 architecture: dict[str, Any]):
+        super().__init__(arrays["classes"], arrays, architecture)
+        self.trees, self.values = trees, values
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        total = np.zeros((len(x), self.classes.size), np.float64)
+        for tree, values in zip(self.trees, self.values):
+            total += values[tree.apply(x)]
+        return _class_columns(total / len(self.trees), self.classes, self.n_classes)
+
+    @classmethod
+    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "ForestClassifier":
+        _sklearn()
+        from sklearn.tree._tree import NODE_DTYPE, Tree
+
+        _check_format(architecture, "random forest", NODE_DTYPE, FOREST_FIELDS)
+        offsets, depths = arrays["offsets"], arrays["max_depth"]
+        classes = arrays["classes"]
+        trees, values = [], []
+        for t in range(len(offsets) - 1):
+            start, stop = int(offsets[t]), int(offsets[t + 1])
+            leaf_values = np.asarray(arrays["values"][start:stop], np.float64)
+            tree = Tree(int(architecture["in_dim"]), np.array([classes.size], dtype=np.intp), 1)
+            tree.__setstate__({"max_depth": int(depths[t]), "node_count": stop - start,
+                               "nodes": _node_records(arrays, NODE_DTYPE, FOREST_FIELDS, start, stop),
+                               "values": leaf_values[:, None, :].copy()})
+            trees.append(tree)
+            values.append(leaf_values)
+        return cls(trees, values, arrays, architecture)
+
+
+def fit_random_forest(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> ForestClassifier:
+    sklearn = _sklearn()
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = RandomForestClassifier(n_estimators=config.trees, class_weight="balanced" if config.class_weighting else None,
+                                    random_state=config.seed, n_jobs=_threads())
+    forest.fit(np.asarray(x, np.float32), y)
+    states = [estimator.tree_.__getstate__() for estimator in forest.estimators_]
+    arrays = _concatenated([s["nodes"] for s in states], FOREST_FIELDS)
+    # Leaf class shares (older releases store counts: normalised here to one meaning).
+    values = np.concatenate([s["values"][:, 0, :] for s in states]).astype(np.float64)
+    arrays["values"] = values / np.maximum(values.sum(1, keepdims=True), 1e-12)
+    arrays["max_depth"] = np.array([s["max_depth"] for s in states], np.int64)
+    arrays["classes"] = forest.classes_.astype(np.int64)
+    architecture = {"kind": ForestClassifier.kind, "in_dim": int(x.shape[1]), "n_classes": n_classes,
+                    "trees": config.trees, "tree_format": TREE_FORMAT, "sklearn_version": sklearn.__version__}
+    return ForestClassifier.from_arrays(architecture, arrays)
+
+
+# ---------------------------------------------------------------- gradient boosting
+
+
+class BoostingClassifier(StoredEnsemble):
+    kind = "gradient_boosting"
+
+    def __init__(self, predictors: list[list], arrays: dict[str, np.ndarray], architecture: dict[str, Any]):
+        super().__init__(arrays["classes"], arrays, architecture)
+        self.predictors, self.baseline = predictors, np.asarray(arrays["baseline"], np.float64)
+
+    def raw_scores(self, x: np.ndarray) -> np.ndarray:
+        from sklearn.ensemble._hist_gradient_boosting.common import X_BITSET_INNER_DTYPE
+
+        x = np.ascontiguousarray(x, np.float64)
+        no_categories = np.zeros((0, 8), X_BITSET_INNER_DTYPE)
+        feature_map = np.zeros(self.in_dim, np.uint32)
+        raw = np.tile(self.baseline, (len(x), 1))
+        for iteration in self.predictors:
+            for k, predictor in enumerate(iteration):
+                raw[:, k] += predictor.predict(x, no_categories, feature_map, _threads())
+        return raw
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        raw = self.raw_scores(x)
+        if raw.shape[1] == 1:  # binary: one logit for the second class
+            second = 1.0 / (1.0 + np.exp(-raw[:, 0]))
+            probabilities = np.stack([1.0 - second, second], axis=1)
+        else:
+            raw -= raw.max(1, keepdims=True)
+            probabilities = np.exp(raw)
+            probabilities /= probabilities.sum(1, keepdims=True)
+        return _class_columns(probabilities, self.classes, self.n_classes)
+
+    @classmethod
+    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "BoostingClassifier":
+        _sklearn()
+        from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE, X_BITSET_INNER_DTYPE
+        from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+
+        _check_format(architecture, "gradient boosting", PREDICTOR_RECORD_DTYPE, BOOSTING_FIELDS)
+        offsets, per_iteration = arrays["offsets"], int(architecture["trees_per_iteration"])
+        no_categories = np.zeros((0, 8), X_BITSET_INNER_DTYPE)
+        flat = [TreePredictor(_node_records(arrays, PREDICTOR_RECORD_DTYPE, BOOSTING_FIELDS, int(offsets[t]),
+                                            int(offsets[t + 1])), no_categories, no_categories)
+                for t in range(len(offsets) - 1)]
+        predictors = [flat[i:i + per_iteration] for i in range(0, len(flat), per_iteration)]
+        return cls(predictors, arrays, architecture)
+
+
+def fit_gradient_boosting(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> BoostingClassifier:
+    sklearn = _sklearn()
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    # Fixed number of rounds, no early stopping: its internal split would ignore the spatial blocks.
+    booster = HistGradientBoostingClassifier(max_iter=config.trees, early_stopping=False, random_state=config.seed,
+                                             class_weight="balanced" if config.class_weighting else None)
+    booster.fit(np.asarray(x, np.float64), y)
+    per_tree = [predictor.nodes for iteration in booster._predictors for predictor in iteration]
+    arrays = _concatenated(per_tree, BOOSTING_FIELDS)
+    arrays["baseline"] = np.asarray(booster._baseline_prediction, np.float64).reshape(-1)
+    arrays["classes"] = booster.classes_.astype(np.int64)
+    architecture = {"kind": BoostingClassifier.kind, "in_dim": int(x.shape[1]), "n_classes": n_classes,
+                    "trees": config.trees, "trees_per_iteration": int(booster.n_trees_per_iteration_),
+                    "tree_format": TREE_FORMAT, "sklearn_version": sklearn.__version__}
+    return BoostingClassifier.from_arrays(architecture, arrays)

@@ -1,0 +1,115 @@
+"""Fitting a probe honestly: spatial folds, the classifier x feature-set choice, the learning curve,
+and the final fit on every label (the rules are engine.validation's).
+
+``fit_honestly`` takes every candidate feature set as a matrix over the same labelled cells.
+A fixed classifier on one feature set is scored by buffered blocked cross-validation; with
+``auto`` (or several feature sets) the choice is nested (engine.validation.nested_selection)
+and the estimate reported is the nested one. When the labels cannot be split spatially, the
+probe is fitted without a score and the outcome says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from engine.errors import EngineError
+from engine.progress import Reporter
+from engine.validation import (
+    Candidate, FoldScores, Selection, Setup, SpatialFolds, ValidationImpossible, cross_validate, learning_curve,
+    nested_selection, spatial_folds,
+)
+
+AUTO = "auto"
+# The fixed grid of ``auto``: every classifier, simplest first (ties go to the earlier one).
+AUTO_CLASSIFIERS = ("linear", "mlp", "knn", "random_forest", "gradient_boosting")
+MAX_CELLS_PER_CLASS = 500  # per fit during validation: cells of one polygon are alike; more adds time, little signal
+
+
+@dataclass
+class FitOutcome:
+    classifier: Any  # engine.classifiers.Classifier fitted on every label
+    candidate: Candidate
+    folds: SpatialFolds | None
+    scores: FoldScores | None  # the reported estimate (nested for a choice), None without validation
+    selection: Selection | None
+    curve: list[dict[str, Any]] | None
+    notes: list[str] = field(default_factory=list)
+    validation_rule: str = ""
+
+    def metrics(self, class_names: Sequence[str]) -> dict[str, Any] | None:
+        """Pooled held-out metrics (engine.probe.classification_metrics) with the spread over folds."""
+        from engine.probe import classification_metrics
+
+        if self.scores is None:
+            return None
+        metrics = classification_metrics(self.scores.confusion, class_names)
+        metrics["folds"] = self.scores.summary()
+        return metrics
+
+
+def candidate_grid(classifier: str, feature_sets: Sequence[str]) -> list[Candidate]:
+    kinds = AUTO_CLASSIFIERS if classifier == AUTO else (classifier,)
+    return [Candidate(kind, features) for features in feature_sets for kind in kinds]
+
+
+def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarray, rows: np.ndarray,
+                 cols: np.ndarray, class_names: Sequence[str], config, classifier: str, n_folds: int = 5,
+                 buffer_cells: int = 1, seed: int = 0, rule: str = "", curve: bool = True,
+                 max_per_class: int | None = MAX_CELLS_PER_CLASS, reporter: Reporter | None = None) -> FitOutcome:
+    """Validate, choose (when asked), draw the learning curve, then fit on every label."""
+    from engine.probe import fit_probe
+
+    reporter = reporter or Reporter()
+    names = list(class_names)
+    candidates = candidate_grid(classifier, list(features))
+    setup = Setup(features, np.asarray(y), names, config, max_per_class, seed)
+    notes = []
+    try:
+        folds = spatial_folds(y, units, rows, cols, n_folds, buffer_cells, seed, rule)
+    except ValidationImpossible as exc:
+        folds = None
+        notes.append(str(exc))
+        reporter.log(str(exc), "warning")
+    selection, scores, points = None, None, None
+    if folds is None:
+        chosen = candidates[0]
+        if len(candidates) > 1:
+            notes.append(f"Without validation nothing can be chosen: the first candidate ({chosen.name}) is fitted.")
+    elif len(candidates) == 1:
+        chosen = candidates[0]
+        reporter.log(f"Cross-validating {chosen.name} on {folds.n_folds} spatial folds")
+        scores = cross_validate(setup, candidates, folds, reporter=reporter)[chosen]
+    else:
+        reporter.log(f"Choosing among {len(candidates)} candidates (classifier x feature set) by nested spatial "
+                     f"cross-validation ({folds.n_folds} outer folds)")
+        selection = nested_selection(setup, candidates, folds, units, rows, cols, reporter)
+        chosen, scores = selection.final, selection.nested
+        picks = ", ".join(sorted({c.name for c in selection.chosen_per_fold}))
+        notes.append(f"Chosen for the saved probe: {chosen.name} (best outer cross-validated macro-F1). The figures "
+                     f"above are the nested estimate of the choosing itself: in each outer fold the choice ({picks}) "
+                     "was made on inner folds of its training part only.")
+    if folds is not None and curve:
+        reporter.log("Learning curve")
+        points = learning_curve(setup, chosen, folds)
+    if folds is not None and folds.unvalidated:
+        notes.append("Not validated (all their labels lie in one polygon or block, kept for training): "
+                     + ", ".join(names[k] for k in folds.unvalidated) + ".")
+    final = fit_probe(features[chosen.features], y, len(names), replace(config, kind=chosen.classifier))
+    return FitOutcome(final, chosen, folds, scores, selection, points, notes,
+                      folds.rule if folds is not None else rule)
+
+
+def check_feature_request(classifier: str, feature_sets: Sequence[str]) -> None:
+    """Clear errors for an unknown classifier or feature set, before any work."""
+    from engine.classifiers import CLASSIFIERS
+    from engine.features import FeatureSet
+
+    if classifier != AUTO and classifier not in CLASSIFIERS:
+        raise EngineError(f"Unknown classifier {classifier!r}: use {AUTO} or one of {', '.join(CLASSIFIERS)}.")
+    if not feature_sets:
+        raise EngineError("Give at least one feature set (e.g. embeddings).")
+    for name in feature_sets:
+        FeatureSet.parse(name)

@@ -1,0 +1,98 @@
+"""The `fetch-model` operation: download an official model, verify it, convert it.
+
+``python -m engine fetch-model anysat-base`` downloads the published file (resumable:
+run it again after a dropped connection, a stall, a cancel or a full disk), checks its
+sha256 before anything reads it, converts it with the model's importer into a
+self-describing safetensors checkpoint in the models folder, and removes the download
+unless ``--keep-download``. A second run with the checkpoint in place returns at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.api import operation
+from engine.errors import EngineError
+from engine.progress import Reporter
+
+
+@dataclass
+class FetchModelParams:
+    name: str = field(metadata={"help": "the model to download (anysat-base)", "positional": True})
+    folder: str | None = field(default=None, metadata={
+        "help": "models folder for the converted checkpoint (default: OMNISAT_MODELS_DIR, else the user's "
+                "data folder, e.g. ~/.local/share/omnisat/models)"})
+    hub_url: str | None = field(default=None, metadata={
+        "help": "base address of the model hub (default: the OMNISAT_MODEL_HUB environment variable)"})
+    timeout: float = field(default=60.0, metadata={
+        "help": "seconds without data after which the download stops (run again to resume)"})
+    keep_download: bool = field(default=False, metadata={
+        "help": "keep the downloaded reference file beside the checkpoint (in <folder>/downloads)"})
+    force: bool = field(default=False, metadata={"help": "convert again even when the checkpoint exists"})
+    plan_only: bool = field(default=False, metadata={
+        "help": "download nothing: print the address, sha256 and paths (to fetch the file with another tool, "
+                "e.g. QGIS's network stack, into 'download', then run again)"})
+
+
+def _already_there(checkpoint: Path, sha256: str) -> bool:
+    from engine.models.checkpoint import read_metadata
+
+    if not checkpoint.is_file():
+        return False
+    try:
+        return read_metadata(checkpoint).get("provenance", {}).get("reference_sha256") == sha256
+    except EngineError:
+        return False
+
+
+@operation("fetch-model", FetchModelParams, outputs=("output",),
+           summary="Download an official model (resumable, sha256-checked) and convert it into a checkpoint.")
+def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
+    """Download the published file of a model (HTTP Range resume from a .part file, proxies from
+    HTTPS_PROXY / HTTP_PROXY), verify its sha256 (a mismatch deletes it), convert it with the
+    model's importer (torch.load with weights_only=True) into a safetensors checkpoint in the
+    models folder, with provenance, licence and which normalization statistics are published."""
+    from engine.io.download import download
+    from engine.models.anysat import anysat_config
+    from engine.models.downloads import downloadable, hub_base, normalization_notes, user_models_dir
+    from engine.ops.anysat_ops import convert_reference
+
+    entry = downloadable(params.name)
+    folder = Path(params.folder).expanduser() if params.folder else user_models_dir()
+    checkpoint = folder / entry.checkpoint_name()
+    ready = _already_there(checkpoint, entry.sha256) and not params.force
+    if params.plan_only:
+        return {"output": str(checkpoint), "name": entry.name, "url": entry.url(hub_base(params.hub_url)),
+                "sha256": entry.sha256, "size_bytes": entry.size_bytes, "licence": entry.licence,
+                "download": str(folder / "downloads" / entry.download_name), "ready": ready}
+    if ready:
+        reporter.progress(100, f"{checkpoint} is already converted from the verified download")
+        return {"output": str(checkpoint), "name": entry.name, "downloaded": False, "converted": False}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EngineError(f"Cannot create the models folder '{folder}' ({exc.strerror}): choose another --folder.") from None
+    url = entry.url(hub_base(params.hub_url))
+    reporter.log(f"downloading {entry.name} ({entry.size_bytes / 1e6:.0f} MB) from {url}")
+    source = folder / "downloads" / entry.download_name
+    fetched = download(url, source, entry.sha256, reporter, timeout_s=params.timeout, start=0.0, end=80.0)
+    provenance = {
+        "catalog_name": entry.name, "download_url": url, "repository": entry.repository,
+        "repository_file": entry.file, "licence": entry.licence, "description": entry.provenance,
+        "normalization": normalization_notes(anysat_config(entry.size).modalities),
+    }
+    if entry.converter != "import-anysat":
+        raise EngineError(f"internal: no converter {entry.converter!r} for {entry.name}")
+    converted = convert_reference(source, str(checkpoint), reporter, extra_provenance=provenance, start=80.0, end=99.0)
+    if not params.keep_download:
+        source.unlink()
+    placeholders = sorted(m for m, note in provenance["normalization"].items() if note.startswith("none"))
+    if placeholders:
+        reporter.log(f"no published normalization statistics for {', '.join(placeholders)}: compute them on your "
+                     "data with normalization-stats before using those modalities", "warning")
+    reporter.progress(100, f"{entry.name} is ready: {checkpoint}")
+    return {"output": str(checkpoint), "name": entry.name, "downloaded": fetched, "converted": True,
+            "download_kept": str(source) if params.keep_download else None, "mapped": converted["mapped"],
+            "normalization_placeholders": placeholders}

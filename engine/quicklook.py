@@ -1,0 +1,60 @@
+"""A PNG quicklook of a class map with its legend (the colours and names the map file carries)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from engine.io.atomic import atomic_output
+from engine.io.raster import open_raster
+
+
+def class_map_rgb(path: str | Path, max_side: int = 800) -> tuple[np.ndarray, list[tuple[str, tuple[int, int, int]]]]:
+    """(H, W, 3) colours of the map read at most ``max_side`` pixels a side (nearest), and the legend:
+    (class name, colour) of the classes present."""
+    from rasterio.enums import Resampling
+
+    with open_raster(path, "class map") as ds:
+        scale = max(ds.width, ds.height) / max_side
+        shape = (max(1, round(ds.height / max(scale, 1))), max(1, round(ds.width / max(scale, 1))))
+        data = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+        colormap = ds.colormap(1)
+        tags = ds.tags(1)
+        nodata = ds.nodata
+    names = json.loads(tags["CLASS_NAMES"]) if "CLASS_NAMES" in tags else None
+    lookup = np.full((256, 3), 255, np.uint8)  # white: no data or no colour
+    for value, rgba in colormap.items():
+        if value < 256 and rgba[3] > 0:
+            lookup[value] = rgba[:3]
+    rgb = lookup[np.clip(data, 0, 255)]
+    present = [int(v) for v in np.unique(data) if nodata is None or v != nodata]
+    legend = [(names[v] if names and v < len(names) else str(v), tuple(int(c) for c in lookup[v])) for v in present]
+    return rgb, legend
+
+
+def write_quicklook(classes_path: str | Path, output: str | Path, title: str = "") -> Path:
+    """Render the class map with its legend as a PNG (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    rgb, legend = class_map_rgb(classes_path)
+    height, width = rgb.shape[:2]
+    figure = Figure(figsize=(7.5, 6.0 * height / max(width, 1) + 0.6), dpi=110)
+    axes = figure.add_axes((0.02, 0.02, 0.68, 0.9))
+    axes.imshow(rgb, interpolation="nearest")
+    axes.set_axis_off()
+    if title:
+        axes.set_title(title, fontsize=9)
+    figure.legend(handles=[Patch(facecolor=np.array(c) / 255.0, edgecolor="#444", label=n) for n, c in legend],
+                  loc="center right", fontsize=8, frameon=False)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    with atomic_output(output, "quicklook") as temp:
+        Path(temp).write_bytes(buffer.getvalue())
+    return Path(output)

@@ -1,0 +1,332 @@
+"""Honest spatial validation of probes: blocks, buffered folds, nested selection, learning curves.
+
+Why: a held-out cell next to a training cell (or in the same polygon, or a few metres
+from a training point) shares its neighbourhood, so its score says little about the
+map elsewhere. The rules, also written into every report (``SpatialFolds.rule``):
+
+- Units: a polygon's cells stay together. Points are grouped into square blocks whose
+  side is the labels' spatial autocorrelation range -- the distance up to which two
+  labels share their class more often than two random labels do (the share of
+  same-class pairs falls within ``TOLERANCE`` of chance) -- and at least twice the
+  mean spacing of the points and ``MIN_BLOCK_CELLS``.
+- Folds: units are dealt into ``FOLDS`` folds balancing each class (engine.probe.blocked_folds);
+  every fold is the test set once. A class whose labels all lie in one unit cannot be
+  tested: its unit always stays in training and the class is named as not validated.
+  Fewer units than folds: fewer folds; a single unit: no validation (ValidationImpossible).
+- Buffer: training cells within ``BUFFER_CELLS`` cells (8-neighbourhood) of a test cell
+  are left out of that fold's training, so no training cell touches a test cell.
+- Figures: mean and standard deviation over the folds, plus the pooled confusion matrix.
+- Selection (``auto``): nested. For each outer fold, every candidate (classifier x
+  feature set) is scored by an inner blocked cross-validation on the outer training
+  units only; the best inner macro-F1 is refitted on the outer training part and scored
+  on the outer test fold. The outer scores of that procedure are the reported estimate;
+  the plain outer score of each candidate is shown beside it but was not used to choose
+  for the estimate. The final model: the candidate with the best outer cross-validated
+  macro-F1 over all labels, refitted on every label.
+- Learning curve: the same outer folds; for each number of labelled cells per class, that
+  many training cells per class are drawn at random from each fold's training part.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from engine.errors import EngineError
+
+FOLDS = 5
+INNER_FOLDS = 3
+BUFFER_CELLS = 1
+MIN_BLOCK_CELLS = 2
+TOLERANCE = 0.05  # excess same-class share (of 1 - chance) below which labels count as independent
+MAX_PAIR_CELLS = 1500  # labelled cells used to measure the autocorrelation range
+CURVE_SIZES = (5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+class ValidationImpossible(EngineError):
+    """The labels cannot be split into spatially separate folds; fit without a score."""
+
+
+# ---------------------------------------------------------------- blocks
+
+
+def same_class_range(rows: np.ndarray, cols: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
+    """Autocorrelation range of the class labels, in cells (see the module docstring); the largest
+    pair distance when labels never become independent within the extent."""
+    rows, cols, y = np.asarray(rows, float), np.asarray(cols, float), np.asarray(y)
+    if y.size > MAX_PAIR_CELLS:
+        pick = np.random.default_rng(seed).choice(y.size, MAX_PAIR_CELLS, replace=False)
+        rows, cols, y = rows[pick], cols[pick], y[pick]
+    upper = np.triu_indices(y.size, 1)
+    distance = np.hypot(rows[:, None] - rows[None, :], cols[:, None] - cols[None, :])[upper]
+    same = (y[:, None] == y[None, :])[upper]
+    if distance.size == 0:
+        return 0.0
+    shares = np.bincount(y) / y.size
+    chance = float((shares ** 2).sum())
+    edges = np.unique(np.r_[0.0, np.geomspace(1.0, max(distance.max(), 1.0), 24)])
+    which = np.digitize(distance, edges[1:], right=True)
+    for b in range(len(edges) - 1):
+        in_bin = which == b
+        if in_bin.sum() < 10:  # too few pairs to judge
+            continue
+        if same[in_bin].mean() - chance <= TOLERANCE * (1.0 - chance):
+            return float(edges[b])
+    return float(distance.max())
+
+
+@dataclass(frozen=True)
+class BlockRule:
+    block_cells: int
+    range_cells: float
+    spacing_cells: float
+
+    def describe(self, cell_m: float) -> str:
+        return (f"point blocks of {self.block_cells} x {self.block_cells} cells ({self.block_cells * cell_m:g} m): "
+                f"the labels' autocorrelation range {self.range_cells * cell_m:.0f} m, at least twice the points' "
+                f"mean spacing ({self.spacing_cells * cell_m:.0f} m) and {MIN_BLOCK_CELLS} cells")
+
+
+def point_block_rule(rows: np.ndarray, cols: np.ndarray, y: np.ndarray, seed: int = 0) -> BlockRule:
+    extent = max(float(np.ptp(rows)) + 1.0, 1.0) * max(float(np.ptp(cols)) + 1.0, 1.0)
+    spacing = math.sqrt(extent / max(len(y), 1))
+    correlation = same_class_range(rows, cols, y, seed)
+    side = max(int(math.ceil(correlation)), int(math.ceil(2.0 * spacing)), MIN_BLOCK_CELLS)
+    return BlockRule(side, correlation, spacing)
+
+
+# ---------------------------------------------------------------- folds
+
+
+@dataclass
+class SpatialFolds:
+    test_fold: np.ndarray  # (N,) fold of each sample; -1: always in training (its class cannot be tested)
+    train: list[np.ndarray]  # per fold: bool mask of the training samples (outside the fold and its buffer)
+    buffer_cells: int
+    rule: str
+    unvalidated: list[int]  # classes never in a test fold
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.train)
+
+    def test(self, fold: int) -> np.ndarray:
+        return self.test_fold == fold
+
+    def buffered_out(self) -> list[int]:
+        return [int((~self.train[f] & ~self.test(f)).sum()) for f in range(self.n_folds)]
+
+
+def _buffer_masks(rows: np.ndarray, cols: np.ndarray, test_fold: np.ndarray, n_folds: int, buffer: int) -> list[np.ndarray]:
+    from scipy.ndimage import binary_dilation
+
+    r0, c0 = rows.min(), cols.min()
+    shape = (int(rows.max() - r0) + 1, int(cols.max() - c0) + 1)
+    local_r, local_c = rows - r0, cols - c0
+    masks = []
+    for fold in range(n_folds):
+        test = test_fold == fold
+        if buffer > 0:
+            image = np.zeros(shape, bool)
+            image[local_r[test], local_c[test]] = True
+            near = binary_dilation(image, np.ones((2 * buffer + 1,) * 2, bool))[local_r, local_c]
+        else:
+            near = test
+        masks.append(~test & ~near)
+    return masks
+
+
+def spatial_folds(y: np.ndarray, units: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_folds: int = FOLDS,
+                  buffer_cells: int = BUFFER_CELLS, seed: int = 0, rule: str = "") -> SpatialFolds:
+    """Buffered blocked folds (module docstring). Raises ValidationImpossible when fewer than two
+    units can be tested."""
+    from engine.probe import blocked_folds
+
+    y, units = np.asarray(y), np.asarray(units)
+    if buffer_cells < 0:
+        raise EngineError(f"The validation buffer must be >= 0 cells, got {buffer_cells}.")
+    # Classes held by a single unit cannot be both learned and tested: that unit always trains.
+    unvalidated, fixed = [], np.zeros(y.size, bool)
+    for k in np.unique(y):
+        holders = np.unique(units[y == k])
+        if holders.size < 2:
+            unvalidated.append(int(k))
+            fixed |= np.isin(units, holders)
+    free_units = np.unique(units[~fixed])
+    if free_units.size < 2:
+        raise ValidationImpossible(
+            f"The labels fall in {np.unique(units).size} polygon(s)/block(s) only"
+            + (f" ({rule})" if rule else "") + ": no spatially separate validation is possible. The probe is fitted "
+            "without a score; add labels in more places to measure its accuracy.")
+    n = min(n_folds, int(free_units.size))
+    test_fold = np.full(y.size, -1, np.int64)
+    test_fold[~fixed] = blocked_folds(y[~fixed], units[~fixed], n, seed)
+    present = [f for f in range(n) if (test_fold == f).any()]
+    remap = np.full(n + 1, -1, np.int64)
+    remap[present] = np.arange(len(present))
+    test_fold = np.where(test_fold >= 0, remap[np.maximum(test_fold, 0)], -1)
+    masks = _buffer_masks(np.asarray(rows), np.asarray(cols), test_fold, len(present), buffer_cells)
+    text = (f"{len(present)} folds of whole polygons / point blocks" + (f"; {rule}" if rule else "")
+            + f"; training cells within {buffer_cells} cell(s) of a test cell left out of that fold's training")
+    return SpatialFolds(test_fold, masks, buffer_cells, text, unvalidated)
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class Candidate:
+    classifier: str
+    features: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.classifier} on {self.features}"
+
+
+@dataclass
+class FoldScores:
+    macro_f1: list[float] = field(default_factory=list)
+    overall_accuracy: list[float] = field(default_factory=list)
+    confusion: np.ndarray | None = None  # pooled over folds (rows true, columns predicted)
+
+    def add(self, truth: np.ndarray, predicted: np.ndarray, class_names: Sequence[str]) -> None:
+        from engine.probe import classification_metrics, confusion_matrix
+
+        cm = confusion_matrix(truth, predicted, len(class_names))
+        metrics = classification_metrics(cm, class_names)
+        self.macro_f1.append(metrics["macro_f1"])
+        self.overall_accuracy.append(metrics["overall_accuracy"])
+        self.confusion = cm if self.confusion is None else self.confusion + cm
+
+    def summary(self) -> dict[str, Any]:
+        def spread(values):
+            return {"mean": float(np.mean(values)), "std": float(np.std(values)), "folds": [float(v) for v in values]}
+
+        return {"macro_f1": spread(self.macro_f1), "overall_accuracy": spread(self.overall_accuracy)}
+
+    @property
+    def mean_f1(self) -> float:
+        return float(np.mean(self.macro_f1)) if self.macro_f1 else float("nan")
+
+
+def capped(indices: np.ndarray, y: np.ndarray, cap: int | None, rng: np.random.Generator) -> np.ndarray:
+    """At most ``cap`` random samples per class among ``indices`` (None: all)."""
+    if not cap:
+        return indices
+    keep = []
+    for k in np.unique(y[indices]):
+        of_class = indices[y[indices] == k]
+        keep.append(of_class if of_class.size <= cap else rng.choice(of_class, cap, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+@dataclass
+class Setup:
+    """What every fit of a validation run shares."""
+
+    features: dict[str, np.ndarray]  # feature set name -> (N, D)
+    y: np.ndarray
+    class_names: list[str]
+    config: Any  # engine.probe.ProbeConfig; its kind is replaced by each candidate's
+    max_per_class: int | None = None  # cap on training cells per class and fit (speed; documented)
+    seed: int = 0
+
+    def fit_predict(self, candidate: Candidate, train: np.ndarray, test: np.ndarray,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+        from engine.probe import fit_probe
+
+        rng = rng or np.random.default_rng(self.seed)
+        chosen = capped(np.flatnonzero(train), self.y, self.max_per_class, rng)
+        x = self.features[candidate.features]
+        model = fit_probe(x[chosen], self.y[chosen], len(self.class_names), replace(self.config, kind=candidate.classifier))
+        return model.predict(x[test])
+
+
+def cross_validate(setup: Setup, candidates: Sequence[Candidate], folds: SpatialFolds,
+                   within: np.ndarray | None = None, reporter=None) -> dict[Candidate, FoldScores]:
+    """Every candidate on every fold (restricted to the samples ``within``, when given)."""
+    scores = {c: FoldScores() for c in candidates}
+    within = np.ones(setup.y.size, bool) if within is None else within
+    for fold in range(folds.n_folds):
+        train, test = folds.train[fold] & within, folds.test(fold) & within
+        if not test.any() or not train.any():
+            continue
+        for candidate in candidates:
+            rng = np.random.default_rng(setup.seed + fold)
+            scores[candidate].add(setup.y[test], setup.fit_predict(candidate, train, test, rng), setup.class_names)
+        if reporter is not None:
+            reporter.progress(100.0 * (fold + 1) / folds.n_folds, f"cross-validation fold {fold + 1}/{folds.n_folds}")
+    return scores
+
+
+def best(scores: dict[Candidate, FoldScores]) -> Candidate:
+    """Highest mean macro-F1; ties go to the earlier candidate (the grid's order: simpler first)."""
+    ranked = [c for c in scores if scores[c].macro_f1]
+    if not ranked:
+        return next(iter(scores))
+    return max(ranked, key=lambda c: (scores[c].mean_f1, -list(scores).index(c)))
+
+
+@dataclass
+class Selection:
+    candidates: dict[Candidate, FoldScores]  # outer cross-validation of each candidate
+    nested: FoldScores  # the selection procedure itself, scored on outer folds it did not see
+    chosen_per_fold: list[Candidate]
+    inner_folds: list[int]  # inner folds used per outer fold (0: could not split, the first candidate)
+    final: Candidate  # best outer cross-validated candidate: the model fitted on all labels
+
+    def table(self) -> list[dict[str, Any]]:
+        return [{"candidate": c.name, "classifier": c.classifier, "features": c.features, **s.summary(),
+                 "chosen": c == self.final} for c, s in self.candidates.items() if s.macro_f1]
+
+
+def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: SpatialFolds, units: np.ndarray,
+                     rows: np.ndarray, cols: np.ndarray, reporter=None) -> Selection:
+    """Choose among ``candidates`` without leaking (module docstring)."""
+    if not candidates:
+        raise EngineError("Automatic selection needs at least one candidate classifier x feature set.")
+    outer = cross_validate(setup, candidates, folds)
+    nested, chosen, inner_counts = FoldScores(), [], []
+    for fold in range(folds.n_folds):
+        train, test = folds.train[fold], folds.test(fold)
+        try:
+            inner = spatial_folds(setup.y[train], units[train], rows[train], cols[train], INNER_FOLDS,
+                                  folds.buffer_cells, setup.seed + 1 + fold)
+        except ValidationImpossible:
+            pick, count = candidates[0], 0
+        else:
+            sub = Setup({k: v[train] for k, v in setup.features.items()}, setup.y[train], setup.class_names,
+                        setup.config, setup.max_per_class, setup.seed)
+            pick, count = best(cross_validate(sub, candidates, inner)), inner.n_folds
+        chosen.append(pick)
+        inner_counts.append(count)
+        nested.add(setup.y[test], setup.fit_predict(pick, train, test, np.random.default_rng(setup.seed + fold)),
+                   setup.class_names)
+        if reporter is not None:
+            reporter.progress(100.0 * (fold + 1) / folds.n_folds, f"nested selection, outer fold {fold + 1}/{folds.n_folds}")
+    return Selection(outer, nested, chosen, inner_counts, best(outer))
+
+
+def learning_curve(setup: Setup, candidate: Candidate, folds: SpatialFolds,
+                   sizes: Sequence[int] = CURVE_SIZES) -> list[dict[str, Any]]:
+    """Scores against the number of training cells per class (module docstring), on the same folds;
+    the last point uses every training cell."""
+    largest = max(int(np.bincount(setup.y[folds.train[f]]).max()) for f in range(folds.n_folds))
+    largest = min(largest, setup.max_per_class or largest)  # the cap every other fit runs under
+    points = [n for n in sizes if n < largest] + [largest]
+    curve = []
+    for n in points:
+        scores = FoldScores()
+        for fold in range(folds.n_folds):
+            rng = np.random.default_rng(setup.seed + 100 + fold)
+            train = np.zeros(setup.y.size, bool)
+            train[capped(np.flatnonzero(folds.train[fold]), setup.y, n, rng)] = True
+            limited = replace(setup, max_per_class=None)
+            scores.add(setup.y[folds.test(fold)], limited.fit_predict(candidate, train, folds.test(fold), rng),
+                       setup.class_names)
+        curve.append({"cells_per_class": n, "all": n == largest, **scores.summary()})
+    return curve

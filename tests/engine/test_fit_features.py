@@ -1,0 +1,110 @@
+"""fit-probe / apply-probe with other classifiers and input feature sets, through jobs on a small S2 scene."""
+
+from __future__ import annotations
+
+
+import pytest
+import rasterio
+import torch
+
+from engine.api import run_operation
+from engine.errors import EngineError
+from engine.models.checkpoint import save_checkpoint
+from engine.models.modalities import sensor
+from engine.probe import load_probe
+from tests.engine import omnisat_helpers
+from tests.engine.test_labels import box, point, write_layer
+from tests.engine.test_local_features import SIZE, s2_scene
+
+torch.set_num_threads(1)
+pytest.importorskip("sklearn")
+NAMES = ("crop", "forest")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scene")
+    files, truth = s2_scene(folder)
+    torch.manual_seed(0)
+    save_checkpoint(folder / "model.safetensors", omnisat_helpers.tiny_model(modalities=(sensor("s2"),)).eval())
+    labels = write_layer(folder / "labels.gpkg",
+                         [(box(c, 2, c + 4, 22), NAMES[(c // 4) % 2]) for c in range(0, SIZE, 4)], field_type="text")
+    job = {"model": str(folder / "model.safetensors"), "modalities": {"s2": {"files": files}},
+           "outputs": {"embeddings_level": "local"}, "tile_size": 80, "threads": 1, "precision": "fp32",
+           "batch_size": 16}
+    return folder, job, labels, truth
+
+
+def keeping(job, tmp_path):
+    """The job with its embeddings kept in ``tmp_path`` (a job must name an output)."""
+    return dict(job, outputs={"embeddings": str(tmp_path / "embeddings.tif"), "embeddings_level": "local"})
+
+
+def test_random_forest_on_raw_bands_fits_reports_and_applies_through_a_job(scene, tmp_path):
+    folder, job, labels, truth = scene
+    probe, report = str(tmp_path / "probe.safetensors"), tmp_path / "report.html"
+    fit = run_operation("fit-probe", {
+        "labels": labels, "embeddings": keeping(job, tmp_path), "output": probe, "classifier": "random_forest", "features": ["raw"],
+        "trees": 20, "report": str(report), "classes": str(tmp_path / "fit_classes.tif")})
+    assert fit["classifier"] == "random_forest" and fit["features"] == "raw"
+    assert fit["macro_f1"] > 0.9 and len(fit["fold_scores"]["macro_f1"]["folds"]) >= 2
+    assert fit["learning_curve"][-1]["all"]
+    _, meta = load_probe(probe)
+    assert meta.features["set"] == "raw" and meta.features["columns"][0] == "s2:B2@2020-06-01"
+    assert len(meta.features["columns"]) == 3 * 10
+    text = report.read_text()
+    assert "Learning curve" in text and "per fold, mean" in text and "whole polygons" in text
+    assert "Mapped area" in text and "area-report" in text
+    with rasterio.open(tmp_path / "fit_classes.tif") as ds:
+        fitted = ds.read(1)
+    assert (fitted == truth).mean() > 0.95
+    run_operation("apply-probe", {"probe": probe, "embeddings": dict(job, outputs={
+        "classes": str(tmp_path / "classes.tif"), "embeddings_level": "local"})})
+    with rasterio.open(tmp_path / "classes.tif") as ds:
+        assert (ds.read(1) == fitted).all()
+    with pytest.raises(EngineError, match="fitted on the feature set 'raw'.*give a job"):
+        run_operation("apply-probe", {"probe": probe, "embeddings": str(tmp_path / "fit_classes.tif"),
+                                      "classes": str(tmp_path / "other.tif")})
+
+
+def test_auto_reports_every_candidate_and_a_nested_estimate(scene, tmp_path):
+    folder, job, labels, _ = scene
+    fit = run_operation("fit-probe", {
+        "labels": labels, "embeddings": keeping(job, tmp_path), "output": str(tmp_path / "p.safetensors"),
+        "classifier": "auto",
+        "features": ["embeddings", "raw+indices"], "trees": 10, "epochs": 30, "learning_curve": False,
+        "folds": 3, "report": str(tmp_path / "r.html")})
+    assert len(fit["candidates"]) == 5 * 2
+    assert sum(c["chosen"] for c in fit["candidates"]) == 1
+    assert fit["nested_estimate"]["macro_f1"]["mean"] == pytest.approx(fit["fold_scores"]["macro_f1"]["mean"])
+    assert "Nested estimate" in (tmp_path / "r.html").read_text()
+    assert load_probe(tmp_path / "p.safetensors")[1].validation["chosen"] == f"{fit['classifier']} on {fit['features']}"
+
+
+def test_input_features_need_a_job_and_dates(scene, tmp_path):
+    folder, job, labels, _ = scene
+    embeddings = str(tmp_path / "emb.tif")
+    run_operation("embed", {"job": dict(job, outputs={"embeddings": embeddings, "embeddings_level": "local"})})
+    with pytest.raises(EngineError, match="read from the job's input rasters: give a job"):
+        run_operation("fit-probe", {"labels": labels, "embeddings": embeddings, "output": str(tmp_path / "p.safetensors"),
+                                    "features": ["raw"]})
+    one_date = dict(keeping(job, tmp_path), modalities={"s2": {"files": job["modalities"]["s2"]["files"][:1]}})
+    with pytest.raises(EngineError, match="at least 2 dates"):
+        run_operation("fit-probe", {"labels": labels, "embeddings": one_date, "output": str(tmp_path / "p.safetensors"),
+                                    "features": ["stats"]})
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_labels_in_one_block_are_fitted_without_a_score(scene, tmp_path):
+    folder, job, _, _ = scene
+    labels = write_layer(tmp_path / "two.gpkg", [(point(1.5, 1.5), "crop"), (point(5.5, 1.5), "forest"),
+                                                  (point(1.5, 2.5), "crop"), (point(5.5, 2.5), "forest")],
+                         field_type="text")
+    report = tmp_path / "r.html"
+    fit = run_operation("fit-probe", {"labels": labels, "embeddings": keeping(job, tmp_path),
+                                      "output": str(tmp_path / "p.safetensors"), "report": str(report),
+                                      "block_size": 1000.0})
+    assert fit["macro_f1"] is None and fit["overall_accuracy"] is None
+    assert fit["unvalidated_classes"] == list(NAMES)
+    assert "Not validated" in report.read_text() and "no spatially separate validation" in report.read_text()
+    assert (tmp_path / "p.safetensors").exists()

@@ -1,0 +1,39 @@
+"""The area algorithms inside QGIS: draw a sample from a class map, label it, estimate the areas."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import rasterio
+from osgeo import ogr
+
+from engine.io.grid import Grid
+from engine.io.writers import open_class_map
+from rasterio.transform import from_origin
+from tests.plugin.test_processing import provider, run_algorithm  # noqa: F401  (the fixture)
+
+
+def test_sample_then_area_report(provider, tmp_path):  # noqa: F811
+    classes = tmp_path / "classes.tif"
+    data = np.zeros((30, 30), np.uint8)
+    data[:, 20:] = 1
+    grid = Grid(rasterio.crs.CRS.from_epsg(32633), from_origin(500000.0, 5000000.0, 10.0, 10.0), 30, 30)
+    with open_class_map(classes, grid, ["grass", "water"], ["#00ff00", "#0000ff"]) as ds:
+        ds.write(data, 1)
+    sample = tmp_path / "sample.gpkg"
+    results = run_algorithm("samplemap", {"CLASSES": str(classes), "TOTAL": 40, "MIN_PER_CLASS": 10, "OUTPUT": str(sample)})
+    assert results["SAMPLES"] == 40
+    source = ogr.Open(str(sample), 1)
+    layer = source.GetLayer(0)
+    for feature in layer:
+        feature.SetField("reference", feature.GetField("map_class"))
+        layer.SetFeature(feature)
+    source = None
+    table = tmp_path / "areas.csv"
+    results = run_algorithm("areareport", {"CLASSES": str(classes), "REFERENCE": str(sample), "OUTPUT": str(table),
+                                           "HTML": str(tmp_path / "areas.html")})
+    assert results["OVERALL_ACCURACY"] == 1.0
+    rows = {r["class"]: r for r in csv.DictReader(table.open())}
+    assert float(rows["water"]["estimated_area (m2)"]) == 10 * 30 * 100.0  # a perfect map: its own area
+    assert "95% interval" in (tmp_path / "areas.html").read_text()

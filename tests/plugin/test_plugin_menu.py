@@ -1,0 +1,26 @@
+"""The plugin's menu actions: set up the engine, download the official model."""
+
+from omnisat_qgis.plugin import OmniSatPlugin
+
+
+class FakeIface:
+    def __init__(self):
+        self.menu = []
+
+    def mainWindow(self):  # noqa: N802 - QGIS API
+        return None
+
+    def addPluginToMenu(self, name, action):  # noqa: N802 - QGIS API
+        self.menu.append((name, action.text()))
+
+    def removePluginMenu(self, name, action):  # noqa: N802 - QGIS API
+        self.menu.remove((name, action.text()))
+
+
+def test_menu_actions_are_added_and_removed(qgis_app):
+    iface = FakeIface()
+    plugin = OmniSatPlugin(iface)
+    plugin.initGui()
+    assert iface.menu == [("OmniSat", "Set up the OmniSat engine…"), ("OmniSat", "Download the official AnySat model…")]
+    plugin.unload()
+    assert iface.menu == [] and plugin.provider is None
