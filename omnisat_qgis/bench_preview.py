@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"extent embedded: {figures['extent_m'][0]} x {figures['extent_m'][1]} m (visible "
               f"{figures['visible_extent_m'][0]} x {figures['visible_extent_m'][1]} m + 10 % margin), "
               f"model {figures['model']}, {figures['labels']} labels")
-        print(f"first fit (embedding + probe + preview): {first:.2f} s")
+        print(f"first fit (probe + preview, + embedding unless the folder's cache had it): {first:.2f} s")
         print(f"re-fit after a new label: {', '.join(f'{r:.2f}' for r in refits)} s; median {median:.2f} s "
               f"(target < 3 s); first / re-fit {first / median:.1f}x")
         print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
