@@ -1,16 +1,25 @@
-"""The QGIS plugin object: registers the Processing provider (also under qgis_process)."""
+"""The QGIS plugin object: the Processing provider (also under qgis_process), and in the GUI
+a toolbar button and a Raster menu entry that open the OmniSat dock."""
 
 from __future__ import annotations
 
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsProject
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
 
+from omnisat_qgis.paths import resources_dir
 from omnisat_qgis.provider import OmniSatProvider
+
+MENU = "&OmniSat"
 
 
 class OmniSatPlugin:
     def __init__(self, iface):
         self.iface = iface
         self.provider: OmniSatProvider | None = None
+        self.action: QAction | None = None
+        self.dock = None
         self.menu_actions: list = []
 
     def initProcessing(self):  # noqa: N802 - QGIS API
@@ -22,7 +31,15 @@ class OmniSatPlugin:
 
     def initGui(self):  # noqa: N802 - QGIS API
         self.initProcessing()
-        from qgis.PyQt.QtWidgets import QAction
+        self.action = QAction(QIcon(str(resources_dir() / "icons" / "omnisat.svg")), "OmniSat dock",
+                              self.iface.mainWindow())
+        self.action.setCheckable(True)
+        self.action.setToolTip("Classify with OmniSat / AnySat: pick layers, draw labels, fit, preview, map")
+        self.action.toggled.connect(self.show_dock)
+        self.iface.addToolBarIcon(self.action)
+        self.iface.addPluginToRasterMenu(MENU, self.action)
+        QgsProject.instance().writeProject.connect(self._save_state)
+        QgsProject.instance().readProject.connect(self._restore_state)
 
         for text, slot in (("Set up the OmniSat engine…", self.show_setup_dialog),
                            ("Download the official AnySat model…", self.show_fetch_model)):
@@ -30,6 +47,25 @@ class OmniSatPlugin:
             action.triggered.connect(slot)
             self.iface.addPluginToMenu("OmniSat", action)
             self.menu_actions.append(action)
+
+    def show_dock(self, visible: bool = True):
+        if self.dock is None:
+            from omnisat_qgis.gui.dock import OmniSatDock  # the GUI is built only when first asked for
+
+            self.dock = OmniSatDock(self.iface, self.iface.mainWindow())
+            self.dock.visibilityChanged.connect(self.action.setChecked)
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+            self.dock.restore_state()
+        self.dock.setVisible(visible)
+        return self.dock
+
+    def _save_state(self, *args):
+        if self.dock is not None:
+            self.dock.save_state()
+
+    def _restore_state(self, *args):
+        if self.dock is not None:
+            self.dock.restore_state()
 
     def show_setup_dialog(self):
         from omnisat_qgis.gui.setup_dialog import SetupDialog
@@ -45,6 +81,17 @@ class OmniSatPlugin:
         for action in self.menu_actions:
             self.iface.removePluginMenu("OmniSat", action)
         self.menu_actions = []
+        if self.dock is not None:
+            self.dock.cancel()  # no orphan worker when QGIS closes or the plugin is reloaded
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.action is not None:
+            QgsProject.instance().writeProject.disconnect(self._save_state)
+            QgsProject.instance().readProject.disconnect(self._restore_state)
+            self.iface.removePluginRasterMenu(MENU, self.action)
+            self.iface.removeToolBarIcon(self.action)
+            self.action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

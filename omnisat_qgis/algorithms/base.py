@@ -20,14 +20,13 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from omnisat_qgis import settings
+from omnisat_qgis.algorithms import post_processing
 from omnisat_qgis.algorithms.params import OUTPUT_KINDS, Param, ResultRow, set_nested, value_for_engine
-from omnisat_qgis.styling import write_class_style
+from omnisat_qgis.embedding_preview import write_preview
+from omnisat_qgis.layer_metadata import RunRecord, write_metadata
+from omnisat_qgis.styling import write_style
 from omnisat_qgis.paths import engine_root, resources_dir
 from omnisat_qgis.worker_client import WorkerCallbacks, WorkerCancelled, WorkerError, WorkerRun, run_worker
-
-
-# The output that holds a class map: it gets a QGIS style with the class names.
-CLASS_MAP_OUTPUT = "CLASSES"
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -59,8 +58,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.group_name.lower().replace(" ", "")
 
     def shortHelpString(self):  # noqa: N802 - QGIS API
-        rows = "".join(f"<li><b>{p.description}</b> ({p.name} = engine {p.key})</li>" for p in self.params)
-        return f"{self.help_text}<ul>{rows}</ul>"
+        rows = "".join(f"<li><b>{p.description}</b>: {p.help}</li>" for p in self.params if p.help)
+        return f"<p>{self.help_text}</p>" + (f"<ul>{rows}</ul>" if rows else "")
 
     def icon(self):
         return QIcon(str(resources_dir() / "icons" / "omnisat.svg"))
@@ -113,8 +112,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         message = self.run_engine(params, feedback, self.working_folder(parameters, context))
         written, result = message.get("outputs", {}), message.get("result", {})
         results = {p.name: written.get(p.key.rsplit(".", 1)[-1]) for p in self.output_rows()}
-        if results.get(CLASS_MAP_OUTPUT) and result.get("class_names"):
-            write_class_style(results[CLASS_MAP_OUTPUT], result["class_names"])
+        self.describe_outputs(results, RunRecord.from_run(self.operation, self.display, params, result), context,
+                              feedback)
         return results | {row.name: row.value(result) for row in self.results}
 
     def run_engine(self, params: dict[str, Any], feedback: QgsProcessingFeedback, cwd: str | None = None) -> dict:
@@ -144,6 +143,27 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             if exc.detail:
                 feedback.pushDebugInfo(exc.detail)
             raise QgsProcessingException(str(exc)) from None
+
+    def describe_outputs(self, results: dict[str, Any], record: RunRecord, context: QgsProcessingContext,
+                         feedback: QgsProcessingFeedback) -> None:
+        """Style and metadata beside each raster written (for qgis_process and layers opened later),
+        and a post-processor styling the layers Processing adds to the project."""
+        for row in self.output_rows():
+            path = results.get(row.name)
+            if not row.style or not path:
+                continue
+            if row.style == "embeddings":
+                feedback.setProgressText("Principal components of the embeddings (false-colour preview)")
+                try:
+                    preview = str(write_preview(path))
+                    write_style(preview, "rgb")
+                    write_metadata(preview, record, f"{row.description}: principal components")
+                except ValueError as exc:
+                    feedback.pushWarning(f"No false-colour preview of {path}: {exc}.")
+            else:
+                write_style(path, row.style)
+            write_metadata(path, record, row.description)
+            post_processing.attach(context, path, row.style, record, row.description)
 
 
 def unknown_parameters_message(given, known: list[str], algorithm: str) -> str | None:

@@ -12,18 +12,22 @@ from qgis.core import QgsProcessingException
 
 from omnisat_qgis.algorithms.base import EngineAlgorithm
 from omnisat_qgis.algorithms.params import Param, ResultRow
+from omnisat_qgis.model_catalog import CatalogError, model_info
 
 MODALITY_SLOTS = 3
 # The engine's levels (engine.mapping.levels.LEVEL_NAMES; tests/plugin/test_levels_enum.py compares), as static
 # strings: QGIS never imports the engine.
 EMBEDDING_LEVELS = ("patch", "local", "both", "dense", "tile")
 JOB_HELP = (
-    "Runs the OmniSat engine over an area: pick the model checkpoint, then up to three modalities, "
-    "each with the model's modality name (e.g. aerial, s2, s1), its layers (one image, or one layer "
-    "per date; dates are read from file names or metadata, or typed as YYYY-MM-DD, comma-separated). "
-    "A job file (JSON, see the README) can hold everything, including cloud masks and band "
-    "selections; parameters given here override its keys. Relative paths in a job file are relative "
-    "to its folder."
+    "Runs an OmniSat model over your area. Choose the model (a .safetensors checkpoint; the shipped ones "
+    "are in the plugin's resources/models folder), then, for each sensor you have, the sensor's name in "
+    "the model (for the shipped models: aerial = aerial image, s2 = Sentinel-2 time series, s1_asc = "
+    "Sentinel-1 ascending time series) and its layers: one image, or one layer per date for a time "
+    "series. Dates are read from the file names or metadata; type them (YYYY-MM-DD, comma-separated) "
+    "when they are not. Layers in different projections or resolutions are aligned on the fly; your "
+    "files are never changed. The OmniSat dock (Raster menu) fills all of this for you. A job file "
+    "(JSON, see the README) can hold everything, including cloud masks and band selections; settings "
+    "given here override it."
 )
 
 
@@ -31,27 +35,34 @@ def modality_rows() -> tuple[Param, ...]:
     rows = []
     for i in range(1, MODALITY_SLOTS + 1):
         rows += [
-            Param(f"MODALITY_{i}", f"slots.{i}.name", "string", f"Modality {i}: name in the model (e.g. s2)", optional=True),
-            Param(f"LAYERS_{i}", f"slots.{i}.files", "rasters", f"Modality {i}: layers (one per date for a series)",
+            Param(f"MODALITY_{i}", f"slots.{i}.name", "string", f"Sensor {i}: its name in the model (e.g. s2)",
+                  optional=True, help="checked against the model's sensors before anything runs"),
+            Param(f"LAYERS_{i}", f"slots.{i}.files", "rasters", f"Sensor {i}: layers (one per date for a series)",
                   optional=True),
-            Param(f"DATES_{i}", f"slots.{i}.dates", "dates", f"Modality {i}: dates (YYYY-MM-DD, comma-separated; "
+            Param(f"DATES_{i}", f"slots.{i}.dates", "dates", f"Sensor {i}: dates (YYYY-MM-DD, comma-separated; "
                   "default: read from the files)", optional=True),
         ]
     return tuple(rows)
 
 
 JOB_ROWS = (
-    Param("JOB", "job_file", "file", "Job file (JSON; optional)", optional=True, file_filter="Job (*.json)"),
+    Param("JOB", "job_file", "file", "Job file (JSON; optional)", optional=True, file_filter="Job (*.json)",
+          advanced=True),
     Param("MODEL", "job.model", "file", "Model checkpoint", optional=True,
           file_filter="Checkpoint (*.safetensors)"),
     *modality_rows(),
     Param("EXTENT", "job.extent", "extent", "Area to map (default: where all inputs overlap)", optional=True),
-    Param("PATCH_SIZE", "job.patch_size", "float", "Patch size in metres (default: the model's)", optional=True),
-    Param("TILE_SIZE", "job.tile_size", "float", "Window size in metres (default: the model's)", optional=True),
-    Param("OVERLAP", "job.overlap", "float", "Window overlap in metres (default: 1/6 of a window)", optional=True),
-    Param("BATCH_SIZE", "job.batch_size", "int", "Windows per model call", default=4, minimum=1),
-    Param("DEVICE", "job.device", "enum", "Device", default="auto", options=("auto", "cpu", "cuda")),
-    Param("PRECISION", "job.precision", "enum", "Precision", default="auto", options=("auto", "fp32", "bf16")),
+    Param("PATCH_SIZE", "job.patch_size", "float", "Patch size in metres (default: the model's)", optional=True,
+          advanced=True),
+    Param("TILE_SIZE", "job.tile_size", "float", "Window size in metres (default: the model's)", optional=True,
+          advanced=True, help="lower it (and the batch size) when the engine runs out of memory"),
+    Param("OVERLAP", "job.overlap", "float", "Window overlap in metres (default: 1/6 of a window)", optional=True,
+          advanced=True),
+    Param("BATCH_SIZE", "job.batch_size", "int", "Windows per model call", default=4, minimum=1, advanced=True),
+    Param("DEVICE", "job.device", "enum", "Device", default="auto", options=("auto", "cpu", "cuda"),
+          advanced=True),
+    Param("PRECISION", "job.precision", "enum", "Precision", default="auto", options=("auto", "fp32", "bf16"),
+          advanced=True),
 )
 
 
@@ -111,14 +122,33 @@ class JobAlgorithm(EngineAlgorithm):
     def working_folder(self, parameters, context):
         return job_folder(self, parameters, context)
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        model_file = self.parameterAsFile(parameters, "MODEL", context)
+        if not model_file:
+            return True, ""
+        try:
+            info = model_info(model_file)
+        except CatalogError as exc:
+            return False, f"MODEL: {exc}"
+        for index in range(1, MODALITY_SLOTS + 1):
+            name = self.parameterAsString(parameters, f"MODALITY_{index}", context).strip()
+            if name and name not in info.modality_names():
+                valid = ", ".join(f"{m.name} ({m.label})" for m in info.modalities)
+                return False, (f"MODALITY_{index}: '{name}' is not a sensor of the model {info.name}; "
+                               f"valid names: {valid}.")
+        return True, ""
+
 
 class Classify(JobAlgorithm):
     operation = "classify"
     display = "Classify (land cover, crops)"
     params = JOB_ROWS + (
-        Param("CLASSES", "job.outputs.classes", "raster_out", "Class map"),
+        Param("CLASSES", "job.outputs.classes", "raster_out", "Class map", style="classes"),
         Param("CONFIDENCE", "job.outputs.confidence", "raster_out", "Confidence (probability of the chosen class)",
-              optional=True),
+              optional=True, style="confidence"),
         Param("PROBABILITIES", "job.outputs.probabilities", "raster_out", "Per-class probabilities", optional=True),
     )
     results = (ResultRow("CLASS_NAMES", "class_names", "string", "Class names"),)
@@ -129,12 +159,14 @@ class Embed(JobAlgorithm):
     display = "Embeddings"
     params = JOB_ROWS + (
         Param("EMBEDDINGS_DTYPE", "job.outputs.embeddings_dtype", "enum", "Embedding type", default="float32",
-              options=("float32", "float16")),
+              options=("float32", "float16"), advanced=True),
         Param("EMBEDDINGS_LEVEL", "job.outputs.embeddings_level", "enum",
               "Embedding level (patch: fused; local: each patch's own encoder features; both; dense: AnySat, "
               "per sub-patch; tile: one pixel per window, windows edge to edge)", default="patch",
               options=EMBEDDING_LEVELS),
-        Param("EMBEDDINGS", "job.outputs.embeddings", "raster_out", "Embeddings (one band per dimension)"),
+        Param("EMBEDDINGS", "job.outputs.embeddings", "raster_out", "Embeddings (one band per dimension)",
+              style="embeddings", help="shown in the map as a false-colour image of their three principal "
+              "components; the full embeddings stay in the project, unchecked, for probes"),
     )
 
 

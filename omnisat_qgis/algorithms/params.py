@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    Qgis,
     QgsMapLayer,
-    QgsProcessing,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingException,
@@ -22,6 +22,7 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
+    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMultipleLayers,
@@ -44,7 +45,8 @@ OUTPUT_KINDS = ("raster_out", "file_out")
 class Param:
     name: str
     key: str
-    kind: str  # raster, rasters, band, vector, file, string, int, float, bool, enum, extent, dates, texts (comma-separated list), raster_out, file_out
+    kind: str  # raster, rasters, band, vector, field, file, string, int, float, bool, enum, extent, dates,
+    #            texts (comma-separated list), raster_out, file_out
     description: str
     default: Any = None
     optional: bool = False
@@ -53,24 +55,40 @@ class Param:
     minimum: float | None = None
     # vector rows: the engine key that receives a GeoPackage layer name ("file.gpkg|layername=x")
     layer_key: str = ""
-    # band rows: the raster parameter whose bands are offered
+    # band / field rows: the raster / vector parameter whose bands / fields are offered
     parent: str = ""
+    # technical settings an analyst rarely changes: under "Advanced parameters"
+    advanced: bool = False
+    # outputs: the renderer QGIS gives the layer (a key of omnisat_qgis.styling.STYLERS, or "embeddings")
+    style: str = ""
+    # shown in the algorithm's help, in the analyst's words
+    help: str = ""
 
     def definition(self):
-        """The QgsProcessingParameter* for this row."""
+        """The QgsProcessingParameter* for this row (flagged advanced when it is)."""
+        parameter = self._definition()
+        if self.advanced:
+            parameter.setFlags(parameter.flags() | Qgis.ProcessingParameterFlag.Advanced)
+        return parameter
+
+    def _definition(self):
         kind, name, text, optional = self.kind, self.name, self.description, self.optional
         if kind == "raster":
             return QgsProcessingParameterRasterLayer(name, text, optional=optional)
         if kind == "rasters":
-            return QgsProcessingParameterMultipleLayers(name, text, QgsProcessing.TypeRaster, optional=optional)
+            return QgsProcessingParameterMultipleLayers(name, text, Qgis.ProcessingSourceType.Raster,
+                                                      optional=optional)
         if kind == "vector":
-            return QgsProcessingParameterVectorLayer(name, text, [QgsProcessing.TypeVector], optional=optional)
+            return QgsProcessingParameterVectorLayer(name, text, [Qgis.ProcessingSourceType.Vector], optional=optional)
+        if kind == "field":
+            return QgsProcessingParameterField(name, text, self.default, self.parent, optional=optional)
         if kind == "file":
             return QgsProcessingParameterFile(name, text, fileFilter=self.file_filter, optional=optional)
         if kind in ("string", "dates", "texts"):
             return QgsProcessingParameterString(name, text, defaultValue=self.default, optional=optional)
         if kind in ("int", "float"):
-            number = QgsProcessingParameterNumber.Integer if kind == "int" else QgsProcessingParameterNumber.Double
+            number = (Qgis.ProcessingNumberParameterType.Integer if kind == "int"
+                      else Qgis.ProcessingNumberParameterType.Double)
             parameter = QgsProcessingParameterNumber(name, text, number, defaultValue=self.default, optional=optional)
             if self.minimum is not None:
                 parameter.setMinimum(self.minimum)
@@ -167,6 +185,8 @@ def value_for_engine(algorithm, param: Param, parameters: dict, context) -> Any:
     if kind in ("dates", "texts"):  # comma-separated text -> a list
         text = algorithm.parameterAsString(parameters, name, context)
         return [d.strip() for d in text.replace(";", ",").split(",") if d.strip()] or None
+    if kind == "field":
+        return algorithm.parameterAsString(parameters, name, context) or None
     if kind == "band":
         return algorithm.parameterAsInt(parameters, name, context)
     if kind in ("int", "float"):

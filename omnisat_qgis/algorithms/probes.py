@@ -9,12 +9,12 @@ from omnisat_qgis.algorithms.params import Param, ResultRow
 EMBEDDING_ROWS = (
     Param("EMBEDDINGS_RASTER", "embeddings", "raster", "Embeddings raster (from 'Embeddings')", optional=True),
     Param("JOB", "embeddings", "file", "…or a job file (model and modalities) to compute them", optional=True,
-          file_filter="Job (*.json)"),
+          file_filter="Job (*.json)", advanced=True),
     Param("MODEL", "model", "file", "Checkpoint the embeddings raster was computed with", optional=True,
           file_filter="Checkpoint (*.safetensors)"),
     Param("EMBEDDINGS_LEVEL", "embeddings_level", "enum",
           "Embedding level (auto: the job's, or the raster's own; dense: per sub-patch; tile: per window)",
-          default="auto", options=("auto",) + EMBEDDING_LEVELS),
+          default="auto", options=("auto",) + EMBEDDING_LEVELS, advanced=True),
 )
 
 
@@ -23,28 +23,32 @@ class FitProbe(EngineAlgorithm):
     display = "Fit a probe on labels (few labels to a map)"
     group_name = "Few labels"
     help_text = (
-        "Fits a linear probe (or a small MLP) on the engine's embeddings from labelled points or polygons "
-        "with a class field, validates it on spatially separated polygons / blocks (never neighbouring "
-        "pixels of one polygon on both sides), writes the probe, an HTML report with the confusion matrix, "
-        "and optionally the class map over the embeddings' area."
+        "Learns your classes from a few labelled points or polygons: pick the labels layer and the field "
+        "holding each feature's class (a number or a name), and the embeddings made by 'Embeddings'. "
+        "The probe is checked on whole polygons (or blocks of points) kept aside, so the accuracy it "
+        "reports is not inflated by neighbouring pixels; you get the probe file, an HTML report with "
+        "the confusion matrix and, if you ask, the class map of the area."
     )
     params = (
         Param("LABELS", "labels", "vector", "Labelled points or polygons", layer_key="layer"),
-        Param("CLASS_FIELD", "class_field", "string", "Class field", default="class"),
+        Param("CLASS_FIELD", "class_field", "field", "Class field", default="class", parent="LABELS"),
+        Param("IGNORE_VALUES", "ignore_values", "texts", "Class values to ignore (comma-separated, e.g. 0)",
+              optional=True, help="features with these classes are left out, e.g. 0 = no data"),
         *EMBEDDING_ROWS,
         Param("CLASSIFIER", "classifier", "enum", "Classifier (auto: chosen by nested spatial cross-validation)",
               default="linear", options=("linear", "mlp", "knn", "random_forest", "gradient_boosting", "auto")),
         Param("FEATURES", "features", "texts",
               "Feature sets, comma-separated (embeddings, raw, stats, indices, or e.g. embeddings+raw; input "
-              "features need a job)", default="embeddings"),
+              "features need a job)", default="embeddings", advanced=True),
         Param("MIN_COVERAGE", "min_coverage", "float", "Minimum share of a cell a polygon covers", default=0.5,
-              minimum=0),
-        Param("FOLDS", "folds", "int", "Spatial cross-validation folds", default=5, minimum=2),
-        Param("SEED", "seed", "int", "Random seed", default=0),
+              minimum=0, advanced=True),
+        Param("FOLDS", "folds", "int", "Spatial cross-validation folds", default=5, minimum=2,
+              advanced=True),
+        Param("SEED", "seed", "int", "Random seed", default=0, advanced=True),
         Param("OUTPUT", "output", "file_out", "Probe", file_filter="Probe (*.safetensors)"),
         Param("REPORT", "report", "file_out", "Fit report", file_filter="HTML (*.html)", optional=True),
-        Param("CLASSES", "classes", "raster_out", "Class map", optional=True),
-        Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True),
+        Param("CLASSES", "classes", "raster_out", "Class map", optional=True, style="classes"),
+        Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True, style="confidence"),
     )
 
     results = (
@@ -66,8 +70,8 @@ class ApplyProbe(EngineAlgorithm):
     params = (
         Param("PROBE", "probe", "file", "Probe", file_filter="Probe (*.safetensors)"),
         *EMBEDDING_ROWS,
-        Param("CLASSES", "classes", "raster_out", "Class map"),
-        Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True),
+        Param("CLASSES", "classes", "raster_out", "Class map", style="classes"),
+        Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True, style="confidence"),
     )
 
     exactly_one_of = (("EMBEDDINGS_RASTER", "JOB"),)
@@ -105,13 +109,14 @@ class Change(EngineAlgorithm):
               file_filter="Checkpoint (*.safetensors)"),
         Param("EMBEDDINGS_LEVEL", "embeddings_level", "enum",
               "Embedding level of both periods (auto: the jobs', or the rasters' own)", default="auto",
-              options=("auto",) + EMBEDDING_LEVELS),
+              options=("auto",) + EMBEDDING_LEVELS, advanced=True),
         Param("METRIC", "metric", "enum", "Distance", default="cosine", options=("cosine", "euclidean")),
         Param("THRESHOLD", "threshold", "float", "Threshold (default: Otsu's)", optional=True),
         Param("LABELS", "labels", "vector", "Change / no-change samples (optional)", optional=True),
-        Param("CLASS_FIELD", "class_field", "string", "Class field of the samples", default="class"),
-        Param("MAGNITUDE", "magnitude", "raster_out", "Change magnitude"),
-        Param("CHANGE", "change", "raster_out", "Change (1) / no change (0)", optional=True),
+        Param("CLASS_FIELD", "class_field", "field", "Class field of the samples", default="class", parent="LABELS",
+              optional=True),
+        Param("MAGNITUDE", "magnitude", "raster_out", "Change magnitude", style="magnitude"),
+        Param("CHANGE", "change", "raster_out", "Change (1) / no change (0)", optional=True, style="classes"),
         Param("PROBE_OUTPUT", "probe_output", "file_out", "Change probe", file_filter="Probe (*.safetensors)",
               optional=True),
         Param("REPORT", "report", "file_out", "Change probe report", file_filter="HTML (*.html)", optional=True),

@@ -1,1 +1,2 @@
-"""The plugin's dialogs and dock (GUI code, kept apart from the Processing algorithms)."""
+"""The plugin's interactive side (kept apart from the Processing algorithms): the dock, its
+tasks that run the engine, and the dialogs."""

@@ -10,38 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 
-from tests.engine.raster_fixtures import L1C_BANDS, eolearn_corner, write_described
+from tests.plugin.scenes import write_scene
 from tests.plugin.test_qgis_process import qgis_env, qgis_process  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.qgis_process, pytest.mark.slow]
-S2_TREESAT = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
 
 
 @pytest.fixture(scope="module")
 def workspace(shared_data, tmp_path_factory) -> Path:
     """Three real Sentinel-2 dates (10 bands, named by date) and an OmniSat checkpoint (random weights)."""
-    from engine.models.checkpoint import save_checkpoint
-    from engine.models.heads import HeadConfig, build_head
-    from engine.models.registry import build_model
-
-    root = tmp_path_factory.mktemp("workflow")
-    scenes = np.load(shared_data / "eolearn_patch/REFERENCE_SCENES.npy", allow_pickle=False)
-    stamps = json.loads((shared_data / "eolearn_patch/TestEOPatch/timestamps.json").read_text())
-    corner = eolearn_corner(shared_data)
-    index = [L1C_BANDS.index(b) for b in S2_TREESAT]
-    (root / "s2").mkdir()
-    for t in (2, 3, 4):  # the clear dates
-        data = np.ascontiguousarray(scenes[t][..., index].transpose(2, 0, 1)).astype(np.float32) * 10000
-        write_described(root / "s2" / f"S2_{stamps[t][:10].replace('-', '')}.tif", data, corner,
-                        descriptions=S2_TREESAT)
-    torch.manual_seed(0)
-    model = build_model("omnisat-treesatai").eval()
-    head = build_head(HeadConfig("patch", model.embed_dim, 2))
-    save_checkpoint(root / "omnisat.safetensors", model, head=head, classes=["green", "grey"],
-                    colors=["#1b7837", "#999999"], provenance={"weights": "random, for tests"})
-    return root
+    return write_scene(shared_data, tmp_path_factory.mktemp("workflow"))
 
 
 def s2_layers(workspace: Path) -> list[Path]:

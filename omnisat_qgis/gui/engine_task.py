@@ -1,0 +1,66 @@
+"""Engine runs in the background: a QgsTask that runs worker jobs one after another.
+
+Progress goes to the task manager (and the dock, through ``progressChanged``);
+cancelling the task terminates the worker, which removes its partial files, so a
+cancelled run leaves nothing behind. The task never touches the project: the
+dock loads the results in ``on_done`` on the main thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from qgis.core import QgsTask
+
+from omnisat_qgis import settings
+from omnisat_qgis.paths import engine_root
+from omnisat_qgis.worker_client import WorkerCallbacks, WorkerCancelled, WorkerError, WorkerRun, run_worker
+
+
+@dataclass(frozen=True)
+class Step:
+    """One worker job: an engine operation, its parameters and the files it writes."""
+
+    operation: str
+    params: dict[str, Any]
+    outputs: tuple[str, ...]
+    label: str
+
+
+class EngineTask(QgsTask):
+    def __init__(self, description: str, steps: list[Step],
+                 on_done: Callable[["EngineTask"], None], log: Callable[[str, str], None] = lambda m, level: None):
+        super().__init__(description, QgsTask.Flag.CanCancel)
+        self.steps, self.on_done, self.log = steps, on_done, log
+        self.results: list[dict[str, Any]] = []
+        self.error = ""
+        self.cancelled_by_user = False
+
+    def run(self) -> bool:  # background thread
+        try:
+            python, source = settings.worker_python()
+        except settings.SettingsError as exc:
+            self.error = str(exc)
+            return False
+        share = 100.0 / len(self.steps)
+        for index, step in enumerate(self.steps):
+            callbacks = WorkerCallbacks(
+                progress=lambda percent, message, i=index: self.setProgress(i * share + percent * share / 100),
+                log=self.log, is_cancelled=self.isCanceled,
+            )
+            run = WorkerRun(python=python, engine_root=engine_root(), operation=step.operation, params=step.params,
+                            threads=settings.worker_threads(), output_paths=list(step.outputs),
+                            python_source=source)
+            try:
+                self.results.append(run_worker(run, callbacks).get("result", {}))
+            except WorkerCancelled:
+                self.cancelled_by_user = True
+                return False
+            except WorkerError as exc:
+                self.error = f"{step.label}: {exc}"
+                return False
+        return True
+
+    def finished(self, result: bool) -> None:  # main thread
+        self.on_done(self)

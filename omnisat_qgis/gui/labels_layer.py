@@ -1,0 +1,84 @@
+"""The analyst's labels: a GeoPackage of points or polygons with a class field, styled by class.
+
+The dock's class list (name + colour) drives the layer's categories and the
+attribute form's value map, so a new sample is one click per vertex and a
+choice in a drop-down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransformContext,
+    QgsEditorWidgetSetup,
+    QgsField,
+    QgsFields,
+    QgsRendererCategory,
+    QgsSymbol,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QMetaType
+from qgis.PyQt.QtGui import QColor
+
+DEFAULT_FIELD = "class"
+GEOMETRIES = {"points": QgsWkbTypes.Type.Point, "polygons": QgsWkbTypes.Type.Polygon}
+PALETTE = ("#1b7837", "#a6d96a", "#fdae61", "#d73027", "#4575b4", "#999999", "#762a83", "#f1b6da")
+
+
+class LabelsError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class LabelClass:
+    name: str
+    color: str  # #rrggbb
+
+
+def default_color(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def create_labels_layer(path: Path, geometry: str, crs: QgsCoordinateReferenceSystem,
+                        field: str = DEFAULT_FIELD) -> QgsVectorLayer:
+    """A new, empty GeoPackage layer with a text class field; refuses to overwrite a file."""
+    if path.exists():
+        raise LabelsError(f"'{path}' already exists: choose a new file name for the labels.")
+    fields = QgsFields()
+    fields.append(QgsField(field, QMetaType.Type.QString))
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = path.stem
+    writer = QgsVectorFileWriter.create(str(path), fields, GEOMETRIES[geometry], crs,
+                                        QgsCoordinateTransformContext(), options)
+    if writer.hasError() != QgsVectorFileWriter.WriterError.NoError:
+        raise LabelsError(f"Could not create '{path}': {writer.errorMessage()}")
+    del writer  # closes the file
+    layer = QgsVectorLayer(f"{path}|layername={path.stem}", path.stem, "ogr")
+    if not layer.isValid():
+        raise LabelsError(f"'{path}' was created but cannot be opened as a layer.")
+    return layer
+
+
+def style_labels(layer: QgsVectorLayer, field: str, classes: list[LabelClass]) -> None:
+    """One colour per class (categorized renderer) and a drop-down of the classes in the form."""
+    categories = []
+    for item in classes:
+        symbol = QgsSymbol.defaultSymbol(layer.geometryType())
+        color = QColor(item.color)
+        if layer.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry:
+            color.setAlpha(110)
+        symbol.setColor(color)
+        categories.append(QgsRendererCategory(item.name, symbol, item.name))
+    layer.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
+    index = layer.fields().indexOf(field)
+    if index >= 0:
+        layer.setEditorWidgetSetup(index, QgsEditorWidgetSetup(
+            "ValueMap", {"map": [{item.name: item.name} for item in classes]}))
+    layer.triggerRepaint()

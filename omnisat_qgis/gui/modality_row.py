@@ -1,0 +1,254 @@
+"""One input row of the dock: the layers of one modality of the chosen model.
+
+A table of the project's raster layers: tick the layer (an image) or the layers
+(a time series, one per date, sorted by date); the date read from each layer's
+name is shown and can be edited; the band mapping found from the band
+descriptions and an inline check (file layer, CRS, overlap, resolution, bands)
+are shown per layer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
+    QGroupBox,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+from omnisat_qgis.band_matching import BandMapping, match_bands
+from omnisat_qgis.gui.dates import date_of_layer, parse_typed_date
+from omnisat_qgis.model_catalog import ModalityInfo, ModelInfo
+from omnisat_qgis.gui.session import ModalityInput
+
+COLUMNS = ("Layer", "Date", "Bands", "Check")
+LAYER_ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+class InputError(Exception):
+    """A row that cannot be run; the message names the layer and the fix."""
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    mapping: BandMapping
+    problems: tuple[str, ...]  # refuse to run
+    notes: tuple[str, ...]  # said, not blocking
+
+    def text(self) -> str:
+        return "; ".join(self.problems + self.notes) or "ok"
+
+
+def layer_descriptions(layer: QgsRasterLayer) -> list[str]:
+    provider = layer.dataProvider()
+    return [provider.bandDescription(band) for band in range(1, layer.bandCount() + 1)]
+
+
+def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
+                reference: QgsRasterLayer | None) -> LayerCheck:
+    mapping = match_bands(modality.bands, layer_descriptions(layer))
+    problems, notes = [], []
+    if layer.providerType() != "gdal" or not Path(layer.source().split("|")[0]).is_file():
+        problems.append("not a file layer: save it as GeoTIFF first (Export > Save As)")
+    if mapping.missing:
+        if model.architecture == "anysat":
+            notes.append(f"missing {', '.join(mapping.missing)}: filled by the model")
+        else:
+            problems.append(f"lacks {', '.join(mapping.missing)} (has {layer.bandCount()} bands)")
+    if mapping.how != "descriptions":
+        notes.append(f"bands taken by {mapping.how}: check them")
+    pixel = layer.rasterUnitsPerPixelX() if layer.crs().isGeographic() is False else None
+    if pixel and not 0.5 <= pixel / modality.gsd_m <= 2.0:
+        notes.append(f"{pixel:g} m pixels, the model expects {modality.gsd_m:g} m: resampled")
+    if reference is not None and reference.id() != layer.id():
+        if reference.crs() != layer.crs():
+            notes.append(f"CRS {layer.crs().authid()} differs from {reference.crs().authid()}: warped on the fly")
+        if not overlaps(layer, reference):
+            problems.append(f"does not overlap '{reference.name()}'")
+    return LayerCheck(mapping, tuple(problems), tuple(notes))
+
+
+def overlaps(layer: QgsRasterLayer, other: QgsRasterLayer) -> bool:
+    transform = QgsCoordinateTransform(other.crs(), layer.crs(), QgsProject.instance())
+    extent: QgsRectangle = transform.transformBoundingBox(other.extent())
+    return extent.intersects(layer.extent())
+
+
+def offered(layer: QgsRasterLayer, modality: ModalityInfo) -> bool:
+    """Layers listed in a row: not named for other bands, and not far off the modality's resolution."""
+    descriptions = layer_descriptions(layer)
+    mapping = match_bands(modality.bands, descriptions)
+    named_elsewhere = any(descriptions) and mapping.how == "position"
+    pixel = layer.rasterUnitsPerPixelX()
+    far = not layer.crs().isGeographic() and not 0.25 <= pixel / modality.gsd_m <= 4.0
+    return not named_elsewhere and not far
+
+
+def suits(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo) -> bool:
+    """A layer the dock ticks by itself: bands matched by name, the modality's resolution, a date for a series."""
+    check = check_layer(layer, modality, model, None)
+    pixel = layer.rasterUnitsPerPixelX()
+    close = not layer.crs().isGeographic() and 0.5 <= pixel / modality.gsd_m <= 2.0
+    dated = not modality.is_series or date_of_layer(layer) is not None
+    return check.mapping.how == "descriptions" and not check.mapping.missing and not check.problems and close and dated
+
+
+class ModalityRow(QGroupBox):
+    changed = pyqtSignal()
+
+    def __init__(self, modality: ModalityInfo, model: ModelInfo, parent=None):
+        super().__init__(f"{modality.label} ({modality.name}): {', '.join(modality.bands)}; "
+                         f"{modality.gsd_m:g} m", parent)
+        self.modality, self.model = modality, model
+        self.reference: QgsRasterLayer | None = None
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.itemChanged.connect(self._item_changed)
+        self.empty = QLabel("No layer of this kind in the project (Layer > Add Layer > Raster).")
+        self.empty.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.empty)
+        layout.addWidget(self.table)
+        if not modality.is_series:
+            self.table.setColumnHidden(1, True)
+
+    def fill(self, layers: list[QgsRasterLayer], checked_ids: set[str] | None = None,
+             dates: dict[str, str] | None = None) -> None:
+        """List ``layers`` (sorted by date); tick ``checked_ids``, or the suitable layers when None."""
+        self.table.blockSignals(True)
+        self.table.setRowCount(0)
+        ordered = sorted((lyr for lyr in layers if offered(lyr, self.modality)),
+                         key=lambda lyr: (date_of_layer(lyr) or dt.date.max, lyr.name()))
+        for layer in ordered:
+            row = self.table.rowCount()
+            self.table.insertRow(row)
+            name = QTableWidgetItem(layer.name())
+            name.setData(LAYER_ID_ROLE, layer.id())
+            name.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
+            ticked = layer.id() in checked_ids if checked_ids is not None else suits(layer, self.modality, self.model)
+            name.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
+            found = (dates or {}).get(layer.id()) or (str(date_of_layer(layer) or ""))
+            date = QTableWidgetItem(found)
+            date.setToolTip("Acquisition date (YYYY-MM-DD), read from the layer name; edit it if wrong")
+            self.table.setItem(row, 0, name)
+            self.table.setItem(row, 1, date)
+            self.table.setItem(row, 2, QTableWidgetItem(""))
+            self.table.setItem(row, 3, QTableWidgetItem(""))
+        if not self.modality.is_series:
+            self._keep_one()
+        self.table.blockSignals(False)
+        self.empty.setVisible(not ordered)
+        self.table.setVisible(bool(ordered))
+        # As tall as its rows (up to eight): the dock shows every modality without scrolling each table.
+        rows = min(max(len(ordered), 1), 8)
+        self.table.setFixedHeight(self.table.horizontalHeader().sizeHint().height()
+                                  + rows * self.table.verticalHeader().defaultSectionSize() + 24)
+        self.refresh_checks()
+
+    def _keep_one(self) -> None:
+        seen = False
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            if item.checkState() == Qt.CheckState.Checked:
+                if seen:
+                    item.setCheckState(Qt.CheckState.Unchecked)
+                seen = True
+
+    def _item_changed(self, item: QTableWidgetItem) -> None:
+        if item.column() == 0 and not self.modality.is_series and item.checkState() == Qt.CheckState.Checked:
+            self.table.blockSignals(True)
+            for row in range(self.table.rowCount()):
+                other = self.table.item(row, 0)
+                if other is not item:
+                    other.setCheckState(Qt.CheckState.Unchecked)
+            self.table.blockSignals(False)
+        if item.column() in (0, 1):
+            self.refresh_checks()
+            self.changed.emit()
+
+    def layer(self, row: int) -> QgsRasterLayer | None:
+        return QgsProject.instance().mapLayer(self.table.item(row, 0).data(LAYER_ID_ROLE))
+
+    def checked_rows(self) -> list[int]:
+        return [r for r in range(self.table.rowCount())
+                if self.table.item(r, 0).checkState() == Qt.CheckState.Checked and self.layer(r) is not None]
+
+    def checked_layers(self) -> list[QgsRasterLayer]:
+        return [self.layer(r) for r in self.checked_rows()]
+
+    def dates(self) -> dict[str, str]:
+        return {self.table.item(r, 0).data(LAYER_ID_ROLE): self.table.item(r, 1).text().strip()
+                for r in range(self.table.rowCount())}
+
+    def refresh_checks(self, reference: QgsRasterLayer | None = None) -> None:
+        if reference is not None:
+            self.reference = reference
+        self.table.blockSignals(True)
+        checked = set(self.checked_rows())
+        for row in range(self.table.rowCount()):
+            layer = self.layer(row)
+            if layer is None:
+                continue
+            check = check_layer(layer, self.modality, self.model, self.reference)
+            found = [b for b in check.mapping.layer_bands if b is not None]
+            self.table.item(row, 2).setText(f"{len(found)} of {layer.bandCount()}: {', '.join(map(str, found))}")
+            self.table.item(row, 2).setToolTip(
+                f"model band ← layer band ({check.mapping.how}): " + ", ".join(
+                    f"{m}←{b or 'missing'}" for m, b in zip(check.mapping.model_bands, check.mapping.layer_bands)))
+            text = check.text() if row in checked else ""
+            if row in checked and self.modality.is_series and not self._row_date(row):
+                text = "no date: type it (YYYY-MM-DD)" + ("; " + text if text != "ok" else "")
+            self.table.item(row, 3).setText(text)
+        self.table.blockSignals(False)
+
+    def _row_date(self, row: int) -> str:
+        return self.table.item(row, 1).text().strip()
+
+    def modality_input(self) -> ModalityInput | None:
+        """What the job gets for this modality; None when no layer is ticked."""
+        rows = self.checked_rows()
+        if not rows:
+            return None
+        layers = [self.layer(r) for r in rows]
+        name = self.modality.name
+        checks = [check_layer(layer, self.modality, self.model, self.reference) for layer in layers]
+        for layer, check in zip(layers, checks):
+            if check.problems:
+                raise InputError(f"{self.modality.label}: layer '{layer.name()}' {'; '.join(check.problems)}.")
+        mappings = {c.mapping.layer_bands for c in checks}
+        if len(mappings) > 1:
+            raise InputError(f"{self.modality.label}: the ticked layers do not have the same bands; "
+                             "tick layers of one product only.")
+        dates = []
+        if self.modality.is_series:
+            for row, layer in zip(rows, layers):
+                text = self._row_date(row)
+                if not text:
+                    raise InputError(f"{self.modality.label}: the date of '{layer.name()}' could not be read from "
+                                     "its name: type it in the Date column (YYYY-MM-DD).")
+                try:
+                    dates.append(parse_typed_date(text).isoformat())
+                except ValueError:
+                    raise InputError(f"{self.modality.label}: '{text}' (layer '{layer.name()}') is not a date: "
+                                     "write it as YYYY-MM-DD.") from None
+            if len(set(dates)) != len(dates):
+                raise InputError(f"{self.modality.label}: two ticked layers have the same date; untick one.")
+        elif len(layers) > 1:
+            raise InputError(f"{self.modality.label} is one image: tick one layer only.")
+        mapping = checks[0].mapping
+        bands = None if mapping.is_identity(layers[0].bandCount()) else mapping.job_bands()
+        files = [layer.source().split("|")[0] for layer in layers]
+        return ModalityInput(name, files, dates, bands)

@@ -1,0 +1,121 @@
+"""What the dock sends to the engine, as plain data: the job, the cached embeddings, the commands.
+
+Pure Python (no Qt widgets) so it is tested on its own. The embeddings of an
+extent are cached on disk under a key made of the model file, the inputs (paths,
+sizes, modification times, dates, band mapping), the extent and the level: after
+new labels, a re-fit reuses them instead of running the encoder again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omnisat_qgis.model_catalog import ModelInfo
+
+PREVIEW_LEVEL = "patch"
+
+
+@dataclass
+class ModalityInput:
+    name: str
+    files: list[str]
+    dates: list[str] = field(default_factory=list)  # empty: read by the engine from names / metadata
+    bands: list[int | None] | None = None  # None: the files' bands are the model's, in order
+
+    def job_entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"files": self.files if len(self.files) > 1 else self.files[0]}
+        if self.dates:
+            entry["dates"] = self.dates
+        if self.bands is not None:
+            entry["bands"] = self.bands
+        return entry
+
+
+@dataclass(frozen=True)
+class Extent:
+    bounds: tuple[float, float, float, float]
+    crs: str
+
+    def grown(self, share: float) -> "Extent":
+        xmin, ymin, xmax, ymax = self.bounds
+        dx, dy = (xmax - xmin) * share, (ymax - ymin) * share
+        return Extent((xmin - dx, ymin - dy, xmax + dx, ymax + dy), self.crs)
+
+    def job_entry(self) -> dict[str, Any]:
+        return {"bounds": list(self.bounds), "crs": self.crs}
+
+
+@dataclass
+class Advanced:
+    batch_size: int = 4
+    device: str = "auto"
+    precision: str = "auto"
+
+
+def build_job(model: ModelInfo, inputs: list[ModalityInput], extent: Extent | None, outputs: dict[str, Any],
+              advanced: Advanced) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "model": str(model.path),
+        "modalities": {m.name: m.job_entry() for m in inputs},
+        "outputs": outputs,
+        "batch_size": advanced.batch_size,
+        "device": advanced.device,
+        "precision": advanced.precision,
+    }
+    if extent is not None:
+        job["extent"] = extent.job_entry()
+    return job
+
+
+# GDAL saves the statistics QGIS computes for a VRT inside the VRT itself: they must not change its identity.
+_VRT_STATISTICS = re.compile(r"<Histograms>.*?</Histograms>|<MDI key=\"STATISTICS_[A-Z_]+\">[^<]*</MDI>", re.DOTALL)
+MAX_VRT_BYTES = 16 * 1024 * 1024
+
+
+def _file_identity(path: str) -> list[Any]:
+    file = Path(path)
+    stat = file.stat() if file.exists() else None
+    if stat and file.suffix.lower() == ".vrt" and stat.st_size <= MAX_VRT_BYTES:
+        text = _VRT_STATISTICS.sub("", file.read_text(encoding="utf-8", errors="replace"))
+        text = re.sub(r"\s+", "", text).replace("<Metadata></Metadata>", "")
+        return [str(file.resolve()), hashlib.sha256(text.encode()).hexdigest()]
+    return [str(file.resolve()), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
+
+
+def embedding_key(model: ModelInfo, inputs: list[ModalityInput], extent: Extent, level: str,
+                  advanced: Advanced) -> str:
+    """Changes whenever the embeddings would: model, inputs, extent, level, precision."""
+    identity = {
+        "model": _file_identity(str(model.path)),
+        "inputs": [[m.name, [_file_identity(f) for f in m.files], m.dates, m.bands] for m in inputs],
+        "extent": [[round(v, 3) for v in extent.bounds], extent.crs],
+        "level": level,
+        "precision": advanced.precision,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class EmbeddingCache:
+    folder: Path
+
+    def embeddings(self, key: str) -> Path:
+        return self.folder / key / "embeddings.tif"
+
+    def has(self, key: str) -> bool:
+        return self.embeddings(key).is_file()
+
+
+def qgis_process_command(algorithm: str, params: dict[str, Any]) -> str:
+    """The shell command that runs the same thing headless."""
+    args = []
+    for name, value in params.items():
+        for item in value if isinstance(value, list) else [value]:
+            args.append(shlex.quote(f"{name}={item}"))
+    return " ".join(["qgis_process", "run", f"omnisat:{algorithm}", "--", *args])

@@ -1,0 +1,158 @@
+"""The models the plugin can offer, read from safetensors headers with plain Python.
+
+A checkpoint's JSON header holds its architecture (modalities, bands, patch size),
+classes and provenance (engine.models.checkpoint): reading the header needs neither
+torch nor the worker, so the dock and checkParameterValues stay instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from omnisat_qgis.paths import resources_dir
+
+CHECKPOINT_FORMAT = "omnisat-qgis-checkpoint"
+# A safetensors header larger than this is not a checkpoint header (guards against reading a huge file).
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+
+# What an analyst reads instead of the engine's modality name.
+HUMAN_LABELS = {
+    "aerial": "Aerial image (VHR)",
+    "spot": "SPOT image",
+    "naip": "NAIP image",
+    "s2": "Sentinel-2 time series",
+    "s1": "Sentinel-1 time series",
+    "s1_asc": "Sentinel-1 ascending time series",
+    "s1_des": "Sentinel-1 descending time series",
+    "l7": "Landsat-7 time series",
+    "l8": "Landsat-8 time series",
+    "modis": "MODIS time series",
+    "alos": "ALOS-2 time series",
+}
+
+
+class CatalogError(Exception):
+    """A model file that cannot be offered; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class ModalityInfo:
+    name: str
+    kind: str  # image or series
+    bands: tuple[str, ...]
+    gsd_m: float
+    description: str
+
+    @property
+    def label(self) -> str:
+        return HUMAN_LABELS.get(self.name, self.description or self.name)
+
+    @property
+    def is_series(self) -> bool:
+        return self.kind == "series"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: Path
+    architecture: str
+    modalities: tuple[ModalityInfo, ...]
+    patch_size_m: float
+    classes: tuple[str, ...]
+    colors: tuple[str, ...]
+    provenance: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def modality(self, name: str) -> ModalityInfo:
+        for modality in self.modalities:
+            if modality.name == name:
+                return modality
+        raise KeyError(name)
+
+    def modality_names(self) -> list[str]:
+        return [m.name for m in self.modalities]
+
+    def summary(self) -> str:
+        """One line an analyst reads in the model combo's tooltip and the dock."""
+        steps = self.provenance.get("steps")
+        trained = (f"{self.provenance.get('objective', 'trained')} pretraining, {steps} steps"
+                   if steps is not None else self.provenance.get("weights", "provenance not recorded"))
+        heads = f"; classes: {', '.join(self.classes)}" if self.classes else "; no classification head (fit a probe)"
+        return (f"{self.architecture}, patch {self.patch_size_m:g} m; "
+                f"modalities: {', '.join(m.name for m in self.modalities)}; {trained}{heads}")
+
+
+def read_header(path: Path) -> dict:
+    """The ``__metadata__`` strings of a safetensors file."""
+    try:
+        with path.open("rb") as handle:
+            size = struct.unpack("<Q", handle.read(8))[0]
+            if size > MAX_HEADER_BYTES:
+                raise CatalogError(f"'{path}' is not a safetensors checkpoint (header of {size} bytes).")
+            header = json.loads(handle.read(size))
+    except (OSError, struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"'{path}' is not a readable safetensors checkpoint ({exc}): choose another file.") from None
+    return header.get("__metadata__") or {}
+
+
+def _decoded(raw: dict, key: str, path: Path):
+    try:
+        return json.loads(raw.get(key) or "null")
+    except ValueError:
+        raise CatalogError(f"'{path}' has corrupted metadata under '{key}': re-export the checkpoint.") from None
+
+
+@lru_cache(maxsize=64)
+def _model_info(path: Path, mtime_ns: int) -> ModelInfo:
+    raw = read_header(path)
+    if raw.get("format") != CHECKPOINT_FORMAT:
+        raise CatalogError(f"'{path}' is a safetensors file but not an OmniSat engine checkpoint; "
+                           "convert reference weights first (python -m engine import-anysat).")
+    config = _decoded(raw, "config", path) or {}
+    modalities = tuple(
+        ModalityInfo(m["name"], m["kind"], tuple(m["bands"]), float(m["gsd_m"]), m.get("description", ""))
+        for m in config.get("modalities", ())
+    )
+    if not modalities:
+        raise CatalogError(f"'{path}' names no modalities in its architecture: re-export the checkpoint.")
+    return ModelInfo(
+        path=path, architecture=str(config.get("architecture", "unknown")), modalities=modalities,
+        patch_size_m=float(config.get("patch_size_m", 10.0)),
+        classes=tuple(_decoded(raw, "classes", path) or ()), colors=tuple(_decoded(raw, "colors", path) or ()),
+        provenance=_decoded(raw, "provenance", path) or {},
+    )
+
+
+def model_info(path: str | Path) -> ModelInfo:
+    """The model described by a checkpoint's header (cached while the file is unchanged)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise CatalogError(f"The model file '{path}' does not exist: choose a .safetensors checkpoint.")
+    return _model_info(path, path.stat().st_mtime_ns)
+
+
+def shipped_models(folder: Path | None = None) -> list[ModelInfo]:
+    """The readable checkpoints in resources/models, by name."""
+    found = []
+    for path in sorted((folder or resources_dir() / "models").glob("*.safetensors")):
+        try:
+            found.append(model_info(path))
+        except CatalogError:
+            continue
+    return found
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
