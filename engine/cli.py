@@ -15,7 +15,7 @@ import typing
 from typing import Any
 
 import engine
-from engine.errors import Cancelled, EngineError, cancel_on_termination
+from engine.errors import Cancelled, EngineError, cancel_on_termination, termination_requested
 from engine.progress import TerminalReporter
 from engine.protocol import PROTOCOL_VERSION
 from engine.threads import apply_default_threads
@@ -109,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     apply_default_threads()  # a job's or --threads' own count, applied later, wins
     try:
         result = run_operation(op.name, values, reporter)
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (Cancelled, KeyboardInterrupt):
-        print("cancelled: no output was written", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as exc:
+        if isinstance(exc, (Cancelled, KeyboardInterrupt)) or termination_requested():
+            print("cancelled: no output was written", file=sys.stderr)
+            return 130
+        if isinstance(exc, EngineError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

@@ -21,8 +21,20 @@ class Cancelled(Exception):
     """The run was cancelled (worker terminated or Ctrl-C); outputs were discarded."""
 
 
+_termination_signal: int | None = None
+
+
 def _raise_cancelled(signum, frame):
+    global _termination_signal
+    _termination_signal = signum
     raise Cancelled(f"cancelled by signal {signum}")
+
+
+def termination_requested() -> bool:
+    """Whether SIGTERM / SIGHUP arrived. Library code the signal interrupts may re-wrap our
+    Cancelled into its own error (rasterio turns it into a ValueError about nodata): front ends
+    ask this before calling a failure an error."""
+    return _termination_signal is not None
 
 
 def cancel_on_termination() -> None:

@@ -10,7 +10,7 @@ import traceback
 from typing import IO
 
 import engine
-from engine.errors import Cancelled, EngineError, cancel_on_termination
+from engine.errors import Cancelled, EngineError, cancel_on_termination, termination_requested
 from engine.progress import JsonLinesReporter
 from engine.protocol import PROTOCOL_VERSION, Request, parse_request
 from engine.threads import apply_default_threads
@@ -64,19 +64,28 @@ def run_worker(stdin: IO[str] = sys.stdin, stdout: IO[str] | None = None) -> int
         outputs = {name: result[name] for name in op.outputs if result.get(name)}
         reporter.send({"type": "result", "outputs": outputs, "result": result})
         return 0
-    except EngineError as exc:
-        reporter.send({"type": "error", "kind": "input", "message": str(exc)})
     except (Cancelled, KeyboardInterrupt):
-        reporter.send({"type": "error", "kind": "cancelled", "message": "Cancelled; no output was written."})
-    except MemoryError:
-        reporter.send({
+        reporter.send(CANCELLED)
+    except Exception as exc:
+        reporter.send(CANCELLED if termination_requested() else failure_message(exc))
+    return 1
+
+
+CANCELLED = {"type": "error", "kind": "cancelled", "message": "Cancelled; no output was written."}
+
+
+def failure_message(exc: Exception) -> dict:
+    """The error message for a failure that is not a cancel."""
+    if isinstance(exc, EngineError):
+        return {"type": "error", "kind": "input", "message": str(exc)}
+    if isinstance(exc, MemoryError):
+        return {
             "type": "error", "kind": "internal",
             "message": "The engine ran out of memory: use a smaller tile size or batch size.",
-        })
-    except Exception as exc:  # the person sees a summary; the traceback travels as detail
-        reporter.send({
-            "type": "error", "kind": "internal",
-            "message": f"Internal engine error: {type(exc).__name__}: {exc}",
-            "detail": traceback.format_exc(),
-        })
-    return 1
+        }
+    # the person sees a summary; the traceback travels as detail
+    return {
+        "type": "error", "kind": "internal",
+        "message": f"Internal engine error: {type(exc).__name__}: {exc}",
+        "detail": traceback.format_exc(),
+    }
