@@ -16,6 +16,25 @@ class FakeIface:
     def removePluginMenu(self, name, action):  # noqa: N802 - QGIS API
         self.menu.remove((name, action.text()))
 
+    # the dock's toolbar button, Raster-menu entry and the dock itself (issue 13)
+    def addToolBarIcon(self, action):  # noqa: N802 - QGIS API
+        pass
+
+    def removeToolBarIcon(self, action):  # noqa: N802 - QGIS API
+        pass
+
+    def addPluginToRasterMenu(self, name, action):  # noqa: N802 - QGIS API
+        pass
+
+    def removePluginRasterMenu(self, name, action):  # noqa: N802 - QGIS API
+        pass
+
+    def addDockWidget(self, area, dock):  # noqa: N802 - QGIS API
+        pass
+
+    def removeDockWidget(self, dock):  # noqa: N802 - QGIS API
+        pass
+
 
 def test_menu_actions_are_added_and_removed(qgis_app):
     iface = FakeIface()
