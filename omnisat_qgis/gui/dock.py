@@ -285,6 +285,8 @@ class OmniSatDock(QgsDockWidget):
         for row in self.rows:
             saved = (state or {}).get(row.modality.name)
             row.fill(layers, set(saved["layers"]) if saved else None, saved.get("dates") if saved else None)
+            if saved and saved.get("bands"):
+                row.set_bands(saved["bands"])
         self.refresh_checks()
 
     def refresh_checks(self) -> None:
@@ -595,7 +597,8 @@ class OmniSatDock(QgsDockWidget):
     def state(self) -> dict[str, Any]:
         return {
             "model": self.model_combo.currentData(),
-            "inputs": {row.modality.name: {"layers": [lyr.id() for lyr in row.checked_layers()], "dates": row.dates()}
+            "inputs": {row.modality.name: {"layers": [lyr.id() for lyr in row.checked_layers()], "dates": row.dates(),
+                                           "bands": list(row.edited) if row.edited is not None else None}
                        for row in self.rows},
             "labels": self.labels_layer().id() if self.labels_layer() else None,
             "field": self.field_combo.currentField(),

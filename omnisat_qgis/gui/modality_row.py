@@ -4,7 +4,9 @@ A table of the project's raster layers: tick the layer (an image) or the layers
 (a time series, one per date, sorted by date); the date read from each layer's
 name is shown and can be edited; the band mapping found from the band
 descriptions and an inline check (file layer, CRS, overlap, resolution, bands)
-are shown per layer.
+are shown per layer. Below it, the band mapping of the ticked layers as an
+editable table (model band -> layer band, or "missing"): what it shows is what
+the job's "bands" says.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsRec
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QGroupBox,
     QHeaderView,
     QLabel,
@@ -32,6 +35,8 @@ from omnisat_qgis.gui.session import ModalityInput
 
 COLUMNS = ("Layer", "Date", "Bands", "Check")
 LAYER_ID_ROLE = Qt.ItemDataRole.UserRole
+MISSING = "missing"
+EDITED = "the band table"
 
 
 class InputError(Exception):
@@ -53,9 +58,15 @@ def layer_descriptions(layer: QgsRasterLayer) -> list[str]:
     return [provider.bandDescription(band) for band in range(1, layer.bandCount() + 1)]
 
 
+def band_signature(layer: QgsRasterLayer) -> tuple[str, ...]:
+    """Layers with the same band count and descriptions take the same band mapping."""
+    return tuple(layer_descriptions(layer))
+
+
 def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
-                reference: QgsRasterLayer | None) -> LayerCheck:
-    mapping = match_bands(modality.bands, layer_descriptions(layer))
+                reference: QgsRasterLayer | None, mapping: BandMapping | None = None) -> LayerCheck:
+    """``mapping``: the analyst's, when edited; else matched from the band descriptions."""
+    mapping = mapping or match_bands(modality.bands, layer_descriptions(layer))
     problems, notes = [], []
     if layer.providerType() != "gdal" or not Path(layer.source().split("|")[0]).is_file():
         problems.append("not a file layer: save it as GeoTIFF first (Export > Save As)")
@@ -63,8 +74,11 @@ def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
         if model.architecture == "anysat":
             notes.append(f"missing {', '.join(mapping.missing)}: filled by the model")
         else:
-            problems.append(f"lacks {', '.join(mapping.missing)} (has {layer.bandCount()} bands)")
-    if mapping.how != "descriptions":
+            problems.append(f"lacks {', '.join(mapping.missing)} (has {layer.bandCount()} bands): pick the "
+                            "layer band in the band table, or choose an AnySat model, which fills missing bands")
+    if any(b is not None and not 1 <= b <= layer.bandCount() for b in mapping.layer_bands):
+        problems.append(f"has {layer.bandCount()} bands, fewer than the band table names: fix the table")
+    if mapping.how not in ("descriptions", EDITED):
         notes.append(f"bands taken by {mapping.how}: check them")
     pixel = layer.rasterUnitsPerPixelX() if layer.crs().isGeographic() is False else None
     if pixel and not 0.5 <= pixel / modality.gsd_m <= 2.0:
@@ -119,9 +133,25 @@ class ModalityRow(QGroupBox):
         self.table.itemChanged.connect(self._item_changed)
         self.empty = QLabel("No layer of this kind in the project (Layer > Add Layer > Raster).")
         self.empty.setWordWrap(True)
+        # The band table: one row per model band, a drop-down of the ticked layers' bands.
+        self.band_table = QTableWidget(len(modality.bands), 2)
+        self.band_table.setHorizontalHeaderLabels(("Model band", "Layer band"))
+        self.band_table.horizontalHeader().setStretchLastSection(True)
+        self.band_table.verticalHeader().setVisible(False)
+        self.band_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.band_table.setFixedHeight(self.band_table.horizontalHeader().sizeHint().height()
+                                       + len(modality.bands) * self.band_table.verticalHeader().defaultSectionSize() + 4)
+        for index, band in enumerate(modality.bands):
+            item = QTableWidgetItem(band)
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+            self.band_table.setItem(index, 0, item)
+        self.band_table.setVisible(False)
+        self._band_layout: tuple[str, ...] | None = None  # band_signature the band table was built for
+        self.edited: tuple[int | None, ...] | None = None  # the analyst's choice, when it differs from the match
         layout = QVBoxLayout(self)
         layout.addWidget(self.empty)
         layout.addWidget(self.table)
+        layout.addWidget(self.band_table)
         if not modality.is_series:
             self.table.setColumnHidden(1, True)
 
@@ -193,16 +223,62 @@ class ModalityRow(QGroupBox):
         return {self.table.item(r, 0).data(LAYER_ID_ROLE): self.table.item(r, 1).text().strip()
                 for r in range(self.table.rowCount())}
 
+    # ------------------------------------------------------------------ band table
+    def mapping(self, layer: QgsRasterLayer) -> BandMapping:
+        """The band table's mapping for layers of its band layout; the automatic match for others."""
+        if self.edited is not None and band_signature(layer) == self._band_layout:
+            return BandMapping(tuple(self.modality.bands), self.edited, EDITED)
+        return match_bands(self.modality.bands, layer_descriptions(layer))
+
+    def _refresh_band_table(self) -> None:
+        """Rebuild the drop-downs when the first ticked layer's band layout changed."""
+        layers = self.checked_layers()
+        self.band_table.setVisible(bool(layers))
+        if not layers or band_signature(layers[0]) == self._band_layout:
+            return
+        first = layers[0]
+        self._band_layout, self.edited = band_signature(first), None
+        matched = match_bands(self.modality.bands, layer_descriptions(first))
+        descriptions = layer_descriptions(first)
+        for index, band in enumerate(matched.layer_bands):
+            combo = QComboBox()
+            combo.addItem(MISSING, None)
+            for number, text in enumerate(descriptions, start=1):
+                combo.addItem(f"{number}: {text}" if text else f"band {number}", number)
+            combo.setCurrentIndex(combo.findData(band) if band is not None else 0)
+            combo.currentIndexChanged.connect(self._band_edited)
+            self.band_table.setCellWidget(index, 1, combo)
+
+    def band_combo(self, model_band: str) -> QComboBox:
+        return self.band_table.cellWidget(self.modality.bands.index(model_band), 1)
+
+    def _band_edited(self) -> None:
+        self.edited = tuple(self.band_table.cellWidget(i, 1).currentData() for i in range(len(self.modality.bands)))
+        self.refresh_checks()
+        self.changed.emit()
+
+    def set_bands(self, bands: list[int | None]) -> None:
+        """Restore a saved band table (after the layers are ticked)."""
+        self._refresh_band_table()
+        for index, band in enumerate(bands[:len(self.modality.bands)]):
+            combo = self.band_table.cellWidget(index, 1)
+            if combo is not None:
+                combo.blockSignals(True)
+                combo.setCurrentIndex(max(combo.findData(band), 0) if band is not None else 0)
+                combo.blockSignals(False)
+        self._band_edited()
+
     def refresh_checks(self, reference: QgsRasterLayer | None = None) -> None:
         if reference is not None:
             self.reference = reference
+        self._refresh_band_table()
         self.table.blockSignals(True)
         checked = set(self.checked_rows())
         for row in range(self.table.rowCount()):
             layer = self.layer(row)
             if layer is None:
                 continue
-            check = check_layer(layer, self.modality, self.model, self.reference)
+            check = check_layer(layer, self.modality, self.model, self.reference, self.mapping(layer))
             found = [b for b in check.mapping.layer_bands if b is not None]
             self.table.item(row, 2).setText(f"{len(found)} of {layer.bandCount()}: {', '.join(map(str, found))}")
             self.table.item(row, 2).setToolTip(
@@ -224,7 +300,8 @@ class ModalityRow(QGroupBox):
             return None
         layers = [self.layer(r) for r in rows]
         name = self.modality.name
-        checks = [check_layer(layer, self.modality, self.model, self.reference) for layer in layers]
+        checks = [check_layer(layer, self.modality, self.model, self.reference, self.mapping(layer))
+                  for layer in layers]
         for layer, check in zip(layers, checks):
             if check.problems:
                 raise InputError(f"{self.modality.label}: layer '{layer.name()}' {'; '.join(check.problems)}.")

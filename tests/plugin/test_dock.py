@@ -105,6 +105,34 @@ def test_l1c_stack_maps_ten_of_thirteen_bands(dock, scene):
     assert cell.text() == "10 of 13: 2, 3, 4, 5, 6, 7, 8, 9, 12, 13" and "B8A←9" in cell.toolTip()
 
 
+def test_the_band_table_is_what_the_job_and_the_engine_see(dock, scene):
+    from engine.io.series import resolve_modality
+    from engine.models.checkpoint import load_checkpoint
+
+    l1c = [QgsRasterLayer(str(p), p.stem, "gdal") for p in sorted((scene / "l1c").glob("*.tif"))]
+    QgsProject.instance().addMapLayers(l1c)
+    dock.fill_rows({"s2": {"layers": [lyr.id() for lyr in l1c]}})
+    row = dock.rows[1]
+    assert row.band_table.rowCount() == 10 and row.band_combo("B8A").currentText() == "9: B8A"
+    # OmniSat cannot fill a band: leaving B5 out is refused, and the message says where to fix it.
+    row.band_combo("B5").setCurrentText("missing")
+    with pytest.raises(Exception, match="lacks B5.*band table"):
+        row.modality_input()
+
+    anysat = resources_dir() / "models" / "anysat-tiny.safetensors"
+    state = dock.state()
+    dock.select_model(str(anysat))
+    dock.fill_rows(state["inputs"])  # the saved table comes back with the rows of the new model
+    row = dock.rows[[r.modality.name for r in dock.rows].index("s2")]
+    assert row.band_combo("B5").currentText() == "missing"
+    entry = row.modality_input()
+    assert entry.bands == [2, 3, 4, None, 6, 7, 8, 9, 12, 13]
+    assert "missing B5: filled by the model" in row.table.item(0, 3).text()
+    spec = load_checkpoint(anysat).model.modalities["s2"]
+    resolved = resolve_modality("s2", spec, entry.files, entry.dates, entry.job_entry()["bands"])
+    assert resolved.missing_bands == ["B5"] and resolved.layers[0].bands == (2, 3, 4, 6, 7, 8, 9, 12, 13)
+
+
 def test_an_undated_series_layer_is_refused_until_its_date_is_typed(dock):
     row = dock.rows[1]
     row.table.item(0, 1).setText("")
