@@ -25,6 +25,10 @@ parameters one to one onto these keys::
                                                  per model band, in the model's order; null for a
                                                  band the files lack (AnySat fills it with its
                                                  learned padding value and logs it)
+          "scale": "reflectance_to_dn",          optional: convert the values while reading (the
+                                                 files are never rewritten) to the scale the
+                                                 model's normalization expects: dn_to_reflectance,
+                                                 reflectance_to_dn, linear_to_db, db_to_linear
           "mask": {                              optional: per-date cloud / validity masks
             "files": [...] | "folder" | "file",  one single-band layer per date (matched by date
                                                  when the mask names carry dates, else by position)
@@ -91,6 +95,7 @@ from typing import Any
 
 from engine.convert import Wording, convert, from_dict
 from engine.errors import EngineError
+from engine.io.scales import CONVERSIONS
 from engine.mapping.levels import LEVEL_NAMES
 from engine.precision import DEVICES, PRECISIONS
 
@@ -122,6 +127,7 @@ class ModalityEntry:
     dates: list[str] | None = None
     bands: list[int | None] | None = None  # None inside: a band the files lack
     mask: MaskEntry | None = None
+    scale: str | None = None  # a key of engine.io.scales.CONVERSIONS
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,7 @@ def _paths(value: Any, base: Path, where: str) -> str | list[str]:
 
 def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
     where = f'Modality "{name}" of the job'
-    _keys(obj, where, {"files", "dates", "bands", "mask"}, {"files"})
+    _keys(obj, where, {"files", "dates", "bands", "mask", "scale"}, {"files"})
     dates = obj.get("dates")
     if dates is not None and (not isinstance(dates, list) or not all(isinstance(d, str) for d in dates)):
         raise EngineError(f'{where}: "dates" must be a list of dates written as "YYYY-MM-DD".')
@@ -197,7 +203,11 @@ def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
         m = _keys(obj["mask"], f"{where}, mask", {"files", "type", "threshold"}, {"files"})
         mask = MaskEntry(_paths(m["files"], base, f"{where}, mask"), str(m.get("type", "binary")),
                          convert(m.get("threshold", 50.0), float, f"{where}, mask: 'threshold'"))
-    return ModalityEntry(_paths(obj["files"], base, where), dates, bands, mask)
+    scale = obj.get("scale")
+    if scale is not None and scale not in CONVERSIONS:
+        raise EngineError(f'{where}: "scale" is {scale!r}; known: {", ".join(CONVERSIONS)} '
+                          "(or leave it out when the files are on the model's scale).")
+    return ModalityEntry(_paths(obj["files"], base, where), dates, bands, mask, scale)
 
 
 def _outputs(obj: Any, base: Path, where: str) -> Outputs:

@@ -31,6 +31,7 @@ from engine.io.grid import Footprint, Grid, check_patch_fits, grid_crs, parse_cr
 from engine.io.job import CLASS_OUTPUTS, Job
 from engine.io.normalize import load_statistics, modality_statistics
 from engine.io.raster import open_raster
+from engine.io.scales import CONVERSIONS
 from engine.io.series import Modality, attach_masks, resolve_modality
 from engine.mapping.geometry import DenseLayout, Geometry
 from engine.mapping.levels import Level, level
@@ -109,6 +110,9 @@ def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[st
             fill, note = model.missing_band_fill(name, modality.missing_bands)
             modality = replace(modality, fill_value=fill)
             (reporter or Reporter()).log(note)
+        if entry.scale is not None:
+            modality = replace(modality, scale=entry.scale)
+            (reporter or Reporter()).log(f"{name}: {CONVERSIONS[entry.scale]}, while reading (files unchanged)")
         if entry.mask is not None:
             modality = attach_masks(modality, entry.mask.files, entry.mask.type, entry.mask.threshold)
         modalities[name] = modality

@@ -21,6 +21,7 @@ from engine.io.align import ModalityReader
 from engine.io.dates import day_of_year
 from engine.io.grid import scale_window
 from engine.io.normalize import normalize
+from engine.io.scales import convert_scale
 from engine.mapping.plan import Plan
 
 
@@ -89,6 +90,7 @@ class WindowReader(contextlib.AbstractContextManager):
     def _normalize(self, name: str, data: np.ndarray) -> np.ndarray:
         """(..., C_read, h, w) -> (..., C, h, w): missing bands get the model's fill value."""
         m, (mean, std) = self.plan.modalities[name], self.plan.statistics[name]
+        data = convert_scale(data, m.scale)
         if m.band_index is None:
             return normalize(data, mean, std)
         index = list(m.band_index)
