@@ -47,6 +47,7 @@ class ModalityInfo:
     bands: tuple[str, ...]
     gsd_m: float
     description: str
+    mean: tuple[float, ...] = ()  # the normalization's per-band means: the value scale the model expects
 
     @property
     def label(self) -> str:
@@ -118,7 +119,8 @@ def _model_info(path: Path, mtime_ns: int) -> ModelInfo:
                            "convert reference weights first (python -m engine import-anysat).")
     config = _decoded(raw, "config", path) or {}
     modalities = tuple(
-        ModalityInfo(m["name"], m["kind"], tuple(m["bands"]), float(m["gsd_m"]), m.get("description", ""))
+        ModalityInfo(m["name"], m["kind"], tuple(m["bands"]), float(m["gsd_m"]), m.get("description", ""),
+                     tuple(float(v) for v in m.get("mean") or ()))
         for m in config.get("modalities", ())
     )
     if not modalities:

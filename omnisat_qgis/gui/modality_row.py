@@ -19,6 +19,7 @@ from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsRec
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QGroupBox,
     QHeaderView,
@@ -32,11 +33,13 @@ from omnisat_qgis.band_matching import BandMapping, match_bands
 from omnisat_qgis.gui.dates import date_of_layer, parse_typed_date
 from omnisat_qgis.model_catalog import ModalityInfo, ModelInfo
 from omnisat_qgis.gui.session import ModalityInput
+from omnisat_qgis.value_scale import FINE, ScaleVerdict, detect_scale
 
 COLUMNS = ("Layer", "Date", "Bands", "Check")
 LAYER_ID_ROLE = Qt.ItemDataRole.UserRole
 MISSING = "missing"
 EDITED = "the band table"
+SAMPLE_SIDE = 64  # pixels a side of the block whose values tell the layer's value scale
 
 
 class InputError(Exception):
@@ -89,6 +92,21 @@ def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
         if not overlaps(layer, reference):
             problems.append(f"does not overlap '{reference.name()}'")
     return LayerCheck(mapping, tuple(problems), tuple(notes))
+
+
+def sampled_means(layer: QgsRasterLayer, bands: tuple[int | None, ...]) -> list[float | None]:
+    """Mean of each band over a coarse block of the whole layer (nodata left out); None for None."""
+    provider, means = layer.dataProvider(), []
+    for band in bands:
+        if band is None or not 1 <= band <= layer.bandCount():
+            means.append(None)
+            continue
+        block = provider.block(band, layer.extent(), SAMPLE_SIDE, SAMPLE_SIDE)
+        values = [block.value(r, c) for r in range(block.height()) for c in range(block.width())
+                  if not block.isNoData(r, c)]
+        values = [v for v in values if v == v]  # NaN is no value either
+        means.append(sum(values) / len(values) if values else None)
+    return means
 
 
 def overlaps(layer: QgsRasterLayer, other: QgsRasterLayer) -> bool:
@@ -148,10 +166,20 @@ class ModalityRow(QGroupBox):
         self.band_table.setVisible(False)
         self._band_layout: tuple[str, ...] | None = None  # band_signature the band table was built for
         self.edited: tuple[int | None, ...] | None = None  # the analyst's choice, when it differs from the match
+        # The value-scale check of the first ticked layer, and the engine's conversion when one fits.
+        self.scale_note = QLabel()
+        self.scale_note.setWordWrap(True)
+        self.convert_box = QCheckBox("Convert while reading (the layer itself is not changed)")
+        self.convert_box.toggled.connect(lambda _: self.changed.emit())
+        self.verdict: ScaleVerdict = FINE
+        self._scale_for: tuple | None = None  # (layer id, layer bands) the verdict was found for
         layout = QVBoxLayout(self)
         layout.addWidget(self.empty)
         layout.addWidget(self.table)
         layout.addWidget(self.band_table)
+        layout.addWidget(self.scale_note)
+        layout.addWidget(self.convert_box)
+        self._show_verdict()
         if not modality.is_series:
             self.table.setColumnHidden(1, True)
 
@@ -268,10 +296,39 @@ class ModalityRow(QGroupBox):
                 combo.blockSignals(False)
         self._band_edited()
 
+    # ------------------------------------------------------------------ value scale
+    def _refresh_scale(self) -> None:
+        """Sample the first ticked layer when it (or its band mapping) changed."""
+        layers = self.checked_layers()
+        if not layers:
+            self.verdict, self._scale_for = FINE, None
+        else:
+            mapping = self.mapping(layers[0])
+            key = (layers[0].id(), mapping.layer_bands)
+            if key == self._scale_for:
+                return
+            self._scale_for = key
+            self.verdict = detect_scale(self.modality.bands, self.modality.mean,
+                                        sampled_means(layers[0], mapping.layer_bands))
+            self.convert_box.blockSignals(True)
+            self.convert_box.setChecked(self.verdict.conversion is not None)
+            self.convert_box.blockSignals(False)
+        self._show_verdict()
+
+    def _show_verdict(self) -> None:
+        self.scale_note.setText(f"Values: {self.verdict.text}" if self.verdict.text else "")
+        self.scale_note.setVisible(bool(self.verdict.text))
+        self.convert_box.setVisible(self.verdict.conversion is not None)
+
+    def scale(self) -> str | None:
+        """The job's "scale" for this row: the offered conversion, when the box is ticked."""
+        return self.verdict.conversion if self.convert_box.isChecked() else None
+
     def refresh_checks(self, reference: QgsRasterLayer | None = None) -> None:
         if reference is not None:
             self.reference = reference
         self._refresh_band_table()
+        self._refresh_scale()
         self.table.blockSignals(True)
         checked = set(self.checked_rows())
         for row in range(self.table.rowCount()):
@@ -328,4 +385,4 @@ class ModalityRow(QGroupBox):
         mapping = checks[0].mapping
         bands = None if mapping.is_identity(layers[0].bandCount()) else mapping.job_bands()
         files = [layer.source().split("|")[0] for layer in layers]
-        return ModalityInput(name, files, dates, bands)
+        return ModalityInput(name, files, dates, bands, self.scale())

@@ -93,6 +93,25 @@ def test_rows_are_the_models_modalities_filled_from_the_project(dock):
     assert dock.rows[0].table.rowCount() == 0 and dock.rows[2].table.rowCount() == 0
     entry = s2.modality_input()
     assert entry.dates == ["2015-08-20", "2015-08-30", "2015-09-09"] and entry.bands is None
+    assert s2.verdict.ok and entry.scale is None and not s2.scale_note.isVisibleTo(s2)  # digital numbers: as trained
+
+
+def test_reflectance_and_db_layers_get_the_engines_conversion(dock, scene):
+    reflectance = [QgsRasterLayer(str(p), "refl " + p.stem, "gdal") for p in sorted((scene / "reflectance").glob("*"))]
+    s1 = QgsRasterLayer(str(scene / "s1" / "S1_2018_VV_VH_clip.tif"), "S1 Peru", "gdal")
+    QgsProject.instance().addMapLayers([*reflectance, s1])
+    dock.fill_rows({"s2": {"layers": [lyr.id() for lyr in reflectance]}})
+    row = dock.rows[1]
+    assert row.verdict.conversion == "reflectance_to_dn" and "reflectance" in row.scale_note.text()
+    assert row.convert_box.isVisibleTo(row) and row.convert_box.isChecked()
+    assert row.modality_input().job_entry()["scale"] == "reflectance_to_dn"
+    row.convert_box.setChecked(False)  # the analyst's choice: no conversion
+    assert "scale" not in row.modality_input().job_entry()
+
+    dock.fill_rows({"s2": {"layers": []}, "s1_asc": {"layers": [s1.id()], "dates": {s1.id(): "2018-09-06"}}})
+    radar = dock.rows[2]
+    assert radar.verdict.conversion == "db_to_linear" and "dB" in radar.scale_note.text()
+    assert radar.modality_input().scale == "db_to_linear"
 
 
 def test_l1c_stack_maps_ten_of_thirteen_bands(dock, scene):
