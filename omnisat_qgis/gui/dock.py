@@ -19,8 +19,13 @@ from typing import Any
 from qgis.core import (
     Qgis,
     QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeatureRequest,
     QgsProject,
+    QgsRasterInterface,
     QgsRasterLayer,
+    QgsRectangle,
     QgsVectorLayer,
 )
 from qgis.gui import (
@@ -53,6 +58,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from omnisat_qgis.gui.engine_task import EngineTask, Step
+from omnisat_qgis.gui.export import ExportError, export_extent
 from omnisat_qgis.gui.labels_layer import (
     DEFAULT_FIELD,
     LabelClass,
@@ -61,7 +67,7 @@ from omnisat_qgis.gui.labels_layer import (
     default_color,
     style_labels,
 )
-from omnisat_qgis.gui.modality_row import InputError, ModalityRow
+from omnisat_qgis.gui.modality_row import InputError, ModalityRow, NotAFileLayer
 from omnisat_qgis.gui.session import (
     PREVIEW_LEVEL,
     Advanced,
@@ -109,7 +115,13 @@ class OmniSatDock(QgsDockWidget):
         form = QFormLayout()
         self.model_combo = QComboBox()
         self.model_combo.activated.connect(self._model_activated)
-        form.addRow("Model", self.model_combo)
+        setup = QPushButton("Set up the engine…")
+        setup.setToolTip("Build the Python environment the engine runs in (torch, rasterio), once")
+        setup.clicked.connect(self.set_up_engine)
+        model_line = QHBoxLayout()
+        model_line.addWidget(self.model_combo, 1)
+        model_line.addWidget(setup)
+        form.addRow("Model", model_line)
         self.model_summary = QLabel()
         self.model_summary.setWordWrap(True)
         form.addRow(self.model_summary)
@@ -142,7 +154,14 @@ class OmniSatDock(QgsDockWidget):
         self.device_combo.addItems(["auto", "cpu", "cuda"])
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(["auto", "fp32", "bf16"])
+        self.window_spin = QSpinBox()
+        self.window_spin.setRange(0, 100000)
+        self.window_spin.setSuffix(" m")
+        self.window_spin.setSpecialValueText("model default")
+        self.window_spin.setToolTip("Side of the windows the model sees at once: lower it when the engine runs "
+                                    "out of memory")
         advanced_form.addRow("Batch size", self.batch_spin)
+        advanced_form.addRow("Window size", self.window_spin)
         advanced_form.addRow("Device", self.device_combo)
         advanced_form.addRow("Precision", self.precision_combo)
         layout.addWidget(advanced)
@@ -301,7 +320,8 @@ class OmniSatDock(QgsDockWidget):
         return chosen
 
     def advanced(self) -> Advanced:
-        return Advanced(self.batch_spin.value(), self.device_combo.currentText(), self.precision_combo.currentText())
+        return Advanced(self.batch_spin.value(), self.device_combo.currentText(), self.precision_combo.currentText(),
+                        float(self.window_spin.value()) or None)
 
     # ------------------------------------------------------------------ extent
     def canvas_extent(self) -> Extent:
@@ -400,7 +420,8 @@ class OmniSatDock(QgsDockWidget):
         self.iface.actionAddFeature().trigger()
         return layer
 
-    def labels_source(self) -> dict[str, Any]:
+    def labels_source(self, extent: Extent | None = None) -> dict[str, Any]:
+        """The fit's labels; with ``extent``, only the features inside it count (the others have no embeddings)."""
         layer, field = self.labels_layer(), self.field_combo.currentField()
         if layer is None or not field:
             raise InputError("Choose a labels layer and its class field (or press New labels layer).")
@@ -411,15 +432,26 @@ class OmniSatDock(QgsDockWidget):
             if not layer.commitChanges(False):
                 raise InputError(f"The labels in '{layer.name()}' could not be saved: {layer.commitErrors()}")
         ignored = {v.strip() for v in self.ignore_edit.text().replace(";", ",").split(",") if v.strip()}
-        values = [str(f[field]) for f in layer.getFeatures() if f[field] not in (None, "")]
-        unlabelled = sum(1 for f in layer.getFeatures() if f[field] in (None, ""))
+        request = QgsFeatureRequest()
+        if extent is not None:
+            transform = QgsCoordinateTransform(QgsCoordinateReferenceSystem(extent.crs), layer.crs(),
+                                               QgsProject.instance())
+            request.setFilterRect(transform.transformBoundingBox(QgsRectangle(*extent.bounds)))
+        features = list(layer.getFeatures(request))
+        if not features:
+            where = " in the visible map area" if extent is not None else ""
+            raise InputError(f"The labels layer '{layer.name()}' has no feature{where}: draw samples there, or pan "
+                             "the map to where the samples are.")
+        values = [str(f[field]) for f in features if f[field] not in (None, "")]
+        unlabelled = len(features) - len(values)
         classes = {v for v in values if v not in ignored}
-        if len(classes) < 2:
-            raise InputError(f"The labels layer '{layer.name()}' has {len(classes)} class(es) in '{field}': "
-                             "draw samples of at least two classes.")
         if unlabelled:
             self.say(f"{unlabelled} feature(s) of '{layer.name()}' have no class and are left out.",
                      Qgis.MessageLevel.Warning)
+        if len(classes) < 2:
+            raise InputError(f"The labels layer '{layer.name()}' has {len(classes)} class(es) in '{field}'"
+                             f"{' in the visible map area' if extent is not None else ''}: "
+                             "draw samples of at least two classes.")
         path, _, rest = layer.source().partition("|")
         source = {"labels": path, "class_field": field, "ignore_values": sorted(ignored)}
         if rest.startswith("layername="):
@@ -433,13 +465,59 @@ class OmniSatDock(QgsDockWidget):
         base.mkdir(parents=True, exist_ok=True)
         return base
 
-    def fit_and_preview(self) -> None:
-        try:
-            model, inputs, labels = self.model(), self.inputs(), self.labels_source()
-        except (InputError, CatalogError) as exc:
+    def refuse(self, exc: Exception) -> None:
+        """Say why a run cannot start; for a layer that is not a file, offer to export it."""
+        if not isinstance(exc, NotAFileLayer):
             self.say(str(exc), Qgis.MessageLevel.Critical)
             return
+        self.messages.append(str(exc))
+        item = self.bar.createMessage("OmniSat", str(exc))
+        button = QPushButton("Export the area to GeoTIFF")
+        button.clicked.connect(lambda: self.export_for(exc.row, exc.layer))
+        item.layout().addWidget(button)
+        self.bar.pushWidget(item, Qgis.MessageLevel.Warning)
+
+    def export_for(self, row: ModalityRow, layer: QgsRasterLayer) -> QgsRasterLayer | None:
+        """Export ``layer`` over the area to map (the visible area when that is the whole input) to a GeoTIFF
+        in the work folder, add it to the project and tick it in ``row`` instead of ``layer``."""
+        try:
+            extent = self.map_extent() or self.canvas_extent()
+        except InputError as exc:
+            self.say(str(exc), Qgis.MessageLevel.Critical)
+            return None
+        sized = bool(layer.dataProvider().capabilities() & QgsRasterInterface.Capability.Size)
+        pixel = layer.rasterUnitsPerPixelX() if sized else row.modality.gsd_m
+        date = row.dates().get(layer.id(), "")
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in layer.name())
+        path = self.work_folder() / "exports" / f"{safe}-{stamp}.tif"
+        try:
+            export_extent(layer, QgsRectangle(*extent.bounds), QgsCoordinateReferenceSystem(extent.crs), pixel, path)
+        except ExportError as exc:
+            self.say(str(exc), Qgis.MessageLevel.Critical)
+            return None
+        exported = QgsRasterLayer(str(path), f"{layer.name()} (GeoTIFF)", "gdal")
+        QgsProject.instance().addMapLayer(exported)
+        state = self.state()["inputs"]
+        saved = state[row.modality.name]
+        saved["layers"] = [exported.id() if i == layer.id() else i for i in saved["layers"]]
+        saved["dates"][exported.id()] = date
+        self.fill_rows(state)
+        self.say(f"'{layer.name()}' exported to '{path}' and ticked instead; run again.", Qgis.MessageLevel.Success)
+        return exported
+
+    def set_up_engine(self) -> None:
+        from omnisat_qgis.gui.setup_dialog import SetupDialog
+
+        SetupDialog(self).exec()
+
+    def fit_and_preview(self) -> None:
         extent, advanced = self.canvas_extent().grown(PREVIEW_MARGIN), self.advanced()
+        try:
+            model, inputs, labels = self.model(), self.inputs(), self.labels_source(extent)
+        except (InputError, CatalogError) as exc:
+            self.refuse(exc)
+            return
         cache = EmbeddingCache(self.work_folder() / "cache")
         key = embedding_key(model, inputs, extent, PREVIEW_LEVEL, advanced)
         embeddings = cache.embeddings(key)
@@ -475,7 +553,7 @@ class OmniSatDock(QgsDockWidget):
         try:
             model, inputs, extent = self.model(), self.inputs(), self.map_extent()
         except (InputError, CatalogError) as exc:
-            self.say(str(exc), Qgis.MessageLevel.Critical)
+            self.refuse(exc)
             return
         run = self.new_run_folder("map")
         outputs = {"classes": str(run / "classes.tif"), "confidence": str(run / "confidence.tif"),

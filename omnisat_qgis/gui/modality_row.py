@@ -46,6 +46,18 @@ class InputError(Exception):
     """A row that cannot be run; the message names the layer and the fix."""
 
 
+class NotAFileLayer(InputError):
+    """A ticked layer the worker cannot read (web service, virtual raster): the dock offers an export."""
+
+    def __init__(self, message: str, row: "ModalityRow", layer: QgsRasterLayer):
+        super().__init__(message)
+        self.row, self.layer = row, layer
+
+
+def is_file_layer(layer: QgsRasterLayer) -> bool:
+    return layer.providerType() == "gdal" and Path(layer.source().split("|")[0]).is_file()
+
+
 @dataclass(frozen=True)
 class LayerCheck:
     mapping: BandMapping
@@ -71,8 +83,8 @@ def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
     """``mapping``: the analyst's, when edited; else matched from the band descriptions."""
     mapping = mapping or match_bands(modality.bands, layer_descriptions(layer))
     problems, notes = [], []
-    if layer.providerType() != "gdal" or not Path(layer.source().split("|")[0]).is_file():
-        problems.append("not a file layer: save it as GeoTIFF first (Export > Save As)")
+    if not is_file_layer(layer):
+        problems.append("not a file layer: export it to GeoTIFF (Fit and preview offers it)")
     if mapping.missing:
         if model.architecture == "anysat":
             notes.append(f"missing {', '.join(mapping.missing)}: filled by the model")
@@ -360,6 +372,10 @@ class ModalityRow(QGroupBox):
         checks = [check_layer(layer, self.modality, self.model, self.reference, self.mapping(layer))
                   for layer in layers]
         for layer, check in zip(layers, checks):
+            if not is_file_layer(layer):
+                raise NotAFileLayer(
+                    f"{self.modality.label}: layer '{layer.name()}' is not a file the engine can read (a web "
+                    f"service or a virtual layer): export the area to GeoTIFF, or tick a file layer.", self, layer)
             if check.problems:
                 raise InputError(f"{self.modality.label}: layer '{layer.name()}' {'; '.join(check.problems)}.")
         mappings = {c.mapping.layer_bands for c in checks}

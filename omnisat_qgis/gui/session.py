@@ -59,6 +59,7 @@ class Advanced:
     batch_size: int = 4
     device: str = "auto"
     precision: str = "auto"
+    tile_size_m: float | None = None  # window side in metres; None: the model's default
 
 
 def build_job(model: ModelInfo, inputs: list[ModalityInput], extent: Extent | None, outputs: dict[str, Any],
@@ -71,6 +72,8 @@ def build_job(model: ModelInfo, inputs: list[ModalityInput], extent: Extent | No
         "device": advanced.device,
         "precision": advanced.precision,
     }
+    if advanced.tile_size_m:
+        job["tile_size"] = advanced.tile_size_m
     if extent is not None:
         job["extent"] = extent.job_entry()
     return job
@@ -100,6 +103,7 @@ def embedding_key(model: ModelInfo, inputs: list[ModalityInput], extent: Extent,
         "extent": [[round(v, 3) for v in extent.bounds], extent.crs],
         "level": level,
         "precision": advanced.precision,
+        "window": advanced.tile_size_m,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
