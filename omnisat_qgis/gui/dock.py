@@ -51,12 +51,14 @@ from qgis.PyQt.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSpinBox,
+    QTabWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from omnisat_qgis.gui.change_tab import ChangeTab
 from omnisat_qgis.gui.engine_task import EngineTask, Step
 from omnisat_qgis.gui.export import ExportError, export_extent
 from omnisat_qgis.gui.labels_layer import (
@@ -107,10 +109,12 @@ class OmniSatDock(QgsDockWidget):
 
     # ------------------------------------------------------------------ widgets
     def _build(self) -> None:
+        outer = QWidget()
+        shared = QVBoxLayout(outer)
+        self.bar = QgsMessageBar()
+        shared.addWidget(self.bar)
         body = QWidget()
         layout = QVBoxLayout(body)
-        self.bar = QgsMessageBar()
-        layout.addWidget(self.bar)
 
         form = QFormLayout()
         self.model_combo = QComboBox()
@@ -125,7 +129,7 @@ class OmniSatDock(QgsDockWidget):
         self.model_summary = QLabel()
         self.model_summary.setWordWrap(True)
         form.addRow(self.model_summary)
-        layout.addLayout(form)
+        shared.addLayout(form)
 
         self.rows_box = QVBoxLayout()
         layout.addLayout(self.rows_box)
@@ -171,21 +175,36 @@ class OmniSatDock(QgsDockWidget):
         self.fit_button.clicked.connect(self.fit_and_preview)
         self.map_button = QPushButton("Map the whole area")
         self.map_button.clicked.connect(self.map_whole_area)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        self.cancel_button.setEnabled(False)
-        for button in (self.fit_button, self.map_button, self.cancel_button):
+        for button in (self.fit_button, self.map_button):
             buttons.addWidget(button)
         layout.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        layout.addWidget(self.progress)
 
         self.metrics = QLabel("Draw labels, then Fit and preview.")
         self.metrics.setWordWrap(True)
         self.metrics.setTextFormat(Qt.TextFormat.RichText)
         self.metrics.setOpenExternalLinks(True)
         layout.addWidget(self.metrics)
+        layout.addStretch(1)
+
+        self.change_tab = ChangeTab()
+        self.change_tab.run_button.clicked.connect(self.detect_change)
+        self.tabs = QTabWidget()
+        for widget, title in ((body, "Map"), (self.change_tab, "Change")):
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setWidget(widget)
+            self.tabs.addTab(scroll, title)
+        shared.addWidget(self.tabs, 1)
+
+        progress_line = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        progress_line.addWidget(self.progress, 1)
+        progress_line.addWidget(self.cancel_button)
+        shared.addLayout(progress_line)
 
         command_line = QHBoxLayout()
         command_line.addWidget(QLabel("Same run, headless:"))
@@ -193,17 +212,12 @@ class OmniSatDock(QgsDockWidget):
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.command.toPlainText()))
         command_line.addStretch(1)
         command_line.addWidget(copy)
-        layout.addLayout(command_line)
+        shared.addLayout(command_line)
         self.command = QPlainTextEdit()
         self.command.setReadOnly(True)
         self.command.setMaximumHeight(90)
-        layout.addWidget(self.command)
-        layout.addStretch(1)
-
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(body)
-        self.setWidget(scroll)
+        shared.addWidget(self.command)
+        self.setWidget(outer)
 
     def _labels_box(self) -> QWidget:
         box = QgsCollapsibleGroupBox("Labels")
@@ -293,19 +307,22 @@ class OmniSatDock(QgsDockWidget):
         for row in self.rows:
             row.changed.connect(self.refresh_checks)
             self.rows_box.addWidget(row)
+        self.change_tab.set_model(info, self.raster_layers())
         self.fill_rows()
 
     def raster_layers(self) -> list[QgsRasterLayer]:
         return [lyr for lyr in QgsProject.instance().mapLayers().values() if isinstance(lyr, QgsRasterLayer)
                 and not lyr.customProperty("omnisat/output", False)]
 
-    def fill_rows(self, state: dict[str, Any] | None = None) -> None:
+    def fill_rows(self, state: dict[str, Any] | None = None, change: dict[str, list[str]] | None = None) -> None:
+        """Fill the rows (``state``: the saved "inputs") and the Change tab's periods (``change``)."""
         layers = self.raster_layers()
         for row in self.rows:
             saved = (state or {}).get(row.modality.name)
             row.fill(layers, set(saved["layers"]) if saved else None, saved.get("dates") if saved else None)
             if saved and saved.get("bands"):
                 row.set_bands(saved["bands"])
+        self.change_tab.fill(layers, change)
         self.refresh_checks()
 
     def refresh_checks(self) -> None:
@@ -359,7 +376,7 @@ class OmniSatDock(QgsDockWidget):
         self.class_table.insertRow(row)
         self.class_table.setItem(row, 0, QTableWidgetItem(name))
         button = QgsColorButton()
-        button.setColor(QColor(color or default_color(row)))
+        button.setColor(QColor(color or default_color(row, name)))
         button.colorChanged.connect(lambda _: self.restyle_labels())
         self.class_table.setCellWidget(row, 1, button)
         self.class_table.blockSignals(False)
@@ -567,6 +584,17 @@ class OmniSatDock(QgsDockWidget):
                     (outputs["classes"], outputs["confidence"]), "Mapping the whole area")
         self.start(EngineTask(f"OmniSat: map {run.name}", [step], self._map_done, self._log))
 
+    def detect_change(self) -> None:
+        try:
+            model, extent = self.model(), self.map_extent()
+            run = self.new_run_folder("change")
+            step, command = self.change_tab.run(model, extent, self.advanced(), run)
+        except (InputError, CatalogError) as exc:
+            self.refuse(exc)
+            return
+        self.command.setPlainText(command)
+        self.start(EngineTask(f"OmniSat: change {run.name}", [step], self._change_done, self._log))
+
     def new_run_folder(self, kind: str) -> Path:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         folder = self.work_folder() / "runs" / f"{kind}-{stamp}"
@@ -579,8 +607,8 @@ class OmniSatDock(QgsDockWidget):
             return
         self.task = task
         task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
-        self.fit_button.setEnabled(False)
-        self.map_button.setEnabled(False)
+        for button in (self.fit_button, self.map_button, self.change_tab.run_button):
+            button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         QgsApplication.taskManager().addTask(task)
@@ -591,8 +619,8 @@ class OmniSatDock(QgsDockWidget):
 
     def _finish(self, task: EngineTask) -> bool:
         self.task = None
-        self.fit_button.setEnabled(True)
-        self.map_button.setEnabled(True)
+        for button in (self.fit_button, self.map_button, self.change_tab.run_button):
+            button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if task.cancelled_by_user or task.isCanceled():
             self.say("Cancelled; no output was written.", Qgis.MessageLevel.Info)
@@ -632,6 +660,20 @@ class OmniSatDock(QgsDockWidget):
         if result.get("confidence"):
             self.add_result(result["confidence"], "Confidence", "confidence", group, record, visible=False)
         self.say(f"Mapped {result.get('area_km2', 0):.2f} km² in {result.get('seconds', 0):.0f} s: group '{name}'.",
+                 Qgis.MessageLevel.Success)
+
+    def _change_done(self, task: EngineTask) -> None:
+        if not self._finish(task):
+            return
+        result = task.results[-1]
+        name = f"OmniSat {Path(result['magnitude']).parent.name}"
+        group = QgsProject.instance().layerTreeRoot().insertGroup(0, name)
+        record = RunRecord.from_run("change", "dock: change", task.steps[-1].params, result)
+        self.add_result(result["change"], "Change", "classes", group, record)
+        self.add_result(result["magnitude"], "Change magnitude", "magnitude", group, record)
+        share = result.get("changed_share")
+        changed = f"{share:.0%} of the patches changed" if share is not None else "change mapped"
+        self.say(f"{changed} (threshold {result['threshold']:.3g}, {result['threshold_method']}): group '{name}'.",
                  Qgis.MessageLevel.Success)
 
     def add_result(self, path: str, name: str, style: str, group, record: RunRecord,
@@ -684,6 +726,7 @@ class OmniSatDock(QgsDockWidget):
             "classes": [[c.name, c.color] for c in self.classes()],
             "extent": self.extent_combo.currentText(),
             "probe": str(self.last_probe) if self.last_probe else None,
+            "change": self.change_tab.state(),
         }
 
     def save_state(self) -> None:
@@ -697,7 +740,7 @@ class OmniSatDock(QgsDockWidget):
         state = json.loads(text)
         if state.get("model"):
             self.select_model(state["model"])
-        self.fill_rows(state.get("inputs"))
+        self.fill_rows(state.get("inputs"), state.get("change"))
         self.class_table.setRowCount(0)
         for name, color in state.get("classes", []):
             self.add_class(name, color)

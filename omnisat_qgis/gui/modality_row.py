@@ -26,6 +26,7 @@ from qgis.PyQt.QtWidgets import (
     QLabel,
     QTableWidget,
     QTableWidgetItem,
+    QToolButton,
     QVBoxLayout,
 )
 
@@ -150,8 +151,7 @@ class ModalityRow(QGroupBox):
     changed = pyqtSignal()
 
     def __init__(self, modality: ModalityInfo, model: ModelInfo, parent=None):
-        super().__init__(f"{modality.label} ({modality.name}): {', '.join(modality.bands)}; "
-                         f"{modality.gsd_m:g} m", parent)
+        super().__init__(f"{modality.label} ({modality.name})", parent)
         self.modality, self.model = modality, model
         self.reference: QgsRasterLayer | None = None
         self.table = QTableWidget(0, len(COLUMNS))
@@ -175,6 +175,13 @@ class ModalityRow(QGroupBox):
             item = QTableWidgetItem(band)
             item.setFlags(Qt.ItemFlag.ItemIsEnabled)
             self.band_table.setItem(index, 0, item)
+        # Folded while every band is matched by name (nothing to check); the button's text says the mapping.
+        self.band_toggle = QToolButton()
+        self.band_toggle.setCheckable(True)
+        self.band_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.band_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.band_toggle.toggled.connect(self._fold_bands)
+        self.band_toggle.setVisible(False)
         self.band_table.setVisible(False)
         self._band_layout: tuple[str, ...] | None = None  # band_signature the band table was built for
         self.edited: tuple[int | None, ...] | None = None  # the analyst's choice, when it differs from the match
@@ -185,9 +192,14 @@ class ModalityRow(QGroupBox):
         self.convert_box.toggled.connect(lambda _: self.changed.emit())
         self.verdict: ScaleVerdict = FINE
         self._scale_for: tuple | None = None  # (layer id, layer bands) the verdict was found for
+        # On its own wrapped line: in the title, ten band names would set the dock's minimum width.
+        expects = QLabel(f"Bands {', '.join(modality.bands)}; {modality.gsd_m:g} m pixels")
+        expects.setWordWrap(True)
         layout = QVBoxLayout(self)
+        layout.addWidget(expects)
         layout.addWidget(self.empty)
         layout.addWidget(self.table)
+        layout.addWidget(self.band_toggle)
         layout.addWidget(self.band_table)
         layout.addWidget(self.scale_note)
         layout.addWidget(self.convert_box)
@@ -273,7 +285,12 @@ class ModalityRow(QGroupBox):
     def _refresh_band_table(self) -> None:
         """Rebuild the drop-downs when the first ticked layer's band layout changed."""
         layers = self.checked_layers()
-        self.band_table.setVisible(bool(layers))
+        self.band_toggle.setVisible(bool(layers))
+        self.band_table.setVisible(bool(layers) and self.band_toggle.isChecked())
+        if layers:
+            mapping = self.mapping(layers[0])
+            self.band_toggle.setText(f"Band mapping: {len(mapping.model_bands) - len(mapping.missing)} of "
+                                     f"{len(mapping.model_bands)} bands, by {mapping.how}")
         if not layers or band_signature(layers[0]) == self._band_layout:
             return
         first = layers[0]
@@ -288,6 +305,13 @@ class ModalityRow(QGroupBox):
             combo.setCurrentIndex(combo.findData(band) if band is not None else 0)
             combo.currentIndexChanged.connect(self._band_edited)
             self.band_table.setCellWidget(index, 1, combo)
+        self.band_toggle.setText(f"Band mapping: {len(matched.model_bands) - len(matched.missing)} of "
+                                 f"{len(matched.model_bands)} bands, by {matched.how}")
+        self.band_toggle.setChecked(matched.how != "descriptions" or bool(matched.missing))
+
+    def _fold_bands(self, unfolded: bool) -> None:
+        self.band_toggle.setArrowType(Qt.ArrowType.DownArrow if unfolded else Qt.ArrowType.RightArrow)
+        self.band_table.setVisible(unfolded and bool(self.checked_layers()))
 
     def band_combo(self, model_band: str) -> QComboBox:
         return self.band_table.cellWidget(self.modality.bands.index(model_band), 1)

@@ -166,6 +166,11 @@ def test_an_undated_series_layer_is_refused_until_its_date_is_typed(dock):
 def test_fit_preview_refit_from_cache_and_screenshot(dock, shared_data, tmp_path):
     labels = add_labels(dock, shared_data, tmp_path / "labels.gpkg", keep=lambda i: i % 2 == 0)
     assert labels.isEditable() and labels.renderer().type() == "categorizedSymbol"
+    # Usual land-cover colours by name; a name without one takes the palette's next colour.
+    usual = {c.name: c.color for c in dock.classes()}
+    assert usual["forest"] == "#1b7837" and usual["artificial surface"] == "#d73027"
+    assert usual["cultivated land"] == "#fdae61" and usual["grassland"] == "#a6d96a"
+    assert usual["schrubland"] not in [c for n, c in usual.items() if n != "schrubland"]  # distinct all the same
     dock.fit_and_preview()
     assert [s.operation for s in dock.task.steps] == ["embed", "fit-probe"]
     wait(dock)
@@ -229,8 +234,8 @@ def screenshot(dock: OmniSatDock, classes: QgsRasterLayer, target: Path) -> None
     job.start()
     job.waitForFinished()
     canvas = job.renderedImage()
-    dock.resize(QSize(460, 1100))
-    panel = dock.widget().widget().grab().toImage()
+    dock.resize(QSize(480, 1500))
+    panel = dock.widget().grab().toImage()
     image = QImage(canvas.width() + panel.width(), max(canvas.height(), panel.height()), QImage.Format.Format_RGB32)
     image.fill(QColor("white"))
     painter = QPainter(image)
