@@ -80,7 +80,19 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                                              f"omnisat:{self.name()}")
         if problem:
             return False, problem
+        parameters = self.model_as_file(parameters)
+        if all(parameters.get(n) not in (None, "") for n in ("MODEL", "MODEL_FILE")):
+            return False, "Give MODEL (a model of the catalog) or MODEL_FILE (a model file), not both."
         return super().checkParameterValues(parameters, context)
+
+    def model_as_file(self, parameters: dict) -> dict:
+        """A checkpoint path given as MODEL (scripts and the dock from before the catalog) read as MODEL_FILE."""
+        value = parameters.get("MODEL")
+        if self.parameterDefinition("MODEL_FILE") is None or not isinstance(value, str) or not value:
+            return parameters
+        if value.endswith(".safetensors") or "/" in value or "\\" in value:
+            return {k: v for k, v in parameters.items() if k != "MODEL"} | {"MODEL_FILE": value}
+        return parameters
 
     def output_rows(self) -> list[Param]:
         return [p for p in self.params if p.kind in OUTPUT_KINDS]
@@ -108,7 +120,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return None
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        params = self.engine_params(parameters, context, feedback)
+        params = self.engine_params(self.model_as_file(parameters), context, feedback)
         message = self.run_engine(params, feedback, self.working_folder(parameters, context))
         written, result = message.get("outputs", {}), message.get("result", {})
         results = {p.name: written.get(p.key.rsplit(".", 1)[-1]) for p in self.output_rows()}
