@@ -359,19 +359,25 @@ class Trainer:
         val: dict[str, float] = {}
         plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         window: list[float] = []
-        started = time.perf_counter()
-        samples = 0
+        started = last_checkpoint = time.perf_counter()
+        first_step, samples = self.step, 0
+        budget_s = 60 * cfg.max_minutes
         try:
             while self.step < cfg.max_steps:
                 batch = self.data.sampler.next(self.step)
                 last = self.train_step(batch)
                 samples += batch.size * self.dist.world
                 window.append(last["loss"])
-                at_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
+                out_of_time = budget_s > 0 and self._agreed(time.perf_counter() - started >= budget_s)
+                at_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps or out_of_time
                 rate = progress.update(self.step, batch.size * self.dist.world, last, force=at_log)
                 if at_log:
                     log.write(self.step, "train", {**last, "samples_per_s": rate})
-                    self.reporter.progress(100 * self.step / cfg.max_steps, f"step {self.step}")
+                    done = (self.step - first_step) / max(cfg.max_steps - first_step, 1)
+                    if budget_s:
+                        done = max(done, (time.perf_counter() - started) / budget_s)
+                    self.reporter.progress(100 * min(done, 1.0), f"step {self.step}: loss {last['loss']:.4g}, "
+                                                                 f"{rate:.1f} samples/s")
                 at_eval = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps)
                 if at_eval and self.data.val:
                     val = self.evaluate(self.data.val, cfg.eval_batches)
@@ -383,8 +389,14 @@ class Trainer:
                     self.scheduler.step(sum(window) / len(window))
                 if at_log:
                     window = []
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                overdue = cfg.checkpoint_minutes and self._agreed(
+                    time.perf_counter() - last_checkpoint >= 60 * cfg.checkpoint_minutes)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or out_of_time or overdue:
                     self.checkpoint()
+                    last_checkpoint = time.perf_counter()
+                if out_of_time:
+                    self.reporter.log(f"Time budget of {cfg.max_minutes:g} min reached at step {self.step}.")
+                    break
         finally:
             progress.close()
             log.close()
@@ -396,13 +408,23 @@ class Trainer:
         self.dist.barrier()
         return result
 
-    def export(self) -> Path:
-        """The trained model (+ head) as an engine checkpoint the plugin loads."""
+    def _agreed(self, flag: bool) -> bool:
+        """A time-based decision every process takes together (clocks differ across ranks)."""
+        if not self.dist.enabled:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
+
+    def export(self, path: Path | None = None, provenance: dict[str, Any] | None = None) -> Path:
+        """The trained model (+ head) as an engine checkpoint the plugin loads (``provenance``: further
+        entries of its record)."""
         head = self.objective.head()
-        path = self.out_dir / "model.safetensors"
+        path = path or self.out_dir / "model.safetensors"
         provenance = {"trained_with": "python -m training", "command": self.command, "steps": self.step,
                       "objective": self.config.objective,
-                      "datasets": [{"name": d.name, "format": d.format} for d in self.config.data.datasets]}
+                      "datasets": [{"name": d.name, "format": d.format} for d in self.config.data.datasets],
+                      **(provenance or {})}
         named = head is not None and len(self.class_names) == head.config.n_classes
         save_checkpoint(path, self.encoder, head=head, classes=self.class_names if named else None,
                         provenance=provenance)

@@ -267,8 +267,10 @@ def parse_job(obj: Any, base: Path | None = None, source: str = "<inline job>") 
     return job
 
 
-def load_job(job: str | dict | os.PathLike) -> Job:
-    """A Job from a file path, a JSON string or an already decoded object."""
+def load_job(job: "str | dict | os.PathLike | Job") -> Job:
+    """A Job from a file path, a JSON string, an already decoded object or a Job already read."""
+    if isinstance(job, Job):
+        return job
     if isinstance(job, dict):
         return parse_job(job)
     text = str(job).strip()
@@ -287,6 +289,6 @@ def load_job(job: str | dict | os.PathLike) -> Job:
     return parse_job(obj, base=path.resolve().parent, source=f"'{path}'")
 
 
-def is_job(value: str | dict | os.PathLike) -> bool:
-    """Whether a parameter that takes a job or a raster holds a job (an object, JSON text or a .json file)."""
-    return isinstance(value, dict) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")
+def is_job(value: "str | dict | os.PathLike | Job") -> bool:
+    """Whether a parameter that takes a job or a raster holds a job (an object, JSON text, a .json file or a Job)."""
+    return isinstance(value, (dict, Job)) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")

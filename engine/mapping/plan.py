@@ -205,9 +205,12 @@ def _output_spec(job: Job, model, head, metadata: dict, reporter: Reporter) -> O
     wants_classes = any(k in files for k in CLASS_OUTPUTS)
     if wants_classes and head is None:
         raise EngineError(
-            f"The model '{job.model}' has no classification head: it can only give embeddings "
-            '(use "embed", or a checkpoint with a head, e.g. one fitted by the probe).'
-        )
+            f"The model '{job.model}' is an encoder without a classification head: it gives embeddings, not "
+            "classes. Three ways to a class map: (1) fit a probe on a few labelled points or polygons "
+            "(fit-probe; in QGIS 'Fit a probe on labels') and classify with it (classify --probe, or give the "
+            "probe file as the model); (2) use a fine-tuned checkpoint that has a head (python -m training "
+            "finetune); (3) download a checkpoint that has one when the catalog offers it (python -m "
+            "engine models --json: \"has_head\"; fetch-model downloads).")
     embeddings = level(job.outputs.embeddings_level) if "embeddings" in files else None
     if not wants_classes:
         return OutputSpec(files, embeddings_level=embeddings,

@@ -40,6 +40,7 @@ def test_menu_actions_are_added_and_removed(qgis_app):
     iface = FakeIface()
     plugin = OmniSatPlugin(iface)
     plugin.initGui()
-    assert iface.menu == [("OmniSat", "Set up the OmniSat engine…"), ("OmniSat", "Download the official AnySat model…")]
+    assert iface.menu == [("OmniSat", "Set up the OmniSat engine…"), ("OmniSat", "Download the official AnySat model…"),
+                          ("OmniSat", "Learn this area (pretrain on my layers)…")]
     plugin.unload()
     assert iface.menu == [] and plugin.provider is None
