@@ -44,7 +44,7 @@ class FitProbe(EngineAlgorithm):
               optional=True, help="features with these classes are left out, e.g. 0 = no data"),
         *EMBEDDING_ROWS,
         Param("CLASSIFIER", "classifier", "enum", "Classifier (auto: chosen by nested spatial cross-validation)",
-              default="linear", options=("linear", "mlp", "knn", "random_forest", "gradient_boosting", "auto")),
+              default="linear", options=("linear", "mlp", "knn", "random_forest", "extra_trees", "gradient_boosting", "auto")),
         Param("FEATURES", "features", "texts",
               "Feature sets, comma-separated (embeddings, raw, stats, indices, or e.g. embeddings+raw; input "
               "features need a job)", default="embeddings", advanced=True),
