@@ -54,7 +54,7 @@ class Blender:
                 self.band.release(window.row_off)
                 self.band.add(window, results.cells[i], geometry.windows.weights(window) * valid)
             if results.tiles is not None:
-                row, col = geometry.tile_cell(window)
+                row, col = geometry.windows.cell(window)
                 self.tiles.release(row)
                 self.tiles.add(Window(col, row, 1, 1), results.tiles[i][:, None, None], np.ones((1, 1), np.float32))
 
