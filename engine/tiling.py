@@ -68,6 +68,15 @@ class WindowGrid:
     def cols(self) -> list[int]:
         return axis_starts(self.width, self.tile, self.overlap)
 
+    @functools.cached_property
+    def _index(self) -> tuple[dict[int, int], dict[int, int]]:
+        return {r: i for i, r in enumerate(self.rows)}, {c: i for i, c in enumerate(self.cols)}
+
+    def cell(self, window: Window) -> tuple[int, int]:
+        """(row, col) of a window in the grid of windows (constant time: called for every window)."""
+        rows, cols = self._index
+        return rows[window.row_off], cols[window.col_off]
+
     def __len__(self) -> int:
         return len(self.rows) * len(self.cols)
 

@@ -10,6 +10,7 @@ from qgis.PyQt.QtWidgets import QAction
 
 from omnisat_qgis.paths import resources_dir
 from omnisat_qgis.provider import OmniSatProvider
+from omnisat_qgis.worker_client import shutdown_workers
 
 MENU = "&OmniSat"
 
@@ -91,6 +92,7 @@ class OmniSatPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        shutdown_workers()  # the engine workers kept between runs end with the plugin
 
 
 def algorithm_dialog(algorithm_id: str) -> None:

@@ -74,6 +74,7 @@ class Plan:
     dtype: torch.dtype
     batch_size: int
     threads: int | None = None
+    warp_once: bool = True  # off-grid inputs warped whole before the windows (False: window by window)
 
     def batches(self) -> Iterator[list[Window]]:
         """Row-major batches of windows, generated as they are needed (a huge raster's windows never

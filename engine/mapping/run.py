@@ -54,7 +54,7 @@ class Blender:
                 self.band.release(window.row_off)
                 self.band.add(window, results.cells[i], geometry.windows.weights(window) * valid)
             if results.tiles is not None:
-                row, col = geometry.tile_cell(window)
+                row, col = geometry.windows.cell(window)
                 self.tiles.release(row)
                 self.tiles.add(Window(col, row, 1, 1), results.tiles[i][:, None, None], np.ones((1, 1), np.float32))
 
@@ -62,6 +62,15 @@ class Blender:
         self.band.finish()
         if self.tiles is not None:
             self.tiles.finish()
+
+
+def _log_warps(reader: WindowReader, reporter: Reporter) -> None:
+    warps = reader.warps
+    if warps is not None and warps.warped:
+        reporter.log(f"Warped {len(warps.warped)} input file(s) onto the grid once, in {warps.seconds:.1f} s")
+    if warps is not None and warps.per_window:
+        reporter.log(f"Not enough free space in the temporary folder to warp {', '.join(warps.per_window)} "
+                     "once: warping it window by window (slower); set TMPDIR to a larger folder.", "warning")
 
 
 def execute(plan: Plan, model, head, reporter: Reporter,
@@ -80,7 +89,8 @@ def execute(plan: Plan, model, head, reporter: Reporter,
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         outputs = Outputs(stack, plan)
         blender = Blender(plan, outputs)
-        reader = stack.enter_context(WindowReader(plan))
+        reader = stack.enter_context(WindowReader(plan, torch.get_num_threads()))
+        _log_warps(reader, reporter)
         for windows, batch in stack.enter_context(read_batches(reader, plan.batches(), ahead)):
             if should_cancel is not None and should_cancel():
                 raise Cancelled("cancelled between windows")
