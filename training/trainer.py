@@ -29,7 +29,7 @@ from engine.models.modalities import sensor
 from engine.models.registry import build_model, preset
 from engine.precision import autocast_context, choose_dtype
 from engine.progress import Reporter
-from training import distributed
+from engine import distributed
 from training.config import ExperimentConfig
 from training.datasets import TileDataset, open_dataset
 from training.datasets.common import Batch

@@ -20,11 +20,11 @@ class MapParams:
     job: str | dict = field(metadata={"help": JOB_HELP, "positional": True})
 
 
-def _load(job: Job):
+def _load(job: Job, with_head: bool = True):
     from engine.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(job.model)
-    return loaded.model, loaded.head, loaded.metadata
+    return loaded.model, loaded.head if with_head else None, loaded.metadata
 
 
 @operation("classify", MapParams, outputs=CLASS_OUTPUTS + ("embeddings",),
@@ -35,13 +35,12 @@ def classify(params: MapParams, reporter: Reporter) -> dict[str, Any]:
     Writes the job's outputs: "classes" (uint8, nodata 255), "confidence" and
     "probabilities" (float32, NaN nodata), optionally "embeddings".
     """
-    from engine.mapping.run import run_map
+    from engine.mapping.ranks import map_job
 
     job = load_job(params.job)
     if not any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
         raise EngineError('classify writes "classes", "confidence" or "probabilities": name one in the job\'s "outputs".')
-    model, head, metadata = _load(job)
-    return run_map(job, reporter, model, head, metadata)
+    return map_job("classify", params.job, job, reporter, lambda: _load(job))
 
 
 @operation("embed", MapParams, outputs=("embeddings",),
@@ -52,13 +51,12 @@ def embed(params: MapParams, reporter: Reporter) -> dict[str, Any]:
     [patch, sub-patch token] per sub-patch of the finest modality, one pixel per sub-patch;
     tile: one vector per window, windows laid edge to edge (no overlap), one pixel per
     window (the last row/column: the window moved back to end on the area's edge)."""
-    from engine.mapping.run import run_map
+    from engine.mapping.ranks import map_job
 
     job = load_job(params.job)
     if not job.outputs.embeddings or any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
         raise EngineError('embed writes only "embeddings": name that file (and no class output) in the job\'s "outputs".')
-    model, _, metadata = _load(job)
-    return run_map(job, reporter, model, None, metadata)
+    return map_job("embed", params.job, job, reporter, lambda: _load(job, with_head=False))
 
 
 @dataclass
