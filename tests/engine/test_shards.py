@@ -3,6 +3,9 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +23,7 @@ from tests.engine import omnisat_helpers
 from tests.engine.rasters import write_geotiff
 
 CLASSES = ["water", "forest", "field"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_balanced_bounds_even_out_the_windows_with_data():
@@ -165,3 +169,16 @@ def test_tile_level_embeddings_over_ranks(scene, tmp_path):
         job["outputs"]["embeddings_level"] = "tile"
         run_operation("embed", {"job": job})
     _assert_same(tmp_path / "one" / "tiles.tif", tmp_path / "two" / "tiles.tif")
+
+
+def test_torchrun_ranks_equal_one_process(scene, single, tmp_path):
+    """The multi-machine route: torchrun starts the ranks (here 2 on this machine, gloo)."""
+    reference, _ = single
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(_job(scene, tmp_path, {"classes": "classes.vrt"})))
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([torchrun, "--nnodes", "1", "--nproc-per-node", "2", "-m", "engine", "classify", str(job),
+                           "--quiet", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same(reference / "classes.tif", tmp_path / "classes.vrt")
