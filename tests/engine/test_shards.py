@@ -20,6 +20,7 @@ from engine.models.heads import HeadConfig, build_head
 from engine.models.modalities import sensor
 from engine.tiling import WindowGrid
 from tests.engine import omnisat_helpers
+from tests.engine.range_server import serving
 from tests.engine.rasters import write_geotiff
 
 CLASSES = ["water", "forest", "field"]
@@ -182,3 +183,17 @@ def test_torchrun_ranks_equal_one_process(scene, single, tmp_path):
                            "--quiet", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_same(reference / "classes.tif", tmp_path / "classes.vrt")
+
+
+def test_ranks_read_inputs_over_http_by_byte_ranges(scene, single, tmp_path):
+    """GDAL's /vsicurl/ as inputs (object storage serves COGs the same way): every rank reads the
+    files it needs by HTTP Range requests; the map equals the one from local files."""
+    reference, _ = single
+    with serving(scene) as server:
+        job = _job(scene, tmp_path, {"classes": "classes.tif"}, ranks=2)
+        job["modalities"]["s2"]["files"] = ["/vsicurl/" + server.url(p.name) for p in sorted(scene.glob("S2_*.tif"))]
+        run_operation("classify", {"job": job})
+        gets = [(path, r) for method, path, r in server.requests if method == "GET"]
+    # byte ranges of the files only: no whole-file download, no listing of the "folder"
+    assert gets and all(path.endswith(".tif") and r and r.startswith("bytes=") for path, r in gets), gets
+    _assert_same(reference / "classes.tif", tmp_path / "classes.tif")
