@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "accuracy": "engine.bench.accuracy",
     "omnisat": "engine.bench.omnisat",
     "anysat": "engine.bench.anysat",
+    "gpu": "engine.bench.gpu",
 }
 
 
@@ -29,6 +30,8 @@ class BenchParams:
     target: str = field(metadata={"help": "what to benchmark: " + ", ".join(sorted(BENCHMARKS)), "positional": True})
     quick: bool = field(default=False, metadata={"help": "fewer repetitions and smaller inputs (a smoke run)"})
     threads: int | None = field(default=None, metadata={"help": "torch threads (default: the cores free now, see engine/threads.py)"})
+    device: str = field(default="auto", metadata={
+        "help": "gpu: auto (CUDA when there is one), cuda or cpu", "choices": ("auto", "cpu", "cuda")})
     reference: str | None = field(default=None, metadata={
         "help": "omnisat: a gastruc/OmniSat checkout (outside the project) to time in the same run, "
                 "run with a Python that has its dependencies (timm, easydict)"})
