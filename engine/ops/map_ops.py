@@ -34,6 +34,8 @@ def classify(params: MapParams, reporter: Reporter) -> dict[str, Any]:
 
     Writes the job's outputs: "classes" (uint8, nodata 255), "confidence" and
     "probabilities" (float32, NaN nodata), optionally "embeddings".
+    Over several processes: the job's "ranks", or torchrun ... -m engine classify JOB.json
+    (engine/mapping/ranks.py); inputs may be /vsicurl/ or /vsis3/ names.
     """
     from engine.mapping.ranks import map_job
 
@@ -50,7 +52,8 @@ def embed(params: MapParams, reporter: Reporter) -> dict[str, Any]:
     outputs.embeddings_level: patch / local / both: one pixel per patch; dense (AnySat):
     [patch, sub-patch token] per sub-patch of the finest modality, one pixel per sub-patch;
     tile: one vector per window, windows laid edge to edge (no overlap), one pixel per
-    window (the last row/column: the window moved back to end on the area's edge)."""
+    window (the last row/column: the window moved back to end on the area's edge).
+    Over several processes: the job's "ranks", or torchrun ... -m engine embed JOB.json."""
     from engine.mapping.ranks import map_job
 
     job = load_job(params.job)
