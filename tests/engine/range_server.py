@@ -13,7 +13,7 @@ import http.server
 import re
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 class RangeServer(http.server.ThreadingHTTPServer):
@@ -72,12 +72,18 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serving(folder: Path) -> Iterator[RangeServer]:
-    server = RangeServer(folder)
+def served(server: http.server.HTTPServer, before_stop: Callable[[], None] | None = None) -> Iterator:
+    """``server`` answering in a thread until the block ends (then ``before_stop``, e.g. to free a stalled answer)."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield server
     finally:
+        if before_stop is not None:
+            before_stop()
         server.shutdown()
         server.server_close()
+
+
+def serving(folder: Path) -> contextlib.AbstractContextManager[RangeServer]:
+    return served(RangeServer(folder))
