@@ -197,3 +197,36 @@ def test_ranks_read_inputs_over_http_by_byte_ranges(scene, single, tmp_path):
     # byte ranges of the files only: no whole-file download, no listing of the "folder"
     assert gets and all(path.endswith(".tif") and r and r.startswith("bytes=") for path, r in gets), gets
     _assert_same(reference / "classes.tif", tmp_path / "classes.tif")
+
+
+@pytest.mark.slow
+def test_cancelling_a_run_over_ranks_stops_every_rank_and_leaves_no_partial_file(scene, tmp_path):
+    """The plugin cancels by SIGTERM to its worker: the ranks it started go too, their temporary files with them."""
+    import signal
+
+    big = tmp_path / "big"
+    big.mkdir()
+    rng = np.random.default_rng(1)
+    for day in ("20200601", "20200701"):
+        write_geotiff(big / f"S2_{day}.tif", rng.uniform(200, 3000, (10, 160, 160)).astype(np.float32), nodata=0)
+    job = _job(scene, tmp_path / "out", {"classes": "classes.tif"}, ranks=2, batch_size=1)
+    job["modalities"]["s2"]["files"] = str(big)
+    worker = subprocess.Popen([sys.executable, "-m", "engine", "worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    worker.stdin.write(json.dumps({"operation": "classify", "params": {"job": job}}))
+    worker.stdin.close()
+    for line in worker.stdout:  # until both ranks map
+        message = json.loads(line)
+        if message["type"] == "progress" and message["percent"] > 0:
+            break
+    ranks = [int(p) for p in subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True,
+                                            text=True).stdout.split()]
+    assert len(ranks) == 2
+    worker.send_signal(signal.SIGTERM)
+    last = [json.loads(line) for line in worker.stdout][-1]
+    assert worker.wait(timeout=60) == 1 and last["kind"] == "cancelled"
+    for pid in ranks:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (tmp_path / "out" / "classes.tif").exists()
+    assert not list((tmp_path / "out").rglob("*omnisat-partial*"))
