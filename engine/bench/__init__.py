@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "omnisat": "engine.bench.omnisat",
     "anysat": "engine.bench.anysat",
     "gpu": "engine.bench.gpu",
+    "ranks": "engine.bench.ranks",
 }
 
 
