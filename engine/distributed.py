@@ -64,7 +64,7 @@ def setup(device_name: str = "auto", timeout: dt.timedelta = DEFAULT_TIMEOUT) ->
             if local_rank >= torch.cuda.device_count():
                 raise EngineError(
                     f"Process {rank} wants GPU {local_rank} but only {torch.cuda.device_count()} are visible: "
-                    "start torchrun with --nproc_per_node at most the number of GPUs."
+                    "start at most one process per GPU (torchrun's --nproc-per-node, a mapping job's \"ranks\")."
                 )
             torch.cuda.set_device(local_rank)
             device = torch.device("cuda", local_rank)

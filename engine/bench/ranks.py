@@ -3,7 +3,7 @@
 ``python -m engine bench ranks [--quick] [--json]``
 
 Inputs and model as ``bench tiled`` (Sentinel-2 + Sentinel-1 ratio stacks, 30 dates, a
-random OmniSat TreeSatAI-architecture checkpoint with a patch head), on its 4x area
+random OmniSat TreeSatAI-architecture checkpoint with a patch head), on its 16x area
 (--quick: 1x). In the same run, interleaved (2 rounds, --quick 1, fastest kept):
 ``classify`` in one process (the free cores' threads) and with ``"ranks": 2`` (half the
 threads each; the ranks' start-up, model loading and the assembly included). Then a rerun
@@ -41,7 +41,7 @@ def run(params, reporter) -> dict[str, Any]:
     from engine.models.registry import build_model
     from engine.threads import default_threads
 
-    factor = AREAS[0] if params.quick else AREAS[1]
+    factor = AREAS[0] if params.quick else AREAS[-1]
     rounds = 1 if params.quick else 2
     threads = params.threads or default_threads()
     with tempfile.TemporaryDirectory(prefix="omnisat-bench-ranks-") as tmp:

@@ -180,6 +180,16 @@ def remove_parts(outputs: dict[str, str], keep_vrt_parts: bool = True) -> None:
             shutil.rmtree(parts_folder(output), ignore_errors=True)
 
 
+def remove_stale_parts(outputs: dict[str, str], shards: list[Shard]) -> None:
+    """Parts and manifests of another shard layout (an earlier run with other ranks) beside a VRT output."""
+    current = {s.name for s in shards}
+    for output in outputs.values():
+        folder = parts_folder(output)
+        for path in folder.glob("part-*-of-*.*") if folder.is_dir() else ():
+            if path.stem not in current and path.suffix in (".tif", ".json"):
+                path.unlink()
+
+
 def missing_shard(shard: Shard, folder: Path) -> EngineError:
     return EngineError(f"Shard {shard.index + 1} of {shard.count} has no complete part in '{folder}': "
                        "its rank failed or another run changed it. Run the job again: finished shards are kept.")

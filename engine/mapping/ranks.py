@@ -103,6 +103,9 @@ def run_rank(job: Job, reporter: Reporter, load: Loader) -> dict[str, Any]:
 
     started = time.perf_counter()
     dist = distributed.setup(job.device, MAPPING_TIMEOUT)
+    if dist.is_main and job.ranks not in (1, dist.world):
+        reporter.log(f'torchrun started {dist.world} processes: the job\'s "ranks" ({job.ranks}) does not count here.',
+                     "warning")
     try:
         model, head, metadata = load()
         plan = replace(build_plan(job, model, head, metadata, reporter), device=dist.device)
@@ -145,6 +148,7 @@ def finish(plan, shards, statuses: list[dict], reporter: Reporter, seconds: floa
         part_grids = [output_grids(replace(plan, shard=s))[key] for s in shards]
         parts.assemble(output, key, grids[key], shards, part_grids)
     parts.remove_parts(plan.outputs.files)
+    parts.remove_stale_parts(plan.outputs.files, shards)
     g = plan.geometry.patch_grid
     area_km2 = g.width * g.height * plan.geometry.patch_size_m**2 / 1e6
     skipped = sum(s["windows_without_data"] for s in statuses)

@@ -146,6 +146,12 @@ def test_a_rerun_recomputes_only_the_shard_that_did_not_finish(scene, single, tm
         f.write(b"\0\0\0\0")
     result = run_operation("classify", {"job": job})
     assert [s["resumed"] for s in result["shards"]] == [False, True]
+    # another layout (3 ranks): everything mapped again, the 2-shard parts and manifests removed
+    result = run_operation("classify", {"job": {**job, "ranks": 3}})
+    assert [s["resumed"] for s in result["shards"]] == [False] * 3
+    assert sorted(p.name for p in parts.iterdir()) == [f"part-00{k}-of-003.{ext}" for k in (1, 2, 3)
+                                                       for ext in ("json", "tif")]
+    _assert_same(reference / "classes.tif", tmp_path / "classes.vrt")
 
 
 @pytest.mark.slow
