@@ -82,9 +82,13 @@ class WindowGrid:
 
     def __iter__(self) -> Iterator[Window]:
         """Row-major windows (the order the row-band writer needs), made as they are asked for."""
+        return self.in_rows(0, len(self.rows))
+
+    def in_rows(self, first: int, stop: int) -> Iterator[Window]:
+        """Row-major windows of window rows [first, stop) (a shard's, engine.mapping.shards)."""
         th, tw = min(self.tile, self.height), min(self.tile, self.width)
         cols = self.cols
-        return (Window(c, r, tw, th) for r in self.rows for c in cols)
+        return (Window(c, r, tw, th) for r in self.rows[first:stop] for c in cols)
 
     def windows(self) -> list[Window]:
         return list(self)

@@ -29,7 +29,7 @@ from engine.models.modalities import sensor
 from engine.models.registry import build_model, preset
 from engine.precision import autocast_context, choose_dtype
 from engine.progress import Reporter
-from training import distributed
+from engine import distributed
 from training.config import ExperimentConfig
 from training.datasets import TileDataset, open_dataset
 from training.datasets.common import Batch
@@ -310,9 +310,13 @@ class Trainer:
             self.scheduler.step()
         self.step += 1
         self.objective.after_step(self.step, self.config.train.max_steps)
-        logs = {"loss": float(out.loss.detach()), "grad_norm": float(norm),
-                "lr": self.optimizer.param_groups[0]["lr"]}
-        logs.update({k: float(v) for k, v in out.logs.items()})
+        terms = {"loss": out.loss.detach(), **out.logs}
+        if self.dist.enabled:  # the figures of the global batch: each rank's loss averages its own share
+            stacked = torch.stack([v.float().reshape(()) for v in terms.values()])
+            torch.distributed.all_reduce(stacked)
+            terms = dict(zip(terms, stacked / self.dist.world))
+        logs = {"loss": float(terms.pop("loss")), "grad_norm": float(norm), "lr": self.optimizer.param_groups[0]["lr"]}
+        logs.update({k: float(v) for k, v in terms.items()})
         return logs
 
     @torch.no_grad()

@@ -21,6 +21,8 @@ BENCHMARKS: dict[str, str] = {
     "accuracy": "engine.bench.accuracy",
     "omnisat": "engine.bench.omnisat",
     "anysat": "engine.bench.anysat",
+    "gpu": "engine.bench.gpu",
+    "ranks": "engine.bench.ranks",
 }
 
 
@@ -32,6 +34,8 @@ class BenchParams:
     reprojected: bool = field(default=False, metadata={
         "help": "tiled: inputs in EPSG:4326 on a UTM grid, warped once against window by window (the old path) "
                 "in the same run: the share of time outside the model"})
+    device: str = field(default="auto", metadata={
+        "help": "gpu: auto (CUDA when there is one), cuda or cpu", "choices": ("auto", "cpu", "cuda")})
     reference: str | None = field(default=None, metadata={
         "help": "omnisat: a gastruc/OmniSat checkout (outside the project) to time in the same run, "
                 "run with a Python that has its dependencies (timm, easydict)"})

@@ -20,11 +20,11 @@ class MapParams:
     job: str | dict = field(metadata={"help": JOB_HELP, "positional": True})
 
 
-def _load(job: Job):
+def _load(job: Job, with_head: bool = True):
     from engine.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(job.model)
-    return loaded.model, loaded.head, loaded.metadata
+    return loaded.model, loaded.head if with_head else None, loaded.metadata
 
 
 @dataclass
@@ -63,8 +63,10 @@ def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
 
     Writes the job's outputs: "classes" (uint8, nodata 255), "confidence" and
     "probabilities" (float32, NaN nodata), optionally "embeddings".
+    Over several processes: the job's "ranks", or torchrun ... -m engine classify JOB.json
+    (engine/mapping/ranks.py); inputs may be /vsicurl/ or /vsis3/ names.
     """
-    from engine.mapping.run import run_map
+    from engine.mapping.ranks import map_job
     from engine.probe import is_probe_file
 
     job = load_job(params.job)
@@ -78,13 +80,18 @@ def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
         probe_path = job.model
         job = replace(job, model=encoder_of_probe(probe_path, reporter))
     if probe_path:
+        from engine.distributed import launched_by_torchrun
         from engine.ops.probe_ops import map_job_with_probe
+        from engine.probe import load_probe
+
+        if job.ranks > 1 or launched_by_torchrun():
+            raise EngineError("Classifying with a probe runs in one process: set the job's \"ranks\" to 1 and run "
+                              "without torchrun, or map the embeddings over ranks (embed) and run apply-probe on them.")
         from engine.probe import load_probe
 
         probe, meta = load_probe(probe_path)
         return map_job_with_probe(job, probe_path, probe, meta, reporter)
-    model, head, metadata = _load(job)
-    return run_map(job, reporter, model, head, metadata)
+    return map_job("classify", params.job, job, reporter, lambda: _load(job))
 
 
 @operation("embed", MapParams, outputs=("embeddings",),
@@ -94,14 +101,14 @@ def embed(params: MapParams, reporter: Reporter) -> dict[str, Any]:
     outputs.embeddings_level: patch / local / both: one pixel per patch; dense (AnySat):
     [patch, sub-patch token] per sub-patch of the finest modality, one pixel per sub-patch;
     tile: one vector per window, windows laid edge to edge (no overlap), one pixel per
-    window (the last row/column: the window moved back to end on the area's edge)."""
-    from engine.mapping.run import run_map
+    window (the last row/column: the window moved back to end on the area's edge).
+    Over several processes: the job's "ranks", or torchrun ... -m engine embed JOB.json."""
+    from engine.mapping.ranks import map_job
 
     job = load_job(params.job)
     if not job.outputs.embeddings or any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
         raise EngineError('embed writes only "embeddings": name that file (and no class output) in the job\'s "outputs".')
-    model, _, metadata = _load(job)
-    return run_map(job, reporter, model, None, metadata)
+    return map_job("embed", params.job, job, reporter, lambda: _load(job, with_head=False))
 
 
 @dataclass
