@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import rasterio
@@ -60,8 +61,9 @@ DISK_MARGIN = 0.8  # share of the temporary folder's free space a warped file ma
 class WarpCache(contextlib.AbstractContextManager):
     """A run's temporary folder of inputs warped once onto their grid, made when first needed."""
 
-    def __init__(self, threads: int = 1):
-        self.threads = threads
+    def __init__(self, threads: int = 1, log: Callable[[str], None] | None = None):
+        """``log``: told before each warp (a large file takes a while before the first window)."""
+        self.threads, self.log = threads, log
         self.warped: list[str] = []  # the inputs warped so far
         self.per_window: list[str] = []  # inputs too large for the folder: warped window by window
         self.seconds = 0.0
@@ -80,6 +82,8 @@ class WarpCache(contextlib.AbstractContextManager):
         if size > DISK_MARGIN * shutil.disk_usage(folder).free:
             self.per_window.append(dataset.name)
             return None
+        if self.log is not None:
+            self.log(f"Warping {dataset.name} onto the grid once ({size / 2**20:,.0f} MB at most in {folder})")
         started = time.perf_counter()
         path = folder / f"{len(self.warped) + len(self.per_window)}-{resampling.name}.tif"
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=len(bands), dtype="float32",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from rasterio.windows import Window
@@ -72,13 +72,14 @@ class WindowBatch:
 class WindowReader(contextlib.AbstractContextManager):
     """Reads and normalises batches of windows for every modality of a plan."""
 
-    def __init__(self, plan: Plan, threads: int = 1):
-        """``threads``: GDAL's, for warping off-grid inputs once (before any window is read)."""
+    def __init__(self, plan: Plan, threads: int = 1, log: Callable[[str], None] | None = None):
+        """``threads``: GDAL's, for warping off-grid inputs once (before any window is read), each
+        announced to ``log``."""
         self.plan = plan
         self.readers: dict[str, ModalityReader] = {}
         # The run reads every window of the grid: warp off-grid files once (in a temporary folder that
         # lives as long as this reader) rather than window by window.
-        self.warps = WarpCache(threads) if plan.warp_once else None
+        self.warps = WarpCache(threads, log) if plan.warp_once else None
         try:
             for name, m in plan.modalities.items():
                 self.readers[name] = ModalityReader(m, plan.geometry.modality_grids[name], self.warps)

@@ -78,6 +78,8 @@ def test_a_lon_lat_input_warped_once_maps_as_window_by_window(lon_lat_s2, tmp_pa
     windowed, p_win, e_win = run(tmp_path, files, masks, "window", False)
     assert once["windows"] == windowed["windows"] > 4
     assert any("Warped 10 input file(s) onto the grid once" in m for _, m in recorder.logs)  # 5 dates + 5 masks
+    announced = [m for _, m in recorder.logs if m.startswith("Warping ")]
+    assert len(announced) == 10 and str(files[0]) in announced[0]
     # Same pixels valid, values equal within float rounding of the resampling (GDAL's chunks differ).
     np.testing.assert_array_equal(np.isnan(p_once), np.isnan(p_win))
     assert np.isfinite(p_once).mean() > 0.9
