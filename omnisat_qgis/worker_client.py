@@ -283,7 +283,8 @@ class WorkerPool:
 
     @staticmethod
     def _key(run: WorkerRun) -> tuple:
-        return str(run.python), str(run.engine_root), run.cwd
+        # The environment too: a worker sees the variables of its start (proxies, TMPDIR, OMNISAT_*).
+        return str(run.python), str(run.engine_root), run.cwd, tuple(sorted(os.environ.items()))
 
     def _take(self, key: tuple) -> _Worker | None:
         """An idle, living worker for ``key``; the stale ones (expired, dead, another setting) stopped."""

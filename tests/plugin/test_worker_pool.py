@@ -107,3 +107,12 @@ def test_a_worker_past_its_idle_time_is_replaced(small_raster: Path, tmp_path: P
         assert first.process.poll() == 0 and waiting_pids(pool) != [first.process.pid]
     finally:
         pool.shutdown()
+
+
+def test_a_changed_environment_gets_a_fresh_worker(pool, small_raster: Path, tmp_path: Path, monkeypatch):
+    pool.run(index_run(small_raster, tmp_path / "a.tif"), WorkerCallbacks(), 0.05)
+    [first] = [w for _, w in pool._idle]
+    monkeypatch.setenv("OMNISAT_TEST_SETTING", "changed")  # e.g. a proxy set after the first run
+    pool.run(index_run(small_raster, tmp_path / "b.tif"), WorkerCallbacks(), 0.05)
+    pids = waiting_pids(pool)
+    assert len(pids) == 2 and pids[0] == first.process.pid  # the second job ran in a new worker
