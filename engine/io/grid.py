@@ -52,6 +52,10 @@ class Grid:
         left, top = self.transform.c, self.transform.f
         return left, top - self.height * self.res, left + self.width * self.res, top
 
+    def crop_rows(self, start: int, stop: int) -> "Grid":
+        """Rows [start, stop) of this grid, full width (a shard's band)."""
+        return Grid(self.crs, self.transform * Affine.translation(0, start), self.width, stop - start)
+
     def with_resolution(self, res: float) -> "Grid":
         """The same corner and extent at another pixel size (which must divide the extent)."""
         width, height = whole_multiple(self.width * self.res, res), whole_multiple(self.height * self.res, res)

@@ -26,7 +26,6 @@ from engine.io.writers import CLASS_NODATA, geotiff_profile, open_class_map, wri
 from engine.mapping.levels import EMBEDDING_LEVEL_TAG, Level
 from engine.mapping.geometry import Geometry
 from engine.mapping.plan import Plan
-from engine.mapping.shards import crop_rows
 
 HALF_MAX = 65504.0
 
@@ -116,7 +115,7 @@ def output_grids(plan: Plan) -> dict[str, Grid]:
             # patch rows -> this grid's rows (output pixels, sub-patches); tile rows are window rows
             scale = 1 if lv.stream == "tile" else grid.height // geometry.patch_grid.height
             start, stop = owned[lv.stream]
-            grid = crop_rows(grid, start * scale, stop * scale)
+            grid = grid.crop_rows(start * scale, stop * scale)
         grids[key] = grid
     return grids
 

@@ -20,8 +20,6 @@ import bisect
 from dataclasses import dataclass
 from typing import Sequence
 
-from affine import Affine
-
 from engine.io.grid import Grid
 from engine.tiling import WindowGrid
 
@@ -72,11 +70,6 @@ def split_rows(windows: WindowGrid, weights: Sequence[float], count: int) -> lis
             margin -= 1
         shards.append(Shard(k, len(bounds) - 1, (margin, stop), (first, stop), (start, end)))
     return shards
-
-
-def crop_rows(grid: Grid, start: int, stop: int) -> Grid:
-    """Rows [start, stop) of ``grid``, full width."""
-    return Grid(grid.crs, grid.transform * Affine.translation(0, start), grid.width, stop - start)
 
 
 def data_weights(windows: WindowGrid, patch_grid: Grid, footprints: Sequence[tuple[float, float, float, float]]) -> list[int]:

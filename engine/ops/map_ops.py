@@ -82,7 +82,6 @@ def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
     if probe_path:
         from engine.distributed import launched_by_torchrun
         from engine.ops.probe_ops import map_job_with_probe
-        from engine.probe import load_probe
 
         if job.ranks > 1 or launched_by_torchrun():
             raise EngineError("Classifying with a probe runs in one process: set the job's \"ranks\" to 1 and run "

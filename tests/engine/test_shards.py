@@ -236,3 +236,14 @@ def test_cancelling_a_run_over_ranks_stops_every_rank_and_leaves_no_partial_file
             os.kill(pid, 0)
     assert not (tmp_path / "out" / "classes.tif").exists()
     assert not list((tmp_path / "out").rglob("*omnisat-partial*"))
+
+
+@pytest.mark.slow
+def test_ranks_warp_a_reprojected_input_as_one_process_does(scene, tmp_path):
+    """Inputs off the grid (here: mapped in the neighbouring UTM zone) are warped once per run, by each
+    rank whole (a band alone warps to other values: GDAL's warper depends on the extent)."""
+    outputs = {"classes": "classes.tif", "probabilities": "probabilities.tif"}
+    for folder, ranks in (("one", 1), ("two", 2)):
+        run_operation("classify", {"job": _job(scene, tmp_path / folder, outputs, ranks=ranks, crs="EPSG:32632")})
+    for name in outputs.values():
+        _assert_same(tmp_path / "one" / name, tmp_path / "two" / name)
