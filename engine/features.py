@@ -85,6 +85,14 @@ def _stats(values: np.ndarray) -> list[np.ndarray]:
     return [values.mean(1), values.std(1), values.min(1), np.median(values, 1), values.max(1)]
 
 
+def available_indices(modality: str, bands: Sequence[str]) -> list[str]:
+    """The indices ``indices`` computes for a modality with these bands."""
+    table = _OPTICAL_ROLES.get(modality, _GENERIC_OPTICAL)
+    roles = {role for role, band in table.items() if band in bands}
+    names = [name for name, (a, b) in NORMALIZED_DIFFERENCES.items() if a in roles and b in roles]
+    return names + (["VV/VH dB"] if {"VV", "VH"} <= set(bands) else [])
+
+
 def _optical_roles(item: InputValues) -> dict[str, int]:
     table = _OPTICAL_ROLES.get(item.modality, _GENERIC_OPTICAL)
     return {role: item.bands.index(band) for role, band in table.items() if band in item.bands}

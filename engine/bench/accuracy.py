@@ -17,12 +17,18 @@ training folds and scored on the held-out fold:
   every date at the same cells: the classic QGIS plugins' per-pixel baseline;
 - the same linear probe on the raw bands, which separates the encoder's contribution
   from the classifier's;
-- every classifier of the probe (linear, MLP, kNN, random forest, gradient boosting) on
-  the feature sets fit-probe offers: raw bands, raw bands with their temporal statistics
-  and spectral indices (indices alone for a single date), and the first encoder's local
-  embeddings with the raw bands; and ``auto``, the nested choice among them
-  (engine.validation.nested_selection: chosen on inner folds of each outer fold's
-  training part, scored on the outer fold), which is what fit-probe --classifier auto does.
+- every classifier of ``auto``'s grid (engine.fitting.AUTO_CLASSIFIERS: linear, MLP, kNN,
+  random forest and extra trees, class-weighted, at most MAX_CELLS_PER_CLASS training cells
+  per class and fit) on the feature sets fit-probe offers: raw bands, raw bands with what
+  engine.features derives from them (temporal statistics for a series, spectral indices where
+  the bands allow), and the first encoder's local embeddings with the raw bands; and
+  ``auto``, the nested choice among them (engine.validation.nested_selection: chosen on inner
+  folds of each outer fold's training part, scored on the outer fold), which is what
+  fit-probe --classifier auto does.
+
+Datasets: eo-learn's five Sentinel-2 L1C dates (whole-polygon folds), the same polygons on
+eo-learn's 68-date NDVI series (a real scene where the temporal signal matters; no encoder
+reads one index band, so only the classifiers on its values), and the Peru points.
 
 Folds are buffered (engine.validation): training cells within one cell of a test cell are
 left out of that fold's training, for every method.
@@ -33,7 +39,7 @@ any checkpoint, a randomly initialised OmniSat. The output names each. All metho
 share the label cells and the folds. Figures: overall accuracy and macro-F1, mean
 and standard deviation over the folds.
 
-Independent test area (eo-learn): the nested estimate of ``auto`` on the western half of
+Independent test area (both eo-learn rows): the nested estimate of ``auto`` on the western half of
 the labels next to the score, on the eastern half, of the probe it chooses and fits on
 the western half: does the held-out estimate hold on ground it never saw?
 """
@@ -90,6 +96,7 @@ class Dataset:
     # over a large area: the same windows tiled inference would run there, at a fraction of the cost).
     windows_around_labels: bool = False
     independent_half: bool = False  # also score west-fitted probes on the eastern half
+    embedded: bool = True  # False: an input no encoder reads (one index band); classifiers on its values only
 
 
 def _write(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata=None) -> Path:
@@ -119,6 +126,33 @@ def eolearn_dataset(folder: Path) -> Dataset:
         raw_files=files, labels=source / "TestEOPatch/vector_timeless/LULC.gpkg", class_field="LULC_ID",
         ignore_values=("0",), block_size_m=0.0, split="5 folds of whole polygons", raw_modality="s2",
         raw_bands=sensor("s2").bands, independent_half=True,
+    )
+
+
+def eolearn_series_dataset(folder: Path) -> Dataset:
+    """eo-learn's 68-date NDVI series with its cloud mask: where the temporal signal matters."""
+    from engine.features import fill_invalid_dates
+
+    source = SHARED_DATA / "eolearn_patch" / "TestEOPatch"
+    ndvi = np.load(source / "data/NDVI.npy", allow_pickle=False)[..., 0]  # (68, 101, 100)
+    valid = np.load(source / "mask/IS_VALID.npy", allow_pickle=False)[..., 0]
+    stamps = json.loads((source / "timestamps.json").read_text())
+    ring = json.loads((source / "bbox.geojson").read_text())["coordinates"][0]
+    transform = Affine(10.0, 0, min(p[0] for p in ring), 0, -10.0, max(p[1] for p in ring))
+    t, h, w = ndvi.shape
+    # Cloudy dates of a cell take its mean over its clear dates, as the engine's input features do.
+    filled, _ = fill_invalid_dates(ndvi.reshape(t, -1).T[:, :, None], valid.reshape(t, -1).T)
+    data = np.ascontiguousarray(filled[:, :, 0].T.reshape(t, h, w)).astype(np.float32)
+    path = _write(folder / "NDVI_series.tif", data, "EPSG:32633", transform, nodata=np.nan)
+    return Dataset(
+        name="eo-learn NDVI series",
+        description=f"the same 1 km2 and polygons, Sentinel-2 NDVI x {t} dates ({stamps[0][:10]}..{stamps[-1][:10]}), "
+                    f"cloudy dates ({100 * (1 - valid.mean()):.0f}%) filled with the cell's clear-date mean; no encoder "
+                    "reads one index band, so classifiers on the series only",
+        job={"modalities": {"ndvi": {"dates": [s[:10] for s in stamps]}}},
+        raw_files=[path], labels=source / "vector_timeless/LULC.gpkg", class_field="LULC_ID", ignore_values=("0",),
+        block_size_m=0.0, split="5 folds of whole polygons", raw_modality="ndvi", raw_bands=("NDVI",),
+        independent_half=True, embedded=False,
     )
 
 
@@ -181,6 +215,11 @@ def embed_around(job: dict[str, Any], grid: GridView, rows: np.ndarray, cols: np
             r, c = ds.index(*(grid.transform * (col + 0.5, row + 0.5)))
             out[i] = ds.read()[:, r, c]
     return out
+
+
+def raster_grid(path: Path) -> GridView:
+    with rasterio.open(path) as ds:
+        return GridView(ds.crs, ds.transform, ds.width, ds.height)
 
 
 def raw_features(files: list[Path], transform: Affine, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -294,11 +333,11 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
 
     # One label grid and one set of folds for every method (all encoders use 10 m patches).
     jobs = []
-    for i, encoder in enumerate(models):
+    for i, encoder in enumerate(models if dataset.embedded else []):
         work = folder / f"encoder{i}"
         work.mkdir()
         jobs.append(encoder_job(dataset, encoder, work))
-    grid = label_grid(jobs[0])
+    grid = label_grid(jobs[0]) if jobs else raster_grid(dataset.raw_files[0])
     data = labelled_embeddings(grid, str(dataset.labels), dataset.class_field, None, dataset.ignore_values, 0.5,
                                dataset.block_size_m, reporter, lambda r, c: np.zeros((r.size, 1), np.float32))
     samples = data.samples
@@ -353,8 +392,8 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
         raw_probe = fit_probe(raw[train], y[train], len(names), config)
         record("probe on raw bands", y[test], raw_probe.predict(raw[test]))
         reporter.progress(100.0 * (fold + 1) / FOLDS, f"{dataset.name}: fold {fold + 1}/{FOLDS}")
-    first = next(iter(features))
-    local = features[first][:, features[first].shape[1] // 2:]
+    first = next(iter(features), None)
+    local = features[first][:, features[first].shape[1] // 2:] if first else None
     choice = classifier_choice(dataset, raw, local, f"local embeddings of {first}", y, units, rows, cols, folds,
                                names, quick, reporter)
     for method, entry in choice.pop("rows").items():
@@ -378,17 +417,25 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
     }
 
 
-def choice_feature_sets(dataset: Dataset, raw: np.ndarray, local: np.ndarray, local_name: str) -> dict[str, np.ndarray]:
-    """The feature sets the classifier choice picks from, named for the table (engine.features)."""
-    from engine.features import FeatureSet, InputValues, combine
+def choice_feature_sets(dataset: Dataset, raw: np.ndarray, local: np.ndarray | None,
+                        local_name: str) -> dict[str, np.ndarray]:
+    """The feature sets the classifier choice picks from, named for the table (engine.features):
+    raw bands, raw bands with what engine.features derives from them (temporal statistics for a
+    series, indices where the bands allow) and, with an encoder, its local embeddings + raw bands."""
+    from engine.features import FeatureSet, InputValues, available_indices, combine
 
-    dates = tuple(dataset.job["modalities"]["s2"]["dates"])
+    dates = tuple(next(iter(dataset.job["modalities"].values()))["dates"])
     values = [InputValues(dataset.raw_modality, dataset.raw_bands, dates, raw.reshape(len(raw), len(dates), -1))]
-    rich = ("raw bands + temporal statistics + indices", "raw+stats+indices") if len(dates) >= 2 else \
-        ("raw bands + indices", "raw+indices")
-    return {"raw bands": combine(None, values, FeatureSet.parse("raw"))[0],
-            rich[0]: combine(None, values, FeatureSet.parse(rich[1]))[0],
-            f"{local_name} + raw bands": combine(local, values, FeatureSet.parse("embeddings+raw"))[0]}
+    derived = [("temporal statistics", "stats")] if len(dates) >= 2 else []
+    if available_indices(dataset.raw_modality, dataset.raw_bands):
+        derived.append(("indices", "indices"))
+    sets = {"raw bands": combine(None, values, FeatureSet.parse("raw"))[0]}
+    if derived:
+        name = " + ".join(["raw bands", *(text for text, _ in derived)])
+        sets[name] = combine(None, values, FeatureSet.parse("+".join(["raw", *(part for _, part in derived)])))[0]
+    if local is not None:
+        sets[f"{local_name} + raw bands"] = combine(local, values, FeatureSet.parse("embeddings+raw"))[0]
+    return sets
 
 
 def choice_grid(sets: dict[str, np.ndarray], quick: bool):
@@ -481,14 +528,19 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
         raise EngineError(f"The real samples are not at {SHARED_DATA}: this benchmark needs ../shared/data beside the project.")
     try:
         import sklearn  # noqa: F401  (the baseline)
+        from threadpoolctl import threadpool_limits
     except ImportError:
         raise EngineError("The accuracy benchmark needs scikit-learn for its random-forest baseline: pip install scikit-learn.") from None
+    import torch
+
     results = []
-    with tempfile.TemporaryDirectory(prefix="omnisat-accuracy-") as tmp:
+    # scikit-learn's OpenMP and BLAS pools keep to torch's thread count (--threads): by default they
+    # take every core, which on loaded cores stalls every parallel loop.
+    with threadpool_limits(torch.get_num_threads()), tempfile.TemporaryDirectory(prefix="omnisat-accuracy-") as tmp:
         folder = Path(tmp)
         models = encoders(folder, reporter, params.quick)
         reporter.log("Encoders:\n" + "\n".join(f"  {e.name}: {e.description}" for e in models))
-        builders = [eolearn_dataset] if params.quick else [eolearn_dataset, peru_dataset]
+        builders = [eolearn_dataset] if params.quick else [eolearn_dataset, eolearn_series_dataset, peru_dataset]
         for build in builders:
             work = folder / build.__name__
             work.mkdir()

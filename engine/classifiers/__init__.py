@@ -7,7 +7,7 @@ array) from which ``rebuild_classifier`` makes it again: probe files hold only t
 arrays in safetensors and that JSON, never a pickle.
 
 Kinds: ``linear`` and ``mlp`` (torch, engine.probe), ``knn`` (engine.classifiers.knn),
-``random_forest`` and ``gradient_boosting`` (scikit-learn, engine.classifiers.trees).
+``random_forest``, ``extra_trees`` and ``gradient_boosting`` (scikit-learn, engine.classifiers.trees).
 """
 
 from engine.classifiers.registry import (  # noqa: F401  (the package's interface)

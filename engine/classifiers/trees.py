@@ -104,11 +104,12 @@ class StoredEnsemble:
 
 
 class ForestClassifier(StoredEnsemble):
-    kind = "random_forest"
+    """A random forest or extra-trees ensemble: both average the class shares of plain decision trees."""
 
     def __init__(self, trees: list, values: list[np.ndarray], arrays: dict[str, np.ndarray],
                  architecture: dict[str, Any]):
         super().__init__(arrays["classes"], arrays, architecture)
+        self.kind = architecture["kind"]
         self.trees, self.values = trees, values
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -123,7 +124,7 @@ class ForestClassifier(StoredEnsemble):
         _sklearn()
         from sklearn.tree._tree import NODE_DTYPE, Tree
 
-        _check_format(architecture, "random forest", NODE_DTYPE, FOREST_FIELDS)
+        _check_format(architecture, architecture["kind"].replace("_", " "), NODE_DTYPE, FOREST_FIELDS)
         offsets, depths = arrays["offsets"], arrays["max_depth"]
         classes = arrays["classes"]
         trees, values = [], []
@@ -139,23 +140,37 @@ class ForestClassifier(StoredEnsemble):
         return cls(trees, values, arrays, architecture)
 
 
-def fit_random_forest(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> ForestClassifier:
-    sklearn = _sklearn()
-    from sklearn.ensemble import RandomForestClassifier
-
-    forest = RandomForestClassifier(n_estimators=config.trees, class_weight="balanced" if config.class_weighting else None,
-                                    random_state=config.seed, n_jobs=_threads())
-    forest.fit(np.asarray(x, np.float32), y)
-    states = [estimator.tree_.__getstate__() for estimator in forest.estimators_]
+def _fit_forest(estimator, kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, config) -> ForestClassifier:
+    estimator.fit(np.asarray(x, np.float32), y)
+    states = [tree.tree_.__getstate__() for tree in estimator.estimators_]
     arrays = _concatenated([s["nodes"] for s in states], FOREST_FIELDS)
     # Leaf class shares (older releases store counts: normalised here to one meaning).
     values = np.concatenate([s["values"][:, 0, :] for s in states]).astype(np.float64)
     arrays["values"] = values / np.maximum(values.sum(1, keepdims=True), 1e-12)
     arrays["max_depth"] = np.array([s["max_depth"] for s in states], np.int64)
-    arrays["classes"] = forest.classes_.astype(np.int64)
-    architecture = {"kind": ForestClassifier.kind, "in_dim": int(x.shape[1]), "n_classes": n_classes,
-                    "trees": config.trees, "tree_format": TREE_FORMAT, "sklearn_version": sklearn.__version__}
+    arrays["classes"] = estimator.classes_.astype(np.int64)
+    architecture = {"kind": kind, "in_dim": int(x.shape[1]), "n_classes": n_classes, "trees": config.trees,
+                    "tree_format": TREE_FORMAT, "sklearn_version": _sklearn().__version__}
     return ForestClassifier.from_arrays(architecture, arrays)
+
+
+def fit_random_forest(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> ForestClassifier:
+    _sklearn()
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = RandomForestClassifier(n_estimators=config.trees, class_weight="balanced" if config.class_weighting else None,
+                                    random_state=config.seed, n_jobs=_threads())
+    return _fit_forest(forest, "random_forest", x, y, n_classes, config)
+
+
+def fit_extra_trees(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> ForestClassifier:
+    """Extremely randomized trees: random split thresholds, every cell in every tree (no bootstrap)."""
+    _sklearn()
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    forest = ExtraTreesClassifier(n_estimators=config.trees, class_weight="balanced" if config.class_weighting else None,
+                                  random_state=config.seed, n_jobs=_threads())
+    return _fit_forest(forest, "extra_trees", x, y, n_classes, config)
 
 
 # ---------------------------------------------------------------- gradient boosting

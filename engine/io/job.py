@@ -72,7 +72,13 @@ parameters one to one onto these keys::
       "batch_size": 4,                           windows per model call
       "device": "auto",                          auto (CUDA when available), cpu or cuda
       "precision": "auto",                       auto, fp32 or bf16 (engine.precision)
-      "threads": 2,                              optional: torch CPU threads
+      "threads": 2,                              optional: torch CPU threads (per rank)
+      "ranks": 1,                                processes that share the grid on this machine
+                                                 (engine.mapping.ranks); under torchrun its
+                                                 world size counts instead. An output named
+                                                 .vrt is a VRT over the ranks' parts, any
+                                                 other a Cloud-Optimized GeoTIFF; a rerun
+                                                 keeps the shards a failed run finished
       "normalization": "stats.json",             optional: per-band statistics overriding the
                                                  checkpoint's (file or inline object, see
                                                  engine.io.normalize)
@@ -158,6 +164,7 @@ class Job:
     device: str = field(default="auto", metadata={"choices": DEVICES})
     precision: str = field(default="auto", metadata={"choices": PRECISIONS})
     threads: int | None = field(default=None, metadata=POSITIVE)
+    ranks: int = field(default=1, metadata=POSITIVE)
     normalization: str | dict | None = None
     min_valid_fraction: float = 0.5
     version: int = JOB_VERSION
@@ -267,8 +274,10 @@ def parse_job(obj: Any, base: Path | None = None, source: str = "<inline job>") 
     return job
 
 
-def load_job(job: str | dict | os.PathLike) -> Job:
-    """A Job from a file path, a JSON string or an already decoded object."""
+def load_job(job: "str | dict | os.PathLike | Job") -> Job:
+    """A Job from a file path, a JSON string, an already decoded object or a Job already read."""
+    if isinstance(job, Job):
+        return job
     if isinstance(job, dict):
         return parse_job(job)
     text = str(job).strip()
@@ -287,6 +296,6 @@ def load_job(job: str | dict | os.PathLike) -> Job:
     return parse_job(obj, base=path.resolve().parent, source=f"'{path}'")
 
 
-def is_job(value: str | dict | os.PathLike) -> bool:
-    """Whether a parameter that takes a job or a raster holds a job (an object, JSON text or a .json file)."""
-    return isinstance(value, dict) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")
+def is_job(value: "str | dict | os.PathLike | Job") -> bool:
+    """Whether a parameter that takes a job or a raster holds a job (an object, JSON text, a .json file or a Job)."""
+    return isinstance(value, (dict, Job)) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")

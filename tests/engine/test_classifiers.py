@@ -49,7 +49,7 @@ def test_every_kind_learns_and_reloads_to_the_same_probabilities(kind, tmp_path)
         assert all(handle.get_tensor(k).dtype.kind in "fiub" for k in handle.keys())
 
 
-@pytest.mark.parametrize("kind", ["knn", "random_forest", "gradient_boosting", "linear"])
+@pytest.mark.parametrize("kind", ["knn", "random_forest", "extra_trees", "gradient_boosting", "linear"])
 def test_a_class_missing_from_training_gets_a_zero_column(kind):
     x, y = blobs(k=3)
     keep = y != 1
@@ -70,16 +70,18 @@ def test_binary_gradient_boosting_matches_scikit_learn():
     np.testing.assert_allclose(probe.predict_proba(x), reference.predict_proba(x), atol=1e-5)
 
 
-def test_random_forest_matches_scikit_learn():
-    from sklearn.ensemble import RandomForestClassifier
+@pytest.mark.parametrize("kind, estimator", [("random_forest", "RandomForestClassifier"),
+                                             ("extra_trees", "ExtraTreesClassifier")])
+def test_forests_match_scikit_learn(kind, estimator):
+    import sklearn.ensemble
 
     x, y = blobs(k=4)
-    probe = fit_probe(x, y, 4, ProbeConfig(kind="random_forest", trees=12, class_weighting=False))
-    reference = RandomForestClassifier(n_estimators=12, random_state=0).fit(x, y)
+    probe = fit_probe(x, y, 4, ProbeConfig(kind=kind, trees=12, class_weighting=False))
+    reference = getattr(sklearn.ensemble, estimator)(n_estimators=12, random_state=0).fit(x, y)
     np.testing.assert_allclose(probe.predict_proba(x), reference.predict_proba(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["random_forest", "gradient_boosting"])
+@pytest.mark.parametrize("kind", ["random_forest", "extra_trees", "gradient_boosting"])
 def test_a_tree_file_of_another_layout_is_refused_by_name(kind, tmp_path):
     x, y = blobs()
     path = save_probe(tmp_path / "probe.safetensors", fit_probe(x, y, 3, ProbeConfig(kind=kind, **FAST)), metadata(3))

@@ -108,3 +108,19 @@ def test_labels_in_one_block_are_fitted_without_a_score(scene, tmp_path):
     assert fit["unvalidated_classes"] == list(NAMES)
     assert "Not validated" in report.read_text() and "no spatially separate validation" in report.read_text()
     assert (tmp_path / "p.safetensors").exists()
+
+
+def test_a_class_in_one_polygon_trains_is_named_and_the_rest_is_scored(scene, tmp_path):
+    folder, job, _, _ = scene
+    # crop in three stripes, forest in one: forest cannot be both learned and tested.
+    labels = write_layer(tmp_path / "one-forest.gpkg", [(box(c, 2, c + 4, 22), name) for c, name in
+                                                        ((0, "crop"), (4, "forest"), (8, "crop"), (16, "crop"))],
+                         field_type="text")
+    report = tmp_path / "r.html"
+    fit = run_operation("fit-probe", {"labels": labels, "embeddings": keeping(job, tmp_path), "classifier": "knn",
+                                      "output": str(tmp_path / "p.safetensors"), "report": str(report)})
+    assert fit["unvalidated_classes"] == ["forest"]
+    assert fit["macro_f1"] is not None and fit["validation_cells"] > 0
+    assert "Not validated" in report.read_text() and "forest" in report.read_text()
+    probe, meta = load_probe(tmp_path / "p.safetensors")
+    assert meta.class_names == ["crop", "forest"]  # kept in training: the saved probe knows it

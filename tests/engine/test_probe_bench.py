@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from affine import Affine
 
@@ -42,3 +44,30 @@ def test_table_names_auto_choices_and_the_independent_area_check():
     table = markdown_table([result])
     assert "D: auto chose per outer fold linear on raw bands, knn on raw bands; on all labels linear on raw bands." in table
     assert "western half, macro-F1 0.500 ± 0.100" in table and "scores 0.550" in table and "+0.5 fold standard" in table
+
+
+def bench_dataset(modality: str, bands: tuple[str, ...], dates: list[str]):
+    from engine.bench.accuracy import Dataset
+
+    return Dataset(name="D", description="", job={"modalities": {modality: {"dates": dates}}}, raw_files=[],
+                   labels=Path("labels.gpkg"), class_field="class", ignore_values=(), block_size_m=0.0, split="",
+                   raw_modality=modality, raw_bands=bands)
+
+
+def test_choice_feature_sets_follow_what_the_inputs_allow():
+    from engine.bench.accuracy import choice_feature_sets
+
+    raw = np.arange(4 * 3 * 10, dtype=np.float32).reshape(4, 30) + 1
+    s2 = bench_dataset("s2", ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"), ["2020-01-01", "2020-02-01", "2020-03-01"])
+    local = np.ones((4, 2), np.float32)
+    sets = choice_feature_sets(s2, raw, local, "local")
+    assert list(sets) == ["raw bands", "raw bands + temporal statistics + indices", "local + raw bands"]
+    # 30 raw, 10 bands x 5 statistics, 3 indices x (3 dates + 5 statistics)
+    assert [x.shape[1] for x in sets.values()] == [30, 30 + 50 + 24, 32]
+    # One index band: no index can be derived and, without an encoder, no embedding set.
+    ndvi = bench_dataset("ndvi", ("NDVI",), [f"2020-0{m}-01" for m in range(1, 7)])
+    sets = choice_feature_sets(ndvi, raw[:, :6], None, "")
+    assert list(sets) == ["raw bands", "raw bands + temporal statistics"] and sets["raw bands"].shape == (4, 6)
+    # One date: indices but no statistics.
+    single = bench_dataset("s2", s2.raw_bands, ["2020-01-01"])
+    assert list(choice_feature_sets(single, raw[:, :10], None, "")) == ["raw bands", "raw bands + indices"]

@@ -114,3 +114,14 @@ def test_learning_curve_grows_to_all_cells():
     assert [p["cells_per_class"] for p in curve][:3] == [2, 10, 40] and curve[-1]["all"]
     assert curve[-1]["cells_per_class"] == 100  # the setup's cap
     assert curve[-1]["macro_f1"]["mean"] >= curve[0]["macro_f1"]["mean"] - 0.05
+
+
+def test_the_saved_probe_is_fitted_under_the_validation_cap():
+    from engine.fitting import fit_honestly
+
+    setup, units, rows, cols = informative_setup()
+    outcome = fit_honestly(setup.features, setup.y, units, rows, cols, setup.class_names,
+                           ProbeConfig(kind="knn", neighbours=5), "knn", n_folds=3, curve=False, max_per_class=40)
+    # kNN keeps its training cells: the cap the estimate was made under holds for the saved probe too.
+    assert np.bincount(outcome.classifier.labels).tolist() == [40, 40, 40]
+    assert outcome.scores is not None and len(outcome.scores.macro_f1) == 3
