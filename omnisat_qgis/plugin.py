@@ -13,6 +13,7 @@ from omnisat_qgis.provider import OmniSatProvider
 from omnisat_qgis.worker_client import shutdown_workers
 
 MENU = "&OmniSat"
+DOCK_WIDTH = 520  # pixels
 
 
 class OmniSatPlugin:
@@ -57,6 +58,8 @@ class OmniSatPlugin:
             self.dock = OmniSatDock(self.iface, self.iface.mainWindow())
             self.dock.visibilityChanged.connect(self.action.setChecked)
             self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+            # QGIS opens a new dock at its narrowest: wide enough for the layer tables and the buttons.
+            self.iface.mainWindow().resizeDocks([self.dock], [DOCK_WIDTH], Qt.Orientation.Horizontal)
             self.dock.restore_state()
         self.dock.setVisible(visible)
         return self.dock

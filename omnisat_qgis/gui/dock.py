@@ -641,7 +641,7 @@ class OmniSatDock(QgsDockWidget):
         if group is not None:
             QgsProject.instance().removeMapLayers(group.findLayerIds())
         else:
-            group = root.insertGroup(0, PREVIEW_GROUP)
+            group = self.results_group(PREVIEW_GROUP)
         # The embeddings' job names the layers and dates the preview comes from.
         params = dict(task.steps[-1].params, job=self.preview_job)
         record = RunRecord.from_run("fit-probe", "dock: fit and preview", params, result)
@@ -652,10 +652,7 @@ class OmniSatDock(QgsDockWidget):
     def _map_done(self, task: EngineTask) -> None:
         if not self._finish(task):
             return
-        result = task.results[-1]
-        name = f"OmniSat {Path(result['classes']).parent.name}"
-        group = QgsProject.instance().layerTreeRoot().insertGroup(0, name)
-        record = RunRecord.from_run("apply-probe", "dock: map the whole area", task.steps[-1].params, result)
+        result, name, group, record = self._run_results(task, "classes", "apply-probe", "dock: map the whole area")
         self.add_result(result["classes"], "Classes", "classes", group, record)
         if result.get("confidence"):
             self.add_result(result["confidence"], "Confidence", "confidence", group, record, visible=False)
@@ -665,16 +662,28 @@ class OmniSatDock(QgsDockWidget):
     def _change_done(self, task: EngineTask) -> None:
         if not self._finish(task):
             return
-        result = task.results[-1]
-        name = f"OmniSat {Path(result['magnitude']).parent.name}"
-        group = QgsProject.instance().layerTreeRoot().insertGroup(0, name)
-        record = RunRecord.from_run("change", "dock: change", task.steps[-1].params, result)
+        result, name, group, record = self._run_results(task, "magnitude", "change", "dock: change")
         self.add_result(result["change"], "Change", "classes", group, record)
         self.add_result(result["magnitude"], "Change magnitude", "magnitude", group, record)
         share = result.get("changed_share")
         changed = f"{share:.0%} of the patches changed" if share is not None else "change mapped"
         self.say(f"{changed} (threshold {result['threshold']:.3g}, {result['threshold_method']}): group '{name}'.",
                  Qgis.MessageLevel.Success)
+
+    def _run_results(self, task: EngineTask, output: str, operation: str, title: str):
+        """(result, group name, new group, metadata record) of a finished run, named after its run folder."""
+        result = task.results[-1]
+        name = f"OmniSat {Path(result[output]).parent.name}"
+        return result, name, self.results_group(name), RunRecord.from_run(operation, title, task.steps[-1].params,
+                                                                          result)
+
+    def results_group(self, name: str):
+        """A new group at the top of the layer tree, but below the labels layer: the samples stay visible."""
+        root = QgsProject.instance().layerTreeRoot()
+        labels = self.labels_layer()
+        node = root.findLayer(labels.id()) if labels is not None else None
+        index = root.children().index(node) + 1 if node is not None and node.parent() is root else 0
+        return root.insertGroup(index, name)
 
     def add_result(self, path: str, name: str, style: str, group, record: RunRecord,
                    visible: bool = True) -> QgsRasterLayer:

@@ -10,10 +10,11 @@ shared=$(realpath "${OMNISAT_SHARED_DATA:-$root/../shared/data}")
 rm -rf "$out" && mkdir -p "$out"
 (cd "$root" && PYTHONPATH=$root .venv/bin/python -m tests.gui_run.prepare "$shared" "$out/data" \
   && PYTHONPATH=$root .venv/bin/python -m omnisat_qgis.package --output "$out/omnisat_qgis.zip" --install "$out/plugins")
-Xvfb :99 -screen 0 1920x1080x24 -nolisten tcp & xvfb=$!
+display=:$((100 + $$ % 100))  # not a display another run holds
+Xvfb $display -screen 0 1920x1080x24 -nolisten tcp & xvfb=$!
 trap 'kill $xvfb' EXIT
 sleep 1
-DISPLAY=:99 QGIS_PLUGINPATH=$out/plugins OMNISAT_PYTHON=$root/.venv/bin/python OMNISAT_GUI_OUT=$out \
+DISPLAY=$display QGIS_PLUGINPATH=$out/plugins OMNISAT_PYTHON=$root/.venv/bin/python OMNISAT_GUI_OUT=$out \
   OMNISAT_SHARED_DATA=$shared timeout 1200 qgis --profiles-path "$out/profile" --noversioncheck --nologo \
   --noplugins --code "$root/tests/gui_run/startup.py" > "$out/qgis.log" 2>&1 || true
 cat "$out/timings.json"

@@ -2,8 +2,8 @@
 
 Loads the prepared eo-learn Sentinel-2 dates and the TreeSatAI aerial + Sentinel-1 layers,
 starts the plugin, opens the dock, ticks the Sentinel-2 dates (the TreeSatAI tile lies in
-Germany, the eo-learn patch in Slovenia: they cannot be fused in one run), adds ten labels in
-the dock's labels layer, runs Fit and preview, one re-fit after an eleventh label, and Map the
+Germany, the eo-learn patch in Slovenia: they cannot be fused in one run), adds sixteen labels (four per
+class) in the dock's labels layer, runs Fit and preview, one re-fit after an eleventh label, and Map the
 whole area, timing each from the button press until the styled layers are in the project; grabs
 the main window to OUT/dock-gui.png, writes OUT/timings.json and quits. OUT: $OMNISAT_GUI_OUT.
 """
@@ -21,7 +21,7 @@ from qgis.utils import iface, loadPlugin, plugins, startPlugin
 OUT = Path(os.environ["OMNISAT_GUI_OUT"])
 DATA = OUT / "data"
 SHARED = Path(os.environ["OMNISAT_SHARED_DATA"])
-LABELS_PER_CLASS = {"forest": 3, "grassland": 3, "schrubland": 2, "artificial surface": 2}  # eo-learn's names
+LABELS_PER_CLASS = {"forest": 4, "grassland": 4, "schrubland": 4, "artificial surface": 4}  # eo-learn's names
 record = {"messages": []}
 state = {}
 
@@ -33,7 +33,11 @@ def finish(error: str = "") -> None:
     if dock is not None:
         record["messages"] = dock.messages
     (OUT / "timings.json").write_text(json.dumps(record, indent=2))
-    QTimer.singleShot(500, QgsApplication.instance().quit)
+    if state.get("labels") is not None:
+        state["labels"].commitChanges()
+    # File > Exit without questions ("save the project?", "temporary layers": files under /tmp count as such)
+    QgsProject.instance().clear()
+    QTimer.singleShot(500, iface.actionExit().trigger)
 
 
 def guarded(step):
@@ -56,18 +60,22 @@ def when_done(then, started: float, key: str):
     QTimer.singleShot(100, guarded(poll))
 
 
-def labels_from_polygons(dock):
+def labels_from_polygons(dock, inside):
+    """Ten points, each inside its own eo-learn land-cover polygon and inside the Sentinel-2 scene
+    (the polygons reach beyond it): what an analyst clicks, one point per field."""
     polygons = QgsVectorLayer(str(SHARED / "eolearn_patch/TestEOPatch/vector_timeless/LULC.gpkg"), "lulc", "ogr")
     dock.class_table.setRowCount(0)
     for name in LABELS_PER_CLASS:
         dock.add_class(name)
     layer = dock.new_labels_layer(str(OUT / "labels.gpkg"))
+    area = QgsGeometry.fromRect(inside)
     taken = dict.fromkeys(LABELS_PER_CLASS, 0)
-    for polygon in sorted(polygons.getFeatures(), key=lambda f: -f.geometry().area()):
+    for polygon in sorted(polygons.getFeatures(), key=lambda f: -f.geometry().intersection(area).area()):
         name = polygon["LULC_NAME"]
-        if name in taken and taken[name] < LABELS_PER_CLASS[name]:
+        point = polygon.geometry().intersection(area).pointOnSurface()
+        if name in taken and taken[name] < LABELS_PER_CLASS[name] and not point.isEmpty():
             feature = QgsFeature(layer.fields())
-            feature.setGeometry(QgsGeometry(polygon.geometry().pointOnSurface()))
+            feature.setGeometry(point)
             feature["class"] = name
             layer.addFeature(feature)
             taken[name] += 1
@@ -84,20 +92,36 @@ def start():
     tree = sorted((DATA / "treesatai").glob("*.tif"))
     others = [QgsRasterLayer(str(p), p.stem, "gdal") for p in tree]
     project.addMapLayers(others + s2)
-    canvas = iface.mapCanvas()
-    canvas.setDestinationCrs(s2[0].crs())
-    canvas.setExtent(s2[0].extent())
-    canvas.refresh()
+    for layer in others:  # in the project and in the rows, but another place: hidden on the map
+        project.layerTreeRoot().findLayer(layer.id()).setItemVisibilityChecked(False)
     loadPlugin("omnisat_qgis")
     startPlugin("omnisat_qgis")
     dock = plugins["omnisat_qgis"].show_dock(True)
-    state["dock"] = dock
+    state["dock"], state["s2"] = dock, s2
     dock.select_model(str(DATA / "eolearn" / "omnisat.safetensors"))
     dock.fill_rows({"s2": {"layers": [lyr.id() for lyr in s2]}, "aerial": {"layers": []},
                     "s1_asc": {"layers": []}})
     record["rows"] = {row.modality.name: [lyr.name() for lyr in row.checked_layers()] for row in dock.rows}
     record["offered"] = {row.modality.name: row.table.rowCount() for row in dock.rows}
-    state["labels"] = labels_from_polygons(dock)
+    QTimer.singleShot(1500, guarded(zoom))  # once the dock has taken its width from the canvas
+
+
+@guarded
+def zoom():
+    s2 = state["s2"]
+    canvas = iface.mapCanvas()
+    canvas.setDestinationCrs(s2[0].crs())
+    canvas.setExtent(s2[0].extent())
+    canvas.refresh()
+    QTimer.singleShot(1500, guarded(fit))
+
+
+@guarded
+def fit():
+    dock = state["dock"]
+    extent = state["s2"][0].extent()
+    state["labels"] = labels_from_polygons(dock, extent.buffered(-20))
+    record["canvas_extent"] = iface.mapCanvas().extent().toString(0)
     started = time.monotonic()
     dock.fit_and_preview()
     when_done(refit, started, "first_fit_s")
@@ -137,6 +161,7 @@ def shoot():
             node = QgsProject.instance().layerTreeRoot().findLayer(layer.id())
             node.setItemVisibilityChecked(False)
     iface.mapCanvas().refreshAllLayers()
+    dock.tabs.currentWidget().ensureWidgetVisible(dock.metrics)  # the accuracy in the picture
 
     def grab():
         iface.mainWindow().grab().save(str(OUT / "dock-gui.png"))

@@ -1,6 +1,6 @@
 """The dock's bad-input paths on real eo-learn layers: a layer that is not a file (exported on
 request), bands that do not map, labels that cannot be fitted, a worker killed mid-run (as by the
-out-of-memory killer), and the dock closed while a task runs."""
+out-of-memory killer), and a run cancelled or the dock closed while it runs."""
 
 from __future__ import annotations
 
@@ -109,14 +109,15 @@ def children() -> list[int]:
     return found
 
 
-def test_closing_the_dock_mid_run_cancels_it_cleanly(dock, shared_data, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("stop", ["cancel", "close"])
+def test_cancel_or_closing_the_dock_mid_run_leaves_no_file_and_no_worker(dock, shared_data, tmp_path, stop):  # noqa: F811
     add_labels(dock, shared_data, tmp_path / "labels.gpkg")
     dock.fit_and_preview()
     wait(dock)
     dock.extent_combo.setCurrentText("Where the inputs overlap")
     dock.map_whole_area()
     run_folder = Path(dock.task.steps[0].outputs[0]).parent
-    dock.task.progressChanged.connect(lambda value: dock.close() if value > 0 else None)
+    dock.task.progressChanged.connect(lambda value: getattr(dock, stop)() if value > 0 else None)
     wait(dock)
     assert dock.messages[-1] == "Cancelled; no output was written."
     assert sorted(p.name for p in run_folder.iterdir()) == ["job.json"] and children() == []
