@@ -67,6 +67,7 @@ def worker_python() -> tuple[Path, str]:
         )
     if not os.access(path, os.X_OK):
         raise SettingsError(f"The OmniSat worker Python '{path}' (from {source}) is not executable.")
+    share_models_folder()  # every worker is started after this call
     return path, source
 
 
@@ -116,6 +117,13 @@ def models_folder() -> Path:
     from qgis.core import QgsApplication
 
     return Path(QgsApplication.qgisSettingsDirPath()) / "omnisat" / "models"
+
+
+def share_models_folder() -> None:
+    """Name the models folder to the workers, which inherit the environment (OMNISAT_MODELS_DIR): a job naming
+    a fetched or learnt model finds it. Done by worker_python, before any worker starts: a serving worker
+    keeps the environment it started with."""
+    os.environ[ENV_MODELS_DIR] = str(models_folder())
 
 
 def pip_proxy() -> str | None:

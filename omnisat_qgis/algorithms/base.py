@@ -9,7 +9,6 @@ error into a QgsProcessingException whose text a person can act on.
 from __future__ import annotations
 
 import difflib
-import os
 from typing import Any
 
 from qgis.core import (
@@ -135,8 +134,6 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             python, source = settings.worker_python()
         except settings.SettingsError as exc:
             raise QgsProcessingException(str(exc)) from None
-        # The worker inherits the environment: a job naming a model of the models folder finds it there.
-        os.environ[settings.ENV_MODELS_DIR] = str(settings.models_folder())
         outputs = [_get_nested(params, p.key) for p in self.output_rows()]
         run = WorkerRun(
             python=python, engine_root=engine_root(), operation=self.operation, params=params,

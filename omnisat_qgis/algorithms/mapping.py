@@ -110,6 +110,17 @@ def add_modalities(job: dict[str, Any], slots: dict[str, dict]) -> dict[str, Any
     return job
 
 
+def resolve_model_name(job: dict[str, Any]) -> dict[str, Any]:
+    """A job file's model given by its catalog name becomes that model's file: a serving worker started
+    before the models folder setting changed would look in the old folder."""
+    name = job.get("model")
+    if isinstance(name, str) and name and Path(name).name == name and not name.endswith(".safetensors"):
+        row = catalog_row(name)
+        if row is not None and row.get("status") == "installed" and row.get("path"):
+            job["model"] = row["path"]
+    return job
+
+
 def model_sensors(algorithm, parameters, context) -> tuple[str, dict[str, str]] | None:
     """(model name, {sensor name: what an analyst reads}) of the chosen model, None when none is chosen;
     a probe file stands for the encoder it was fitted on. Raises CatalogError for an unreadable file."""
@@ -163,6 +174,7 @@ class JobAlgorithm(EngineAlgorithm):
         job_file = engine.pop("job_file", None)
         job = add_modalities(read_job_file(job_file) if job_file else {}, engine.pop("slots", {}))
         deep_merge(job, engine.pop("job", {}))
+        resolve_model_name(job)
         if not job.get("model"):
             raise QgsProcessingException("MODEL: choose a model (or a model file), or give a job file naming one.")
         if not job.get("modalities"):

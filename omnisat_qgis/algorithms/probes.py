@@ -9,7 +9,7 @@ from qgis.core import QgsProcessingException
 
 from omnisat_qgis.algorithms.base import EngineAlgorithm
 from omnisat_qgis.algorithms.mapping import (EMBEDDING_LEVELS, add_modalities, check_sensors, job_folder,
-                                             modality_rows, read_job_file)
+                                             modality_rows, read_job_file, resolve_model_name)
 from omnisat_qgis.algorithms.params import Param, ResultRow, model_rows
 from omnisat_qgis.model_catalog import CatalogError, read_header
 
@@ -132,7 +132,7 @@ class ApplyProbe(EngineAlgorithm):
             job["outputs"] = {"embeddings_level": probe_level(engine["probe"]) if level == "auto" else level}
         elif parameters.get("JOB") not in (None, ""):
             # A job computes the embeddings tile by tile and writes the map itself.
-            job = read_job_file(engine["embeddings"])
+            job = resolve_model_name(read_job_file(engine["embeddings"]))
             job["outputs"] = {k: v for k, v in job.get("outputs", {}).items() if k == "embeddings_level"}
         else:
             return engine

@@ -333,7 +333,7 @@ def test_embed_operation_writes_one_band_per_dimension_on_the_patch_grid(s2, tmp
         assert np.isfinite(e.read()).all()
     assert result["embeddings"] == str(tmp_path / "emb.tif")
     job["outputs"] = {"classes": str(tmp_path / "c.tif")}
-    with pytest.raises(EngineError, match="has no classification head"):
+    with pytest.raises(EngineError, match="without a classification head.*fit a probe"):
         run_operation("classify", {"job": job})
 
 

@@ -122,3 +122,15 @@ def test_classify_and_apply_probe_take_the_layers_with_a_probe(provider, scene, 
     # no embeddings raster beside the maps: only the fit's own
     assert sorted(p.name for p in Path(tmp_path).glob("*.tif")) == ["applied.tif", "embeddings.tif", "one_pass.tif",
                                                                     "two_pass.tif"]
+
+
+def test_a_job_file_naming_a_model_gets_its_file(provider, models_folder, small_raster, tmp_path):  # noqa: F811
+    import json
+
+    models_folder.mkdir()
+    shutil.copy(resources_dir() / "models" / "anysat-tiny.safetensors", models_folder / "mine.safetensors")
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"model": "mine", "modalities": {"s2": {"files": str(small_raster)}}}))
+    params = algorithm("classify").engine_params({"JOB": str(job), "CLASSES": str(tmp_path / "c.tif")},
+                                                 QgsProcessingContext(), QgsProcessingFeedback())
+    assert params["job"]["model"] == str(models_folder / "mine.safetensors")
