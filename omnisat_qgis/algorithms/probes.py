@@ -52,6 +52,8 @@ class FitProbe(EngineAlgorithm):
               minimum=0, advanced=True),
         Param("FOLDS", "folds", "int", "Spatial cross-validation folds", default=5, minimum=2,
               advanced=True),
+        Param("LEARNING_CURVE", "learning_curve", "bool", "Learning curve in the report (accuracy vs labels per class)",
+              default=True, advanced=True, help="refits the probe for each sample size: turn off for quick re-fits"),
         Param("SEED", "seed", "int", "Random seed", default=0, advanced=True),
         Param("OUTPUT", "output", "file_out", "Probe", file_filter="Probe (*.safetensors)"),
         Param("REPORT", "report", "file_out", "Fit report", file_filter="HTML (*.html)", optional=True),

@@ -40,6 +40,7 @@ from qgis.gui import (
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor, QGuiApplication
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -241,6 +242,9 @@ class OmniSatDock(QgsDockWidget):
         form.addRow("Labels layer", self.labels_combo)
         form.addRow("Class field", self.field_combo)
         form.addRow("Ignore classes", self.ignore_edit)
+        # Off by default: the curve refits the probe for every sample size (about 20 s of a 25 s re-fit).
+        self.curve_box = QCheckBox("Learning curve in the fit report (slower re-fits)")
+        form.addRow(self.curve_box)
         layout.addLayout(form)
         self.class_table = QTableWidget(0, 2)
         self.class_table.setHorizontalHeaderLabels(["Class", "Colour"])
@@ -547,7 +551,7 @@ class OmniSatDock(QgsDockWidget):
         run = self.new_run_folder("preview")
         fit = dict(labels, embeddings=str(embeddings), model=str(model.path), output=str(run / "probe.safetensors"),
                    report=str(run / "report.html"), classes=str(run / "classes.tif"),
-                   confidence=str(run / "confidence.tif"))
+                   confidence=str(run / "confidence.tif"), learning_curve=self.curve_box.isChecked())
         steps = []
         if not cache.has(key):
             steps.append(Step("embed", {"job": job}, (str(embeddings),), "Embedding the visible area"))
@@ -559,7 +563,8 @@ class OmniSatDock(QgsDockWidget):
             "LABELS": labels["labels"] + (f"|layername={labels['layer']}" if labels.get("layer") else ""),
             "CLASS_FIELD": labels["class_field"], "IGNORE_VALUES": ",".join(labels["ignore_values"]),
             "EMBEDDINGS_RASTER": str(embeddings), "MODEL": str(model.path), "OUTPUT": fit["output"],
-            "REPORT": fit["report"], "CLASSES": fit["classes"], "CONFIDENCE": fit["confidence"]}))
+            "REPORT": fit["report"], "CLASSES": fit["classes"], "CONFIDENCE": fit["confidence"],
+            "LEARNING_CURVE": fit["learning_curve"]}))
         self.command.setPlainText("\n".join(commands))
         self.start(EngineTask("OmniSat: fit and preview", steps, self._preview_done, self._log))
 
