@@ -51,6 +51,8 @@ OPERATION_MODULES = (
     "engine.ops.anysat_ops",
     "engine.ops.fetch_ops",
     "engine.bench",
+    # learn-area lives with the trainer it drives; named here only, so the engine never imports training
+    "training.learn_area",
 )
 
 

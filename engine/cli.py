@@ -67,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("version", help="print the engine and protocol versions", description="Print the engine and worker-protocol versions.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser(
-        "worker", help="run one JSON job from stdin, report JSON lines on stdout",
+    p = sub.add_parser(
+        "worker", help="run one JSON job from stdin (or one per line with --serve), report JSON lines on stdout",
         description=(sys.modules["engine.protocol"].__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--serve", action="store_true", help="serve one job per line of stdin until it closes")
     for op in sorted(operations().values(), key=lambda o: o.name):
         p = sub.add_parser(op.name, help=op.summary.replace("%", "%%"), description=op.description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["worker"] and not {"-h", "--help"} & set(argv):
         from engine.worker import run_worker
 
-        return run_worker()
+        return run_worker(serve="--serve" in argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     from engine.api import get_operation, run_operation

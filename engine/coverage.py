@@ -48,6 +48,15 @@ class Coverage:
         self.with_any += len(present)
         self.with_modality.update(name for names in present for name in names)
 
+    def counts(self) -> dict:
+        """The counts as JSON (a shard's, summed by ``merge`` when the shards are assembled)."""
+        return {"windows": self.windows, "with_any": self.with_any, "with_modality": dict(self.with_modality)}
+
+    def merge(self, counts: dict) -> None:
+        self.windows += counts["windows"]
+        self.with_any += counts["with_any"]
+        self.with_modality.update(counts["with_modality"])
+
     def check(self, reporter: Reporter) -> None:
         """Raise when no window had data; warn when most had none, or a modality had none anywhere."""
         if self.windows and not self.with_any:

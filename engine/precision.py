@@ -82,6 +82,14 @@ def autocast_context(device: torch.device, dtype: torch.dtype) -> ContextManager
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``; to a GPU through pinned memory without blocking, so the copy
+    runs while the GPU still works on what was queued before it."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return (tensor if tensor.is_pinned() else tensor.pin_memory()).to(device, non_blocking=True)
+
+
 def keep_weights_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """For inference under ``autocast_context(device, dtype)``: store the weights of linear
     and convolution layers in ``dtype`` once, so that autocast finds them cast and casts

@@ -333,6 +333,18 @@ def save_probe(path: str | Path, probe: Classifier, metadata: ProbeMetadata) -> 
     return Path(path)
 
 
+def is_probe_file(path: str | Path) -> bool:
+    """Whether ``path`` is a probe file (its header says so), read without its tensors."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return False
+    try:
+        with safe_open(str(file), framework="numpy") as handle:
+            return (handle.metadata() or {}).get("format") == PROBE_FORMAT
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
 def load_probe(path: str | Path) -> tuple[Classifier, ProbeMetadata]:
     file = Path(path).expanduser()
     if not file.is_file():

@@ -13,6 +13,12 @@ Messages (stdout, one JSON object per line, in this order)::
     {"type": "error", "message": "...", "kind": "input|cancelled|internal",
      "detail": "traceback (internal errors only)"}                last, on failure
 
+Serving (``python -m engine worker --serve``): the same hello once, then one job per line
+of stdin, each answered by its messages up to its result or error; the worker exits when
+stdin closes (status 0), and after a cancelled job or an internal error (status 1: the
+client starts a fresh process for the next job). An input error (a bad job, a missing
+file) ends that job only.
+
 Exit status: 0 after a result, 1 after an error. The client cancels by
 terminating the process (SIGTERM); the worker then removes its partial outputs
 and exits. Stray prints from libraries go to stderr, never to the protocol.

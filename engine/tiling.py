@@ -68,14 +68,27 @@ class WindowGrid:
     def cols(self) -> list[int]:
         return axis_starts(self.width, self.tile, self.overlap)
 
+    @functools.cached_property
+    def _index(self) -> tuple[dict[int, int], dict[int, int]]:
+        return {r: i for i, r in enumerate(self.rows)}, {c: i for i, c in enumerate(self.cols)}
+
+    def cell(self, window: Window) -> tuple[int, int]:
+        """(row, col) of a window in the grid of windows (constant time: called for every window)."""
+        rows, cols = self._index
+        return rows[window.row_off], cols[window.col_off]
+
     def __len__(self) -> int:
         return len(self.rows) * len(self.cols)
 
     def __iter__(self) -> Iterator[Window]:
         """Row-major windows (the order the row-band writer needs), made as they are asked for."""
+        return self.in_rows(0, len(self.rows))
+
+    def in_rows(self, first: int, stop: int) -> Iterator[Window]:
+        """Row-major windows of window rows [first, stop) (a shard's, engine.mapping.shards)."""
         th, tw = min(self.tile, self.height), min(self.tile, self.width)
         cols = self.cols
-        return (Window(c, r, tw, th) for r in self.rows for c in cols)
+        return (Window(c, r, tw, th) for r in self.rows[first:stop] for c in cols)
 
     def windows(self) -> list[Window]:
         return list(self)

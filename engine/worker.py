@@ -1,4 +1,5 @@
-"""``python -m engine worker``: run one job from stdin, report on stdout (see engine.protocol)."""
+"""``python -m engine worker [--serve]``: run one job from stdin, or serve one job per line, reporting on
+stdout (see engine.protocol)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import os
 import sys
 import traceback
-from typing import IO
+from typing import IO, Callable
 
 import engine
 from engine.errors import Cancelled, EngineError, cancel_on_termination, termination_requested
@@ -17,7 +18,10 @@ from engine.threads import apply_default_threads
 
 
 def read_job(stream: IO[str]) -> Request:
-    text = stream.read()
+    return parse_job(stream.read())
+
+
+def parse_job(text: str) -> Request:
     if not text.strip():
         raise EngineError("The worker received no job on its standard input: send one JSON object.")
     try:
@@ -41,16 +45,36 @@ def check_environment() -> None:
         )
 
 
-def run_worker(stdin: IO[str] = sys.stdin, stdout: IO[str] | None = None) -> int:
+def run_worker(stdin: IO[str] = sys.stdin, stdout: IO[str] | None = None, serve: bool = False) -> int:
+    """One job read from ``stdin`` to its end; with ``serve``, one job per line until ``stdin`` closes
+    (the plugin reuses the process: imports and kernel set-up are paid once)."""
     # Keep the real stdout for the protocol; anything else printed goes to stderr.
     protocol_stream = stdout or os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr
     reporter = JsonLinesReporter(protocol_stream)
     cancel_on_termination()
     reporter.send({"type": "hello", "protocol": PROTOCOL_VERSION, "engine": engine.__version__})
+    if not serve:
+        return 0 if run_job(lambda: read_job(stdin), reporter) is None else 1
+    try:
+        for line in stdin:
+            if not line.strip():
+                continue
+            failure = run_job(lambda: parse_job(line), reporter)
+            # After a cancel (SIGTERM) or an internal error the process ends: the client starts a fresh one,
+            # rather than reusing one whose state is unknown.
+            if failure in ("cancelled", "internal"):
+                return 1
+    except (Cancelled, KeyboardInterrupt):  # stopped while waiting for a job: nothing to clean up
+        return 1
+    return 0
+
+
+def run_job(read: Callable[[], Request], reporter: JsonLinesReporter) -> str | None:
+    """Run the job ``read`` returns, ending with its result or error message; the error's kind, or None."""
     try:
         check_environment()
-        request = read_job(stdin)
+        request = read()
         if request.threads:
             import torch
 
@@ -63,12 +87,13 @@ def run_worker(stdin: IO[str] = sys.stdin, stdout: IO[str] | None = None) -> int
         result = run_operation(op.name, request.params, reporter)
         outputs = {name: result[name] for name in op.outputs if result.get(name)}
         reporter.send({"type": "result", "outputs": outputs, "result": result})
-        return 0
+        return None
     except (Cancelled, KeyboardInterrupt):
-        reporter.send(CANCELLED)
+        message = CANCELLED
     except Exception as exc:
-        reporter.send(CANCELLED if termination_requested() else failure_message(exc))
-    return 1
+        message = CANCELLED if termination_requested() else failure_message(exc)
+    reporter.send(message)
+    return message["kind"]
 
 
 CANCELLED = {"type": "error", "kind": "cancelled", "message": "Cancelled; no output was written."}

@@ -47,6 +47,7 @@ class ModalityInfo:
     bands: tuple[str, ...]
     gsd_m: float
     description: str
+    mean: tuple[float, ...] = ()  # the normalization's per-band means: the value scale the model expects
 
     @property
     def label(self) -> str:
@@ -118,7 +119,8 @@ def _model_info(path: Path, mtime_ns: int) -> ModelInfo:
                            "convert reference weights first (python -m engine import-anysat).")
     config = _decoded(raw, "config", path) or {}
     modalities = tuple(
-        ModalityInfo(m["name"], m["kind"], tuple(m["bands"]), float(m["gsd_m"]), m.get("description", ""))
+        ModalityInfo(m["name"], m["kind"], tuple(m["bands"]), float(m["gsd_m"]), m.get("description", ""),
+                     tuple(float(v) for v in m.get("mean") or ()))
         for m in config.get("modalities", ())
     )
     if not modalities:
@@ -156,3 +158,90 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- the catalog the model pickers offer
+
+# Longest the worker may take to list the catalog (it imports torch) before the pickers fall back
+# to the checkpoints' headers.
+CATALOG_TIMEOUT_S = 60.0
+CACHE_FILE = "catalog-cache.json"
+_memory: dict[str, list[dict]] = {}
+
+
+def _folders() -> list[Path]:
+    from omnisat_qgis import settings
+
+    return [resources_dir() / "models", settings.models_folder()]
+
+
+def fingerprint(folders: list[Path]) -> str:
+    """Changes whenever a checkpoint is added, removed or rewritten in ``folders``."""
+    entries = sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size)
+                     for folder in folders if folder.is_dir() for p in folder.glob("*.safetensors"))
+    return hashlib.sha256(json.dumps([[str(f) for f in folders], entries]).encode()).hexdigest()
+
+
+def header_rows(folders: list[Path]) -> list[dict]:
+    """Installed checkpoints as catalog rows, read from their headers (no worker: before the engine is set up)."""
+    rows, seen = [], set()
+    for folder in folders:
+        for info in shipped_models(folder):
+            if info.name not in seen:
+                seen.add(info.name)
+                rows.append({"name": info.name, "status": "installed", "path": str(info.path),
+                             "architecture": info.architecture, "has_head": bool(info.classes),
+                             "modalities": {m.name: list(m.bands) for m in info.modalities},
+                             "provenance": info.provenance})
+    return rows
+
+
+def _worker_rows(folders: list[Path]) -> list[dict]:
+    """``models --catalog-only`` run by the engine worker (raises when the engine cannot run)."""
+    import time
+
+    from omnisat_qgis import settings
+    from omnisat_qgis.paths import engine_root
+    from omnisat_qgis.worker_client import WorkerCallbacks, WorkerRun, run_worker
+
+    python, source = settings.worker_python()
+    deadline = time.monotonic() + CATALOG_TIMEOUT_S
+    run = WorkerRun(python=python, engine_root=engine_root(), operation="models",
+                    params={"catalog_only": True, "folders": [str(f) for f in folders[1:]]}, python_source=source)
+    return run_worker(run, WorkerCallbacks(is_cancelled=lambda: time.monotonic() > deadline))["result"]["catalog"]
+
+
+def catalog_rows() -> list[dict]:
+    """The rows of ``python -m engine models --json`` for the shipped models, the models folder and the
+    downloadable ones, through the worker, cached (in memory and in the models folder) until a checkpoint
+    there changes; the checkpoints' headers while the engine cannot run (not set up yet)."""
+    from omnisat_qgis.settings import SettingsError
+    from omnisat_qgis.worker_client import WorkerError
+
+    folders = _folders()
+    key = fingerprint(folders)
+    if key in _memory:
+        return _memory[key]
+    cache = folders[1] / CACHE_FILE
+    try:
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if stored.get("fingerprint") == key:
+            _memory[key] = stored["rows"]
+            return stored["rows"]
+    except (OSError, ValueError, AttributeError, KeyError):
+        pass
+    try:
+        rows = _worker_rows(folders)
+    except (SettingsError, WorkerError, KeyError, TypeError):
+        return header_rows(folders)  # not cached: the worker's list replaces it once the engine runs
+    _memory[key] = rows
+    try:
+        folders[1].mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"fingerprint": key, "rows": rows}), encoding="utf-8")
+    except OSError:
+        pass  # a read-only profile: the memory cache still serves this session
+    return rows
+
+
+def catalog_row(name: str) -> dict | None:
+    return next((row for row in catalog_rows() if row["name"] == name), None)

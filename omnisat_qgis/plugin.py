@@ -10,6 +10,7 @@ from qgis.PyQt.QtWidgets import QAction
 
 from omnisat_qgis.paths import resources_dir
 from omnisat_qgis.provider import OmniSatProvider
+from omnisat_qgis.worker_client import shutdown_workers
 
 MENU = "&OmniSat"
 
@@ -42,7 +43,8 @@ class OmniSatPlugin:
         QgsProject.instance().readProject.connect(self._restore_state)
 
         for text, slot in (("Set up the OmniSat engine…", self.show_setup_dialog),
-                           ("Download the official AnySat model…", self.show_fetch_model)):
+                           ("Download the official AnySat model…", lambda: algorithm_dialog("omnisat:fetchmodel")),
+                           ("Learn this area (pretrain on my layers)…", lambda: algorithm_dialog("omnisat:learnarea"))):
             action = QAction(text, self.iface.mainWindow())
             action.triggered.connect(slot)
             self.iface.addPluginToMenu("OmniSat", action)
@@ -72,11 +74,6 @@ class OmniSatPlugin:
 
         SetupDialog(self.iface.mainWindow()).exec()
 
-    def show_fetch_model(self):
-        import processing
-
-        processing.execAlgorithmDialog("omnisat:fetchmodel")
-
     def unload(self):
         for action in self.menu_actions:
             self.iface.removePluginMenu("OmniSat", action)
@@ -95,3 +92,11 @@ class OmniSatPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        shutdown_workers()  # the engine workers kept between runs end with the plugin
+
+
+def algorithm_dialog(algorithm_id: str) -> None:
+    """The Processing dialog of one of the provider's algorithms (progress, Cancel and log come with it)."""
+    import processing
+
+    processing.execAlgorithmDialog(algorithm_id)

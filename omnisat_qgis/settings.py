@@ -27,6 +27,9 @@ ENV_TORCH_INDEX = "OMNISAT_TORCH_INDEX"
 SETTING_MODEL_HUB = "OMNISAT_MODEL_HUB"
 ENV_MODEL_HUB = "OMNISAT_MODEL_HUB"
 SETTING_MODELS_FOLDER = "OMNISAT_MODELS_FOLDER"
+ENV_MODELS_DIR = "OMNISAT_MODELS_DIR"  # engine.models.downloads.MODELS_DIR_ENV: the engine's models folder
+# As the user set it when QGIS started: the algorithms set the variable for their workers afterwards.
+USER_MODELS_DIR = os.environ.get(ENV_MODELS_DIR, "").strip()
 # QgsNetworkProxy's types that name a proxy pip can use (the others: no proxy, or the system's,
 # which pip finds itself in the environment variables).
 _PIP_PROXY_TYPES = {"HttpProxy": "http", "HttpCachingProxy": "http", "Socks5Proxy": "socks5"}
@@ -105,7 +108,9 @@ def model_hub() -> str | None:
 
 
 def models_folder() -> Path:
-    """The user's models folder: the setting, else omnisat/models in the QGIS profile."""
+    """The user's models folder: OMNISAT_MODELS_DIR (set before QGIS started), else the setting, else omnisat/models in the QGIS profile."""
+    if USER_MODELS_DIR:
+        return Path(USER_MODELS_DIR).expanduser()
     if _stored(SETTING_MODELS_FOLDER):
         return Path(_stored(SETTING_MODELS_FOLDER)).expanduser()
     from qgis.core import QgsApplication

@@ -1,11 +1,16 @@
 """Runs the engine worker as a separate process and follows its JSON-lines protocol.
 
 QGIS-free on purpose: the Processing algorithms and QgsTask runners both use it,
-and it is tested without QGIS. See engine/protocol.py for the messages.
+and it is tested without QGIS. See engine/protocol.py for the messages. By default a
+job runs in a serving worker (``python -m engine worker --serve``) of a shared pool,
+kept between runs so that the engine's imports and model set-up are paid once:
+cancelling stops the worker (the next run starts another), a crashed one is replaced,
+and ``shutdown_workers`` stops them all when the plugin unloads.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -13,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +31,10 @@ PARTIAL_MARKER = ".omnisat-partial-"
 SETTING_HINT = ("the OmniSat worker Python setting (Settings > Options > Processing > Providers > OmniSat) "
                 "or OMNISAT_PYTHON")
 TERMINATE_GRACE_S = 5.0
+# Kept between runs: a dock's fit and preview, Processing runs one after another. Each idle worker
+# holds the engine's imports (hundreds of MB), hence few, and not forever.
+MAX_IDLE_WORKERS = 2
+IDLE_TIMEOUT_S = 600.0
 
 
 class WorkerError(Exception):
@@ -120,9 +130,7 @@ def _explain_exit(run: WorkerRun, code: int, stderr_tail: deque, started: bool) 
     return WorkerError(f"The OmniSat engine worker stopped unexpectedly (exit code {code}): {last}", text)
 
 
-def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s: float = 0.1) -> dict[str, Any]:
-    """Run one job; return the worker's result message. Raise WorkerError / WorkerCancelled."""
-    callbacks = callbacks or WorkerCallbacks()
+def _start(run: WorkerRun, serve: bool) -> "_Worker":
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(run.engine_root), env.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
@@ -130,78 +138,235 @@ def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s:
     env.pop("PYTHONHOME", None)
     try:
         process = subprocess.Popen(
-            [str(run.python), "-m", "engine", "worker"],
+            [str(run.python), "-m", "engine", "worker", *(["--serve"] if serve else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, encoding="utf-8", env=env, cwd=run.cwd,
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0,
         )
     except OSError as exc:
         raise WorkerError(f"Could not start the OmniSat worker Python '{run.python}': {exc.strerror or exc}.") from None
-    lines: "queue.Queue[str | None]" = queue.Queue()
-    stderr_tail: deque = deque(maxlen=40)
-    readers = [
-        threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True),
-        threading.Thread(target=_tail_reader, args=(process.stderr, stderr_tail), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
-    try:
-        process.stdin.write(json.dumps(run.job()))
-        process.stdin.close()
-    except BrokenPipeError:
-        pass  # the worker died at start; its exit code and stderr explain why
+    return _Worker(process, serve)
 
-    final: dict[str, Any] | None = None
-    started = False  # the engine said hello: the interpreter is a Python that runs it
-    while True:
-        if callbacks.is_cancelled():
-            stop_process(process)
-            _close(process, readers)
-            remove_worker_partials(run.output_paths, process.pid)
-            raise WorkerCancelled("Cancelled; no output was written.")
-        try:
-            line = lines.get(timeout=poll_s)
-        except queue.Empty:
-            continue
-        if line is None:
-            break
-        try:
-            message = json.loads(line)
-        except json.JSONDecodeError:
-            callbacks.log(line.rstrip(), "info")
-            continue
-        kind = message.get("type")
-        started = started or kind == "hello"
-        if kind == "hello" and message.get("protocol") != PROTOCOL_VERSION:
-            stop_process(process)
-            _close(process, readers)
-            raise WorkerError(
-                f"The engine at '{run.engine_root}' speaks worker protocol {message.get('protocol')}, "
-                f"this plugin speaks {PROTOCOL_VERSION}: update the plugin and the engine together."
-            )
-        if kind == "progress":
-            callbacks.progress(float(message.get("percent", 0.0)), str(message.get("message", "")))
-        elif kind == "log":
-            callbacks.log(str(message.get("message", "")), str(message.get("level", "info")))
-        elif kind in ("result", "error"):
-            final = message
-    code = process.wait()
-    _close(process, readers)
+
+class _Worker:
+    """One engine worker process, its output read line by line in background threads."""
+
+    def __init__(self, process: subprocess.Popen, serve: bool):
+        self.process, self.serve = process, serve
+        self.lines: "queue.Queue[str | None]" = queue.Queue()
+        self.stderr_tail: deque = deque(maxlen=40)
+        self.started = False  # the engine said hello: the interpreter is a Python that runs it
+        self.answered = False  # a message about the job last sent arrived
+        self.idle_since = 0.0
+        self.readers = [
+            threading.Thread(target=_reader, args=(process.stdout, self.lines), daemon=True),
+            threading.Thread(target=_tail_reader, args=(process.stderr, self.stderr_tail), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, job: dict[str, Any]) -> None:
+        """The job: one line to a serving worker; the whole of stdin to a one-job worker."""
+        self.stderr_tail.clear()
+        self.answered = False
+        if self.serve:
+            self.process.stdin.write(json.dumps(job) + "\n")
+            self.process.stdin.flush()
+        else:
+            self.process.stdin.write(json.dumps(job))
+            self.process.stdin.close()
+
+    def follow(self, run: WorkerRun, callbacks: WorkerCallbacks, poll_s: float) -> dict[str, Any] | None:
+        """The job's messages up to its result or error (returned), or None when the process ended first.
+        Raises WorkerCancelled (the process stopped, its partial outputs removed) and, for a worker of
+        another protocol, WorkerError."""
+        while True:
+            if callbacks.is_cancelled():
+                self.close()
+                remove_worker_partials(run.output_paths, self.process.pid)
+                raise WorkerCancelled("Cancelled; no output was written.")
+            try:
+                line = self.lines.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+            if line is None:
+                return None
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                callbacks.log(line.rstrip(), "info")
+                continue
+            kind = message.get("type")
+            self.started = self.started or kind == "hello"
+            self.answered = self.answered or kind != "hello"
+            if kind == "hello" and message.get("protocol") != PROTOCOL_VERSION:
+                self.close()
+                raise WorkerError(
+                    f"The engine at '{run.engine_root}' speaks worker protocol {message.get('protocol')}, "
+                    f"this plugin speaks {PROTOCOL_VERSION}: update the plugin and the engine together."
+                )
+            if kind == "progress":
+                callbacks.progress(float(message.get("percent", 0.0)), str(message.get("message", "")))
+            elif kind == "log":
+                callbacks.log(str(message.get("message", "")), str(message.get("level", "info")))
+            elif kind in ("result", "error"):
+                return message
+
+    def close(self, waiting: bool = False) -> None:
+        """Stop the process and its readers. ``waiting``: a serving worker between jobs, which ends by
+        itself when its stdin closes; otherwise it is terminated (it removes its partial outputs)."""
+        if waiting and self.serve and self.alive():
+            try:
+                self.process.stdin.close()
+                self.process.wait(TERMINATE_GRACE_S)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        stop_process(self.process)
+        for reader in self.readers:
+            reader.join(timeout=2)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+def _outcome(run: WorkerRun, worker: _Worker, final: dict[str, Any] | None) -> dict[str, Any]:
+    """The result message, or the error a person reads (the run's partial outputs removed)."""
     if final is None:
-        remove_worker_partials(run.output_paths, process.pid)
-        raise _explain_exit(run, code, stderr_tail, started)
+        code = worker.process.wait()
+        worker.close()
+        remove_worker_partials(run.output_paths, worker.process.pid)
+        raise _explain_exit(run, code, worker.stderr_tail, worker.started)
     if final["type"] == "error":
-        remove_worker_partials(run.output_paths, process.pid)
+        remove_worker_partials(run.output_paths, worker.process.pid)
         error = WorkerCancelled if final.get("kind") == "cancelled" else WorkerError
         raise error(str(final.get("message", "unknown error")), str(final.get("detail", "")))
     return final
 
 
-def _close(process: subprocess.Popen, readers: list[threading.Thread]) -> None:
-    for reader in readers:
-        reader.join(timeout=2)
-    process.stdout.close()
-    process.stderr.close()
+def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s: float = 0.1,
+               reuse: bool = True) -> dict[str, Any]:
+    """Run one job; return the worker's result message. Raise WorkerError / WorkerCancelled.
+
+    ``reuse``: in a worker of the shared pool, kept between runs (imports and model set-up paid
+    once); False: in a process of its own that ends with the job (e.g. verifying a new environment).
+    """
+    callbacks = callbacks or WorkerCallbacks()
+    if reuse:
+        return POOL.run(run, callbacks, poll_s)
+    worker = _start(run, serve=False)
+    try:
+        worker.send(run.job())
+    except BrokenPipeError:
+        pass  # the worker died at start; its exit code and stderr explain why
+    final = worker.follow(run, callbacks, poll_s)
+    if final is not None:
+        worker.process.wait()
+        worker.close()
+    return _outcome(run, worker, final)
+
+
+class WorkerPool:
+    """Serving workers reused between runs: one per concurrent run, at most ``max_idle`` kept waiting,
+    each for at most ``idle_timeout_s``. A worker that crashed, was cancelled or failed internally
+    is never reused: the next run starts a fresh one."""
+
+    def __init__(self, max_idle: int = MAX_IDLE_WORKERS, idle_timeout_s: float = IDLE_TIMEOUT_S):
+        self.max_idle, self.idle_timeout_s = max_idle, idle_timeout_s
+        self._lock = threading.Lock()
+        self._idle: list[tuple[tuple, _Worker]] = []
+        self._busy: set[_Worker] = set()
+
+    @staticmethod
+    def _key(run: WorkerRun) -> tuple:
+        return str(run.python), str(run.engine_root), run.cwd
+
+    def _take(self, key: tuple) -> _Worker | None:
+        """An idle, living worker for ``key``; the stale ones (expired, dead, another setting) stopped."""
+        now, found, stale, keep = time.monotonic(), None, [], []
+        with self._lock:
+            for k, worker in self._idle:
+                usable = worker.alive() and now - worker.idle_since < self.idle_timeout_s
+                if found is None and k == key and usable:
+                    found = worker
+                elif usable and k != key:
+                    keep.append((k, worker))
+                else:
+                    stale.append(worker)
+            self._idle = keep
+            if found is not None:
+                self._busy.add(found)
+        for worker in stale:
+            worker.close(waiting=True)
+        return found
+
+    def _release(self, key: tuple, worker: _Worker) -> None:
+        with self._lock:
+            self._busy.discard(worker)
+            kept = worker.alive() and len(self._idle) < self.max_idle
+            if kept:
+                worker.idle_since = time.monotonic()
+                self._idle.append((key, worker))
+        if not kept:
+            worker.close(waiting=True)
+
+    def _drop(self, worker: _Worker) -> None:
+        with self._lock:
+            self._busy.discard(worker)
+        worker.close()
+
+    def _started(self, run: WorkerRun) -> _Worker:
+        worker = _start(run, serve=True)
+        with self._lock:
+            self._busy.add(worker)
+        return worker
+
+    def _follow(self, worker: _Worker, run: WorkerRun, callbacks: WorkerCallbacks, poll_s: float):
+        try:
+            worker.send(run.job())
+        except OSError:
+            pass  # the worker died; its exit code and stderr explain why
+        try:
+            return worker.follow(run, callbacks, poll_s)
+        except BaseException:  # cancelled (the worker already stopped), another protocol, an interrupt
+            self._drop(worker)
+            raise
+
+    def run(self, run: WorkerRun, callbacks: WorkerCallbacks, poll_s: float) -> dict[str, Any]:
+        key = self._key(run)
+        reused = self._take(key)
+        worker = reused or self._started(run)
+        final = self._follow(worker, run, callbacks, poll_s)
+        if final is None and worker is reused and not worker.answered:
+            # It died while waiting (killed, or out of memory) before it read this job: a fresh one takes it.
+            self._drop(worker)
+            worker = self._started(run)
+            final = self._follow(worker, run, callbacks, poll_s)
+        if final is not None and not (final["type"] == "error" and final.get("kind") in ("cancelled", "internal")):
+            self._release(key, worker)
+            return _outcome(run, worker, final)
+        if final is not None:  # the worker ends after such an error: let it finish removing its partials
+            try:
+                worker.process.wait(TERMINATE_GRACE_S)
+            except subprocess.TimeoutExpired:
+                pass
+        with self._lock:
+            self._busy.discard(worker)
+        return _outcome(run, worker, final)  # raises; a worker that ended is closed
+
+    def shutdown(self) -> None:
+        """Stop every worker, waiting or running (the plugin unloads, or its environment is replaced)."""
+        with self._lock:
+            waiting, busy = [w for _, w in self._idle], list(self._busy)
+            self._idle, self._busy = [], set()
+        for worker in busy:
+            worker.close()
+        for worker in waiting:
+            worker.close(waiting=True)
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -214,3 +379,12 @@ def stop_process(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+POOL = WorkerPool()
+atexit.register(POOL.shutdown)  # qgis_process and scripts: no worker outlives them
+
+
+def shutdown_workers() -> None:
+    """Stop the pool's workers: when QGIS unloads the plugin, or before the environment is replaced."""
+    POOL.shutdown()

@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             sub.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate")
     bench = commands.add_parser("bench", help="samples/s of the TreeSatAI-TS preset, forward+backward")
-    bench.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    bench.add_argument("--batch", type=int, default=128,
+                       help="batch size (default 128; 0: the largest whose step fits in the device's memory)")
     bench.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     bench.add_argument("--preset", default="omnisat-treesatai")
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -1,8 +1,10 @@
 """Training throughput: samples/s of one forward+backward+optimizer step of a preset.
 
 Inputs are random tensors of the preset's modalities at the dataset's real sizes
-(TreeSatAI-TS: aerial 300 x 300 px, S2 and S1 with ``dates`` dates, 6 x 6 px),
-the step is the fine-tuning step (class-token head, BCE, Adam). Variants run in
+(TreeSatAI-TS: aerial 300 x 300 px, S2 and S1 with ``dates`` dates, 6 x 6 px), held on
+the host (pinned on CUDA) and copied to the device every step, as a data loader's are;
+the step is the fine-tuning step (class-token head, BCE, Adam). ``batch=0`` searches the
+largest batch whose fp32 step fits in the device's memory first. Variants run in
 the same process: fp32 eager is the baseline; bf16 autocast when the device
 multiplies bf16 natively (engine.precision); torch.compile on and off. Each
 variant gets one untimed warm-up step (compilation happens there).
@@ -16,24 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from engine.bench.gpu import random_inputs
 from engine.errors import EngineError
 from engine.models.heads import HeadConfig, build_head
 from engine.models.registry import build_model
-from engine.precision import autocast_context, choose_device, cpu_has_bf16
+from engine.precision import autocast_context, choose_device, cpu_has_bf16, to_device
 from engine.progress import Reporter
-
-
-def _inputs(model, batch: int, dates: int, tile_m: float, device: torch.device):
-    inputs, day, mask = {}, {}, {}
-    for name, spec in model.modalities.items():
-        px = round(tile_m / spec.gsd_m)
-        if spec.kind == "image":
-            inputs[name] = torch.randn(batch, spec.n_bands, px, px, device=device)
-        else:
-            inputs[name] = torch.randn(batch, dates, spec.n_bands, px, px, device=device)
-            day[name] = torch.sort(torch.randint(1, 366, (batch, dates), device=device).float(), dim=1).values
-            mask[name] = torch.ones(batch, dates, dtype=torch.bool, device=device)
-    return inputs, day, mask
 
 
 def _variant(preset_name: str, batch: int, steps: int, dates: int, device: torch.device, dtype: torch.dtype,
@@ -43,10 +33,12 @@ def _variant(preset_name: str, batch: int, steps: int, dates: int, device: torch
     tile_m = model.config.patch_size_m * max(getattr(model.config, "grid", (6, 6)))
     head = build_head(HeadConfig("classification", model.embed_dim, 15, multilabel=True)).to(device)
     optimizer = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=1e-4)
-    inputs, day, mask = _inputs(model, batch, dates, tile_m, device)
+    # host batches as a data loader gives them (pinned on CUDA), copied every step as training does
+    host = random_inputs(model, batch, dates, tile_m, pin=device.type == "cuda")
     target = (torch.rand(batch, 15, device=device) < 0.2).float()
 
-    def step(inputs, day, mask):
+    def step(*host):
+        inputs, day, mask = ({n: to_device(x, device) for n, x in part.items()} for part in host)
         with autocast_context(device, dtype):
             logits = head(model.forward_features(inputs, day, mask).tile)
         loss = F.binary_cross_entropy_with_logits(logits.float(), target)
@@ -56,15 +48,36 @@ def _variant(preset_name: str, batch: int, steps: int, dates: int, device: torch
         return loss
 
     run = torch.compile(step) if compiled else step
-    run(inputs, day, mask)  # warm-up (and compilation)
+    run(*host)  # warm-up (and compilation)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        run(inputs, day, mask)
+        run(*host)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return batch * steps / (time.perf_counter() - start)
+
+
+AUTO_CEILING = {"cuda": 2048, "cpu": 8}  # the search's last batch where memory does not stop it first
+
+
+def largest_batch(preset_name: str, dates: int, device: torch.device, reporter: Reporter) -> int:
+    """The largest batch, doubling from 8, whose fp32 training step fits on ``device``."""
+    fits, batch = 0, 8
+    while batch <= AUTO_CEILING[device.type]:
+        try:
+            _variant(preset_name, batch, 1, dates, device, torch.float32, False)
+        except (torch.OutOfMemoryError, MemoryError):
+            break
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        fits, batch = batch, batch * 2
+    if not fits:
+        raise EngineError(f"A batch of 8 does not fit on {device}: give a smaller --batch.")
+    reporter.log(f"Largest batch that fits on {device} (doubling from 8, up to {AUTO_CEILING[device.type]}): {fits}")
+    return fits
 
 
 def run_bench(*, batch: int = 128, steps: int = 3, preset_name: str = "omnisat-treesatai", device: str = "auto",
@@ -74,6 +87,8 @@ def run_bench(*, batch: int = 128, steps: int = 3, preset_name: str = "omnisat-t
     if threads:
         torch.set_num_threads(threads)
     dev = choose_device(device)
+    if batch == 0:
+        batch = largest_batch(preset_name, dates, dev, reporter)
     bf16 = cpu_has_bf16() if dev.type == "cpu" else torch.cuda.is_bf16_supported()
     variants = [("fp32", torch.float32, False)] + ([("bf16", torch.bfloat16, False)] if bf16 else [])
     if compile_variants:

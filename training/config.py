@@ -117,6 +117,10 @@ class TrainConfig:
     eval_every: int = 0
     eval_batches: int = 0
     checkpoint_every: int = 500
+    # Also stop (checkpointed, exported) once this many minutes of training have passed; 0: steps only.
+    max_minutes: float = 0.0
+    # Also checkpoint when this many minutes passed since the last checkpoint (a cancel loses no more); 0: steps only.
+    checkpoint_minutes: float = 0.0
     keep_checkpoints: int = 3
     resume: str = ""
     threads: int = 0
@@ -214,3 +218,5 @@ def validate(config: ExperimentConfig) -> None:
         raise EngineError("Config key pretrain.mask_ratio must be in [0, 1).")
     if config.train.max_steps < 1:
         raise EngineError("Config key train.max_steps must be at least 1.")
+    if config.train.max_minutes < 0 or config.train.checkpoint_minutes < 0:
+        raise EngineError("Config keys train.max_minutes and train.checkpoint_minutes must be >= 0 (0: off).")

@@ -29,7 +29,7 @@ from engine.models.modalities import sensor
 from engine.models.registry import build_model, preset
 from engine.precision import autocast_context, choose_dtype
 from engine.progress import Reporter
-from training import distributed
+from engine import distributed
 from training.config import ExperimentConfig
 from training.datasets import TileDataset, open_dataset
 from training.datasets.common import Batch
@@ -310,9 +310,13 @@ class Trainer:
             self.scheduler.step()
         self.step += 1
         self.objective.after_step(self.step, self.config.train.max_steps)
-        logs = {"loss": float(out.loss.detach()), "grad_norm": float(norm),
-                "lr": self.optimizer.param_groups[0]["lr"]}
-        logs.update({k: float(v) for k, v in out.logs.items()})
+        terms = {"loss": out.loss.detach(), **out.logs}
+        if self.dist.enabled:  # the figures of the global batch: each rank's loss averages its own share
+            stacked = torch.stack([v.float().reshape(()) for v in terms.values()])
+            torch.distributed.all_reduce(stacked)
+            terms = dict(zip(terms, stacked / self.dist.world))
+        logs = {"loss": float(terms.pop("loss")), "grad_norm": float(norm), "lr": self.optimizer.param_groups[0]["lr"]}
+        logs.update({k: float(v) for k, v in terms.items()})
         return logs
 
     @torch.no_grad()
@@ -359,19 +363,25 @@ class Trainer:
         val: dict[str, float] = {}
         plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         window: list[float] = []
-        started = time.perf_counter()
-        samples = 0
+        started = last_checkpoint = time.perf_counter()
+        first_step, samples = self.step, 0
+        budget_s = 60 * cfg.max_minutes
         try:
             while self.step < cfg.max_steps:
                 batch = self.data.sampler.next(self.step)
                 last = self.train_step(batch)
                 samples += batch.size * self.dist.world
                 window.append(last["loss"])
-                at_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
+                out_of_time = budget_s > 0 and self._agreed(time.perf_counter() - started >= budget_s)
+                at_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps or out_of_time
                 rate = progress.update(self.step, batch.size * self.dist.world, last, force=at_log)
                 if at_log:
                     log.write(self.step, "train", {**last, "samples_per_s": rate})
-                    self.reporter.progress(100 * self.step / cfg.max_steps, f"step {self.step}")
+                    done = (self.step - first_step) / max(cfg.max_steps - first_step, 1)
+                    if budget_s:
+                        done = max(done, (time.perf_counter() - started) / budget_s)
+                    self.reporter.progress(100 * min(done, 1.0), f"step {self.step}: loss {last['loss']:.4g}, "
+                                                                 f"{rate:.1f} samples/s")
                 at_eval = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps)
                 if at_eval and self.data.val:
                     val = self.evaluate(self.data.val, cfg.eval_batches)
@@ -383,8 +393,14 @@ class Trainer:
                     self.scheduler.step(sum(window) / len(window))
                 if at_log:
                     window = []
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                overdue = cfg.checkpoint_minutes and self._agreed(
+                    time.perf_counter() - last_checkpoint >= 60 * cfg.checkpoint_minutes)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or out_of_time or overdue:
                     self.checkpoint()
+                    last_checkpoint = time.perf_counter()
+                if out_of_time:
+                    self.reporter.log(f"Time budget of {cfg.max_minutes:g} min reached at step {self.step}.")
+                    break
         finally:
             progress.close()
             log.close()
@@ -396,13 +412,23 @@ class Trainer:
         self.dist.barrier()
         return result
 
-    def export(self) -> Path:
-        """The trained model (+ head) as an engine checkpoint the plugin loads."""
+    def _agreed(self, flag: bool) -> bool:
+        """A time-based decision every process takes together (clocks differ across ranks)."""
+        if not self.dist.enabled:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
+
+    def export(self, path: Path | None = None, provenance: dict[str, Any] | None = None) -> Path:
+        """The trained model (+ head) as an engine checkpoint the plugin loads (``provenance``: further
+        entries of its record)."""
         head = self.objective.head()
-        path = self.out_dir / "model.safetensors"
+        path = path or self.out_dir / "model.safetensors"
         provenance = {"trained_with": "python -m training", "command": self.command, "steps": self.step,
                       "objective": self.config.objective,
-                      "datasets": [{"name": d.name, "format": d.format} for d in self.config.data.datasets]}
+                      "datasets": [{"name": d.name, "format": d.format} for d in self.config.data.datasets],
+                      **(provenance or {})}
         named = head is not None and len(self.class_names) == head.config.n_classes
         save_checkpoint(path, self.encoder, head=head, classes=self.class_names if named else None,
                         provenance=provenance)

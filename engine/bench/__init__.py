@@ -21,6 +21,8 @@ BENCHMARKS: dict[str, str] = {
     "accuracy": "engine.bench.accuracy",
     "omnisat": "engine.bench.omnisat",
     "anysat": "engine.bench.anysat",
+    "gpu": "engine.bench.gpu",
+    "ranks": "engine.bench.ranks",
 }
 
 
@@ -29,6 +31,11 @@ class BenchParams:
     target: str = field(metadata={"help": "what to benchmark: " + ", ".join(sorted(BENCHMARKS)), "positional": True})
     quick: bool = field(default=False, metadata={"help": "fewer repetitions and smaller inputs (a smoke run)"})
     threads: int | None = field(default=None, metadata={"help": "torch threads (default: the cores free now, see engine/threads.py)"})
+    reprojected: bool = field(default=False, metadata={
+        "help": "tiled: inputs in EPSG:4326 on a UTM grid, warped once against window by window (the old path) "
+                "in the same run: the share of time outside the model"})
+    device: str = field(default="auto", metadata={
+        "help": "gpu: auto (CUDA when there is one), cuda or cpu", "choices": ("auto", "cpu", "cuda")})
     reference: str | None = field(default=None, metadata={
         "help": "omnisat: a gastruc/OmniSat checkout (outside the project) to time in the same run, "
                 "run with a Python that has its dependencies (timm, easydict)"})

@@ -25,6 +25,10 @@ parameters one to one onto these keys::
                                                  per model band, in the model's order; null for a
                                                  band the files lack (AnySat fills it with its
                                                  learned padding value and logs it)
+          "scale": "reflectance_to_dn",          optional: convert the values while reading (the
+                                                 files are never rewritten) to the scale the
+                                                 model's normalization expects: dn_to_reflectance,
+                                                 reflectance_to_dn, linear_to_db, db_to_linear
           "mask": {                              optional: per-date cloud / validity masks
             "files": [...] | "folder" | "file",  one single-band layer per date (matched by date
                                                  when the mask names carry dates, else by position)
@@ -68,7 +72,13 @@ parameters one to one onto these keys::
       "batch_size": 4,                           windows per model call
       "device": "auto",                          auto (CUDA when available), cpu or cuda
       "precision": "auto",                       auto, fp32 or bf16 (engine.precision)
-      "threads": 2,                              optional: torch CPU threads
+      "threads": 2,                              optional: torch CPU threads (per rank)
+      "ranks": 1,                                processes that share the grid on this machine
+                                                 (engine.mapping.ranks); under torchrun its
+                                                 world size counts instead. An output named
+                                                 .vrt is a VRT over the ranks' parts, any
+                                                 other a Cloud-Optimized GeoTIFF; a rerun
+                                                 keeps the shards a failed run finished
       "normalization": "stats.json",             optional: per-band statistics overriding the
                                                  checkpoint's (file or inline object, see
                                                  engine.io.normalize)
@@ -91,6 +101,7 @@ from typing import Any
 
 from engine.convert import Wording, convert, from_dict
 from engine.errors import EngineError
+from engine.io.scales import CONVERSIONS
 from engine.mapping.levels import LEVEL_NAMES
 from engine.precision import DEVICES, PRECISIONS
 
@@ -122,6 +133,7 @@ class ModalityEntry:
     dates: list[str] | None = None
     bands: list[int | None] | None = None  # None inside: a band the files lack
     mask: MaskEntry | None = None
+    scale: str | None = None  # a key of engine.io.scales.CONVERSIONS
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,7 @@ class Job:
     device: str = field(default="auto", metadata={"choices": DEVICES})
     precision: str = field(default="auto", metadata={"choices": PRECISIONS})
     threads: int | None = field(default=None, metadata=POSITIVE)
+    ranks: int = field(default=1, metadata=POSITIVE)
     normalization: str | dict | None = None
     min_valid_fraction: float = 0.5
     version: int = JOB_VERSION
@@ -184,7 +197,7 @@ def _paths(value: Any, base: Path, where: str) -> str | list[str]:
 
 def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
     where = f'Modality "{name}" of the job'
-    _keys(obj, where, {"files", "dates", "bands", "mask"}, {"files"})
+    _keys(obj, where, {"files", "dates", "bands", "mask", "scale"}, {"files"})
     dates = obj.get("dates")
     if dates is not None and (not isinstance(dates, list) or not all(isinstance(d, str) for d in dates)):
         raise EngineError(f'{where}: "dates" must be a list of dates written as "YYYY-MM-DD".')
@@ -197,7 +210,11 @@ def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
         m = _keys(obj["mask"], f"{where}, mask", {"files", "type", "threshold"}, {"files"})
         mask = MaskEntry(_paths(m["files"], base, f"{where}, mask"), str(m.get("type", "binary")),
                          convert(m.get("threshold", 50.0), float, f"{where}, mask: 'threshold'"))
-    return ModalityEntry(_paths(obj["files"], base, where), dates, bands, mask)
+    scale = obj.get("scale")
+    if scale is not None and scale not in CONVERSIONS:
+        raise EngineError(f'{where}: "scale" is {scale!r}; known: {", ".join(CONVERSIONS)} '
+                          "(or leave it out when the files are on the model's scale).")
+    return ModalityEntry(_paths(obj["files"], base, where), dates, bands, mask, scale)
 
 
 def _outputs(obj: Any, base: Path, where: str) -> Outputs:
@@ -257,8 +274,10 @@ def parse_job(obj: Any, base: Path | None = None, source: str = "<inline job>") 
     return job
 
 
-def load_job(job: str | dict | os.PathLike) -> Job:
-    """A Job from a file path, a JSON string or an already decoded object."""
+def load_job(job: "str | dict | os.PathLike | Job") -> Job:
+    """A Job from a file path, a JSON string, an already decoded object or a Job already read."""
+    if isinstance(job, Job):
+        return job
     if isinstance(job, dict):
         return parse_job(job)
     text = str(job).strip()
@@ -277,6 +296,6 @@ def load_job(job: str | dict | os.PathLike) -> Job:
     return parse_job(obj, base=path.resolve().parent, source=f"'{path}'")
 
 
-def is_job(value: str | dict | os.PathLike) -> bool:
-    """Whether a parameter that takes a job or a raster holds a job (an object, JSON text or a .json file)."""
-    return isinstance(value, dict) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")
+def is_job(value: "str | dict | os.PathLike | Job") -> bool:
+    """Whether a parameter that takes a job or a raster holds a job (an object, JSON text, a .json file or a Job)."""
+    return isinstance(value, (dict, Job)) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")

@@ -26,8 +26,16 @@ def valid_mask(dataset, data: np.ndarray) -> np.ndarray:
     return mask
 
 
+def gdal_name(path: str | os.PathLike) -> str:
+    """A path as GDAL reads it: a virtual file system name (``/vsicurl/https://...``) keeps its URL
+    whole even after pathlib folded its ``//`` (every input passes through Path)."""
+    return re.sub(r"^(/vsicurl(?:_streaming)?/)(https?|ftp):/(?!/)", r"\1\2://", str(path))
+
+
 def open_raster(path: str | os.PathLike, setting: str = "input"):
     """Open a raster for reading; every failure becomes an EngineError naming the file."""
+    if str(path).startswith("/vsi"):  # GDAL's virtual file systems: object storage, HTTP, archives
+        return _open_gdal_name(gdal_name(path), setting)
     prefix = str(path).split(":", 1)[0]
     if ":" in str(path) and len(prefix) > 1 and prefix.isupper():
         return _open_gdal_name(str(path), setting)  # a GDAL subdataset name, e.g. HDF5:"f.h5"://x
@@ -61,8 +69,12 @@ def open_raster(path: str | os.PathLike, setting: str = "input"):
 
 
 def _open_gdal_name(name: str, setting: str):
+    # A remote file: no listing of its "folder" for sidecar files (a request per file and rank at
+    # country scale), unless the user's GDAL setting says otherwise.
+    remote = name.startswith("/vsi") and "GDAL_DISABLE_READDIR_ON_OPEN" not in os.environ
     try:
-        dataset = rasterio.open(name)
+        with rasterio.Env(**({"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"} if remote else {})):
+            dataset = rasterio.open(name)
     except RasterioIOError as exc:
         raise EngineError(f"The {setting} '{name}' could not be opened ({_gdal_reason(exc)}).") from None
     if dataset.count == 0:

@@ -55,6 +55,7 @@ class Modality:
     # with null); the reader puts ``fill_value`` (normalized, the model's) in the others.
     band_index: tuple[int, ...] | None = None
     fill_value: float = 0.0
+    scale: str | None = None  # conversion applied while reading (engine.io.scales)
 
     @property
     def missing_bands(self) -> list[str]:

@@ -75,7 +75,7 @@ def open_class_map(path, grid: Grid, classes: Sequence[str], colors) -> rasterio
 
 
 class RowBandAccumulator:
-    """Weighted sums of window results over rows [start, start + rows) x the full width.
+    """Weighted sums of window results over rows [start, height) x the full width, a band at a time.
 
     ``add`` a window's values (C, h, w) with weights (h, w); ``release(row)`` tells that
     no later window starts above ``row``, which finalises every row above it;
@@ -84,10 +84,10 @@ class RowBandAccumulator:
     """
 
     def __init__(self, height: int, width: int, channels: int, flush_rows: int,
-                 sink: Callable[[int, np.ndarray, np.ndarray], None]):
+                 sink: Callable[[int, np.ndarray, np.ndarray], None], start: int = 0):
         self.height, self.width, self.channels = height, width, channels
         self.flush_rows, self.sink = max(flush_rows, 1), sink
-        self.start = 0
+        self.start = start  # a shard's band begins below the raster's top
         self.sums = np.zeros((channels, 0, width), np.float32)
         self.weight = np.zeros((0, width), np.float32)
 

@@ -18,7 +18,7 @@ from einops import rearrange
 from engine.errors import EngineError
 from engine.mapping.plan import Plan
 from engine.mapping.read import WindowBatch
-from engine.precision import autocast_context, keep_weights_in
+from engine.precision import autocast_context, keep_weights_in, to_device
 
 
 @dataclass
@@ -59,9 +59,9 @@ class ModelCall:
 
     def _forward(self, inputs, dates, masks, grid: tuple[int, int]) -> Results:
         device, outputs = self.plan.device, self.plan.outputs
-        inputs = {n: torch.from_numpy(np.ascontiguousarray(x)).to(device) for n, x in inputs.items()}
-        dates = {n: torch.from_numpy(np.array(d)).to(device) for n, d in dates.items()}
-        masks = {n: torch.from_numpy(np.ascontiguousarray(m)).to(device) for n, m in masks.items()}
+        inputs = {n: to_device(torch.from_numpy(np.ascontiguousarray(x)), device) for n, x in inputs.items()}
+        dates = {n: to_device(torch.from_numpy(np.array(d)), device) for n, d in dates.items()}
+        masks = {n: to_device(torch.from_numpy(np.ascontiguousarray(m)), device) for n, m in masks.items()}
         with torch.inference_mode(), autocast_context(device, self.plan.dtype):
             features = self.model.features(inputs, dates, masks, patch_size_m=self.plan.geometry.patch_size_m,
                                            dense=self.dense)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rasterio.windows import Window
-
 from engine.io.grid import Grid
 from engine.tiling import WindowGrid
 
@@ -38,7 +36,3 @@ class Geometry:
     @property
     def output_factor(self) -> int:
         return round(self.patch_grid.res / self.output_grid.res)
-
-    def tile_cell(self, window: Window) -> tuple[int, int]:
-        """(row, col) of a window's cell on the tile grid."""
-        return self.windows.rows.index(window.row_off), self.windows.cols.index(window.col_off)

@@ -26,6 +26,7 @@ from engine.io.writers import CLASS_NODATA, geotiff_profile, open_class_map, wri
 from engine.mapping.levels import EMBEDDING_LEVEL_TAG, Level
 from engine.mapping.geometry import Geometry
 from engine.mapping.plan import Plan
+from engine.mapping.shards import crop_rows
 
 HALF_MAX = 65504.0
 
@@ -96,15 +97,44 @@ def _parts(plan: Plan) -> tuple[list[Part], dict[str, int]]:
     return parts, channels
 
 
+def owned_rows(plan: Plan) -> dict[str, tuple[int, int]]:
+    """Per stream, the rows a run writes: all of them, or its shard's (engine.mapping.shards)."""
+    if plan.shard is None:
+        tiles = plan.geometry.tile_grid.height if plan.geometry.tile_grid is not None else 0
+        return {"patch": (0, plan.geometry.patch_grid.height), "tile": (0, tiles)}
+    return {"patch": plan.shard.rows, "tile": plan.shard.owned_window_rows}
+
+
+def output_grids(plan: Plan) -> dict[str, Grid]:
+    """Each output file's grid (dense and tile levels have their own), cropped to a shard's rows."""
+    spec, geometry, owned = plan.outputs, plan.geometry, owned_rows(plan)
+    grids = {}
+    for key in spec.files:
+        lv = spec.head_level if key in CLASS_OUTPUTS else spec.embeddings_level
+        grid = lv.grid(geometry, classes=key in CLASS_OUTPUTS)
+        if plan.shard is not None:
+            # patch rows -> this grid's rows (output pixels, sub-patches); tile rows are window rows
+            scale = 1 if lv.stream == "tile" else grid.height // geometry.patch_grid.height
+            start, stop = owned[lv.stream]
+            grid = crop_rows(grid, start * scale, stop * scale)
+        grids[key] = grid
+    return grids
+
+
+def grid_summary(grids: dict[str, Grid]) -> dict[str, dict[str, Any]]:
+    return {key: {"transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height}
+            for key, grid in grids.items()}
+
+
 class Outputs:
     """The open output datasets of a plan and the writers of each stream's finished rows."""
 
     def __init__(self, stack: contextlib.ExitStack, plan: Plan):
         self.plan = plan
         self.parts, self.channels = _parts(plan)
+        self.owned = owned_rows(plan)
         spec = plan.outputs
-        self.grids = {key: spec.head_level.grid(plan.geometry, classes=True) if key in CLASS_OUTPUTS
-                      else spec.embeddings_level.grid(plan.geometry) for key in spec.files}
+        self.grids = output_grids(plan)
         self.datasets: dict[str, Any] = {}
         for key, path in spec.files.items():
             if key == "embeddings":
@@ -123,9 +153,16 @@ class Outputs:
 
     def sink(self, stream: str) -> Callable[[int, np.ndarray, np.ndarray], None]:
         """The writer of one stream's finished rows (patch rows, or rows of tile cells)."""
+        start, stop = self.owned[stream]
+
         def write(row0: int, mean: np.ndarray, covered: np.ndarray) -> None:
+            # a shard's margin rows belong to the shard above it
+            first, last = max(row0, start), min(row0 + covered.shape[0], stop)
+            if first >= last:
+                return
+            rows = slice(first - row0, last - row0)
             try:
-                self._write(stream, row0, mean, covered)
+                self._write(stream, first - start, mean[:, rows], covered[rows])
             except OSError as exc:
                 if "No space left" in str(exc) and exc.errno is None:  # GDAL's message carries no errno
                     raise OSError(errno.ENOSPC, str(exc)) from None
@@ -148,5 +185,4 @@ class Outputs:
 
     def grid_summary(self) -> dict[str, dict[str, Any]]:
         """Each output's grid: dense and tile levels have their own."""
-        return {key: {"transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height}
-                for key, grid in self.grids.items()}
+        return grid_summary(self.grids)

@@ -31,9 +31,11 @@ from engine.io.grid import Footprint, Grid, check_patch_fits, grid_crs, parse_cr
 from engine.io.job import CLASS_OUTPUTS, Job
 from engine.io.normalize import load_statistics, modality_statistics
 from engine.io.raster import open_raster
+from engine.io.scales import CONVERSIONS
 from engine.io.series import Modality, attach_masks, resolve_modality
 from engine.mapping.geometry import DenseLayout, Geometry
 from engine.mapping.levels import Level, level
+from engine.mapping.shards import Shard
 from engine.precision import choose_device, choose_dtype
 from engine.progress import Reporter
 from engine.tiling import WindowGrid
@@ -73,12 +75,28 @@ class Plan:
     dtype: torch.dtype
     batch_size: int
     threads: int | None = None
+    warp_once: bool = True  # off-grid inputs warped whole before the windows (False: window by window)
+    shard: Shard | None = None  # a rank's band of a sharded run (engine.mapping.ranks); None: the whole grid
+
+    @property
+    def window_count(self) -> int:
+        """The windows this run computes (a shard's, margin included)."""
+        windows = self.geometry.windows
+        if self.shard is None:
+            return len(windows)
+        first, stop = self.shard.window_rows
+        return (stop - first) * len(windows.cols)
+
+    def owns(self, window: Window) -> bool:
+        """Whether ``window`` is this run's own, not a shard's margin (counted once over the shards)."""
+        return self.shard is None or window.row_off >= self.geometry.windows.rows[self.shard.owned_window_rows[0]]
 
     def batches(self) -> Iterator[list[Window]]:
         """Row-major batches of windows, generated as they are needed (a huge raster's windows never
         sit in one list)."""
         batch: list[Window] = []
-        for window in self.geometry.windows:
+        windows = self.geometry.windows
+        for window in windows.in_rows(*self.shard.window_rows) if self.shard else windows:
             batch.append(window)
             if len(batch) == self.batch_size:
                 yield batch
@@ -88,10 +106,13 @@ class Plan:
 
     def describe(self) -> str:
         g, out, windows = self.geometry.patch_grid, self.geometry.output_grid, self.geometry.windows
+        shard = "" if self.shard is None else (
+            f"; shard {self.shard.index + 1} of {self.shard.count}: patch rows {self.shard.rows[0]}-{self.shard.rows[1]}, "
+            f"{self.window_count} windows with its margin")
         return (f"Grid {g.crs.to_string()}, {g.width} x {g.height} patches of {self.geometry.patch_size_m:g} m, "
                 f"output {out.width} x {out.height} px at {out.res:g} m; "
                 f"{len(windows)} windows of {windows.tile} patches (overlap {windows.overlap}); "
-                f"{self.device.type} {str(self.dtype).replace('torch.', '')}")
+                f"{self.device.type} {str(self.dtype).replace('torch.', '')}{shard}")
 
 
 def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[str, Modality]:
@@ -109,6 +130,9 @@ def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[st
             fill, note = model.missing_band_fill(name, modality.missing_bands)
             modality = replace(modality, fill_value=fill)
             (reporter or Reporter()).log(note)
+        if entry.scale is not None:
+            modality = replace(modality, scale=entry.scale)
+            (reporter or Reporter()).log(f"{name}: {CONVERSIONS[entry.scale]}, while reading (files unchanged)")
         if entry.mask is not None:
             modality = attach_masks(modality, entry.mask.files, entry.mask.type, entry.mask.threshold)
         modalities[name] = modality
@@ -201,9 +225,12 @@ def _output_spec(job: Job, model, head, metadata: dict, reporter: Reporter) -> O
     wants_classes = any(k in files for k in CLASS_OUTPUTS)
     if wants_classes and head is None:
         raise EngineError(
-            f"The model '{job.model}' has no classification head: it can only give embeddings "
-            '(use "embed", or a checkpoint with a head, e.g. one fitted by the probe).'
-        )
+            f"The model '{job.model}' is an encoder without a classification head: it gives embeddings, not "
+            "classes. Three ways to a class map: (1) fit a probe on a few labelled points or polygons "
+            "(fit-probe; in QGIS 'Fit a probe on labels') and classify with it (classify --probe, or give the "
+            "probe file as the model); (2) use a fine-tuned checkpoint that has a head (python -m training "
+            "finetune); (3) download a checkpoint that has one when the catalog offers it (python -m "
+            "engine models --json: \"has_head\"; fetch-model downloads).")
     embeddings = level(job.outputs.embeddings_level) if "embeddings" in files else None
     if not wants_classes:
         return OutputSpec(files, embeddings_level=embeddings,

@@ -1,4 +1,4 @@
-"""Reading a Plan's windows: every file opened once, warped on the fly when off-grid, normalised.
+"""Reading a Plan's windows: every file opened once, warped once onto the grid when off it, normalised.
 
 A patch is nodata in the outputs when no modality has a valid observation in it. A date
 takes part in a window when at least ``min_valid_fraction`` of its pixels are valid
@@ -17,10 +17,11 @@ from typing import Iterable, Iterator
 import numpy as np
 from rasterio.windows import Window
 
-from engine.io.align import ModalityReader
+from engine.io.align import ModalityReader, WarpCache
 from engine.io.dates import day_of_year
 from engine.io.grid import scale_window
 from engine.io.normalize import normalize
+from engine.io.scales import convert_scale
 from engine.mapping.plan import Plan
 
 
@@ -71,12 +72,16 @@ class WindowBatch:
 class WindowReader(contextlib.AbstractContextManager):
     """Reads and normalises batches of windows for every modality of a plan."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, threads: int = 1):
+        """``threads``: GDAL's, for warping off-grid inputs once (before any window is read)."""
         self.plan = plan
         self.readers: dict[str, ModalityReader] = {}
+        # The run reads every window of the grid: warp off-grid files once (in a temporary folder that
+        # lives as long as this reader) rather than window by window.
+        self.warps = WarpCache(threads) if plan.warp_once else None
         try:
             for name, m in plan.modalities.items():
-                self.readers[name] = ModalityReader(m, plan.geometry.modality_grids[name])
+                self.readers[name] = ModalityReader(m, plan.geometry.modality_grids[name], self.warps)
         except BaseException:
             self.close()
             raise
@@ -89,6 +94,7 @@ class WindowReader(contextlib.AbstractContextManager):
     def _normalize(self, name: str, data: np.ndarray) -> np.ndarray:
         """(..., C_read, h, w) -> (..., C, h, w): missing bands get the model's fill value."""
         m, (mean, std) = self.plan.modalities[name], self.plan.statistics[name]
+        data = convert_scale(data, m.scale)
         if m.band_index is None:
             return normalize(data, mean, std)
         index = list(m.band_index)
@@ -155,6 +161,8 @@ class WindowReader(contextlib.AbstractContextManager):
     def close(self) -> None:
         for reader in self.readers.values():
             reader.close()
+        if self.warps is not None:
+            self.warps.close()
 
     def __exit__(self, *exc) -> None:
         self.close()

@@ -43,9 +43,13 @@ class Blender:
         g, channels = geometry.patch_grid, outputs.channels["patch"]
         affordable = BAND_BUDGET_MB * 2**20 // (4 * max(channels, 1) * g.width) - geometry.windows.tile
         flush_rows = max(1, min(math.ceil(256 / geometry.output_factor), affordable))
-        self.band = RowBandAccumulator(g.height, g.width, channels, flush_rows, outputs.sink("patch"))
-        self.tiles = (RowBandAccumulator(geometry.tile_grid.height, geometry.tile_grid.width, outputs.channels["tile"],
-                                         1, outputs.sink("tile")) if outputs.channels["tile"] else None)
+        # A shard's accumulators start at its first window (margin included) and end at its last owned row.
+        first = plan.shard.window_rows[0] if plan.shard else 0
+        stop = outputs.owned["patch"][1]
+        self.band = RowBandAccumulator(stop, g.width, channels, flush_rows, outputs.sink("patch"),
+                                       start=geometry.windows.rows[first])
+        self.tiles = (RowBandAccumulator(outputs.owned["tile"][1], geometry.tile_grid.width, outputs.channels["tile"],
+                                         1, outputs.sink("tile"), start=first) if outputs.channels["tile"] else None)
 
     def add(self, batch: WindowBatch, results: Results) -> None:
         geometry = self.plan.geometry
@@ -54,7 +58,7 @@ class Blender:
                 self.band.release(window.row_off)
                 self.band.add(window, results.cells[i], geometry.windows.weights(window) * valid)
             if results.tiles is not None:
-                row, col = geometry.tile_cell(window)
+                row, col = geometry.windows.cell(window)
                 self.tiles.release(row)
                 self.tiles.add(Window(col, row, 1, 1), results.tiles[i][:, None, None], np.ones((1, 1), np.float32))
 
@@ -62,6 +66,15 @@ class Blender:
         self.band.finish()
         if self.tiles is not None:
             self.tiles.finish()
+
+
+def _log_warps(reader: WindowReader, reporter: Reporter) -> None:
+    warps = reader.warps
+    if warps is not None and warps.warped:
+        reporter.log(f"Warped {len(warps.warped)} input file(s) onto the grid once, in {warps.seconds:.1f} s")
+    if warps is not None and warps.per_window:
+        reporter.log(f"Not enough free space in the temporary folder to warp {', '.join(warps.per_window)} "
+                     "once: warping it window by window (slower); set TMPDIR to a larger folder.", "warning")
 
 
 def execute(plan: Plan, model, head, reporter: Reporter,
@@ -72,7 +85,7 @@ def execute(plan: Plan, model, head, reporter: Reporter,
         torch.set_num_threads(plan.threads)
     call = ModelCall(plan, model, head)
     reporter.log(plan.describe())
-    steps = reporter.steps(len(plan.geometry.windows), "Mapping windows")
+    steps = reporter.steps(plan.window_count, "Mapping windows")
     skipped, model_seconds = 0, 0.0
     coverage = Coverage({name: list(dict.fromkeys(str(layer.path) for layer in m.layers))
                          for name, m in plan.modalities.items()})
@@ -80,11 +93,13 @@ def execute(plan: Plan, model, head, reporter: Reporter,
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         outputs = Outputs(stack, plan)
         blender = Blender(plan, outputs)
-        reader = stack.enter_context(WindowReader(plan))
+        reader = stack.enter_context(WindowReader(plan, torch.get_num_threads()))
+        _log_warps(reader, reporter)
         for windows, batch in stack.enter_context(read_batches(reader, plan.batches(), ahead)):
             if should_cancel is not None and should_cancel():
                 raise Cancelled("cancelled between windows")
-            coverage.add(batch.present, len(windows))
+            coverage.add([names for w, names in zip(batch.windows, batch.present) if plan.owns(w)],
+                         sum(map(plan.owns, windows)))
             if plan.geometry.dense is not None:  # no sub-patch features where the dense modality has no data
                 batch = batch.having(plan.geometry.dense.modality)
             skipped += batch.skipped
@@ -93,16 +108,19 @@ def execute(plan: Plan, model, head, reporter: Reporter,
             model_seconds += time.perf_counter() - tick
             blender.add(batch, results)
             steps.advance(len(windows))
-        coverage.check(reporter)  # before the rename: a run that saw no data writes nothing
+        if plan.shard is None:  # a shard may lie where there is no data: the assembly checks the whole run
+            coverage.check(reporter)  # before the rename: a run that saw no data writes nothing
         blender.finish()
     seconds = time.perf_counter() - started
     g = plan.geometry.patch_grid
     area_km2 = g.width * g.height * plan.geometry.patch_size_m**2 / 1e6
-    reporter.log(f"Mapped {area_km2:.3f} km2 in {seconds:.1f} s ({len(plan.geometry.windows)} windows, "
+    reporter.log(f"Mapped {area_km2:.3f} km2 in {seconds:.1f} s ({plan.window_count} windows, "
                  f"{skipped} without data)")
     return {
         **plan.outputs.files,
         **summary(plan, outputs.grid_summary()),
+        "windows_computed": plan.window_count,
+        "coverage": coverage.counts(),
         "windows_without_data": skipped,
         "area_km2": area_km2,
         "seconds": seconds,

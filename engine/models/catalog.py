@@ -82,6 +82,21 @@ def find_model(name_or_path: str, folder: Path | None = None) -> CatalogEntry:
     raise EngineError(f"No model {name_or_path!r}: give a checkpoint file or one of the known models ({known}).")
 
 
+def find_by_weights(encoder_hash: str, hint: str = "") -> CatalogEntry | None:
+    """The known checkpoint whose tensors hash to ``encoder_hash`` (engine.models.checkpoint.checkpoint_hash),
+    as a probe records its encoder: ``hint`` (the path the probe was fitted with) first, then the shipped
+    models and the user's models folder."""
+    from engine.models.checkpoint import checkpoint_hash
+    from engine.models.downloads import user_models_dir
+
+    hinted = [Path(hint).expanduser()] if hint and Path(hint).expanduser().is_file() else []
+    candidates = [e for p in hinted if (e := _entry(p))] + [e for f in (SHIPPED, user_models_dir()) for e in catalog(f)]
+    for entry in candidates:
+        if checkpoint_hash(entry.path) == encoder_hash:
+            return entry
+    return None
+
+
 def with_modalities(modalities: set[str], folder: Path = SHIPPED) -> list[CatalogEntry]:
     """The entries that have every one of ``modalities``, longest-trained first."""
     return [e for e in catalog(folder) if modalities <= set(e.modalities)]

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from engine.distributed import gather_with_grad
+
 
 def patch_contrastive_loss(tokens: Tensor, temperature: float = 0.1) -> Tensor:
     """Cross-modal patch-level InfoNCE (OmniSat's MIL-NCE), fully vectorized.
@@ -17,18 +19,29 @@ def patch_contrastive_loss(tokens: Tensor, temperature: float = 0.1) -> Tensor:
     everything else is a negative. Loss per token = logsumexp over positives and
     negatives - logsumexp over positives, of cosine similarity / temperature,
     averaged over tokens.
+
+    Under torch.distributed the negatives are the tiles of every rank (gathered, with the
+    gradient flowing back to each rank's own tokens) and each rank averages over its own
+    tokens: the mean of the ranks' losses is the loss of one process on the global batch.
     """
     m, b, p, _ = tokens.shape
     if m < 2:
         raise ValueError("the contrastive loss needs at least two modalities")
-    features = F.normalize(rearrange(tokens, "m b p d -> (m b p) d").float(), dim=-1, eps=1e-8)
-    logits = features @ features.t() / temperature
-    grid = torch.meshgrid(torch.arange(m), torch.arange(b), torch.arange(p), indexing="ij")
-    mod, tile, patch = (g.reshape(-1).to(tokens.device) for g in grid)
-    same_tile = tile[:, None] == tile[None, :]
-    same_mod = mod[:, None] == mod[None, :]
+    everyone, first = gather_with_grad(tokens, dim=1)
+    total = everyone.shape[1]
+    anchors = F.normalize(rearrange(tokens, "m b p d -> (m b p) d").float(), dim=-1, eps=1e-8)
+    candidates = F.normalize(rearrange(everyone, "m b p d -> (m b p) d").float(), dim=-1, eps=1e-8)
+    logits = anchors @ candidates.t() / temperature
+
+    def labels(tiles: int, offset: int) -> tuple[Tensor, ...]:
+        grid = torch.meshgrid(torch.arange(m), torch.arange(offset, offset + tiles), torch.arange(p), indexing="ij")
+        return tuple(g.reshape(-1).to(tokens.device) for g in grid)
+
+    (mod, tile, patch), (mod_c, tile_c, patch_c) = labels(b, first), labels(total, 0)
+    same_tile = tile[:, None] == tile_c[None, :]
+    same_mod = mod[:, None] == mod_c[None, :]
     ignored = same_tile & same_mod
-    positive = same_tile & ~same_mod & (patch[:, None] == patch[None, :])
+    positive = same_tile & ~same_mod & (patch[:, None] == patch_c[None, :])
     everything = torch.logsumexp(logits.masked_fill(ignored, float("-inf")), dim=1)
     positives = torch.logsumexp(logits.masked_fill(~positive, float("-inf")), dim=1)
     return (everything - positives).mean()

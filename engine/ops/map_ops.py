@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.api import operation
@@ -20,28 +20,78 @@ class MapParams:
     job: str | dict = field(metadata={"help": JOB_HELP, "positional": True})
 
 
-def _load(job: Job):
+def _load(job: Job, with_head: bool = True):
     from engine.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(job.model)
-    return loaded.model, loaded.head, loaded.metadata
+    return loaded.model, loaded.head if with_head else None, loaded.metadata
 
 
-@operation("classify", MapParams, outputs=CLASS_OUTPUTS + ("embeddings",),
-           summary="Map classes over an area: class map (colour table, class names), confidence, probabilities.")
-def classify(params: MapParams, reporter: Reporter) -> dict[str, Any]:
-    """Tiled classification of the job's modalities with the checkpoint's head.
+@dataclass
+class ClassifyParams(MapParams):
+    probe: str | None = field(default=None, metadata={
+        "help": "probe file (fit-probe) classifying the embeddings of the job's model, in the same pass "
+                "(no embeddings raster is written); a probe file given as the job's model also works",
+        "role": "input"})
+
+
+def encoder_of_probe(probe_path: str, reporter: Reporter) -> str:
+    """The checkpoint a probe was fitted on: the one whose tensors hash to the probe's record."""
+    from engine.models.catalog import find_by_weights
+    from engine.probe import load_probe
+
+    _, meta = load_probe(probe_path)
+    found = find_by_weights(meta.encoder_hash, meta.encoder.get("checkpoint", ""))
+    if found is None:
+        name = meta.encoder.get("name") or "its encoder"
+        raise EngineError(
+            f"The probe '{probe_path}' was fitted on embeddings of {name} (weights sha256 {meta.encoder_hash[:12]}), "
+            "which is neither where it was then nor among the shipped models and the models folder: give that "
+            "checkpoint as the job's model and the probe as 'probe', or copy the checkpoint into the models folder.")
+    reporter.log(f"The model is a probe; its encoder is {found.name} ({found.path}).")
+    return str(found.path)
+
+
+@operation("classify", ClassifyParams, outputs=CLASS_OUTPUTS + ("embeddings",),
+           summary="Map classes over an area with the model's head or a fitted probe: class map (colour table, "
+                   "class names), confidence, probabilities.")
+def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
+    """Tiled classification of the job's modalities with the checkpoint's head, or with a probe
+    fitted on the model's embeddings (``probe``, or a probe file as the job's model: its encoder is
+    found in the catalog by the hash the probe records). The probe classifies each window's
+    embeddings in the same streaming pass.
 
     Writes the job's outputs: "classes" (uint8, nodata 255), "confidence" and
     "probabilities" (float32, NaN nodata), optionally "embeddings".
+    Over several processes: the job's "ranks", or torchrun ... -m engine classify JOB.json
+    (engine/mapping/ranks.py); inputs may be /vsicurl/ or /vsis3/ names.
     """
-    from engine.mapping.run import run_map
+    from engine.mapping.ranks import map_job
+    from engine.probe import is_probe_file
 
     job = load_job(params.job)
     if not any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
         raise EngineError('classify writes "classes", "confidence" or "probabilities": name one in the job\'s "outputs".')
-    model, head, metadata = _load(job)
-    return run_map(job, reporter, model, head, metadata)
+    probe_path = params.probe
+    if is_probe_file(job.model):
+        if probe_path:
+            raise EngineError(f"The job's model '{job.model}' is a probe and 'probe' names another: give the encoder "
+                              "checkpoint as the model, or leave 'probe' empty.")
+        probe_path = job.model
+        job = replace(job, model=encoder_of_probe(probe_path, reporter))
+    if probe_path:
+        from engine.distributed import launched_by_torchrun
+        from engine.ops.probe_ops import map_job_with_probe
+        from engine.probe import load_probe
+
+        if job.ranks > 1 or launched_by_torchrun():
+            raise EngineError("Classifying with a probe runs in one process: set the job's \"ranks\" to 1 and run "
+                              "without torchrun, or map the embeddings over ranks (embed) and run apply-probe on them.")
+        from engine.probe import load_probe
+
+        probe, meta = load_probe(probe_path)
+        return map_job_with_probe(job, probe_path, probe, meta, reporter)
+    return map_job("classify", params.job, job, reporter, lambda: _load(job))
 
 
 @operation("embed", MapParams, outputs=("embeddings",),
@@ -51,14 +101,14 @@ def embed(params: MapParams, reporter: Reporter) -> dict[str, Any]:
     outputs.embeddings_level: patch / local / both: one pixel per patch; dense (AnySat):
     [patch, sub-patch token] per sub-patch of the finest modality, one pixel per sub-patch;
     tile: one vector per window, windows laid edge to edge (no overlap), one pixel per
-    window (the last row/column: the window moved back to end on the area's edge)."""
-    from engine.mapping.run import run_map
+    window (the last row/column: the window moved back to end on the area's edge).
+    Over several processes: the job's "ranks", or torchrun ... -m engine embed JOB.json."""
+    from engine.mapping.ranks import map_job
 
     job = load_job(params.job)
     if not job.outputs.embeddings or any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
         raise EngineError('embed writes only "embeddings": name that file (and no class output) in the job\'s "outputs".')
-    model, _, metadata = _load(job)
-    return run_map(job, reporter, model, None, metadata)
+    return map_job("embed", params.job, job, reporter, lambda: _load(job, with_head=False))
 
 
 @dataclass

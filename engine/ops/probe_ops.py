@@ -334,43 +334,38 @@ class ApplyProbeParams(EmbeddingOptions):
     confidence: str | None = field(default=None, metadata={"help": "confidence raster (only with an embeddings raster)"})
 
 
-def _apply_with_job(params: ApplyProbeParams, probe, meta, reporter: Reporter) -> dict[str, Any]:
-    """Tiled inference of the job's model with the probe as its head."""
-    from engine.io.job import load_job
+def map_job_with_probe(job, probe_path: str, probe, meta, reporter: Reporter, level: str | None = None) -> dict[str, Any]:
+    """The job's model embeds and the probe classifies, in one streaming pass: the probe is the head
+    of tiled inference (no embeddings raster unless the job names one). ``level``: the embeddings the
+    probe reads (None: the probe's own). A probe on input features (raw bands, statistics, indices)
+    also reads the job's rasters: its embeddings go through a temporary raster (map_embeddings)."""
+    from engine.features import FeatureSet
     from engine.mapping.levels import level as level_of
     from engine.mapping.run import run_map
     from engine.models.checkpoint import checkpoint_hash, load_checkpoint
     from engine.probe import ProbeHead, check_encoder
 
-    job = with_level(load_job(params.embeddings), params.embeddings_level)
-    if params.classes or params.confidence:
-        raise EngineError("With a job, name the outputs in the job's \"outputs\" (classes, confidence, probabilities).")
+    if FeatureSet.parse(meta.features.get("set", "embeddings")).input_parts:
+        return _apply_on_inputs(job, probe_path, probe, meta, reporter)
     if not any(getattr(job.outputs, k) for k in ("classes", "confidence", "probabilities")):
         raise EngineError('Name "classes" (and optionally "confidence", "probabilities") in the job\'s "outputs".')
+    level = level or meta.level
     loaded = load_checkpoint(job.model)
-    level = job.outputs.embeddings_level
     check_encoder(probe, meta, checkpoint_hash(job.model), level, level_of(level).width(loaded.model.embed_dim),
-                  params.probe)
+                  probe_path)
     metadata = dict(loaded.metadata, classes=meta.class_names, colors=[parse_color(c) for c in meta.colors])
     result = run_map(job, reporter, loaded.model, ProbeHead(probe, level), metadata)
-    return dict(result, probe=str(params.probe))
+    return dict(result, probe=str(probe_path))
 
 
-def _apply_on_inputs(params: ApplyProbeParams, probe, meta, reporter: Reporter) -> dict[str, Any]:
+def _apply_on_inputs(job, probe_path: str, probe, meta, reporter: Reporter) -> dict[str, Any]:
     """A probe fitted on input features (raw bands, statistics, indices, maybe with embeddings):
     the job's embeddings are computed as a raster, then the probe reads them and the job's inputs
     window by window (map_embeddings)."""
     from engine.features import FeatureSet
-    from engine.io.job import load_job
     from engine.probe import check_encoder
 
     feature_set = meta.features["set"]
-    if not is_job(params.embeddings):
-        raise EngineError(f"The probe '{params.probe}' was fitted on the feature set {feature_set!r}, read from the input "
-                          "rasters: give a job (model, modalities and outputs), not an embeddings raster.")
-    job = with_level(load_job(params.embeddings), params.embeddings_level)
-    if params.classes or params.confidence:
-        raise EngineError("With a job, name the outputs in the job's \"outputs\" (classes, confidence).")
     outputs = job.outputs
     if outputs.probabilities:
         raise EngineError(f"A probe on {feature_set!r} writes classes and confidence, not per-class probabilities: "
@@ -380,16 +375,16 @@ def _apply_on_inputs(params: ApplyProbeParams, probe, meta, reporter: Reporter) 
     for key in ("classes", "confidence"):
         if getattr(outputs, key):
             check_output_path(getattr(outputs, key), key)
-    with embedding_source(params.embeddings, None, reporter, level=params.embeddings_level) as source, \
+    with embedding_source(job, None, reporter, level=job.outputs.embeddings_level) as source, \
             open_raster(source.path, "embeddings") as ds:
         input_columns = sum(not c.startswith("embedding:") for c in meta.features.get("columns", []))
         width = input_columns + (ds.count if FeatureSet.parse(feature_set).uses_embeddings else 0)
-        check_encoder(probe, meta, source.encoder_hash, raster_level(ds), width, params.probe)
+        check_encoder(probe, meta, source.encoder_hash, raster_level(ds), width, probe_path)
         map_embeddings(ds, probe, meta.class_names, meta.colors, outputs.classes, outputs.confidence, reporter,
                        meta.features, source.inputs)
         shape = {"width": ds.width, "height": ds.height, "crs": ds.crs.to_string() if ds.crs else None}
     reporter.log("Wrote " + ", ".join(p for p in (outputs.classes, outputs.confidence) if p))
-    return {"classes": outputs.classes, "confidence": outputs.confidence, "probe": str(params.probe),
+    return {"classes": outputs.classes, "confidence": outputs.confidence, "probe": str(probe_path),
             "class_names": meta.class_names, "features": feature_set, **shape}
 
 
@@ -405,10 +400,17 @@ def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[
     from engine.probe import check_encoder, load_probe
 
     probe, meta = load_probe(params.probe)
-    if FeatureSet.parse(meta.features.get("set", "embeddings")).input_parts:
-        return _apply_on_inputs(params, probe, meta, reporter)
+    on_inputs = FeatureSet.parse(meta.features.get("set", "embeddings")).input_parts
+    if on_inputs and not is_job(params.embeddings):
+        raise EngineError(f"The probe '{params.probe}' was fitted on the feature set {meta.features['set']!r}, read "
+                          "from the input rasters: give a job (model, modalities and outputs), not an embeddings raster.")
     if is_job(params.embeddings):
-        return _apply_with_job(params, probe, meta, reporter)
+        from engine.io.job import load_job
+
+        if params.classes or params.confidence:
+            raise EngineError("With a job, name the outputs in the job's \"outputs\" (classes, confidence, probabilities).")
+        job = with_level(load_job(params.embeddings), params.embeddings_level)
+        return map_job_with_probe(job, params.probe, probe, meta, reporter, job.outputs.embeddings_level)
     if not (params.classes or params.confidence):
         raise EngineError("Give 'classes' (and/or 'confidence'): the file(s) to write.")
     for key in ("classes", "confidence"):

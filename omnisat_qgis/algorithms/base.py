@@ -9,6 +9,7 @@ error into a QgsProcessingException whose text a person can act on.
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any
 
 from qgis.core import (
@@ -80,7 +81,19 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                                              f"omnisat:{self.name()}")
         if problem:
             return False, problem
+        parameters = self.model_as_file(parameters)
+        if all(parameters.get(n) not in (None, "") for n in ("MODEL", "MODEL_FILE")):
+            return False, "Give MODEL (a model of the catalog) or MODEL_FILE (a model file), not both."
         return super().checkParameterValues(parameters, context)
+
+    def model_as_file(self, parameters: dict) -> dict:
+        """A checkpoint path given as MODEL (scripts and the dock from before the catalog) read as MODEL_FILE."""
+        value = parameters.get("MODEL")
+        if self.parameterDefinition("MODEL_FILE") is None or not isinstance(value, str) or not value:
+            return parameters
+        if value.endswith(".safetensors") or "/" in value or "\\" in value:
+            return {k: v for k, v in parameters.items() if k != "MODEL"} | {"MODEL_FILE": value}
+        return parameters
 
     def output_rows(self) -> list[Param]:
         return [p for p in self.params if p.kind in OUTPUT_KINDS]
@@ -108,7 +121,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return None
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        params = self.engine_params(parameters, context, feedback)
+        params = self.engine_params(self.model_as_file(parameters), context, feedback)
         message = self.run_engine(params, feedback, self.working_folder(parameters, context))
         written, result = message.get("outputs", {}), message.get("result", {})
         results = {p.name: written.get(p.key.rsplit(".", 1)[-1]) for p in self.output_rows()}
@@ -122,6 +135,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             python, source = settings.worker_python()
         except settings.SettingsError as exc:
             raise QgsProcessingException(str(exc)) from None
+        # The worker inherits the environment: a job naming a model of the models folder finds it there.
+        os.environ[settings.ENV_MODELS_DIR] = str(settings.models_folder())
         outputs = [_get_nested(params, p.key) for p in self.output_rows()]
         run = WorkerRun(
             python=python, engine_root=engine_root(), operation=self.operation, params=params,

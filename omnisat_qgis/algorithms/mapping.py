@@ -11,18 +11,20 @@ from typing import Any
 from qgis.core import QgsProcessingException
 
 from omnisat_qgis.algorithms.base import EngineAlgorithm
-from omnisat_qgis.algorithms.params import Param, ResultRow
-from omnisat_qgis.model_catalog import CatalogError, model_info
+from omnisat_qgis.algorithms.params import Param, ResultRow, model_path, model_rows
+from omnisat_qgis.model_catalog import HUMAN_LABELS, CatalogError, catalog_row, model_info, read_header
 
 MODALITY_SLOTS = 3
+PROBE_FORMAT = "omnisat-probe"  # engine.probe.PROBE_FORMAT (QGIS never imports the engine)
 # The engine's levels (engine.mapping.levels.LEVEL_NAMES; tests/plugin/test_levels_enum.py compares), as static
 # strings: QGIS never imports the engine.
 EMBEDDING_LEVELS = ("patch", "local", "both", "dense", "tile")
 JOB_HELP = (
-    "Runs an OmniSat model over your area. Choose the model (a .safetensors checkpoint; the shipped ones "
-    "are in the plugin's resources/models folder), then, for each sensor you have, the sensor's name in "
-    "the model (for the shipped models: aerial = aerial image, s2 = Sentinel-2 time series, s1_asc = "
-    "Sentinel-1 ascending time series) and its layers: one image, or one layer per date for a time "
+    "Runs an OmniSat model over your area. Choose the model: one of the list (the models shipped with the "
+    "plugin, those you downloaded or trained with 'Learn this area'), or a model file. Then, for each sensor "
+    "you have, the sensor's name in the model (for the shipped models: aerial = aerial image, s2 = "
+    "Sentinel-2 time series, s1_asc = Sentinel-1 ascending time series; a wrong name is refused before "
+    "anything runs, with the model's names) and its layers: one image, or one layer per date for a time "
     "series. Dates are read from the file names or metadata; type them (YYYY-MM-DD, comma-separated) "
     "when they are not. Layers in different projections or resolutions are aligned on the fly; your "
     "files are never changed. The OmniSat dock (Raster menu) fills all of this for you. A job file "
@@ -48,8 +50,7 @@ def modality_rows() -> tuple[Param, ...]:
 JOB_ROWS = (
     Param("JOB", "job_file", "file", "Job file (JSON; optional)", optional=True, file_filter="Job (*.json)",
           advanced=True),
-    Param("MODEL", "job.model", "file", "Model checkpoint", optional=True,
-          file_filter="Checkpoint (*.safetensors)"),
+    *model_rows("job.model"),
     *modality_rows(),
     Param("EXTENT", "job.extent", "extent", "Area to map (default: where all inputs overlap)", optional=True),
     Param("PATCH_SIZE", "job.patch_size", "float", "Patch size in metres (default: the model's)", optional=True,
@@ -91,6 +92,68 @@ def deep_merge(base: dict, override: dict) -> dict:
     return base
 
 
+def add_modalities(job: dict[str, Any], slots: dict[str, dict]) -> dict[str, Any]:
+    """The sensor rows (MODALITY_i, LAYERS_i, DATES_i) as the job's modalities."""
+    for index, slot in sorted(slots.items()):
+        name, files = slot.get("name"), slot.get("files")
+        if not name and not files:
+            continue
+        if not name:
+            raise QgsProcessingException(
+                f"MODALITY_{index}: name the modality of the layers in LAYERS_{index} as the model calls it (e.g. s2).")
+        if not files:
+            raise QgsProcessingException(f"LAYERS_{index}: give the layers of modality '{name}'.")
+        entry: dict[str, Any] = {"files": files}
+        if slot.get("dates"):
+            entry["dates"] = slot["dates"]
+        job.setdefault("modalities", {})[name] = entry
+    return job
+
+
+def model_sensors(algorithm, parameters, context) -> tuple[str, dict[str, str]] | None:
+    """(model name, {sensor name: what an analyst reads}) of the chosen model, None when none is chosen;
+    a probe file stands for the encoder it was fitted on. Raises CatalogError for an unreadable file."""
+    chosen = algorithm.parameterAsEnumString(parameters, "MODEL", context) if "MODEL" in parameters else ""
+    if chosen:
+        row = catalog_row(chosen)
+        if row is None:
+            return None
+        return chosen, {m: HUMAN_LABELS.get(m, m) for m in row.get("modalities", {})}
+    path = algorithm.parameterAsFile(parameters, "MODEL_FILE", context)
+    if not path:
+        return None
+    header = read_header(Path(path))
+    if header.get("format") == PROBE_FORMAT:
+        encoder = json.loads(header.get("probe") or "{}").get("encoder", {})
+        names = encoder.get("modalities")
+        return (f"{encoder.get('name', 'encoder')} (the probe's)", {m: HUMAN_LABELS.get(m, m) for m in names}) \
+            if names else None
+    info = model_info(path)
+    return info.name, {m.name: m.label for m in info.modalities}
+
+
+def check_sensors(algorithm, parameters, context) -> tuple[bool, str]:
+    """The chosen model is there, and the sensor names (MODALITY_i) are its own, before the worker starts."""
+    chosen = algorithm.parameterAsEnumString(parameters, "MODEL", context) if "MODEL" in parameters else ""
+    try:
+        if chosen:
+            model_path(chosen)
+        found = model_sensors(algorithm, parameters, context)
+    except CatalogError as exc:
+        return False, f"MODEL_FILE: {exc}"
+    except QgsProcessingException as exc:
+        return False, str(exc)
+    if found is None:
+        return True, ""
+    name, sensors = found
+    for index in range(1, MODALITY_SLOTS + 1):
+        given = algorithm.parameterAsString(parameters, f"MODALITY_{index}", context).strip()
+        if given and given not in sensors:
+            valid = ", ".join(f"{m} ({label})" for m, label in sensors.items())
+            return False, f"MODALITY_{index}: '{given}' is not a sensor of the model {name}; valid names: {valid}."
+    return True, ""
+
+
 class JobAlgorithm(EngineAlgorithm):
     group_name = "Mapping"
     help_text = JOB_HELP
@@ -98,23 +161,10 @@ class JobAlgorithm(EngineAlgorithm):
     def engine_params(self, parameters, context, feedback) -> dict[str, Any]:
         engine = super().engine_params(parameters, context, feedback)
         job_file = engine.pop("job_file", None)
-        job: dict[str, Any] = read_job_file(job_file) if job_file else {}
-        for index, slot in sorted(engine.pop("slots", {}).items()):
-            name, files = slot.get("name"), slot.get("files")
-            if not name and not files:
-                continue
-            if not name:
-                raise QgsProcessingException(
-                    f"MODALITY_{index}: name the modality of the layers in LAYERS_{index} as the model calls it (e.g. s2).")
-            if not files:
-                raise QgsProcessingException(f"LAYERS_{index}: give the layers of modality '{name}'.")
-            entry: dict[str, Any] = {"files": files}
-            if slot.get("dates"):
-                entry["dates"] = slot["dates"]
-            job.setdefault("modalities", {})[name] = entry
+        job = add_modalities(read_job_file(job_file) if job_file else {}, engine.pop("slots", {}))
         deep_merge(job, engine.pop("job", {}))
         if not job.get("model"):
-            raise QgsProcessingException("MODEL: choose a model checkpoint (.safetensors), or give a job file naming one.")
+            raise QgsProcessingException("MODEL: choose a model (or a model file), or give a job file naming one.")
         if not job.get("modalities"):
             raise QgsProcessingException("Give at least one modality (MODALITY_1 and LAYERS_1), or a job file.")
         return {"job": job, **engine}
@@ -126,26 +176,20 @@ class JobAlgorithm(EngineAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        model_file = self.parameterAsFile(parameters, "MODEL", context)
-        if not model_file:
-            return True, ""
-        try:
-            info = model_info(model_file)
-        except CatalogError as exc:
-            return False, f"MODEL: {exc}"
-        for index in range(1, MODALITY_SLOTS + 1):
-            name = self.parameterAsString(parameters, f"MODALITY_{index}", context).strip()
-            if name and name not in info.modality_names():
-                valid = ", ".join(f"{m.name} ({m.label})" for m in info.modalities)
-                return False, (f"MODALITY_{index}: '{name}' is not a sensor of the model {info.name}; "
-                               f"valid names: {valid}.")
-        return True, ""
+        return check_sensors(self, self.model_as_file(parameters), context)
 
 
 class Classify(JobAlgorithm):
     operation = "classify"
     display = "Classify (land cover, crops)"
+    help_text = JOB_HELP + (
+        " The model needs classes: a model with a classification head, or a probe you fitted on your labels "
+        "('Fit a probe on labels'): give it as PROBE (or as the model file); the map is made in one pass, "
+        "without writing the embeddings.")
     params = JOB_ROWS + (
+        Param("PROBE", "probe", "file", "Probe fitted on your labels (for a model without classes)", optional=True,
+              file_filter="Probe (*.safetensors)",
+              help="classifies the model's embeddings window by window; it must have been fitted on this model's"),
         Param("CLASSES", "job.outputs.classes", "raster_out", "Class map", style="classes"),
         Param("CONFIDENCE", "job.outputs.confidence", "raster_out", "Confidence (probability of the chosen class)",
               optional=True, style="confidence"),

@@ -37,6 +37,8 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from omnisat_qgis.model_catalog import catalog_row, catalog_rows
+
 # kinds whose QGIS parameter is an output the engine writes
 OUTPUT_KINDS = ("raster_out", "file_out")
 
@@ -46,7 +48,7 @@ class Param:
     name: str
     key: str
     kind: str  # raster, rasters, band, vector, field, file, string, int, float, bool, enum, extent, dates,
-    #            texts (comma-separated list), raster_out, file_out
+    #            texts (comma-separated list), model (a model of the catalog, by name), raster_out, file_out
     description: str
     default: Any = None
     optional: bool = False
@@ -103,6 +105,11 @@ class Param:
             return QgsProcessingParameterEnum(name, text, options=list(self.options), allowMultiple=False,
                                               defaultValue=self.default or self.options[0], optional=optional,
                                               usesStaticStrings=True)
+        if kind == "model":
+            # The catalog's names, as static strings: scripts say "anysat-tiny", not an index.
+            names = [row["name"] for row in catalog_rows()]
+            return QgsProcessingParameterEnum(name, text, options=names, allowMultiple=False, defaultValue=self.default,
+                                              optional=optional, usesStaticStrings=True)
         if kind == "extent":
             return QgsProcessingParameterExtent(name, text, optional=optional)
         if kind == "raster_out":
@@ -198,6 +205,9 @@ def value_for_engine(algorithm, param: Param, parameters: dict, context) -> Any:
         return algorithm.parameterAsBool(parameters, name, context)
     if kind == "enum":
         return algorithm.parameterAsEnumString(parameters, name, context) or None
+    if kind == "model":
+        chosen = algorithm.parameterAsEnumString(parameters, name, context)
+        return model_path(chosen, name) if chosen else None
     if kind == "extent":
         if raw in (None, ""):
             return None
@@ -212,6 +222,29 @@ def value_for_engine(algorithm, param: Param, parameters: dict, context) -> Any:
     if kind == "file_out":
         return algorithm.parameterAsFileOutput(parameters, name, context) or None
     raise ValueError(f"unknown parameter kind {kind!r}")
+
+
+def model_path(name: str, parameter: str = "MODEL") -> str:
+    """The checkpoint of the catalog's model ``name``; a clear error for one not downloaded yet."""
+    row = catalog_row(name)
+    if row is None:
+        known = ", ".join(r["name"] for r in catalog_rows())
+        raise QgsProcessingException(f"{parameter}: no model {name!r} in the catalog (known: {known}).")
+    if row.get("status") != "installed" or not row.get("path"):
+        raise QgsProcessingException(
+            f"{parameter}: {name} is not downloaded yet: run 'Download an official model' (OmniSat > Engine) first.")
+    return row["path"]
+
+
+def model_rows(key: str, file_description: str = "…or a model file (checkpoint, or a probe to classify with)",
+               help_text: str = "") -> tuple[Param, Param]:
+    """A model of the catalog (MODEL) or any checkpoint file (MODEL_FILE), both onto the engine key ``key``."""
+    return (
+        Param("MODEL", key, "model", "Model", optional=True, help=help_text or (
+            "the models shipped with the plugin, those you downloaded or trained ('Learn this area'), and the "
+            "official ones you can download; a model without classes needs a probe (fit one on your labels)")),
+        Param("MODEL_FILE", key, "file", file_description, optional=True, file_filter="Model (*.safetensors)"),
+    )
 
 
 def set_nested(target: dict, dotted: str, value: Any) -> None:

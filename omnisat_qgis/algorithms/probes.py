@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from qgis.core import QgsProcessingException
+
 from omnisat_qgis.algorithms.base import EngineAlgorithm
-from omnisat_qgis.algorithms.mapping import EMBEDDING_LEVELS, job_folder, read_job_file
-from omnisat_qgis.algorithms.params import Param, ResultRow
+from omnisat_qgis.algorithms.mapping import (EMBEDDING_LEVELS, add_modalities, check_sensors, job_folder,
+                                             modality_rows, read_job_file)
+from omnisat_qgis.algorithms.params import Param, ResultRow, model_rows
+from omnisat_qgis.model_catalog import CatalogError, read_header
 
 EMBEDDING_ROWS = (
     Param("EMBEDDINGS_RASTER", "embeddings", "raster", "Embeddings raster (from 'Embeddings')", optional=True),
     Param("JOB", "embeddings", "file", "…or a job file (model and modalities) to compute them", optional=True,
           file_filter="Job (*.json)", advanced=True),
-    Param("MODEL", "model", "file", "Checkpoint the embeddings raster was computed with", optional=True,
-          file_filter="Checkpoint (*.safetensors)"),
+    *model_rows("model", "…or the model file the embeddings were computed with",
+                "the model that computed the embeddings raster, when the raster does not say (rasters made by "
+                "'Embeddings' do)"),
     Param("EMBEDDINGS_LEVEL", "embeddings_level", "enum",
           "Embedding level (auto: the job's, or the raster's own; dense: per sub-patch; tile: per window)",
           default="auto", options=("auto",) + EMBEDDING_LEVELS, advanced=True),
@@ -59,32 +67,77 @@ class FitProbe(EngineAlgorithm):
     exactly_one_of = (("EMBEDDINGS_RASTER", "JOB"),)
 
 
+def probe_level(path: str) -> str:
+    """The embedding level a probe file was fitted at, from its header."""
+    try:
+        header = read_header(Path(path))
+        return json.loads(header.get("probe") or "{}")["level"]
+    except (CatalogError, ValueError, KeyError, TypeError):
+        raise QgsProcessingException(f"PROBE: '{path}' is not a probe file: fit one with 'Fit a probe on labels'.") \
+            from None
+
+
 class ApplyProbe(EngineAlgorithm):
     operation = "apply-probe"
     display = "Apply a probe (class map)"
     group_name = "Few labels"
     help_text = (
-        "Applies a probe fitted by 'Fit a probe' to an embeddings raster (or a job computing the "
-        "embeddings) and writes a styled class map; refuses embeddings from another encoder."
+        "Maps your classes with a probe fitted by 'Fit a probe on labels'. Give either your layers directly "
+        "(the model the probe was fitted with, and each sensor's layers: the model and the probe run together, "
+        "in one pass, without writing the embeddings), or an embeddings raster made by 'Embeddings', or a job "
+        "file. A probe fitted on another model's embeddings is refused."
     )
     params = (
         Param("PROBE", "probe", "file", "Probe", file_filter="Probe (*.safetensors)"),
-        *EMBEDDING_ROWS,
+        Param("EMBEDDINGS_RASTER", "embeddings", "raster", "Embeddings raster (from 'Embeddings'), or give your "
+              "layers below", optional=True),
+        Param("JOB", "embeddings", "file", "…or a job file (model and modalities) to compute them", optional=True,
+              file_filter="Job (*.json)", advanced=True),
+        *model_rows("model", "…or the model file (the probe's encoder)",
+                    "the model the probe was fitted with: it computes the embeddings of your layers (or made the "
+                    "embeddings raster, when the raster does not say)"),
+        *modality_rows(),
+        Param("EXTENT", "extent", "extent", "Area to map (default: where all your layers overlap)", optional=True),
+        Param("EMBEDDINGS_LEVEL", "embeddings_level", "enum",
+              "Embedding level (auto: the job's, or the raster's own; dense: per sub-patch; tile: per window)",
+              default="auto", options=("auto",) + EMBEDDING_LEVELS, advanced=True),
         Param("CLASSES", "classes", "raster_out", "Class map", style="classes"),
         Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True, style="confidence"),
     )
 
-    exactly_one_of = (("EMBEDDINGS_RASTER", "JOB"),)
+    SOURCES = ("EMBEDDINGS_RASTER", "JOB", "LAYERS_1")
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        given = [n for n in self.SOURCES if parameters.get(n) not in (None, "", [])]
+        if len(given) != 1:
+            return False, ("Give one of EMBEDDINGS_RASTER (an embeddings raster), JOB (a job file) or your layers "
+                           f"(MODEL, MODALITY_1, LAYERS_1...){'; got ' + ', '.join(given) if given else ''}.")
+        return check_sensors(self, self.model_as_file(parameters), context)
 
     def engine_params(self, parameters, context, feedback):
         engine = super().engine_params(parameters, context, feedback)
-        if parameters.get("JOB") in (None, ""):
+        slots, extent = engine.pop("slots", {}), engine.pop("extent", None)
+        if parameters.get("LAYERS_1") not in (None, "", []):
+            # The layers themselves: a job whose model embeds and whose probe classifies, in one pass.
+            model = engine.pop("model", None)
+            if not model:
+                raise QgsProcessingException("MODEL: choose the model the probe was fitted with.")
+            job = add_modalities({"model": model}, slots)
+            if extent:
+                job["extent"] = extent
+            level = engine.get("embeddings_level", "auto")
+            job["outputs"] = {"embeddings_level": probe_level(engine["probe"]) if level == "auto" else level}
+        elif parameters.get("JOB") not in (None, ""):
+            # A job computes the embeddings tile by tile and writes the map itself.
+            job = read_job_file(engine["embeddings"])
+            job["outputs"] = {k: v for k, v in job.get("outputs", {}).items() if k == "embeddings_level"}
+        else:
             return engine
-        # A job computes the embeddings tile by tile and writes the map itself: the
-        # files chosen here become the job's outputs.
-        job = read_job_file(engine["embeddings"])
-        level = {k: v for k, v in job.get("outputs", {}).items() if k == "embeddings_level"}
-        job["outputs"] = level | {key: engine.pop(key) for key in ("classes", "confidence") if engine.get(key)}
+        # the files chosen here become the job's outputs
+        job["outputs"] |= {key: engine.pop(key) for key in ("classes", "confidence") if engine.get(key)}
         return engine | {"embeddings": job}
 
     def working_folder(self, parameters, context):
@@ -105,8 +158,8 @@ class Change(EngineAlgorithm):
         Param("BEFORE_JOB", "before", "file", "…or first period: job file", optional=True, file_filter="Job (*.json)"),
         Param("AFTER_RASTER", "after", "raster", "Second period: embeddings raster", optional=True),
         Param("AFTER_JOB", "after", "file", "…or second period: job file", optional=True, file_filter="Job (*.json)"),
-        Param("MODEL", "model", "file", "Checkpoint the embeddings rasters were computed with", optional=True,
-              file_filter="Checkpoint (*.safetensors)"),
+        *model_rows("model", "…or the model file the embeddings rasters were computed with",
+                    "the model that computed the embeddings rasters, when they do not say"),
         Param("EMBEDDINGS_LEVEL", "embeddings_level", "enum",
               "Embedding level of both periods (auto: the jobs', or the rasters' own)", default="auto",
               options=("auto",) + EMBEDDING_LEVELS, advanced=True),

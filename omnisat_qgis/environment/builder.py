@@ -25,7 +25,7 @@ from omnisat_qgis.environment.processes import StepOutcome, run_streaming
 from omnisat_qgis.environment.requirements import fingerprint
 from omnisat_qgis.environment.torch_builds import TORCH_VERSION, TorchChoice, choose_torch_build, nvidia_driver_version
 from omnisat_qgis.environment.verify import VerificationError, quick_check, verify_environment
-from omnisat_qgis.worker_client import WorkerCancelled
+from omnisat_qgis.worker_client import WorkerCancelled, shutdown_workers
 
 STAMP = "omnisat-environment.json"
 STAMP_FORMAT = 1
@@ -248,6 +248,7 @@ class _Run:
         target = self.options.target
         previous = target.with_name(f".{target.name}.previous")
         shutil.rmtree(previous, ignore_errors=True)
+        shutdown_workers()  # a worker kept between runs holds the old environment's files open (Windows)
         if target.exists():
             os.replace(target, previous)
         try:

@@ -4,7 +4,8 @@ QGIS's own interpreter sits in a different place in each install layout: Debian 
 other Linux packages use the system Python; OSGeo4W and the standalone Windows
 installer keep it under ``<root>/apps/Python3xx``; the macOS bundle keeps it inside
 ``QGIS.app``. ``python_candidates`` lists, for one layout, where to look, nearest
-first; ``find_base_python`` takes the first that runs and can create a venv.
+first; ``find_base_python`` takes the first that runs and can create a venv, preferring one with
+GDAL's Python bindings (a PATH Python such as pyenv's may come first and lack them).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Callable, Sequence
 
 MIN_PYTHON = (3, 10)
 PROBE_TIMEOUT_S = 30.0
-# Printed by a candidate: major, minor, and whether venv with pip can be created.
+# Printed by a candidate: major, minor, whether venv with pip can be created, whether GDAL's bindings import.
 _PROBE = (
     "import sys\n"
     "try:\n    import venv, ensurepip\n    ok = 1\nexcept ImportError:\n    ok = 0\n"
-    "print(sys.version_info[0], sys.version_info[1], ok)"
+    "try:\n    from osgeo import ogr\n    gdal = 1\nexcept ImportError:\n    gdal = 0\n"
+    "print(sys.version_info[0], sys.version_info[1], ok, gdal)"
 )
 
 
@@ -28,6 +30,9 @@ _PROBE = (
 class Probe:
     version: tuple[int, int]
     can_make_venv: bool
+    # GDAL's Python bindings (osgeo): the engine reads vector labels with them, and the environment sees the
+    # base Python's site packages; pip cannot install them without a matching GDAL build.
+    has_gdal: bool = False
 
 
 class NoPythonError(Exception):
@@ -89,14 +94,15 @@ def probe_python(python: Path) -> Probe | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     parts = done.stdout.split()
-    if done.returncode != 0 or len(parts) != 3 or not all(p.isdigit() for p in parts):
+    if done.returncode != 0 or len(parts) != 4 or not all(p.isdigit() for p in parts):
         return None
-    return Probe((int(parts[0]), int(parts[1])), parts[2] == "1")
+    return Probe((int(parts[0]), int(parts[1])), parts[2] == "1", parts[3] == "1")
 
 
 def find_base_python(candidates: Sequence[Path], probe: Callable[[Path], Probe | None] = probe_python) -> Path:
-    """The first candidate that exists, is Python >= 3.10 and can create a venv with pip."""
-    refused = []
+    """The first candidate that exists, is Python >= 3.10, can create a venv with pip and has GDAL's bindings;
+    without one that has them, the first of the others (vector labels then need them installed)."""
+    refused, usable = [], []
     for candidate in candidates:
         if not candidate.is_file():
             continue
@@ -108,8 +114,12 @@ def find_base_python(candidates: Sequence[Path], probe: Callable[[Path], Probe |
                            f"the engine needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer")
         elif not found.can_make_venv:
             refused.append(f"{candidate}: lacks the venv/ensurepip modules (Debian/Ubuntu: install python3-venv)")
-        else:
+        elif found.has_gdal:
             return candidate
+        else:
+            usable.append(candidate)
+    if usable:
+        return usable[0]
     tried = "; ".join(refused) if refused else "none of " + ", ".join(str(c) for c in candidates) + " exists"
     raise NoPythonError(
         f"No Python able to create the OmniSat engine environment was found ({tried}). Install Python "

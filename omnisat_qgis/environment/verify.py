@@ -91,8 +91,9 @@ def verify_environment(python: Path, engine_root: Path, model: Path, scratch: Pa
         run = WorkerRun(python=python, engine_root=engine_root, operation="embed", params={"job": job},
                         threads=1, output_paths=[str(output)])
         try:
+            # In a process of its own: the environment being verified is not yet the one runs reuse.
             message = run_worker(run, WorkerCallbacks(log=lambda text, level: on_line(text),
-                                                      is_cancelled=is_cancelled))
+                                                      is_cancelled=is_cancelled), reuse=False)
         except WorkerCancelled:
             raise
         except WorkerError as exc:

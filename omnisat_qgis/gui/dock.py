@@ -19,8 +19,13 @@ from typing import Any
 from qgis.core import (
     Qgis,
     QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeatureRequest,
     QgsProject,
+    QgsRasterInterface,
     QgsRasterLayer,
+    QgsRectangle,
     QgsVectorLayer,
 )
 from qgis.gui import (
@@ -46,13 +51,16 @@ from qgis.PyQt.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSpinBox,
+    QTabWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from omnisat_qgis.gui.change_tab import ChangeTab
 from omnisat_qgis.gui.engine_task import EngineTask, Step
+from omnisat_qgis.gui.export import ExportError, export_extent
 from omnisat_qgis.gui.labels_layer import (
     DEFAULT_FIELD,
     LabelClass,
@@ -61,7 +69,7 @@ from omnisat_qgis.gui.labels_layer import (
     default_color,
     style_labels,
 )
-from omnisat_qgis.gui.modality_row import InputError, ModalityRow
+from omnisat_qgis.gui.modality_row import InputError, ModalityRow, NotAFileLayer
 from omnisat_qgis.gui.session import (
     PREVIEW_LEVEL,
     Advanced,
@@ -101,19 +109,27 @@ class OmniSatDock(QgsDockWidget):
 
     # ------------------------------------------------------------------ widgets
     def _build(self) -> None:
+        outer = QWidget()
+        shared = QVBoxLayout(outer)
+        self.bar = QgsMessageBar()
+        shared.addWidget(self.bar)
         body = QWidget()
         layout = QVBoxLayout(body)
-        self.bar = QgsMessageBar()
-        layout.addWidget(self.bar)
 
         form = QFormLayout()
         self.model_combo = QComboBox()
         self.model_combo.activated.connect(self._model_activated)
-        form.addRow("Model", self.model_combo)
+        setup = QPushButton("Set up the engine…")
+        setup.setToolTip("Build the Python environment the engine runs in (torch, rasterio), once")
+        setup.clicked.connect(self.set_up_engine)
+        model_line = QHBoxLayout()
+        model_line.addWidget(self.model_combo, 1)
+        model_line.addWidget(setup)
+        form.addRow("Model", model_line)
         self.model_summary = QLabel()
         self.model_summary.setWordWrap(True)
         form.addRow(self.model_summary)
-        layout.addLayout(form)
+        shared.addLayout(form)
 
         self.rows_box = QVBoxLayout()
         layout.addLayout(self.rows_box)
@@ -142,7 +158,14 @@ class OmniSatDock(QgsDockWidget):
         self.device_combo.addItems(["auto", "cpu", "cuda"])
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(["auto", "fp32", "bf16"])
+        self.window_spin = QSpinBox()
+        self.window_spin.setRange(0, 100000)
+        self.window_spin.setSuffix(" m")
+        self.window_spin.setSpecialValueText("model default")
+        self.window_spin.setToolTip("Side of the windows the model sees at once: lower it when the engine runs "
+                                    "out of memory")
         advanced_form.addRow("Batch size", self.batch_spin)
+        advanced_form.addRow("Window size", self.window_spin)
         advanced_form.addRow("Device", self.device_combo)
         advanced_form.addRow("Precision", self.precision_combo)
         layout.addWidget(advanced)
@@ -152,21 +175,36 @@ class OmniSatDock(QgsDockWidget):
         self.fit_button.clicked.connect(self.fit_and_preview)
         self.map_button = QPushButton("Map the whole area")
         self.map_button.clicked.connect(self.map_whole_area)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        self.cancel_button.setEnabled(False)
-        for button in (self.fit_button, self.map_button, self.cancel_button):
+        for button in (self.fit_button, self.map_button):
             buttons.addWidget(button)
         layout.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        layout.addWidget(self.progress)
 
         self.metrics = QLabel("Draw labels, then Fit and preview.")
         self.metrics.setWordWrap(True)
         self.metrics.setTextFormat(Qt.TextFormat.RichText)
         self.metrics.setOpenExternalLinks(True)
         layout.addWidget(self.metrics)
+        layout.addStretch(1)
+
+        self.change_tab = ChangeTab()
+        self.change_tab.run_button.clicked.connect(self.detect_change)
+        self.tabs = QTabWidget()
+        for widget, title in ((body, "Map"), (self.change_tab, "Change")):
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setWidget(widget)
+            self.tabs.addTab(scroll, title)
+        shared.addWidget(self.tabs, 1)
+
+        progress_line = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        progress_line.addWidget(self.progress, 1)
+        progress_line.addWidget(self.cancel_button)
+        shared.addLayout(progress_line)
 
         command_line = QHBoxLayout()
         command_line.addWidget(QLabel("Same run, headless:"))
@@ -174,17 +212,12 @@ class OmniSatDock(QgsDockWidget):
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.command.toPlainText()))
         command_line.addStretch(1)
         command_line.addWidget(copy)
-        layout.addLayout(command_line)
+        shared.addLayout(command_line)
         self.command = QPlainTextEdit()
         self.command.setReadOnly(True)
         self.command.setMaximumHeight(90)
-        layout.addWidget(self.command)
-        layout.addStretch(1)
-
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(body)
-        self.setWidget(scroll)
+        shared.addWidget(self.command)
+        self.setWidget(outer)
 
     def _labels_box(self) -> QWidget:
         box = QgsCollapsibleGroupBox("Labels")
@@ -274,17 +307,22 @@ class OmniSatDock(QgsDockWidget):
         for row in self.rows:
             row.changed.connect(self.refresh_checks)
             self.rows_box.addWidget(row)
+        self.change_tab.set_model(info, self.raster_layers())
         self.fill_rows()
 
     def raster_layers(self) -> list[QgsRasterLayer]:
         return [lyr for lyr in QgsProject.instance().mapLayers().values() if isinstance(lyr, QgsRasterLayer)
                 and not lyr.customProperty("omnisat/output", False)]
 
-    def fill_rows(self, state: dict[str, Any] | None = None) -> None:
+    def fill_rows(self, state: dict[str, Any] | None = None, change: dict[str, list[str]] | None = None) -> None:
+        """Fill the rows (``state``: the saved "inputs") and the Change tab's periods (``change``)."""
         layers = self.raster_layers()
         for row in self.rows:
             saved = (state or {}).get(row.modality.name)
             row.fill(layers, set(saved["layers"]) if saved else None, saved.get("dates") if saved else None)
+            if saved and saved.get("bands"):
+                row.set_bands(saved["bands"])
+        self.change_tab.fill(layers, change)
         self.refresh_checks()
 
     def refresh_checks(self) -> None:
@@ -299,7 +337,8 @@ class OmniSatDock(QgsDockWidget):
         return chosen
 
     def advanced(self) -> Advanced:
-        return Advanced(self.batch_spin.value(), self.device_combo.currentText(), self.precision_combo.currentText())
+        return Advanced(self.batch_spin.value(), self.device_combo.currentText(), self.precision_combo.currentText(),
+                        float(self.window_spin.value()) or None)
 
     # ------------------------------------------------------------------ extent
     def canvas_extent(self) -> Extent:
@@ -337,7 +376,7 @@ class OmniSatDock(QgsDockWidget):
         self.class_table.insertRow(row)
         self.class_table.setItem(row, 0, QTableWidgetItem(name))
         button = QgsColorButton()
-        button.setColor(QColor(color or default_color(row)))
+        button.setColor(QColor(color or default_color(row, name)))
         button.colorChanged.connect(lambda _: self.restyle_labels())
         self.class_table.setCellWidget(row, 1, button)
         self.class_table.blockSignals(False)
@@ -398,7 +437,8 @@ class OmniSatDock(QgsDockWidget):
         self.iface.actionAddFeature().trigger()
         return layer
 
-    def labels_source(self) -> dict[str, Any]:
+    def labels_source(self, extent: Extent | None = None) -> dict[str, Any]:
+        """The fit's labels; with ``extent``, only the features inside it count (the others have no embeddings)."""
         layer, field = self.labels_layer(), self.field_combo.currentField()
         if layer is None or not field:
             raise InputError("Choose a labels layer and its class field (or press New labels layer).")
@@ -409,15 +449,26 @@ class OmniSatDock(QgsDockWidget):
             if not layer.commitChanges(False):
                 raise InputError(f"The labels in '{layer.name()}' could not be saved: {layer.commitErrors()}")
         ignored = {v.strip() for v in self.ignore_edit.text().replace(";", ",").split(",") if v.strip()}
-        values = [str(f[field]) for f in layer.getFeatures() if f[field] not in (None, "")]
-        unlabelled = sum(1 for f in layer.getFeatures() if f[field] in (None, ""))
+        request = QgsFeatureRequest()
+        if extent is not None:
+            transform = QgsCoordinateTransform(QgsCoordinateReferenceSystem(extent.crs), layer.crs(),
+                                               QgsProject.instance())
+            request.setFilterRect(transform.transformBoundingBox(QgsRectangle(*extent.bounds)))
+        features = list(layer.getFeatures(request))
+        if not features:
+            where = " in the visible map area" if extent is not None else ""
+            raise InputError(f"The labels layer '{layer.name()}' has no feature{where}: draw samples there, or pan "
+                             "the map to where the samples are.")
+        values = [str(f[field]) for f in features if f[field] not in (None, "")]
+        unlabelled = len(features) - len(values)
         classes = {v for v in values if v not in ignored}
-        if len(classes) < 2:
-            raise InputError(f"The labels layer '{layer.name()}' has {len(classes)} class(es) in '{field}': "
-                             "draw samples of at least two classes.")
         if unlabelled:
             self.say(f"{unlabelled} feature(s) of '{layer.name()}' have no class and are left out.",
                      Qgis.MessageLevel.Warning)
+        if len(classes) < 2:
+            raise InputError(f"The labels layer '{layer.name()}' has {len(classes)} class(es) in '{field}'"
+                             f"{' in the visible map area' if extent is not None else ''}: "
+                             "draw samples of at least two classes.")
         path, _, rest = layer.source().partition("|")
         source = {"labels": path, "class_field": field, "ignore_values": sorted(ignored)}
         if rest.startswith("layername="):
@@ -431,13 +482,59 @@ class OmniSatDock(QgsDockWidget):
         base.mkdir(parents=True, exist_ok=True)
         return base
 
-    def fit_and_preview(self) -> None:
-        try:
-            model, inputs, labels = self.model(), self.inputs(), self.labels_source()
-        except (InputError, CatalogError) as exc:
+    def refuse(self, exc: Exception) -> None:
+        """Say why a run cannot start; for a layer that is not a file, offer to export it."""
+        if not isinstance(exc, NotAFileLayer):
             self.say(str(exc), Qgis.MessageLevel.Critical)
             return
+        self.messages.append(str(exc))
+        item = self.bar.createMessage("OmniSat", str(exc))
+        button = QPushButton("Export the area to GeoTIFF")
+        button.clicked.connect(lambda: self.export_for(exc.row, exc.layer))
+        item.layout().addWidget(button)
+        self.bar.pushWidget(item, Qgis.MessageLevel.Warning)
+
+    def export_for(self, row: ModalityRow, layer: QgsRasterLayer) -> QgsRasterLayer | None:
+        """Export ``layer`` over the area to map (the visible area when that is the whole input) to a GeoTIFF
+        in the work folder, add it to the project and tick it in ``row`` instead of ``layer``."""
+        try:
+            extent = self.map_extent() or self.canvas_extent()
+        except InputError as exc:
+            self.say(str(exc), Qgis.MessageLevel.Critical)
+            return None
+        sized = bool(layer.dataProvider().capabilities() & QgsRasterInterface.Capability.Size)
+        pixel = layer.rasterUnitsPerPixelX() if sized else row.modality.gsd_m
+        date = row.dates().get(layer.id(), "")
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in layer.name())
+        path = self.work_folder() / "exports" / f"{safe}-{stamp}.tif"
+        try:
+            export_extent(layer, QgsRectangle(*extent.bounds), QgsCoordinateReferenceSystem(extent.crs), pixel, path)
+        except ExportError as exc:
+            self.say(str(exc), Qgis.MessageLevel.Critical)
+            return None
+        exported = QgsRasterLayer(str(path), f"{layer.name()} (GeoTIFF)", "gdal")
+        QgsProject.instance().addMapLayer(exported)
+        state = self.state()["inputs"]
+        saved = state[row.modality.name]
+        saved["layers"] = [exported.id() if i == layer.id() else i for i in saved["layers"]]
+        saved["dates"][exported.id()] = date
+        self.fill_rows(state)
+        self.say(f"'{layer.name()}' exported to '{path}' and ticked instead; run again.", Qgis.MessageLevel.Success)
+        return exported
+
+    def set_up_engine(self) -> None:
+        from omnisat_qgis.gui.setup_dialog import SetupDialog
+
+        SetupDialog(self).exec()
+
+    def fit_and_preview(self) -> None:
         extent, advanced = self.canvas_extent().grown(PREVIEW_MARGIN), self.advanced()
+        try:
+            model, inputs, labels = self.model(), self.inputs(), self.labels_source(extent)
+        except (InputError, CatalogError) as exc:
+            self.refuse(exc)
+            return
         cache = EmbeddingCache(self.work_folder() / "cache")
         key = embedding_key(model, inputs, extent, PREVIEW_LEVEL, advanced)
         embeddings = cache.embeddings(key)
@@ -473,7 +570,7 @@ class OmniSatDock(QgsDockWidget):
         try:
             model, inputs, extent = self.model(), self.inputs(), self.map_extent()
         except (InputError, CatalogError) as exc:
-            self.say(str(exc), Qgis.MessageLevel.Critical)
+            self.refuse(exc)
             return
         run = self.new_run_folder("map")
         outputs = {"classes": str(run / "classes.tif"), "confidence": str(run / "confidence.tif"),
@@ -487,6 +584,17 @@ class OmniSatDock(QgsDockWidget):
                     (outputs["classes"], outputs["confidence"]), "Mapping the whole area")
         self.start(EngineTask(f"OmniSat: map {run.name}", [step], self._map_done, self._log))
 
+    def detect_change(self) -> None:
+        try:
+            model, extent = self.model(), self.map_extent()
+            run = self.new_run_folder("change")
+            step, command = self.change_tab.run(model, extent, self.advanced(), run)
+        except (InputError, CatalogError) as exc:
+            self.refuse(exc)
+            return
+        self.command.setPlainText(command)
+        self.start(EngineTask(f"OmniSat: change {run.name}", [step], self._change_done, self._log))
+
     def new_run_folder(self, kind: str) -> Path:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         folder = self.work_folder() / "runs" / f"{kind}-{stamp}"
@@ -499,8 +607,8 @@ class OmniSatDock(QgsDockWidget):
             return
         self.task = task
         task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
-        self.fit_button.setEnabled(False)
-        self.map_button.setEnabled(False)
+        for button in (self.fit_button, self.map_button, self.change_tab.run_button):
+            button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         QgsApplication.taskManager().addTask(task)
@@ -511,8 +619,8 @@ class OmniSatDock(QgsDockWidget):
 
     def _finish(self, task: EngineTask) -> bool:
         self.task = None
-        self.fit_button.setEnabled(True)
-        self.map_button.setEnabled(True)
+        for button in (self.fit_button, self.map_button, self.change_tab.run_button):
+            button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if task.cancelled_by_user or task.isCanceled():
             self.say("Cancelled; no output was written.", Qgis.MessageLevel.Info)
@@ -552,6 +660,20 @@ class OmniSatDock(QgsDockWidget):
         if result.get("confidence"):
             self.add_result(result["confidence"], "Confidence", "confidence", group, record, visible=False)
         self.say(f"Mapped {result.get('area_km2', 0):.2f} km² in {result.get('seconds', 0):.0f} s: group '{name}'.",
+                 Qgis.MessageLevel.Success)
+
+    def _change_done(self, task: EngineTask) -> None:
+        if not self._finish(task):
+            return
+        result = task.results[-1]
+        name = f"OmniSat {Path(result['magnitude']).parent.name}"
+        group = QgsProject.instance().layerTreeRoot().insertGroup(0, name)
+        record = RunRecord.from_run("change", "dock: change", task.steps[-1].params, result)
+        self.add_result(result["change"], "Change", "classes", group, record)
+        self.add_result(result["magnitude"], "Change magnitude", "magnitude", group, record)
+        share = result.get("changed_share")
+        changed = f"{share:.0%} of the patches changed" if share is not None else "change mapped"
+        self.say(f"{changed} (threshold {result['threshold']:.3g}, {result['threshold_method']}): group '{name}'.",
                  Qgis.MessageLevel.Success)
 
     def add_result(self, path: str, name: str, style: str, group, record: RunRecord,
@@ -595,7 +717,8 @@ class OmniSatDock(QgsDockWidget):
     def state(self) -> dict[str, Any]:
         return {
             "model": self.model_combo.currentData(),
-            "inputs": {row.modality.name: {"layers": [lyr.id() for lyr in row.checked_layers()], "dates": row.dates()}
+            "inputs": {row.modality.name: {"layers": [lyr.id() for lyr in row.checked_layers()], "dates": row.dates(),
+                                           "bands": list(row.edited) if row.edited is not None else None}
                        for row in self.rows},
             "labels": self.labels_layer().id() if self.labels_layer() else None,
             "field": self.field_combo.currentField(),
@@ -603,6 +726,7 @@ class OmniSatDock(QgsDockWidget):
             "classes": [[c.name, c.color] for c in self.classes()],
             "extent": self.extent_combo.currentText(),
             "probe": str(self.last_probe) if self.last_probe else None,
+            "change": self.change_tab.state(),
         }
 
     def save_state(self) -> None:
@@ -616,7 +740,7 @@ class OmniSatDock(QgsDockWidget):
         state = json.loads(text)
         if state.get("model"):
             self.select_model(state["model"])
-        self.fill_rows(state.get("inputs"))
+        self.fill_rows(state.get("inputs"), state.get("change"))
         self.class_table.setRowCount(0)
         for name, color in state.get("classes", []):
             self.add_class(name, color)

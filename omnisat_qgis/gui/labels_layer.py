@@ -41,7 +41,18 @@ class LabelClass:
     color: str  # #rrggbb
 
 
-def default_color(index: int) -> str:
+# Colours analysts expect for common land-cover names (matched by a word of the class name).
+USUAL_COLORS = {"forest": "#1b7837", "tree": "#1b7837", "wood": "#1b7837", "grass": "#a6d96a",
+                "meadow": "#a6d96a", "shrub": "#8c6d31", "crop": "#fdae61", "cultivated": "#fdae61",
+                "farm": "#fdae61", "artificial": "#d73027", "urban": "#d73027", "built": "#d73027",
+                "water": "#4575b4", "bare": "#bababa", "wetland": "#762a83"}
+
+
+def default_color(index: int, name: str = "") -> str:
+    """The usual colour of a land-cover name (forest green, water blue, ...), else the palette's ``index``-th."""
+    for word, color in USUAL_COLORS.items():
+        if word in name.lower():
+            return color
     return PALETTE[index % len(PALETTE)]
 
 

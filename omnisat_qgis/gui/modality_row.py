@@ -4,7 +4,9 @@ A table of the project's raster layers: tick the layer (an image) or the layers
 (a time series, one per date, sorted by date); the date read from each layer's
 name is shown and can be edited; the band mapping found from the band
 descriptions and an inline check (file layer, CRS, overlap, resolution, bands)
-are shown per layer.
+are shown per layer. Below it, the band mapping of the ticked layers as an
+editable table (model band -> layer band, or "missing"): what it shows is what
+the job's "bands" says.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsRec
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
+    QComboBox,
     QGroupBox,
     QHeaderView,
     QLabel,
     QTableWidget,
     QTableWidgetItem,
+    QToolButton,
     QVBoxLayout,
 )
 
@@ -29,13 +34,29 @@ from omnisat_qgis.band_matching import BandMapping, match_bands
 from omnisat_qgis.gui.dates import date_of_layer, parse_typed_date
 from omnisat_qgis.model_catalog import ModalityInfo, ModelInfo
 from omnisat_qgis.gui.session import ModalityInput
+from omnisat_qgis.value_scale import FINE, ScaleVerdict, detect_scale
 
 COLUMNS = ("Layer", "Date", "Bands", "Check")
 LAYER_ID_ROLE = Qt.ItemDataRole.UserRole
+MISSING = "missing"
+EDITED = "the band table"
+SAMPLE_SIDE = 64  # pixels a side of the block whose values tell the layer's value scale
 
 
 class InputError(Exception):
     """A row that cannot be run; the message names the layer and the fix."""
+
+
+class NotAFileLayer(InputError):
+    """A ticked layer the worker cannot read (web service, virtual raster): the dock offers an export."""
+
+    def __init__(self, message: str, row: "ModalityRow", layer: QgsRasterLayer):
+        super().__init__(message)
+        self.row, self.layer = row, layer
+
+
+def is_file_layer(layer: QgsRasterLayer) -> bool:
+    return layer.providerType() == "gdal" and Path(layer.source().split("|")[0]).is_file()
 
 
 @dataclass(frozen=True)
@@ -53,18 +74,27 @@ def layer_descriptions(layer: QgsRasterLayer) -> list[str]:
     return [provider.bandDescription(band) for band in range(1, layer.bandCount() + 1)]
 
 
+def band_signature(layer: QgsRasterLayer) -> tuple[str, ...]:
+    """Layers with the same band count and descriptions take the same band mapping."""
+    return tuple(layer_descriptions(layer))
+
+
 def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
-                reference: QgsRasterLayer | None) -> LayerCheck:
-    mapping = match_bands(modality.bands, layer_descriptions(layer))
+                reference: QgsRasterLayer | None, mapping: BandMapping | None = None) -> LayerCheck:
+    """``mapping``: the analyst's, when edited; else matched from the band descriptions."""
+    mapping = mapping or match_bands(modality.bands, layer_descriptions(layer))
     problems, notes = [], []
-    if layer.providerType() != "gdal" or not Path(layer.source().split("|")[0]).is_file():
-        problems.append("not a file layer: save it as GeoTIFF first (Export > Save As)")
+    if not is_file_layer(layer):
+        problems.append("not a file layer: export it to GeoTIFF (Fit and preview offers it)")
     if mapping.missing:
         if model.architecture == "anysat":
             notes.append(f"missing {', '.join(mapping.missing)}: filled by the model")
         else:
-            problems.append(f"lacks {', '.join(mapping.missing)} (has {layer.bandCount()} bands)")
-    if mapping.how != "descriptions":
+            problems.append(f"lacks {', '.join(mapping.missing)} (has {layer.bandCount()} bands): pick the "
+                            "layer band in the band table, or choose an AnySat model, which fills missing bands")
+    if any(b is not None and not 1 <= b <= layer.bandCount() for b in mapping.layer_bands):
+        problems.append(f"has {layer.bandCount()} bands, fewer than the band table names: fix the table")
+    if mapping.how not in ("descriptions", EDITED):
         notes.append(f"bands taken by {mapping.how}: check them")
     pixel = layer.rasterUnitsPerPixelX() if layer.crs().isGeographic() is False else None
     if pixel and not 0.5 <= pixel / modality.gsd_m <= 2.0:
@@ -75,6 +105,21 @@ def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
         if not overlaps(layer, reference):
             problems.append(f"does not overlap '{reference.name()}'")
     return LayerCheck(mapping, tuple(problems), tuple(notes))
+
+
+def sampled_means(layer: QgsRasterLayer, bands: tuple[int | None, ...]) -> list[float | None]:
+    """Mean of each band over a coarse block of the whole layer (nodata left out); None for None."""
+    provider, means = layer.dataProvider(), []
+    for band in bands:
+        if band is None or not 1 <= band <= layer.bandCount():
+            means.append(None)
+            continue
+        block = provider.block(band, layer.extent(), SAMPLE_SIDE, SAMPLE_SIDE)
+        values = [block.value(r, c) for r in range(block.height()) for c in range(block.width())
+                  if not block.isNoData(r, c)]
+        values = [v for v in values if v == v]  # NaN is no value either
+        means.append(sum(values) / len(values) if values else None)
+    return means
 
 
 def overlaps(layer: QgsRasterLayer, other: QgsRasterLayer) -> bool:
@@ -106,8 +151,7 @@ class ModalityRow(QGroupBox):
     changed = pyqtSignal()
 
     def __init__(self, modality: ModalityInfo, model: ModelInfo, parent=None):
-        super().__init__(f"{modality.label} ({modality.name}): {', '.join(modality.bands)}; "
-                         f"{modality.gsd_m:g} m", parent)
+        super().__init__(f"{modality.label} ({modality.name})", parent)
         self.modality, self.model = modality, model
         self.reference: QgsRasterLayer | None = None
         self.table = QTableWidget(0, len(COLUMNS))
@@ -119,9 +163,47 @@ class ModalityRow(QGroupBox):
         self.table.itemChanged.connect(self._item_changed)
         self.empty = QLabel("No layer of this kind in the project (Layer > Add Layer > Raster).")
         self.empty.setWordWrap(True)
+        # The band table: one row per model band, a drop-down of the ticked layers' bands.
+        self.band_table = QTableWidget(len(modality.bands), 2)
+        self.band_table.setHorizontalHeaderLabels(("Model band", "Layer band"))
+        self.band_table.horizontalHeader().setStretchLastSection(True)
+        self.band_table.verticalHeader().setVisible(False)
+        self.band_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.band_table.setFixedHeight(self.band_table.horizontalHeader().sizeHint().height()
+                                       + len(modality.bands) * self.band_table.verticalHeader().defaultSectionSize() + 4)
+        for index, band in enumerate(modality.bands):
+            item = QTableWidgetItem(band)
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+            self.band_table.setItem(index, 0, item)
+        # Folded while every band is matched by name (nothing to check); the button's text says the mapping.
+        self.band_toggle = QToolButton()
+        self.band_toggle.setCheckable(True)
+        self.band_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.band_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.band_toggle.toggled.connect(self._fold_bands)
+        self.band_toggle.setVisible(False)
+        self.band_table.setVisible(False)
+        self._band_layout: tuple[str, ...] | None = None  # band_signature the band table was built for
+        self.edited: tuple[int | None, ...] | None = None  # the analyst's choice, when it differs from the match
+        # The value-scale check of the first ticked layer, and the engine's conversion when one fits.
+        self.scale_note = QLabel()
+        self.scale_note.setWordWrap(True)
+        self.convert_box = QCheckBox("Convert while reading (the layer itself is not changed)")
+        self.convert_box.toggled.connect(lambda _: self.changed.emit())
+        self.verdict: ScaleVerdict = FINE
+        self._scale_for: tuple | None = None  # (layer id, layer bands) the verdict was found for
+        # On its own wrapped line: in the title, ten band names would set the dock's minimum width.
+        expects = QLabel(f"Bands {', '.join(modality.bands)}; {modality.gsd_m:g} m pixels")
+        expects.setWordWrap(True)
         layout = QVBoxLayout(self)
+        layout.addWidget(expects)
         layout.addWidget(self.empty)
         layout.addWidget(self.table)
+        layout.addWidget(self.band_toggle)
+        layout.addWidget(self.band_table)
+        layout.addWidget(self.scale_note)
+        layout.addWidget(self.convert_box)
+        self._show_verdict()
         if not modality.is_series:
             self.table.setColumnHidden(1, True)
 
@@ -193,16 +275,103 @@ class ModalityRow(QGroupBox):
         return {self.table.item(r, 0).data(LAYER_ID_ROLE): self.table.item(r, 1).text().strip()
                 for r in range(self.table.rowCount())}
 
+    # ------------------------------------------------------------------ band table
+    def mapping(self, layer: QgsRasterLayer) -> BandMapping:
+        """The band table's mapping for layers of its band layout; the automatic match for others."""
+        if self.edited is not None and band_signature(layer) == self._band_layout:
+            return BandMapping(tuple(self.modality.bands), self.edited, EDITED)
+        return match_bands(self.modality.bands, layer_descriptions(layer))
+
+    def _refresh_band_table(self) -> None:
+        """Rebuild the drop-downs when the first ticked layer's band layout changed."""
+        layers = self.checked_layers()
+        self.band_toggle.setVisible(bool(layers))
+        self.band_table.setVisible(bool(layers) and self.band_toggle.isChecked())
+        if layers:
+            mapping = self.mapping(layers[0])
+            self.band_toggle.setText(f"Band mapping: {len(mapping.model_bands) - len(mapping.missing)} of "
+                                     f"{len(mapping.model_bands)} bands, by {mapping.how}")
+        if not layers or band_signature(layers[0]) == self._band_layout:
+            return
+        first = layers[0]
+        self._band_layout, self.edited = band_signature(first), None
+        matched = match_bands(self.modality.bands, layer_descriptions(first))
+        descriptions = layer_descriptions(first)
+        for index, band in enumerate(matched.layer_bands):
+            combo = QComboBox()
+            combo.addItem(MISSING, None)
+            for number, text in enumerate(descriptions, start=1):
+                combo.addItem(f"{number}: {text}" if text else f"band {number}", number)
+            combo.setCurrentIndex(combo.findData(band) if band is not None else 0)
+            combo.currentIndexChanged.connect(self._band_edited)
+            self.band_table.setCellWidget(index, 1, combo)
+        self.band_toggle.setText(f"Band mapping: {len(matched.model_bands) - len(matched.missing)} of "
+                                 f"{len(matched.model_bands)} bands, by {matched.how}")
+        self.band_toggle.setChecked(matched.how != "descriptions" or bool(matched.missing))
+
+    def _fold_bands(self, unfolded: bool) -> None:
+        self.band_toggle.setArrowType(Qt.ArrowType.DownArrow if unfolded else Qt.ArrowType.RightArrow)
+        self.band_table.setVisible(unfolded and bool(self.checked_layers()))
+
+    def band_combo(self, model_band: str) -> QComboBox:
+        return self.band_table.cellWidget(self.modality.bands.index(model_band), 1)
+
+    def _band_edited(self) -> None:
+        self.edited = tuple(self.band_table.cellWidget(i, 1).currentData() for i in range(len(self.modality.bands)))
+        self.refresh_checks()
+        self.changed.emit()
+
+    def set_bands(self, bands: list[int | None]) -> None:
+        """Restore a saved band table (after the layers are ticked)."""
+        self._refresh_band_table()
+        for index, band in enumerate(bands[:len(self.modality.bands)]):
+            combo = self.band_table.cellWidget(index, 1)
+            if combo is not None:
+                combo.blockSignals(True)
+                combo.setCurrentIndex(max(combo.findData(band), 0) if band is not None else 0)
+                combo.blockSignals(False)
+        self._band_edited()
+
+    # ------------------------------------------------------------------ value scale
+    def _refresh_scale(self) -> None:
+        """Sample the first ticked layer when it (or its band mapping) changed."""
+        layers = self.checked_layers()
+        if not layers:
+            self.verdict, self._scale_for = FINE, None
+        else:
+            mapping = self.mapping(layers[0])
+            key = (layers[0].id(), mapping.layer_bands)
+            if key == self._scale_for:
+                return
+            self._scale_for = key
+            self.verdict = detect_scale(self.modality.bands, self.modality.mean,
+                                        sampled_means(layers[0], mapping.layer_bands))
+            self.convert_box.blockSignals(True)
+            self.convert_box.setChecked(self.verdict.conversion is not None)
+            self.convert_box.blockSignals(False)
+        self._show_verdict()
+
+    def _show_verdict(self) -> None:
+        self.scale_note.setText(f"Values: {self.verdict.text}" if self.verdict.text else "")
+        self.scale_note.setVisible(bool(self.verdict.text))
+        self.convert_box.setVisible(self.verdict.conversion is not None)
+
+    def scale(self) -> str | None:
+        """The job's "scale" for this row: the offered conversion, when the box is ticked."""
+        return self.verdict.conversion if self.convert_box.isChecked() else None
+
     def refresh_checks(self, reference: QgsRasterLayer | None = None) -> None:
         if reference is not None:
             self.reference = reference
+        self._refresh_band_table()
+        self._refresh_scale()
         self.table.blockSignals(True)
         checked = set(self.checked_rows())
         for row in range(self.table.rowCount()):
             layer = self.layer(row)
             if layer is None:
                 continue
-            check = check_layer(layer, self.modality, self.model, self.reference)
+            check = check_layer(layer, self.modality, self.model, self.reference, self.mapping(layer))
             found = [b for b in check.mapping.layer_bands if b is not None]
             self.table.item(row, 2).setText(f"{len(found)} of {layer.bandCount()}: {', '.join(map(str, found))}")
             self.table.item(row, 2).setToolTip(
@@ -224,8 +393,13 @@ class ModalityRow(QGroupBox):
             return None
         layers = [self.layer(r) for r in rows]
         name = self.modality.name
-        checks = [check_layer(layer, self.modality, self.model, self.reference) for layer in layers]
+        checks = [check_layer(layer, self.modality, self.model, self.reference, self.mapping(layer))
+                  for layer in layers]
         for layer, check in zip(layers, checks):
+            if not is_file_layer(layer):
+                raise NotAFileLayer(
+                    f"{self.modality.label}: layer '{layer.name()}' is not a file the engine can read (a web "
+                    f"service or a virtual layer): export the area to GeoTIFF, or tick a file layer.", self, layer)
             if check.problems:
                 raise InputError(f"{self.modality.label}: layer '{layer.name()}' {'; '.join(check.problems)}.")
         mappings = {c.mapping.layer_bands for c in checks}
@@ -251,4 +425,4 @@ class ModalityRow(QGroupBox):
         mapping = checks[0].mapping
         bands = None if mapping.is_identity(layers[0].bandCount()) else mapping.job_bands()
         files = [layer.source().split("|")[0] for layer in layers]
-        return ModalityInput(name, files, dates, bands)
+        return ModalityInput(name, files, dates, bands, self.scale())

@@ -27,6 +27,7 @@ class ModalityInput:
     files: list[str]
     dates: list[str] = field(default_factory=list)  # empty: read by the engine from names / metadata
     bands: list[int | None] | None = None  # None: the files' bands are the model's, in order
+    scale: str | None = None  # the engine's on-the-fly value conversion (engine.io.scales), if any
 
     def job_entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"files": self.files if len(self.files) > 1 else self.files[0]}
@@ -34,6 +35,8 @@ class ModalityInput:
             entry["dates"] = self.dates
         if self.bands is not None:
             entry["bands"] = self.bands
+        if self.scale is not None:
+            entry["scale"] = self.scale
         return entry
 
 
@@ -56,6 +59,7 @@ class Advanced:
     batch_size: int = 4
     device: str = "auto"
     precision: str = "auto"
+    tile_size_m: float | None = None  # window side in metres; None: the model's default
 
 
 def build_job(model: ModelInfo, inputs: list[ModalityInput], extent: Extent | None, outputs: dict[str, Any],
@@ -68,6 +72,8 @@ def build_job(model: ModelInfo, inputs: list[ModalityInput], extent: Extent | No
         "device": advanced.device,
         "precision": advanced.precision,
     }
+    if advanced.tile_size_m:
+        job["tile_size"] = advanced.tile_size_m
     if extent is not None:
         job["extent"] = extent.job_entry()
     return job
@@ -93,10 +99,11 @@ def embedding_key(model: ModelInfo, inputs: list[ModalityInput], extent: Extent,
     """Changes whenever the embeddings would: model, inputs, extent, level, precision."""
     identity = {
         "model": _file_identity(str(model.path)),
-        "inputs": [[m.name, [_file_identity(f) for f in m.files], m.dates, m.bands] for m in inputs],
+        "inputs": [[m.name, [_file_identity(f) for f in m.files], m.dates, m.bands, m.scale] for m in inputs],
         "extent": [[round(v, 3) for v in extent.bounds], extent.crs],
         "level": level,
         "precision": advanced.precision,
+        "window": advanced.tile_size_m,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 

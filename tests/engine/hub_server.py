@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from tests.engine.range_server import served
 from tests.engine.test_anysat_import import synthetic_state
 
 REPOSITORY, FILE = "test-org/AnySat-tiny", "models/AnySat.pth"
@@ -78,14 +79,6 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
             pass  # the client stopped reading (the full-disk test)
 
 
-@contextlib.contextmanager
-def serving(payload: bytes):
+def serving(payload: bytes) -> contextlib.AbstractContextManager[Hub]:
     server = Hub(payload)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
+    return served(server, before_stop=server.release.set)

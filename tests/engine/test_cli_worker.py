@@ -161,6 +161,40 @@ def test_worker_errors_are_messages(job: str, expected: str):
     assert expected in messages[-1]["message"]
 
 
+def test_serving_worker_answers_each_line_in_order(four_band: Path, tmp_path: Path):
+    jobs = [{"operation": "normalized-index", "params": {"input": str(four_band), "output": str(tmp_path / "a.tif")}},
+            {"operation": "stats", "params": {}},  # an input error ends this job only
+            {"operation": "normalized-index", "params": {"input": str(four_band), "output": str(tmp_path / "b.tif")}}]
+    result = engine_cmd("worker", "--serve", stdin="\n".join(json.dumps(j) for j in jobs) + "\n\n")
+    assert result.returncode == 0, result.stderr
+    messages = worker_messages(result.stdout)
+    assert [m["type"] for m in messages].count("hello") == 1 and messages[0]["type"] == "hello"
+    finals = [m for m in messages if m["type"] in ("result", "error")]
+    assert [m["type"] for m in finals] == ["result", "error", "result"]
+    assert "Missing required parameter 'input'" in finals[1]["message"]
+    assert finals[2]["outputs"] == {"output": str(tmp_path / "b.tif")}
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_serving_worker_ends_after_an_internal_error(tmp_path: Path, monkeypatch):
+    import io
+
+    from engine import worker
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("engine.api.run_operation", broken)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # the worker points it at stderr: restored after the test
+    out = io.StringIO()
+    jobs = io.StringIO('{"operation": "stats", "params": {"input": "x"}}\n{"operation": "stats"}\n')
+    assert worker.run_worker(jobs, out, serve=True) == 1
+    messages = worker_messages(out.getvalue())
+    assert [m["type"] for m in messages] == ["hello", "error"] and messages[1]["kind"] == "internal"
+    assert jobs.read() == '{"operation": "stats"}\n'  # the second job was left for a fresh worker
+
+
 def test_worker_cancel_leaves_no_output(tmp_path: Path):
     # Enough strips that the run is still going when it is stopped after the first one.
     big = write_geotiff(tmp_path / "big.tif", np.random.default_rng(0).integers(

@@ -61,3 +61,10 @@ def test_windows_are_counted_and_made_lazily():
     first = next(iter(grid))
     assert (first.col_off, first.row_off, first.width, first.height) == (0, 0, 16, 16)
     assert list(WindowGrid(20, 20, 16, 4)) == WindowGrid(20, 20, 16, 4).windows()
+
+
+def test_a_window_knows_its_cell_in_the_grid_of_windows():
+    grid = WindowGrid(50, 37, 8, 3)
+    cells = [grid.cell(w) for w in grid]
+    assert cells == [(r, c) for r in range(len(grid.rows)) for c in range(len(grid.cols))]
+    assert cells[-1] == (len(grid.rows) - 1, len(grid.cols) - 1)  # the last window, moved back to the edge

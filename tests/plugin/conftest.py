@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def worker_python(monkeypatch):
     """The worker runs in the interpreter running the tests (the project's .venv)."""
     monkeypatch.setenv("OMNISAT_PYTHON", sys.executable)
+
+
+@pytest.fixture(autouse=True)
+def models_dir_environment():
+    """The algorithms point the worker at the models folder through OMNISAT_MODELS_DIR: put it back after each test."""
+    before = os.environ.get("OMNISAT_MODELS_DIR")
+    yield
+    if before is None:
+        os.environ.pop("OMNISAT_MODELS_DIR", None)
+    else:
+        os.environ["OMNISAT_MODELS_DIR"] = before
 
 
 @pytest.fixture

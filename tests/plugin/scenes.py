@@ -1,10 +1,12 @@
 """Real layers for the plugin's in-QGIS tests: three clear eo-learn Sentinel-2 dates as 10-band
-GeoTIFFs named by date, a 13-band L1C stack with band descriptions, and an OmniSat checkpoint
-(random weights) with a two-class head."""
+GeoTIFFs named by date (digital numbers, and the same as reflectance), a 13-band L1C stack with
+band descriptions, a copy of the Peru Sentinel-1 file (dB), and an OmniSat checkpoint (random
+weights) with a two-class head."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +28,15 @@ def write_scene(shared_data: Path, root: Path) -> Path:
     stamps = json.loads((shared_data / "eolearn_patch/TestEOPatch/timestamps.json").read_text())
     corner = eolearn_corner(shared_data)
     index = [L1C_BANDS.index(b) for b in S2_TREESAT]
-    (root / "s2").mkdir(parents=True)
-    (root / "l1c").mkdir()
+    for folder in ("s2", "l1c", "reflectance", "s1"):
+        (root / folder).mkdir(parents=True)
+    # A copy: QGIS writes statistics beside the rasters it opens, and the shared samples stay untouched.
+    shutil.copy(shared_data / "l8_s1_peru/S1_2018_VV_VH_clip.tif", root / "s1")
     for t in CLEAR_DATES:
         day = stamps[t][:10].replace("-", "")
         data = np.ascontiguousarray(scenes[t][..., index].transpose(2, 0, 1)).astype(np.float32) * 10000
         write_described(root / "s2" / f"S2_{day}.tif", data, corner, descriptions=S2_TREESAT)
+        write_described(root / "reflectance" / f"S2_{day}.tif", data / 10000, corner, descriptions=S2_TREESAT)
         full = np.ascontiguousarray(scenes[t].transpose(2, 0, 1)).astype(np.float32) * 10000
         write_described(root / "l1c" / f"S2A_MSIL1C_{day}T100000_L1C.tif", full, corner,
                         descriptions=[f"B{b[1:].zfill(2)}" if b != "B8A" else b for b in L1C_BANDS])

@@ -55,7 +55,8 @@ def dock(qgis_iface, qgis_new_project, scene, tmp_path):
     widget.deleteLater()
 
 
-def wait(dock: OmniSatDock, timeout: float = 600) -> None:
+def wait(dock: OmniSatDock, timeout: float = 600, check: bool = True) -> None:
+    """Until the dock's task ends; with ``check``, its last message must not be a failure."""
     from qgis.core import QgsApplication
 
     started = time.monotonic()
@@ -63,7 +64,8 @@ def wait(dock: OmniSatDock, timeout: float = 600) -> None:
         QgsApplication.processEvents()
         time.sleep(0.05)
         assert time.monotonic() - started < timeout, "the dock's task did not finish"
-    assert not any("failed" in m.lower() or ":" in m and "Error" in m for m in dock.messages[-1:]), dock.messages
+    assert not check or not any("failed" in m.lower() or ":" in m and "Error" in m for m in dock.messages[-1:]), (
+        dock.messages)
 
 
 def add_labels(dock: OmniSatDock, shared_data: Path, path: Path, keep=lambda i: True) -> QgsVectorLayer:
@@ -93,6 +95,25 @@ def test_rows_are_the_models_modalities_filled_from_the_project(dock):
     assert dock.rows[0].table.rowCount() == 0 and dock.rows[2].table.rowCount() == 0
     entry = s2.modality_input()
     assert entry.dates == ["2015-08-20", "2015-08-30", "2015-09-09"] and entry.bands is None
+    assert s2.verdict.ok and entry.scale is None and not s2.scale_note.isVisibleTo(s2)  # digital numbers: as trained
+
+
+def test_reflectance_and_db_layers_get_the_engines_conversion(dock, scene):
+    reflectance = [QgsRasterLayer(str(p), "refl " + p.stem, "gdal") for p in sorted((scene / "reflectance").glob("*"))]
+    s1 = QgsRasterLayer(str(scene / "s1" / "S1_2018_VV_VH_clip.tif"), "S1 Peru", "gdal")
+    QgsProject.instance().addMapLayers([*reflectance, s1])
+    dock.fill_rows({"s2": {"layers": [lyr.id() for lyr in reflectance]}})
+    row = dock.rows[1]
+    assert row.verdict.conversion == "reflectance_to_dn" and "reflectance" in row.scale_note.text()
+    assert row.convert_box.isVisibleTo(row) and row.convert_box.isChecked()
+    assert row.modality_input().job_entry()["scale"] == "reflectance_to_dn"
+    row.convert_box.setChecked(False)  # the analyst's choice: no conversion
+    assert "scale" not in row.modality_input().job_entry()
+
+    dock.fill_rows({"s2": {"layers": []}, "s1_asc": {"layers": [s1.id()], "dates": {s1.id(): "2018-09-06"}}})
+    radar = dock.rows[2]
+    assert radar.verdict.conversion == "db_to_linear" and "dB" in radar.scale_note.text()
+    assert radar.modality_input().scale == "db_to_linear"
 
 
 def test_l1c_stack_maps_ten_of_thirteen_bands(dock, scene):
@@ -103,6 +124,34 @@ def test_l1c_stack_maps_ten_of_thirteen_bands(dock, scene):
     assert entry.bands == [2, 3, 4, 5, 6, 7, 8, 9, 12, 13]
     cell = dock.rows[1].table.item(0, 2)
     assert cell.text() == "10 of 13: 2, 3, 4, 5, 6, 7, 8, 9, 12, 13" and "B8A←9" in cell.toolTip()
+
+
+def test_the_band_table_is_what_the_job_and_the_engine_see(dock, scene):
+    from engine.io.series import resolve_modality
+    from engine.models.checkpoint import load_checkpoint
+
+    l1c = [QgsRasterLayer(str(p), p.stem, "gdal") for p in sorted((scene / "l1c").glob("*.tif"))]
+    QgsProject.instance().addMapLayers(l1c)
+    dock.fill_rows({"s2": {"layers": [lyr.id() for lyr in l1c]}})
+    row = dock.rows[1]
+    assert row.band_table.rowCount() == 10 and row.band_combo("B8A").currentText() == "9: B8A"
+    # OmniSat cannot fill a band: leaving B5 out is refused, and the message says where to fix it.
+    row.band_combo("B5").setCurrentText("missing")
+    with pytest.raises(Exception, match="lacks B5.*band table"):
+        row.modality_input()
+
+    anysat = resources_dir() / "models" / "anysat-tiny.safetensors"
+    state = dock.state()
+    dock.select_model(str(anysat))
+    dock.fill_rows(state["inputs"])  # the saved table comes back with the rows of the new model
+    row = dock.rows[[r.modality.name for r in dock.rows].index("s2")]
+    assert row.band_combo("B5").currentText() == "missing"
+    entry = row.modality_input()
+    assert entry.bands == [2, 3, 4, None, 6, 7, 8, 9, 12, 13]
+    assert "missing B5: filled by the model" in row.table.item(0, 3).text()
+    spec = load_checkpoint(anysat).model.modalities["s2"]
+    resolved = resolve_modality("s2", spec, entry.files, entry.dates, entry.job_entry()["bands"])
+    assert resolved.missing_bands == ["B5"] and resolved.layers[0].bands == (2, 3, 4, 6, 7, 8, 9, 12, 13)
 
 
 def test_an_undated_series_layer_is_refused_until_its_date_is_typed(dock):
@@ -117,6 +166,11 @@ def test_an_undated_series_layer_is_refused_until_its_date_is_typed(dock):
 def test_fit_preview_refit_from_cache_and_screenshot(dock, shared_data, tmp_path):
     labels = add_labels(dock, shared_data, tmp_path / "labels.gpkg", keep=lambda i: i % 2 == 0)
     assert labels.isEditable() and labels.renderer().type() == "categorizedSymbol"
+    # Usual land-cover colours by name; a name without one takes the palette's next colour.
+    usual = {c.name: c.color for c in dock.classes()}
+    assert usual["forest"] == "#1b7837" and usual["artificial surface"] == "#d73027"
+    assert usual["cultivated land"] == "#fdae61" and usual["grassland"] == "#a6d96a"
+    assert usual["schrubland"] not in [c for n, c in usual.items() if n != "schrubland"]  # distinct all the same
     dock.fit_and_preview()
     assert [s.operation for s in dock.task.steps] == ["embed", "fit-probe"]
     wait(dock)
@@ -180,8 +234,8 @@ def screenshot(dock: OmniSatDock, classes: QgsRasterLayer, target: Path) -> None
     job.start()
     job.waitForFinished()
     canvas = job.renderedImage()
-    dock.resize(QSize(460, 1100))
-    panel = dock.widget().widget().grab().toImage()
+    dock.resize(QSize(480, 1500))
+    panel = dock.widget().grab().toImage()
     image = QImage(canvas.width() + panel.width(), max(canvas.height(), panel.height()), QImage.Format.Format_RGB32)
     image.fill(QColor("white"))
     painter = QPainter(image)

@@ -91,6 +91,14 @@ def test_unsuitable_pythons_are_skipped_and_named(tmp_path):
     assert "Python 3.8" in str(info.value) and "python3-venv" in str(info.value) and str(old) in str(info.value)
 
 
+def test_a_python_with_gdal_bindings_is_preferred(tmp_path):
+    # e.g. pyenv's Python first on PATH, the system one (python3-gdal) after it
+    pyenv, system = (touch(tmp_path / name / "python3") for name in ("pyenv", "system"))
+    probes = {pyenv: Probe((3, 11), True, has_gdal=False), system: Probe((3, 11), True, has_gdal=True)}
+    assert find_base_python([pyenv, system], probes.get) == system
+    assert find_base_python([pyenv], probes.get) == pyenv  # without one, the first that works
+
+
 def test_the_real_probe_accepts_this_interpreter():
     assert find_base_python([Path(sys.executable)]) == Path(sys.executable)
 

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from engine.errors import EngineError
+from engine.precision import to_device
 
 _DATE = re.compile(r"(19|20)\d{6}")
 
@@ -121,9 +122,9 @@ class Batch:
         return len(self.names)
 
     def to(self, device: torch.device) -> "Batch":
-        move = lambda d: {k: v.to(device, non_blocking=True) for k, v in d.items()}  # noqa: E731
+        move = lambda d: {k: to_device(v, device) for k, v in d.items()}  # noqa: E731
         return Batch(move(self.inputs), move(self.dates), move(self.date_mask),
-                     None if self.label is None else self.label.to(device, non_blocking=True),
+                     None if self.label is None else to_device(self.label, device),
                      self.names, self.dataset, self.patch_size_m)
 
     def select(self, index: slice) -> "Batch":
