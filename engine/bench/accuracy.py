@@ -547,6 +547,8 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
             dataset = build(work)
             reporter.log(f"{dataset.name}: {dataset.description}; {dataset.split}")
             results.append(evaluate(dataset, models, work, params.quick, reporter))
+            # Each dataset's rows as soon as they exist: a run stopped later keeps them.
+            reporter.log(markdown_table(results[-1:]))
     table = markdown_table(results)
     trees = 50 if params.quick else RF_TREES
     reporter.log("Encoders:\n" + "\n".join(f"  {e.name}: {e.description}" for e in models)
