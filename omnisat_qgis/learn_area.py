@@ -39,6 +39,8 @@ class LearnAreaRequest:
     ignore_values: tuple[str, ...] = ()
     report: str | None = None
     technical: dict[str, Any] = field(default_factory=dict)  # batch_size, learning_rate, device, ... as the engine names them
+    # per modality: further job keys ("bands", "scale") the dock's band table and conversion set
+    reading: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def output(self) -> Path:
         return settings.models_folder() / f"{self.name}.safetensors"
@@ -52,7 +54,7 @@ class LearnAreaRequest:
         if self.minutes <= 0 and self.steps <= 0:
             raise RequestError("MINUTES and STEPS are both 0: give a time budget or a number of steps.")
         modalities = {name: {"files": files} | ({"dates": self.dates[name]} if self.dates.get(name) else {})
-                      for name, files in self.layers.items()}
+                      | self.reading.get(name, {}) for name, files in self.layers.items()}
         # The job format asks for an output; learn-area writes none of the job's.
         unused = {"embeddings": str(self.output().with_name(f"{self.name}-run") / "not-written.tif")}
         job: dict[str, Any] = {"model": self.model, "modalities": modalities, "outputs": unused}

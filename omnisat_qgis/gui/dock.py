@@ -59,6 +59,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from omnisat_qgis import settings
 from omnisat_qgis.gui.change_tab import ChangeTab
 from omnisat_qgis.gui.engine_task import EngineTask, Step
 from omnisat_qgis.gui.export import ExportError, export_extent
@@ -82,6 +83,7 @@ from omnisat_qgis.gui.session import (
     qgis_process_command,
 )
 from omnisat_qgis.layer_metadata import RunRecord
+from omnisat_qgis.learn_area import LearnAreaRequest, RequestError
 from omnisat_qgis.model_catalog import CatalogError, ModelInfo, model_info, shipped_models
 from omnisat_qgis.styling import style_classes, style_layer
 
@@ -179,6 +181,7 @@ class OmniSatDock(QgsDockWidget):
         for button in (self.fit_button, self.map_button):
             buttons.addWidget(button)
         layout.addLayout(buttons)
+        layout.addLayout(self._learn_line())
 
         self.metrics = QLabel("Draw labels, then Fit and preview.")
         self.metrics.setWordWrap(True)
@@ -262,11 +265,29 @@ class OmniSatDock(QgsDockWidget):
         layout.addLayout(class_buttons)
         return box
 
+    def _learn_line(self) -> QHBoxLayout:
+        line = QHBoxLayout()
+        self.learn_button = QPushButton("Learn this area")
+        self.learn_button.setToolTip("Continue the model's self-supervised pretraining on the ticked layers over the "
+                                     "area to map; the new model joins the model list (labels, if chosen, score it "
+                                     "before and after)")
+        self.learn_button.clicked.connect(self.learn_area)
+        self.learn_minutes = QSpinBox()
+        self.learn_minutes.setRange(1, 24 * 60)
+        self.learn_minutes.setValue(10)
+        self.learn_minutes.setSuffix(" min")
+        self.learn_name = QLineEdit("my-area")
+        self.learn_name.setToolTip("The new model's name; the same name resumes its last run")
+        for widget in (self.learn_button, self.learn_minutes, self.learn_name):
+            line.addWidget(widget)
+        return line
+
     # ------------------------------------------------------------------ model and inputs
     def reload_models(self, selected: str | None = None) -> None:
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        for info in shipped_models():
+        # The shipped checkpoints, then those downloaded, converted or learnt into the models folder.
+        for info in shipped_models() + shipped_models(settings.models_folder()):
             self.model_combo.addItem(info.name, str(info.path))
             self.model_combo.setItemData(self.model_combo.count() - 1, info.summary(), Qt.ItemDataRole.ToolTipRole)
         self.model_combo.addItem(BROWSE, None)
@@ -600,6 +621,39 @@ class OmniSatDock(QgsDockWidget):
         self.command.setPlainText(command)
         self.start(EngineTask(f"OmniSat: change {run.name}", [step], self._change_done, self._log))
 
+    def learn_area(self) -> None:
+        try:
+            model, inputs, extent = self.model(), self.inputs(), self.map_extent()
+            labels = self.labels_source(extent) if self.labels_layer() is not None else {}
+            run = self.new_run_folder("learn")
+            request = LearnAreaRequest(
+                model=str(model.path), layers={i.name: i.files for i in inputs},
+                dates={i.name: i.dates for i in inputs if i.dates}, name=self.learn_name.text().strip(),
+                extent=extent.job_entry() if extent is not None else None, tile_size=self.advanced().tile_size_m,
+                minutes=float(self.learn_minutes.value()), labels=labels.get("labels"),
+                class_field=labels.get("class_field", "class"), layer=labels.get("layer"),
+                ignore_values=tuple(labels.get("ignore_values", ())), report=str(run / "report.html"),
+                reading={i.name: {k: v for k, v in i.job_entry().items() if k in ("bands", "scale")} for i in inputs})
+            step = request.step()
+        except (InputError, CatalogError, RequestError) as exc:
+            self.refuse(exc)
+            return
+        self.command.setPlainText(json.dumps({"operation": "learn-area", "params": step.params}, indent=2))
+        self.start(EngineTask(f"OmniSat: learn {request.name}", [step], self._learn_done, self._log))
+
+    def _learn_done(self, task: EngineTask) -> None:
+        if not self._finish(task):
+            return
+        result = task.results[-1]
+        self.reload_models(result["output"])
+        scores = (f"; macro-F1 on your labels {result['macro_f1_before']:.3f} -> {result['macro_f1_after']:.3f}"
+                  if "macro_f1_after" in result else "")
+        self.metrics.setText(f"New model <b>{html.escape(Path(result['output']).stem)}</b> after {result['steps']} "
+                             f"steps (final loss {result.get('final_loss') or float('nan'):.4g}){html.escape(scores)}. "
+                             f"<a href='{Path(result['report']).as_uri()}'>Report with the loss curve</a>")
+        self.say(f"Learnt '{Path(result['output']).stem}': chosen as the model; fit and preview to use it.",
+                 Qgis.MessageLevel.Success)
+
     def new_run_folder(self, kind: str) -> Path:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         folder = self.work_folder() / "runs" / f"{kind}-{stamp}"
@@ -612,7 +666,7 @@ class OmniSatDock(QgsDockWidget):
             return
         self.task = task
         task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
-        for button in (self.fit_button, self.map_button, self.change_tab.run_button):
+        for button in (self.fit_button, self.map_button, self.learn_button, self.change_tab.run_button):
             button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
@@ -624,7 +678,7 @@ class OmniSatDock(QgsDockWidget):
 
     def _finish(self, task: EngineTask) -> bool:
         self.task = None
-        for button in (self.fit_button, self.map_button, self.change_tab.run_button):
+        for button in (self.fit_button, self.map_button, self.learn_button, self.change_tab.run_button):
             button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if task.cancelled_by_user or task.isCanceled():
