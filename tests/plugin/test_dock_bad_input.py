@@ -13,6 +13,7 @@ import pytest
 from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtWidgets import QPushButton
 
+from omnisat_qgis.worker_client import shutdown_workers
 from tests.engine.raster_fixtures import eolearn_corner
 from tests.engine.rasters import write_geotiff
 from tests.plugin.test_dock import add_labels, dock, scene, wait  # noqa: F401 - fixtures
@@ -114,6 +115,8 @@ def test_cancel_or_closing_the_dock_mid_run_leaves_no_file_and_no_worker(dock, s
     add_labels(dock, shared_data, tmp_path / "labels.gpkg")
     dock.fit_and_preview()
     wait(dock)
+    shutdown_workers()  # the fit's worker waits in the pool for the next run: the mapping run starts its own
+    assert children() == []
     dock.extent_combo.setCurrentText("Where the inputs overlap")
     dock.map_whole_area()
     run_folder = Path(dock.task.steps[0].outputs[0]).parent
