@@ -173,7 +173,7 @@ def test_a_fine_tuned_dense_head_maps_rasters_through_tiled_inference(pastis, tm
     import rasterio
     from rasterio.transform import from_origin
 
-    from engine.ops.map_ops import MapParams, classify
+    from engine.ops.map_ops import ClassifyParams, classify
     from engine.progress import Reporter
 
     torch.manual_seed(0)
@@ -194,7 +194,7 @@ def test_a_fine_tuned_dense_head_maps_rasters_through_tiled_inference(pastis, tm
     job = {"model": str(tmp_path / "run" / "model.safetensors"), "modalities": {"s2": {"files": files}},
            "outputs": {"probabilities": str(tmp_path / "probabilities.tif")}, "patch_size": 20, "tile_size": 80,
            "overlap": 0, "precision": "fp32", "device": "cpu"}
-    classify(MapParams(job), Reporter())
+    classify(ClassifyParams(job), Reporter())
     with rasterio.open(tmp_path / "probabilities.tif") as src:
         mapped = torch.from_numpy(src.read())
     trainer.objective.eval()
