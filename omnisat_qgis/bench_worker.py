@@ -31,28 +31,29 @@ TARGET_WARM_S = 2.0
 def write_inputs(folder: Path, dims: int) -> tuple[Path, Path]:
     """The embeddings raster (classes in vertical stripes) and labelled polygons over part of it."""
     import numpy as np
-    import rasterio
-    from osgeo import ogr, osr
-    from rasterio.transform import from_origin
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from engine.embeddings import HASH_TAG
+    from osgeo import gdal, ogr, osr
 
     rng = np.random.default_rng(0)
     stripes = (np.arange(SIDE_CELLS) // 20 % 2)[None, :].repeat(SIDE_CELLS, 0)
     data = rng.normal(size=(2, dims))[stripes] + rng.normal(scale=0.5, size=(SIDE_CELLS, SIDE_CELLS, dims))
     raster = folder / "embeddings.tif"
-    profile = dict(driver="GTiff", width=SIDE_CELLS, height=SIDE_CELLS, count=dims, dtype="float32",
-                   crs="EPSG:32633", transform=from_origin(*ORIGIN, CELL_M, CELL_M), nodata=float("nan"),
-                   tiled=True, blockxsize=256, blockysize=256)
-    with rasterio.open(raster, "w", **profile) as ds:
-        ds.write(np.moveaxis(data, -1, 0).astype(np.float32))
-        ds.update_tags(**{HASH_TAG: "b" * 64})  # an encoder's hash, as embed writes it
+    # GDAL, not rasterio: this process stands for QGIS's side of the worker protocol.
+    gdal.UseExceptions()
+    ds = gdal.GetDriverByName("GTiff").Create(str(raster), SIDE_CELLS, SIDE_CELLS, dims, gdal.GDT_Float32,
+                                              ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256"])
+    ds.SetGeoTransform((ORIGIN[0], CELL_M, 0.0, ORIGIN[1], 0.0, -CELL_M))
+    srs = osr.SpatialReference()
+    srs.SetFromUserInput("EPSG:32633")
+    ds.SetProjection(srs.ExportToWkt())
+    for band in range(dims):
+        ds.GetRasterBand(band + 1).SetNoDataValue(float("nan"))
+        ds.GetRasterBand(band + 1).WriteArray(data[:, :, band].astype(np.float32))
+    # An encoder's hash, under the tag embed writes (engine.embeddings.HASH_TAG; without it fit-probe refuses).
+    ds.SetMetadataItem("ENCODER_SHA256", "b" * 64)
+    ds = None
     labels = folder / "labels.gpkg"
     ogr.UseExceptions()
     source = ogr.GetDriverByName("GPKG").CreateDataSource(str(labels))
-    srs = osr.SpatialReference()
-    srs.SetFromUserInput("EPSG:32633")
     layer = source.CreateLayer("labels", srs, ogr.wkbPolygon)
     layer.CreateField(ogr.FieldDefn("class", ogr.OFTString))
     x0, top = ORIGIN
