@@ -4,21 +4,22 @@ and the final fit on every label (the rules are engine.validation's).
 ``fit_honestly`` takes every candidate feature set as a matrix over the same labelled cells.
 A fixed classifier on one feature set is scored by buffered blocked cross-validation; with
 ``auto`` (or several feature sets) the choice is nested (engine.validation.nested_selection)
-and the estimate reported is the nested one. When the labels cannot be split spatially, the
-probe is fitted without a score and the outcome says why.
+and the estimate reported is the nested one; the saved probe is then the soft vote of the best
+candidates (engine.classifiers.ensemble). When the labels cannot be split spatially, the probe is
+fitted without a score and the outcome says why.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from engine.errors import EngineError
 from engine.progress import Reporter
 from engine.validation import (
-    Candidate, FoldScores, Selection, Setup, SpatialFolds, ValidationImpossible, capped, cross_validate,
+    Candidate, FoldScores, Selection, Setup, SpatialFolds, ValidationImpossible, Vote, capped, cross_validate,
     learning_curve, nested_selection, spatial_folds,
 )
 
@@ -37,7 +38,7 @@ MAX_CELLS_PER_CLASS = 500
 @dataclass
 class FitOutcome:
     classifier: Any  # engine.classifiers.Classifier fitted on every label
-    candidate: Candidate
+    candidate: Candidate | Vote
     folds: SpatialFolds | None
     scores: FoldScores | None  # the reported estimate (nested for a choice), None without validation
     selection: Selection | None
@@ -64,11 +65,11 @@ def candidate_grid(classifier: str, feature_sets: Sequence[str]) -> list[Candida
 def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarray, rows: np.ndarray,
                  cols: np.ndarray, class_names: Sequence[str], config, classifier: str, n_folds: int = 5,
                  buffer_cells: int = 1, seed: int = 0, rule: str = "", curve: bool = True,
-                 max_per_class: int | None = MAX_CELLS_PER_CLASS, reporter: Reporter | None = None) -> FitOutcome:
+                 max_per_class: int | None = MAX_CELLS_PER_CLASS, reporter: Reporter | None = None,
+                 columns: Callable[[str], Sequence[str]] | None = None) -> FitOutcome:
     """Validate, choose (when asked), draw the learning curve, then fit on every label (at most
-    ``max_per_class`` per class, as in validation)."""
-    from engine.probe import fit_probe
-
+    ``max_per_class`` per class, as in validation). ``columns``: the column names of a feature set
+    (engine.features.combine's record), which place a vote's members on the union they read."""
     reporter = reporter or Reporter()
     names = list(class_names)
     candidates = candidate_grid(classifier, list(features))
@@ -97,7 +98,8 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
         picks = ", ".join(sorted({c.name for c in selection.chosen_per_fold}))
         notes.append(f"Chosen for the saved probe: {chosen.name} (best outer cross-validated macro-F1). The figures "
                      f"above are the nested estimate of the choosing itself: in each outer fold the choice ({picks}) "
-                     "was made on inner folds of its training part only.")
+                     f"was made on {min(selection.inner_folds)}-{max(selection.inner_folds)} inner folds of its "
+                     "training part only.")
     if folds is not None and curve:
         reporter.log("Learning curve")
         points = learning_curve(setup, chosen, folds)
@@ -105,8 +107,15 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
         notes.append("Not validated (all their labels lie in one polygon or block, kept for training): "
                      + ", ".join(names[k] for k in folds.unvalidated) + ".")
     picked = capped(np.arange(len(y)), np.asarray(y), max_per_class, np.random.default_rng(seed))
-    final = fit_probe(features[chosen.features][picked], np.asarray(y)[picked], len(names),
-                      replace(config, kind=chosen.classifier))
+    models = setup.fit_members(chosen, picked)
+    if isinstance(chosen, Vote):
+        from engine.classifiers.ensemble import soft_vote
+
+        if columns is None:
+            raise EngineError("A soft vote needs the feature sets' column names to be saved.")
+        final = soft_vote(models, [columns(m.features) for m in chosen.members], columns(chosen.features))
+    else:
+        final = models[0]
     return FitOutcome(final, chosen, folds, scores, selection, points, notes,
                       folds.rule if folds is not None else rule)
 

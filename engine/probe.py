@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-from engine.classifiers import CLASSIFIERS, Classifier, fit_classifier, rebuild_classifier
+from engine.classifiers import CLASSIFIERS, STORED_KINDS, Classifier, fit_classifier, rebuild_classifier
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
 from engine.mapping.levels import level
@@ -362,9 +362,11 @@ def load_probe(path: str | Path) -> tuple[Classifier, ProbeMetadata]:
     try:
         arch = json.loads(header["architecture"])
         metadata = ProbeMetadata(**json.loads(header["probe"]))
-        if arch.get("kind") not in CLASSIFIERS:
-            raise EngineError(f"The probe '{file}' holds a {arch.get('kind')!r} classifier, which this engine does not "
-                              f"know (it knows {', '.join(CLASSIFIERS)}): update the engine or fit the probe again.")
+        kinds = [arch.get("kind"), *(m.get("kind") for m in arch.get("members", []))]
+        for kind in kinds:
+            if kind not in STORED_KINDS:
+                raise EngineError(f"The probe '{file}' holds a {kind!r} classifier, which this engine does not "
+                                  f"know (it knows {', '.join(STORED_KINDS)}): update the engine or fit the probe again.")
         probe = rebuild_classifier(arch, tensors)
     except EngineError as exc:
         raise EngineError(f"{exc} (probe file '{file}')") from None

@@ -18,11 +18,15 @@ map elsewhere. The rules, also written into every report (``SpatialFolds.rule``)
 - Figures: mean and standard deviation over the folds, plus the pooled confusion matrix.
 - Selection (``auto``): nested. For each outer fold, every candidate (classifier x
   feature set) is scored by an inner blocked cross-validation on the outer training
-  units only; the best inner macro-F1 is refitted on the outer training part and scored
-  on the outer test fold. The outer scores of that procedure are the reported estimate;
-  the plain outer score of each candidate is shown beside it but was not used to choose
-  for the estimate. The final model: the candidate with the best outer cross-validated
-  macro-F1 over all labels, refitted on every label.
+  units only; the ``VOTE`` best by inner macro-F1 -- those within one standard deviation
+  over inner folds of the best -- are refitted on the outer training part, and their
+  averaged probabilities (a soft vote) are scored on the outer test fold. The outer
+  scores of that procedure are the reported estimate; the plain outer score of each
+  candidate is shown beside it but was not used to choose for the estimate. The final
+  model: the same rule on the outer cross-validated scores over all labels, each member
+  refitted on every label. Why a vote: candidates often differ by less than the spread
+  over folds, so the single best of an inner split is partly luck; the vote of the few
+  best is steadier (README, accuracy table).
 - Learning curve: the same outer folds; for each number of labelled cells per class, that
   many training cells per class are drawn at random from each fold's training part.
 """
@@ -38,7 +42,8 @@ import numpy as np
 from engine.errors import EngineError
 
 FOLDS = 5
-INNER_FOLDS = 3
+INNER_FOLDS = 5
+VOTE = 5  # at most this many candidates in auto's soft vote
 BUFFER_CELLS = 1
 MIN_BLOCK_CELLS = 2
 TOLERANCE = 0.05  # excess same-class share (of 1 - chance) below which labels count as independent
@@ -186,6 +191,30 @@ class Candidate:
     def name(self) -> str:
         return f"{self.classifier} on {self.features}"
 
+    @property
+    def members(self) -> tuple["Candidate", ...]:
+        return (self,)
+
+
+@dataclass(frozen=True)
+class Vote:
+    """Candidates whose averaged probabilities decide (engine.classifiers.ensemble)."""
+
+    members: tuple[Candidate, ...]
+    classifier = "ensemble"
+
+    @property
+    def name(self) -> str:
+        return "soft vote of " + " + ".join(m.name for m in self.members)
+
+    @property
+    def features(self) -> str:
+        """The union of the members' feature sets: what the vote reads."""
+        from engine.features import PARTS, FeatureSet
+
+        parts = {p for m in self.members for p in FeatureSet.parse(m.features).parts}
+        return FeatureSet(tuple(p for p in PARTS if p in parts)).name
+
 
 @dataclass
 class FoldScores:
@@ -235,15 +264,25 @@ class Setup:
     max_per_class: int | None = None  # cap on training cells per class and fit (speed; documented)
     seed: int = 0
 
-    def fit_predict(self, candidate: Candidate, train: np.ndarray, test: np.ndarray,
-                    rng: np.random.Generator | None = None) -> np.ndarray:
+    def fit_members(self, choice: Candidate | Vote, picked: np.ndarray) -> list:
+        """Each member of ``choice`` fitted on the samples ``picked`` (indices)."""
         from engine.probe import fit_probe
 
+        return [fit_probe(self.features[m.features][picked], self.y[picked], len(self.class_names),
+                          replace(self.config, kind=m.classifier)) for m in choice.members]
+
+    def fit_proba(self, choice: Candidate | Vote, train: np.ndarray, test: np.ndarray,
+                  rng: np.random.Generator | None = None) -> np.ndarray:
+        """Probabilities at ``test`` of ``choice`` fitted on ``train`` (masks; a vote: the members' mean)."""
         rng = rng or np.random.default_rng(self.seed)
-        chosen = capped(np.flatnonzero(train), self.y, self.max_per_class, rng)
-        x = self.features[candidate.features]
-        model = fit_probe(x[chosen], self.y[chosen], len(self.class_names), replace(self.config, kind=candidate.classifier))
-        return model.predict(x[test])
+        picked = capped(np.flatnonzero(train), self.y, self.max_per_class, rng)
+        models = self.fit_members(choice, picked)
+        return np.mean([model.predict_proba(self.features[m.features][test])
+                        for model, m in zip(models, choice.members)], axis=0)
+
+    def fit_predict(self, choice: Candidate | Vote, train: np.ndarray, test: np.ndarray,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+        return self.fit_proba(choice, train, test, rng).argmax(-1)
 
 
 def cross_validate(setup: Setup, candidates: Sequence[Candidate], folds: SpatialFolds,
@@ -263,25 +302,31 @@ def cross_validate(setup: Setup, candidates: Sequence[Candidate], folds: Spatial
     return scores
 
 
-def best(scores: dict[Candidate, FoldScores]) -> Candidate:
-    """Highest mean macro-F1; ties go to the earlier candidate (the grid's order: simpler first)."""
-    ranked = [c for c in scores if scores[c].macro_f1]
+def best(scores: dict[Candidate, FoldScores], size: int = 1) -> Candidate | Vote:
+    """The candidate with the highest mean macro-F1 or, with ``size`` > 1, the vote of the highest
+    ``size`` among those within one standard deviation over folds of the best (a candidate clearly
+    worse than the best would only dilute it); ties go to the earlier candidate (the grid's order:
+    simpler first)."""
+    order = list(scores)
+    ranked = sorted((c for c in scores if scores[c].macro_f1), key=lambda c: (-scores[c].mean_f1, order.index(c)))
     if not ranked:
-        return next(iter(scores))
-    return max(ranked, key=lambda c: (scores[c].mean_f1, -list(scores).index(c)))
+        return order[0]
+    floor = scores[ranked[0]].mean_f1 - float(np.std(scores[ranked[0]].macro_f1))
+    kept = [c for c in ranked[:size] if scores[c].mean_f1 >= floor]
+    return kept[0] if len(kept) == 1 else Vote(tuple(kept))
 
 
 @dataclass
 class Selection:
     candidates: dict[Candidate, FoldScores]  # outer cross-validation of each candidate
     nested: FoldScores  # the selection procedure itself, scored on outer folds it did not see
-    chosen_per_fold: list[Candidate]
+    chosen_per_fold: list[Candidate | Vote]
     inner_folds: list[int]  # inner folds used per outer fold (0: could not split, the first candidate)
-    final: Candidate  # best outer cross-validated candidate: the model fitted on all labels
+    final: Candidate | Vote  # the best outer cross-validated candidate(s): the model fitted on all labels
 
     def table(self) -> list[dict[str, Any]]:
         return [{"candidate": c.name, "classifier": c.classifier, "features": c.features, **s.summary(),
-                 "chosen": c == self.final} for c, s in self.candidates.items() if s.macro_f1]
+                 "chosen": c in self.final.members} for c, s in self.candidates.items() if s.macro_f1]
 
 
 def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: SpatialFolds, units: np.ndarray,
@@ -301,17 +346,17 @@ def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: Spati
         else:
             sub = Setup({k: v[train] for k, v in setup.features.items()}, setup.y[train], setup.class_names,
                         setup.config, setup.max_per_class, setup.seed)
-            pick, count = best(cross_validate(sub, candidates, inner)), inner.n_folds
+            pick, count = best(cross_validate(sub, candidates, inner), VOTE), inner.n_folds
         chosen.append(pick)
         inner_counts.append(count)
         nested.add(setup.y[test], setup.fit_predict(pick, train, test, np.random.default_rng(setup.seed + fold)),
                    setup.class_names)
         if reporter is not None:
             reporter.progress(100.0 * (fold + 1) / folds.n_folds, f"nested selection, outer fold {fold + 1}/{folds.n_folds}")
-    return Selection(outer, nested, chosen, inner_counts, best(outer))
+    return Selection(outer, nested, chosen, inner_counts, best(outer, VOTE))
 
 
-def learning_curve(setup: Setup, candidate: Candidate, folds: SpatialFolds,
+def learning_curve(setup: Setup, candidate: Candidate | Vote, folds: SpatialFolds,
                    sizes: Sequence[int] = CURVE_SIZES) -> list[dict[str, Any]]:
     """Scores against the number of training cells per class (module docstring), on the same folds;
     the last point uses every training cell."""

@@ -22,9 +22,9 @@ training folds and scored on the held-out fold:
   per class and fit) on the feature sets fit-probe offers: raw bands, raw bands with what
   engine.features derives from them (temporal statistics for a series, spectral indices where
   the bands allow), and the first encoder's local embeddings with the raw bands; and
-  ``auto``, the nested choice among them (engine.validation.nested_selection: chosen on inner
-  folds of each outer fold's training part, scored on the outer fold), which is what
-  fit-probe --classifier auto does.
+  ``auto``, the nested choice among them (engine.validation.nested_selection: the soft vote of
+  the best candidates on inner folds of each outer fold's training part, scored on the outer
+  fold), which is what fit-probe --classifier auto does.
 
 Datasets: eo-learn's five Sentinel-2 L1C dates (whole-polygon folds), the same polygons on
 eo-learn's 68-date NDVI series (a real scene where the temporal signal matters; no encoder
@@ -74,7 +74,7 @@ L8_ON_S2 = [1, 2, 3, 3, 4, 4, 4, 4, 5, 6]
 LEVEL = "both"  # [patch, local]: one embedding run gives every level's features
 BUFFER_CELLS = 1  # training cells this close to a test cell sit that fold out (engine.validation)
 CHOICE_TREES = 100  # random forest trees / boosting rounds of the candidates (the anchor keeps RF_TREES)
-AUTO_METHOD = "auto: nested choice among the classifier x feature set rows above"
+AUTO_METHOD = "auto: nested choice (soft vote of the best) among the classifier x feature set rows above"
 FIXED_PROBE = {"kind": "linear", "optimizer": "lbfgs", "l2": 1e-3, "epochs": 200, "class_weighting": True}
 DENSE_METHOD = "dense probe (LayerNorm + linear) on dense embeddings"
 
@@ -394,8 +394,9 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
         reporter.progress(100.0 * (fold + 1) / FOLDS, f"{dataset.name}: fold {fold + 1}/{FOLDS}")
     first = next(iter(features), None)
     local = features[first][:, features[first].shape[1] // 2:] if first else None
-    choice = classifier_choice(dataset, raw, local, f"local embeddings of {first}", y, units, rows, cols, folds,
-                               names, quick, reporter)
+    choice = classifier_choice(dataset, raw, local, y, units, rows, cols, folds, names, quick, reporter)
+    if first:
+        choice["embeddings"] = f"local embeddings of {first}"
     for method, entry in choice.pop("rows").items():
         scores[method] = entry
     return {
@@ -417,25 +418,19 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
     }
 
 
-def choice_feature_sets(dataset: Dataset, raw: np.ndarray, local: np.ndarray | None,
-                        local_name: str) -> dict[str, np.ndarray]:
-    """The feature sets the classifier choice picks from, named for the table (engine.features):
-    raw bands, raw bands with what engine.features derives from them (temporal statistics for a
-    series, indices where the bands allow) and, with an encoder, its local embeddings + raw bands."""
+def choice_feature_sets(dataset: Dataset, raw: np.ndarray, local: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The feature sets the classifier choice picks from, under fit-probe's names (engine.features):
+    raw bands (``raw``), raw bands with what engine.features derives from them (``stats``, temporal
+    statistics, for a series; ``indices`` where the bands allow) and, with an encoder, its local
+    embeddings with the raw bands (``embeddings+raw``)."""
     from engine.features import FeatureSet, InputValues, available_indices, combine
 
     dates = tuple(next(iter(dataset.job["modalities"].values()))["dates"])
     values = [InputValues(dataset.raw_modality, dataset.raw_bands, dates, raw.reshape(len(raw), len(dates), -1))]
-    derived = [("temporal statistics", "stats")] if len(dates) >= 2 else []
-    if available_indices(dataset.raw_modality, dataset.raw_bands):
-        derived.append(("indices", "indices"))
-    sets = {"raw bands": combine(None, values, FeatureSet.parse("raw"))[0]}
-    if derived:
-        name = " + ".join(["raw bands", *(text for text, _ in derived)])
-        sets[name] = combine(None, values, FeatureSet.parse("+".join(["raw", *(part for _, part in derived)])))[0]
-    if local is not None:
-        sets[f"{local_name} + raw bands"] = combine(local, values, FeatureSet.parse("embeddings+raw"))[0]
-    return sets
+    derived = (["stats"] if len(dates) >= 2 else []) + (["indices"] if available_indices(dataset.raw_modality,
+                                                                                          dataset.raw_bands) else [])
+    names = ["raw"] + (["+".join(["raw", *derived])] if derived else []) + (["embeddings+raw"] if local is not None else [])
+    return {name: combine(local, values, FeatureSet.parse(name))[0] for name in names}
 
 
 def choice_grid(sets: dict[str, np.ndarray], quick: bool):
@@ -447,7 +442,7 @@ def choice_grid(sets: dict[str, np.ndarray], quick: bool):
     return candidate_grid(AUTO, list(sets))
 
 
-def classifier_choice(dataset: Dataset, raw: np.ndarray, local: np.ndarray, local_name: str, y: np.ndarray,
+def classifier_choice(dataset: Dataset, raw: np.ndarray, local: np.ndarray | None, y: np.ndarray,
                       units: np.ndarray, rows: np.ndarray, cols: np.ndarray, folds, names: list[str], quick: bool,
                       reporter: Reporter) -> dict[str, Any]:
     """Every candidate classifier x feature set on the shared folds, the nested ``auto`` choice among
@@ -456,7 +451,7 @@ def classifier_choice(dataset: Dataset, raw: np.ndarray, local: np.ndarray, loca
     from engine.probe import ProbeConfig
     from engine.validation import Setup, nested_selection
 
-    sets = choice_feature_sets(dataset, raw, local, local_name)
+    sets = choice_feature_sets(dataset, raw, local)
     setup = Setup(sets, y, names, ProbeConfig(**FIXED_PROBE, seed=SEED, trees=CHOICE_TREES), MAX_CELLS_PER_CLASS, SEED)
     grid = choice_grid(sets, quick)
     reporter.log(f"{dataset.name}: nested choice among {len(grid)} candidates")
@@ -477,10 +472,8 @@ def independent_area(setup, grid, units: np.ndarray, rows: np.ndarray, cols: np.
     """The nested estimate of ``auto`` on the western half of the labels against the score of its
     choice, fitted on the whole western half, on the eastern half (cells within the buffer of the
     dividing line left out)."""
-    from dataclasses import replace
-
-    from engine.probe import classification_metrics, confusion_matrix, fit_probe
-    from engine.validation import Setup, capped, nested_selection, spatial_folds
+    from engine.probe import classification_metrics, confusion_matrix
+    from engine.validation import Setup, nested_selection, spatial_folds
 
     middle = (int(cols.min()) + int(cols.max()) + 1) // 2
     west, east = cols < middle, cols >= middle + BUFFER_CELLS
@@ -490,11 +483,8 @@ def independent_area(setup, grid, units: np.ndarray, rows: np.ndarray, cols: np.
     reporter.log("eo-learn: independent-area check (west half chooses and fits, east half scores)")
     selection = nested_selection(part, grid, folds, units[west], rows[west], cols[west], reporter)
     chosen = selection.final
-    picked = capped(np.flatnonzero(west), setup.y, setup.max_per_class, np.random.default_rng(SEED))
-    model = fit_probe(setup.features[chosen.features][picked], setup.y[picked], len(names),
-                      replace(setup.config, kind=chosen.classifier))
-    metrics = classification_metrics(confusion_matrix(setup.y[east], model.predict(setup.features[chosen.features][east]),
-                                                      len(names)), names)
+    predicted = setup.fit_predict(chosen, west, east, np.random.default_rng(SEED))
+    metrics = classification_metrics(confusion_matrix(setup.y[east], predicted, len(names)), names)
     estimate = selection.nested.summary()
     gap = metrics["macro_f1"] - estimate["macro_f1"]["mean"]
     return {"west_cells": int(west.sum()), "east_cells": int(east.sum()), "choice": chosen.name,

@@ -8,10 +8,12 @@ arrays in safetensors and that JSON, never a pickle.
 
 Kinds: ``linear`` and ``mlp`` (torch, engine.probe), ``knn`` (engine.classifiers.knn),
 ``random_forest``, ``extra_trees`` and ``gradient_boosting`` (scikit-learn, engine.classifiers.trees).
+A probe file may also hold an ``ensemble``: the soft vote ``auto`` keeps (engine.classifiers.ensemble).
 """
 
 from engine.classifiers.registry import (  # noqa: F401  (the package's interface)
     CLASSIFIERS,
+    STORED_KINDS,
     Classifier,
     fit_classifier,
     rebuild_classifier,

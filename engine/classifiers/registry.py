@@ -83,5 +83,15 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> Clas
     return classifier_kind(config.kind).fit(x, y, n_classes, config)
 
 
+# Kinds a probe file may hold beyond the fittable ones: auto's soft vote of fitted candidates.
+COMBINED: dict[str, Callable[[dict[str, Any], dict[str, np.ndarray]], Classifier]] = {
+    "ensemble": _lazy("engine.classifiers.ensemble", "EnsembleClassifier.from_arrays"),
+}
+STORED_KINDS = (*CLASSIFIERS, *COMBINED)
+
+
 def rebuild_classifier(architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> Classifier:
-    return classifier_kind(architecture.get("kind", "")).rebuild(architecture, arrays)
+    kind = architecture.get("kind", "")
+    if kind in COMBINED:
+        return COMBINED[kind](architecture, arrays)
+    return classifier_kind(kind).rebuild(architecture, arrays)

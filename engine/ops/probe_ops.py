@@ -144,15 +144,35 @@ class FitProbeParams(EmbeddingOptions):
                            tuple(self.features), self.buffer, self.learning_curve)
 
 
+class FeatureRecords(dict):
+    """Feature set name -> its engine.features.combine record, made on first use for sets that were
+    not requested (the union a soft vote reads)."""
+
+    def __init__(self, data: LabelledEmbeddings, values):
+        super().__init__()
+        self.data, self.values = data, values
+
+    def __missing__(self, name: str) -> dict:
+        from engine.features import FeatureSet, combine
+
+        self[name] = combine(self.data.x, self.values or [], FeatureSet.parse(name))[1]
+        return self[name]
+
+    def columns(self, name: str) -> list[str]:
+        return self[name]["columns"]
+
+
 def feature_matrices(data: LabelledEmbeddings, feature_sets: tuple[str, ...], source: EmbeddingSource, ds,
-                     reporter: Reporter) -> tuple[LabelledEmbeddings, dict[str, np.ndarray], dict[str, dict]]:
+                     reporter: Reporter) -> tuple[LabelledEmbeddings, dict[str, np.ndarray], FeatureRecords]:
     """Every requested feature set over the labelled cells (name -> matrix, name -> record); cells
     where the inputs have no valid date are left out. Without ``ds`` (the change probe's features),
     only the embeddings."""
     from engine.features import FeatureSet, combine, read_inputs_at
 
     if ds is None:
-        return data, {"embeddings": data.x}, {"embeddings": {"set": "embeddings"}}
+        records = FeatureRecords(data, None)
+        records["embeddings"] = {"set": "embeddings"}  # one set: never a vote, no columns needed
+        return data, {"embeddings": data.x}, records
     sets = [FeatureSet.parse(name) for name in feature_sets]
     values = None
     if any(fs.input_parts for fs in sets):
@@ -162,7 +182,7 @@ def feature_matrices(data: LabelledEmbeddings, feature_sets: tuple[str, ...], so
                          "warning")
             data = data.subset(ok)
             values = [dataclasses.replace(v, values=v.values[ok]) for v in values]
-    matrices, records = {}, {}
+    matrices, records = {}, FeatureRecords(data, values)
     for fs in sets:
         matrices[fs.name], records[fs.name] = combine(data.x, values or [], fs)
     return data, matrices, records
@@ -205,7 +225,7 @@ def fit_and_report(data: LabelledEmbeddings, config, settings: FitSettings, sour
                  f"features: {', '.join(matrices)}")
     outcome = fit_honestly(matrices, samples.y, data.units, samples.rows, samples.cols, names, config,
                            settings.classifier, settings.folds, settings.buffer, settings.seed, data.rule,
-                           settings.learning_curve, reporter=reporter)
+                           settings.learning_curve, reporter=reporter, columns=records.columns)
     metrics, report, chosen = outcome.metrics(names), samples.report, outcome.candidate
     validation = {"rule": outcome.validation_rule, "classifier_requested": settings.classifier,
                   "chosen": chosen.name, "candidates": outcome.selection.table() if outcome.selection else [],
@@ -213,7 +233,7 @@ def fit_and_report(data: LabelledEmbeddings, config, settings: FitSettings, sour
                   "learning_curve": outcome.curve or []}
     metadata = ProbeMetadata(
         class_names=names, colors=colors, level=level, encoder_hash=source.encoder_hash, encoder=source.encoder,
-        config=dataclasses.asdict(dataclasses.replace(config, kind=chosen.classifier)),
+        config={**dataclasses.asdict(config), "kind": chosen.classifier},
         metrics={k: metrics[k] for k in ("overall_accuracy", "macro_f1", "n_samples", "per_class", "confusion_matrix",
                                          "folds")} if metrics else {},
         labels={k: v for k, v in report.items() if not k.endswith("_ids")},

@@ -67,18 +67,31 @@ def test_random_forest_on_raw_bands_fits_reports_and_applies_through_a_job(scene
                                       "classes": str(tmp_path / "other.tif")})
 
 
-def test_auto_reports_every_candidate_and_a_nested_estimate(scene, tmp_path):
+def test_auto_reports_every_candidate_a_nested_estimate_and_saves_its_vote(scene, tmp_path):
     folder, job, labels, _ = scene
+    probe = str(tmp_path / "p.safetensors")
     fit = run_operation("fit-probe", {
-        "labels": labels, "embeddings": keeping(job, tmp_path), "output": str(tmp_path / "p.safetensors"),
-        "classifier": "auto",
+        "labels": labels, "embeddings": keeping(job, tmp_path), "output": probe,
+        "classifier": "auto", "classes": str(tmp_path / "fit_classes.tif"),
         "features": ["embeddings", "raw+indices"], "trees": 10, "epochs": 30, "learning_curve": False,
         "folds": 3, "report": str(tmp_path / "r.html")})
     assert len(fit["candidates"]) == 5 * 2
-    assert sum(c["chosen"] for c in fit["candidates"]) == 1
+    chosen = [c for c in fit["candidates"] if c["chosen"]]
     assert fit["nested_estimate"]["macro_f1"]["mean"] == pytest.approx(fit["fold_scores"]["macro_f1"]["mean"])
     assert "Nested estimate" in (tmp_path / "r.html").read_text()
-    assert load_probe(tmp_path / "p.safetensors")[1].validation["chosen"] == f"{fit['classifier']} on {fit['features']}"
+    classifier, meta = load_probe(probe)
+    # Two clean classes: every candidate is near perfect, so several share the vote.
+    assert fit["classifier"] == "ensemble" and 2 <= len(chosen) <= 5
+    assert meta.validation["chosen"] == "soft vote of " + " + ".join(c["candidate"] for c in chosen)
+    assert [m["kind"] for m in classifier.architecture()["members"]] == [c["classifier"] for c in chosen]
+    # The vote reads the union of its members' feature sets, each member its own columns of it.
+    union = {p for c in chosen for p in c["features"].split("+")}
+    assert set(meta.features["set"].split("+")) == union == set(fit["features"].split("+"))
+    assert len(meta.features["columns"]) == classifier.in_dim
+    run_operation("apply-probe", {"probe": probe, "embeddings": dict(job, outputs={
+        "classes": str(tmp_path / "classes.tif"), "embeddings_level": "local"})})
+    with rasterio.open(tmp_path / "fit_classes.tif") as fitted, rasterio.open(tmp_path / "classes.tif") as applied:
+        assert (fitted.read(1) == applied.read(1)).all()
 
 
 def test_input_features_need_a_job_and_dates(scene, tmp_path):

@@ -60,14 +60,14 @@ def test_choice_feature_sets_follow_what_the_inputs_allow():
     raw = np.arange(4 * 3 * 10, dtype=np.float32).reshape(4, 30) + 1
     s2 = bench_dataset("s2", ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"), ["2020-01-01", "2020-02-01", "2020-03-01"])
     local = np.ones((4, 2), np.float32)
-    sets = choice_feature_sets(s2, raw, local, "local")
-    assert list(sets) == ["raw bands", "raw bands + temporal statistics + indices", "local + raw bands"]
+    sets = choice_feature_sets(s2, raw, local)
+    assert list(sets) == ["raw", "raw+stats+indices", "embeddings+raw"]
     # 30 raw, 10 bands x 5 statistics, 3 indices x (3 dates + 5 statistics)
     assert [x.shape[1] for x in sets.values()] == [30, 30 + 50 + 24, 32]
     # One index band: no index can be derived and, without an encoder, no embedding set.
     ndvi = bench_dataset("ndvi", ("NDVI",), [f"2020-0{m}-01" for m in range(1, 7)])
-    sets = choice_feature_sets(ndvi, raw[:, :6], None, "")
-    assert list(sets) == ["raw bands", "raw bands + temporal statistics"] and sets["raw bands"].shape == (4, 6)
+    sets = choice_feature_sets(ndvi, raw[:, :6], None)
+    assert list(sets) == ["raw", "raw+stats"] and sets["raw"].shape == (4, 6)
     # One date: indices but no statistics.
     single = bench_dataset("s2", s2.raw_bands, ["2020-01-01"])
-    assert list(choice_feature_sets(single, raw[:, :10], None, "")) == ["raw bands", "raw bands + indices"]
+    assert list(choice_feature_sets(single, raw[:, :10], None)) == ["raw", "raw+indices"]
