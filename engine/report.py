@@ -259,7 +259,8 @@ def _spread(summary: Mapping[str, Any]) -> str:
 
 
 def candidates_html(table: Sequence[Mapping[str, Any]], nested: Mapping[str, Any] | None) -> str:
-    """Every candidate's outer cross-validated score, the chosen one marked, and the nested estimate."""
+    """Every candidate's outer cross-validated score, the chosen ones (the saved vote's members) marked,
+    and the nested estimate."""
     rows = [[("▶ " if r["chosen"] else "") + r["candidate"], _spread(r["macro_f1"]), _spread(r["overall_accuracy"])]
             for r in sorted(table, key=lambda r: -r["macro_f1"]["mean"])]
     text = _table(rows, ["Candidate (classifier on feature set)", "Macro-F1 (mean ± std over folds)",
@@ -268,7 +269,8 @@ def candidates_html(table: Sequence[Mapping[str, Any]], nested: Mapping[str, Any
         text += (f"<p>Nested estimate of the automatic choice (chosen on inner folds, scored on outer folds it never "
                  f"saw): macro-F1 {_spread(nested['macro_f1'])}, overall accuracy "
                  f"{_spread(nested['overall_accuracy'])}. The candidates' own scores above share the outer folds "
-                 "and would be optimistic for the best of them.</p>")
+                 "and would be optimistic for the best of them. ▶ marks the candidates the saved probe holds: "
+                 "with several, it averages their probabilities (a soft vote).</p>")
     return text
 
 

