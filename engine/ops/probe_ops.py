@@ -31,8 +31,8 @@ from engine.progress import Reporter
 
 
 CLASSIFIER_HELP = ("linear (logistic regression), mlp, knn, random_forest, extra_trees, gradient_boosting, or auto: "
-                   "the best of linear, mlp, knn, random_forest and extra_trees x feature set by nested spatial "
-                   "cross-validation (every candidate's score in the report)")
+                   "the soft vote of the best (up to 5) of linear, mlp, knn, random_forest and extra_trees x "
+                   "feature set by nested spatial cross-validation (every candidate's score in the report)")
 FEATURES_HELP = ("feature set(s): embeddings, raw (every band of every date), stats (per-band temporal statistics), "
                  "indices (NDVI, NDWI, NDMI, VV/VH), or combinations such as embeddings+raw; several: candidates "
                  "to choose from; input features need a job, not an embeddings raster")
@@ -308,7 +308,7 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
     features under them (at the dense level the linear probe is LayerNorm + linear, the segmentation head).
     Accuracy is measured by spatial cross-validation on whole polygons / point blocks, buffered
     (engine.validation). Classifiers: linear, mlp, knn, random_forest, extra_trees, gradient_boosting, or auto
-    (nested choice over classifier x feature set). Feature sets: embeddings, raw bands, temporal
+    (nested choice over classifier x feature set, saved as the soft vote of the best). Feature sets: embeddings, raw bands, temporal
     statistics, spectral indices, combinations (input features need a job). Optionally maps the
     area with the probe ("classes", "confidence")."""
     from engine.features import FeatureSet

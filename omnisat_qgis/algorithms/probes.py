@@ -43,7 +43,7 @@ class FitProbe(EngineAlgorithm):
         Param("IGNORE_VALUES", "ignore_values", "texts", "Class values to ignore (comma-separated, e.g. 0)",
               optional=True, help="features with these classes are left out, e.g. 0 = no data"),
         *EMBEDDING_ROWS,
-        Param("CLASSIFIER", "classifier", "enum", "Classifier (auto: chosen by nested spatial cross-validation)",
+        Param("CLASSIFIER", "classifier", "enum", "Classifier (auto: the best, or a vote of the best, by nested spatial cross-validation)",
               default="linear", options=("linear", "mlp", "knn", "random_forest", "extra_trees", "gradient_boosting", "auto")),
         Param("FEATURES", "features", "texts",
               "Feature sets, comma-separated (embeddings, raw, stats, indices, or e.g. embeddings+raw; input "
