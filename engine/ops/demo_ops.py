@@ -206,8 +206,10 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     from engine.ops.area_ops import class_map_info, mapped_pixels
     from engine.quicklook import write_quicklook
 
+    members = sum(c["chosen"] for c in result["candidates"])
+    title = (f"soft vote of {members} candidates" if result["classifier"] == "ensemble" else result["classifier"])
     quicklook = write_quicklook(folder / "classes.tif", folder / "quicklook.png",
-                                f"{result['classifier']} on {result['features']}, OSM land use, {SCENE_DATE}")
+                                f"{title} on {result['features']}, OSM land use, {SCENE_DATE}")
     spread = result["fold_scores"]["macro_f1"]
     lines = [f"Ours ({params.classifier}: {result['chosen']}), held-out polygons: macro-F1 "
              f"{spread['mean']:.3f} ± {spread['std']:.3f} over folds, pooled {result['macro_f1']:.3f}, overall accuracy "
