@@ -84,8 +84,25 @@ class AreaEstimate:
             "producers_accuracy_se": float(self.producers_se[k]),
         } for k, name in enumerate(self.class_names)]
 
+    def caveats(self) -> list[str]:
+        """Standard errors of 0 that come from a sample without variation, not from certainty."""
+        notes = []
+        for j, name in enumerate(self.class_names):
+            if self.counts[:, j].sum() == 0 and self.mapped_pixels[j] > 0:
+                notes.append(f"No reference point is {name}: its estimated area is 0 and its interval (± 0) says "
+                             "nothing about the uncertainty; if the class exists there, draw more samples where it "
+                             "is mapped (sample-map).")
+        for i, name in enumerate(self.class_names):
+            n = int(self.counts[i].sum())
+            if n and self.users_accuracy[i] in (0.0, 1.0):
+                notes.append(f"Every one of the {n} points mapped {name} was {'right' if self.users_accuracy[i] else 'wrong'}:"
+                             " its user's accuracy standard error of 0 means the sample showed no variation, not "
+                             "certainty.")
+        return notes
+
     def summary(self) -> dict[str, Any]:
         return {"overall_accuracy": self.overall_accuracy, "overall_accuracy_se": self.overall_se,
+                "caveats": self.caveats(),
                 "total_area": self.total_area, "pixel_area": self.pixel_area, "samples": int(self.counts.sum()),
                 "classes": self.rows(), "error_matrix": self.counts.astype(int).tolist()}
 

@@ -229,8 +229,9 @@ def area_table_html(estimate, area_unit: str) -> str:
     names = list(estimate.class_names)
     matrix = _table([[name, *estimate.counts[k].astype(int).tolist()] for k, name in enumerate(names)],
                     ["map \\ reference", *names], "confusion")
+    caveats = "".join(f"<p class=\"note\">{html.escape(c)}</p>\n" for c in estimate.caveats())
     return (f"{table}\n<p>Overall accuracy {estimate.overall_accuracy:.3f} ± {estimate.overall_se:.3f} (SE), "
-            f"{int(estimate.counts.sum())} reference samples.</p>\n<h3>Sample error matrix</h3>\n{matrix}\n"
+            f"{int(estimate.counts.sum())} reference samples.</p>\n{caveats}<h3>Sample error matrix</h3>\n{matrix}\n"
             '<p class="note">Stratified estimator of Olofsson et al. (2014, Remote Sensing of Environment 148): '
             "map classes are the strata, weighted by their mapped area; the interval is ± 1.96 standard errors. "
             "Valid for a stratified random sample of the map (sample-map draws one).</p>")

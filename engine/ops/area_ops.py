@@ -285,6 +285,8 @@ def area_report_operation(params: AreaReportParams, reporter: Reporter) -> dict[
             "class map": params.classes, "reference sample": params.reference,
             "reference field": params.reference_field, "pixel area": f"{info.pixel_area:g} {info.area_unit}",
             **({"points left out": skipped} if skipped else {})})
+    for caveat in estimate.caveats():
+        reporter.log(caveat, "warning")
     reporter.log(f"Overall accuracy {estimate.overall_accuracy:.3f} ± {estimate.overall_se:.3f} (SE); wrote "
                  + ", ".join(p for p in (params.output, params.html) if p))
     return {"output": params.output, "html": params.html, "area_unit": info.area_unit, "points_left_out": skipped,

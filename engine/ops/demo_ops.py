@@ -270,4 +270,4 @@ def area_lines(areas: dict[str, Any]) -> list[str]:
                      f"{ci / 1e4:7.1f} {row['users_accuracy']:7.2f}±{row['users_accuracy_se']:.2f} "
                      f"{row['producers_accuracy']:9.2f}±{row['producers_accuracy_se']:.2f}")
     lines.append(f"  overall accuracy {areas['overall_accuracy']:.3f} ± {areas['overall_accuracy_se']:.3f} (SE)")
-    return lines
+    return lines + [f"  note: {caveat}" for caveat in areas["caveats"]]

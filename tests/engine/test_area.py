@@ -57,6 +57,19 @@ def test_a_perfect_map_gives_its_own_areas_without_spread():
     np.testing.assert_allclose(e.area_se, 0.0)
     np.testing.assert_allclose(e.users_accuracy, 1.0)
     np.testing.assert_allclose(e.producers_accuracy, 1.0)
+    # Those zero standard errors come from a sample without variation: the estimate says so.
+    assert [c.split(":")[0] for c in e.caveats()] == [f"Every one of the {n} points mapped {k} was right"
+                                                      for n, k in ((30, "a"), (20, "b"), (10, "c"))]
+
+
+def test_a_mapped_class_no_reference_point_confirms_is_flagged():
+    # Map class b: both its points are really a; no reference point is b.
+    e = stratified_estimate(np.array([[8, 0, 2], [2, 0, 0], [1, 0, 9]]), [500, 300, 200], ("a", "b", "c"))
+    assert e.area[1] == 0 and e.area_se[1] == 0
+    caveats = e.caveats()
+    assert caveats[0].startswith("No reference point is b: its estimated area is 0")
+    assert any("mapped b was wrong" in c for c in caveats) and len(caveats) == 2
+    assert e.summary()["caveats"] == caveats
 
 
 def test_ci95_covers_the_true_area_about_95_percent_of_the_time():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from html import escape
 
 import numpy as np
 import pytest
@@ -91,6 +92,9 @@ def test_sample_then_estimate(tmp_path):
     assert rows[-1][0] == "overall accuracy" and float(rows[-1][1]) == pytest.approx(expected.overall_accuracy)
     text = html.read_text()
     assert "95% interval" in text and "Olofsson" in text and "crop" in text
+    # Water and crop points are all right in this truth: their zero standard errors are flagged.
+    assert report["caveats"] == expected.caveats() and len(report["caveats"]) == 2
+    assert all(escape(c) in text for c in report["caveats"])
 
 
 def test_reference_classes_that_are_not_the_maps_are_named(tmp_path):
