@@ -39,6 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from engine.classifiers.ensemble import KIND as ENSEMBLE
 from engine.errors import EngineError
 
 FOLDS = 5
@@ -201,7 +202,7 @@ class Vote:
     """Candidates whose averaged probabilities decide (engine.classifiers.ensemble)."""
 
     members: tuple[Candidate, ...]
-    classifier = "ensemble"
+    classifier = ENSEMBLE
 
     @property
     def name(self) -> str:
@@ -285,18 +286,20 @@ class Setup:
         return self.fit_proba(choice, train, test, rng).argmax(-1)
 
 
-def cross_validate(setup: Setup, candidates: Sequence[Candidate], folds: SpatialFolds,
-                   within: np.ndarray | None = None, reporter=None) -> dict[Candidate, FoldScores]:
-    """Every candidate on every fold (restricted to the samples ``within``, when given)."""
+def cross_validate(setup: Setup, candidates: Sequence[Candidate], folds: SpatialFolds, reporter=None,
+                   probabilities: dict[tuple[Candidate, int], np.ndarray] | None = None) -> dict[Candidate, FoldScores]:
+    """Every candidate on every fold; each (candidate, fold)'s test probabilities go into
+    ``probabilities`` when given."""
     scores = {c: FoldScores() for c in candidates}
-    within = np.ones(setup.y.size, bool) if within is None else within
     for fold in range(folds.n_folds):
-        train, test = folds.train[fold] & within, folds.test(fold) & within
+        train, test = folds.train[fold], folds.test(fold)
         if not test.any() or not train.any():
             continue
         for candidate in candidates:
-            rng = np.random.default_rng(setup.seed + fold)
-            scores[candidate].add(setup.y[test], setup.fit_predict(candidate, train, test, rng), setup.class_names)
+            proba = setup.fit_proba(candidate, train, test, np.random.default_rng(setup.seed + fold))
+            scores[candidate].add(setup.y[test], proba.argmax(-1), setup.class_names)
+            if probabilities is not None:
+                probabilities[candidate, fold] = proba
         if reporter is not None:
             reporter.progress(100.0 * (fold + 1) / folds.n_folds, f"cross-validation fold {fold + 1}/{folds.n_folds}")
     return scores
@@ -334,7 +337,8 @@ def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: Spati
     """Choose among ``candidates`` without leaking (module docstring)."""
     if not candidates:
         raise EngineError("Automatic selection needs at least one candidate classifier x feature set.")
-    outer = cross_validate(setup, candidates, folds)
+    outer_proba: dict[tuple[Candidate, int], np.ndarray] = {}
+    outer = cross_validate(setup, candidates, folds, probabilities=outer_proba)
     nested, chosen, inner_counts = FoldScores(), [], []
     for fold in range(folds.n_folds):
         train, test = folds.train[fold], folds.test(fold)
@@ -349,8 +353,9 @@ def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: Spati
             pick, count = best(cross_validate(sub, candidates, inner), VOTE), inner.n_folds
         chosen.append(pick)
         inner_counts.append(count)
-        nested.add(setup.y[test], setup.fit_predict(pick, train, test, np.random.default_rng(setup.seed + fold)),
-                   setup.class_names)
+        # The pick's members were fitted on this very training part (same draw) by the outer run.
+        proba = np.mean([outer_proba[m, fold] for m in pick.members], axis=0)
+        nested.add(setup.y[test], proba.argmax(-1), setup.class_names)
         if reporter is not None:
             reporter.progress(100.0 * (fold + 1) / folds.n_folds, f"nested selection, outer fold {fold + 1}/{folds.n_folds}")
     return Selection(outer, nested, chosen, inner_counts, best(outer, VOTE))

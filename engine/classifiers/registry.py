@@ -8,6 +8,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from engine.classifiers.ensemble import KIND as ENSEMBLE
 from engine.errors import EngineError
 
 
@@ -85,7 +86,7 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> Clas
 
 # Kinds a probe file may hold beyond the fittable ones: auto's soft vote of fitted candidates.
 COMBINED: dict[str, Callable[[dict[str, Any], dict[str, np.ndarray]], Classifier]] = {
-    "ensemble": _lazy("engine.classifiers.ensemble", "EnsembleClassifier.from_arrays"),
+    ENSEMBLE: _lazy("engine.classifiers.ensemble", "EnsembleClassifier.from_arrays"),
 }
 STORED_KINDS = (*CLASSIFIERS, *COMBINED)
 

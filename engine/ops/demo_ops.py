@@ -207,7 +207,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     from engine.quicklook import write_quicklook
 
     members = sum(c["chosen"] for c in result["candidates"])
-    title = (f"soft vote of {members} candidates" if result["classifier"] == "ensemble" else result["classifier"])
+    title = f"soft vote of {members} candidates" if members > 1 else result["classifier"]
     quicklook = write_quicklook(folder / "classes.tif", folder / "quicklook.png",
                                 f"{title} on {result['features']}, OSM land use, {SCENE_DATE}")
     spread = result["fold_scores"]["macro_f1"]

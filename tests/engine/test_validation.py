@@ -85,13 +85,13 @@ def test_nested_selection_picks_the_informative_features_and_never_sees_the_oute
     folds = spatial_folds(setup.y, units, rows, cols, 4)
     candidates = [Candidate("linear", "noise"), Candidate("knn", "good"), Candidate("random_forest", "noise")]
     seen = []
-    original = Setup.fit_predict
+    original = Setup.fit_proba
 
     def spy(self, candidate, train, test, rng=None):
         seen.append((self.y.size, train.copy(), test.copy()))
         return original(self, candidate, train, test, rng)
 
-    monkeypatch.setattr(Setup, "fit_predict", spy)
+    monkeypatch.setattr(Setup, "fit_proba", spy)
     selection = nested_selection(setup, candidates, folds, units, rows, cols)
     assert selection.final == Candidate("knn", "good")
     assert all(c == Candidate("knn", "good") for c in selection.chosen_per_fold)
