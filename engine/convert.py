@@ -1,7 +1,7 @@
 """Plain mappings (JSON, YAML, the command line) to typed dataclasses, with one clear error per mistake.
 
 The one converter behind training configs (training.config), operation parameters
-(engine.api) and the job format (engine.io.job). Types come from the dataclass's
+(engine.runtime.registry) and the job format (engine.io.job). Types come from the dataclass's
 annotations: nested dataclasses, lists, fixed tuples, dicts, optional and union types
 (the arm matching the value's kind), bool, int (whole numbers only), float, str. A
 field's metadata may add ``choices`` (allowed values), ``positive`` (a number > 0) and

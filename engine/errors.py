@@ -14,7 +14,7 @@ class EngineError(Exception):
 
 class DamagedInput(EngineError):
     """GDAL reported that it could not read an input whole (the message holds its words);
-    engine.api.run_operation names the operation's inputs."""
+    engine.runtime.registry.run_operation names the operation's inputs."""
 
 
 class Cancelled(Exception):

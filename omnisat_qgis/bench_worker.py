@@ -48,7 +48,7 @@ def write_inputs(folder: Path, dims: int) -> tuple[Path, Path]:
     for band in range(dims):
         ds.GetRasterBand(band + 1).SetNoDataValue(float("nan"))
         ds.GetRasterBand(band + 1).WriteArray(data[:, :, band].astype(np.float32))
-    # An encoder's hash, under the tag embed writes (engine.embeddings.HASH_TAG; without it fit-probe refuses).
+    # An encoder's hash, under the tag embed writes (engine.probes.sources.HASH_TAG; without it fit-probe refuses).
     ds.SetMetadataItem("ENCODER_SHA256", "b" * 64)
     ds = None
     labels = folder / "labels.gpkg"

@@ -1,7 +1,7 @@
 """Runs the engine worker as a separate process and follows its JSON-lines protocol.
 
 QGIS-free on purpose: the Processing algorithms and QgsTask runners both use it,
-and it is tested without QGIS. See engine/protocol.py for the messages. By default a
+and it is tested without QGIS. See engine/runtime/protocol.py for the messages. By default a
 job runs in a serving worker (``python -m engine worker --serve``) of a shared pool,
 kept between runs so that the engine's imports and model set-up are paid once:
 cancelling stops the worker (the next run starts another), a crashed one is replaced,

@@ -18,7 +18,7 @@ import shlex
 import sys
 
 from engine.errors import EngineError
-from engine.progress import TerminalReporter
+from engine.runtime.progress import TerminalReporter
 
 PRETRAIN = ("omnisat", "anysat")
 FINETUNE = ("supervised", "probe")

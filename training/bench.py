@@ -6,7 +6,7 @@ the host (pinned on CUDA) and copied to the device every step, as a data loader'
 the step is the fine-tuning step (class-token head, BCE, Adam). ``batch=0`` searches the
 largest batch whose fp32 step fits in the device's memory first. Variants run in
 the same process: fp32 eager is the baseline; bf16 autocast when the device
-multiplies bf16 natively (engine.precision); torch.compile on and off. Each
+multiplies bf16 natively (engine.runtime.precision); torch.compile on and off. Each
 variant gets one untimed warm-up step (compilation happens there).
 """
 
@@ -22,8 +22,8 @@ from engine.bench.gpu import random_inputs
 from engine.errors import EngineError
 from engine.models.heads import HeadConfig, build_head
 from engine.models.registry import build_model
-from engine.precision import autocast_context, choose_device, cpu_has_bf16, to_device
-from engine.progress import Reporter
+from engine.runtime.precision import autocast_context, choose_device, cpu_has_bf16, to_device
+from engine.runtime.progress import Reporter
 
 
 def _variant(preset_name: str, batch: int, steps: int, dates: int, device: torch.device, dtype: torch.dtype,
@@ -110,5 +110,5 @@ def run_bench(*, batch: int = 128, steps: int = 3, preset_name: str = "omnisat-t
     base = results["samples_per_s"]["fp32"]
     results["speedup_vs_fp32"] = {k: round(v / base, 3) for k, v in results["samples_per_s"].items()}
     if not bf16:
-        results["note"] = f"bf16 skipped: {dev} has no native bf16 (engine.precision)"
+        results["note"] = f"bf16 skipped: {dev} has no native bf16 (engine.runtime.precision)"
     return results

@@ -9,7 +9,7 @@ provenance (parent model and its sha256, inputs, steps, minutes); given labels, 
 fitted on the parent's and on the new model's embeddings with the same folds, so the user
 sees whether the area's pretraining helped.
 
-An operation of the engine's registry (engine.api) defined here: training imports the engine,
+An operation of the engine's registry (engine.runtime.registry) defined here: training imports the engine,
 the engine names this module only in its list of operation modules.
 """
 
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.api import operation
+from engine.runtime.registry import operation
 from engine.errors import Cancelled, EngineError
 from engine.io.atomic import check_output_path
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 OBJECTIVES = {"omnisat": "omnisat", "anysat": "anysat"}  # architecture -> its pretraining objective
 # Checkpoint at least this often: a cancel loses no more than this much training.

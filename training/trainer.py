@@ -27,9 +27,9 @@ from engine.models.base import EOModel
 from engine.models.checkpoint import load_checkpoint, save_checkpoint
 from engine.models.modalities import sensor
 from engine.models.registry import build_model, preset
-from engine.precision import autocast_context, choose_dtype
-from engine.progress import Reporter
-from engine import distributed
+from engine.runtime.precision import autocast_context, choose_dtype
+from engine.runtime.progress import Reporter
+from engine.runtime import distributed
 from training.config import ExperimentConfig
 from training.datasets import TileDataset, open_dataset
 from training.datasets.common import Batch

@@ -11,9 +11,9 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.api import operation
+from engine.runtime.registry import operation
 from engine.errors import EngineError
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 # target name -> module path
 BENCHMARKS: dict[str, str] = {

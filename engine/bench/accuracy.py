@@ -17,12 +17,12 @@ training folds and scored on the held-out fold:
   every date at the same cells: the classic QGIS plugins' per-pixel baseline;
 - the same linear probe on the raw bands, which separates the encoder's contribution
   from the classifier's;
-- every classifier of ``auto``'s grid (engine.fitting.AUTO_CLASSIFIERS: linear, MLP, kNN,
+- every classifier of ``auto``'s grid (engine.probes.fit.AUTO_CLASSIFIERS: linear, MLP, kNN,
   random forest and extra trees, class-weighted, at most MAX_CELLS_PER_CLASS training cells
   per class and fit) on the feature sets fit-probe offers: raw bands, raw bands with what
-  engine.features derives from them (temporal statistics for a series, spectral indices where
+  engine.probes.features derives from them (temporal statistics for a series, spectral indices where
   the bands allow), and the first encoder's local embeddings with the raw bands; and
-  ``auto``, the nested choice among them (engine.validation.nested_selection: the soft vote of
+  ``auto``, the nested choice among them (engine.probes.selection.nested_selection: the soft vote of
   the best candidates on inner folds of each outer fold's training part, scored on the outer
   fold), which is what fit-probe --classifier auto does.
 
@@ -30,7 +30,7 @@ Datasets: eo-learn's five Sentinel-2 L1C dates (whole-polygon folds), the same p
 eo-learn's 68-date NDVI series (a real scene where the temporal signal matters; no encoder
 reads one index band, so only the classifiers on its values), and the Peru points.
 
-Folds are buffered (engine.validation): training cells within one cell of a test cell are
+Folds are buffered (engine.probes.folds): training cells within one cell of a test cell are
 left out of that fold's training, for every method.
 
 Encoders: every checkpoint under resources/models with a Sentinel-2 modality, each
@@ -59,7 +59,7 @@ from affine import Affine
 
 from engine.errors import EngineError
 from engine.models.catalog import best_encoder, with_modalities
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -72,7 +72,7 @@ L1C_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10",
 # B2 B3 B4 B5 B6 B7 B8 B8A B11 B12: red-edge B5 takes red, B6/B7/B8A take NIR.
 L8_ON_S2 = [1, 2, 3, 3, 4, 4, 4, 4, 5, 6]
 LEVEL = "both"  # [patch, local]: one embedding run gives every level's features
-BUFFER_CELLS = 1  # training cells this close to a test cell sit that fold out (engine.validation)
+BUFFER_CELLS = 1  # training cells this close to a test cell sit that fold out (engine.probes.folds)
 CHOICE_TREES = 100  # random forest trees / boosting rounds of the candidates (the anchor keeps RF_TREES)
 AUTO_METHOD = "auto: nested choice (soft vote of the best) among the classifier x feature set rows above"
 FIXED_PROBE = {"kind": "linear", "optimizer": "lbfgs", "l2": 1e-3, "epochs": 200, "class_weighting": True}
@@ -90,7 +90,7 @@ class Dataset:
     ignore_values: tuple[str, ...]
     block_size_m: float  # point blocks; 0 for polygons (grouped by polygon)
     split: str
-    raw_modality: str  # sensor of the raw bands, for indices (engine.features)
+    raw_modality: str  # sensor of the raw bands, for indices (engine.probes.features)
     raw_bands: tuple[str, ...]  # band names of one raw file
     # Embed one model tile around each labelled cell instead of the whole raster (sparse points
     # over a large area: the same windows tiled inference would run there, at a fraction of the cost).
@@ -131,7 +131,7 @@ def eolearn_dataset(folder: Path) -> Dataset:
 
 def eolearn_series_dataset(folder: Path) -> Dataset:
     """eo-learn's 68-date NDVI series with its cloud mask: where the temporal signal matters."""
-    from engine.features import fill_invalid_dates
+    from engine.probes.features import fill_invalid_dates
 
     source = SHARED_DATA / "eolearn_patch" / "TestEOPatch"
     ndvi = np.load(source / "data/NDVI.npy", allow_pickle=False)[..., 0]  # (68, 101, 100)
@@ -278,7 +278,7 @@ def encoders(folder: Path, reporter: Reporter, quick: bool) -> list[Encoder]:
 
 
 def encoder_job(dataset: Dataset, encoder: Encoder, folder: Path) -> dict[str, Any]:
-    from engine.api import run_operation
+    from engine.runtime.registry import run_operation
 
     job = dict(dataset.job, model=str(encoder.path),
                outputs={"embeddings": str(folder / "embeddings.tif"), "embeddings_level": LEVEL},
@@ -293,8 +293,8 @@ def encoder_job(dataset: Dataset, encoder: Encoder, folder: Path) -> dict[str, A
 def embed_cells(dataset: Dataset, job: dict[str, Any], grid: GridView, rows: np.ndarray, cols: np.ndarray,
                 folder: Path, reporter: Reporter) -> np.ndarray:
     """An encoder's embeddings at the labelled cells, computed through tiled inference."""
-    from engine.api import run_operation
-    from engine.embeddings import gather
+    from engine.runtime.registry import run_operation
+    from engine.probes.sources import gather
 
     if dataset.windows_around_labels:
         return embed_around(job, grid, rows, cols, folder)
@@ -309,9 +309,9 @@ def embed_dense(encoder: Encoder, dataset: Dataset, job: dict[str, Any], grid: G
                 cols: np.ndarray, reporter: Reporter) -> np.ndarray | None:
     """An AnySat encoder's dense embeddings at the labelled cells, through tiled inference; None for
     other encoders, sparse-point datasets, or a sub-patch grid other than the label grid."""
-    from engine.api import run_operation
+    from engine.runtime.registry import run_operation
     from engine.models.checkpoint import read_metadata
-    from engine.embeddings import gather
+    from engine.probes.sources import gather
 
     if dataset.windows_around_labels or read_metadata(encoder.path)["config"].get("architecture") != "anysat":
         return None
@@ -327,9 +327,10 @@ def embed_dense(encoder: Encoder, dataset: Dataset, job: dict[str, Any], grid: G
 def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool, reporter: Reporter) -> dict[str, Any]:
     from sklearn.ensemble import RandomForestClassifier
 
-    from engine.embeddings import labelled_embeddings
-    from engine.probe import ProbeConfig, classification_metrics, confusion_matrix, fit_probe
-    from engine.validation import spatial_folds
+    from engine.probes.sources import labelled_embeddings
+    from engine.probes.classifiers import ProbeConfig, fit_probe
+    from engine.probes.metrics import classification_metrics, confusion_matrix
+    from engine.probes.folds import spatial_folds
 
     # One label grid and one set of folds for every method (all encoders use 10 m patches).
     jobs = []
@@ -419,11 +420,11 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
 
 
 def choice_feature_sets(dataset: Dataset, raw: np.ndarray, local: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The feature sets the classifier choice picks from, under fit-probe's names (engine.features):
-    raw bands (``raw``), raw bands with what engine.features derives from them (``stats``, temporal
+    """The feature sets the classifier choice picks from, under fit-probe's names (engine.probes.features):
+    raw bands (``raw``), raw bands with what engine.probes.features derives from them (``stats``, temporal
     statistics, for a series; ``indices`` where the bands allow) and, with an encoder, its local
     embeddings with the raw bands (``embeddings+raw``)."""
-    from engine.features import FeatureSet, InputValues, available_indices, combine
+    from engine.probes.features import FeatureSet, InputValues, available_indices, combine
 
     dates = tuple(next(iter(dataset.job["modalities"].values()))["dates"])
     values = [InputValues(dataset.raw_modality, dataset.raw_bands, dates, raw.reshape(len(raw), len(dates), -1))]
@@ -434,8 +435,8 @@ def choice_feature_sets(dataset: Dataset, raw: np.ndarray, local: np.ndarray | N
 
 
 def choice_grid(sets: dict[str, np.ndarray], quick: bool):
-    from engine.fitting import AUTO, candidate_grid
-    from engine.validation import Candidate
+    from engine.probes.fit import AUTO, candidate_grid
+    from engine.probes.selection import Candidate
 
     if quick:  # the plumbing only: two cheap classifiers
         return [Candidate(kind, name) for name in sets for kind in ("linear", "knn")]
@@ -447,9 +448,9 @@ def classifier_choice(dataset: Dataset, raw: np.ndarray, local: np.ndarray | Non
                       reporter: Reporter) -> dict[str, Any]:
     """Every candidate classifier x feature set on the shared folds, the nested ``auto`` choice among
     them and, for datasets marked so, the independent-area check."""
-    from engine.fitting import MAX_CELLS_PER_CLASS
-    from engine.probe import ProbeConfig
-    from engine.validation import Setup, nested_selection
+    from engine.probes.fit import MAX_CELLS_PER_CLASS
+    from engine.probes.classifiers import ProbeConfig
+    from engine.probes.selection import Setup, nested_selection
 
     sets = choice_feature_sets(dataset, raw, local)
     setup = Setup(sets, y, names, ProbeConfig(**FIXED_PROBE, seed=SEED, trees=CHOICE_TREES), MAX_CELLS_PER_CLASS, SEED)
@@ -472,8 +473,9 @@ def independent_area(setup, grid, units: np.ndarray, rows: np.ndarray, cols: np.
     """The nested estimate of ``auto`` on the western half of the labels against the score of its
     choice, fitted on the whole western half, on the eastern half (cells within the buffer of the
     dividing line left out)."""
-    from engine.probe import classification_metrics, confusion_matrix
-    from engine.validation import Setup, nested_selection, spatial_folds
+    from engine.probes.metrics import classification_metrics, confusion_matrix
+    from engine.probes.folds import spatial_folds
+    from engine.probes.selection import Setup, nested_selection
 
     middle = (int(cols.min()) + int(cols.max()) + 1) // 2
     west, east = cols < middle, cols >= middle + BUFFER_CELLS

@@ -39,8 +39,8 @@ from engine.models.anysat import (CROSS_QUERY_CHUNK, LTAE_ROW_CHUNK, SPATIAL_TOK
 from engine.models.attention import explicit_attention
 from engine.models.kernels import default_kernels
 from engine.models.ltae import RowGroupNorm
-from engine.precision import autocast_context, cpu_flags, cpu_has_bf16, keep_weights_in
-from engine.progress import Reporter
+from engine.runtime.precision import autocast_context, cpu_flags, cpu_has_bf16, keep_weights_in
+from engine.runtime.progress import Reporter
 
 T_S2_TILE, T_S1, T_S2_SERIES = 146, 60, 60
 UNLIMITED = 1 << 40

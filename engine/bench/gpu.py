@@ -6,7 +6,7 @@ tiny and fewer dates), random weights, on TreeSatAI-TS tiles (aerial 300 x 300 p
 S2 and S1 ascending at 6 x 6 px, 50 dates). Each step is what a mapping batch costs: the
 host inputs (pinned memory on CUDA) copied to the device without blocking, the model's
 features under inference mode and autocast, the results back on the host; bf16 keeps the
-weights in bf16 as the mapping does (engine.precision.keep_weights_in). Batch sizes double
+weights in bf16 as the mapping does (engine.runtime.precision.keep_weights_in). Batch sizes double
 from 1 until the device runs out of memory (the last one that fits is reported) or
 MAX_BATCH; figures are tiles/s (best of the timed repetitions), the peak device memory and
 bf16 against fp32 at the same batch, all in the same run. Without CUDA the same code runs on
@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from engine.errors import EngineError
-from engine.precision import autocast_context, choose_device, cpu_has_bf16, keep_weights_in, to_device
-from engine.progress import Reporter
+from engine.runtime.precision import autocast_context, choose_device, cpu_has_bf16, keep_weights_in, to_device
+from engine.runtime.progress import Reporter
 
 MAX_BATCH = {"cuda": 1024, "cpu": 8}
 DATES, TILE_M, PATCH_M = 50, 60.0, 10.0

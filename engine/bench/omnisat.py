@@ -36,8 +36,8 @@ from engine.models.attention import explicit_attention
 from engine.models.kernels import default_kernels, linear
 from engine.models.heads import HeadConfig, PatchHead
 from engine.models.registry import build_model
-from engine.precision import autocast_context, cpu_flags, cpu_has_bf16
-from engine.progress import Reporter
+from engine.runtime.precision import autocast_context, cpu_flags, cpu_has_bf16
+from engine.runtime.progress import Reporter
 
 T_S2, T_S1 = 50, 50
 

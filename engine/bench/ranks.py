@@ -24,7 +24,7 @@ import numpy as np
 
 
 def _timed(job: dict) -> tuple[float, dict[str, Any]]:
-    from engine.api import run_operation
+    from engine.runtime.registry import run_operation
 
     started = time.perf_counter()
     result = run_operation("classify", {"job": job})
@@ -39,7 +39,7 @@ def run(params, reporter) -> dict[str, Any]:
     from engine.models.checkpoint import save_checkpoint
     from engine.models.heads import HeadConfig, build_head
     from engine.models.registry import build_model
-    from engine.threads import default_threads
+    from engine.runtime.threads import default_threads
 
     factor = AREAS[0] if params.quick else AREAS[-1]
     rounds = 1 if params.quick else 2

@@ -139,7 +139,7 @@ def _child_pipeline(job_path: str, warp_once: bool = True) -> dict[str, Any]:
     from engine.mapping.run import execute
     from engine.io.job import load_job
     from engine.models.checkpoint import load_checkpoint
-    from engine.progress import Reporter
+    from engine.runtime.progress import Reporter
 
     job = load_job(job_path)
     loaded = load_checkpoint(job.model)  # as the classify operation does, outside the timed part
@@ -162,7 +162,7 @@ def _bare_forward(checkpoint: str, repeats: int, precision: str) -> dict[str, An
     import torch
 
     from engine.models.checkpoint import load_checkpoint
-    from engine.precision import autocast_context, choose_device, choose_dtype
+    from engine.runtime.precision import autocast_context, choose_device, choose_dtype
 
     loaded = load_checkpoint(checkpoint)
     model, head = loaded.model, loaded.head
@@ -324,7 +324,7 @@ def _run_reprojected(folder: Path, checkpoint: Path, base_windows: int, rounds: 
 def run(params, reporter) -> dict[str, Any]:
     import torch
 
-    from engine.precision import choose_device, choose_dtype
+    from engine.runtime.precision import choose_device, choose_dtype
 
     base_windows = 4 if params.quick else 6
     rounds = 1 if params.quick else 2

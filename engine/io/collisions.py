@@ -1,6 +1,6 @@
 """No output may overwrite an input, or another output of the same run.
 
-``engine.api.run_operation``, which every front end goes through, checks
+``engine.runtime.registry.run_operation``, which every front end goes through, checks
 ``operation_paths`` with ``check_distinct`` before an operation starts. The roles come from the
 operation registry: its outputs (``Operation.outputs`` that are parameters), its
 inputs (parameters declared with field metadata ``role="input"``) and its jobs

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from engine.errors import EngineError
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 CHUNK = 1 << 20
 USER_AGENT = "omnisat-engine"

@@ -2,7 +2,7 @@
 
 A failed block write (full disk) and a failed decode (a truncated JPEG 2000 or compressed
 GeoTIFF) reach only GDAL's error handler: the file is renamed, or the statistics computed,
-from whatever the buffer held. While an operation runs (engine.api.run_operation) or an
+from whatever the buffer held. While an operation runs (engine.runtime.registry.run_operation) or an
 output is written (engine.io.atomic), one process-wide handler collects them, from every
 thread (read-ahead threads, GDAL's own decoding threads); atomic outputs refuse to replace
 anything once a failure was reported, and the operation fails with the damaged-file message.

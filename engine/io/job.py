@@ -71,7 +71,7 @@ parameters one to one onto these keys::
                                                  the tile, rounded down to patches)
       "batch_size": 4,                           windows per model call
       "device": "auto",                          auto (CUDA when available), cpu or cuda
-      "precision": "auto",                       auto, fp32 or bf16 (engine.precision)
+      "precision": "auto",                       auto, fp32 or bf16 (engine.runtime.precision)
       "threads": 2,                              optional: torch CPU threads (per rank)
       "ranks": 1,                                processes that share the grid on this machine
                                                  (engine.mapping.ranks); under torchrun its
@@ -103,7 +103,7 @@ from engine.convert import Wording, convert, from_dict
 from engine.errors import EngineError
 from engine.io.scales import CONVERSIONS
 from engine.mapping.levels import LEVEL_NAMES
-from engine.precision import DEVICES, PRECISIONS
+from engine.runtime.precision import DEVICES, PRECISIONS
 
 JOB_VERSION = 1
 EMBEDDING_DTYPES = ("float32", "float16")

@@ -18,7 +18,7 @@ from einops import rearrange
 from engine.errors import EngineError
 from engine.mapping.plan import Plan
 from engine.mapping.read import WindowBatch
-from engine.precision import autocast_context, keep_weights_in, to_device
+from engine.runtime.precision import autocast_context, keep_weights_in, to_device
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.io.grid import Grid
-from engine.tiling import WindowGrid
+from engine.mapping.tiling import WindowGrid
 
 
 @dataclass(frozen=True)

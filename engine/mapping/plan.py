@@ -2,7 +2,7 @@
 
 The only reader of the Job in the mapping path. ``build_plan`` resolves every modality
 (files, bands, dates, masks), checks the outputs (writable, never an input), builds the
-reference grid (engine.io.grid) and the window grid of whole patches (engine.tiling),
+reference grid (engine.io.grid) and the window grid of whole patches (engine.mapping.tiling),
 chooses device and dtype, loads the normalization statistics and fixes the outputs: which
 files, at which level, how wide. Reading (read.py), the model call (forward.py), writing
 (outputs.py) and the run (run.py) take the Plan, never the Job.
@@ -23,7 +23,7 @@ from affine import Affine
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from engine.coverage import check_area
+from engine.mapping.coverage import check_area
 from engine.errors import EngineError
 from engine.io.atomic import check_output_path
 from engine.io.collisions import check_distinct, job_files
@@ -36,9 +36,9 @@ from engine.io.series import Modality, attach_masks, resolve_modality
 from engine.mapping.geometry import DenseLayout, Geometry
 from engine.mapping.levels import Level, level
 from engine.mapping.shards import Shard
-from engine.precision import choose_device, choose_dtype
-from engine.progress import Reporter
-from engine.tiling import WindowGrid
+from engine.runtime.precision import choose_device, choose_dtype
+from engine.runtime.progress import Reporter
+from engine.mapping.tiling import WindowGrid
 
 # Window side when the model states none: enough patches to amortise the model call, few
 # enough that attention over all tokens stays cheap on a CPU.

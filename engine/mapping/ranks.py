@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from engine.errors import Cancelled, EngineError
 from engine.io.job import Job
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 # Ranks wait for the slowest shard at the end; torchrun (or the launcher here) stops them all
 # as soon as one fails, so this only bounds a silent hang.
@@ -41,7 +41,7 @@ Loader = Callable[[], tuple[Any, Any, dict]]  # -> (model, head, metadata)
 
 def map_job(operation: str, source: str | dict, job: Job, reporter: Reporter, load: Loader) -> dict[str, Any]:
     """Run a classify/embed job in this process, as one rank of torchrun's, or over ``job.ranks`` processes."""
-    from engine.distributed import launched_by_torchrun
+    from engine.runtime.distributed import launched_by_torchrun
 
     if launched_by_torchrun():
         return run_rank(job, reporter, load)
@@ -98,7 +98,7 @@ def run_shard(job: Job, plan, shard, model, head, reporter: Reporter) -> dict[st
 def run_rank(job: Job, reporter: Reporter, load: Loader) -> dict[str, Any]:
     import torch.distributed as torch_dist
 
-    from engine import distributed
+    from engine.runtime import distributed
     from engine.mapping.plan import build_plan
 
     started = time.perf_counter()
@@ -127,7 +127,7 @@ def run_rank(job: Job, reporter: Reporter, load: Loader) -> dict[str, Any]:
 
 def finish(plan, shards, statuses: list[dict], reporter: Reporter, seconds: float) -> dict[str, Any]:
     """Rank 0: the coverage of the whole run, then every output assembled from its parts."""
-    from engine.coverage import Coverage
+    from engine.mapping.coverage import Coverage
     from engine.mapping import parts
     from engine.mapping.outputs import grid_summary, output_grids
     from engine.mapping.plan import summary
@@ -182,7 +182,7 @@ def _job_source(source: str | dict) -> str | dict:
 
 
 def _threads(job: Job, ranks: int) -> int:
-    from engine.threads import default_threads
+    from engine.runtime.threads import default_threads
 
     return job.threads or max(1, default_threads() // ranks)
 

@@ -19,7 +19,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from engine.coverage import Coverage
+from engine.mapping.coverage import Coverage
 from engine.errors import Cancelled
 from engine.io.job import Job
 from engine.io.writers import RowBandAccumulator
@@ -27,7 +27,7 @@ from engine.mapping.forward import ModelCall, Results
 from engine.mapping.outputs import Outputs
 from engine.mapping.plan import Plan, build_plan, summary
 from engine.mapping.read import WindowBatch, WindowReader, read_batches
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 GDAL_CACHE_MB = 64
 # Rows of results held before writing: wide rasters with many channels (dense or "both"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from engine.io.grid import Grid
-from engine.tiling import WindowGrid
+from engine.mapping.tiling import WindowGrid
 
 
 @dataclass(frozen=True)

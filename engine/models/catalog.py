@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import EngineError
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 SHIPPED = Path(__file__).resolve().parents[2] / "resources" / "models"
 SHIPPED_LICENCE = "GPL-2.0-or-later (trained by this project)"

@@ -27,7 +27,7 @@ class DownloadableModel:
     size_bytes: int  # about, for the user before the download starts
     architecture: str
     size: str  # the architecture's size preset
-    parameters: int  # of the converted encoder (tests/engine/test_fetch_model.py counts them)
+    parameters: int  # of the converted encoder (tests/engine/ops/test_fetch_model.py counts them)
     licence: str
     provenance: str
     converter: str  # the engine operation that turns the file into a checkpoint

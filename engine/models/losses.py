@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from engine.distributed import gather_with_grad
+from engine.runtime.distributed import gather_with_grad
 
 
 def patch_contrastive_loss(tokens: Tensor, temperature: float = 0.1) -> Tensor:

@@ -1,1 +1,1 @@
-"""Engine operations registered in engine.api (one function per command)."""
+"""Engine operations registered in engine.runtime.registry (one function per command)."""

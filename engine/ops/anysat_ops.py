@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.api import operation
+from engine.runtime.registry import operation
 from engine.errors import EngineError
 from engine.io.atomic import check_output_path
 from engine.io.download import sha256_of
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 
 @dataclass

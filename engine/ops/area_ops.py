@@ -1,7 +1,7 @@
 """Areas with confidence intervals: draw a reference sample from a class map (``sample-map``),
 then estimate the area of every class from the map and the labelled sample (``area-report``).
 
-The estimator is engine.area (Olofsson et al. 2014). The map's classes are the strata:
+The estimator is engine.analysis.area (Olofsson et al. 2014). The map's classes are the strata:
 ``sample-map`` draws a stratified random sample (a floor per class, the rest in
 proportion to the area) and writes it as points with an empty reference field for the
 analyst to fill in (in the dock or any GIS); ``area-report`` reads the filled layer,
@@ -21,11 +21,11 @@ from typing import Any, Iterator
 import numpy as np
 from rasterio.windows import Window
 
-from engine.api import operation
+from engine.runtime.registry import operation
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output, check_output_path
 from engine.io.raster import open_raster
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 MAP_HELP = "class map (uint8 GeoTIFF with class names, as written by classify / fit-probe / apply-probe)"
 BLOCK = 1024  # rows and columns of the windows the map is read in
@@ -123,7 +123,7 @@ def _draw(ds, info: ClassMap, sizes: np.ndarray, counts: np.ndarray, seed: int) 
 
 
 def write_sample_points(path: str, ds, info: ClassMap, rows, cols, classes, reference_field: str) -> None:
-    from engine.labels import _ogr
+    from engine.probes.labels import _ogr
 
     ogr, osr = _ogr()
     srs = osr.SpatialReference()
@@ -157,7 +157,7 @@ def sample_map_operation(params: SampleMapParams, reporter: Reporter) -> dict[st
     has fewer), the rest of total in proportion to its area; points lie at pixel centres, drawn
     uniformly within each class. The layer has sample_id, map_code, map_class and an empty
     reference field: fill it with the class seen on the ground / in imagery, then run area-report."""
-    from engine.area import allocate_sample
+    from engine.analysis.area import allocate_sample
 
     check_output_path(params.output, "output")
     if Path(params.output).suffix.lower() != ".gpkg":
@@ -214,7 +214,7 @@ def _match_reference(values: tuple[str, ...], names: list[str], path: str, field
 def sample_counts(ds, info: ClassMap, reference_path: str, reference_field: str, layer: str | None,
                   reporter: Reporter) -> tuple[np.ndarray, dict[str, int]]:
     """The sample error matrix (rows: map class read under each point, columns: reference class)."""
-    from engine.labels import POINT, read_labels
+    from engine.probes.labels import POINT, read_labels
 
     labels = read_labels(reference_path, reference_field, ds.crs, layer)
     if any(kind != POINT for kind in labels.kinds):
@@ -267,8 +267,8 @@ def area_report_operation(params: AreaReportParams, reporter: Reporter) -> dict[
     mapped area, estimated area with standard error and 95% interval, user's and producer's
     accuracy with standard errors; the overall accuracy last. The estimate is only valid for a
     probability sample of the map (a stratified random one, as sample-map draws)."""
-    from engine.area import stratified_estimate
-    from engine.report import write_area_report
+    from engine.analysis.area import stratified_estimate
+    from engine.probes.report import write_area_report
 
     for key in ("output", "html"):
         if getattr(params, key):

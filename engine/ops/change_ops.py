@@ -1,7 +1,7 @@
 """Change between two periods: the change operation.
 
-Magnitude = distance between the two periods' embeddings (engine.embeddings) per cell of
-their level; the binary layer thresholds it (Otsu's, engine.change) or, with change
+Magnitude = distance between the two periods' embeddings (engine.probes.sources) per cell of
+their level; the binary layer thresholds it (Otsu's, engine.analysis.change) or, with change
 labels, comes from a change probe fitted on |after - before| and the mean embedding.
 """
 
@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from engine.api import operation
-from engine.embeddings import (EMBEDDINGS_HELP, EmbeddingOptions, EmbeddingSource, LEVEL_HELP, blocks,
+from engine.runtime.registry import operation
+from engine.probes.sources import (EMBEDDINGS_HELP, EmbeddingOptions, EmbeddingSource, LEVEL_HELP, blocks,
                                embedding_source, gather, labelled_embeddings, raster_level, read_block)
 from engine.errors import EngineError
 from engine.io.atomic import check_output_path
 from engine.io.grid import Grid
 from engine.io.raster import open_raster
 from engine.io.writers import geotiff_profile, parse_color
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 CHANGE_COLORS = {0: (220, 220, 220, 255), 1: (228, 26, 28, 255), 255: (0, 0, 0, 0)}
 
@@ -74,7 +74,7 @@ def _open_periods(stack: contextlib.ExitStack, params: ChangeParams, reporter: R
 
 def _magnitude(before, after, metric: str, reporter: Reporter) -> np.ndarray:
     """One value per cell (patch, sub-patch or window): it fits in memory for Otsu's histogram."""
-    from engine.change import change_magnitude
+    from engine.analysis.change import change_magnitude
 
     magnitude = np.full(before.shape, np.nan, np.float32)
     windows = list(blocks(before.height, before.width))
@@ -90,9 +90,9 @@ def _magnitude(before, after, metric: str, reporter: Reporter) -> np.ndarray:
 
 def _change_probe(params: ChangeParams, source: EmbeddingSource, before, after, level: str, reporter: Reporter):
     """A probe on change features fitted on the change labels; returns (binary layer, metadata, summary)."""
-    from engine.change import change_features
+    from engine.analysis.change import change_features
     from engine.ops.probe_ops import FitSettings, fit_and_report
-    from engine.probe import ProbeConfig
+    from engine.probes.classifiers import ProbeConfig
 
     def features(rows, cols):
         return change_features(gather(before, rows, cols), gather(after, rows, cols))
@@ -140,7 +140,7 @@ def change_operation(params: ChangeParams, reporter: Reporter) -> dict[str, Any]
     sub-patch at the dense level, window at the tile level; both periods the same); the binary layer
     thresholds it (Otsu unless a threshold is given). With change labels, a probe fitted on
     |after - before| and the mean embedding gives the binary layer instead."""
-    from engine.change import change_layer
+    from engine.analysis.change import change_layer
     from engine.mapping.outputs import open_atomic, open_float_raster
 
     for key in ("magnitude", "change", "probe_output", "report"):

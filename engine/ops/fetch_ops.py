@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.api import operation
+from engine.runtime.registry import operation
 from engine.errors import EngineError
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 
 @dataclass

@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.api import operation
+from engine.runtime.registry import operation
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output, check_output_path
 from engine.io.job import CLASS_OUTPUTS, Job, load_job
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 JOB_HELP = "job JSON file (or the job object itself, from the worker); format in engine/io/job.py"
 
@@ -38,7 +38,7 @@ class ClassifyParams(MapParams):
 def encoder_of_probe(probe_path: str, reporter: Reporter) -> str:
     """The checkpoint a probe was fitted on: the one whose tensors hash to the probe's record."""
     from engine.models.catalog import find_by_weights
-    from engine.probe import load_probe
+    from engine.probes.probe_file import load_probe
 
     _, meta = load_probe(probe_path)
     found = find_by_weights(meta.encoder_hash, meta.encoder.get("checkpoint", ""))
@@ -67,7 +67,7 @@ def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
     (engine/mapping/ranks.py); inputs may be /vsicurl/ or /vsis3/ names.
     """
     from engine.mapping.ranks import map_job
-    from engine.probe import is_probe_file
+    from engine.probes.probe_file import is_probe_file
 
     job = load_job(params.job)
     if not any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
@@ -80,13 +80,13 @@ def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
         probe_path = job.model
         job = replace(job, model=encoder_of_probe(probe_path, reporter))
     if probe_path:
-        from engine.distributed import launched_by_torchrun
+        from engine.runtime.distributed import launched_by_torchrun
         from engine.ops.probe_ops import map_job_with_probe
 
         if job.ranks > 1 or launched_by_torchrun():
             raise EngineError("Classifying with a probe runs in one process: set the job's \"ranks\" to 1 and run "
                               "without torchrun, or map the embeddings over ranks (embed) and run apply-probe on them.")
-        from engine.probe import load_probe
+        from engine.probes.probe_file import load_probe
 
         probe, meta = load_probe(probe_path)
         return map_job_with_probe(job, probe_path, probe, meta, reporter)
@@ -128,7 +128,7 @@ def normalization_stats(params: StatsJobParams, reporter: Reporter) -> dict[str,
     from engine.io.grid import scale_window
     from engine.io.normalize import RunningStats
     from engine.mapping.plan import plan_geometry, resolve_inputs
-    from engine.tiling import WindowGrid
+    from engine.mapping.tiling import WindowGrid
 
     job = load_job(params.job)
     check_output_path(params.output)

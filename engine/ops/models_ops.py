@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.api import operation
-from engine.progress import Reporter
+from engine.runtime.registry import operation
+from engine.runtime.progress import Reporter
 
 
 @dataclass

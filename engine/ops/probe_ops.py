@@ -1,6 +1,6 @@
 """Few labels to a map: the fit-probe and apply-probe operations.
 
-Embeddings come from a job or an embeddings raster (engine.embeddings). A probe remembers
+Embeddings come from a job or an embeddings raster (engine.probes.sources). A probe remembers
 the hash of the encoder whose embeddings it was fitted on and refuses any other.
 
 Levels (engine.mapping.levels): labels are rasterized on the embeddings' own grid, so a
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.api import operation
-from engine.embeddings import (EMBEDDINGS_HELP, EmbeddingOptions, EmbeddingSource, LabelledEmbeddings, blocks,
+from engine.runtime.registry import operation
+from engine.probes.sources import (EMBEDDINGS_HELP, EmbeddingOptions, EmbeddingSource, LabelledEmbeddings, blocks,
                                embedding_source, is_job, labelled_embeddings, raster_level, read_block,
                                with_level)
 from engine.errors import EngineError
@@ -27,7 +27,7 @@ from engine.io.atomic import check_output_path
 from engine.io.grid import Grid
 from engine.io.raster import open_raster
 from engine.io.writers import parse_color
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 
 
 CLASSIFIER_HELP = ("linear (logistic regression), mlp, knn, random_forest, extra_trees, gradient_boosting, or auto: "
@@ -44,7 +44,7 @@ BLOCK_HELP = ("side in metres of the blocks grouping points for validation (0: t
 @dataclass(frozen=True)
 class FitSettings:
     """What a probe fit writes, which classifier / feature sets it tries and how it is validated,
-    beside the probe's own ProbeConfig (engine.fitting, engine.validation)."""
+    beside the probe's own ProbeConfig (engine.probes.fit, engine.probes.selection)."""
 
     output: str
     labels: str
@@ -54,7 +54,7 @@ class FitSettings:
     folds: int = 5
     seed: int = 0
     colors: tuple[str, ...] | None = None
-    classifier: str = "linear"  # a kind of engine.classifiers, or auto
+    classifier: str = "linear"  # a kind of engine.probes.classifiers, or auto
     features: tuple[str, ...] = ("embeddings",)
     buffer: int = 1
     learning_curve: bool = True
@@ -68,7 +68,7 @@ def map_embeddings(ds, probe, class_names: list[str], colors: list[str], classes
     job's ``inputs`` on the embeddings' grid, window by window, and builds the same columns."""
     import torch
 
-    from engine.features import FeatureSet, check_columns, combine, read_inputs
+    from engine.probes.features import FeatureSet, check_columns, combine, read_inputs
     from engine.mapping.outputs import open_class_outputs, write_class_outputs
 
     feature_set = FeatureSet.parse(features["set"]) if features else FeatureSet(("embeddings",))
@@ -129,9 +129,9 @@ class FitProbeParams(EmbeddingOptions):
     seed: int = field(default=0, metadata={"help": "random seed of the split and the fit"})
 
     def probe_config(self, layer_norm: bool = False):
-        from engine.probe import ProbeConfig
+        from engine.probes.classifiers import ProbeConfig
 
-        from engine.fitting import AUTO
+        from engine.probes.fit import AUTO
 
         # With auto, each candidate replaces the kind.
         return ProbeConfig(kind="linear" if self.classifier == AUTO else self.classifier, optimizer=self.optimizer,
@@ -145,7 +145,7 @@ class FitProbeParams(EmbeddingOptions):
 
 
 class FeatureRecords(dict):
-    """Feature set name -> its engine.features.combine record, made on first use for sets that were
+    """Feature set name -> its engine.probes.features.combine record, made on first use for sets that were
     not requested (the union a soft vote reads)."""
 
     def __init__(self, data: LabelledEmbeddings, values):
@@ -153,7 +153,7 @@ class FeatureRecords(dict):
         self.data, self.values = data, values
 
     def __missing__(self, name: str) -> dict:
-        from engine.features import FeatureSet, combine
+        from engine.probes.features import FeatureSet, combine
 
         self[name] = combine(self.data.x, self.values or [], FeatureSet.parse(name))[1]
         return self[name]
@@ -167,7 +167,7 @@ def feature_matrices(data: LabelledEmbeddings, feature_sets: tuple[str, ...], so
     """Every requested feature set over the labelled cells (name -> matrix, name -> record); cells
     where the inputs have no valid date are left out. Without ``ds`` (the change probe's features),
     only the embeddings."""
-    from engine.features import FeatureSet, combine, read_inputs_at
+    from engine.probes.features import FeatureSet, combine, read_inputs_at
 
     if ds is None:
         records = FeatureRecords(data, None)
@@ -204,13 +204,13 @@ def _notes(data: LabelledEmbeddings, outcome, settings: FitSettings) -> list[str
 
 def fit_and_report(data: LabelledEmbeddings, config, settings: FitSettings, source: EmbeddingSource, level: str,
                    reporter: Reporter, title: str, ds=None, after_fit=None):
-    """Validate (and choose) with engine.fitting, save the probe fitted on every label, write the
+    """Validate (and choose) with engine.probes.fit, save the probe fitted on every label, write the
     report; returns (probe, metadata, summary). ``ds``: the embeddings raster, needed for feature
     sets other than the embeddings. ``after_fit(probe, metadata)``, when given, runs before the
     report is written and returns further report sections (the map's areas)."""
-    from engine.fitting import check_feature_request, fit_honestly
-    from engine.probe import ProbeMetadata, default_colors, save_probe
-    from engine.report import candidates_html, learning_curve_html, write_fit_report
+    from engine.probes.fit import check_feature_request, fit_honestly
+    from engine.probes.probe_file import ProbeMetadata, default_colors, save_probe
+    from engine.probes.report import candidates_html, learning_curve_html, write_fit_report
 
     check_feature_request(settings.classifier, settings.features)
     data, matrices, records = feature_matrices(data, settings.features, source, ds, reporter)
@@ -293,7 +293,7 @@ def mapped_area_html(classes_path: str, reporter: Reporter) -> str:
     """Pixel counts of the class map, which carry the map's errors: the estimate with confidence
     intervals needs a reference sample (sample-map, area-report)."""
     from engine.ops.area_ops import class_map_info, mapped_pixels
-    from engine.report import mapped_area_table
+    from engine.probes.report import mapped_area_table
 
     with open_raster(classes_path, "classes output") as ds:
         info = class_map_info(ds, classes_path)
@@ -307,12 +307,12 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
     sub-patches at the dense level, window cells at the tile level); a probe is fitted on the
     features under them (at the dense level the linear probe is LayerNorm + linear, the segmentation head).
     Accuracy is measured by spatial cross-validation on whole polygons / point blocks, buffered
-    (engine.validation). Classifiers: linear, mlp, knn, random_forest, extra_trees, gradient_boosting, or auto
+    (engine.probes.folds, engine.probes.selection). Classifiers: linear, mlp, knn, random_forest, extra_trees, gradient_boosting, or auto
     (nested choice over classifier x feature set, saved as the soft vote of the best). Feature sets: embeddings, raw bands, temporal
     statistics, spectral indices, combinations (input features need a job). Optionally maps the
     area with the probe ("classes", "confidence")."""
-    from engine.features import FeatureSet
-    from engine.fitting import check_feature_request
+    from engine.probes.features import FeatureSet
+    from engine.probes.fit import check_feature_request
 
     for key in ("output", "report", "classes", "confidence"):
         if getattr(params, key):
@@ -360,11 +360,12 @@ def map_job_with_probe(job, probe_path: str, probe, meta, reporter: Reporter, le
     of tiled inference (no embeddings raster unless the job names one). ``level``: the embeddings the
     probe reads (None: the probe's own). A probe on input features (raw bands, statistics, indices)
     also reads the job's rasters: its embeddings go through a temporary raster (map_embeddings)."""
-    from engine.features import FeatureSet
+    from engine.probes.features import FeatureSet
     from engine.mapping.levels import level as level_of
     from engine.mapping.run import run_map
     from engine.models.checkpoint import checkpoint_hash, load_checkpoint
-    from engine.probe import ProbeHead, check_encoder
+    from engine.probes.head import ProbeHead
+    from engine.probes.probe_file import check_encoder
 
     if FeatureSet.parse(meta.features.get("set", "embeddings")).input_parts:
         return _apply_on_inputs(job, probe_path, probe, meta, reporter)
@@ -383,8 +384,8 @@ def _apply_on_inputs(job, probe_path: str, probe, meta, reporter: Reporter) -> d
     """A probe fitted on input features (raw bands, statistics, indices, maybe with embeddings):
     the job's embeddings are computed as a raster, then the probe reads them and the job's inputs
     window by window (map_embeddings)."""
-    from engine.features import FeatureSet
-    from engine.probe import check_encoder
+    from engine.probes.features import FeatureSet
+    from engine.probes.probe_file import check_encoder
 
     feature_set = meta.features["set"]
     outputs = job.outputs
@@ -417,8 +418,8 @@ def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[
     encoder or level other than the probe's. The class map lies on the level's grid: patches,
     sub-patches for a dense probe (no resampling to the input pixels: for 10 m series a
     sub-patch is a pixel), window cells for a tile probe."""
-    from engine.features import FeatureSet
-    from engine.probe import check_encoder, load_probe
+    from engine.probes.features import FeatureSet
+    from engine.probes.probe_file import check_encoder, load_probe
 
     probe, meta = load_probe(params.probe)
     on_inputs = FeatureSet.parse(meta.features.get("set", "embeddings")).input_parts

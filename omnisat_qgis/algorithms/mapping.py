@@ -15,7 +15,7 @@ from omnisat_qgis.algorithms.params import Param, ResultRow, model_path, model_r
 from omnisat_qgis.model_catalog import HUMAN_LABELS, CatalogError, catalog_row, model_info, read_header
 
 MODALITY_SLOTS = 3
-PROBE_FORMAT = "omnisat-probe"  # engine.probe.PROBE_FORMAT (QGIS never imports the engine)
+PROBE_FORMAT = "omnisat-probe"  # engine.probes.probe_file.PROBE_FORMAT (QGIS never imports the engine)
 # The engine's levels (engine.mapping.levels.LEVEL_NAMES; tests/plugin/test_levels_enum.py compares), as static
 # strings: QGIS never imports the engine.
 EMBEDDING_LEVELS = ("patch", "local", "both", "dense", "tile")

@@ -19,7 +19,7 @@ import numpy as np
 import rasterio
 import torch
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.models.checkpoint import load_checkpoint, save_checkpoint
 from engine.models.heads import HeadConfig, build_head
 from tests.engine.raster_fixtures import L1C_BANDS, eolearn_corner, write_described

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from tests.engine.range_server import served
-from tests.engine.test_anysat_import import synthetic_state
+from tests.engine.models.test_anysat_import import synthetic_state
 
 REPOSITORY, FILE = "test-org/AnySat-tiny", "models/AnySat.pth"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.api import get_operation, operations, run_operation
+from engine.runtime.registry import get_operation, operations, run_operation
 from engine.errors import EngineError
 from engine.io.collisions import same_file
 from engine.io.job import CLASS_OUTPUTS
@@ -157,7 +157,7 @@ def test_symlinks_and_hard_links_are_the_same_file(tmp_path: Path):
 
 
 def test_the_cli_refuses_normalized_index_over_its_input(tmp_path: Path, capsys):
-    from engine.cli import main
+    from engine.runtime.cli import main
 
     raster = write_geotiff(tmp_path / "in.tif", np.ones((4, 8, 8), np.uint16))
     original = raster.read_bytes()
@@ -169,7 +169,7 @@ def test_the_cli_refuses_normalized_index_over_its_input(tmp_path: Path, capsys)
 def test_run_map_called_directly_checks_too(tmp_path: Path):
     from engine.io.job import load_job
     from engine.mapping.run import run_map
-    from engine.progress import Reporter
+    from engine.runtime.progress import Reporter
     from tests.engine.raster_fixtures import tiny_model
 
     job = _job(tmp_path)

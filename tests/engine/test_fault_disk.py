@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
 from tests.engine.rasters import write_geotiff
@@ -78,8 +78,10 @@ def _fill(disk: Path, leave: int) -> None:
 
 
 def test_probes_and_reports_on_a_full_disk(small_disk: Path):
-    from engine.probe import ProbeConfig, ProbeMetadata, classification_metrics, fit_probe, save_probe
-    from engine.report import write_fit_report
+    from engine.probes.classifiers import ProbeConfig, fit_probe
+    from engine.probes.metrics import classification_metrics
+    from engine.probes.probe_file import ProbeMetadata, save_probe
+    from engine.probes.report import write_fit_report
 
     x = np.random.default_rng(0).normal(size=(40, 300)).astype(np.float32)
     y = np.arange(40) % 2
@@ -137,7 +139,8 @@ def test_empty_and_unreadable_outputs_are_not_renamed(tmp_path: Path):
 
 
 def test_every_output_gets_the_same_permissions(tmp_path: Path, large_input: Path):
-    from engine.probe import ProbeConfig, ProbeMetadata, fit_probe, save_probe
+    from engine.probes.classifiers import ProbeConfig, fit_probe
+    from engine.probes.probe_file import ProbeMetadata, save_probe
 
     run_operation("normalized-index", {"input": str(large_input), "output": str(tmp_path / "i.tif"),
                                        "band_a": 1, "band_b": 2})

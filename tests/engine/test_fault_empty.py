@@ -10,12 +10,12 @@ import pytest
 import rasterio
 import torch
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.mapping.run import run_map
 from engine.io.job import load_job
 from engine.models.checkpoint import load_checkpoint, save_checkpoint
-from engine.tiling import WindowGrid
+from engine.mapping.tiling import WindowGrid
 from tests.engine.raster_fixtures import tiny_model
 from tests.engine.rasters import write_geotiff
 from tests.engine.test_inference import Recorder

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from tests.engine.rasters import write_geotiff
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.io.atomic import HOST_TAG, TEMP_MARKER, partial_writer, sweep_partial_outputs, temporary_name
 from tests.engine.rasters import write_geotiff
 
@@ -111,29 +111,29 @@ def test_after_sigkill_the_next_run_in_the_folder_removes_the_partial(big: Path,
 def test_a_signal_rewrapped_by_a_library_still_reads_as_cancelled(monkeypatch, capsys):
     # rasterio turns an exception raised inside its nodata check into a ValueError: after a
     # SIGTERM any failure is the cancel, not an internal error.
-    import engine.api
+    import engine.runtime.registry
     import engine.errors
-    from engine.cli import main
+    from engine.runtime.cli import main
 
     def interrupted(*args, **kwargs):
         engine.errors._termination_signal = 15
         raise ValueError("Given nodata value, -9999.0, is beyond the valid range of its data type, float32.")
 
-    monkeypatch.setattr(engine.api, "run_operation", interrupted)
+    monkeypatch.setattr(engine.runtime.registry, "run_operation", interrupted)
     monkeypatch.setattr(engine.errors, "_termination_signal", None)
     assert main(["stats", "missing.tif"]) == 130
     assert "cancelled" in capsys.readouterr().err
 
 
 def test_without_a_signal_an_internal_failure_is_not_called_a_cancel(monkeypatch):
-    import engine.api
+    import engine.runtime.registry
     import engine.errors
-    from engine.cli import main
+    from engine.runtime.cli import main
 
     def broken(*args, **kwargs):
         raise ValueError("a bug")
 
-    monkeypatch.setattr(engine.api, "run_operation", broken)
+    monkeypatch.setattr(engine.runtime.registry, "run_operation", broken)
     monkeypatch.setattr(engine.errors, "_termination_signal", None)
     with pytest.raises(ValueError, match="a bug"):
         main(["stats", "missing.tif"])

@@ -9,13 +9,13 @@ import pytest
 import rasterio
 import torch
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.errors import Cancelled, EngineError
 from engine.mapping.run import run_map
 from engine.io.job import load_job
 from engine.io.writers import CLASS_NODATA
 from engine.models.checkpoint import save_checkpoint
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 from tests.engine.raster_fixtures import eolearn_cloud_masks, eolearn_s2_files, file_digest, tiny_model
 
 torch.set_num_threads(1)

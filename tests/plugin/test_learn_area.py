@@ -7,7 +7,7 @@ import pytest
 from qgis.core import QgsProcessingContext, QgsProcessingFeedback
 
 from omnisat_qgis.learn_area import LearnAreaRequest, RequestError
-from tests.engine.test_fit_features import scene  # noqa: F401 - fixture
+from tests.engine.ops.test_fit_features import scene  # noqa: F401 - fixture
 from tests.plugin.test_model_picker import model_options, models_folder  # noqa: F401 - fixture
 from tests.plugin.test_processing import provider, run_algorithm  # noqa: F401 - fixture
 

@@ -52,7 +52,7 @@ def test_dense_probe_through_qgis_process(qgis_env, tmp_path):
     from engine.models.anysat import ProjectorSpec
     from engine.models.checkpoint import save_checkpoint
     from tests.engine import anysat_helpers
-    from tests.engine.test_labels import point, write_layer
+    from tests.engine.probes.test_labels import point, write_layer
     from tests.engine.test_levels import D, NAMES, scene
     from tests.plugin.test_workflows import run
 

@@ -13,7 +13,7 @@ from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedbac
 from omnisat_qgis import model_catalog, settings
 from omnisat_qgis.paths import resources_dir
 from omnisat_qgis.provider import PROVIDER_ID
-from tests.engine.test_fit_features import keeping, scene  # noqa: F401 - fixture
+from tests.engine.ops.test_fit_features import keeping, scene  # noqa: F401 - fixture
 from tests.plugin.test_processing import provider, run_algorithm  # noqa: F401 - fixture
 
 SHIPPED = sorted(p.stem for p in (resources_dir() / "models").glob("*.safetensors"))
@@ -96,7 +96,7 @@ def test_technical_parameters_are_advanced_and_the_help_speaks_to_analysts(provi
 
 
 def test_classify_and_apply_probe_take_the_layers_with_a_probe(provider, scene, tmp_path, models_folder):  # noqa: F811
-    from engine.api import run_operation
+    from engine.runtime.registry import run_operation
 
     folder, job, labels, truth = scene
     probe = str(tmp_path / "probe.safetensors")

@@ -49,7 +49,7 @@ def qgis_process(env, *args, timeout=300) -> subprocess.CompletedProcess:
 
 def test_zip_contains_plugin_and_engine(tmp_path: Path):
     names = zipfile.ZipFile(build_zip(tmp_path / "p.zip")).namelist()
-    for required in ("omnisat_qgis/metadata.txt", "omnisat_qgis/__init__.py", "omnisat_qgis/engine/worker.py",
+    for required in ("omnisat_qgis/metadata.txt", "omnisat_qgis/__init__.py", "omnisat_qgis/engine/runtime/worker.py",
                      "omnisat_qgis/engine/__main__.py", "omnisat_qgis/resources/icons/omnisat.svg"):
         assert required in names
     assert not any("__pycache__" in n or n.startswith("omnisat_qgis/tests") for n in names)

@@ -23,7 +23,7 @@ import rasterio
 
 from omnisat_qgis.package import build_zip, install_zip
 from tests.engine.hub_server import FILE, REPOSITORY, serving, synthetic_checkpoint
-from tests.engine.test_labels import box, write_layer
+from tests.engine.probes.test_labels import box, write_layer
 from tests.engine.test_local_features import SIZE, s2_scene
 
 pytestmark = [pytest.mark.qgis_process, pytest.mark.slow]

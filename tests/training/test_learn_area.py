@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine.api import run_operation
+from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.models.catalog import catalog
 from engine.models.checkpoint import checkpoint_hash, read_metadata
 from engine.io.download import sha256_of
-from tests.engine.test_fit_features import scene  # noqa: F401 - fixture
+from tests.engine.ops.test_fit_features import scene  # noqa: F401 - fixture
 
 pytest.importorskip("sklearn")
 

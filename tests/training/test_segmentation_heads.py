@@ -174,7 +174,7 @@ def test_a_fine_tuned_dense_head_maps_rasters_through_tiled_inference(pastis, tm
     from rasterio.transform import from_origin
 
     from engine.ops.map_ops import ClassifyParams, classify
-    from engine.progress import Reporter
+    from engine.runtime.progress import Reporter
 
     torch.manual_seed(0)
     trainer = _trainer(pastis, tmp_path / "run")

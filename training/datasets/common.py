@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from engine.errors import EngineError
-from engine.precision import to_device
+from engine.runtime.precision import to_device
 
 _DATE = re.compile(r"(19|20)\d{6}")
 

@@ -27,7 +27,7 @@ from engine.io.grid import scale_window
 from engine.io.job import load_job
 from engine.mapping.read import keep_dates
 from engine.models.base import EOModel
-from engine.progress import Reporter
+from engine.runtime.progress import Reporter
 from training.datasets.common import Sample, TileDataset
 
 

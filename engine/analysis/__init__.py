@@ -1,0 +1,1 @@
+"""Map analyses: change between two periods, area estimation from a reference sample, quicklooks."""

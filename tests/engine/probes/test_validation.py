@@ -1,0 +1,136 @@
+"""Spatial validation: autocorrelation-sized blocks, buffered folds, nested selection without leaks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.probes.classifiers import ProbeConfig
+from engine.probes.folds import spatial_units
+from engine.probes.folds import (
+    ValidationImpossible,
+    point_block_rule,
+    same_class_range,
+    spatial_folds,
+)
+from engine.probes.selection import (
+    Candidate,
+    Setup,
+    learning_curve,
+    nested_selection,
+)
+
+pytest.importorskip("sklearn")
+
+
+def patchy_points(n=600, patch=20, size=200, seed=0):
+    """Points whose class is constant over patch x patch squares (3 classes)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = rng.integers(0, size, n), rng.integers(0, size, n)
+    y = ((rows // patch) * 7 + (cols // patch) * 3) % 3
+    return rows, cols, y
+
+
+def test_range_follows_the_size_of_class_patches():
+    rows, cols, y = patchy_points(patch=20)
+    wide = same_class_range(rows, cols, y)
+    assert 8 <= wide <= 40, wide
+    noise = np.random.default_rng(1).integers(0, 3, y.size)
+    assert same_class_range(rows, cols, noise) <= 5  # the first distance with enough pairs to judge
+    small = same_class_range(*patchy_points(patch=5)[:2], patchy_points(patch=5)[2])
+    assert small < wide
+
+
+def test_block_rule_has_a_floor():
+    rows, cols = np.array([0, 0, 50, 50]), np.array([0, 50, 0, 50])
+    rule = point_block_rule(rows, cols, np.array([0, 1, 0, 1]))
+    assert rule.block_cells >= 2 and rule.block_cells >= 2 * rule.spacing_cells
+    assert "autocorrelation range" in rule.describe(10.0)
+
+
+def test_folds_never_split_a_unit_and_no_training_cell_touches_a_test_cell():
+    rows, cols, y = patchy_points()
+    units = spatial_units(np.arange(y.size), np.ones(y.size, bool), rows, cols, block_cells=25)
+    folds = spatial_folds(y, units, rows, cols, 5, buffer_cells=1)
+    assert folds.n_folds == 5
+    for u in np.unique(units):
+        assert np.unique(folds.test_fold[units == u]).size == 1
+    for f in range(folds.n_folds):
+        test, train = folds.test(f), folds.train[f]
+        assert test.any() and train.any() and not (test & train).any()
+        gap = np.maximum(np.abs(rows[train][:, None] - rows[test][None]), np.abs(cols[train][:, None] - cols[test][None]))
+        assert gap.min() > 1
+    assert sum(folds.buffered_out()) > 0  # some cells were next to a test block
+
+
+def test_a_class_in_one_unit_trains_always_and_is_named():
+    y = np.array([0, 0, 1, 1, 2, 2, 0, 1])
+    units = np.array([0, 0, 1, 1, 2, 2, 3, 4])  # class 2 only in unit 2
+    rows, cols = np.arange(8) * 5, np.zeros(8, int)
+    folds = spatial_folds(y, units, rows, cols, 3, buffer_cells=0)
+    assert folds.unvalidated == [2]
+    assert np.all(folds.test_fold[y == 2] == -1)
+    assert all(folds.train[f][y == 2].all() for f in range(folds.n_folds))
+
+
+def test_labels_in_one_block_cannot_be_validated():
+    with pytest.raises(ValidationImpossible, match="no spatially separate validation.*without a score"):
+        spatial_folds(np.array([0, 1, 0, 1]), np.zeros(4, int), np.arange(4), np.zeros(4, int))
+
+
+def informative_setup(seed=0):
+    rows, cols, y = patchy_points(n=500, seed=seed)
+    rng = np.random.default_rng(seed)
+    good = (np.eye(3)[y] * 3 + rng.normal(size=(y.size, 3))).astype(np.float32)
+    noise = rng.normal(size=(y.size, 4)).astype(np.float32)
+    units = spatial_units(np.arange(y.size), np.ones(y.size, bool), rows, cols, block_cells=25)
+    setup = Setup({"good": good, "noise": noise}, y, ["a", "b", "c"],
+                  ProbeConfig(epochs=50, trees=20, neighbours=5), max_per_class=100)
+    return setup, units, rows, cols
+
+
+def test_nested_selection_picks_the_informative_features_and_never_sees_the_outer_test(monkeypatch):
+    setup, units, rows, cols = informative_setup()
+    folds = spatial_folds(setup.y, units, rows, cols, 4)
+    candidates = [Candidate("linear", "noise"), Candidate("knn", "good"), Candidate("random_forest", "noise")]
+    seen = []
+    original = Setup.fit_proba
+
+    def spy(self, candidate, train, test, rng=None):
+        seen.append((self.y.size, train.copy(), test.copy()))
+        return original(self, candidate, train, test, rng)
+
+    monkeypatch.setattr(Setup, "fit_proba", spy)
+    selection = nested_selection(setup, candidates, folds, units, rows, cols)
+    assert selection.final == Candidate("knn", "good")
+    assert all(c == Candidate("knn", "good") for c in selection.chosen_per_fold)
+    assert np.mean(selection.nested.macro_f1) > 0.8
+    assert len(selection.nested.macro_f1) == folds.n_folds
+    assert all(n >= 2 for n in selection.inner_folds)
+    # Inner fits run on one outer fold's training part: their sample counts equal that part's size.
+    outer_sizes = {int(folds.train[f].sum()) for f in range(folds.n_folds)}
+    inner = [s for s in seen if s[0] != setup.y.size]
+    assert inner and {s[0] for s in inner} <= outer_sizes
+    table = selection.table()
+    assert {r["candidate"] for r in table} == {c.name for c in candidates}
+    assert sum(r["chosen"] for r in table) == 1
+
+
+def test_learning_curve_grows_to_all_cells():
+    setup, units, rows, cols = informative_setup()
+    folds = spatial_folds(setup.y, units, rows, cols, 3)
+    curve = learning_curve(setup, Candidate("linear", "good"), folds, sizes=(2, 10, 40))
+    assert [p["cells_per_class"] for p in curve][:3] == [2, 10, 40] and curve[-1]["all"]
+    assert curve[-1]["cells_per_class"] == 100  # the setup's cap
+    assert curve[-1]["macro_f1"]["mean"] >= curve[0]["macro_f1"]["mean"] - 0.05
+
+
+def test_the_saved_probe_is_fitted_under_the_validation_cap():
+    from engine.probes.fit import fit_honestly
+
+    setup, units, rows, cols = informative_setup()
+    outcome = fit_honestly(setup.features, setup.y, units, rows, cols, setup.class_names,
+                           ProbeConfig(kind="knn", neighbours=5), "knn", n_folds=3, curve=False, max_per_class=40)
+    # kNN keeps its training cells: the cap the estimate was made under holds for the saved probe too.
+    assert np.bincount(outcome.classifier.labels).tolist() == [40, 40, 40]
+    assert outcome.scores is not None and len(outcome.scores.macro_f1) == 3
