@@ -1,0 +1,1 @@
+"""Map analyses: sampling designs and design-based estimators for accuracy and area."""
