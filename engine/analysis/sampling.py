@@ -214,25 +214,26 @@ def allocate_for_target(mapped_pixels: Sequence[int], n: int, allocation: str, m
 # ---------------------------------------------------------------- drawing
 
 
-def _pick_by_rank(blocks: Blocks, ranks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, stratum) of the pixels whose rank within their stratum (in reading order) is listed."""
+def _pick_by_rank(blocks: Blocks, ranks: list[np.ndarray], strata_of: Callable[[np.ndarray], np.ndarray],
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, map class) of the pixels whose rank within their stratum (in reading order) is listed."""
     seen = np.zeros(len(ranks), np.int64)
-    rows, cols, strata = [], [], []
-    wanted = [h for h in range(len(ranks)) if ranks[h].size]
+    rows, cols, codes_at = [], [], []
     for row_off, col_off, codes in blocks():
         flat_codes = codes.ravel()
+        flat_strata = strata_of(flat_codes)
         for h in range(len(ranks)):
-            flat = np.flatnonzero(flat_codes == h)
-            if h in wanted and flat.size:
-                chosen = ranks[h][(ranks[h] >= seen[h]) & (ranks[h] < seen[h] + flat.size)] - seen[h]
-                r, c = np.divmod(flat[chosen], codes.shape[1])
+            flat = np.flatnonzero(flat_strata == h)
+            if ranks[h].size and flat.size:
+                chosen = flat[ranks[h][(ranks[h] >= seen[h]) & (ranks[h] < seen[h] + flat.size)] - seen[h]]
+                r, c = np.divmod(chosen, codes.shape[1])
                 rows.append(r + row_off)
                 cols.append(c + col_off)
-                strata.append(np.full(chosen.size, h))
+                codes_at.append(flat_codes[chosen].astype(np.int64))
             seen[h] += flat.size
     if not rows:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(strata)
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(codes_at)
 
 
 def _thin(xy: np.ndarray, strata: np.ndarray, sizes: np.ndarray, distance: float) -> np.ndarray:
@@ -258,10 +259,13 @@ def _thin(xy: np.ndarray, strata: np.ndarray, sizes: np.ndarray, distance: float
 
 def draw_random(blocks: Blocks, stratum_pixels: Sequence[int], sizes: Sequence[int], seed: int,
                 min_distance: float = 0.0, pixel_size: tuple[float, float] = (1.0, 1.0),
-                stratum_names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, stratum) of ``sizes[h]`` pixels drawn uniformly in every stratum h, in a random
-    order (the labelling order: it does not follow the strata). With ``min_distance`` (map units),
-    more candidates are drawn and thinned; a clear error when the distance leaves too few."""
+                stratum_names: Sequence[str] | None = None,
+                strata_of: Callable[[np.ndarray], np.ndarray] = lambda codes: codes,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, map class) of ``sizes[h]`` pixels drawn uniformly in every stratum h (the strata
+    are ``strata_of(map class codes)``; -1: not sampled), in a random order (the labelling order:
+    it does not follow the strata). With ``min_distance`` (map units), more candidates are drawn
+    and thinned; a clear error when the distance leaves too few."""
     counts = np.asarray(stratum_pixels, np.int64)
     sizes = np.asarray(sizes, np.int64)
     if np.any(sizes > counts):
@@ -274,14 +278,15 @@ def draw_random(blocks: Blocks, stratum_pixels: Sequence[int], sizes: Sequence[i
         wanted = np.minimum(counts, sizes * factor + (10 if factor > 1 else 0))
         ranks = [np.sort(rng.choice(int(counts[h]), int(wanted[h]), replace=False)) if wanted[h]
                  else np.zeros(0, np.int64) for h in range(counts.size)]
-        rows, cols, strata = _pick_by_rank(blocks, ranks)
+        rows, cols, codes = _pick_by_rank(blocks, ranks, strata_of)
         order = rng.permutation(rows.size)
-        rows, cols, strata = rows[order], cols[order], strata[order]
+        rows, cols, codes = rows[order], cols[order], codes[order]
+        strata = strata_of(codes)
         xy = np.stack([cols * abs(pixel_size[0]), rows * abs(pixel_size[1])], 1).astype(np.float64)
         kept = _thin(xy, strata, sizes, min_distance)
         got = np.bincount(strata[kept], minlength=counts.size)
         if np.all(got >= sizes):
-            return rows[kept], cols[kept], strata[kept]
+            return rows[kept], cols[kept], codes[kept]
         if np.all(wanted[got < sizes] >= counts[got < sizes]):  # every candidate of the short strata seen
             short = [f"{stratum_names[h] if stratum_names else h} ({got[h]} of {sizes[h]})"
                      for h in np.flatnonzero(got < sizes)]
