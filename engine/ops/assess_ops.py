@@ -148,5 +148,6 @@ def assess_operation(params: AssessParams, reporter: Reporter) -> dict[str, Any]
                  f"accuracy {assessment.overall_accuracy:.3f}; wrote " + ", ".join(p for p in (params.output, params.html)
                                                                                  if p))
     return {"output": params.output, "html": params.html, "area_unit": info.area_unit, "response": response,
+            "labelled": response["labelled"],
             "points_per_stratum": {row[0]: {"points": row[1], "labelled": row[2]} for row in per_stratum},
             **assessment.summary()}
