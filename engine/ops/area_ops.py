@@ -115,6 +115,8 @@ class SampleMapParams:
         "help": "systematic: distance between grid points in map units (default: from total or target_se)"})
     reference_field: str = field(default="reference", metadata={"help": "empty text field to fill in with the true class"})
     seed: int = field(default=0, metadata={"help": "random seed of the draw"})
+    dry_run: bool = field(default=False, metadata={
+        "help": "only compute the size per class (what the dock shows before drawing); write nothing"})
 
 
 def map_blocks(ds, info: ClassMap):
@@ -189,24 +191,36 @@ def sample_map_operation(params: SampleMapParams, reporter: Reporter) -> dict[st
         blocks = map_blocks(ds, info)
         pixel = (ds.transform.a, ds.transform.e)
         step = None
-        reporter.progress(50, "Drawing the sample")
+        names = [f"map class {c!r}" for c in info.names]
         if params.design == "stratified":
             sizes = (sampling.allocate_for_target(counts, n, params.allocation, params.min_per_class, sd) if target
                      else sampling.allocate(counts, n, params.allocation, params.min_per_class, sd))
-            rows, cols, codes = sampling.draw_random(blocks, counts, sizes, params.seed, params.min_distance, pixel,
-                                                     [f"map class {c!r}" for c in info.names])
+            planned = sizes.astype(np.float64)
         elif params.design == "simple":
-            sampling.check_expected_per_class(counts, n * weights, info.names, "simple random",
+            planned = n * weights
+            sampling.check_expected_per_class(counts, planned, info.names, "simple random",
                                               "Use the stratified design (a floor per class), or more points.")
-            rows, cols, codes = sampling.draw_random(blocks, [valid], [n], params.seed, params.min_distance, pixel,
-                                                     ["the map"], strata_of=lambda c: np.where(c >= 0, 0, -1))
         else:
             step = params.grid_step / abs(ds.transform.a) if params.grid_step else sampling.systematic_step(valid, n)
             finest = np.sqrt(counts[counts > 0].min() / 2)
+            planned = counts / step ** 2
             sampling.check_expected_per_class(
-                counts, counts / step ** 2, info.names, f"systematic (a grid every {step * abs(ds.transform.a):g} map "
+                counts, planned, info.names, f"systematic (a grid every {step * abs(ds.transform.a):g} map "
                 f"units)", f"The grid is coarser than the smallest class: use a step of at most "
                 f"{finest * abs(ds.transform.a):g} map units, or the stratified design.")
+        if params.dry_run:
+            per_class = {info.names[k]: round(float(planned[k]), 1) for k in range(len(info.names)) if counts[k]}
+            return {"output": None, "dry_run": True, "design": params.design, "target_size": n if target else None,
+                    "planned_per_class": per_class, "samples": round(float(planned.sum()), 1),
+                    "mapped_pixels": {info.names[k]: int(counts[k]) for k in range(len(counts))}}
+        reporter.progress(50, "Drawing the sample")
+        if params.design == "stratified":
+            rows, cols, codes = sampling.draw_random(blocks, counts, sizes, params.seed, params.min_distance, pixel,
+                                                     names)
+        elif params.design == "simple":
+            rows, cols, codes = sampling.draw_random(blocks, [valid], [n], params.seed, params.min_distance, pixel,
+                                                     ["the map"], strata_of=lambda c: np.where(c >= 0, 0, -1))
+        else:
             rows, cols, codes = sampling.draw_systematic(blocks, (ds.height, ds.width), step, params.seed)
         sizes_drawn = np.bincount(codes, minlength=len(info.names))
         reporter.progress(80, "Writing the sample")

@@ -41,9 +41,11 @@ class SampleMap(EngineAlgorithm):
         Param("REFERENCE_FIELD", "reference_field", "string", "Reference field to fill in", default="reference",
               advanced=True),
         Param("SEED", "seed", "int", "Random seed", default=0),
+        Param("DRY_RUN", "dry_run", "bool", "Only compute the number of points per class (write nothing)",
+              default=False, advanced=True),
         Param("OUTPUT", "output", "file_out", "Sample points", file_filter="GeoPackage (*.gpkg)"),
     )
-    results = (ResultRow("SAMPLES", "samples", "number", "Points drawn"),
+    results = (ResultRow("SAMPLES", "samples", "number", "Points drawn (or planned)"),
                ResultRow("TARGET_SIZE", "target_size", "number", "Points the target needs"))
 
 

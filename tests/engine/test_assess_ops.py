@@ -256,3 +256,13 @@ def test_a_layer_without_design_is_sent_to_area_report(tmp_path):
     source = None
     with pytest.raises(EngineError, match="records no sampling design .*area-report"):
         run_operation("assess", {"classes": path, "sample": str(sample), "output": str(tmp_path / "a.csv")})
+
+
+def test_dry_run_gives_the_sizes_and_writes_nothing(tmp_path):
+    path, data = class_map(tmp_path / "classes.tif")
+    out = tmp_path / "s.gpkg"
+    preview = run_operation("sample-map", {"classes": path, "output": str(out), "total": 90, "min_per_class": 20,
+                                           "dry_run": True})
+    assert not out.exists() and preview["dry_run"]
+    drawn_for_real = run_operation("sample-map", {"classes": path, "output": str(out), "total": 90, "min_per_class": 20})
+    assert preview["planned_per_class"] == {k: float(v) for k, v in drawn_for_real["samples_per_class"].items()}
