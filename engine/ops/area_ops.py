@@ -1,12 +1,13 @@
 """Areas with confidence intervals: draw a reference sample from a class map (``sample-map``),
-then estimate the area of every class from the map and the labelled sample (``area-report``).
+then estimate the area of every class from the map and the labelled sample (``assess`` in
+engine.ops.assess_ops for a sample drawn here, ``area-report`` for any stratified sample).
 
-The estimator is engine.area (Olofsson et al. 2014). The map's classes are the strata:
-``sample-map`` draws a stratified random sample (a floor per class, the rest in
-proportion to the area) and writes it as points with an empty reference field for the
-analyst to fill in (in the dock or any GIS); ``area-report`` reads the filled layer,
-takes each point's map class from the map itself, and writes the area table as CSV and
-HTML. The map is read block by block: memory does not grow with its size.
+``sample-map`` draws a stratified random (by map class), simple random or systematic sample
+(engine.analysis.sampling) and writes it as points with an empty reference field and the
+design it was drawn with (engine.analysis.sample_layer). ``area-report`` reads any point
+layer with a reference field, takes each point's map class from the map itself, and uses
+the stratified estimator of engine.area. The map is read block by block: memory does not
+grow with its size.
 """
 
 from __future__ import annotations
