@@ -90,6 +90,7 @@ def test_keyboard_only_labelling_saves_every_key_and_resumes(panel, drawn):
     # QGIS closes the layer (or crashes): a new panel on the same file resumes at the first unlabelled point.
     QgsProject.instance().removeMapLayer(panel.layer.id())
     QgsApplication.processEvents()
+    assert panel.layer is None and not panel.not_sure_button.isEnabled()  # the old panel lets go of it
     again = AssessmentPanel(panel.canvas)
     again.open_sample(str(sample))
     assert again.position == 6

@@ -119,6 +119,7 @@ class AssessmentPanel(QWidget):
         self.rubber: QgsRubberBand | None = None
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._build()
+        QgsProject.instance().layerWillBeRemoved.connect(self._layer_removed)
 
     # ------------------------------------------------------------------ widgets
     def _build(self) -> None:
@@ -276,6 +277,12 @@ class AssessmentPanel(QWidget):
             self.set_layer(layer if isinstance(layer, QgsVectorLayer) else None)
         except SampleError as exc:
             self.say(str(exc))
+
+    def _layer_removed(self, layer_id: str) -> None:
+        # The layer object dies with its removal: forget it rather than touch it later.
+        if self.layer is not None and self.layer.id() == layer_id:
+            self.sample_combo.setLayer(None)
+            self.set_layer(None)
 
     def set_layer(self, layer: QgsVectorLayer | None) -> None:
         self.layer, self.design, self.fids, self.position = None, None, [], 0
