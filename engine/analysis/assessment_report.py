@@ -66,7 +66,8 @@ def assessment_html(assessment, area_unit: str, design: Mapping[str, Any], respo
 {_table([[k, v] for k, v in design.items()], ["Design", "Value"], "design")}
 <h2>Response design: labelling state</h2>
 <p>{response['labelled']} of {response['total']} points labelled ({response['not sure']} not sure,
-{response['no data']} no data, {response['not labelled']} not labelled yet); only labelled points enter the estimates.</p>
+{response['no data']} no data, {response['not labelled']} not labelled yet); only labelled points enter the
+estimates.</p>
 {_table(per_stratum, ["Stratum", "Points", "Labelled"], "strata")}
 <h2>Areas and accuracy</h2>
 {area_table}

@@ -214,8 +214,8 @@ def assess(sample: LabelledSample, class_names: Sequence[str], mapped_pixels: Se
     overall, overall_se = strata.estimate((sample.map_class == sample.reference).astype(float))
     notes = []
     for h in np.flatnonzero((strata.n == 1) & (strata.sizes > 0)):
-        notes.append(f"{sample.stratum_name(h)} has 1 labelled point: its variance is undefined, so every standard error it "
-                     "enters is undefined (shown as 'undefined', not 0). Label at least 2 points in it.")
+        notes.append(f"{sample.stratum_name(h)} has 1 labelled point: its variance is undefined, so every standard "
+                     "error it enters is undefined (shown as 'undefined', not 0). Label at least 2 points in it.")
     for j in range(k):
         if counts[:, j].sum() == 0 and mapped_pixels[j] > 0:
             notes.append(f"No labelled point is {class_names[j]} on the ground: its estimated area is 0 and its "
@@ -231,7 +231,8 @@ def assess(sample: LabelledSample, class_names: Sequence[str], mapped_pixels: Se
         notes.append(SYSTEMATIC_NOTE)
     return Assessment(
         class_names=tuple(class_names), design=design, pixel_area=float(pixel_area),
-        mapped_pixels=np.asarray(mapped_pixels, np.float64), population_pixels=float(strata.sizes.sum()), counts=counts, proportions=proportions,
+        mapped_pixels=np.asarray(mapped_pixels, np.float64), population_pixels=float(strata.sizes.sum()),
+        counts=counts, proportions=proportions,
         area_share=share, area_share_se=share_se, users_accuracy=users, users_se=users_se,
         producers_accuracy=producers, producers_se=producers_se, overall_accuracy=float(overall),
         overall_se=float(overall_se), stratum_points=strata.n.astype(np.int64), notes=tuple(notes))

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -79,7 +79,6 @@ class SampleDesign:
     area_unit: str = "m2"
     strata: str = "map class"
     version: int = DESIGN_VERSION
-    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -144,9 +144,9 @@ def assess_operation(params: AssessParams, reporter: Reporter) -> dict[str, Any]
     for note in assessment.notes:
         reporter.log(note, "warning")
     left_out = response["total"] - response["labelled"]
+    written = ", ".join(p for p in (params.output, params.html) if p)
     reporter.log(f"{response['labelled']} of {response['total']} points labelled ({left_out} left out); overall "
-                 f"accuracy {assessment.overall_accuracy:.3f}; wrote " + ", ".join(p for p in (params.output, params.html)
-                                                                                 if p))
+                 f"accuracy {assessment.overall_accuracy:.3f}; wrote {written}")
     return {"output": params.output, "html": params.html, "area_unit": info.area_unit, "response": response,
             "labelled": response["labelled"],
             "points_per_stratum": {row[0]: {"points": row[1], "labelled": row[2]} for row in per_stratum},

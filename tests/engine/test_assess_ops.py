@@ -186,7 +186,8 @@ def test_a_sample_from_another_map_is_refused(tmp_path):
 def test_labels_that_are_not_map_classes_are_named(tmp_path):
     path, _, sample = drawn(tmp_path)
     label(sample, lambda x, y, m: "meadow" if m == "crop" else m)
-    with pytest.raises(EngineError, match="'meadow' in field 'reference' .* not classes of the map .*water, forest, crop"):
+    with pytest.raises(EngineError, match="'meadow' in field 'reference' .* not classes of the map "
+                                          ".*water, forest, crop"):
         run_operation("assess", {"classes": path, "sample": str(sample), "output": str(tmp_path / "a.csv")})
 
 
@@ -236,7 +237,8 @@ def test_a_systematic_grid_coarser_than_the_smallest_class_is_refused(tmp_path):
     data = np.ones((60, 50), np.uint8)
     data[:4, :4] = 2  # 16 pixels of crop
     path, _ = class_map(tmp_path / "classes.tif", data)
-    with pytest.raises(EngineError, match=r"systematic .* fewer than 2 points .*crop \(0\.\d\).*at most 56\.\d+ map units"):
+    with pytest.raises(EngineError, match=r"systematic .* fewer than 2 points .*crop \(0\.\d\)"
+                                          r".*at most 56\.\d+ map units"):
         run_operation("sample-map", {"classes": path, "output": str(tmp_path / "s.gpkg"), "design": "systematic",
                                      "grid_step": 200.0})
 
@@ -264,5 +266,6 @@ def test_dry_run_gives_the_sizes_and_writes_nothing(tmp_path):
     preview = run_operation("sample-map", {"classes": path, "output": str(out), "total": 90, "min_per_class": 20,
                                            "dry_run": True})
     assert not out.exists() and preview["dry_run"]
-    drawn_for_real = run_operation("sample-map", {"classes": path, "output": str(out), "total": 90, "min_per_class": 20})
+    drawn_for_real = run_operation("sample-map", {"classes": path, "output": str(out), "total": 90,
+                                                  "min_per_class": 20})
     assert preview["planned_per_class"] == {k: float(v) for k, v in drawn_for_real["samples_per_class"].items()}

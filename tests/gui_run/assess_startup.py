@@ -12,7 +12,6 @@ OUT: $OMNISAT_GUI_OUT; phase: $OMNISAT_ASSESS_PHASE.
 
 import json
 import os
-import time
 import traceback
 from pathlib import Path
 
