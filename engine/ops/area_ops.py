@@ -185,10 +185,13 @@ def sample_map_operation(params: SampleMapParams, reporter: Reporter) -> dict[st
                 raise EngineError("Neyman allocation needs expected_users_accuracy (one per map class).")
             sd = sampling.stratum_moments(weights, sampling.Target(1.0, tuple(params.expected_users_accuracy)))[1]
         n = sampling.size_for_target(counts, target, params.design, params.allocation) if target else params.total
-        if n > valid:
-            raise EngineError(f"{n} points are needed{' for the target standard error' if target else ''}, but the "
-                              f"map '{params.classes}' has only {valid} classified pixels: "
-                              f"{'ask for a larger target_se' if target else 'ask for fewer points'}.")
+        if target and n > valid:
+            raise EngineError(f"{n} points are needed for the target standard error, but the map "
+                              f"'{params.classes}' has only {valid} classified pixels: ask for a larger target_se.")
+        if n > valid:  # a fixed total beyond the map: every pixel is taken (a census), as before
+            reporter.log(f"The map '{params.classes}' has only {valid} classified pixels, fewer than the {n} points "
+                         "asked: every pixel is taken.", "warning")
+            n = valid
         blocks = map_blocks(ds, info)
         pixel = (ds.transform.a, ds.transform.e)
         step = None

@@ -269,3 +269,12 @@ def test_dry_run_gives_the_sizes_and_writes_nothing(tmp_path):
     drawn_for_real = run_operation("sample-map", {"classes": path, "output": str(out), "total": 90,
                                                   "min_per_class": 20})
     assert preview["planned_per_class"] == {k: float(v) for k, v in drawn_for_real["samples_per_class"].items()}
+
+
+def test_a_total_beyond_the_map_takes_every_pixel(tmp_path):
+    data = np.full((4, 5), 1, np.uint8)
+    data[:, :2] = 0
+    path, _ = class_map(tmp_path / "classes.tif", data)
+    result = run_operation("sample-map", {"classes": path, "output": str(tmp_path / "s.gpkg"), "total": 500,
+                                          "min_per_class": 50})
+    assert result["samples_per_class"] == {"water": 8, "forest": 12}
