@@ -127,12 +127,13 @@ def test_target_size_and_neyman_allocation(tmp_path):
     assert read_sample(str(sample)).design.target["size"] == n
 
 
-def test_min_distance_is_kept_and_the_seed_repeats(tmp_path):
+@pytest.mark.parametrize("design", ["stratified", "simple"])
+def test_min_distance_is_kept_and_the_seed_repeats(tmp_path, design):
     path, _ = class_map(tmp_path / "classes.tif")
     a, b = tmp_path / "a.gpkg", tmp_path / "b.gpkg"
     for out in (a, b):
         run_operation("sample-map", {"classes": path, "output": str(out), "total": 40, "min_per_class": 10,
-                                     "min_distance": 100.0, "seed": 7})
+                                     "min_distance": 100.0, "seed": 7, "design": design})
     pa, pb = read_sample(str(a)), read_sample(str(b))
     np.testing.assert_array_equal(pa.x, pb.x)
     xy = np.stack([pa.x, pa.y], 1)
