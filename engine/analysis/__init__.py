@@ -1,1 +1,2 @@
-"""Map analyses: change between two periods, area estimation from a reference sample, quicklooks."""
+"""Map analyses: change between two periods, sampling designs and design-based estimators for accuracy and
+area, quicklooks."""

@@ -1,12 +1,13 @@
 """Areas with confidence intervals: draw a reference sample from a class map (``sample-map``),
-then estimate the area of every class from the map and the labelled sample (``area-report``).
+then estimate the area of every class from the map and the labelled sample (``assess`` in
+engine.ops.assess_ops for a sample drawn here, ``area-report`` for any stratified sample).
 
-The estimator is engine.analysis.area (Olofsson et al. 2014). The map's classes are the strata:
-``sample-map`` draws a stratified random sample (a floor per class, the rest in
-proportion to the area) and writes it as points with an empty reference field for the
-analyst to fill in (in the dock or any GIS); ``area-report`` reads the filled layer,
-takes each point's map class from the map itself, and writes the area table as CSV and
-HTML. The map is read block by block: memory does not grow with its size.
+``sample-map`` draws a stratified random (by map class), simple random or systematic sample
+(engine.analysis.sampling) and writes it as points with an empty reference field and the
+design it was drawn with (engine.analysis.sample_layer). ``area-report`` reads any point
+layer with a reference field, takes each point's map class from the map itself, and uses
+the stratified estimator of engine.analysis.area. The map is read block by block: memory does not
+grow with its size.
 """
 
 from __future__ import annotations
@@ -94,88 +95,157 @@ class SampleMapParams:
     classes: str = field(metadata={"help": MAP_HELP, "positional": True})
     output: str = field(metadata={"help": "points to write (GeoPackage .gpkg), one per sample, for labelling",
                                   "positional": True})
-    total: int = field(default=500, metadata={"help": "number of sample points"})
-    min_per_class: int = field(default=50, metadata={"help": "floor of points per mapped class (good practice: 50 "
-                                                             "or more); the rest in proportion to the area"})
+    design: str = field(default="stratified", metadata={
+        "help": "stratified (by map class), simple (random) or systematic (a regular grid with a random offset)"})
+    total: int = field(default=500, metadata={"help": "number of sample points (without a target standard error)"})
+    allocation: str = field(default="proportional", metadata={
+        "help": "stratified: proportional (to the mapped area), equal, or neyman (optimal for the target; needs "
+                "expected_users_accuracy)"})
+    min_per_class: int = field(default=50, metadata={"help": "stratified: floor of points per mapped class (good "
+                                                             "practice: 50 or more)"})
+    target_se: float | None = field(default=None, metadata={
+        "help": "size the sample for this standard error of the overall accuracy, or of target_class's area "
+                "share (0..1); replaces total"})
+    target_class: str | None = field(default=None, metadata={
+        "help": "the class whose area share target_se is about (default: the overall accuracy)"})
+    expected_users_accuracy: list[float] | None = field(default=None, metadata={
+        "help": "expected user's accuracy of every map class, in class order (for target_se and neyman)"})
+    min_distance: float = field(default=0.0, metadata={
+        "help": "random designs: minimum distance between points, in map units (0: none)"})
+    grid_step: float | None = field(default=None, metadata={
+        "help": "systematic: distance between grid points in map units (default: from total or target_se)"})
     reference_field: str = field(default="reference", metadata={"help": "empty text field to fill in with the true class"})
     seed: int = field(default=0, metadata={"help": "random seed of the draw"})
+    dry_run: bool = field(default=False, metadata={
+        "help": "only compute the size per class (what the dock shows before drawing); write nothing"})
 
 
-def _draw(ds, info: ClassMap, sizes: np.ndarray, counts: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, class) of a uniform random draw of ``sizes[k]`` pixels of each class k, in a second
-    pass over the map: the ranks of the chosen pixels within their class are drawn first."""
-    rng = np.random.default_rng(seed)
-    chosen = [np.sort(rng.choice(int(counts[k]), int(sizes[k]), replace=False)) if sizes[k] else np.zeros(0, np.int64)
-              for k in range(len(sizes))]
-    seen = np.zeros(len(sizes), np.int64)
-    rows, cols, classes = [], [], []
-    for window in _windows(ds):
-        data = ds.read(1, window=window)
-        for k in np.flatnonzero(sizes):
-            flat = np.flatnonzero(data.ravel() == k)
-            ranks = chosen[k][(chosen[k] >= seen[k]) & (chosen[k] < seen[k] + flat.size)] - seen[k]
-            r, c = np.divmod(flat[ranks], data.shape[1])
-            rows.append(r + window.row_off)
-            cols.append(c + window.col_off)
-            classes.append(np.full(ranks.size, k))
-            seen[k] += flat.size
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(classes)
+def map_blocks(ds, info: ClassMap):
+    """The map's pixels as class codes block by block, -1 where nodata or a value without a class."""
+    def blocks():
+        for window in _windows(ds):
+            data = ds.read(1, window=window).astype(np.int64)
+            bad = (data < 0) | (data >= len(info.names))
+            if info.nodata is not None:
+                bad |= data == info.nodata
+            yield window.row_off, window.col_off, np.where(bad, -1, data)
+    return blocks
 
 
-def write_sample_points(path: str, ds, info: ClassMap, rows, cols, classes, reference_field: str) -> None:
-    from engine.probes.labels import _ogr
+def _target(params: SampleMapParams, names: list[str]):
+    from engine.analysis.sampling import Target
 
-    ogr, osr = _ogr()
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(info.crs.to_wkt())
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    with atomic_output(path, "output") as temp:
-        source = ogr.GetDriverByName("GPKG").CreateDataSource(str(temp))
-        layer = source.CreateLayer("reference_sample", srs, ogr.wkbPoint)
-        for name, kind in (("sample_id", ogr.OFTInteger), ("map_code", ogr.OFTInteger), ("map_class", ogr.OFTString),
-                           (reference_field, ogr.OFTString)):
-            layer.CreateField(ogr.FieldDefn(name, kind))
-        xs, ys = ds.transform * (cols + 0.5, rows + 0.5)
-        layer.StartTransaction()
-        for i, (x, y, k) in enumerate(zip(xs, ys, classes)):
-            feature = ogr.Feature(layer.GetLayerDefn())
-            feature.SetField("sample_id", i + 1)
-            feature.SetField("map_code", int(k))
-            feature.SetField("map_class", info.names[int(k)])
-            point = ogr.Geometry(ogr.wkbPoint)
-            point.AddPoint_2D(float(x), float(y))
-            feature.SetGeometry(point)
-            layer.CreateFeature(feature)
-        layer.CommitTransaction()
-        source = None  # closes and flushes the GeoPackage before the rename
+    if params.target_se is None:
+        return None
+    if params.expected_users_accuracy is None or len(params.expected_users_accuracy) != len(names):
+        raise EngineError(f"target_se needs expected_users_accuracy: one value per map class, in the order "
+                          f"{', '.join(names)} (e.g. 0.8 for each).")
+    code = None
+    if params.target_class is not None:
+        if params.target_class not in names:
+            raise EngineError(f"target_class {params.target_class!r} is not a class of the map ({', '.join(names)}).")
+        code = names.index(params.target_class)
+    return Target(params.target_se, tuple(params.expected_users_accuracy), code)
 
 
 @operation("sample-map", SampleMapParams, outputs=("output",),
-           summary="Draw a stratified random sample of points from a class map, ready to label for area-report.")
+           summary="Draw a probability sample of points from a class map (stratified, simple random or systematic), "
+                   "ready to label for assess.")
 def sample_map_operation(params: SampleMapParams, reporter: Reporter) -> dict[str, Any]:
-    """Strata are the map's classes: each mapped class gets min_per_class points (all its pixels if it
-    has fewer), the rest of total in proportion to its area; points lie at pixel centres, drawn
-    uniformly within each class. The layer has sample_id, map_code, map_class and an empty
-    reference field: fill it with the class seen on the ground / in imagery, then run area-report."""
-    from engine.analysis.area import allocate_sample
+    """Points at pixel centres, for the accuracy assessment of the map. stratified: the map's
+    classes are the strata, each gets its allocation's share (with a floor per class), drawn
+    uniformly within it; simple: uniformly among classified pixels; systematic: a regular grid
+    with a random offset. The size is total, or comes from target_se and the expected user's
+    accuracies (Olofsson et al. 2014). The layer records its design (type, strata, allocation,
+    seed, the map's sha256) so that assess uses the matching estimator and refuses a changed
+    map; its fields sample_id, stratum, map_code, map_class, an empty reference field, flag and
+    comment are filled in the dock's labelling panel or any GIS."""
+    from engine.analysis import sampling
+    from engine.analysis.sample_layer import write_sample
+    from engine.io.download import sha256_of
 
     check_output_path(params.output, "output")
     if Path(params.output).suffix.lower() != ".gpkg":
         raise EngineError(f"The sample output '{params.output}' must be a GeoPackage (.gpkg).")
+    if params.design not in sampling.DESIGNS:
+        raise EngineError(f"Unknown design {params.design!r}: use one of {', '.join(sampling.DESIGNS)}.")
+    if params.allocation not in sampling.ALLOCATIONS:
+        raise EngineError(f"Unknown allocation {params.allocation!r}: use one of {', '.join(sampling.ALLOCATIONS)}.")
     with open_raster(params.classes, "class map") as ds:
         info = class_map_info(ds, params.classes)
         counts = mapped_pixels(ds, info, reporter)
-        if counts.sum() == 0:
+        valid = int(counts.sum())
+        if valid == 0:
             raise EngineError(f"The class map '{params.classes}' holds no classified pixel: nothing to sample.")
-        sizes = allocate_sample(counts, params.total, params.min_per_class)
+        target = _target(params, info.names)
+        weights = counts / valid
+        sd = sampling.stratum_moments(weights, target)[1] if target else None
+        if params.allocation == "neyman" and sd is None:
+            if params.expected_users_accuracy is None:
+                raise EngineError("Neyman allocation needs expected_users_accuracy (one per map class).")
+            sd = sampling.stratum_moments(weights, sampling.Target(1.0, tuple(params.expected_users_accuracy)))[1]
+        n = sampling.size_for_target(counts, target, params.design, params.allocation) if target else params.total
+        if target and n > valid:
+            raise EngineError(f"{n} points are needed for the target standard error, but the map "
+                              f"'{params.classes}' has only {valid} classified pixels: ask for a larger target_se.")
+        if n > valid:  # a fixed total beyond the map: every pixel is taken (a census), as before
+            reporter.log(f"The map '{params.classes}' has only {valid} classified pixels, fewer than the {n} points "
+                         "asked: every pixel is taken.", "warning")
+            n = valid
+        blocks = map_blocks(ds, info)
+        pixel = (ds.transform.a, ds.transform.e)
+        step = None
+        names = [f"map class {c!r}" for c in info.names]
+        if params.design == "stratified":
+            sizes = (sampling.allocate_for_target(counts, n, params.allocation, params.min_per_class, sd) if target
+                     else sampling.allocate(counts, n, params.allocation, params.min_per_class, sd))
+            planned = sizes.astype(np.float64)
+        elif params.design == "simple":
+            planned = n * weights
+            sampling.check_expected_per_class(counts, planned, info.names, "simple random",
+                                              "Use the stratified design (a floor per class), or more points.")
+        else:
+            step = params.grid_step / abs(ds.transform.a) if params.grid_step else sampling.systematic_step(valid, n)
+            finest = np.sqrt(counts[counts > 0].min() / 2)
+            planned = counts / step ** 2
+            sampling.check_expected_per_class(
+                counts, planned, info.names, f"systematic (a grid every {step * abs(ds.transform.a):g} map "
+                f"units)", f"The grid is coarser than the smallest class: use a step of at most "
+                f"{finest * abs(ds.transform.a):g} map units, or the stratified design.")
+        if params.dry_run:
+            per_class = {info.names[k]: round(float(planned[k]), 1) for k in range(len(info.names)) if counts[k]}
+            return {"output": None, "dry_run": True, "design": params.design, "target_size": n if target else None,
+                    "planned_per_class": per_class, "samples": round(float(planned.sum()), 1),
+                    "mapped_pixels": {info.names[k]: int(counts[k]) for k in range(len(counts))}}
         reporter.progress(50, "Drawing the sample")
-        rows, cols, classes = _draw(ds, info, sizes, counts, params.seed)
-        write_sample_points(params.output, ds, info, rows, cols, classes, params.reference_field)
-    per_class = {info.names[k]: int(sizes[k]) for k in range(len(sizes)) if counts[k]}
-    reporter.log(f"Wrote {int(sizes.sum())} sample points to {params.output} ({per_class}); fill in "
-                 f"'{params.reference_field}', then run area-report.")
-    return {"output": params.output, "samples": int(sizes.sum()), "samples_per_class": per_class,
-            "reference_field": params.reference_field,
+        if params.design == "stratified":
+            rows, cols, codes = sampling.draw_random(blocks, counts, sizes, params.seed, params.min_distance, pixel,
+                                                     names)
+        elif params.design == "simple":
+            rows, cols, codes = sampling.draw_random(blocks, [valid], [n], params.seed, params.min_distance, pixel,
+                                                     ["the map"], strata_of=lambda c: np.where(c >= 0, 0, -1))
+        else:
+            rows, cols, codes = sampling.draw_systematic(blocks, (ds.height, ds.width), step, params.seed)
+        sizes_drawn = np.bincount(codes, minlength=len(info.names))
+        reporter.progress(80, "Writing the sample")
+        design = sampling.SampleDesign(
+            design=params.design, class_names=info.names, stratum_pixels=counts.tolist(),
+            sample_sizes=sizes_drawn.tolist(), seed=params.seed, map_sha256=sha256_of(Path(params.classes)),
+            map_name=Path(params.classes).name,
+            allocation=params.allocation if params.design == "stratified" else None,
+            min_per_class=params.min_per_class if params.design == "stratified" else 0,
+            min_distance=params.min_distance, grid_step=float(step * abs(ds.transform.a)) if step else 0.0,
+            target=({"standard_error": target.standard_error, "of": params.target_class or "overall accuracy",
+                     "expected_users_accuracy": list(target.users_accuracy), "size": n} if target else None),
+            pixel_area=info.pixel_area, area_unit=info.area_unit)
+        xs, ys = ds.transform * (cols + 0.5, rows + 0.5)
+        write_sample(params.output, info.crs.to_wkt(), np.asarray(xs), np.asarray(ys), codes, design,
+                     params.reference_field)
+    per_class = {info.names[k]: int(sizes_drawn[k]) for k in range(len(info.names)) if counts[k]}
+    reporter.log(f"Wrote {int(sizes_drawn.sum())} sample points ({params.design}) to {params.output} ({per_class}); "
+                 f"label them (the dock's assessment panel, or fill '{params.reference_field}'), then run assess.")
+    return {"output": params.output, "samples": int(sizes_drawn.sum()), "samples_per_class": per_class,
+            "design": params.design, "target_size": n if target else None, "reference_field": params.reference_field,
             "mapped_pixels": {info.names[k]: int(counts[k]) for k in range(len(counts))}}
 
 

@@ -44,6 +44,7 @@ OPERATION_MODULES = (
     "engine.ops.raster_ops",
     "engine.ops.probe_ops",
     "engine.ops.area_ops",
+    "engine.ops.assess_ops",
     "engine.ops.change_ops",
     "engine.ops.demo_ops",
     "engine.ops.map_ops",

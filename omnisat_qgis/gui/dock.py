@@ -72,6 +72,7 @@ from omnisat_qgis.gui.labels_layer import (
     style_labels,
 )
 from omnisat_qgis.gui.modality_row import InputError, ModalityRow, NotAFileLayer
+from omnisat_qgis.gui.panels.assessment import AssessmentPanel
 from omnisat_qgis.gui.session import (
     PREVIEW_LEVEL,
     Advanced,
@@ -192,8 +193,9 @@ class OmniSatDock(QgsDockWidget):
 
         self.change_tab = ChangeTab()
         self.change_tab.run_button.clicked.connect(self.detect_change)
+        self.assessment = AssessmentPanel(self.iface.mapCanvas() if self.iface else None)
         self.tabs = QTabWidget()
-        for widget, title in ((body, "Map"), (self.change_tab, "Change")):
+        for widget, title in ((body, "Map"), (self.change_tab, "Change"), (self.assessment, "Assess")):
             scroll = QScrollArea()
             scroll.setWidgetResizable(True)
             scroll.setWidget(widget)

@@ -37,3 +37,32 @@ def test_sample_then_area_report(provider, tmp_path):  # noqa: F811
     rows = {r["class"]: r for r in csv.DictReader(table.open())}
     assert float(rows["water"]["estimated_area (m2)"]) == 10 * 30 * 100.0  # a perfect map: its own area
     assert "95% interval" in (tmp_path / "areas.html").read_text()
+
+
+def test_stratified_sample_from_a_target_then_assess(provider, tmp_path):  # noqa: F811
+    classes = tmp_path / "classes.tif"
+    data = np.zeros((40, 40), np.uint8)
+    data[:, 30:] = 1
+    grid = Grid(rasterio.crs.CRS.from_epsg(32633), from_origin(500000.0, 5000000.0, 10.0, 10.0), 40, 40)
+    with open_class_map(classes, grid, ["grass", "water"], ["#00ff00", "#0000ff"]) as ds:
+        ds.write(data, 1)
+    sample = tmp_path / "sample.gpkg"
+    results = run_algorithm("samplemap", {"CLASSES": str(classes), "DESIGN": "stratified", "ALLOCATION": "neyman",
+                                          "TARGET_SE": 0.05, "EXPECTED_USERS_ACCURACY": "0.8, 0.9",
+                                          "MIN_PER_CLASS": 5, "SEED": 2, "OUTPUT": str(sample)})
+    assert results["TARGET_SIZE"] > 0 and results["SAMPLES"] >= results["TARGET_SIZE"]
+    source = ogr.Open(str(sample), 1)
+    layer = source.GetLayerByName("reference_sample")
+    labelled = 0
+    for k, feature in enumerate(layer):
+        if k % 4:  # three in four labelled, all right
+            feature.SetField("reference", feature.GetField("map_class"))
+            layer.SetFeature(feature)
+            labelled += 1
+    source = None
+    html = tmp_path / "assessment.html"
+    results = run_algorithm("assess", {"CLASSES": str(classes), "SAMPLE": str(sample),
+                                       "OUTPUT": str(tmp_path / "assessment.csv"), "HTML": str(html)})
+    assert results["OVERALL_ACCURACY"] == 1.0
+    assert results["LABELLED"] == labelled
+    assert "Response design: labelling state" in html.read_text()

@@ -1,0 +1,1 @@
+"""Self-contained panels the OmniSat dock hosts."""
