@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.runtime.registry import operation
 from engine.errors import EngineError
 from engine.io.atomic import check_output_path
 from engine.io.download import sha256_of
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import operation
 
 
 @dataclass
@@ -34,8 +34,8 @@ def import_anysat(params: ImportAnySatParams, reporter: Reporter) -> dict[str, A
 def convert_reference(source: Path, output: str, reporter: Reporter, allow_missing: bool = False,
                       extra_provenance: dict[str, Any] | None = None, start: float = 0.0, end: float = 100.0) -> dict[str, Any]:
     """import-anysat's conversion; ``extra_provenance`` adds to the checkpoint's, progress on [start, end]."""
-    from engine.models.anysat_import import load_reference, map_state_dict, reference_model, unwrap
-    from engine.models.checkpoint import save_checkpoint
+    from engine.models.anysat_import import load_reference, map_state_dict, reference_model, unwrap  # lazy: torch, rasterio
+    from engine.models.checkpoint import save_checkpoint  # lazy: keeps torch out of --help
 
     def progress(percent: float, message: str) -> None:
         reporter.progress(start + (end - start) * percent / 100, message)

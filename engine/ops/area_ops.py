@@ -21,11 +21,14 @@ from typing import Any, Iterator
 import numpy as np
 from rasterio.windows import Window
 
-from engine.runtime.registry import operation
+from engine.analysis.area import allocate_sample, stratified_estimate
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output, check_output_path
 from engine.io.raster import open_raster
+from engine.probes.labels import POINT, read_labels
+from engine.probes.report import write_area_report
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import operation
 
 MAP_HELP = "class map (uint8 GeoTIFF with class names, as written by classify / fit-probe / apply-probe)"
 BLOCK = 1024  # rows and columns of the windows the map is read in
@@ -157,8 +160,6 @@ def sample_map_operation(params: SampleMapParams, reporter: Reporter) -> dict[st
     has fewer), the rest of total in proportion to its area; points lie at pixel centres, drawn
     uniformly within each class. The layer has sample_id, map_code, map_class and an empty
     reference field: fill it with the class seen on the ground / in imagery, then run area-report."""
-    from engine.analysis.area import allocate_sample
-
     check_output_path(params.output, "output")
     if Path(params.output).suffix.lower() != ".gpkg":
         raise EngineError(f"The sample output '{params.output}' must be a GeoPackage (.gpkg).")
@@ -214,8 +215,6 @@ def _match_reference(values: tuple[str, ...], names: list[str], path: str, field
 def sample_counts(ds, info: ClassMap, reference_path: str, reference_field: str, layer: str | None,
                   reporter: Reporter) -> tuple[np.ndarray, dict[str, int]]:
     """The sample error matrix (rows: map class read under each point, columns: reference class)."""
-    from engine.probes.labels import POINT, read_labels
-
     labels = read_labels(reference_path, reference_field, ds.crs, layer)
     if any(kind != POINT for kind in labels.kinds):
         raise EngineError(f"The reference sample '{reference_path}' must hold points (one per sample), not polygons.")
@@ -267,9 +266,6 @@ def area_report_operation(params: AreaReportParams, reporter: Reporter) -> dict[
     mapped area, estimated area with standard error and 95% interval, user's and producer's
     accuracy with standard errors; the overall accuracy last. The estimate is only valid for a
     probability sample of the map (a stratified random one, as sample-map draws)."""
-    from engine.analysis.area import stratified_estimate
-    from engine.probes.report import write_area_report
-
     for key in ("output", "html"):
         if getattr(params, key):
             check_output_path(getattr(params, key), key)

@@ -25,8 +25,16 @@ from engine.probes.sources import (EMBEDDINGS_HELP, EmbeddingOptions, EmbeddingS
 from engine.errors import EngineError
 from engine.io.atomic import check_output_path
 from engine.io.grid import Grid
+from engine.io.job import load_job
 from engine.io.raster import open_raster
 from engine.io.writers import parse_color
+from engine.mapping.levels import level as level_of
+from engine.ops.area_ops import class_map_info, mapped_pixels
+from engine.probes.classifiers import ProbeConfig
+from engine.probes.features import FeatureSet, check_columns, combine, read_inputs, read_inputs_at
+from engine.probes.fit import AUTO, check_feature_request, fit_honestly
+from engine.probes.probe_file import ProbeMetadata, check_encoder, default_colors, load_probe, save_probe
+from engine.probes.report import candidates_html, learning_curve_html, mapped_area_table, write_fit_report
 from engine.runtime.progress import Reporter
 
 
@@ -66,10 +74,9 @@ def map_embeddings(ds, probe, class_names: list[str], colors: list[str], classes
     """Apply a probe to an embeddings raster block by block: styled class map (+ confidence).
     A probe on input features (its ``features`` record: raw bands, statistics, indices) reads the
     job's ``inputs`` on the embeddings' grid, window by window, and builds the same columns."""
-    import torch
+    import torch  # lazy: keeps torch out of --help
 
-    from engine.probes.features import FeatureSet, check_columns, combine, read_inputs
-    from engine.mapping.outputs import open_class_outputs, write_class_outputs
+    from engine.mapping.outputs import open_class_outputs, write_class_outputs  # lazy: keeps torch out of --help
 
     feature_set = FeatureSet.parse(features["set"]) if features else FeatureSet(("embeddings",))
     grid = Grid.of(ds)
@@ -129,10 +136,6 @@ class FitProbeParams(EmbeddingOptions):
     seed: int = field(default=0, metadata={"help": "random seed of the split and the fit"})
 
     def probe_config(self, layer_norm: bool = False):
-        from engine.probes.classifiers import ProbeConfig
-
-        from engine.probes.fit import AUTO
-
         # With auto, each candidate replaces the kind.
         return ProbeConfig(kind="linear" if self.classifier == AUTO else self.classifier, optimizer=self.optimizer,
                            l2=self.l2, epochs=self.epochs, class_weighting=self.class_weighting, hidden=self.hidden,
@@ -153,8 +156,6 @@ class FeatureRecords(dict):
         self.data, self.values = data, values
 
     def __missing__(self, name: str) -> dict:
-        from engine.probes.features import FeatureSet, combine
-
         self[name] = combine(self.data.x, self.values or [], FeatureSet.parse(name))[1]
         return self[name]
 
@@ -167,8 +168,6 @@ def feature_matrices(data: LabelledEmbeddings, feature_sets: tuple[str, ...], so
     """Every requested feature set over the labelled cells (name -> matrix, name -> record); cells
     where the inputs have no valid date are left out. Without ``ds`` (the change probe's features),
     only the embeddings."""
-    from engine.probes.features import FeatureSet, combine, read_inputs_at
-
     if ds is None:
         records = FeatureRecords(data, None)
         records["embeddings"] = {"set": "embeddings"}  # one set: never a vote, no columns needed
@@ -208,10 +207,6 @@ def fit_and_report(data: LabelledEmbeddings, config, settings: FitSettings, sour
     report; returns (probe, metadata, summary). ``ds``: the embeddings raster, needed for feature
     sets other than the embeddings. ``after_fit(probe, metadata)``, when given, runs before the
     report is written and returns further report sections (the map's areas)."""
-    from engine.probes.fit import check_feature_request, fit_honestly
-    from engine.probes.probe_file import ProbeMetadata, default_colors, save_probe
-    from engine.probes.report import candidates_html, learning_curve_html, write_fit_report
-
     check_feature_request(settings.classifier, settings.features)
     data, matrices, records = feature_matrices(data, settings.features, source, ds, reporter)
     samples = data.samples
@@ -292,9 +287,6 @@ def fit_and_report(data: LabelledEmbeddings, config, settings: FitSettings, sour
 def mapped_area_html(classes_path: str, reporter: Reporter) -> str:
     """Pixel counts of the class map, which carry the map's errors: the estimate with confidence
     intervals needs a reference sample (sample-map, area-report)."""
-    from engine.ops.area_ops import class_map_info, mapped_pixels
-    from engine.probes.report import mapped_area_table
-
     with open_raster(classes_path, "classes output") as ds:
         info = class_map_info(ds, classes_path)
         return mapped_area_table(info.names, mapped_pixels(ds, info, reporter), info.pixel_area, info.area_unit)
@@ -311,9 +303,6 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
     (nested choice over classifier x feature set, saved as the soft vote of the best). Feature sets: embeddings, raw bands, temporal
     statistics, spectral indices, combinations (input features need a job). Optionally maps the
     area with the probe ("classes", "confidence")."""
-    from engine.probes.features import FeatureSet
-    from engine.probes.fit import check_feature_request
-
     for key in ("output", "report", "classes", "confidence"):
         if getattr(params, key):
             check_output_path(getattr(params, key), key)
@@ -360,12 +349,9 @@ def map_job_with_probe(job, probe_path: str, probe, meta, reporter: Reporter, le
     of tiled inference (no embeddings raster unless the job names one). ``level``: the embeddings the
     probe reads (None: the probe's own). A probe on input features (raw bands, statistics, indices)
     also reads the job's rasters: its embeddings go through a temporary raster (map_embeddings)."""
-    from engine.probes.features import FeatureSet
-    from engine.mapping.levels import level as level_of
-    from engine.mapping.run import run_map
-    from engine.models.checkpoint import checkpoint_hash, load_checkpoint
-    from engine.probes.head import ProbeHead
-    from engine.probes.probe_file import check_encoder
+    from engine.mapping.run import run_map  # lazy: keeps torch out of --help
+    from engine.models.checkpoint import checkpoint_hash, load_checkpoint  # lazy: keeps torch out of --help
+    from engine.probes.head import ProbeHead  # lazy: keeps torch out of --help
 
     if FeatureSet.parse(meta.features.get("set", "embeddings")).input_parts:
         return _apply_on_inputs(job, probe_path, probe, meta, reporter)
@@ -384,9 +370,6 @@ def _apply_on_inputs(job, probe_path: str, probe, meta, reporter: Reporter) -> d
     """A probe fitted on input features (raw bands, statistics, indices, maybe with embeddings):
     the job's embeddings are computed as a raster, then the probe reads them and the job's inputs
     window by window (map_embeddings)."""
-    from engine.probes.features import FeatureSet
-    from engine.probes.probe_file import check_encoder
-
     feature_set = meta.features["set"]
     outputs = job.outputs
     if outputs.probabilities:
@@ -418,17 +401,12 @@ def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[
     encoder or level other than the probe's. The class map lies on the level's grid: patches,
     sub-patches for a dense probe (no resampling to the input pixels: for 10 m series a
     sub-patch is a pixel), window cells for a tile probe."""
-    from engine.probes.features import FeatureSet
-    from engine.probes.probe_file import check_encoder, load_probe
-
     probe, meta = load_probe(params.probe)
     on_inputs = FeatureSet.parse(meta.features.get("set", "embeddings")).input_parts
     if on_inputs and not is_job(params.embeddings):
         raise EngineError(f"The probe '{params.probe}' was fitted on the feature set {meta.features['set']!r}, read "
                           "from the input rasters: give a job (model, modalities and outputs), not an embeddings raster.")
     if is_job(params.embeddings):
-        from engine.io.job import load_job
-
         if params.classes or params.confidence:
             raise EngineError("With a job, name the outputs in the job's \"outputs\" (classes, confidence, probabilities).")
         job = with_level(load_job(params.embeddings), params.embeddings_level)

@@ -17,9 +17,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from engine.errors import EngineError
-from engine.runtime.progress import Reporter
 from engine.probes.folds import SpatialFolds, ValidationImpossible, spatial_folds
-from engine.probes.metrics import FoldScores
+from engine.probes.metrics import FoldScores, classification_metrics
+from engine.runtime.progress import Reporter
 from engine.probes.selection import (
     Candidate,
     Selection,
@@ -30,6 +30,9 @@ from engine.probes.selection import (
     learning_curve,
     nested_selection,
 )
+from engine.probes.classifiers import CLASSIFIERS
+from engine.probes.classifiers.ensemble import soft_vote
+from engine.probes.features import FeatureSet
 
 AUTO = "auto"
 # The fixed grid of ``auto``, simplest first (ties go to the earlier one). Gradient boosting stays a
@@ -56,8 +59,6 @@ class FitOutcome:
 
     def metrics(self, class_names: Sequence[str]) -> dict[str, Any] | None:
         """Pooled held-out metrics (engine.probes.metrics.classification_metrics) with the spread over folds."""
-        from engine.probes.metrics import classification_metrics
-
         if self.scores is None:
             return None
         metrics = classification_metrics(self.scores.confusion, class_names)
@@ -117,8 +118,6 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
     picked = capped(np.arange(len(y)), np.asarray(y), max_per_class, np.random.default_rng(seed))
     models = setup.fit_members(chosen, picked)
     if isinstance(chosen, Vote):
-        from engine.probes.classifiers.ensemble import soft_vote
-
         if columns is None:
             raise EngineError("A soft vote needs the feature sets' column names to be saved.")
         final = soft_vote(models, [columns(m.features) for m in chosen.members], columns(chosen.features))
@@ -130,9 +129,6 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
 
 def check_feature_request(classifier: str, feature_sets: Sequence[str]) -> None:
     """Clear errors for an unknown classifier or feature set, before any work."""
-    from engine.probes.classifiers import CLASSIFIERS
-    from engine.probes.features import FeatureSet
-
     if classifier != AUTO and classifier not in CLASSIFIERS:
         raise EngineError(f"Unknown classifier {classifier!r}: use {AUTO} or one of {', '.join(CLASSIFIERS)}.")
     if not feature_sets:

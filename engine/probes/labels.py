@@ -76,7 +76,7 @@ class LabelSamples:
 
 def _ogr():
     try:
-        from osgeo import ogr, osr
+        from osgeo import ogr, osr  # lazy: keeps GDAL out of this module
     except ImportError:
         raise EngineError(
             "Reading vector labels needs GDAL's Python bindings (osgeo.ogr), which are missing "

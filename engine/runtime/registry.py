@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from engine.convert import Wording, from_dict, unwrap_optional  # noqa: F401 - unwrap_optional: the CLI's
 from engine.errors import EngineError
+from engine.io.collisions import check_distinct, operation_paths
 from engine.runtime.progress import Reporter
 
 
@@ -107,8 +108,7 @@ def build_params(op: Operation, values: dict[str, Any]):
 def run_operation(name: str, values: dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
     """Run an operation by name with plain-dict parameters: the one entry of the Python API,
     the command line and the worker."""
-    from engine.io.collisions import check_distinct, operation_paths
-    from engine.io.raster import damaged_rasters
+    from engine.io.raster import damaged_rasters  # lazy: keeps rasterio out of `python -m engine version`
 
     op = get_operation(name)
     params = build_params(op, values)

@@ -11,9 +11,11 @@ import traceback
 from typing import IO, Callable
 
 import engine
+
 from engine.errors import Cancelled, EngineError, cancel_on_termination, termination_requested
 from engine.runtime.progress import JsonLinesReporter
 from engine.runtime.protocol import PROTOCOL_VERSION, Request, parse_request
+from engine.runtime.registry import get_operation, run_operation
 from engine.runtime.threads import apply_default_threads
 
 
@@ -76,12 +78,11 @@ def run_job(read: Callable[[], Request], reporter: JsonLinesReporter) -> str | N
         check_environment()
         request = read()
         if request.threads:
-            import torch
+            import torch  # lazy: keeps torch out of --help
 
             torch.set_num_threads(request.threads)
         else:
             apply_default_threads()
-        from engine.runtime.registry import get_operation, run_operation
 
         op = get_operation(request.operation)
         result = run_operation(op.name, request.params, reporter)
