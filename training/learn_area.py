@@ -10,7 +10,7 @@ fitted on the parent's and on the new model's embeddings with the same folds, so
 sees whether the area's pretraining helped.
 
 An operation of the engine's registry (engine.runtime.registry) defined here: training imports the engine,
-the engine names this module only in its list of operation modules.
+never the reverse; training.engine_operations registers it.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import csv
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
-from html import escape
 
 from engine.convert import from_dict
 from engine.errors import Cancelled, EngineError

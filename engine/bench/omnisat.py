@@ -98,7 +98,7 @@ def matmul_peaks(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> dict[str,
     peaks = {}
     for name, fn in kernels.items():
         fn()
-        peaks[name] = 2 * n ** 3 / min(_timed(fn) for _ in range(reps)) / 1e9
+        peaks[name] = 2 * n ** 3 / min(seconds_of(fn) for _ in range(reps)) / 1e9
     return peaks
 
 
@@ -107,7 +107,7 @@ def matmul_peak(dtype: torch.dtype) -> float:
     return max(matmul_peaks(dtype).values())
 
 
-def _timed(fn: Callable[[], Any]) -> float:
+def seconds_of(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start

@@ -24,8 +24,8 @@ from engine.io.atomic import atomic_output, check_output_path
 from engine.io.grid import Grid
 from engine.io.raster import open_raster
 from engine.io.writers import geotiff_profile, parse_color
-from engine.ops.probe_ops import FitSettings, fit_and_report
 from engine.probes.classifiers import ProbeConfig
+from engine.probes.workflow import FitSettings, fit_and_report
 from engine.runtime.progress import Reporter
 
 CHANGE_COLORS = {0: (220, 220, 220, 255), 1: (228, 26, 28, 255), 255: (0, 0, 0, 0)}

@@ -10,21 +10,22 @@ polygons, accuracy on the held-out polygons, a class map, a report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-import dataclasses
 
 import numpy as np
 import rasterio
 
+from engine.analysis.class_map import class_map_info, mapped_pixels
 from engine.analysis.quicklook import write_quicklook
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
 from engine.models.catalog import best_encoder
-from engine.ops.area_ops import class_map_info, mapped_pixels
+from engine.probes.labels import geometry_bounds, ogr_modules, rasterize_labels, read_labels
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import operation, run_operation
 
@@ -63,13 +64,11 @@ def osm_reference_sample(classes: Path, labels: Path, class_field: str, folder: 
     class under each filled in as the reference (``sample_osm.gpkg``): the analyst's labelling,
     done by OpenStreetMap. Polygons reaching into the ``fitted`` bounds (they trained the probe)
     are left out of the reference."""
-    from engine.probes.labels import _bounds, _ogr, rasterize_labels, read_labels  # lazy: keeps rasterio out of --help
-
     with rasterio.open(classes) as ds:
         info = class_map_info(ds, str(classes))
         data, profile, tags = ds.read(1), ds.profile, ds.tags(1)
         layer = read_labels(labels, class_field, ds.crs)
-        unseen = [i for i, g in enumerate(layer.geometries) if not _overlaps(_bounds(g), fitted)]
+        unseen = [i for i, g in enumerate(layer.geometries) if not _overlaps(geometry_bounds(g), fitted)]
         layer = dataclasses.replace(layer, geometries=[layer.geometries[i] for i in unseen],
                                     kinds=[layer.kinds[i] for i in unseen], codes=layer.codes[unseen],
                                     feature_ids=layer.feature_ids[unseen])
@@ -86,7 +85,7 @@ def osm_reference_sample(classes: Path, labels: Path, class_field: str, folder: 
     sample = folder / "sample.gpkg"
     run_operation("sample-map", {"classes": str(covered), "output": str(sample), "total": total,
                                  "min_per_class": min_per_class}, reporter)
-    ogr, _ = _ogr()
+    ogr, _ = ogr_modules()
     filled = folder / "sample_osm.gpkg"
     with atomic_output(filled, "output") as temp:
         source = ogr.Open(str(sample))

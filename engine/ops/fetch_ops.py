@@ -16,7 +16,6 @@ from typing import Any
 from engine.errors import EngineError
 from engine.io.download import download
 from engine.models.downloads import downloadable, hub_base, normalization_notes, user_models_dir
-from engine.ops.anysat_ops import convert_reference
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import operation
 
@@ -58,6 +57,7 @@ def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
     model's importer (torch.load with weights_only=True) into a safetensors checkpoint in the
     models folder, with provenance, licence and which normalization statistics are published."""
     from engine.models.anysat import anysat_config  # lazy: keeps torch out of --help
+    from engine.models.anysat_convert import convert_reference  # lazy: keeps torch out of --help
 
     entry = downloadable(params.name)
     folder = Path(params.folder).expanduser() if params.folder else user_models_dir()

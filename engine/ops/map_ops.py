@@ -15,7 +15,7 @@ from engine.io.normalize import RunningStats
 from engine.mapping.ranks import map_job
 from engine.mapping.tiling import WindowGrid
 from engine.models.catalog import find_by_weights
-from engine.ops.probe_ops import map_job_with_probe
+from engine.probes.apply import map_job_with_probe
 from engine.probes.probe_file import is_probe_file, load_probe
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import operation
