@@ -17,7 +17,7 @@ import rasterio
 
 from engine.runtime.registry import operation
 from engine.probes.sources import (EMBEDDINGS_HELP, EmbeddingOptions, EmbeddingSource, LEVEL_HELP, blocks,
-                               embedding_source, gather, labelled_embeddings, raster_level, read_block)
+                               embedding_source, gather, raster_level, read_block)
 from engine.analysis.change import change_features, change_layer, change_magnitude
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output, check_output_path
@@ -25,7 +25,9 @@ from engine.io.grid import Grid
 from engine.io.raster import open_raster
 from engine.io.writers import geotiff_profile, parse_color
 from engine.probes.classifiers import ProbeConfig
-from engine.probes.workflow import FitSettings, fit_and_report
+from engine.probes.fit import FitSettings
+from engine.probes.plan import FitOutputs, FitPlan, LabelRequest
+from engine.probes.workflow import fit_and_report, label_cells
 from engine.runtime.progress import Reporter
 
 CHANGE_COLORS = {0: (220, 220, 220, 255), 1: (228, 26, 28, 255), 255: (0, 0, 0, 0)}
@@ -94,13 +96,14 @@ def _change_probe(params: ChangeParams, source: EmbeddingSource, before, after, 
     def features(rows, cols):
         return change_features(gather(before, rows, cols), gather(after, rows, cols))
 
-    data = labelled_embeddings(before, params.labels, params.class_field, None, (), params.min_coverage,
-                               params.block_size, reporter, features)
-    settings = FitSettings(params.probe_output, params.labels, params.class_field, params.report, params.min_coverage,
-                           params.folds, params.seed)
+    plan = FitPlan(labels=LabelRequest(params.labels, params.class_field, None, (), params.min_coverage,
+                                       params.block_size),
+                   embeddings=None, fit=FitSettings(ProbeConfig(l2=params.l2, seed=params.seed), folds=params.folds,
+                                                    seed=params.seed),
+                   outputs=FitOutputs(params.probe_output, params.report), title="Change probe report")
+    data = label_cells(before, plan.labels, reporter, features)
     source = EmbeddingSource(source.path, source.encoder_hash, dict(source.encoder, change_features="|after-before|, mean"))
-    probe, meta, fit_summary = fit_and_report(data, ProbeConfig(l2=params.l2, seed=params.seed), settings, source, level,
-                                              reporter, "Change probe report")
+    probe, meta, fit_summary = fit_and_report(plan, data, source, level, reporter)
     binary = np.full(before.shape, 255, np.uint8)
     for window in blocks(before.height, before.width):
         rows, cols = np.mgrid[window.row_off:window.row_off + window.height, window.col_off:window.col_off + window.width]

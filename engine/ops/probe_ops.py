@@ -21,10 +21,11 @@ from engine.io.raster import open_raster
 from engine.probes.apply import map_embeddings, map_job_with_probe, mapped_area_html
 from engine.probes.classifiers import ProbeConfig
 from engine.probes.features import FeatureSet
-from engine.probes.fit import AUTO, check_feature_request
+from engine.probes.fit import AUTO, FitSettings
+from engine.probes.plan import EmbeddingRequest, FitOutputs, FitPlan, LabelRequest, checked
 from engine.probes.probe_file import check_encoder, load_probe
-from engine.probes.sources import EMBEDDINGS_HELP, EmbeddingOptions, embedding_source, is_job, labelled_embeddings, raster_level, with_level
-from engine.probes.workflow import FitSettings, fit_and_report
+from engine.probes.sources import EMBEDDINGS_HELP, EmbeddingOptions, embedding_source, is_job, raster_level, with_level
+from engine.probes.workflow import fit_and_report, label_cells, open_embeddings
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import operation
 
@@ -72,16 +73,21 @@ class FitProbeParams(EmbeddingOptions):
     colors: list[str] | None = field(default=None, metadata={"help": "one #rrggbb colour per class, in class order"})
     seed: int = field(default=0, metadata={"help": "random seed of the split and the fit"})
 
-    def probe_config(self, layer_norm: bool = False):
+    def plan(self) -> FitPlan:
+        """Everything below this operation reads the plan, never these parameters."""
         # With auto, each candidate replaces the kind.
-        return ProbeConfig(kind="linear" if self.classifier == AUTO else self.classifier, optimizer=self.optimizer,
-                           l2=self.l2, epochs=self.epochs, class_weighting=self.class_weighting, hidden=self.hidden,
-                           seed=self.seed, layer_norm=layer_norm, neighbours=self.neighbours, trees=self.trees)
-
-    def settings(self) -> FitSettings:
-        return FitSettings(self.output, self.labels, self.class_field, self.report, self.min_coverage,
-                           self.folds, self.seed, tuple(self.colors) if self.colors else None, self.classifier,
-                           tuple(self.features), self.buffer, self.learning_curve)
+        config = ProbeConfig(kind="linear" if self.classifier == AUTO else self.classifier, optimizer=self.optimizer,
+                             l2=self.l2, epochs=self.epochs, class_weighting=self.class_weighting, hidden=self.hidden,
+                             seed=self.seed, neighbours=self.neighbours, trees=self.trees)
+        return checked(FitPlan(
+            labels=LabelRequest(self.labels, self.class_field, self.layer, tuple(self.ignore_values), self.min_coverage,
+                                self.block_size),
+            embeddings=EmbeddingRequest(self.embeddings, self.model, self.embeddings_level),
+            fit=FitSettings(config, self.classifier, tuple(self.features), self.folds, self.buffer, self.seed,
+                            self.learning_curve),
+            outputs=FitOutputs(self.output, self.report, self.classes, self.confidence),
+            colors=tuple(self.colors) if self.colors else None,
+        ))
 
 
 @operation("fit-probe", FitProbeParams, outputs=("output", "report", "classes", "confidence"),
@@ -95,31 +101,23 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
     (nested choice over classifier x feature set, saved as the soft vote of the best). Feature sets: embeddings, raw bands, temporal
     statistics, spectral indices, combinations (input features need a job). Optionally maps the
     area with the probe ("classes", "confidence")."""
-    for key in ("output", "report", "classes", "confidence"):
-        if getattr(params, key):
-            check_output_path(getattr(params, key), key)
-    check_feature_request(params.classifier, params.features)
-    if any(FeatureSet.parse(f).input_parts for f in params.features) and not is_job(params.embeddings):
-        raise EngineError("Raw bands, statistics and indices are read from the job's input rasters: give a job as "
-                          f"embeddings (not the raster '{params.embeddings}'), or use the feature set 'embeddings'.")
-    with embedding_source(params.embeddings, params.model, reporter, level=params.embeddings_level) as source, \
-            open_raster(source.path, "embeddings") as ds:
-        data = labelled_embeddings(ds, params.labels, params.class_field, params.layer, params.ignore_values,
-                                   params.min_coverage, params.block_size, reporter)
+    plan = params.plan()
+    outputs = plan.outputs
+    with open_embeddings(plan.embeddings, reporter) as (source, ds):
+        data = label_cells(ds, plan.labels, reporter)
         level = raster_level(ds)
 
         def write_maps(probe, metadata) -> list[tuple[str, str]]:
-            if not (params.classes or params.confidence):
+            if not (outputs.classes or outputs.confidence):
                 return []
-            map_embeddings(ds, probe, metadata.class_names, metadata.colors, params.classes, params.confidence,
+            map_embeddings(ds, probe, metadata.class_names, metadata.colors, outputs.classes, outputs.confidence,
                            reporter, metadata.features, source.inputs)
-            return [("Mapped area", mapped_area_html(params.classes, reporter))] if params.classes else []
+            return [("Mapped area", mapped_area_html(outputs.classes, reporter))] if outputs.classes else []
 
-        probe, metadata, summary = fit_and_report(data, params.probe_config(layer_norm=level == "dense"),
-                                                  params.settings(), source, level, reporter, "Probe fit report",
-                                                  ds=ds, after_fit=write_maps)
-    summary.update(classes=params.classes, confidence=params.confidence)
-    reporter.log(f"Wrote {params.output}" + "".join(f", {p}" for p in (params.report, params.classes, params.confidence) if p))
+        probe, metadata, summary = fit_and_report(plan.at_level(level), data, source, level, reporter, ds=ds,
+                                                  after_fit=write_maps)
+    summary.update(classes=outputs.classes, confidence=outputs.confidence)
+    reporter.log("Wrote " + ", ".join(outputs.written()))
     return summary
 
 

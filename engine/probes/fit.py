@@ -71,21 +71,34 @@ def candidate_grid(classifier: str, feature_sets: Sequence[str]) -> list[Candida
     return [Candidate(kind, features) for features in feature_sets for kind in kinds]
 
 
+@dataclass(frozen=True)
+class FitSettings:
+    """How a probe is validated, chosen and fitted (fit_honestly)."""
+
+    config: Any  # engine.probes.classifiers.ProbeConfig; with auto, each candidate replaces its kind
+    classifier: str = "linear"  # a kind of engine.probes.classifiers, or auto
+    feature_sets: tuple[str, ...] = ("embeddings",)
+    folds: int = 5
+    buffer: int = 1  # cells around each test cell left out of that fold's training
+    seed: int = 0
+    learning_curve: bool = True
+    max_per_class: int | None = MAX_CELLS_PER_CLASS
+
+
 def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarray, rows: np.ndarray,
-                 cols: np.ndarray, class_names: Sequence[str], config, classifier: str, n_folds: int = 5,
-                 buffer_cells: int = 1, seed: int = 0, rule: str = "", curve: bool = True,
-                 max_per_class: int | None = MAX_CELLS_PER_CLASS, reporter: Reporter | None = None,
-                 columns: Callable[[str], Sequence[str]] | None = None) -> FitOutcome:
+                 cols: np.ndarray, class_names: Sequence[str], settings: FitSettings, rule: str = "",
+                 reporter: Reporter | None = None, columns: Callable[[str], Sequence[str]] | None = None) -> FitOutcome:
     """Validate, choose (when asked), draw the learning curve, then fit on every label (at most
-    ``max_per_class`` per class, as in validation). ``columns``: the column names of a feature set
+    ``settings.max_per_class`` per class, as in validation). ``columns``: the column names of a feature set
     (engine.probes.features.combine's record), which place a vote's members on the union they read."""
     reporter = reporter or Reporter()
     names = list(class_names)
-    candidates = candidate_grid(classifier, list(features))
-    setup = Setup(features, np.asarray(y), names, config, max_per_class, seed)
+    seed, max_per_class = settings.seed, settings.max_per_class
+    candidates = candidate_grid(settings.classifier, list(features))
+    setup = Setup(features, np.asarray(y), names, settings.config, max_per_class, seed)
     notes = []
     try:
-        folds = spatial_folds(y, units, rows, cols, n_folds, buffer_cells, seed, rule)
+        folds = spatial_folds(y, units, rows, cols, settings.folds, settings.buffer, seed, rule)
     except ValidationImpossible as exc:
         folds = None
         notes.append(str(exc))
@@ -109,7 +122,7 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
                      f"above are the nested estimate of the choosing itself: in each outer fold the choice ({picks}) "
                      f"was made on {min(selection.inner_folds)}-{max(selection.inner_folds)} inner folds of its "
                      "training part only.")
-    if folds is not None and curve:
+    if folds is not None and settings.learning_curve:
         reporter.log("Learning curve")
         points = learning_curve(setup, chosen, folds)
     if folds is not None and folds.unvalidated:

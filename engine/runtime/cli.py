@@ -19,7 +19,8 @@ import engine
 from engine.errors import Cancelled, EngineError, cancel_on_termination, termination_requested
 from engine.runtime.progress import TerminalReporter
 from engine.runtime.protocol import PROTOCOL_VERSION
-from engine.runtime.registry import field_types, get_operation, operations, run_operation, unwrap_optional
+from engine.runtime import registry
+from engine.runtime.registry import field_types, get_operation, operations, unwrap_optional
 from engine.runtime.threads import apply_default_threads
 from engine.runtime.worker import run_worker
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     cancel_on_termination()
     apply_default_threads()  # a job's or --threads' own count, applied later, wins
     try:
-        result = run_operation(op.name, values, reporter)
+        result = registry.run_operation(op.name, values, reporter)
     except (Exception, KeyboardInterrupt) as exc:
         if isinstance(exc, (Cancelled, KeyboardInterrupt)) or termination_requested():
             print("cancelled: no output was written", file=sys.stderr)
