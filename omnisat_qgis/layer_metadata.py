@@ -17,7 +17,7 @@ from typing import Any
 
 from qgis.core import QgsLayerMetadata, QgsRasterLayer
 
-from omnisat_qgis.model_catalog import file_sha256
+from omnisat_qgis.contract import contract
 from omnisat_qgis.paths import engine_root
 
 
@@ -31,7 +31,7 @@ def engine_version() -> str:
 
 @lru_cache(maxsize=32)
 def _sha256(path: str, mtime_ns: int) -> str:
-    return file_sha256(path)
+    return contract.sha256_of(path)
 
 
 def model_sha256(path: str) -> str:

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from omnisat_qgis.contract import contract
 from omnisat_qgis.paths import resources_dir
 
-CHECKPOINT_FORMAT = "omnisat-qgis-checkpoint"
-# A safetensors header larger than this is not a checkpoint header (guards against reading a huge file).
-MAX_HEADER_BYTES = 64 * 1024 * 1024
 
 # What an analyst reads instead of the engine's modality name.
 HUMAN_LABELS = {
@@ -92,16 +89,11 @@ class ModelInfo:
 
 
 def read_header(path: Path) -> dict:
-    """The ``__metadata__`` strings of a safetensors file."""
+    """The ``__metadata__`` strings of a safetensors file (engine/contract.py reads them)."""
     try:
-        with path.open("rb") as handle:
-            size = struct.unpack("<Q", handle.read(8))[0]
-            if size > MAX_HEADER_BYTES:
-                raise CatalogError(f"'{path}' is not a safetensors checkpoint (header of {size} bytes).")
-            header = json.loads(handle.read(size))
-    except (OSError, struct.error, ValueError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"'{path}' is not a readable safetensors checkpoint ({exc}): choose another file.") from None
-    return header.get("__metadata__") or {}
+        return contract.safetensors_metadata(path)
+    except contract.ContractError as exc:
+        raise CatalogError(str(exc)) from None
 
 
 def _decoded(raw: dict, key: str, path: Path):
@@ -114,7 +106,7 @@ def _decoded(raw: dict, key: str, path: Path):
 @lru_cache(maxsize=64)
 def _model_info(path: Path, mtime_ns: int) -> ModelInfo:
     raw = read_header(path)
-    if raw.get("format") != CHECKPOINT_FORMAT:
+    if raw.get("format") != contract.CHECKPOINT_FORMAT:
         raise CatalogError(f"'{path}' is a safetensors file but not an OmniSat engine checkpoint; "
                            "convert reference weights first (python -m engine import-anysat).")
     config = _decoded(raw, "config", path) or {}
@@ -150,14 +142,6 @@ def shipped_models(folder: Path | None = None) -> list[ModelInfo]:
         except CatalogError:
             continue
     return found
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- the catalog the model pickers offer

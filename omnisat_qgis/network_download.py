@@ -8,7 +8,6 @@ Runs a local event loop, so it works in the GUI thread and in a Processing threa
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from typing import Callable
 from qgis.core import QgsApplication, QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QEventLoop, QTimer, QUrl
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
+
+from omnisat_qgis.contract import contract
 
 
 class DownloadError(Exception):
@@ -33,14 +34,6 @@ class DownloadCallbacks:
     progress: Callable[[int, int | None], None] = lambda done, total: None  # bytes so far, total
     log: Callable[[str], None] = lambda text: None
     is_cancelled: Callable[[], bool] = lambda: False
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _status(reply) -> int:
@@ -60,7 +53,7 @@ def download(url: str, destination: Path, sha256: str, callbacks: DownloadCallba
              stall_timeout_s: float = 60.0, authcfg: str = "") -> bool:
     """Fetch ``url`` into ``destination``; False when it was already there and verified."""
     callbacks = callbacks or DownloadCallbacks()
-    if destination.is_file() and sha256_of(destination) == sha256:
+    if destination.is_file() and contract.sha256_of(destination) == sha256:
         return False
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
@@ -160,7 +153,7 @@ def download(url: str, destination: Path, sha256: str, callbacks: DownloadCallba
                             f"QGIS's proxy settings (Settings > Options > Network), then download again to resume ({kept}).")
     elif state["total"] is not None and state["done"] < state["total"]:
         raise DownloadError(f"The connection closed after {kept}: download again to resume.")
-    found = sha256_of(part)
+    found = contract.sha256_of(part)
     if found != sha256:
         part.unlink()
         raise DownloadError(f"The download of {url} is corrupted or not the published file: its sha256 is {found}, "

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-PROTOCOL_VERSION = 1
+from omnisat_qgis.contract import contract
+
+PROTOCOL_VERSION = contract.PROTOCOL_VERSION  # the engine's (engine/contract.py)
 # Partial outputs of the engine are named ".<name>.omnisat-partial-<pid>-<host>-*" (engine.io.atomic):
 # after a hard kill the client removes those of its own worker, never another run's.
 PARTIAL_MARKER = ".omnisat-partial-"

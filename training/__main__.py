@@ -19,6 +19,7 @@ import sys
 
 from engine.errors import EngineError
 from engine.runtime.progress import TerminalReporter
+from training.config import load_config
 
 PRETRAIN = ("omnisat", "anysat")
 FINETUNE = ("supervised", "probe")
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     reporter = TerminalReporter()
     try:
         if args.command == "bench":
-            from training.bench import run_bench
+            from training.bench import run_bench  # lazy: keeps torch out of this module
 
             result = run_bench(batch=args.batch, steps=args.steps, preset_name=args.preset, device=args.device,
                                threads=args.threads, dates=args.dates, compile_variants=args.compile,
@@ -79,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, reporter: TerminalReporter, command: str) -> dict:
-    from training.config import load_config
-    from training.trainer import Trainer
+    from training.trainer import Trainer  # lazy: keeps torch out of this module
 
     config = load_config(args.config, args.overrides)
     allowed = {"pretrain": PRETRAIN, "finetune": FINETUNE, "evaluate": FINETUNE}[args.command]

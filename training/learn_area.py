@@ -10,7 +10,7 @@ fitted on the parent's and on the new model's embeddings with the same folds, so
 sees whether the area's pretraining helped.
 
 An operation of the engine's registry (engine.runtime.registry) defined here: training imports the engine,
-the engine names this module only in its list of operation modules.
+never the reverse; training.engine_operations registers it.
 """
 
 from __future__ import annotations
@@ -19,13 +19,19 @@ import csv
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
-from engine.runtime.registry import operation
+from engine.convert import from_dict
 from engine.errors import Cancelled, EngineError
-from engine.io.atomic import check_output_path
+from engine.io.atomic import atomic_output, check_output_path
+from engine.io.download import sha256_of
+from engine.io.job import load_job
+from engine.models.catalog import find_model
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import operation
+from training.config import ExperimentConfig, validate
 
 OBJECTIVES = {"omnisat": "omnisat", "anysat": "anysat"}  # architecture -> its pretraining objective
 # Checkpoint at least this often: a cancel loses no more than this much training.
@@ -121,8 +127,8 @@ def curve_svg(points: list[tuple[int, float]], width: int = 480, height: int = 2
 
 def count_windows(job, model_path: Path) -> int:
     """The windows the rasters dataset cuts the job's area into (as training.datasets.rasters does)."""
-    from engine.mapping.plan import plan_geometry, resolve_inputs
-    from engine.models.checkpoint import load_checkpoint
+    from engine.mapping.plan import plan_geometry, resolve_inputs  # lazy: keeps torch and rasterio out of this module
+    from engine.models.checkpoint import load_checkpoint  # lazy: keeps torch out of this module
 
     model = load_checkpoint(model_path).model
     return len(plan_geometry(job, model, resolve_inputs(job, model)).windows)
@@ -130,7 +136,7 @@ def count_windows(job, model_path: Path) -> int:
 
 def probe_scores(params: LearnAreaParams, job, model: str, probe: Path, reporter: Reporter) -> dict[str, Any]:
     """Spatially cross-validated accuracy of a linear probe on ``model``'s embeddings (fixed seed and folds)."""
-    from engine.ops.probe_ops import FitProbeParams, fit_probe_operation
+    from engine.ops.probe_ops import FitProbeParams, fit_probe_operation  # lazy: keeps rasterio out of this module
 
     fit = fit_probe_operation(FitProbeParams(
         labels=params.labels, embeddings=dataclasses.replace(job, model=model, outputs=dataclasses.replace(
@@ -148,13 +154,8 @@ def learn_area(params: LearnAreaParams, reporter: Reporter) -> dict[str, Any]:
     keeps the run folder's last checkpoint (at most a minute old): run again to resume. Writes ``output``, a
     checkpoint recording its parent, inputs and steps; with ``labels``, the probe accuracy of the parent and of
     the new model on the same spatial folds."""
-    from engine.convert import from_dict
-    from engine.io.download import sha256_of
-    from engine.io.job import load_job
-    from engine.models.catalog import find_model
-    from training.config import ExperimentConfig, validate
-    from training.state import resolve_checkpoint
-    from training.trainer import Trainer
+    from training.state import resolve_checkpoint  # lazy: keeps torch out of this module
+    from training.trainer import Trainer  # lazy: keeps torch out of this module
 
     if params.minutes <= 0 and params.steps <= 0:
         raise EngineError("Give a time budget (minutes) or a number of steps: both are 0.")
@@ -238,10 +239,6 @@ def learn_area(params: LearnAreaParams, reporter: Reporter) -> dict[str, Any]:
 
 
 def write_report(path: str, result: dict[str, Any]) -> None:
-    from html import escape
-
-    from engine.io.atomic import atomic_output
-
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(result[k]))}</td></tr>" for k in
                    ("parent", "output", "steps", "steps_this_run", "final_loss", "samples_per_s", "run_dir"))
     scores = ""

@@ -33,7 +33,7 @@ class MetricsLog:
         if new:
             self.csv.writerow(COLUMNS)
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # lazy: keeps torch out of this module
 
             self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step)
         except ImportError:  # tensorboard is optional

@@ -70,8 +70,8 @@ class AnySatPretraining(Objective):
 
     def __init__(self, encoder: EOModel, config: ExperimentConfig):
         super().__init__()
-        from engine.models.anysat import AnySat
-        from engine.models.jepa import AnySatJEPA, JEPAConfig
+        from engine.models.anysat import AnySat  # lazy: keeps rasterio out of this module
+        from engine.models.jepa import AnySatJEPA, JEPAConfig  # lazy: keeps rasterio out of this module
 
         if not isinstance(encoder, AnySat):
             raise EngineError(f"Objective 'anysat' needs an AnySat model, not {type(encoder).__name__}: "

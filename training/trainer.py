@@ -124,9 +124,9 @@ def open_data(config: ExperimentConfig, encoder: EOModel, dist: distributed.Dist
 
 
 def _default_modalities(fmt: str, encoder: EOModel) -> list[str]:
-    from training.datasets.flair import Flair
-    from training.datasets.pastis import Pastis
-    from training.datasets.treesatai import TreeSatAI
+    from training.datasets.flair import Flair  # lazy: keeps rasterio out of this module
+    from training.datasets.pastis import Pastis  # lazy: keeps rasterio out of this module
+    from training.datasets.treesatai import TreeSatAI  # lazy: keeps rasterio out of this module
 
     readers = {"treesatai": TreeSatAI, "pastis": Pastis, "flair": Flair}
     if fmt not in readers:

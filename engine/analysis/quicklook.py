@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from rasterio.enums import Resampling
 
 from engine.io.atomic import atomic_output
 from engine.io.raster import open_raster
@@ -15,8 +16,6 @@ from engine.io.raster import open_raster
 def class_map_rgb(path: str | Path, max_side: int = 800) -> tuple[np.ndarray, list[tuple[str, tuple[int, int, int]]]]:
     """(H, W, 3) colours of the map read at most ``max_side`` pixels a side (nearest), and the legend:
     (class name, colour) of the classes present."""
-    from rasterio.enums import Resampling
-
     with open_raster(path, "class map") as ds:
         scale = max(ds.width, ds.height) / max_side
         shape = (max(1, round(ds.height / max(scale, 1))), max(1, round(ds.width / max(scale, 1))))
@@ -37,11 +36,11 @@ def class_map_rgb(path: str | Path, max_side: int = 800) -> tuple[np.ndarray, li
 
 def write_quicklook(classes_path: str | Path, output: str | Path, title: str = "") -> Path:
     """Render the class map with its legend as a PNG (matplotlib)."""
-    import matplotlib
+    import matplotlib  # lazy: keeps matplotlib out of this module
 
     matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
+    from matplotlib.figure import Figure  # lazy: keeps matplotlib out of this module
+    from matplotlib.patches import Patch  # lazy: keeps matplotlib out of this module
 
     rgb, legend = class_map_rgb(classes_path)
     height, width = rgb.shape[:2]

@@ -19,6 +19,7 @@ import numpy as np
 from engine.analysis.sampling import SampleDesign
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
+from engine.probes.labels import ogr_modules
 
 LAYER = "reference_sample"
 DESIGN_TABLE = "sample_design"
@@ -50,15 +51,9 @@ class SamplePoints:
                 "not labelled": int((~labelled & (flags == "")).sum())}
 
 
-def _ogr():
-    from engine.probes.labels import _ogr as ogr_modules
-
-    return ogr_modules()
-
-
 def write_sample(path: str, crs_wkt: str, xs: np.ndarray, ys: np.ndarray, strata: np.ndarray,
                  design: SampleDesign, reference_field: str = "reference") -> None:
-    ogr, osr = _ogr()
+    ogr, osr = ogr_modules()
     srs = osr.SpatialReference()
     srs.ImportFromWkt(crs_wkt)
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
@@ -104,7 +99,7 @@ def read_design(source, path: str) -> SampleDesign | None:
 
 def read_sample(path: str, reference_field: str = "reference", layer: str | None = None) -> SamplePoints:
     """The points of a sample layer with their labels and design (None for a layer without one)."""
-    ogr, _ = _ogr()
+    ogr, _ = ogr_modules()
     file = Path(path)
     if not file.is_file():
         raise EngineError(f"The sample layer '{path}' does not exist: draw one with sample-map.")

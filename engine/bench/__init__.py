@@ -11,9 +11,9 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.runtime.registry import operation
 from engine.errors import EngineError
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import operation
 
 # target name -> module path
 BENCHMARKS: dict[str, str] = {
@@ -49,7 +49,7 @@ def run_benchmark(params: BenchParams, reporter: Reporter) -> dict[str, Any]:
             f"Unknown benchmark {params.target!r}. Available: {', '.join(sorted(BENCHMARKS))}."
         )
     if params.threads:
-        import torch
+        import torch  # lazy: keeps torch out of --help
 
         torch.set_num_threads(params.threads)
     module = importlib.import_module(BENCHMARKS[params.target])

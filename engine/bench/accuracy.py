@@ -58,8 +58,19 @@ import rasterio
 from affine import Affine
 
 from engine.errors import EngineError
+from engine.io.job import load_job
+from engine.mapping.levels import level
 from engine.models.catalog import best_encoder, with_modalities
+from engine.models.modalities import sensor
+from engine.probes.classifiers import ProbeConfig, fit_probe
+from engine.probes.features import FeatureSet, InputValues, available_indices, combine, fill_invalid_dates
+from engine.probes.fit import AUTO, MAX_CELLS_PER_CLASS, candidate_grid
+from engine.probes.folds import spatial_folds
+from engine.probes.metrics import classification_metrics, confusion_matrix
+from engine.probes.selection import Candidate, Setup, nested_selection
+from engine.probes.sources import gather, labelled_embeddings
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import run_operation
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -112,7 +123,6 @@ def eolearn_dataset(folder: Path) -> Dataset:
     stamps = json.loads((source / "TestEOPatch/timestamps.json").read_text())[: scenes.shape[0]]
     ring = json.loads((source / "TestEOPatch/bbox.geojson").read_text())["coordinates"][0]
     transform = Affine(10.0, 0, min(p[0] for p in ring), 0, -10.0, max(p[1] for p in ring))
-    from engine.models.modalities import sensor
 
     idx = [L1C_BANDS.index(b) for b in sensor("s2").bands]
     files = []
@@ -131,8 +141,6 @@ def eolearn_dataset(folder: Path) -> Dataset:
 
 def eolearn_series_dataset(folder: Path) -> Dataset:
     """eo-learn's 68-date NDVI series with its cloud mask: where the temporal signal matters."""
-    from engine.probes.features import fill_invalid_dates
-
     source = SHARED_DATA / "eolearn_patch" / "TestEOPatch"
     ndvi = np.load(source / "data/NDVI.npy", allow_pickle=False)[..., 0]  # (68, 101, 100)
     valid = np.load(source / "mask/IS_VALID.npy", allow_pickle=False)[..., 0]
@@ -181,9 +189,8 @@ class GridView:
 
 def label_grid(job: dict[str, Any]) -> GridView:
     """The patch grid tiled inference would use for the whole job."""
-    from engine.io.job import load_job
-    from engine.mapping.plan import plan_geometry, resolve_inputs
-    from engine.models.checkpoint import load_checkpoint
+    from engine.mapping.plan import plan_geometry, resolve_inputs  # lazy: keeps torch out of --help
+    from engine.models.checkpoint import load_checkpoint  # lazy: keeps torch out of --help
 
     parsed = load_job(job)
     model = load_checkpoint(parsed.model).model
@@ -193,11 +200,9 @@ def label_grid(job: dict[str, Any]) -> GridView:
 
 def embed_around(job: dict[str, Any], grid: GridView, rows: np.ndarray, cols: np.ndarray, folder: Path) -> np.ndarray:
     """Embeddings at the given cells, each from one model tile (job extent) centred on its cell."""
-    from engine.io.job import load_job
-    from engine.mapping.levels import level
-    from engine.mapping.plan import DEFAULT_TILE_PATCHES
-    from engine.mapping.run import run_map
-    from engine.models.checkpoint import load_checkpoint
+    from engine.mapping.plan import DEFAULT_TILE_PATCHES  # lazy: keeps torch out of --help
+    from engine.mapping.run import run_map  # lazy: keeps torch out of --help
+    from engine.models.checkpoint import load_checkpoint  # lazy: keeps torch out of --help
 
     loaded = load_checkpoint(job["model"])
     tile = loaded.model.default_window() or DEFAULT_TILE_PATCHES
@@ -251,10 +256,10 @@ class Encoder:
 def encoders(folder: Path, reporter: Reporter, quick: bool) -> list[Encoder]:
     """Every checkpoint under resources/models with an s2 modality, each followed by the same
     architecture with random weights (what pretraining adds); without any, a random OmniSat."""
-    import torch
+    import torch  # lazy: keeps torch out of --help
 
-    from engine.models.checkpoint import read_metadata, save_checkpoint
-    from engine.models.registry import build_model
+    from engine.models.checkpoint import read_metadata, save_checkpoint  # lazy: keeps torch out of --help
+    from engine.models.registry import build_model  # lazy: keeps torch out of --help
 
     found = [Encoder(e.name, e.path, f"{e.path.name}, pretrained ({e.provenance.get('steps')} steps, "
                                      f"{e.metadata.get('provenance')})")
@@ -278,8 +283,6 @@ def encoders(folder: Path, reporter: Reporter, quick: bool) -> list[Encoder]:
 
 
 def encoder_job(dataset: Dataset, encoder: Encoder, folder: Path) -> dict[str, Any]:
-    from engine.runtime.registry import run_operation
-
     job = dict(dataset.job, model=str(encoder.path),
                outputs={"embeddings": str(folder / "embeddings.tif"), "embeddings_level": LEVEL},
                precision="fp32", batch_size=16)
@@ -293,9 +296,6 @@ def encoder_job(dataset: Dataset, encoder: Encoder, folder: Path) -> dict[str, A
 def embed_cells(dataset: Dataset, job: dict[str, Any], grid: GridView, rows: np.ndarray, cols: np.ndarray,
                 folder: Path, reporter: Reporter) -> np.ndarray:
     """An encoder's embeddings at the labelled cells, computed through tiled inference."""
-    from engine.runtime.registry import run_operation
-    from engine.probes.sources import gather
-
     if dataset.windows_around_labels:
         return embed_around(job, grid, rows, cols, folder)
     run_operation("embed", {"job": job}, reporter)
@@ -309,9 +309,7 @@ def embed_dense(encoder: Encoder, dataset: Dataset, job: dict[str, Any], grid: G
                 cols: np.ndarray, reporter: Reporter) -> np.ndarray | None:
     """An AnySat encoder's dense embeddings at the labelled cells, through tiled inference; None for
     other encoders, sparse-point datasets, or a sub-patch grid other than the label grid."""
-    from engine.runtime.registry import run_operation
-    from engine.models.checkpoint import read_metadata
-    from engine.probes.sources import gather
+    from engine.models.checkpoint import read_metadata  # lazy: keeps torch out of --help
 
     if dataset.windows_around_labels or read_metadata(encoder.path)["config"].get("architecture") != "anysat":
         return None
@@ -325,12 +323,8 @@ def embed_dense(encoder: Encoder, dataset: Dataset, job: dict[str, Any], grid: G
 
 
 def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool, reporter: Reporter) -> dict[str, Any]:
-    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.ensemble import RandomForestClassifier  # lazy: keeps scikit-learn out of --help
 
-    from engine.probes.sources import labelled_embeddings
-    from engine.probes.classifiers import ProbeConfig, fit_probe
-    from engine.probes.metrics import classification_metrics, confusion_matrix
-    from engine.probes.folds import spatial_folds
 
     # One label grid and one set of folds for every method (all encoders use 10 m patches).
     jobs = []
@@ -424,8 +418,6 @@ def choice_feature_sets(dataset: Dataset, raw: np.ndarray, local: np.ndarray | N
     raw bands (``raw``), raw bands with what engine.probes.features derives from them (``stats``, temporal
     statistics, for a series; ``indices`` where the bands allow) and, with an encoder, its local
     embeddings with the raw bands (``embeddings+raw``)."""
-    from engine.probes.features import FeatureSet, InputValues, available_indices, combine
-
     dates = tuple(next(iter(dataset.job["modalities"].values()))["dates"])
     values = [InputValues(dataset.raw_modality, dataset.raw_bands, dates, raw.reshape(len(raw), len(dates), -1))]
     derived = (["stats"] if len(dates) >= 2 else []) + (["indices"] if available_indices(dataset.raw_modality,
@@ -435,9 +427,6 @@ def choice_feature_sets(dataset: Dataset, raw: np.ndarray, local: np.ndarray | N
 
 
 def choice_grid(sets: dict[str, np.ndarray], quick: bool):
-    from engine.probes.fit import AUTO, candidate_grid
-    from engine.probes.selection import Candidate
-
     if quick:  # the plumbing only: two cheap classifiers
         return [Candidate(kind, name) for name in sets for kind in ("linear", "knn")]
     return candidate_grid(AUTO, list(sets))
@@ -448,10 +437,6 @@ def classifier_choice(dataset: Dataset, raw: np.ndarray, local: np.ndarray | Non
                       reporter: Reporter) -> dict[str, Any]:
     """Every candidate classifier x feature set on the shared folds, the nested ``auto`` choice among
     them and, for datasets marked so, the independent-area check."""
-    from engine.probes.fit import MAX_CELLS_PER_CLASS
-    from engine.probes.classifiers import ProbeConfig
-    from engine.probes.selection import Setup, nested_selection
-
     sets = choice_feature_sets(dataset, raw, local)
     setup = Setup(sets, y, names, ProbeConfig(**FIXED_PROBE, seed=SEED, trees=CHOICE_TREES), MAX_CELLS_PER_CLASS, SEED)
     grid = choice_grid(sets, quick)
@@ -473,10 +458,6 @@ def independent_area(setup, grid, units: np.ndarray, rows: np.ndarray, cols: np.
     """The nested estimate of ``auto`` on the western half of the labels against the score of its
     choice, fitted on the whole western half, on the eastern half (cells within the buffer of the
     dividing line left out)."""
-    from engine.probes.metrics import classification_metrics, confusion_matrix
-    from engine.probes.folds import spatial_folds
-    from engine.probes.selection import Setup, nested_selection
-
     middle = (int(cols.min()) + int(cols.max()) + 1) // 2
     west, east = cols < middle, cols >= middle + BUFFER_CELLS
     part = Setup({k: v[west] for k, v in setup.features.items()}, setup.y[west], names, setup.config,
@@ -520,10 +501,10 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
         raise EngineError(f"The real samples are not at {SHARED_DATA}: this benchmark needs ../shared/data beside the project.")
     try:
         import sklearn  # noqa: F401  (the baseline)
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # lazy: comes with scikit-learn, which only the baseline needs
     except ImportError:
         raise EngineError("The accuracy benchmark needs scikit-learn for its random-forest baseline: pip install scikit-learn.") from None
-    import torch
+    import torch  # lazy: keeps torch out of --help
 
     results = []
     # scikit-learn's OpenMP and BLAS pools keep to torch's thread count (--threads): by default they

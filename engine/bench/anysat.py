@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.bench.omnisat import _timed, matmul_peaks
+from engine.bench.omnisat import matmul_peaks, seconds_of
 from engine.models.anysat import (CROSS_QUERY_CHUNK, LTAE_ROW_CHUNK, SPATIAL_TOKEN_CHUNK, AnySat,
                                   SeriesProjector, anysat_config)
 from engine.models.attention import explicit_attention
@@ -121,7 +121,7 @@ def measure_model(size: str, reps: int, reporter: Reporter) -> dict[str, Any]:
         for path in PATHS:
             set_chunks(model, unlimited=path == "naive")
             outputs[path] = _output(_forward(model, path, inputs, dates, dense, bf16_model), dense)  # warm-up
-            best = min(_timed(lambda: _forward(model, path, inputs, dates, dense, bf16_model)) for _ in range(reps))
+            best = min(seconds_of(lambda: _forward(model, path, inputs, dates, dense, bf16_model)) for _ in range(reps))
             figures[path] = {"latency_s": best, "gflops": flops / best / 1e9}
         flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
         figures["fp32_vs_naive_speedup"] = figures["naive"]["latency_s"] / figures["fp32"]["latency_s"]
@@ -157,7 +157,7 @@ def _memory_child(path: str, px: int) -> None:
     inputs, dates = series_batch(px)
     before = _peak_rss_gb()
     set_chunks(model, unlimited=path == "naive")
-    start = _timed(lambda: _forward(model, path, inputs, dates, False))
+    start = seconds_of(lambda: _forward(model, path, inputs, dates, False))
     print(json.dumps({"peak_rss_gb": _peak_rss_gb(), "rss_before_forward_gb": before, "latency_s": start}))
 
 

@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
+from engine.bench.anysat import build
 from engine.errors import EngineError
+from engine.models.registry import build_model
 from engine.runtime.precision import autocast_context, choose_device, cpu_has_bf16, keep_weights_in, to_device
 from engine.runtime.progress import Reporter
 
@@ -47,9 +49,6 @@ def random_inputs(model, batch: int, dates: int, tile_m: float, device: torch.de
 
 
 def _models(quick: bool) -> dict[str, Any]:
-    from engine.bench.anysat import build
-    from engine.models.registry import build_model
-
     torch.manual_seed(0)
     return {"omnisat-treesatai": lambda: build_model("omnisat-treesatai").eval(),
             f"anysat-{'tiny' if quick else 'base'}": lambda: build("tiny" if quick else "base")}

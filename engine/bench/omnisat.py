@@ -32,9 +32,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from engine.bench.omnisat_reference import NAMES, load_reference_encoder, reference_inputs
 from engine.models.attention import explicit_attention
-from engine.models.kernels import default_kernels, linear
 from engine.models.heads import HeadConfig, PatchHead
+from engine.models.kernels import default_kernels, linear
 from engine.models.registry import build_model
 from engine.runtime.precision import autocast_context, cpu_flags, cpu_has_bf16
 from engine.runtime.progress import Reporter
@@ -97,7 +98,7 @@ def matmul_peaks(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> dict[str,
     peaks = {}
     for name, fn in kernels.items():
         fn()
-        peaks[name] = 2 * n ** 3 / min(_timed(fn) for _ in range(reps)) / 1e9
+        peaks[name] = 2 * n ** 3 / min(seconds_of(fn) for _ in range(reps)) / 1e9
     return peaks
 
 
@@ -106,7 +107,7 @@ def matmul_peak(dtype: torch.dtype) -> float:
     return max(matmul_peaks(dtype).values())
 
 
-def _timed(fn: Callable[[], Any]) -> float:
+def seconds_of(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -150,8 +151,6 @@ def _our_modules(model: nn.Module) -> dict[str, list[nn.Module]]:
 
 
 def _reference_modules(encoder: nn.Module) -> dict[str, list[nn.Module]]:
-    from engine.bench.omnisat_reference import NAMES
-
     modules = {f"encoder {ours}": [getattr(encoder, f"projector_{theirs}")] for ours, theirs in NAMES.items()
                if hasattr(encoder, f"projector_{theirs}")}
     return {**modules, "combiner": list(encoder.blocks)}  # the reference calls its blocks one by one
@@ -167,8 +166,6 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
     cpu = torch.device("cpu")
     reference = None
     if params.reference:
-        from engine.bench.omnisat_reference import load_reference_encoder, reference_inputs
-
         reference = load_reference_encoder(Path(params.reference))
     names = [*(["reference"] if reference is not None else []), "naive", "fp32"]
     if cpu_has_bf16():

@@ -35,9 +35,9 @@ def _import_reference(checkout: Path) -> tuple[Any, Any, Any]:
     if source not in sys.path:
         sys.path.insert(0, source)
     try:
-        from models.networks.encoder.Omni import OmniModule
-        from models.networks.encoder.utils.ltae import LTAE2d
-        from models.networks.encoder.utils.patch_embeddings import PatchEmbed
+        from models.networks.encoder.Omni import OmniModule  # optional: the reference repository
+        from models.networks.encoder.utils.ltae import LTAE2d  # optional: the reference repository
+        from models.networks.encoder.utils.patch_embeddings import PatchEmbed  # optional: the reference repository
     except ImportError as error:
         raise EngineError(
             f"The reference code in {checkout} does not import ({error}): run the bench with a Python "
@@ -49,7 +49,7 @@ def _import_reference(checkout: Path) -> tuple[Any, Any, Any]:
 
 def load_reference_encoder(checkout: Path, modalities: tuple[str, ...] = ("aerial", "s2", "s1_asc")) -> nn.Module:
     """The reference OmniModule for ``modalities`` (our names), in eval mode, random weights."""
-    import yaml
+    import yaml  # optional: the reference repository
 
     checkout = Path(checkout)
     _check_checkout(checkout)

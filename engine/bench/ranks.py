@@ -21,25 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
+
+from engine.bench.tiled import AREAS, BATCH, OVERLAP, PATCH_M, TILE, bench_dates, bench_model_config, window_side, write_inputs
+from engine.runtime.registry import run_operation
+from engine.runtime.threads import default_threads
 
 
 def _timed(job: dict) -> tuple[float, dict[str, Any]]:
-    from engine.runtime.registry import run_operation
-
     started = time.perf_counter()
     result = run_operation("classify", {"job": job})
     return time.perf_counter() - started, result
 
 
 def run(params, reporter) -> dict[str, Any]:
-    import rasterio
-    import torch
+    import torch  # lazy: keeps torch out of --help
 
-    from engine.bench.tiled import AREAS, BATCH, OVERLAP, PATCH_M, TILE, _dates, _model_config, _side, _write_inputs
-    from engine.models.checkpoint import save_checkpoint
-    from engine.models.heads import HeadConfig, build_head
-    from engine.models.registry import build_model
-    from engine.runtime.threads import default_threads
+    from engine.models.checkpoint import save_checkpoint  # lazy: keeps torch out of --help
+    from engine.models.heads import HeadConfig, build_head  # lazy: keeps torch out of --help
+    from engine.models.registry import build_model  # lazy: keeps torch out of --help
 
     factor = AREAS[0] if params.quick else AREAS[-1]
     rounds = 1 if params.quick else 2
@@ -47,16 +47,16 @@ def run(params, reporter) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="omnisat-bench-ranks-") as tmp:
         folder = Path(tmp)
         torch.manual_seed(0)
-        model = build_model(_model_config()).eval()
+        model = build_model(bench_model_config()).eval()
         save_checkpoint(folder / "model.safetensors", model, head=build_head(HeadConfig("patch", model.embed_dim, 10)),
                         provenance={"weights": "random, benchmark"})
         del model
-        files = _write_inputs(folder, _side(4, factor))
+        files = write_inputs(folder, window_side(4, factor))
 
         def job(name: str, ranks: int) -> dict:
             (folder / name).mkdir(exist_ok=True)
             return {"model": str(folder / "model.safetensors"),
-                    "modalities": {n: {"files": f, "dates": _dates()} for n, f in files.items()},
+                    "modalities": {n: {"files": f, "dates": bench_dates()} for n, f in files.items()},
                     "outputs": {"classes": str(folder / name / "classes.vrt")}, "tile_size": TILE * PATCH_M,
                     "overlap": OVERLAP * PATCH_M, "batch_size": BATCH, "precision": "fp32", "ranks": ranks,
                     "threads": max(1, threads // ranks)}

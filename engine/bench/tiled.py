@@ -47,8 +47,18 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+import dataclasses
 
 import numpy as np
+from rasterio.transform import from_origin
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+from rasterio.windows import Window
+import rasterio
+
+from engine.io.job import load_job
+from engine.models.modalities import sensor
+from engine.runtime.precision import autocast_context, choose_device, choose_dtype
+from engine.runtime.progress import Reporter
 
 DATES = 30
 AREAS = (1, 4, 16, 64)
@@ -59,28 +69,22 @@ BATCH = 16
 PRECISION = "auto"
 
 
-def _side(base_windows: int, factor: int) -> int:
+def window_side(base_windows: int, factor: int) -> int:
     """Grid side in patches for ``factor`` times the base area (base: n windows of TILE with OVERLAP)."""
     base = (TILE - OVERLAP) * base_windows + OVERLAP
     return base * int(round(factor ** 0.5))
 
 
-def _model_config():
-    from engine.models.modalities import sensor
-    from engine.models.omnisat import treesatai_config
+def bench_model_config():
+    from engine.models.omnisat import treesatai_config  # lazy: keeps torch out of --help
 
-    import dataclasses
 
     return dataclasses.replace(treesatai_config(), modalities=(sensor("s2"), sensor("s1_asc_ratio")))
 
 
-def _write_inputs(folder: Path, side: int, lon_lat: bool = False) -> dict[str, Any]:
+def write_inputs(folder: Path, side: int, lon_lat: bool = False) -> dict[str, Any]:
     """Two dates x channels stacks on a UTM grid, written in strips (the parent stays small); with
     ``lon_lat``, warped to EPSG:4326 as S1/S2 products often come."""
-    import rasterio
-    from rasterio.transform import from_origin
-    from rasterio.windows import Window
-
     transform = from_origin(500000.0, 5000000.0, PATCH_M, PATCH_M)
     rng = np.random.default_rng(side)
     files = {}
@@ -102,9 +106,6 @@ def _write_inputs(folder: Path, side: int, lon_lat: bool = False) -> dict[str, A
 
 
 def _to_lon_lat(path: Path) -> Path:
-    import rasterio
-    from rasterio.warp import Resampling, calculate_default_transform, reproject
-
     out = path.with_name(f"{path.stem}_4326.tif")
     with rasterio.open(path) as src:
         transform, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
@@ -116,7 +117,7 @@ def _to_lon_lat(path: Path) -> Path:
     return out
 
 
-def _dates() -> list[str]:
+def bench_dates() -> list[str]:
     start = dt.date(2021, 1, 5)
     return [(start + dt.timedelta(days=12 * t)).isoformat() for t in range(DATES)]
 
@@ -133,13 +134,9 @@ def _cpu_seconds() -> float:
 def _child_pipeline(job_path: str, warp_once: bool = True) -> dict[str, Any]:
     """Warm up, run classify (timed, peak RSS), then time the bare forward pass in the same process.
     ``warp_once`` False: off-grid inputs warped window by window (the path before warping once)."""
-    import dataclasses
-
-    from engine.mapping.plan import build_plan
-    from engine.mapping.run import execute
-    from engine.io.job import load_job
-    from engine.models.checkpoint import load_checkpoint
-    from engine.runtime.progress import Reporter
+    from engine.mapping.plan import build_plan  # lazy: keeps torch out of --help
+    from engine.mapping.run import execute  # lazy: keeps torch out of --help
+    from engine.models.checkpoint import load_checkpoint  # lazy: keeps torch out of --help
 
     job = load_job(job_path)
     loaded = load_checkpoint(job.model)  # as the classify operation does, outside the timed part
@@ -159,10 +156,9 @@ def _child_pipeline(job_path: str, warp_once: bool = True) -> dict[str, Any]:
 
 def _bare_forward(checkpoint: str, repeats: int, precision: str) -> dict[str, Any]:
     """Model + head forward on random batches of the pipeline's shape (after one warm-up step)."""
-    import torch
+    import torch  # lazy: keeps torch out of --help
 
-    from engine.models.checkpoint import load_checkpoint
-    from engine.runtime.precision import autocast_context, choose_device, choose_dtype
+    from engine.models.checkpoint import load_checkpoint  # lazy: keeps torch out of --help
 
     loaded = load_checkpoint(checkpoint)
     model, head = loaded.model, loaded.head
@@ -202,14 +198,14 @@ def _spawn(args: list[str], threads: int | None) -> dict[str, Any]:
 
 
 def _checkpoint(folder: Path) -> Path:
-    import torch
+    import torch  # lazy: keeps torch out of --help
 
-    from engine.models.checkpoint import save_checkpoint
-    from engine.models.heads import HeadConfig, build_head
-    from engine.models.registry import build_model
+    from engine.models.checkpoint import save_checkpoint  # lazy: keeps torch out of --help
+    from engine.models.heads import HeadConfig, build_head  # lazy: keeps torch out of --help
+    from engine.models.registry import build_model  # lazy: keeps torch out of --help
 
     torch.manual_seed(0)
-    model = build_model(_model_config()).eval()
+    model = build_model(bench_model_config()).eval()
     head = build_head(HeadConfig("patch", model.embed_dim, 10))
     checkpoint = folder / "model.safetensors"
     save_checkpoint(checkpoint, model, head=head, provenance={"weights": "random, benchmark"})
@@ -219,7 +215,7 @@ def _checkpoint(folder: Path) -> Path:
 def _write_job(folder: Path, checkpoint: Path, factor: int, files: dict[str, str], grid_crs: str | None) -> Path:
     job = {
         "model": str(checkpoint),
-        "modalities": {n: {"files": f, "dates": _dates()} for n, f in files.items()},
+        "modalities": {n: {"files": f, "dates": bench_dates()} for n, f in files.items()},
         "outputs": {"classes": str(folder / f"classes_{factor}.tif"),
                     "confidence": str(folder / f"confidence_{factor}.tif")},
         "tile_size": TILE * PATCH_M, "overlap": OVERLAP * PATCH_M, "batch_size": BATCH,
@@ -264,9 +260,9 @@ def _table(cases: list[dict]) -> list[str]:
 def _run_areas(folder: Path, checkpoint: Path, base_windows: int, rounds: int, threads, reporter) -> dict[str, Any]:
     jobs = {}
     for factor in AREAS:
-        side = _side(base_windows, factor)
+        side = window_side(base_windows, factor)
         reporter.log(f"area {factor}x: writing {side} x {side} px inputs")
-        jobs[factor] = (side, _write_job(folder, checkpoint, factor, _write_inputs(folder, side), None))
+        jobs[factor] = (side, _write_job(folder, checkpoint, factor, write_inputs(folder, side), None))
     runs: dict[int, list[dict]] = {factor: [] for factor in AREAS}
     for round_ in range(rounds):  # sizes interleaved, so a burst of load on the machine hits all of them
         for factor in AREAS:
@@ -299,9 +295,9 @@ def _run_areas(folder: Path, checkpoint: Path, base_windows: int, rounds: int, t
 def _run_reprojected(folder: Path, checkpoint: Path, base_windows: int, rounds: int, threads,
                      reporter) -> dict[str, Any]:
     """One area with inputs in EPSG:4326 on a UTM grid: warped once, and window by window (the old path)."""
-    side = _side(base_windows, REPROJECTED_AREA)
+    side = window_side(base_windows, REPROJECTED_AREA)
     reporter.log(f"area {REPROJECTED_AREA}x: writing {side} x {side} px inputs, warped to EPSG:4326")
-    job = _write_job(folder, checkpoint, REPROJECTED_AREA, _write_inputs(folder, side, lon_lat=True), UTM)
+    job = _write_job(folder, checkpoint, REPROJECTED_AREA, write_inputs(folder, side, lon_lat=True), UTM)
     paths = {"warped once": [], "window by window": []}
     for round_ in range(rounds):  # interleaved, so a burst of load hits both
         for label, flags in (("warped once", []), ("window by window", ["--per-window"])):
@@ -322,9 +318,8 @@ def _run_reprojected(folder: Path, checkpoint: Path, base_windows: int, rounds: 
 
 
 def run(params, reporter) -> dict[str, Any]:
-    import torch
+    import torch  # lazy: keeps torch out of --help
 
-    from engine.runtime.precision import choose_device, choose_dtype
 
     base_windows = 4 if params.quick else 6
     rounds = 1 if params.quick else 2
@@ -357,7 +352,7 @@ def _main(argv: list[str]) -> int:
         threads = int(argv[i + 1])
         argv = argv[:i] + argv[i + 2:]
     if threads:
-        import torch
+        import torch  # lazy: keeps torch out of --help
 
         torch.set_num_threads(threads)
     if argv[0] == "--child-pipeline":

@@ -28,6 +28,8 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from safetensors import SafetensorError, safe_open
+
 from engine.errors import DamagedInput, EngineError
 from engine.io.gdal_errors import gdal_failures, is_write_failure
 
@@ -135,8 +137,6 @@ def _read_back_problem(temp: Path) -> str | None:
     if suffix in (".tif", ".tiff"):
         return _geotiff_problem(temp, size)
     if suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(temp), "pt") as f:
                 f.keys()
@@ -152,8 +152,8 @@ def _read_back_problem(temp: Path) -> str | None:
 
 def _geotiff_problem(temp: Path, size: int) -> str | None:
     """Every block of the file is present and lies inside it (a failed write leaves a block out)."""
-    import rasterio
-    from rasterio.errors import RasterioIOError
+    import rasterio  # lazy: keeps rasterio out of this module
+    from rasterio.errors import RasterioIOError  # lazy: keeps rasterio out of this module
 
     try:
         with rasterio.open(temp) as ds:

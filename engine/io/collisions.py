@@ -68,7 +68,7 @@ def _accepts_job(annotation: Any) -> bool:
 
 def operation_paths(op, params) -> PathRoles:
     """The roles of an operation's path parameters, with the files inside its jobs."""
-    from engine.io.job import is_job, load_job
+    from engine.io.job import is_job, load_job  # lazy: keeps numpy out of `python -m engine version`
 
     hints = typing.get_type_hints(type(params))
     roles = PathRoles()

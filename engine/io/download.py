@@ -10,7 +10,6 @@ variables (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), as urllib reads them.
 from __future__ import annotations
 
 import errno
-import hashlib
 import http.client
 import os
 import socket
@@ -19,19 +18,12 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from engine.contract import sha256_of
 from engine.errors import EngineError
 from engine.runtime.progress import Reporter
 
 CHUNK = 1 << 20
 USER_AGENT = "omnisat-engine"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _megabytes(n: int) -> str:

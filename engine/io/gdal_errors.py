@@ -46,7 +46,7 @@ def gdal_failures() -> Iterator[list[str]]:
 
 def _gdal():
     try:
-        from osgeo import gdal
+        from osgeo import gdal  # lazy: keeps GDAL out of this module
     except ImportError:  # rasterio's own GDAL only: the read-back check of atomic outputs still runs
         return None
     return gdal

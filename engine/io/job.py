@@ -103,6 +103,7 @@ from engine.convert import Wording, convert, from_dict
 from engine.errors import EngineError
 from engine.io.scales import CONVERSIONS
 from engine.mapping.levels import LEVEL_NAMES
+from engine.models.catalog import find_model
 from engine.runtime.precision import DEVICES, PRECISIONS
 
 JOB_VERSION = 1
@@ -243,7 +244,6 @@ def _model(value: Any, base: Path, where: str) -> str:
         return str(base / path)
     if not path.exists() and path.suffix != ".safetensors" and len(path.parts) == 1:
         # a catalog name ("anysat-tiny", a model fetch-model converted)
-        from engine.models.catalog import find_model
 
         return str(find_model(value).path)
     return value

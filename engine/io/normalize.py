@@ -65,7 +65,7 @@ def normalize(data, mean, std):
         shape = (-1, 1, 1)
         out = (data - np.asarray(mean).reshape(shape)) / np.asarray(std).reshape(shape)
         return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
-    import torch
+    import torch  # lazy: keeps torch out of this module
 
     def column(values):
         return torch.as_tensor(np.asarray(values), dtype=data.dtype, device=data.device).view(-1, 1, 1)

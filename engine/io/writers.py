@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from typing import Callable, Sequence
+import colorsys
 
 import numpy as np
 import rasterio
@@ -57,7 +58,6 @@ def class_colormap(colors: Sequence[str | Sequence[int]] | None, n_classes: int)
         if colors and k < len(colors):
             rgb = parse_color(colors[k])
         else:  # golden-angle hues: neighbouring classes get clearly different colours
-            import colorsys
 
             rgb = tuple(int(255 * v) for v in colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.65, 0.9))
         table[k] = (*rgb, 255)

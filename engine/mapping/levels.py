@@ -41,7 +41,7 @@ def _local(features: "Features") -> Any:
 
 
 def _both(features: "Features") -> Any:
-    import torch
+    import torch  # lazy: keeps torch out of this module
 
     return torch.cat([features.patch, _local(features)], dim=-1)
 
@@ -94,7 +94,7 @@ class DenseLevel(Level):
 
     def unpack(self, values: Any, covered: Any, row0: int, geometry: "Geometry",
                classes: bool = False) -> tuple[Any, Any, int, int]:
-        from engine.io.writers import expand
+        from engine.io.writers import expand  # lazy: keeps rasterio out of this module
 
         n = geometry.dense.n
         return rearrange(values, "(c r s) h w -> c (h r) (w s)", r=n, s=n), expand(covered, n), row0 * n, 1

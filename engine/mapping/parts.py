@@ -24,7 +24,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import rasterio
+import rasterio.shutil
+
 import engine
+
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
 from engine.io.grid import Grid
@@ -148,9 +152,6 @@ def vrt_xml(grid: Grid, sources: list[tuple[str, int, int]], template) -> str:
 
 def assemble(output: str, key: str, grid: Grid, shards: list[Shard], part_grids: list[Grid]) -> None:
     """One output from its parts: a VRT (``.vrt``) or a Cloud-Optimized GeoTIFF (any other name)."""
-    import rasterio
-    import rasterio.shutil
-
     out, folder = Path(output), parts_folder(output)
     top = grid.transform.f
     rows = [(round((top - g.transform.f) / grid.res), g.height) for g in part_grids]

@@ -27,9 +27,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from rasterio.warp import transform_bounds
+
 from engine.errors import Cancelled, EngineError
 from engine.io.job import Job
+from engine.io.raster import open_raster
+from engine.mapping.coverage import Coverage
+from engine.mapping.shards import data_weights, split_rows
 from engine.runtime.progress import Reporter
+from engine.runtime.threads import default_threads
 
 # Ranks wait for the slowest shard at the end; torchrun (or the launcher here) stops them all
 # as soon as one fails, so this only bounds a silent hang.
@@ -41,23 +47,19 @@ Loader = Callable[[], tuple[Any, Any, dict]]  # -> (model, head, metadata)
 
 def map_job(operation: str, source: str | dict, job: Job, reporter: Reporter, load: Loader) -> dict[str, Any]:
     """Run a classify/embed job in this process, as one rank of torchrun's, or over ``job.ranks`` processes."""
-    from engine.runtime.distributed import launched_by_torchrun
+    from engine.runtime.distributed import launched_by_torchrun  # lazy: keeps torch out of this module
 
     if launched_by_torchrun():
         return run_rank(job, reporter, load)
     if job.ranks > 1:
         return launch(operation, source, job, reporter)
-    from engine.mapping.run import run_map
+    from engine.mapping.run import run_map  # lazy: keeps torch out of this module
 
     model, head, metadata = load()
     return run_map(job, reporter, model, head, metadata)
 
 
 def _footprints(plan) -> list[tuple[float, float, float, float]]:
-    from rasterio.warp import transform_bounds
-
-    from engine.io.raster import open_raster
-
     crs, boxes = plan.geometry.patch_grid.crs, []
     for m in plan.modalities.values():
         for path in sorted({layer.path for layer in m.layers}):
@@ -67,16 +69,14 @@ def _footprints(plan) -> list[tuple[float, float, float, float]]:
 
 
 def plan_shards(plan, world: int):
-    from engine.mapping.shards import data_weights, split_rows
-
     windows = plan.geometry.windows
     return split_rows(windows, data_weights(windows, plan.geometry.patch_grid, _footprints(plan)), world)
 
 
 def run_shard(job: Job, plan, shard, model, head, reporter: Reporter) -> dict[str, Any]:
     """Write one shard's parts, or keep those a finished run left; its result and whether it was resumed."""
-    from engine.mapping import parts
-    from engine.mapping.run import execute
+    from engine.mapping import parts  # lazy: keeps torch out of this module
+    from engine.mapping.run import execute  # lazy: keeps torch out of this module
 
     stamp = parts.fingerprint(job, plan, shard)
     label = f"Shard {shard.index + 1} of {shard.count} (patch rows {shard.rows[0]}-{shard.rows[1]})"
@@ -96,10 +96,10 @@ def run_shard(job: Job, plan, shard, model, head, reporter: Reporter) -> dict[st
 
 
 def run_rank(job: Job, reporter: Reporter, load: Loader) -> dict[str, Any]:
-    import torch.distributed as torch_dist
+    import torch.distributed as torch_dist  # lazy: keeps torch out of this module
 
-    from engine.runtime import distributed
-    from engine.mapping.plan import build_plan
+    from engine.runtime import distributed  # lazy: keeps torch out of this module
+    from engine.mapping.plan import build_plan  # lazy: keeps torch out of this module
 
     started = time.perf_counter()
     dist = distributed.setup(job.device, MAPPING_TIMEOUT)
@@ -127,10 +127,9 @@ def run_rank(job: Job, reporter: Reporter, load: Loader) -> dict[str, Any]:
 
 def finish(plan, shards, statuses: list[dict], reporter: Reporter, seconds: float) -> dict[str, Any]:
     """Rank 0: the coverage of the whole run, then every output assembled from its parts."""
-    from engine.mapping.coverage import Coverage
-    from engine.mapping import parts
-    from engine.mapping.outputs import grid_summary, output_grids
-    from engine.mapping.plan import summary
+    from engine.mapping import parts  # lazy: keeps torch out of this module
+    from engine.mapping.outputs import grid_summary, output_grids  # lazy: keeps torch out of this module
+    from engine.mapping.plan import summary  # lazy: keeps torch out of this module
 
     coverage = Coverage({name: list(dict.fromkeys(str(layer.path) for layer in m.layers))
                          for name, m in plan.modalities.items()})
@@ -182,8 +181,6 @@ def _job_source(source: str | dict) -> str | dict:
 
 
 def _threads(job: Job, ranks: int) -> int:
-    from engine.runtime.threads import default_threads
-
     return job.threads or max(1, default_threads() // ranks)
 
 

@@ -17,7 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+
 from engine.errors import EngineError
+from engine.io.download import sha256_of
+from engine.models.downloads import DOWNLOADS, user_models_dir
 from engine.runtime.progress import Reporter
 
 SHIPPED = Path(__file__).resolve().parents[2] / "resources" / "models"
@@ -42,7 +46,7 @@ class CatalogEntry:
 
 
 def _entry(path: Path) -> CatalogEntry | None:
-    from engine.models.checkpoint import read_metadata
+    from engine.models.checkpoint import read_metadata  # lazy: keeps torch out of this module
 
     try:
         meta = read_metadata(path)
@@ -63,8 +67,6 @@ def catalog(folder: Path = SHIPPED) -> list[CatalogEntry]:
 def find_model(name_or_path: str, folder: Path | None = None) -> CatalogEntry:
     """The entry named ``name_or_path`` (a file stem in ``folder``; default: the shipped models,
     then the user's models folder) or the checkpoint at that path."""
-    from engine.models.downloads import DOWNLOADS, user_models_dir
-
     path = Path(name_or_path).expanduser()
     if path.is_file():
         entry = _entry(path)
@@ -86,8 +88,7 @@ def find_by_weights(encoder_hash: str, hint: str = "") -> CatalogEntry | None:
     """The known checkpoint whose tensors hash to ``encoder_hash`` (engine.models.checkpoint.checkpoint_hash),
     as a probe records its encoder: ``hint`` (the path the probe was fitted with) first, then the shipped
     models and the user's models folder."""
-    from engine.models.checkpoint import checkpoint_hash
-    from engine.models.downloads import user_models_dir
+    from engine.models.checkpoint import checkpoint_hash  # lazy: keeps torch out of this module
 
     hinted = [Path(hint).expanduser()] if hint and Path(hint).expanduser().is_file() else []
     candidates = [e for p in hinted if (e := _entry(p))] + [e for f in (SHIPPED, user_models_dir()) for e in catalog(f)]
@@ -108,10 +109,10 @@ def best_encoder(folder: Path, reporter: Reporter, modalities: set[str]) -> tupl
     found = with_modalities(modalities)
     if found:
         return found[0].path, found[0].describe()
-    import torch
+    import torch  # lazy: keeps torch out of this module
 
-    from engine.models.checkpoint import save_checkpoint
-    from engine.models.registry import build_model
+    from engine.models.checkpoint import save_checkpoint  # lazy: keeps torch out of this module
+    from engine.models.registry import build_model  # lazy: keeps torch out of this module
 
     torch.manual_seed(0)
     model = build_model("omnisat-treesatai").eval()
@@ -124,10 +125,6 @@ def best_encoder(folder: Path, reporter: Reporter, modalities: set[str]) -> tupl
 
 def _row(entry: CatalogEntry, source: str) -> dict[str, Any]:
     """One installed checkpoint as ``models --json`` lists it (tensor header only, no weights)."""
-    from safetensors import safe_open
-
-    from engine.io.download import sha256_of
-
     with safe_open(str(entry.path), framework="pt") as f:
         # every stored tensor (weights and buffers such as BatchNorm statistics)
         parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
@@ -144,7 +141,7 @@ def _row(entry: CatalogEntry, source: str) -> dict[str, Any]:
 
 
 def _downloadable_row(entry) -> dict[str, Any]:
-    from engine.models.anysat import anysat_config
+    from engine.models.anysat import anysat_config  # lazy: keeps torch and rasterio out of this module
 
     config = anysat_config(entry.size)
     return {
@@ -159,8 +156,6 @@ def _downloadable_row(entry) -> dict[str, Any]:
 
 def catalog_rows(extra_folders: list[Path] = ()) -> list[dict[str, Any]]:
     """Shipped, user and added checkpoints, then the downloadable models not yet in a folder."""
-    from engine.models.downloads import DOWNLOADS, user_models_dir
-
     folders = [(SHIPPED, "shipped"), (user_models_dir(), "user"), *((Path(f), "added") for f in extra_folders)]
     rows, seen = [], set()
     for folder, source in folders:

@@ -21,13 +21,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from engine.contract import CHECKPOINT_FORMAT as FORMAT
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
 from engine.models.base import EOModel
 from engine.models.heads import HeadConfig, build_head, head_input_width
 from engine.models.registry import build_model
 
-FORMAT = "omnisat-qgis-checkpoint"
 FORMAT_VERSION = 1
 
 

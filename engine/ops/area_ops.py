@@ -13,78 +13,24 @@ grow with its size.
 from __future__ import annotations
 
 import csv
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
 
-from engine.runtime.registry import operation
+from engine.analysis.area import allocate_sample, stratified_estimate
+from engine.analysis.class_map import MAP_HELP, ClassMap, class_map_info, map_blocks, map_windows, mapped_pixels
+from engine.contract import sha256_of
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output, check_output_path
 from engine.io.raster import open_raster
+from engine.probes.labels import POINT, ogr_modules, read_labels
+from engine.probes.report import write_area_report
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import operation
 
-MAP_HELP = "class map (uint8 GeoTIFF with class names, as written by classify / fit-probe / apply-probe)"
-BLOCK = 1024  # rows and columns of the windows the map is read in
-
-
-@dataclass
-class ClassMap:
-    names: list[str]
-    nodata: int | None
-    pixel_area: float
-    area_unit: str  # "m2" or the CRS's own unit squared
-    crs: Any
-
-
-def _windows(ds) -> Iterator[Window]:
-    for row in range(0, ds.height, BLOCK):
-        for col in range(0, ds.width, BLOCK):
-            yield Window(col, row, min(BLOCK, ds.width - col), min(BLOCK, ds.height - row))
-
-
-def class_map_info(ds, path: str) -> ClassMap:
-    if ds.count != 1 or np.dtype(ds.dtypes[0]).kind not in "iu":
-        raise EngineError(f"The class map '{path}' must hold one integer band of class values, not "
-                          f"{ds.count} band(s) of {ds.dtypes[0]}: give a classification layer.")
-    if ds.crs is None:
-        raise EngineError(f"The class map '{path}' has no CRS: areas need one. Assign the map's CRS first.")
-    if ds.crs.is_geographic:
-        raise EngineError(f"The class map '{path}' is in a geographic CRS ({ds.crs.to_string()}): pixel areas are "
-                          "not constant in degrees. Reproject it to a projected CRS (e.g. its UTM zone) first.")
-    tags = ds.tags(1)
-    names = json.loads(tags["CLASS_NAMES"]) if "CLASS_NAMES" in tags else None
-    if names is None:
-        highest = 0
-        for window in _windows(ds):
-            data = ds.read(1, window=window)
-            valid = data != ds.nodata if ds.nodata is not None else np.ones(data.shape, bool)
-            highest = max(highest, int(data[valid].max(initial=0)))
-        names = [str(k) for k in range(highest + 1)]
-    unit = ds.crs.linear_units or "unit"
-    area_unit = "m2" if unit.lower() in ("metre", "meter", "m") else f"{unit}^2"
-    nodata = None if ds.nodata is None or math.isnan(ds.nodata) else int(ds.nodata)
-    return ClassMap(list(names), nodata, abs(ds.transform.a * ds.transform.e - ds.transform.b * ds.transform.d),
-                    area_unit, ds.crs)
-
-
-def mapped_pixels(ds, info: ClassMap, reporter: Reporter) -> np.ndarray:
-    """Pixel count per class over the whole map (nodata and values without a class name left out)."""
-    windows = list(_windows(ds))
-    steps = reporter.steps(len(windows), "Counting mapped pixels", 0, 40)
-    counts = np.zeros(256 if ds.dtypes[0] == "uint8" else 65536, np.int64)
-    for window in windows:
-        data = ds.read(1, window=window).ravel().astype(np.int64)
-        data = data[(data >= 0) & (data < counts.size)]
-        counts += np.bincount(data, minlength=counts.size)[:counts.size]
-        steps.advance()
-    if info.nodata is not None and 0 <= info.nodata < counts.size:
-        counts[info.nodata] = 0
-    return counts[:len(info.names)]
 
 
 # ---------------------------------------------------------------- sample-map
@@ -120,17 +66,6 @@ class SampleMapParams:
         "help": "only compute the size per class (what the dock shows before drawing); write nothing"})
 
 
-def map_blocks(ds, info: ClassMap):
-    """The map's pixels as class codes block by block, -1 where nodata or a value without a class."""
-    def blocks():
-        for window in _windows(ds):
-            data = ds.read(1, window=window).astype(np.int64)
-            bad = (data < 0) | (data >= len(info.names))
-            if info.nodata is not None:
-                bad |= data == info.nodata
-            yield window.row_off, window.col_off, np.where(bad, -1, data)
-    return blocks
-
 
 def _target(params: SampleMapParams, names: list[str]):
     from engine.analysis.sampling import Target
@@ -162,7 +97,6 @@ def sample_map_operation(params: SampleMapParams, reporter: Reporter) -> dict[st
     comment are filled in the dock's labelling panel or any GIS."""
     from engine.analysis import sampling
     from engine.analysis.sample_layer import write_sample
-    from engine.io.download import sha256_of
 
     check_output_path(params.output, "output")
     if Path(params.output).suffix.lower() != ".gpkg":
@@ -284,8 +218,6 @@ def _match_reference(values: tuple[str, ...], names: list[str], path: str, field
 def sample_counts(ds, info: ClassMap, reference_path: str, reference_field: str, layer: str | None,
                   reporter: Reporter) -> tuple[np.ndarray, dict[str, int]]:
     """The sample error matrix (rows: map class read under each point, columns: reference class)."""
-    from engine.probes.labels import POINT, read_labels
-
     labels = read_labels(reference_path, reference_field, ds.crs, layer)
     if any(kind != POINT for kind in labels.kinds):
         raise EngineError(f"The reference sample '{reference_path}' must hold points (one per sample), not polygons.")
@@ -337,9 +269,6 @@ def area_report_operation(params: AreaReportParams, reporter: Reporter) -> dict[
     mapped area, estimated area with standard error and 95% interval, user's and producer's
     accuracy with standard errors; the overall accuracy last. The estimate is only valid for a
     probability sample of the map (a stratified random one, as sample-map draws)."""
-    from engine.analysis.area import stratified_estimate
-    from engine.probes.report import write_area_report
-
     for key in ("output", "html"):
         if getattr(params, key):
             check_output_path(getattr(params, key), key)

@@ -16,10 +16,11 @@ import numpy as np
 from rasterio.windows import Window
 
 from engine.runtime.registry import operation
+from engine.contract import sha256_of
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output, check_output_path
 from engine.io.raster import open_raster
-from engine.ops.area_ops import MAP_HELP, class_map_info, mapped_pixels
+from engine.analysis.class_map import MAP_HELP, class_map_info, mapped_pixels
 from engine.runtime.progress import Reporter
 
 
@@ -91,7 +92,6 @@ def assess_operation(params: AssessParams, reporter: Reporter) -> dict[str, Any]
     from engine.analysis.assessment_report import write_assessment_report
     from engine.analysis.estimators import assess, by_map_class
     from engine.analysis.sample_layer import read_sample, reference_codes
-    from engine.io.download import sha256_of
 
     for key in ("output", "html"):
         if getattr(params, key):

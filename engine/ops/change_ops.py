@@ -17,12 +17,17 @@ import rasterio
 
 from engine.runtime.registry import operation
 from engine.probes.sources import (EMBEDDINGS_HELP, EmbeddingOptions, EmbeddingSource, LEVEL_HELP, blocks,
-                               embedding_source, gather, labelled_embeddings, raster_level, read_block)
+                               embedding_source, gather, raster_level, read_block)
+from engine.analysis.change import change_features, change_layer, change_magnitude
 from engine.errors import EngineError
-from engine.io.atomic import check_output_path
+from engine.io.atomic import atomic_output, check_output_path
 from engine.io.grid import Grid
 from engine.io.raster import open_raster
 from engine.io.writers import geotiff_profile, parse_color
+from engine.probes.classifiers import ProbeConfig
+from engine.probes.fit import FitSettings
+from engine.probes.plan import FitOutputs, FitPlan, LabelRequest
+from engine.probes.workflow import fit_and_report, label_cells
 from engine.runtime.progress import Reporter
 
 CHANGE_COLORS = {0: (220, 220, 220, 255), 1: (228, 26, 28, 255), 255: (0, 0, 0, 0)}
@@ -74,8 +79,6 @@ def _open_periods(stack: contextlib.ExitStack, params: ChangeParams, reporter: R
 
 def _magnitude(before, after, metric: str, reporter: Reporter) -> np.ndarray:
     """One value per cell (patch, sub-patch or window): it fits in memory for Otsu's histogram."""
-    from engine.analysis.change import change_magnitude
-
     magnitude = np.full(before.shape, np.nan, np.float32)
     windows = list(blocks(before.height, before.width))
     steps = reporter.steps(len(windows), "Comparing periods", 0, 60)
@@ -90,20 +93,17 @@ def _magnitude(before, after, metric: str, reporter: Reporter) -> np.ndarray:
 
 def _change_probe(params: ChangeParams, source: EmbeddingSource, before, after, level: str, reporter: Reporter):
     """A probe on change features fitted on the change labels; returns (binary layer, metadata, summary)."""
-    from engine.analysis.change import change_features
-    from engine.ops.probe_ops import FitSettings, fit_and_report
-    from engine.probes.classifiers import ProbeConfig
-
     def features(rows, cols):
         return change_features(gather(before, rows, cols), gather(after, rows, cols))
 
-    data = labelled_embeddings(before, params.labels, params.class_field, None, (), params.min_coverage,
-                               params.block_size, reporter, features)
-    settings = FitSettings(params.probe_output, params.labels, params.class_field, params.report, params.min_coverage,
-                           params.folds, params.seed)
+    plan = FitPlan(labels=LabelRequest(params.labels, params.class_field, None, (), params.min_coverage,
+                                       params.block_size),
+                   embeddings=None, fit=FitSettings(ProbeConfig(l2=params.l2, seed=params.seed), folds=params.folds,
+                                                    seed=params.seed),
+                   outputs=FitOutputs(params.probe_output, params.report), title="Change probe report")
+    data = label_cells(before, plan.labels, reporter, features)
     source = EmbeddingSource(source.path, source.encoder_hash, dict(source.encoder, change_features="|after-before|, mean"))
-    probe, meta, fit_summary = fit_and_report(data, ProbeConfig(l2=params.l2, seed=params.seed), settings, source, level,
-                                              reporter, "Change probe report")
+    probe, meta, fit_summary = fit_and_report(plan, data, source, level, reporter)
     binary = np.full(before.shape, 255, np.uint8)
     for window in blocks(before.height, before.width):
         rows, cols = np.mgrid[window.row_off:window.row_off + window.height, window.col_off:window.col_off + window.width]
@@ -118,8 +118,6 @@ def _change_probe(params: ChangeParams, source: EmbeddingSource, before, after, 
 
 def _write_change(path: str, grid, binary: np.ndarray, names: list[str] | None, colors: list[str] | None) -> None:
     """The binary (or change probe's) layer, with its colour table and class names."""
-    from engine.io.atomic import atomic_output
-
     with atomic_output(path, "change") as temp:
         with rasterio.open(temp, "w", **geotiff_profile(grid, 1, "uint8", 255)) as out:
             out.write(binary, 1)
@@ -140,8 +138,7 @@ def change_operation(params: ChangeParams, reporter: Reporter) -> dict[str, Any]
     sub-patch at the dense level, window at the tile level; both periods the same); the binary layer
     thresholds it (Otsu unless a threshold is given). With change labels, a probe fitted on
     |after - before| and the mean embedding gives the binary layer instead."""
-    from engine.analysis.change import change_layer
-    from engine.mapping.outputs import open_atomic, open_float_raster
+    from engine.mapping.outputs import open_atomic, open_float_raster  # lazy: keeps torch out of --help
 
     for key in ("magnitude", "change", "probe_output", "report"):
         if getattr(params, key):

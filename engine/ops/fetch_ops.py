@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.runtime.registry import operation
 from engine.errors import EngineError
+from engine.io.download import download
+from engine.models.downloads import downloadable, hub_base, normalization_notes, user_models_dir
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import operation
 
 
 @dataclass
@@ -37,7 +39,7 @@ class FetchModelParams:
 
 
 def _already_there(checkpoint: Path, sha256: str) -> bool:
-    from engine.models.checkpoint import read_metadata
+    from engine.models.checkpoint import read_metadata  # lazy: keeps torch out of --help
 
     if not checkpoint.is_file():
         return False
@@ -54,10 +56,8 @@ def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
     HTTPS_PROXY / HTTP_PROXY), verify its sha256 (a mismatch deletes it), convert it with the
     model's importer (torch.load with weights_only=True) into a safetensors checkpoint in the
     models folder, with provenance, licence and which normalization statistics are published."""
-    from engine.io.download import download
-    from engine.models.anysat import anysat_config
-    from engine.models.downloads import downloadable, hub_base, normalization_notes, user_models_dir
-    from engine.ops.anysat_ops import convert_reference
+    from engine.models.anysat import anysat_config  # lazy: keeps torch out of --help
+    from engine.models.anysat_convert import convert_reference  # lazy: keeps torch out of --help
 
     entry = downloadable(params.name)
     folder = Path(params.folder).expanduser() if params.folder else user_models_dir()

@@ -6,11 +6,19 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.runtime.registry import operation
 from engine.errors import EngineError
+from engine.io.align import ModalityReader
 from engine.io.atomic import atomic_output, check_output_path
+from engine.io.grid import scale_window
 from engine.io.job import CLASS_OUTPUTS, Job, load_job
+from engine.io.normalize import RunningStats
+from engine.mapping.ranks import map_job
+from engine.mapping.tiling import WindowGrid
+from engine.models.catalog import find_by_weights
+from engine.probes.apply import map_job_with_probe
+from engine.probes.probe_file import is_probe_file, load_probe
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import operation
 
 JOB_HELP = "job JSON file (or the job object itself, from the worker); format in engine/io/job.py"
 
@@ -21,7 +29,7 @@ class MapParams:
 
 
 def _load(job: Job, with_head: bool = True):
-    from engine.models.checkpoint import load_checkpoint
+    from engine.models.checkpoint import load_checkpoint  # lazy: keeps torch out of --help
 
     loaded = load_checkpoint(job.model)
     return loaded.model, loaded.head if with_head else None, loaded.metadata
@@ -37,9 +45,6 @@ class ClassifyParams(MapParams):
 
 def encoder_of_probe(probe_path: str, reporter: Reporter) -> str:
     """The checkpoint a probe was fitted on: the one whose tensors hash to the probe's record."""
-    from engine.models.catalog import find_by_weights
-    from engine.probes.probe_file import load_probe
-
     _, meta = load_probe(probe_path)
     found = find_by_weights(meta.encoder_hash, meta.encoder.get("checkpoint", ""))
     if found is None:
@@ -66,9 +71,6 @@ def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
     Over several processes: the job's "ranks", or torchrun ... -m engine classify JOB.json
     (engine/mapping/ranks.py); inputs may be /vsicurl/ or /vsis3/ names.
     """
-    from engine.mapping.ranks import map_job
-    from engine.probes.probe_file import is_probe_file
-
     job = load_job(params.job)
     if not any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
         raise EngineError('classify writes "classes", "confidence" or "probabilities": name one in the job\'s "outputs".')
@@ -80,13 +82,11 @@ def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
         probe_path = job.model
         job = replace(job, model=encoder_of_probe(probe_path, reporter))
     if probe_path:
-        from engine.runtime.distributed import launched_by_torchrun
-        from engine.ops.probe_ops import map_job_with_probe
+        from engine.runtime.distributed import launched_by_torchrun  # lazy: keeps torch out of --help
 
         if job.ranks > 1 or launched_by_torchrun():
             raise EngineError("Classifying with a probe runs in one process: set the job's \"ranks\" to 1 and run "
                               "without torchrun, or map the embeddings over ranks (embed) and run apply-probe on them.")
-        from engine.probes.probe_file import load_probe
 
         probe, meta = load_probe(probe_path)
         return map_job_with_probe(job, probe_path, probe, meta, reporter)
@@ -102,8 +102,6 @@ def embed(params: MapParams, reporter: Reporter) -> dict[str, Any]:
     tile: one vector per window, windows laid edge to edge (no overlap), one pixel per
     window (the last row/column: the window moved back to end on the area's edge).
     Over several processes: the job's "ranks", or torchrun ... -m engine embed JOB.json."""
-    from engine.mapping.ranks import map_job
-
     job = load_job(params.job)
     if not job.outputs.embeddings or any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
         raise EngineError('embed writes only "embeddings": name that file (and no class output) in the job\'s "outputs".')
@@ -124,11 +122,7 @@ def normalization_stats(params: StatsJobParams, reporter: Reporter) -> dict[str,
     The result replaces the checkpoint's statistics when the data differ from the
     training data (another processing level, units or sensor).
     """
-    from engine.io.align import ModalityReader
-    from engine.io.grid import scale_window
-    from engine.io.normalize import RunningStats
-    from engine.mapping.plan import plan_geometry, resolve_inputs
-    from engine.mapping.tiling import WindowGrid
+    from engine.mapping.plan import plan_geometry, resolve_inputs  # lazy: keeps torch out of --help
 
     job = load_job(params.job)
     check_output_path(params.output)

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.runtime.registry import operation
+from engine.models.catalog import catalog_rows
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import operation
 
 
 @dataclass
@@ -34,17 +35,15 @@ def list_models(params: ModelsParams, reporter: Reporter) -> dict[str, Any]:
     patch size, parameter count, size, sha256, provenance, licence and whether it has a classification
     head. Then each preset built with random weights, its parameters counted per component
     (per-modality encoders and decoders, combiner, task head, total)."""
-    from engine.models.catalog import catalog_rows
-
     catalog = catalog_rows([Path(f) for f in params.folders])
     for row in catalog:
         reporter.log(f"{row['name']:<24} {row['status']:<12} {row['architecture']:<8} "
                      f"{row['parameters'] / 1e6:8.2f} M  {', '.join(row['modalities'])}")
     if params.catalog_only:
         return {"catalog": catalog}
-    from engine.models.heads import HeadConfig, build_head
-    from engine.models.jepa import pretraining_parameter_counts
-    from engine.models.registry import build_model, count_parameters, preset, preset_names
+    from engine.models.heads import HeadConfig, build_head  # lazy: keeps torch out of --help
+    from engine.models.jepa import pretraining_parameter_counts  # lazy: keeps torch out of --help
+    from engine.models.registry import build_model, count_parameters, preset, preset_names  # lazy: torch
 
     names = [params.preset] if params.preset else preset_names()
     presets = []

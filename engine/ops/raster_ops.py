@@ -13,12 +13,12 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from engine.runtime.registry import operation
 from engine.io.atomic import atomic_output, check_output_path
 from engine.io.grid import Grid
 from engine.io.raster import check_band, open_raster, valid_mask
 from engine.io.writers import geotiff_profile
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import operation
 
 STRIP_ROWS = 256
 

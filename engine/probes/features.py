@@ -226,7 +226,7 @@ def read_inputs(modalities: dict, grid, window) -> tuple[list[InputValues], np.n
     """The job's inputs (engine.mapping.plan.resolve_inputs) sampled at the cells of ``window`` of the
     embeddings' ``grid`` (engine.io.grid.Grid; bilinear at cell centres, warped when the files lie on
     another grid): per modality (h*w, T, C) values, and (h*w,) whether every modality has data there."""
-    from engine.io.align import ModalityReader
+    from engine.io.align import ModalityReader  # lazy: keeps rasterio out of this module
 
     out, ok = [], np.ones(int(window.height) * int(window.width), bool)
     for name, modality in modalities.items():
@@ -243,7 +243,7 @@ def read_inputs(modalities: dict, grid, window) -> tuple[list[InputValues], np.n
 def read_inputs_at(modalities: dict, grid, rows: np.ndarray, cols: np.ndarray,
                    block: int = 256) -> tuple[list[InputValues], np.ndarray]:
     """``read_inputs`` at scattered cells, reading only the blocks that hold some."""
-    from rasterio.windows import Window
+    from rasterio.windows import Window  # lazy: keeps rasterio out of this module
 
     pieces: list[list[InputValues]] = []
     order, ok = [], []

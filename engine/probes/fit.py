@@ -17,9 +17,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from engine.errors import EngineError
-from engine.runtime.progress import Reporter
 from engine.probes.folds import SpatialFolds, ValidationImpossible, spatial_folds
-from engine.probes.metrics import FoldScores
+from engine.probes.metrics import FoldScores, classification_metrics
+from engine.runtime.progress import Reporter
 from engine.probes.selection import (
     Candidate,
     Selection,
@@ -30,6 +30,9 @@ from engine.probes.selection import (
     learning_curve,
     nested_selection,
 )
+from engine.probes.classifiers import CLASSIFIERS
+from engine.probes.classifiers.ensemble import soft_vote
+from engine.probes.features import FeatureSet
 
 AUTO = "auto"
 # The fixed grid of ``auto``, simplest first (ties go to the earlier one). Gradient boosting stays a
@@ -56,8 +59,6 @@ class FitOutcome:
 
     def metrics(self, class_names: Sequence[str]) -> dict[str, Any] | None:
         """Pooled held-out metrics (engine.probes.metrics.classification_metrics) with the spread over folds."""
-        from engine.probes.metrics import classification_metrics
-
         if self.scores is None:
             return None
         metrics = classification_metrics(self.scores.confusion, class_names)
@@ -70,21 +71,34 @@ def candidate_grid(classifier: str, feature_sets: Sequence[str]) -> list[Candida
     return [Candidate(kind, features) for features in feature_sets for kind in kinds]
 
 
+@dataclass(frozen=True)
+class FitSettings:
+    """How a probe is validated, chosen and fitted (fit_honestly)."""
+
+    config: Any  # engine.probes.classifiers.ProbeConfig; with auto, each candidate replaces its kind
+    classifier: str = "linear"  # a kind of engine.probes.classifiers, or auto
+    feature_sets: tuple[str, ...] = ("embeddings",)
+    folds: int = 5
+    buffer: int = 1  # cells around each test cell left out of that fold's training
+    seed: int = 0
+    learning_curve: bool = True
+    max_per_class: int | None = MAX_CELLS_PER_CLASS
+
+
 def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarray, rows: np.ndarray,
-                 cols: np.ndarray, class_names: Sequence[str], config, classifier: str, n_folds: int = 5,
-                 buffer_cells: int = 1, seed: int = 0, rule: str = "", curve: bool = True,
-                 max_per_class: int | None = MAX_CELLS_PER_CLASS, reporter: Reporter | None = None,
-                 columns: Callable[[str], Sequence[str]] | None = None) -> FitOutcome:
+                 cols: np.ndarray, class_names: Sequence[str], settings: FitSettings, rule: str = "",
+                 reporter: Reporter | None = None, columns: Callable[[str], Sequence[str]] | None = None) -> FitOutcome:
     """Validate, choose (when asked), draw the learning curve, then fit on every label (at most
-    ``max_per_class`` per class, as in validation). ``columns``: the column names of a feature set
+    ``settings.max_per_class`` per class, as in validation). ``columns``: the column names of a feature set
     (engine.probes.features.combine's record), which place a vote's members on the union they read."""
     reporter = reporter or Reporter()
     names = list(class_names)
-    candidates = candidate_grid(classifier, list(features))
-    setup = Setup(features, np.asarray(y), names, config, max_per_class, seed)
+    seed, max_per_class = settings.seed, settings.max_per_class
+    candidates = candidate_grid(settings.classifier, list(features))
+    setup = Setup(features, np.asarray(y), names, settings.config, max_per_class, seed)
     notes = []
     try:
-        folds = spatial_folds(y, units, rows, cols, n_folds, buffer_cells, seed, rule)
+        folds = spatial_folds(y, units, rows, cols, settings.folds, settings.buffer, seed, rule)
     except ValidationImpossible as exc:
         folds = None
         notes.append(str(exc))
@@ -108,7 +122,7 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
                      f"above are the nested estimate of the choosing itself: in each outer fold the choice ({picks}) "
                      f"was made on {min(selection.inner_folds)}-{max(selection.inner_folds)} inner folds of its "
                      "training part only.")
-    if folds is not None and curve:
+    if folds is not None and settings.learning_curve:
         reporter.log("Learning curve")
         points = learning_curve(setup, chosen, folds)
     if folds is not None and folds.unvalidated:
@@ -117,8 +131,6 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
     picked = capped(np.arange(len(y)), np.asarray(y), max_per_class, np.random.default_rng(seed))
     models = setup.fit_members(chosen, picked)
     if isinstance(chosen, Vote):
-        from engine.probes.classifiers.ensemble import soft_vote
-
         if columns is None:
             raise EngineError("A soft vote needs the feature sets' column names to be saved.")
         final = soft_vote(models, [columns(m.features) for m in chosen.members], columns(chosen.features))
@@ -130,9 +142,6 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
 
 def check_feature_request(classifier: str, feature_sets: Sequence[str]) -> None:
     """Clear errors for an unknown classifier or feature set, before any work."""
-    from engine.probes.classifiers import CLASSIFIERS
-    from engine.probes.features import FeatureSet
-
     if classifier != AUTO and classifier not in CLASSIFIERS:
         raise EngineError(f"Unknown classifier {classifier!r}: use {AUTO} or one of {', '.join(CLASSIFIERS)}.")
     if not feature_sets:

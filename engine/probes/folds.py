@@ -194,7 +194,7 @@ class SpatialFolds:
 
 
 def _buffer_masks(rows: np.ndarray, cols: np.ndarray, test_fold: np.ndarray, n_folds: int, buffer: int) -> list[np.ndarray]:
-    from scipy.ndimage import binary_dilation
+    from scipy.ndimage import binary_dilation  # lazy: keeps SciPy out of this module
 
     r0, c0 = rows.min(), cols.min()
     shape = (int(rows.max() - r0) + 1, int(cols.max() - c0) + 1)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from engine.mapping.levels import level
+from engine.models.heads import HeadConfig
 from engine.probes.classifiers import Classifier
 
 
@@ -18,8 +19,6 @@ class ProbeHead(nn.Module):
     class_axis = -1
 
     def __init__(self, probe: Classifier, level_name: str):
-        from engine.models.heads import HeadConfig
-
         super().__init__()
         self.probe = probe
         self.level = level(level_name).name

@@ -74,9 +74,9 @@ class LabelSamples:
         return image
 
 
-def _ogr():
+def ogr_modules():
     try:
-        from osgeo import ogr, osr
+        from osgeo import ogr, osr  # lazy: keeps GDAL out of this module
     except ImportError:
         raise EngineError(
             "Reading vector labels needs GDAL's Python bindings (osgeo.ogr), which are missing "
@@ -115,7 +115,7 @@ def read_labels(
     alphabetically. Features whose class is null/empty or listed in ``ignore_values``
     (compared as text, e.g. "0" for a no-data class) are skipped and counted.
     """
-    ogr, osr = _ogr()
+    ogr, osr = ogr_modules()
     file = Path(path).expanduser()
     if not str(path) or not file.exists():
         raise EngineError(f"The label file '{file}' does not exist: check the path.")
@@ -221,7 +221,7 @@ def read_labels(
     )
 
 
-def _bounds(geometry: dict[str, Any]) -> tuple[float, float, float, float]:
+def geometry_bounds(geometry: dict[str, Any]) -> tuple[float, float, float, float]:
     coords = np.array(list(_flatten(geometry["coordinates"])), np.float64)
     return coords[:, 0].min(), coords[:, 1].min(), coords[:, 0].max(), coords[:, 1].max()
 
@@ -236,7 +236,7 @@ def _flatten(coords):
 
 def _cell_range(geometry, inverse: Affine, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
     """Rows/cols [r0, r1) x [c0, c1) of the grid touched by the geometry's envelope, or None."""
-    x0, y0, x1, y1 = _bounds(geometry)
+    x0, y0, x1, y1 = geometry_bounds(geometry)
     cs, rs = zip(*(inverse * (x, y) for x in (x0, x1) for y in (y0, y1)))
     r0, r1 = max(int(math.floor(min(rs))), 0), min(int(math.ceil(max(rs))), shape[0])
     c0, c1 = max(int(math.floor(min(cs))), 0), min(int(math.ceil(max(cs))), shape[1])
@@ -416,7 +416,7 @@ def _grid_bounds(transform: Affine, shape: tuple[int, int]) -> tuple[float, floa
 
 
 def _layer_bounds(labels: LabelLayer) -> tuple[float, float, float, float]:
-    boxes = np.array([_bounds(g) for g in labels.geometries])
+    boxes = np.array([geometry_bounds(g) for g in labels.geometries])
     return boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
 
 

@@ -16,12 +16,12 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
+from engine.contract import PROBE_FORMAT
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
 from engine.mapping.levels import level
 from engine.probes.classifiers import STORED_KINDS, Classifier, rebuild_classifier
 
-PROBE_FORMAT = "omnisat-probe"
 PROBE_VERSION = 2  # 2: any classifier kind (1: linear / mlp only; still read)
 
 

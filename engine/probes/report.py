@@ -53,10 +53,10 @@ def _plain_confusion_png(cm: np.ndarray, cell: int = 32) -> bytes:
 
 
 def _matplotlib_confusion_png(cm: np.ndarray, class_names: Sequence[str]) -> bytes:
-    import matplotlib
+    import matplotlib  # lazy: keeps matplotlib out of this module
 
     matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: keeps matplotlib out of this module
 
     n = len(class_names)
     size = max(3.5, 0.55 * n + 2.0)
@@ -277,10 +277,10 @@ def candidates_html(table: Sequence[Mapping[str, Any]], nested: Mapping[str, Any
 
 def _curve_png(curve: Sequence[Mapping[str, Any]]) -> bytes | None:
     try:
-        import matplotlib
+        import matplotlib  # lazy: keeps matplotlib out of this module
 
         matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure  # lazy: keeps matplotlib out of this module
     except ImportError:
         return None
     figure = Figure(figsize=(5.0, 3.2), dpi=100)

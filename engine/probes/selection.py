@@ -25,8 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from engine.errors import EngineError
-from engine.probes.classifiers import Classifier, ProbeConfig, fit_probe
-from engine.probes.classifiers.ensemble import KIND as ENSEMBLE
+from engine.probes.classifiers import ENSEMBLE, Classifier, ProbeConfig, fit_probe
+from engine.probes.features import PARTS, FeatureSet
 from engine.probes.folds import SpatialFolds, ValidationImpossible, spatial_folds, validation_split
 from engine.probes.metrics import FoldScores, classification_metrics, confusion_matrix
 
@@ -66,8 +66,6 @@ class Vote:
     @property
     def features(self) -> str:
         """The union of the members' feature sets: what the vote reads."""
-        from engine.probes.features import PARTS, FeatureSet
-
         parts = {p for m in self.members for p in FeatureSet.parse(m.features).parts}
         return FeatureSet(tuple(p for p in PARTS if p in parts)).name
 

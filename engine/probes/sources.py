@@ -24,9 +24,11 @@ import rasterio
 from rasterio.windows import Window
 
 from engine.errors import EngineError
-from engine.io.job import is_job
+from engine.io.job import Outputs, is_job, load_job
 from engine.io.raster import open_raster, valid_mask
 from engine.mapping.levels import EMBEDDING_LEVEL_TAG, LEVEL_NAMES, LEVELS
+from engine.probes.folds import point_block_rule, spatial_units
+from engine.probes.labels import LabelSamples, check_trainable, drop_empty_classes, rasterize_labels, read_labels
 from engine.runtime.progress import Reporter
 
 # Tags written into embedding rasters computed here, so that they can be reused alone.
@@ -77,7 +79,7 @@ def with_level(job, value: str):
 
 
 def _raster_source(value: str, model: str | None, setting: str, level: str) -> EmbeddingSource:
-    from engine.models.checkpoint import checkpoint_hash
+    from engine.models.checkpoint import checkpoint_hash  # lazy: keeps torch out of this module
 
     with open_raster(value, setting) as ds:
         tags, own = ds.tags(), raster_level(ds)
@@ -106,10 +108,9 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
         yield _raster_source(value, model, setting, level)
         return
 
-    from engine.io.job import Outputs, load_job
-    from engine.mapping.plan import resolve_inputs
-    from engine.mapping.run import run_map
-    from engine.models.checkpoint import checkpoint_hash, load_checkpoint
+    from engine.mapping.plan import resolve_inputs  # lazy: keeps torch out of this module
+    from engine.mapping.run import run_map  # lazy: keeps torch out of this module
+    from engine.models.checkpoint import checkpoint_hash, load_checkpoint  # lazy: keeps torch out of this module
 
     job = with_level(load_job(value), level)
     loaded = load_checkpoint(job.model)
@@ -158,8 +159,6 @@ def gather(ds, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 def point_blocks(block_size_m: float, cell_m: float, samples) -> tuple[int, str]:
     """Side in cells of the blocks grouping labelled points for validation, and the rule that set it
     (0 m: the labels' autocorrelation range, engine.probes.folds.point_block_rule)."""
-    from engine.probes.folds import point_block_rule
-
     if block_size_m < 0:
         raise EngineError(f"block_size must be >= 0 metres, got {block_size_m}.")
     points = samples.from_point
@@ -181,8 +180,6 @@ class LabelledEmbeddings:
     rule: str = ""  # how the validation units were made
 
     def subset(self, keep: np.ndarray) -> "LabelledEmbeddings":
-        from engine.probes.labels import LabelSamples
-
         s = self.samples
         samples = LabelSamples(s.rows[keep], s.cols[keep], s.y[keep], s.groups[keep], s.from_point[keep],
                                s.class_names, s.shape, s.report)
@@ -194,9 +191,6 @@ def labelled_embeddings(ds, labels_path: str, class_field: str, layer: str | Non
                         block_size_m: float, reporter: Reporter,
                         features: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> LabelledEmbeddings:
     """Rasterize the labels on the embeddings' grid and gather the embeddings (or ``features``) under them."""
-    from engine.probes.labels import LabelSamples, check_trainable, drop_empty_classes, rasterize_labels, read_labels
-    from engine.probes.folds import spatial_units
-
     layer_data = read_labels(labels_path, class_field, ds.crs, layer, ignore_values)
     samples = rasterize_labels(layer_data, ds.transform, (ds.height, ds.width), min_coverage)
     x = features(samples.rows, samples.cols) if features else gather(ds, samples.rows, samples.cols)

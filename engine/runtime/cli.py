@@ -15,10 +15,14 @@ import typing
 from typing import Any
 
 import engine
+
 from engine.errors import Cancelled, EngineError, cancel_on_termination, termination_requested
 from engine.runtime.progress import TerminalReporter
 from engine.runtime.protocol import PROTOCOL_VERSION
+from engine.runtime import registry
+from engine.runtime.registry import field_types, get_operation, operations, unwrap_optional
 from engine.runtime.threads import apply_default_threads
+from engine.runtime.worker import run_worker
 
 
 def _version(as_json: bool) -> int:
@@ -28,8 +32,6 @@ def _version(as_json: bool) -> int:
 
 
 def _add_param_arguments(parser: argparse.ArgumentParser, params: type) -> None:
-    from engine.runtime.registry import field_types, unwrap_optional
-
     hints = field_types(params)
     for field in dataclasses.fields(params):
         inner, _ = unwrap_optional(hints[field.name])
@@ -58,8 +60,6 @@ def _add_param_arguments(parser: argparse.ArgumentParser, params: type) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.runtime.registry import operations
-
     parser = argparse.ArgumentParser(
         prog="python -m engine",
         description="OmniSat engine: multimodal Earth-observation models, raster I/O and tiled inference.",
@@ -96,12 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["version"] and not {"-h", "--help"} & set(argv):
         return _version("--json" in argv)
     if argv[:1] == ["worker"] and not {"-h", "--help"} & set(argv):
-        from engine.runtime.worker import run_worker
-
         return run_worker(serve="--serve" in argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    from engine.runtime.registry import get_operation, run_operation
 
     op = get_operation(args.command)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(op.params)}
@@ -109,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     cancel_on_termination()
     apply_default_threads()  # a job's or --threads' own count, applied later, wins
     try:
-        result = run_operation(op.name, values, reporter)
+        result = registry.run_operation(op.name, values, reporter)
     except (Exception, KeyboardInterrupt) as exc:
         if isinstance(exc, (Cancelled, KeyboardInterrupt)) or termination_requested():
             print("cancelled: no output was written", file=sys.stderr)

@@ -27,7 +27,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def choose_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
-    import torch
+    import torch  # lazy: keeps torch out of this module
 
     if name not in DEVICES:
         raise EngineError(f"Unknown device {name!r}: choose one of {', '.join(DEVICES)}.")
@@ -60,7 +60,7 @@ def cpu_has_bf16() -> bool:
 
 def choose_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     """The compute dtype: 'fp32', 'bf16', or 'auto' (bf16 where the hardware has native bf16)."""
-    import torch
+    import torch  # lazy: keeps torch out of this module
 
     if precision not in PRECISIONS:
         raise EngineError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
@@ -75,7 +75,7 @@ def choose_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
 
 def autocast_context(device: torch.device, dtype: torch.dtype) -> ContextManager:
     """Autocast to ``dtype`` on ``device``; a no-op for fp32."""
-    import torch
+    import torch  # lazy: keeps torch out of this module
 
     if dtype == torch.float32:
         return contextlib.nullcontext()
@@ -96,8 +96,8 @@ def keep_weights_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Modu
     nothing per call (otherwise every weight is cast on every call). Norms, position tables and
     other parameters stay fp32, where autocast computes with them. Returns ``model``,
     changed in place; a no-op for fp32. Run the model only under autocast afterwards."""
-    import torch
-    from torch import nn
+    import torch  # lazy: keeps torch out of this module
+    from torch import nn  # lazy: keeps torch out of this module
 
     if dtype == torch.float32:
         return model

@@ -32,9 +32,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from engine.contract import PROTOCOL_VERSION
 from engine.errors import EngineError
 
-PROTOCOL_VERSION = 1
 MESSAGE_TYPES = ("hello", "progress", "log", "result", "error")
 
 # key: (required, what it must be, check)

@@ -18,10 +18,12 @@ from __future__ import annotations
 import importlib
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from engine.convert import Wording, from_dict, unwrap_optional  # noqa: F401 - unwrap_optional: the CLI's
 from engine.errors import EngineError
+from engine.io.collisions import check_distinct, operation_paths
 from engine.runtime.progress import Reporter
 
 
@@ -52,9 +54,10 @@ OPERATION_MODULES = (
     "engine.ops.anysat_ops",
     "engine.ops.fetch_ops",
     "engine.bench",
-    # learn-area lives with the trainer it drives; named here only, so the engine never imports training
-    "training.learn_area",
 )
+# A package beside the engine registers its own operations in a module of this name; the engine
+# finds it by looking, so it names no such package (the trainer's learn-area comes this way).
+PROVIDER_MODULE = "engine_operations"
 
 
 def operation(name: str, params: type, summary: str, outputs: tuple[str, ...] = ()):
@@ -72,8 +75,15 @@ def operation(name: str, params: type, summary: str, outputs: tuple[str, ...] = 
     return register
 
 
+def provider_modules() -> list[str]:
+    """The PROVIDER_MODULE of every package that sits beside the engine (the repository or the plugin folder)."""
+    beside = Path(__file__).resolve().parents[2]
+    return [f"{package.name}.{PROVIDER_MODULE}" for package in sorted(beside.iterdir())
+            if (package / "__init__.py").is_file() and (package / f"{PROVIDER_MODULE}.py").is_file()]
+
+
 def operations() -> dict[str, Operation]:
-    for module in OPERATION_MODULES:
+    for module in (*OPERATION_MODULES, *provider_modules()):
         importlib.import_module(module)
     return dict(_REGISTRY)
 
@@ -108,8 +118,7 @@ def build_params(op: Operation, values: dict[str, Any]):
 def run_operation(name: str, values: dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
     """Run an operation by name with plain-dict parameters: the one entry of the Python API,
     the command line and the worker."""
-    from engine.io.collisions import check_distinct, operation_paths
-    from engine.io.raster import damaged_rasters
+    from engine.io.raster import damaged_rasters  # lazy: keeps rasterio out of `python -m engine version`
 
     op = get_operation(name)
     params = build_params(op, values)

@@ -11,9 +11,11 @@ import traceback
 from typing import IO, Callable
 
 import engine
+
 from engine.errors import Cancelled, EngineError, cancel_on_termination, termination_requested
 from engine.runtime.progress import JsonLinesReporter
 from engine.runtime.protocol import PROTOCOL_VERSION, Request, parse_request
+from engine.runtime import registry
 from engine.runtime.threads import apply_default_threads
 
 
@@ -76,15 +78,14 @@ def run_job(read: Callable[[], Request], reporter: JsonLinesReporter) -> str | N
         check_environment()
         request = read()
         if request.threads:
-            import torch
+            import torch  # lazy: keeps torch out of --help
 
             torch.set_num_threads(request.threads)
         else:
             apply_default_threads()
-        from engine.runtime.registry import get_operation, run_operation
 
-        op = get_operation(request.operation)
-        result = run_operation(op.name, request.params, reporter)
+        op = registry.get_operation(request.operation)
+        result = registry.run_operation(op.name, request.params, reporter)
         outputs = {name: result[name] for name in op.outputs if result.get(name)}
         reporter.send({"type": "result", "outputs": outputs, "result": result})
         return None

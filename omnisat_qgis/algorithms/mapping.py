@@ -12,10 +12,10 @@ from qgis.core import QgsProcessingException
 
 from omnisat_qgis.algorithms.base import EngineAlgorithm
 from omnisat_qgis.algorithms.params import Param, ResultRow, model_path, model_rows
+from omnisat_qgis.contract import contract
 from omnisat_qgis.model_catalog import HUMAN_LABELS, CatalogError, catalog_row, model_info, read_header
 
 MODALITY_SLOTS = 3
-PROBE_FORMAT = "omnisat-probe"  # engine.probes.probe_file.PROBE_FORMAT (QGIS never imports the engine)
 # The engine's levels (engine.mapping.levels.LEVEL_NAMES; tests/plugin/test_levels_enum.py compares), as static
 # strings: QGIS never imports the engine.
 EMBEDDING_LEVELS = ("patch", "local", "both", "dense", "tile")
@@ -134,7 +134,7 @@ def model_sensors(algorithm, parameters, context) -> tuple[str, dict[str, str]] 
     if not path:
         return None
     header = read_header(Path(path))
-    if header.get("format") == PROBE_FORMAT:
+    if header.get("format") == contract.PROBE_FORMAT:
         encoder = json.loads(header.get("probe") or "{}").get("encoder", {})
         names = encoder.get("modalities")
         return (f"{encoder.get('name', 'encoder')} (the probe's)", {m: HUMAN_LABELS.get(m, m) for m in names}) \

@@ -25,6 +25,7 @@ from engine.io.align import ModalityReader
 from engine.io.dates import day_of_year
 from engine.io.grid import scale_window
 from engine.io.job import load_job
+from engine.mapping.plan import plan_geometry, resolve_inputs
 from engine.mapping.read import keep_dates
 from engine.models.base import EOModel
 from engine.runtime.progress import Reporter
@@ -35,8 +36,6 @@ class RasterTiles(TileDataset):
     label_kind = "none"
 
     def __init__(self, root: str | Path, *, model: EOModel, reporter: Reporter | None = None, **kwargs):
-        from engine.mapping.plan import plan_geometry, resolve_inputs
-
         self.available = {name: spec.kind for name, spec in model.modalities.items()}
         super().__init__(root, **kwargs)
         self._unknown_options(["val_every"])

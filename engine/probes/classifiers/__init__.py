@@ -13,6 +13,7 @@ A probe file may also hold an ``ensemble``: the soft vote ``auto`` keeps (engine
 
 from engine.probes.classifiers.registry import (  # noqa: F401  (the package's interface)
     CLASSIFIERS,
+    ENSEMBLE,
     STORED_KINDS,
     Classifier,
     ProbeConfig,

@@ -14,11 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-KIND = "ensemble"
+from engine.probes.classifiers.registry import ENSEMBLE, rebuild_classifier
 
 
 class EnsembleClassifier:
-    kind = KIND
+    kind = ENSEMBLE
 
     def __init__(self, members: Sequence[Any], columns: Sequence[np.ndarray], in_dim: int):
         if not members or len(members) != len(columns):
@@ -50,8 +50,6 @@ class EnsembleClassifier:
 
     @classmethod
     def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "EnsembleClassifier":
-        from engine.probes.classifiers.registry import rebuild_classifier
-
         members, columns = [], []
         for i, member in enumerate(architecture["members"]):
             prefix = f"member{i}/"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from engine.errors import EngineError
+from engine.probes.classifiers.neural import class_weights
 
 
 class KNNClassifier:
@@ -64,8 +65,6 @@ class KNNClassifier:
 
 
 def fit_knn(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> KNNClassifier:
-    from engine.probes.classifiers.neural import class_weights
-
     if config.neighbours < 1:
         raise EngineError(f"kNN needs at least one neighbour, got {config.neighbours}.")
     x = np.asarray(x, np.float32)

@@ -8,8 +8,9 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from engine.probes.classifiers.ensemble import KIND as ENSEMBLE
 from engine.errors import EngineError
+
+ENSEMBLE = "ensemble"  # the soft vote auto keeps (ensemble.py): stored, never fitted directly
 
 
 class Classifier(Protocol):

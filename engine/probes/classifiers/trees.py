@@ -27,7 +27,7 @@ OPTIONAL_FIELDS = {"missing_go_to_left"}
 
 def _sklearn():
     try:
-        import sklearn
+        import sklearn  # lazy: keeps scikit-learn out of this module
     except ImportError:
         raise EngineError("Random forest and gradient boosting probes need scikit-learn, which is missing from the "
                           "engine's Python environment: pip install scikit-learn.") from None
@@ -35,7 +35,7 @@ def _sklearn():
 
 
 def _threads() -> int:
-    import torch
+    import torch  # lazy: keeps torch out of this module
 
     return max(1, torch.get_num_threads())
 
@@ -122,7 +122,7 @@ class ForestClassifier(StoredEnsemble):
     @classmethod
     def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "ForestClassifier":
         _sklearn()
-        from sklearn.tree._tree import NODE_DTYPE, Tree
+        from sklearn.tree._tree import NODE_DTYPE, Tree  # lazy: keeps scikit-learn out of this module
 
         _check_format(architecture, architecture["kind"].replace("_", " "), NODE_DTYPE, FOREST_FIELDS)
         offsets, depths = arrays["offsets"], arrays["max_depth"]
@@ -156,7 +156,7 @@ def _fit_forest(estimator, kind: str, x: np.ndarray, y: np.ndarray, n_classes: i
 
 def fit_random_forest(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> ForestClassifier:
     _sklearn()
-    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.ensemble import RandomForestClassifier  # lazy: keeps scikit-learn out of this module
 
     forest = RandomForestClassifier(n_estimators=config.trees, class_weight="balanced" if config.class_weighting else None,
                                     random_state=config.seed, n_jobs=_threads())
@@ -166,7 +166,7 @@ def fit_random_forest(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> F
 def fit_extra_trees(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> ForestClassifier:
     """Extremely randomized trees: random split thresholds, every cell in every tree (no bootstrap)."""
     _sklearn()
-    from sklearn.ensemble import ExtraTreesClassifier
+    from sklearn.ensemble import ExtraTreesClassifier  # lazy: keeps scikit-learn out of this module
 
     forest = ExtraTreesClassifier(n_estimators=config.trees, class_weight="balanced" if config.class_weighting else None,
                                   random_state=config.seed, n_jobs=_threads())
@@ -184,7 +184,7 @@ class BoostingClassifier(StoredEnsemble):
         self.predictors, self.baseline = predictors, np.asarray(arrays["baseline"], np.float64)
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
-        from sklearn.ensemble._hist_gradient_boosting.common import X_BITSET_INNER_DTYPE
+        from sklearn.ensemble._hist_gradient_boosting.common import X_BITSET_INNER_DTYPE  # lazy: scikit-learn on use
 
         x = np.ascontiguousarray(x, np.float64)
         no_categories = np.zeros((0, 8), X_BITSET_INNER_DTYPE)
@@ -209,8 +209,8 @@ class BoostingClassifier(StoredEnsemble):
     @classmethod
     def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "BoostingClassifier":
         _sklearn()
-        from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE, X_BITSET_INNER_DTYPE
-        from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+        from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE, X_BITSET_INNER_DTYPE  # lazy: scikit-learn on use
+        from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor  # lazy: scikit-learn on use
 
         _check_format(architecture, "gradient boosting", PREDICTOR_RECORD_DTYPE, BOOSTING_FIELDS)
         offsets, per_iteration = arrays["offsets"], int(architecture["trees_per_iteration"])
@@ -224,7 +224,7 @@ class BoostingClassifier(StoredEnsemble):
 
 def fit_gradient_boosting(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> BoostingClassifier:
     sklearn = _sklearn()
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier  # lazy: keeps scikit-learn out of this module
 
     # Fixed number of rounds, no early stopping: its internal split would ignore the spatial blocks.
     booster = HistGradientBoostingClassifier(max_iter=config.trees, early_stopping=False, random_state=config.seed,

@@ -126,11 +126,11 @@ def test_learning_curve_grows_to_all_cells():
 
 
 def test_the_saved_probe_is_fitted_under_the_validation_cap():
-    from engine.probes.fit import fit_honestly
+    from engine.probes.fit import FitSettings, fit_honestly
 
     setup, units, rows, cols = informative_setup()
-    outcome = fit_honestly(setup.features, setup.y, units, rows, cols, setup.class_names,
-                           ProbeConfig(kind="knn", neighbours=5), "knn", n_folds=3, curve=False, max_per_class=40)
+    settings = FitSettings(ProbeConfig(kind="knn", neighbours=5), "knn", folds=3, learning_curve=False, max_per_class=40)
+    outcome = fit_honestly(setup.features, setup.y, units, rows, cols, setup.class_names, settings)
     # kNN keeps its training cells: the cap the estimate was made under holds for the saved probe too.
     assert np.bincount(outcome.classifier.labels).tolist() == [40, 40, 40]
     assert outcome.scores is not None and len(outcome.scores.macro_f1) == 3
