@@ -22,6 +22,7 @@ from engine.validation import (
     Candidate, FoldScores, Selection, Setup, SpatialFolds, ValidationImpossible, Vote, capped, cross_validate,
     learning_curve, nested_selection, spatial_folds,
 )
+from engine.wording import span
 
 AUTO = "auto"
 # The fixed grid of ``auto``, simplest first (ties go to the earlier one). Gradient boosting stays a
@@ -98,7 +99,7 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
         picks = ", ".join(sorted({c.name for c in selection.chosen_per_fold}))
         notes.append(f"Chosen for the saved probe: {chosen.name} (best outer cross-validated macro-F1). The figures "
                      f"above are the nested estimate of the choosing itself: in each outer fold the choice ({picks}) "
-                     f"was made on {min(selection.inner_folds)}-{max(selection.inner_folds)} inner folds of its "
+                     f"was made on {span(selection.inner_folds)} inner folds of its "
                      "training part only.")
     if folds is not None and curve:
         reporter.log("Learning curve")

@@ -28,6 +28,7 @@ from engine.io.grid import Grid
 from engine.io.raster import open_raster
 from engine.io.writers import parse_color
 from engine.progress import Reporter
+from engine.wording import article, plural
 
 
 CLASSIFIER_HELP = ("linear (logistic regression), mlp, knn, random_forest, extra_trees, gradient_boosting, or auto: "
@@ -191,14 +192,20 @@ def feature_matrices(data: LabelledEmbeddings, feature_sets: tuple[str, ...], so
 def _notes(data: LabelledEmbeddings, outcome, settings: FitSettings) -> list[str]:
     samples, report = data.samples, data.samples.report
     notes = [f"Validation: {outcome.validation_rule}.",
-             f"The saved probe ({outcome.candidate.name}) is refitted on all {len(samples)} labelled cells; the "
+             f"The saved probe ({outcome.candidate.name}) is refitted on all {plural(len(samples), 'labelled cell')}; the "
              "figures come from probes fitted without the held-out cells of each fold."] + outcome.notes
     if report.get("features_outside_extent"):
-        notes.append(f"{report['features_outside_extent']} features lie outside the raster and were dropped.")
+        outside = report["features_outside_extent"]
+        notes.append(f"{plural(outside, 'feature')} {'lies' if outside == 1 else 'lie'} outside the raster and "
+                     f"{'was' if outside == 1 else 'were'} dropped.")
     if report.get("polygons_below_min_coverage"):
-        notes.append(f"{report['polygons_below_min_coverage']} polygons cover no cell by {settings.min_coverage:.0%} on their own.")
+        thin = report["polygons_below_min_coverage"]
+        notes.append(f"{plural(thin, 'polygon')} {'covers' if thin == 1 else 'cover'} no cell by "
+                     f"{settings.min_coverage:.0%} on {'its' if thin == 1 else 'their'} own.")
     if data.dropped_nodata:
-        notes.append(f"{data.dropped_nodata} labelled cells had no embedding or input value (nodata) and were left out.")
+        dropped = data.dropped_nodata
+        notes.append(f"{plural(dropped, 'labelled cell')} had no embedding or input value (nodata) and "
+                     f"{'was' if dropped == 1 else 'were'} left out.")
     return notes
 
 
@@ -221,8 +228,8 @@ def fit_and_report(data: LabelledEmbeddings, config, settings: FitSettings, sour
         raise EngineError(f"{len(colors)} colours for {len(names)} classes ({', '.join(names)}): give one per class.")
     for c in colors:
         parse_color(c)
-    reporter.log(f"Fitting a {settings.classifier} probe on {len(samples)} labelled cells, {len(names)} classes, "
-                 f"features: {', '.join(matrices)}")
+    reporter.log(f"Fitting {article(settings.classifier)} probe on {plural(len(samples), 'labelled cell')}, "
+                 f"{plural(len(names), 'class')}, features: {', '.join(matrices)}")
     outcome = fit_honestly(matrices, samples.y, data.units, samples.rows, samples.cols, names, config,
                            settings.classifier, settings.folds, settings.buffer, settings.seed, data.rule,
                            settings.learning_curve, reporter=reporter, columns=records.columns)
