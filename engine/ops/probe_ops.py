@@ -126,7 +126,9 @@ class FitProbeParams(EmbeddingOptions):
     buffer: int = field(default=1, metadata={"help": "cells around each validation cell left out of that fold's training"})
     block_size: float = field(default=0.0, metadata={"help": BLOCK_HELP})
     learning_curve: bool = field(default=True, metadata={"help": "add a learning curve to the report (more fits)"})
-    colors: list[str] | None = field(default=None, metadata={"help": "one #rrggbb colour per class, in class order"})
+    colors: list[str] | None = field(default=None, metadata={"help": "one #rrggbb colour per class, in class order, or "
+                                                                  "NAME=#rrggbb pairs (a class not named keeps "
+                                                                  "the default palette)"})
     seed: int = field(default=0, metadata={"help": "random seed of the split and the fit"})
 
     def probe_config(self, layer_norm: bool = False):
@@ -216,14 +218,14 @@ def fit_and_report(data: LabelledEmbeddings, config, settings: FitSettings, sour
     sets other than the embeddings. ``after_fit(probe, metadata)``, when given, runs before the
     report is written and returns further report sections (the map's areas)."""
     from engine.fitting import check_feature_request, fit_honestly
-    from engine.probe import ProbeMetadata, default_colors, save_probe
+    from engine.probe import ProbeMetadata, class_colors, save_probe
     from engine.report import candidates_html, learning_curve_html, write_fit_report
 
     check_feature_request(settings.classifier, settings.features)
     data, matrices, records = feature_matrices(data, settings.features, source, ds, reporter)
     samples = data.samples
     names = list(samples.class_names)
-    colors = list(settings.colors) if settings.colors else default_colors(len(names))
+    colors = class_colors(names, settings.colors)
     if len(colors) != len(names):
         raise EngineError(f"{len(colors)} colours for {len(names)} classes ({', '.join(names)}): give one per class.")
     for c in colors:
