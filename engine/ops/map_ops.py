@@ -12,7 +12,7 @@ from engine.io.atomic import atomic_output, check_output_path
 from engine.io.job import CLASS_OUTPUTS, Job, load_job
 from engine.progress import Reporter
 
-JOB_HELP = "job JSON file (or the job object itself, from the worker); format in engine/io/job.py"
+JOB_HELP = "job JSON file (or the job object itself, from the worker): see the example job below"
 
 
 @dataclass
