@@ -237,7 +237,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     if areas:
         written += ["independent/classes.tif", "independent/sample.gpkg", "independent/sample_osm.gpkg",
                     "independent/areas.csv", "independent/areas.html"]
-    lines += [f"Wrote {folder / n}" for n in written]
+    lines.append(f"Wrote in {folder}: {', '.join(written)}")  # one line: fit-probe has named its own files
     reporter.log("\n".join(lines))
     return dict(result, encoder=model_text, job=str(folder / "job.json"), quicklook=str(quicklook), area_table=areas,
                 mapped_area_ha={name: float(pixels[k] * info.pixel_area / 1e4) for k, name in enumerate(info.names)})

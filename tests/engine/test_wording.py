@@ -43,3 +43,17 @@ def test_fit_notes_agree_with_their_counts():
     notes = _notes(SimpleNamespace(samples=Samples([0]), dropped_nodata=0), outcome, SimpleNamespace(min_coverage=0.5))
     assert "2 features lie outside the raster and were dropped." in notes
     assert "3 polygons cover no cell by 50% on their own." in notes
+
+
+def test_a_one_window_plan_says_window():
+    from types import SimpleNamespace
+
+    from engine.mapping.plan import Plan
+
+    # describe() reads only these attributes: a grid of one window.
+    grid = SimpleNamespace(crs=SimpleNamespace(to_string=lambda: "EPSG:32633"), width=12, height=12,
+                           res=10.0)
+    windows = type("Windows", (list,), {"tile": 16, "overlap": 2})([0])
+    geometry = SimpleNamespace(patch_grid=grid, output_grid=grid, windows=windows, patch_size_m=10.0)
+    plan = SimpleNamespace(geometry=geometry, shard=None, device=SimpleNamespace(type="cpu"), dtype="torch.float32")
+    assert "; 1 window of 16 patches" in Plan.describe(plan)
