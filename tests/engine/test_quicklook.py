@@ -59,8 +59,11 @@ def test_the_bar_is_drawn_on_projected_maps_only(tmp_path):
     _, projected = painted(write_quicklook(class_map(tmp_path / "utm.tif"), tmp_path / "utm.png"))
     _, geographic = painted(write_quicklook(class_map(tmp_path / "wgs84.tif", "EPSG:4326", 0.0001),
                                             tmp_path / "wgs84.png"))
-    black = lambda image: int((image < 40).all(-1).sum())  # noqa: E731 - a one-line measure
-    assert black(projected) > black(geographic) + 50
+    assert black_pixels(projected) > black_pixels(geographic) + 50
+
+
+def black_pixels(image) -> int:
+    return int((image < 40).all(-1).sum())
 
 
 def test_class_colours_by_name_or_in_order():
