@@ -13,6 +13,7 @@ import inspect
 import json
 import re
 import sys
+import textwrap
 import types
 import typing
 from typing import Any
@@ -93,16 +94,16 @@ def job_example() -> str:
     """The epilog of the commands that take a job: one example instead of a pointer to the code."""
     from engine.io.job import EXAMPLE_JOB
 
-    return ("Example job (JSON; paths relative to the job file's folder):\n\n"
-            + _compact_json(EXAMPLE_JOB) + "\n\n"
-            "\"model\": a catalog name (python -m engine models) or a checkpoint file. Optional per modality: \"dates\" (else read from the file names or metadata), \"bands\" (1-based, "
-            "null for a band\nthe files lack), \"mask\" (cloud masks), \"scale\" (e.g. reflectance_to_dn). "
-            "Optional for the run: \"crs\",\n\"resolution\", \"patch_size\", \"tile_size\", \"overlap\" "
-            "(metres), \"batch_size\", \"precision\", \"threads\", \"ranks\",\n\"normalization\" (a file "
-            "from normalization-stats). Outputs: \"classes\", \"confidence\", \"probabilities\",\n"
-            "\"embeddings\" (with \"embeddings_level\": patch, local, both, dense or tile). "
-            "An embeddings raster written\nby embed can stand in for a job wherever a command takes "
-            "\"embeddings\". Unknown keys are refused.")
+    keys = ('"model": a catalog name (python -m engine models) or a checkpoint file. Optional per modality: '
+            '"dates" (else read from the file names or metadata), "bands" (1-based, null for a band the files '
+            'lack), "mask" (cloud masks), "scale" (e.g. reflectance_to_dn). Optional for the run: "crs", '
+            '"resolution", "patch_size", "tile_size", "overlap" (metres), "batch_size", "precision", "threads", '
+            '"ranks", "normalization" (a file from normalization-stats). Outputs: "classes", "confidence", '
+            '"probabilities", "embeddings" (with "embeddings_level": patch, local, both, dense or tile). An '
+            'embeddings raster written by embed can stand in for a job wherever a command takes "embeddings". '
+            "Unknown keys are refused.")
+    return ("Example job (JSON; paths relative to the job file's folder):\n\n" + _compact_json(EXAMPLE_JOB)
+            + "\n\n" + textwrap.fill(keys, 100))
 
 
 def _takes_job(params: type) -> bool:
