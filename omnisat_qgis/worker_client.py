@@ -14,6 +14,7 @@ import atexit
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +57,26 @@ class WorkerCallbacks:
     progress: Callable[[float, str], None] = lambda percent, message: None
     log: Callable[[str, str], None] = lambda message, level: None
     is_cancelled: Callable[[], bool] = lambda: False
+
+
+class ProgressLines:
+    """Which progress texts to pass on where each one becomes a line of its own (qgis_process prints
+    every text it is given): a text whose wording changes, and one of the same wording (its numbers
+    aside, e.g. "Mapping windows (k/N)") once the progress has moved ten points or reached 100."""
+
+    STEP = 10.0
+
+    def __init__(self):
+        self.wording: str | None = None
+        self.percent = 0.0
+
+    def wanted(self, percent: float, text: str) -> bool:
+        wording = re.sub(r"\d+(?:[.,]\d+)*", "#", text)
+        moved = abs(percent - self.percent) >= self.STEP or (percent >= 100.0 > self.percent)
+        if wording == self.wording and not moved:
+            return False
+        self.wording, self.percent = wording, percent
+        return True
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""A PNG quicklook of a class map with its legend (the colours and names the map file carries)."""
+"""A PNG quicklook of a class map with its legend (the colours and names the map file carries) and a
+scale bar."""
 
 from __future__ import annotations
 
@@ -34,6 +35,23 @@ def class_map_rgb(path: str | Path, max_side: int = 800) -> tuple[np.ndarray, li
     return rgb, legend
 
 
+def ground_width(path: str | Path) -> float | None:
+    """The map's width in metres, or None when its CRS is not projected in metres (no scale bar)."""
+    with open_raster(path, "class map") as ds:
+        crs, width = ds.crs, ds.bounds.right - ds.bounds.left
+    if crs is None or not crs.is_projected:
+        return None
+    factor = crs.linear_units_factor[1]  # metres per CRS unit (1 for metres, 0.3048 for feet)
+    return width * factor
+
+
+def scale_length(width_m: float) -> float:
+    """A round length (1, 2 or 5 x 10^k m) of at most a quarter of ``width_m``: the scale bar's."""
+    target = width_m / 4
+    power = 10 ** np.floor(np.log10(target))
+    return float(max(m * power for m in (1, 2, 5) if m * power <= target))
+
+
 def write_quicklook(classes_path: str | Path, output: str | Path, title: str = "") -> Path:
     """Render the class map with its legend as a PNG (matplotlib)."""
     import matplotlib  # lazy: keeps matplotlib out of this module
@@ -50,6 +68,16 @@ def write_quicklook(classes_path: str | Path, output: str | Path, title: str = "
     axes.set_axis_off()
     if title:
         axes.set_title(title, fontsize=9)
+    width_m = ground_width(classes_path)
+    if width_m:
+        from matplotlib.font_manager import FontProperties
+        from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+        length = scale_length(width_m)
+        label = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
+        axes.add_artist(AnchoredSizeBar(axes.transData, length / width_m * width, label, "lower left", pad=0.4,
+                                        sep=3, size_vertical=height / 100, color="black", frameon=True,
+                                        fontproperties=FontProperties(size=8)))
     figure.legend(handles=[Patch(facecolor=np.array(c) / 255.0, edgecolor="#444", label=n) for n, c in legend],
                   loc="center right", fontsize=8, frameon=False)
     buffer = io.BytesIO()

@@ -30,7 +30,7 @@ BENCHMARKS: dict[str, str] = {
 class BenchParams:
     target: str = field(metadata={"help": "what to benchmark: " + ", ".join(sorted(BENCHMARKS)), "positional": True})
     quick: bool = field(default=False, metadata={"help": "fewer repetitions and smaller inputs (a smoke run)"})
-    threads: int | None = field(default=None, metadata={"help": "torch threads (default: the cores free now, see engine/threads.py)"})
+    threads: int | None = field(default=None, metadata={"help": "torch threads (default: the cores idle now)"})
     reprojected: bool = field(default=False, metadata={
         "help": "tiled: inputs in EPSG:4326 on a UTM grid, warped once against window by window (the old path) "
                 "in the same run: the share of time outside the model"})
@@ -43,7 +43,10 @@ class BenchParams:
 
 @operation("bench", BenchParams, summary="Run a benchmark script that prints measured figures.")
 def run_benchmark(params: BenchParams, reporter: Reporter) -> dict[str, Any]:
-    """Run one benchmark target; see each target's module docstring for what it measures."""
+    """Run one benchmark target: omnisat and anysat time the encoders (against the reference code or our
+    naive path), tiled the mapping over growing areas, ranks the mapping over several processes, gpu
+    inference on a GPU, accuracy every method on the labelled real samples. docs/bench/ gives the
+    figures measured so far, each with its command and the load it ran at."""
     if params.target not in BENCHMARKS:
         raise EngineError(
             f"Unknown benchmark {params.target!r}. Available: {', '.join(sorted(BENCHMARKS))}."

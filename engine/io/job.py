@@ -107,6 +107,17 @@ from engine.models.catalog import find_model
 from engine.runtime.precision import DEVICES, PRECISIONS
 
 JOB_VERSION = 1
+# A small job that parses as it stands (tests/engine/test_cli_help.py): what ``--help`` shows.
+EXAMPLE_JOB: dict[str, Any] = {
+    "model": "anysat-tiny",
+    "modalities": {
+        "s2": {"files": ["S2_20200615.tif", "S2_20200710.tif", "S2_20200804.tif"]},
+        "s1_asc": {"files": "s1_folder", "dates": ["2020-06-14", "2020-07-08", "2020-08-01"]},
+    },
+    "extent": {"bounds": [499980, 5090220, 501980, 5092220], "crs": "EPSG:32632"},
+    "outputs": {"classes": "classes.tif", "confidence": "confidence.tif", "embeddings_level": "patch"},
+    "device": "auto",
+}
 EMBEDDING_DTYPES = ("float32", "float16")
 CLASS_OUTPUTS = ("classes", "confidence", "probabilities")
 POSITIVE = {"positive": True}

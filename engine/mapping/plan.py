@@ -39,6 +39,7 @@ from engine.mapping.shards import Shard
 from engine.runtime.precision import choose_device, choose_dtype
 from engine.runtime.progress import Reporter
 from engine.mapping.tiling import WindowGrid
+from engine.wording import plural
 
 # Window side when the model states none: enough patches to amortise the model call, few
 # enough that attention over all tokens stays cheap on a CPU.
@@ -108,10 +109,10 @@ class Plan:
         g, out, windows = self.geometry.patch_grid, self.geometry.output_grid, self.geometry.windows
         shard = "" if self.shard is None else (
             f"; shard {self.shard.index + 1} of {self.shard.count}: patch rows {self.shard.rows[0]}-{self.shard.rows[1]}, "
-            f"{self.window_count} windows with its margin")
+            f"{plural(self.window_count, 'window')} with its margin")
         return (f"Grid {g.crs.to_string()}, {g.width} x {g.height} patches of {self.geometry.patch_size_m:g} m, "
                 f"output {out.width} x {out.height} px at {out.res:g} m; "
-                f"{len(windows)} windows of {windows.tile} patches (overlap {windows.overlap}); "
+                f"{plural(len(windows), 'window')} of {windows.tile} patches (overlap {windows.overlap}); "
                 f"{self.device.type} {str(self.dtype).replace('torch.', '')}{shard}")
 
 

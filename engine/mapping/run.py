@@ -28,6 +28,7 @@ from engine.mapping.outputs import Outputs
 from engine.mapping.plan import Plan, build_plan, summary
 from engine.mapping.read import WindowBatch, WindowReader, read_batches
 from engine.runtime.progress import Reporter
+from engine.wording import plural
 
 GDAL_CACHE_MB = 64
 # Rows of results held before writing: wide rasters with many channels (dense or "both"
@@ -114,7 +115,7 @@ def execute(plan: Plan, model, head, reporter: Reporter,
     seconds = time.perf_counter() - started
     g = plan.geometry.patch_grid
     area_km2 = g.width * g.height * plan.geometry.patch_size_m**2 / 1e6
-    reporter.log(f"Mapped {area_km2:.3f} km2 in {seconds:.1f} s ({plan.window_count} windows, "
+    reporter.log(f"Mapped {area_km2:.3f} km2 in {seconds:.1f} s ({plural(plan.window_count, 'window')}, "
                  f"{skipped} without data)")
     return {
         **plan.outputs.files,

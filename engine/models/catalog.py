@@ -11,7 +11,6 @@ plugin's model pickers offer.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,13 @@ class CatalogEntry:
         return self.metadata.get("provenance") or {}
 
     def describe(self) -> str:
-        return f"checkpoint {self.path.name} (provenance: {json.dumps(self.provenance)})"
+        """One short line for logs (the whole provenance is in the checkpoint's header)."""
+        how = self.provenance.get("weights")  # e.g. random initialisation
+        if self.steps:
+            datasets = ", ".join(d.get("name", "?") for d in self.provenance.get("datasets") or [] if isinstance(d, dict))
+            how = (f"{self.provenance.get('objective', 'self-supervised')} pretraining, {self.steps} steps"
+                   + (f" on {datasets}" if datasets else ""))
+        return f"checkpoint {self.path.name} ({how or 'provenance not recorded'})"
 
 
 def _entry(path: Path) -> CatalogEntry | None:

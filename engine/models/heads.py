@@ -54,7 +54,7 @@ HEAD_LEVELS = {"classification": "tile", "patch": "patch", "dense": "dense"}
 class LinearHead(nn.Module):
     """Features (..., D) -> logits (..., K) over the last axis (tile vectors or patch grids).
 
-    The interface every head offers (checkpoint heads here, probes in engine.probe):
+    The interface every head offers (checkpoint heads here, probes in engine.probes):
     ``level`` and ``read(features)``: the features it reads; ``class_axis``: where the
     classes lie in its logits; ``probabilities(logits)``.
     """

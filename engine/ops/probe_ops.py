@@ -70,7 +70,9 @@ class FitProbeParams(EmbeddingOptions):
     buffer: int = field(default=1, metadata={"help": "cells around each validation cell left out of that fold's training"})
     block_size: float = field(default=0.0, metadata={"help": BLOCK_HELP})
     learning_curve: bool = field(default=True, metadata={"help": "add a learning curve to the report (more fits)"})
-    colors: list[str] | None = field(default=None, metadata={"help": "one #rrggbb colour per class, in class order"})
+    colors: list[str] | None = field(default=None, metadata={"help": "one #rrggbb colour per class, in class order, or "
+                                                                  "NAME=#rrggbb pairs (a class not named keeps "
+                                                                  "the default palette)"})
     seed: int = field(default=0, metadata={"help": "random seed of the split and the fit"})
 
     def plan(self) -> FitPlan:

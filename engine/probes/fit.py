@@ -33,6 +33,7 @@ from engine.probes.selection import (
 from engine.probes.classifiers import CLASSIFIERS
 from engine.probes.classifiers.ensemble import soft_vote
 from engine.probes.features import FeatureSet
+from engine.wording import span
 
 AUTO = "auto"
 # The fixed grid of ``auto``, simplest first (ties go to the earlier one). Gradient boosting stays a
@@ -120,7 +121,7 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
         picks = ", ".join(sorted({c.name for c in selection.chosen_per_fold}))
         notes.append(f"Chosen for the saved probe: {chosen.name} (best outer cross-validated macro-F1). The figures "
                      f"above are the nested estimate of the choosing itself: in each outer fold the choice ({picks}) "
-                     f"was made on {min(selection.inner_folds)}-{max(selection.inner_folds)} inner folds of its "
+                     f"was made on {span(selection.inner_folds)} inner folds of its "
                      "training part only.")
     if folds is not None and settings.learning_curve:
         reporter.log("Learning curve")

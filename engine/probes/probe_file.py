@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -51,6 +51,21 @@ def default_colors(n: int) -> list[str]:
     rng = np.random.default_rng(n)
     extra = ["#%02x%02x%02x" % tuple(rng.integers(30, 230, 3)) for _ in range(n - len(DEFAULT_COLORS))]
     return list(DEFAULT_COLORS) + extra
+
+
+def class_colors(names: Sequence[str], given: Sequence[str] | None) -> list[str]:
+    """One colour per class: ``given`` in class order, or as NAME=#rrggbb pairs (a class not named
+    keeps the default palette's colour of its position); nothing given, the default palette."""
+    defaults = default_colors(len(names))
+    if not given:
+        return defaults
+    pairs = [g for g in given if "=" in g]
+    if not pairs:
+        return list(given)
+    if len(pairs) != len(given):
+        raise EngineError("Give the class colours either all in class order (#rrggbb) or all as NAME=#rrggbb.")
+    by_name = dict(g.rsplit("=", 1) for g in pairs)
+    return [by_name.get(name, colour) for name, colour in zip(names, defaults)]
 
 
 def save_probe(path: str | Path, probe: Classifier, metadata: ProbeMetadata) -> Path:

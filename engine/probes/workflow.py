@@ -17,10 +17,11 @@ from engine.io.writers import parse_color
 from engine.probes.features import FeatureSet, combine, read_inputs_at
 from engine.probes.fit import check_feature_request, fit_honestly
 from engine.probes.plan import EmbeddingRequest, FitPlan, LabelRequest
-from engine.probes.probe_file import ProbeMetadata, default_colors, save_probe
+from engine.probes.probe_file import ProbeMetadata, class_colors, save_probe
 from engine.probes.report import candidates_html, learning_curve_html, write_fit_report
 from engine.probes.sources import EmbeddingSource, LabelledEmbeddings, embedding_source, labelled_embeddings
 from engine.runtime.progress import Reporter
+from engine.wording import article, plural
 
 
 @contextlib.contextmanager
@@ -81,14 +82,20 @@ def feature_matrices(data: LabelledEmbeddings, feature_sets: tuple[str, ...], so
 def _notes(data: LabelledEmbeddings, outcome, labels: LabelRequest) -> list[str]:
     samples, report = data.samples, data.samples.report
     notes = [f"Validation: {outcome.validation_rule}.",
-             f"The saved probe ({outcome.candidate.name}) is refitted on all {len(samples)} labelled cells; the "
+             f"The saved probe ({outcome.candidate.name}) is refitted on all {plural(len(samples), 'labelled cell')}; the "
              "figures come from probes fitted without the held-out cells of each fold."] + outcome.notes
     if report.get("features_outside_extent"):
-        notes.append(f"{report['features_outside_extent']} features lie outside the raster and were dropped.")
+        outside = report["features_outside_extent"]
+        notes.append(f"{plural(outside, 'feature')} {'lies' if outside == 1 else 'lie'} outside the raster and "
+                     f"{'was' if outside == 1 else 'were'} dropped.")
     if report.get("polygons_below_min_coverage"):
-        notes.append(f"{report['polygons_below_min_coverage']} polygons cover no cell by {labels.min_coverage:.0%} on their own.")
+        thin = report["polygons_below_min_coverage"]
+        notes.append(f"{plural(thin, 'polygon')} {'covers' if thin == 1 else 'cover'} no cell by "
+                     f"{labels.min_coverage:.0%} on {'its' if thin == 1 else 'their'} own.")
     if data.dropped_nodata:
-        notes.append(f"{data.dropped_nodata} labelled cells had no embedding or input value (nodata) and were left out.")
+        dropped = data.dropped_nodata
+        notes.append(f"{plural(dropped, 'labelled cell')} had no embedding or input value (nodata) and "
+                     f"{'was' if dropped == 1 else 'were'} left out.")
     return notes
 
 
@@ -104,13 +111,13 @@ def fit_and_report(plan: FitPlan, data: LabelledEmbeddings, source: EmbeddingSou
     data, matrices, records = feature_matrices(data, settings.feature_sets, source, ds, reporter)
     samples = data.samples
     names = list(samples.class_names)
-    colors = list(plan.colors) if plan.colors else default_colors(len(names))
+    colors = class_colors(names, plan.colors)
     if len(colors) != len(names):
         raise EngineError(f"{len(colors)} colours for {len(names)} classes ({', '.join(names)}): give one per class.")
     for c in colors:
         parse_color(c)
-    reporter.log(f"Fitting a {settings.classifier} probe on {len(samples)} labelled cells, {len(names)} classes, "
-                 f"features: {', '.join(matrices)}")
+    reporter.log(f"Fitting {article(settings.classifier)} probe on {plural(len(samples), 'labelled cell')}, "
+                 f"{plural(len(names), 'class')}, features: {', '.join(matrices)}")
     outcome = fit_honestly(matrices, samples.y, data.units, samples.rows, samples.cols, names, settings, data.rule,
                            reporter=reporter, columns=records.columns)
     metrics, report, chosen = outcome.metrics(names), samples.report, outcome.candidate

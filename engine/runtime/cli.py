@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import sys
+import textwrap
+import types
 import typing
 from typing import Any
 
 import engine
 
 from engine.errors import Cancelled, EngineError, cancel_on_termination, termination_requested
+from engine.io.job import EXAMPLE_JOB
 from engine.runtime.progress import TerminalReporter
 from engine.runtime.protocol import PROTOCOL_VERSION
 from engine.runtime import registry
@@ -59,6 +64,55 @@ def _add_param_arguments(parser: argparse.ArgumentParser, params: type) -> None:
             parser.add_argument(flag, dest=field.name, default=default, required=not has_default, **kwargs)
 
 
+def plain(text: str, params: type | None = None) -> str:
+    """A docstring as ``--help`` shows it: dedented, without reStructuredText markup, and without the
+    pointers to engine modules that are meant for developers. A parameter's name in double backquotes
+    becomes its option (``minutes`` -> --minutes)."""
+    fields = {f.name: f for f in dataclasses.fields(params)} if params else {}
+
+    def literal(match: re.Match) -> str:
+        name = match.group(1)
+        field = fields.get(name)
+        if field is None or field.metadata.get("positional"):
+            return name
+        return "--" + name.replace("_", "-")
+
+    text = re.sub(r"``([^`]+)``", literal, inspect.cleandoc(text))
+    text = re.sub(r"\s*\((?:see )?engine[./][\w./, ]*\)", "", text)
+    return re.sub(r"::$", ":", text, flags=re.MULTILINE)
+
+
+def _compact_json(obj: dict[str, Any]) -> str:
+    """JSON with one line per key, and per entry of a mapping of mappings (the modalities)."""
+    def entry(key: str, value: Any, indent: str) -> str:
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            inner = ",\n".join(entry(k, v, indent + "  ") for k, v in value.items())
+            return f"{indent}{json.dumps(key)}: {{\n{inner}\n{indent}}}"
+        return f"{indent}{json.dumps(key)}: {json.dumps(value)}"
+
+    return "{\n" + ",\n".join(entry(k, v, "  ") for k, v in obj.items()) + "\n}"
+
+
+def job_example() -> str:
+    """The epilog of the commands that take a job: one example instead of a pointer to the code."""
+    keys = ('"model": a catalog name (python -m engine models) or a checkpoint file. Optional per modality: '
+            '"dates" (else read from the file names or metadata), "bands" (1-based, null for a band the files '
+            'lack), "mask" (cloud masks), "scale" (e.g. reflectance_to_dn). Optional for the run: "crs", '
+            '"resolution", "patch_size", "tile_size", "overlap" (metres), "batch_size", "precision", "threads", '
+            '"ranks", "normalization" (a file from normalization-stats). Outputs: "classes", "confidence", '
+            '"probabilities", "embeddings" (with "embeddings_level": patch, local, both, dense or tile). An '
+            'embeddings raster written by embed can stand in for a job wherever a command takes "embeddings". '
+            "Unknown keys are refused.")
+    return ("Example job (JSON; paths relative to the job file's folder):\n\n" + _compact_json(EXAMPLE_JOB)
+            + "\n\n" + textwrap.fill(keys, 100))
+
+
+def _takes_job(params: type) -> bool:
+    # a ``str | dict`` field takes a job (engine.runtime.registry)
+    return any(typing.get_origin(t) in (typing.Union, types.UnionType) and dict in typing.get_args(t)
+               for t in field_types(params).values())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine",
@@ -69,11 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser(
         "worker", help="run one JSON job from stdin (or one per line with --serve), report JSON lines on stdout",
-        description=(sys.modules["engine.runtime.protocol"].__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=plain(sys.modules["engine.runtime.protocol"].__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--serve", action="store_true", help="serve one job per line of stdin until it closes")
     for op in sorted(operations().values(), key=lambda o: o.name):
-        p = sub.add_parser(op.name, help=op.summary.replace("%", "%%"), description=op.description,
+        p = sub.add_parser(op.name, help=op.summary.replace("%", "%%"),
+                           description=plain(op.description, op.params).replace("%", "%%"),
+                           epilog=job_example().replace("%", "%%") if _takes_job(op.params) else None,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_param_arguments(p, op.params)
         p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")

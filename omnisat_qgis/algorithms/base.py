@@ -26,7 +26,8 @@ from omnisat_qgis.embedding_preview import write_preview
 from omnisat_qgis.layer_metadata import RunRecord, write_metadata
 from omnisat_qgis.styling import write_style
 from omnisat_qgis.paths import engine_root, resources_dir
-from omnisat_qgis.worker_client import WorkerCallbacks, WorkerCancelled, WorkerError, WorkerRun, run_worker
+from omnisat_qgis.worker_client import (ProgressLines, WorkerCallbacks, WorkerCancelled, WorkerError, WorkerRun,
+                                        run_worker)
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -141,8 +142,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             cwd=cwd, python_source=source,
         )
         feedback.pushDebugInfo(f"OmniSat engine: {python} ({source}), operation {self.operation}")
+        lines = ProgressLines()  # a text per window would print hundreds of lines in qgis_process
         callbacks = WorkerCallbacks(
-            progress=lambda percent, message: (feedback.setProgress(percent), feedback.setProgressText(message)),
+            progress=lambda percent, message: (feedback.setProgress(percent),
+                                               lines.wanted(percent, message) and feedback.setProgressText(message)),
             log=lambda message, level: _push_log(feedback, message, level),
             is_cancelled=feedback.isCanceled,
         )

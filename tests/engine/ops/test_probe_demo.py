@@ -12,7 +12,8 @@ import torch
 
 from engine.runtime.registry import run_operation
 from engine.errors import EngineError
-from engine.ops.demo_ops import OSM_LAYER, SAMPLE_PREFIX
+from engine.io.writers import parse_color
+from engine.ops.demo_ops import OSM_COLORS, OSM_LAYER, SAMPLE_PREFIX
 from engine.analysis.quicklook import class_map_rgb
 from tests.engine.rasters import write_geotiff
 
@@ -70,6 +71,8 @@ def test_demo_runs_the_workflow_on_the_unpacked_wheel(tmp_path):
     with rasterio.open(out / "classes.tif") as ds:
         classes = ds.read(1)
         assert ds.crs.to_epsg() == 32633 and classes.shape == (40, 40)
+        # The OSM classes in the colours a reader expects, not the default palette's.
+        assert [ds.colormap(1)[k][:3] for k in (0, 1)] == [parse_color(OSM_COLORS[n]) for n in ("farm", "forest")]
     assert set(np.unique(classes)) == {0, 1}
     for name in ("probe.safetensors", "report.html", "confidence.tif", "job.json"):
         assert (out / name).is_file()
