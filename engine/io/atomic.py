@@ -34,7 +34,7 @@ from engine.io.gdal_errors import gdal_failures, is_write_failure
 TEMP_MARKER = ".omnisat-partial-"
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 DISK_FULL_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded")
-HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+HOST_TAG = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:8]  # a name tag, no secret
 
 
 def temporary_name(path: Path) -> Path:
