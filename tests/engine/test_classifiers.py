@@ -14,7 +14,6 @@ from engine.classifiers import CLASSIFIERS
 from engine.errors import EngineError
 from engine.probe import ProbeConfig, ProbeHead, ProbeMetadata, fit_probe, load_probe, save_probe
 
-pytest.importorskip("sklearn")
 
 FAST = {"epochs": 50, "trees": 20, "neighbours": 5}
 

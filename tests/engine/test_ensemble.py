@@ -14,7 +14,6 @@ from engine.probe import ProbeConfig, fit_probe, load_probe, save_probe
 from engine.validation import Candidate, FoldScores, Vote, best
 from tests.engine.test_probe import linear_rule_data, metadata
 
-pytest.importorskip("sklearn")
 
 
 def scored(**folds):

@@ -11,7 +11,6 @@ from engine.validation import (
     spatial_folds,
 )
 
-pytest.importorskip("sklearn")
 
 
 def patchy_points(n=600, patch=20, size=200, seed=0):
