@@ -1,0 +1,1 @@
+"""The engine's runtime: operation registry, CLI, worker, protocol, progress, threads, precision, distributed."""
