@@ -135,6 +135,8 @@ def _read_back_problem(temp: Path) -> str | None:
     suffix = temp.suffix.lower()
     if suffix in (".tif", ".tiff"):
         return _geotiff_problem(temp)
+    if suffix == ".vrt":
+        return _vrt_problem(temp)
     if suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open
 
@@ -173,6 +175,24 @@ def _geotiff_problem(temp: Path) -> str | None:
     except (RasterioError, RasterioIOError) as exc:
         return str(exc).splitlines()[0] if str(exc) else "the GeoTIFF does not open"
     return None
+
+
+def _vrt_problem(temp: Path) -> str | None:
+    """A VRT's blocks are its sources' (each verified when it was written): it must open, and every
+    local file it names must exist."""
+    import rasterio
+    from rasterio.errors import RasterioError, RasterioIOError
+
+    from engine.io.collisions import NamedPath, with_vrt_sources
+
+    try:
+        with rasterio.open(temp):
+            pass
+    except (RasterioError, RasterioIOError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else "the VRT does not open"
+    named = [Path(source.path) for source in with_vrt_sources(NamedPath("output", str(temp)))[1:]]
+    missing = [path for path in named if not str(path).startswith("/vsi") and not path.is_file()]
+    return f"the VRT names '{missing[0]}', which does not exist" if missing else None
 
 
 def _free_bytes(folder: Path) -> int:

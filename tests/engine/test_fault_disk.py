@@ -226,3 +226,20 @@ def test_embed_on_a_disk_that_fills_anywhere_in_the_file_fails_and_leaves_nothin
                           cwd=ROOT, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode != 0 and "The disk is full while writing the embeddings" in done.stderr, done.stderr[-2000:]
     assert sorted(p.name for p in disk_of_512k.iterdir()) == ["filler"]
+
+
+def test_a_vrt_naming_a_missing_part_is_not_renamed(tmp_path: Path):
+    part = write_geotiff(tmp_path / "part.tif", np.ones((1, 8, 8), np.float32))
+    with rasterio.open(part) as ds:
+        width, height, transform = ds.width, ds.height, ds.transform.to_gdal()
+    xml = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><GeoTransform>{", ".join(map(str, transform))}'
+           '</GeoTransform><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+           '<SourceFilename relativeToVRT="1">{name}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+           '</VRTRasterBand></VRTDataset>')
+    with atomic_output(tmp_path / "ok.vrt", "classes") as temp:
+        temp.write_text(xml.format(name="part.tif"))
+    assert (tmp_path / "ok.vrt").is_file()
+    with pytest.raises(EngineError, match="names '.*gone.tif', which does not exist"):
+        with atomic_output(tmp_path / "bad.vrt", "classes") as temp:
+            temp.write_text(xml.format(name="gone.tif"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.vrt", "part.tif"]
