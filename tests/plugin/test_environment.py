@@ -169,6 +169,9 @@ import json, os, sys, time
 mode, record = sys.argv[1], sys.argv[2]
 with open(record, "a") as f:
     f.write(json.dumps(sys.argv[3:]) + "\\n")
+if mode == "hang":  # its pid first: the test may stop it as soon as it prints
+    with open(record + ".pid", "w") as f:
+        f.write(str(os.getpid()))
 print("Collecting torch==2.13.0", flush=True)
 if mode == "fail":
     print("ERROR: Could not find a version that satisfies the requirement torch==2.13.0 (from versions: none)")
@@ -178,8 +181,6 @@ if mode == "disk":
     print("ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device", flush=True)
     sys.exit(1)
 if mode == "hang":
-    with open(record + ".pid", "w") as f:
-        f.write(str(os.getpid()))
     time.sleep(600)
 """
 
