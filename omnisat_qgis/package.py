@@ -1,9 +1,12 @@
 """Build the installable plugin zip: ``python -m omnisat_qgis.package [--output ZIP] [--install DIR]``.
 
-The zip holds one folder, ``omnisat_qgis/``, with the plugin code, metadata.txt,
-resources/ and the engine and training packages (run by the worker with the
-plugin folder on its PYTHONPATH), and requirements.txt: the engine's requirements
-from pyproject.toml, which "Set up the engine" installs after torch. ``--install DIR`` also unpacks it into a
+The zip holds one folder, ``omnisat_qgis/``, with the plugin code, metadata.txt, the
+licence (LICENSE, which the plugin repository requires), resources/ and the engine and
+training packages (run by the worker with the plugin folder on its PYTHONPATH), and
+requirements.txt: the engine's requirements from pyproject.toml, which "Set up the
+engine" installs after torch. What a user's QGIS does not run stays out: developer
+scripts (this one, the release gate), tests, compiled files and the README (the
+documentation lives in the repository). ``--install DIR`` also unpacks it into a
 QGIS plugins folder (e.g. a profile's python/plugins or a QGIS_PLUGINPATH).
 """
 
@@ -19,21 +22,30 @@ from omnisat_qgis.environment.requirements import REQUIREMENTS_FILE, from_pyproj
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "omnisat_qgis"
-SKIP_PARTS = {"__pycache__", ".pytest_cache", ".hypothesis"}
-SKIP_FILES = {f"{PLUGIN}/package.py"}
+SKIP_PARTS = {"__pycache__", ".pytest_cache", ".hypothesis", "tests"}
+SKIP_FILES = {f"{PLUGIN}/package.py", f"{PLUGIN}/release_gate.py"}
+COMPILED = {".pyc", ".pyo", ".so", ".pyd", ".dll", ".dylib", ".exe"}
+
+
+def shipped(name: str) -> bool:
+    """Whether a file belongs in the zip (by its name there): no test, no compiled file, no developer script."""
+    base = name.rsplit("/", 1)[-1]
+    return not (name in SKIP_FILES or base.startswith("test_") or base == "conftest.py"
+                or base.startswith(".") or Path(base).suffix in COMPILED)
 
 
 def _files(folder: Path, prefix: str):
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and not SKIP_PARTS & set(path.parts) and path.suffix != ".pyc":
-            yield path, f"{prefix}/{path.relative_to(folder).as_posix()}"
+        name = f"{prefix}/{path.relative_to(folder).as_posix()}"
+        if path.is_file() and not SKIP_PARTS & set(path.relative_to(folder).parts) and shipped(name):
+            yield path, name
 
 
 def plugin_entries():
     """(source file, name in the zip) for everything the installed plugin needs."""
-    yield from ((p, n) for p, n in _files(ROOT / PLUGIN, PLUGIN) if n not in SKIP_FILES)
+    yield from _files(ROOT / PLUGIN, PLUGIN)
     yield ROOT / "metadata.txt", f"{PLUGIN}/metadata.txt"
-    yield ROOT / "README.md", f"{PLUGIN}/README.md"
+    yield ROOT / "LICENSE", f"{PLUGIN}/LICENSE"
     yield from _files(ROOT / "resources", f"{PLUGIN}/resources")
     yield from _files(ROOT / "engine", f"{PLUGIN}/engine")
     yield from _files(ROOT / "training", f"{PLUGIN}/training")

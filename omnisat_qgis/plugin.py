@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+# QAction lives in QtGui on Qt6; QGIS 3.40's qgis.PyQt.QtGui re-exports it on Qt5 too.
+from qgis.PyQt.QtGui import QAction, QIcon
 
 from omnisat_qgis.paths import resources_dir
 from omnisat_qgis.provider import OmniSatProvider

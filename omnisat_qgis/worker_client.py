@@ -16,7 +16,7 @@ import os
 import queue
 import re
 import signal
-import subprocess
+import subprocess  # nosec B404  # starts the engine worker, no shell
 import sys
 import threading
 import time
@@ -160,7 +160,7 @@ def _start(run: WorkerRun, serve: bool) -> "_Worker":
     # QGIS's own Python settings must not leak into a foreign interpreter.
     env.pop("PYTHONHOME", None)
     try:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # nosec B603  # the chosen interpreter, fixed arguments
             [str(run.python), "-m", "engine", "worker", *(["--serve"] if serve else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, encoding="utf-8", env=env, cwd=run.cwd,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import resource
-import subprocess
+import subprocess  # nosec B404  # starts this interpreter for a memory probe, no shell
 import sys
 from typing import Any, Callable
 
@@ -137,7 +137,7 @@ def measure_model(size: str, reps: int, reporter: Reporter) -> dict[str, Any]:
 def memory_subprocess(path: str, px: int) -> dict[str, float]:
     """Peak RSS (GB) of a fresh process running base on a px x px S2 series."""
     code = (f"from engine.bench.anysat import _memory_child; _memory_child({path!r}, {px})")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)  # nosec B603  # this interpreter, fixed arguments
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -41,7 +41,7 @@ import datetime as dt
 import json
 import os
 import resource
-import subprocess
+import subprocess  # nosec B404  # starts this interpreter per thread count, no shell
 import sys
 import tempfile
 import time
@@ -191,7 +191,7 @@ def _spawn(args: list[str], threads: int | None) -> dict[str, Any]:
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     command = [sys.executable, "-m", "engine.bench.tiled", *args] + (["--threads", str(threads)] if threads else [])
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)  # nosec B603  # this interpreter, fixed arguments
     if done.returncode != 0:
         raise RuntimeError(f"benchmark child failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -5,8 +5,8 @@ the name the user asked for, and never touches an existing file until the new on
 is whole. Whole means verified: GDAL may report a failed block write only through
 its error handler (rasterio does not raise), so the errors GDAL reports while the
 file is written are collected, and the temporary file is opened again and checked
-(every GeoTIFF block present inside the file, a safetensors header that fits, JSON
-that parses) before it replaces anything.
+(every GeoTIFF block or strip of every band read back and decoded, a safetensors
+header that fits, JSON that parses) before it replaces anything.
 
 Temporary names carry the writer's process id and a tag of its host
 (``.NAME.omnisat-partial-PID-HOST-XXXXXXXX.ext``): a run removes the leftovers of
@@ -36,7 +36,8 @@ from engine.io.gdal_errors import gdal_failures, is_write_failure
 TEMP_MARKER = ".omnisat-partial-"
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 DISK_FULL_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded")
-HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+READ_BACK_BANDS = 16  # bands read at once when a written GeoTIFF is read back (bounds the memory)
+HOST_TAG = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:8]  # a name tag, no secret
 
 
 def temporary_name(path: Path) -> Path:
@@ -135,7 +136,9 @@ def _read_back_problem(temp: Path) -> str | None:
         return "the file is empty"
     suffix = temp.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        return _geotiff_problem(temp, size)
+        return _geotiff_problem(temp)
+    if suffix == ".vrt":
+        return _vrt_problem(temp)
     if suffix == ".safetensors":
         try:
             with safe_open(str(temp), "pt") as f:
@@ -150,25 +153,46 @@ def _read_back_problem(temp: Path) -> str | None:
     return None
 
 
-def _geotiff_problem(temp: Path, size: int) -> str | None:
-    """Every block of the file is present and lies inside it (a failed write leaves a block out)."""
+def _geotiff_problem(temp: Path) -> str | None:
+    """Every block (tile or strip) of every band reads back and decodes: a failed write leaves one
+    short, missing or cut, whatever the layout (a stripped file's last strips as much as a tile)."""
     import rasterio  # lazy: keeps rasterio out of this module
-    from rasterio.errors import RasterioIOError  # lazy: keeps rasterio out of this module
+    from rasterio.errors import RasterioError, RasterioIOError  # lazy: keeps rasterio out of this module
 
     try:
         with rasterio.open(temp) as ds:
-            bands = range(1, ds.count + 1) if ds.interleaving and ds.interleaving.name == "BAND" else [1]
-            for band in bands:
-                rows, cols = ds.block_shapes[band - 1]
-                for y in range(-(-ds.height // rows)):
-                    for x in range(-(-ds.width // cols)):
-                        offset = ds.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=band)
-                        length = ds.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=band)
-                        if not offset or not length or int(offset) + int(length) > size:
-                            return f"block {x},{y} of band {band} was not written"
-    except RasterioIOError as exc:
+            if ds.count == 0:
+                return "the GeoTIFF has no band"
+            for _, window in ds.block_windows(1):  # every band of a GeoTIFF has the first band's blocks
+                for first in range(1, ds.count + 1, READ_BACK_BANDS):
+                    bands = list(range(first, min(first + READ_BACK_BANDS, ds.count + 1)))
+                    try:
+                        ds.read(bands, window=window)
+                    except (RasterioError, RasterioIOError) as exc:
+                        detail = str(exc).splitlines()[0] if str(exc) else "unreadable"
+                        return (f"block at row {window.row_off}, column {window.col_off} of bands "
+                                f"{bands[0]}-{bands[-1]} does not read back ({detail})")
+    except (RasterioError, RasterioIOError) as exc:
         return str(exc).splitlines()[0] if str(exc) else "the GeoTIFF does not open"
     return None
+
+
+def _vrt_problem(temp: Path) -> str | None:
+    """A VRT's blocks are its sources' (each verified when it was written): it must open, and every
+    local file it names must exist."""
+    import rasterio
+    from rasterio.errors import RasterioError, RasterioIOError
+
+    from engine.io.collisions import NamedPath, with_vrt_sources
+
+    try:
+        with rasterio.open(temp):
+            pass
+    except (RasterioError, RasterioIOError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else "the VRT does not open"
+    named = [Path(source.path) for source in with_vrt_sources(NamedPath("output", str(temp)))[1:]]
+    missing = [path for path in named if not str(path).startswith("/vsi") and not path.is_file()]
+    return f"the VRT names '{missing[0]}', which does not exist" if missing else None
 
 
 def _free_bytes(folder: Path) -> int:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import shutil
-import xml.etree.ElementTree as ET
+import xml.etree.ElementTree as ET  # nosec B405  # only builds XML, parses none
 from pathlib import Path
 from typing import Any
 

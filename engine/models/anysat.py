@@ -420,7 +420,7 @@ class AnySat(EOModel):
         in row-major order. Queries are placed at the same patches.
         """
         some = next(iter(patch_tokens.values()))
-        device, b, q = some.device, some.shape[0], some.shape[1]
+        device, q = some.device, some.shape[1]
         xy = sub_patch_positions(layout.grid, 1.0, device)
         pos = self.patch_positions(layout, device)
         if patch_index is not None:

@@ -14,12 +14,12 @@ every key of our model that no reference key fills is reported missing.
 
 from __future__ import annotations
 
-import pickletools
+import pickletools  # nosec B403  # reads pickle opcodes to refuse objects, never unpickles
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from pickle import UnpicklingError  # what torch.load(weights_only=True) raises on refused objects
+from pickle import UnpicklingError  # nosec B403  # the exception class only: what torch.load(weights_only=True) raises
 from typing import Callable
 
 import torch

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import IO, Any
 
+from engine.runtime.hold import hold_here
+
 
 class Reporter:
     """Receives progress (0-100) and log messages from long operations. Silent by default."""
@@ -34,6 +36,8 @@ class StepCounter:
             self.start + (self.end - self.start) * fraction,
             f"{self.message} ({self.done}/{self.total})",
         )
+        if self.done == n < self.total:  # mid-run, first step reported: where tests hold a run
+            hold_here()
 
 
 class TerminalReporter(Reporter):

@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import shutil
-import subprocess
+import subprocess  # nosec B404  # runs pip and the new environment's python, no shell
 import sys
 import time
 from dataclasses import dataclass
@@ -235,7 +235,7 @@ class _Run:
     def check_is_venv(self, python: Path) -> None:
         """Refuse to go on unless ``python`` is a virtual environment's own interpreter."""
         try:
-            done = subprocess.run([str(python), "-c", "import sys; print(int(sys.prefix != sys.base_prefix))"],
+            done = subprocess.run([str(python), "-c", "import sys; print(int(sys.prefix != sys.base_prefix))"],  # nosec B603  # argument list, no shell
                                   capture_output=True, text=True, timeout=60, env=clean_environment())
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SetupError("Creating the virtual environment", f"its Python '{python}' does not run ({exc})") from None

@@ -10,7 +10,7 @@ GDAL's Python bindings (a PATH Python such as pyenv's may come first and lack th
 
 from __future__ import annotations
 
-import subprocess
+import subprocess  # nosec B404  # probes candidate interpreters, no shell
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -89,7 +89,7 @@ def python_candidates(system: str, executable: Path, base_prefix: Path, path_dir
 def probe_python(python: Path) -> Probe | None:
     """Run ``python`` once; None when it does not start or prints something unexpected."""
     try:
-        done = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True,
+        done = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True,  # nosec B603  # argument list, no shell
                               timeout=PROBE_TIMEOUT_S, env=clean_environment())
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import queue
-import subprocess
+import subprocess  # nosec B404  # runs pip with an argument list, no shell
 import sys
 import threading
 import time
@@ -34,7 +34,7 @@ def run_streaming(command: list[str], env: dict[str, str], on_line: Callable[[st
                   is_cancelled: Callable[[], bool], stall_timeout_s: float, cwd: str | None = None) -> StepOutcome:
     """Run ``command``; every output line goes to ``on_line``. A process that prints
     nothing for ``stall_timeout_s`` seconds is stopped (pip stuck on a dead connection)."""
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # nosec B603  # argument list, no shell
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         encoding="utf-8", errors="replace", env=env, cwd=cwd,
         creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0,

@@ -9,7 +9,7 @@ user forces it, the CPU build is chosen.
 from __future__ import annotations
 
 import re
-import subprocess
+import subprocess  # nosec B404  # asks nvidia-smi for the driver version, no shell
 from dataclasses import dataclass
 
 TORCH_VERSION = "2.13.0"
@@ -74,7 +74,7 @@ def choose_torch_build(system: str, driver: tuple[int, ...] | None, force_cpu: b
 def nvidia_driver_version() -> tuple[int, ...] | None:
     """The driver version nvidia-smi reports for the first GPU; None without one."""
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],  # nosec B603 B607  # the driver's tool, found on PATH as users install it
                               capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
         return None

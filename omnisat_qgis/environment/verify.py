@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import subprocess  # nosec B404  # runs the new environment's engine, no shell
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -35,7 +35,7 @@ class VerificationError(Exception):
 
 
 def _run(command: list[str], engine_root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S,
+    return subprocess.run(command, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S,  # nosec B603  # argument list, no shell
                           env=clean_environment({"PYTHONPATH": str(engine_root)}))
 
 

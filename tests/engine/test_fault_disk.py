@@ -5,6 +5,7 @@ otherwise); a silent failure is a writer patched to leave a truncated file."""
 from __future__ import annotations
 
 import ctypes.util
+import json
 import os
 import stat
 import subprocess
@@ -154,3 +155,94 @@ def test_every_output_gets_the_same_permissions(tmp_path: Path, large_input: Pat
     assert modes == {0o666 & ~umask}
     with rasterio.open(tmp_path / "i.tif") as ds:
         assert ds.shape == (512, 512)
+
+
+def test_a_stripped_geotiff_with_a_cut_strip_is_not_renamed(tmp_path: Path):
+    # The strips' bytes overwritten in the middle of the file: offsets and sizes still lie inside it,
+    # only reading each strip back (and decoding it) finds the damage.
+    target = tmp_path / "emb.tif"
+    with pytest.raises(EngineError, match="does not read back"):
+        with atomic_output(target, "embeddings") as temp:
+            data = np.random.default_rng(0).random((32, 24, 24)).astype(np.float32)
+            write_geotiff(temp, data, compress="deflate", interleave="band")
+            with rasterio.open(temp) as ds:
+                assert not ds.profile.get("tiled") and ds.block_shapes[0] == (24, 24)
+                offset = int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=20))
+            with open(temp, "r+b") as f:
+                f.seek(offset)
+                f.write(b"\xff" * 64)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+EMBED_PX = 24  # the issue's case: a 24 x 24 px Sentinel-2 tile, embeddings written as a stripped GeoTIFF
+
+
+@pytest.fixture
+def embed_job(tmp_path: Path):
+    raster = write_geotiff(tmp_path / "s2_20200615.tif",
+                           (np.random.default_rng(0).random((10, EMBED_PX, EMBED_PX)) * 3000).astype("float32"))
+
+    def job(output: Path) -> dict:
+        return {"model": str(ROOT / "resources/models/anysat-tiny.safetensors"), "device": "cpu",
+                "modalities": {"s2": {"files": [str(raster)], "dates": ["2020-06-15"]}},
+                "outputs": {"embeddings": str(output)}}
+    return job
+
+
+@pytest.fixture
+def disk_of_512k(tmp_path: Path):
+    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip() or 'not permitted'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_embed_on_a_disk_that_fills_anywhere_in_the_file_fails_and_leaves_nothing(
+        embed_job, disk_of_512k: Path, tmp_path: Path):
+    whole = tmp_path / "whole.tif"
+    run_operation("embed", {"job": embed_job(whole)})
+    with rasterio.open(whole) as ds:
+        assert ds.shape == (EMBED_PX, EMBED_PX) and not ds.profile.get("tiled")  # stripped, as in the issue
+    size = whole.stat().st_size
+    assert size < 400 << 10  # fits the disk when it is empty
+    out = disk_of_512k / "emb.tif"
+    # the disk fills at a point anywhere from the first strip to the last ones (the case that passed before)
+    for fraction in (0.05, 0.3, 0.6, 0.75, 0.85, 0.9, 0.95):
+        for leftover in disk_of_512k.iterdir():
+            leftover.unlink()
+        _fill(disk_of_512k, int(size * fraction))
+        with pytest.raises(EngineError, match="The disk is full while writing the embeddings"):
+            run_operation("embed", {"job": embed_job(out)})
+        assert sorted(p.name for p in disk_of_512k.iterdir()) == ["filler"], fraction
+    # the command line, as the plugin's worker runs it: a non-zero exit and the message
+    (disk_of_512k / "filler").unlink()
+    _fill(disk_of_512k, int(size * 0.9))
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(embed_job(out)))
+    done = subprocess.run([sys.executable, "-m", "engine", "embed", str(job)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode != 0 and "The disk is full while writing the embeddings" in done.stderr, done.stderr[-2000:]
+    assert sorted(p.name for p in disk_of_512k.iterdir()) == ["filler"]
+
+
+def test_a_vrt_naming_a_missing_part_is_not_renamed(tmp_path: Path):
+    part = write_geotiff(tmp_path / "part.tif", np.ones((1, 8, 8), np.float32))
+    with rasterio.open(part) as ds:
+        width, height, transform = ds.width, ds.height, ds.transform.to_gdal()
+    xml = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><GeoTransform>{", ".join(map(str, transform))}'
+           '</GeoTransform><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+           '<SourceFilename relativeToVRT="1">{name}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+           '</VRTRasterBand></VRTDataset>')
+    with atomic_output(tmp_path / "ok.vrt", "classes") as temp:
+        temp.write_text(xml.format(name="part.tif"))
+    assert (tmp_path / "ok.vrt").is_file()
+    with pytest.raises(EngineError, match="names '.*gone.tif', which does not exist"):
+        with atomic_output(tmp_path / "bad.vrt", "classes") as temp:
+            temp.write_text(xml.format(name="gone.tif"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.vrt", "part.tif"]

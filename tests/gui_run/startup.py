@@ -14,16 +14,27 @@ import time
 import traceback
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsPalettedRasterRenderer, QgsProject,
+                       QgsRasterLayer, QgsVectorLayer)
 from qgis.PyQt.QtCore import QSize, QTimer
+from qgis.PyQt.QtGui import QColor
 from qgis.utils import iface, loadPlugin, plugins, startPlugin
 
 OUT = Path(os.environ["OMNISAT_GUI_OUT"])
 DATA = OUT / "data"
 SHARED = Path(os.environ["OMNISAT_SHARED_DATA"])
 LABELS_PER_CLASS = {"forest": 4, "grassland": 4, "schrubland": 4, "artificial surface": 4}  # eo-learn's names
-record = {"messages": []}
+record = {"messages": [], "log_errors": []}
 state = {}
+
+
+def log_error(message: str, tag: str, level) -> None:
+    """Every critical entry of QGIS's message log (Python errors included) fails the run (tests/gui_run/check.py)."""
+    if level == Qgis.MessageLevel.Critical:
+        record["log_errors"].append(f"{tag}: {message}")
+
+
+QgsApplication.messageLog().messageReceived.connect(log_error)
 
 
 def finish(error: str = "") -> None:
@@ -156,6 +167,12 @@ def shoot():
     dock = state["dock"]
     record["map_message"] = dock.messages[-1] if dock.messages else ""
     record["metrics"] = dock.metrics.text()
+    record["class_colors"] = {c.name: QColor(c.color).name() for c in dock.classes()}
+    record["legends"] = {layer.name(): [[c.label, c.color.name()] for c in layer.renderer().classes()]
+                         for layer in QgsProject.instance().mapLayers().values()
+                         if isinstance(layer, QgsRasterLayer) and isinstance(layer.renderer(), QgsPalettedRasterRenderer)}
+    record["rasters"] = {layer.name(): layer.source() for layer in QgsProject.instance().mapLayers().values()
+                         if isinstance(layer, QgsRasterLayer) and not layer.source().startswith(str(DATA))}
     for layer in QgsProject.instance().mapLayers().values():  # the run's inputs stay below the results
         if layer.name().startswith(("Abies", "S1_asc")):
             node = QgsProject.instance().layerTreeRoot().findLayer(layer.id())

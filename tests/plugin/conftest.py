@@ -39,3 +39,15 @@ def slow_raster(tmp_path: Path) -> Path:
     """Enough row strips that a run can be cancelled before it ends."""
     rng = np.random.default_rng(1)
     return write_geotiff(tmp_path / "slow.tif", rng.integers(1, 1000, (2, 256 * 60, 1024), dtype=np.uint16))
+
+
+@pytest.fixture
+def hold(tmp_path: Path, monkeypatch) -> Path:
+    """Engine runs started from now on wait after their first step until ``hold / "release"`` exists
+    (engine/runtime/hold.py): cancel and kill tests stop a run at a known point, not in a race."""
+    from engine.runtime.hold import HOLD_ENV
+
+    folder = tmp_path / "hold"
+    folder.mkdir()
+    monkeypatch.setenv(HOLD_ENV, str(folder))
+    return folder

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QPushButton
 
+from engine.runtime.hold import HOLD_ENV, held
 from omnisat_qgis.worker_client import shutdown_workers
 from tests.engine.raster_fixtures import eolearn_corner
 from tests.engine.rasters import write_geotiff
@@ -111,16 +113,31 @@ def children() -> list[int]:
 
 
 @pytest.mark.parametrize("stop", ["cancel", "close"])
-def test_cancel_or_closing_the_dock_mid_run_leaves_no_file_and_no_worker(dock, shared_data, tmp_path, stop):  # noqa: F811
+def test_cancel_or_closing_the_dock_mid_run_leaves_no_file_and_no_worker(dock, shared_data, tmp_path, stop,  # noqa: F811
+                                                                         monkeypatch):
     add_labels(dock, shared_data, tmp_path / "labels.gpkg")
     dock.fit_and_preview()
     wait(dock)
     shutdown_workers()  # the fit's worker waits in the pool for the next run: the mapping run starts its own
     assert children() == []
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    # The mapping run's worker waits after its first window (engine/runtime/hold.py): the stop lands mid-run.
+    monkeypatch.setenv(HOLD_ENV, str(hold))
     dock.extent_combo.setCurrentText("Where the inputs overlap")
     dock.map_whole_area()
     run_folder = Path(dock.task.steps[0].outputs[0]).parent
-    dock.task.progressChanged.connect(lambda value: getattr(dock, stop)() if value > 0 else None)
+    stopped = []
+
+    def stop_when_held():
+        if not stopped and held(hold):
+            stopped.append(dock.task.progress())
+            getattr(dock, stop)()
+    poll = QTimer()
+    poll.timeout.connect(stop_when_held)
+    poll.start(50)
     wait(dock)
+    poll.stop()
+    assert stopped and 0 < stopped[0] < 100  # stopped while the worker waited mid-run
     assert dock.messages[-1] == "Cancelled; no output was written."
     assert sorted(p.name for p in run_folder.iterdir()) == ["job.json"] and children() == []

@@ -4,6 +4,7 @@ the requirements shipped in the zip, and the set-up's failure paths with a fake 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -164,10 +165,13 @@ def test_the_zip_ships_the_requirements(tmp_path):
 # --- the set-up with a fake pip ---
 
 FAKE_PIP = """
-import json, sys, time
+import json, os, sys, time
 mode, record = sys.argv[1], sys.argv[2]
 with open(record, "a") as f:
     f.write(json.dumps(sys.argv[3:]) + "\\n")
+if mode == "hang":  # its pid first: the test may stop it as soon as it prints
+    with open(record + ".pid", "w") as f:
+        f.write(str(os.getpid()))
 print("Collecting torch==2.13.0", flush=True)
 if mode == "fail":
     print("ERROR: Could not find a version that satisfies the requirement torch==2.13.0 (from versions: none)")
@@ -241,26 +245,47 @@ def test_full_disk(tmp_path):
     assert_nothing_left_but(options.target, marker)
 
 
-def test_pip_that_hangs_is_stopped_by_the_stall_timeout(tmp_path):
-    options, commands, _ = fake_setup(tmp_path, "hang", stall_timeout_s=1.5)
+class StallClock:
+    """The set-up's clock (omnisat_qgis.environment.processes.time), jumping an hour ahead once the fake
+    pip has printed its line and hangs: the stall timeout fires there, at that step, on any machine load,
+    while the steps before it keep their real (generous) timeout."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+
+    def monotonic(self) -> float:
+        return time.monotonic() + (3600.0 if "Collecting torch==2.13.0" in self.lines else 0.0)
+
+
+def assert_stopped(record: Path) -> None:
+    """The hanging fake pip was stopped (not left running), and reaped."""
+    pid = int(Path(f"{record}.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_pip_that_hangs_is_stopped_by_the_stall_timeout(tmp_path, monkeypatch):
+    from omnisat_qgis.environment import processes
+
+    options, commands, record = fake_setup(tmp_path, "hang")
     marker = old_environment(options.target)
-    started = time.monotonic()
-    with pytest.raises(SetupError, match=r"printed nothing for 2 s and was stopped") as info:
-        set_up_engine(options, SetupCallbacks(), commands)
-    assert time.monotonic() - started < 30
+    lines = []
+    monkeypatch.setattr(processes, "time", StallClock(lines))
+    with pytest.raises(SetupError, match=r"printed nothing for 60 s and was stopped") as info:
+        set_up_engine(options, SetupCallbacks(line=lines.append), commands)
     assert info.value.step == "Installing torch" and info.value.tail == ["Collecting torch==2.13.0"]
+    assert_stopped(record)
     assert_nothing_left_but(options.target, marker)
 
 
 def test_cancel_stops_pip_and_keeps_the_old_environment(tmp_path):
-    options, commands, _ = fake_setup(tmp_path, "hang")
+    options, commands, record = fake_setup(tmp_path, "hang")
     marker = old_environment(options.target)
     lines = []
-    started = time.monotonic()
-    with pytest.raises(SetupCancelled):
+    with pytest.raises(SetupCancelled):  # a cancel that failed would end in the 60 s stall error instead
         set_up_engine(options, SetupCallbacks(line=lines.append,
                                               is_cancelled=lambda: "Collecting torch==2.13.0" in lines), commands)
-    assert time.monotonic() - started < 30
+    assert_stopped(record)
     assert_nothing_left_but(options.target, marker)
 
 

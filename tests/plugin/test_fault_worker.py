@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 import rasterio
 
 from engine.io.atomic import TEMP_MARKER
+from engine.runtime.hold import held, wait_until_held
 from omnisat_qgis.paths import engine_root
 from omnisat_qgis.worker_client import WorkerCallbacks, WorkerError, WorkerRun, run_worker
 from tests.engine.rasters import write_geotiff
@@ -48,12 +48,14 @@ def test_an_interpreter_that_is_not_python_is_named_with_the_setting(small_raste
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker through /proc")
-def test_a_worker_killed_by_sigkill_says_out_of_memory_and_leaves_nothing(slow_raster: Path, tmp_path: Path):
+def test_a_worker_killed_by_sigkill_says_out_of_memory_and_leaves_nothing(slow_raster: Path, tmp_path: Path,
+                                                                          hold: Path):
     out = tmp_path / "o.tif"
     killed = []
 
     def kill_once(percent, message):
         if not killed:
+            wait_until_held(hold)  # the worker waits mid-run, its partial file open
             killed.extend(worker_children())
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
@@ -61,27 +63,25 @@ def test_a_worker_killed_by_sigkill_says_out_of_memory_and_leaves_nothing(slow_r
     with pytest.raises(WorkerError, match="killed \\(SIGKILL\\), often because the machine ran out of memory: "
                                           "lower the batch size or the window"):
         run_worker(index_run(slow_raster, out), WorkerCallbacks(progress=kill_once))
-    assert killed
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.tif"]  # its partial removed by the client
+    assert killed == held(hold)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hold", "slow.tif"]  # its partial removed by the client
 
 
-def test_a_failing_run_leaves_a_concurrent_runs_partial_alone(slow_raster: Path, tmp_path: Path):
+def test_a_failing_run_leaves_a_concurrent_runs_partial_alone(slow_raster: Path, tmp_path: Path, hold: Path):
     out = tmp_path / "ndvi.tif"
     first = subprocess.Popen([sys.executable, "-m", "engine", "normalized-index", str(slow_raster), str(out),
                               "--band-a", "1", "--band-b", "2"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    end = time.monotonic() + 60
-    while not (partials := list(tmp_path.glob(f".ndvi.tif{TEMP_MARKER}*"))) and time.monotonic() < end:
-        time.sleep(0.005)
-    os.kill(first.pid, signal.SIGSTOP)  # keep the first run mid-write while the second one fails
     try:
+        assert wait_until_held(hold) == [first.pid]  # the first run waits mid-write while the second one fails
+        partials = list(tmp_path.glob(f".ndvi.tif{TEMP_MARKER}*"))
         assert partials, "the first run should be writing under a temporary name"
         # The same output, as two Processing runs would have it; this one fails and its client cleans up.
         with pytest.raises(WorkerError, match="band 99"):
             run_worker(index_run(slow_raster, out, band_a=99))
         assert partials[0].exists()
     finally:
-        os.kill(first.pid, signal.SIGCONT)
+        (hold / "release").touch()
     _, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
     with rasterio.open(out) as ds:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from engine.runtime.hold import held, wait_until_held
 from omnisat_qgis.paths import engine_root
 from omnisat_qgis.worker_client import (WorkerCallbacks, WorkerCancelled, WorkerError, WorkerPool, WorkerRun,
                                         run_worker)
@@ -57,7 +58,7 @@ def test_an_input_error_keeps_the_worker_for_the_next_job(pool, small_raster: Pa
     assert waiting_pids(pool) == first
 
 
-def test_a_crashed_worker_is_replaced(pool, small_raster: Path, slow_raster: Path, tmp_path: Path):
+def test_a_crashed_worker_is_replaced(pool, small_raster: Path, slow_raster: Path, tmp_path: Path, hold: Path):
     pool.run(index_run(small_raster, tmp_path / "a.tif"), WorkerCallbacks(), 0.05)
     [first] = waiting_pids(pool)
     os.kill(first, signal.SIGKILL)  # dies while waiting for a job
@@ -66,6 +67,7 @@ def test_a_crashed_worker_is_replaced(pool, small_raster: Path, slow_raster: Pat
     assert second != first and (tmp_path / "b.tif").is_file()
 
     def kill(percent, message):  # dies mid-job: the job fails clearly, the next one gets a fresh worker
+        assert wait_until_held(hold) == [second]  # held after its first strip (engine/runtime/hold.py)
         os.kill(second, signal.SIGKILL)
 
     with pytest.raises(WorkerError, match="killed \\(SIGKILL\\)"):
@@ -76,15 +78,16 @@ def test_a_crashed_worker_is_replaced(pool, small_raster: Path, slow_raster: Pat
     assert waiting_pids(pool) not in ([], [second])
 
 
-def test_cancel_kills_the_worker_and_leaves_nothing(pool, small_raster: Path, slow_raster: Path, tmp_path: Path):
+def test_cancel_kills_the_worker_and_leaves_nothing(pool, small_raster: Path, slow_raster: Path, tmp_path: Path,
+                                                    hold: Path):
     pool.run(index_run(small_raster, tmp_path / "warm.tif"), WorkerCallbacks(), 0.05)
     [pid] = waiting_pids(pool)
     seen = []
     with pytest.raises(WorkerCancelled):
         pool.run(index_run(slow_raster, tmp_path / "never.tif"),
-                 WorkerCallbacks(progress=lambda p, m: seen.append(p), is_cancelled=lambda: bool(seen)), 0.05)
-    assert seen and seen[-1] < 100
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.tif", "small.tif", "warm.tif"]
+                 WorkerCallbacks(progress=lambda p, m: seen.append(p), is_cancelled=lambda: held(hold) == [pid]), 0.05)
+    assert seen and 0 < seen[-1] < 100  # cancelled mid-run: the worker was held after its first strip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hold", "slow.tif", "small.tif", "warm.tif"]
     assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
     assert waiting_pids(pool) == []
 

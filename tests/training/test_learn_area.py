@@ -12,7 +12,6 @@ from engine.models.checkpoint import checkpoint_hash, read_metadata
 from engine.io.download import sha256_of
 from tests.engine.ops.test_fit_features import scene  # noqa: F401 - fixture
 
-pytest.importorskip("sklearn")
 
 
 @pytest.fixture

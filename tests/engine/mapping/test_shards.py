@@ -18,6 +18,7 @@ from engine.mapping.shards import balanced_bounds, split_rows
 from engine.models.checkpoint import save_checkpoint
 from engine.models.heads import HeadConfig, build_head
 from engine.models.modalities import sensor
+from engine.runtime.hold import HOLD_ENV, wait_until_held
 from engine.mapping.tiling import WindowGrid
 from tests.engine import omnisat_helpers
 from tests.engine.range_server import serving
@@ -217,17 +218,17 @@ def test_cancelling_a_run_over_ranks_stops_every_rank_and_leaves_no_partial_file
         write_geotiff(big / f"S2_{day}.tif", rng.uniform(200, 3000, (10, 160, 160)).astype(np.float32), nodata=0)
     job = _job(scene, tmp_path / "out", {"classes": "classes.tif"}, ranks=2, batch_size=1)
     job["modalities"]["s2"]["files"] = str(big)
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    # Each rank waits after its first window (engine/runtime/hold.py): the cancel lands while both map.
     worker = subprocess.Popen([sys.executable, "-m", "engine", "worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), HOLD_ENV: str(hold)})
     worker.stdin.write(json.dumps({"operation": "classify", "params": {"job": job}}))
     worker.stdin.close()
-    for line in worker.stdout:  # until both ranks map
-        message = json.loads(line)
-        if message["type"] == "progress" and message["percent"] > 0:
-            break
-    ranks = [int(p) for p in subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True,
-                                            text=True).stdout.split()]
-    assert len(ranks) == 2
+    ranks = wait_until_held(hold, 2)
+    assert sorted(int(p) for p in subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True,
+                                                 text=True).stdout.split()) == ranks
+    assert list((tmp_path / "out").rglob("*omnisat-partial*")), "the ranks should be writing their parts"
     worker.send_signal(signal.SIGTERM)
     last = [json.loads(line) for line in worker.stdout][-1]
     assert worker.wait(timeout=60) == 1 and last["kind"] == "cancelled"

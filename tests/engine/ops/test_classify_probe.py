@@ -13,7 +13,6 @@ from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from tests.engine.ops.test_fit_features import keeping, scene  # noqa: F401 - the module's scene fixture
 
-pytest.importorskip("sklearn")
 KINDS = ("linear", "mlp", "knn", "random_forest", "gradient_boosting")
 
 

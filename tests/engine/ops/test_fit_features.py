@@ -17,7 +17,6 @@ from tests.engine.probes.test_labels import box, point, write_layer
 from tests.engine.test_local_features import SIZE, s2_scene
 
 torch.set_num_threads(1)
-pytest.importorskip("sklearn")
 NAMES = ("crop", "forest")
 
 

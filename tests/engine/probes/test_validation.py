@@ -20,7 +20,6 @@ from engine.probes.selection import (
     nested_selection,
 )
 
-pytest.importorskip("sklearn")
 
 
 def patchy_points(n=600, patch=20, size=200, seed=0):

@@ -16,6 +16,7 @@ import rasterio
 from engine.runtime.registry import run_operation
 from engine.runtime.cli import main
 from engine.errors import EngineError
+from engine.runtime.hold import HOLD_ENV, wait_until_held
 from tests.engine.rasters import eolearn_reference_scene, write_geotiff
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -196,30 +197,28 @@ def test_serving_worker_ends_after_an_internal_error(tmp_path: Path, monkeypatch
 
 
 def test_worker_cancel_leaves_no_output(tmp_path: Path):
-    # Enough strips that the run is still going when it is stopped after the first one.
     big = write_geotiff(tmp_path / "big.tif", np.random.default_rng(0).integers(
-        1, 1000, (2, 256 * 40, 512), dtype=np.uint16))
+        1, 1000, (2, 256 * 4, 512), dtype=np.uint16))
     out = tmp_path / "cancelled.tif"
+    hold = tmp_path / "hold"
+    hold.mkdir()
     job = {"operation": "normalized-index", "params": {"input": str(big), "output": str(out), "band_a": 1, "band_b": 2}}
+    # Held after its first strip (engine/runtime/hold.py): the cancel lands mid-run, whatever the machine's load.
     process = subprocess.Popen([sys.executable, "-m", "engine", "worker"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               env={**os.environ, HOLD_ENV: str(hold)})
     process.stdin.write(json.dumps(job))
     process.stdin.close()
-    for line in process.stdout:
-        if json.loads(line)["type"] == "progress":
-            break
-    # Freeze the worker mid-run so the check below sees its partial file, then cancel.
-    os.kill(process.pid, signal.SIGSTOP)
+    assert wait_until_held(hold) == [process.pid]
     partial = list(tmp_path.glob(".cancelled.tif.omnisat-partial-*"))
     assert partial, "the worker should be writing under a temporary name"
     os.kill(process.pid, signal.SIGTERM)
-    os.kill(process.pid, signal.SIGCONT)
     rest = worker_messages(process.stdout.read())
-    assert process.wait(timeout=30) == 1
+    assert process.wait(timeout=60) == 1
     assert rest[-1]["type"] == "error" and rest[-1]["kind"] == "cancelled"
+    assert 0 < max(m["percent"] for m in rest if m["type"] == "progress") < 100
     assert not out.exists()
-    assert not list(tmp_path.glob(".cancelled.tif*"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif", "hold"]
 
 
 def test_atomic_output_keeps_previous_file_on_failure(tmp_path: Path):

@@ -16,7 +16,6 @@ from engine.probes.classifiers import ProbeConfig, fit_probe
 from engine.probes.head import ProbeHead
 from engine.probes.probe_file import ProbeMetadata, load_probe, save_probe
 
-pytest.importorskip("sklearn")
 
 FAST = {"epochs": 50, "trees": 20, "neighbours": 5}
 

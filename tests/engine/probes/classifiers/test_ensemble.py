@@ -16,7 +16,6 @@ from engine.probes.metrics import FoldScores
 from engine.probes.selection import Candidate, Vote, best
 from tests.engine.probes.test_probe import linear_rule_data, metadata
 
-pytest.importorskip("sklearn")
 
 
 def scored(**folds):

