@@ -51,7 +51,8 @@ def dock(qgis_iface, qgis_new_project, scene, tmp_path):
     widget.select_model(str(MODEL))
     yield widget
     widget.cancel()
-    wait(widget)
+    wait(widget, check=False)
+    widget.release()  # no signal of the project left pointing at it
     widget.deleteLater()
 
 
