@@ -1,8 +1,10 @@
 #!/bin/bash
-# The analyst's loop in real QGIS under a virtual display: tests/gui_run/run.sh [OUT]
+# The analyst's session in real QGIS under a virtual display, checked: tests/gui_run/run.sh [OUT]
 # Needs Xvfb (apt-get install xvfb) and the shared samples beside the checkout (../shared/data).
 # The plugin is packaged and installed as a user would (omnisat_qgis.package --install).
-# Writes OUT/dock-gui.png (the main window) and OUT/timings.json (fit, re-fit, whole-area seconds).
+# Writes OUT/*.png (screenshots), OUT/result.json (checks, failures, timings) and OUT/qgis.log.
+# Exits non-zero when a check fails, the scenario did not finish, QGIS did not exit 0, or QGIS's
+# output holds a Python traceback.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=$(realpath -m "${1:-$root/out/gui_run}")
@@ -14,7 +16,28 @@ display=:$((100 + $$ % 100))  # not a display another run holds
 Xvfb $display -screen 0 1920x1080x24 -nolisten tcp & xvfb=$!
 trap 'kill $xvfb' EXIT
 sleep 1
+status=0
 DISPLAY=$display QGIS_PLUGINPATH=$out/plugins OMNISAT_PYTHON=$root/.venv/bin/python OMNISAT_GUI_OUT=$out \
   OMNISAT_SHARED_DATA=$shared timeout 1200 qgis --profiles-path "$out/profile" --noversioncheck --nologo \
-  --noplugins --code "$root/tests/gui_run/startup.py" > "$out/qgis.log" 2>&1 || true
-cat "$out/timings.json"
+  --noplugins --code "$root/tests/gui_run/startup.py" > "$out/qgis.log" 2>&1 || status=$?
+"$root/.venv/bin/python" - "$out" "$status" <<'PY'
+import json, sys
+from pathlib import Path
+
+out, status = Path(sys.argv[1]), int(sys.argv[2])
+problems = []
+result = json.loads((out / "result.json").read_text()) if (out / "result.json").is_file() else {}
+if not result.get("finished"):
+    problems.append("the scenario did not finish (see result.json / qgis.log)")
+problems += result.get("failures", [])
+if status != 0:
+    problems.append(f"QGIS exited with status {status}")
+if "Traceback (most recent call last)" in (out / "qgis.log").read_text(errors="replace"):
+    problems.append("qgis.log holds a Python traceback")
+for item in result.get("checks", []):
+    print(("ok    " if item["ok"] else "FAIL  ") + item["check"])
+print("timings (s):", json.dumps(result.get("timings", {})), "macro-F1:", result.get("macro_f1"))
+for problem in problems:
+    print("PROBLEM:", problem)
+sys.exit(1 if problems else 0)
+PY

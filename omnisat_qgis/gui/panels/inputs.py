@@ -16,7 +16,15 @@ from qgis.gui import QgsMapToolExtent
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from omnisat_qgis.gui.modality_row import InputError, ModalityRow, mixed_places, overlaps, overlaps_area, suits
+from omnisat_qgis.gui.modality_row import (
+    InputError,
+    ModalityRow,
+    mixed_places,
+    overlaps,
+    overlaps_area,
+    stack_dates_count,
+    suits,
+)
 from omnisat_qgis.gui.session import Extent, ModalityInput
 from omnisat_qgis.model_catalog import ModelInfo
 
@@ -107,6 +115,10 @@ class InputsPanel(QWidget):
     def tick_new(self, layer: QgsRasterLayer, row: ModalityRow) -> bool:
         if not suits(layer, row.modality, row.model):
             return False
+        ticked = row.checked_layers()
+        stacked = [lyr for lyr in [layer, *ticked] if stack_dates_count(lyr, row.modality)]
+        if ticked and stacked:
+            return False  # a stack holds a whole series: never ticked beside other layers of its row
         anchor = self.anchor()
         if anchor is not None:
             return overlaps(layer, anchor)
@@ -153,8 +165,10 @@ class InputsPanel(QWidget):
             if saved:
                 row.fill(layers, set(saved["layers"]), saved.get("dates"))
             else:
-                row.fill(layers, {lyr.id() for lyr in layers if lyr.id() in ticks and suits(lyr, row.modality,
-                                                                                               row.model)})
+                mine = [lyr for lyr in layers if lyr.id() in ticks and suits(lyr, row.modality, row.model)]
+                single = [lyr for lyr in mine if not stack_dates_count(lyr, row.modality)]
+                # Dates as layers and a stack of the same dates: the layers, unless there are none.
+                row.fill(layers, {lyr.id() for lyr in (single or mine[:1])})
             if saved and saved.get("bands"):
                 row.set_bands(saved["bands"])
         self.refresh_checks()

@@ -101,7 +101,7 @@ class LabelsPanel(QgsCollapsibleGroupBox):
         self.table.itemChanged.connect(self._item_changed)
         layout.addWidget(self.table)
         buttons = QHBoxLayout()
-        add = QPushButton("Add class")
+        self.add_button = add = QPushButton("Add class")
         add.clicked.connect(lambda: self.add_class(self.free_name()))
         self.background_button = QPushButton("Add background class")
         self.background_button.setToolTip(
@@ -299,7 +299,7 @@ class LabelsPanel(QgsCollapsibleGroupBox):
                                                QgsProject.instance())
             request.setFilterRect(transform.transformBoundingBox(QgsRectangle(*extent.bounds)))
         features = list(layer.getFeatures(request))
-        where = " in the visible map area (plus a margin)" if extent is not None else ""
+        where = " in the visible map area" if extent is not None else ""
         if not features:
             raise InputError(f"The labels layer '{layer.name()}' has no feature{where}: draw samples there, or pan "
                              "the map to where the samples are.")
@@ -307,7 +307,7 @@ class LabelsPanel(QgsCollapsibleGroupBox):
         unlabelled = len(features) - len(values)
         classes = {v for v in values if v not in ignored}
         if unlabelled:
-            self.say(f"{unlabelled} feature(s) of '{layer.name()}' have no class in '{field}' and are left out.",
+            self.say(f"{unlabelled} feature(s) of '{layer.name()}' have no class and are left out.",
                      Qgis.MessageLevel.Warning)
         if len(classes) < 2:
             raise InputError(f"The labels layer '{layer.name()}' has {len(classes)} class(es) in '{field}'{where}: "
