@@ -52,12 +52,16 @@ class FitProbe(EngineAlgorithm):
               minimum=0, advanced=True),
         Param("FOLDS", "folds", "int", "Spatial cross-validation folds", default=5, minimum=2,
               advanced=True),
+        # Off as in the dock: the curve refits the probe for every sample size (most of a re-fit's time).
         Param("LEARNING_CURVE", "learning_curve", "bool", "Learning curve in the report (accuracy vs labels per class)",
-              default=True, advanced=True, help="refits the probe for each sample size: turn off for quick re-fits"),
+              default=False, advanced=True, help="refits the probe for each sample size (slower): turn it on to "
+              "see whether more labels would help"),
         Param("SEED", "seed", "int", "Random seed", default=0, advanced=True),
         Param("OUTPUT", "output", "file_out", "Probe", file_filter="Probe (*.safetensors)"),
-        Param("REPORT", "report", "file_out", "Fit report", file_filter="HTML (*.html)", optional=True),
-        Param("CLASSES", "classes", "raster_out", "Class map", optional=True, style="classes"),
+        # Written by default, as the dock does: the accuracy and the map are what a fit is run for.
+        Param("REPORT", "report", "file_out", "Fit report", file_filter="HTML (*.html)", optional=True,
+              create_by_default=True),
+        Param("CLASSES", "classes", "raster_out", "Class map", optional=True, style="classes", create_by_default=True),
         Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True, style="confidence"),
     )
 
