@@ -47,8 +47,8 @@ LEVELS_HELP = (
     "which vectors the encoder writes or the probe reads. auto: the level the job names, or the one the embeddings "
     "raster was written at. patch: one vector per model patch (e.g. 10 m) after the sensors are fused: the "
     "default, what the dock uses. local: per patch, each sensor's encoder features before fusion: they follow "
-    "each patch's own pixels (sharper field edges, more bands). both: patch and local side by side. dense (AnySat "
-    "models): one vector per sub-patch of the finest sensor: a finer map, larger files. tile: one vector per "
+    "each patch's own pixels (sharper field edges, more bands). both: patch and local side by side. dense: (AnySat "
+    "models) one vector per sub-patch of the finest sensor: a finer map, larger files. tile: one vector per "
     "window (e.g. 60 m), windows edge to edge: to compare whole scenes, not to map fields. A probe must be "
     "applied at the level it was fitted on."
 )

@@ -157,7 +157,10 @@ class Change(EngineAlgorithm):
     help_text = (
         "Compares the engine's per-patch embeddings of two periods (two embeddings rasters on the same "
         "grid, or two job files) and writes a change magnitude and a binary change layer (Otsu's "
-        "threshold unless given); with labelled change / no-change samples it fits a change probe."
+        "threshold unless given); with labelled change / no-change samples it fits a change probe. Read it with "
+        "care: the change follows the model's patches (and windows), not field edges, and Otsu's threshold always "
+        "splits the magnitudes in two, so it reports some change even between two unchanged years; look at the "
+        "magnitude, or give a threshold or samples."
     )
     params = (
         Param("BEFORE_RASTER", "before", "raster", "First period: embeddings raster", optional=True),
