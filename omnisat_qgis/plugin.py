@@ -53,6 +53,7 @@ class OmniSatPlugin:
             action = QAction(text, self.iface.mainWindow())
             action.triggered.connect(slot)
             self.iface.addPluginToMenu("OmniSat", action)
+            self.iface.addPluginToRasterMenu(MENU, action)  # beside the dock's entry, where analysts look
             self.menu_actions.append(action)
 
     def show_dock(self, visible: bool = True):
@@ -86,6 +87,7 @@ class OmniSatPlugin:
     def unload(self):
         for action in self.menu_actions:
             self.iface.removePluginMenu("OmniSat", action)
+            self.iface.removePluginRasterMenu(MENU, action)
             action.deleteLater()
         self.menu_actions = []
         if self.action is not None:

@@ -248,7 +248,9 @@ def fit_and_report(data: LabelledEmbeddings, config, settings: FitSettings, sour
     extra = after_fit(outcome.classifier, metadata) if after_fit is not None else []
     if settings.report:
         table = {"labels": settings.labels, "class field": settings.class_field, "embeddings": str(source.path),
-                 "encoder": source.encoder.get("checkpoint", ""), "encoder sha256": source.encoder_hash,
+                 # The hash probes are matched on: of the encoder's tensors, so it differs from the file's sha256.
+                 "encoder": source.encoder.get("checkpoint", ""),
+                 "encoder tensors sha256 (not the file's)": source.encoder_hash,
                  "embedding level": level, "feature sets": ", ".join(matrices), "min coverage": settings.min_coverage,
                  "folds": settings.folds, "buffer (cells)": settings.buffer,
                  "point block (cells)": report["point_block_cells"],

@@ -276,6 +276,10 @@ def after_refit():
     dock = state["dock"]
     score = macro_f1(dock)
     record["macro_f1"] = score
+    report = Path((dock.results_panel.last or {}).get("report", OUT / "missing"))
+    text = report.read_text(encoding="utf-8") if report.is_file() else ""
+    check("the fit report names the encoder hash honestly", "encoder tensors sha256 (not the file" in text,
+          report)
     check(f"held-out macro-F1 shown and above {MACRO_F1_FLOOR}", score is not None and score >= MACRO_F1_FLOOR
           and "macro-F1" in dock.metrics.text(), f"{score}; {dock.metrics.text()[:300]}")
     later(map_area, 500)
