@@ -63,7 +63,7 @@ from omnisat_qgis.gui.panels.messages import MessageArea
 from omnisat_qgis.gui.panels.model import ModelPanel
 from omnisat_qgis.gui.panels.results import ResultsPanel
 from omnisat_qgis.gui.requests import FitRequest, MapRequest, plan_fit, plan_map
-from omnisat_qgis.gui.session import PREVIEW_LEVEL, Advanced, EmbeddingCache, Extent, ModalityInput
+from omnisat_qgis.gui.session import Advanced, EmbeddingCache, Extent, ModalityInput
 from omnisat_qgis.layer_metadata import RunRecord
 from omnisat_qgis.learn_area import LearnAreaRequest, RequestError
 from omnisat_qgis.model_catalog import CatalogError, ModelInfo, model_info
@@ -225,7 +225,11 @@ class OmniSatDock(QgsDockWidget):
         return self.learn_panel.minutes
 
     def add_class(self, name: str, color: str | None = None) -> None:
-        self.labels_panel.add_class(name, color)
+        if name not in self.labels_panel.names():  # a class the labels layer brought in already
+            self.labels_panel.add_class(name, color)
+
+    def choose_labels(self, layer: QgsVectorLayer, field: str) -> None:
+        self.labels_panel.choose(layer, field)
 
     def classes(self) -> list[LabelClass]:
         return self.labels_panel.classes()
@@ -253,9 +257,13 @@ class OmniSatDock(QgsDockWidget):
         self.model_panel.select(path)
 
     def _model_changed(self, info: ModelInfo) -> None:
+        # Another model keeps the ticks and typed dates of the inputs it shares with the previous one (the band
+        # tables are the model's own: matched again).
+        previous = {name: {"layers": saved["layers"], "dates": saved["dates"]}
+                    for name, saved in self.inputs_panel.state().items()}
         self.inputs_panel.set_model(info)
         self.change_tab.set_model(info, raster_layers())
-        self.fill_rows()
+        self.fill_rows(previous or None)
 
     def model(self) -> ModelInfo:
         path = self.model_panel.combo.currentData()
@@ -460,8 +468,8 @@ class OmniSatDock(QgsDockWidget):
         caution = (" Otsu's threshold always splits the magnitudes in two, so it finds some change even between two "
                    "unchanged years: look at the magnitude before trusting the change layer."
                    if "otsu" in str(method).lower() else "")
-        self.say(f"{changed} (threshold {result['threshold']:.3g}, {method}): group '{name}'. The change layer "
-                 f"follows the model's cells, not field edges.{caution}", Qgis.MessageLevel.Success)
+        self.say(f"{changed} (threshold {result['threshold']:.3g}, {method}); the change layer follows the model's "
+                 f"cells, not field edges.{caution} Results: group '{name}'.", Qgis.MessageLevel.Success)
 
     def _run_results(self, task: EngineTask, output: str, operation: str, title: str):
         """(result, group name, new group, metadata record) of a finished run, named after its run folder."""

@@ -82,6 +82,9 @@ def test_rows_follow_the_project_without_resetting_ticks(dock, scene, tmp_path):
     QgsProject.instance().removeMapLayer(later.id())
     assert row.table.rowCount() == 3 and [lyr.name() for lyr in row.checked_layers()] == ["S2_20150830",
                                                                                            "S2_20150909"]
+    # Another model keeps the ticks of the inputs it shares.
+    dock.select_model(str(resources_dir() / "models" / "anysat-tiny.safetensors"))
+    assert [lyr.name() for lyr in s2_row(dock).checked_layers()] == ["S2_20150830", "S2_20150909"]
 
 
 def far_s2(tmp_path, name="S2_20180601_flanders.tif"):
@@ -141,7 +144,7 @@ def test_engine_and_model_status_at_the_top(dock, monkeypatch):  # noqa: F811
     assert panel.engine.text().startswith("Engine not set up") and "bold" in panel.setup_button.styleSheet()
 
 
-def stack_of_dates(shared_data, scene, tmp_path, descriptions):
+def stack_of_dates(shared_data, scene, tmp_path, descriptions):  # noqa: F811 - the fixture's value
     """The three eo-learn dates in one 30-band GeoTIFF: bands t*10+c+1 (what Earth Engine or openEO export)."""
     import rasterio
 
