@@ -21,6 +21,8 @@ class RunController:
                  log: Callable[[str, str], None]):
         self.progress, self.cancel_button, self.messages, self.log = progress, cancel_button, messages, log
         self.buttons: list[QPushButton] = []  # disabled while a run is going
+        # The buttons a failure's message offers (e.g. set up the engine), from its text.
+        self.fixes: Callable[[str], tuple] = lambda text: ()
         self.task: EngineTask | None = None
         self.outcome = ""  # done, cancelled or failed: how the last run ended
         self.worker_log: list[str] = []  # the running task's log lines: the details of a failure
@@ -86,7 +88,8 @@ class RunController:
             self.outcome = "failed"
             self.progress.setValue(0)
             self.progress.setFormat("Failed")
-            self.messages.say(task.error, Qgis.MessageLevel.Critical, details="\n".join(self.worker_log[-200:]))
+            self.messages.say(task.error, Qgis.MessageLevel.Critical, details="\n".join(self.worker_log[-200:]),
+                              actions=self.fixes(task.error))
             return
         self.outcome = "done"
         self.progress.setValue(100)

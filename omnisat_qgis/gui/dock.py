@@ -158,6 +158,7 @@ class OmniSatDock(QgsDockWidget):
         self.controller = RunController(self.progress, self.cancel_button, self.message_area, self._log)
         self.controller.buttons = [self.fit_button, self.map_button, self.learn_panel.button,
                                    self.change_tab.run_button]
+        self.controller.fixes = self._fixes
 
     def _advanced_box(self) -> QWidget:
         advanced = QgsCollapsibleGroupBox("Advanced")
@@ -308,11 +309,13 @@ class OmniSatDock(QgsDockWidget):
             self.say(str(exc), Qgis.MessageLevel.Warning,
                      actions=(("Export the area to GeoTIFF", lambda: self.export_for(exc.row, exc.layer)),))
             return
-        text = str(exc)
-        actions = ()
+        self.say(str(exc), Qgis.MessageLevel.Critical, actions=self._fixes(str(exc)))
+
+    def _fixes(self, text: str) -> tuple:
+        """The one-click fix a message offers: set up the engine when it cannot run."""
         if "Set up the OmniSat engine" in text or not self.model_panel.engine_ready:
-            actions = (("Set up the engine…", self.set_up_engine),)
-        self.say(text, Qgis.MessageLevel.Critical, actions=actions)
+            return (("Set up the engine…", self.set_up_engine),)
+        return ()
 
     def export_for(self, row: ModalityRow, layer: QgsRasterLayer) -> QgsRasterLayer | None:
         """Export ``layer`` over the area to map (the visible area when that is the whole input) to a GeoTIFF

@@ -199,3 +199,14 @@ def test_the_action_buttons_are_in_view_at_the_default_size(dock):  # noqa: F811
     for button in (dock.fit_button, dock.map_button, dock.cancel_button):
         assert button.isVisible() and not button.visibleRegion().isEmpty(), button.text()
     dock.hide()
+
+
+def test_a_run_without_an_engine_says_so_in_full_with_the_set_up_button(dock, tmp_path, monkeypatch):  # noqa: F811
+    labels_with_two_classes(dock, tmp_path / "labels.gpkg")
+    monkeypatch.setenv("OMNISAT_PYTHON", str(tmp_path / "no-python"))
+    dock.fit_and_preview()
+    wait(dock, check=False)
+    text = dock.message_area.text.text()
+    assert "does not exist" in text and "Set up the OmniSat engine" in text  # the fix, not cut off
+    assert [b.text() for b in dock.message_area.buttons] == ["Set up the engine…"]
+    assert dock.progress.format() == "Failed" and dock.controller.outcome == "failed"
