@@ -50,7 +50,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from omnisat_qgis.gui.change_tab import ChangeTab
+from omnisat_qgis.gui.panels.change import ChangeTab
 from omnisat_qgis.gui.controller import RunController
 from omnisat_qgis.gui.engine_task import EngineTask
 from omnisat_qgis.gui.export import ExportError, export_extent

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from qgis.core import QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer, QgsSingleBandPseudoColorRenderer
 
-from omnisat_qgis.gui.change_tab import RASTERS
+from omnisat_qgis.gui.panels.change import RASTERS
 from tests.plugin.test_dock import dock, scene, wait  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
