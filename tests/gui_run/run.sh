@@ -2,7 +2,8 @@
 # The analyst's session in real QGIS under a virtual display, checked: tests/gui_run/run.sh [OUT]
 # Needs Xvfb (apt-get install xvfb) and the shared samples beside the checkout (../shared/data).
 # The plugin is packaged and installed as a user would (omnisat_qgis.package --install).
-# Writes OUT/*.png (screenshots), OUT/result.json (checks, failures, timings) and OUT/qgis.log.
+# Writes OUT/*.png (screenshots; OUT/dock-gui.png the last), OUT/result.json (checks, failures,
+# timings), OUT/timings.json and OUT/qgis.log.
 # Exits non-zero when a check fails, the scenario did not finish, QGIS did not exit 0, or QGIS's
 # output holds a Python traceback.
 set -euo pipefail

@@ -9,7 +9,8 @@ from the date stack instead of the dates, and cancels a third run. Every step ch
 analyst would look at (ticks, field, renamed samples and legend, the whole message, held-out
 macro-F1, valid outputs, the cancel's outcome, no error in the log); screenshots go to OUT.
 Writes OUT/result.json: the checks, the failures, the timings (s, from the button press until
-the styled layers are in the project); run.sh exits non-zero on any failure.
+the styled layers are in the project; also alone in OUT/timings.json); the last screenshot is
+OUT/dock-gui.png. run.sh exits non-zero on any failure.
 """
 
 import json
@@ -71,6 +72,7 @@ def finish(error: str = "") -> None:
     check("no error in QGIS's log (Python errors, OmniSat criticals)", not record["log_errors"], record["log_errors"])
     record["finished"] = not error
     (OUT / "result.json").write_text(json.dumps(record, indent=2))
+    (OUT / "timings.json").write_text(json.dumps(dict(record["timings"], macro_f1=record.get("macro_f1")), indent=2))
     if state.get("labels") is not None and state["labels"].isEditable():
         state["labels"].commitChanges()
     # File > Exit without questions ("save the project?", "temporary layers": files under /tmp count as such)
@@ -373,7 +375,7 @@ def final_shot():
     dock.tabs.currentWidget().ensureWidgetVisible(dock.metrics)  # the accuracy in the picture
 
     def grab():
-        shot("3-dock-gui.png")
+        shot("dock-gui.png")
         finish()
     later(grab, 3000)  # let the canvas render
 
