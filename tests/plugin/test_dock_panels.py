@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from qgis.core import QgsApplication, QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtCore import QSize, Qt
 
 from omnisat_qgis.paths import resources_dir
 from tests.engine.raster_fixtures import eolearn_corner, write_described
@@ -70,7 +70,7 @@ def test_a_background_class_is_one_click_away(dock):  # noqa: F811
 def test_rows_follow_the_project_without_resetting_ticks(dock, scene, tmp_path):  # noqa: F811
     row = s2_row(dock)
     assert len(row.checked_layers()) == 3
-    row.table.item(0, 0).setCheckState(0)  # the analyst unticks the first date (Qt.Unchecked)
+    row.table.item(0, 0).setCheckState(Qt.CheckState.Unchecked)  # the analyst unticks the first date
     later = QgsRasterLayer(str(sorted((scene / "s2").glob("*.tif"))[0]), "S2_20150919", "gdal")
     QgsProject.instance().addMapLayer(later)  # a date added after the dock opened
     names = [row.table.item(r, 0).text() for r in range(row.table.rowCount())]
@@ -102,7 +102,7 @@ def test_only_layers_where_the_area_is_are_ticked_and_a_mixed_selection_is_refus
     dock.fill_rows()  # filled afresh (as when the dock opens): still only the layers of the visible place
     assert [lyr.name() for lyr in row.checked_layers()] == ["S2_20150820", "S2_20150830", "S2_20150909"]
     far_row = next(r for r in range(row.table.rowCount()) if row.table.item(r, 0).text().startswith("S2 Flanders"))
-    row.table.item(far_row, 0).setCheckState(2)  # the analyst ticks it anyway
+    row.table.item(far_row, 0).setCheckState(Qt.CheckState.Checked)  # the analyst ticks it anyway
     with pytest.raises(Exception) as refused:
         dock.inputs()
     text = str(refused.value)
