@@ -33,6 +33,12 @@ HUMAN_LABELS = {
 }
 
 
+# Fewer pretraining steps than this: the checkpoint makes the plugin run, its features are near-random.
+TOY_STEPS = 1000
+# Official checkpoints the plugin can download (omnisat:fetchmodel), offered after the installed ones.
+DOWNLOADABLE = ("anysat-base",)
+
+
 class CatalogError(Exception):
     """A model file that cannot be offered; the message names the file and the fix."""
 
@@ -77,6 +83,12 @@ class ModelInfo:
 
     def modality_names(self) -> list[str]:
         return [m.name for m in self.modalities]
+
+    @property
+    def is_toy(self) -> bool:
+        """Trained by this project for a handful of steps (the shipped demo checkpoints): no learned knowledge."""
+        steps = self.provenance.get("steps")
+        return isinstance(steps, (int, float)) and steps < TOY_STEPS and "weights" not in self.provenance
 
     def summary(self) -> str:
         """One line an analyst reads in the model combo's tooltip and the dock."""
@@ -142,6 +154,31 @@ def shipped_models(folder: Path | None = None) -> list[ModelInfo]:
         except CatalogError:
             continue
     return found
+
+
+@dataclass(frozen=True)
+class PickerEntry:
+    name: str
+    path: Path | None  # None: not downloaded yet
+    note: str  # what the picker says beside the name
+
+    @property
+    def installed(self) -> bool:
+        return self.path is not None
+
+
+def picker_entries(models_folder: Path) -> list[PickerEntry]:
+    """The models every picker offers, in one order: shipped, then the models folder (downloaded, converted,
+    learnt), then the official ones not downloaded yet."""
+    entries: list[PickerEntry] = []
+    for info in shipped_models() + shipped_models(models_folder):
+        if all(e.name != info.name for e in entries):
+            note = "installed; toy checkpoint, no learned knowledge" if info.is_toy else "installed"
+            entries.append(PickerEntry(info.name, info.path, note))
+    for name in DOWNLOADABLE:
+        if all(e.name != name for e in entries):
+            entries.append(PickerEntry(name, None, "not downloaded: Download it first"))
+    return entries
 
 
 # ---------------------------------------------------------------- the catalog the model pickers offer

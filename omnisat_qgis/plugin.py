@@ -49,9 +49,12 @@ class OmniSatPlugin:
             action = QAction(text, self.iface.mainWindow())
             action.triggered.connect(slot)
             self.iface.addPluginToMenu("OmniSat", action)
+            self.iface.addPluginToRasterMenu(MENU, action)  # beside the dock's entry, where analysts look
             self.menu_actions.append(action)
 
     def show_dock(self, visible: bool = True):
+        if self.dock is None and not visible:
+            return None  # hiding a dock that does not exist must not build one (e.g. while unloading)
         if self.dock is None:
             from omnisat_qgis.gui.dock import OmniSatDock  # the GUI is built only when first asked for
 
@@ -80,26 +83,35 @@ class OmniSatPlugin:
     def unload(self):
         for action in self.menu_actions:
             self.iface.removePluginMenu("OmniSat", action)
+            self.iface.removePluginRasterMenu(MENU, action)
+            action.deleteLater()
         self.menu_actions = []
-        if self.dock is not None:
-            self.dock.cancel()  # no orphan worker when QGIS closes or the plugin is reloaded
-            self.iface.removeDockWidget(self.dock)
-            self.dock.deleteLater()
-            self.dock = None
         if self.action is not None:
+            # First cut the action from the dock: hiding the dock below must not toggle the action back
+            # into show_dock while both are being taken apart.
+            self.action.toggled.disconnect(self.show_dock)
+            if self.dock is not None:
+                self.dock.visibilityChanged.disconnect(self.action.setChecked)
             QgsProject.instance().writeProject.disconnect(self._save_state)
             QgsProject.instance().readProject.disconnect(self._restore_state)
             self.iface.removePluginRasterMenu(MENU, self.action)
             self.iface.removeToolBarIcon(self.action)
+            self.action.deleteLater()
             self.action = None
+        if self.dock is not None:
+            # No orphan worker, no project signal or map tool left pointing into the deleted dock.
+            self.dock.release()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
         shutdown_workers()  # the engine workers kept between runs end with the plugin
 
 
-def algorithm_dialog(algorithm_id: str) -> None:
+def algorithm_dialog(algorithm_id: str, params: dict | None = None) -> None:
     """The Processing dialog of one of the provider's algorithms (progress, Cancel and log come with it)."""
     import processing
 
-    processing.execAlgorithmDialog(algorithm_id)
+    processing.execAlgorithmDialog(algorithm_id, params or {})

@@ -142,7 +142,9 @@ def fit_and_report(plan: FitPlan, data: LabelledEmbeddings, source: EmbeddingSou
     extra = after_fit(outcome.classifier, metadata) if after_fit is not None else []
     if outputs.report:
         table = {"labels": plan.labels.path, "class field": plan.labels.class_field, "embeddings": str(source.path),
-                 "encoder": source.encoder.get("checkpoint", ""), "encoder sha256": source.encoder_hash,
+                 # The hash probes are matched on: of the encoder's tensors, so it differs from the file's sha256.
+                 "encoder": source.encoder.get("checkpoint", ""),
+                 "encoder tensors sha256 (not the file's)": source.encoder_hash,
                  "embedding level": level, "feature sets": ", ".join(matrices), "min coverage": plan.labels.min_coverage,
                  "folds": settings.folds, "buffer (cells)": settings.buffer,
                  "point block (cells)": report["point_block_cells"],

@@ -59,7 +59,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.group_name.lower().replace(" ", "")
 
     def shortHelpString(self):  # noqa: N802 - QGIS API
-        rows = "".join(f"<li><b>{p.description}</b>: {p.help}</li>" for p in self.params if p.help)
+        rows = "".join(f"<li><b>{p.description}</b>: {p.help_text}</li>" for p in self.params if p.help_text)
         return f"<p>{self.help_text}</p>" + (f"<ul>{rows}</ul>" if rows else "")
 
     def icon(self):

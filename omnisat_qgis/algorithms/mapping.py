@@ -37,8 +37,10 @@ def modality_rows() -> tuple[Param, ...]:
     rows = []
     for i in range(1, MODALITY_SLOTS + 1):
         rows += [
-            Param(f"MODALITY_{i}", f"slots.{i}.name", "string", f"Sensor {i}: its name in the model (e.g. s2)",
-                  optional=True, help="checked against the model's sensors before anything runs"),
+            Param(f"MODALITY_{i}", f"slots.{i}.name", "sensor", f"Sensor {i} (one of the chosen model's)",
+                  optional=True, help="the sensors the model was trained with (s2 = Sentinel-2 time series, "
+                  "s1_asc = Sentinel-1 ascending, aerial = aerial image, ...); one the chosen model lacks is "
+                  "refused before anything runs, with the model's own list"),
             Param(f"LAYERS_{i}", f"slots.{i}.files", "rasters", f"Sensor {i}: layers (one per date for a series)",
                   optional=True),
             Param(f"DATES_{i}", f"slots.{i}.dates", "dates", f"Sensor {i}: dates (YYYY-MM-DD, comma-separated; "
@@ -185,10 +187,19 @@ class JobAlgorithm(EngineAlgorithm):
         return job_folder(self, parameters, context)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
+        # The sensors first: a name the model lacks is refused with the model's list, not QGIS's bare
+        # "incorrect value" of the sensor drop-down.
+        ok, message = check_sensors(self, self.model_as_file(parameters), context)
+        if not ok:
+            return ok, message
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        return check_sensors(self, self.model_as_file(parameters), context)
+        if not parameters.get("JOB") and not any(parameters.get(f"LAYERS_{i}") not in (None, "", [])
+                                                for i in range(1, MODALITY_SLOTS + 1)):
+            return False, ("Give the layers of at least one sensor (Sensor 1 and its layers), or a job file (JOB, "
+                           "under Advanced).")
+        return True, ""
 
 
 class Classify(JobAlgorithm):

@@ -37,10 +37,44 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from omnisat_qgis.model_catalog import catalog_row, catalog_rows
+from omnisat_qgis.model_catalog import HUMAN_LABELS, catalog_row, catalog_rows
 
 # kinds whose QGIS parameter is an output the engine writes
 OUTPUT_KINDS = ("raster_out", "file_out")
+
+# The embedding levels, as an analyst needs them explained (the algorithms' help and tooltips).
+LEVELS_HELP = (
+    "which vectors the encoder writes or the probe reads. auto: the level the job names, or the one the embeddings "
+    "raster was written at. patch: one vector per model patch (e.g. 10 m) after the sensors are fused: the "
+    "default, what the dock uses. local: per patch, each sensor's encoder features before fusion: they follow "
+    "each patch's own pixels (sharper field edges, more bands). both: patch and local side by side. dense: (AnySat "
+    "models) one vector per sub-patch of the finest sensor: a finer map, larger files. tile: one vector per "
+    "window (e.g. 60 m), windows edge to edge: to compare whole scenes, not to map fields. A probe must be "
+    "applied at the level it was fitted on."
+)
+# What the technical settings do, said once for every algorithm that has them.
+COMMON_HELP = {
+    "JOB": "a JSON job (see the README) holding the model, the layers, masks and band selections; the settings "
+           "given here override it",
+    "PATCH_SIZE": "the model patch in metres; leave empty for the model's own (changing it changes what the "
+                  "encoder sees)",
+    "TILE_SIZE": "side of the windows the model sees at once; lower it (and the batch size) when the engine runs "
+                 "out of memory",
+    "OVERLAP": "how much neighbouring windows overlap, so that window edges do not show in the map",
+    "BATCH_SIZE": "windows per model call: lower it when the engine runs out of memory, raise it on a large GPU",
+    "DEVICE": "auto uses a CUDA GPU when the engine finds one, else the CPU",
+    "PRECISION": "auto: bf16 on GPUs that support it, else fp32; fp32 is the reference, bf16 halves the memory",
+    "EMBEDDINGS_DTYPE": "float16 halves the file size; the probes read both",
+    "EMBEDDINGS_LEVEL": LEVELS_HELP,
+    "FEATURES": "what the classifier sees: the model's embeddings, the raw bands (raw), their per-date "
+                "statistics (stats), spectral indices (indices), or combinations joined by + (embeddings+raw); "
+                "the input features need a job (the layers)",
+    "MIN_COVERAGE": "a polygon labels a cell only when it covers at least this share of it (0.5: half)",
+    "FOLDS": "the labels are split into this many spatial blocks; each is held out once to measure the accuracy",
+    "SEED": "the same seed gives the same folds and the same probe",
+    "LEARNING_RATE": "step size of the pretraining; the default is the one AnySat was pretrained with",
+    "CHECKPOINT_EVERY": "the model is saved this often, so that a stopped run resumes where it was",
+}
 
 
 @dataclass(frozen=True)
@@ -65,12 +99,21 @@ class Param:
     style: str = ""
     # shown in the algorithm's help, in the analyst's words
     help: str = ""
+    # optional outputs: whether the dialog writes them unless the analyst unticks them
+    create_by_default: bool = False
+
+    @property
+    def help_text(self) -> str:
+        """The row's help, else the common explanation of a technical setting."""
+        return self.help or COMMON_HELP.get(self.name, "")
 
     def definition(self):
         """The QgsProcessingParameter* for this row (flagged advanced when it is)."""
         parameter = self._definition()
         if self.advanced:
             parameter.setFlags(parameter.flags() | Qgis.ProcessingParameterFlag.Advanced)
+        if self.help_text:
+            parameter.setHelp(self.help_text)
         return parameter
 
     def _definition(self):
@@ -106,18 +149,26 @@ class Param:
                                               defaultValue=self.default or self.options[0], optional=optional,
                                               usesStaticStrings=True)
         if kind == "model":
-            # The catalog's names, as static strings: scripts say "anysat-tiny", not an index.
-            names = [row["name"] for row in catalog_rows()]
+            # The catalog's names, as static strings: scripts say "anysat-tiny", not an index. In the dock's
+            # order (installed, then downloadable), the label saying which is which.
+            names, installed = picker_order(catalog_rows())
+            waiting = [n for n in names if n not in installed]
+            text = f"{text} (installed: {', '.join(installed) or 'none'}" + (
+                f"; not downloaded yet: {', '.join(waiting)}, see 'Download an official model')" if waiting else ")")
             return QgsProcessingParameterEnum(name, text, options=names, allowMultiple=False, defaultValue=self.default,
                                               optional=optional, usesStaticStrings=True)
+        if kind == "sensor":
+            # Every sensor name a model may have; the chosen model's own are checked before anything runs.
+            return QgsProcessingParameterEnum(name, text, options=list(known_sensors()), allowMultiple=False,
+                                              defaultValue=self.default, optional=optional, usesStaticStrings=True)
         if kind == "extent":
             return QgsProcessingParameterExtent(name, text, optional=optional)
         if kind == "raster_out":
             return QgsProcessingParameterRasterDestination(name, text, optional=optional,
-                                                           createByDefault=not optional)
+                                                           createByDefault=not optional or self.create_by_default)
         if kind == "file_out":
             return QgsProcessingParameterFileDestination(name, text, fileFilter=self.file_filter, optional=optional,
-                                                         createByDefault=not optional)
+                                                         createByDefault=not optional or self.create_by_default)
         raise ValueError(f"unknown parameter kind {kind!r}")
 
 
@@ -203,7 +254,7 @@ def value_for_engine(algorithm, param: Param, parameters: dict, context) -> Any:
         return getter(parameters, name, context)
     if kind == "bool":
         return algorithm.parameterAsBool(parameters, name, context)
-    if kind == "enum":
+    if kind in ("enum", "sensor"):
         return algorithm.parameterAsEnumString(parameters, name, context) or None
     if kind == "model":
         chosen = algorithm.parameterAsEnumString(parameters, name, context)
@@ -222,6 +273,24 @@ def value_for_engine(algorithm, param: Param, parameters: dict, context) -> Any:
     if kind == "file_out":
         return algorithm.parameterAsFileOutput(parameters, name, context) or None
     raise ValueError(f"unknown parameter kind {kind!r}")
+
+
+def picker_order(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """(every name, the installed ones) in the dock's order: shipped, the models folder, then downloadable."""
+    from omnisat_qgis import settings
+    from omnisat_qgis.model_catalog import picker_entries
+
+    order = [e.name for e in picker_entries(settings.models_folder())]
+    rank = {name: index for index, name in enumerate(order)}
+    installed = [r["name"] for r in rows if r.get("status") == "installed"]
+    names = sorted((r["name"] for r in rows), key=lambda n: (n not in installed, rank.get(n, len(rank)), n))
+    return names, sorted(installed, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def known_sensors() -> dict[str, str]:
+    """Sensor names of the catalog's models, then every name the plugin knows ({name: what an analyst reads})."""
+    names = {m: HUMAN_LABELS.get(m, m) for row in catalog_rows() for m in row.get("modalities", {})}
+    return names | {m: label for m, label in HUMAN_LABELS.items() if m not in names}
 
 
 def model_path(name: str, parameter: str = "MODEL") -> str:

@@ -52,12 +52,16 @@ class FitProbe(EngineAlgorithm):
               minimum=0, advanced=True),
         Param("FOLDS", "folds", "int", "Spatial cross-validation folds", default=5, minimum=2,
               advanced=True),
+        # Off as in the dock: the curve refits the probe for every sample size (most of a re-fit's time).
         Param("LEARNING_CURVE", "learning_curve", "bool", "Learning curve in the report (accuracy vs labels per class)",
-              default=True, advanced=True, help="refits the probe for each sample size: turn off for quick re-fits"),
+              default=False, advanced=True, help="refits the probe for each sample size (slower): turn it on to "
+              "see whether more labels would help"),
         Param("SEED", "seed", "int", "Random seed", default=0, advanced=True),
         Param("OUTPUT", "output", "file_out", "Probe", file_filter="Probe (*.safetensors)"),
-        Param("REPORT", "report", "file_out", "Fit report", file_filter="HTML (*.html)", optional=True),
-        Param("CLASSES", "classes", "raster_out", "Class map", optional=True, style="classes"),
+        # Written by default, as the dock does: the accuracy and the map are what a fit is run for.
+        Param("REPORT", "report", "file_out", "Fit report", file_filter="HTML (*.html)", optional=True,
+              create_by_default=True),
+        Param("CLASSES", "classes", "raster_out", "Class map", optional=True, style="classes", create_by_default=True),
         Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True, style="confidence"),
     )
 
@@ -153,7 +157,10 @@ class Change(EngineAlgorithm):
     help_text = (
         "Compares the engine's per-patch embeddings of two periods (two embeddings rasters on the same "
         "grid, or two job files) and writes a change magnitude and a binary change layer (Otsu's "
-        "threshold unless given); with labelled change / no-change samples it fits a change probe."
+        "threshold unless given); with labelled change / no-change samples it fits a change probe. Read it with "
+        "care: the change follows the model's patches (and windows), not field edges, and Otsu's threshold always "
+        "splits the magnitudes in two, so it reports some change even between two unchanged years; look at the "
+        "magnitude, or give a threshold or samples."
     )
     params = (
         Param("BEFORE_RASTER", "before", "raster", "First period: embeddings raster", optional=True),

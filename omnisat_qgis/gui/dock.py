@@ -1,11 +1,16 @@
 """The OmniSat dock: pick a model and layers per modality, draw labels, fit, preview, map.
 
-Fit and preview embeds the visible map area (plus a margin) once, caches the
-embeddings on disk (omnisat_qgis.gui.session) and fits a probe on them; adding
-labels and fitting again reuses the cache. Map the whole area applies the probe
-to the chosen extent. Every engine run is a background task (cancel kills the
-worker; nothing half-written stays), and the dock shows the qgis_process
-command that reproduces it.
+The dock is a frame around small panels (omnisat_qgis.gui.panels), each a widget with its own
+state: the model and engine status at the top, the inputs, the labels, the results, the
+change tab and learn. A run reads the panels into a request (omnisat_qgis.gui.requests),
+which becomes worker steps that one run controller starts as a background task and cancels
+(omnisat_qgis.gui.controller); the message area says the whole outcome.
+
+Fit and preview embeds the visible map area (plus a margin) once, caches the embeddings on
+disk (omnisat_qgis.gui.session) and fits a probe on them; adding labels and fitting again
+reuses the cache. Map the whole area applies the probe to the chosen extent. Cancelling
+kills the worker; nothing half-written stays. The dock shows the qgis_process command
+that reproduces each run.
 """
 
 from __future__ import annotations
@@ -20,78 +25,53 @@ from qgis.core import (
     Qgis,
     QgsApplication,
     QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
-    QgsFeatureRequest,
+    QgsMessageLog,
     QgsProject,
     QgsRasterInterface,
     QgsRasterLayer,
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.gui import (
-    QgsCollapsibleGroupBox,
-    QgsColorButton,
-    QgsDockWidget,
-    QgsFieldComboBox,
-    QgsMapLayerComboBox,
-    QgsMapToolExtent,
-    QgsMessageBar,
-)
+from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtGui import QColor, QGuiApplication
+from qgis.PyQt.QtGui import QGuiApplication
 from qgis.PyQt.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QScrollArea,
     QSpinBox,
     QTabWidget,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from omnisat_qgis import settings
-from omnisat_qgis.gui.change_tab import ChangeTab
-from omnisat_qgis.gui.engine_task import EngineTask, Step
+from omnisat_qgis.gui.panels.change import ChangeTab
+from omnisat_qgis.gui.controller import RunController
+from omnisat_qgis.gui.engine_task import EngineTask
 from omnisat_qgis.gui.export import ExportError, export_extent
-from omnisat_qgis.gui.labels_layer import (
-    DEFAULT_FIELD,
-    LabelClass,
-    LabelsError,
-    create_labels_layer,
-    default_color,
-    style_labels,
-)
+from omnisat_qgis.gui.labels_layer import DEFAULT_FIELD, LabelClass
 from omnisat_qgis.gui.modality_row import InputError, ModalityRow, NotAFileLayer
 from omnisat_qgis.gui.panels.assessment import AssessmentPanel
-from omnisat_qgis.gui.session import (
-    PREVIEW_LEVEL,
-    Advanced,
-    EmbeddingCache,
-    Extent,
-    ModalityInput,
-    build_job,
-    embedding_key,
-    qgis_process_command,
-)
+from omnisat_qgis.gui.panels.inputs import EXTENT_CHOICES, InputsPanel, raster_layers
+from omnisat_qgis.gui.panels.labels import LabelsPanel
+from omnisat_qgis.gui.panels.learn import LearnPanel
+from omnisat_qgis.gui.panels.messages import MessageArea
+from omnisat_qgis.gui.panels.model import ModelPanel
+from omnisat_qgis.gui.panels.results import ResultsPanel
+from omnisat_qgis.gui.requests import FitRequest, MapRequest, plan_fit, plan_map
+from omnisat_qgis.gui.session import Advanced, EmbeddingCache, Extent, ModalityInput
 from omnisat_qgis.layer_metadata import RunRecord
 from omnisat_qgis.learn_area import LearnAreaRequest, RequestError
-from omnisat_qgis.model_catalog import CatalogError, ModelInfo, model_info, shipped_models
+from omnisat_qgis.model_catalog import CatalogError, ModelInfo, model_info
 from omnisat_qgis.styling import style_classes, style_layer
 
-BROWSE = "Browse…"
 PREVIEW_MARGIN = 0.1  # share of the visible extent added on each side: labels near the edge still fall inside
 PREVIEW_GROUP = "OmniSat preview"
-EXTENT_CHOICES = ("Visible map area", "Where the inputs overlap", "Drawn rectangle")
 STATE_SCOPE, STATE_KEY = "omnisat", "dock"
 
 
@@ -100,60 +80,92 @@ class OmniSatDock(QgsDockWidget):
         super().__init__("OmniSat", parent)
         self.setObjectName("OmniSatDock")
         self.iface = iface
-        self.rows: list[ModalityRow] = []
-        self.task: EngineTask | None = None
-        self.drawn: Extent | None = None
         self.last_probe: Path | None = None
         self.preview_job: dict[str, Any] | None = None
         self.embed_runs = 0  # embeddings computed by this dock (a re-fit must not add one)
-        self.messages: list[str] = []  # what the message bar said, newest last
-        self._map_tool: QgsMapToolExtent | None = None
         self._build()
-        self.reload_models()
+        self.model_panel.reload()
 
     # ------------------------------------------------------------------ widgets
     def _build(self) -> None:
         outer = QWidget()
         shared = QVBoxLayout(outer)
-        self.bar = QgsMessageBar()
-        shared.addWidget(self.bar)
+        shared.setContentsMargins(4, 4, 4, 4)
+        self.message_area = MessageArea()
+        shared.addWidget(self.message_area)
+        self.model_panel = ModelPanel(self.say, self.set_up_engine, self.download_model)
+        self.model_panel.model_changed.connect(self._model_changed)
+        shared.addWidget(self.model_panel)
+
         body = QWidget()
         layout = QVBoxLayout(body)
+        self.inputs_panel = InputsPanel(self.iface)
+        self.inputs_panel.changed.connect(self._inputs_changed)
+        layout.addWidget(self.inputs_panel)
+        self.labels_panel = LabelsPanel(self.iface, self.say)
+        layout.addWidget(self.labels_panel)
+        layout.addWidget(self._advanced_box())
+        self.results_panel = ResultsPanel()
+        layout.addWidget(self.results_panel)
+        self.learn_panel = LearnPanel()
+        self.learn_panel.button.clicked.connect(self.learn_area)
+        layout.addWidget(self.learn_panel)
+        layout.addStretch(1)
 
-        form = QFormLayout()
-        self.model_combo = QComboBox()
-        self.model_combo.activated.connect(self._model_activated)
-        setup = QPushButton("Set up the engine…")
-        setup.setToolTip("Build the Python environment the engine runs in (torch, rasterio), once")
-        setup.clicked.connect(self.set_up_engine)
-        model_line = QHBoxLayout()
-        model_line.addWidget(self.model_combo, 1)
-        model_line.addWidget(setup)
-        form.addRow("Model", model_line)
-        self.model_summary = QLabel()
-        self.model_summary.setWordWrap(True)
-        form.addRow(self.model_summary)
-        shared.addLayout(form)
+        self.change_tab = ChangeTab()
+        self.change_tab.run_button.clicked.connect(self.detect_change)
+        self.assessment = AssessmentPanel(self.iface.mapCanvas() if self.iface else None)
+        self.tabs = QTabWidget()
+        for widget, title in ((body, "Map"), (self.change_tab, "Change"), (self.assessment, "Assess")):
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setWidget(widget)
+            self.tabs.addTab(scroll, title)
+        shared.addWidget(self.tabs, 1)
 
-        self.rows_box = QVBoxLayout()
-        layout.addLayout(self.rows_box)
+        # Below the scrolled panels: the actions stay visible at any dock size.
+        buttons = QHBoxLayout()
+        self.fit_button = QPushButton("Fit and preview")
+        self.fit_button.setToolTip("Embed the visible map area (once; cached), fit a probe on your labels, show the "
+                                   "preview and the held-out accuracy")
+        self.fit_button.clicked.connect(self.fit_and_preview)
+        self.map_button = QPushButton("Map the whole area")
+        self.map_button.setToolTip("Apply the last fitted probe to the area to map")
+        self.map_button.clicked.connect(self.map_whole_area)
+        for button in (self.fit_button, self.map_button):
+            buttons.addWidget(button)
+        shared.addLayout(buttons)
+        progress_line = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.cancel_button = QPushButton("Cancel")
+        progress_line.addWidget(self.progress, 1)
+        progress_line.addWidget(self.cancel_button)
+        shared.addLayout(progress_line)
 
-        extent_line = QHBoxLayout()
-        self.extent_combo = QComboBox()
-        self.extent_combo.addItems(EXTENT_CHOICES)
-        self.draw_button = QPushButton("Draw")
-        self.draw_button.setToolTip("Draw the area to map with the mouse")
-        self.draw_button.clicked.connect(self.start_drawing)
-        extent_line.addWidget(QLabel("Area to map"))
-        extent_line.addWidget(self.extent_combo, 1)
-        extent_line.addWidget(self.draw_button)
-        layout.addLayout(extent_line)
+        headless = QgsCollapsibleGroupBox("Same run, headless (qgis_process)")
+        headless.setCollapsed(True)
+        headless_layout = QVBoxLayout(headless)
+        self.command = QPlainTextEdit()
+        self.command.setReadOnly(True)
+        self.command.setMaximumHeight(90)
+        copy = QPushButton("Copy")
+        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.command.toPlainText()))
+        headless_layout.addWidget(self.command)
+        headless_layout.addWidget(copy, 0, Qt.AlignmentFlag.AlignRight)
+        shared.addWidget(headless)
+        self.setWidget(outer)
 
-        layout.addWidget(self._labels_box())
+        self.controller = RunController(self.progress, self.cancel_button, self.message_area, self._log)
+        self.controller.buttons = [self.fit_button, self.map_button, self.learn_panel.button,
+                                   self.change_tab.run_button]
+        self.controller.fixes = self._fixes
 
+    def _advanced_box(self) -> QWidget:
         advanced = QgsCollapsibleGroupBox("Advanced")
         advanced.setCollapsed(True)
-        advanced_form = QFormLayout(advanced)
+        form = QFormLayout(advanced)
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 256)
         self.batch_spin.setValue(Advanced().batch_size)
@@ -168,339 +180,117 @@ class OmniSatDock(QgsDockWidget):
         self.window_spin.setSpecialValueText("model default")
         self.window_spin.setToolTip("Side of the windows the model sees at once: lower it when the engine runs "
                                     "out of memory")
-        advanced_form.addRow("Batch size", self.batch_spin)
-        advanced_form.addRow("Window size", self.window_spin)
-        advanced_form.addRow("Device", self.device_combo)
-        advanced_form.addRow("Precision", self.precision_combo)
-        layout.addWidget(advanced)
+        form.addRow("Batch size", self.batch_spin)
+        form.addRow("Window size", self.window_spin)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Precision", self.precision_combo)
+        return advanced
 
-        buttons = QHBoxLayout()
-        self.fit_button = QPushButton("Fit and preview")
-        self.fit_button.clicked.connect(self.fit_and_preview)
-        self.map_button = QPushButton("Map the whole area")
-        self.map_button.clicked.connect(self.map_whole_area)
-        for button in (self.fit_button, self.map_button):
-            buttons.addWidget(button)
-        layout.addLayout(buttons)
-        layout.addLayout(self._learn_line())
+    # ------------------------------------------------------------------ what the panels hold (tests and state use it)
+    @property
+    def messages(self) -> list[str]:
+        return self.message_area.history
 
-        self.metrics = QLabel("Draw labels, then Fit and preview.")
-        self.metrics.setWordWrap(True)
-        self.metrics.setTextFormat(Qt.TextFormat.RichText)
-        self.metrics.setOpenExternalLinks(True)
-        layout.addWidget(self.metrics)
-        layout.addStretch(1)
+    @property
+    def task(self) -> EngineTask | None:
+        return self.controller.task
 
-        self.change_tab = ChangeTab()
-        self.change_tab.run_button.clicked.connect(self.detect_change)
-        self.assessment = AssessmentPanel(self.iface.mapCanvas() if self.iface else None)
-        self.tabs = QTabWidget()
-        for widget, title in ((body, "Map"), (self.change_tab, "Change"), (self.assessment, "Assess")):
-            scroll = QScrollArea()
-            scroll.setWidgetResizable(True)
-            scroll.setWidget(widget)
-            self.tabs.addTab(scroll, title)
-        shared.addWidget(self.tabs, 1)
+    @property
+    def rows(self) -> list[ModalityRow]:
+        return self.inputs_panel.rows
 
-        progress_line = QHBoxLayout()
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        self.cancel_button.setEnabled(False)
-        progress_line.addWidget(self.progress, 1)
-        progress_line.addWidget(self.cancel_button)
-        shared.addLayout(progress_line)
+    @property
+    def model_combo(self) -> QComboBox:
+        return self.model_panel.combo
 
-        command_line = QHBoxLayout()
-        command_line.addWidget(QLabel("Same run, headless:"))
-        copy = QPushButton("Copy")
-        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.command.toPlainText()))
-        command_line.addStretch(1)
-        command_line.addWidget(copy)
-        shared.addLayout(command_line)
-        self.command = QPlainTextEdit()
-        self.command.setReadOnly(True)
-        self.command.setMaximumHeight(90)
-        shared.addWidget(self.command)
-        self.setWidget(outer)
+    @property
+    def extent_combo(self) -> QComboBox:
+        return self.inputs_panel.extent_combo
 
-    def _labels_box(self) -> QWidget:
-        box = QgsCollapsibleGroupBox("Labels")
-        layout = QVBoxLayout(box)
-        line = QHBoxLayout()
-        self.geometry_combo = QComboBox()
-        self.geometry_combo.addItems(["points", "polygons"])
-        new = QPushButton("New labels layer")
-        new.clicked.connect(self.new_labels_layer)
-        line.addWidget(new)
-        line.addWidget(self.geometry_combo)
-        layout.addLayout(line)
-        form = QFormLayout()
-        self.labels_combo = QgsMapLayerComboBox()
-        self.labels_combo.setFilters(Qgis.LayerFilter.PointLayer | Qgis.LayerFilter.PolygonLayer)
-        self.labels_combo.setAllowEmptyLayer(True)
-        self.field_combo = QgsFieldComboBox()
-        self.labels_combo.layerChanged.connect(self._labels_changed)
-        self.ignore_edit = QLineEdit()
-        self.ignore_edit.setPlaceholderText("e.g. 0 (no data)")
-        form.addRow("Labels layer", self.labels_combo)
-        form.addRow("Class field", self.field_combo)
-        form.addRow("Ignore classes", self.ignore_edit)
-        # Off by default: the curve refits the probe for every sample size (about 20 s of a 25 s re-fit).
-        self.curve_box = QCheckBox("Learning curve in the fit report (slower re-fits)")
-        form.addRow(self.curve_box)
-        layout.addLayout(form)
-        self.class_table = QTableWidget(0, 2)
-        self.class_table.setHorizontalHeaderLabels(["Class", "Colour"])
-        self.class_table.horizontalHeader().setStretchLastSection(True)
-        self.class_table.verticalHeader().setVisible(False)
-        self.class_table.itemChanged.connect(lambda item: self.restyle_labels())
-        layout.addWidget(self.class_table)
-        class_buttons = QHBoxLayout()
-        add = QPushButton("Add class")
-        add.clicked.connect(lambda: self.add_class(f"class {self.class_table.rowCount() + 1}"))
-        remove = QPushButton("Remove class")
-        remove.clicked.connect(self.remove_class)
-        class_buttons.addWidget(add)
-        class_buttons.addWidget(remove)
-        layout.addLayout(class_buttons)
-        return box
+    @property
+    def class_table(self):
+        return self.labels_panel.table
 
-    def _learn_line(self) -> QHBoxLayout:
-        line = QHBoxLayout()
-        self.learn_button = QPushButton("Learn this area")
-        self.learn_button.setToolTip("Continue the model's self-supervised pretraining on the ticked layers over the "
-                                     "area to map; the new model joins the model list (labels, if chosen, score it "
-                                     "before and after)")
-        self.learn_button.clicked.connect(self.learn_area)
-        self.learn_minutes = QSpinBox()
-        self.learn_minutes.setRange(1, 24 * 60)
-        self.learn_minutes.setValue(10)
-        self.learn_minutes.setSuffix(" min")
-        self.learn_name = QLineEdit("my-area")
-        self.learn_name.setToolTip("The new model's name; the same name resumes its last run")
-        for widget in (self.learn_button, self.learn_minutes, self.learn_name):
-            line.addWidget(widget)
-        return line
+    @property
+    def field_combo(self):
+        return self.labels_panel.field_combo
+
+    @property
+    def metrics(self) -> QLabel:
+        return self.results_panel.metrics
+
+    @property
+    def learn_name(self):
+        return self.learn_panel.name
+
+    @property
+    def learn_minutes(self):
+        return self.learn_panel.minutes
+
+    def add_class(self, name: str, color: str | None = None) -> None:
+        if name not in self.labels_panel.names():  # a class the labels layer brought in already
+            self.labels_panel.add_class(name, color)
+
+    def choose_labels(self, layer: QgsVectorLayer, field: str) -> None:
+        self.labels_panel.choose(layer, field)
+
+    def classes(self) -> list[LabelClass]:
+        return self.labels_panel.classes()
+
+    def labels_layer(self) -> QgsVectorLayer | None:
+        return self.labels_panel.layer()
+
+    def new_labels_layer(self, path: str | None = None) -> QgsVectorLayer | None:
+        return self.labels_panel.new_labels_layer(path)
+
+    def raster_layers(self) -> list[QgsRasterLayer]:
+        return raster_layers()
+
+    def canvas_extent(self) -> Extent:
+        return self.inputs_panel.canvas_extent()
+
+    def map_extent(self) -> Extent | None:
+        return self.inputs_panel.map_extent()
 
     # ------------------------------------------------------------------ model and inputs
     def reload_models(self, selected: str | None = None) -> None:
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        # The shipped checkpoints, then those downloaded, converted or learnt into the models folder.
-        for info in shipped_models() + shipped_models(settings.models_folder()):
-            self.model_combo.addItem(info.name, str(info.path))
-            self.model_combo.setItemData(self.model_combo.count() - 1, info.summary(), Qt.ItemDataRole.ToolTipRole)
-        self.model_combo.addItem(BROWSE, None)
-        self.model_combo.blockSignals(False)
-        if selected:
-            self.select_model(selected)
-        elif self.model_combo.count() > 1:
-            self.select_model(self.model_combo.itemData(0))
+        self.model_panel.reload(selected)
 
     def select_model(self, path: str) -> None:
-        try:
-            info = model_info(path)
-        except CatalogError as exc:
-            self.say(str(exc), Qgis.MessageLevel.Critical)
-            return
-        index = self.model_combo.findData(str(info.path))
-        if index < 0:
-            self.model_combo.insertItem(self.model_combo.count() - 1, info.name, str(info.path))
-            index = self.model_combo.count() - 2
-        self.model_combo.setCurrentIndex(index)
-        self.model_summary.setText(info.summary())
-        self._make_rows(info)
+        self.model_panel.select(path)
 
-    def _model_activated(self, index: int) -> None:
-        path = self.model_combo.itemData(index)
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "OmniSat model", "", "Checkpoint (*.safetensors)")
-            if not path:
-                return
-        self.select_model(path)
+    def _model_changed(self, info: ModelInfo) -> None:
+        # Another model keeps the ticks and typed dates of the inputs it shares with the previous one (the band
+        # tables are the model's own: matched again).
+        previous = {name: {"layers": saved["layers"], "dates": saved["dates"]}
+                    for name, saved in self.inputs_panel.state().items()}
+        self.inputs_panel.set_model(info)
+        self.change_tab.set_model(info, raster_layers())
+        self.fill_rows(previous or None)
 
     def model(self) -> ModelInfo:
-        path = self.model_combo.currentData()
-        if not path:
+        path = self.model_panel.combo.currentData()
+        if not path or str(path).startswith("download:"):
             raise InputError("Choose a model first.")
         return model_info(path)
 
-    def _make_rows(self, info: ModelInfo) -> None:
-        for row in self.rows:
-            row.setParent(None)
-        self.rows = [ModalityRow(m, info) for m in info.modalities]
-        for row in self.rows:
-            row.changed.connect(self.refresh_checks)
-            self.rows_box.addWidget(row)
-        self.change_tab.set_model(info, self.raster_layers())
-        self.fill_rows()
-
-    def raster_layers(self) -> list[QgsRasterLayer]:
-        return [lyr for lyr in QgsProject.instance().mapLayers().values() if isinstance(lyr, QgsRasterLayer)
-                and not lyr.customProperty("omnisat/output", False)]
-
     def fill_rows(self, state: dict[str, Any] | None = None, change: dict[str, list[str]] | None = None) -> None:
         """Fill the rows (``state``: the saved "inputs") and the Change tab's periods (``change``)."""
-        layers = self.raster_layers()
-        for row in self.rows:
-            saved = (state or {}).get(row.modality.name)
-            row.fill(layers, set(saved["layers"]) if saved else None, saved.get("dates") if saved else None)
-            if saved and saved.get("bands"):
-                row.set_bands(saved["bands"])
-        self.change_tab.fill(layers, change)
-        self.refresh_checks()
+        self.inputs_panel.fill(state)
+        self.change_tab.fill(raster_layers(), change)
+
+    def _inputs_changed(self) -> None:
+        self.change_tab.fill(raster_layers(), self.change_tab.state())  # the periods follow the project too
 
     def refresh_checks(self) -> None:
-        first = next((layers[0] for row in self.rows if (layers := row.checked_layers())), None)
-        for row in self.rows:
-            row.refresh_checks(first)
+        self.inputs_panel.refresh_checks()
 
     def inputs(self) -> list[ModalityInput]:
-        chosen = [entry for row in self.rows if (entry := row.modality_input()) is not None]
-        if not chosen:
-            raise InputError("Tick at least one layer for one of the model's inputs.")
-        return chosen
+        return self.inputs_panel.inputs()
 
     def advanced(self) -> Advanced:
         return Advanced(self.batch_spin.value(), self.device_combo.currentText(), self.precision_combo.currentText(),
                         float(self.window_spin.value()) or None)
-
-    # ------------------------------------------------------------------ extent
-    def canvas_extent(self) -> Extent:
-        canvas = self.iface.mapCanvas()
-        rect = canvas.extent()
-        return Extent((rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
-                      canvas.mapSettings().destinationCrs().authid())
-
-    def map_extent(self) -> Extent | None:
-        choice = self.extent_combo.currentText()
-        if choice == EXTENT_CHOICES[0]:
-            return self.canvas_extent()
-        if choice == EXTENT_CHOICES[2]:
-            if self.drawn is None:
-                raise InputError("No rectangle drawn yet: press Draw and drag a rectangle on the map.")
-            return self.drawn
-        return None
-
-    def start_drawing(self) -> None:
-        canvas = self.iface.mapCanvas()
-        self._map_tool = QgsMapToolExtent(canvas)
-        self._map_tool.extentChanged.connect(self._drawn)
-        canvas.setMapTool(self._map_tool)
-
-    def _drawn(self, rect) -> None:
-        crs = self.iface.mapCanvas().mapSettings().destinationCrs().authid()
-        self.drawn = Extent((rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), crs)
-        self.extent_combo.setCurrentText(EXTENT_CHOICES[2])
-        self.iface.mapCanvas().unsetMapTool(self._map_tool)
-
-    # ------------------------------------------------------------------ labels
-    def add_class(self, name: str, color: str | None = None) -> None:
-        self.class_table.blockSignals(True)
-        row = self.class_table.rowCount()
-        self.class_table.insertRow(row)
-        self.class_table.setItem(row, 0, QTableWidgetItem(name))
-        button = QgsColorButton()
-        button.setColor(QColor(color or default_color(row, name)))
-        button.colorChanged.connect(lambda _: self.restyle_labels())
-        self.class_table.setCellWidget(row, 1, button)
-        self.class_table.blockSignals(False)
-        self.restyle_labels()
-
-    def remove_class(self) -> None:
-        row = self.class_table.currentRow()
-        self.class_table.removeRow(row if row >= 0 else self.class_table.rowCount() - 1)
-        self.restyle_labels()
-
-    def classes(self) -> list[LabelClass]:
-        return [LabelClass(self.class_table.item(r, 0).text().strip(), self.class_table.cellWidget(r, 1).color().name())
-                for r in range(self.class_table.rowCount()) if self.class_table.item(r, 0).text().strip()]
-
-    def labels_layer(self) -> QgsVectorLayer | None:
-        layer = self.labels_combo.currentLayer()
-        return layer if isinstance(layer, QgsVectorLayer) else None
-
-    def restyle_labels(self) -> None:
-        layer, field = self.labels_layer(), self.field_combo.currentField()
-        if layer is not None and field and layer.customProperty("omnisat/labels", False):
-            style_labels(layer, field, self.classes())
-
-    def choose_labels(self, layer: QgsVectorLayer, field: str) -> None:
-        self.labels_combo.setLayer(layer)
-        self._labels_changed(layer, field)  # setLayer from code does not always emit layerChanged
-
-    def _labels_changed(self, layer, field: str = "") -> None:
-        current = field or self.field_combo.currentField()
-        self.field_combo.setLayer(layer)
-        names = layer.fields().names() if isinstance(layer, QgsVectorLayer) else []
-        # A GeoPackage's first field is its feature id: never a sensible default class field.
-        for candidate in (current, DEFAULT_FIELD):
-            if candidate in names:
-                self.field_combo.setField(candidate)
-                break
-        self.restyle_labels()
-
-    def new_labels_layer(self, path: str | None = None) -> QgsVectorLayer | None:
-        if not path:
-            path, _ = QFileDialog.getSaveFileName(self, "New labels layer", "", "GeoPackage (*.gpkg)")
-            if not path:
-                return None
-        if not self.classes():
-            for index, name in enumerate(("class 1", "class 2")):
-                self.add_class(name, default_color(index))
-        try:
-            layer = create_labels_layer(Path(path), self.geometry_combo.currentText(),
-                                        self.iface.mapCanvas().mapSettings().destinationCrs())
-        except LabelsError as exc:
-            self.say(str(exc), Qgis.MessageLevel.Critical)
-            return None
-        layer.setCustomProperty("omnisat/labels", True)
-        QgsProject.instance().addMapLayer(layer)
-        self.choose_labels(layer, DEFAULT_FIELD)
-        self.iface.setActiveLayer(layer)
-        layer.startEditing()
-        self.iface.actionAddFeature().trigger()
-        return layer
-
-    def labels_source(self, extent: Extent | None = None) -> dict[str, Any]:
-        """The fit's labels; with ``extent``, only the features inside it count (the others have no embeddings)."""
-        layer, field = self.labels_layer(), self.field_combo.currentField()
-        if layer is None or not field:
-            raise InputError("Choose a labels layer and its class field (or press New labels layer).")
-        if layer.providerType() != "ogr":
-            raise InputError(f"The labels layer '{layer.name()}' is not a file layer: save it as GeoPackage first.")
-        if layer.isEditable() and layer.isModified():
-            # The worker reads the file: save the samples drawn so far, and keep digitizing.
-            if not layer.commitChanges(False):
-                raise InputError(f"The labels in '{layer.name()}' could not be saved: {layer.commitErrors()}")
-        ignored = {v.strip() for v in self.ignore_edit.text().replace(";", ",").split(",") if v.strip()}
-        request = QgsFeatureRequest()
-        if extent is not None:
-            transform = QgsCoordinateTransform(QgsCoordinateReferenceSystem(extent.crs), layer.crs(),
-                                               QgsProject.instance())
-            request.setFilterRect(transform.transformBoundingBox(QgsRectangle(*extent.bounds)))
-        features = list(layer.getFeatures(request))
-        if not features:
-            where = " in the visible map area" if extent is not None else ""
-            raise InputError(f"The labels layer '{layer.name()}' has no feature{where}: draw samples there, or pan "
-                             "the map to where the samples are.")
-        values = [str(f[field]) for f in features if f[field] not in (None, "")]
-        unlabelled = len(features) - len(values)
-        classes = {v for v in values if v not in ignored}
-        if unlabelled:
-            self.say(f"{unlabelled} feature(s) of '{layer.name()}' have no class and are left out.",
-                     Qgis.MessageLevel.Warning)
-        if len(classes) < 2:
-            raise InputError(f"The labels layer '{layer.name()}' has {len(classes)} class(es) in '{field}'"
-                             f"{' in the visible map area' if extent is not None else ''}: "
-                             "draw samples of at least two classes.")
-        path, _, rest = layer.source().partition("|")
-        source = {"labels": path, "class_field": field, "ignore_values": sorted(ignored)}
-        if rest.startswith("layername="):
-            source["layer"] = rest.split("=", 1)[1].split("|")[0]
-        return source
 
     # ------------------------------------------------------------------ runs
     def work_folder(self) -> Path:
@@ -509,17 +299,25 @@ class OmniSatDock(QgsDockWidget):
         base.mkdir(parents=True, exist_ok=True)
         return base
 
+    def new_run_folder(self, kind: str) -> Path:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        folder = self.work_folder() / "runs" / f"{kind}-{stamp}"
+        folder.mkdir(parents=True)
+        return folder
+
     def refuse(self, exc: Exception) -> None:
-        """Say why a run cannot start; for a layer that is not a file, offer to export it."""
-        if not isinstance(exc, NotAFileLayer):
-            self.say(str(exc), Qgis.MessageLevel.Critical)
+        """Say why a run cannot start, in full, with the action that fixes it where there is one."""
+        if isinstance(exc, NotAFileLayer):
+            self.say(str(exc), Qgis.MessageLevel.Warning,
+                     actions=(("Export the area to GeoTIFF", lambda: self.export_for(exc.row, exc.layer)),))
             return
-        self.messages.append(str(exc))
-        item = self.bar.createMessage("OmniSat", str(exc))
-        button = QPushButton("Export the area to GeoTIFF")
-        button.clicked.connect(lambda: self.export_for(exc.row, exc.layer))
-        item.layout().addWidget(button)
-        self.bar.pushWidget(item, Qgis.MessageLevel.Warning)
+        self.say(str(exc), Qgis.MessageLevel.Critical, actions=self._fixes(str(exc)))
+
+    def _fixes(self, text: str) -> tuple:
+        """The one-click fix a message offers: set up the engine when it cannot run."""
+        if "Set up the OmniSat engine" in text or not self.model_panel.engine_ready:
+            return (("Set up the engine…", self.set_up_engine),)
+        return ()
 
     def export_for(self, row: ModalityRow, layer: QgsRasterLayer) -> QgsRasterLayer | None:
         """Export ``layer`` over the area to map (the visible area when that is the whole input) to a GeoTIFF
@@ -541,8 +339,8 @@ class OmniSatDock(QgsDockWidget):
             self.say(str(exc), Qgis.MessageLevel.Critical)
             return None
         exported = QgsRasterLayer(str(path), f"{layer.name()} (GeoTIFF)", "gdal")
+        state = self.inputs_panel.state()
         QgsProject.instance().addMapLayer(exported)
-        state = self.state()["inputs"]
         saved = state[row.modality.name]
         saved["layers"] = [exported.id() if i == layer.id() else i for i in saved["layers"]]
         saved["dates"][exported.id()] = date
@@ -554,63 +352,42 @@ class OmniSatDock(QgsDockWidget):
         from omnisat_qgis.gui.setup_dialog import SetupDialog
 
         SetupDialog(self).exec()
+        self.model_panel.refresh_status()
+
+    def download_model(self, name: str) -> None:
+        """The Processing dialog of omnisat:fetchmodel (progress, resumable, Cancel); the list follows."""
+        from omnisat_qgis.plugin import algorithm_dialog
+
+        algorithm_dialog("omnisat:fetchmodel", {"NAME": name})
+        self.model_panel.reload()
 
     def fit_and_preview(self) -> None:
-        extent, advanced = self.canvas_extent().grown(PREVIEW_MARGIN), self.advanced()
+        extent = self.canvas_extent().grown(PREVIEW_MARGIN)
         try:
-            model, inputs, labels = self.model(), self.inputs(), self.labels_source(extent)
+            request = FitRequest(self.model(), tuple(self.inputs()), extent, self.labels_panel.request(extent),
+                                 self.advanced(), self.labels_panel.curve_box.isChecked())
         except (InputError, CatalogError) as exc:
             self.refuse(exc)
             return
-        cache = EmbeddingCache(self.work_folder() / "cache")
-        key = embedding_key(model, inputs, extent, PREVIEW_LEVEL, advanced)
-        embeddings = cache.embeddings(key)
-        embeddings.parent.mkdir(parents=True, exist_ok=True)
-        job = build_job(model, inputs, extent, {"embeddings": str(embeddings), "embeddings_level": PREVIEW_LEVEL},
-                        advanced)
-        self.preview_job = job
-        job_file = embeddings.parent / "job.json"
-        job_file.write_text(json.dumps(job, indent=2), encoding="utf-8")
-        run = self.new_run_folder("preview")
-        fit = dict(labels, embeddings=str(embeddings), model=str(model.path), output=str(run / "probe.safetensors"),
-                   report=str(run / "report.html"), classes=str(run / "classes.tif"),
-                   confidence=str(run / "confidence.tif"), learning_curve=self.curve_box.isChecked())
-        steps = []
-        if not cache.has(key):
-            steps.append(Step("embed", {"job": job}, (str(embeddings),), "Embedding the visible area"))
-        steps.append(Step("fit-probe", fit, (fit["output"], fit["report"], fit["classes"], fit["confidence"]),
-                          "Fitting the probe"))
-        self.embed_runs += steps[0].operation == "embed"
-        commands = [qgis_process_command("embed", {"JOB": str(job_file), "EMBEDDINGS": str(embeddings)})]
-        commands.append(qgis_process_command("fitprobe", {
-            "LABELS": labels["labels"] + (f"|layername={labels['layer']}" if labels.get("layer") else ""),
-            "CLASS_FIELD": labels["class_field"], "IGNORE_VALUES": ",".join(labels["ignore_values"]),
-            "EMBEDDINGS_RASTER": str(embeddings), "MODEL": str(model.path), "OUTPUT": fit["output"],
-            "REPORT": fit["report"], "CLASSES": fit["classes"], "CONFIDENCE": fit["confidence"],
-            "LEARNING_CURVE": fit["learning_curve"]}))
-        self.command.setPlainText("\n".join(commands))
-        self.start(EngineTask("OmniSat: fit and preview", steps, self._preview_done, self._log))
+        planned = plan_fit(request, EmbeddingCache(self.work_folder() / "cache"), self.new_run_folder("preview"))
+        self.preview_job = planned.job
+        self.command.setPlainText(planned.command)
+        if self.controller.start(planned.title, planned.steps, self._preview_done):
+            self.embed_runs += planned.steps[0].operation == "embed"
 
     def map_whole_area(self) -> None:
         if self.last_probe is None or not self.last_probe.is_file():
             self.say("Fit a probe first (Fit and preview), then map the whole area.", Qgis.MessageLevel.Warning)
             return
         try:
-            model, inputs, extent = self.model(), self.inputs(), self.map_extent()
+            request = MapRequest(self.model(), tuple(self.inputs()), self.map_extent(), self.last_probe,
+                                 self.advanced())
         except (InputError, CatalogError) as exc:
             self.refuse(exc)
             return
-        run = self.new_run_folder("map")
-        outputs = {"classes": str(run / "classes.tif"), "confidence": str(run / "confidence.tif"),
-                   "embeddings_level": PREVIEW_LEVEL}
-        job = build_job(model, inputs, extent, outputs, self.advanced())
-        (run / "job.json").write_text(json.dumps(job, indent=2), encoding="utf-8")
-        self.command.setPlainText(qgis_process_command("applyprobe", {
-            "PROBE": str(self.last_probe), "JOB": str(run / "job.json"), "CLASSES": outputs["classes"],
-            "CONFIDENCE": outputs["confidence"]}))
-        step = Step("apply-probe", {"probe": str(self.last_probe), "embeddings": job},
-                    (outputs["classes"], outputs["confidence"]), "Mapping the whole area")
-        self.start(EngineTask(f"OmniSat: map {run.name}", [step], self._map_done, self._log))
+        planned = plan_map(request, self.new_run_folder("map"))
+        self.command.setPlainText(planned.command)
+        self.controller.start(planned.title, planned.steps, self._map_done)
 
     def detect_change(self) -> None:
         try:
@@ -621,12 +398,12 @@ class OmniSatDock(QgsDockWidget):
             self.refuse(exc)
             return
         self.command.setPlainText(command)
-        self.start(EngineTask(f"OmniSat: change {run.name}", [step], self._change_done, self._log))
+        self.controller.start(f"OmniSat: change {run.name}", [step], self._change_done)
 
     def learn_area(self) -> None:
         try:
             model, inputs, extent = self.model(), self.inputs(), self.map_extent()
-            labels = self.labels_source(extent) if self.labels_layer() is not None else {}
+            labels = self.labels_panel.request(extent).params() if self.labels_layer() is not None else {}
             run = self.new_run_folder("learn")
             request = LearnAreaRequest(
                 model=str(model.path), layers={i.name: i.files for i in inputs},
@@ -641,60 +418,25 @@ class OmniSatDock(QgsDockWidget):
             self.refuse(exc)
             return
         self.command.setPlainText(json.dumps({"operation": "learn-area", "params": step.params}, indent=2))
-        self.start(EngineTask(f"OmniSat: learn {request.name}", [step], self._learn_done, self._log))
+        self.controller.start(f"OmniSat: learn {request.name}", [step], self._learn_done)
 
+    def cancel(self) -> None:
+        self.controller.cancel()
+
+    # ------------------------------------------------------------------ results
     def _learn_done(self, task: EngineTask) -> None:
-        if not self._finish(task):
-            return
         result = task.results[-1]
         self.reload_models(result["output"])
         scores = (f"; macro-F1 on your labels {result['macro_f1_before']:.3f} -> {result['macro_f1_after']:.3f}"
                   if "macro_f1_after" in result else "")
-        self.metrics.setText(f"New model <b>{html.escape(Path(result['output']).stem)}</b> after {result['steps']} "
-                             f"steps (final loss {result.get('final_loss') or float('nan'):.4g}){html.escape(scores)}. "
-                             f"<a href='{Path(result['report']).as_uri()}'>Report with the loss curve</a>")
+        self.results_panel.show_text(
+            f"New model <b>{html.escape(Path(result['output']).stem)}</b> after {result['steps']} steps (final loss "
+            f"{result.get('final_loss') or float('nan'):.4g}){html.escape(scores)}. "
+            f"<a href='{Path(result['report']).as_uri()}'>Report with the loss curve</a>")
         self.say(f"Learnt '{Path(result['output']).stem}': chosen as the model; fit and preview to use it.",
                  Qgis.MessageLevel.Success)
 
-    def new_run_folder(self, kind: str) -> Path:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        folder = self.work_folder() / "runs" / f"{kind}-{stamp}"
-        folder.mkdir(parents=True)
-        return folder
-
-    def start(self, task: EngineTask) -> None:
-        if self.task is not None:
-            self.say("A run is in progress: wait for it or press Cancel.", Qgis.MessageLevel.Warning)
-            return
-        self.task = task
-        task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
-        for button in (self.fit_button, self.map_button, self.learn_button, self.change_tab.run_button):
-            button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setValue(0)
-        QgsApplication.taskManager().addTask(task)
-
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-    def _finish(self, task: EngineTask) -> bool:
-        self.task = None
-        for button in (self.fit_button, self.map_button, self.learn_button, self.change_tab.run_button):
-            button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        if task.cancelled_by_user or task.isCanceled():
-            self.say("Cancelled; no output was written.", Qgis.MessageLevel.Info)
-            return False
-        if task.error:
-            self.say(task.error, Qgis.MessageLevel.Critical)
-            return False
-        self.progress.setValue(100)
-        return True
-
     def _preview_done(self, task: EngineTask) -> None:
-        if not self._finish(task):
-            return
         result = task.results[-1]
         self.last_probe = Path(result["output"])
         root = QgsProject.instance().layerTreeRoot()
@@ -708,11 +450,12 @@ class OmniSatDock(QgsDockWidget):
         record = RunRecord.from_run("fit-probe", "dock: fit and preview", params, result)
         self.add_result(result["classes"], "Preview classes", "classes", group, record)
         self.add_result(result["confidence"], "Preview confidence", "confidence", group, record, visible=False)
-        self.show_metrics(result)
+        model = self.model_panel.info
+        self.results_panel.show_fit(result, model)
+        self.say(f"Fitted: the preview is in the group '{PREVIEW_GROUP}', the accuracy below the labels.",
+                 Qgis.MessageLevel.Success)
 
     def _map_done(self, task: EngineTask) -> None:
-        if not self._finish(task):
-            return
         result, name, group, record = self._run_results(task, "classes", "apply-probe", "dock: map the whole area")
         self.add_result(result["classes"], "Classes", "classes", group, record)
         if result.get("confidence"):
@@ -721,15 +464,17 @@ class OmniSatDock(QgsDockWidget):
                  Qgis.MessageLevel.Success)
 
     def _change_done(self, task: EngineTask) -> None:
-        if not self._finish(task):
-            return
         result, name, group, record = self._run_results(task, "magnitude", "change", "dock: change")
         self.add_result(result["change"], "Change", "classes", group, record)
         self.add_result(result["magnitude"], "Change magnitude", "magnitude", group, record)
         share = result.get("changed_share")
         changed = f"{share:.0%} of the patches changed" if share is not None else "change mapped"
-        self.say(f"{changed} (threshold {result['threshold']:.3g}, {result['threshold_method']}): group '{name}'.",
-                 Qgis.MessageLevel.Success)
+        method = result["threshold_method"]
+        caution = (" Otsu's threshold always splits the magnitudes in two, so it finds some change even between two "
+                   "unchanged years: look at the magnitude before trusting the change layer."
+                   if "otsu" in str(method).lower() else "")
+        self.say(f"{changed} (threshold {result['threshold']:.3g}, {method}); the change layer follows the model's "
+                 f"cells, not field edges.{caution} Results: group '{name}'.", Qgis.MessageLevel.Success)
 
     def _run_results(self, task: EngineTask, output: str, operation: str, title: str):
         """(result, group name, new group, metadata record) of a finished run, named after its run folder."""
@@ -761,38 +506,16 @@ class OmniSatDock(QgsDockWidget):
         return layer
 
     def show_metrics(self, result: dict[str, Any]) -> None:
-        counts, f1 = result.get("counts", {}), result.get("per_class_f1") or {}
-        labelled, held_out = counts.get("labelled cells", {}), counts.get("cells ever held out", {})
-        unvalidated = set(result.get("unvalidated_classes") or ()) | {n for n in labelled if not held_out.get(n)}
-        per_class = "".join(
-            f"<tr><td>{html.escape(name)}</td>"
-            f"<td>{'—' if name in unvalidated else f'{f1.get(name, 0):.2f}'}</td>"
-            f"<td>{labelled.get(name, 0)}</td><td>{held_out.get(name, 0)}</td></tr>"
-            for name in result.get("class_names", labelled))
-        note = (f"<br>Not validated (no held-out label: draw more, in other places): "
-                f"{html.escape(', '.join(sorted(unvalidated)))}" if unvalidated else "")
-        report = result.get("report")
-        link = f' — <a href="{Path(report).as_uri()}">report</a>' if report else ""
-        if result.get("overall_accuracy") is None:
-            scores = "not measured (too few labels to hold any out)"
-        else:
-            scores = (f"OA {result['overall_accuracy']:.2f}, macro-F1 {result['macro_f1']:.2f} "
-                      f"on {result['validation_cells']} held-out cells")
-        self.metrics.setText(
-            f"<b>Held-out accuracy</b>: {scores}{link}"
-            f"<table cellspacing='0' cellpadding='3'><tr><th align='left'>class</th><th>F1</th>"
-            f"<th>labelled cells</th><th>held out</th></tr>{per_class}</table>{note}")
+        self.results_panel.show_fit(result, self.model_panel.info)
 
     # ------------------------------------------------------------------ state, messages
     def state(self) -> dict[str, Any]:
         return {
-            "model": self.model_combo.currentData(),
-            "inputs": {row.modality.name: {"layers": [lyr.id() for lyr in row.checked_layers()], "dates": row.dates(),
-                                           "bands": list(row.edited) if row.edited is not None else None}
-                       for row in self.rows},
+            "model": self.model_panel.combo.currentData(),
+            "inputs": self.inputs_panel.state(),
             "labels": self.labels_layer().id() if self.labels_layer() else None,
-            "field": self.field_combo.currentField(),
-            "ignore": self.ignore_edit.text(),
+            "field": self.labels_panel.class_field,
+            "ignore": self.labels_panel.ignore_edit.text(),
             "classes": [[c.name, c.color] for c in self.classes()],
             "extent": self.extent_combo.currentText(),
             "probe": str(self.last_probe) if self.last_probe else None,
@@ -808,27 +531,30 @@ class OmniSatDock(QgsDockWidget):
             self.fill_rows()
             return
         state = json.loads(text)
-        if state.get("model"):
+        if state.get("model") and not str(state["model"]).startswith("download:"):
             self.select_model(state["model"])
         self.fill_rows(state.get("inputs"), state.get("change"))
-        self.class_table.setRowCount(0)
-        for name, color in state.get("classes", []):
-            self.add_class(name, color)
+        self.labels_panel.set_classes([(name, color) for name, color in state.get("classes", [])])
         if state.get("labels") and (layer := QgsProject.instance().mapLayer(state["labels"])):
-            self.choose_labels(layer, state.get("field") or DEFAULT_FIELD)
-        self.ignore_edit.setText(state.get("ignore", ""))
+            self.labels_panel.choose(layer, state.get("field") or DEFAULT_FIELD)
+        self.labels_panel.ignore_edit.setText(state.get("ignore", ""))
         self.extent_combo.setCurrentText(state.get("extent", EXTENT_CHOICES[0]))
         self.last_probe = Path(state["probe"]) if state.get("probe") else None
 
-    def say(self, text: str, level=Qgis.MessageLevel.Info) -> None:
-        self.messages.append(text)
-        self.bar.pushMessage("OmniSat", text, level, 10 if level != Qgis.MessageLevel.Critical else 0)
+    def say(self, text: str, level=Qgis.MessageLevel.Info, details: str = "", actions=()) -> None:
+        self.message_area.say(text, level, details, actions)
 
     def _log(self, message: str, level: str) -> None:
-        from qgis.core import QgsMessageLog
-
         QgsMessageLog.logMessage(message, "OmniSat", Qgis.MessageLevel.Warning if level == "warning"
                                  else Qgis.MessageLevel.Info)
+
+    def release(self) -> None:
+        """Before the dock goes (plugin unloaded, QGIS closing): stop the run and let go of every signal that
+        could call into a deleted widget."""
+        self.controller.detach()
+        self.inputs_panel.listen(False)
+        self.inputs_panel.stop_drawing()
+        self.labels_panel.release()
 
     def closeEvent(self, event):  # noqa: N802 - Qt API
         # A closed dock must not leave a worker running or a file half-written.

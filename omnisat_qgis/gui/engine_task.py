@@ -4,6 +4,10 @@ Progress goes to the task manager (and the dock, through ``progressChanged``);
 cancelling the task terminates the worker, which removes its partial files, so a
 cancelled run leaves nothing behind. The task never touches the project: the
 dock loads the results in ``on_done`` on the main thread.
+
+QGIS has no "cancelled" state for a task: a cancel ends as "Terminated" and QGIS's own
+notification for it reads "Task failed". The task is therefore silent (the dock says the
+outcome) and its description in the task manager says how it ended.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class Step:
 class EngineTask(QgsTask):
     def __init__(self, description: str, steps: list[Step],
                  on_done: Callable[["EngineTask"], None], log: Callable[[str, str], None] = lambda m, level: None):
-        super().__init__(description, QgsTask.Flag.CanCancel)
+        super().__init__(description, QgsTask.Flag.CanCancel | QgsTask.Flag.Silent)
         self.steps, self.on_done, self.log = steps, on_done, log
         self.results: list[dict[str, Any]] = []
         self.error = ""
@@ -56,11 +60,18 @@ class EngineTask(QgsTask):
                 self.results.append(run_worker(run, callbacks).get("result", {}))
             except WorkerCancelled:
                 self.cancelled_by_user = True
+                self.setDescription(f"{self.description()} (cancelled)")
                 return False
             except WorkerError as exc:
                 self.error = f"{step.label}: {exc}"
+                self.setDescription(f"{self.description()} (failed)")
                 return False
+        self.setProgress(100.0)
         return True
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancelled_by_user or self.isCanceled()
 
     def finished(self, result: bool) -> None:  # main thread
         self.on_done(self)

@@ -45,7 +45,10 @@ class LabelClass:
 USUAL_COLORS = {"forest": "#1b7837", "tree": "#1b7837", "wood": "#1b7837", "grass": "#a6d96a",
                 "meadow": "#a6d96a", "shrub": "#8c6d31", "crop": "#fdae61", "cultivated": "#fdae61",
                 "farm": "#fdae61", "artificial": "#d73027", "urban": "#d73027", "built": "#d73027",
-                "water": "#4575b4", "bare": "#bababa", "wetland": "#762a83"}
+                "water": "#4575b4", "bare": "#bababa", "wetland": "#762a83", "background": "#7f7f7f"}
+# Everything that is none of the analyst's classes (roads, buildings, water, other crops): without it the
+# probe must put every such pixel in one of the classes, and a crop class spreads over the map.
+BACKGROUND = "background (other)"
 
 
 def default_color(index: int, name: str = "") -> str:
@@ -93,3 +96,40 @@ def style_labels(layer: QgsVectorLayer, field: str, classes: list[LabelClass]) -
         layer.setEditorWidgetSetup(index, QgsEditorWidgetSetup(
             "ValueMap", {"map": [{item.name: item.name} for item in classes]}))
     layer.triggerRepaint()
+
+
+def class_values(layer: QgsVectorLayer, field: str) -> list[str]:
+    """The distinct non-empty values of ``field``, as text, in first-seen order."""
+    index = layer.fields().indexOf(field)
+    if index < 0:
+        return []
+    seen: dict[str, None] = {}
+    for feature in layer.getFeatures():
+        value = feature.attribute(index)
+        if value not in (None, "") and not (hasattr(value, "isNull") and value.isNull()):
+            seen.setdefault(str(value), None)
+    return list(seen)
+
+
+def rename_class_values(layer: QgsVectorLayer, field: str, old: str, new: str) -> int:
+    """Write ``new`` in ``field`` of every feature whose value is ``old``; the number of features changed.
+
+    One undoable edit command; a layer that was not being edited is saved at once, so the
+    worker (which reads the file) sees the new names.
+    """
+    index = layer.fields().indexOf(field)
+    if index < 0:
+        raise LabelsError(f"The labels layer '{layer.name()}' has no field '{field}'.")
+    ids = [f.id() for f in layer.getFeatures() if str(f.attribute(index)) == old]
+    if not ids:
+        return 0
+    editing = layer.isEditable()
+    if not editing and not layer.startEditing():
+        raise LabelsError(f"The labels layer '{layer.name()}' cannot be edited: class '{old}' was not renamed.")
+    layer.beginEditCommand(f"Rename class '{old}' to '{new}'")
+    for fid in ids:
+        layer.changeAttributeValue(fid, index, new)
+    layer.endEditCommand()
+    if not editing and not layer.commitChanges():
+        raise LabelsError(f"The renamed classes of '{layer.name()}' could not be saved: {layer.commitErrors()}")
+    return len(ids)

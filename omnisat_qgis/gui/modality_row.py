@@ -2,7 +2,9 @@
 
 A table of the project's raster layers: tick the layer (an image) or the layers
 (a time series, one per date, sorted by date); the date read from each layer's
-name is shown and can be edited; the band mapping found from the band
+name is shown and can be edited; a layer whose bands are dates x the model's bands (a
+GeoTIFF or netCDF variable holding a whole series) is listed with its dates (from its band
+descriptions or metadata, else typed as a list) and goes to the engine as one file; the band mapping found from the band
 descriptions and an inline check (file layer, CRS, overlap, resolution, bands)
 are shown per layer. Below it, the band mapping of the ticked layers as an
 editable table (model band -> layer band, or "missing"): what it shows is what
@@ -12,10 +14,18 @@ the job's "bands" says.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+)
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
@@ -31,7 +41,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from omnisat_qgis.band_matching import BandMapping, match_bands
-from omnisat_qgis.gui.dates import date_of_layer, parse_typed_date
+from omnisat_qgis.gui.dates import band_dates, date_of_layer, parse_typed_date
 from omnisat_qgis.model_catalog import ModalityInfo, ModelInfo
 from omnisat_qgis.gui.session import ModalityInput
 from omnisat_qgis.value_scale import FINE, ScaleVerdict, detect_scale
@@ -55,8 +65,43 @@ class NotAFileLayer(InputError):
         self.row, self.layer = row, layer
 
 
+_SUBDATASET = re.compile(r'^[A-Z0-9_]+:"(?P<path>[^"]+)":')
+
+
+def layer_file(layer: QgsRasterLayer) -> str | None:
+    """What the engine opens for ``layer``: its file, or the GDAL name of a variable in a file
+    (NETCDF:"f.nc":ndvi); None for a layer the worker cannot read (web service, memory)."""
+    if layer.providerType() != "gdal":
+        return None
+    source = layer.source().split("|")[0]
+    if Path(source).is_file():
+        return source
+    match = _SUBDATASET.match(source)
+    return source if match and Path(match.group("path")).is_file() else None
+
+
 def is_file_layer(layer: QgsRasterLayer) -> bool:
-    return layer.providerType() == "gdal" and Path(layer.source().split("|")[0]).is_file()
+    return layer_file(layer) is not None
+
+
+def stack_dates_count(layer: QgsRasterLayer, modality: ModalityInfo) -> int:
+    """How many dates a layer holds when its bands are dates x the modality's bands; 0 for a one-date layer."""
+    bands = len(modality.bands)
+    count = layer.bandCount()
+    return count // bands if modality.is_series and count > bands and count % bands == 0 else 0
+
+
+def descriptions_for(layer: QgsRasterLayer, modality: ModalityInfo) -> list[str]:
+    """The band descriptions the model's bands are matched against: a stack's first date."""
+    descriptions = layer_descriptions(layer)
+    return descriptions[:len(modality.bands)] if stack_dates_count(layer, modality) else descriptions
+
+
+def stack_date_text(layer: QgsRasterLayer, modality: ModalityInfo) -> str:
+    """The Date cell of a stack: its dates, comma separated; empty when one of them is unknown."""
+    count = stack_dates_count(layer, modality)
+    found = band_dates(layer, count, len(modality.bands))
+    return ", ".join(d.isoformat() for d in found) if found and None not in found else ""
 
 
 @dataclass(frozen=True)
@@ -82,8 +127,14 @@ def band_signature(layer: QgsRasterLayer) -> tuple[str, ...]:
 def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
                 reference: QgsRasterLayer | None, mapping: BandMapping | None = None) -> LayerCheck:
     """``mapping``: the analyst's, when edited; else matched from the band descriptions."""
-    mapping = mapping or match_bands(modality.bands, layer_descriptions(layer))
+    mapping = mapping or match_bands(modality.bands, descriptions_for(layer, modality))
     problems, notes = [], []
+    dates = stack_dates_count(layer, modality)
+    if dates:
+        notes.append(f"{dates} dates x {len(modality.bands)} bands in one layer")
+        if mapping.layer_bands != tuple(range(1, len(modality.bands) + 1)):
+            problems.append(f"holds {dates} dates, but the bands of each date are not {', '.join(modality.bands)} in "
+                            "this order: write one date per file, or reorder the bands of the stack")
     if not is_file_layer(layer):
         problems.append("not a file layer: export it to GeoTIFF (Fit and preview offers it)")
     if mapping.missing:
@@ -103,7 +154,8 @@ def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
         if reference.crs() != layer.crs():
             notes.append(f"CRS {layer.crs().authid()} differs from {reference.crs().authid()}: warped on the fly")
         if not overlaps(layer, reference):
-            problems.append(f"does not overlap '{reference.name()}'")
+            problems.append(f"does not overlap '{reference.name()}' ({where(layer)} against {where(reference)}): "
+                            "they are different places")
     return LayerCheck(mapping, tuple(problems), tuple(notes))
 
 
@@ -123,14 +175,51 @@ def sampled_means(layer: QgsRasterLayer, bands: tuple[int | None, ...]) -> list[
 
 
 def overlaps(layer: QgsRasterLayer, other: QgsRasterLayer) -> bool:
-    transform = QgsCoordinateTransform(other.crs(), layer.crs(), QgsProject.instance())
-    extent: QgsRectangle = transform.transformBoundingBox(other.extent())
+    """Whether the two extents meet; False when one cannot be expressed in the other's CRS."""
+    try:
+        transform = QgsCoordinateTransform(other.crs(), layer.crs(), QgsProject.instance())
+        extent: QgsRectangle = transform.transformBoundingBox(other.extent())
+    except QgsCsException:
+        return False
     return extent.intersects(layer.extent())
+
+
+def overlaps_area(layer: QgsRasterLayer, area: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> bool:
+    try:
+        transform = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance())
+        return transform.transformBoundingBox(area).intersects(layer.extent())
+    except QgsCsException:
+        return False
+
+
+def where(layer: QgsRasterLayer) -> str:
+    """Where a layer lies, in words an analyst can compare: its CRS and its centre in degrees."""
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    try:
+        centre = QgsCoordinateTransform(layer.crs(), wgs84, QgsProject.instance()).transform(layer.extent().center())
+        place = f"around {centre.y():.2f}° N, {centre.x():.2f}° E"
+    except QgsCsException:
+        place = "at a place that cannot be located in degrees"
+    return f"{layer.crs().authid() or 'unknown CRS'}, {place}"
+
+
+def mixed_places(layers: list[QgsRasterLayer]) -> str:
+    """The reason, in full, why ticked layers cannot be one run; empty when they all overlap the first."""
+    if len(layers) < 2:
+        return ""
+    first = layers[0]
+    apart = [layer for layer in layers[1:] if not overlaps(layer, first)]
+    if not apart:
+        return ""
+    names = "; ".join(f"'{layer.name()}' ({where(layer)})" for layer in apart)
+    return (f"The ticked layers are in different places: {names} do(es) not overlap '{first.name()}' ({where(first)}). "
+            "One run maps one place: untick the layers of the other place (or load layers that cover the same "
+            "area).")
 
 
 def offered(layer: QgsRasterLayer, modality: ModalityInfo) -> bool:
     """Layers listed in a row: not named for other bands, and not far off the modality's resolution."""
-    descriptions = layer_descriptions(layer)
+    descriptions = descriptions_for(layer, modality)
     mapping = match_bands(modality.bands, descriptions)
     named_elsewhere = any(descriptions) and mapping.how == "position"
     pixel = layer.rasterUnitsPerPixelX()
@@ -143,7 +232,10 @@ def suits(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo) -> bo
     check = check_layer(layer, modality, model, None)
     pixel = layer.rasterUnitsPerPixelX()
     close = not layer.crs().isGeographic() and 0.5 <= pixel / modality.gsd_m <= 2.0
-    dated = not modality.is_series or date_of_layer(layer) is not None
+    if stack_dates_count(layer, modality):
+        dated = bool(stack_date_text(layer, modality))
+    else:
+        dated = not modality.is_series or date_of_layer(layer) is not None
     return check.mapping.how == "descriptions" and not check.mapping.missing and not check.problems and close and dated
 
 
@@ -153,7 +245,7 @@ class ModalityRow(QGroupBox):
     def __init__(self, modality: ModalityInfo, model: ModelInfo, parent=None):
         super().__init__(f"{modality.label} ({modality.name})", parent)
         self.modality, self.model = modality, model
-        self.reference: QgsRasterLayer | None = None
+        self.reference_id = ""  # the layer every ticked one must overlap (kept by id: layers come and go)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -163,6 +255,11 @@ class ModalityRow(QGroupBox):
         self.table.itemChanged.connect(self._item_changed)
         self.empty = QLabel("No layer of this kind in the project (Layer > Add Layer > Raster).")
         self.empty.setWordWrap(True)
+        # The checks of the ticked layers in full (the table's Check column is narrow).
+        self.problems = QLabel()
+        self.problems.setWordWrap(True)
+        self.problems.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.known: set[str] = set()  # ids of the layers listed: a layer added later is judged once, on arrival
         # The band table: one row per model band, a drop-down of the ticked layers' bands.
         self.band_table = QTableWidget(len(modality.bands), 2)
         self.band_table.setHorizontalHeaderLabels(("Model band", "Layer band"))
@@ -199,6 +296,7 @@ class ModalityRow(QGroupBox):
         layout.addWidget(expects)
         layout.addWidget(self.empty)
         layout.addWidget(self.table)
+        layout.addWidget(self.problems)
         layout.addWidget(self.band_toggle)
         layout.addWidget(self.band_table)
         layout.addWidget(self.scale_note)
@@ -208,8 +306,11 @@ class ModalityRow(QGroupBox):
             self.table.setColumnHidden(1, True)
 
     def fill(self, layers: list[QgsRasterLayer], checked_ids: set[str] | None = None,
-             dates: dict[str, str] | None = None) -> None:
-        """List ``layers`` (sorted by date); tick ``checked_ids``, or the suitable layers when None."""
+             dates: dict[str, str] | None = None, tick=None) -> None:
+        """List ``layers`` (sorted by date); tick ``checked_ids``, or when None the layers ``tick(layer)``
+        accepts (default: the suitable ones)."""
+        tick = tick or (lambda layer: suits(layer, self.modality, self.model))
+        self.known = {layer.id() for layer in layers}
         self.table.blockSignals(True)
         self.table.setRowCount(0)
         ordered = sorted((lyr for lyr in layers if offered(lyr, self.modality)),
@@ -220,11 +321,16 @@ class ModalityRow(QGroupBox):
             name = QTableWidgetItem(layer.name())
             name.setData(LAYER_ID_ROLE, layer.id())
             name.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
-            ticked = layer.id() in checked_ids if checked_ids is not None else suits(layer, self.modality, self.model)
+            ticked = layer.id() in checked_ids if checked_ids is not None else tick(layer)
             name.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
-            found = (dates or {}).get(layer.id()) or (str(date_of_layer(layer) or ""))
+            stack = stack_dates_count(layer, self.modality)
+            found = (dates or {}).get(layer.id()) or (stack_date_text(layer, self.modality) if stack
+                                                      else str(date_of_layer(layer) or ""))
             date = QTableWidgetItem(found)
-            date.setToolTip("Acquisition date (YYYY-MM-DD), read from the layer name; edit it if wrong")
+            date.setToolTip(f"The {stack} dates of the stack, one per {len(self.modality.bands)} bands, comma "
+                            "separated (YYYY-MM-DD, ...), read from its band descriptions or metadata; type them "
+                            "if missing" if stack else
+                            "Acquisition date (YYYY-MM-DD), read from the layer name; edit it if wrong")
             self.table.setItem(row, 0, name)
             self.table.setItem(row, 1, date)
             self.table.setItem(row, 2, QTableWidgetItem(""))
@@ -239,6 +345,14 @@ class ModalityRow(QGroupBox):
         self.table.setFixedHeight(self.table.horizontalHeader().sizeHint().height()
                                   + rows * self.table.verticalHeader().defaultSectionSize() + 24)
         self.refresh_checks()
+
+    def update_layers(self, layers: list[QgsRasterLayer], tick_new) -> None:
+        """The project's layers changed: list ``layers``, keeping the ticks and typed dates of those listed
+        before; a layer not seen before is ticked when ``tick_new(layer)`` says so."""
+        ticked = {layer.id() for layer in self.checked_layers()}
+        ticked |= {layer.id() for layer in layers if layer.id() not in self.known and tick_new(layer)}
+        typed = {layer_id: date for layer_id, date in self.dates().items() if date}
+        self.fill(layers, ticked, typed)
 
     def _keep_one(self) -> None:
         seen = False
@@ -280,7 +394,7 @@ class ModalityRow(QGroupBox):
         """The band table's mapping for layers of its band layout; the automatic match for others."""
         if self.edited is not None and band_signature(layer) == self._band_layout:
             return BandMapping(tuple(self.modality.bands), self.edited, EDITED)
-        return match_bands(self.modality.bands, layer_descriptions(layer))
+        return match_bands(self.modality.bands, descriptions_for(layer, self.modality))
 
     def _refresh_band_table(self) -> None:
         """Rebuild the drop-downs when the first ticked layer's band layout changed."""
@@ -295,8 +409,8 @@ class ModalityRow(QGroupBox):
             return
         first = layers[0]
         self._band_layout, self.edited = band_signature(first), None
-        matched = match_bands(self.modality.bands, layer_descriptions(first))
-        descriptions = layer_descriptions(first)
+        descriptions = descriptions_for(first, self.modality)
+        matched = match_bands(self.modality.bands, descriptions)
         for index, band in enumerate(matched.layer_bands):
             combo = QComboBox()
             combo.addItem(MISSING, None)
@@ -360,13 +474,19 @@ class ModalityRow(QGroupBox):
         """The job's "scale" for this row: the offered conversion, when the box is ticked."""
         return self.verdict.conversion if self.convert_box.isChecked() else None
 
+    @property
+    def reference(self) -> QgsRasterLayer | None:
+        layer = QgsProject.instance().mapLayer(self.reference_id) if self.reference_id else None
+        return layer if isinstance(layer, QgsRasterLayer) else None
+
     def refresh_checks(self, reference: QgsRasterLayer | None = None) -> None:
         if reference is not None:
-            self.reference = reference
+            self.reference_id = reference.id()
         self._refresh_band_table()
         self._refresh_scale()
         self.table.blockSignals(True)
         checked = set(self.checked_rows())
+        said = []
         for row in range(self.table.rowCount()):
             layer = self.layer(row)
             if layer is None:
@@ -381,7 +501,12 @@ class ModalityRow(QGroupBox):
             if row in checked and self.modality.is_series and not self._row_date(row):
                 text = "no date: type it (YYYY-MM-DD)" + ("; " + text if text != "ok" else "")
             self.table.item(row, 3).setText(text)
+            self.table.item(row, 3).setToolTip(text)
+            if row in checked and (check.problems or text.startswith("no date")):
+                said.append(f"'{layer.name()}': {text}")
         self.table.blockSignals(False)
+        self.problems.setText("\n".join(said))
+        self.problems.setVisible(bool(said))
 
     def _row_date(self, row: int) -> str:
         return self.table.item(row, 1).text().strip()
@@ -406,6 +531,9 @@ class ModalityRow(QGroupBox):
         if len(mappings) > 1:
             raise InputError(f"{self.modality.label}: the ticked layers do not have the same bands; "
                              "tick layers of one product only.")
+        stacks = [layer for layer in layers if stack_dates_count(layer, self.modality)]
+        if stacks:
+            return self._stack_input(rows, layers, stacks)
         dates = []
         if self.modality.is_series:
             for row, layer in zip(rows, layers):
@@ -424,5 +552,32 @@ class ModalityRow(QGroupBox):
             raise InputError(f"{self.modality.label} is one image: tick one layer only.")
         mapping = checks[0].mapping
         bands = None if mapping.is_identity(layers[0].bandCount()) else mapping.job_bands()
-        files = [layer.source().split("|")[0] for layer in layers]
+        files = [layer_file(layer) for layer in layers]
         return ModalityInput(name, files, dates, bands, self.scale())
+
+    def _stack_input(self, rows: list[int], layers: list[QgsRasterLayer], stacks: list[QgsRasterLayer]):
+        """One layer holding every date: the job's one file whose bands are dates x channels."""
+        label = self.modality.label
+        if len(layers) > 1:
+            count = stack_dates_count(stacks[0], self.modality)
+            raise InputError(f"{label}: '{stacks[0].name()}' holds a whole series ({count} dates): tick it alone, "
+                             "not with other layers.")
+        layer, count = layers[0], stack_dates_count(layers[0], self.modality)
+        text = self._row_date(rows[0])
+        if not text:
+            raise InputError(f"{label}: the dates of '{layer.name()}' ({count} dates of {len(self.modality.bands)} "
+                             "bands) are not in its band descriptions or metadata: type them in the Date column, "
+                             "comma separated (YYYY-MM-DD, YYYY-MM-DD, ...).")
+        try:
+            dates = [parse_typed_date(part.strip()).isoformat() for part in text.replace(";", ",").split(",")
+                     if part.strip()]
+        except ValueError as exc:
+            raise InputError(f"{label}: the dates of '{layer.name()}' are not dates ({exc}): write them as "
+                             "YYYY-MM-DD, comma separated.") from None
+        if len(dates) != count:
+            raise InputError(f"{label}: '{layer.name()}' holds {count} dates ({layer.bandCount()} bands of "
+                             f"{len(self.modality.bands)}), but the Date column lists {len(dates)}: give one date "
+                             "per date.")
+        if len(set(dates)) != len(dates):
+            raise InputError(f"{label}: the dates of '{layer.name()}' repeat a date: each date once.")
+        return ModalityInput(self.modality.name, [layer_file(layer)], dates, None, self.scale())

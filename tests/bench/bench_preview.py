@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"re-fit after a new label: {', '.join(f'{r:.2f}' for r in refits)} s; median {median:.2f} s "
               f"(target < 3 s); first / re-fit {first / median:.1f}x")
         print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    dock.release()
     dock.deleteLater()
     app.exitQgis()
     return 0

@@ -1,26 +1,44 @@
 #!/bin/bash
-# The analyst's loop in real QGIS under a virtual display: bash tests/gui_run/run.sh [OUT]
-# Needs xvfb-run (.ci/setup installs it) and the shared samples beside the checkout (../shared/data,
-# or OMNISAT_SHARED_DATA). The plugin is packaged and installed as a user would (omnisat_qgis.package
-# --install). Writes OUT (default out/gui_run): dock-gui.png (the main window), timings.json (what the
-# scenario saw, with its timings), qgis.log. Fails when QGIS exits non-zero or tests/gui_run/check.py
-# finds a problem (an exception, a critical log entry, no metrics, a class missing from the legend, ...).
+# The analyst's session in real QGIS under a virtual display, checked: tests/gui_run/run.sh [OUT]
+# Needs Xvfb (apt-get install xvfb) and the shared samples beside the checkout (../shared/data).
+# The plugin is packaged and installed as a user would (omnisat_qgis.package --install).
+# Writes OUT/*.png (screenshots; OUT/dock-gui.png the last), OUT/result.json (checks, failures,
+# timings), OUT/timings.json and OUT/qgis.log.
+# Exits non-zero when a check fails, the scenario did not finish, QGIS did not exit 0, or QGIS's
+# output holds a Python traceback.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=$(realpath -m "${1:-$root/out/gui_run}")
 shared=$(realpath "${OMNISAT_SHARED_DATA:-$root/../shared/data}")
 rm -rf "$out" && mkdir -p "$out"
-cd "$root"
-PYTHONPATH=$root .venv/bin/python -m tests.gui_run.prepare "$shared" "$out/data"
-PYTHONPATH=$root .venv/bin/python -m omnisat_qgis.package --output "$out/omnisat_qgis.zip" --install "$out/plugins"
+(cd "$root" && PYTHONPATH=$root .venv/bin/python -m tests.gui_run.prepare "$shared" "$out/data" \
+  && PYTHONPATH=$root .venv/bin/python -m omnisat_qgis.package --output "$out/omnisat_qgis.zip" --install "$out/plugins")
+display=:$((100 + $$ % 100))  # not a display another run holds
+Xvfb $display -screen 0 1920x1080x24 -nolisten tcp & xvfb=$!
+trap 'kill $xvfb' EXIT
+sleep 1
 status=0
-QGIS_PLUGINPATH=$out/plugins OMNISAT_PYTHON=$root/.venv/bin/python OMNISAT_GUI_OUT=$out OMNISAT_SHARED_DATA=$shared \
-  timeout 1200 xvfb-run -a -s "-screen 0 1920x1080x24 -nolisten tcp" \
-  qgis --profiles-path "$out/profile" --noversioncheck --nologo --noplugins --code "$root/tests/gui_run/startup.py" \
-  > "$out/qgis.log" 2>&1 || status=$?
-if [ "$status" != 0 ]; then
-  echo "gui run: QGIS exited with status $status (log: $out/qgis.log)" >&2
-  tail -n 30 "$out/qgis.log" >&2
-fi
-PYTHONPATH=$root .venv/bin/python -m tests.gui_run.check "$out" || status=1
-exit "$status"
+DISPLAY=$display QGIS_PLUGINPATH=$out/plugins OMNISAT_PYTHON=$root/.venv/bin/python OMNISAT_GUI_OUT=$out \
+  OMNISAT_SHARED_DATA=$shared timeout 1200 qgis --profiles-path "$out/profile" --noversioncheck --nologo \
+  --noplugins --code "$root/tests/gui_run/startup.py" > "$out/qgis.log" 2>&1 || status=$?
+"$root/.venv/bin/python" - "$out" "$status" <<'PY'
+import json, sys
+from pathlib import Path
+
+out, status = Path(sys.argv[1]), int(sys.argv[2])
+problems = []
+result = json.loads((out / "result.json").read_text()) if (out / "result.json").is_file() else {}
+if not result.get("finished"):
+    problems.append("the scenario did not finish (see result.json / qgis.log)")
+problems += result.get("failures", [])
+if status != 0:
+    problems.append(f"QGIS exited with status {status}")
+if "Traceback (most recent call last)" in (out / "qgis.log").read_text(errors="replace"):
+    problems.append("qgis.log holds a Python traceback")
+for item in result.get("checks", []):
+    print(("ok    " if item["ok"] else "FAIL  ") + item["check"])
+print("timings (s):", json.dumps(result.get("timings", {})), "macro-F1:", result.get("macro_f1"))
+for problem in problems:
+    print("PROBLEM:", problem)
+sys.exit(1 if problems else 0)
+PY

@@ -29,7 +29,8 @@ from tests.plugin.test_qgis_process import qgis_env  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 MODEL = resources_dir() / "models" / "omnisat-small.safetensors"
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+# Screenshots go under out/ (never over the tracked docs/dock-preview.png, which a person updates on purpose).
+SHOTS = Path(__file__).resolve().parents[2] / "out" / "dock"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,8 @@ def dock(qgis_iface, qgis_new_project, scene, tmp_path):
     widget.select_model(str(MODEL))
     yield widget
     widget.cancel()
-    wait(widget)
+    wait(widget, check=False)
+    widget.release()  # no signal of the project left pointing at it
     widget.deleteLater()
 
 
@@ -200,8 +202,8 @@ def test_fit_preview_refit_from_cache_and_screenshot(dock, shared_data, tmp_path
     wait(dock)
     assert len(group.findLayers()) == 2  # the new preview replaced the old one
 
-    DOCS.mkdir(exist_ok=True)
-    screenshot(dock, preview_classes(group), DOCS / "dock-preview.png")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    screenshot(dock, preview_classes(group), SHOTS / "dock-preview.png")
 
 
 def preview_classes(group) -> QgsRasterLayer:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer
+from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer, QgsTask
 from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QPushButton
 
 from engine.runtime.hold import HOLD_ENV, held
 from omnisat_qgis.worker_client import shutdown_workers
@@ -39,7 +38,7 @@ def test_a_layer_that_is_not_a_file_is_exported_to_geotiff_on_request(dock, scen
     add_labels(dock, shared_data, tmp_path / "labels.gpkg")
     dock.fit_and_preview()
     assert dock.task is None and "is not a file the engine can read" in dock.messages[-1]
-    button = next(b for b in dock.bar.currentItem().findChildren(QPushButton) if "GeoTIFF" in b.text())
+    button = next(b for b in dock.message_area.buttons if "GeoTIFF" in b.text())
     button.click()
     assert dock.messages[-1].startswith("'S2 web' exported to")
     entry = s2_row(dock).modality_input()
@@ -127,6 +126,8 @@ def test_cancel_or_closing_the_dock_mid_run_leaves_no_file_and_no_worker(dock, s
     dock.extent_combo.setCurrentText("Where the inputs overlap")
     dock.map_whole_area()
     run_folder = Path(dock.task.steps[0].outputs[0]).parent
+    # QGIS's own notification of a terminated task reads "Task failed": the dock's task is silent and says it.
+    assert dock.task.flags() & QgsTask.Flag.Silent
     stopped = []
 
     def stop_when_held():
@@ -140,4 +141,6 @@ def test_cancel_or_closing_the_dock_mid_run_leaves_no_file_and_no_worker(dock, s
     poll.stop()
     assert stopped and 0 < stopped[0] < 100  # stopped while the worker waited mid-run
     assert dock.messages[-1] == "Cancelled; no output was written."
+    assert dock.controller.outcome == "cancelled" and dock.progress.format() == "Cancelled"
+    assert dock.progress.value() == 0 and dock.fit_button.isEnabled()
     assert sorted(p.name for p in run_folder.iterdir()) == ["job.json"] and children() == []

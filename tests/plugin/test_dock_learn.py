@@ -22,12 +22,12 @@ def models_folder(tmp_path, monkeypatch):
 
 def test_learn_this_area_sends_the_ticked_rows_over_the_area(dock, models_folder, monkeypatch):  # noqa: F811
     started = []
-    monkeypatch.setattr(dock, "start", started.append)
+    monkeypatch.setattr(dock.controller, "start", lambda title, steps, on_done: started.append(steps))
     dock.learn_minutes.setValue(3)
     dock.learn_name.setText("valley")
     dock.learn_area()
     assert len(started) == 1, dock.messages
-    (step,) = started[0].steps
+    (step,) = started[0]
     assert step.operation == "learn-area" and step.params["minutes"] == 3.0
     assert step.params["output"] == str(models_folder / "valley.safetensors")
     job = step.params["job"]
@@ -41,7 +41,7 @@ def test_learn_this_area_sends_the_ticked_rows_over_the_area(dock, models_folder
 
 
 def test_a_bad_model_name_is_refused_in_the_message_bar(dock, models_folder, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(dock, "start", lambda task: pytest.fail("started"))
+    monkeypatch.setattr(dock.controller, "start", lambda *args: pytest.fail("started"))
     dock.learn_name.setText("my area")
     dock.learn_area()
     assert "cannot name a model file" in dock.messages[-1]

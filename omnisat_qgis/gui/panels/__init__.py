@@ -1,1 +1,1 @@
-"""Self-contained panels the OmniSat dock hosts."""
+"""The dock's panels: each a widget with its own state, read by the dock into run requests."""

@@ -1,0 +1,97 @@
+"""The one run controller of the dock: starts a planned run as a background task, cancels it,
+and says how it ended, the same in the dock as in QGIS's task manager.
+
+One run at a time: the run buttons are disabled while it runs; the progress bar ends where
+the task ends (100 % "Done", or "Cancelled" / "Failed" instead of a value frozen mid-way).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from qgis.core import Qgis, QgsApplication
+from qgis.PyQt.QtWidgets import QProgressBar, QPushButton
+
+from omnisat_qgis.gui.engine_task import EngineTask, Step
+from omnisat_qgis.gui.panels.messages import MessageArea
+
+
+class RunController:
+    def __init__(self, progress: QProgressBar, cancel_button: QPushButton, messages: MessageArea,
+                 log: Callable[[str, str], None]):
+        self.progress, self.cancel_button, self.messages, self.log = progress, cancel_button, messages, log
+        self.buttons: list[QPushButton] = []  # disabled while a run is going
+        # The buttons a failure's message offers (e.g. set up the engine), from its text.
+        self.fixes: Callable[[str], tuple] = lambda text: ()
+        self.task: EngineTask | None = None
+        self.outcome = ""  # done, cancelled or failed: how the last run ended
+        self.worker_log: list[str] = []  # the running task's log lines: the details of a failure
+        cancel_button.setEnabled(False)
+        cancel_button.clicked.connect(self.cancel)
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None
+
+    def start(self, title: str, steps: tuple[Step, ...] | list[Step], on_done: Callable[[EngineTask], None]) -> bool:
+        if self.task is not None:
+            self.messages.say("A run is in progress: wait for it or press Cancel.", Qgis.MessageLevel.Warning)
+            return False
+        self.worker_log = []
+        task = EngineTask(title, list(steps), lambda t: self._finished(t, on_done), self._log)
+        self.task = task
+        task.progressChanged.connect(self._progress)
+        for button in self.buttons:
+            button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setFormat("%p%")
+        self.progress.setValue(0)
+        QgsApplication.taskManager().addTask(task)
+        return True
+
+    def _progress(self, value: float) -> None:
+        self.progress.setValue(int(value))
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def detach(self) -> None:
+        """Cancel the run and cut it from the widgets: the dock is going, the task may end after it."""
+        task, self.task = self.task, None
+        if task is None:
+            return
+        try:
+            task.progressChanged.disconnect(self._progress)
+        except (TypeError, RuntimeError):
+            pass
+        task.on_done = lambda t: None
+        task.log = lambda message, level: None
+        task.cancel()
+
+    def _log(self, message: str, level: str) -> None:
+        self.worker_log.append(message)
+        self.log(message, level)
+
+    def _finished(self, task: EngineTask, on_done: Callable[[EngineTask], None]) -> None:
+        self.task = None
+        for button in self.buttons:
+            button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if task.cancelled:
+            self.outcome = "cancelled"
+            self.progress.setValue(0)
+            self.progress.setFormat("Cancelled")
+            self.messages.say("Cancelled; no output was written.", Qgis.MessageLevel.Info)
+            return
+        if task.error:
+            self.outcome = "failed"
+            self.progress.setValue(0)
+            self.progress.setFormat("Failed")
+            self.messages.say(task.error, Qgis.MessageLevel.Critical, details="\n".join(self.worker_log[-200:]),
+                              actions=self.fixes(task.error))
+            return
+        self.outcome = "done"
+        self.progress.setValue(100)
+        self.progress.setFormat("Done")
+        on_done(task)
