@@ -71,6 +71,11 @@ class UniverSatConfig:
     patch_size_m: float = 40.0  # the release's default patch
     sensors: tuple[UniverSatSensor, ...] = ()
 
+    @property
+    def modalities(self) -> tuple:
+        """The sensors' engine specs (what generic code lists and normalises)."""
+        return tuple(s.spec for s in self.sensors)
+
     def to_dict(self) -> dict[str, Any]:
         return {"architecture": self.architecture, "embed_dim": self.embed_dim, "heads": self.heads,
                 "depth": self.depth, "upe_div": self.upe_div, "upe_expand": list(self.upe_expand),

@@ -145,3 +145,41 @@ def to_release_state(model: UniverSat) -> dict[str, Tensor]:
     for name in names:
         inverse["model." + name] = state[release_key(name, depth)].detach().clone()
     return inverse
+
+
+def fetch_hub_model(entry, base: str, folder: Path, checkpoint: Path, expected: str | None, reporter,
+                    timeout_s: float, keep_download: bool, provenance: dict[str, Any]) -> dict[str, Any]:
+    """Download ``config.json`` and ``model.safetensors`` of a hub repository, verify or record the weights'
+    sha256 (engine.models.pins), convert them into an engine checkpoint at ``checkpoint``."""
+    from engine.io.download import download, sha256_of
+    from engine.models.checkpoint import save_checkpoint
+    from engine.models.pins import pin
+
+    downloads = folder / "downloads" / entry.name
+    root = f"{base.rstrip('/')}/{entry.repository}/resolve/main"
+    download(f"{root}/config.json", downloads / "config.json", None, reporter, timeout_s=timeout_s, start=0.0,
+             end=2.0)
+    fetched = download(f"{root}/{entry.file}", downloads / "model.safetensors", expected, reporter,
+                       timeout_s=timeout_s, start=2.0, end=80.0)
+    found = sha256_of(downloads / "model.safetensors")
+    if expected is None:
+        try:
+            pin(folder, entry.name, found)
+        except EngineError:
+            (downloads / "model.safetensors").unlink()
+            raise
+        reporter.log(f"{entry.name}: no published sha256 can be read from here; recorded this download's, {found}, "
+                     f"in {folder / 'pinned-sha256.json'}: a later download that differs will be refused")
+    reporter.progress(82, "reading the hub layout")
+    model, dropped = load_hub_folder(downloads)
+    reporter.log(f"{len(dropped)} training-only tensors dropped (the per-dataset SSL projectors)")
+    provenance = {**provenance, "reference_sha256": found,
+                  "sha256_source": "pinned in the catalog" if entry.sha256 else "recorded at the first download",
+                  "dropped_keys": len(dropped)}
+    save_checkpoint(checkpoint, model, provenance=provenance)
+    if not keep_download:
+        for name in ("config.json", "model.safetensors"):
+            (downloads / name).unlink(missing_ok=True)
+        if downloads.is_dir() and not any(downloads.iterdir()):
+            downloads.rmdir()
+    return {"downloaded": fetched, "sha256": found, "dropped": len(dropped)}
