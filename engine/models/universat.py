@@ -369,8 +369,8 @@ class UniverSat(EOModel):
                          cells: int | None = None) -> Features:
         """Patch, tile and local features; dense ones with ``cells`` output cells per patch side."""
         self.check_inputs(inputs, dates, date_mask)
-        if date_mask:
-            self._check_no_padding(date_mask)
+        if date_mask and not all(bool(m.all()) for m in date_mask.values()):
+            return self._valid_dates_only(inputs, dates or {}, date_mask, patch_size_m, cells)
         patch = patch_size_m or self.config.patch_size_m
         enc = self.encode(inputs, dates or {}, patch)
         latent_tokens = self.fuse(enc)
@@ -404,14 +404,17 @@ class UniverSat(EOModel):
         g = round((out.shape[1] - self.config.n_registers) ** 0.5)
         return rearrange(out[:, self.config.n_registers:], "b (h w) d -> b h w d", h=g, w=g)
 
-    @staticmethod
-    def _check_no_padding(date_mask: dict[str, Tensor]) -> None:
-        for name, mask in date_mask.items():
-            if not bool(mask.all()):
-                raise EngineError(
-                    f"{name!r} has masked (padding or cloudy) dates: UniverSat attends to every date it is "
-                    "given and has no date mask. Give each window only its valid dates (one batch per date "
-                    "count), or drop the cloudy dates from the series.")
+    def _valid_dates_only(self, inputs: dict[str, Tensor], dates: dict[str, Tensor], date_mask: dict[str, Tensor],
+                          patch_size_m: float | None, cells: int | None) -> Features:
+        """UniverSat has no date mask (it attends to every date given): each sample gets its valid dates only."""
+        parts = []
+        for i in range(next(iter(inputs.values())).shape[0]):
+            keep = {n: m[i] for n, m in date_mask.items()}
+            x = {n: t[i:i + 1, keep[n]] if n in keep else t[i:i + 1] for n, t in inputs.items()}
+            d = {n: t[i:i + 1, keep[n]] if n in keep else t[i:i + 1] for n, t in dates.items()}
+            parts.append(self.forward_features(x, d, None, patch_size_m, cells))
+        return Features(*(None if getattr(parts[0], f) is None else torch.cat([getattr(p, f) for p in parts])
+                          for f in ("tile", "patch", "dense", "local")))
 
     def band_fill(self, name: str) -> tuple[float, str]:
         raise EngineError(

@@ -78,13 +78,23 @@ def test_clear_messages_for_rectangles_padding_and_missing_dates():
     inputs, days = batch()
     with pytest.raises(EngineError, match="square tiles"):
         model({"s2": inputs["s2"][..., :8]}, {"s2": days["s2"]}, patch_size_m=40)
-    with pytest.raises(EngineError, match="has no date mask"):
-        mask = torch.tensor([[True, True, False, True]])
-        model.forward_features(inputs, days, {"s2": mask}, patch_size_m=40)
     with pytest.raises(EngineError, match="needs its dates"):
         model(inputs, {"s2": days["s2"]}, patch_size_m=40)
     with pytest.raises(EngineError, match="whole number of 4-pixel patches"):
         model({"s2": inputs["s2"][..., :10, :10]}, {"s2": days["s2"]}, patch_size_m=40)
+
+
+def test_masked_dates_are_left_out_per_sample():
+    model = tiny()
+    inputs, days = batch(b=2)
+    mask = torch.tensor([[True, True, False, True], [True, True, True, True]])
+    with torch.no_grad():
+        masked = model.forward_features(inputs, days, {"s2": mask}, patch_size_m=40)
+        first = model.forward_features({"s2": inputs["s2"][:1, [0, 1, 3]], "s1": inputs["s1"][:1]},
+                                       {"s2": days["s2"][:1, [0, 1, 3]], "s1": days["s1"][:1]}, patch_size_m=40)
+        second = model.forward_features({n: t[1:] for n, t in inputs.items()}, {n: t[1:] for n, t in days.items()},
+                                        patch_size_m=40)
+    torch.testing.assert_close(masked.patch, torch.cat([first.patch, second.patch]), atol=1e-5, rtol=1e-5)
 
 
 def test_any_number_of_dates_and_sensor_subsets():
@@ -213,3 +223,51 @@ def test_equal_to_the_reference_code():
 
     result = compare(os.environ["UNIVERSAT_REFERENCE"], ("tiny",), log=lambda *_: None)
     assert result["all_equal"], result
+
+
+def _write_stack(folder: Path, width: int = 24, height: int = 16, dates: int = 3) -> None:
+    from tests.engine.rasters import write_geotiff
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name, bands in (("s2", 10), ("s1", 3)):
+        (folder / name).mkdir(parents=True)
+        for t in range(dates):
+            write_geotiff(folder / name / f"{name}_2021{t + 3:02d}15.tif",
+                          rng.normal(size=(bands, height, width)).astype(np.float32))
+    # a user's sensor at 20 m: 5 bands described by their wavelengths
+    write_geotiff(folder / "cam.tif", rng.normal(size=(5, height // 2, width // 2)).astype(np.float32), pixel=20.0)
+
+
+def test_maps_a_rectangle_at_10_m_with_a_users_sensor(tmp_path):
+    """Tiled mapping of a 240 x 160 m area (not square) with S2 + S1 (3 dates) + a sensor given by wavelengths:
+    a class map at 10 m from a dense head, and the dense embeddings, per 10 m cell."""
+    import numpy as np
+    import rasterio
+
+    from engine.models.checkpoint import save_checkpoint
+    from engine.models.heads import HeadConfig, build_head
+
+    _write_stack(tmp_path)
+    model = tiny()
+    torch.manual_seed(0)
+    head = build_head(HeadConfig("dense", 2 * model.embed_dim, 3))
+    ckpt = save_checkpoint(tmp_path / "u.safetensors", model, head=head, classes=["a", "b", "c"],
+                           provenance={"weights": "random, for tests"})
+    job = {"model": str(ckpt), "patch_size": 40, "tile_size": 160, "overlap": 40, "device": "cpu", "threads": 1,
+           "modalities": {"s2": {"files": "s2"}, "s1": {"files": "s1"},
+                          "cam": {"files": "cam.tif", "sensor": {"wavelengths": [0.47, 0.56, 0.66, 0.72, 0.84],
+                                                                 "resolution": 20}}},
+           "outputs": {"classes": "classes.tif", "embeddings": "emb.tif", "embeddings_level": "dense"}}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    result = run_operation("classify", {"job": str(tmp_path / "job.json")}, Reporter())
+    assert result["windows"] >= 2
+    with rasterio.open(tmp_path / "classes.tif") as c, rasterio.open(tmp_path / "emb.tif") as e:
+        assert c.res == pytest.approx((10.0, 10.0)) and (c.width, c.height) == (24, 16)
+        assert e.res == pytest.approx((10.0, 10.0)) and (e.width, e.height, e.count) == (24, 16, 384)
+        classes, emb = c.read(1), e.read()
+    assert set(np.unique(classes)) <= {0, 1, 2} and np.isfinite(emb).all()
+    patch_half, cell_half = emb[:192], emb[192:]
+    # the patch half is constant over each 40 m patch (4 x 4 cells), the cell half is not
+    assert np.allclose(patch_half[:, 0:4, 0:4], patch_half[:, :1, :1], atol=1e-4)
+    assert not np.allclose(cell_half[:, 0, 0], cell_half[:, 0, 1], atol=1e-3)
