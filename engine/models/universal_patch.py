@@ -24,7 +24,6 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from engine.models.attention import attend
 from engine.models.kernels import Linear, linear
 
 ROPE_1D_BASE = 100_000
@@ -41,8 +40,11 @@ class RMSNorm(nn.Module):
         self.scale = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        rms = x.norm(2, dim=-1, keepdim=True) * self.dim ** -0.5
-        return self.scale * (x / (rms + self.eps))
+        return x * (self.inverse_rms(x) * self.scale)
+
+    def inverse_rms(self, x: Tensor) -> Tensor:
+        """1 / (rms(x) + eps) over the last axis, keepdim (a multiply on the big tensor instead of a divide)."""
+        return 1.0 / (x.norm(2, dim=-1, keepdim=True) * self.dim ** -0.5 + self.eps)
 
 
 class FourierEmbedding(nn.Module):
@@ -160,13 +162,28 @@ class PoolingAttention(nn.Module):
         if self.gating:
             q, gate = q.split([d, d], dim=-1)
         q = self.q_norm(q).transpose(1, 2)
-        k = self.k_norm(self.wk(x).view(g, n, h, d)).transpose(1, 2)
-        v = self.wv(x).view(g, n, h, d).transpose(1, 2)
-        if self.rope == "2d" and positions is not None:
-            k = rotate_2d(k, (positions.coords @ self.rope_freqs)[:, None])
-        elif self.rope == "1d" and positions is not None:
-            k = rotate_1d(k, positions.cos[:, None], positions.sin[:, None])
-        out = attend(q, k, v).transpose(1, 2)
+        raw = self.wk(x).view(g, n, h, d)
+        if self.rope is None:
+            # no rotation: the key norm's scale moves onto the query and its 1 / rms onto the scores,
+            # so the (tokens x width) keys are never normalised
+            inv = self.k_norm.inverse_rms(raw).squeeze(-1).transpose(1, 2)[:, :, None]  # (g, h, 1, n)
+            scores = ((q * self.k_norm.scale) @ raw.permute(0, 2, 3, 1)) * inv
+        else:
+            k = self.k_norm(raw).transpose(1, 2)
+            if self.rope == "2d" and positions is not None:
+                k = rotate_2d(k, (positions.coords @ self.rope_freqs)[:, None])
+            elif self.rope == "1d" and positions is not None:
+                k = rotate_1d(k, positions.cos[:, None], positions.sin[:, None])
+            scores = q @ k.transpose(-2, -1)
+        weights = torch.softmax(scores * d ** -0.5, dim=-1)  # (g, h, 1, n)
+        # One query: the weighted mean of the values is the value of the weighted mean of the tokens
+        # (the weights sum to 1), so the value projection runs once per head, not once per token.
+        mean = (weights @ x[:, None]).squeeze(2)  # (g, h, dim)
+        w_v = self.wv.weight.view(h, d, -1)
+        out = torch.bmm(mean.transpose(0, 1), w_v.transpose(1, 2)).transpose(0, 1)  # (g, h, d)
+        if self.wv.bias is not None:
+            out = out + self.wv.bias.view(h, d)
+        out = out[:, None]
         if self.gating:
             out = out * torch.sigmoid(gate)
         return out.reshape(g, 1, h * d)
