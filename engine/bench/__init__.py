@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "anysat": "engine.bench.anysat",
     "gpu": "engine.bench.gpu",
     "ranks": "engine.bench.ranks",
+    "universat": "engine.bench.universat",
 }
 
 
@@ -38,7 +39,8 @@ class BenchParams:
         "help": "gpu: auto (CUDA when there is one), cuda or cpu", "choices": ("auto", "cpu", "cuda")})
     reference: str | None = field(default=None, metadata={
         "help": "omnisat: a gastruc/OmniSat checkout (outside the project) to time in the same run, "
-                "run with a Python that has its dependencies (timm, easydict)"})
+                "run with a Python that has its dependencies (timm, easydict); universat: a gastruc/UniverSat "
+                "checkout (needs torch only)"})
 
 
 @operation("bench", BenchParams, summary="Run a benchmark script that prints measured figures.")

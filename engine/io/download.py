@@ -65,12 +65,13 @@ def _total_size(response, offset: int) -> int | None:
     return int(length) + (offset if response.status == 206 else 0) if length and length.isdigit() else None
 
 
-def download(url: str, destination: Path, sha256: str, reporter: Reporter, timeout_s: float = 60.0,
+def download(url: str, destination: Path, sha256: str | None, reporter: Reporter, timeout_s: float = 60.0,
              start: float = 0.0, end: float = 100.0) -> bool:
     """Download ``url`` to ``destination``, resuming a ``.part`` file, verify its sha256; progress on [start, end].
 
+    ``sha256`` None: nothing to verify against (the caller records the hash, engine.models.pins).
     Return False when ``destination`` was already there with the right sha256 (nothing fetched)."""
-    if destination.is_file() and sha256_of(destination) == sha256:
+    if sha256 is not None and destination.is_file() and sha256_of(destination) == sha256:
         reporter.progress(end, f"{destination.name} already downloaded and verified")
         return False
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,7 @@ def download(url: str, destination: Path, sha256: str, reporter: Reporter, timeo
                                   f"run the command again to resume from {part}.")
     reporter.progress(start + (end - start) * 0.9, f"checking the sha256 of {destination.name}")
     found = sha256_of(part)
-    if found != sha256:
+    if sha256 is not None and found != sha256:
         part.unlink()
         raise EngineError(f"The download of {url} is corrupted or not the published file: its sha256 is {found}, "
                           f"expected {sha256}. It was deleted; run the command again to download it anew.")

@@ -146,6 +146,9 @@ class ModalityEntry:
     bands: list[int | None] | None = None  # None inside: a band the files lack
     mask: MaskEntry | None = None
     scale: str | None = None  # a key of engine.io.scales.CONVERSIONS
+    # a sensor the model's table lacks, for models that read bands by wavelength (UniverSat):
+    # {"wavelengths": [µm or "VV"...], "resolution": m, "series": bool, "sub_patch": px}
+    sensor: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ def _paths(value: Any, base: Path, where: str) -> str | list[str]:
 
 def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
     where = f'Modality "{name}" of the job'
-    _keys(obj, where, {"files", "dates", "bands", "mask", "scale"}, {"files"})
+    _keys(obj, where, {"files", "dates", "bands", "mask", "scale", "sensor"}, {"files"})
     dates = obj.get("dates")
     if dates is not None and (not isinstance(dates, list) or not all(isinstance(d, str) for d in dates)):
         raise EngineError(f'{where}: "dates" must be a list of dates written as "YYYY-MM-DD".')
@@ -226,7 +229,11 @@ def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
     if scale is not None and scale not in CONVERSIONS:
         raise EngineError(f'{where}: "scale" is {scale!r}; known: {", ".join(CONVERSIONS)} '
                           "(or leave it out when the files are on the model's scale).")
-    return ModalityEntry(_paths(obj["files"], base, where), dates, bands, mask, scale)
+    sensor = obj.get("sensor")
+    if sensor is not None:
+        _keys(sensor, f"{where}, sensor", {"wavelengths", "resolution", "series", "sub_patch"},
+              {"wavelengths", "resolution"})
+    return ModalityEntry(_paths(obj["files"], base, where), dates, bands, mask, scale, sensor)
 
 
 def _outputs(obj: Any, base: Path, where: str) -> Outputs:

@@ -115,7 +115,8 @@ LEVELS: dict[str, Level] = {level.name: level for level in (
     Level("patch", "fused, one vector per patch", lambda f: f.patch),
     Level("local", "per-patch encoder tokens before fusion", _local),
     Level("both", "[patch, local]", _both, width_factor=2),
-    DenseLevel("dense", "AnySat, per sub-patch: class map at the sub-patch resolution", lambda f: f.dense,
+    DenseLevel("dense", "AnySat: per sub-patch; UniverSat: per output cell at the job's resolution "
+               "(class map at that resolution)", lambda f: f.dense,
                width_factor=2, sub_patches=True),
     TileLevel("tile", "one cell per window, windows edge to edge", lambda f: f.tile, stream="tile",
               edge_to_edge=True),

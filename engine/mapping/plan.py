@@ -121,6 +121,8 @@ def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[st
     says, logged), dates, masks."""
     modalities = {}
     for name, entry in job.modalities.items():
+        if entry.sensor is not None:
+            _describe_sensor(model, name, entry.sensor, reporter)
         if name not in model.modalities:
             raise EngineError(
                 f"The job names modality {name!r}, which this model does not know; it was trained with "
@@ -138,6 +140,20 @@ def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[st
             modality = attach_masks(modality, entry.mask.files, entry.mask.type, entry.mask.threshold)
         modalities[name] = modality
     return modalities
+
+
+def _describe_sensor(model, name: str, sensor: dict, reporter: Reporter | None) -> None:
+    """A job's sensor given by its bands' wavelengths, for a model that reads bands so (UniverSat)."""
+    if not hasattr(model, "add_sensor"):
+        raise EngineError(f'Modality "{name}" is described by its wavelengths ("sensor"), which only UniverSat '
+                          "models read: choose a universat-* model or one of this model's modalities.")
+    from engine.models.universat_sensors import describe_sensor
+
+    spec = describe_sensor(name, sensor["wavelengths"], sensor["resolution"], series=bool(sensor.get("series")),
+                           sub_px=sensor.get("sub_patch"))
+    model.add_sensor(spec)
+    (reporter or Reporter()).log(f"{name}: a sensor described by its wavelengths ({len(spec.channels)} bands, "
+                                 f"{spec.spec.gsd_m:g} m, sub-patches of {spec.sub_px} px)")
 
 
 def modality_footprint(m: Modality) -> Footprint:
@@ -182,6 +198,8 @@ def plan_geometry(job: Job, model, modalities: dict[str, Modality], levels: tupl
         check_patch_fits(patch, gsd, f"modality {name!r}")
     resolution = job.resolution or min(gsds.values())
     check_patch_fits(patch, resolution, "the output resolution")
+    if hasattr(model, "output_resolution_m"):  # UniverSat: its dense grid is the job's output resolution
+        model.output_resolution_m = resolution
     footprints = [modality_footprint(m) for m in modalities.values()]
     crs = grid_crs(footprints, parse_crs(job.crs, '"crs"') if job.crs else None)
     extent = None

@@ -146,14 +146,14 @@ def _row(entry: CatalogEntry, source: str) -> dict[str, Any]:
 
 
 def _downloadable_row(entry) -> dict[str, Any]:
-    from engine.models.anysat import anysat_config  # lazy: keeps torch and rasterio out of this module
+    from engine.models.registry import preset  # lazy: keeps torch and rasterio out of this module
 
-    config = anysat_config(entry.size)
+    config = preset(f"{entry.architecture}-{entry.size}").builder()
     return {
         "name": entry.name, "status": "downloadable", "source": f"fetch-model {entry.name}", "path": None,
         "architecture": entry.architecture, "modalities": {m.name: list(m.bands) for m in config.modalities},
         "patch_size_m": config.patch_size_m, "parameters": entry.parameters, "steps": None,
-        "size_bytes": entry.size_bytes, "sha256": entry.sha256,
+        "size_bytes": entry.size_bytes, "sha256": entry.sha256 or None,
         "provenance": {"description": entry.provenance, "repository": entry.repository, "file": entry.file},
         "licence": entry.licence, "has_head": False,
     }

@@ -23,7 +23,7 @@ class DownloadableModel:
     name: str  # the catalog name and the file stem of the converted checkpoint
     repository: str  # on the model hub
     file: str  # inside the repository
-    sha256: str  # of the published file
+    sha256: str  # of the published file; "" when none can be read here: recorded at the first download (pins)
     size_bytes: int  # about, for the user before the download starts
     architecture: str
     size: str  # the architecture's size preset
@@ -53,6 +53,15 @@ DOWNLOADS: dict[str, DownloadableModel] = {
             provenance="official AnySat base encoder (Astruc et al., CVPR 2025), pretrained on GeoPlex "
                        "(11 sensors); converted by the engine's AnySat importer",
             converter="import-anysat",
+        ),
+        DownloadableModel(
+            name="universat-base", repository="g-astruc/UniverSat", file="model.safetensors",
+            sha256="", size_bytes=804_000_000,
+            architecture="universat", size="base", parameters=144_339_232, licence="MIT",
+            provenance="official UniverSat Base encoder (Astruc et al., 2026, 'AnySat v2'), one set of weights "
+                       "for 13 sensors; the hub layout (config.json + model.safetensors) read directly, the "
+                       "training-only SSL projectors dropped",
+            converter="universat-hub",
         ),
     )
 }

@@ -18,7 +18,7 @@ from engine.errors import EngineError
 from engine.models.base import EOModel
 
 # Modules that register architectures and presets when imported.
-ARCHITECTURE_MODULES = ("engine.models.omnisat", "engine.models.anysat")
+ARCHITECTURE_MODULES = ("engine.models.omnisat", "engine.models.anysat", "engine.models.universat")
 
 
 @dataclass(frozen=True)

@@ -59,13 +59,17 @@ def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
     from engine.models.anysat import anysat_config  # lazy: keeps torch out of --help
     from engine.models.anysat_convert import convert_reference  # lazy: keeps torch out of --help
 
+    from engine.models.pins import pinned
+
     entry = downloadable(params.name)
     folder = Path(params.folder).expanduser() if params.folder else user_models_dir()
     checkpoint = folder / entry.checkpoint_name()
-    ready = _already_there(checkpoint, entry.sha256) and not params.force
+    # no published hash readable here: the one recorded at the first download (engine.models.pins)
+    expected = entry.sha256 or pinned(folder, entry.name)
+    ready = bool(expected) and _already_there(checkpoint, expected) and not params.force
     if params.plan_only:
         return {"output": str(checkpoint), "name": entry.name, "url": entry.url(hub_base(params.hub_url)),
-                "sha256": entry.sha256, "size_bytes": entry.size_bytes, "licence": entry.licence,
+                "sha256": expected or "not published here: recorded at the first download", "size_bytes": entry.size_bytes, "licence": entry.licence,
                 "download": str(folder / "downloads" / entry.download_name), "ready": ready}
     if ready:
         reporter.progress(100, f"{checkpoint} is already converted from the verified download")
@@ -76,6 +80,8 @@ def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
         raise EngineError(f"Cannot create the models folder '{folder}' ({exc.strerror}): choose another --folder.") from None
     url = entry.url(hub_base(params.hub_url))
     reporter.log(f"downloading {entry.name} ({entry.size_bytes / 1e6:.0f} MB) from {url}")
+    if entry.converter == "universat-hub":
+        return _fetch_universat(entry, params, folder, checkpoint, expected, url, reporter)
     source = folder / "downloads" / entry.download_name
     fetched = download(url, source, entry.sha256, reporter, timeout_s=params.timeout, start=0.0, end=80.0)
     provenance = {
@@ -96,3 +102,25 @@ def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
     return {"output": str(checkpoint), "name": entry.name, "downloaded": fetched, "converted": True,
             "download_kept": str(source) if params.keep_download else None, "mapped": converted["mapped"],
             "normalization_placeholders": placeholders}
+
+
+def _fetch_universat(entry, params: FetchModelParams, folder: Path, checkpoint: Path, expected: str | None,
+                     url: str, reporter: Reporter) -> dict[str, Any]:
+    """UniverSat's hub layout: config.json + model.safetensors, read directly (no importer, no unpickling)."""
+    from engine.models.downloads import hub_base, normalization_notes
+    from engine.models.universat import universat_config
+    from engine.models.universat_weights import fetch_hub_model
+
+    provenance = {
+        "catalog_name": entry.name, "download_url": url, "repository": entry.repository,
+        "repository_file": entry.file, "licence": entry.licence, "description": entry.provenance,
+        "normalization": normalization_notes(universat_config(entry.size).modalities),
+    }
+    result = fetch_hub_model(entry, hub_base(params.hub_url), folder, checkpoint, expected, reporter,
+                             params.timeout, params.keep_download, provenance)
+    reporter.log("UniverSat's authors publish no per-sensor normalization statistics (they compute them per "
+                 "dataset): compute yours with normalization-stats and pass them to the job", "warning")
+    reporter.progress(100, f"{entry.name} is ready: {checkpoint}")
+    return {"output": str(checkpoint), "name": entry.name, "downloaded": result["downloaded"], "converted": True,
+            "sha256": result["sha256"], "sha256_source": "catalog" if entry.sha256 else "recorded at first download",
+            "dropped_keys": result["dropped"], "normalization_placeholders": sorted(provenance["normalization"])}
