@@ -1,9 +1,9 @@
 """Are the inputs on the scale the model was normalised with? A sample of every modality is set
 against the model's normalisation statistics before a run: Sentinel-1 in dB read by a model
-trained on linear power (or Sentinel-2 reflectance read as digital numbers) runs to the end
-and gives a map of nonsense, so a run whose values sit far outside the statistics while one
-conversion of engine.io.scales brings them in is refused with that conversion named; values far
-off that no conversion fixes give a warning (other statistics may be meant: "normalization").
+trained on linear power runs to the end and gives a map of nonsense, so radar whose values sit
+far outside the statistics while the dB conversion brings them in is refused with that conversion
+named; optical values another scale fits (digital numbers for reflectance) and values far off that
+no conversion fixes give a warning (other statistics may be meant: "normalization").
 """
 
 from __future__ import annotations
@@ -58,21 +58,23 @@ def check_sample(modality: str, values: np.ndarray, mean, std, scale: str | None
     return UnitCheck(modality, as_read, tuple(fitting))
 
 
-def enforce(check: UnitCheck, scale: str | None, statistics_source: str, log) -> None:
-    """Refuse a sample another scale fits; warn about one far off that nothing fixes."""
+def enforce(check: UnitCheck, scale: str | None, statistics_source: str, log, radar: bool = False) -> None:
+    """Refuse radar another scale fits (power and dB: the model reads nonsense); warn about optical
+    values another scale fits (the conversion named) or any far off that nothing fixes."""
     if check.distance <= FAR:
         return
+    where = (f"The values of modality {check.modality!r} sit {check.distance:.0f} standard deviations from the "
+             f"{statistics_source} normalisation statistics{' after the conversion ' + repr(scale) if scale else ''}")
+    mine = 'or give statistics of your data ("normalization", from normalization-stats).'
     if check.fitting:
         fix = check.fitting[0]
-        raise EngineError(
-            f"The values of modality {check.modality!r} sit {check.distance:.0f} standard deviations from the "
-            f"{statistics_source} normalisation statistics{' after the conversion ' + repr(scale) if scale else ''}: "
-            f"they look like another scale. Add \"scale\": \"{fix}\" ({CONVERSIONS[fix]}) to the modality in the "
-            "job (the files are not rewritten), or give statistics of your data (\"normalization\", from "
-            "normalization-stats).")
-    log(f"The values of modality {check.modality!r} sit {check.distance:.0f} standard deviations from the "
-        f"{statistics_source} normalisation statistics, and no conversion brings them closer: check the files' "
-        "units, or give statistics of your data (\"normalization\", from normalization-stats).", "warning")
+        message = (f"{where}: they look like another scale. Add \"scale\": \"{fix}\" ({CONVERSIONS[fix]}) to the "
+                   f"modality in the job (the files are not rewritten), {mine}")
+        if radar:
+            raise EngineError(message)
+        log(message, "warning")
+        return
+    log(f"{where}, and no conversion brings them closer: check the files' units, {mine}", "warning")
 
 
 def sample_modality(modality, grid, size: int = 64, dates: int = 6) -> np.ndarray:
@@ -103,7 +105,7 @@ def check_units(modalities: dict, grids: dict, statistics: dict, user_statistics
             mean, std = mean[list(m.band_index)], std[list(m.band_index)]
         radar = bool(set(m.spec.bands) & RADAR_BANDS)
         check = check_sample(name, sample_modality(m, grids[name]), mean, std, m.scale, radar)
-        enforce(check, m.scale, source, log)
+        enforce(check, m.scale, source, log, radar)
         out[name] = round(check.distance, 2)
     return out
 
