@@ -21,8 +21,8 @@ Methods, each on S2 alone, S1 alone and S2 + S1:
   per-month cloud-free medians of every band and index plus their temporal statistics
   (``monthly+stats``: classify-parcels' features way), fitted on the training parcels;
 - ``auto`` (pixel level, then its probabilities averaged per parcel): the nested choice of
-  engine.validation among fit-probe's classifiers on raw and raw+stats+indices (the soft vote
-  of the best), as fit-probe --classifier auto does.
+  engine.validation (the soft vote of the best, as fit-probe --classifier auto) among AUTO_CLASSIFIERS
+  on the monthly feature sets (AUTO_SETS).
 Then the same with the optical dates of June-August hidden (a cloudy summer): what S1 recovers.
 """
 
@@ -44,6 +44,11 @@ FOLDS = 5
 SEED = 0
 TREES = 200
 MIN_PARCELS = 2
+# auto's candidates here: fit-probe's monthly composites (with temporal statistics), not every date's
+# bands (710 columns for S2: the nested choice took > 10 min on one loaded core), and its classifiers
+# but the MLP (the slowest to fit; never chosen on the other datasets' rows).
+AUTO_SETS = ("monthly", "monthly+stats")
+AUTO_CLASSIFIERS = ("linear", "knn", "random_forest", "extra_trees")
 
 
 @dataclass
@@ -170,7 +175,7 @@ class Scores:
 
 
 def evaluate_sensors(name: str, values: list, data: Inputs, fold: np.ndarray, scores: Scores, quick: bool,
-                     reporter: Reporter) -> None:
+                     reporter: Reporter, with_auto: bool = True) -> None:
     """Every method on one combination of sensors (``values``: their InputValues at the labelled pixels)."""
     from sklearn.ensemble import RandomForestClassifier
 
@@ -198,7 +203,8 @@ def evaluate_sensors(name: str, values: list, data: Inputs, fold: np.ndarray, sc
                    *_metrics(parcel_y[ptest], _full_proba(forest, np.nan_to_num(parcel_x[ptest]),
                                                           len(data.names)).argmax(1), data.names))
     reporter.log(f"{name}: random forests done ({raw.shape[1]} raw columns, {parcel_x.shape[1]} per-parcel columns)")
-    auto_rows(name, values, data, fold, scores, quick, reporter)
+    if with_auto:
+        auto_rows(name, values, data, fold, scores, quick, reporter)
 
 
 def _full_proba(classifier, x: np.ndarray, n: int) -> np.ndarray:
@@ -214,14 +220,15 @@ def auto_rows(name: str, values: list, data: Inputs, fold: np.ndarray, scores: S
     then its probabilities averaged per held-out parcel."""
     from engine.bench.accuracy import FIXED_PROBE
     from engine.features import FeatureSet, combine
-    from engine.fitting import AUTO, MAX_CELLS_PER_CLASS, candidate_grid
+    from engine.fitting import MAX_CELLS_PER_CLASS
     from engine.probe import ProbeConfig
     from engine.validation import Candidate, Setup, SpatialFolds, nested_selection
 
-    sets = {s: combine(None, values, FeatureSet.parse(s))[0] for s in ("raw", "raw+stats+indices")}
+    sets = {s: combine(None, values, FeatureSet.parse(s))[0] for s in AUTO_SETS}
     config = ProbeConfig(**FIXED_PROBE, seed=SEED, trees=100)
     setup = Setup(sets, data.y, data.names, config, MAX_CELLS_PER_CLASS, SEED)
-    grid = [Candidate(k, s) for s in sets for k in ("linear", "random_forest")] if quick else candidate_grid(AUTO, list(sets))
+    kinds = ("linear", "random_forest") if quick else AUTO_CLASSIFIERS
+    grid = [Candidate(k, s) for s in sets for k in kinds]
     folds = SpatialFolds(fold, [fold != f for f in range(FOLDS)], 0, "whole parcels", [])
     started = time.perf_counter()
     selection = nested_selection(setup, grid, folds, data.parcel, data.rows, data.cols)
@@ -239,7 +246,7 @@ def auto_rows(name: str, values: list, data: Inputs, fold: np.ndarray, scores: S
                    *_metrics(*per_parcel(probabilities, data.parcel[test], data.y[test]), data.names))
 
 
-def run_crops(folder: Path, quick: bool, reporter: Reporter) -> dict[str, Any]:
+def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = True) -> dict[str, Any]:
     started = time.perf_counter()
     data, info = read_labelled(folder, reporter)
     reporter.log(f"Flanders crops: {info}")
@@ -249,7 +256,7 @@ def run_crops(folder: Path, quick: bool, reporter: Reporter) -> dict[str, Any]:
     combos = {"S2": [s2], "S1": [s1], "S2+S1": [s2, s1],
               "S2, June-August hidden": [hide_summer(s2)], "S2+S1, June-August optical hidden": [hide_summer(s2), s1]}
     for name, values in combos.items():
-        evaluate_sensors(name, values, data, fold, scores, quick, reporter)
+        evaluate_sensors(name, values, data, fold, scores, quick, reporter, with_auto)
     parcels_per_fold = [int(np.unique(data.parcel[fold == f]).size) for f in range(FOLDS)]
     pixels_per_fold = [int((fold == f).sum()) for f in range(FOLDS)]
     from engine.bench.accuracy import summarise
