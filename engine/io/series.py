@@ -170,7 +170,8 @@ def _select_bands(bands: list[int | None] | None, count: int, spec: ModalitySpec
     return tuple(given)
 
 
-_NETCDF_UNITS = re.compile(r"^\s*(days|hours|minutes|seconds)\s+since\s+(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d(?::\d\d)?))?")
+_NETCDF_UNITS = re.compile(
+    r"^\s*(days|hours|minutes|seconds)\s+since\s+(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d(?::\d\d)?))?")
 
 
 def netcdf_band_dates(dataset) -> list[dt.date | None]:
@@ -374,7 +375,8 @@ def resolve_parts(name: str, spec: ModalitySpec, parts: list[Part], log=None) ->
                 + (f"; only in part 1: {', '.join(d.isoformat() for d in only_first[:5])}" if only_first else "")
                 + (f"; only in part {k}: {', '.join(d.isoformat() for d in only_other[:5])}" if only_other else "")
                 + ". Give every band of every date (the same acquisitions in each part).")
-        with open_raster(first.layers[0].path, f"{name} input") as a, open_raster(other.layers[0].path, f"{name} input") as b:
+        with open_raster(first.layers[0].path, f"{name} input") as a, \
+                open_raster(other.layers[0].path, f"{name} input") as b:
             why = _nesting(a, b, str(other.layers[0].path), str(first.layers[0].path))
             if why is None and abs(b.transform.a) != abs(a.transform.a) and log is not None:
                 log(f"{name}: bands {', '.join(parts[k - 1].bands)} at {abs(b.transform.a):g} m, resampled "

@@ -53,10 +53,12 @@ def aggregate_pixels(probabilities: np.ndarray, pixels: ParcelPixels, status: li
     NaN where the map has no value)."""
     valid = np.isfinite(probabilities).all(axis=0)
     means, counts = parcel_means(np.nan_to_num(probabilities), valid, pixels.index, len(status))
-    return _result(means, counts, pixels, status)
+    return parcel_result(means, counts, pixels, status)
 
 
-def _result(probabilities: np.ndarray, counts: np.ndarray, pixels: ParcelPixels, status: list[str]) -> ParcelResult:
+def parcel_result(probabilities: np.ndarray, counts: np.ndarray, pixels: ParcelPixels,
+                  status: list[str]) -> ParcelResult:
+    """The rows of the parcel map from per-parcel class probabilities (P, K) and valid pixel counts."""
     cls, prob, second, second_prob = rank(probabilities)
     own = np.maximum(pixels.pixels, 1)
     out_status = []

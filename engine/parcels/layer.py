@@ -56,11 +56,13 @@ def read_parcels(path: str, grid_crs, layer: str | None = None) -> Parcels:
     """Every feature of the polygon layer, its geometry reprojected to ``grid_crs``."""
     ogr, osr = _ogr()
     if not path or not os.path.exists(path):
-        raise EngineError(f"The parcels layer '{path}' does not exist: give a polygon layer (GeoPackage, shapefile...).")
+        raise EngineError(f"The parcels layer '{path}' does not exist: give a polygon layer (GeoPackage, "
+                          "shapefile...).")
     try:
         source = ogr.Open(str(path), 0)  # read only: the input is never modified
     except RuntimeError as exc:
-        raise EngineError(f"The parcels layer '{path}' cannot be read ({exc}): give a vector file GDAL reads.") from None
+        raise EngineError(f"The parcels layer '{path}' cannot be read ({exc}): give a vector file GDAL "
+                          "reads.") from None
     lyr = source.GetLayerByName(layer) if layer else source.GetLayer(0)
     if lyr is None:
         names = [source.GetLayer(i).GetName() for i in range(source.GetLayerCount())]
@@ -173,7 +175,8 @@ def _qml(class_field: str, names: Sequence[str], colors: Sequence[str]) -> str:
                    f'name="outline_color" value="120,120,120,255"/><Option type="QString" name="style" '
                    f'value="no"/></Option><prop k="style" v="no"/><prop k="outline_color" v="120,120,120,255"/>'
                    f'</layer></symbol>')
-    return ('<!DOCTYPE qgis PUBLIC \'http://mrcc.com/qgis.dtd\' \'SYSTEM\'>\n<qgis version="3.40" styleCategories="Symbology">'
+    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+            '<qgis version="3.40" styleCategories="Symbology">'
             f'<renderer-v2 type="categorizedSymbol" attr="{escape(class_field)}" forceraster="0" enableorderby="0">'
             f'<categories>{"".join(categories)}</categories><symbols>{"".join(symbols)}</symbols></renderer-v2>'
             '</qgis>\n')

@@ -3,6 +3,7 @@ with a classifier fitted on the parcels that carry a class (scored by whole-parc
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from engine.errors import EngineError
-from engine.parcels.classify import ParcelStatistics, _result, aggregate_pixels
+from engine.parcels.classify import ParcelStatistics, aggregate_pixels, parcel_result
 from engine.parcels.layer import OK, ParcelPixels, Parcels, parcel_pixels, read_parcels, write_parcel_map
 from engine.progress import Reporter
 
@@ -159,7 +160,9 @@ def parcels_from_features(job, parcels_path: str, class_field: str, output: str,
     train = np.flatnonzero(labelled)
 
     def fit_predict(fit_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        mean = np.nanmean(np.where(np.isfinite(x[fit_rows]), x[fit_rows], np.nan), axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column no training parcel has: 0 below
+            mean = np.nanmean(x[fit_rows], axis=0)
         mean = np.where(np.isfinite(mean), mean, 0.0)
         filled = np.where(np.isfinite(x), x, mean)
         classifier = fit_probe(filled[fit_rows], y[fit_rows], len(names), config)
@@ -194,7 +197,7 @@ def parcels_from_features(job, parcels_path: str, class_field: str, output: str,
     probabilities = np.full((len(parcels), len(names)), np.nan)
     usable = np.flatnonzero(has_values)
     probabilities[usable] = fit_predict(train, usable)
-    result = _result(probabilities, valid_pixels.astype(float), pixels, parcels.status)
+    result = parcel_result(probabilities, valid_pixels.astype(float), pixels, parcels.status)
     written = write_parcel_map(parcels, result, names, _colors(None, len(names)), output, output_layer,
                                {"description": f"{settings.classifier} on per-parcel {settings.feature_set} "
                                                f"features, fitted on {train.size} labelled parcels"})

@@ -29,6 +29,14 @@ def test_classify_parcels_from_probabilities(provider, tmp_path):  # noqa: F811
     assert rows == read_rows(engine_out)[0]  # Processing and the engine: the same rows
     assert rows["left"]["class"] == "maize" and rows["cloudy"]["class"] is None
     assert styles and styles[0][2] == 1
+    # QGIS takes the stored style as the layer's default: categorised by class in the class colours
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(f"{out}|layername=parcels_classified", "parcels", "ogr")
+    assert layer.isValid() and layer.loadDefaultStyle()[1]
+    renderer = layer.renderer()
+    assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "class"
+    assert [c.value() for c in renderer.categories()] == ["wheat", "maize", "grass", ""]
 
 
 class Errors(QgsProcessingFeedback):
