@@ -11,7 +11,7 @@ parcel cannot be held out and learnt at once).
 
 Folds: whole parcels, 5 folds stratified by class over parcels (no parcel split across folds).
 Figures per fold: macro-F1 and overall accuracy; the table gives their mean and standard deviation
-over the folds and the number of parcels (pixels) they rest on.
+over the folds, and the same figures pooled over every held-out parcel (pixel) with their number.
 
 Methods, each on S2 alone, S1 alone and S2 + S1:
 - ``random forest on raw bands`` (200 trees, scikit-learn defaults, the per-pixel anchor), scored
@@ -165,13 +165,27 @@ def parcel_feature_matrix(values: list, parcel: np.ndarray) -> tuple[np.ndarray,
 
 
 class Scores:
-    def __init__(self):
-        self.rows: dict[str, dict[str, list[float]]] = {}
+    """Per method, each fold's figures and every held-out prediction (pooled: the figure over all the
+    parcels or pixels at once, steadier than a fold's 3-4 parcels)."""
 
-    def add(self, method: str, f1: float, oa: float) -> None:
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.rows: dict[str, dict[str, list[float]]] = {}
+        self.pooled: dict[str, tuple[list, list]] = {}
+
+    def add(self, method: str, truth: np.ndarray, predicted: np.ndarray) -> None:
+        f1, oa = _metrics(truth, predicted, self.names)
         entry = self.rows.setdefault(method, {"macro_f1": [], "overall_accuracy": []})
         entry["macro_f1"].append(f1)
         entry["overall_accuracy"].append(oa)
+        pooled = self.pooled.setdefault(method, ([], []))
+        pooled[0].extend(truth.tolist())
+        pooled[1].extend(predicted.tolist())
+
+    def pooled_figures(self, method: str) -> dict[str, float]:
+        truth, predicted = (np.array(v) for v in self.pooled[method])
+        f1, oa = _metrics(truth, predicted, self.names)
+        return {"macro_f1": f1, "overall_accuracy": oa, "samples": int(truth.size)}
 
 
 def evaluate_sensors(name: str, values: list, data: Inputs, fold: np.ndarray, scores: Scores, quick: bool,
@@ -192,16 +206,14 @@ def evaluate_sensors(name: str, values: list, data: Inputs, fold: np.ndarray, sc
             continue
         forest = RandomForestClassifier(n_estimators=trees, random_state=SEED, n_jobs=1).fit(raw[train], data.y[train])
         probabilities = _full_proba(forest, raw[test], len(data.names))
-        scores.add(f"{name} | random forest on raw bands | pixels",
-                   *_metrics(data.y[test], probabilities.argmax(1), data.names))
+        scores.add(f"{name} | random forest on raw bands | pixels", data.y[test], probabilities.argmax(1))
         scores.add(f"{name} | random forest on raw bands | parcels (mean pixel probability)",
-                   *_metrics(*per_parcel(probabilities, data.parcel[test], data.y[test]), data.names))
+                   *per_parcel(probabilities, data.parcel[test], data.y[test]))
         ptrain, ptest = parcel_fold != f, parcel_fold == f
         forest = RandomForestClassifier(n_estimators=trees, random_state=SEED, n_jobs=1).fit(
             np.nan_to_num(parcel_x[ptrain]), parcel_y[ptrain])
-        scores.add(f"{name} | random forest on per-parcel features (monthly+stats) | parcels",
-                   *_metrics(parcel_y[ptest], _full_proba(forest, np.nan_to_num(parcel_x[ptest]),
-                                                          len(data.names)).argmax(1), data.names))
+        scores.add(f"{name} | random forest on per-parcel features (monthly+stats) | parcels", parcel_y[ptest],
+                   _full_proba(forest, np.nan_to_num(parcel_x[ptest]), len(data.names)).argmax(1))
     reporter.log(f"{name}: random forests done ({raw.shape[1]} raw columns, {parcel_x.shape[1]} per-parcel columns)")
     if with_auto:
         auto_rows(name, values, data, fold, scores, quick, reporter)
@@ -241,9 +253,9 @@ def auto_rows(name: str, values: list, data: Inputs, fold: np.ndarray, scores: S
         # The fold's pick refitted as cross_validate fitted it (same training part, same draw).
         probabilities = setup.fit_proba(selection.chosen_per_fold[f], fold != f, test,
                                         np.random.default_rng(SEED + f))
-        scores.add(f"{name} | auto | pixels", *_metrics(data.y[test], probabilities.argmax(1), data.names))
+        scores.add(f"{name} | auto | pixels", data.y[test], probabilities.argmax(1))
         scores.add(f"{name} | auto | parcels (mean pixel probability)",
-                   *_metrics(*per_parcel(probabilities, data.parcel[test], data.y[test]), data.names))
+                   *per_parcel(probabilities, data.parcel[test], data.y[test]))
 
 
 def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = True) -> dict[str, Any]:
@@ -252,7 +264,7 @@ def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = T
     reporter.log(f"Flanders crops: {info}")
     fold = parcel_folds(data.parcel, data.y)
     s2, s1 = data.values["s2"], data.values["s1_asc"]
-    scores = Scores()
+    scores = Scores(data.names)
     combos = {"S2": [s2], "S1": [s1], "S2+S1": [s2, s1],
               "S2, June-August hidden": [hide_summer(s2)], "S2+S1, June-August optical hidden": [hide_summer(s2), s1]}
     for name, values in combos.items():
@@ -264,7 +276,8 @@ def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = T
     return {"dataset": "Flanders crops", "split": f"{FOLDS} folds of whole parcels", **info,
             "parcels_per_fold": parcels_per_fold, "pixels_per_fold": pixels_per_fold,
             "hidden_summer_s2_dates": len(hide_summer(s2).dates), "seconds": time.perf_counter() - started,
-            "methods": {m: {k: summarise(v) for k, v in s.items()} for m, s in scores.rows.items()}}
+            "methods": {m: {**{k: summarise(v) for k, v in s.items()}, "pooled": scores.pooled_figures(m)}
+                        for m, s in scores.rows.items()}}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -273,10 +286,12 @@ def markdown(result: dict[str, Any]) -> str:
              f"without June-August), S1 {result['s1_dates']} dates, season "
              f"{result['season'][0]}..{result['season'][1]}; "
              f"parcels per fold {result['parcels_per_fold']})", "",
-             "| Sensors | Method | Level | Macro-F1 | Overall accuracy |", "|---|---|---|---|---|"]
+             "| Sensors | Method | Level | Macro-F1 (folds) | OA (folds) | Macro-F1, OA pooled (n) |",
+             "|---|---|---|---|---|---|"]
     for method, s in result["methods"].items():
         sensors, how, level = method.split(" | ")
-        f1, oa = s["macro_f1"], s["overall_accuracy"]
+        f1, oa, pooled = s["macro_f1"], s["overall_accuracy"], s["pooled"]
         lines.append(f"| {sensors} | {how} | {level} | {f1['mean']:.3f} ± {f1['std']:.3f} | "
-                     f"{oa['mean']:.3f} ± {oa['std']:.3f} |")
+                     f"{oa['mean']:.3f} ± {oa['std']:.3f} | {pooled['macro_f1']:.3f}, {pooled['overall_accuracy']:.3f} "
+                     f"({pooled['samples']}) |")
     return "\n".join(lines)
