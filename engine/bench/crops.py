@@ -292,6 +292,6 @@ def markdown(result: dict[str, Any]) -> str:
         sensors, how, level = method.split(" | ")
         f1, oa, pooled = s["macro_f1"], s["overall_accuracy"], s["pooled"]
         lines.append(f"| {sensors} | {how} | {level} | {f1['mean']:.3f} ± {f1['std']:.3f} | "
-                     f"{oa['mean']:.3f} ± {oa['std']:.3f} | {pooled['macro_f1']:.3f}, {pooled['overall_accuracy']:.3f} "
-                     f"({pooled['samples']}) |")
+                     f"{oa['mean']:.3f} ± {oa['std']:.3f} | {pooled['macro_f1']:.3f}, "
+                     f"{pooled['overall_accuracy']:.3f} ({pooled['samples']}) |")
     return "\n".join(lines)

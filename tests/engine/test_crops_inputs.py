@@ -228,3 +228,12 @@ def test_subdataset_names_are_kept_as_written_in_a_job(tmp_path):
                        "outputs": {"embeddings": str(tmp_path / "e.tif")}})
     assert parsed.modalities["s2"].files == name
     assert json.dumps(parsed.modalities["s2"].files) == json.dumps(name)
+
+
+def test_a_netcdf_without_a_grid_gdal_reads_is_refused_with_the_fix(shared_data, model, tmp_path):
+    """The sample's netCDF files carry x/y coordinates GDAL does not take as a grid: named, with the fix."""
+    path = next((shared_data / "worldcereal_flanders").glob("S2_L2A_10m_*.nc"))
+    parts = [{"files": f'NETCDF:"{path}":{v}', "bands": [b]} for v, b in (("B02", "B2"), ("B03", "B3"))]
+    with pytest.raises(EngineError, match="has no geotransform .*gdal_translate -a_ullr"):
+        resolve(load_job({"model": "anysat-tiny", "modalities": {"s2": {"parts": parts}},
+                          "outputs": {"embeddings": str(tmp_path / "e.tif")}}), model)
