@@ -215,7 +215,8 @@ def learn_area(params: LearnAreaParams, reporter: Reporter) -> dict[str, Any]:
             "parent": {"name": parent.name, "path": str(parent.path), "sha256": sha256_of(parent.path),
                        "licence": parent.provenance.get("licence", "")},
             "licence": parent.provenance.get("licence") or "derived from the parent model (see its licence)",
-            "inputs": {n: list(m.files) if isinstance(m.files, list) else [m.files] for n, m in job.modalities.items()},
+            "inputs": {n: list(m.files) if isinstance(m.files, list) else [m.files] if m.files is not None
+                       else [p.files for p in m.parts] for n, m in job.modalities.items()},
             "extent": dataclasses.asdict(job)["extent"], "steps_this_run": trainer.step - start,
             "minutes_budget": params.minutes, "weights": f"learn-area: {objective} pretraining on the user's rasters",
         }

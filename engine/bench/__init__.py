@@ -37,6 +37,9 @@ class BenchParams:
                 "in the same run: the share of time outside the model"})
     device: str = field(default="auto", metadata={
         "help": "gpu: auto (CUDA when there is one), cuda or cpu", "choices": ("auto", "cpu", "cuda")})
+    datasets: str | None = field(default=None, metadata={
+        "help": "accuracy: only these datasets, comma-separated: eolearn, ndvi, peru, crops (default: all; "
+                "--quick: eolearn)"})
     reference: str | None = field(default=None, metadata={
         "help": "omnisat: a gastruc/OmniSat checkout (outside the project) to time in the same run, "
                 "run with a Python that has its dependencies (timm, easydict); universat: a gastruc/UniverSat "

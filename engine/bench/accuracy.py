@@ -28,7 +28,9 @@ training folds and scored on the held-out fold:
 
 Datasets: eo-learn's five Sentinel-2 L1C dates (whole-polygon folds), the same polygons on
 eo-learn's 68-date NDVI series (a real scene where the temporal signal matters; no encoder
-reads one index band, so only the classifiers on its values), and the Peru points.
+reads one index band, so only the classifiers on its values), the Peru points, and the Flanders
+crops (engine.bench.crops: Sentinel-2 + Sentinel-1 per pixel and per parcel, whole-parcel folds).
+``--datasets`` picks some (e.g. ``--datasets crops``).
 
 Folds are buffered (engine.probes.folds): training cells within one cell of a test cell are
 left out of that fold's training, for every method.
@@ -506,14 +508,21 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
         raise EngineError("The accuracy benchmark needs scikit-learn for its random-forest baseline: pip install scikit-learn.") from None
     import torch  # lazy: keeps torch out of --help
 
-    results = []
+    results, crops = [], None
+    named = {"eolearn": eolearn_dataset, "ndvi": eolearn_series_dataset, "peru": peru_dataset}
+    chosen = [d.strip() for d in (params.datasets or "").split(",") if d.strip()]
+    unknown = sorted(set(chosen) - set(named) - {"crops"})
+    if unknown:
+        raise EngineError(f"Unknown dataset(s) {', '.join(unknown)} for the accuracy benchmark: choose among "
+                          f"{', '.join([*named, 'crops'])}.")
     # scikit-learn's OpenMP and BLAS pools keep to torch's thread count (--threads): by default they
     # take every core, which on loaded cores stalls every parallel loop.
     with threadpool_limits(torch.get_num_threads()), tempfile.TemporaryDirectory(prefix="omnisat-accuracy-") as tmp:
         folder = Path(tmp)
-        models = encoders(folder, reporter, params.quick)
+        builders = ([named[d] for d in chosen if d in named] if chosen
+                    else [eolearn_dataset] if params.quick else list(named.values()))
+        models = encoders(folder, reporter, params.quick) if builders else []
         reporter.log("Encoders:\n" + "\n".join(f"  {e.name}: {e.description}" for e in models))
-        builders = [eolearn_dataset] if params.quick else [eolearn_dataset, eolearn_series_dataset, peru_dataset]
         for build in builders:
             work = folder / build.__name__
             work.mkdir()
@@ -522,11 +531,18 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
             results.append(evaluate(dataset, models, work, params.quick, reporter))
             # Each dataset's rows as soon as they exist: a run stopped later keeps them.
             reporter.log(markdown_table(results[-1:]))
-    table = markdown_table(results)
+        if "crops" in chosen or not (chosen or params.quick):
+            from engine.bench.crops import markdown as crops_markdown, run_crops
+
+            work = folder / "crops"
+            work.mkdir()
+            crops = run_crops(work, params.quick, reporter)
+            reporter.log(crops_markdown(crops))
+    table = "\n\n".join(([markdown_table(results)] if results else []) + ([crops_markdown(crops)] if crops else []))
     trees = 50 if params.quick else RF_TREES
     reporter.log("Encoders:\n" + "\n".join(f"  {e.name}: {e.description}" for e in models)
                  + f"\nProbe settings (fixed, not tuned): {FIXED_PROBE}, with a LayerNorm first for the {DENSE_METHOD}; "
                  f"random forest: {trees} trees, "
                  f"scikit-learn defaults otherwise\n\n{table}")
     return {"encoders": {e.name: e.description for e in models}, "probe_settings": FIXED_PROBE, "folds": FOLDS,
-            "seed": SEED, "rf_trees": trees, "results": results, "markdown": table}
+            "seed": SEED, "rf_trees": trees, "results": results, "crops": crops, "markdown": table}

@@ -31,8 +31,9 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from engine.io.grid import Grid
+from engine.errors import EngineError
 from engine.io.raster import damaged_raster_error, open_raster
-from engine.io.series import SCL_INVALID, Modality
+from engine.io.series import SCL_CLASSES, SCL_INVALID, Modality
 
 
 def _on_lattice(ds, grid: Grid) -> tuple[int, int] | None:
@@ -160,18 +161,30 @@ class _Source:
         self.dataset.close()
 
 
-def clear_sky(mask: np.ndarray, mask_type: str, threshold: float) -> np.ndarray:
-    """True where a mask layer says the view is usable; pixels without mask values count as usable."""
+def clear_sky(mask: np.ndarray, mask_type: str, threshold: float,
+              classes: tuple[int, ...] | None = None) -> np.ndarray:
+    """True where a mask layer says the view is usable; pixels without mask values count as usable.
+    ``classes``: the scene classes an scl mask masks (default SCL_INVALID)."""
     known = np.isfinite(mask)
     if mask_type == "valid":
         bad = mask == 0
     elif mask_type == "scl":
-        bad = np.isin(mask, SCL_INVALID)
+        bad = np.isin(mask, SCL_INVALID if classes is None else classes)
     elif mask_type == "probability":
         bad = mask > threshold
     else:  # binary: non-zero means cloud (or anything else to skip)
         bad = mask != 0
     return ~(bad & known)
+
+
+def _check_scl(mask: np.ndarray, label: str) -> None:
+    values = np.unique(mask[np.isfinite(mask)])
+    unknown = values[~np.isin(values, SCL_CLASSES)]
+    if unknown.size:
+        raise EngineError(
+            f"The scene classification mask '{label}' holds values {', '.join(f'{v:g}' for v in unknown[:5])}, "
+            f"which are not Sentinel-2 SCL classes (0-11): give the SCL band of the L2A product, or another mask "
+            'type ("binary", "valid", "probability").')
 
 
 class ModalityReader(contextlib.AbstractContextManager):
@@ -185,12 +198,17 @@ class ModalityReader(contextlib.AbstractContextManager):
         """``cache``: warp off-grid files once, whole (a run over the grid), instead of window by window."""
         self.modality, self.grid = modality, grid
         self._sources: dict[tuple[str, str], _Source] = {}
-        self._by_path: dict[object, list[int]] = {}
+        # Per file, the (date, first channel, bands) it gives: a date's bands may lie in several files.
+        self._by_path: dict[object, list[tuple[int, int, tuple[int, ...]]]] = {}
         for i, layer in enumerate(modality.layers):
-            self._by_path.setdefault(layer.path, []).append(i)
+            channel = 0
+            for path, bands in layer.pieces():
+                self._by_path.setdefault(path, []).append((i, channel, bands))
+                channel += len(bands)
         used: dict[tuple[str, str], set[int]] = {}  # the bands read of each file: only those are warped
         for layer in modality.layers:
-            used.setdefault((str(layer.path), Resampling.bilinear.name), set()).update(layer.bands)
+            for path, bands in layer.pieces():
+                used.setdefault((str(path), Resampling.bilinear.name), set()).update(bands)
         for layer in modality.masks or ():
             used.setdefault((str(layer.path), Resampling.nearest.name), set()).update(layer.bands)
         try:
@@ -207,19 +225,25 @@ class ModalityReader(contextlib.AbstractContextManager):
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         m = self.modality
-        c = len(m.layers[0].bands)  # the spec's bands, less any missing (filled after normalization)
+        c = m.layers[0].n_bands  # the spec's bands, less any missing (filled after normalization)
         data = np.empty((len(m.layers), c, int(window.height), int(window.width)), np.float32)
         # One read per file (a dates x channels stack is one call, not one per date).
-        for path, indices in self._by_path.items():
-            bands = tuple(b for i in indices for b in m.layers[i].bands)
+        for path, pieces in self._by_path.items():
+            bands = tuple(b for _, _, piece in pieces for b in piece)
             block = self._source(path, Resampling.bilinear).read(bands, window)
-            for k, i in enumerate(indices):
-                data[i] = block[k * c:(k + 1) * c]
+            start = 0
+            for i, channel, piece in pieces:
+                data[i, channel:channel + len(piece)] = block[start:start + len(piece)]
+                start += len(piece)
+        if m.band_order is not None:
+            data = data[:, list(m.band_order)]
         valid = np.isfinite(data).all(axis=1)
         if m.masks:
             for t, layer in enumerate(m.masks):
                 mask = self._source(layer.path, Resampling.nearest).read(layer.bands, window)[0]
-                valid[t] &= clear_sky(mask, m.mask_type, m.mask_threshold)
+                if m.mask_type == "scl":
+                    _check_scl(mask, layer.label)
+                valid[t] &= clear_sky(mask, m.mask_type, m.mask_threshold, m.mask_classes)
         data[~np.broadcast_to(valid[:, None], data.shape)] = np.nan
         return data, valid
 

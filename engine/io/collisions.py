@@ -50,7 +50,9 @@ def job_files(job, setting: str) -> PathRoles:
     """The files a job (engine.io.job.Job) reads and writes; ``setting`` names the parameter it came in."""
     roles = PathRoles(inputs=[NamedPath(f"{setting}: model", job.model)])
     for name, entry in job.modalities.items():
-        sources = [(f"{setting}: modalities.{name}.files", entry.files)]
+        sources = [(f"{setting}: modalities.{name}.files", entry.files)] if entry.files is not None else []
+        sources += [(f"{setting}: modalities.{name}.parts[{k}].files", part.files)
+                    for k, part in enumerate(entry.parts or ())]
         if entry.mask is not None:
             sources.append((f"{setting}: modalities.{name}.mask.files", entry.mask.files))
         for key, files in sources:

@@ -81,6 +81,13 @@ class Footprint:
                 "'Assign projection' or gdal_edit.py -a_srs) so that it can be aligned with the other inputs."
             )
         t = dataset.transform
+        if t.is_identity:
+            # GDAL's answer for a raster without georeferencing (e.g. a netCDF whose x/y coordinates it did
+            # not recognise): pixels of 1 map unit at the CRS's origin, never a real grid.
+            raise EngineError(
+                f"'{label}' has no geotransform (GDAL finds no pixel grid in it; for a netCDF, its x/y coordinates "
+                "were not recognised): write it as a GeoTIFF with its grid, or set the corners with "
+                "gdal_translate -a_ullr XMIN YMAX XMAX YMIN.")
         if t.b != 0 or t.d != 0:
             raise EngineError(f"'{label}' is rotated or sheared: warp it to a north-up grid first (gdalwarp).")
         return cls(dataset.crs, tuple(dataset.bounds), abs(t.a), label)

@@ -11,10 +11,21 @@ parameters one to one onto these keys::
                                                  or a catalog name ("anysat-tiny"; python -m engine models)
       "modalities": {                            required: one entry per model modality used,
         "s2": {                                  keyed by the model's modality name (any subset)
-          "files": "S2_stack.tif",               required: one file, a list of files, or a folder
-                                                 (its .tif/.tiff/.jp2/.vrt/.img/.nc files);
+          "files": "S2_stack.tif",               required (or "parts"): one file, a list of files, or
+                                                 a folder (its .tif/.tiff/.jp2/.vrt/.img/.nc files)
+                                                 or a GDAL subdataset (NETCDF:"f.nc":B02);
                                                  series: one file per date, or one file whose
-                                                 bands are dates x channels (band t*C+c+1)
+                                                 bands are dates x channels (band t*C+c+1), dates
+                                                 also from a netCDF time coordinate
+          "parts": [                             instead of "files": the bands in several files, e.g.
+            {"files": "S2_10m/",                 Sentinel-2 L2A's 10 m and 20 m bands; each part: its
+             "bands": ["B2", "B3", "B4", "B8"],  files (as "files") and the model's bands they hold,
+             "dates": [...]},                    in the files' band order (optional "dates"); the
+            {"files": "S2_20m/", "bands": [...]} parts must have the same dates and nesting grids;
+          ],                                     coarser bands are resampled (bilinear) while reading
+          "season": ["2018-03-01", "2018-10-31"],
+                                                 optional: only the dates in this range (inclusive);
+                                                 overrides the job's "season"
           "dates": ["2020-06-15", ...],          optional: one per date, overrides dates read from
                                                  names (YYYYMMDD, YYYY-MM-DD, Sentinel-1/2 and
                                                  Landsat product names), GDAL metadata
@@ -35,7 +46,9 @@ parameters one to one onto these keys::
                                                  or one file with one band per date
             "type": "binary",                    binary (non-zero = cloud), valid (non-zero = clear),
                                                  scl (Sentinel-2 scene classification), probability
-            "threshold": 50                      probability above which a pixel is cloudy
+            "threshold": 50,                     probability above which a pixel is cloudy
+            "classes": [0, 1, 3, 8, 9, 10]       scl: the classes masked (default: no data, defective,
+                                                 shadow, cloud medium/high, cirrus; add 11 for snow)
           }
         },
         "s1": {"files": ["S1_20200614.tif", "S1_20200626.tif"]}
@@ -57,6 +70,7 @@ parameters one to one onto these keys::
                                                  laid edge to edge, no overlap); also the level a
                                                  probe applied with this job reads
       },
+      "season": ["2018-03-01", "2018-10-31"],    optional: the dates of every series to use (inclusive)
       "extent": {"bounds": [xmin, ymin, xmax, ymax], "crs": "EPSG:4326"},
                                                  optional: area to map, in any CRS (default: the
                                                  grid CRS); default: where all inputs overlap
@@ -95,6 +109,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -137,15 +152,25 @@ class MaskEntry:
     files: str | list[str]
     type: str = "binary"
     threshold: float = 50.0
+    classes: tuple[int, ...] | None = None  # scl: the classes masked (None: engine.io.series.SCL_INVALID)
+
+
+@dataclass(frozen=True)
+class PartEntry:
+    files: str | list[str]
+    bands: tuple[str, ...]  # the model's bands the files hold, in their band order
+    dates: list[str] | None = None
 
 
 @dataclass(frozen=True)
 class ModalityEntry:
-    files: str | list[str]
+    files: str | list[str] | None  # None: the bands come in "parts"
     dates: list[str] | None = None
     bands: list[int | None] | None = None  # None inside: a band the files lack
     mask: MaskEntry | None = None
     scale: str | None = None  # a key of engine.io.scales.CONVERSIONS
+    parts: tuple[PartEntry, ...] | None = None
+    season: tuple[str, str] | None = None
     # a sensor the model's table lacks, for models that read bands by wavelength (UniverSat):
     # {"wavelengths": [µm or "VV"...], "resolution": m, "series": bool, "sub_patch": px}
     sensor: dict | None = None
@@ -182,6 +207,7 @@ class Job:
     ranks: int = field(default=1, metadata=POSITIVE)
     normalization: str | dict | None = None
     min_valid_fraction: float = 0.5
+    season: tuple[str, str] | None = None
     version: int = JOB_VERSION
     source: str = field(default="<inline job>", compare=False)
 
@@ -202,6 +228,8 @@ def _paths(value: Any, base: Path, where: str) -> str | list[str]:
     def resolve(p: Any) -> str:
         if not isinstance(p, str) or not p:
             raise EngineError(f"{where} must name files as non-empty strings, got {p!r}.")
+        if re.match(r"^[A-Z][A-Z0-9_]+:", p) or p.startswith("/vsi"):
+            return p  # a GDAL subdataset (NETCDF:"f.nc":B02) or virtual file: as written
         path = Path(p).expanduser()
         return str(path if path.is_absolute() else base / path)
 
@@ -212,7 +240,17 @@ def _paths(value: Any, base: Path, where: str) -> str | list[str]:
 
 def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
     where = f'Modality "{name}" of the job'
-    _keys(obj, where, {"files", "dates", "bands", "mask", "scale", "sensor"}, {"files"})
+    _keys(obj, where, {"files", "dates", "bands", "mask", "scale", "sensor", "parts", "season"})
+    if ("files" in obj) == ("parts" in obj):
+        raise EngineError(f'{where} needs either "files" or "parts" (the bands in several files), not '
+                          f'{"both" if "files" in obj else "neither"}.')
+    parts = None
+    if obj.get("parts") is not None:
+        if "bands" in obj or "dates" in obj:
+            raise EngineError(f'{where}: with "parts", give "bands" and "dates" inside each part.')
+        if not isinstance(obj["parts"], list) or not obj["parts"]:
+            raise EngineError(f'{where}: "parts" must be a list of {{"files": ..., "bands": [band names]}}.')
+        parts = tuple(_part(part, base, f"{where}, part {k + 1}") for k, part in enumerate(obj["parts"]))
     dates = obj.get("dates")
     if dates is not None and (not isinstance(dates, list) or not all(isinstance(d, str) for d in dates)):
         raise EngineError(f'{where}: "dates" must be a list of dates written as "YYYY-MM-DD".')
@@ -222,9 +260,17 @@ def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
         raise EngineError(f'{where}: "bands" must be a list of band numbers (1-based), null for a missing band.')
     mask = None
     if obj.get("mask") is not None:
-        m = _keys(obj["mask"], f"{where}, mask", {"files", "type", "threshold"}, {"files"})
+        m = _keys(obj["mask"], f"{where}, mask", {"files", "type", "threshold", "classes"}, {"files"})
+        classes = m.get("classes")
+        if classes is not None and (not isinstance(classes, list) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 11 for c in classes)):
+            raise EngineError(f'{where}, mask: "classes" must list Sentinel-2 scene classes (integers 0-11), '
+                              "e.g. [0, 1, 3, 8, 9, 10, 11].")
+        if classes is not None and m.get("type") != "scl":
+            raise EngineError(f'{where}, mask: "classes" applies to "type": "scl" only.')
         mask = MaskEntry(_paths(m["files"], base, f"{where}, mask"), str(m.get("type", "binary")),
-                         convert(m.get("threshold", 50.0), float, f"{where}, mask: 'threshold'"))
+                         convert(m.get("threshold", 50.0), float, f"{where}, mask: 'threshold'"),
+                         None if classes is None else tuple(classes))
     scale = obj.get("scale")
     if scale is not None and scale not in CONVERSIONS:
         raise EngineError(f'{where}: "scale" is {scale!r}; known: {", ".join(CONVERSIONS)} '
@@ -233,7 +279,29 @@ def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
     if sensor is not None:
         _keys(sensor, f"{where}, sensor", {"wavelengths", "resolution", "series", "sub_patch"},
               {"wavelengths", "resolution"})
-    return ModalityEntry(_paths(obj["files"], base, where), dates, bands, mask, scale, sensor)
+    season = _season(obj.get("season"), where)
+    files = _paths(obj["files"], base, where) if "files" in obj else None
+    return ModalityEntry(files, dates, bands, mask, scale, parts, season, sensor)
+
+
+def _part(obj: Any, base: Path, where: str) -> PartEntry:
+    _keys(obj, where, {"files", "bands", "dates"}, {"files", "bands"})
+    bands, dates = obj["bands"], obj.get("dates")
+    if not isinstance(bands, list) or not bands or not all(isinstance(b, str) for b in bands):
+        raise EngineError(f'{where}: "bands" must list the model\'s band names the files hold, in their order, '
+                          'e.g. ["B5", "B6", "B7", "B8A", "B11", "B12"].')
+    if dates is not None and (not isinstance(dates, list) or not all(isinstance(d, str) for d in dates)):
+        raise EngineError(f'{where}: "dates" must be a list of dates written as "YYYY-MM-DD".')
+    return PartEntry(_paths(obj["files"], base, where), tuple(bands), dates)
+
+
+def _season(value: Any, where: str) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    from engine.io.series import parse_season
+
+    parse_season(value, where)  # checked now: a typo fails before any file is read
+    return str(value[0]), str(value[1])
 
 
 def _outputs(obj: Any, base: Path, where: str) -> Outputs:
@@ -284,6 +352,8 @@ def parse_job(obj: Any, base: Path | None = None, source: str = "<inline job>") 
                   outputs=_outputs(values["outputs"], base, where))
     if values.get("extent") is not None:
         values["extent"] = _extent(values["extent"], where)
+    if values.get("season") is not None:
+        values["season"] = _season(values["season"], where)
     if isinstance(values.get("normalization"), str):
         values["normalization"] = _paths(values["normalization"], base, '"normalization"')
     job = from_dict(Job, values, where, JOB_WORDING, source=source)

@@ -39,6 +39,17 @@ class Layer:
     date: dt.date | None
     label: str
     position: int = 0  # index in the order the user gave (files, then band groups)
+    # Further files of the same date holding the modality's other bands (Sentinel-2's 10 m and
+    # 20 m bands delivered apart): (path, bands) read after ``path``'s bands, in this order.
+    more: tuple[tuple[Path, tuple[int, ...]], ...] = ()
+
+    @property
+    def n_bands(self) -> int:
+        """Bands read for this date, over every file."""
+        return len(self.bands) + sum(len(b) for _, b in self.more)
+
+    def pieces(self) -> tuple[tuple[Path, tuple[int, ...]], ...]:
+        return ((self.path, self.bands), *self.more)
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,10 @@ class Modality:
     band_index: tuple[int, ...] | None = None
     fill_value: float = 0.0
     scale: str | None = None  # conversion applied while reading (engine.io.scales)
+    # With band files apart (parts): the channels as read (files in order) taken in this order give
+    # the spec's order (less missing bands); None when they already come in that order.
+    band_order: tuple[int, ...] | None = None
+    mask_classes: tuple[int, ...] | None = None  # scl masks: the classes that are not a clear view
 
     @property
     def missing_bands(self) -> list[str]:
@@ -69,7 +84,7 @@ class Modality:
 
     @property
     def files(self) -> list[Path]:
-        return sorted({layer.path for layer in self.layers} | {m.path for m in self.masks or ()})
+        return sorted({p for layer in self.layers for p, _ in layer.pieces()} | {m.path for m in self.masks or ()})
 
 
 def list_files(files: str | list[str], what: str) -> list[Path]:
@@ -155,6 +170,38 @@ def _select_bands(bands: list[int | None] | None, count: int, spec: ModalitySpec
     return tuple(given)
 
 
+_NETCDF_UNITS = re.compile(
+    r"^\s*(days|hours|minutes|seconds)\s+since\s+(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d(?::\d\d)?))?")
+
+
+def netcdf_band_dates(dataset) -> list[dt.date | None]:
+    """Per band, the date a netCDF variable's time coordinate gives it (GDAL's NETCDF_DIM_<time> band
+    metadata read with the coordinate's "<unit> since <date>" units); None where there is none."""
+    tags = dataset.tags()
+    dims = tags.get("NETCDF_DIM_EXTRA", "").strip("{}").split(",")
+    for dim in (d.strip() for d in dims if d.strip()):
+        units = _NETCDF_UNITS.match(tags.get(f"{dim}#units", ""))
+        if not units:
+            continue
+        origin = dt.datetime.fromisoformat(f"{units[2]}T{units[3] or '00:00'}")
+        dates = []
+        for b in range(1, dataset.count + 1):
+            value = dataset.tags(b).get(f"NETCDF_DIM_{dim}")
+            try:
+                dates.append((origin + dt.timedelta(**{units[1]: float(value)})).date())
+            except (TypeError, ValueError):
+                dates.append(None)
+        return dates
+    return [None] * dataset.count
+
+
+def _band_dates(dataset) -> list[dt.date | None]:
+    """Per band, the date its description or metadata (GDAL's, or a netCDF time coordinate) gives it."""
+    netcdf = netcdf_band_dates(dataset) if dataset.driver == "netCDF" else [None] * dataset.count
+    return [date_from_name(d or "") or date_from_tags(dataset.tags(b + 1)) or netcdf[b]
+            for b, d in enumerate(dataset.descriptions)]
+
+
 def _file_date(path: Path, dataset) -> dt.date | None:
     return date_from_name(path.name) or date_from_tags(dataset.tags()) or date_from_tags(dataset.tags(1)) or (
         date_from_name(dataset.descriptions[0]) if dataset.descriptions[0] else None
@@ -176,7 +223,7 @@ def resolve_modality(
     for path in paths:
         with open_raster(path, f"{name} input") as ds:
             infos.append((path, ds.count, list(ds.descriptions), _file_date(path, ds) if spec.has_dates else None,
-                          [date_from_name(d or "") or date_from_tags(ds.tags(b + 1)) for b, d in enumerate(ds.descriptions)]))
+                          _band_dates(ds)))
 
     if spec.kind == "image":
         if len(paths) != 1:
@@ -261,3 +308,130 @@ def attach_masks(modality: Modality, files: str | list[str], mask_type: str = "b
         # Positional: mask i goes with the data layer the user gave in position i.
         ordered = [masks[layer.position] for layer in modality.layers]
     return replace(modality, masks=tuple(ordered), mask_type=mask_type, mask_threshold=threshold)
+
+
+# ---------------------------------------------------------------- bands in several files, seasons
+
+SCL_CLASSES = range(12)  # Sentinel-2 L2A scene classification values: 0 (no data) .. 11 (snow or ice)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Files holding some of a modality's bands (e.g. Sentinel-2's 20 m bands): ``bands`` names the
+    model's bands the files hold, in the files' band order."""
+
+    files: str | list[str]
+    bands: tuple[str, ...]
+    dates: list[str] | None = None
+
+
+def _nesting(first, other, label: str, first_label: str) -> str | None:
+    """Why ``other``'s pixel grid does not nest in ``first``'s (one pixel of the coarser = whole pixels
+    of the finer), or None when it does."""
+    if first.crs != other.crs:
+        return f"'{label}' is in {other.crs} but '{first_label}' in {first.crs}"
+    a, b = first.transform, other.transform
+    if a.b or a.d or b.b or b.d:
+        return f"'{label}' or '{first_label}' is rotated"
+    fine = min(abs(a.a), abs(b.a))
+    ratio = max(abs(a.a), abs(b.a)) / fine
+    if abs(ratio - round(ratio)) > 1e-6:
+        return f"its pixels ({abs(b.a):g}) are not a whole multiple of {abs(a.a):g}"
+    for shift in ((b.c - a.c) / fine, (b.f - a.f) / fine):
+        if abs(shift - round(shift)) > 1e-6:
+            return f"its corner is {shift % 1 * fine:g} map units off the {fine:g} grid of '{first_label}'"
+    return None
+
+
+def resolve_parts(name: str, spec: ModalitySpec, parts: list[Part], log=None) -> Modality:
+    """One modality from files that each hold some of its bands for every date (Sentinel-2 L2A's
+    10 m and 20 m bands): the dates must agree between parts and the grids nest; coarser bands are
+    resampled (bilinear) onto the modality's grid while reading, said to ``log``."""
+    if not parts:
+        raise EngineError(f'"parts" of modality {name!r} is empty: give one entry per group of band files.')
+    names = [b for p in parts for b in p.bands]
+    unknown = sorted({b for b in names if b not in spec.bands})
+    if unknown:
+        raise EngineError(f"The parts of modality {name!r} name band(s) {', '.join(unknown)}, which the model's "
+                          f"{name!r} does not have; its bands: {', '.join(spec.bands)}.")
+    twice = sorted({b for b in names if names.count(b) > 1})
+    if twice:
+        raise EngineError(f"The parts of modality {name!r} give band(s) {', '.join(twice)} more than once: "
+                          "name each band in one part only.")
+    resolved = []
+    for k, part in enumerate(parts):
+        idx = [spec.bands.index(b) for b in part.bands]
+        sub = replace(spec, bands=tuple(part.bands), mean=tuple(spec.mean[i] for i in idx),
+                      std=tuple(spec.std[i] for i in idx))
+        resolved.append(resolve_modality(f"{name} part {k + 1} ({', '.join(part.bands)})", sub, part.files, part.dates))
+    first = resolved[0]
+    for k, other in enumerate(resolved[1:], 2):
+        if other.dates != first.dates:
+            only_first = sorted(set(first.dates) - set(other.dates))
+            only_other = sorted(set(other.dates) - set(first.dates))
+            raise EngineError(
+                f"The band files of modality {name!r} disagree on dates: part 1 ({', '.join(parts[0].bands)}) has "
+                f"{len(first.dates)}, part {k} ({', '.join(parts[k - 1].bands)}) {len(other.dates)}"
+                + (f"; only in part 1: {', '.join(d.isoformat() for d in only_first[:5])}" if only_first else "")
+                + (f"; only in part {k}: {', '.join(d.isoformat() for d in only_other[:5])}" if only_other else "")
+                + ". Give every band of every date (the same acquisitions in each part).")
+        with open_raster(first.layers[0].path, f"{name} input") as a, \
+                open_raster(other.layers[0].path, f"{name} input") as b:
+            why = _nesting(a, b, str(other.layers[0].path), str(first.layers[0].path))
+            if why is None and abs(b.transform.a) != abs(a.transform.a) and log is not None:
+                log(f"{name}: bands {', '.join(parts[k - 1].bands)} at {abs(b.transform.a):g} m, resampled "
+                    f"(bilinear) to the {spec.gsd_m:g} m grid while reading (files unchanged)")
+        if why is not None:
+            raise EngineError(f"The grid of modality {name!r}'s part {k} does not nest in part 1's: {why}. Give the "
+                              "bands of one tile on aligned grids (as delivered), or warp them onto one grid first.")
+    layers = tuple(replace(first_layer, more=tuple((o.layers[t].path, o.layers[t].bands) for o in resolved[1:]),
+                           label=" + ".join(r.layers[t].label for r in resolved))
+                   for t, first_layer in enumerate(first.layers))
+    positions = [spec.bands.index(b) for b in names]
+    band_index = None if len(positions) == spec.n_bands else tuple(sorted(positions))
+    order = tuple(int(i) for i in sorted(range(len(positions)), key=positions.__getitem__))
+    return Modality(name, spec, layers, band_index=band_index,
+                    band_order=None if order == tuple(range(len(order))) else order)
+
+
+def parse_season(season, what: str) -> tuple[dt.date, dt.date]:
+    """``[start, end]`` (inclusive) as dates, with a clear error for anything else."""
+    from engine.io.dates import parse_date
+
+    if not (isinstance(season, (list, tuple)) and len(season) == 2):
+        raise EngineError(f'{what}: "season" must be [first day, last day], e.g. ["2018-04-01", "2018-10-31"].')
+    start, end = parse_date(season[0]), parse_date(season[1])
+    if end < start:
+        raise EngineError(f'{what}: "season" ends ({end}) before it starts ({start}): give [first day, last day].')
+    return start, end
+
+
+def restrict_season(modality: Modality, season: tuple[dt.date, dt.date]) -> Modality:
+    """The dates of ``modality`` within ``season`` (both ends included), masks along."""
+    start, end = season
+    keep = [t for t, d in enumerate(modality.dates) if start <= d <= end]
+    if not keep:
+        raise EngineError(
+            f"Modality {modality.name!r} has no date in the season {start}..{end}: its dates run from "
+            f"{modality.dates[0]} to {modality.dates[-1]}. Widen the season or give the files of that season.")
+    masks = tuple(modality.masks[t] for t in keep) if modality.masks else modality.masks
+    return replace(modality, layers=tuple(modality.layers[t] for t in keep), masks=masks)
+
+
+def check_mask_cover(modality: Modality) -> None:
+    """A mask must cover its data (an SCL of another tile or a cropped one would leave dates unmasked)."""
+    if not modality.masks:
+        return
+    with open_raster(modality.layers[0].path, f"{modality.name} input") as data:
+        bounds, crs, res = data.bounds, data.crs, abs(data.transform.a)
+    for mask in dict.fromkeys(m.path for m in modality.masks):
+        with open_raster(mask, f"{modality.name} mask") as ds:
+            if ds.crs != crs:
+                continue  # warped onto the grid; its footprint is checked there as nodata
+            b = ds.bounds
+            if b.left > bounds.left + res / 2 or b.right < bounds.right - res / 2 or \
+                    b.bottom > bounds.bottom + res / 2 or b.top < bounds.top - res / 2:
+                raise EngineError(
+                    f"The mask '{mask}' covers {b.left:g}, {b.bottom:g} to {b.right:g}, {b.top:g} but the data of "
+                    f"modality {modality.name!r} ('{modality.layers[0].path}') {bounds.left:g}, {bounds.bottom:g} to "
+                    f"{bounds.right:g}, {bounds.top:g}: give the mask of the same scene and extent.")

@@ -32,7 +32,9 @@ from engine.io.job import CLASS_OUTPUTS, Job
 from engine.io.normalize import load_statistics, modality_statistics
 from engine.io.raster import open_raster
 from engine.io.scales import CONVERSIONS
-from engine.io.series import Modality, attach_masks, resolve_modality
+from engine.io.units import check_units
+from engine.io.series import (Modality, Part, attach_masks, check_mask_cover, parse_season, resolve_modality,
+                              resolve_parts, restrict_season)
 from engine.mapping.geometry import DenseLayout, Geometry
 from engine.mapping.levels import Level, level
 from engine.mapping.shards import Shard
@@ -128,7 +130,11 @@ def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[st
                 f"The job names modality {name!r}, which this model does not know; it was trained with "
                 f"{', '.join(model.modalities)}: rename the entry or choose another model."
             )
-        modality = resolve_modality(name, model.modalities[name], entry.files, entry.dates, entry.bands)
+        if entry.parts is not None:
+            modality = resolve_parts(name, model.modalities[name],
+                                     [Part(p.files, p.bands, p.dates) for p in entry.parts], (reporter or Reporter()).log)
+        else:
+            modality = resolve_modality(name, model.modalities[name], entry.files, entry.dates, entry.bands)
         if modality.missing_bands:
             fill, note = model.missing_band_fill(name, modality.missing_bands)
             modality = replace(modality, fill_value=fill)
@@ -138,6 +144,13 @@ def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[st
             (reporter or Reporter()).log(f"{name}: {CONVERSIONS[entry.scale]}, while reading (files unchanged)")
         if entry.mask is not None:
             modality = attach_masks(modality, entry.mask.files, entry.mask.type, entry.mask.threshold)
+            modality = replace(modality, mask_classes=entry.mask.classes)
+            check_mask_cover(modality)
+        season = entry.season or job.season
+        if season is not None and modality.spec.has_dates:
+            first, last = parse_season(season, f"modality {name!r}")
+            modality = restrict_season(modality, (first, last))
+            (reporter or Reporter()).log(f"{name}: {len(modality.layers)} date(s) in the season {first}..{last}")
         modalities[name] = modality
     return modalities
 
@@ -273,11 +286,16 @@ def build_plan(job: Job, model, head=None, metadata: dict | None = None, reporte
     modalities = resolve_inputs(job, model, reporter)
     levels = tuple(lv for lv in (outputs.head_level, outputs.embeddings_level) if lv is not None)
     statistics = load_statistics(job.normalization)
+    geometry = plan_geometry(job, model, modalities, levels)
+    per_modality = {n: modality_statistics(m.spec, statistics) for n, m in modalities.items()}
+    # A sample of every input against the statistics: another scale (dB for linear power) must not
+    # run to the end unnoticed.
+    check_units(modalities, geometry.modality_grids, per_modality, bool(statistics), reporter.log)
     return Plan(
         modalities=modalities,
-        geometry=plan_geometry(job, model, modalities, levels),
+        geometry=geometry,
         outputs=outputs,
-        statistics={n: modality_statistics(m.spec, statistics) for n, m in modalities.items()},
+        statistics=per_modality,
         min_valid_fraction=job.min_valid_fraction,
         device=device,
         dtype=dtype,

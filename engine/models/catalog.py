@@ -20,7 +20,9 @@ from safetensors import safe_open
 
 from engine.errors import EngineError
 from engine.io.download import sha256_of
+from engine.io.units import expected_units
 from engine.models.downloads import DOWNLOADS, user_models_dir
+from engine.models.modalities import ModalitySpec
 from engine.runtime.progress import Reporter
 
 SHIPPED = Path(__file__).resolve().parents[2] / "resources" / "models"
@@ -129,7 +131,8 @@ def best_encoder(folder: Path, reporter: Reporter, modalities: set[str]) -> tupl
 
 
 def _row(entry: CatalogEntry, source: str) -> dict[str, Any]:
-    """One installed checkpoint as ``models --json`` lists it (tensor header only, no weights)."""
+    """One installed checkpoint as ``models --json`` lists it (tensor header only, no weights); "units":
+    per modality, the values its normalisation statistics expect (engine.io.units.expected_units)."""
     with safe_open(str(entry.path), framework="pt") as f:
         # every stored tensor (weights and buffers such as BatchNorm statistics)
         parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
@@ -138,6 +141,8 @@ def _row(entry: CatalogEntry, source: str) -> dict[str, Any]:
         "name": entry.name, "status": "installed", "source": source, "path": str(entry.path),
         "architecture": entry.architecture,
         "modalities": {m["name"]: list(m["bands"]) for m in config.get("modalities", []) if isinstance(m, dict)},
+        "units": {m["name"]: expected_units(ModalitySpec.from_dict(m)) for m in config.get("modalities", [])
+                  if isinstance(m, dict)},
         "patch_size_m": config.get("patch_size_m"), "parameters": parameters, "steps": entry.steps,
         "size_bytes": entry.path.stat().st_size, "sha256": sha256_of(entry.path), "provenance": entry.provenance,
         "licence": entry.provenance.get("licence") or (SHIPPED_LICENCE if source == "shipped" else "unknown"),
@@ -152,6 +157,7 @@ def _downloadable_row(entry) -> dict[str, Any]:
     return {
         "name": entry.name, "status": "downloadable", "source": f"fetch-model {entry.name}", "path": None,
         "architecture": entry.architecture, "modalities": {m.name: list(m.bands) for m in config.modalities},
+        "units": {m.name: expected_units(m) for m in config.modalities},
         "patch_size_m": config.patch_size_m, "parameters": entry.parameters, "steps": None,
         "size_bytes": entry.size_bytes, "sha256": entry.sha256 or None,
         "provenance": {"description": entry.provenance, "repository": entry.repository, "file": entry.file},

@@ -134,7 +134,7 @@ def normalization_stats(params: StatsJobParams, reporter: Reporter) -> dict[str,
     steps = reporter.steps(len(windows) * len(modalities), "Reading")
     result = {}
     for name, m in modalities.items():
-        stats = RunningStats(len(m.layers[0].bands))
+        stats = RunningStats(m.layers[0].n_bands)
         factor = g.res / geometry.modality_grids[name].res
         with ModalityReader(m, geometry.modality_grids[name]) as reader:
             for window in windows:

@@ -34,7 +34,8 @@ CLASSIFIER_HELP = ("linear (logistic regression), mlp, knn, random_forest, extra
                    "the soft vote of the best (up to 5) of linear, mlp, knn, random_forest and extra_trees x "
                    "feature set by nested spatial cross-validation (every candidate's score in the report)")
 FEATURES_HELP = ("feature set(s): embeddings, raw (every band of every date), stats (per-band temporal statistics), "
-                 "indices (NDVI, NDWI, NDMI, VV/VH), or combinations such as embeddings+raw; several: candidates "
+                 "indices (NDVI, NDWI, NDMI, VV/VH), monthly (per-month cloud-free medians of bands and indices), "
+                 "or combinations such as embeddings+raw; several: candidates "
                  "to choose from; input features need a job, not an embeddings raster")
 FOLDS_HELP = "spatial cross-validation folds of whole polygons / point blocks (fewer when there are fewer units)"
 BLOCK_HELP = ("side in metres of the blocks grouping points for validation (0: the labels' spatial autocorrelation "

@@ -23,7 +23,7 @@ from engine.runtime.progress import Reporter
 
 def map_embeddings(ds, probe, class_names: list[str], colors: list[str], classes_path: str | None,
                    confidence_path: str | None, reporter: Reporter, features: dict[str, Any] | None = None,
-                   inputs: dict[str, Any] | None = None) -> None:
+                   inputs: dict[str, Any] | None = None, probabilities_path: str | None = None) -> None:
     """Apply a probe to an embeddings raster block by block: styled class map (+ confidence).
     A probe on input features (its ``features`` record: raw bands, statistics, indices) reads the
     job's ``inputs`` on the embeddings' grid, window by window, and builds the same columns."""
@@ -34,7 +34,8 @@ def map_embeddings(ds, probe, class_names: list[str], colors: list[str], classes
     feature_set = FeatureSet.parse(features["set"]) if features else FeatureSet(("embeddings",))
     grid = Grid.of(ds)
 
-    files = {k: p for k, p in (("classes", classes_path), ("confidence", confidence_path)) if p}
+    files = {k: p for k, p in (("classes", classes_path), ("confidence", confidence_path),
+                               ("probabilities", probabilities_path)) if p}
     windows = list(blocks(ds.height, ds.width))
     steps = reporter.steps(len(windows), "Applying the probe", 0, 100)
     with contextlib.ExitStack() as stack:
@@ -92,12 +93,9 @@ def _apply_on_inputs(job, probe_path: str, probe, meta, reporter: Reporter) -> d
     window by window (map_embeddings)."""
     feature_set = meta.features["set"]
     outputs = job.outputs
-    if outputs.probabilities:
-        raise EngineError(f"A probe on {feature_set!r} writes classes and confidence, not per-class probabilities: "
-                          "remove \"probabilities\" from the job's outputs.")
-    if not (outputs.classes or outputs.confidence):
-        raise EngineError('Name "classes" (and optionally "confidence") in the job\'s "outputs".')
-    for key in ("classes", "confidence"):
+    if not (outputs.classes or outputs.confidence or outputs.probabilities):
+        raise EngineError('Name "classes" (and optionally "confidence", "probabilities") in the job\'s "outputs".')
+    for key in ("classes", "confidence", "probabilities"):
         if getattr(outputs, key):
             check_output_path(getattr(outputs, key), key)
     with embedding_source(job, None, reporter, level=job.outputs.embeddings_level) as source, \
@@ -106,8 +104,9 @@ def _apply_on_inputs(job, probe_path: str, probe, meta, reporter: Reporter) -> d
         width = input_columns + (ds.count if FeatureSet.parse(feature_set).uses_embeddings else 0)
         check_encoder(probe, meta, source.encoder_hash, raster_level(ds), width, probe_path)
         map_embeddings(ds, probe, meta.class_names, meta.colors, outputs.classes, outputs.confidence, reporter,
-                       meta.features, source.inputs)
+                       meta.features, source.inputs, outputs.probabilities)
         shape = {"width": ds.width, "height": ds.height, "crs": ds.crs.to_string() if ds.crs else None}
-    reporter.log("Wrote " + ", ".join(p for p in (outputs.classes, outputs.confidence) if p))
-    return {"classes": outputs.classes, "confidence": outputs.confidence, "probe": str(probe_path),
+    reporter.log("Wrote " + ", ".join(p for p in (outputs.classes, outputs.confidence, outputs.probabilities) if p))
+    return {"classes": outputs.classes, "confidence": outputs.confidence, "probabilities": outputs.probabilities,
+            "probe": str(probe_path),
             "class_names": meta.class_names, "features": feature_set, **shape}

@@ -9,7 +9,11 @@ Parts, in the order their columns are stacked:
   dates (needs a time series with at least two dates);
 - ``indices``: normalized differences (NDVI, NDWI, NDMI) of optical inputs and the VV/VH
   ratio (in dB) of radar inputs, at every date, plus their temporal statistics when there
-  are at least two dates.
+  are at least two dates;
+- ``monthly``: per calendar month, the median of each band and index over the month's clear
+  dates (the cloud-free monthly composite crop mappers use; a month without a clear date takes
+  the month's filled values, i.e. the cell's mean). Unlike ``raw`` its columns do not depend on
+  the exact acquisition dates, only on the months covered.
 
 The columns are named (``s2:B4@2020-05-01``, ``s2:NDVI:median``...) and the probe records
 the names: applying it to inputs whose columns differ (other dates, other bands) is
@@ -27,7 +31,7 @@ import numpy as np
 
 from engine.errors import EngineError
 
-PARTS = ("embeddings", "raw", "stats", "indices")
+PARTS = ("embeddings", "raw", "stats", "indices", "monthly")
 STATISTICS = ("mean", "std", "min", "median", "max")
 # Band roles per sensor (engine.models.modalities band names).
 _OPTICAL_ROLES = {
@@ -74,6 +78,7 @@ class InputValues:
     bands: tuple[str, ...]
     dates: tuple[str, ...]  # empty for an image
     values: np.ndarray
+    valid: np.ndarray | None = None  # (N, T) clear observation; None: every value counts (monthly)
 
     def __post_init__(self):
         if self.values.ndim != 3 or self.values.shape[2] != len(self.bands):
@@ -162,11 +167,38 @@ def input_features(inputs: Sequence[InputValues], feature_set: FeatureSet,
                 if len(item.dates) >= 2:
                     columns += _stats(series)
                     names += [f"{item.modality}:{index}:{s}" for s in STATISTICS]
+        if "monthly" in parts and item.dates:
+            columns_m, names_m = _monthly_columns(item, radar_db)
+            columns += columns_m
+            names += names_m
+    if "monthly" in parts and not any(item.dates for item in inputs):
+        raise EngineError(f"The feature set {feature_set.name!r} needs a time series for its monthly composites, but "
+                          "the inputs are single images: use raw or indices instead of monthly.")
     if "indices" in parts and not indices:
         bands = "; ".join(f"{item.modality}: {', '.join(item.bands)}" for item in inputs)
         raise EngineError(f"No spectral index can be computed from the inputs' bands ({bands}): NDVI needs red and "
                           "near infrared, the radar ratio VV and VH. Drop 'indices' from the feature set.")
     return np.stack(columns, 1).astype(np.float32), names
+
+
+def _monthly_columns(item: InputValues, radar_db: dict[str, bool]) -> tuple[list[np.ndarray], list[str]]:
+    """Per month, the median of each band and index over the month's clear dates."""
+    months = [d[:7] for d in item.dates]
+    series = {band: item.values[:, :, c] for c, band in enumerate(item.bands)}
+    series.update(_index_series(item, radar_db))
+    valid = np.ones(item.values.shape[:2], bool) if item.valid is None else item.valid
+    columns, names = [], []
+    for month in sorted(set(months)):
+        pick = [t for t, m in enumerate(months) if m == month]
+        clear = valid[:, pick]
+        for name, values in series.items():
+            v = values[:, pick].astype(np.float32)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # cells with no clear date: the fallback below
+                median = np.nanmedian(np.where(clear, v, np.nan), axis=1)
+            columns.append(np.where(np.isfinite(median), median, np.median(v, axis=1)))
+            names.append(f"{item.modality}:{name}@{month}")
+    return columns, names
 
 
 def combine(embeddings: np.ndarray | None, inputs: Sequence[InputValues], feature_set: FeatureSet,
@@ -235,7 +267,8 @@ def read_inputs(modalities: dict, grid, window) -> tuple[list[InputValues], np.n
         values = np.moveaxis(data.reshape(data.shape[0], data.shape[1], -1), -1, 0)  # (hw, T, C)
         filled, has_data = fill_invalid_dates(values, valid.reshape(valid.shape[0], -1).T)
         dates = tuple(str(d) for d in modality.dates) if modality.spec.has_dates else ()
-        out.append(InputValues(name, _input_bands(modality), dates, np.nan_to_num(filled)))
+        out.append(InputValues(name, _input_bands(modality), dates, np.nan_to_num(filled),
+                               valid.reshape(valid.shape[0], -1).T))
         ok &= has_data
     return out, ok
 
@@ -254,10 +287,13 @@ def read_inputs_at(modalities: dict, grid, rows: np.ndarray, cols: np.ndarray,
         window = Window(c0, r0, min(block, grid.width - c0), min(block, grid.height - r0))
         values, valid = read_inputs(modalities, grid, window)
         flat = (rows[pick] - r0) * int(window.width) + (cols[pick] - c0)
-        pieces.append([InputValues(v.modality, v.bands, v.dates, v.values[flat]) for v in values])
+        pieces.append([InputValues(v.modality, v.bands, v.dates, v.values[flat],
+                                   None if v.valid is None else v.valid[flat]) for v in values])
         order.append(pick)
         ok.append(valid[flat])
     back = np.argsort(np.concatenate(order))
     merged = [InputValues(first.modality, first.bands, first.dates,
-                          np.concatenate([p[i].values for p in pieces])[back]) for i, first in enumerate(pieces[0])]
+                          np.concatenate([p[i].values for p in pieces])[back],
+                          None if first.valid is None else np.concatenate([p[i].valid for p in pieces])[back])
+              for i, first in enumerate(pieces[0])]
     return merged, np.concatenate(ok)[back]

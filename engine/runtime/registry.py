@@ -50,6 +50,7 @@ OPERATION_MODULES = (
     "engine.ops.change_ops",
     "engine.ops.demo_ops",
     "engine.ops.map_ops",
+    "engine.ops.parcel_ops",
     "engine.ops.models_ops",
     "engine.ops.anysat_ops",
     "engine.ops.fetch_ops",

@@ -45,6 +45,13 @@ def modality_rows() -> tuple[Param, ...]:
                   optional=True),
             Param(f"DATES_{i}", f"slots.{i}.dates", "dates", f"Sensor {i}: dates (YYYY-MM-DD, comma-separated; "
                   "default: read from the files)", optional=True),
+            Param(f"MASKS_{i}", f"slots.{i}.masks", "rasters", f"Sensor {i}: cloud masks (one per date, e.g. the "
+                  "Sentinel-2 SCL layers)", optional=True, advanced=True,
+                  help="matched to the layers by the dates in their names, else by order"),
+            Param(f"MASK_TYPE_{i}", f"slots.{i}.mask_type", "enum", f"Sensor {i}: kind of cloud mask", default="scl",
+                  options=("scl", "binary", "valid", "probability"), advanced=True,
+                  help="scl: Sentinel-2 scene classification (no data, defective, shadow, clouds, cirrus masked); "
+                       "binary: non-zero is cloud; valid: non-zero is clear; probability: above 50 is cloud"),
         ]
     return tuple(rows)
 
@@ -54,6 +61,8 @@ JOB_ROWS = (
           advanced=True),
     *model_rows("job.model"),
     *modality_rows(),
+    Param("SEASON", "job.season", "dates", "Season: first and last day (YYYY-MM-DD, YYYY-MM-DD; default: every "
+          "date)", optional=True, help="only the dates of every time series within this range are used"),
     Param("EXTENT", "job.extent", "extent", "Area to map (default: where all inputs overlap)", optional=True),
     Param("PATCH_SIZE", "job.patch_size", "float", "Patch size in metres (default: the model's)", optional=True,
           advanced=True),
@@ -108,6 +117,8 @@ def add_modalities(job: dict[str, Any], slots: dict[str, dict]) -> dict[str, Any
         entry: dict[str, Any] = {"files": files}
         if slot.get("dates"):
             entry["dates"] = slot["dates"]
+        if slot.get("masks"):
+            entry["mask"] = {"files": slot["masks"], "type": slot.get("mask_type") or "scl"}
         job.setdefault("modalities", {})[name] = entry
     return job
 

@@ -58,9 +58,13 @@ def test_random_forest_on_raw_bands_fits_reports_and_applies_through_a_job(scene
         fitted = ds.read(1)
     assert (fitted == truth).mean() > 0.95
     run_operation("apply-probe", {"probe": probe, "embeddings": dict(job, outputs={
-        "classes": str(tmp_path / "classes.tif"), "embeddings_level": "local"})})
+        "classes": str(tmp_path / "classes.tif"), "probabilities": str(tmp_path / "probabilities.tif"),
+        "embeddings_level": "local"})})
     with rasterio.open(tmp_path / "classes.tif") as ds:
         assert (ds.read(1) == fitted).all()
+    with rasterio.open(tmp_path / "probabilities.tif") as ds:  # per-class probabilities too (classify-parcels)
+        assert ds.count == len(meta.class_names) and list(ds.descriptions) == list(meta.class_names)
+        assert (ds.read().argmax(0) == fitted).all()
     with pytest.raises(EngineError, match="fitted on the feature set 'raw'.*give a job"):
         run_operation("apply-probe", {"probe": probe, "embeddings": str(tmp_path / "fit_classes.tif"),
                                       "classes": str(tmp_path / "other.tif")})

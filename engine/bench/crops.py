@@ -1,0 +1,298 @@
+"""Crop types in Flanders from fused Sentinel-2 and Sentinel-1 (``python -m engine bench accuracy
+--datasets crops``): does radar help, per pixel and per parcel?
+
+Data: the WorldCereal Flanders sample (engine.bench.flanders) written as an analyst has it (GeoTIFFs
+per date: S2 10 m + 20 m + SCL, S1 VV/VH in dB) and read through the engine as a job would (bands
+in two files, the SCL mask, 20 m bands and S1 resampled onto the 10 m grid, dB converted to the
+model's linear power, the 2018 season), cloudy dates of a pixel filled with its clear-date mean
+(engine.features.fill_invalid_dates). Labels: the 2018 parcel register's crop codes; a parcel is a
+connected region of one code. Classes with fewer than two parcels are left out (a class's only
+parcel cannot be held out and learnt at once).
+
+Folds: whole parcels, 5 folds stratified by class over parcels (no parcel split across folds).
+Figures per fold: macro-F1 and overall accuracy; the table gives their mean and standard deviation
+over the folds, and the same figures pooled over every held-out parcel (pixel) with their number.
+
+Methods, each on S2 alone, S1 alone and S2 + S1:
+- ``random forest on raw bands`` (200 trees, scikit-learn defaults, the per-pixel anchor), scored
+  per pixel and per parcel (each held-out parcel takes the mean of its pixels' probabilities:
+  classify-parcels' pixels way);
+- ``random forest on per-parcel features``: the mean and spread over each parcel's pixels of the
+  per-month cloud-free medians of every band and index plus their temporal statistics
+  (``monthly+stats``: classify-parcels' features way), fitted on the training parcels;
+- ``auto`` (pixel level, then its probabilities averaged per parcel): the nested choice of
+  engine.validation (the soft vote of the best, as fit-probe --classifier auto) among AUTO_CLASSIFIERS
+  on the monthly feature sets (AUTO_SETS).
+Then the same with the optical dates of June-August hidden (a cloudy summer): what S1 recovers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.runtime.progress import Reporter
+
+SEASON = ("2018-03-01", "2018-10-31")  # the register's year: sowing to harvest of the summer crops
+HIDDEN = (6, 7, 8)  # months whose optical dates are hidden in the "cloudy summer" run
+FOLDS = 5
+SEED = 0
+TREES = 200
+MIN_PARCELS = 2
+# auto's candidates here: fit-probe's monthly composites with temporal statistics, not every date's
+# bands (710 columns for S2: the nested choice took > 10 min on one loaded core), and its classifiers
+# but the MLP (the slowest to fit): 4 candidates, 120 fits per sensor combination.
+AUTO_SETS = ("monthly+stats",)
+AUTO_CLASSIFIERS = ("linear", "knn", "random_forest", "extra_trees")
+
+
+@dataclass
+class Inputs:
+    values: dict[str, Any]  # modality -> engine.features.InputValues at the labelled pixels
+    y: np.ndarray  # class index per labelled pixel
+    parcel: np.ndarray  # parcel number per labelled pixel
+    names: list[str]
+    rows: np.ndarray  # grid row and column of each labelled pixel
+    cols: np.ndarray
+
+
+def crops_job(files, s2_dates: slice | None = None) -> dict[str, Any]:
+    return {
+        "model": "anysat-tiny",  # its s2 (10 bands) and s1_asc (VV, VH linear power) specs; no model call
+        "modalities": {
+            "s2": {"parts": [{"files": str(files.s2_10m[0].parent), "bands": ["B2", "B3", "B4", "B8"]},
+                             {"files": str(files.s2_20m[0].parent),
+                              "bands": ["B5", "B6", "B7", "B8A", "B11", "B12"]}],
+                   "mask": {"files": str(files.scl[0].parent), "type": "scl"}},
+            "s1_asc": {"files": str(files.s1[0].parent), "scale": "db_to_linear"},
+        },
+        "season": list(SEASON),
+        "outputs": {"embeddings": str(files.parcels.with_name("unused.tif"))},
+    }
+
+
+def read_labelled(folder: Path, reporter: Reporter) -> tuple[Inputs, dict[str, Any]]:
+    """Every labelled pixel's values, read through the engine's job path."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from engine.bench.flanders import build, parcel_regions
+    from engine.probes.features import read_inputs
+    from engine.io.job import load_job
+    from engine.mapping.plan import plan_geometry, resolve_inputs
+    from engine.models.checkpoint import load_checkpoint
+
+    files = build(folder)
+    job = load_job(crops_job(files))
+    model = load_checkpoint(job.model).model
+    modalities = resolve_inputs(job, model, reporter)
+    grid = plan_geometry(job, model, modalities).output_grid
+    values, ok = read_inputs(modalities, grid, Window(0, 0, grid.width, grid.height))
+    with rasterio.open(files.crop_codes) as ds:
+        if (ds.transform, ds.width, ds.height) != (grid.transform, grid.width, grid.height):
+            raise RuntimeError("the crop codes are not on the job's grid")
+        codes = ds.read(1)
+    regions = parcel_regions(codes).ravel()
+    codes = codes.ravel()
+    parcels_per_code = {c: np.unique(regions[codes == c]).size for c in np.unique(codes[codes > 0])}
+    kept = sorted(c for c, n in parcels_per_code.items() if n >= MIN_PARCELS)
+    pick = np.isin(codes, kept) & ok
+    names = [str(c) for c in kept]
+    y = np.searchsorted(kept, codes[pick])
+    from engine.probes.features import InputValues
+
+    chosen = {v.modality: InputValues(v.modality, v.bands, v.dates, v.values[pick], v.valid[pick]) for v in values}
+    s2_clear = values[0].valid[pick].mean() if values[0].valid is not None else 1.0
+    info = {"s2_dates": len(modalities["s2"].dates), "s1_dates": len(modalities["s1_asc"].dates),
+            "season": list(SEASON), "classes": names,
+            "left_out_classes": {str(c): int(n) for c, n in parcels_per_code.items() if c not in kept},
+            "pixels": int(pick.sum()), "parcels": int(np.unique(regions[pick]).size),
+            "parcels_per_class": {str(c): int(parcels_per_code[c]) for c in kept},
+            "s2_clear_share": float(s2_clear)}
+    cells = np.flatnonzero(pick)
+    return Inputs(chosen, y, regions[pick], names, cells // grid.width, cells % grid.width), info
+
+
+def hide_summer(item):
+    """``item`` without its dates in June-August."""
+    from engine.probes.features import InputValues
+
+    keep = [t for t, d in enumerate(item.dates) if dt.date.fromisoformat(d).month not in HIDDEN]
+    return InputValues(item.modality, item.bands, tuple(item.dates[t] for t in keep), item.values[:, keep],
+                       None if item.valid is None else item.valid[:, keep])
+
+
+def parcel_folds(parcel: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Fold of every pixel: its parcel's (whole parcels, stratified by class over parcels)."""
+    from engine.parcels.workflow import parcel_folds as folds_of
+
+    ids = np.unique(parcel)
+    cls = np.array([np.bincount(y[parcel == p]).argmax() for p in ids])
+    fold_of = dict(zip(ids.tolist(), folds_of(ids.size, FOLDS, SEED, cls).tolist()))
+    return np.array([fold_of[p] for p in parcel.tolist()])
+
+
+def _metrics(truth: np.ndarray, predicted: np.ndarray, names: list[str]) -> tuple[float, float]:
+    from engine.probes.metrics import classification_metrics, confusion_matrix
+
+    m = classification_metrics(confusion_matrix(truth, predicted, len(names)), names)
+    return m["macro_f1"], m["overall_accuracy"]
+
+
+def per_parcel(probabilities: np.ndarray, parcel: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each parcel's mean pixel probability -> (truth, predicted) per parcel."""
+    ids = np.unique(parcel)
+    mean = np.stack([probabilities[parcel == p].mean(0) for p in ids])
+    truth = np.array([y[parcel == p][0] for p in ids])
+    return truth, mean.argmax(1)
+
+
+def parcel_feature_matrix(values: list, parcel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per parcel, mean and spread of the monthly+stats pixel features (rows in np.unique(parcel) order)."""
+    from engine.probes.features import FeatureSet, input_features
+    from engine.parcels.classify import ParcelStatistics
+
+    x, _ = input_features(values, FeatureSet.parse("monthly+stats"))
+    ids, index = np.unique(parcel, return_inverse=True)
+    stats = ParcelStatistics(ids.size, x.shape[1])
+    stats.add(x, index, np.ones(len(x), bool))
+    return stats.result(), ids
+
+
+class Scores:
+    """Per method, each fold's figures and every held-out prediction (pooled: the figure over all the
+    parcels or pixels at once, steadier than a fold's 3-4 parcels)."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.rows: dict[str, dict[str, list[float]]] = {}
+        self.pooled: dict[str, tuple[list, list]] = {}
+
+    def add(self, method: str, truth: np.ndarray, predicted: np.ndarray) -> None:
+        f1, oa = _metrics(truth, predicted, self.names)
+        entry = self.rows.setdefault(method, {"macro_f1": [], "overall_accuracy": []})
+        entry["macro_f1"].append(f1)
+        entry["overall_accuracy"].append(oa)
+        pooled = self.pooled.setdefault(method, ([], []))
+        pooled[0].extend(truth.tolist())
+        pooled[1].extend(predicted.tolist())
+
+    def pooled_figures(self, method: str) -> dict[str, float]:
+        truth, predicted = (np.array(v) for v in self.pooled[method])
+        f1, oa = _metrics(truth, predicted, self.names)
+        return {"macro_f1": f1, "overall_accuracy": oa, "samples": int(truth.size)}
+
+
+def evaluate_sensors(name: str, values: list, data: Inputs, fold: np.ndarray, scores: Scores, quick: bool,
+                     reporter: Reporter, with_auto: bool = True) -> None:
+    """Every method on one combination of sensors (``values``: their InputValues at the labelled pixels)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from engine.probes.features import FeatureSet, combine
+
+    raw, _ = combine(None, values, FeatureSet.parse("raw"))
+    parcel_x, parcel_ids = parcel_feature_matrix(values, data.parcel)
+    parcel_y = np.array([data.y[data.parcel == p][0] for p in parcel_ids])
+    parcel_fold = np.array([fold[data.parcel == p][0] for p in parcel_ids])
+    trees = 50 if quick else TREES
+    for f in range(FOLDS):
+        train, test = fold != f, fold == f
+        if not test.any():
+            continue
+        forest = RandomForestClassifier(n_estimators=trees, random_state=SEED, n_jobs=1).fit(raw[train], data.y[train])
+        probabilities = _full_proba(forest, raw[test], len(data.names))
+        scores.add(f"{name} | random forest on raw bands | pixels", data.y[test], probabilities.argmax(1))
+        scores.add(f"{name} | random forest on raw bands | parcels (mean pixel probability)",
+                   *per_parcel(probabilities, data.parcel[test], data.y[test]))
+        ptrain, ptest = parcel_fold != f, parcel_fold == f
+        forest = RandomForestClassifier(n_estimators=trees, random_state=SEED, n_jobs=1).fit(
+            np.nan_to_num(parcel_x[ptrain]), parcel_y[ptrain])
+        scores.add(f"{name} | random forest on per-parcel features (monthly+stats) | parcels", parcel_y[ptest],
+                   _full_proba(forest, np.nan_to_num(parcel_x[ptest]), len(data.names)).argmax(1))
+    reporter.log(f"{name}: random forests done ({raw.shape[1]} raw columns, {parcel_x.shape[1]} per-parcel columns)")
+    if with_auto:
+        auto_rows(name, values, data, fold, scores, quick, reporter)
+
+
+def _full_proba(classifier, x: np.ndarray, n: int) -> np.ndarray:
+    """scikit-learn's probabilities on all ``n`` classes (a class absent from training: 0)."""
+    out = np.zeros((len(x), n))
+    out[:, classifier.classes_] = classifier.predict_proba(x)
+    return out
+
+
+def auto_rows(name: str, values: list, data: Inputs, fold: np.ndarray, scores: Scores, quick: bool,
+              reporter: Reporter) -> None:
+    """fit-probe's ``auto`` per pixel (its nested choice on the training parcels of each outer fold),
+    then its probabilities averaged per held-out parcel."""
+    from engine.bench.accuracy import FIXED_PROBE
+    from engine.probes.features import FeatureSet, combine
+    from engine.probes.fit import MAX_CELLS_PER_CLASS
+    from engine.probes.classifiers import ProbeConfig
+    from engine.probes.selection import Candidate, Setup, nested_selection
+    from engine.probes.folds import SpatialFolds
+
+    sets = {s: combine(None, values, FeatureSet.parse(s))[0] for s in AUTO_SETS}
+    config = ProbeConfig(**FIXED_PROBE, seed=SEED, trees=100)
+    setup = Setup(sets, data.y, data.names, config, MAX_CELLS_PER_CLASS, SEED)
+    kinds = ("linear", "random_forest") if quick else AUTO_CLASSIFIERS
+    grid = [Candidate(k, s) for s in sets for k in kinds]
+    folds = SpatialFolds(fold, [fold != f for f in range(FOLDS)], 0, "whole parcels", [])
+    started = time.perf_counter()
+    selection = nested_selection(setup, grid, folds, data.parcel, data.rows, data.cols)
+    reporter.log(f"{name}: auto's nested choice in {time.perf_counter() - started:.0f} s; per fold "
+                 f"{', '.join(c.name for c in selection.chosen_per_fold)}")
+    for f in range(FOLDS):
+        test = fold == f
+        if not test.any():
+            continue
+        # The fold's pick refitted as cross_validate fitted it (same training part, same draw).
+        probabilities = setup.fit_proba(selection.chosen_per_fold[f], fold != f, test,
+                                        np.random.default_rng(SEED + f))
+        scores.add(f"{name} | auto | pixels", data.y[test], probabilities.argmax(1))
+        scores.add(f"{name} | auto | parcels (mean pixel probability)",
+                   *per_parcel(probabilities, data.parcel[test], data.y[test]))
+
+
+def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = True) -> dict[str, Any]:
+    started = time.perf_counter()
+    data, info = read_labelled(folder, reporter)
+    reporter.log(f"Flanders crops: {info}")
+    fold = parcel_folds(data.parcel, data.y)
+    s2, s1 = data.values["s2"], data.values["s1_asc"]
+    scores = Scores(data.names)
+    combos = {"S2": [s2], "S1": [s1], "S2+S1": [s2, s1],
+              "S2, June-August hidden": [hide_summer(s2)], "S2+S1, June-August optical hidden": [hide_summer(s2), s1]}
+    for name, values in combos.items():
+        evaluate_sensors(name, values, data, fold, scores, quick, reporter, with_auto)
+    parcels_per_fold = [int(np.unique(data.parcel[fold == f]).size) for f in range(FOLDS)]
+    pixels_per_fold = [int((fold == f).sum()) for f in range(FOLDS)]
+    from engine.bench.accuracy import summarise
+
+    return {"dataset": "Flanders crops", "split": f"{FOLDS} folds of whole parcels", **info,
+            "parcels_per_fold": parcels_per_fold, "pixels_per_fold": pixels_per_fold,
+            "hidden_summer_s2_dates": len(hide_summer(s2).dates), "seconds": time.perf_counter() - started,
+            "methods": {m: {**{k: summarise(v) for k, v in s.items()}, "pooled": scores.pooled_figures(m)}
+                        for m, s in scores.rows.items()}}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [f"Flanders crops ({result['split']}; {result['parcels']} parcels, {result['pixels']} pixels, classes "
+             f"{', '.join(result['classes'])}; S2 {result['s2_dates']} dates ({result['hidden_summer_s2_dates']} "
+             f"without June-August), S1 {result['s1_dates']} dates, season "
+             f"{result['season'][0]}..{result['season'][1]}; "
+             f"parcels per fold {result['parcels_per_fold']})", "",
+             "| Sensors | Method | Level | Macro-F1 (folds) | OA (folds) | Macro-F1, OA pooled (n) |",
+             "|---|---|---|---|---|---|"]
+    for method, s in result["methods"].items():
+        sensors, how, level = method.split(" | ")
+        f1, oa, pooled = s["macro_f1"], s["overall_accuracy"], s["pooled"]
+        lines.append(f"| {sensors} | {how} | {level} | {f1['mean']:.3f} ± {f1['std']:.3f} | "
+                     f"{oa['mean']:.3f} ± {oa['std']:.3f} | {pooled['macro_f1']:.3f}, "
+                     f"{pooled['overall_accuracy']:.3f} ({pooled['samples']}) |")
+    return "\n".join(lines)

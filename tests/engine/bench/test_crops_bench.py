@@ -1,0 +1,60 @@
+"""Pieces of the crops benchmark that decide what is compared: whole-parcel folds, parcels from the
+crop-code raster, per-parcel scoring, hidden summer dates."""
+
+import numpy as np
+
+from engine.bench.crops import FOLDS, hide_summer, parcel_folds, per_parcel
+from engine.bench.flanders import parcel_regions
+from engine.probes.features import InputValues
+
+
+def test_parcels_are_connected_regions_of_one_code():
+    codes = np.array([[1, 1, 0, 2],
+                      [0, 1, 0, 2],
+                      [1, 0, 2, 2]])
+    regions = parcel_regions(codes)
+    assert regions[0, 0] == regions[1, 1] != regions[2, 0]  # 4-neighbours: the corner pixel is another parcel
+    assert len(np.unique(regions[codes == 2])) == 1 and (regions[codes == 0] == 0).all()
+    assert len(np.unique(regions[regions > 0])) == 3
+
+
+def test_folds_never_split_a_parcel_and_spread_each_class():
+    rng = np.random.default_rng(0)
+    parcel = np.repeat(np.arange(20), rng.integers(1, 50, 20))
+    y = (np.arange(20) % 3)[parcel]
+    fold = parcel_folds(parcel, y)
+    for p in np.unique(parcel):
+        assert np.unique(fold[parcel == p]).size == 1
+    for k in range(3):  # a class's parcels go round the folds
+        per_fold = [np.unique(parcel[(fold == f) & (y == k)]).size for f in range(FOLDS)]
+        assert max(per_fold) - min(per_fold) <= 1
+
+
+def test_a_parcel_takes_the_mean_of_its_pixels_probabilities():
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    parcel = np.array([5, 5, 5, 7])
+    y = np.array([1, 1, 1, 0])
+    truth, predicted = per_parcel(probabilities, parcel, y)
+    assert truth.tolist() == [1, 0] and predicted.tolist() == [1, 0]  # 0.47 vs 0.53 for parcel 5
+
+
+def test_hiding_summer_drops_june_to_august_only():
+    dates = ("2018-05-30", "2018-06-01", "2018-07-15", "2018-08-31", "2018-09-01")
+    item = InputValues("s2", ("B2",), dates, np.arange(10, dtype=np.float32).reshape(2, 5, 1),
+                       np.ones((2, 5), bool))
+    hidden = hide_summer(item)
+    assert hidden.dates == ("2018-05-30", "2018-09-01") and hidden.values[:, :, 0].tolist() == [[0, 4], [5, 9]]
+
+
+def test_monthly_composites_take_the_median_of_clear_dates():
+    from engine.probes.features import FeatureSet, combine
+
+    dates = ("2018-05-03", "2018-05-13", "2018-05-23", "2018-06-02")
+    values = np.array([[[1.0], [5.0], [3.0], [7.0]],
+                       [[2.0], [9.0], [4.0], [8.0]]], np.float32)
+    valid = np.array([[True, False, True, False],  # cell 0: the 13 May and June dates are cloudy
+                      [True, True, True, True]])
+    x, record = combine(None, [InputValues("ndvi", ("NDVI",), dates, values, valid)], FeatureSet.parse("monthly"))
+    assert record["columns"] == ["ndvi:NDVI@2018-05", "ndvi:NDVI@2018-06"]
+    assert x[0].tolist() == [2.0, 7.0]  # May: median of 1 and 3; June: no clear date -> its value as filled
+    assert x[1].tolist() == [4.0, 8.0]
