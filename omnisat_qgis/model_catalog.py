@@ -75,9 +75,6 @@ class ModelInfo:
                 return modality
         raise KeyError(name)
 
-    def modality_names(self) -> list[str]:
-        return [m.name for m in self.modalities]
-
     def summary(self) -> str:
         """One line an analyst reads in the model combo's tooltip and the dock."""
         steps = self.provenance.get("steps")
