@@ -30,7 +30,7 @@ BENCHMARKS: dict[str, str] = {
 class BenchParams:
     target: str = field(metadata={"help": "what to benchmark: " + ", ".join(sorted(BENCHMARKS)), "positional": True})
     quick: bool = field(default=False, metadata={"help": "fewer repetitions and smaller inputs (a smoke run)"})
-    threads: int | None = field(default=None, metadata={"help": "torch threads (default: the cores free now, see engine/threads.py)"})
+    threads: int | None = field(default=None, metadata={"help": "torch threads (default: the cores free now, see engine/runtime/threads.py)"})
     reprojected: bool = field(default=False, metadata={
         "help": "tiled: inputs in EPSG:4326 on a UTM grid, warped once against window by window (the old path) "
                 "in the same run: the share of time outside the model"})
