@@ -81,9 +81,6 @@ class ModelInfo:
                 return modality
         raise KeyError(name)
 
-    def modality_names(self) -> list[str]:
-        return [m.name for m in self.modalities]
-
     @property
     def is_toy(self) -> bool:
         """Trained by this project for a handful of steps (the shipped demo checkpoints): no learned knowledge."""

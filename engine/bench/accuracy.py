@@ -67,7 +67,7 @@ from engine.models.modalities import sensor
 from engine.probes.classifiers import ProbeConfig, fit_probe
 from engine.probes.features import FeatureSet, InputValues, available_indices, combine, fill_invalid_dates
 from engine.probes.fit import AUTO, MAX_CELLS_PER_CLASS, candidate_grid
-from engine.probes.folds import spatial_folds
+from engine.probes.folds import BUFFER_CELLS, FOLDS, spatial_folds
 from engine.probes.metrics import classification_metrics, confusion_matrix
 from engine.probes.selection import Candidate, Setup, nested_selection
 from engine.probes.sources import gather, labelled_embeddings
@@ -76,7 +76,6 @@ from engine.runtime.registry import run_operation
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-FOLDS = 5
 SEED = 0  # folds, probes and forests
 RF_TREES = 200
 # Sentinel-2 L1C band order of eo-learn's REFERENCE_SCENES.
@@ -85,7 +84,6 @@ L1C_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10",
 # B2 B3 B4 B5 B6 B7 B8 B8A B11 B12: red-edge B5 takes red, B6/B7/B8A take NIR.
 L8_ON_S2 = [1, 2, 3, 3, 4, 4, 4, 4, 5, 6]
 LEVEL = "both"  # [patch, local]: one embedding run gives every level's features
-BUFFER_CELLS = 1  # training cells this close to a test cell sit that fold out (engine.probes.folds)
 CHOICE_TREES = 100  # random forest trees / boosting rounds of the candidates (the anchor keeps RF_TREES)
 AUTO_METHOD = "auto: nested choice (soft vote of the best) among the classifier x feature set rows above"
 FIXED_PROBE = {"kind": "linear", "optimizer": "lbfgs", "l2": 1e-3, "epochs": 200, "class_weighting": True}

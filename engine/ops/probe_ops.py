@@ -14,17 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import EngineError
-from engine.io.atomic import check_output_path
-from engine.io.job import load_job
-from engine.io.raster import open_raster
-from engine.probes.apply import map_embeddings, map_job_with_probe, mapped_area_html
+from engine.probes.apply import apply_probe, map_embeddings, mapped_area_html
 from engine.probes.classifiers import ProbeConfig
-from engine.probes.features import FeatureSet
 from engine.probes.fit import AUTO, FitSettings
-from engine.probes.plan import EmbeddingRequest, FitOutputs, FitPlan, LabelRequest, checked
-from engine.probes.probe_file import check_encoder, load_probe
-from engine.probes.sources import EMBEDDINGS_HELP, EmbeddingOptions, embedding_source, is_job, raster_level, with_level
+from engine.probes.plan import ApplyPlan, EmbeddingRequest, FitOutputs, FitPlan, LabelRequest, checked
+from engine.probes.sources import EMBEDDINGS_HELP, EmbeddingOptions, raster_level
 from engine.probes.workflow import fit_and_report, label_cells, open_embeddings
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import operation
@@ -136,6 +130,10 @@ class ApplyProbeParams(EmbeddingOptions):
     classes: str | None = field(default=None, metadata={"help": "class map to write (only with an embeddings raster; a job names its outputs)"})
     confidence: str | None = field(default=None, metadata={"help": "confidence raster (only with an embeddings raster)"})
 
+    def plan(self) -> ApplyPlan:
+        return ApplyPlan(self.probe, EmbeddingRequest(self.embeddings, self.model, self.embeddings_level), self.classes,
+                         self.confidence)
+
 
 @operation("apply-probe", ApplyProbeParams, outputs=("classes", "confidence", "probabilities"),
            summary="Map classes with a fitted probe: styled class map (colour table, class names).")
@@ -145,26 +143,4 @@ def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[
     encoder or level other than the probe's. The class map lies on the level's grid: patches,
     sub-patches for a dense probe (no resampling to the input pixels: for 10 m series a
     sub-patch is a pixel), window cells for a tile probe."""
-    probe, meta = load_probe(params.probe)
-    on_inputs = FeatureSet.parse(meta.features.get("set", "embeddings")).input_parts
-    if on_inputs and not is_job(params.embeddings):
-        raise EngineError(f"The probe '{params.probe}' was fitted on the feature set {meta.features['set']!r}, read "
-                          "from the input rasters: give a job (model, modalities and outputs), not an embeddings raster.")
-    if is_job(params.embeddings):
-        if params.classes or params.confidence:
-            raise EngineError("With a job, name the outputs in the job's \"outputs\" (classes, confidence, probabilities).")
-        job = with_level(load_job(params.embeddings), params.embeddings_level)
-        return map_job_with_probe(job, params.probe, probe, meta, reporter, job.outputs.embeddings_level)
-    if not (params.classes or params.confidence):
-        raise EngineError("Give 'classes' (and/or 'confidence'): the file(s) to write.")
-    for key in ("classes", "confidence"):
-        if getattr(params, key):
-            check_output_path(getattr(params, key), key)
-    with embedding_source(params.embeddings, params.model, reporter, level=params.embeddings_level) as source, \
-            open_raster(source.path, "embeddings") as ds:
-        check_encoder(probe, meta, source.encoder_hash, raster_level(ds), ds.count, params.probe)
-        map_embeddings(ds, probe, meta.class_names, meta.colors, params.classes, params.confidence, reporter)
-        shape = {"width": ds.width, "height": ds.height, "crs": ds.crs.to_string() if ds.crs else None}
-    reporter.log("Wrote " + ", ".join(p for p in (params.classes, params.confidence) if p))
-    return {"classes": params.classes, "confidence": params.confidence, "probe": str(params.probe),
-            "class_names": meta.class_names, **shape}
+    return apply_probe(params.plan(), reporter)

@@ -11,13 +11,15 @@ from engine.analysis.class_map import class_map_info, mapped_pixels
 from engine.errors import EngineError
 from engine.io.atomic import check_output_path
 from engine.io.grid import Grid
+from engine.io.job import load_job
 from engine.io.raster import open_raster
 from engine.io.writers import parse_color
 from engine.mapping.levels import level as level_of
 from engine.probes.features import FeatureSet, check_columns, combine, read_inputs
-from engine.probes.probe_file import check_encoder
+from engine.probes.plan import ApplyPlan
+from engine.probes.probe_file import check_encoder, load_probe
 from engine.probes.report import mapped_area_table
-from engine.probes.sources import blocks, embedding_source, raster_level, read_block
+from engine.probes.sources import blocks, embedding_source, is_job, raster_level, read_block, with_level
 from engine.runtime.progress import Reporter
 
 
@@ -110,3 +112,31 @@ def _apply_on_inputs(job, probe_path: str, probe, meta, reporter: Reporter) -> d
     return {"classes": outputs.classes, "confidence": outputs.confidence, "probabilities": outputs.probabilities,
             "probe": str(probe_path),
             "class_names": meta.class_names, "features": feature_set, **shape}
+
+
+def apply_probe(plan: ApplyPlan, reporter: Reporter) -> dict[str, Any]:
+    """apply-probe's steps: the probe read and checked against the embeddings, then mapped as the head of
+    the job's tiled inference (the job names its outputs) or over the embeddings raster."""
+    probe, meta = load_probe(plan.probe)
+    on_inputs = FeatureSet.parse(meta.features.get("set", "embeddings")).input_parts
+    if on_inputs and not is_job(plan.embeddings.value):
+        raise EngineError(f"The probe '{plan.probe}' was fitted on the feature set {meta.features['set']!r}, read "
+                          "from the input rasters: give a job (model, modalities and outputs), not an embeddings raster.")
+    if is_job(plan.embeddings.value):
+        if plan.classes or plan.confidence:
+            raise EngineError("With a job, name the outputs in the job's \"outputs\" (classes, confidence, probabilities).")
+        job = with_level(load_job(plan.embeddings.value), plan.embeddings.level)
+        return map_job_with_probe(job, plan.probe, probe, meta, reporter, job.outputs.embeddings_level)
+    if not (plan.classes or plan.confidence):
+        raise EngineError("Give 'classes' (and/or 'confidence'): the file(s) to write.")
+    for key in ("classes", "confidence"):
+        if getattr(plan, key):
+            check_output_path(getattr(plan, key), key)
+    with embedding_source(plan.embeddings.value, plan.embeddings.model, reporter, level=plan.embeddings.level) as source, \
+            open_raster(source.path, "embeddings") as ds:
+        check_encoder(probe, meta, source.encoder_hash, raster_level(ds), ds.count, plan.probe)
+        map_embeddings(ds, probe, meta.class_names, meta.colors, plan.classes, plan.confidence, reporter)
+        shape = {"width": ds.width, "height": ds.height, "crs": ds.crs.to_string() if ds.crs else None}
+    reporter.log("Wrote " + ", ".join(p for p in (plan.classes, plan.confidence) if p))
+    return {"classes": plan.classes, "confidence": plan.confidence, "probe": str(plan.probe),
+            "class_names": meta.class_names, **shape}

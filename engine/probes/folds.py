@@ -91,35 +91,6 @@ def blocked_folds(y: np.ndarray, units: np.ndarray, n_folds: int, seed: int = 0)
     return unit_fold[inverse]
 
 
-def validation_split(y: np.ndarray, units: np.ndarray, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, list[int]]:
-    """Boolean validation mask holding about ``val_fraction`` of each class, whole units only.
-
-    Classes labelled in a single unit cannot be on both sides: they stay in training
-    and are returned so the caller can say their accuracy is not measured.
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise EngineError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
-    n_folds = max(2, int(round(1.0 / val_fraction)))
-    folds = blocked_folds(y, units, n_folds, seed)
-    # Hold out the fold that takes the smallest share of any class: large polygons make
-    # folds uneven, and the one holding most of a class must stay for training.
-    shares = np.zeros((n_folds, int(y.max()) + 1))
-    np.add.at(shares, (folds, y), 1.0)
-    shares /= np.maximum(shares.sum(0, keepdims=True), 1.0)
-    val = folds == int(np.argmin(shares.max(1)))
-    unmeasured = []
-    for k in np.unique(y):
-        in_class = y == k
-        if val[in_class].all():  # the class would never be learned: its units go back to training
-            val[np.isin(units, np.unique(units[in_class]))] = False
-            unmeasured.append(int(k))
-        elif not val[in_class].any():
-            unmeasured.append(int(k))
-    if not val.any() or val.all():
-        raise EngineError("The labels are too few or too clustered for a validation split: add labels in more places.")
-    return val, unmeasured
-
-
 # ---------------------------------------------------------------- metrics
 
 

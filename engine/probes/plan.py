@@ -1,4 +1,4 @@
-"""A probe fit as a plan: what fit-probe (and change's probe) will read, try and write, made once from the
+"""A probe fit (and its application) as a plan: what fit-probe (and change's probe) will read, try and write, made once from the
 operation's parameters and checked before any work; the steps (engine.probes.workflow) consume it in order.
 
 Like the mapping path (engine.mapping.plan): nothing below the operation sees its raw parameters.
@@ -77,3 +77,14 @@ def checked(plan: FitPlan) -> FitPlan:
         raise EngineError("Raw bands, statistics and indices are read from the job's input rasters: give a job as "
                           f"embeddings (not the raster '{plan.embeddings.value}'), or use the feature set 'embeddings'.")
     return plan
+
+
+@dataclass(frozen=True)
+class ApplyPlan:
+    """What apply-probe reads and writes: the probe file, the embeddings (a job names its own outputs),
+    and the outputs over an embeddings raster."""
+
+    probe: str
+    embeddings: EmbeddingRequest
+    classes: str | None = None
+    confidence: str | None = None

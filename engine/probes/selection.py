@@ -25,10 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from engine.errors import EngineError
-from engine.probes.classifiers import ENSEMBLE, Classifier, ProbeConfig, fit_probe
+from engine.probes.classifiers import ENSEMBLE, fit_probe
 from engine.probes.features import PARTS, FeatureSet
-from engine.probes.folds import SpatialFolds, ValidationImpossible, spatial_folds, validation_split
-from engine.probes.metrics import FoldScores, classification_metrics, confusion_matrix
+from engine.probes.folds import SpatialFolds, ValidationImpossible, spatial_folds
+from engine.probes.metrics import FoldScores
 
 INNER_FOLDS = 5
 VOTE = 5  # at most this many candidates in auto's soft vote
@@ -206,22 +206,3 @@ def learning_curve(setup: Setup, candidate: Candidate | Vote, folds: SpatialFold
                        setup.class_names)
         curve.append({"cells_per_class": n, "all": n == largest, **scores.summary()})
     return curve
-
-
-@dataclass
-class ValidatedFit:
-    probe: Classifier  # fitted on every sample (the one to save)
-    metrics: dict[str, Any]  # of a probe fitted on the training part, on the validation part
-    validation: np.ndarray  # bool mask of the validation samples
-    unmeasured: list[int]  # classes that could not be validated (all in one polygon/block)
-
-
-def fit_validated(x: np.ndarray, y: np.ndarray, units: np.ndarray, class_names: tuple[str, ...] | list[str],
-                  config: ProbeConfig, val_fraction: float = 0.2, seed: int = 0) -> ValidatedFit:
-    """Measure accuracy on held-out units, then refit on all samples for the saved probe."""
-    n_classes = len(class_names)
-    validation, unmeasured = validation_split(y, units, val_fraction, seed)
-    held_out = fit_probe(x[~validation], y[~validation], n_classes, config)
-    cm = confusion_matrix(y[validation], held_out.predict(x[validation]), n_classes)
-    metrics = classification_metrics(cm, class_names)
-    return ValidatedFit(fit_probe(x, y, n_classes, config), metrics, validation, unmeasured)

@@ -27,6 +27,7 @@ from engine.errors import EngineError
 from engine.io.job import Outputs, is_job, load_job
 from engine.io.raster import open_raster, valid_mask
 from engine.mapping.levels import EMBEDDING_LEVEL_TAG, LEVEL_NAMES, LEVELS
+from engine.probes.fit import AUTO  # the one spelling of "choose for me", a classifier or a level
 from engine.probes.folds import point_block_rule, spatial_units
 from engine.probes.labels import LabelSamples, check_trainable, drop_empty_classes, rasterize_labels, read_labels
 from engine.runtime.progress import Reporter
@@ -34,7 +35,6 @@ from engine.runtime.progress import Reporter
 # Tags written into embedding rasters computed here, so that they can be reused alone.
 HASH_TAG, CHECKPOINT_TAG = "ENCODER_SHA256", "ENCODER_CHECKPOINT"
 BLOCK = 256  # cells per side of the windows read from embedding rasters
-AUTO = "auto"
 
 EMBEDDINGS_HELP = ("embeddings: a job JSON file (model + modalities; its outputs are ignored except "
                    "\"embeddings\", where the embeddings are kept) or an embeddings raster written by 'embed'")

@@ -41,14 +41,6 @@ class Distributed:
         if self.enabled:
             torch_dist.barrier()
 
-    def broadcast_flag(self, flag: bool) -> bool:
-        """Rank 0's value of ``flag`` on every rank (e.g. 'stop now')."""
-        if not self.enabled:
-            return flag
-        tensor = torch.tensor([1.0 if flag else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
-        torch_dist.broadcast(tensor, src=0)
-        return bool(tensor.item())
-
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -36,10 +36,6 @@ class TorchChoice:
     tag: str  # "cpu" or a CudaBuild tag
     reason: str  # one sentence for the log
 
-    @property
-    def is_cuda(self) -> bool:
-        return self.tag != "cpu"
-
     def pip_arguments(self, index_base: str | None) -> list[str]:
         """``pip install`` arguments for torch: the pin, and the build's index when one is configured."""
         arguments = [f"torch=={TORCH_VERSION}"]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from engine.errors import EngineError
 from engine.probes.classifiers import ProbeConfig, fit_probe
 from engine.probes.classifiers.neural import class_weights
-from engine.probes.folds import blocked_folds, spatial_units, validation_split
+from engine.probes.folds import blocked_folds, spatial_units
 from engine.probes.metrics import classification_metrics, confusion_matrix
 from engine.probes.probe_file import (
     ProbeMetadata,
@@ -78,33 +78,6 @@ def test_blocked_folds_never_split_a_unit(n_units, n_classes, n_folds, seed):
     for u in range(n_units):
         assert np.unique(folds[units == u]).size == 1
     assert set(np.unique(folds)) <= set(range(n_folds))
-
-
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), fraction=st.sampled_from([0.2, 0.25, 0.34, 0.5]))
-def test_validation_split_never_leaks_and_measures_every_class_it_can(seed, fraction):
-    rng = np.random.default_rng(seed)
-    n_units = 30
-    sizes = rng.integers(1, 50, n_units)
-    units = np.repeat(np.arange(n_units), sizes)
-    unit_class = np.r_[np.arange(3).repeat(8), rng.integers(0, 3, n_units - 24)]
-    y = np.repeat(unit_class, sizes)
-    val, unmeasured = validation_split(y, units, fraction, seed)
-    train_units, val_units = set(units[~val]), set(units[val])
-    assert not train_units & val_units
-    # Each class has 8+ units: it is learned and checked.
-    assert unmeasured == []
-    for k in range(3):
-        assert val[y == k].any() and (~val[y == k]).any()
-
-
-def test_a_class_in_a_single_polygon_is_kept_for_training_and_reported():
-    units = np.r_[np.zeros(10), np.ones(10), np.full(10, 2), np.full(5, 3), np.full(5, 4), np.full(5, 5)]
-    y = np.r_[np.zeros(30, int), np.ones(15, int)]
-    y[:10] = 2  # class 2 lives in polygon 0 only
-    val, unmeasured = validation_split(y, units.astype(int), 0.34, 0)
-    assert 2 in unmeasured and not val[y == 2].any()
-    assert not set(units[val]) & set(units[~val])
 
 
 def test_points_are_grouped_in_spatial_blocks():
@@ -193,14 +166,3 @@ def test_bad_probe_settings():
         ProbeConfig(kind="forest")
     with pytest.raises(EngineError, match="optimizer"):
         ProbeConfig(optimizer="sgd")
-
-
-def test_validation_never_takes_the_bulk_of_a_class():
-    # One huge polygon of class 0 among small ones: it must stay in training.
-    sizes = [500, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10]
-    units = np.repeat(np.arange(12), sizes)
-    y = np.repeat([0] * 6 + [1] * 6, sizes)
-    for seed in range(5):
-        val, _ = validation_split(y, units, 0.2, seed)
-        assert not val[units == 0].any()
-        assert 0 < val[y == 0].sum() < 0.5 * (y == 0).sum()
