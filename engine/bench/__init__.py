@@ -37,8 +37,8 @@ class BenchParams:
     device: str = field(default="auto", metadata={
         "help": "gpu: auto (CUDA when there is one), cuda or cpu", "choices": ("auto", "cpu", "cuda")})
     reference: str | None = field(default=None, metadata={
-        "help": "omnisat: a gastruc/OmniSat checkout (outside the project) to time in the same run, "
-                "run with a Python that has its dependencies (timm, easydict)"})
+        "help": "omnisat / anysat: a gastruc/OmniSat or gastruc/AnySat checkout (outside the project) to time "
+                "in the same run; OmniSat's needs a Python with timm and easydict"})
 
 
 @operation("bench", BenchParams, summary="Run a benchmark script that prints measured figures.")

@@ -15,6 +15,12 @@ Paths, same weights:
 Latency is the best of a few repetitions (the machine is shared); GFLOP/s use the FLOPs
 counted by FlopCounterMode on the fp32 path, against the best matmul peak of the same run
 (torch.mm or oneDNN, both printed).
+With ``--reference PATH`` (a gastruc/AnySat checkout, kept outside the project) the bench
+instead times the reference against our fp32 path, same weights (mapped by import-anysat)
+and same inputs: TreeSatAI tiles at batch 1 and a batch of windows, 10 m patches, patch
+output, the two paths interleaved repetition by repetition (medians; the ratio of one run
+shares its load), with the FLOPs of one forward, the fraction of the fp32 matmul peak, the
+largest output difference and a per-stage profile of both (forward hooks).
 Memory: peak RSS of a fresh subprocess running base on a 32 x 32 and a 64 x 64 px S2
 series (1024 and 4096 patches), for the fp32 and the naive path (RSS includes the 0.5 GB
 of base weights).
@@ -25,15 +31,18 @@ from __future__ import annotations
 import copy
 import json
 import resource
+import os
+import statistics
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.bench.omnisat import _timed, matmul_peaks
+from engine.bench.omnisat import _timed, _timed_with_cpu, matmul_peak, matmul_peaks, profile_modules
 from engine.models.anysat import (CROSS_QUERY_CHUNK, LTAE_ROW_CHUNK, SPATIAL_TOKEN_CHUNK, AnySat,
                                   SeriesProjector, anysat_config)
 from engine.models.attention import explicit_attention
@@ -161,7 +170,94 @@ def _memory_child(path: str, px: int) -> None:
     print(json.dumps({"peak_rss_gb": _peak_rss_gb(), "rss_before_forward_gb": before, "latency_s": start}))
 
 
+def _tiles(batch: int, seed: int = 0):
+    """``batch`` TreeSatAI tiles (different random values per tile)."""
+    parts = [tile_batch(seed + i) for i in range(batch)]
+    inputs = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
+    dates = {k: torch.cat([p[1][k] for p in parts]) for k in parts[0][1]}
+    return inputs, dates
+
+
+def _stages_ours(model: AnySat) -> dict[str, list[nn.Module]]:
+    return {**{f"projector {n}": [m] for n, m in model.projectors.items()}, "spatial encoder": [model.spatial_encoder],
+            "combiner": [model.combiner], "cross block": [model.cross_block]}
+
+
+def _stages_reference(reference: nn.Module) -> dict[str, list[nn.Module]]:
+    from engine.bench.anysat_reference import THEIRS
+
+    inner = reference.model
+    stages = {f"projector {ours}": [getattr(inner, f"projector_{theirs}")] for ours, theirs in THEIRS.items()
+              if ours in ("aerial", "s2", "s1_asc")}
+    return {**stages, "spatial encoder": [inner.spatial_encoder], "combiner": list(inner.blocks[:-1]),
+            "cross block": [inner.blocks[-1]]}
+
+
+def versus_reference(params, reporter: Reporter) -> dict[str, Any]:
+    """Ours (fp32) against the reference checkout: same weights, same inputs, one run, interleaved."""
+    from engine.bench.anysat_reference import load_pair, reference_inputs
+
+    size = "tiny" if params.quick else "base"
+    big = 2 if params.quick else 8
+    reps = {1: 3 if params.quick else 7, big: 1 if params.quick else 3}
+    reference, model = load_pair(Path(params.reference), size, ("aerial", "s2", "s1_asc"))
+    peak = matmul_peak(torch.float32)
+    figures: dict[str, Any] = {}
+    for batch in (1, big):
+        inputs, dates = _tiles(batch)
+        theirs = reference_inputs(inputs, dates)
+        calls = {"reference": lambda: reference(theirs, patch_size=10, output="patch"),
+                 "ours": lambda: model.forward_features(inputs, dates, patch_size_m=10, with_dense=False).patch}
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter, default_kernels():  # the counter sees aten matmuls, not oneDNN's op
+            model.forward_features(inputs, dates, patch_size_m=10, with_dense=False)
+        flops = counter.get_total_flops()
+        outputs, profiles = {}, {}
+        with torch.no_grad():
+            for name, call in calls.items():
+                outputs[name] = call()  # warm-up, kept for the agreement check
+                stages = _stages_reference(reference) if name == "reference" else _stages_ours(model)
+                profiles[name] = profile_modules(stages, call)
+            times: dict[str, list[float]] = {name: [] for name in calls}
+            for _ in range(reps[batch]):
+                for name, call in calls.items():  # interleaved: both see the same load
+                    times[name].append(_timed_with_cpu(call)[0])
+                reporter.log(f"{size} batch {batch}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()))
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        diff = float((outputs["reference"].reshape(outputs["ours"].shape) - outputs["ours"]).abs().max())
+        figures[f"batch{batch}"] = {
+            "gflop_per_tile": flops / batch / 1e9,
+            "median_s_per_tile": {n: m / batch for n, m in medians.items()},
+            "best_s_per_tile": {n: min(t) / batch for n, t in times.items()},
+            "speedup": medians["reference"] / medians["ours"],
+            "max_abs_diff": diff,
+            "profile_share": {n: {stage: s / p["total"] for stage, s in p.items() if stage != "total"}
+                              for n, p in profiles.items()},
+        }
+    peak = max(peak, matmul_peak(torch.float32))  # again after the models ran: the load varies
+    for batch in (1, big):
+        fig = figures[f"batch{batch}"]
+        fig["peak_fraction"] = {n: fig["gflop_per_tile"] / s / peak
+                                for n, s in fig["median_s_per_tile"].items()}
+        reporter.log(f"{size} batch {batch:>2}: {fig['gflop_per_tile']:.1f} GFLOP/tile; " + ", ".join(
+            f"{n} {1000 * s:.0f} ms/tile ({100 * fig['peak_fraction'][n]:.0f}% of peak)"
+            for n, s in fig["median_s_per_tile"].items())
+            + f"; ours {fig['speedup']:.2f}x the reference; max |diff| {fig['max_abs_diff']:.1e}")
+        for name, shares in fig["profile_share"].items():
+            reporter.log(f"{'':>10} profile {name}: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
+    reporter.log(f"fp32 matmul peak {peak:.0f} GFLOP/s, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+    targets = {f"ours_at_least_1.5x_reference_batch{b}": figures[f"batch{b}"]["speedup"] >= 1.5 for b in (1, big)}
+    targets["outputs_equal_1e-4"] = all(figures[f"batch{b}"]["max_abs_diff"] <= 1e-4 for b in (1, big))
+    for key, met in targets.items():
+        reporter.log(f"target {key}: {'met' if met else 'NOT met'}")
+    return {"model": f"anysat-{size}", "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+            "peak_gflops_fp32": peak, "dates": {"s2": T_S2_TILE, "s1_asc": T_S1}, "batches": figures,
+            "targets": targets, "quick": params.quick}
+
+
 def run(params, reporter: Reporter) -> dict[str, Any]:
+    if params.reference:
+        return versus_reference(params, reporter)
     reps = 1 if params.quick else 3
     dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if "bf16" in PATHS else {})}
     kernels = {name: matmul_peaks(dtype) for name, dtype in dtypes.items()}
