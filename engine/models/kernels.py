@@ -73,6 +73,20 @@ def linear(layer: nn.Linear, x: Tensor, activation: str = "none") -> Tensor:
                                               algorithm)
 
 
+def linear_rows(layer: nn.Linear, x: Tensor, start: int, stop: int) -> Tensor:
+    """Output features ``start:stop`` of ``layer(x)`` only (e.g. the keys and values of a fused qkv
+    layer), the weight rows sliced once and kept."""
+    dtype = _compute_dtype(x) if x.device.type == "cpu" else None
+    bias = None if layer.bias is None else layer.bias[start:stop]
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad)
+    if not _use_onednn.value or dtype not in _DTYPES or needs_grad:
+        return F.linear(x, layer.weight[start:stop], bias)
+    weight, bias = derived(layer, f"_onednn_rows_{start}_{stop}_{dtype}", (layer.weight, layer.bias),
+                           lambda: (layer.weight[start:stop].to(dtype).contiguous(),
+                                    None if bias is None else bias.to(dtype).contiguous()))
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "none", [], "")
+
+
 def derived(module: nn.Module, name: str, sources: tuple[Tensor | None, ...], build: Callable[[], T]) -> T:
     """``build()`` computed once from ``sources`` (parameters, buffers) and kept on ``module``
     under ``name`` until one of them changes (an optimizer step, a state dict load)."""
