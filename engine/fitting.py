@@ -102,11 +102,12 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
                      "training part only.")
     if folds is not None and curve:
         reporter.log("Learning curve")
-        points = learning_curve(setup, chosen, folds)
+        points = learning_curve(setup, chosen, folds, reporter=reporter)
     if folds is not None and folds.unvalidated:
         notes.append("Not validated (all their labels lie in one polygon or block, kept for training): "
                      + ", ".join(names[k] for k in folds.unvalidated) + ".")
     picked = capped(np.arange(len(y)), np.asarray(y), max_per_class, np.random.default_rng(seed))
+    reporter.log(f"Fitting {chosen.name} on {len(picked)} labelled cells")
     models = setup.fit_members(chosen, picked)
     if isinstance(chosen, Vote):
         from engine.classifiers.ensemble import soft_vote

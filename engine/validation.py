@@ -34,6 +34,7 @@ map elsewhere. The rules, also written into every report (``SpatialFolds.rule``)
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -286,22 +287,50 @@ class Setup:
         return self.fit_proba(choice, train, test, rng).argmax(-1)
 
 
+class FitProgress:
+    """Progress of a run of fits: after each, the share done, what it was and the time left,
+    extrapolated from the fits so far (fits of one run cost about the same)."""
+
+    def __init__(self, reporter, total: int):
+        self.reporter, self.total, self.done = reporter, max(total, 1), 0
+        self.started = time.monotonic()
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        if self.reporter is None:
+            return
+        elapsed = time.monotonic() - self.started
+        left = elapsed / self.done * max(self.total - self.done, 0)
+        self.reporter.progress(min(100.0, 100.0 * self.done / self.total),
+                               f"{what}; fit {self.done} of {self.total}, about {_duration(left)} left")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 def cross_validate(setup: Setup, candidates: Sequence[Candidate], folds: SpatialFolds, reporter=None,
-                   probabilities: dict[tuple[Candidate, int], np.ndarray] | None = None) -> dict[Candidate, FoldScores]:
+                   probabilities: dict[tuple[Candidate, int], np.ndarray] | None = None,
+                   progress: FitProgress | None = None, stage: str = "cross-validation") -> dict[Candidate, FoldScores]:
     """Every candidate on every fold; each (candidate, fold)'s test probabilities go into
-    ``probabilities`` when given."""
+    ``probabilities`` when given. Progress after every fit: to ``progress`` (a longer run this
+    one is part of, its messages prefixed by ``stage``) or else to ``reporter``."""
     scores = {c: FoldScores() for c in candidates}
+    if progress is None:
+        progress = FitProgress(reporter, len(candidates) * folds.n_folds)
     for fold in range(folds.n_folds):
         train, test = folds.train[fold], folds.test(fold)
         if not test.any() or not train.any():
+            for _ in candidates:
+                progress.step(f"{stage}: fold {fold + 1} of {folds.n_folds} has no cells")
             continue
-        for candidate in candidates:
+        for k, candidate in enumerate(candidates):
             proba = setup.fit_proba(candidate, train, test, np.random.default_rng(setup.seed + fold))
             scores[candidate].add(setup.y[test], proba.argmax(-1), setup.class_names)
             if probabilities is not None:
                 probabilities[candidate, fold] = proba
-        if reporter is not None:
-            reporter.progress(100.0 * (fold + 1) / folds.n_folds, f"cross-validation fold {fold + 1}/{folds.n_folds}")
+            progress.step(f"{stage}: candidate {k + 1} of {len(candidates)} ({candidate.name}), "
+                          f"fold {fold + 1} of {folds.n_folds}")
     return scores
 
 
@@ -338,7 +367,10 @@ def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: Spati
     if not candidates:
         raise EngineError("Automatic selection needs at least one candidate classifier x feature set.")
     outer_proba: dict[tuple[Candidate, int], np.ndarray] = {}
-    outer = cross_validate(setup, candidates, folds, probabilities=outer_proba)
+    # the total assumes INNER_FOLDS inner folds everywhere; corrected as each inner split is drawn
+    progress = FitProgress(reporter, len(candidates) * folds.n_folds * (1 + INNER_FOLDS))
+    outer = cross_validate(setup, candidates, folds, probabilities=outer_proba, progress=progress,
+                           stage="outer cross-validation")
     nested, chosen, inner_counts = FoldScores(), [], []
     for fold in range(folds.n_folds):
         train, test = folds.train[fold], folds.test(fold)
@@ -350,26 +382,30 @@ def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: Spati
         else:
             sub = Setup({k: v[train] for k, v in setup.features.items()}, setup.y[train], setup.class_names,
                         setup.config, setup.max_per_class, setup.seed)
-            pick, count = best(cross_validate(sub, candidates, inner), VOTE), inner.n_folds
+            count = inner.n_folds
+            progress.total -= len(candidates) * (INNER_FOLDS - count)
+            pick = best(cross_validate(sub, candidates, inner, progress=progress,
+                                       stage=f"nested selection, outer fold {fold + 1} of {folds.n_folds}"), VOTE)
+        if count == 0:
+            progress.total -= len(candidates) * INNER_FOLDS
         chosen.append(pick)
         inner_counts.append(count)
         # The pick's members were fitted on this very training part (same draw) by the outer run.
         proba = np.mean([outer_proba[m, fold] for m in pick.members], axis=0)
         nested.add(setup.y[test], proba.argmax(-1), setup.class_names)
-        if reporter is not None:
-            reporter.progress(100.0 * (fold + 1) / folds.n_folds, f"nested selection, outer fold {fold + 1}/{folds.n_folds}")
     return Selection(outer, nested, chosen, inner_counts, best(outer, VOTE))
 
 
 def learning_curve(setup: Setup, candidate: Candidate | Vote, folds: SpatialFolds,
-                   sizes: Sequence[int] = CURVE_SIZES) -> list[dict[str, Any]]:
+                   sizes: Sequence[int] = CURVE_SIZES, reporter=None) -> list[dict[str, Any]]:
     """Scores against the number of training cells per class (module docstring), on the same folds;
     the last point uses every training cell."""
     largest = max(int(np.bincount(setup.y[folds.train[f]]).max()) for f in range(folds.n_folds))
     largest = min(largest, setup.max_per_class or largest)  # the cap every other fit runs under
     points = [n for n in sizes if n < largest] + [largest]
+    progress = FitProgress(reporter, len(points) * folds.n_folds)
     curve = []
-    for n in points:
+    for i, n in enumerate(points):
         scores = FoldScores()
         for fold in range(folds.n_folds):
             rng = np.random.default_rng(setup.seed + 100 + fold)
@@ -378,5 +414,7 @@ def learning_curve(setup: Setup, candidate: Candidate | Vote, folds: SpatialFold
             limited = replace(setup, max_per_class=None)
             scores.add(setup.y[folds.test(fold)], limited.fit_predict(candidate, train, folds.test(fold), rng),
                        setup.class_names)
+            progress.step(f"learning curve: point {i + 1} of {len(points)} ({n} cells per class), "
+                          f"fold {fold + 1} of {folds.n_folds}")
         curve.append({"cells_per_class": n, "all": n == largest, **scores.summary()})
     return curve

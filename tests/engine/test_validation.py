@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from engine.probe import ProbeConfig, spatial_units
+from engine.progress import Reporter
 from engine.validation import (
     Candidate, Setup, ValidationImpossible, learning_curve, nested_selection, point_block_rule, same_class_range,
     spatial_folds,
@@ -92,7 +93,14 @@ def test_nested_selection_picks_the_informative_features_and_never_sees_the_oute
         return original(self, candidate, train, test, rng)
 
     monkeypatch.setattr(Setup, "fit_proba", spy)
-    selection = nested_selection(setup, candidates, folds, units, rows, cols)
+    progress = Recorder()
+    selection = nested_selection(setup, candidates, folds, units, rows, cols, progress)
+    # one progress message per fit, counting to the true total, naming candidate and folds, time left
+    assert len(progress.messages) == len(seen) and progress.percents[-1] == pytest.approx(100.0)
+    assert progress.percents == sorted(progress.percents)
+    assert f"fit {len(seen)} of {len(seen)}" in progress.messages[-1] and "left" in progress.messages[-1]
+    assert "candidate 1 of 3 (linear on noise), fold 1 of 4" in progress.messages[0]
+    assert any("nested selection, outer fold 4 of 4: candidate 3 of 3" in m for m in progress.messages)
     assert selection.final == Candidate("knn", "good")
     assert all(c == Candidate("knn", "good") for c in selection.chosen_per_fold)
     assert np.mean(selection.nested.macro_f1) > 0.8
@@ -107,10 +115,22 @@ def test_nested_selection_picks_the_informative_features_and_never_sees_the_oute
     assert sum(r["chosen"] for r in table) == 1
 
 
+class Recorder(Reporter):
+    def __init__(self):
+        self.percents, self.messages = [], []
+
+    def progress(self, percent, message=""):
+        self.percents.append(percent)
+        self.messages.append(message)
+
+
 def test_learning_curve_grows_to_all_cells():
     setup, units, rows, cols = informative_setup()
     folds = spatial_folds(setup.y, units, rows, cols, 3)
-    curve = learning_curve(setup, Candidate("linear", "good"), folds, sizes=(2, 10, 40))
+    progress = Recorder()
+    curve = learning_curve(setup, Candidate("linear", "good"), folds, sizes=(2, 10, 40), reporter=progress)
+    assert len(progress.messages) == 4 * 3 and progress.percents[-1] == pytest.approx(100.0)
+    assert "learning curve: point 4 of 4 (100 cells per class), fold 3 of 3; fit 12 of 12" in progress.messages[-1]
     assert [p["cells_per_class"] for p in curve][:3] == [2, 10, 40] and curve[-1]["all"]
     assert curve[-1]["cells_per_class"] == 100  # the setup's cap
     assert curve[-1]["macro_f1"]["mean"] >= curve[0]["macro_f1"]["mean"] - 0.05
