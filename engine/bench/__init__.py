@@ -23,6 +23,8 @@ BENCHMARKS: dict[str, str] = {
     "anysat": "engine.bench.anysat",
     "gpu": "engine.bench.gpu",
     "ranks": "engine.bench.ranks",
+    "auto": "engine.bench.auto",
+    "throughput": "engine.bench.throughput",
 }
 
 
