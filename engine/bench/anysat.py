@@ -203,7 +203,7 @@ def versus_reference(params, reporter: Reporter) -> dict[str, Any]:
 
     size = "tiny" if params.quick else "base"
     # base takes seconds per tile on 2 cores: few repetitions, the profiled pass is the warm-up
-    big = 2 if params.quick else 4
+    big = 2
     reps = {1: 3, big: 1 if params.quick else 2}
     warnings.filterwarnings("ignore", message="torch.quantize_per_tensor")  # deprecated API, still the int8 path
     reference, model = load_pair(Path(params.reference), size, ("aerial", "s2", "s1_asc"))

@@ -321,8 +321,9 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
     if any(FeatureSet.parse(f).input_parts for f in params.features) and not is_job(params.embeddings):
         raise EngineError("Raw bands, statistics and indices are read from the job's input rasters: give a job as "
                           f"embeddings (not the raster '{params.embeddings}'), or use the feature set 'embeddings'.")
-    with embedding_source(params.embeddings, params.model, reporter, level=params.embeddings_level) as source, \
-            open_raster(source.path, "embeddings") as ds:
+    needed = any(FeatureSet.parse(f).uses_embeddings for f in params.features)
+    with embedding_source(params.embeddings, params.model, reporter, level=params.embeddings_level,
+                          needed=needed) as source, open_raster(source.path, "embeddings") as ds:
         data = labelled_embeddings(ds, params.labels, params.class_field, params.layer, params.ignore_values,
                                    params.min_coverage, params.block_size, reporter)
         level = raster_level(ds)
@@ -396,7 +397,8 @@ def _apply_on_inputs(job, probe_path: str, probe, meta, reporter: Reporter) -> d
     for key in ("classes", "confidence"):
         if getattr(outputs, key):
             check_output_path(getattr(outputs, key), key)
-    with embedding_source(job, None, reporter, level=job.outputs.embeddings_level) as source, \
+    with embedding_source(job, None, reporter, level=job.outputs.embeddings_level,
+                          needed=FeatureSet.parse(feature_set).uses_embeddings) as source, \
             open_raster(source.path, "embeddings") as ds:
         input_columns = sum(not c.startswith("embedding:") for c in meta.features.get("columns", []))
         width = input_columns + (ds.count if FeatureSet.parse(feature_set).uses_embeddings else 0)
