@@ -23,6 +23,8 @@ BENCHMARKS: dict[str, str] = {
     "anysat": "engine.bench.anysat",
     "gpu": "engine.bench.gpu",
     "ranks": "engine.bench.ranks",
+    "auto": "engine.bench.auto",
+    "throughput": "engine.bench.throughput",
     "universat": "engine.bench.universat",
 }
 
@@ -41,9 +43,9 @@ class BenchParams:
         "help": "accuracy: only these datasets, comma-separated: eolearn, ndvi, peru, crops (default: all; "
                 "--quick: eolearn)"})
     reference: str | None = field(default=None, metadata={
-        "help": "omnisat: a gastruc/OmniSat checkout (outside the project) to time in the same run, "
-                "run with a Python that has its dependencies (timm, easydict); universat: a gastruc/UniverSat "
-                "checkout (needs torch only)"})
+        "help": "omnisat / anysat / universat: a gastruc/OmniSat, gastruc/AnySat or gastruc/UniverSat checkout "
+                "(outside the project) to time in the same run; OmniSat's needs a Python with timm and easydict, "
+                "UniverSat's torch only"})
 
 
 @operation("bench", BenchParams, summary="Run a benchmark script that prints measured figures.")

@@ -15,6 +15,12 @@ Paths, same weights:
 Latency is the best of a few repetitions (the machine is shared); GFLOP/s use the FLOPs
 counted by FlopCounterMode on the fp32 path, against the best matmul peak of the same run
 (torch.mm or oneDNN, both printed).
+With ``--reference PATH`` (a gastruc/AnySat checkout, kept outside the project) the bench
+instead times the reference against our fp32 path, same weights (mapped by import-anysat)
+and same inputs: TreeSatAI tiles at batch 1 and a batch of windows, 10 m patches, patch
+output, the two paths interleaved repetition by repetition (medians; the ratio of one run
+shares its load), with the FLOPs of one forward, the fraction of the fp32 matmul peak, the
+largest output difference and a per-stage profile of both (forward hooks).
 Memory: peak RSS of a fresh subprocess running base on a 32 x 32 and a 64 x 64 px S2
 series (1024 and 4096 patches), for the fp32 and the naive path (RSS includes the 0.5 GB
 of base weights).
@@ -25,19 +31,23 @@ from __future__ import annotations
 import copy
 import json
 import resource
+import os
+import statistics
 import subprocess  # nosec B404  # starts this interpreter for a memory probe, no shell
 import sys
+import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.bench.omnisat import matmul_peaks, seconds_of
+from engine.bench.omnisat import matmul_peak, matmul_peaks, profile_modules, seconds_of, timed_with_cpu
 from engine.models.anysat import (CROSS_QUERY_CHUNK, LTAE_ROW_CHUNK, SPATIAL_TOKEN_CHUNK, AnySat,
                                   SeriesProjector, anysat_config)
 from engine.models.attention import explicit_attention
-from engine.models.kernels import default_kernels
+from engine.models.kernels import default_kernels, int8_linears
 from engine.models.ltae import RowGroupNorm
 from engine.runtime.precision import autocast_context, cpu_flags, cpu_has_bf16, keep_weights_in
 from engine.runtime.progress import Reporter
@@ -161,7 +171,122 @@ def _memory_child(path: str, px: int) -> None:
     print(json.dumps({"peak_rss_gb": _peak_rss_gb(), "rss_before_forward_gb": before, "latency_s": start}))
 
 
+def _tiles(batch: int, seed: int = 0):
+    """``batch`` TreeSatAI tiles (different random values per tile)."""
+    parts = [tile_batch(seed + i) for i in range(batch)]
+    inputs = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
+    dates = {k: torch.cat([p[1][k] for p in parts]) for k in parts[0][1]}
+    return inputs, dates
+
+
+def _stages_ours(model: AnySat) -> dict[str, list[nn.Module]]:
+    return {**{f"projector {n}": [m] for n, m in model.projectors.items()}, "spatial encoder": [model.spatial_encoder],
+            "combiner": [model.combiner], "cross block": [model.cross_block]}
+
+
+def _stages_reference(reference: nn.Module) -> dict[str, list[nn.Module]]:
+    from engine.bench.anysat_reference import THEIRS
+
+    inner = reference.model
+    stages = {f"projector {ours}": [getattr(inner, f"projector_{theirs}")] for ours, theirs in THEIRS.items()
+              if ours in ("aerial", "s2", "s1_asc")}
+    # the reference calls forward_release, which forward hooks do not see: hook the layers inside
+    cross = inner.blocks[-1]
+    return {**stages, "spatial encoder": [*inner.spatial_encoder.predictor_blocks, inner.spatial_encoder.predictor_norm],
+            "combiner": list(inner.blocks[:-1]),
+            "cross block (its layers)": [cross.norm1, cross.norm2, cross.mlp, *cross.attn.children()]}
+
+
+def versus_reference(params, reporter: Reporter) -> dict[str, Any]:
+    """Ours (fp32) against the reference checkout: same weights, same inputs, one run, interleaved."""
+    from engine.bench.anysat_reference import load_pair, reference_inputs
+
+    size = "tiny" if params.quick else "base"
+    # base takes seconds per tile on 2 cores: few repetitions, the profiled pass is the warm-up
+    big = 2
+    reps = {1: 3, big: 1 if params.quick else 2}
+    warnings.filterwarnings("ignore", message="torch.quantize_per_tensor")  # deprecated API, still the int8 path
+    reference, model = load_pair(Path(params.reference), size, ("aerial", "s2", "s1_asc"))
+    peak = matmul_peak(torch.float32)
+    figures: dict[str, Any] = {}
+    for batch in (1, big):
+        inputs, dates = _tiles(batch)
+        theirs = reference_inputs(inputs, dates)
+        def int8():
+            with int8_linears():
+                return model.forward_features(inputs, dates, patch_size_m=10, with_dense=False).patch
+
+        calls = {"reference": lambda: reference(theirs, patch_size=10, output="patch"),
+                 "ours": lambda: model.forward_features(inputs, dates, patch_size_m=10, with_dense=False).patch,
+                 "ours int8": int8}
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter, default_kernels():  # the counter sees aten matmuls, not oneDNN's op
+            model.forward_features(inputs, dates, patch_size_m=10, with_dense=False)
+        flops = counter.get_total_flops()
+        outputs, profiles = {}, {}
+        with torch.no_grad():
+            for name, call in calls.items():  # warm-up, profiled; its output kept for the agreement check
+                stages = _stages_reference(reference) if name == "reference" else _stages_ours(model)
+                profiles[name] = profile_modules(stages, lambda: outputs.__setitem__(name, call()))
+            times: dict[str, list[float]] = {name: [] for name in calls}
+            cpu_times: dict[str, list[float]] = {name: [] for name in calls}
+            for _ in range(reps[batch]):
+                for name, call in calls.items():  # interleaved: both see the same load
+                    wall, cpu = timed_with_cpu(call)
+                    times[name].append(wall)
+                    cpu_times[name].append(cpu)
+                reporter.log(f"{size} batch {batch}: " + ", ".join(
+                    f"{n} {t[-1]:.2f} s (CPU {cpu_times[n][-1]:.2f} s)" for n, t in times.items()))
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        cpu_medians = {name: statistics.median(t) for name, t in cpu_times.items()}
+        diff = float((outputs["reference"].reshape(outputs["ours"].shape) - outputs["ours"]).abs().max())
+        flat = {n: o.reshape(-1, o.shape[-1]) for n, o in outputs.items()}
+        int8_error = {"max_abs_diff": float((flat["ours int8"] - flat["ours"]).abs().max()),
+                      "max_abs": float(flat["ours"].abs().max()),
+                      "cosine_min": float(nn.functional.cosine_similarity(flat["ours int8"], flat["ours"], dim=-1).min())}
+        figures[f"batch{batch}"] = {
+            "gflop_per_tile": flops / batch / 1e9,
+            "median_s_per_tile": {n: m / batch for n, m in medians.items()},
+            "best_s_per_tile": {n: min(t) / batch for n, t in times.items()},
+            "cpu_s_per_tile": {n: m / batch for n, m in cpu_medians.items()},
+            "speedup": medians["reference"] / medians["ours"],
+            # on a loaded machine the CPU time counts the work, not the turns the scheduler gave
+            "speedup_by_cpu_time": cpu_medians["reference"] / cpu_medians["ours"],
+            "max_abs_diff": diff,
+            "int8_speedup": medians["reference"] / medians["ours int8"],
+            "int8_vs_fp32": int8_error,
+            "profile_share": {n: {stage: s / p["total"] for stage, s in p.items() if stage != "total"}
+                              for n, p in profiles.items()},
+        }
+    peak = max(peak, matmul_peak(torch.float32))  # again after the models ran: the load varies
+    for batch in (1, big):
+        fig = figures[f"batch{batch}"]
+        fig["peak_fraction"] = {n: fig["gflop_per_tile"] / s / peak
+                                for n, s in fig["median_s_per_tile"].items()}
+        reporter.log(f"{size} batch {batch:>2}: {fig['gflop_per_tile']:.1f} GFLOP/tile; " + ", ".join(
+            f"{n} {1000 * s:.0f} ms/tile ({100 * fig['peak_fraction'][n]:.0f}% of peak)"
+            for n, s in fig["median_s_per_tile"].items())
+            + f"; ours {fig['speedup']:.2f}x the reference ({fig['speedup_by_cpu_time']:.2f}x by CPU time); "
+            f"max |diff| {fig['max_abs_diff']:.1e}")
+        err = fig["int8_vs_fp32"]
+        reporter.log(f"{'':>10} int8 linear layers: {fig['int8_speedup']:.2f}x the reference; patch features vs fp32: "
+                     f"max |diff| {err['max_abs_diff']:.3f} (largest value {err['max_abs']:.2f}), cosine min "
+                     f"{err['cosine_min']:.5f}")
+        for name, shares in fig["profile_share"].items():
+            reporter.log(f"{'':>10} profile {name}: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
+    reporter.log(f"fp32 matmul peak {peak:.0f} GFLOP/s, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+    targets = {f"ours_at_least_1.5x_reference_batch{b}": figures[f"batch{b}"]["speedup"] >= 1.5 for b in (1, big)}
+    targets["outputs_equal_1e-4"] = all(figures[f"batch{b}"]["max_abs_diff"] <= 1e-4 for b in (1, big))
+    for key, met in targets.items():
+        reporter.log(f"target {key}: {'met' if met else 'NOT met'}")
+    return {"model": f"anysat-{size}", "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+            "peak_gflops_fp32": peak, "dates": {"s2": T_S2_TILE, "s1_asc": T_S1}, "batches": figures,
+            "targets": targets, "quick": params.quick}
+
+
 def run(params, reporter: Reporter) -> dict[str, Any]:
+    if params.reference:
+        return versus_reference(params, reporter)
     reps = 1 if params.quick else 3
     dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if "bf16" in PATHS else {})}
     kernels = {name: matmul_peaks(dtype) for name, dtype in dtypes.items()}

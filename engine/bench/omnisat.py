@@ -113,7 +113,7 @@ def seconds_of(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def _timed_with_cpu(fn: Callable[[], Any]) -> tuple[float, float]:
+def timed_with_cpu(fn: Callable[[], Any]) -> tuple[float, float]:
     """(wall, CPU) seconds of one call. On a loaded machine the CPU time of a one-thread run
     is the steadier figure: it counts the work, not the turns the scheduler gave it."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -212,7 +212,7 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
             cpu_times: dict[str, list[float]] = {name: [] for name in names}
             for _ in range(reps[batch]):
                 for name, call in calls.items():  # interleaved: every path sees the same load
-                    wall, cpu = _timed_with_cpu(call)
+                    wall, cpu = timed_with_cpu(call)
                     times[name].append(wall)
                     cpu_times[name].append(cpu)
                 reporter.log(f"batch {batch}: " + ", ".join(

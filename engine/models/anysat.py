@@ -210,8 +210,13 @@ class SpatialEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.token_chunk = SPATIAL_TOKEN_CHUNK
 
-    def forward(self, tokens: Tensor, n: int, sub_m: float) -> tuple[Tensor, Tensor]:
-        """tokens (N, n*n, D) -> (patch token (N, D), sub-patch tokens (N, n*n, D))."""
+    def forward(self, tokens: Tensor, n: int, sub_m: float, keep_subs: bool = True) -> tuple[Tensor, Tensor | None]:
+        """tokens (N, n*n, D) -> (patch token (N, D), sub-patch tokens (N, n*n, D)).
+
+        ``keep_subs`` False (at inference): no sub-patch tokens (None); the last block then
+        computes the class token alone, which reads the others' keys and values only.
+        """
+        first_only = not keep_subs and not self.training
         pos = sincos_2d_encoding(sub_patch_positions(n, sub_m, tokens.device), tokens.shape[-1])
         buckets = grid_buckets(n, 1, tokens.device)
         chunk = max(1, self.token_chunk // (n * n + 1))
@@ -219,12 +224,15 @@ class SpatialEncoder(nn.Module):
         for i in range(0, tokens.shape[0], chunk):
             part = tokens[i:i + chunk]
             x = torch.cat([self.cls_token.expand(part.shape[0], -1, -1).to(part.dtype), part + pos.to(part.dtype)], 1)
-            for block in self.blocks:
+            for block in self.blocks[:-1] if first_only else self.blocks:
                 x = block(x, rel_buckets=buckets)
+            if first_only:
+                heads.append(self.norm(self.blocks[-1].forward_first(x, rel_buckets=buckets))[:, 0])
+                continue
             x = self.norm(x)
             heads.append(x[:, 0])
             subs.append(x[:, 1:])
-        return torch.cat(heads), torch.cat(subs)
+        return torch.cat(heads), torch.cat(subs) if subs else None
 
 
 class AnySatCombiner(nn.Module):
@@ -393,14 +401,14 @@ class AnySat(EOModel):
             if self.config.projectors[name].context:
                 n = grid.shape[1]
                 seq = rearrange(grid, "b h w d -> b (h w) d")
-                token, _ = self.spatial_encoder(seq, n, self.sub_patch_m(name))
+                token, _ = self.spatial_encoder(seq, n, self.sub_patch_m(name), keep_subs=False)
                 enc.context_tokens.append(token[:, None])
                 continue
             n, g = layout.subs[name], layout.grid
             cell = self._cell(name, n)
             seq = rearrange(grid, "b (g1 c1 r) (g2 c2 s) d -> (b g1 g2) (c1 c2 r s) d",
                             g1=g, g2=g, r=cell, s=cell)
-            token, subs = self.spatial_encoder(seq, n, self.sub_patch_m(name))
+            token, subs = self.spatial_encoder(seq, n, self.sub_patch_m(name), keep_subs=name in keep_subs)
             enc.patch_tokens[name] = rearrange(token, "(b p) d -> b p d", p=g * g)
             if name in keep_subs:
                 enc.sub_tokens[name] = rearrange(subs, "(b p) s d -> b p s d", p=g * g)

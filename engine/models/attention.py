@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from engine.models.kernels import Linear, Switch, linear
+from engine.models.kernels import Linear, Switch, linear, linear_rows
 
 _explicit = Switch(False)
 # Up to this many keys the score matrix is small and the explicit formula the faster one.
@@ -125,6 +125,15 @@ class SelfAttention(_Attention):
         # iRPE applies the table to the already scaled queries in self-attention.
         return self._attend(q, k, v, attn_bias, rel_buckets, q * q.shape[-1] ** -0.5)
 
+    def forward_first(self, x: Tensor, rel_buckets: Tensor | None = None) -> Tensor:
+        """The output of the first token only (B, 1, D): its query against every key; the other
+        tokens' queries are never computed."""
+        d = x.shape[-1]
+        q = rearrange(linear_rows(self.qkv, x[:, :1], 0, d), "b n (h e) -> b h n e", h=self.heads)
+        k, v = rearrange(linear_rows(self.qkv, x, d, 3 * d), "b n (two h e) -> two b h n e", two=2, h=self.heads)
+        first = None if rel_buckets is None else rel_buckets[..., :1, :]
+        return self._attend(q, k, v, None, first, q * q.shape[-1] ** -0.5)
+
 
 class Block(nn.Module):
     """Pre-norm residual transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
@@ -144,6 +153,12 @@ class Block(nn.Module):
     def forward(self, x: Tensor, attn_bias: Tensor | None = None, rel_buckets: Tensor | None = None) -> Tensor:
         x = x + drop_path(self.attn(self.norm1(x), attn_bias, rel_buckets), self.drop_path, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+
+    def forward_first(self, x: Tensor, rel_buckets: Tensor | None = None) -> Tensor:
+        """``forward(x)[:, :1]`` at inference, without the other tokens' attention output and MLP
+        (a last block whose class token alone is read)."""
+        first = x[:, :1] + self.attn.forward_first(self.norm1(x), rel_buckets)
+        return first + self.mlp(self.norm2(first))
 
 
 class CrossAttention(_Attention):

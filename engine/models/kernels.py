@@ -46,6 +46,29 @@ class Switch:
 
 
 _use_onednn = Switch(ONEDNN_AVAILABLE)
+_int8 = Switch(False)
+
+
+def int8_linears() -> contextlib.AbstractContextManager:
+    """Within this block, fp32 linear layers on CPU at inference run as dynamic int8 (weights
+    quantized per output channel once and kept, activations per call): faster on CPUs without
+    a fast fp32 path, at an accuracy cost (``python -m engine bench anysat --reference`` prints
+    both); never the default."""
+    return _int8.set(True)
+
+
+def _int8_linear(layer: nn.Linear, x: Tensor) -> Tensor:
+    def pack():
+        weight = layer.weight.detach().float()
+        scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        qweight = torch.quantize_per_channel(weight, scales.double(), torch.zeros_like(scales, dtype=torch.long), 0,
+                                             torch.qint8)
+        return torch.ops.quantized.linear_prepack(qweight, None if layer.bias is None else layer.bias.detach().float())
+
+    packed = derived(layer, "_int8_packed", (layer.weight, layer.bias), pack)
+    shape = x.shape
+    y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).contiguous(), packed, True)
+    return y.reshape(*shape[:-1], y.shape[-1])
 
 
 def default_kernels() -> contextlib.AbstractContextManager:
@@ -65,12 +88,29 @@ def linear(layer: nn.Linear, x: Tensor, activation: str = "none") -> Tensor:
     fallback, algorithm = _ACTIVATIONS[activation]
     dtype = _compute_dtype(x) if x.device.type == "cpu" else None
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad)
+    if _int8.value and dtype == torch.float32 and not needs_grad:
+        y = _int8_linear(layer, x)
+        return y if fallback is None else fallback(y)
     if not _use_onednn.value or dtype not in _DTYPES or needs_grad:
         y = F.linear(x, layer.weight, layer.bias)
         return y if fallback is None else fallback(y)
     weight, bias = _weights(layer, dtype)
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "gelu" if fallback else "none", [],
                                               algorithm)
+
+
+def linear_rows(layer: nn.Linear, x: Tensor, start: int, stop: int) -> Tensor:
+    """Output features ``start:stop`` of ``layer(x)`` only (e.g. the keys and values of a fused qkv
+    layer), the weight rows sliced once and kept."""
+    dtype = _compute_dtype(x) if x.device.type == "cpu" else None
+    bias = None if layer.bias is None else layer.bias[start:stop]
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad)
+    if not _use_onednn.value or dtype not in _DTYPES or needs_grad:
+        return F.linear(x, layer.weight[start:stop], bias)
+    weight, bias = derived(layer, f"_onednn_rows_{start}_{stop}_{dtype}", (layer.weight, layer.bias),
+                           lambda: (layer.weight[start:stop].to(dtype).contiguous(),
+                                    None if bias is None else bias.to(dtype).contiguous()))
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "none", [], "")
 
 
 def derived(module: nn.Module, name: str, sources: tuple[Tensor | None, ...], build: Callable[[], T]) -> T:

@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.probes.apply import apply_probe, map_embeddings, mapped_area_html
 from engine.probes.classifiers import ProbeConfig
+from engine.probes.features import FeatureSet
 from engine.probes.fit import AUTO, FitSettings
 from engine.probes.plan import ApplyPlan, EmbeddingRequest, FitOutputs, FitPlan, LabelRequest, checked
 from engine.probes.sources import EMBEDDINGS_HELP, EmbeddingOptions, raster_level
@@ -79,7 +80,8 @@ class FitProbeParams(EmbeddingOptions):
         return checked(FitPlan(
             labels=LabelRequest(self.labels, self.class_field, self.layer, tuple(self.ignore_values), self.min_coverage,
                                 self.block_size),
-            embeddings=EmbeddingRequest(self.embeddings, self.model, self.embeddings_level),
+            embeddings=EmbeddingRequest(self.embeddings, self.model, self.embeddings_level,
+                                        needed=any(FeatureSet.parse(f).uses_embeddings for f in self.features)),
             fit=FitSettings(config, self.classifier, tuple(self.features), self.folds, self.buffer, self.seed,
                             self.learning_curve),
             outputs=FitOutputs(self.output, self.report, self.classes, self.confidence),

@@ -100,7 +100,8 @@ def _apply_on_inputs(job, probe_path: str, probe, meta, reporter: Reporter) -> d
     for key in ("classes", "confidence", "probabilities"):
         if getattr(outputs, key):
             check_output_path(getattr(outputs, key), key)
-    with embedding_source(job, None, reporter, level=job.outputs.embeddings_level) as source, \
+    with embedding_source(job, None, reporter, level=job.outputs.embeddings_level,
+                          needed=FeatureSet.parse(feature_set).uses_embeddings) as source, \
             open_raster(source.path, "embeddings") as ds:
         input_columns = sum(not c.startswith("embedding:") for c in meta.features.get("columns", []))
         width = input_columns + (ds.count if FeatureSet.parse(feature_set).uses_embeddings else 0)

@@ -105,6 +105,7 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
         notes.append(str(exc))
         reporter.log(str(exc), "warning")
     selection, scores, points = None, None, None
+    outer: dict = {}  # (candidate, fold) -> test probabilities of the outer fits, for the learning curve
     if folds is None:
         chosen = candidates[0]
         if len(candidates) > 1:
@@ -112,12 +113,12 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
     elif len(candidates) == 1:
         chosen = candidates[0]
         reporter.log(f"Cross-validating {chosen.name} on {folds.n_folds} spatial folds")
-        scores = cross_validate(setup, candidates, folds, reporter=reporter)[chosen]
+        scores = cross_validate(setup, candidates, folds, reporter=reporter, probabilities=outer)[chosen]
     else:
         reporter.log(f"Choosing among {len(candidates)} candidates (classifier x feature set) by nested spatial "
                      f"cross-validation ({folds.n_folds} outer folds)")
         selection = nested_selection(setup, candidates, folds, units, rows, cols, reporter)
-        chosen, scores = selection.final, selection.nested
+        chosen, scores, outer = selection.final, selection.nested, selection.outer_probabilities
         picks = ", ".join(sorted({c.name for c in selection.chosen_per_fold}))
         notes.append(f"Chosen for the saved probe: {chosen.name} (best outer cross-validated macro-F1). The figures "
                      f"above are the nested estimate of the choosing itself: in each outer fold the choice ({picks}) "
@@ -125,11 +126,12 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
                      "training part only.")
     if folds is not None and settings.learning_curve:
         reporter.log("Learning curve")
-        points = learning_curve(setup, chosen, folds)
+        points = learning_curve(setup, chosen, folds, reporter=reporter, outer=outer)
     if folds is not None and folds.unvalidated:
         notes.append("Not validated (all their labels lie in one polygon or block, kept for training): "
                      + ", ".join(names[k] for k in folds.unvalidated) + ".")
     picked = capped(np.arange(len(y)), np.asarray(y), max_per_class, np.random.default_rng(seed))
+    reporter.log(f"Fitting {chosen.name} on {len(picked)} labelled cells")
     models = setup.fit_members(chosen, picked)
     if isinstance(chosen, Vote):
         if columns is None:

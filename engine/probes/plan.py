@@ -35,6 +35,8 @@ class EmbeddingRequest:
     value: str | dict
     model: str | None = None  # checkpoint the raster was computed with
     level: str | None = None
+    # False when no feature set reads embeddings: a job's encoder is then not run at all
+    needed: bool = True
 
 
 @dataclass(frozen=True)

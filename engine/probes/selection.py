@@ -3,8 +3,13 @@
 
 - Figures: mean and standard deviation over the folds, plus the pooled confusion matrix.
 - Selection (``auto``): nested. For each outer fold, every candidate (classifier x
-  feature set) is scored by an inner blocked cross-validation on the outer training
-  units only; the ``VOTE`` best by inner macro-F1 -- those within one standard deviation
+  feature set) is scored by an inner cross-validation on the outer training part only,
+  whose folds are the other outer folds: inner fold g of outer fold f trains on the cells
+  both folds' training parts keep and is scored on fold g's test cells that f trains on.
+  That training set is the same for (f, g) and (g, f), so one fit serves both: F(F-1)/2
+  inner fits per candidate instead of F x 5 on inner folds drawn afresh in each outer
+  training part, as before (the choice on all labels depends only on the outer scores and
+  is unchanged by this). The ``VOTE`` best by inner macro-F1 -- those within one standard deviation
   over inner folds of the best -- are refitted on the outer training part, and their
   averaged probabilities (a soft vote) are scored on the outer test fold. The outer
   scores of that procedure are the reported estimate; the plain outer score of each
@@ -14,12 +19,16 @@
   over folds, so the single best of an inner split is partly luck; the vote of the few
   best is steadier (README, accuracy table).
 - Learning curve: the same outer folds; for each number of labelled cells per class, that
-  many training cells per class are drawn at random from each fold's training part.
+  many training cells per class are drawn at random from each fold's training part. Its
+  last point (every training cell, under the cap) draws as the outer cross-validation did,
+  so the outer fits of the chosen candidate serve it when they are at hand.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,7 +39,6 @@ from engine.probes.features import PARTS, FeatureSet
 from engine.probes.folds import SpatialFolds, ValidationImpossible, spatial_folds
 from engine.probes.metrics import FoldScores
 
-INNER_FOLDS = 5
 VOTE = 5  # at most this many candidates in auto's soft vote
 CURVE_SIZES = (5, 10, 20, 50, 100, 200, 500, 1000)
 
@@ -112,22 +120,50 @@ class Setup:
         return self.fit_proba(choice, train, test, rng).argmax(-1)
 
 
+class FitProgress:
+    """Progress of a run of fits: after each, the share done, what it was and the time left,
+    extrapolated from the fits so far (fits of one run cost about the same)."""
+
+    def __init__(self, reporter, total: int):
+        self.reporter, self.total, self.done = reporter, max(total, 1), 0
+        self.started = time.monotonic()
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        if self.reporter is None:
+            return
+        elapsed = time.monotonic() - self.started
+        left = elapsed / self.done * max(self.total - self.done, 0)
+        self.reporter.progress(min(100.0, 100.0 * self.done / self.total),
+                               f"{what}; fit {self.done} of {self.total}, about {_duration(left)} left")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 def cross_validate(setup: Setup, candidates: Sequence[Candidate], folds: SpatialFolds, reporter=None,
-                   probabilities: dict[tuple[Candidate, int], np.ndarray] | None = None) -> dict[Candidate, FoldScores]:
+                   probabilities: dict[tuple[Candidate, int], np.ndarray] | None = None,
+                   progress: FitProgress | None = None, stage: str = "cross-validation") -> dict[Candidate, FoldScores]:
     """Every candidate on every fold; each (candidate, fold)'s test probabilities go into
-    ``probabilities`` when given."""
+    ``probabilities`` when given. Progress after every fit: to ``progress`` (a longer run this
+    one is part of, its messages prefixed by ``stage``) or else to ``reporter``."""
     scores = {c: FoldScores() for c in candidates}
+    if progress is None:
+        progress = FitProgress(reporter, len(candidates) * folds.n_folds)
     for fold in range(folds.n_folds):
         train, test = folds.train[fold], folds.test(fold)
         if not test.any() or not train.any():
+            for _ in candidates:
+                progress.step(f"{stage}: fold {fold + 1} of {folds.n_folds} has no cells")
             continue
-        for candidate in candidates:
+        for k, candidate in enumerate(candidates):
             proba = setup.fit_proba(candidate, train, test, np.random.default_rng(setup.seed + fold))
             scores[candidate].add(setup.y[test], proba.argmax(-1), setup.class_names)
             if probabilities is not None:
                 probabilities[candidate, fold] = proba
-        if reporter is not None:
-            reporter.progress(100.0 * (fold + 1) / folds.n_folds, f"cross-validation fold {fold + 1}/{folds.n_folds}")
+            progress.step(f"{stage}: candidate {k + 1} of {len(candidates)} ({candidate.name}), "
+                          f"fold {fold + 1} of {folds.n_folds}")
     return scores
 
 
@@ -152,6 +188,8 @@ class Selection:
     chosen_per_fold: list[Candidate | Vote]
     inner_folds: list[int]  # inner folds used per outer fold (0: could not split, the first candidate)
     final: Candidate | Vote  # the best outer cross-validated candidate(s): the model fitted on all labels
+    # (candidate, outer fold) -> test probabilities of the outer fit (the learning curve reuses them)
+    outer_probabilities: dict[tuple[Candidate, int], np.ndarray] = field(default_factory=dict)
 
     def table(self) -> list[dict[str, Any]]:
         return [{"candidate": c.name, "classifier": c.classifier, "features": c.features, **s.summary(),
@@ -160,49 +198,80 @@ class Selection:
 
 def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: SpatialFolds, units: np.ndarray,
                      rows: np.ndarray, cols: np.ndarray, reporter=None) -> Selection:
-    """Choose among ``candidates`` without leaking (module docstring)."""
+    """Choose among ``candidates`` without leaking (module docstring). ``units``, ``rows`` and
+    ``cols`` are accepted for callers that have them; the inner folds come from ``folds``."""
     if not candidates:
         raise EngineError("Automatic selection needs at least one candidate classifier x feature set.")
+    n = folds.n_folds
+    pairs = [(f, g) for f in range(n) for g in range(f + 1, n)]
     outer_proba: dict[tuple[Candidate, int], np.ndarray] = {}
-    outer = cross_validate(setup, candidates, folds, probabilities=outer_proba)
+    progress = FitProgress(reporter, len(candidates) * (n + len(pairs)))
+    outer = cross_validate(setup, candidates, folds, probabilities=outer_proba, progress=progress,
+                           stage="outer cross-validation")
+    # Inner fits: one per pair of outer folds, trained where both train, predicting both test folds.
+    inner_proba: dict[tuple[Candidate, int, int], np.ndarray] = {}  # (c, f, g): at fold g's test cells f trains on
+    for p, (f, g) in enumerate(pairs):
+        train = folds.train[f] & folds.train[g]
+        tests = {f: folds.test(g) & folds.train[f], g: folds.test(f) & folds.train[g]}  # outer fold -> its inner test
+        union = tests[f] | tests[g]
+        for k, candidate in enumerate(candidates):
+            if train.any() and union.any():
+                proba = setup.fit_proba(candidate, train, union, np.random.default_rng(setup.seed + 1000 + p))
+                at = np.cumsum(union) - 1  # row of each cell in proba
+                for outer_fold, inner_fold in ((f, g), (g, f)):
+                    if tests[outer_fold].any():
+                        inner_proba[candidate, outer_fold, inner_fold] = proba[at[tests[outer_fold]]]
+            progress.step(f"nested selection: candidate {k + 1} of {len(candidates)} ({candidate.name}), "
+                          f"inner fit {p + 1} of {len(pairs)} (outer folds {f + 1} and {g + 1} held out)")
     nested, chosen, inner_counts = FoldScores(), [], []
-    for fold in range(folds.n_folds):
-        train, test = folds.train[fold], folds.test(fold)
-        try:
-            inner = spatial_folds(setup.y[train], units[train], rows[train], cols[train], INNER_FOLDS,
-                                  folds.buffer_cells, setup.seed + 1 + fold)
-        except ValidationImpossible:
-            pick, count = candidates[0], 0
+    for fold in range(n):
+        test = folds.test(fold)
+        inner_of = [g for g in range(n) if g != fold and (candidates[0], fold, g) in inner_proba]
+        if inner_of:
+            scores = {c: FoldScores() for c in candidates}
+            for g in inner_of:
+                truth = setup.y[folds.test(g) & folds.train[fold]]
+                for c in candidates:
+                    scores[c].add(truth, inner_proba[c, fold, g].argmax(-1), setup.class_names)
+            pick = best(scores, VOTE)
         else:
-            sub = Setup({k: v[train] for k, v in setup.features.items()}, setup.y[train], setup.class_names,
-                        setup.config, setup.max_per_class, setup.seed)
-            pick, count = best(cross_validate(sub, candidates, inner), VOTE), inner.n_folds
+            pick = candidates[0]
         chosen.append(pick)
-        inner_counts.append(count)
+        inner_counts.append(len(inner_of))
         # The pick's members were fitted on this very training part (same draw) by the outer run.
-        proba = np.mean([outer_proba[m, fold] for m in pick.members], axis=0)
-        nested.add(setup.y[test], proba.argmax(-1), setup.class_names)
-        if reporter is not None:
-            reporter.progress(100.0 * (fold + 1) / folds.n_folds, f"nested selection, outer fold {fold + 1}/{folds.n_folds}")
-    return Selection(outer, nested, chosen, inner_counts, best(outer, VOTE))
+        if all((m, fold) in outer_proba for m in pick.members):
+            proba = np.mean([outer_proba[m, fold] for m in pick.members], axis=0)
+            nested.add(setup.y[test], proba.argmax(-1), setup.class_names)
+    return Selection(outer, nested, chosen, inner_counts, best(outer, VOTE), outer_proba)
 
 
 def learning_curve(setup: Setup, candidate: Candidate | Vote, folds: SpatialFolds,
-                   sizes: Sequence[int] = CURVE_SIZES) -> list[dict[str, Any]]:
+                   sizes: Sequence[int] = CURVE_SIZES, reporter=None,
+                   outer: dict[tuple[Candidate, int], np.ndarray] | None = None) -> list[dict[str, Any]]:
     """Scores against the number of training cells per class (module docstring), on the same folds;
-    the last point uses every training cell."""
+    the last point uses every training cell. ``outer``: test probabilities of outer fits (as
+    cross_validate collects them), which replace the last point's fits where they hold every member."""
+    outer = outer or {}
     largest = max(int(np.bincount(setup.y[folds.train[f]]).max()) for f in range(folds.n_folds))
     largest = min(largest, setup.max_per_class or largest)  # the cap every other fit runs under
     points = [n for n in sizes if n < largest] + [largest]
+    progress = FitProgress(reporter, len(points) * folds.n_folds)
     curve = []
-    for n in points:
+    for i, n in enumerate(points):
         scores = FoldScores()
+        last = i == len(points) - 1
         for fold in range(folds.n_folds):
-            rng = np.random.default_rng(setup.seed + 100 + fold)
-            train = np.zeros(setup.y.size, bool)
-            train[capped(np.flatnonzero(folds.train[fold]), setup.y, n, rng)] = True
-            limited = replace(setup, max_per_class=None)
-            scores.add(setup.y[folds.test(fold)], limited.fit_predict(candidate, train, folds.test(fold), rng),
-                       setup.class_names)
+            test = folds.test(fold)
+            if last and all((m, fold) in outer for m in candidate.members):
+                predicted = np.mean([outer[m, fold] for m in candidate.members], axis=0).argmax(-1)
+            else:
+                # the last point draws as cross_validate does (the same cells as the outer fits)
+                rng = np.random.default_rng(setup.seed + (0 if last else 100) + fold)
+                train = np.zeros(setup.y.size, bool)
+                train[capped(np.flatnonzero(folds.train[fold]), setup.y, n, rng)] = True
+                predicted = replace(setup, max_per_class=None).fit_predict(candidate, train, test, rng)
+            scores.add(setup.y[test], predicted, setup.class_names)
+            progress.step(f"learning curve: point {i + 1} of {len(points)} ({n} cells per class), "
+                          f"fold {fold + 1} of {folds.n_folds}")
         curve.append({"cells_per_class": n, "all": n == largest, **scores.summary()})
     return curve

@@ -100,9 +100,11 @@ def _raster_source(value: str, model: str | None, setting: str, level: str) -> E
 
 @contextlib.contextmanager
 def embedding_source(value: str | dict, model: str | None, reporter: Reporter, setting: str = "embeddings",
-                     level: str = AUTO) -> Iterator[EmbeddingSource]:
+                     level: str = AUTO, needed: bool = True) -> Iterator[EmbeddingSource]:
     """Yield the embeddings raster for ``value`` (computing it when ``value`` is a job, at ``level``
-    unless auto: the job's own)."""
+    unless auto: the job's own). ``needed`` False (no feature set reads embeddings): for a job, the
+    encoder does not run; a one-band placeholder of zeros on the level's grid stands in, which
+    places the labels and the input features on the grid the embeddings would have had."""
     check_level(level)
     if not is_job(value):
         yield _raster_source(value, model, setting, level)
@@ -116,6 +118,9 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
     loaded = load_checkpoint(job.model)
     digest = checkpoint_hash(job.model)
     with tempfile.TemporaryDirectory(prefix="omnisat-embeddings-") as folder:
+        if not needed:
+            yield _placeholder_source(job, loaded, digest, Path(folder) / "grid.tif", reporter)
+            return
         target = job.outputs.embeddings or str(Path(folder) / "embeddings.tif")
         job = dataclasses.replace(job, outputs=Outputs(embeddings=target, embeddings_dtype=job.outputs.embeddings_dtype,
                                                        embeddings_level=job.outputs.embeddings_level))
@@ -128,6 +133,28 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
             "name": Path(job.model).stem, "checkpoint": str(job.model), "patch_size_m": result["patch_size_m"],
             "modalities": list(job.modalities), "provenance": loaded.metadata.get("provenance") or {},
         }, resolve_inputs(job, loaded.model))
+
+
+def _placeholder_source(job, loaded, digest: str, target: Path, reporter: Reporter) -> EmbeddingSource:
+    """A zero-filled one-band raster on the grid the job's embeddings level would have (sparse:
+    GDAL reads unwritten blocks as 0, so nothing of the area's size is held or written)."""
+    from engine.mapping.levels import level as level_of
+    from engine.mapping.plan import plan_geometry, resolve_inputs
+
+    inputs = resolve_inputs(job, loaded.model)
+    chosen = level_of(job.outputs.embeddings_level)
+    geometry = plan_geometry(job, loaded.model, inputs, (chosen,))
+    grid = chosen.grid(geometry)
+    reporter.log("No feature set reads embeddings: the encoder does not run"
+                 + (f" and {job.outputs.embeddings} is not written" if job.outputs.embeddings else ""))
+    with rasterio.open(target, "w", driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="float32",
+                       crs=grid.crs, transform=grid.transform, tiled=True, SPARSE_OK="TRUE") as ds:
+        ds.update_tags(**{HASH_TAG: digest, CHECKPOINT_TAG: str(job.model),
+                          EMBEDDING_LEVEL_TAG: job.outputs.embeddings_level})
+    return EmbeddingSource(target, digest, {
+        "name": Path(job.model).stem, "checkpoint": str(job.model), "patch_size_m": geometry.patch_size_m,
+        "modalities": list(job.modalities), "provenance": loaded.metadata.get("provenance") or {},
+    }, inputs)
 
 
 def blocks(height: int, width: int) -> Iterator[Window]:

@@ -27,7 +27,8 @@ from engine.wording import article, plural
 @contextlib.contextmanager
 def open_embeddings(request: EmbeddingRequest, reporter: Reporter) -> Iterator[tuple[EmbeddingSource, Any]]:
     """Step 1: the embeddings (computed now for a job) and their raster, open."""
-    with embedding_source(request.value, request.model, reporter, level=request.level) as source, \
+    with embedding_source(request.value, request.model, reporter, level=request.level,
+                          needed=request.needed) as source, \
             open_raster(source.path, "embeddings") as ds:
         yield source, ds
 

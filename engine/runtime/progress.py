@@ -41,17 +41,28 @@ class StepCounter:
 
 
 class TerminalReporter(Reporter):
-    """A one-line progress bar on stderr when it is a terminal; plain log lines otherwise."""
+    """A one-line progress bar on stderr when it is a terminal; plain log lines otherwise, where
+    progress becomes a line too whenever ``LINE_EVERY_S`` passed without one (a log file then
+    shows every long step moving)."""
+
+    LINE_EVERY_S = 4.0
 
     def __init__(self, stream: IO[str] = sys.stderr, quiet: bool = False):
         self.stream, self.quiet = stream, quiet
         self.is_tty = stream.isatty()
         self._last = 0.0
+        self._last_line = time.monotonic()
 
     def progress(self, percent: float, message: str = "") -> None:
-        if self.quiet or not self.is_tty:
+        if self.quiet:
             return
         now = time.monotonic()
+        if not self.is_tty:
+            if now - self._last_line >= self.LINE_EVERY_S:
+                self._last_line = now
+                self.stream.write(f"[{percent:5.1f}%] {message}\n")
+                self.stream.flush()
+            return
         if percent < 100 and now - self._last < 0.1:
             return
         self._last = now
@@ -68,6 +79,7 @@ class TerminalReporter(Reporter):
         if self.is_tty:
             self.stream.write("\r" + " " * 100 + "\r")
         prefix = "" if level == "info" else f"{level}: "
+        self._last_line = time.monotonic()
         self.stream.write(f"{prefix}{message}\n")
         self.stream.flush()
 

@@ -7,6 +7,13 @@ installed scikit-learn's node records from those arrays (fields that only serve
 fitting, such as impurity or sample counts, are left at zero) and predicts with its
 compiled trees. The layout is versioned (``TREE_FORMAT``); a file of another layout,
 or an installed scikit-learn whose trees lack a field we need, is refused by name.
+
+Layout 2 stores each array in the narrowest dtype that holds it exactly: node indices and
+features as 8/16/32-bit integers, forest thresholds as float32 rounded down (the trees
+compare float32 inputs, and for a float32 x, x <= t holds exactly when x <= the largest
+float32 not above t), and forest class shares for the leaves only, in float32 (internal
+nodes' shares never enter a prediction). Layout 1 (every field in 64 bits, shares for
+every node) is still read.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import numpy as np
 
 from engine.errors import EngineError
 
-TREE_FORMAT = 1
+TREE_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 # Node fields prediction needs; any other field of scikit-learn's node record is left at zero.
 FOREST_FIELDS = ("left_child", "right_child", "feature", "threshold", "missing_go_to_left")
 BOOSTING_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf")
@@ -43,10 +51,10 @@ def _threads() -> int:
 def _check_format(architecture: dict[str, Any], kind: str, installed: np.dtype, needed: tuple[str, ...]) -> None:
     written = int(architecture.get("tree_format", 0))
     version = architecture.get("sklearn_version", "unknown")
-    if written != TREE_FORMAT:
+    if written not in READABLE_FORMATS:
         raise EngineError(
             f"This {kind} probe stores its trees in layout {written} (scikit-learn {version}), but this engine reads "
-            f"layout {TREE_FORMAT}: fit the probe again with this engine.")
+            f"layouts {', '.join(map(str, READABLE_FORMATS))}: fit the probe again with this engine.")
     missing = [f for f in needed if f not in installed.names and f not in OPTIONAL_FIELDS]
     if missing:
         raise EngineError(
@@ -64,11 +72,45 @@ def _node_records(arrays: dict[str, np.ndarray], dtype: np.dtype, fields: tuple[
     return nodes
 
 
+def narrowest_int(values: np.ndarray) -> np.ndarray:
+    """``values`` in the smallest signed integer type holding them all."""
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    for dtype in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return values.astype(dtype)
+    return values.astype(np.int64)
+
+
+def float32_at_most(values: np.ndarray) -> np.ndarray:
+    """The largest float32 not above each value: a split ``x <= t`` on float32 inputs keeps its
+    every outcome with this threshold."""
+    rounded = values.astype(np.float32)
+    above = rounded.astype(np.float64) > values
+    rounded[above] = np.nextafter(rounded[above], np.float32(-np.inf))
+    return rounded
+
+
 def _concatenated(per_tree: list[np.ndarray], fields: tuple[str, ...]) -> dict[str, np.ndarray]:
-    out = {name: np.concatenate([nodes[name] for nodes in per_tree]).astype(np.float64 if name in (
-        "threshold", "num_threshold", "value") else np.int64) for name in fields if name in per_tree[0].dtype.names}
-    out["offsets"] = np.cumsum([0] + [len(nodes) for nodes in per_tree]).astype(np.int64)
+    """Node fields over all trees, each in its narrowest exact dtype (float fields in float64 here;
+    the forest narrows its thresholds itself), plus the trees' offsets."""
+    out = {}
+    for name in fields:
+        if name not in per_tree[0].dtype.names:
+            continue
+        values = np.concatenate([nodes[name] for nodes in per_tree])
+        out[name] = values.astype(np.float64) if name in ("threshold", "num_threshold", "value") else narrowest_int(values)
+    out["offsets"] = narrowest_int(np.cumsum([0] + [len(nodes) for nodes in per_tree]))
     return out
+
+
+def _forest_node_values(architecture: dict[str, Any], arrays: dict[str, np.ndarray], n_classes: int) -> np.ndarray:
+    """Class shares of every node (n_nodes, n_classes): layout 2 stores the leaves' only."""
+    if int(architecture.get("tree_format", 0)) == 1:
+        return np.asarray(arrays["values"], np.float64)
+    values = np.zeros((len(arrays["left_child"]), n_classes), np.float64)
+    values[np.asarray(arrays["left_child"]) == -1] = arrays["values"]  # leaves, in node order
+    return values
 
 
 def _class_columns(probabilities: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -127,10 +169,11 @@ class ForestClassifier(StoredEnsemble):
         _check_format(architecture, architecture["kind"].replace("_", " "), NODE_DTYPE, FOREST_FIELDS)
         offsets, depths = arrays["offsets"], arrays["max_depth"]
         classes = arrays["classes"]
+        node_values = _forest_node_values(architecture, arrays, classes.size)
         trees, values = [], []
         for t in range(len(offsets) - 1):
             start, stop = int(offsets[t]), int(offsets[t + 1])
-            leaf_values = np.asarray(arrays["values"][start:stop], np.float64)
+            leaf_values = node_values[start:stop]
             tree = Tree(int(architecture["in_dim"]), np.array([classes.size], dtype=np.intp), 1)
             tree.__setstate__({"max_depth": int(depths[t]), "node_count": stop - start,
                                "nodes": _node_records(arrays, NODE_DTYPE, FOREST_FIELDS, start, stop),
@@ -144,11 +187,13 @@ def _fit_forest(estimator, kind: str, x: np.ndarray, y: np.ndarray, n_classes: i
     estimator.fit(np.asarray(x, np.float32), y)
     states = [tree.tree_.__getstate__() for tree in estimator.estimators_]
     arrays = _concatenated([s["nodes"] for s in states], FOREST_FIELDS)
+    arrays["threshold"] = float32_at_most(arrays["threshold"])
     # Leaf class shares (older releases store counts: normalised here to one meaning).
     values = np.concatenate([s["values"][:, 0, :] for s in states]).astype(np.float64)
-    arrays["values"] = values / np.maximum(values.sum(1, keepdims=True), 1e-12)
-    arrays["max_depth"] = np.array([s["max_depth"] for s in states], np.int64)
-    arrays["classes"] = estimator.classes_.astype(np.int64)
+    leaves = arrays["left_child"] == -1
+    arrays["values"] = (values[leaves] / np.maximum(values[leaves].sum(1, keepdims=True), 1e-12)).astype(np.float32)
+    arrays["max_depth"] = narrowest_int(np.array([s["max_depth"] for s in states]))
+    arrays["classes"] = narrowest_int(estimator.classes_)
     architecture = {"kind": kind, "in_dim": int(x.shape[1]), "n_classes": n_classes, "trees": config.trees,
                     "tree_format": TREE_FORMAT, "sklearn_version": _sklearn().__version__}
     return ForestClassifier.from_arrays(architecture, arrays)
@@ -233,7 +278,7 @@ def fit_gradient_boosting(x: np.ndarray, y: np.ndarray, n_classes: int, config) 
     per_tree = [predictor.nodes for iteration in booster._predictors for predictor in iteration]
     arrays = _concatenated(per_tree, BOOSTING_FIELDS)
     arrays["baseline"] = np.asarray(booster._baseline_prediction, np.float64).reshape(-1)
-    arrays["classes"] = booster.classes_.astype(np.int64)
+    arrays["classes"] = narrowest_int(booster.classes_)
     architecture = {"kind": BoostingClassifier.kind, "in_dim": int(x.shape[1]), "n_classes": n_classes,
                     "trees": config.trees, "trees_per_iteration": int(booster.n_trees_per_iteration_),
                     "tree_format": TREE_FORMAT, "sklearn_version": sklearn.__version__}

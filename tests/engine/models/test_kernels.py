@@ -75,3 +75,26 @@ def test_attention_equals_sdpa_for_any_key_length(n_keys, with_bias):
     bias = torch.randn(3, 1, 5, n_keys, generator=g) if with_bias else None
     torch.testing.assert_close(attend(q, k, v, bias), F.scaled_dot_product_attention(q, k, v, attn_mask=bias),
                                atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_int8_linears_are_close_opt_in_and_follow_weight_changes():
+    from engine.models.kernels import int8_linears, linear_rows
+
+    torch.manual_seed(0)
+    layer = Linear(64, 96).eval()
+    x = torch.randn(2, 7, 64)
+    with torch.no_grad():
+        exact = layer(x)
+        with int8_linears():
+            quantized = layer(x)
+            gelu = linear(layer, x, "gelu")
+        assert torch.equal(layer(x), exact)  # only inside the block
+        cosine = F.cosine_similarity(quantized.reshape(-1, 96), exact.reshape(-1, 96), dim=-1)
+        assert quantized.shape == exact.shape and not torch.equal(quantized, exact) and cosine.min() > 0.999
+        assert torch.allclose(gelu, F.gelu(quantized), atol=1e-6)
+        layer.weight.mul_(2)
+        with int8_linears():
+            assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=0.1 * exact.abs().max())
+        # a slice of the output features equals the same columns of the whole layer
+        assert torch.allclose(linear_rows(layer, x, 32, 96), layer(x)[..., 32:], atol=1e-5)

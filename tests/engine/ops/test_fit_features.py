@@ -39,7 +39,13 @@ def keeping(job, tmp_path):
     return dict(job, outputs={"embeddings": str(tmp_path / "embeddings.tif"), "embeddings_level": "local"})
 
 
-def test_random_forest_on_raw_bands_fits_reports_and_applies_through_a_job(scene, tmp_path):
+def test_random_forest_on_raw_bands_fits_reports_and_applies_through_a_job(scene, tmp_path, monkeypatch):
+    import engine.mapping.run
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the encoder ran though no feature set reads embeddings")
+
+    monkeypatch.setattr(engine.mapping.run, "run_map", no_encoder)
     folder, job, labels, truth = scene
     probe, report = str(tmp_path / "probe.safetensors"), tmp_path / "report.html"
     fit = run_operation("fit-probe", {
@@ -48,6 +54,7 @@ def test_random_forest_on_raw_bands_fits_reports_and_applies_through_a_job(scene
     assert fit["classifier"] == "random_forest" and fit["features"] == "raw"
     assert fit["macro_f1"] > 0.9 and len(fit["fold_scores"]["macro_f1"]["folds"]) >= 2
     assert fit["learning_curve"][-1]["all"]
+    assert not (tmp_path / "embeddings.tif").exists()  # not computed, so not written
     _, meta = load_probe(probe)
     assert meta.features["set"] == "raw" and meta.features["columns"][0] == "s2:B2@2020-06-01"
     assert len(meta.features["columns"]) == 3 * 10

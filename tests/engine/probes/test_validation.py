@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.runtime.progress import Reporter
 from engine.probes.classifiers import ProbeConfig
 from engine.probes.folds import spatial_units
 from engine.probes.folds import (
@@ -100,28 +101,71 @@ def test_nested_selection_picks_the_informative_features_and_never_sees_the_oute
         return original(self, candidate, train, test, rng)
 
     monkeypatch.setattr(Setup, "fit_proba", spy)
-    selection = nested_selection(setup, candidates, folds, units, rows, cols)
+    progress = Recorder()
+    selection = nested_selection(setup, candidates, folds, units, rows, cols, progress)
+    # one progress message per fit, counting to the true total, naming candidate and folds, time left
+    assert len(progress.messages) == len(seen) and progress.percents[-1] == pytest.approx(100.0)
+    assert progress.percents == sorted(progress.percents)
+    assert f"fit {len(seen)} of {len(seen)}" in progress.messages[-1] and "left" in progress.messages[-1]
+    assert "candidate 1 of 3 (linear on noise), fold 1 of 4" in progress.messages[0]
+    assert "candidate 3 of 3 (random_forest on noise), inner fit 6 of 6 (outer folds 3 and 4 held out)" in progress.messages[-1]
+    # 4 outer fits and 6 inner fits (one per pair of outer folds) per candidate
+    assert len(seen) == 3 * (4 + 6)
     assert selection.final == Candidate("knn", "good")
     assert all(c == Candidate("knn", "good") for c in selection.chosen_per_fold)
     assert np.mean(selection.nested.macro_f1) > 0.8
     assert len(selection.nested.macro_f1) == folds.n_folds
     assert all(n >= 2 for n in selection.inner_folds)
-    # Inner fits run on one outer fold's training part: their sample counts equal that part's size.
-    outer_sizes = {int(folds.train[f].sum()) for f in range(folds.n_folds)}
-    inner = [s for s in seen if s[0] != setup.y.size]
-    assert inner and {s[0] for s in inner} <= outer_sizes
+    # Inner fits train inside two outer folds' training parts and predict cells those parts keep:
+    # no fit used to choose for outer fold f saw fold f's test cells.
+    outer_train = [folds.train[f] for f in range(folds.n_folds)]
+    inner = seen[3 * folds.n_folds:]
+    for _, train, test in inner:
+        holders = [f for f in range(folds.n_folds) if not (train & ~outer_train[f]).any()]
+        assert len(holders) >= 2
+        assert all(not (train & folds.test(f)).any() for f in holders)
     table = selection.table()
     assert {r["candidate"] for r in table} == {c.name for c in candidates}
     assert sum(r["chosen"] for r in table) == 1
 
 
+class Recorder(Reporter):
+    def __init__(self):
+        self.percents, self.messages = [], []
+
+    def progress(self, percent, message=""):
+        self.percents.append(percent)
+        self.messages.append(message)
+
+
 def test_learning_curve_grows_to_all_cells():
     setup, units, rows, cols = informative_setup()
     folds = spatial_folds(setup.y, units, rows, cols, 3)
-    curve = learning_curve(setup, Candidate("linear", "good"), folds, sizes=(2, 10, 40))
+    progress = Recorder()
+    curve = learning_curve(setup, Candidate("linear", "good"), folds, sizes=(2, 10, 40), reporter=progress)
+    assert len(progress.messages) == 4 * 3 and progress.percents[-1] == pytest.approx(100.0)
+    assert "learning curve: point 4 of 4 (100 cells per class), fold 3 of 3; fit 12 of 12" in progress.messages[-1]
     assert [p["cells_per_class"] for p in curve][:3] == [2, 10, 40] and curve[-1]["all"]
     assert curve[-1]["cells_per_class"] == 100  # the setup's cap
     assert curve[-1]["macro_f1"]["mean"] >= curve[0]["macro_f1"]["mean"] - 0.05
+
+
+def test_learning_curve_reuses_the_outer_fits_for_its_last_point(monkeypatch):
+    from engine.probes.selection import cross_validate
+
+    setup, units, rows, cols = informative_setup()
+    folds = spatial_folds(setup.y, units, rows, cols, 3)
+    candidate = Candidate("linear", "good")
+    outer = {}
+    cross_validate(setup, [candidate], folds, probabilities=outer)
+    fits = []
+    original = Setup.fit_proba
+    monkeypatch.setattr(Setup, "fit_proba", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
+    reused = learning_curve(setup, candidate, folds, sizes=(2, 10, 40), outer=outer)
+    assert len(fits) == 3 * 3  # the last point's 3 fits are the outer ones
+    fresh = learning_curve(setup, candidate, folds, sizes=(2, 10, 40))
+    assert len(fits) == 3 * 3 + 4 * 3
+    assert reused == fresh  # the last point draws the outer fits' cells: the same scores
 
 
 def test_the_saved_probe_is_fitted_under_the_validation_cap():

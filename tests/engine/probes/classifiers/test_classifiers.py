@@ -96,6 +96,44 @@ def test_a_tree_file_of_another_layout_is_refused_by_name(kind, tmp_path):
         load_probe(other)
 
 
+def test_float32_thresholds_keep_every_split_outcome():
+    from engine.probes.classifiers.trees import float32_at_most
+
+    rng = np.random.default_rng(0)
+    thresholds = rng.normal(0, 100, 2000)
+    thresholds[:500] = thresholds[:500].astype(np.float32)  # some exactly on a float32
+    narrowed = float32_at_most(thresholds)
+    assert narrowed.dtype == np.float32
+    for direction in (-np.inf, np.inf):  # the float32 inputs closest to each threshold, both sides
+        for x in (narrowed, np.nextafter(narrowed, np.float32(direction))):
+            assert np.array_equal(x.astype(np.float64) <= thresholds, x <= narrowed)
+
+
+@pytest.mark.parametrize("kind", ["random_forest", "extra_trees"])
+def test_forest_file_is_compact_and_layout_1_still_reads(kind, tmp_path):
+    x, y = blobs(k=4)
+    probe = fit_probe(x, y, 4, ProbeConfig(kind=kind, trees=12, class_weighting=False))
+    path = save_probe(tmp_path / "probe.safetensors", probe, metadata(4))
+    stored = load_file(str(path))
+    assert stored["values"].dtype == np.float32 and len(stored["values"]) == int((stored["left_child"] == -1).sum())
+    assert stored["threshold"].dtype == np.float32 and stored["left_child"].dtype.itemsize <= 4
+    reloaded, _ = load_probe(path)
+    np.testing.assert_array_equal(reloaded.predict(x), probe.predict(x))
+    np.testing.assert_allclose(reloaded.predict_proba(x), probe.predict_proba(x), atol=1e-6)
+    # the same trees in layout 1: 64-bit fields, class shares for every node
+    with safe_open(str(path), framework="numpy") as handle:
+        header = dict(handle.metadata())
+    arch = json.loads(header["architecture"])
+    arch["tree_format"] = 1
+    old = {k: (v.astype(np.float64) if v.dtype.kind == "f" else v.astype(np.int64)) for k, v in stored.items()}
+    old["values"] = np.zeros((len(old["left_child"]), 4))
+    old["values"][old["left_child"] == -1] = stored["values"]
+    other = tmp_path / "layout1.safetensors"
+    save_file(old, str(other), metadata=dict(header, architecture=json.dumps(arch)))
+    assert other.stat().st_size > 2 * path.stat().st_size
+    np.testing.assert_allclose(load_probe(other)[0].predict_proba(x), probe.predict_proba(x), atol=1e-6)
+
+
 def test_installed_trees_without_a_needed_field_are_refused(monkeypatch, tmp_path):
     import engine.probes.classifiers.trees as trees
 

@@ -1,0 +1,98 @@
+"""Time of ``fit-probe --classifier auto`` on a real scene, step by step (``python -m engine bench auto``).
+
+eo-learn's land cover (Slovenia, 1 km², Sentinel-2 x 5 dates, 84 polygons, 5 classes): labels
+rasterized on the 10 m grid, the candidates auto chooses among on input features (raw bands;
+raw bands with temporal statistics and indices), fit-probe's probe settings (200 trees), 5
+buffered spatial folds of whole polygons. Runs engine.fitting.fit_honestly as fit-probe does
+(nested selection, learning curve, the final fit on every label) and prints the time of each
+step, the number of classifier fits, the choice and its nested estimate. No encoder runs: the
+figures are the cost of choosing, which does not depend on where the features come from.
+``--quick``: two cheap classifiers instead of auto's five.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.runtime.progress import Reporter
+
+
+def scene(folder: Path, reporter: Reporter):
+    """(feature matrices, their column names, y, units, rows, cols, class names) of eo-learn."""
+    from engine.bench.accuracy import eolearn_dataset, raster_grid, raw_features
+    from engine.probes.sources import labelled_embeddings
+    from engine.probes.features import FeatureSet, InputValues, available_indices, combine
+
+    dataset = eolearn_dataset(folder)
+    grid = raster_grid(dataset.raw_files[0])
+    data = labelled_embeddings(grid, str(dataset.labels), dataset.class_field, None, dataset.ignore_values, 0.5,
+                               dataset.block_size_m, reporter, lambda r, c: np.zeros((r.size, 1), np.float32))
+    samples = data.samples
+    raw = raw_features(dataset.raw_files, grid.transform, samples.rows, samples.cols)
+    keep = np.isfinite(raw).all(axis=1)
+    dates = tuple(dataset.job["modalities"]["s2"]["dates"])
+    values = [InputValues(dataset.raw_modality, dataset.raw_bands, dates, raw[keep].reshape(int(keep.sum()), len(dates), -1))]
+    derived = ["stats"] + (["indices"] if available_indices(dataset.raw_modality, dataset.raw_bands) else [])
+    matrices, columns = {}, {}
+    for name in ("raw", "+".join(["raw", *derived])):
+        matrices[name], record = combine(None, values, FeatureSet.parse(name))
+        columns[name] = record["columns"]
+    return (matrices, columns, samples.y[keep], data.units[keep], samples.rows[keep], samples.cols[keep],
+            list(samples.class_names))
+
+
+class _Timed(Reporter):
+    """Forwards to the bench's reporter and keeps the time each logged step started."""
+
+    def __init__(self, inner: Reporter):
+        self.inner, self.marks = inner, [("start", time.perf_counter())]
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.marks.append((message, time.perf_counter()))
+        self.inner.log(message, level)
+
+    def progress(self, percent: float, message: str = "") -> None:
+        self.inner.progress(percent, message)
+
+
+def run(params, reporter: Reporter) -> dict[str, Any]:
+    import engine.probes.fit as fitting
+    from engine.probes import selection as validation
+    from engine.probes.classifiers import ProbeConfig
+
+    fits = [0]
+    original, grid = validation.Setup.fit_members, fitting.AUTO_CLASSIFIERS
+
+    def counted(self, choice, picked):
+        fits[0] += len(choice.members)
+        return original(self, choice, picked)
+
+    validation.Setup.fit_members = counted
+    if params.quick:  # the plumbing only
+        fitting.AUTO_CLASSIFIERS = ("linear", "knn")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            matrices, columns, y, units, rows, cols, names = scene(Path(tmp), reporter)
+        timed = _Timed(reporter)
+        started = time.perf_counter()
+        # fit-probe's defaults (200 trees, 200 epochs), 5 folds, learning curve on
+        outcome = fitting.fit_honestly(matrices, y, units, rows, cols, names, ProbeConfig(kind="linear", seed=0),
+                                       fitting.AUTO, reporter=timed, columns=columns.__getitem__)
+        total = time.perf_counter() - started
+    finally:
+        validation.Setup.fit_members, fitting.AUTO_CLASSIFIERS = original, grid
+    marks = timed.marks + [("end", time.perf_counter())]
+    steps = {a[0]: round(b[1] - a[1], 1) for a, b in zip(marks[:-1], marks[1:])}
+    for step, seconds in steps.items():
+        reporter.log(f"{seconds:7.1f} s  {step}")
+    nested = outcome.selection.nested.summary()["macro_f1"]["mean"] if outcome.selection else None
+    reporter.log(f"auto on eo-learn ({len(y)} cells, {len(matrices)} feature sets): {total:.1f} s, {fits[0]} classifier "
+                 f"fits, chose {outcome.candidate.name}, nested macro-F1 {nested:.3f}; load {os.getloadavg()[0]:.2f}")
+    return {"seconds": round(total, 1), "fits": fits[0], "chosen": outcome.candidate.name, "nested_macro_f1": nested,
+            "steps_s": steps, "cells": int(len(y)), "load_average": os.getloadavg()}
