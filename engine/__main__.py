@@ -1,8 +1,8 @@
 import os
 import sys
 
-from engine.runtime.cli import main
 from engine.errors import termination_requested
+from engine.runtime.cli import main
 
 code = main()
 if termination_requested():

@@ -49,7 +49,9 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
     except (OSError, struct.error, ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, ContractError):
             raise
-        raise ContractError(f"'{path}' is not a readable safetensors checkpoint ({exc}): choose another file.") from None
+        raise ContractError(
+            f"'{path}' is not a readable safetensors checkpoint ({exc}): choose another file."
+        ) from None
     return header.get("__metadata__") or {}
 
 
@@ -65,8 +67,7 @@ _D = r"(?P<d>0[1-9]|[12]\d|3[01])"
 
 # Product names whose FIRST date is the acquisition date (later ones are processing dates).
 _PRODUCT = re.compile(
-    r"(?:^|[^A-Za-z0-9])(?:S1[ABCD]_\w*?|S2[ABCD]_MSI\w*?|L[COTEM]0\d_\w*?|T\d\d[A-Z]{3}_)"
-    + _Y + _M + _D,
+    r"(?:^|[^A-Za-z0-9])(?:S1[ABCD]_\w*?|S2[ABCD]_MSI\w*?|L[COTEM]0\d_\w*?|T\d\d[A-Z]{3}_)" + _Y + _M + _D,
     re.IGNORECASE,
 )
 _COMPACT_DATETIME = re.compile(r"(?<!\d)" + _Y + _M + _D + r"T\d{6}(?!\d)")
@@ -77,8 +78,15 @@ _METADATA = re.compile(_Y + r"[-:/]?" + _M + r"[-:/]?" + _D)
 
 # Metadata keys tried in this order (dataset tags, then band tags).
 DATE_TAGS = (
-    "ACQUISITIONDATE", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "SENSING_DATE",
-    "DATATAKE_1_DATATAKE_SENSING_START", "PRODUCT_START_TIME", "DATE", "TIFFTAG_DATETIME",
+    "ACQUISITIONDATE",
+    "ACQUISITION_DATE",
+    "DATE_ACQUIRED",
+    "SENSING_TIME",
+    "SENSING_DATE",
+    "DATATAKE_1_DATATAKE_SENSING_START",
+    "PRODUCT_START_TIME",
+    "DATE",
+    "TIFFTAG_DATETIME",
 )
 
 

@@ -41,12 +41,14 @@ def unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         optional = len(args) < len(typing.get_args(annotation))
-        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), optional
+        union = args[0] if len(args) == 1 else typing.Union[tuple(args)]  # noqa: UP007 - built at run time from a list
+        return union, optional
     return annotation, False
 
 
 def _arm(value: Any, arms: tuple) -> Any:
     """The arm of a union that takes ``value``: by its kind (mapping, list, scalar)."""
+
     def kind(annotation) -> str:
         origin = typing.get_origin(annotation) or annotation
         if dataclasses.is_dataclass(origin) or origin is dict:
@@ -103,8 +105,10 @@ def convert(value: Any, annotation: Any, label: str, where: str = "", wording: W
             raise EngineError(f"{label} must be a mapping, got {value!r}.")
         args = typing.get_args(annotation)
         if len(args) == 2:
-            return {k: convert(v, args[1], label, wording.nested.format(where=where, key=k), wording)
-                    for k, v in value.items()}
+            return {
+                k: convert(v, args[1], label, wording.nested.format(where=where, key=k), wording)
+                for k, v in value.items()
+            }
         return dict(value)
     if annotation is bool:
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
@@ -144,11 +148,20 @@ def from_dict(cls: type, data: Any, where: str = "config", wording: Wording = CO
     unknown = [str(k) for k in data if k not in fields]
     if unknown:
         close = difflib.get_close_matches(unknown[0], allowed, n=1)
-        raise EngineError(wording.unknown.format(
-            where=where, key=unknown[0], keys=", ".join(sorted(unknown)), allowed=", ".join(allowed),
-            hint=f" Did you mean {close[0]!r}?" if close else ""))
-    missing = [name for name, f in fields.items() if name not in data
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        raise EngineError(
+            wording.unknown.format(
+                where=where,
+                key=unknown[0],
+                keys=", ".join(sorted(unknown)),
+                allowed=", ".join(allowed),
+                hint=f" Did you mean {close[0]!r}?" if close else "",
+            )
+        )
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise EngineError(wording.missing.format(where=where, key=missing[0], keys=", ".join(repr(m) for m in missing)))
     hints = typing.get_type_hints(cls)

@@ -16,17 +16,49 @@ from dataclasses import dataclass
 
 # Sentinel-2 codes and the common names that mean the same band.
 S2_COMMON_NAMES = {
-    "B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "rededge1", "B6": "rededge2",
-    "B7": "rededge3", "B8": "nir", "B8A": "nir08", "B9": "watervapour", "B10": "cirrus", "B11": "swir1",
+    "B1": "coastal",
+    "B2": "blue",
+    "B3": "green",
+    "B4": "red",
+    "B5": "rededge1",
+    "B6": "rededge2",
+    "B7": "rededge3",
+    "B8": "nir",
+    "B8A": "nir08",
+    "B9": "watervapour",
+    "B10": "cirrus",
+    "B11": "swir1",
     "B12": "swir2",
 }
 # Words (lower case, spaces and punctuation removed) and the common name they stand for.
 WORDS = {
-    "coastal": "coastal", "aerosol": "coastal", "blue": "blue", "b": "blue", "green": "green", "g": "green",
-    "red": "red", "r": "red", "rededge1": "rededge1", "re1": "rededge1", "rededge2": "rededge2", "re2": "rededge2",
-    "rededge3": "rededge3", "re3": "rededge3", "nir": "nir", "n": "nir", "nearinfrared": "nir", "nir08": "nir08",
-    "narrownir": "nir08", "nirnarrow": "nir08", "watervapour": "watervapour", "watervapor": "watervapour",
-    "cirrus": "cirrus", "swir1": "swir1", "swir16": "swir1", "swir2": "swir2", "swir22": "swir2",
+    "coastal": "coastal",
+    "aerosol": "coastal",
+    "blue": "blue",
+    "b": "blue",
+    "green": "green",
+    "g": "green",
+    "red": "red",
+    "r": "red",
+    "rededge1": "rededge1",
+    "re1": "rededge1",
+    "rededge2": "rededge2",
+    "re2": "rededge2",
+    "rededge3": "rededge3",
+    "re3": "rededge3",
+    "nir": "nir",
+    "n": "nir",
+    "nearinfrared": "nir",
+    "nir08": "nir08",
+    "narrownir": "nir08",
+    "nirnarrow": "nir08",
+    "watervapour": "watervapour",
+    "watervapor": "watervapour",
+    "cirrus": "cirrus",
+    "swir1": "swir1",
+    "swir16": "swir1",
+    "swir2": "swir2",
+    "swir22": "swir2",
 }
 POLARISATIONS = ("VV", "VH", "HH", "HV")
 # Band orders of products that usually come without band names.
@@ -82,7 +114,8 @@ class BandMapping:
     def is_identity(self, layer_band_count: int) -> bool:
         """True when the job needs no "bands": the layer's bands are the model's, in order."""
         return layer_band_count == len(self.model_bands) and list(self.layer_bands) == list(
-            range(1, layer_band_count + 1))
+            range(1, layer_band_count + 1)
+        )
 
 
 def _pick(model: BandKeys, layer: list[BandKeys], taken: set[int]) -> int | None:
@@ -119,6 +152,8 @@ def match_bands(model_bands: list[str] | tuple[str, ...], descriptions: list[str
     count = len(descriptions)
     if count in KNOWN_LAYOUTS and count != len(model_bands):
         label, layout = KNOWN_LAYOUTS[count]
-        return BandMapping(model_bands, tuple(_pick_all(model_bands, [band_keys(b) for b in layout])), f"{label} layout")
+        return BandMapping(
+            model_bands, tuple(_pick_all(model_bands, [band_keys(b) for b in layout])), f"{label} layout"
+        )
     picked = [i + 1 if i < count else None for i in range(len(model_bands))]
     return BandMapping(model_bands, tuple(picked), "position")

@@ -56,8 +56,14 @@ def write_preview(embeddings: str | Path) -> Path:
     target = preview_path(embeddings)
     temp = target.with_name(f".{target.name}.partial-{os.getpid()}")
     driver = gdal.GetDriverByName("GTiff")
-    out = driver.Create(str(temp), source.RasterXSize, source.RasterYSize, 3, gdal.GDT_Float32,
-                        options=["COMPRESS=DEFLATE", "TILED=YES"])
+    out = driver.Create(
+        str(temp),
+        source.RasterXSize,
+        source.RasterYSize,
+        3,
+        gdal.GDT_Float32,
+        options=["COMPRESS=DEFLATE", "TILED=YES"],
+    )
     try:
         out.SetGeoTransform(source.GetGeoTransform())
         out.SetProjection(source.GetProjection())

@@ -49,7 +49,7 @@ class RunRecord:
     parameters: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_run(cls, operation: str, title: str, params: dict[str, Any], result: dict[str, Any]) -> "RunRecord":
+    def from_run(cls, operation: str, title: str, params: dict[str, Any], result: dict[str, Any]) -> RunRecord:
         job = params.get("job") if isinstance(params.get("job"), dict) else {}
         if not job and isinstance(params.get("embeddings"), dict):
             job = params["embeddings"]
@@ -74,8 +74,11 @@ class RunRecord:
             lines.append(f"Model: {Path(self.model).name} (sha256 {model_sha256(self.model) or 'file not found'})")
         for name, files in self.inputs.items():
             dates = self.dates.get(name)
-            lines.append(f"Input {name}: " + ", ".join(Path(f).name for f in files)
-                         + (f"; dates {', '.join(dates)}" if dates else ""))
+            lines.append(
+                f"Input {name}: "
+                + ", ".join(Path(f).name for f in files)
+                + (f"; dates {', '.join(dates)}" if dates else "")
+            )
         lines.append("Parameters (engine JSON): " + json.dumps(self.parameters, sort_keys=True, default=str))
         return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-""""Learn this area" as a request: what the Processing algorithm ``omnisat:learnarea`` and the dock
+""" "Learn this area" as a request: what the Processing algorithm ``omnisat:learnarea`` and the dock
 both send to the engine's ``learn-area`` operation (training/learn_area.py).
 
 The new model goes into the models folder (setting 'OmniSat models folder'), so every model
@@ -38,7 +38,9 @@ class LearnAreaRequest:
     layer: str | None = None
     ignore_values: tuple[str, ...] = ()
     report: str | None = None
-    technical: dict[str, Any] = field(default_factory=dict)  # batch_size, learning_rate, device, ... as the engine names them
+    technical: dict[str, Any] = field(
+        default_factory=dict
+    )  # batch_size, learning_rate, device, ... as the engine names them
     # per modality: further job keys ("bands", "scale") the dock's band table and conversion set
     reading: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -53,8 +55,12 @@ class LearnAreaRequest:
             raise RequestError("Give at least one sensor's layers (MODALITY_1 and LAYERS_1).")
         if self.minutes <= 0 and self.steps <= 0:
             raise RequestError("MINUTES and STEPS are both 0: give a time budget or a number of steps.")
-        modalities = {name: {"files": files} | ({"dates": self.dates[name]} if self.dates.get(name) else {})
-                      | self.reading.get(name, {}) for name, files in self.layers.items()}
+        modalities = {
+            name: {"files": files}
+            | ({"dates": self.dates[name]} if self.dates.get(name) else {})
+            | self.reading.get(name, {})
+            for name, files in self.layers.items()
+        }
         # The job format asks for an output; learn-area writes none of the job's.
         unused = {"embeddings": str(self.output().with_name(f"{self.name}-run") / "not-written.tif")}
         job: dict[str, Any] = {"model": self.model, "modalities": modalities, "outputs": unused}
@@ -64,8 +70,14 @@ class LearnAreaRequest:
             job["tile_size"] = self.tile_size
         output = self.output()
         output.parent.mkdir(parents=True, exist_ok=True)
-        params = {"job": job, "output": str(output), "minutes": self.minutes, "steps": self.steps,
-                  "resume": self.resume, **self.technical}
+        params = {
+            "job": job,
+            "output": str(output),
+            "minutes": self.minutes,
+            "steps": self.steps,
+            "resume": self.resume,
+            **self.technical,
+        }
         if self.labels:
             params.update(labels=self.labels, class_field=self.class_field, ignore_values=list(self.ignore_values))
             if self.layer:
@@ -79,5 +91,9 @@ class LearnAreaRequest:
         from omnisat_qgis.gui.engine_task import Step
 
         params = self.engine_params()
-        return Step("learn-area", params, tuple(p for p in (params["output"], self.report) if p),
-                    f"Learning the area ({self.name})")
+        return Step(
+            "learn-area",
+            params,
+            tuple(p for p in (params["output"], self.report) if p),
+            f"Learning the area ({self.name})",
+        )

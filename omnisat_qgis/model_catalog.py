@@ -16,7 +16,6 @@ from pathlib import Path
 from omnisat_qgis.contract import contract
 from omnisat_qgis.paths import resources_dir
 
-
 # What an analyst reads instead of the engine's modality name.
 HUMAN_LABELS = {
     "aerial": "Aerial image (VHR)",
@@ -90,11 +89,16 @@ class ModelInfo:
     def summary(self) -> str:
         """One line an analyst reads in the model combo's tooltip and the dock."""
         steps = self.provenance.get("steps")
-        trained = (f"{self.provenance.get('objective', 'trained')} pretraining, {steps} steps"
-                   if steps is not None else self.provenance.get("weights", "provenance not recorded"))
+        trained = (
+            f"{self.provenance.get('objective', 'trained')} pretraining, {steps} steps"
+            if steps is not None
+            else self.provenance.get("weights", "provenance not recorded")
+        )
         heads = f"; classes: {', '.join(self.classes)}" if self.classes else "; no classification head (fit a probe)"
-        return (f"{self.architecture}, patch {self.patch_size_m:g} m; "
-                f"modalities: {', '.join(m.name for m in self.modalities)}; {trained}{heads}")
+        return (
+            f"{self.architecture}, patch {self.patch_size_m:g} m; "
+            f"modalities: {', '.join(m.name for m in self.modalities)}; {trained}{heads}"
+        )
 
 
 def read_header(path: Path) -> dict:
@@ -116,20 +120,31 @@ def _decoded(raw: dict, key: str, path: Path):
 def _model_info(path: Path, mtime_ns: int) -> ModelInfo:
     raw = read_header(path)
     if raw.get("format") != contract.CHECKPOINT_FORMAT:
-        raise CatalogError(f"'{path}' is a safetensors file but not an OmniSat engine checkpoint; "
-                           "convert reference weights first (python -m engine import-anysat).")
+        raise CatalogError(
+            f"'{path}' is a safetensors file but not an OmniSat engine checkpoint; "
+            "convert reference weights first (python -m engine import-anysat)."
+        )
     config = _decoded(raw, "config", path) or {}
     modalities = tuple(
-        ModalityInfo(m["name"], m["kind"], tuple(m["bands"]), float(m["gsd_m"]), m.get("description", ""),
-                     tuple(float(v) for v in m.get("mean") or ()))
+        ModalityInfo(
+            m["name"],
+            m["kind"],
+            tuple(m["bands"]),
+            float(m["gsd_m"]),
+            m.get("description", ""),
+            tuple(float(v) for v in m.get("mean") or ()),
+        )
         for m in config.get("modalities", ())
     )
     if not modalities:
         raise CatalogError(f"'{path}' names no modalities in its architecture: re-export the checkpoint.")
     return ModelInfo(
-        path=path, architecture=str(config.get("architecture", "unknown")), modalities=modalities,
+        path=path,
+        architecture=str(config.get("architecture", "unknown")),
+        modalities=modalities,
         patch_size_m=float(config.get("patch_size_m", 10.0)),
-        classes=tuple(_decoded(raw, "classes", path) or ()), colors=tuple(_decoded(raw, "colors", path) or ()),
+        classes=tuple(_decoded(raw, "classes", path) or ()),
+        colors=tuple(_decoded(raw, "colors", path) or ()),
         provenance=_decoded(raw, "provenance", path) or {},
     )
 
@@ -195,8 +210,12 @@ def _folders() -> list[Path]:
 
 def fingerprint(folders: list[Path]) -> str:
     """Changes whenever a checkpoint is added, removed or rewritten in ``folders``."""
-    entries = sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size)
-                     for folder in folders if folder.is_dir() for p in folder.glob("*.safetensors"))
+    entries = sorted(
+        (str(p), p.stat().st_mtime_ns, p.stat().st_size)
+        for folder in folders
+        if folder.is_dir()
+        for p in folder.glob("*.safetensors")
+    )
     return hashlib.sha256(json.dumps([[str(f) for f in folders], entries]).encode()).hexdigest()
 
 
@@ -207,10 +226,17 @@ def header_rows(folders: list[Path]) -> list[dict]:
         for info in shipped_models(folder):
             if info.name not in seen:
                 seen.add(info.name)
-                rows.append({"name": info.name, "status": "installed", "path": str(info.path),
-                             "architecture": info.architecture, "has_head": bool(info.classes),
-                             "modalities": {m.name: list(m.bands) for m in info.modalities},
-                             "provenance": info.provenance})
+                rows.append(
+                    {
+                        "name": info.name,
+                        "status": "installed",
+                        "path": str(info.path),
+                        "architecture": info.architecture,
+                        "has_head": bool(info.classes),
+                        "modalities": {m.name: list(m.bands) for m in info.modalities},
+                        "provenance": info.provenance,
+                    }
+                )
     return rows
 
 
@@ -224,8 +250,13 @@ def _worker_rows(folders: list[Path]) -> list[dict]:
 
     python, source = settings.worker_python()
     deadline = time.monotonic() + CATALOG_TIMEOUT_S
-    run = WorkerRun(python=python, engine_root=engine_root(), operation="models",
-                    params={"catalog_only": True, "folders": [str(f) for f in folders[1:]]}, python_source=source)
+    run = WorkerRun(
+        python=python,
+        engine_root=engine_root(),
+        operation="models",
+        params={"catalog_only": True, "folders": [str(f) for f in folders[1:]]},
+        python_source=source,
+    )
     return run_worker(run, WorkerCallbacks(is_cancelled=lambda: time.monotonic() > deadline))["result"]["catalog"]
 
 

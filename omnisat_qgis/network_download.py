@@ -10,9 +10,9 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from qgis.core import QgsApplication, QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QEventLoop, QTimer, QUrl
@@ -49,8 +49,14 @@ def _total(reply, offset: int, status: int) -> int | None:
     return int(length) + (offset if status == 206 else 0) if length is not None else None
 
 
-def download(url: str, destination: Path, sha256: str, callbacks: DownloadCallbacks | None = None,
-             stall_timeout_s: float = 60.0, authcfg: str = "") -> bool:
+def download(
+    url: str,
+    destination: Path,
+    sha256: str,
+    callbacks: DownloadCallbacks | None = None,
+    stall_timeout_s: float = 60.0,
+    authcfg: str = "",
+) -> bool:
     """Fetch ``url`` into ``destination``; False when it was already there and verified."""
     callbacks = callbacks or DownloadCallbacks()
     if destination.is_file() and contract.sha256_of(destination) == sha256:
@@ -60,20 +66,21 @@ def download(url: str, destination: Path, sha256: str, callbacks: DownloadCallba
     offset = part.stat().st_size if part.exists() else 0
     request = QNetworkRequest(QUrl(url))
     # The hub answers with a redirect to its file store.
-    request.setAttribute(QNetworkRequest.Attribute.RedirectPolicyAttribute,
-                         QNetworkRequest.RedirectPolicy.NoLessSafeRedirectPolicy)
+    request.setAttribute(
+        QNetworkRequest.Attribute.RedirectPolicyAttribute, QNetworkRequest.RedirectPolicy.NoLessSafeRedirectPolicy
+    )
     # Never from or into QGIS's network cache: a 500 MB file would evict everything, and a
     # cached answer would hide the server's.
-    request.setAttribute(QNetworkRequest.Attribute.CacheLoadControlAttribute,
-                         QNetworkRequest.CacheLoadControl.AlwaysNetwork)
+    request.setAttribute(
+        QNetworkRequest.Attribute.CacheLoadControlAttribute, QNetworkRequest.CacheLoadControl.AlwaysNetwork
+    )
     request.setAttribute(QNetworkRequest.Attribute.CacheSaveControlAttribute, False)
     if offset:
         request.setRawHeader(b"Range", f"bytes={offset}-".encode())
     if authcfg:
         QgsApplication.authManager().updateNetworkRequest(request, authcfg)
     reply = QgsNetworkAccessManager.instance().get(request)
-    state = {"out": None, "done": offset, "total": None, "last": time.monotonic(), "failure": None,
-             "stopped": None}
+    state = {"out": None, "done": offset, "total": None, "last": time.monotonic(), "failure": None, "stopped": None}
     loop = QEventLoop()
 
     def open_output() -> bool:
@@ -133,30 +140,38 @@ def download(url: str, destination: Path, sha256: str, callbacks: DownloadCallba
     failure = state["failure"]
     if isinstance(failure, OSError):
         if failure.errno == errno.ENOSPC:
-            raise DownloadError(f"The disk is full while downloading to {part} ({kept}): free some space and "
-                                "download again to resume.")
+            raise DownloadError(
+                f"The disk is full while downloading to {part} ({kept}): free some space and download again to resume."
+            )
         raise DownloadError(f"Cannot write {part}: {failure}.")
     if state["stopped"] == "cancelled":
         raise DownloadCancelled(f"Download cancelled ({kept}; the next download resumes from there).")
     if state["stopped"] == "stalled":
-        raise DownloadError(f"{QUrl(url).host()} sent nothing for {stall_timeout_s:.0f} s: download again to "
-                            f"resume ({kept}).")
+        raise DownloadError(
+            f"{QUrl(url).host()} sent nothing for {stall_timeout_s:.0f} s: download again to resume ({kept})."
+        )
     if status == 416 and offset:
         pass  # nothing left to fetch: the part is complete
     elif status == 404:
         raise DownloadError(f"{url} was not found (HTTP 404): check the model hub address setting.")
     elif status >= 400:
-        raise DownloadError(f"{QUrl(url).host()} answered HTTP {status} for {url}: try again later "
-                            "(the download resumes where it stopped).")
+        raise DownloadError(
+            f"{QUrl(url).host()} answered HTTP {status} for {url}: try again later "
+            "(the download resumes where it stopped)."
+        )
     elif error != QNetworkReply.NetworkError.NoError:
-        raise DownloadError(f"The download of {url} failed ({reply.errorString()}): check the network and "
-                            f"QGIS's proxy settings (Settings > Options > Network), then download again to resume ({kept}).")
+        raise DownloadError(
+            f"The download of {url} failed ({reply.errorString()}): check the network and "
+            f"QGIS's proxy settings (Settings > Options > Network), then download again to resume ({kept})."
+        )
     elif state["total"] is not None and state["done"] < state["total"]:
         raise DownloadError(f"The connection closed after {kept}: download again to resume.")
     found = contract.sha256_of(part)
     if found != sha256:
         part.unlink()
-        raise DownloadError(f"The download of {url} is corrupted or not the published file: its sha256 is {found}, "
-                            f"expected {sha256}. It was deleted; download again.")
+        raise DownloadError(
+            f"The download of {url} is corrupted or not the published file: its sha256 is {found}, "
+            f"expected {sha256}. It was deleted; download again."
+        )
     os.replace(part, destination)
     return True

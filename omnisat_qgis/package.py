@@ -30,8 +30,13 @@ COMPILED = {".pyc", ".pyo", ".so", ".pyd", ".dll", ".dylib", ".exe"}
 def shipped(name: str) -> bool:
     """Whether a file belongs in the zip (by its name there): no test, no compiled file, no developer script."""
     base = name.rsplit("/", 1)[-1]
-    return not (name in SKIP_FILES or base.startswith("test_") or base == "conftest.py"
-                or base.startswith(".") or Path(base).suffix in COMPILED)
+    return not (
+        name in SKIP_FILES
+        or base.startswith("test_")
+        or base == "conftest.py"
+        or base.startswith(".")
+        or Path(base).suffix in COMPILED
+    )
 
 
 def _files(folder: Path, prefix: str):
@@ -73,12 +78,18 @@ def install_zip(archive: Path, plugins_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m omnisat_qgis.package", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=ROOT / "dist" / f"{PLUGIN}.zip",
-                        help="zip to write (default: dist/omnisat_qgis.zip)")
-    parser.add_argument("--install", type=Path, metavar="PLUGINS_DIR",
-                        help="also unpack the zip into this QGIS plugins folder")
+    parser = argparse.ArgumentParser(
+        prog="python -m omnisat_qgis.package", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "dist" / f"{PLUGIN}.zip",
+        help="zip to write (default: dist/omnisat_qgis.zip)",
+    )
+    parser.add_argument(
+        "--install", type=Path, metavar="PLUGINS_DIR", help="also unpack the zip into this QGIS plugins folder"
+    )
     args = parser.parse_args(argv)
     archive = build_zip(args.output)
     print(f"plugin zip: {archive} ({archive.stat().st_size / 1e6:.1f} MB)")

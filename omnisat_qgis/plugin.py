@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtCore import Qt
+
 # QAction lives in QtGui on Qt6; QGIS 3.40's qgis.PyQt.QtGui re-exports it on Qt5 too.
 from qgis.PyQt.QtGui import QAction, QIcon
 
@@ -33,8 +34,9 @@ class OmniSatPlugin:
 
     def initGui(self):  # noqa: N802 - QGIS API
         self.initProcessing()
-        self.action = QAction(QIcon(str(resources_dir() / "icons" / "omnisat.svg")), "OmniSat dock",
-                              self.iface.mainWindow())
+        self.action = QAction(
+            QIcon(str(resources_dir() / "icons" / "omnisat.svg")), "OmniSat dock", self.iface.mainWindow()
+        )
         self.action.setCheckable(True)
         self.action.setToolTip("Classify with OmniSat / AnySat: pick layers, draw labels, fit, preview, map")
         self.action.toggled.connect(self.show_dock)
@@ -43,9 +45,11 @@ class OmniSatPlugin:
         QgsProject.instance().writeProject.connect(self._save_state)
         QgsProject.instance().readProject.connect(self._restore_state)
 
-        for text, slot in (("Set up the OmniSat engine…", self.show_setup_dialog),
-                           ("Download the official AnySat model…", lambda: algorithm_dialog("omnisat:fetchmodel")),
-                           ("Learn this area (pretrain on my layers)…", lambda: algorithm_dialog("omnisat:learnarea"))):
+        for text, slot in (
+            ("Set up the OmniSat engine…", self.show_setup_dialog),
+            ("Download the official AnySat model…", lambda: algorithm_dialog("omnisat:fetchmodel")),
+            ("Learn this area (pretrain on my layers)…", lambda: algorithm_dialog("omnisat:learnarea")),
+        ):
             action = QAction(text, self.iface.mainWindow())
             action.triggered.connect(slot)
             self.iface.addPluginToMenu("OmniSat", action)

@@ -10,8 +10,14 @@ from omnisat_qgis.algorithms import ALGORITHMS
 from omnisat_qgis.paths import resources_dir
 
 PROVIDER_ID = "omnisat"
-ENVIRONMENT_SETTINGS = (settings.SETTING_ENV_FOLDER, settings.SETTING_BASE_PYTHON, settings.SETTING_FORCE_CPU,
-                        settings.SETTING_TORCH_INDEX, settings.SETTING_MODELS_FOLDER, settings.SETTING_MODEL_HUB)
+ENVIRONMENT_SETTINGS = (
+    settings.SETTING_ENV_FOLDER,
+    settings.SETTING_BASE_PYTHON,
+    settings.SETTING_FORCE_CPU,
+    settings.SETTING_TORCH_INDEX,
+    settings.SETTING_MODELS_FOLDER,
+    settings.SETTING_MODEL_HUB,
+)
 
 
 class OmniSatProvider(QgsProcessingProvider):
@@ -48,24 +54,44 @@ class OmniSatProvider(QgsProcessingProvider):
         except ImportError:
             return
         group = self.name()
-        ProcessingConfig.addSetting(Setting(
-            group, settings.SETTING_PYTHON, "OmniSat worker Python (empty: the project's .venv)", "",
-            valuetype=Setting.FILE,
-        ))
-        ProcessingConfig.addSetting(Setting(
-            group, settings.SETTING_THREADS, "OmniSat worker threads (0: all cores)", 0,
-        ))
+        ProcessingConfig.addSetting(
+            Setting(
+                group,
+                settings.SETTING_PYTHON,
+                "OmniSat worker Python (empty: the project's .venv)",
+                "",
+                valuetype=Setting.FILE,
+            )
+        )
+        ProcessingConfig.addSetting(
+            Setting(
+                group,
+                settings.SETTING_THREADS,
+                "OmniSat worker threads (0: all cores)",
+                0,
+            )
+        )
         for name, text, default, kind in (
-            (settings.SETTING_ENV_FOLDER, "OmniSat engine environment folder (empty: omnisat/venv in the profile)",
-             "", Setting.FOLDER),
-            (settings.SETTING_BASE_PYTHON, "OmniSat base Python for the environment (empty: found next to QGIS)",
-             "", Setting.FILE),
-            (settings.SETTING_FORCE_CPU, "OmniSat engine: install the CPU build of torch even with a GPU",
-             False, None),
-            (settings.SETTING_TORCH_INDEX, "OmniSat engine: PyTorch wheel index (empty: pip's own index)",
-             "", None),
-            (settings.SETTING_MODELS_FOLDER, "OmniSat models folder (empty: omnisat/models in the profile)",
-             "", Setting.FOLDER),
+            (
+                settings.SETTING_ENV_FOLDER,
+                "OmniSat engine environment folder (empty: omnisat/venv in the profile)",
+                "",
+                Setting.FOLDER,
+            ),
+            (
+                settings.SETTING_BASE_PYTHON,
+                "OmniSat base Python for the environment (empty: found next to QGIS)",
+                "",
+                Setting.FILE,
+            ),
+            (settings.SETTING_FORCE_CPU, "OmniSat engine: install the CPU build of torch even with a GPU", False, None),
+            (settings.SETTING_TORCH_INDEX, "OmniSat engine: PyTorch wheel index (empty: pip's own index)", "", None),
+            (
+                settings.SETTING_MODELS_FOLDER,
+                "OmniSat models folder (empty: omnisat/models in the profile)",
+                "",
+                Setting.FOLDER,
+            ),
             (settings.SETTING_MODEL_HUB, "OmniSat model hub address (downloads of official models)", "", None),
         ):
             ProcessingConfig.addSetting(Setting(group, name, text, default, **({"valuetype": kind} if kind else {})))

@@ -40,12 +40,13 @@ from omnisat_qgis.package import COMPILED, PLUGIN, ROOT, build_zip
 
 MAX_UPLOAD_BYTES = 25_000_000  # the plugin repository's limit
 HEADROOM = 0.9  # fail at 22.5 MB
-REQUIRED = ("name", "description", "version", "qgisMinimumVersion", "author", "email", "about", "tracker",
-            "repository")
+REQUIRED = ("name", "description", "version", "qgisMinimumVersion", "author", "email", "about", "tracker", "repository")
 ADDRESSES = ("tracker", "repository", "homepage")
 UNPUBLISHED_OK = ("email", "tracker", "repository")  # no public address yet: a note until --publish
-DEVELOPER_SCRIPTS = re.compile(r"(^|/)(bench_[^/]*\.py|package\.py|release_gate\.py|Makefile|\.ci/.*|setup\.cfg|"
-                               r"pyproject\.toml|tox\.ini)$")
+DEVELOPER_SCRIPTS = re.compile(
+    r"(^|/)(bench_[^/]*\.py|package\.py|release_gate\.py|Makefile|\.ci/.*|setup\.cfg|"
+    r"pyproject\.toml|tox\.ini)$"
+)
 TEST_FILES = re.compile(r"(^|/)(tests?/|test_[^/]*\.py$|[^/]*_test\.py$|conftest\.py$)")
 README_MAX_LINES = 200
 FLAKE8_OPTIONS = ("--max-line-length", "120")
@@ -65,8 +66,10 @@ def check_zip(path: Path, publish: bool = False) -> Report:
     fail, note = report.failures.append, report.notes.append
     size = path.stat().st_size
     if size > MAX_UPLOAD_BYTES * HEADROOM:
-        fail(f"the zip is {size / 1e6:.1f} MB: over {HEADROOM:.0%} of the repository's "
-             f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB limit")
+        fail(
+            f"the zip is {size / 1e6:.1f} MB: over {HEADROOM:.0%} of the repository's "
+            f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB limit"
+        )
     note(f"size {size / 1e6:.1f} MB of {MAX_UPLOAD_BYTES / 1e6:.0f} MB ({size / MAX_UPLOAD_BYTES:.0%})")
     try:
         archive = zipfile.ZipFile(path)
@@ -123,7 +126,8 @@ def _check_metadata(text: str, names: set[str], publish: bool, report: Report) -
             fail(f"metadata.txt: {key} is missing")
         elif not general[key].strip():
             (fail if publish or key not in UNPUBLISHED_OK else note)(
-                f"metadata.txt: {key} is empty (no public address yet; the repository refuses the upload)")
+                f"metadata.txt: {key} is empty (no public address yet; the repository refuses the upload)"
+            )
     for key in ADDRESSES:
         value = general.get(key, "").strip()
         if value and not all(urlparse(value)[:2]):
@@ -158,10 +162,13 @@ def scan(folder: Path) -> Report:
             if match := NOSEC.search(line):
                 marked += 1
                 if not (match.group("reason") or "").strip():
-                    report.failures.append(f"bandit nosec without a reason: {source.relative_to(folder.parent)}:{number}")
-    report.notes.append(f"bandit: {len(results['results'])} finding(s) left; {marked} marked nosec in place with a reason")
-    secrets = _run(sys.executable, "-m", "detect_secrets", "scan", "--all-files", str(folder.name),
-                   cwd=folder.parent)
+                    report.failures.append(
+                        f"bandit nosec without a reason: {source.relative_to(folder.parent)}:{number}"
+                    )
+    report.notes.append(
+        f"bandit: {len(results['results'])} finding(s) left; {marked} marked nosec in place with a reason"
+    )
+    secrets = _run(sys.executable, "-m", "detect_secrets", "scan", "--all-files", str(folder.name), cwd=folder.parent)
     for name, found in json.loads(secrets.stdout)["results"].items():
         report.failures += [f"detect-secrets {f['type']} {name}:{f['line_number']}" for f in found]
     flake8 = _run(sys.executable, "-m", "flake8", *FLAKE8_OPTIONS, str(folder.name), cwd=folder.parent)
@@ -184,13 +191,23 @@ def _run(*command: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m omnisat_qgis.release_gate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m omnisat_qgis.release_gate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--zip", type=Path, help="check this zip instead of building one")
-    parser.add_argument("--publish", action="store_true",
-                        help="also fail on what only an upload needs (a public email, tracker and repository)")
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "release_gate",
-                        help="where the zip is built (default: out/release_gate)")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also fail on what only an upload needs (a public email, tracker and repository)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "out" / "release_gate",
+        help="where the zip is built (default: out/release_gate)",
+    )
     args = parser.parse_args(argv)
     archive = args.zip or build_zip(args.out / f"{PLUGIN}.zip")
     report = check_zip(archive, args.publish)

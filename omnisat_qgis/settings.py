@@ -153,8 +153,13 @@ def environment_options(force_cpu_build: bool | None = None, rebuild: bool = Fal
     from omnisat_qgis.paths import engine_root, resources_dir
 
     return SetupOptions(
-        target=managed_env_folder(), engine_root=engine_root(), requirements=tuple(engine_requirements()),
+        target=managed_env_folder(),
+        engine_root=engine_root(),
+        requirements=tuple(engine_requirements()),
         verify_model=resources_dir() / "models" / "anysat-tiny.safetensors",
-        force_cpu=force_cpu() if force_cpu_build is None else force_cpu_build, proxy=pip_proxy(),
-        torch_index=torch_index(), base_python=base_python(), rebuild=rebuild,
+        force_cpu=force_cpu() if force_cpu_build is None else force_cpu_build,
+        proxy=pip_proxy(),
+        torch_index=torch_index(),
+        base_python=base_python(),
+        rebuild=rebuild,
     )

@@ -12,8 +12,8 @@ for layers opened later, from the GUI or after qgis_process.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from qgis.core import (
     QgsColorRampShader,
@@ -55,8 +55,10 @@ def class_table(layer: QgsRasterLayer) -> list[tuple[int, str, QColor]]:
 def style_classes(layer: QgsRasterLayer, colors: dict[str, str] | None = None) -> bool:
     """Paletted renderer of the recorded classes; ``colors`` (class name -> #rrggbb) overrides the raster's."""
     colors = colors or {}
-    classes = [QgsPalettedRasterRenderer.Class(value, QColor(colors[name]) if name in colors else color, name)
-               for value, name, color in class_table(layer)]
+    classes = [
+        QgsPalettedRasterRenderer.Class(value, QColor(colors[name]) if name in colors else color, name)
+        for value, name, color in class_table(layer)
+    ]
     if not classes:
         return False
     layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
@@ -66,7 +68,9 @@ def style_classes(layer: QgsRasterLayer, colors: dict[str, str] | None = None) -
 def _gray(layer: QgsRasterLayer, minimum: float, maximum: float) -> None:
     renderer = QgsSingleBandGrayRenderer(layer.dataProvider(), 1)
     contrast = QgsContrastEnhancement(layer.dataProvider().dataType(1))
-    contrast.setContrastEnhancementAlgorithm(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+    contrast.setContrastEnhancementAlgorithm(
+        QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum
+    )
     contrast.setMinimumValue(minimum)
     contrast.setMaximumValue(maximum)
     renderer.setContrastEnhancement(contrast)
@@ -98,12 +102,16 @@ def style_magnitude(layer: QgsRasterLayer) -> bool:
 def style_rgb(layer: QgsRasterLayer) -> bool:
     """Three bands as red, green, blue, each stretched over its 2-98 % range."""
     renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 1, 2, 3)
-    for band, setter in ((1, renderer.setRedContrastEnhancement), (2, renderer.setGreenContrastEnhancement),
-                         (3, renderer.setBlueContrastEnhancement)):
+    for band, setter in (
+        (1, renderer.setRedContrastEnhancement),
+        (2, renderer.setGreenContrastEnhancement),
+        (3, renderer.setBlueContrastEnhancement),
+    ):
         low, high = layer.dataProvider().cumulativeCut(band, 0.02, 0.98)
         contrast = QgsContrastEnhancement(layer.dataProvider().dataType(band))
         contrast.setContrastEnhancementAlgorithm(
-            QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+            QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum
+        )
         contrast.setMinimumValue(low)
         contrast.setMaximumValue(high if high > low else low + 1.0)
         setter(contrast)

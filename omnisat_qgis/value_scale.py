@@ -40,8 +40,9 @@ def _same_scale(ratio: float) -> bool:
     return SAME_SCALE[0] <= ratio <= SAME_SCALE[1]
 
 
-def detect_scale(model_bands: tuple[str, ...], expected: tuple[float, ...],
-                 sampled: list[float | None]) -> ScaleVerdict:
+def detect_scale(
+    model_bands: tuple[str, ...], expected: tuple[float, ...], sampled: list[float | None]
+) -> ScaleVerdict:
     """``expected``: the model's per-band means; ``sampled``: the layer's per model band (None: missing)."""
     pairs = [(e, s) for e, s in zip(expected, sampled) if s is not None]
     if not pairs:
@@ -57,13 +58,22 @@ def detect_scale(model_bands: tuple[str, ...], expected: tuple[float, ...],
     if _same_scale(ratio):
         return FINE
     if _same_scale(ratio / REFLECTANCE_FACTOR):
-        return ScaleVerdict("reflectance_to_dn", f"values look like reflectance (mean {layer:.3g}); the model "
-                                                 f"expects digital numbers (mean {model:.4g}): converted x 10000")
+        return ScaleVerdict(
+            "reflectance_to_dn",
+            f"values look like reflectance (mean {layer:.3g}); the model "
+            f"expects digital numbers (mean {model:.4g}): converted x 10000",
+        )
     if _same_scale(ratio * REFLECTANCE_FACTOR):
-        return ScaleVerdict("dn_to_reflectance", f"values look like digital numbers (mean {layer:.4g}); the model "
-                                                 f"expects reflectance (mean {model:.3g}): converted / 10000")
-    return ScaleVerdict(None, f"values are {ratio:.3g} times what the model expects (mean {layer:.4g} vs "
-                              f"{model:.4g}): check the layer's scale or offset")
+        return ScaleVerdict(
+            "dn_to_reflectance",
+            f"values look like digital numbers (mean {layer:.4g}); the model "
+            f"expects reflectance (mean {model:.3g}): converted / 10000",
+        )
+    return ScaleVerdict(
+        None,
+        f"values are {ratio:.3g} times what the model expects (mean {layer:.4g} vs "
+        f"{model:.4g}): check the layer's scale or offset",
+    )
 
 
 def _radar(model: float, layer: float) -> ScaleVerdict:
@@ -72,7 +82,13 @@ def _radar(model: float, layer: float) -> ScaleVerdict:
     if model_db == layer_db:
         return FINE
     if layer_db:
-        return ScaleVerdict("db_to_linear", f"values look like dB (mean {layer:.3g}); the model expects linear "
-                                            f"power (mean {model:.3g}): converted 10^(dB/10)")
-    return ScaleVerdict("linear_to_db", f"values look like linear power (mean {layer:.3g}); the model expects dB "
-                                        f"(mean {model:.3g}): converted 10 log10")
+        return ScaleVerdict(
+            "db_to_linear",
+            f"values look like dB (mean {layer:.3g}); the model expects linear "
+            f"power (mean {model:.3g}): converted 10^(dB/10)",
+        )
+    return ScaleVerdict(
+        "linear_to_db",
+        f"values look like linear power (mean {layer:.3g}); the model expects dB "
+        f"(mean {model:.3g}): converted 10 log10",
+    )

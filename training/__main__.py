@@ -27,8 +27,11 @@ FINETUNE = ("supervised", "probe")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m training", description="Pretrain, fine-tune and evaluate the engine's models.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples:")[1])
+        prog="python -m training",
+        description="Pretrain, fine-tune and evaluate the engine's models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Examples:")[1],
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     helps = {
         "pretrain": "self-supervised pretraining (objective omnisat or anysat)",
@@ -43,15 +46,23 @@ def _parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             sub.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate")
     bench = commands.add_parser("bench", help="samples/s of the TreeSatAI-TS preset, forward+backward")
-    bench.add_argument("--batch", type=int, default=128,
-                       help="batch size (default 128; 0: the largest whose step fits in the device's memory)")
+    bench.add_argument(
+        "--batch",
+        type=int,
+        default=128,
+        help="batch size (default 128; 0: the largest whose step fits in the device's memory)",
+    )
     bench.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     bench.add_argument("--preset", default="omnisat-treesatai")
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     bench.add_argument("--dates", type=int, default=50, help="dates per time series")
-    bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                       help="also time torch.compile variants (compilation is slow on small CPUs)")
+    bench.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time torch.compile variants (compilation is slow on small CPUs)",
+    )
     bench.add_argument("--json", action="store_true")
     return parser
 
@@ -64,9 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from training.bench import run_bench  # lazy: keeps torch out of this module
 
-            result = run_bench(batch=args.batch, steps=args.steps, preset_name=args.preset, device=args.device,
-                               threads=args.threads, dates=args.dates, compile_variants=args.compile,
-                               reporter=reporter)
+            result = run_bench(
+                batch=args.batch,
+                steps=args.steps,
+                preset_name=args.preset,
+                device=args.device,
+                threads=args.threads,
+                dates=args.dates,
+                compile_variants=args.compile,
+                reporter=reporter,
+            )
         else:
             result = _run(args, reporter, "python -m training " + shlex.join(argv))
     except EngineError as exc:
@@ -91,8 +109,9 @@ def _run(args: argparse.Namespace, reporter: TerminalReporter, command: str) -> 
         )
     if args.command == "evaluate":
         if not (config.model.init_from or config.train.resume):
-            raise EngineError("evaluate needs trained weights: set model.init_from=<model.safetensors> "
-                              "or train.resume=<run folder>.")
+            raise EngineError(
+                "evaluate needs trained weights: set model.init_from=<model.safetensors> or train.resume=<run folder>."
+            )
         trainer = Trainer(config, reporter, command, splits=(args.split,))
         try:
             metrics = trainer.evaluate(trainer.data.val, config.train.eval_batches)

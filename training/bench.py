@@ -26,8 +26,9 @@ from engine.runtime.precision import autocast_context, choose_device, cpu_has_bf
 from engine.runtime.progress import Reporter
 
 
-def _variant(preset_name: str, batch: int, steps: int, dates: int, device: torch.device, dtype: torch.dtype,
-             compiled: bool) -> float:
+def _variant(
+    preset_name: str, batch: int, steps: int, dates: int, device: torch.device, dtype: torch.dtype, compiled: bool
+) -> float:
     torch.manual_seed(0)
     model = build_model(preset_name).to(device)
     tile_m = model.config.patch_size_m * max(getattr(model.config, "grid", (6, 6)))
@@ -80,9 +81,17 @@ def largest_batch(preset_name: str, dates: int, device: torch.device, reporter: 
     return fits
 
 
-def run_bench(*, batch: int = 128, steps: int = 3, preset_name: str = "omnisat-treesatai", device: str = "auto",
-              threads: int = 0, dates: int = 50, compile_variants: bool = True,
-              reporter: Reporter | None = None) -> dict[str, Any]:
+def run_bench(
+    *,
+    batch: int = 128,
+    steps: int = 3,
+    preset_name: str = "omnisat-treesatai",
+    device: str = "auto",
+    threads: int = 0,
+    dates: int = 50,
+    compile_variants: bool = True,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
     reporter = reporter or Reporter()
     if threads:
         torch.set_num_threads(threads)
@@ -93,8 +102,15 @@ def run_bench(*, batch: int = 128, steps: int = 3, preset_name: str = "omnisat-t
     variants = [("fp32", torch.float32, False)] + ([("bf16", torch.bfloat16, False)] if bf16 else [])
     if compile_variants:
         variants += [(f"{name}+compile", dtype, True) for name, dtype, _ in variants]
-    results: dict[str, Any] = {"preset": preset_name, "batch": batch, "steps": steps, "dates": dates,
-                               "device": str(dev), "threads": torch.get_num_threads(), "samples_per_s": {}}
+    results: dict[str, Any] = {
+        "preset": preset_name,
+        "batch": batch,
+        "steps": steps,
+        "dates": dates,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "samples_per_s": {},
+    }
     for name, dtype, compiled in variants:
         try:
             rate = _variant(preset_name, batch, steps, dates, dev, dtype, compiled)

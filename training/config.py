@@ -198,8 +198,10 @@ def validate(config: ExperimentConfig) -> None:
     choice(config.task.metric, METRICS, "task.metric")
     choice(config.task.head, SEGMENTATION_HEADS, "task.head")
     if config.task.head != "auto" and config.task.kind != "segmentation":
-        raise EngineError(f"Config key task.head={config.task.head} chooses a segmentation head, but task.kind is "
-                          f"{config.task.kind!r} (a tile head): remove task.head or set task.kind=segmentation.")
+        raise EngineError(
+            f"Config key task.head={config.task.head} chooses a segmentation head, but task.kind is "
+            f"{config.task.kind!r} (a tile head): remove task.head or set task.kind=segmentation."
+        )
     choice(config.optim.name, ("adam", "adamw", "sgd"), "optim.name")
     choice(config.optim.schedule, ("constant", "cosine", "plateau"), "optim.schedule")
     if not config.data.datasets:

@@ -40,26 +40,51 @@ CHECKPOINT_MINUTES = 1.0
 
 @dataclass
 class LearnAreaParams:
-    job: str | dict = field(metadata={"help": "job JSON file (or object): the starting model (a catalog name or "
-                                              "checkpoint), the layers per modality, the extent; its outputs are "
-                                              "not written", "positional": True})
-    output: str = field(metadata={"help": "the new model to write (.safetensors; put it in the models folder to "
-                                          "find it in every model picker)", "positional": True})
+    job: str | dict = field(
+        metadata={
+            "help": "job JSON file (or object): the starting model (a catalog name or "
+            "checkpoint), the layers per modality, the extent; its outputs are "
+            "not written",
+            "positional": True,
+        }
+    )
+    output: str = field(
+        metadata={
+            "help": "the new model to write (.safetensors; put it in the models folder to "
+            "find it in every model picker)",
+            "positional": True,
+        }
+    )
     minutes: float = field(default=10.0, metadata={"help": "time budget of the training, in minutes (0: steps only)"})
-    steps: int = field(default=0, metadata={"help": "training steps of this run (0: as many as the time budget allows)"})
-    run_dir: str | None = field(default=None, metadata={
-        "help": "folder of the training checkpoints and the loss log (default: beside the output, <name>-run)"})
-    resume: bool = field(default=True, metadata={"help": "continue from the run folder's last checkpoint when there is one"})
-    checkpoint_every: int = field(default=25, metadata={
-        "help": "checkpoint every this many steps (and at least every minute): a cancel keeps the last one"})
+    steps: int = field(
+        default=0, metadata={"help": "training steps of this run (0: as many as the time budget allows)"}
+    )
+    run_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder of the training checkpoints and the loss log (default: beside the output, <name>-run)"
+        },
+    )
+    resume: bool = field(
+        default=True, metadata={"help": "continue from the run folder's last checkpoint when there is one"}
+    )
+    checkpoint_every: int = field(
+        default=25,
+        metadata={"help": "checkpoint every this many steps (and at least every minute): a cancel keeps the last one"},
+    )
     batch_size: int = field(default=4, metadata={"help": "windows per training step"})
     learning_rate: float = field(default=5e-5, metadata={"help": "Adam learning rate"})
     max_dates: int = field(default=16, metadata={"help": "dates per time series drawn for each window"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: default)"})
     seed: int = field(default=0, metadata={"help": "random seed of the windows drawn and of the probes' folds"})
-    labels: str | None = field(default=None, metadata={
-        "help": "labelled points or polygons: probe accuracy before and after, on the same folds", "role": "input"})
+    labels: str | None = field(
+        default=None,
+        metadata={
+            "help": "labelled points or polygons: probe accuracy before and after, on the same folds",
+            "role": "input",
+        },
+    )
     class_field: str = field(default="class", metadata={"help": "field of the labels holding the class"})
     layer: str | None = field(default=None, metadata={"help": "layer name in the labels file (default: the first)"})
     ignore_values: list[str] = field(default_factory=list, metadata={"help": "class values to skip, e.g. 0"})
@@ -104,8 +129,11 @@ def loss_curve(run_dir: Path) -> list[tuple[int, float]]:
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        return [(int(r["step"]), float(r["value"])) for r in csv.DictReader(handle)
-                if r["split"] == "train" and r["metric"] == "loss"]
+        return [
+            (int(r["step"]), float(r["value"]))
+            for r in csv.DictReader(handle)
+            if r["split"] == "train" and r["metric"] == "loss"
+        ]
 
 
 def curve_svg(points: list[tuple[int, float]], width: int = 480, height: int = 200) -> str:
@@ -115,14 +143,17 @@ def curve_svg(points: list[tuple[int, float]], width: int = 480, height: int = 2
     steps, losses = [p[0] for p in points], [p[1] for p in points]
     s0, s1, lo, hi = min(steps), max(steps), min(losses), max(losses)
     span_s, span_l = max(s1 - s0, 1), max(hi - lo, 1e-12)
-    xy = " ".join(f"{40 + (s - s0) / span_s * (width - 50):.1f},{10 + (hi - v) / span_l * (height - 40):.1f}"
-                  for s, v in points)
-    return (f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
-            f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{xy}"/>'
-            f'<text x="40" y="{height - 8}" font-size="11">step {s0}</text>'
-            f'<text x="{width - 70}" y="{height - 8}" font-size="11">step {s1}</text>'
-            f'<text x="2" y="14" font-size="11">{hi:.3g}</text><text x="2" y="{height - 30}" font-size="11">{lo:.3g}</text>'
-            "</svg>")
+    xy = " ".join(
+        f"{40 + (s - s0) / span_s * (width - 50):.1f},{10 + (hi - v) / span_l * (height - 40):.1f}" for s, v in points
+    )
+    return (
+        f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+        f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{xy}"/>'
+        f'<text x="40" y="{height - 8}" font-size="11">step {s0}</text>'
+        f'<text x="{width - 70}" y="{height - 8}" font-size="11">step {s1}</text>'
+        f'<text x="2" y="14" font-size="11">{hi:.3g}</text><text x="2" y="{height - 30}" font-size="11">{lo:.3g}</text>'
+        "</svg>"
+    )
 
 
 def count_windows(job, model_path: Path) -> int:
@@ -138,16 +169,34 @@ def probe_scores(params: LearnAreaParams, job, model: str, probe: Path, reporter
     """Spatially cross-validated accuracy of a linear probe on ``model``'s embeddings (fixed seed and folds)."""
     from engine.ops.probe_ops import FitProbeParams, fit_probe_operation  # lazy: keeps rasterio out of this module
 
-    fit = fit_probe_operation(FitProbeParams(
-        labels=params.labels, embeddings=dataclasses.replace(job, model=model, outputs=dataclasses.replace(
-            job.outputs, embeddings=None, classes=None, confidence=None, probabilities=None)),
-        output=str(probe), class_field=params.class_field, layer=params.layer, ignore_values=params.ignore_values,
-        seed=params.seed, learning_curve=False), reporter)
+    fit = fit_probe_operation(
+        FitProbeParams(
+            labels=params.labels,
+            embeddings=dataclasses.replace(
+                job,
+                model=model,
+                outputs=dataclasses.replace(
+                    job.outputs, embeddings=None, classes=None, confidence=None, probabilities=None
+                ),
+            ),
+            output=str(probe),
+            class_field=params.class_field,
+            layer=params.layer,
+            ignore_values=params.ignore_values,
+            seed=params.seed,
+            learning_curve=False,
+        ),
+        reporter,
+    )
     return {k: fit[k] for k in ("overall_accuracy", "macro_f1", "validation_cells", "validation_rule")}
 
 
-@operation("learn-area", LearnAreaParams, outputs=("output", "report"),
-           summary="Self-supervised pretraining of a model on your own rasters; a new model with its provenance.")
+@operation(
+    "learn-area",
+    LearnAreaParams,
+    outputs=("output", "report"),
+    summary="Self-supervised pretraining of a model on your own rasters; a new model with its provenance.",
+)
 def learn_area(params: LearnAreaParams, reporter: Reporter) -> dict[str, Any]:
     """Continue the starting model's own pretraining (omnisat: contrastive + reconstruction; anysat: JEPA) on
     windows of the job's layers, for ``minutes`` or ``steps``; progress gives step, loss and samples/s. A cancel
@@ -169,8 +218,10 @@ def learn_area(params: LearnAreaParams, reporter: Reporter) -> dict[str, Any]:
     parent = find_model(job.model)
     objective = OBJECTIVES.get(parent.architecture)
     if objective is None:
-        raise EngineError(f"The model '{parent.path}' is a {parent.architecture!r} model, which has no pretraining "
-                          f"objective here (known: {', '.join(OBJECTIVES)}).")
+        raise EngineError(
+            f"The model '{parent.path}' is a {parent.architecture!r} model, which has no pretraining "
+            f"objective here (known: {', '.join(OBJECTIVES)})."
+        )
     batch_size = min(params.batch_size, count_windows(job, parent.path))
     if batch_size < params.batch_size:
         reporter.log(f"The area holds {batch_size} windows: batches of {batch_size}.", "warning")
@@ -183,73 +234,129 @@ def learn_area(params: LearnAreaParams, reporter: Reporter) -> dict[str, Any]:
         except EngineError:
             resume = ""  # nothing to resume: a fresh run
     tree = {
-        "objective": objective, "model": {"preset": parent.name, "init_from": str(parent.path)},
-        "data": {"datasets": [{"format": "rasters", "root": str(dataset_job(job, str(parent.path), run_dir)),
-                               "batch_size": batch_size, "max_dates": params.max_dates,
-                               "options": {"val_every": 10}}]},
+        "objective": objective,
+        "model": {"preset": parent.name, "init_from": str(parent.path)},
+        "data": {
+            "datasets": [
+                {
+                    "format": "rasters",
+                    "root": str(dataset_job(job, str(parent.path), run_dir)),
+                    "batch_size": batch_size,
+                    "max_dates": params.max_dates,
+                    "options": {"val_every": 10},
+                }
+            ]
+        },
         "optim": {"name": "adam", "lr": params.learning_rate, "schedule": "constant"},
-        "train": {"out_dir": str(run_dir), "max_steps": 1, "seed": params.seed, "device": params.device,
-                  "threads": params.threads, "log_every": 1, "checkpoint_every": params.checkpoint_every,
-                  "checkpoint_minutes": CHECKPOINT_MINUTES, "max_minutes": params.minutes, "resume": resume,
-                  "eval_every": 0, "progress": False},
+        "train": {
+            "out_dir": str(run_dir),
+            "max_steps": 1,
+            "seed": params.seed,
+            "device": params.device,
+            "threads": params.threads,
+            "log_every": 1,
+            "checkpoint_every": params.checkpoint_every,
+            "checkpoint_minutes": CHECKPOINT_MINUTES,
+            "max_minutes": params.minutes,
+            "resume": resume,
+            "eval_every": 0,
+            "progress": False,
+        },
     }
     config = from_dict(ExperimentConfig, tree, "learn-area's training config")
     validate(config)
-    trainer = Trainer(config, LossLog(reporter), f"python -m engine learn-area (run folder {run_dir})", splits=("train",))
+    trainer = Trainer(
+        config, LossLog(reporter), f"python -m engine learn-area (run folder {run_dir})", splits=("train",)
+    )
     try:
         start = trainer.step
         # Steps of this run; by time alone, more than any budget reaches (the loop stops on the clock).
-        config.train.max_steps = start + (params.steps if params.steps > 0 else 10 ** 9)
-        reporter.log(f"Learning the area with {parent.name} ({objective} objective) on "
-                     f"{len(trainer.data.datasets['rasters'])} windows of {', '.join(job.modalities)}, "
-                     + (f"{params.minutes:g} min" if params.minutes > 0 else "") +
-                     (" or " if params.minutes > 0 and params.steps > 0 else "") +
-                     (f"{params.steps} steps" if params.steps > 0 else ""))
+        config.train.max_steps = start + (params.steps if params.steps > 0 else 10**9)
+        reporter.log(
+            f"Learning the area with {parent.name} ({objective} objective) on "
+            f"{len(trainer.data.datasets['rasters'])} windows of {', '.join(job.modalities)}, "
+            + (f"{params.minutes:g} min" if params.minutes > 0 else "")
+            + (" or " if params.minutes > 0 and params.steps > 0 else "")
+            + (f"{params.steps} steps" if params.steps > 0 else "")
+        )
         try:
             fitted = trainer.fit()
         except Cancelled:
-            reporter.log(f"Cancelled: the last checkpoint of {run_dir} is kept; run again (resume) to continue.",
-                         "warning")
+            reporter.log(
+                f"Cancelled: the last checkpoint of {run_dir} is kept; run again (resume) to continue.", "warning"
+            )
             raise
         provenance = {
-            "parent": {"name": parent.name, "path": str(parent.path), "sha256": sha256_of(parent.path),
-                       "licence": parent.provenance.get("licence", "")},
+            "parent": {
+                "name": parent.name,
+                "path": str(parent.path),
+                "sha256": sha256_of(parent.path),
+                "licence": parent.provenance.get("licence", ""),
+            },
             "licence": parent.provenance.get("licence") or "derived from the parent model (see its licence)",
-            "inputs": {n: list(m.files) if isinstance(m.files, list) else [m.files] if m.files is not None
-                       else [p.files for p in m.parts] for n, m in job.modalities.items()},
-            "extent": dataclasses.asdict(job)["extent"], "steps_this_run": trainer.step - start,
-            "minutes_budget": params.minutes, "weights": f"learn-area: {objective} pretraining on the user's rasters",
+            "inputs": {
+                n: list(m.files)
+                if isinstance(m.files, list)
+                else [m.files]
+                if m.files is not None
+                else [p.files for p in m.parts]
+                for n, m in job.modalities.items()
+            },
+            "extent": dataclasses.asdict(job)["extent"],
+            "steps_this_run": trainer.step - start,
+            "minutes_budget": params.minutes,
+            "weights": f"learn-area: {objective} pretraining on the user's rasters",
         }
         trainer.export(output, provenance)
     finally:
         trainer.close()
     reporter.log(f"Wrote {output} after {fitted['steps']} steps ({fitted['samples_per_s']:.1f} samples/s)")
-    result = {"output": str(output), "run_dir": str(run_dir), "parent": parent.name, "steps": fitted["steps"],
-              "steps_this_run": fitted["steps"] - start, "resumed_from": start, "final_loss": fitted["final"].get("loss"),
-              "samples_per_s": fitted["samples_per_s"], "loss_curve": loss_curve(run_dir), "report": params.report}
+    result = {
+        "output": str(output),
+        "run_dir": str(run_dir),
+        "parent": parent.name,
+        "steps": fitted["steps"],
+        "steps_this_run": fitted["steps"] - start,
+        "resumed_from": start,
+        "final_loss": fitted["final"].get("loss"),
+        "samples_per_s": fitted["samples_per_s"],
+        "loss_curve": loss_curve(run_dir),
+        "report": params.report,
+    }
     if params.labels:
         reporter.log("Probe accuracy on your labels, parent model then the new one (same folds)")
         result["before"] = probe_scores(params, job, str(parent.path), run_dir / "probe-before.safetensors", reporter)
         result["after"] = probe_scores(params, job, str(output), run_dir / "probe-after.safetensors", reporter)
         result.update(macro_f1_before=result["before"]["macro_f1"], macro_f1_after=result["after"]["macro_f1"])
-        reporter.log(f"Macro-F1 {result['before']['macro_f1']:.3f} -> {result['after']['macro_f1']:.3f}, overall "
-                     f"accuracy {result['before']['overall_accuracy']:.3f} -> {result['after']['overall_accuracy']:.3f}")
+        reporter.log(
+            f"Macro-F1 {result['before']['macro_f1']:.3f} -> {result['after']['macro_f1']:.3f}, overall "
+            f"accuracy {result['before']['overall_accuracy']:.3f} -> {result['after']['overall_accuracy']:.3f}"
+        )
     if params.report:
         write_report(params.report, result)
     return result
 
 
 def write_report(path: str, result: dict[str, Any]) -> None:
-    rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(result[k]))}</td></tr>" for k in
-                   ("parent", "output", "steps", "steps_this_run", "final_loss", "samples_per_s", "run_dir"))
+    rows = "".join(
+        f"<tr><th>{escape(k)}</th><td>{escape(str(result[k]))}</td></tr>"
+        for k in ("parent", "output", "steps", "steps_this_run", "final_loss", "samples_per_s", "run_dir")
+    )
     scores = ""
     if "before" in result:
-        scores = ("<h2>Probe on your labels (same spatial folds)</h2><table><tr><th></th><th>overall accuracy</th>"
-                  "<th>macro-F1</th></tr>" + "".join(
-                      f"<tr><th>{name}</th><td>{result[key]['overall_accuracy']:.3f}</td>"
-                      f"<td>{result[key]['macro_f1']:.3f}</td></tr>"
-                      for key, name in (("before", "parent model"), ("after", "new model"))) + "</table>")
-    html = (f"<html><head><meta charset='utf-8'><title>Learn this area</title></head><body><h1>Learn this area</h1>"
-            f"<table>{rows}</table><h2>Training loss</h2>{curve_svg(result['loss_curve'])}{scores}</body></html>")
+        scores = (
+            "<h2>Probe on your labels (same spatial folds)</h2><table><tr><th></th><th>overall accuracy</th>"
+            "<th>macro-F1</th></tr>"
+            + "".join(
+                f"<tr><th>{name}</th><td>{result[key]['overall_accuracy']:.3f}</td>"
+                f"<td>{result[key]['macro_f1']:.3f}</td></tr>"
+                for key, name in (("before", "parent model"), ("after", "new model"))
+            )
+            + "</table>"
+        )
+    html = (
+        f"<html><head><meta charset='utf-8'><title>Learn this area</title></head><body><h1>Learn this area</h1>"
+        f"<table>{rows}</table><h2>Training loss</h2>{curve_svg(result['loss_curve'])}{scores}</body></html>"
+    )
     with atomic_output(path, "report") as temp:
         temp.write_text(html, encoding="utf-8")

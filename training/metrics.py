@@ -47,8 +47,9 @@ class MetricAccumulator:
             keep = target != self.ignore_index
             predicted, target = predicted[keep], target[keep]
         index = target.long().flatten() * self.num_classes + predicted.flatten()
-        self.counts += torch.bincount(index, minlength=self.num_classes**2).reshape(
-            self.num_classes, self.num_classes).double()
+        self.counts += (
+            torch.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes).double()
+        )
 
     def all_reduce(self) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -50,8 +50,9 @@ class OmniSatPretraining(Objective):
     def __init__(self, encoder: EOModel, contrastive_weight: float, reconstruction_weight: float):
         super().__init__()
         if not hasattr(encoder, "pretraining_loss"):
-            raise EngineError(f"Objective 'omnisat' needs an OmniSat model, not {type(encoder).__name__}: "
-                              "use model.preset omnisat-*.")
+            raise EngineError(
+                f"Objective 'omnisat' needs an OmniSat model, not {type(encoder).__name__}: use model.preset omnisat-*."
+            )
         self.encoder = encoder
         self.weights = {"contrastive": contrastive_weight, "reconstruction": reconstruction_weight}
 
@@ -74,12 +75,20 @@ class AnySatPretraining(Objective):
         from engine.models.jepa import AnySatJEPA, JEPAConfig  # lazy: keeps rasterio out of this module
 
         if not isinstance(encoder, AnySat):
-            raise EngineError(f"Objective 'anysat' needs an AnySat model, not {type(encoder).__name__}: "
-                              "use model.preset anysat-*.")
+            raise EngineError(
+                f"Objective 'anysat' needs an AnySat model, not {type(encoder).__name__}: use model.preset anysat-*."
+            )
         p = config.pretrain
-        self.jepa = AnySatJEPA(encoder, JEPAConfig(
-            total_steps=config.train.max_steps, momentum=(p.ema_start, p.ema_end), date_drop=p.date_dropout,
-            temperature=p.temperature, contrastive_weight=p.contrastive_weight))
+        self.jepa = AnySatJEPA(
+            encoder,
+            JEPAConfig(
+                total_steps=config.train.max_steps,
+                momentum=(p.ema_start, p.ema_end),
+                date_drop=p.date_dropout,
+                temperature=p.temperature,
+                contrastive_weight=p.contrastive_weight,
+            ),
+        )
 
     @property
     def encoder(self) -> EOModel:  # the student; not registered twice (safetensors refuses shared tensors)
@@ -100,7 +109,8 @@ def segmentation_head_kind(choice: str, encoder: EOModel) -> str:
     if choice == "dense" and not encoder.has_dense_features:
         raise EngineError(
             f"task.head=dense needs per-sub-patch (dense) features, which {type(encoder).__name__} does not give "
-            "(only AnySat models do): set task.head=patch, or use model.preset anysat-*.")
+            "(only AnySat models do): set task.head=patch, or use model.preset anysat-*."
+        )
     return choice
 
 
@@ -113,18 +123,26 @@ class Supervised(Objective):
     gradients): linear probing.
     """
 
-    def __init__(self, encoder: EOModel, kind: str, num_classes: int, ignore_index: int = -100,
-                 freeze_encoder: bool = False, head: str = "auto"):
+    def __init__(
+        self,
+        encoder: EOModel,
+        kind: str,
+        num_classes: int,
+        ignore_index: int = -100,
+        freeze_encoder: bool = False,
+        head: str = "auto",
+    ):
         super().__init__()
         self.encoder, self.kind, self.ignore_index = encoder, kind, ignore_index
         self.freeze = freeze_encoder
         head_kind = segmentation_head_kind(head, encoder) if kind == "segmentation" else "classification"
-        self.classifier = build_head(HeadConfig(head_kind, head_input_width(head_kind, encoder), num_classes,
-                                                multilabel=kind == "multilabel"))
+        self.classifier = build_head(
+            HeadConfig(head_kind, head_input_width(head_kind, encoder), num_classes, multilabel=kind == "multilabel")
+        )
         if freeze_encoder:
             encoder.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "Supervised":
+    def train(self, mode: bool = True) -> Supervised:
         super().train(mode)
         if self.freeze:
             self.encoder.eval()
@@ -136,11 +154,15 @@ class Supervised(Objective):
     def logits(self, batch: Batch) -> Tensor:
         head_kind = self.classifier.config.kind
         # Dense features cost memory: computed only for a dense head, on the finest modality given.
-        dense = (self.encoder.dense_layout(list(batch.inputs), batch.patch_size_m
-                                           or self.encoder.default_patch_size_m())[0] if head_kind == "dense" else None)
+        dense = (
+            self.encoder.dense_layout(list(batch.inputs), batch.patch_size_m or self.encoder.default_patch_size_m())[0]
+            if head_kind == "dense"
+            else None
+        )
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            features = self.encoder.features(batch.inputs, batch.dates, batch.date_mask,
-                                             patch_size_m=batch.patch_size_m, dense=dense)
+            features = self.encoder.features(
+                batch.inputs, batch.dates, batch.date_mask, patch_size_m=batch.patch_size_m, dense=dense
+            )
         read = self.classifier.read(features)
         if head_kind == "classification":
             return self.classifier(read)

@@ -39,8 +39,10 @@ def treesat(shared: Path, out: Path) -> Path:
     root = out / "TreeSat"
     for folder in ("aerial", "sentinel-ts", "labels"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    for src, dst in ((f"{TREESAT_TILE}.tif", f"aerial/{TREESAT_TILE}.tif"),
-                     (f"{TREESAT_TILE}.h5", f"sentinel-ts/{TREESAT_TILE}.h5")):
+    for src, dst in (
+        (f"{TREESAT_TILE}.tif", f"aerial/{TREESAT_TILE}.tif"),
+        (f"{TREESAT_TILE}.h5", f"sentinel-ts/{TREESAT_TILE}.h5"),
+    ):
         link = root / dst
         if not link.exists():
             link.symlink_to((shared / "treesatai_sample" / src).resolve())
@@ -62,11 +64,24 @@ def eolearn(shared: Path, out: Path) -> Path:
     for t, day in enumerate(EOLEARN_DATES):
         data = (scenes[t][:, :, EOLEARN_BANDS] * 10000).astype("float32").transpose(2, 0, 1)
         path = root / f"S2_{day}.tif"
-        with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                           dtype="float32", crs="EPSG:32633", transform=from_origin(min(xs), max(ys), 10, 10)) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=data.shape[2],
+            height=data.shape[1],
+            count=data.shape[0],
+            dtype="float32",
+            crs="EPSG:32633",
+            transform=from_origin(min(xs), max(ys), 10, 10),
+        ) as dst:
             dst.write(data)
         files.append(str(path.resolve()))
-    job = {"model": "unused.safetensors", "outputs": {"embeddings": "unused.tif"}, "modalities": {"s2": {"files": files}}}
+    job = {
+        "model": "unused.safetensors",
+        "outputs": {"embeddings": "unused.tif"},
+        "modalities": {"s2": {"files": files}},
+    }
     (root / "job.json").write_text(json.dumps(job, indent=1))
     return root
 
@@ -92,8 +107,13 @@ def eolearn_segmentation(shared: Path, out: Path) -> Path:
             np.save(root / "DATA_S2" / f"S2_{pid}.npy", np.ascontiguousarray(series[:, :, rows, cols]))
             # PASTIS targets hold (semantic, instance, ...) channels; the reader uses channel 0.
             np.save(root / "ANNOTATIONS" / f"TARGET_{pid}.npy", np.repeat(target[None, rows, cols], 3, axis=0))
-            features.append({"type": "Feature", "geometry": None,
-                             "properties": {"ID_PATCH": pid, "Fold": col + 1, "dates-S2": dates}})
+            features.append(
+                {
+                    "type": "Feature",
+                    "geometry": None,
+                    "properties": {"ID_PATCH": pid, "Fold": col + 1, "dates-S2": dates},
+                }
+            )
     (root / "metadata.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return root
 

@@ -12,8 +12,9 @@ resumption.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -29,8 +30,19 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class BatchStream:
-    def __init__(self, dataset: TileDataset, global_batch: int, *, seed: int, rank: int = 0, world: int = 1,
-                 shuffle: bool = True, num_workers: int = 0, limit_samples: int = 0, name: str = ""):
+    def __init__(
+        self,
+        dataset: TileDataset,
+        global_batch: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        shuffle: bool = True,
+        num_workers: int = 0,
+        limit_samples: int = 0,
+        name: str = "",
+    ):
         if global_batch % world:
             raise EngineError(
                 f"The batch size {global_batch} of dataset {name!r} must be a multiple of the {world} processes."
@@ -38,8 +50,9 @@ class BatchStream:
         self.dataset, self.name, self.seed = dataset, name, seed
         self.batch = global_batch // world
         self.num_workers = num_workers
-        self.sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed,
-                                          drop_last=world > 1)
+        self.sampler = DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=world > 1
+        )
         per_rank = len(self.sampler) if not limit_samples else min(len(self.sampler), limit_samples // world)
         self.per_rank = per_rank
         self.batches_per_epoch = per_rank // self.batch
@@ -54,16 +67,23 @@ class BatchStream:
     def _batches(self, partial: bool = False) -> Iterator[Batch]:
         """The epoch's batches from the current position; ``partial`` keeps a last, smaller batch."""
         self.sampler.set_epoch(self.epoch)
-        order = list(self.sampler)[:self.per_rank]
+        order = list(self.sampler)[: self.per_rank]
         count = -(-self.per_rank // self.batch) if partial else self.batches_per_epoch
         keys = [
-            [(i, item_seed(self.seed, self.epoch, i)) for i in order[b * self.batch:(b + 1) * self.batch]]
+            [(i, item_seed(self.seed, self.epoch, i)) for i in order[b * self.batch : (b + 1) * self.batch]]
             for b in range(self.position, count)
         ]
         if self.num_workers == 0:
             return (collate([self.dataset[k] for k in batch_keys]) for batch_keys in keys)
-        return iter(DataLoader(self.dataset, batch_sampler=keys, collate_fn=collate, num_workers=self.num_workers,
-                               persistent_workers=False))
+        return iter(
+            DataLoader(
+                self.dataset,
+                batch_sampler=keys,
+                collate_fn=collate,
+                num_workers=self.num_workers,
+                persistent_workers=False,
+            )
+        )
 
     def next(self) -> Batch:
         if self.position >= self.batches_per_epoch:

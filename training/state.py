@@ -91,9 +91,16 @@ def save_state(out_dir: Path, state: TrainingState, keep: int = 3) -> Path:
         weights = {k: v.detach().cpu().contiguous() for k, v in state.weights.items()}
         save_file(weights, str(temp / "weights.safetensors"), metadata={"format": FORMAT})
         save_file({**optim_tensors, **state.rng}, str(temp / "optimizer.safetensors"), metadata={"format": FORMAT})
-        meta = {"format": FORMAT, "version": VERSION, "step": state.step, "optimizer": optim_meta,
-                "scheduler": state.scheduler, "sampler": state.sampler, "identity": state.identity,
-                "extra": state.extra}
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "step": state.step,
+            "optimizer": optim_meta,
+            "scheduler": state.scheduler,
+            "sampler": state.sampler,
+            "identity": state.identity,
+            "extra": state.extra,
+        }
         (temp / "state.json").write_text(json.dumps(meta, indent=1, default=_json_default))
         for file in temp.iterdir():
             with open(file, "rb") as handle:
@@ -153,8 +160,13 @@ def load_state(path: str | Path) -> TrainingState:
         raise EngineError(f"'{folder}' was written by a newer version (format {meta['version']}); update the project.")
     rng = {k: v for k, v in other.items() if k.startswith("rng.")}
     return TrainingState(
-        step=int(meta["step"]), weights=weights, optimizer=_join_optimizer(other, meta["optimizer"]),
-        scheduler=meta["scheduler"], sampler=meta["sampler"], rng=rng, identity=meta["identity"],
+        step=int(meta["step"]),
+        weights=weights,
+        optimizer=_join_optimizer(other, meta["optimizer"]),
+        scheduler=meta["scheduler"],
+        sampler=meta["sampler"],
+        rng=rng,
+        identity=meta["identity"],
         extra=meta.get("extra", {}),
     )
 

@@ -14,9 +14,10 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,9 +28,9 @@ from engine.models.base import EOModel
 from engine.models.checkpoint import load_checkpoint, save_checkpoint
 from engine.models.modalities import sensor
 from engine.models.registry import build_model, preset
+from engine.runtime import distributed
 from engine.runtime.precision import autocast_context, choose_dtype
 from engine.runtime.progress import Reporter
-from engine.runtime import distributed
 from training.config import ExperimentConfig
 from training.datasets import TileDataset, open_dataset
 from training.datasets.common import Batch
@@ -93,8 +94,13 @@ def _split(config: ExperimentConfig, split: str, ds_config) -> str:
     return {"train": ds_config.train_split, "val": ds_config.val_split, "test": ds_config.test_split}[split]
 
 
-def open_data(config: ExperimentConfig, encoder: EOModel, dist: distributed.Distributed,
-              splits: Iterable[str] = ("train", "val"), reporter: Reporter | None = None) -> Data:
+def open_data(
+    config: ExperimentConfig,
+    encoder: EOModel,
+    dist: distributed.Distributed,
+    splits: Iterable[str] = ("train", "val"),
+    reporter: Reporter | None = None,
+) -> Data:
     bands = {name: spec.n_bands for name, spec in encoder.modalities.items()}
     segmentation = config.task.kind == "segmentation" and config.objective in ("supervised", "probe")
     choices, val, datasets = {}, {}, {}
@@ -108,11 +114,26 @@ def open_data(config: ExperimentConfig, encoder: EOModel, dist: distributed.Dist
             )
         for split in splits:
             shuffle = split == "train"
-            dataset = open_dataset(chosen, _split(config, split, ds), train=shuffle, bands=bands,
-                                   segmentation=segmentation, model=encoder, reporter=reporter)
-            stream = BatchStream(dataset, ds.batch_size, seed=config.train.seed, rank=dist.rank, world=dist.world,
-                                 shuffle=shuffle, num_workers=config.data.num_workers,
-                                 limit_samples=config.data.limit_samples, name=ds.name)
+            dataset = open_dataset(
+                chosen,
+                _split(config, split, ds),
+                train=shuffle,
+                bands=bands,
+                segmentation=segmentation,
+                model=encoder,
+                reporter=reporter,
+            )
+            stream = BatchStream(
+                dataset,
+                ds.batch_size,
+                seed=config.train.seed,
+                rank=dist.rank,
+                world=dist.world,
+                shuffle=shuffle,
+                num_workers=config.data.num_workers,
+                limit_samples=config.data.limit_samples,
+                name=ds.name,
+            )
             if split == "train":
                 choices[ds.name] = DatasetChoice(stream, ds.weight, ds.patch_sizes_m)
                 datasets[ds.name] = dataset
@@ -156,8 +177,9 @@ def build_optimizer(config: ExperimentConfig, objective: nn.Module) -> torch.opt
 def build_scheduler(config: ExperimentConfig, optimizer: torch.optim.Optimizer):
     o, total = config.optim, config.train.max_steps
     if o.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=o.plateau_factor,
-                                                          patience=o.plateau_patience)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=o.plateau_factor, patience=o.plateau_patience
+        )
     floor = o.min_lr / o.lr if o.lr > 0 else 0.0
 
     def factor(step: int) -> float:
@@ -191,8 +213,13 @@ def oom_error(batch: Batch, device: torch.device, config: ExperimentConfig) -> E
 
 # ----- the run ---------------------------------------------------------------------------
 class Trainer:
-    def __init__(self, config: ExperimentConfig, reporter: Reporter | None = None, command: str = "",
-                 splits: tuple[str, ...] = ("train", "val")):
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        reporter: Reporter | None = None,
+        command: str = "",
+        splits: tuple[str, ...] = ("train", "val"),
+    ):
         self.config, self.reporter, self.command = config, reporter or Reporter(), command
         self.dist = distributed.setup(config.train.device)
         if config.train.threads:
@@ -210,8 +237,10 @@ class Trainer:
         self.objective: Objective = build_objective(config, self.encoder, num_classes).to(self.device)
         if config.task.kind == "segmentation" and self.objective.head() is not None:
             head = self.objective.head().config
-            self.reporter.log(f"Segmentation head: {head.kind} ({head.embed_dim} features -> {head.n_classes} classes"
-                              f"{', encoder frozen' if self.objective.freeze else ''}).")
+            self.reporter.log(
+                f"Segmentation head: {head.kind} ({head.embed_dim} features -> {head.n_classes} classes"
+                f"{', encoder frozen' if self.objective.freeze else ''})."
+            )
         if loaded_head is not None and self.objective.head() is not None:
             self._load_head(loaded_head)
         if config.train.freeze_batchnorm:
@@ -221,9 +250,12 @@ class Trainer:
         self.optimizer = build_optimizer(config, self.objective)
         self.scheduler = build_scheduler(config, self.optimizer)
         self.step = 0
-        self.identity = {"preset": config.model.preset, "objective": config.objective,
-                         "architecture": architecture_hash(self.encoder),
-                         "modalities": sorted(self.encoder.modalities)}
+        self.identity = {
+            "preset": config.model.preset,
+            "objective": config.objective,
+            "architecture": architecture_hash(self.encoder),
+            "modalities": sorted(self.encoder.modalities),
+        }
         if config.train.resume:
             if self.data.sampler is not None:
                 self._resume(config.train.resume)
@@ -232,8 +264,10 @@ class Trainer:
         self.model: nn.Module = self.objective
         if self.dist.enabled:
             self.model = DistributedDataParallel(
-                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True)
+                self.objective,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
         if config.train.compile:
             self.model = torch.compile(self.model)
 
@@ -253,8 +287,10 @@ class Trainer:
         check_identity(state.identity, self.identity, path)
         differs = set(self.objective.state_dict()) ^ set(state.weights)
         if differs:
-            raise EngineError(f"The checkpoint '{path}' does not hold this objective's weights "
-                              f"(differs on {', '.join(sorted(differs)[:3])}).")
+            raise EngineError(
+                f"The checkpoint '{path}' does not hold this objective's weights "
+                f"(differs on {', '.join(sorted(differs)[:3])})."
+            )
         self.objective.load_state_dict(state.weights)
         return state
 
@@ -271,9 +307,14 @@ class Trainer:
         if not self.dist.is_main:
             return None
         state = TrainingState(
-            step=self.step, weights=self.objective.state_dict(), optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(), sampler=self.data.sampler.state_dict(), rng=rng_state(),
-            identity=self.identity, extra={"config": self.config.to_dict(), "command": self.command},
+            step=self.step,
+            weights=self.objective.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            sampler=self.data.sampler.state_dict(),
+            rng=rng_state(),
+            identity=self.identity,
+            extra={"config": self.config.to_dict(), "command": self.command},
         )
         return save_state(self.out_dir, state, self.config.train.keep_checkpoints)
 
@@ -300,7 +341,8 @@ class Trainer:
             out.loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in self.objective.parameters() if p.requires_grad],
-                self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf"))
+                self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf"),
+            )
             self.optimizer.step()
         except BaseException as exc:
             if _is_oom(exc):
@@ -329,8 +371,9 @@ class Trainer:
             total, count = torch.zeros(2, dtype=torch.float64), 0
             metric = None
             if self.config.objective in ("supervised", "probe"):
-                metric = MetricAccumulator(task.kind, self.objective.classifier.config.n_classes,
-                                           task.ignore_index, task.threshold)
+                metric = MetricAccumulator(
+                    task.kind, self.objective.classifier.config.n_classes, task.ignore_index, task.threshold
+                )
             ds = next(d for d in self.config.data.datasets if d.name == name)
             for i, batch in enumerate(stream.epoch_batches()):
                 if max_batches and i >= max_batches:
@@ -380,8 +423,9 @@ class Trainer:
                     done = (self.step - first_step) / max(cfg.max_steps - first_step, 1)
                     if budget_s:
                         done = max(done, (time.perf_counter() - started) / budget_s)
-                    self.reporter.progress(100 * min(done, 1.0), f"step {self.step}: loss {last['loss']:.4g}, "
-                                                                 f"{rate:.1f} samples/s")
+                    self.reporter.progress(
+                        100 * min(done, 1.0), f"step {self.step}: loss {last['loss']:.4g}, {rate:.1f} samples/s"
+                    )
                 at_eval = cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps)
                 if at_eval and self.data.val:
                     val = self.evaluate(self.data.val, cfg.eval_batches)
@@ -394,7 +438,8 @@ class Trainer:
                 if at_log:
                     window = []
                 overdue = cfg.checkpoint_minutes and self._agreed(
-                    time.perf_counter() - last_checkpoint >= 60 * cfg.checkpoint_minutes)
+                    time.perf_counter() - last_checkpoint >= 60 * cfg.checkpoint_minutes
+                )
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or out_of_time or overdue:
                     self.checkpoint()
                     last_checkpoint = time.perf_counter()
@@ -406,9 +451,14 @@ class Trainer:
             log.close()
         elapsed = time.perf_counter() - started
         exported = self.export() if self.dist.is_main else None
-        result = {"steps": self.step, "final": last, "val": val, "out_dir": str(self.out_dir),
-                  "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
-                  "model": str(exported) if exported else None}
+        result = {
+            "steps": self.step,
+            "final": last,
+            "val": val,
+            "out_dir": str(self.out_dir),
+            "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
+            "model": str(exported) if exported else None,
+        }
         self.dist.barrier()
         return result
 
@@ -425,13 +475,18 @@ class Trainer:
         entries of its record)."""
         head = self.objective.head()
         path = path or self.out_dir / "model.safetensors"
-        provenance = {"trained_with": "python -m training", "command": self.command, "steps": self.step,
-                      "objective": self.config.objective,
-                      "datasets": [{"name": d.name, "format": d.format} for d in self.config.data.datasets],
-                      **(provenance or {})}
+        provenance = {
+            "trained_with": "python -m training",
+            "command": self.command,
+            "steps": self.step,
+            "objective": self.config.objective,
+            "datasets": [{"name": d.name, "format": d.format} for d in self.config.data.datasets],
+            **(provenance or {}),
+        }
         named = head is not None and len(self.class_names) == head.config.n_classes
-        save_checkpoint(path, self.encoder, head=head, classes=self.class_names if named else None,
-                        provenance=provenance)
+        save_checkpoint(
+            path, self.encoder, head=head, classes=self.class_names if named else None, provenance=provenance
+        )
         return path
 
     def close(self) -> None:

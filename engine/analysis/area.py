@@ -25,8 +25,9 @@ to area.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,56 +68,71 @@ class AreaEstimate:
 
     def rows(self) -> list[dict[str, Any]]:
         """One record per class (what the CSV and the HTML table show)."""
-        return [{
-            "class": name,
-            "mapped_pixels": int(self.mapped_pixels[k]),
-            "mapped_area": float(self.mapped_area[k]),
-            "samples_in_map_class": int(self.counts[k].sum()),
-            "samples_in_reference_class": int(self.counts[:, k].sum()),
-            "estimated_area": float(self.area[k]),
-            "area_se": float(self.area_se[k]),
-            "area_ci95_low": float(self.area[k] - self.area_ci95[k]),
-            "area_ci95_high": float(self.area[k] + self.area_ci95[k]),
-            "area_share": float(self.area_share[k]),
-            "users_accuracy": float(self.users_accuracy[k]),
-            "users_accuracy_se": float(self.users_se[k]),
-            "producers_accuracy": float(self.producers_accuracy[k]),
-            "producers_accuracy_se": float(self.producers_se[k]),
-        } for k, name in enumerate(self.class_names)]
+        return [
+            {
+                "class": name,
+                "mapped_pixels": int(self.mapped_pixels[k]),
+                "mapped_area": float(self.mapped_area[k]),
+                "samples_in_map_class": int(self.counts[k].sum()),
+                "samples_in_reference_class": int(self.counts[:, k].sum()),
+                "estimated_area": float(self.area[k]),
+                "area_se": float(self.area_se[k]),
+                "area_ci95_low": float(self.area[k] - self.area_ci95[k]),
+                "area_ci95_high": float(self.area[k] + self.area_ci95[k]),
+                "area_share": float(self.area_share[k]),
+                "users_accuracy": float(self.users_accuracy[k]),
+                "users_accuracy_se": float(self.users_se[k]),
+                "producers_accuracy": float(self.producers_accuracy[k]),
+                "producers_accuracy_se": float(self.producers_se[k]),
+            }
+            for k, name in enumerate(self.class_names)
+        ]
 
     def caveats(self) -> list[str]:
         """Standard errors of 0 that come from a sample without variation, not from certainty."""
         notes = []
         for j, name in enumerate(self.class_names):
             if self.counts[:, j].sum() == 0 and self.mapped_pixels[j] > 0:
-                notes.append(f"No reference point is {name}: its estimated area is 0 and its interval (± 0) says "
-                             "nothing about the uncertainty; if the class exists there, draw more samples where it "
-                             "is mapped (sample-map).")
+                notes.append(
+                    f"No reference point is {name}: its estimated area is 0 and its interval (± 0) says "
+                    "nothing about the uncertainty; if the class exists there, draw more samples where it "
+                    "is mapped (sample-map)."
+                )
         for i, name in enumerate(self.class_names):
             n = int(self.counts[i].sum())
             if n and self.users_accuracy[i] in (0.0, 1.0):
-                notes.append(f"Every one of the {n} points mapped {name} was {'right' if self.users_accuracy[i] else 'wrong'}:"
-                             " its user's accuracy standard error of 0 means the sample showed no variation, not "
-                             "certainty.")
+                notes.append(
+                    f"Every one of the {n} points mapped {name} was {'right' if self.users_accuracy[i] else 'wrong'}:"
+                    " its user's accuracy standard error of 0 means the sample showed no variation, not "
+                    "certainty."
+                )
         return notes
 
     def summary(self) -> dict[str, Any]:
-        return {"overall_accuracy": self.overall_accuracy, "overall_accuracy_se": self.overall_se,
-                "caveats": self.caveats(),
-                "total_area": self.total_area, "pixel_area": self.pixel_area, "samples": int(self.counts.sum()),
-                "classes": self.rows(), "error_matrix": self.counts.astype(int).tolist()}
+        return {
+            "overall_accuracy": self.overall_accuracy,
+            "overall_accuracy_se": self.overall_se,
+            "caveats": self.caveats(),
+            "total_area": self.total_area,
+            "pixel_area": self.pixel_area,
+            "samples": int(self.counts.sum()),
+            "classes": self.rows(),
+            "error_matrix": self.counts.astype(int).tolist(),
+        }
 
 
-def stratified_estimate(counts: np.ndarray, mapped_pixels: Sequence[float], class_names: Sequence[str],
-                        pixel_area: float = 1.0) -> AreaEstimate:
+def stratified_estimate(
+    counts: np.ndarray, mapped_pixels: Sequence[float], class_names: Sequence[str], pixel_area: float = 1.0
+) -> AreaEstimate:
     """The stratified estimator (module docstring) from the sample error matrix ``counts``
     (rows: map class = stratum, columns: reference class) and the map's pixel count per class."""
     n = np.asarray(counts, np.float64)
     mapped = np.asarray(mapped_pixels, np.float64)
     k = len(class_names)
     if n.shape != (k, k) or mapped.shape != (k,):
-        raise EngineError(f"The error matrix must be {k} x {k} and the mapped counts {k} long, got "
-                          f"{n.shape} and {mapped.shape}.")
+        raise EngineError(
+            f"The error matrix must be {k} x {k} and the mapped counts {k} long, got {n.shape} and {mapped.shape}."
+        )
     if mapped.sum() <= 0:
         raise EngineError("The class map has no mapped pixel: nothing to estimate.")
     n_i = n.sum(1)
@@ -124,7 +140,8 @@ def stratified_estimate(counts: np.ndarray, mapped_pixels: Sequence[float], clas
     if thin:
         raise EngineError(
             f"Map class {', '.join(thin)} has fewer than 2 reference samples: the estimator needs at least two per "
-            "mapped class (50 or more is good practice). Draw more samples in it (sample-map).")
+            "mapped class (50 or more is good practice). Draw more samples in it (sample-map)."
+        )
     weights = mapped / mapped.sum()
     denominator = np.maximum(n_i - 1.0, 1.0)
     share_in_stratum = np.divide(n, n_i[:, None], out=np.zeros_like(n), where=n_i[:, None] > 0)
@@ -141,18 +158,30 @@ def stratified_estimate(counts: np.ndarray, mapped_pixels: Sequence[float], clas
         if estimated_reference[j] <= 0:
             continue
         others = [i for i in range(k) if i != j]
-        spread = (mapped[others] ** 2 * share_in_stratum[others, j] * (1 - share_in_stratum[others, j])
-                  / denominator[others]).sum()
-        producers_var[j] = (mapped[j] ** 2 * (1 - producers[j]) ** 2 * users_var[j]
-                            + producers[j] ** 2 * spread) / estimated_reference[j] ** 2
+        spread = (
+            mapped[others] ** 2 * share_in_stratum[others, j] * (1 - share_in_stratum[others, j]) / denominator[others]
+        ).sum()
+        producers_var[j] = (
+            mapped[j] ** 2 * (1 - producers[j]) ** 2 * users_var[j] + producers[j] ** 2 * spread
+        ) / estimated_reference[j] ** 2
     overall = float(diagonal.sum())
-    overall_var = float((weights ** 2 * users_var).sum())
+    overall_var = float((weights**2 * users_var).sum())
     total = mapped.sum() * pixel_area
     return AreaEstimate(
-        class_names=tuple(class_names), mapped_pixels=mapped, pixel_area=float(pixel_area), counts=n,
-        proportions=p, area_share=area_share, area_share_se=np.sqrt(area_share_var), area=area_share * total,
-        area_se=np.sqrt(area_share_var) * total, users_accuracy=users, users_se=np.sqrt(users_var),
-        producers_accuracy=producers, producers_se=np.sqrt(producers_var), overall_accuracy=overall,
+        class_names=tuple(class_names),
+        mapped_pixels=mapped,
+        pixel_area=float(pixel_area),
+        counts=n,
+        proportions=p,
+        area_share=area_share,
+        area_share_se=np.sqrt(area_share_var),
+        area=area_share * total,
+        area_se=np.sqrt(area_share_var) * total,
+        users_accuracy=users,
+        users_se=np.sqrt(users_var),
+        producers_accuracy=producers,
+        producers_se=np.sqrt(producers_var),
+        overall_accuracy=overall,
         overall_se=float(np.sqrt(overall_var)),
     )
 
@@ -165,8 +194,10 @@ def allocate_sample(mapped_pixels: Sequence[int], total: int, minimum: int = 50)
         raise EngineError(f"The sample needs a positive total and a non-negative minimum, got {total} and {minimum}.")
     sizes = np.minimum(mapped, minimum)
     if sizes.sum() > total:
-        raise EngineError(f"{total} samples cannot give {minimum} to each of the {int((mapped > 0).sum())} mapped "
-                          "classes: raise the total or lower the minimum per class.")
+        raise EngineError(
+            f"{total} samples cannot give {minimum} to each of the {int((mapped > 0).sum())} mapped "
+            "classes: raise the total or lower the minimum per class."
+        )
     left = total - int(sizes.sum())
     while left > 0:
         room = mapped - sizes

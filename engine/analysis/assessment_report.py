@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from engine.io.atomic import atomic_output
 from engine.probes.report import STYLE, _table
@@ -26,33 +27,66 @@ def _area_text(value: float) -> str:
     return f"{value:,.1f}" if math.isfinite(value) else UNDEFINED
 
 
-def assessment_html(assessment, area_unit: str, design: Mapping[str, Any], response: Mapping[str, Any],
-                    per_stratum: list[list[Any]], settings: Mapping[str, Any]) -> str:
+def assessment_html(
+    assessment,
+    area_unit: str,
+    design: Mapping[str, Any],
+    response: Mapping[str, Any],
+    per_stratum: list[list[Any]],
+    settings: Mapping[str, Any],
+) -> str:
     scale, unit = (1e-4, "ha") if area_unit == "m2" else (1.0, area_unit)
     names = list(assessment.class_names)
     rows = []
     for k, r in enumerate(assessment.rows()):
         area, se = assessment.area[k] * scale, assessment.area_se[k] * scale
         half = 1.959964 * se
-        rows.append([r["class"], _area_text(r["mapped_area"] * scale), _area_text(area),
-                     f"± {_area_text(half)}" if math.isfinite(half) else UNDEFINED,
-                     f"{_area_text(area - half)} – {_area_text(area + half)}" if math.isfinite(half) else UNDEFINED,
-                     f"{assessment.area_cv[k]:.3f}" if math.isfinite(assessment.area_cv[k]) else UNDEFINED,
-                     r["points_in_map_class"],
-                     _pm(assessment.users_accuracy[k], assessment.users_se[k]),
-                     _pm(assessment.producers_accuracy[k], assessment.producers_se[k])])
-    area_table = _table(rows, ["Class", f"Mapped area ({unit})", f"Estimated area ({unit})", "95% interval",
-                               "95% interval (low – high)", "CV", "Labelled points in map class",
-                               "User's accuracy ± SE", "Producer's accuracy ± SE"], "areas")
-    counts = _table([[name, *assessment.counts[k].astype(int).tolist(), int(assessment.counts[k].sum())]
-                     for k, name in enumerate(names)]
-                    + [["total", *assessment.counts.sum(0).astype(int).tolist(), int(assessment.counts.sum())]],
-                    ["map \\ reference", *names, "total"], "confusion")
-    proportions = _table([[name, *[f"{v:.4f}" for v in assessment.proportions[k]],
-                           f"{assessment.proportions[k].sum():.4f}"] for k, name in enumerate(names)]
-                         + [["total", *[f"{v:.4f}" for v in assessment.proportions.sum(0)],
-                             f"{assessment.proportions.sum():.4f}"]],
-                         ["map \\ reference", *names, "total"], "proportions")
+        rows.append(
+            [
+                r["class"],
+                _area_text(r["mapped_area"] * scale),
+                _area_text(area),
+                f"± {_area_text(half)}" if math.isfinite(half) else UNDEFINED,
+                f"{_area_text(area - half)} – {_area_text(area + half)}" if math.isfinite(half) else UNDEFINED,
+                f"{assessment.area_cv[k]:.3f}" if math.isfinite(assessment.area_cv[k]) else UNDEFINED,
+                r["points_in_map_class"],
+                _pm(assessment.users_accuracy[k], assessment.users_se[k]),
+                _pm(assessment.producers_accuracy[k], assessment.producers_se[k]),
+            ]
+        )
+    area_table = _table(
+        rows,
+        [
+            "Class",
+            f"Mapped area ({unit})",
+            f"Estimated area ({unit})",
+            "95% interval",
+            "95% interval (low – high)",
+            "CV",
+            "Labelled points in map class",
+            "User's accuracy ± SE",
+            "Producer's accuracy ± SE",
+        ],
+        "areas",
+    )
+    counts = _table(
+        [
+            [name, *assessment.counts[k].astype(int).tolist(), int(assessment.counts[k].sum())]
+            for k, name in enumerate(names)
+        ]
+        + [["total", *assessment.counts.sum(0).astype(int).tolist(), int(assessment.counts.sum())]],
+        ["map \\ reference", *names, "total"],
+        "confusion",
+    )
+    proportions = _table(
+        [
+            [name, *[f"{v:.4f}" for v in assessment.proportions[k]], f"{assessment.proportions[k].sum():.4f}"]
+            for k, name in enumerate(names)
+        ]
+        + [["total", *[f"{v:.4f}" for v in assessment.proportions.sum(0)], f"{assessment.proportions.sum():.4f}"]],
+        ["map \\ reference", *names, "total"],
+        "proportions",
+    )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in assessment.notes)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
@@ -34,13 +35,17 @@ def map_windows(ds) -> Iterator[Window]:
 
 def class_map_info(ds, path: str) -> ClassMap:
     if ds.count != 1 or np.dtype(ds.dtypes[0]).kind not in "iu":
-        raise EngineError(f"The class map '{path}' must hold one integer band of class values, not "
-                          f"{ds.count} band(s) of {ds.dtypes[0]}: give a classification layer.")
+        raise EngineError(
+            f"The class map '{path}' must hold one integer band of class values, not "
+            f"{ds.count} band(s) of {ds.dtypes[0]}: give a classification layer."
+        )
     if ds.crs is None:
         raise EngineError(f"The class map '{path}' has no CRS: areas need one. Assign the map's CRS first.")
     if ds.crs.is_geographic:
-        raise EngineError(f"The class map '{path}' is in a geographic CRS ({ds.crs.to_string()}): pixel areas are "
-                          "not constant in degrees. Reproject it to a projected CRS (e.g. its UTM zone) first.")
+        raise EngineError(
+            f"The class map '{path}' is in a geographic CRS ({ds.crs.to_string()}): pixel areas are "
+            "not constant in degrees. Reproject it to a projected CRS (e.g. its UTM zone) first."
+        )
     tags = ds.tags(1)
     names = json.loads(tags["CLASS_NAMES"]) if "CLASS_NAMES" in tags else None
     if names is None:
@@ -53,8 +58,9 @@ def class_map_info(ds, path: str) -> ClassMap:
     unit = ds.crs.linear_units or "unit"
     area_unit = "m2" if unit.lower() in ("metre", "meter", "m") else f"{unit}^2"
     nodata = None if ds.nodata is None or math.isnan(ds.nodata) else int(ds.nodata)
-    return ClassMap(list(names), nodata, abs(ds.transform.a * ds.transform.e - ds.transform.b * ds.transform.d),
-                    area_unit, ds.crs)
+    return ClassMap(
+        list(names), nodata, abs(ds.transform.a * ds.transform.e - ds.transform.b * ds.transform.d), area_unit, ds.crs
+    )
 
 
 def mapped_pixels(ds, info: ClassMap, reporter: Reporter) -> np.ndarray:
@@ -65,15 +71,16 @@ def mapped_pixels(ds, info: ClassMap, reporter: Reporter) -> np.ndarray:
     for window in windows:
         data = ds.read(1, window=window).ravel().astype(np.int64)
         data = data[(data >= 0) & (data < counts.size)]
-        counts += np.bincount(data, minlength=counts.size)[:counts.size]
+        counts += np.bincount(data, minlength=counts.size)[: counts.size]
         steps.advance()
     if info.nodata is not None and 0 <= info.nodata < counts.size:
         counts[info.nodata] = 0
-    return counts[:len(info.names)]
+    return counts[: len(info.names)]
 
 
 def map_blocks(ds, info: ClassMap):
     """The map's pixels as class codes block by block, -1 where nodata or a value without a class."""
+
     def blocks():
         for window in map_windows(ds):
             data = ds.read(1, window=window).astype(np.int64)
@@ -81,4 +88,5 @@ def map_blocks(ds, info: ClassMap):
             if info.nodata is not None:
                 bad |= data == info.nodata
             yield window.row_off, window.col_off, np.where(bad, -1, data)
+
     return blocks

@@ -33,8 +33,9 @@ is undefined too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,9 +44,12 @@ from engine.errors import EngineError
 Z95 = 1.959964  # two-sided 95 % normal quantile
 POST_STRATIFIED_NOTE = (
     "Post-stratified by map class: the variance is the stratified one given the number of points that fell in "
-    "each map class (Olofsson et al. 2013), leaving out Cochran's 1/n^2 term for the randomness of those numbers.")
-SYSTEMATIC_NOTE = ("The systematic sample is analysed as a simple random one, the usual approximation; it tends to "
-                   "overstate the variance when the map has spatial pattern.")
+    "each map class (Olofsson et al. 2013), leaving out Cochran's 1/n^2 term for the randomness of those numbers."
+)
+SYSTEMATIC_NOTE = (
+    "The systematic sample is analysed as a simple random one, the usual approximation; it tends to "
+    "overstate the variance when the map has spatial pattern."
+)
 
 
 @dataclass(frozen=True)
@@ -107,30 +111,40 @@ class Assessment:
         return np.divide(self.area_se, self.area, out=np.full(self.area.size, np.nan), where=self.area > 0)
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{
-            "class": name,
-            "mapped_pixels": int(self.mapped_pixels[k]),
-            "mapped_area": float(self.mapped_pixels[k] * self.pixel_area),
-            "points_in_map_class": int(self.counts[k].sum()),
-            "points_in_reference_class": int(self.counts[:, k].sum()),
-            "estimated_area": float(self.area[k]),
-            "area_se": _number(self.area_se[k]),
-            "area_ci95_low": _number(self.area[k] - self.area_ci95[k]),
-            "area_ci95_high": _number(self.area[k] + self.area_ci95[k]),
-            "area_cv": _number(self.area_cv[k]),
-            "area_share": float(self.area_share[k]),
-            "users_accuracy": _number(self.users_accuracy[k]),
-            "users_accuracy_se": _number(self.users_se[k]),
-            "producers_accuracy": _number(self.producers_accuracy[k]),
-            "producers_accuracy_se": _number(self.producers_se[k]),
-        } for k, name in enumerate(self.class_names)]
+        return [
+            {
+                "class": name,
+                "mapped_pixels": int(self.mapped_pixels[k]),
+                "mapped_area": float(self.mapped_pixels[k] * self.pixel_area),
+                "points_in_map_class": int(self.counts[k].sum()),
+                "points_in_reference_class": int(self.counts[:, k].sum()),
+                "estimated_area": float(self.area[k]),
+                "area_se": _number(self.area_se[k]),
+                "area_ci95_low": _number(self.area[k] - self.area_ci95[k]),
+                "area_ci95_high": _number(self.area[k] + self.area_ci95[k]),
+                "area_cv": _number(self.area_cv[k]),
+                "area_share": float(self.area_share[k]),
+                "users_accuracy": _number(self.users_accuracy[k]),
+                "users_accuracy_se": _number(self.users_se[k]),
+                "producers_accuracy": _number(self.producers_accuracy[k]),
+                "producers_accuracy_se": _number(self.producers_se[k]),
+            }
+            for k, name in enumerate(self.class_names)
+        ]
 
     def summary(self) -> dict[str, Any]:
-        return {"design": self.design, "overall_accuracy": self.overall_accuracy,
-                "overall_accuracy_se": _number(self.overall_se), "total_area": self.total_area,
-                "pixel_area": self.pixel_area, "points": int(self.counts.sum()), "classes": self.rows(),
-                "error_matrix": self.counts.astype(int).tolist(),
-                "area_proportions": np.round(self.proportions, 6).tolist(), "notes": list(self.notes)}
+        return {
+            "design": self.design,
+            "overall_accuracy": self.overall_accuracy,
+            "overall_accuracy_se": _number(self.overall_se),
+            "total_area": self.total_area,
+            "pixel_area": self.pixel_area,
+            "points": int(self.counts.sum()),
+            "classes": self.rows(),
+            "error_matrix": self.counts.astype(int).tolist(),
+            "area_proportions": np.round(self.proportions, 6).tolist(),
+            "notes": list(self.notes),
+        }
 
 
 def _number(value: float) -> float | None:
@@ -140,8 +154,7 @@ def _number(value: float) -> float | None:
 
 def _moments(values: np.ndarray, other: np.ndarray) -> tuple[float, float, float]:
     """Sample variance of values, of other, and their covariance (divisor n - 1)."""
-    return (float(np.var(values, ddof=1)), float(np.var(other, ddof=1)),
-            float(np.cov(values, other, ddof=1)[0, 1]))
+    return (float(np.var(values, ddof=1)), float(np.var(other, ddof=1)), float(np.cov(values, other, ddof=1)[0, 1]))
 
 
 class _Strata:
@@ -175,13 +188,19 @@ class _Strata:
                 return ratio, float("nan")
             ones = np.ones(idx.size)
             s_y, s_x, s_xy = _moments(y[idx], x[idx] if x is not None else ones)
-            spread = s_y + ratio ** 2 * s_x - 2 * ratio * s_xy if x is not None else s_y
+            spread = s_y + ratio**2 * s_x - 2 * ratio * s_xy if x is not None else s_y
             variance += self.sizes[h] ** 2 * self.fpc[h] * spread / idx.size
         return ratio, float(np.sqrt(max(variance, 0.0)) / x_total)
 
 
-def assess(sample: LabelledSample, class_names: Sequence[str], mapped_pixels: Sequence[int], design: str,
-           pixel_area: float = 1.0, finite_population: bool = True) -> Assessment:
+def assess(
+    sample: LabelledSample,
+    class_names: Sequence[str],
+    mapped_pixels: Sequence[int],
+    design: str,
+    pixel_area: float = 1.0,
+    finite_population: bool = True,
+) -> Assessment:
     """Error matrix, area proportions, areas, user's / producer's / overall accuracy with standard
     errors (module docstring). ``mapped_pixels``: the map's pixels per map class (the area table's
     total and mapped areas; for strata that are map classes, the same as the stratum sizes)."""
@@ -189,12 +208,15 @@ def assess(sample: LabelledSample, class_names: Sequence[str], mapped_pixels: Se
     strata = _Strata(sample, finite_population)
     for name, codes in (("map", sample.map_class), ("reference", sample.reference)):
         if codes.size and (codes.min() < 0 or codes.max() >= k):
-            raise EngineError(f"A {name} class code lies outside 0..{k - 1}: the sample does not match the map's "
-                              f"{k} classes.")
+            raise EngineError(
+                f"A {name} class code lies outside 0..{k - 1}: the sample does not match the map's {k} classes."
+            )
     empty = [h for h in range(strata.sizes.size) if strata.sizes[h] > 0 and strata.n[h] == 0]
     if empty:
-        raise EngineError(f"No labelled point in {', '.join(sample.stratum_name(h) for h in empty)}: its part of "
-                          "the map cannot be estimated. Label points there (or draw more).")
+        raise EngineError(
+            f"No labelled point in {', '.join(sample.stratum_name(h) for h in empty)}: its part of "
+            "the map cannot be estimated. Label points there (or draw more)."
+        )
     counts = np.zeros((k, k), np.int64)
     np.add.at(counts, (sample.map_class, sample.reference), 1)
     proportions = np.zeros((k, k))
@@ -203,8 +225,9 @@ def assess(sample: LabelledSample, class_names: Sequence[str], mapped_pixels: Se
     producers, producers_se = np.zeros(k), np.zeros(k)
     for i in range(k):
         for j in range(k):
-            proportions[i, j] = strata.estimate(((sample.map_class == i) & (sample.reference == j)).astype(float),
-                                                map_class=i)[0]
+            proportions[i, j] = strata.estimate(
+                ((sample.map_class == i) & (sample.reference == j)).astype(float), map_class=i
+            )[0]
     for j in range(k):
         on_j = (sample.reference == j).astype(float)
         right = ((sample.map_class == j) & (sample.reference == j)).astype(float)
@@ -214,35 +237,58 @@ def assess(sample: LabelledSample, class_names: Sequence[str], mapped_pixels: Se
     overall, overall_se = strata.estimate((sample.map_class == sample.reference).astype(float))
     notes = []
     for h in np.flatnonzero((strata.n == 1) & (strata.sizes > 0)):
-        notes.append(f"{sample.stratum_name(h)} has 1 labelled point: its variance is undefined, so every standard "
-                     "error it enters is undefined (shown as 'undefined', not 0). Label at least 2 points in it.")
+        notes.append(
+            f"{sample.stratum_name(h)} has 1 labelled point: its variance is undefined, so every standard "
+            "error it enters is undefined (shown as 'undefined', not 0). Label at least 2 points in it."
+        )
     for j in range(k):
         if counts[:, j].sum() == 0 and mapped_pixels[j] > 0:
-            notes.append(f"No labelled point is {class_names[j]} on the ground: its estimated area is 0 and its "
-                         "producer's accuracy undefined; a standard error of 0 then says nothing about its "
-                         "uncertainty.")
+            notes.append(
+                f"No labelled point is {class_names[j]} on the ground: its estimated area is 0 and its "
+                "producer's accuracy undefined; a standard error of 0 then says nothing about its "
+                "uncertainty."
+            )
         if counts[j].sum() >= 2 and users[j] in (0.0, 1.0):
-            notes.append(f"Every one of the {int(counts[j].sum())} points mapped {class_names[j]} was "
-                         f"{'right' if users[j] else 'wrong'}: its user's accuracy standard error of 0 means the "
-                         "sample showed no variation, not certainty.")
+            notes.append(
+                f"Every one of the {int(counts[j].sum())} points mapped {class_names[j]} was "
+                f"{'right' if users[j] else 'wrong'}: its user's accuracy standard error of 0 means the "
+                "sample showed no variation, not certainty."
+            )
     if design in ("simple", "systematic"):
         notes.append(POST_STRATIFIED_NOTE)
     if design == "systematic":
         notes.append(SYSTEMATIC_NOTE)
     return Assessment(
-        class_names=tuple(class_names), design=design, pixel_area=float(pixel_area),
-        mapped_pixels=np.asarray(mapped_pixels, np.float64), population_pixels=float(strata.sizes.sum()),
-        counts=counts, proportions=proportions,
-        area_share=share, area_share_se=share_se, users_accuracy=users, users_se=users_se,
-        producers_accuracy=producers, producers_se=producers_se, overall_accuracy=float(overall),
-        overall_se=float(overall_se), stratum_points=strata.n.astype(np.int64), notes=tuple(notes))
+        class_names=tuple(class_names),
+        design=design,
+        pixel_area=float(pixel_area),
+        mapped_pixels=np.asarray(mapped_pixels, np.float64),
+        population_pixels=float(strata.sizes.sum()),
+        counts=counts,
+        proportions=proportions,
+        area_share=share,
+        area_share_se=share_se,
+        users_accuracy=users,
+        users_se=users_se,
+        producers_accuracy=producers,
+        producers_se=producers_se,
+        overall_accuracy=float(overall),
+        overall_se=float(overall_se),
+        stratum_points=strata.n.astype(np.int64),
+        notes=tuple(notes),
+    )
 
 
-def by_map_class(map_class: np.ndarray, reference: np.ndarray, mapped_pixels: Sequence[int],
-                 class_names: Sequence[str]) -> LabelledSample:
+def by_map_class(
+    map_class: np.ndarray, reference: np.ndarray, mapped_pixels: Sequence[int], class_names: Sequence[str]
+) -> LabelledSample:
     """A sample whose strata (or post-strata) are the map classes."""
     mapped = np.asarray(mapped_pixels, np.int64)
-    return LabelledSample(stratum=np.asarray(map_class), map_class=np.asarray(map_class),
-                          reference=np.asarray(reference), stratum_pixels=mapped,
-                          stratum_classes=tuple(frozenset({h}) for h in range(mapped.size)),
-                          stratum_names=tuple(f"map class {n!r}" for n in class_names))
+    return LabelledSample(
+        stratum=np.asarray(map_class),
+        map_class=np.asarray(map_class),
+        reference=np.asarray(reference),
+        stratum_pixels=mapped,
+        stratum_classes=tuple(frozenset({h}) for h in range(mapped.size)),
+        stratum_names=tuple(f"map class {n!r}" for n in class_names),
+    )

@@ -75,11 +75,26 @@ def write_quicklook(classes_path: str | Path, output: str | Path, title: str = "
 
         length = scale_length(width_m)
         label = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
-        axes.add_artist(AnchoredSizeBar(axes.transData, length / width_m * width, label, "lower left", pad=0.4,
-                                        sep=3, size_vertical=height / 100, color="black", frameon=True,
-                                        fontproperties=FontProperties(size=8)))
-    figure.legend(handles=[Patch(facecolor=np.array(c) / 255.0, edgecolor="#444", label=n) for n, c in legend],
-                  loc="center right", fontsize=8, frameon=False)
+        axes.add_artist(
+            AnchoredSizeBar(
+                axes.transData,
+                length / width_m * width,
+                label,
+                "lower left",
+                pad=0.4,
+                sep=3,
+                size_vertical=height / 100,
+                color="black",
+                frameon=True,
+                fontproperties=FontProperties(size=8),
+            )
+        )
+    figure.legend(
+        handles=[Patch(facecolor=np.array(c) / 255.0, edgecolor="#444", label=n) for n, c in legend],
+        loc="center right",
+        fontsize=8,
+        frameon=False,
+    )
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     with atomic_output(output, "quicklook") as temp:

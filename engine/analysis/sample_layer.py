@@ -46,13 +46,24 @@ class SamplePoints:
         """How far the labelling got: labelled, not sure, no data, not yet labelled, of the total."""
         flags = np.array(self.flag, object)
         labelled = self.labelled
-        return {"total": int(self.sample_id.size), "labelled": int(labelled.sum()),
-                "not sure": int((flags == NOT_SURE).sum()), "no data": int((flags == NO_DATA).sum()),
-                "not labelled": int((~labelled & (flags == "")).sum())}
+        return {
+            "total": int(self.sample_id.size),
+            "labelled": int(labelled.sum()),
+            "not sure": int((flags == NOT_SURE).sum()),
+            "no data": int((flags == NO_DATA).sum()),
+            "not labelled": int((~labelled & (flags == "")).sum()),
+        }
 
 
-def write_sample(path: str, crs_wkt: str, xs: np.ndarray, ys: np.ndarray, strata: np.ndarray,
-                 design: SampleDesign, reference_field: str = "reference") -> None:
+def write_sample(
+    path: str,
+    crs_wkt: str,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    strata: np.ndarray,
+    design: SampleDesign,
+    reference_field: str = "reference",
+) -> None:
     ogr, osr = ogr_modules()
     srs = osr.SpatialReference()
     srs.ImportFromWkt(crs_wkt)
@@ -60,9 +71,16 @@ def write_sample(path: str, crs_wkt: str, xs: np.ndarray, ys: np.ndarray, strata
     with atomic_output(path, "output") as temp:
         source = ogr.GetDriverByName("GPKG").CreateDataSource(str(temp))
         layer = source.CreateLayer(LAYER, srs, ogr.wkbPoint)
-        for name, kind in (("sample_id", ogr.OFTInteger), ("stratum", ogr.OFTInteger), ("map_code", ogr.OFTInteger),
-                           ("map_class", ogr.OFTString), (reference_field, ogr.OFTString), ("flag", ogr.OFTString),
-                           ("comment", ogr.OFTString), ("labelled_at", ogr.OFTString)):
+        for name, kind in (
+            ("sample_id", ogr.OFTInteger),
+            ("stratum", ogr.OFTInteger),
+            ("map_code", ogr.OFTInteger),
+            ("map_class", ogr.OFTString),
+            (reference_field, ogr.OFTString),
+            ("flag", ogr.OFTString),
+            ("comment", ogr.OFTString),
+            ("labelled_at", ogr.OFTString),
+        ):
             layer.CreateField(ogr.FieldDefn(name, kind))
         layer.StartTransaction()
         for i, (x, y, h) in enumerate(zip(xs, ys, strata)):
@@ -112,27 +130,40 @@ def read_sample(path: str, reference_field: str = "reference", layer: str | None
         raise EngineError(f"The sample file '{path}' has no layer {layer or LAYER!r}.")
     fields = [lyr.GetLayerDefn().GetFieldDefn(i).GetName() for i in range(lyr.GetLayerDefn().GetFieldCount())]
     if reference_field not in fields:
-        raise EngineError(f"The sample layer '{path}' has no field {reference_field!r} (its fields: "
-                          f"{', '.join(fields)}): name the field holding the reference class.")
+        raise EngineError(
+            f"The sample layer '{path}' has no field {reference_field!r} (its fields: "
+            f"{', '.join(fields)}): name the field holding the reference class."
+        )
     ids, xs, ys, strata, codes, refs, flags = [], [], [], [], [], [], []
     for feature in lyr:
         geometry = feature.GetGeometryRef()
         if geometry is None or geometry.GetGeometryName() != "POINT":
-            raise EngineError(f"Feature {feature.GetFID()} of the sample layer '{path}' is not a point: a sample "
-                              "layer holds one point per sample.")
+            raise EngineError(
+                f"Feature {feature.GetFID()} of the sample layer '{path}' is not a point: a sample "
+                "layer holds one point per sample."
+            )
         ids.append(feature.GetField("sample_id") if "sample_id" in fields else feature.GetFID())
         xs.append(geometry.GetX())
         ys.append(geometry.GetY())
         strata.append(feature.GetField("stratum") if "stratum" in fields else -1)
         codes.append(feature.GetField("map_code") if "map_code" in fields else -1)
-        refs.append((feature.GetField(reference_field) or "").strip() if feature.IsFieldSetAndNotNull(reference_field)
-                    else "")
+        refs.append(
+            (feature.GetField(reference_field) or "").strip() if feature.IsFieldSetAndNotNull(reference_field) else ""
+        )
         flags.append((feature.GetField("flag") or "") if "flag" in fields else "")
     design = read_design(source, path)
     source = None
     as_int = lambda values: np.array([-1 if v is None else int(v) for v in values], np.int64)  # noqa: E731
-    return SamplePoints(np.asarray(ids, np.int64), np.asarray(xs, np.float64), np.asarray(ys, np.float64),
-                        as_int(strata), as_int(codes), refs, flags, design)
+    return SamplePoints(
+        np.asarray(ids, np.int64),
+        np.asarray(xs, np.float64),
+        np.asarray(ys, np.float64),
+        as_int(strata),
+        as_int(codes),
+        refs,
+        flags,
+        design,
+    )
 
 
 def reference_codes(values: list[str], names: list[str], path: str, field: str) -> np.ndarray:
@@ -149,5 +180,6 @@ def reference_codes(values: list[str], names: list[str], path: str, field: str) 
         raise EngineError(
             f"The labels {', '.join(sorted(repr(u) for u in unknown))} in field {field!r} of '{path}' are not classes "
             f"of the map (its classes: {', '.join(names)}): relabel those points with a map class (or mark them "
-            "'not sure' / 'no data').")
+            "'not sure' / 'no data')."
+        )
     return np.asarray(codes, np.int64)

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -84,17 +85,20 @@ class SampleDesign:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> "SampleDesign":
+    def from_json(cls, text: str, where: str) -> SampleDesign:
         try:
             data = json.loads(text)
             known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
             design = cls(**known)
         except (ValueError, TypeError) as exc:
-            raise EngineError(f"The sample design recorded in '{where}' cannot be read ({exc}): draw the sample "
-                              "again with sample-map.") from None
+            raise EngineError(
+                f"The sample design recorded in '{where}' cannot be read ({exc}): draw the sample "
+                "again with sample-map."
+            ) from None
         if design.design not in DESIGNS:
-            raise EngineError(f"The sample design {design.design!r} recorded in '{where}' is unknown "
-                              f"(known: {', '.join(DESIGNS)}).")
+            raise EngineError(
+                f"The sample design {design.design!r} recorded in '{where}' is unknown (known: {', '.join(DESIGNS)})."
+            )
         return design
 
 
@@ -102,8 +106,10 @@ def stratum_moments(weights: np.ndarray, target: Target) -> tuple[np.ndarray, np
     """(m_h, S_h): mean and standard deviation within each map class of the target's 0/1 variable."""
     users = np.asarray(target.users_accuracy, np.float64)
     if users.shape != weights.shape or np.any((users < 0) | (users > 1)):
-        raise EngineError(f"Give one expected user's accuracy between 0 and 1 per map class ({weights.size}), "
-                          f"got {list(target.users_accuracy)}.")
+        raise EngineError(
+            f"Give one expected user's accuracy between 0 and 1 per map class ({weights.size}), "
+            f"got {list(target.users_accuracy)}."
+        )
     if target.target_class is None:
         mean = users
     else:
@@ -124,16 +130,16 @@ def size_for_target(mapped_pixels: Sequence[int], target: Target, design: str, a
         raise EngineError(f"The target standard error must be positive, got {target.standard_error}.")
     weights = mapped / mapped.sum()
     mean, sd = stratum_moments(weights, target)
-    variance = target.standard_error ** 2
+    variance = target.standard_error**2
     if design in ("simple", "systematic"):
         overall = float((weights * mean).sum())
-        n = float((weights * (sd ** 2 + (mean - overall) ** 2)).sum()) / variance
+        n = float((weights * (sd**2 + (mean - overall) ** 2)).sum()) / variance
     elif allocation == "proportional":
-        n = float((weights * sd ** 2).sum()) / variance
+        n = float((weights * sd**2).sum()) / variance
     elif allocation == "neyman":
         n = float((weights * sd).sum()) ** 2 / variance
     elif allocation == "equal":
-        n = int((mapped > 0).sum()) * float((weights ** 2 * sd ** 2).sum()) / variance
+        n = int((mapped > 0).sum()) * float((weights**2 * sd**2).sum()) / variance
     else:
         raise EngineError(f"Unknown allocation {allocation!r}: use one of {', '.join(ALLOCATIONS)}.")
     return max(1, math.ceil(n - 1e-9))
@@ -160,12 +166,13 @@ def _round_to_total(raw: np.ndarray, total: int) -> np.ndarray:
     """Integers summing to ``total`` closest to ``raw`` (largest remainders)."""
     base = np.floor(raw).astype(np.int64)
     order = np.argsort(-(raw - base), kind="stable")
-    base[order[:total - int(base.sum())]] += 1
+    base[order[: total - int(base.sum())]] += 1
     return base
 
 
-def allocate(mapped_pixels: Sequence[int], total: int, allocation: str, minimum: int = 0,
-             sd: np.ndarray | None = None) -> np.ndarray:
+def allocate(
+    mapped_pixels: Sequence[int], total: int, allocation: str, minimum: int = 0, sd: np.ndarray | None = None
+) -> np.ndarray:
     """Points per map class for a fixed ``total``: every mapped class gets at least ``minimum``
     (all its pixels if it has fewer), the rest follows the allocation's shares; never more
     points than a class has pixels."""
@@ -173,12 +180,15 @@ def allocate(mapped_pixels: Sequence[int], total: int, allocation: str, minimum:
     if total < 1 or minimum < 0:
         raise EngineError(f"The sample needs a positive total and a non-negative minimum, got {total} and {minimum}.")
     if total > mapped.sum():
-        raise EngineError(f"{total} points cannot be drawn from a map of {int(mapped.sum())} classified pixels: "
-                          "ask for fewer points.")
+        raise EngineError(
+            f"{total} points cannot be drawn from a map of {int(mapped.sum())} classified pixels: ask for fewer points."
+        )
     floor = np.minimum(mapped, minimum)
     if floor.sum() > total:
-        raise EngineError(f"{total} points cannot give {minimum} to each of the {int((mapped > 0).sum())} mapped "
-                          "classes: raise the total or lower the minimum per class.")
+        raise EngineError(
+            f"{total} points cannot give {minimum} to each of the {int((mapped > 0).sum())} mapped "
+            "classes: raise the total or lower the minimum per class."
+        )
     share = allocation_shares(mapped, allocation, sd)
     fixed = np.zeros(mapped.size, bool)  # classes held at their floor or at their pixel count
     sizes = floor.copy()
@@ -197,14 +207,17 @@ def allocate(mapped_pixels: Sequence[int], total: int, allocation: str, minimum:
     raise EngineError("The allocation did not settle: report this with the class counts.")  # pragma: no cover
 
 
-def allocate_for_target(mapped_pixels: Sequence[int], n: int, allocation: str, minimum: int = 0,
-                        sd: np.ndarray | None = None) -> np.ndarray:
+def allocate_for_target(
+    mapped_pixels: Sequence[int], n: int, allocation: str, minimum: int = 0, sd: np.ndarray | None = None
+) -> np.ndarray:
     """Points per class for a target's size ``n``: the allocation's shares of ``n`` rounded up,
     then each class raised to the floor (never above its pixel count)."""
     mapped = np.asarray(mapped_pixels, np.int64)
     if n > mapped.sum():
-        raise EngineError(f"The target needs {n} points but the map has only {int(mapped.sum())} classified "
-                          "pixels: ask for a larger standard error, or use a finer map.")
+        raise EngineError(
+            f"The target needs {n} points but the map has only {int(mapped.sum())} classified "
+            "pixels: ask for a larger standard error, or use a finer map."
+        )
     share = allocation_shares(mapped, allocation, sd)
     sizes = np.ceil(n * share - 1e-9).astype(np.int64)
     return np.minimum(np.maximum(sizes, np.minimum(minimum, mapped)), mapped)
@@ -213,8 +226,11 @@ def allocate_for_target(mapped_pixels: Sequence[int], n: int, allocation: str, m
 # ---------------------------------------------------------------- drawing
 
 
-def _pick_by_rank(blocks: Blocks, ranks: list[np.ndarray], strata_of: Callable[[np.ndarray], np.ndarray],
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pick_by_rank(
+    blocks: Blocks,
+    ranks: list[np.ndarray],
+    strata_of: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows, cols, map class) of the pixels whose rank within their stratum (in reading order) is listed."""
     seen = np.zeros(len(ranks), np.int64)
     rows, cols, codes_at = [], [], []
@@ -256,11 +272,16 @@ def _thin(xy: np.ndarray, strata: np.ndarray, sizes: np.ndarray, distance: float
     return np.asarray(kept, np.int64)
 
 
-def draw_random(blocks: Blocks, stratum_pixels: Sequence[int], sizes: Sequence[int], seed: int,
-                min_distance: float = 0.0, pixel_size: tuple[float, float] = (1.0, 1.0),
-                stratum_names: Sequence[str] | None = None,
-                strata_of: Callable[[np.ndarray], np.ndarray] = lambda codes: codes,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_random(
+    blocks: Blocks,
+    stratum_pixels: Sequence[int],
+    sizes: Sequence[int],
+    seed: int,
+    min_distance: float = 0.0,
+    pixel_size: tuple[float, float] = (1.0, 1.0),
+    stratum_names: Sequence[str] | None = None,
+    strata_of: Callable[[np.ndarray], np.ndarray] = lambda codes: codes,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows, cols, map class) of ``sizes[h]`` pixels drawn uniformly in every stratum h (the strata
     are ``strata_of(map class codes)``; -1: not sampled), in a random order (the labelling order:
     it does not follow the strata). With ``min_distance`` (map units), more candidates are drawn
@@ -269,14 +290,18 @@ def draw_random(blocks: Blocks, stratum_pixels: Sequence[int], sizes: Sequence[i
     sizes = np.asarray(sizes, np.int64)
     if np.any(sizes > counts):
         h = int(np.flatnonzero(sizes > counts)[0])
-        raise EngineError(f"Stratum {stratum_names[h] if stratum_names else h} has {counts[h]} pixels, fewer than "
-                          f"the {sizes[h]} points asked.")
+        raise EngineError(
+            f"Stratum {stratum_names[h] if stratum_names else h} has {counts[h]} pixels, fewer than "
+            f"the {sizes[h]} points asked."
+        )
     rng = np.random.default_rng(seed)
     factor = 1 if min_distance <= 0 else 4
     while True:
         wanted = np.minimum(counts, sizes * factor + (10 if factor > 1 else 0))
-        ranks = [np.sort(rng.choice(int(counts[h]), int(wanted[h]), replace=False)) if wanted[h]
-                 else np.zeros(0, np.int64) for h in range(counts.size)]
+        ranks = [
+            np.sort(rng.choice(int(counts[h]), int(wanted[h]), replace=False)) if wanted[h] else np.zeros(0, np.int64)
+            for h in range(counts.size)
+        ]
         rows, cols, codes = _pick_by_rank(blocks, ranks, strata_of)
         order = rng.permutation(rows.size)
         rows, cols, codes = rows[order], cols[order], codes[order]
@@ -287,20 +312,29 @@ def draw_random(blocks: Blocks, stratum_pixels: Sequence[int], sizes: Sequence[i
         if np.all(got >= sizes):
             return rows[kept], cols[kept], codes[kept]
         if np.all(wanted[got < sizes] >= counts[got < sizes]):  # every candidate of the short strata seen
-            short = [f"{stratum_names[h] if stratum_names else h} ({got[h]} of {sizes[h]})"
-                     for h in np.flatnonzero(got < sizes)]
-            raise EngineError(f"A minimum distance of {min_distance:g} between points leaves too few points in "
-                              f"{', '.join(short)}: lower the distance or the number of points.")
+            short = [
+                f"{stratum_names[h] if stratum_names else h} ({got[h]} of {sizes[h]})"
+                for h in np.flatnonzero(got < sizes)
+            ]
+            raise EngineError(
+                f"A minimum distance of {min_distance:g} between points leaves too few points in "
+                f"{', '.join(short)}: lower the distance or the number of points."
+            )
         factor *= 4
 
 
-def draw_systematic(blocks: Blocks, shape: tuple[int, int], step: float, seed: int,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_systematic(
+    blocks: Blocks,
+    shape: tuple[int, int],
+    step: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows, cols, map class) of the grid points ``step`` pixels apart, offset at random within the
     first cell, that fall on a sampled pixel; in reading order."""
     if step < 1:
-        raise EngineError(f"The systematic grid step ({step:g} pixels) is finer than a pixel: give a larger step "
-                          "or fewer points.")
+        raise EngineError(
+            f"The systematic grid step ({step:g} pixels) is finer than a pixel: give a larger step or fewer points."
+        )
     rng = np.random.default_rng(seed)
     offset = rng.uniform(0, step, 2)
     grid_rows = np.floor(offset[0] + step * np.arange(math.ceil((shape[0] - offset[0]) / step))).astype(np.int64)
@@ -326,17 +360,22 @@ def draw_systematic(blocks: Blocks, shape: tuple[int, int], step: float, seed: i
 def systematic_step(valid_pixels: int, n: int) -> float:
     """The grid step (pixels) that puts about ``n`` points on ``valid_pixels`` classified pixels."""
     if n > valid_pixels:
-        raise EngineError(f"{n} points cannot be drawn from a map of {valid_pixels} classified pixels: ask for fewer "
-                          "points (or a larger target standard error).")
+        raise EngineError(
+            f"{n} points cannot be drawn from a map of {valid_pixels} classified pixels: ask for fewer "
+            "points (or a larger target standard error)."
+        )
     return math.sqrt(valid_pixels / n)
 
 
-def check_expected_per_class(mapped_pixels: Sequence[int], expected: np.ndarray, names: Sequence[str],
-                             design: str, fix: str) -> None:
+def check_expected_per_class(
+    mapped_pixels: Sequence[int], expected: np.ndarray, names: Sequence[str], design: str, fix: str
+) -> None:
     """Refuse, before drawing, a simple random or systematic design that leaves a mapped class with
     fewer than two expected points: its post-stratum variance would be undefined."""
     mapped = np.asarray(mapped_pixels)
     thin = [f"{names[h]} ({expected[h]:.1f})" for h in range(mapped.size) if mapped[h] > 0 and expected[h] < 2]
     if thin:
-        raise EngineError(f"The {design} design expects fewer than 2 points in the mapped class(es) "
-                          f"{', '.join(thin)}: their accuracy and area could not be estimated. {fix}")
+        raise EngineError(
+            f"The {design} design expects fewer than 2 points in the mapped class(es) "
+            f"{', '.join(thin)}: their accuracy and area could not be estimated. {fix}"
+        )

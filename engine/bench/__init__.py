@@ -34,18 +34,32 @@ class BenchParams:
     target: str = field(metadata={"help": "what to benchmark: " + ", ".join(sorted(BENCHMARKS)), "positional": True})
     quick: bool = field(default=False, metadata={"help": "fewer repetitions and smaller inputs (a smoke run)"})
     threads: int | None = field(default=None, metadata={"help": "torch threads (default: the cores idle now)"})
-    reprojected: bool = field(default=False, metadata={
-        "help": "tiled: inputs in EPSG:4326 on a UTM grid, warped once against window by window (the old path) "
-                "in the same run: the share of time outside the model"})
-    device: str = field(default="auto", metadata={
-        "help": "gpu: auto (CUDA when there is one), cuda or cpu", "choices": ("auto", "cpu", "cuda")})
-    datasets: str | None = field(default=None, metadata={
-        "help": "accuracy: only these datasets, comma-separated: eolearn, ndvi, peru, crops (default: all; "
-                "--quick: eolearn)"})
-    reference: str | None = field(default=None, metadata={
-        "help": "omnisat / anysat / universat: a gastruc/OmniSat, gastruc/AnySat or gastruc/UniverSat checkout "
-                "(outside the project) to time in the same run; OmniSat's needs a Python with timm and easydict, "
-                "UniverSat's torch only"})
+    reprojected: bool = field(
+        default=False,
+        metadata={
+            "help": "tiled: inputs in EPSG:4326 on a UTM grid, warped once against window by window (the old path) "
+            "in the same run: the share of time outside the model"
+        },
+    )
+    device: str = field(
+        default="auto",
+        metadata={"help": "gpu: auto (CUDA when there is one), cuda or cpu", "choices": ("auto", "cpu", "cuda")},
+    )
+    datasets: str | None = field(
+        default=None,
+        metadata={
+            "help": "accuracy: only these datasets, comma-separated: eolearn, ndvi, peru, crops (default: all; "
+            "--quick: eolearn)"
+        },
+    )
+    reference: str | None = field(
+        default=None,
+        metadata={
+            "help": "omnisat / anysat / universat: a gastruc/OmniSat, gastruc/AnySat or gastruc/UniverSat checkout "
+            "(outside the project) to time in the same run; OmniSat's needs a Python with timm and easydict, "
+            "UniverSat's torch only"
+        },
+    )
 
 
 @operation("bench", BenchParams, summary="Run a benchmark script that prints measured figures.")
@@ -55,9 +69,7 @@ def run_benchmark(params: BenchParams, reporter: Reporter) -> dict[str, Any]:
     inference on a GPU, accuracy every method on the labelled real samples. docs/bench/ gives the
     figures measured so far, each with its command and the load it ran at."""
     if params.target not in BENCHMARKS:
-        raise EngineError(
-            f"Unknown benchmark {params.target!r}. Available: {', '.join(sorted(BENCHMARKS))}."
-        )
+        raise EngineError(f"Unknown benchmark {params.target!r}. Available: {', '.join(sorted(BENCHMARKS))}.")
     if params.threads:
         import torch  # lazy: keeps torch out of --help
 

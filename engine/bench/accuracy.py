@@ -111,8 +111,18 @@ class Dataset:
 
 
 def _write(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata=None) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as ds:
         ds.write(data)
     return path
 
@@ -133,9 +143,15 @@ def eolearn_dataset(folder: Path) -> Dataset:
         name="eo-learn land cover",
         description="Slovenia, 1 km2, Sentinel-2 L1C x 5 dates (2015-07..09), 10 bands, 10 m; 84 LULC polygons, 5 classes",
         job={"modalities": {"s2": {"files": [str(f) for f in files], "dates": [s[:10] for s in stamps]}}},
-        raw_files=files, labels=source / "TestEOPatch/vector_timeless/LULC.gpkg", class_field="LULC_ID",
-        ignore_values=("0",), block_size_m=0.0, split="5 folds of whole polygons", raw_modality="s2",
-        raw_bands=sensor("s2").bands, independent_half=True,
+        raw_files=files,
+        labels=source / "TestEOPatch/vector_timeless/LULC.gpkg",
+        class_field="LULC_ID",
+        ignore_values=("0",),
+        block_size_m=0.0,
+        split="5 folds of whole polygons",
+        raw_modality="s2",
+        raw_bands=sensor("s2").bands,
+        independent_half=True,
     )
 
 
@@ -155,12 +171,19 @@ def eolearn_series_dataset(folder: Path) -> Dataset:
     return Dataset(
         name="eo-learn NDVI series",
         description=f"the same 1 km2 and polygons, Sentinel-2 NDVI x {t} dates ({stamps[0][:10]}..{stamps[-1][:10]}), "
-                    f"cloudy dates ({100 * (1 - valid.mean()):.0f}%) filled with the cell's clear-date mean; no encoder "
-                    "reads one index band, so classifiers on the series only",
+        f"cloudy dates ({100 * (1 - valid.mean()):.0f}%) filled with the cell's clear-date mean; no encoder "
+        "reads one index band, so classifiers on the series only",
         job={"modalities": {"ndvi": {"dates": [s[:10] for s in stamps]}}},
-        raw_files=[path], labels=source / "vector_timeless/LULC.gpkg", class_field="LULC_ID", ignore_values=("0",),
-        block_size_m=0.0, split="5 folds of whole polygons", raw_modality="ndvi", raw_bands=("NDVI",),
-        independent_half=True, embedded=False,
+        raw_files=[path],
+        labels=source / "vector_timeless/LULC.gpkg",
+        class_field="LULC_ID",
+        ignore_values=("0",),
+        block_size_m=0.0,
+        split="5 folds of whole polygons",
+        raw_modality="ndvi",
+        raw_bands=("NDVI",),
+        independent_half=True,
+        embedded=False,
     )
 
 
@@ -171,9 +194,15 @@ def peru_dataset(folder: Path) -> Dataset:
         name="Peru points",
         description="Madre de Dios, Landsat-8 2019-07-27, 6 bands at 30 m (read on a 10 m grid); 91 points, 4 classes",
         job={"modalities": {"s2": {"files": [str(image)], "dates": ["2019-07-27"], "bands": L8_ON_S2}}},
-        raw_files=[image], labels=source / "endmembers.shp", class_field="class", ignore_values=(),
-        block_size_m=1000.0, split="5 folds of 1 km blocks of points", raw_modality="l8",
-        raw_bands=("B2", "B3", "B4", "B5", "B6", "B7"), windows_around_labels=True,
+        raw_files=[image],
+        labels=source / "endmembers.shp",
+        class_field="class",
+        ignore_values=(),
+        block_size_m=1000.0,
+        split="5 folds of 1 km blocks of points",
+        raw_modality="l8",
+        raw_bands=("B2", "B3", "B4", "B5", "B6", "B7"),
+        windows_around_labels=True,
     )
 
 
@@ -213,8 +242,9 @@ def embed_around(job: dict[str, Any], grid: GridView, rows: np.ndarray, cols: np
         c0 = int(np.clip(col - tile // 2, 0, grid.width - tile))
         x0, y1 = grid.transform * (c0, r0)
         x1, y0 = grid.transform * (c0 + tile, r0 + tile)
-        window_job = dict(job, extent={"bounds": [x0, y0, x1, y1]},
-                          outputs={"embeddings": str(target), "embeddings_level": LEVEL})
+        window_job = dict(
+            job, extent={"bounds": [x0, y0, x1, y1]}, outputs={"embeddings": str(target), "embeddings_level": LEVEL}
+        )
         run_map(load_job(window_job), Reporter(), loaded.model, None, loaded.metadata)
         with rasterio.open(target) as ds:
             r, c = ds.index(*(grid.transform * (col + 0.5, row + 0.5)))
@@ -261,9 +291,14 @@ def encoders(folder: Path, reporter: Reporter, quick: bool) -> list[Encoder]:
     from engine.models.checkpoint import read_metadata, save_checkpoint  # lazy: keeps torch out of --help
     from engine.models.registry import build_model  # lazy: keeps torch out of --help
 
-    found = [Encoder(e.name, e.path, f"{e.path.name}, pretrained ({e.provenance.get('steps')} steps, "
-                                     f"{e.metadata.get('provenance')})")
-             for e in with_modalities({"s2"})]
+    found = [
+        Encoder(
+            e.name,
+            e.path,
+            f"{e.path.name}, pretrained ({e.provenance.get('steps')} steps, {e.metadata.get('provenance')})",
+        )
+        for e in with_modalities({"s2"})
+    ]
     if not found:
         path, text = best_encoder(folder, reporter, {"s2"})
         return [Encoder("random omnisat-treesatai", path, text)]
@@ -277,15 +312,24 @@ def encoders(folder: Path, reporter: Reporter, quick: bool) -> list[Encoder]:
         twin = build_model(read_metadata(encoder.path)["config"]).eval()
         path = folder / f"{encoder.name}-random.safetensors"
         save_checkpoint(path, twin, provenance={"weights": f"random initialisation, torch seed {SEED}"})
-        result.append(Encoder(f"{encoder.name}, random weights", path,
-                              f"the architecture of {encoder.path.name} with random weights (torch seed {SEED})"))
+        result.append(
+            Encoder(
+                f"{encoder.name}, random weights",
+                path,
+                f"the architecture of {encoder.path.name} with random weights (torch seed {SEED})",
+            )
+        )
     return result
 
 
 def encoder_job(dataset: Dataset, encoder: Encoder, folder: Path) -> dict[str, Any]:
-    job = dict(dataset.job, model=str(encoder.path),
-               outputs={"embeddings": str(folder / "embeddings.tif"), "embeddings_level": LEVEL},
-               precision="fp32", batch_size=16)
+    job = dict(
+        dataset.job,
+        model=str(encoder.path),
+        outputs={"embeddings": str(folder / "embeddings.tif"), "embeddings_level": LEVEL},
+        precision="fp32",
+        batch_size=16,
+    )
     # The inputs' own statistics: L1C and Landsat differ from the checkpoint's training data.
     stats = folder / "normalization.json"
     run_operation("normalization-stats", {"job": job, "output": str(stats)})
@@ -293,8 +337,15 @@ def encoder_job(dataset: Dataset, encoder: Encoder, folder: Path) -> dict[str, A
     return job
 
 
-def embed_cells(dataset: Dataset, job: dict[str, Any], grid: GridView, rows: np.ndarray, cols: np.ndarray,
-                folder: Path, reporter: Reporter) -> np.ndarray:
+def embed_cells(
+    dataset: Dataset,
+    job: dict[str, Any],
+    grid: GridView,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    folder: Path,
+    reporter: Reporter,
+) -> np.ndarray:
     """An encoder's embeddings at the labelled cells, computed through tiled inference."""
     if dataset.windows_around_labels:
         return embed_around(job, grid, rows, cols, folder)
@@ -305,8 +356,15 @@ def embed_cells(dataset: Dataset, job: dict[str, Any], grid: GridView, rows: np.
         return gather(ds, rows, cols)
 
 
-def embed_dense(encoder: Encoder, dataset: Dataset, job: dict[str, Any], grid: GridView, rows: np.ndarray,
-                cols: np.ndarray, reporter: Reporter) -> np.ndarray | None:
+def embed_dense(
+    encoder: Encoder,
+    dataset: Dataset,
+    job: dict[str, Any],
+    grid: GridView,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    reporter: Reporter,
+) -> np.ndarray | None:
     """An AnySat encoder's dense embeddings at the labelled cells, through tiled inference; None for
     other encoders, sparse-point datasets, or a sub-patch grid other than the label grid."""
     from engine.models.checkpoint import read_metadata  # lazy: keeps torch out of --help
@@ -325,7 +383,6 @@ def embed_dense(encoder: Encoder, dataset: Dataset, job: dict[str, Any], grid: G
 def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool, reporter: Reporter) -> dict[str, Any]:
     from sklearn.ensemble import RandomForestClassifier  # lazy: keeps scikit-learn out of --help
 
-
     # One label grid and one set of folds for every method (all encoders use 10 m patches).
     jobs = []
     for i, encoder in enumerate(models if dataset.embedded else []):
@@ -333,15 +390,25 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
         work.mkdir()
         jobs.append(encoder_job(dataset, encoder, work))
     grid = label_grid(jobs[0]) if jobs else raster_grid(dataset.raw_files[0])
-    data = labelled_embeddings(grid, str(dataset.labels), dataset.class_field, None, dataset.ignore_values, 0.5,
-                               dataset.block_size_m, reporter, lambda r, c: np.zeros((r.size, 1), np.float32))
+    data = labelled_embeddings(
+        grid,
+        str(dataset.labels),
+        dataset.class_field,
+        None,
+        dataset.ignore_values,
+        0.5,
+        dataset.block_size_m,
+        reporter,
+        lambda r, c: np.zeros((r.size, 1), np.float32),
+    )
     samples = data.samples
     features, dense, seconds = {}, {}, {}
     for encoder, job in zip(models, jobs):
         reporter.log(f"{dataset.name}: embedding with {encoder.name}")
         started = time.perf_counter()
-        features[encoder.name] = embed_cells(dataset, job, grid, samples.rows, samples.cols,
-                                             Path(job["outputs"]["embeddings"]).parent, reporter)
+        features[encoder.name] = embed_cells(
+            dataset, job, grid, samples.rows, samples.cols, Path(job["outputs"]["embeddings"]).parent, reporter
+        )
         seconds[encoder.name] = time.perf_counter() - started
         started = time.perf_counter()
         x = embed_dense(encoder, dataset, job, grid, samples.rows, samples.cols, reporter)
@@ -388,7 +455,7 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
         record("probe on raw bands", y[test], raw_probe.predict(raw[test]))
         reporter.progress(100.0 * (fold + 1) / FOLDS, f"{dataset.name}: fold {fold + 1}/{FOLDS}")
     first = next(iter(features), None)
-    local = features[first][:, features[first].shape[1] // 2:] if first else None
+    local = features[first][:, features[first].shape[1] // 2 :] if first else None
     choice = classifier_choice(dataset, raw, local, y, units, rows, cols, folds, names, quick, reporter)
     if first:
         choice["embeddings"] = f"local embeddings of {first}"
@@ -420,9 +487,12 @@ def choice_feature_sets(dataset: Dataset, raw: np.ndarray, local: np.ndarray | N
     embeddings with the raw bands (``embeddings+raw``)."""
     dates = tuple(next(iter(dataset.job["modalities"].values()))["dates"])
     values = [InputValues(dataset.raw_modality, dataset.raw_bands, dates, raw.reshape(len(raw), len(dates), -1))]
-    derived = (["stats"] if len(dates) >= 2 else []) + (["indices"] if available_indices(dataset.raw_modality,
-                                                                                          dataset.raw_bands) else [])
-    names = ["raw"] + (["+".join(["raw", *derived])] if derived else []) + (["embeddings+raw"] if local is not None else [])
+    derived = (["stats"] if len(dates) >= 2 else []) + (
+        ["indices"] if available_indices(dataset.raw_modality, dataset.raw_bands) else []
+    )
+    names = (
+        ["raw"] + (["+".join(["raw", *derived])] if derived else []) + (["embeddings+raw"] if local is not None else [])
+    )
     return {name: combine(local, values, FeatureSet.parse(name))[0] for name in names}
 
 
@@ -432,9 +502,19 @@ def choice_grid(sets: dict[str, np.ndarray], quick: bool):
     return candidate_grid(AUTO, list(sets))
 
 
-def classifier_choice(dataset: Dataset, raw: np.ndarray, local: np.ndarray | None, y: np.ndarray,
-                      units: np.ndarray, rows: np.ndarray, cols: np.ndarray, folds, names: list[str], quick: bool,
-                      reporter: Reporter) -> dict[str, Any]:
+def classifier_choice(
+    dataset: Dataset,
+    raw: np.ndarray,
+    local: np.ndarray | None,
+    y: np.ndarray,
+    units: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    folds,
+    names: list[str],
+    quick: bool,
+    reporter: Reporter,
+) -> dict[str, Any]:
     """Every candidate classifier x feature set on the shared folds, the nested ``auto`` choice among
     them and, for datasets marked so, the independent-area check."""
     sets = choice_feature_sets(dataset, raw, local)
@@ -442,26 +522,38 @@ def classifier_choice(dataset: Dataset, raw: np.ndarray, local: np.ndarray | Non
     grid = choice_grid(sets, quick)
     reporter.log(f"{dataset.name}: nested choice among {len(grid)} candidates")
     selection = nested_selection(setup, grid, folds, units, rows, cols, reporter)
-    table = {c.name: {"overall_accuracy": s.overall_accuracy, "macro_f1": s.macro_f1}
-             for c, s in selection.candidates.items()}
+    table = {
+        c.name: {"overall_accuracy": s.overall_accuracy, "macro_f1": s.macro_f1}
+        for c, s in selection.candidates.items()
+    }
     table[AUTO_METHOD] = {"overall_accuracy": selection.nested.overall_accuracy, "macro_f1": selection.nested.macro_f1}
-    result: dict[str, Any] = {"rows": table, "auto_choice_per_fold": [c.name for c in selection.chosen_per_fold],
-                              "auto_final_choice": selection.final.name,
-                              "feature_set_widths": {k: int(v.shape[1]) for k, v in sets.items()}}
+    result: dict[str, Any] = {
+        "rows": table,
+        "auto_choice_per_fold": [c.name for c in selection.chosen_per_fold],
+        "auto_final_choice": selection.final.name,
+        "feature_set_widths": {k: int(v.shape[1]) for k, v in sets.items()},
+    }
     if dataset.independent_half:
         result["independent_area"] = independent_area(setup, grid, units, rows, cols, names, reporter)
     return result
 
 
-def independent_area(setup, grid, units: np.ndarray, rows: np.ndarray, cols: np.ndarray, names: list[str],
-                     reporter: Reporter) -> dict[str, Any]:
+def independent_area(
+    setup, grid, units: np.ndarray, rows: np.ndarray, cols: np.ndarray, names: list[str], reporter: Reporter
+) -> dict[str, Any]:
     """The nested estimate of ``auto`` on the western half of the labels against the score of its
     choice, fitted on the whole western half, on the eastern half (cells within the buffer of the
     dividing line left out)."""
     middle = (int(cols.min()) + int(cols.max()) + 1) // 2
     west, east = cols < middle, cols >= middle + BUFFER_CELLS
-    part = Setup({k: v[west] for k, v in setup.features.items()}, setup.y[west], names, setup.config,
-                 setup.max_per_class, setup.seed)
+    part = Setup(
+        {k: v[west] for k, v in setup.features.items()},
+        setup.y[west],
+        names,
+        setup.config,
+        setup.max_per_class,
+        setup.seed,
+    )
     folds = spatial_folds(part.y, units[west], rows[west], cols[west], FOLDS, BUFFER_CELLS, SEED)
     reporter.log("eo-learn: independent-area check (west half chooses and fits, east half scores)")
     selection = nested_selection(part, grid, folds, units[west], rows[west], cols[west], reporter)
@@ -470,10 +562,15 @@ def independent_area(setup, grid, units: np.ndarray, rows: np.ndarray, cols: np.
     metrics = classification_metrics(confusion_matrix(setup.y[east], predicted, len(names)), names)
     estimate = selection.nested.summary()
     gap = metrics["macro_f1"] - estimate["macro_f1"]["mean"]
-    return {"west_cells": int(west.sum()), "east_cells": int(east.sum()), "choice": chosen.name,
-            "west_nested_estimate": estimate,
-            "east_score": {"macro_f1": metrics["macro_f1"], "overall_accuracy": metrics["overall_accuracy"]},
-            "macro_f1_gap": gap, "gap_in_fold_std": gap / max(estimate["macro_f1"]["std"], 1e-9)}
+    return {
+        "west_cells": int(west.sum()),
+        "east_cells": int(east.sum()),
+        "choice": chosen.name,
+        "west_nested_estimate": estimate,
+        "east_score": {"macro_f1": metrics["macro_f1"], "overall_accuracy": metrics["overall_accuracy"]},
+        "macro_f1_gap": gap,
+        "gap_in_fold_std": gap / max(estimate["macro_f1"]["std"], 1e-9),
+    }
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
@@ -481,29 +578,39 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     for r in results:
         for method, s in r["methods"].items():
             f1, oa = s["macro_f1"], s["overall_accuracy"]
-            lines.append(f"| {r['dataset']} ({r['split']}) | {method} | {f1['mean']:.3f} ± {f1['std']:.3f} "
-                         f"| {oa['mean']:.3f} ± {oa['std']:.3f} |")
+            lines.append(
+                f"| {r['dataset']} ({r['split']}) | {method} | {f1['mean']:.3f} ± {f1['std']:.3f} "
+                f"| {oa['mean']:.3f} ± {oa['std']:.3f} |"
+            )
     for r in (r for r in results if "auto_final_choice" in r):
-        lines.append(f"\n{r['dataset']}: auto chose per outer fold {', '.join(r['auto_choice_per_fold'])}; "
-                     f"on all labels {r['auto_final_choice']}.")
+        lines.append(
+            f"\n{r['dataset']}: auto chose per outer fold {', '.join(r['auto_choice_per_fold'])}; "
+            f"on all labels {r['auto_final_choice']}."
+        )
         check = r.get("independent_area")
         if check:
             estimate = check["west_nested_estimate"]["macro_f1"]
-            lines.append(f"Independent area: auto's nested estimate on the western half, macro-F1 {estimate['mean']:.3f} "
-                         f"± {estimate['std']:.3f}; its choice ({check['choice']}) fitted on the western half scores "
-                         f"{check['east_score']['macro_f1']:.3f} (overall accuracy {check['east_score']['overall_accuracy']:.3f}) "
-                         f"on the eastern half: {check['gap_in_fold_std']:+.1f} fold standard deviations.")
+            lines.append(
+                f"Independent area: auto's nested estimate on the western half, macro-F1 {estimate['mean']:.3f} "
+                f"± {estimate['std']:.3f}; its choice ({check['choice']}) fitted on the western half scores "
+                f"{check['east_score']['macro_f1']:.3f} (overall accuracy {check['east_score']['overall_accuracy']:.3f}) "
+                f"on the eastern half: {check['gap_in_fold_std']:+.1f} fold standard deviations."
+            )
     return "\n".join(lines)
 
 
 def run(params, reporter: Reporter) -> dict[str, Any]:
     if not SHARED_DATA.is_dir():
-        raise EngineError(f"The real samples are not at {SHARED_DATA}: this benchmark needs ../shared/data beside the project.")
+        raise EngineError(
+            f"The real samples are not at {SHARED_DATA}: this benchmark needs ../shared/data beside the project."
+        )
     try:
         import sklearn  # noqa: F401  (the baseline)
         from threadpoolctl import threadpool_limits  # lazy: comes with scikit-learn, which only the baseline needs
     except ImportError:
-        raise EngineError("The accuracy benchmark needs scikit-learn for its random-forest baseline: pip install scikit-learn.") from None
+        raise EngineError(
+            "The accuracy benchmark needs scikit-learn for its random-forest baseline: pip install scikit-learn."
+        ) from None
     import torch  # lazy: keeps torch out of --help
 
     results, crops = [], None
@@ -511,14 +618,21 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
     chosen = [d.strip() for d in (params.datasets or "").split(",") if d.strip()]
     unknown = sorted(set(chosen) - set(named) - {"crops"})
     if unknown:
-        raise EngineError(f"Unknown dataset(s) {', '.join(unknown)} for the accuracy benchmark: choose among "
-                          f"{', '.join([*named, 'crops'])}.")
+        raise EngineError(
+            f"Unknown dataset(s) {', '.join(unknown)} for the accuracy benchmark: choose among "
+            f"{', '.join([*named, 'crops'])}."
+        )
     # scikit-learn's OpenMP and BLAS pools keep to torch's thread count (--threads): by default they
     # take every core, which on loaded cores stalls every parallel loop.
     with threadpool_limits(torch.get_num_threads()), tempfile.TemporaryDirectory(prefix="omnisat-accuracy-") as tmp:
         folder = Path(tmp)
-        builders = ([named[d] for d in chosen if d in named] if chosen
-                    else [eolearn_dataset] if params.quick else list(named.values()))
+        builders = (
+            [named[d] for d in chosen if d in named]
+            if chosen
+            else [eolearn_dataset]
+            if params.quick
+            else list(named.values())
+        )
         models = encoders(folder, reporter, params.quick) if builders else []
         reporter.log("Encoders:\n" + "\n".join(f"  {e.name}: {e.description}" for e in models))
         for build in builders:
@@ -530,7 +644,8 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
             # Each dataset's rows as soon as they exist: a run stopped later keeps them.
             reporter.log(markdown_table(results[-1:]))
         if "crops" in chosen or not (chosen or params.quick):
-            from engine.bench.crops import markdown as crops_markdown, run_crops
+            from engine.bench.crops import markdown as crops_markdown
+            from engine.bench.crops import run_crops
 
             work = folder / "crops"
             work.mkdir()
@@ -538,9 +653,20 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
             reporter.log(crops_markdown(crops))
     table = "\n\n".join(([markdown_table(results)] if results else []) + ([crops_markdown(crops)] if crops else []))
     trees = 50 if params.quick else RF_TREES
-    reporter.log("Encoders:\n" + "\n".join(f"  {e.name}: {e.description}" for e in models)
-                 + f"\nProbe settings (fixed, not tuned): {FIXED_PROBE}, with a LayerNorm first for the {DENSE_METHOD}; "
-                 f"random forest: {trees} trees, "
-                 f"scikit-learn defaults otherwise\n\n{table}")
-    return {"encoders": {e.name: e.description for e in models}, "probe_settings": FIXED_PROBE, "folds": FOLDS,
-            "seed": SEED, "rf_trees": trees, "results": results, "crops": crops, "markdown": table}
+    reporter.log(
+        "Encoders:\n"
+        + "\n".join(f"  {e.name}: {e.description}" for e in models)
+        + f"\nProbe settings (fixed, not tuned): {FIXED_PROBE}, with a LayerNorm first for the {DENSE_METHOD}; "
+        f"random forest: {trees} trees, "
+        f"scikit-learn defaults otherwise\n\n{table}"
+    )
+    return {
+        "encoders": {e.name: e.description for e in models},
+        "probe_settings": FIXED_PROBE,
+        "folds": FOLDS,
+        "seed": SEED,
+        "rf_trees": trees,
+        "results": results,
+        "crops": crops,
+        "markdown": table,
+    }

@@ -28,24 +28,33 @@ of base weights).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-import resource
 import os
+import resource
 import statistics
 import subprocess  # nosec B404  # starts this interpreter for a memory probe, no shell
 import sys
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from engine.bench.omnisat import matmul_peak, matmul_peaks, profile_modules, seconds_of, timed_with_cpu
-from engine.models.anysat import (CROSS_QUERY_CHUNK, LTAE_ROW_CHUNK, SPATIAL_TOKEN_CHUNK, AnySat,
-                                  SeriesProjector, anysat_config)
+from engine.models.anysat import (
+    CROSS_QUERY_CHUNK,
+    LTAE_ROW_CHUNK,
+    SPATIAL_TOKEN_CHUNK,
+    AnySat,
+    SeriesProjector,
+    anysat_config,
+)
 from engine.models.attention import explicit_attention
 from engine.models.kernels import default_kernels, int8_linears
 from engine.models.ltae import RowGroupNorm
@@ -77,11 +86,15 @@ def set_chunks(model: AnySat, unlimited: bool) -> None:
 
 def tile_batch(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    inputs = {"aerial": torch.randn(1, 4, 300, 300, generator=g),
-              "s2": torch.randn(1, T_S2_TILE, 10, 6, 6, generator=g),
-              "s1_asc": torch.randn(1, T_S1, 2, 6, 6, generator=g)}
-    dates = {k: torch.sort(torch.randint(1, 366, (1, t), generator=g).float()).values
-             for k, t in (("s2", T_S2_TILE), ("s1_asc", T_S1))}
+    inputs = {
+        "aerial": torch.randn(1, 4, 300, 300, generator=g),
+        "s2": torch.randn(1, T_S2_TILE, 10, 6, 6, generator=g),
+        "s1_asc": torch.randn(1, T_S1, 2, 6, 6, generator=g),
+    }
+    dates = {
+        k: torch.sort(torch.randint(1, 366, (1, t), generator=g).float()).values
+        for k, t in (("s2", T_S2_TILE), ("s1_asc", T_S1))
+    }
     return inputs, dates
 
 
@@ -107,8 +120,9 @@ def _forward(model: AnySat, path: str, inputs, dates, dense: bool, bf16_model: A
                 return model.forward_features(inputs, dates, patch_size_m=10, with_dense=dense)
         dtype = torch.bfloat16 if path == "bf16" else torch.float32
         with autocast_context(torch.device("cpu"), dtype):
-            return (bf16_model if path == "bf16" else model).forward_features(inputs, dates, patch_size_m=10,
-                                                                               with_dense=dense)
+            return (bf16_model if path == "bf16" else model).forward_features(
+                inputs, dates, patch_size_m=10, with_dense=dense
+            )
 
 
 def _output(feats, dense: bool) -> torch.Tensor:
@@ -131,22 +145,25 @@ def measure_model(size: str, reps: int, reporter: Reporter) -> dict[str, Any]:
         for path in PATHS:
             set_chunks(model, unlimited=path == "naive")
             outputs[path] = _output(_forward(model, path, inputs, dates, dense, bf16_model), dense)  # warm-up
-            best = min(seconds_of(lambda: _forward(model, path, inputs, dates, dense, bf16_model)) for _ in range(reps))
+            best = min(
+                seconds_of(partial(_forward, model, path, inputs, dates, dense, bf16_model)) for _ in range(reps)
+            )
             figures[path] = {"latency_s": best, "gflops": flops / best / 1e9}
         flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
         figures["fp32_vs_naive_speedup"] = figures["naive"]["latency_s"] / figures["fp32"]["latency_s"]
         figures["naive_vs_fp32_max_abs_diff"] = float((outputs["naive"] - outputs["fp32"]).abs().max())
         if "bf16" in PATHS:
             figures["bf16_vs_fp32_speedup"] = figures["fp32"]["latency_s"] / figures["bf16"]["latency_s"]
-            figures["bf16_cosine_min"] = float(nn.functional.cosine_similarity(
-                flat(outputs["bf16"]), flat(outputs["fp32"]), dim=-1).min())
+            figures["bf16_cosine_min"] = float(
+                nn.functional.cosine_similarity(flat(outputs["bf16"]), flat(outputs["fp32"]), dim=-1).min()
+            )
         results[case] = figures
     return results
 
 
 def memory_subprocess(path: str, px: int) -> dict[str, float]:
     """Peak RSS (GB) of a fresh process running base on a px x px S2 series."""
-    code = (f"from engine.bench.anysat import _memory_child; _memory_child({path!r}, {px})")
+    code = f"from engine.bench.anysat import _memory_child; _memory_child({path!r}, {px})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)  # nosec B603  # this interpreter, fixed arguments
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -158,8 +175,8 @@ def _peak_rss_gb() -> float:
     would report at least its parent's size."""
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2 ** 20  # kB -> GB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+            return int(line.split()[1]) / 2**20  # kB -> GB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _memory_child(path: str, px: int) -> None:
@@ -180,21 +197,31 @@ def _tiles(batch: int, seed: int = 0):
 
 
 def _stages_ours(model: AnySat) -> dict[str, list[nn.Module]]:
-    return {**{f"projector {n}": [m] for n, m in model.projectors.items()}, "spatial encoder": [model.spatial_encoder],
-            "combiner": [model.combiner], "cross block": [model.cross_block]}
+    return {
+        **{f"projector {n}": [m] for n, m in model.projectors.items()},
+        "spatial encoder": [model.spatial_encoder],
+        "combiner": [model.combiner],
+        "cross block": [model.cross_block],
+    }
 
 
 def _stages_reference(reference: nn.Module) -> dict[str, list[nn.Module]]:
     from engine.bench.anysat_reference import THEIRS
 
     inner = reference.model
-    stages = {f"projector {ours}": [getattr(inner, f"projector_{theirs}")] for ours, theirs in THEIRS.items()
-              if ours in ("aerial", "s2", "s1_asc")}
+    stages = {
+        f"projector {ours}": [getattr(inner, f"projector_{theirs}")]
+        for ours, theirs in THEIRS.items()
+        if ours in ("aerial", "s2", "s1_asc")
+    }
     # the reference calls forward_release, which forward hooks do not see: hook the layers inside
     cross = inner.blocks[-1]
-    return {**stages, "spatial encoder": [*inner.spatial_encoder.predictor_blocks, inner.spatial_encoder.predictor_norm],
-            "combiner": list(inner.blocks[:-1]),
-            "cross block (its layers)": [cross.norm1, cross.norm2, cross.mlp, *cross.attn.children()]}
+    return {
+        **stages,
+        "spatial encoder": [*inner.spatial_encoder.predictor_blocks, inner.spatial_encoder.predictor_norm],
+        "combiner": list(inner.blocks[:-1]),
+        "cross block (its layers)": [cross.norm1, cross.norm2, cross.mlp, *cross.attn.children()],
+    }
 
 
 def versus_reference(params, reporter: Reporter) -> dict[str, Any]:
@@ -212,13 +239,12 @@ def versus_reference(params, reporter: Reporter) -> dict[str, Any]:
     for batch in (1, big):
         inputs, dates = _tiles(batch)
         theirs = reference_inputs(inputs, dates)
-        def int8():
-            with int8_linears():
-                return model.forward_features(inputs, dates, patch_size_m=10, with_dense=False).patch
 
-        calls = {"reference": lambda: reference(theirs, patch_size=10, output="patch"),
-                 "ours": lambda: model.forward_features(inputs, dates, patch_size_m=10, with_dense=False).patch,
-                 "ours int8": int8}
+        calls = {
+            "reference": partial(reference, theirs, patch_size=10, output="patch"),
+            "ours": partial(_our_patch, model, inputs, dates),
+            "ours int8": partial(_our_patch, model, inputs, dates, int8=True),
+        }
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter, default_kernels():  # the counter sees aten matmuls, not oneDNN's op
             model.forward_features(inputs, dates, patch_size_m=10, with_dense=False)
@@ -227,7 +253,7 @@ def versus_reference(params, reporter: Reporter) -> dict[str, Any]:
         with torch.no_grad():
             for name, call in calls.items():  # warm-up, profiled; its output kept for the agreement check
                 stages = _stages_reference(reference) if name == "reference" else _stages_ours(model)
-                profiles[name] = profile_modules(stages, lambda: outputs.__setitem__(name, call()))
+                profiles[name] = profile_modules(stages, partial(_keep, outputs, name, call))
             times: dict[str, list[float]] = {name: [] for name in calls}
             cpu_times: dict[str, list[float]] = {name: [] for name in calls}
             for _ in range(reps[batch]):
@@ -235,15 +261,19 @@ def versus_reference(params, reporter: Reporter) -> dict[str, Any]:
                     wall, cpu = timed_with_cpu(call)
                     times[name].append(wall)
                     cpu_times[name].append(cpu)
-                reporter.log(f"{size} batch {batch}: " + ", ".join(
-                    f"{n} {t[-1]:.2f} s (CPU {cpu_times[n][-1]:.2f} s)" for n, t in times.items()))
+                reporter.log(
+                    f"{size} batch {batch}: "
+                    + ", ".join(f"{n} {t[-1]:.2f} s (CPU {cpu_times[n][-1]:.2f} s)" for n, t in times.items())
+                )
         medians = {name: statistics.median(t) for name, t in times.items()}
         cpu_medians = {name: statistics.median(t) for name, t in cpu_times.items()}
         diff = float((outputs["reference"].reshape(outputs["ours"].shape) - outputs["ours"]).abs().max())
         flat = {n: o.reshape(-1, o.shape[-1]) for n, o in outputs.items()}
-        int8_error = {"max_abs_diff": float((flat["ours int8"] - flat["ours"]).abs().max()),
-                      "max_abs": float(flat["ours"].abs().max()),
-                      "cosine_min": float(nn.functional.cosine_similarity(flat["ours int8"], flat["ours"], dim=-1).min())}
+        int8_error = {
+            "max_abs_diff": float((flat["ours int8"] - flat["ours"]).abs().max()),
+            "max_abs": float(flat["ours"].abs().max()),
+            "cosine_min": float(nn.functional.cosine_similarity(flat["ours int8"], flat["ours"], dim=-1).min()),
+        }
         figures[f"batch{batch}"] = {
             "gflop_per_tile": flops / batch / 1e9,
             "median_s_per_tile": {n: m / batch for n, m in medians.items()},
@@ -255,33 +285,57 @@ def versus_reference(params, reporter: Reporter) -> dict[str, Any]:
             "max_abs_diff": diff,
             "int8_speedup": medians["reference"] / medians["ours int8"],
             "int8_vs_fp32": int8_error,
-            "profile_share": {n: {stage: s / p["total"] for stage, s in p.items() if stage != "total"}
-                              for n, p in profiles.items()},
+            "profile_share": {
+                n: {stage: s / p["total"] for stage, s in p.items() if stage != "total"} for n, p in profiles.items()
+            },
         }
     peak = max(peak, matmul_peak(torch.float32))  # again after the models ran: the load varies
     for batch in (1, big):
         fig = figures[f"batch{batch}"]
-        fig["peak_fraction"] = {n: fig["gflop_per_tile"] / s / peak
-                                for n, s in fig["median_s_per_tile"].items()}
-        reporter.log(f"{size} batch {batch:>2}: {fig['gflop_per_tile']:.1f} GFLOP/tile; " + ", ".join(
-            f"{n} {1000 * s:.0f} ms/tile ({100 * fig['peak_fraction'][n]:.0f}% of peak)"
-            for n, s in fig["median_s_per_tile"].items())
+        fig["peak_fraction"] = {n: fig["gflop_per_tile"] / s / peak for n, s in fig["median_s_per_tile"].items()}
+        reporter.log(
+            f"{size} batch {batch:>2}: {fig['gflop_per_tile']:.1f} GFLOP/tile; "
+            + ", ".join(
+                f"{n} {1000 * s:.0f} ms/tile ({100 * fig['peak_fraction'][n]:.0f}% of peak)"
+                for n, s in fig["median_s_per_tile"].items()
+            )
             + f"; ours {fig['speedup']:.2f}x the reference ({fig['speedup_by_cpu_time']:.2f}x by CPU time); "
-            f"max |diff| {fig['max_abs_diff']:.1e}")
+            f"max |diff| {fig['max_abs_diff']:.1e}"
+        )
         err = fig["int8_vs_fp32"]
-        reporter.log(f"{'':>10} int8 linear layers: {fig['int8_speedup']:.2f}x the reference; patch features vs fp32: "
-                     f"max |diff| {err['max_abs_diff']:.3f} (largest value {err['max_abs']:.2f}), cosine min "
-                     f"{err['cosine_min']:.5f}")
+        reporter.log(
+            f"{'':>10} int8 linear layers: {fig['int8_speedup']:.2f}x the reference; patch features vs fp32: "
+            f"max |diff| {err['max_abs_diff']:.3f} (largest value {err['max_abs']:.2f}), cosine min "
+            f"{err['cosine_min']:.5f}"
+        )
         for name, shares in fig["profile_share"].items():
             reporter.log(f"{'':>10} profile {name}: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
-    reporter.log(f"fp32 matmul peak {peak:.0f} GFLOP/s, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+    reporter.log(
+        f"fp32 matmul peak {peak:.0f} GFLOP/s, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}"
+    )
     targets = {f"ours_at_least_1.5x_reference_batch{b}": figures[f"batch{b}"]["speedup"] >= 1.5 for b in (1, big)}
     targets["outputs_equal_1e-4"] = all(figures[f"batch{b}"]["max_abs_diff"] <= 1e-4 for b in (1, big))
     for key, met in targets.items():
         reporter.log(f"target {key}: {'met' if met else 'NOT met'}")
-    return {"model": f"anysat-{size}", "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-            "peak_gflops_fp32": peak, "dates": {"s2": T_S2_TILE, "s1_asc": T_S1}, "batches": figures,
-            "targets": targets, "quick": params.quick}
+    return {
+        "model": f"anysat-{size}",
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "peak_gflops_fp32": peak,
+        "dates": {"s2": T_S2_TILE, "s1_asc": T_S1},
+        "batches": figures,
+        "targets": targets,
+        "quick": params.quick,
+    }
+
+
+def _our_patch(model, inputs, dates, int8: bool = False):
+    with int8_linears() if int8 else contextlib.nullcontext():
+        return model.forward_features(inputs, dates, patch_size_m=10, with_dense=False).patch
+
+
+def _keep(outputs: dict, name: str, call) -> None:
+    outputs[name] = call()
 
 
 def run(params, reporter: Reporter) -> dict[str, Any]:
@@ -296,22 +350,30 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
         kernels[dtype] = {name: max(value, again[name]) for name, value in kernels[dtype].items()}
     peaks = {dtype: max(figures.values()) for dtype, figures in kernels.items()}
     for dtype, figures in kernels.items():
-        reporter.log(f"matmul peak {dtype}: " + ", ".join(f"{name} {value:.0f}" for name, value in figures.items())
-                     + " GFLOP/s")
+        reporter.log(
+            f"matmul peak {dtype}: " + ", ".join(f"{name} {value:.0f}" for name, value in figures.items()) + " GFLOP/s"
+        )
     for size, cases in models.items():
         for case, c in cases.items():
             for path in PATHS:
                 fig = c[path]
                 fig["peak_fraction"] = fig["gflops"] / peaks["bf16" if path == "bf16" else "fp32"]
-                reporter.log(f"{size:>5} {case:<15} {path:>5}: {fig['latency_s']:8.3f} s  {fig['gflops']:7.1f} GFLOP/s "
-                             f"({100 * fig['peak_fraction']:.0f}% of the {'bf16' if path == 'bf16' else 'fp32'} peak)")
+                reporter.log(
+                    f"{size:>5} {case:<15} {path:>5}: {fig['latency_s']:8.3f} s  {fig['gflops']:7.1f} GFLOP/s "
+                    f"({100 * fig['peak_fraction']:.0f}% of the {'bf16' if path == 'bf16' else 'fp32'} peak)"
+                )
     memory: dict[int, dict[str, dict]] = {}
     for px in () if params.quick else (32, 64):
         memory[px] = {path: memory_subprocess(path, px) for path in ("fp32", "naive")}
         for path, fig in memory[px].items():
-            reporter.log(f"base, {px} x {px} px S2 ({px * px} patches), {path}: "
-                         + (f"peak RSS {fig['peak_rss_gb']:.2f} GB, {fig['latency_s']:.1f} s" if "error" not in fig
-                            else f"failed: {fig['error']}"))
+            reporter.log(
+                f"base, {px} x {px} px S2 ({px * px} patches), {path}: "
+                + (
+                    f"peak RSS {fig['peak_rss_gb']:.2f} GB, {fig['latency_s']:.1f} s"
+                    if "error" not in fig
+                    else f"failed: {fig['error']}"
+                )
+            )
     main = models.get("base", models["tiny"])
     targets = {
         "fp32_at_least_1.3x_naive": all(c["fp32_vs_naive_speedup"] >= 1.3 for c in main.values()),
@@ -325,17 +387,24 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
         targets["memory_4096_patches_at_most_1.55_GB"] = memory[64]["fp32"]["peak_rss_gb"] <= 1.55
     for size, cases in models.items():
         for case, c in cases.items():
-            bf16 = (f"bf16/fp32 {c['bf16_vs_fp32_speedup']:.2f}x, bf16 cosine min {c['bf16_cosine_min']:.5f}, "
-                    if "bf16" in PATHS else "")
-            reporter.log(f"{size} {case}: fp32/naive {c['fp32_vs_naive_speedup']:.2f}x, {bf16}"
-                         f"naive vs fp32 max |diff| {c['naive_vs_fp32_max_abs_diff']:.1e}")
+            bf16 = (
+                f"bf16/fp32 {c['bf16_vs_fp32_speedup']:.2f}x, bf16 cosine min {c['bf16_cosine_min']:.5f}, "
+                if "bf16" in PATHS
+                else ""
+            )
+            reporter.log(
+                f"{size} {case}: fp32/naive {c['fp32_vs_naive_speedup']:.2f}x, {bf16}"
+                f"naive vs fp32 max |diff| {c['naive_vs_fp32_max_abs_diff']:.1e}"
+            )
     for key, met in targets.items():
         reporter.log(f"target {key}: {'met' if met else 'NOT met'}")
     if "bf16" in PATHS:
         # bf16 can gain over fp32 at most what the matmul units give: about 2x with AVX512-BF16,
         # far more with AMX tiles
-        reporter.log(f"bf16 / fp32 matmul peak on this CPU ({', '.join(sorted({'amx_bf16', 'avx512_bf16'} & cpu_flags()))}): "
-                     f"{peaks['bf16'] / peaks['fp32']:.2f}x")
+        reporter.log(
+            f"bf16 / fp32 matmul peak on this CPU ({', '.join(sorted({'amx_bf16', 'avx512_bf16'} & cpu_flags()))}): "
+            f"{peaks['bf16'] / peaks['fp32']:.2f}x"
+        )
     else:
         reporter.log("bf16 skipped: this CPU has no native bf16 (AVX512-BF16 or AMX), bf16 would be emulated")
     return {

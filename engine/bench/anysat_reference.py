@@ -28,8 +28,10 @@ THEIRS = {ours: theirs for theirs, ours in REFERENCE_SENSORS.items()}
 def _hubconf(checkout: Path):
     hub = checkout / "hubconf.py"
     if not hub.is_file() or not (checkout / "src" / "models" / "networks" / "encoder" / "Any_multi.py").is_file():
-        raise EngineError(f"{checkout} is not a gastruc/AnySat checkout (no hubconf.py or "
-                          "src/models/networks/encoder/Any_multi.py): pass the folder that holds hubconf.py.")
+        raise EngineError(
+            f"{checkout} is not a gastruc/AnySat checkout (no hubconf.py or "
+            "src/models/networks/encoder/Any_multi.py): pass the folder that holds hubconf.py."
+        )
     for folder in (checkout, checkout / "src"):  # the reference imports both `src.models` and `models`
         if str(folder.resolve()) not in sys.path:
             sys.path.insert(0, str(folder.resolve()))
@@ -55,8 +57,9 @@ def load_pair(checkout: Path, size: str, modalities: tuple[str, ...], seed: int 
     ours = AnySat(anysat_config(size, modalities)).eval()
     mapped, report = map_state_dict(ours, state)
     if report.missing:
-        raise EngineError(f"The reference model lacks weights for {', '.join(report.missing[:5])}: "
-                          "is the checkout an AnySat release?")
+        raise EngineError(
+            f"The reference model lacks weights for {', '.join(report.missing[:5])}: is the checkout an AnySat release?"
+        )
     ours.load_state_dict(mapped)
     return reference, ours
 

@@ -26,25 +26,43 @@ from engine.runtime.progress import Reporter
 def scene(folder: Path, reporter: Reporter):
     """(feature matrices, their column names, y, units, rows, cols, class names) of eo-learn."""
     from engine.bench.accuracy import eolearn_dataset, raster_grid, raw_features
-    from engine.probes.sources import labelled_embeddings
     from engine.probes.features import FeatureSet, InputValues, available_indices, combine
+    from engine.probes.sources import labelled_embeddings
 
     dataset = eolearn_dataset(folder)
     grid = raster_grid(dataset.raw_files[0])
-    data = labelled_embeddings(grid, str(dataset.labels), dataset.class_field, None, dataset.ignore_values, 0.5,
-                               dataset.block_size_m, reporter, lambda r, c: np.zeros((r.size, 1), np.float32))
+    data = labelled_embeddings(
+        grid,
+        str(dataset.labels),
+        dataset.class_field,
+        None,
+        dataset.ignore_values,
+        0.5,
+        dataset.block_size_m,
+        reporter,
+        lambda r, c: np.zeros((r.size, 1), np.float32),
+    )
     samples = data.samples
     raw = raw_features(dataset.raw_files, grid.transform, samples.rows, samples.cols)
     keep = np.isfinite(raw).all(axis=1)
     dates = tuple(dataset.job["modalities"]["s2"]["dates"])
-    values = [InputValues(dataset.raw_modality, dataset.raw_bands, dates, raw[keep].reshape(int(keep.sum()), len(dates), -1))]
+    values = [
+        InputValues(dataset.raw_modality, dataset.raw_bands, dates, raw[keep].reshape(int(keep.sum()), len(dates), -1))
+    ]
     derived = ["stats"] + (["indices"] if available_indices(dataset.raw_modality, dataset.raw_bands) else [])
     matrices, columns = {}, {}
     for name in ("raw", "+".join(["raw", *derived])):
         matrices[name], record = combine(None, values, FeatureSet.parse(name))
         columns[name] = record["columns"]
-    return (matrices, columns, samples.y[keep], data.units[keep], samples.rows[keep], samples.cols[keep],
-            list(samples.class_names))
+    return (
+        matrices,
+        columns,
+        samples.y[keep],
+        data.units[keep],
+        samples.rows[keep],
+        samples.cols[keep],
+        list(samples.class_names),
+    )
 
 
 class _Timed(Reporter):
@@ -82,8 +100,18 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
         timed = _Timed(reporter)
         started = time.perf_counter()
         # fit-probe's defaults (200 trees, 200 epochs), 5 folds, learning curve on
-        outcome = fitting.fit_honestly(matrices, y, units, rows, cols, names, ProbeConfig(kind="linear", seed=0),
-                                       fitting.AUTO, reporter=timed, columns=columns.__getitem__)
+        outcome = fitting.fit_honestly(
+            matrices,
+            y,
+            units,
+            rows,
+            cols,
+            names,
+            ProbeConfig(kind="linear", seed=0),
+            fitting.AUTO,
+            reporter=timed,
+            columns=columns.__getitem__,
+        )
         total = time.perf_counter() - started
     finally:
         validation.Setup.fit_members, fitting.AUTO_CLASSIFIERS = original, grid
@@ -92,7 +120,16 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
     for step, seconds in steps.items():
         reporter.log(f"{seconds:7.1f} s  {step}")
     nested = outcome.selection.nested.summary()["macro_f1"]["mean"] if outcome.selection else None
-    reporter.log(f"auto on eo-learn ({len(y)} cells, {len(matrices)} feature sets): {total:.1f} s, {fits[0]} classifier "
-                 f"fits, chose {outcome.candidate.name}, nested macro-F1 {nested:.3f}; load {os.getloadavg()[0]:.2f}")
-    return {"seconds": round(total, 1), "fits": fits[0], "chosen": outcome.candidate.name, "nested_macro_f1": nested,
-            "steps_s": steps, "cells": int(len(y)), "load_average": os.getloadavg()}
+    reporter.log(
+        f"auto on eo-learn ({len(y)} cells, {len(matrices)} feature sets): {total:.1f} s, {fits[0]} classifier "
+        f"fits, chose {outcome.candidate.name}, nested macro-F1 {nested:.3f}; load {os.getloadavg()[0]:.2f}"
+    )
+    return {
+        "seconds": round(total, 1),
+        "fits": fits[0],
+        "chosen": outcome.candidate.name,
+        "nested_macro_f1": nested,
+        "steps_s": steps,
+        "cells": int(len(y)),
+        "load_average": os.getloadavg(),
+    }

@@ -65,10 +65,13 @@ def crops_job(files, s2_dates: slice | None = None) -> dict[str, Any]:
     return {
         "model": "anysat-tiny",  # its s2 (10 bands) and s1_asc (VV, VH linear power) specs; no model call
         "modalities": {
-            "s2": {"parts": [{"files": str(files.s2_10m[0].parent), "bands": ["B2", "B3", "B4", "B8"]},
-                             {"files": str(files.s2_20m[0].parent),
-                              "bands": ["B5", "B6", "B7", "B8A", "B11", "B12"]}],
-                   "mask": {"files": str(files.scl[0].parent), "type": "scl"}},
+            "s2": {
+                "parts": [
+                    {"files": str(files.s2_10m[0].parent), "bands": ["B2", "B3", "B4", "B8"]},
+                    {"files": str(files.s2_20m[0].parent), "bands": ["B5", "B6", "B7", "B8A", "B11", "B12"]},
+                ],
+                "mask": {"files": str(files.scl[0].parent), "type": "scl"},
+            },
             "s1_asc": {"files": str(files.s1[0].parent), "scale": "db_to_linear"},
         },
         "season": list(SEASON),
@@ -82,10 +85,10 @@ def read_labelled(folder: Path, reporter: Reporter) -> tuple[Inputs, dict[str, A
     from rasterio.windows import Window
 
     from engine.bench.flanders import build, parcel_regions
-    from engine.probes.features import read_inputs
     from engine.io.job import load_job
     from engine.mapping.plan import plan_geometry, resolve_inputs
     from engine.models.checkpoint import load_checkpoint
+    from engine.probes.features import read_inputs
 
     files = build(folder)
     job = load_job(crops_job(files))
@@ -108,12 +111,17 @@ def read_labelled(folder: Path, reporter: Reporter) -> tuple[Inputs, dict[str, A
 
     chosen = {v.modality: InputValues(v.modality, v.bands, v.dates, v.values[pick], v.valid[pick]) for v in values}
     s2_clear = values[0].valid[pick].mean() if values[0].valid is not None else 1.0
-    info = {"s2_dates": len(modalities["s2"].dates), "s1_dates": len(modalities["s1_asc"].dates),
-            "season": list(SEASON), "classes": names,
-            "left_out_classes": {str(c): int(n) for c, n in parcels_per_code.items() if c not in kept},
-            "pixels": int(pick.sum()), "parcels": int(np.unique(regions[pick]).size),
-            "parcels_per_class": {str(c): int(parcels_per_code[c]) for c in kept},
-            "s2_clear_share": float(s2_clear)}
+    info = {
+        "s2_dates": len(modalities["s2"].dates),
+        "s1_dates": len(modalities["s1_asc"].dates),
+        "season": list(SEASON),
+        "classes": names,
+        "left_out_classes": {str(c): int(n) for c, n in parcels_per_code.items() if c not in kept},
+        "pixels": int(pick.sum()),
+        "parcels": int(np.unique(regions[pick]).size),
+        "parcels_per_class": {str(c): int(parcels_per_code[c]) for c in kept},
+        "s2_clear_share": float(s2_clear),
+    }
     cells = np.flatnonzero(pick)
     return Inputs(chosen, y, regions[pick], names, cells // grid.width, cells % grid.width), info
 
@@ -123,8 +131,13 @@ def hide_summer(item):
     from engine.probes.features import InputValues
 
     keep = [t for t, d in enumerate(item.dates) if dt.date.fromisoformat(d).month not in HIDDEN]
-    return InputValues(item.modality, item.bands, tuple(item.dates[t] for t in keep), item.values[:, keep],
-                       None if item.valid is None else item.valid[:, keep])
+    return InputValues(
+        item.modality,
+        item.bands,
+        tuple(item.dates[t] for t in keep),
+        item.values[:, keep],
+        None if item.valid is None else item.valid[:, keep],
+    )
 
 
 def parcel_folds(parcel: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -154,8 +167,8 @@ def per_parcel(probabilities: np.ndarray, parcel: np.ndarray, y: np.ndarray) -> 
 
 def parcel_feature_matrix(values: list, parcel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per parcel, mean and spread of the monthly+stats pixel features (rows in np.unique(parcel) order)."""
-    from engine.probes.features import FeatureSet, input_features
     from engine.parcels.classify import ParcelStatistics
+    from engine.probes.features import FeatureSet, input_features
 
     x, _ = input_features(values, FeatureSet.parse("monthly+stats"))
     ids, index = np.unique(parcel, return_inverse=True)
@@ -188,8 +201,16 @@ class Scores:
         return {"macro_f1": f1, "overall_accuracy": oa, "samples": int(truth.size)}
 
 
-def evaluate_sensors(name: str, values: list, data: Inputs, fold: np.ndarray, scores: Scores, quick: bool,
-                     reporter: Reporter, with_auto: bool = True) -> None:
+def evaluate_sensors(
+    name: str,
+    values: list,
+    data: Inputs,
+    fold: np.ndarray,
+    scores: Scores,
+    quick: bool,
+    reporter: Reporter,
+    with_auto: bool = True,
+) -> None:
     """Every method on one combination of sensors (``values``: their InputValues at the labelled pixels)."""
     from sklearn.ensemble import RandomForestClassifier
 
@@ -207,13 +228,19 @@ def evaluate_sensors(name: str, values: list, data: Inputs, fold: np.ndarray, sc
         forest = RandomForestClassifier(n_estimators=trees, random_state=SEED, n_jobs=1).fit(raw[train], data.y[train])
         probabilities = _full_proba(forest, raw[test], len(data.names))
         scores.add(f"{name} | random forest on raw bands | pixels", data.y[test], probabilities.argmax(1))
-        scores.add(f"{name} | random forest on raw bands | parcels (mean pixel probability)",
-                   *per_parcel(probabilities, data.parcel[test], data.y[test]))
+        scores.add(
+            f"{name} | random forest on raw bands | parcels (mean pixel probability)",
+            *per_parcel(probabilities, data.parcel[test], data.y[test]),
+        )
         ptrain, ptest = parcel_fold != f, parcel_fold == f
         forest = RandomForestClassifier(n_estimators=trees, random_state=SEED, n_jobs=1).fit(
-            np.nan_to_num(parcel_x[ptrain]), parcel_y[ptrain])
-        scores.add(f"{name} | random forest on per-parcel features (monthly+stats) | parcels", parcel_y[ptest],
-                   _full_proba(forest, np.nan_to_num(parcel_x[ptest]), len(data.names)).argmax(1))
+            np.nan_to_num(parcel_x[ptrain]), parcel_y[ptrain]
+        )
+        scores.add(
+            f"{name} | random forest on per-parcel features (monthly+stats) | parcels",
+            parcel_y[ptest],
+            _full_proba(forest, np.nan_to_num(parcel_x[ptest]), len(data.names)).argmax(1),
+        )
     reporter.log(f"{name}: random forests done ({raw.shape[1]} raw columns, {parcel_x.shape[1]} per-parcel columns)")
     if with_auto:
         auto_rows(name, values, data, fold, scores, quick, reporter)
@@ -226,16 +253,17 @@ def _full_proba(classifier, x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def auto_rows(name: str, values: list, data: Inputs, fold: np.ndarray, scores: Scores, quick: bool,
-              reporter: Reporter) -> None:
+def auto_rows(
+    name: str, values: list, data: Inputs, fold: np.ndarray, scores: Scores, quick: bool, reporter: Reporter
+) -> None:
     """fit-probe's ``auto`` per pixel (its nested choice on the training parcels of each outer fold),
     then its probabilities averaged per held-out parcel."""
     from engine.bench.accuracy import FIXED_PROBE
+    from engine.probes.classifiers import ProbeConfig
     from engine.probes.features import FeatureSet, combine
     from engine.probes.fit import MAX_CELLS_PER_CLASS
-    from engine.probes.classifiers import ProbeConfig
-    from engine.probes.selection import Candidate, Setup, nested_selection
     from engine.probes.folds import SpatialFolds
+    from engine.probes.selection import Candidate, Setup, nested_selection
 
     sets = {s: combine(None, values, FeatureSet.parse(s))[0] for s in AUTO_SETS}
     config = ProbeConfig(**FIXED_PROBE, seed=SEED, trees=100)
@@ -245,18 +273,21 @@ def auto_rows(name: str, values: list, data: Inputs, fold: np.ndarray, scores: S
     folds = SpatialFolds(fold, [fold != f for f in range(FOLDS)], 0, "whole parcels", [])
     started = time.perf_counter()
     selection = nested_selection(setup, grid, folds, data.parcel, data.rows, data.cols)
-    reporter.log(f"{name}: auto's nested choice in {time.perf_counter() - started:.0f} s; per fold "
-                 f"{', '.join(c.name for c in selection.chosen_per_fold)}")
+    reporter.log(
+        f"{name}: auto's nested choice in {time.perf_counter() - started:.0f} s; per fold "
+        f"{', '.join(c.name for c in selection.chosen_per_fold)}"
+    )
     for f in range(FOLDS):
         test = fold == f
         if not test.any():
             continue
         # The fold's pick refitted as cross_validate fitted it (same training part, same draw).
-        probabilities = setup.fit_proba(selection.chosen_per_fold[f], fold != f, test,
-                                        np.random.default_rng(SEED + f))
+        probabilities = setup.fit_proba(selection.chosen_per_fold[f], fold != f, test, np.random.default_rng(SEED + f))
         scores.add(f"{name} | auto | pixels", data.y[test], probabilities.argmax(1))
-        scores.add(f"{name} | auto | parcels (mean pixel probability)",
-                   *per_parcel(probabilities, data.parcel[test], data.y[test]))
+        scores.add(
+            f"{name} | auto | parcels (mean pixel probability)",
+            *per_parcel(probabilities, data.parcel[test], data.y[test]),
+        )
 
 
 def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = True) -> dict[str, Any]:
@@ -266,33 +297,51 @@ def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = T
     fold = parcel_folds(data.parcel, data.y)
     s2, s1 = data.values["s2"], data.values["s1_asc"]
     scores = Scores(data.names)
-    combos = {"S2": [s2], "S1": [s1], "S2+S1": [s2, s1],
-              "S2, June-August hidden": [hide_summer(s2)], "S2+S1, June-August optical hidden": [hide_summer(s2), s1]}
+    combos = {
+        "S2": [s2],
+        "S1": [s1],
+        "S2+S1": [s2, s1],
+        "S2, June-August hidden": [hide_summer(s2)],
+        "S2+S1, June-August optical hidden": [hide_summer(s2), s1],
+    }
     for name, values in combos.items():
         evaluate_sensors(name, values, data, fold, scores, quick, reporter, with_auto)
     parcels_per_fold = [int(np.unique(data.parcel[fold == f]).size) for f in range(FOLDS)]
     pixels_per_fold = [int((fold == f).sum()) for f in range(FOLDS)]
     from engine.bench.accuracy import summarise
 
-    return {"dataset": "Flanders crops", "split": f"{FOLDS} folds of whole parcels", **info,
-            "parcels_per_fold": parcels_per_fold, "pixels_per_fold": pixels_per_fold,
-            "hidden_summer_s2_dates": len(hide_summer(s2).dates), "seconds": time.perf_counter() - started,
-            "methods": {m: {**{k: summarise(v) for k, v in s.items()}, "pooled": scores.pooled_figures(m)}
-                        for m, s in scores.rows.items()}}
+    return {
+        "dataset": "Flanders crops",
+        "split": f"{FOLDS} folds of whole parcels",
+        **info,
+        "parcels_per_fold": parcels_per_fold,
+        "pixels_per_fold": pixels_per_fold,
+        "hidden_summer_s2_dates": len(hide_summer(s2).dates),
+        "seconds": time.perf_counter() - started,
+        "methods": {
+            m: {**{k: summarise(v) for k, v in s.items()}, "pooled": scores.pooled_figures(m)}
+            for m, s in scores.rows.items()
+        },
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [f"Flanders crops ({result['split']}; {result['parcels']} parcels, {result['pixels']} pixels, classes "
-             f"{', '.join(result['classes'])}; S2 {result['s2_dates']} dates ({result['hidden_summer_s2_dates']} "
-             f"without June-August), S1 {result['s1_dates']} dates, season "
-             f"{result['season'][0]}..{result['season'][1]}; "
-             f"parcels per fold {result['parcels_per_fold']})", "",
-             "| Sensors | Method | Level | Macro-F1 (folds) | OA (folds) | Macro-F1, OA pooled (n) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Flanders crops ({result['split']}; {result['parcels']} parcels, {result['pixels']} pixels, classes "
+        f"{', '.join(result['classes'])}; S2 {result['s2_dates']} dates ({result['hidden_summer_s2_dates']} "
+        f"without June-August), S1 {result['s1_dates']} dates, season "
+        f"{result['season'][0]}..{result['season'][1]}; "
+        f"parcels per fold {result['parcels_per_fold']})",
+        "",
+        "| Sensors | Method | Level | Macro-F1 (folds) | OA (folds) | Macro-F1, OA pooled (n) |",
+        "|---|---|---|---|---|---|",
+    ]
     for method, s in result["methods"].items():
         sensors, how, level = method.split(" | ")
         f1, oa, pooled = s["macro_f1"], s["overall_accuracy"], s["pooled"]
-        lines.append(f"| {sensors} | {how} | {level} | {f1['mean']:.3f} ± {f1['std']:.3f} | "
-                     f"{oa['mean']:.3f} ± {oa['std']:.3f} | {pooled['macro_f1']:.3f}, "
-                     f"{pooled['overall_accuracy']:.3f} ({pooled['samples']}) |")
+        lines.append(
+            f"| {sensors} | {how} | {level} | {f1['mean']:.3f} ± {f1['std']:.3f} | "
+            f"{oa['mean']:.3f} ± {oa['std']:.3f} | {pooled['macro_f1']:.3f}, "
+            f"{pooled['overall_accuracy']:.3f} ({pooled['samples']}) |"
+        )
     return "\n".join(lines)

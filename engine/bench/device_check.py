@@ -20,7 +20,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,8 +45,9 @@ def _models(quick: bool) -> dict[str, Callable[[], nn.Module]]:
     return models
 
 
-def _features(model: nn.Module, host: tuple[dict, dict, dict], device: torch.device, dtype: torch.dtype,
-              dense: bool) -> dict[str, torch.Tensor]:
+def _features(
+    model: nn.Module, host: tuple[dict, dict, dict], device: torch.device, dtype: torch.dtype, dense: bool
+) -> dict[str, torch.Tensor]:
     from engine.runtime.precision import autocast_context, to_device
 
     inputs, day, mask = ({n: to_device(x, device) for n, x in part.items()} for part in host)
@@ -62,11 +64,16 @@ def _agreement(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor
     rows = {}
     for key, ref in reference.items():
         a, b = ref.reshape(-1, ref.shape[-1]), other[key].reshape(-1, ref.shape[-1])
-        rows[key] = {"max_abs": float((a - b).abs().max()), "max_ref": float(a.abs().max()),
-                     "cosine_min": float(nn.functional.cosine_similarity(a, b, dim=-1).min())}
+        rows[key] = {
+            "max_abs": float((a - b).abs().max()),
+            "max_ref": float(a.abs().max()),
+            "cosine_min": float(nn.functional.cosine_similarity(a, b, dim=-1).min()),
+        }
     limits = TOLERANCE[precision]
-    ok = all((limits["max_abs"] is None or r["max_abs"] <= limits["max_abs"]) and r["cosine_min"] >= limits["cosine"]
-             for r in rows.values())
+    ok = all(
+        (limits["max_abs"] is None or r["max_abs"] <= limits["max_abs"]) and r["cosine_min"] >= limits["cosine"]
+        for r in rows.values()
+    )
     return {"outputs": rows, "within_tolerance": ok, "tolerance": limits}
 
 
@@ -108,10 +115,14 @@ def check(device: torch.device, budget_s: float, quick: bool, log: Callable[[str
             model = keep_weights_in(make().to(device), dtype)
             agreement = _agreement(reference, _features(model, host, device, dtype, dense=True), precision)
             entry["agreement"][precision] = agreement
-            log(f"{label} {precision} vs CPU fp32: " + ", ".join(
-                f"{k} max |diff| {r['max_abs']:.1e} (of {r['max_ref']:.1f}), cosine min {r['cosine_min']:.6f}"
-                for k, r in agreement["outputs"].items())
-                + f" -> {'within' if agreement['within_tolerance'] else 'OUTSIDE'} tolerance")
+            log(
+                f"{label} {precision} vs CPU fp32: "
+                + ", ".join(
+                    f"{k} max |diff| {r['max_abs']:.1e} (of {r['max_ref']:.1f}), cosine min {r['cosine_min']:.6f}"
+                    for k, r in agreement["outputs"].items()
+                )
+                + f" -> {'within' if agreement['within_tolerance'] else 'OUTSIDE'} tolerance"
+            )
             del model
         for precision, dtype in precisions.items():
             model = keep_weights_in(make().to(device), dtype)
@@ -137,19 +148,27 @@ def check(device: torch.device, budget_s: float, quick: bool, log: Callable[[str
                 finally:
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-                peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
-                rows[batch] = {"tiles_per_s": round(batch / seconds, 2), "peak_gib": None if peak is None else round(peak, 2)}
-                log(f"{label} {precision} batch {batch:4d}: {batch / seconds:9.2f} tiles/s"
-                    + (f", peak {peak:.2f} GiB" if peak is not None else ""))
+                peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+                rows[batch] = {
+                    "tiles_per_s": round(batch / seconds, 2),
+                    "peak_gib": None if peak is None else round(peak, 2),
+                }
+                log(
+                    f"{label} {precision} batch {batch:4d}: {batch / seconds:9.2f} tiles/s"
+                    + (f", peak {peak:.2f} GiB" if peak is not None else "")
+                )
                 if seconds * 4 > left():  # the next, larger batch would not finish in time
                     break
             entry["throughput"][precision] = rows
             del model
-    results["all_within_tolerance"] = all(a["within_tolerance"] for m in results["models"].values()
-                                          for a in m.get("agreement", {}).values())
+    results["all_within_tolerance"] = all(
+        a["within_tolerance"] for m in results["models"].values() for a in m.get("agreement", {}).values()
+    )
     results["seconds"] = round(time.perf_counter() - start, 1)
-    log(f"Done in {results['seconds']} s; agreement {'met' if results['all_within_tolerance'] else 'NOT met'}"
-        + (f"; skipped for time: {', '.join(results['skipped'])}" if results["skipped"] else ""))
+    log(
+        f"Done in {results['seconds']} s; agreement {'met' if results['all_within_tolerance'] else 'NOT met'}"
+        + (f"; skipped for time: {', '.join(results['skipped'])}" if results["skipped"] else "")
+    )
     return results
 
 

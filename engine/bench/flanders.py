@@ -27,8 +27,18 @@ CRS = "EPSG:32631"
 LEFT, TOP = 501360.0, 5629680.0  # the sample's bounds (501360, 5629040, 502000, 5629680)
 BANDS_10M = ("B02", "B03", "B04", "B08")
 BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
-MODEL_BANDS = {"B02": "B2", "B03": "B3", "B04": "B4", "B05": "B5", "B06": "B6", "B07": "B7", "B08": "B8",
-               "B8A": "B8A", "B11": "B11", "B12": "B12"}
+MODEL_BANDS = {
+    "B02": "B2",
+    "B03": "B3",
+    "B04": "B4",
+    "B05": "B5",
+    "B06": "B6",
+    "B07": "B7",
+    "B08": "B8",
+    "B8A": "B8A",
+    "B11": "B11",
+    "B12": "B12",
+}
 
 
 @dataclass(frozen=True)
@@ -46,8 +56,9 @@ class FlandersFiles:
 def _source(prefix: str) -> Path:
     found = sorted(SOURCE.glob(f"{prefix}*.nc"))
     if not found:
-        raise EngineError(f"The Flanders sample has no {prefix}*.nc under {SOURCE}: it needs ../shared/data beside "
-                          "the project.")
+        raise EngineError(
+            f"The Flanders sample has no {prefix}*.nc under {SOURCE}: it needs ../shared/data beside the project."
+        )
     return found[0]
 
 
@@ -61,8 +72,18 @@ def _dates(h5) -> list[dt.date]:
 
 def _write(path: Path, data: np.ndarray, res: float, descriptions, nodata) -> Path:
     transform = Affine(res, 0.0, LEFT, 0.0, -res, TOP)
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=CRS, transform=transform, nodata=nodata) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=CRS,
+        transform=transform,
+        nodata=nodata,
+    ) as ds:
         ds.write(data)
         for b, text in enumerate(descriptions, 1):
             ds.set_band_description(b, text)
@@ -84,14 +105,33 @@ def build(folder: Path, s2_dates: slice | None = None, s1_dates: slice | None = 
         pick = range(len(dates))[s2_dates or slice(None)]
         for t in pick:
             stamp = dates[t].strftime("%Y%m%d")
-            out["s2_10m"].append(_write(folder / "s2_10m" / f"S2_L2A_{stamp}_10m.tif",
-                                        np.stack([ten[b][t] for b in BANDS_10M]).astype(np.uint16), 10.0,
-                                        BANDS_10M, 0))
-            out["s2_20m"].append(_write(folder / "s2_20m" / f"S2_L2A_{stamp}_20m.tif",
-                                        np.stack([twenty[b][t] for b in BANDS_20M]).astype(np.uint16), 20.0,
-                                        BANDS_20M, 0))
-            out["scl"].append(_write(folder / "scl" / f"S2_L2A_{stamp}_SCL.tif",
-                                     twenty["SCL"][t][None].astype(np.uint8), 20.0, ("SCL",), None))
+            out["s2_10m"].append(
+                _write(
+                    folder / "s2_10m" / f"S2_L2A_{stamp}_10m.tif",
+                    np.stack([ten[b][t] for b in BANDS_10M]).astype(np.uint16),
+                    10.0,
+                    BANDS_10M,
+                    0,
+                )
+            )
+            out["s2_20m"].append(
+                _write(
+                    folder / "s2_20m" / f"S2_L2A_{stamp}_20m.tif",
+                    np.stack([twenty[b][t] for b in BANDS_20M]).astype(np.uint16),
+                    20.0,
+                    BANDS_20M,
+                    0,
+                )
+            )
+            out["scl"].append(
+                _write(
+                    folder / "scl" / f"S2_L2A_{stamp}_SCL.tif",
+                    twenty["SCL"][t][None].astype(np.uint8),
+                    20.0,
+                    ("SCL",),
+                    None,
+                )
+            )
         s2 = [dates[t] for t in pick]
     with h5py.File(_source("S1_GRD"), "r") as s1:
         dates = _dates(s1)
@@ -106,8 +146,15 @@ def build(folder: Path, s2_dates: slice | None = None, s1_dates: slice | None = 
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # a pixel no acquisition saw: NaN
                     stack.append(np.nanmean(db, axis=0))
-            out["s1"].append(_write(folder / "s1" / f"S1_ASC_{day.strftime('%Y%m%d')}.tif",
-                                    np.stack(stack).astype(np.float32), 20.0, ("VV", "VH"), float("nan")))
+            out["s1"].append(
+                _write(
+                    folder / "s1" / f"S1_ASC_{day.strftime('%Y%m%d')}.tif",
+                    np.stack(stack).astype(np.float32),
+                    20.0,
+                    ("VV", "VH"),
+                    float("nan"),
+                )
+            )
     with h5py.File(_source("OUTPUT_POLY"), "r") as labels:
         codes = labels["CT"][:].astype(np.uint16)
     crop_codes = _write(folder / "crop_codes.tif", codes[None], 10.0, ("CT",), 0)

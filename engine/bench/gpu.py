@@ -30,8 +30,9 @@ MAX_BATCH = {"cuda": 1024, "cpu": 8}
 DATES, TILE_M, PATCH_M = 50, 60.0, 10.0
 
 
-def random_inputs(model, batch: int, dates: int, tile_m: float, device: torch.device | str = "cpu",
-                  pin: bool = False) -> tuple[dict, dict, dict]:
+def random_inputs(
+    model, batch: int, dates: int, tile_m: float, device: torch.device | str = "cpu", pin: bool = False
+) -> tuple[dict, dict, dict]:
     """Random inputs of a model's modalities at their real sizes for a ``tile_m`` tile: (inputs, dates,
     date masks); in pinned host memory with ``pin`` (fast, non-blocking copies to a GPU)."""
     g = torch.Generator().manual_seed(0)
@@ -44,14 +45,19 @@ def random_inputs(model, batch: int, dates: int, tile_m: float, device: torch.de
             day[name] = torch.sort(torch.randint(1, 366, (batch, dates), generator=g).float(), dim=1).values
             mask[name] = torch.ones(batch, dates, dtype=torch.bool)
     move = (lambda t: t.pin_memory()) if pin else (lambda t: t.to(device))
-    return ({n: move(x) for n, x in inputs.items()}, {n: move(x) for n, x in day.items()},
-            {n: move(x) for n, x in mask.items()})
+    return (
+        {n: move(x) for n, x in inputs.items()},
+        {n: move(x) for n, x in day.items()},
+        {n: move(x) for n, x in mask.items()},
+    )
 
 
 def _models(quick: bool) -> dict[str, Any]:
     torch.manual_seed(0)
-    return {"omnisat-treesatai": lambda: build_model("omnisat-treesatai").eval(),
-            f"anysat-{'tiny' if quick else 'base'}": lambda: build("tiny" if quick else "base")}
+    return {
+        "omnisat-treesatai": lambda: build_model("omnisat-treesatai").eval(),
+        f"anysat-{'tiny' if quick else 'base'}": lambda: build("tiny" if quick else "base"),
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -110,8 +116,10 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
                         torch.cuda.empty_cache()
                 peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
                 rows[precision][batch] = {"tiles_per_s": round(rate, 3), "peak_gib": round(peak, 2) if peak else None}
-                reporter.log(f"{label:18s} {precision} batch {batch:4d}: {rate:9.2f} tiles/s"
-                             + (f", peak {peak:.2f} GiB" if peak else ""))
+                reporter.log(
+                    f"{label:18s} {precision} batch {batch:4d}: {rate:9.2f} tiles/s"
+                    + (f", peak {peak:.2f} GiB" if peak else "")
+                )
                 batch *= 2
             del model
         fits = {p: [b for b, v in r.items() if isinstance(v, dict)] for p, r in rows.items()}
@@ -119,7 +127,10 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
             raise EngineError(f"{label} does not fit on {device} at batch 1: use a device with more memory.")
         entry: dict[str, Any] = {"batches": rows, "largest_batch_run": {p: max(b) for p, b in fits.items() if b}}
         if "bf16" in rows:
-            entry["bf16_vs_fp32"] = {b: round(rows["bf16"][b]["tiles_per_s"] / rows["fp32"][b]["tiles_per_s"], 3)
-                                     for b in fits["fp32"] if b in fits["bf16"]}
+            entry["bf16_vs_fp32"] = {
+                b: round(rows["bf16"][b]["tiles_per_s"] / rows["fp32"][b]["tiles_per_s"], 3)
+                for b in fits["fp32"]
+                if b in fits["bf16"]
+            }
         results["models"][label] = entry
     return results

@@ -25,8 +25,9 @@ import copy
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,7 +63,9 @@ class PerSequenceLTAE(nn.Module):
         self.ltae = ltae
 
     def forward(self, x, dates, mask=None):
-        outs = [self.ltae(x[i:i + 1], dates[i:i + 1], None if mask is None else mask[i:i + 1]) for i in range(len(x))]
+        outs = [
+            self.ltae(x[i : i + 1], dates[i : i + 1], None if mask is None else mask[i : i + 1]) for i in range(len(x))
+        ]
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
 
@@ -83,8 +86,10 @@ def make_batch(batch: int, seed: int = 0):
         "s2": torch.randn(batch, T_S2, 10, 6, 6, generator=g),
         "s1_asc": torch.randn(batch, T_S1, 2, 6, 6, generator=g),
     }
-    dates = {k: torch.sort(torch.randint(1, 366, (batch, t), generator=g).float()).values
-             for k, t in (("s2", T_S2), ("s1_asc", T_S1))}
+    dates = {
+        k: torch.sort(torch.randint(1, 366, (batch, t), generator=g).float()).values
+        for k, t in (("s2", T_S2), ("s1_asc", T_S1))
+    }
     return inputs, dates
 
 
@@ -98,7 +103,7 @@ def matmul_peaks(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> dict[str,
     peaks = {}
     for name, fn in kernels.items():
         fn()
-        peaks[name] = 2 * n ** 3 / min(seconds_of(fn) for _ in range(reps)) / 1e9
+        peaks[name] = 2 * n**3 / min(seconds_of(fn) for _ in range(reps)) / 1e9
     return peaks
 
 
@@ -131,6 +136,7 @@ def profile_modules(modules: dict[str, list[nn.Module]], fn: Callable[[], Any]) 
         starts[module] = time.perf_counter()
 
     for name, group in modules.items():
+
         def leave(module, args, output, name=name):
             seconds[name] += time.perf_counter() - starts[module]
 
@@ -151,8 +157,11 @@ def _our_modules(model: nn.Module) -> dict[str, list[nn.Module]]:
 
 
 def _reference_modules(encoder: nn.Module) -> dict[str, list[nn.Module]]:
-    modules = {f"encoder {ours}": [getattr(encoder, f"projector_{theirs}")] for ours, theirs in NAMES.items()
-               if hasattr(encoder, f"projector_{theirs}")}
+    modules = {
+        f"encoder {ours}": [getattr(encoder, f"projector_{theirs}")]
+        for ours, theirs in NAMES.items()
+        if hasattr(encoder, f"projector_{theirs}")
+    }
     return {**modules, "combiner": list(encoder.blocks)}  # the reference calls its blocks one by one
 
 
@@ -178,14 +187,17 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
             batch = reference_inputs(inputs, dates)
             return lambda: reference(batch)
         if name == "naive":
+
             def forward():
                 with explicit_attention(), default_kernels():
                     return naive.forward_features(inputs, dates)
+
             return forward
 
         def ours():
             with autocast_context(cpu, torch.bfloat16 if name == "bf16" else torch.float32):
                 return model.forward_features(inputs, dates)
+
         return ours
 
     peaks = {"fp32": matmul_peak(torch.float32)}
@@ -205,8 +217,11 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
             calls = {name: path(name, inputs, dates) for name in names}
             for name, call in calls.items():
                 outputs[(name, batch)] = call()  # warm-up, kept for the agreement check
-                modules = _reference_modules(reference) if name == "reference" else _our_modules(
-                    naive if name == "naive" else model)
+                modules = (
+                    _reference_modules(reference)
+                    if name == "reference"
+                    else _our_modules(naive if name == "naive" else model)
+                )
                 profiles[name][f"batch{batch}"] = profile_modules(modules, call)
             times: dict[str, list[float]] = {name: [] for name in names}
             cpu_times: dict[str, list[float]] = {name: [] for name in names}
@@ -215,8 +230,10 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
                     wall, cpu = timed_with_cpu(call)
                     times[name].append(wall)
                     cpu_times[name].append(cpu)
-                reporter.log(f"batch {batch}: " + ", ".join(
-                    f"{n} {times[n][-1]:.2f} s (CPU {cpu_times[n][-1]:.2f} s)" for n in names))
+                reporter.log(
+                    f"batch {batch}: "
+                    + ", ".join(f"{n} {times[n][-1]:.2f} s (CPU {cpu_times[n][-1]:.2f} s)" for n in names)
+                )
             for name in names:
                 median, best = statistics.median(times[name]), min(times[name])
                 figures = results[name]
@@ -226,19 +243,31 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
                 figures[f"batch{batch}_cpu_s_per_tile"] = statistics.median(cpu_times[name]) / batch
                 figures[f"batch{batch}_gflops"] = flops[batch] / median / 1e9
     # the peak again after the model runs, keeping the higher: the machine's load varies
-    peaks = {dtype: max(peak, matmul_peak(torch.float32 if dtype == "fp32" else torch.bfloat16))
-             for dtype, peak in peaks.items()}
+    peaks = {
+        dtype: max(peak, matmul_peak(torch.float32 if dtype == "fp32" else torch.bfloat16))
+        for dtype, peak in peaks.items()
+    }
     for name, figures in results.items():
         for batch in (1, big):
-            figures[f"batch{batch}_peak_fraction"] = figures[f"batch{batch}_gflops"] / peaks["bf16" if name == "bf16" else "fp32"]
-            reporter.log(f"{name:>9} batch {batch:>2}: {figures[f'batch{batch}_median_s_per_tile'] * 1000:8.1f} ms/tile "
-                         f"(median; best {figures[f'batch{batch}_best_s_per_tile'] * 1000:.1f}; "
-                         f"CPU {figures[f'batch{batch}_cpu_s_per_tile'] * 1000:.1f}), "
-                         f"{figures[f'batch{batch}_tiles_per_s']:6.2f} tiles/s, {figures[f'batch{batch}_gflops']:6.1f} "
-                         f"GFLOP/s ({100 * figures[f'batch{batch}_peak_fraction']:.0f}% of peak)")
+            figures[f"batch{batch}_peak_fraction"] = (
+                figures[f"batch{batch}_gflops"] / peaks["bf16" if name == "bf16" else "fp32"]
+            )
+            reporter.log(
+                f"{name:>9} batch {batch:>2}: {figures[f'batch{batch}_median_s_per_tile'] * 1000:8.1f} ms/tile "
+                f"(median; best {figures[f'batch{batch}_best_s_per_tile'] * 1000:.1f}; "
+                f"CPU {figures[f'batch{batch}_cpu_s_per_tile'] * 1000:.1f}), "
+                f"{figures[f'batch{batch}_tiles_per_s']:6.2f} tiles/s, {figures[f'batch{batch}_gflops']:6.1f} "
+                f"GFLOP/s ({100 * figures[f'batch{batch}_peak_fraction']:.0f}% of peak)"
+            )
             profile = profiles[name][f"batch{batch}"]
-            reporter.log(f"{'':>9} profile: " + ", ".join(
-                f"{module} {100 * seconds / profile['total']:.0f}%" for module, seconds in profile.items() if module != "total"))
+            reporter.log(
+                f"{'':>9} profile: "
+                + ", ".join(
+                    f"{module} {100 * seconds / profile['total']:.0f}%"
+                    for module, seconds in profile.items()
+                    if module != "total"
+                )
+            )
 
     def speedup(a: str, b: str, batch: int) -> float:
         """How many times faster path a runs than path b (throughput ratio, medians)."""
@@ -254,8 +283,9 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
         for name in ("fp32", "bf16", "naive"):
             if name in results:
                 ratios.update({f"{name}_vs_reference_batch{b}": speedup(name, "reference", b) for b in (1, big)})
-                ratios.update({f"{name}_vs_reference_batch{b}_by_cpu_time": cpu_speedup(name, "reference", b)
-                               for b in (1, big)})
+                ratios.update(
+                    {f"{name}_vs_reference_batch{b}_by_cpu_time": cpu_speedup(name, "reference", b) for b in (1, big)}
+                )
         targets[f"fp32_at_least_2x_reference_batch{big}"] = ratios[f"fp32_vs_reference_batch{big}"] >= 2.0
         targets["fp32_at_least_1.5x_reference_batch1"] = ratios["fp32_vs_reference_batch1"] >= 1.5
     fp32_patch = outputs[("fp32", big)].patch
@@ -270,8 +300,14 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
         head = PatchHead(HeadConfig("patch", model.embed_dim, 15)).eval()
         with torch.no_grad():
             same = (head(fp32_patch).argmax(-1) == head(bf16_patch).argmax(-1)).float().mean()
-        agreement.update({"patches": int(cosine.numel()), "cosine_min": float(cosine.min()),
-                          "cosine_mean": float(cosine.mean()), "argmax_agreement": float(same)})
+        agreement.update(
+            {
+                "patches": int(cosine.numel()),
+                "cosine_min": float(cosine.min()),
+                "cosine_mean": float(cosine.mean()),
+                "argmax_agreement": float(same),
+            }
+        )
         targets["bf16_cosine_at_least_0.999"] = agreement["cosine_min"] >= 0.999
         targets["bf16_argmax_agreement_at_least_99.5%"] = agreement["argmax_agreement"] >= 0.995
     reporter.log("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))

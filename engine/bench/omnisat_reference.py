@@ -64,10 +64,23 @@ def load_reference_encoder(checkout: Path, modalities: tuple[str, ...] = ("aeria
             projectors[theirs] = patch_embed(**args)
         else:
             projectors[theirs] = ltae2d(**args)
-    keys = ("num_patches", "embed_dim", "depth", "num_heads", "mlp_ratio", "class_token", "pre_norm",
-            "drop_rate", "pos_drop_rate", "patch_drop_rate", "drop_path_rate", "attn_drop_rate")
-    encoder = omni_module(projectors=projectors, modalities=[NAMES[m] for m in modalities],
-                          **{k: config[k] for k in keys})
+    keys = (
+        "num_patches",
+        "embed_dim",
+        "depth",
+        "num_heads",
+        "mlp_ratio",
+        "class_token",
+        "pre_norm",
+        "drop_rate",
+        "pos_drop_rate",
+        "patch_drop_rate",
+        "drop_path_rate",
+        "attn_drop_rate",
+    )
+    encoder = omni_module(
+        projectors=projectors, modalities=[NAMES[m] for m in modalities], **{k: config[k] for k in keys}
+    )
     return encoder.eval()
 
 

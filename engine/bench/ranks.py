@@ -23,7 +23,17 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from engine.bench.tiled import AREAS, BATCH, OVERLAP, PATCH_M, TILE, bench_dates, bench_model_config, window_side, write_inputs
+from engine.bench.tiled import (
+    AREAS,
+    BATCH,
+    OVERLAP,
+    PATCH_M,
+    TILE,
+    bench_dates,
+    bench_model_config,
+    window_side,
+    write_inputs,
+)
 from engine.runtime.registry import run_operation
 from engine.runtime.threads import default_threads
 
@@ -48,18 +58,28 @@ def run(params, reporter) -> dict[str, Any]:
         folder = Path(tmp)
         torch.manual_seed(0)
         model = build_model(bench_model_config()).eval()
-        save_checkpoint(folder / "model.safetensors", model, head=build_head(HeadConfig("patch", model.embed_dim, 10)),
-                        provenance={"weights": "random, benchmark"})
+        save_checkpoint(
+            folder / "model.safetensors",
+            model,
+            head=build_head(HeadConfig("patch", model.embed_dim, 10)),
+            provenance={"weights": "random, benchmark"},
+        )
         del model
         files = write_inputs(folder, window_side(4, factor))
 
         def job(name: str, ranks: int) -> dict:
             (folder / name).mkdir(exist_ok=True)
-            return {"model": str(folder / "model.safetensors"),
-                    "modalities": {n: {"files": f, "dates": bench_dates()} for n, f in files.items()},
-                    "outputs": {"classes": str(folder / name / "classes.vrt")}, "tile_size": TILE * PATCH_M,
-                    "overlap": OVERLAP * PATCH_M, "batch_size": BATCH, "precision": "fp32", "ranks": ranks,
-                    "threads": max(1, threads // ranks)}
+            return {
+                "model": str(folder / "model.safetensors"),
+                "modalities": {n: {"files": f, "dates": bench_dates()} for n, f in files.items()},
+                "outputs": {"classes": str(folder / name / "classes.vrt")},
+                "tile_size": TILE * PATCH_M,
+                "overlap": OVERLAP * PATCH_M,
+                "batch_size": BATCH,
+                "precision": "fp32",
+                "ranks": ranks,
+                "threads": max(1, threads // ranks),
+            }
 
         best: dict[int, float] = {}
         results: dict[int, dict] = {}
@@ -71,21 +91,29 @@ def run(params, reporter) -> dict[str, Any]:
         last = f"r{rounds - 1}_2"
         (folder / last / "classes.vrt.parts" / "part-002-of-002.tif").unlink()  # rank 1 "crashed"
         rerun, resumed = _timed(job(last, 2))
-        with rasterio.open(folder / f"r{rounds - 1}_1" / "classes.vrt") as one, \
-                rasterio.open(folder / last / "classes.vrt") as two:
+        with (
+            rasterio.open(folder / f"r{rounds - 1}_1" / "classes.vrt") as one,
+            rasterio.open(folder / last / "classes.vrt") as two,
+        ):
             equal = bool(np.array_equal(one.read(), two.read()))
     windows = results[1]["windows"]
     computed = [s["windows_computed"] for s in results[2]["shards"]]
     figures = {
-        "area_km2": round(results[1]["area_km2"], 2), "windows": windows, "threads": threads,
+        "area_km2": round(results[1]["area_km2"], 2),
+        "windows": windows,
+        "threads": threads,
         "seconds": {"1 process": round(best[1], 2), "2 ranks": round(best[2], 2)},
         "speedup_2_ranks": round(best[1] / best[2], 3),
-        "windows_per_shard": computed, "margin_extra_windows": round(sum(computed) / windows - 1, 4),
-        "rerun_one_shard_missing_s": round(rerun, 2), "rerun_vs_full_2_ranks": round(rerun / best[2], 3),
+        "windows_per_shard": computed,
+        "margin_extra_windows": round(sum(computed) / windows - 1, 4),
+        "rerun_one_shard_missing_s": round(rerun, 2),
+        "rerun_vs_full_2_ranks": round(rerun / best[2], 3),
         "rerun_resumed": [s["resumed"] for s in resumed["shards"]],
         "bit_equal_1_vs_2_ranks": equal,
     }
-    reporter.log(f"1 process {best[1]:.1f} s, 2 ranks {best[2]:.1f} s ({figures['speedup_2_ranks']}x); margin "
-                 f"{figures['margin_extra_windows']:.1%} extra windows; rerun with one shard missing "
-                 f"{rerun:.1f} s ({figures['rerun_vs_full_2_ranks']}x the full run); bit-equal: {equal}")
+    reporter.log(
+        f"1 process {best[1]:.1f} s, 2 ranks {best[2]:.1f} s ({figures['speedup_2_ranks']}x); margin "
+        f"{figures['margin_extra_windows']:.1%} extra windows; rerun with one shard missing "
+        f"{rerun:.1f} s ({figures['rerun_vs_full_2_ranks']}x the full run); bit-equal: {equal}"
+    )
     return figures

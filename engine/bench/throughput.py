@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
+import subprocess  # nosec B404  # starts this interpreter for each measured run, no shell
 import sys
 import tempfile
 import time
@@ -42,12 +42,27 @@ def _write_inputs(folder: Path, side: int) -> dict[str, str]:
     rng = np.random.default_rng(0)
     files = {}
     for name, bands, dtype in (("s2", 10, "uint16"), ("s1_asc", 2, "float32")):
-        data = (rng.integers(200, 6000, (DATES * bands, side, side)).astype(np.uint16) if dtype == "uint16"
-                else rng.normal(-12, 3, (DATES * bands, side, side)).astype(np.float32))
+        data = (
+            rng.integers(200, 6000, (DATES * bands, side, side)).astype(np.uint16)
+            if dtype == "uint16"
+            else rng.normal(-12, 3, (DATES * bands, side, side)).astype(np.float32)
+        )
         path = folder / f"{name}.tif"
-        with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=DATES * bands, dtype=dtype,
-                           crs="EPSG:32632", transform=transform, tiled=True, blockxsize=64, blockysize=64,
-                           interleave="pixel") as ds:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=side,
+            height=side,
+            count=DATES * bands,
+            dtype=dtype,
+            crs="EPSG:32632",
+            transform=transform,
+            tiled=True,
+            blockxsize=64,
+            blockysize=64,
+            interleave="pixel",
+        ) as ds:
             ds.write(data)
         files[name] = str(path)
     return files
@@ -70,11 +85,17 @@ def _checkpoint(folder: Path, model: str) -> Path:
 def _job(folder: Path, checkpoint: Path, files: dict[str, str], level: str) -> Path:
     start = dt.date(2021, 1, 5)
     dates = [(start + dt.timedelta(days=30 * t)).isoformat() for t in range(DATES)]
-    job = {"model": str(checkpoint), "modalities": {n: {"files": f, "dates": dates} for n, f in files.items()},
-           "outputs": {"embeddings": str(folder / f"embeddings_{level}.tif"), "embeddings_level": level},
-           "device": "cpu", "precision": "fp32",
-           "normalization": {"s2": {"mean": [3000.0] * 10, "std": [1700.0] * 10},
-                             "s1_asc": {"mean": [-12.0] * 2, "std": [3.0] * 2}}}
+    job = {
+        "model": str(checkpoint),
+        "modalities": {n: {"files": f, "dates": dates} for n, f in files.items()},
+        "outputs": {"embeddings": str(folder / f"embeddings_{level}.tif"), "embeddings_level": level},
+        "device": "cpu",
+        "precision": "fp32",
+        "normalization": {
+            "s2": {"mean": [3000.0] * 10, "std": [1700.0] * 10},
+            "s1_asc": {"mean": [-12.0] * 2, "std": [3.0] * 2},
+        },
+    }
     path = folder / f"job_{level}.json"
     path.write_text(json.dumps(job))
     return path
@@ -83,19 +104,19 @@ def _job(folder: Path, checkpoint: Path, files: dict[str, str], level: str) -> P
 def _peak_rss_gb() -> float:
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2 ** 20
+            return int(line.split()[1]) / 2**20
     return float("nan")
 
 
 def _child(job_path: str) -> dict[str, Any]:
     """Warm up on one window, then run the whole job (timed) in this fresh process."""
+    import torch
+
     from engine.io.job import load_job
     from engine.mapping.plan import build_plan
     from engine.mapping.run import execute
     from engine.models.checkpoint import load_checkpoint
     from engine.runtime.progress import Reporter
-
-    import torch
 
     job = load_job(job_path)
     loaded = load_checkpoint(job.model)
@@ -107,8 +128,13 @@ def _child(job_path: str) -> dict[str, Any]:
     plan = build_plan(job, loaded.model, loaded.head, loaded.metadata)
     result = execute(plan, loaded.model, loaded.head, Reporter())
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "model_seconds": result["model_seconds"], "windows": result["windows"],
-            "km2": result["area_km2"], "peak_rss_gb": _peak_rss_gb()}
+    return {
+        "seconds": seconds,
+        "model_seconds": result["model_seconds"],
+        "windows": result["windows"],
+        "km2": result["area_km2"],
+        "peak_rss_gb": _peak_rss_gb(),
+    }
 
 
 def run(params, reporter) -> dict[str, Any]:
@@ -123,10 +149,12 @@ def run(params, reporter) -> dict[str, Any]:
             for level in LEVELS:
                 job = _job(folder, checkpoint, files, level)
                 env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-                code = ("import json, torch; from engine.bench.throughput import _child; "
-                        + (f"torch.set_num_threads({threads}); " if threads else "")
-                        + f"print(json.dumps(_child({str(job)!r})))")
-                done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+                code = (
+                    "import json, torch; from engine.bench.throughput import _child; "
+                    + (f"torch.set_num_threads({threads}); " if threads else "")
+                    + f"print(json.dumps(_child({str(job)!r})))"
+                )
+                done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)  # nosec B603  # this interpreter, fixed arguments
                 if done.returncode != 0:
                     raise RuntimeError(f"throughput child failed: {done.stderr[-2000:]}")
                 row = json.loads(done.stdout.strip().splitlines()[-1])
@@ -135,8 +163,10 @@ def run(params, reporter) -> dict[str, Any]:
                 row["s2_tile_hours"] = TILE_KM2 / row["km2_per_h"]
                 row["load_average"] = os.getloadavg()[0]
                 results[f"{model} {level}"] = row
-                reporter.log(f"{model} {level:>5}: {row['km2_per_h']:7.2f} km²/h ({row['km2']:.3f} km² in "
-                             f"{row['seconds']:.1f} s, {row['windows']} windows), outside the model "
-                             f"{100 * row['outside_model_share']:.0f}%, peak RSS {row['peak_rss_gb']:.2f} GB, "
-                             f"S2 tile {row['s2_tile_hours']:.0f} h; load {row['load_average']:.1f}")
+                reporter.log(
+                    f"{model} {level:>5}: {row['km2_per_h']:7.2f} km²/h ({row['km2']:.3f} km² in "
+                    f"{row['seconds']:.1f} s, {row['windows']} windows), outside the model "
+                    f"{100 * row['outside_model_share']:.0f}%, peak RSS {row['peak_rss_gb']:.2f} GB, "
+                    f"S2 tile {row['s2_tile_hours']:.0f} h; load {row['load_average']:.1f}"
+                )
     return {"side_px": side, "dates": DATES, "threads": threads, "rows": results}

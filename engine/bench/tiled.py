@@ -37,6 +37,7 @@ the two paths and the pipeline over the bare forward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -47,13 +48,12 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-import dataclasses
 
 import numpy as np
+import rasterio
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 from rasterio.windows import Window
-import rasterio
 
 from engine.io.job import load_job
 from engine.models.modalities import sensor
@@ -72,12 +72,11 @@ PRECISION = "auto"
 def window_side(base_windows: int, factor: int) -> int:
     """Grid side in patches for ``factor`` times the base area (base: n windows of TILE with OVERLAP)."""
     base = (TILE - OVERLAP) * base_windows + OVERLAP
-    return base * int(round(factor ** 0.5))
+    return base * int(round(factor**0.5))
 
 
 def bench_model_config():
     from engine.models.omnisat import treesatai_config  # lazy: keeps torch out of --help
-
 
     return dataclasses.replace(treesatai_config(), modalities=(sensor("s2"), sensor("s1_asc_ratio")))
 
@@ -90,9 +89,20 @@ def write_inputs(folder: Path, side: int, lon_lat: bool = False) -> dict[str, An
     files = {}
     for name, bands, dtype in (("s2", 10, "uint16"), ("s1_asc_ratio", 3, "float32")):
         path = folder / f"{name}_{side}.tif"
-        profile = dict(driver="GTiff", width=side, height=side, count=DATES * bands, dtype=dtype, crs=UTM,
-                       transform=transform, tiled=True, blockxsize=64, blockysize=64, interleave="pixel",
-                       compress="deflate")
+        profile = dict(
+            driver="GTiff",
+            width=side,
+            height=side,
+            count=DATES * bands,
+            dtype=dtype,
+            crs=UTM,
+            transform=transform,
+            tiled=True,
+            blockxsize=64,
+            blockysize=64,
+            interleave="pixel",
+            compress="deflate",
+        )
         with rasterio.open(path, "w", **profile) as ds:
             for row in range(0, side, 64):
                 h = min(64, side - row)
@@ -108,12 +118,14 @@ def write_inputs(folder: Path, side: int, lon_lat: bool = False) -> dict[str, An
 def _to_lon_lat(path: Path) -> Path:
     out = path.with_name(f"{path.stem}_4326.tif")
     with rasterio.open(path) as src:
-        transform, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
-                                                               *src.bounds)
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
         profile = dict(src.profile, crs="EPSG:4326", transform=transform, width=width, height=height, nodata=0)
         with rasterio.open(out, "w", **profile) as dst:
-            reproject(rasterio.band(src, list(range(1, src.count + 1))),
-                      rasterio.band(dst, list(range(1, src.count + 1))), resampling=Resampling.nearest)
+            reproject(
+                rasterio.band(src, list(range(1, src.count + 1))),
+                rasterio.band(dst, list(range(1, src.count + 1))),
+                resampling=Resampling.nearest,
+            )
     return out
 
 
@@ -149,9 +161,16 @@ def _child_pipeline(job_path: str, warp_once: bool = True) -> dict[str, Any]:
     peak = _peak_rss_mb()  # read before the baseline allocates anything
     repeats = min(8, max(3, result["windows"] // BATCH))
     bare = _bare_forward(job.model, repeats, job.precision)
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "model_seconds": result["model_seconds"],
-            "windows": result["windows"], "km2": result["area_km2"],
-            "peak_rss_mb": peak, "rss_before_run_mb": rss_before, "bare_forward": bare}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "model_seconds": result["model_seconds"],
+        "windows": result["windows"],
+        "km2": result["area_km2"],
+        "peak_rss_mb": peak,
+        "rss_before_run_mb": rss_before,
+        "bare_forward": bare,
+    }
 
 
 def _bare_forward(checkpoint: str, repeats: int, precision: str) -> dict[str, Any]:
@@ -181,9 +200,13 @@ def _bare_forward(checkpoint: str, repeats: int, precision: str) -> dict[str, An
         step()
     seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu
     windows = repeats * BATCH
-    return {"windows": windows, "seconds": seconds, "cpu_seconds": cpu_seconds,
-            "windows_per_s": windows / seconds if repeats else None,
-            "windows_per_cpu_s": windows / cpu_seconds if repeats else None}
+    return {
+        "windows": windows,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "windows_per_s": windows / seconds if repeats else None,
+        "windows_per_cpu_s": windows / cpu_seconds if repeats else None,
+    }
 
 
 def _spawn(args: list[str], threads: int | None) -> dict[str, Any]:
@@ -216,13 +239,20 @@ def _write_job(folder: Path, checkpoint: Path, factor: int, files: dict[str, str
     job = {
         "model": str(checkpoint),
         "modalities": {n: {"files": f, "dates": bench_dates()} for n, f in files.items()},
-        "outputs": {"classes": str(folder / f"classes_{factor}.tif"),
-                    "confidence": str(folder / f"confidence_{factor}.tif")},
-        "tile_size": TILE * PATCH_M, "overlap": OVERLAP * PATCH_M, "batch_size": BATCH,
-        "device": "auto", "precision": PRECISION,
+        "outputs": {
+            "classes": str(folder / f"classes_{factor}.tif"),
+            "confidence": str(folder / f"confidence_{factor}.tif"),
+        },
+        "tile_size": TILE * PATCH_M,
+        "overlap": OVERLAP * PATCH_M,
+        "batch_size": BATCH,
+        "device": "auto",
+        "precision": PRECISION,
         # Generic statistics: the data are synthetic.
-        "normalization": {"s2": {"mean": [3000.0] * 10, "std": [1700.0] * 10},
-                          "s1_asc_ratio": {"mean": [-12.0] * 3, "std": [3.0] * 3}},
+        "normalization": {
+            "s2": {"mean": [3000.0] * 10, "std": [1700.0] * 10},
+            "s1_asc_ratio": {"mean": [-12.0] * 3, "std": [3.0] * 3},
+        },
     }
     if grid_crs:
         job["crs"] = grid_crs
@@ -234,26 +264,38 @@ def _write_job(folder: Path, checkpoint: Path, factor: int, files: dict[str, str
 def _summary(label: str, runs: list[dict], **extra) -> dict[str, Any]:
     """The least disturbed run of a case, with its highest peak RSS and its fastest bare forward pass."""
     best = min(runs, key=lambda r: r["seconds"])
-    best = dict(best, case=label, rounds=len(runs), all_seconds=[r["seconds"] for r in runs],
-                peak_rss_mb=max(r["peak_rss_mb"] for r in runs), **extra)
-    best.update(windows_per_s=best["windows"] / best["seconds"],
-                windows_per_cpu_s=best["windows"] / best["cpu_seconds"],
-                ms_per_window=1000 * best["seconds"] / best["windows"],
-                km2_per_min=best["km2"] / best["seconds"] * 60,
-                model_share=best["model_seconds"] / best["seconds"])
+    best = dict(
+        best,
+        case=label,
+        rounds=len(runs),
+        all_seconds=[r["seconds"] for r in runs],
+        peak_rss_mb=max(r["peak_rss_mb"] for r in runs),
+        **extra,
+    )
+    best.update(
+        windows_per_s=best["windows"] / best["seconds"],
+        windows_per_cpu_s=best["windows"] / best["cpu_seconds"],
+        ms_per_window=1000 * best["seconds"] / best["windows"],
+        km2_per_min=best["km2"] / best["seconds"] * 60,
+        model_share=best["model_seconds"] / best["seconds"],
+    )
     best["bare_forward"] = max((r["bare_forward"] for r in runs), key=lambda b: b["windows_per_s"])
     best["pipeline_over_bare"] = best["windows_per_s"] / best["bare_forward"]["windows_per_s"]
     return best
 
 
 def _table(cases: list[dict]) -> list[str]:
-    lines = [f"{'case':>16} {'windows':>8} {'s':>8} {'cpu s':>8} {'ms/win':>7} {'win/s':>7} {'bare':>7} "
-             f"{'ratio':>6} {'model %':>8} {'km2/min':>8} {'peak RSS MB':>12}"]
+    lines = [
+        f"{'case':>16} {'windows':>8} {'s':>8} {'cpu s':>8} {'ms/win':>7} {'win/s':>7} {'bare':>7} "
+        f"{'ratio':>6} {'model %':>8} {'km2/min':>8} {'peak RSS MB':>12}"
+    ]
     for c in cases:
-        lines.append(f"{c['case']:>16} {c['windows']:>8} {c['seconds']:>8.2f} {c['cpu_seconds']:>8.2f} "
-                     f"{c['ms_per_window']:>7.1f} {c['windows_per_s']:>7.2f} {c['bare_forward']['windows_per_s']:>7.2f} "
-                     f"{c['pipeline_over_bare']:>6.2f} {100 * c['model_share']:>8.1f} {c['km2_per_min']:>8.2f} "
-                     f"{c['peak_rss_mb']:>12.0f}")
+        lines.append(
+            f"{c['case']:>16} {c['windows']:>8} {c['seconds']:>8.2f} {c['cpu_seconds']:>8.2f} "
+            f"{c['ms_per_window']:>7.1f} {c['windows_per_s']:>7.2f} {c['bare_forward']['windows_per_s']:>7.2f} "
+            f"{c['pipeline_over_bare']:>6.2f} {100 * c['model_share']:>8.1f} {c['km2_per_min']:>8.2f} "
+            f"{c['peak_rss_mb']:>12.0f}"
+        )
     return lines
 
 
@@ -280,20 +322,26 @@ def _run_areas(folder: Path, checkpoint: Path, base_windows: int, rounds: int, t
             "ms_per_window_16x_over_1x": at16["ms_per_window"] / first["ms_per_window"],
             f"ms_per_window_{top}_over_1x": last["ms_per_window"] / first["ms_per_window"],
             f"cpu_ms_per_window_{top}_over_1x": (last["cpu_seconds"] / last["windows"])
-                                                / (first["cpu_seconds"] / first["windows"]),
+            / (first["cpu_seconds"] / first["windows"]),
             f"rss_{top}_over_1x": last["peak_rss_mb"] / first["peak_rss_mb"],
             "pipeline_over_bare_forward_16x": at16["pipeline_over_bare"],
             f"pipeline_over_bare_forward_{top}": last["pipeline_over_bare"],
             f"model_share_of_pipeline_time_{top}": last["model_share"],
         },
-        "targets": {"ms_per_window_16x_over_1x": "0.9 .. 1.1", f"ms_per_window_{top}_over_1x": "0.9 .. 1.1",
-                    f"cpu_ms_per_window_{top}_over_1x": "0.9 .. 1.1", f"rss_{top}_over_1x": "<= 1.3",
-                    "pipeline_over_bare_forward_16x": ">= 0.8", f"pipeline_over_bare_forward_{top}": ">= 0.8"},
+        "targets": {
+            "ms_per_window_16x_over_1x": "0.9 .. 1.1",
+            f"ms_per_window_{top}_over_1x": "0.9 .. 1.1",
+            f"cpu_ms_per_window_{top}_over_1x": "0.9 .. 1.1",
+            f"rss_{top}_over_1x": "<= 1.3",
+            "pipeline_over_bare_forward_16x": ">= 0.8",
+            f"pipeline_over_bare_forward_{top}": ">= 0.8",
+        },
     }
 
 
-def _run_reprojected(folder: Path, checkpoint: Path, base_windows: int, rounds: int, threads,
-                     reporter) -> dict[str, Any]:
+def _run_reprojected(
+    folder: Path, checkpoint: Path, base_windows: int, rounds: int, threads, reporter
+) -> dict[str, Any]:
     """One area with inputs in EPSG:4326 on a UTM grid: warped once, and window by window (the old path)."""
     side = window_side(base_windows, REPROJECTED_AREA)
     reporter.log(f"area {REPROJECTED_AREA}x: writing {side} x {side} px inputs, warped to EPSG:4326")
@@ -320,14 +368,14 @@ def _run_reprojected(folder: Path, checkpoint: Path, base_windows: int, rounds: 
 def run(params, reporter) -> dict[str, Any]:
     import torch  # lazy: keeps torch out of --help
 
-
     base_windows = 4 if params.quick else 6
     rounds = 1 if params.quick else 2
     with tempfile.TemporaryDirectory(prefix="omnisat-bench-tiled-") as tmp:
         folder = Path(tmp)
         checkpoint = _checkpoint(folder)
         cases = (_run_reprojected if params.reprojected else _run_areas)(
-            folder, checkpoint, base_windows, rounds, params.threads, reporter)
+            folder, checkpoint, base_windows, rounds, params.threads, reporter
+        )
     device = choose_device("auto")
     result = {
         "device": device.type,
@@ -335,8 +383,8 @@ def run(params, reporter) -> dict[str, Any]:
         "threads": params.threads or torch.get_num_threads(),
         "model": "omnisat (TreeSatAI architecture, s2 + s1_asc_ratio), random weights, 10 classes",
         "inputs": f"S2 10 bands x {DATES} dates + S1 3 bands x {DATES} dates at 10 m"
-                  f"{' in EPSG:4326 on a UTM grid' if params.reprojected else ''}; windows {TILE}x{TILE} "
-                  f"patches of {PATCH_M:g} m, overlap {OVERLAP}, batch {BATCH}",
+        f"{' in EPSG:4326 on a UTM grid' if params.reprojected else ''}; windows {TILE}x{TILE} "
+        f"patches of {PATCH_M:g} m, overlap {OVERLAP}, batch {BATCH}",
         **cases,
     }
     lines = _table(result["sizes"])
@@ -350,7 +398,7 @@ def _main(argv: list[str]) -> int:
     if "--threads" in argv:
         i = argv.index("--threads")
         threads = int(argv[i + 1])
-        argv = argv[:i] + argv[i + 2:]
+        argv = argv[:i] + argv[i + 2 :]
     if threads:
         import torch  # lazy: keeps torch out of --help
 

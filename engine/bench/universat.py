@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
+import subprocess  # nosec B404  # starts this interpreter for a memory probe, no shell
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,14 @@ def _s2_s1(px: int = 24, dates: int = 12, seed: int = 0):
 def _cases(quick: bool):
     from engine.bench.universat_reference import _treesat
 
-    cases = [("s2+s1 12 dates, 240 m, 40 m patches, patch level", _s2_s1, 40.0, None),
-             ("s2+s1 12 dates, 240 m, 40 m patches, 10 m output", _s2_s1, 40.0, 24)]
+    cases = [
+        ("s2+s1 12 dates, 240 m, 40 m patches, patch level", _s2_s1, 40.0, None),
+        ("s2+s1 12 dates, 240 m, 40 m patches, 10 m output", _s2_s1, 40.0, 24),
+    ]
     if not quick:
-        cases.append(("treesat aerial+s2+s1, 10 m patches, patch level",
-                      lambda: _treesat(("aerial", "s2", "s1")), 10.0, None))
+        cases.append(
+            ("treesat aerial+s2+s1, 10 m patches, patch level", lambda: _treesat(("aerial", "s2", "s1")), 10.0, None)
+        )
     return cases
 
 
@@ -65,8 +69,10 @@ def speed(reference: str, reps: int, quick: bool, reporter: Reporter) -> dict[st
         inputs, days = make()
         latent = ours.latent_side(inputs, patch)
         side = side or latent
-        runs = {"ours": lambda: ours.tokens(inputs, days, patch, side),
-                "reference": lambda: reference_tokens(ref, inputs, days, patch, latent, side)}
+        runs = {
+            "ours": partial(ours.tokens, inputs, days, patch, side),
+            "reference": partial(reference_tokens, ref, inputs, days, patch, latent, side),
+        }
         times: dict[str, list[float]] = {k: [] for k in runs}
         cpu: dict[str, list[float]] = {k: [] for k in runs}
         with torch.no_grad():
@@ -80,12 +86,20 @@ def speed(reference: str, reps: int, quick: bool, reporter: Reporter) -> dict[st
         med = {k: statistics.median(v) for k, v in times.items()}
         med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
         diff = float((results["ours"] - results["reference"]).abs().max())
-        out[name] = {"ours_s": med["ours"], "reference_s": med["reference"], "speedup": med["reference"] / med["ours"],
-                     "cpu_speedup": med_cpu["reference"] / med_cpu["ours"], "max_abs_diff": diff, "times": times,
-                     "cpu_times": cpu}
-        reporter.log(f"{name}: ours {med['ours']:.3f} s, reference {med['reference']:.3f} s (wall medians of {reps}), "
-                     f"{med['reference'] / med['ours']:.2f}x; CPU-time ratio {med_cpu['reference'] / med_cpu['ours']:.2f}x; "
-                     f"max |diff| {diff:.1e}")
+        out[name] = {
+            "ours_s": med["ours"],
+            "reference_s": med["reference"],
+            "speedup": med["reference"] / med["ours"],
+            "cpu_speedup": med_cpu["reference"] / med_cpu["ours"],
+            "max_abs_diff": diff,
+            "times": times,
+            "cpu_times": cpu,
+        }
+        reporter.log(
+            f"{name}: ours {med['ours']:.3f} s, reference {med['reference']:.3f} s (wall medians of {reps}), "
+            f"{med['reference'] / med['ours']:.2f}x; CPU-time ratio {med_cpu['reference'] / med_cpu['ours']:.2f}x; "
+            f"max |diff| {diff:.1e}"
+        )
     return out
 
 
@@ -114,24 +128,41 @@ print(json.dumps({{"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_ma
 def memory(reference: str, threads: int) -> dict[str, Any]:
     out = {}
     for which in ("ours", "reference"):
-        done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD.format(threads=threads), which, reference],
-                              capture_output=True, text=True, cwd=str(Path(__file__).resolve().parents[2]))
-        out[which] = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
-                      else {"error": done.stderr.strip().splitlines()[-1:]})
+        done = subprocess.run(  # nosec B603  # this interpreter, fixed arguments
+            [sys.executable, "-c", _MEMORY_CHILD.format(threads=threads), which, reference],
+            capture_output=True,
+            text=True,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
+        out[which] = (
+            json.loads(done.stdout.strip().splitlines()[-1])
+            if done.returncode == 0
+            else {"error": done.stderr.strip().splitlines()[-1:]}
+        )
     return out
 
 
 def mapping(px: int, threads: int, reporter: Reporter) -> dict[str, Any]:
     """km²/h of the embed operation, patch level and 10 m dense level, on a px x px stack at 10 m."""
-    from engine.runtime.registry import run_operation
-    from engine.models.checkpoint import save_checkpoint
-    from engine.models.universat import UniverSat, universat_config
     import rasterio
     from rasterio.transform import from_origin
 
+    from engine.models.checkpoint import save_checkpoint
+    from engine.models.universat import UniverSat, universat_config
+    from engine.runtime.registry import run_operation
+
     def write_geotiff(path: Path, data: np.ndarray) -> None:
-        with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                           dtype=data.dtype, crs="EPSG:32633", transform=from_origin(500000.0, 5100000.0, 10, 10)) as ds:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=data.shape[2],
+            height=data.shape[1],
+            count=data.shape[0],
+            dtype=data.dtype,
+            crs="EPSG:32633",
+            transform=from_origin(500000.0, 5100000.0, 10, 10),
+        ) as ds:
             ds.write(data)
 
     out = {}
@@ -141,32 +172,49 @@ def mapping(px: int, threads: int, reporter: Reporter) -> dict[str, Any]:
         for name, bands in (("s2", 10), ("s1", 3)):
             (root / name).mkdir()
             for t in range(12):
-                write_geotiff(root / name / f"{name}_2021{t + 1:02d}15.tif",
-                              rng.normal(size=(bands, px, px)).astype(np.float32))
+                write_geotiff(
+                    root / name / f"{name}_2021{t + 1:02d}15.tif", rng.normal(size=(bands, px, px)).astype(np.float32)
+                )
         torch.manual_seed(0)
-        ckpt = save_checkpoint(root / "base.safetensors", UniverSat(universat_config("base", ("s2", "s1"))),
-                               provenance={"weights": "random, for the benchmark"})
+        ckpt = save_checkpoint(
+            root / "base.safetensors",
+            UniverSat(universat_config("base", ("s2", "s1"))),
+            provenance={"weights": "random, for the benchmark"},
+        )
         area_km2 = (px * 10 / 1000) ** 2
         for level in ("patch", "dense"):
-            job = {"model": str(ckpt), "patch_size": 40, "device": "cpu", "threads": threads,
-                   "modalities": {"s2": {"files": "s2"}, "s1": {"files": "s1"}},
-                   "outputs": {"embeddings": f"emb_{level}.tif", "embeddings_level": level}}
+            job = {
+                "model": str(ckpt),
+                "patch_size": 40,
+                "device": "cpu",
+                "threads": threads,
+                "modalities": {"s2": {"files": "s2"}, "s1": {"files": "s1"}},
+                "outputs": {"embeddings": f"emb_{level}.tif", "embeddings_level": level},
+            }
             (root / f"job_{level}.json").write_text(json.dumps(job))
             start = time.perf_counter()
             result = run_operation("embed", {"job": str(root / f"job_{level}.json")}, Reporter())
             wall = time.perf_counter() - start
-            out[level] = {"area_km2": area_km2, "seconds": wall, "km2_per_hour": area_km2 / wall * 3600,
-                          "windows": result.get("windows")}
-            reporter.log(f"mapping {level} level ({'10 m cells' if level == 'dense' else '40 m patches'}): "
-                         f"{area_km2:.3f} km² in {wall:.1f} s = {area_km2 / wall * 3600:.2f} km²/h "
-                         f"({result.get('windows')} windows)")
+            out[level] = {
+                "area_km2": area_km2,
+                "seconds": wall,
+                "km2_per_hour": area_km2 / wall * 3600,
+                "windows": result.get("windows"),
+            }
+            reporter.log(
+                f"mapping {level} level ({'10 m cells' if level == 'dense' else '40 m patches'}): "
+                f"{area_km2:.3f} km² in {wall:.1f} s = {area_km2 / wall * 3600:.2f} km²/h "
+                f"({result.get('windows')} windows)"
+            )
     return out
 
 
 def run(params, reporter: Reporter) -> dict[str, Any]:
     if not params.reference:
-        raise EngineError("bench universat needs --reference DIR: a checkout of the reference repository "
-                          "(outside the project) to time in the same run.")
+        raise EngineError(
+            "bench universat needs --reference DIR: a checkout of the reference repository "
+            "(outside the project) to time in the same run."
+        )
     threads = params.threads or 2
     torch.set_num_threads(threads)
     reps = 3 if params.quick else 5
@@ -174,11 +222,19 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
     speedups = [c["speedup"] for c in result["speed"].values()]
     reporter.log(f"load average while measuring: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     result["goal_met"] = min(speedups) >= GOAL
-    reporter.log(f"speedup over the reference: min {min(speedups):.2f}x (goal {GOAL}x: "
-                 f"{'met' if result['goal_met'] else 'NOT met'})")
+    reporter.log(
+        f"speedup over the reference: min {min(speedups):.2f}x (goal {GOAL}x: "
+        f"{'met' if result['goal_met'] else 'NOT met'})"
+    )
     result["memory"] = memory(params.reference, threads)
     for which, fig in result["memory"].items():
-        reporter.log(f"peak RSS {which}: " + (f"{fig['peak_rss_gb']:.2f} GB (after building {fig['rss_after_build_gb']:.2f})"
-                                              if "error" not in fig else f"failed: {fig['error']}"))
+        reporter.log(
+            f"peak RSS {which}: "
+            + (
+                f"{fig['peak_rss_gb']:.2f} GB (after building {fig['rss_after_build_gb']:.2f})"
+                if "error" not in fig
+                else f"failed: {fig['error']}"
+            )
+        )
     result["mapping"] = mapping(24 if params.quick else 32, threads, reporter)
     return result

@@ -18,9 +18,10 @@ import importlib
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,11 +32,13 @@ from engine.models.universat_weights import load_release_state
 
 SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "treesatai_sample"
 TOLERANCE = 1e-5
-_REFERENCE_BLOCKS = {"base": ["Bi_ACA_in", "SAx12", "Bilinear_out", "CA_Sub"],
-                     "tiny": ["Bi_ACA_in", "SAx6", "Bilinear_out", "CA_Sub"]}
+_REFERENCE_BLOCKS = {
+    "base": ["Bi_ACA_in", "SAx12", "Bilinear_out", "CA_Sub"],
+    "tiny": ["Bi_ACA_in", "SAx6", "Bilinear_out", "CA_Sub"],
+}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_modules(folder: str):
     for path in (folder, str(Path(folder) / "src")):
         if path not in sys.path:
@@ -49,14 +52,35 @@ def _reference_modules(folder: str):
 def reference_model(folder: str, size: str) -> torch.nn.Module:
     """The reference encoder at ``size`` (hubconf's Base recipe; Tiny from its yaml), no SSL projectors."""
     ref_cls, upe_cls = _reference_modules(folder)
-    cfg = {"base": dict(dim=768, heads=12, div=8, expand=[2, 2, 2, 2]),
-           "tiny": dict(dim=192, heads=8, div=4, expand=[1, 2, 2, 2])}[size]
-    upe = functools.partial(upe_cls, embed_dim=cfg["dim"] // cfg["div"], final_dim=cfg["dim"], n_queries=[1] * 4,
-                            expand_dim=cfg["expand"], order=["S1", "C", "T", "S"], num_heads=cfg["heads"],
-                            mlp_ratio=4.0, attn_drop_rate=0.0, gating=True)
-    return ref_cls(spatial_encoder=upe, block_type=_REFERENCE_BLOCKS[size], embed_dim=cfg["dim"],
-                   num_heads=cfg["heads"], mlp_ratio=4.0, qkv_bias=False, n_registers=4, pre_norm=False,
-                   gating=True, proba_drop_modalities=0.0, modalities_dict={}).eval()
+    cfg = {
+        "base": dict(dim=768, heads=12, div=8, expand=[2, 2, 2, 2]),
+        "tiny": dict(dim=192, heads=8, div=4, expand=[1, 2, 2, 2]),
+    }[size]
+    upe = functools.partial(
+        upe_cls,
+        embed_dim=cfg["dim"] // cfg["div"],
+        final_dim=cfg["dim"],
+        n_queries=[1] * 4,
+        expand_dim=cfg["expand"],
+        order=["S1", "C", "T", "S"],
+        num_heads=cfg["heads"],
+        mlp_ratio=4.0,
+        attn_drop_rate=0.0,
+        gating=True,
+    )
+    return ref_cls(
+        spatial_encoder=upe,
+        block_type=_REFERENCE_BLOCKS[size],
+        embed_dim=cfg["dim"],
+        num_heads=cfg["heads"],
+        mlp_ratio=4.0,
+        qkv_bias=False,
+        n_registers=4,
+        pre_norm=False,
+        gating=True,
+        proba_drop_modalities=0.0,
+        modalities_dict={},
+    ).eval()
 
 
 def randomize(module: torch.nn.Module, seed: int) -> None:
@@ -73,8 +97,11 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
             elif name.endswith(("scale", "norm.weight", "q_norm.weight", "k_norm.weight")):
                 p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
             else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=g) if "Encoding" not in name
-                        else torch.randn(p.shape, generator=g))
+                p.copy_(
+                    0.2 * torch.randn(p.shape, generator=g)
+                    if "Encoding" not in name
+                    else torch.randn(p.shape, generator=g)
+                )
 
 
 def twin_models(folder: str, size: str, seed: int = 0) -> tuple[torch.nn.Module, UniverSat]:
@@ -92,7 +119,7 @@ def _doy(product: bytes) -> float:
     return float(dt.datetime.strptime(stamp, "%Y%m%d").timetuple().tm_yday)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def treesat_sample() -> dict[str, np.ndarray]:
     import h5py
     import rasterio
@@ -104,9 +131,17 @@ def treesat_sample() -> dict[str, np.ndarray]:
         s2, s2_days = f["sen-2-data"][:12], [_doy(p) for p in f["sen-2-products"][:12]]
         s1, s1_days = f["sen-1-asc-data"][:12], [_doy(p) for p in f["sen-1-asc-products"][:12]]
     s1 = np.concatenate([s1, s1[:, :1] / np.maximum(s1[:, 1:2], 1e-4)], axis=1)  # VV, VH, VV/VH
-    standard = lambda a, axes: (a - a.mean(axis=axes, keepdims=True)) / (a.std(axis=axes, keepdims=True) + 1e-6)
-    return {"aerial": standard(aerial, (1, 2)), "s2": standard(s2, (0, 2, 3)), "s1": standard(s1, (0, 2, 3)),
-            "s2_dates": np.array(s2_days, np.float32), "s1_dates": np.array(s1_days, np.float32)}
+
+    def standard(a, axes):
+        return (a - a.mean(axis=axes, keepdims=True)) / (a.std(axis=axes, keepdims=True) + 1e-6)
+
+    return {
+        "aerial": standard(aerial, (1, 2)),
+        "s2": standard(s2, (0, 2, 3)),
+        "s1": standard(s1, (0, 2, 3)),
+        "s2_dates": np.array(s2_days, np.float32),
+        "s1_dates": np.array(s1_days, np.float32),
+    }
 
 
 def _treesat(names: tuple[str, ...], dates: int = 12) -> tuple[dict, dict]:
@@ -119,8 +154,11 @@ def _treesat(names: tuple[str, ...], dates: int = 12) -> tuple[dict, dict]:
 def _random(shapes: dict[str, tuple[int, ...]], batch: int = 1, seed: int = 1) -> tuple[dict, dict]:
     g = torch.Generator().manual_seed(seed)
     inputs = {n: torch.randn(batch, *s, generator=g) for n, s in shapes.items()}
-    days = {n: torch.sort(torch.randint(1, 366, (batch, s[0]), generator=g).float()).values
-            for n, s in shapes.items() if SENSORS[n].spec.kind == "series"}
+    days = {
+        n: torch.sort(torch.randint(1, 366, (batch, s[0]), generator=g).float()).values
+        for n, s in shapes.items()
+        if SENSORS[n].spec.kind == "series"
+    }
     return inputs, days
 
 
@@ -140,19 +178,36 @@ CASES = (
     Case("treesat s2 only, 10 m patches, patch level", lambda: _treesat(("s2",)), 10),
     Case("treesat s2+s1, 30 m patches, 10 m output", lambda: _treesat(("s2", "s1")), 30, 6),
     Case("treesat s1 only, one date, 20 m patches, 5 m output", lambda: _treesat(("s1",), 1), 20, 12),
-    Case("random s2 (5 dates) 24x24 px, batch 2, 40 m patches, 10 m output",
-         lambda: _random({"s2": (5, 10, 24, 24)}, 2), 40, 24),
-    Case("random s2 24x24 + l7 8x8 (30 m, coarser patches), 10 m patches",
-         lambda: _random({"s2": (4, 10, 24, 24), "l7": (3, 6, 8, 8)}), 10, 24),
-    Case("random enmap 202 bands 4x4 px at 30 m + dsm, 60 m patches, 30 m output",
-         lambda: _random({"enmap": (202, 4, 4), "dsm": (1, 4, 4)}), 60, 4),
-    Case("random spot 40x40 px at 1 m + s2 4x4, 40 m patches, 5 m output (8x8)",
-         lambda: _random({"spot": (3, 40, 40), "s2": (3, 10, 4, 4)}), 40, 8),
+    Case(
+        "random s2 (5 dates) 24x24 px, batch 2, 40 m patches, 10 m output",
+        lambda: _random({"s2": (5, 10, 24, 24)}, 2),
+        40,
+        24,
+    ),
+    Case(
+        "random s2 24x24 + l7 8x8 (30 m, coarser patches), 10 m patches",
+        lambda: _random({"s2": (4, 10, 24, 24), "l7": (3, 6, 8, 8)}),
+        10,
+        24,
+    ),
+    Case(
+        "random enmap 202 bands 4x4 px at 30 m + dsm, 60 m patches, 30 m output",
+        lambda: _random({"enmap": (202, 4, 4), "dsm": (1, 4, 4)}),
+        60,
+        4,
+    ),
+    Case(
+        "random spot 40x40 px at 1 m + s2 4x4, 40 m patches, 5 m output (8x8)",
+        lambda: _random({"spot": (3, 40, 40), "s2": (3, 10, 4, 4)}),
+        40,
+        8,
+    ),
 )
 
 
-def reference_tokens(ref: torch.nn.Module, inputs: dict, dates: dict, patch_m: float, latent: int,
-                     output_side: int) -> torch.Tensor:
+def reference_tokens(
+    ref: torch.nn.Module, inputs: dict, dates: dict, patch_m: float, latent: int, output_side: int
+) -> torch.Tensor:
     x, wavelengths, res, subs = {}, {}, {}, {}
     for name, tensor in inputs.items():
         sensor = SENSORS[name]
@@ -181,8 +236,16 @@ def compare(folder: str, sizes: tuple[str, ...] = ("tiny", "base"), log=print) -
             scale = float(a.abs().max())
             ok = bool(torch.allclose(a, b, atol=TOLERANCE, rtol=TOLERANCE))
             worst = max(worst, diff)
-            rows.append({"size": size, "case": case.name, "shape": list(b.shape), "max_abs_diff": diff,
-                         "max_abs_value": scale, "allclose_1e-5": ok})
+            rows.append(
+                {
+                    "size": size,
+                    "case": case.name,
+                    "shape": list(b.shape),
+                    "max_abs_diff": diff,
+                    "max_abs_value": scale,
+                    "allclose_1e-5": ok,
+                }
+            )
             log(f"{size:5s} {'OK ' if ok else 'BAD'} diff {diff:.2e} (|x| <= {scale:.3g}) {tuple(b.shape)} {case.name}")
     return {"cases": rows, "worst_abs_diff": worst, "all_equal": all(r["allclose_1e-5"] for r in rows)}
 

@@ -19,8 +19,8 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import rasterio
@@ -30,8 +30,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 from rasterio.windows import Window
 
-from engine.io.grid import Grid
 from engine.errors import EngineError
+from engine.io.grid import Grid
 from engine.io.raster import damaged_raster_error, open_raster
 from engine.io.series import SCL_CLASSES, SCL_INVALID, Modality
 
@@ -87,15 +87,33 @@ class WarpCache(contextlib.AbstractContextManager):
             self.log(f"Warping {dataset.name} onto the grid once ({size / 2**20:,.0f} MB at most in {folder})")
         started = time.perf_counter()
         path = folder / f"{len(self.warped) + len(self.per_window)}-{resampling.name}.tif"
-        profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=len(bands), dtype="float32",
-                       crs=grid.crs, transform=grid.transform, nodata=math.nan, tiled=True,
-                       blockxsize=WARP_BLOCK[0], blockysize=WARP_BLOCK[1], interleave="pixel",
-                       sparse_ok=True, bigtiff="IF_SAFER")
+        profile = dict(
+            driver="GTiff",
+            width=grid.width,
+            height=grid.height,
+            count=len(bands),
+            dtype="float32",
+            crs=grid.crs,
+            transform=grid.transform,
+            nodata=math.nan,
+            tiled=True,
+            blockxsize=WARP_BLOCK[0],
+            blockysize=WARP_BLOCK[1],
+            interleave="pixel",
+            sparse_ok=True,
+            bigtiff="IF_SAFER",
+        )
         with rasterio.open(path, "w", **profile) as out:
-            reproject(rasterio.band(dataset, list(bands)), rasterio.band(out, list(range(1, len(bands) + 1))),
-                      resampling=resampling, src_nodata=dataset.nodata, dst_nodata=math.nan,
-                      num_threads=self.threads, warp_mem_limit=WARP_MEM_MB,
-                      SKIP_NOSOURCE=True)  # blocks the file does not reach stay unwritten: NaN, no disk
+            reproject(
+                rasterio.band(dataset, list(bands)),
+                rasterio.band(out, list(range(1, len(bands) + 1))),
+                resampling=resampling,
+                src_nodata=dataset.nodata,
+                dst_nodata=math.nan,
+                num_threads=self.threads,
+                warp_mem_limit=WARP_MEM_MB,
+                SKIP_NOSOURCE=True,
+            )  # blocks the file does not reach stay unwritten: NaN, no disk
         self.warped.append(dataset.name)
         self.seconds += time.perf_counter() - started
         return rasterio.open(path)
@@ -112,8 +130,15 @@ class WarpCache(contextlib.AbstractContextManager):
 class _Source:
     """One file seen on one grid: read directly, from its warped copy, or through a WarpedVRT."""
 
-    def __init__(self, path, grid: Grid, resampling: Resampling, setting: str,
-                 bands: tuple[int, ...] = (), cache: WarpCache | None = None):
+    def __init__(
+        self,
+        path,
+        grid: Grid,
+        resampling: Resampling,
+        setting: str,
+        bands: tuple[int, ...] = (),
+        cache: WarpCache | None = None,
+    ):
         self.dataset = open_raster(path, setting)
         self.name = self.dataset.name  # messages name the input, never its warped copy
         self.offset = _on_lattice(self.dataset, grid)
@@ -131,8 +156,14 @@ class _Source:
                 self.band_map = {b: k + 1 for k, b in enumerate(bands)}
         if self.offset is None:
             self.vrt = WarpedVRT(
-                self.dataset, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                resampling=resampling, nodata=math.nan, dtype="float32",
+                self.dataset,
+                crs=grid.crs,
+                transform=grid.transform,
+                width=grid.width,
+                height=grid.height,
+                resampling=resampling,
+                nodata=math.nan,
+                dtype="float32",
             )
         self.nodata = self.dataset.nodata
 
@@ -161,8 +192,7 @@ class _Source:
         self.dataset.close()
 
 
-def clear_sky(mask: np.ndarray, mask_type: str, threshold: float,
-              classes: tuple[int, ...] | None = None) -> np.ndarray:
+def clear_sky(mask: np.ndarray, mask_type: str, threshold: float, classes: tuple[int, ...] | None = None) -> np.ndarray:
     """True where a mask layer says the view is usable; pixels without mask values count as usable.
     ``classes``: the scene classes an scl mask masks (default SCL_INVALID)."""
     known = np.isfinite(mask)
@@ -184,7 +214,8 @@ def _check_scl(mask: np.ndarray, label: str) -> None:
         raise EngineError(
             f"The scene classification mask '{label}' holds values {', '.join(f'{v:g}' for v in unknown[:5])}, "
             f"which are not Sentinel-2 SCL classes (0-11): give the SCL band of the L2A product, or another mask "
-            'type ("binary", "valid", "probability").')
+            'type ("binary", "valid", "probability").'
+        )
 
 
 class ModalityReader(contextlib.AbstractContextManager):
@@ -214,8 +245,9 @@ class ModalityReader(contextlib.AbstractContextManager):
         try:
             for (path, resampling), bands in used.items():
                 setting = f"{modality.name} {'input' if resampling == Resampling.bilinear.name else 'mask'}"
-                self._sources[(path, resampling)] = _Source(path, grid, Resampling[resampling], setting,
-                                                            tuple(sorted(bands)), cache)
+                self._sources[(path, resampling)] = _Source(
+                    path, grid, Resampling[resampling], setting, tuple(sorted(bands)), cache
+                )
         except BaseException:
             self.close()
             raise
@@ -233,7 +265,7 @@ class ModalityReader(contextlib.AbstractContextManager):
             block = self._source(path, Resampling.bilinear).read(bands, window)
             start = 0
             for i, channel, piece in pieces:
-                data[i, channel:channel + len(piece)] = block[start:start + len(piece)]
+                data[i, channel : channel + len(piece)] = block[start : start + len(piece)]
                 start += len(piece)
         if m.band_order is not None:
             data = data[:, list(m.band_order)]

@@ -25,8 +25,8 @@ import os
 import socket
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from safetensors import SafetensorError, safe_open
 
@@ -97,8 +97,10 @@ def is_disk_full(exc: BaseException | str) -> bool:
 
 def disk_full_message(final: Path, setting: str) -> str:
     kept = " The file that was there is unchanged." if final.exists() else ""
-    return (f"The disk is full while writing the {setting} '{final}': free some space or choose another folder. "
-            f"Nothing was written.{kept}")
+    return (
+        f"The disk is full while writing the {setting} '{final}': free some space or choose another folder. "
+        f"Nothing was written.{kept}"
+    )
 
 
 def new_file_mode() -> int:
@@ -126,8 +128,10 @@ def verify_output(temp: Path, final: Path, setting: str, failures: list[str]) ->
     if is_disk_full(problem) or _free_bytes(temp.parent) < 1 << 20:
         raise EngineError(disk_full_message(final, setting))
     kept = " The file that was there is unchanged." if final.exists() else ""
-    raise EngineError(f"Writing the {setting} '{final}' failed ({problem[:200]}): nothing was written.{kept} "
-                      "Check the disk and the folder, then run again.")
+    raise EngineError(
+        f"Writing the {setting} '{final}' failed ({problem[:200]}): nothing was written.{kept} "
+        "Check the disk and the folder, then run again."
+    )
 
 
 def _read_back_problem(temp: Path) -> str | None:
@@ -170,8 +174,10 @@ def _geotiff_problem(temp: Path) -> str | None:
                         ds.read(bands, window=window)
                     except (RasterioError, RasterioIOError) as exc:
                         detail = str(exc).splitlines()[0] if str(exc) else "unreadable"
-                        return (f"block at row {window.row_off}, column {window.col_off} of bands "
-                                f"{bands[0]}-{bands[-1]} does not read back ({detail})")
+                        return (
+                            f"block at row {window.row_off}, column {window.col_off} of bands "
+                            f"{bands[0]}-{bands[-1]} does not read back ({detail})"
+                        )
     except (RasterioError, RasterioIOError) as exc:
         return str(exc).splitlines()[0] if str(exc) else "the GeoTIFF does not open"
     return None

@@ -40,7 +40,7 @@ class PathRoles:
     # one would be read as one more date by the next run.
     folders: list[NamedPath] = field(default_factory=list)
 
-    def extend(self, other: "PathRoles") -> None:
+    def extend(self, other: PathRoles) -> None:
         self.inputs += other.inputs
         self.outputs += other.outputs
         self.folders += other.folders
@@ -51,8 +51,9 @@ def job_files(job, setting: str) -> PathRoles:
     roles = PathRoles(inputs=[NamedPath(f"{setting}: model", job.model)])
     for name, entry in job.modalities.items():
         sources = [(f"{setting}: modalities.{name}.files", entry.files)] if entry.files is not None else []
-        sources += [(f"{setting}: modalities.{name}.parts[{k}].files", part.files)
-                    for k, part in enumerate(entry.parts or ())]
+        sources += [
+            (f"{setting}: modalities.{name}.parts[{k}].files", part.files) for k, part in enumerate(entry.parts or ())
+        ]
         if entry.mask is not None:
             sources.append((f"{setting}: modalities.{name}.mask.files", entry.mask.files))
         for key, files in sources:
@@ -98,17 +99,20 @@ def check_distinct(roles: PathRoles) -> None:
             if same_file(out.path, source.path):
                 raise EngineError(
                     f"The output '{out.path}' ({out.setting}) is also the input '{source.path}' ({source.setting}): "
-                    "choose another file name.")
+                    "choose another file name."
+                )
         for other in roles.outputs[:k]:
             if same_file(out.path, other.path):
                 raise EngineError(
                     f"The outputs '{other.path}' ({other.setting}) and '{out.path}' ({out.setting}) are the same "
-                    "file (one would overwrite the other): choose another file name.")
+                    "file (one would overwrite the other): choose another file name."
+                )
         for folder in roles.folders:
             if same_file(Path(out.path).expanduser().parent, folder.path):
                 raise EngineError(
                     f"The output '{out.path}' ({out.setting}) lies in the folder '{folder.path}' that {folder.setting} "
-                    "reads as a whole (the next run would read it as an input): choose another folder.")
+                    "reads as a whole (the next run would read it as an input): choose another folder."
+                )
 
 
 def with_vrt_sources(source: NamedPath, depth: int = 0) -> list[NamedPath]:

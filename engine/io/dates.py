@@ -56,7 +56,7 @@ def check_dates(dates: Sequence[dt.date | None], labels: Sequence[str], what: st
     repeated = sorted(d for d, n in counts.items() if n > 1)
     if repeated:
         where = "; ".join(
-            f"{d.isoformat()}: {', '.join(l for l, x in zip(labels, dates) if x == d)}" for d in repeated[:3]
+            f"{d.isoformat()}: {', '.join(label for label, x in zip(labels, dates) if x == d)}" for d in repeated[:3]
         )
         raise EngineError(
             f"{what} has the same date more than once ({where}). Keep one acquisition per date "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import http.client
 import os
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -43,17 +42,25 @@ def _open(url: str, offset: int, timeout_s: float):
         if exc.code == 416 and offset:
             return None  # nothing left to send: the .part file is complete
         if exc.code == 404:
-            raise EngineError(f"{url} was not found (HTTP 404): check the model hub address "
-                              "(OMNISAT_MODEL_HUB or the plugin's setting) and the model name.") from None
+            raise EngineError(
+                f"{url} was not found (HTTP 404): check the model hub address "
+                "(OMNISAT_MODEL_HUB or the plugin's setting) and the model name."
+            ) from None
         if exc.code in (401, 403):
-            raise EngineError(f"{host} refused the download of {url} (HTTP {exc.code}): the file may need "
-                              "a login, or a proxy blocks it.") from None
-        raise EngineError(f"{host} answered HTTP {exc.code} ({exc.reason}) for {url}: the server has a problem; "
-                          "try again later (the download resumes where it stopped).") from None
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+            raise EngineError(
+                f"{host} refused the download of {url} (HTTP {exc.code}): the file may need "
+                "a login, or a proxy blocks it."
+            ) from None
+        raise EngineError(
+            f"{host} answered HTTP {exc.code} ({exc.reason}) for {url}: the server has a problem; "
+            "try again later (the download resumes where it stopped)."
+        ) from None
+    except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise EngineError(f"Could not connect to {host} ({reason}): check the network connection, the "
-                          "proxy (HTTPS_PROXY / HTTP_PROXY) and the model hub address.") from None
+        raise EngineError(
+            f"Could not connect to {host} ({reason}): check the network connection, the "
+            "proxy (HTTPS_PROXY / HTTP_PROXY) and the model hub address."
+        ) from None
 
 
 def _total_size(response, offset: int) -> int | None:
@@ -65,8 +72,15 @@ def _total_size(response, offset: int) -> int | None:
     return int(length) + (offset if response.status == 206 else 0) if length and length.isdigit() else None
 
 
-def download(url: str, destination: Path, sha256: str | None, reporter: Reporter, timeout_s: float = 60.0,
-             start: float = 0.0, end: float = 100.0) -> bool:
+def download(
+    url: str,
+    destination: Path,
+    sha256: str | None,
+    reporter: Reporter,
+    timeout_s: float = 60.0,
+    start: float = 0.0,
+    end: float = 100.0,
+) -> bool:
     """Download ``url`` to ``destination``, resuming a ``.part`` file, verify its sha256; progress on [start, end].
 
     ``sha256`` None: nothing to verify against (the caller records the hash, engine.models.pins).
@@ -98,28 +112,39 @@ def download(url: str, destination: Path, sha256: str | None, reporter: Reporter
                         done += len(chunk)
                         shown = f"{_megabytes(done)} of {_megabytes(total)}" if total else _megabytes(done)
                         fraction = done / total if total else 0.0
-                        reporter.progress(start + (end - start) * 0.9 * min(fraction, 1.0),
-                                          f"downloading {destination.name}: {shown}")
-            except (socket.timeout, TimeoutError):
-                raise EngineError(f"{host} sent nothing for {timeout_s:.0f} s while downloading {destination.name}: "
-                                  f"run the command again to resume ({_megabytes(done)} kept in {part}).") from None
+                        reporter.progress(
+                            start + (end - start) * 0.9 * min(fraction, 1.0), f"downloading {destination.name}: {shown}"
+                        )
+            except TimeoutError:
+                raise EngineError(
+                    f"{host} sent nothing for {timeout_s:.0f} s while downloading {destination.name}: "
+                    f"run the command again to resume ({_megabytes(done)} kept in {part})."
+                ) from None
             except (http.client.IncompleteRead, ConnectionError, urllib.error.URLError) as exc:
-                raise EngineError(f"The connection to {host} dropped after {_megabytes(done)} ({exc.__class__.__name__}): "
-                                  f"run the command again to resume from {part}.") from None
+                raise EngineError(
+                    f"The connection to {host} dropped after {_megabytes(done)} ({exc.__class__.__name__}): "
+                    f"run the command again to resume from {part}."
+                ) from None
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
-                    raise EngineError(f"The disk is full while downloading to {part} ({_megabytes(done)} written): "
-                                      "free some space and run the command again to resume.") from None
+                    raise EngineError(
+                        f"The disk is full while downloading to {part} ({_megabytes(done)} written): "
+                        "free some space and run the command again to resume."
+                    ) from None
                 raise
             if total is not None and done < total:
-                raise EngineError(f"The connection to {host} closed after {_megabytes(done)} of {_megabytes(total)}: "
-                                  f"run the command again to resume from {part}.")
+                raise EngineError(
+                    f"The connection to {host} closed after {_megabytes(done)} of {_megabytes(total)}: "
+                    f"run the command again to resume from {part}."
+                )
     reporter.progress(start + (end - start) * 0.9, f"checking the sha256 of {destination.name}")
     found = sha256_of(part)
     if sha256 is not None and found != sha256:
         part.unlink()
-        raise EngineError(f"The download of {url} is corrupted or not the published file: its sha256 is {found}, "
-                          f"expected {sha256}. It was deleted; run the command again to download it anew.")
+        raise EngineError(
+            f"The download of {url} is corrupted or not the published file: its sha256 is {found}, "
+            f"expected {sha256}. It was deleted; run the command again to download it anew."
+        )
     os.replace(part, destination)
     reporter.progress(end, f"downloaded and verified {destination.name}")
     return True

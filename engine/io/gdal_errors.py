@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 _lock = threading.Lock()
 _active: list[str] | None = None  # the failures of the operation running now, when one is
@@ -60,6 +60,7 @@ def _handler(gdal, failures: list[str]):
             print(f"ERROR {number}: {text}", file=sys.stderr)
         elif level == gdal.CE_Warning:
             print(f"Warning {number}: {text}", file=sys.stderr)
+
     return handle
 
 

@@ -39,7 +39,7 @@ class Grid:
     height: int
 
     @classmethod
-    def of(cls, dataset) -> "Grid":
+    def of(cls, dataset) -> Grid:
         """The grid of an open raster."""
         return cls(dataset.crs, dataset.transform, dataset.width, dataset.height)
 
@@ -52,15 +52,17 @@ class Grid:
         left, top = self.transform.c, self.transform.f
         return left, top - self.height * self.res, left + self.width * self.res, top
 
-    def crop_rows(self, start: int, stop: int) -> "Grid":
+    def crop_rows(self, start: int, stop: int) -> Grid:
         """Rows [start, stop) of this grid, full width (a shard's band)."""
         return Grid(self.crs, self.transform * Affine.translation(0, start), self.width, stop - start)
 
-    def with_resolution(self, res: float) -> "Grid":
+    def with_resolution(self, res: float) -> Grid:
         """The same corner and extent at another pixel size (which must divide the extent)."""
         width, height = whole_multiple(self.width * self.res, res), whole_multiple(self.height * self.res, res)
         if width is None or height is None:
-            raise ValueError(f"a {res} m grid does not fit a {self.width * self.res} x {self.height * self.res} m extent")
+            raise ValueError(
+                f"a {res} m grid does not fit a {self.width * self.res} x {self.height * self.res} m extent"
+            )
         return Grid(self.crs, Affine(res, 0.0, self.transform.c, 0.0, -res, self.transform.f), width, height)
 
 
@@ -74,7 +76,7 @@ class Footprint:
     label: str
 
     @classmethod
-    def of(cls, dataset, label: str) -> "Footprint":
+    def of(cls, dataset, label: str) -> Footprint:
         if dataset.crs is None:
             raise EngineError(
                 f"'{label}' has no coordinate reference system: assign one (e.g. with QGIS "
@@ -87,7 +89,8 @@ class Footprint:
             raise EngineError(
                 f"'{label}' has no geotransform (GDAL finds no pixel grid in it; for a netCDF, its x/y coordinates "
                 "were not recognised): write it as a GeoTIFF with its grid, or set the corners with "
-                "gdal_translate -a_ullr XMIN YMAX XMAX YMIN.")
+                "gdal_translate -a_ullr XMIN YMAX XMAX YMIN."
+            )
         if t.b != 0 or t.d != 0:
             raise EngineError(f"'{label}' is rotated or sheared: warp it to a north-up grid first (gdalwarp).")
         return cls(dataset.crs, tuple(dataset.bounds), abs(t.a), label)
@@ -110,7 +113,9 @@ def parse_crs(value: str, setting: str) -> CRS:
     try:
         return CRS.from_user_input(value)
     except CRSError:
-        raise EngineError(f"The {setting} '{value}' is not a coordinate reference system: write it like 'EPSG:32633'.") from None
+        raise EngineError(
+            f"The {setting} '{value}' is not a coordinate reference system: write it like 'EPSG:32633'."
+        ) from None
 
 
 def local_utm(lon: float, lat: float) -> CRS:
@@ -162,7 +167,9 @@ def reference_grid(
     crs = grid_crs(footprints, crs)
     finest = min(footprints, key=lambda fp: fp.res_m)
     if crs.is_geographic:
-        raise EngineError(f"The grid CRS {crs.to_string()} is geographic (degrees): choose a projected CRS in metres, e.g. a UTM zone.")
+        raise EngineError(
+            f"The grid CRS {crs.to_string()} is geographic (degrees): choose a projected CRS in metres, e.g. a UTM zone."
+        )
     boxes = [_in_crs(fp, crs) for fp in footprints]
     left, bottom, right, top = _intersection(boxes)
     if left >= right or bottom >= top:
@@ -217,6 +224,8 @@ def check_patch_fits(patch_size_m: float, gsd_m: float, what: str) -> int:
 def scale_window(window: Window, factor: float) -> Window:
     """A window on one grid expressed on a grid ``factor`` times finer (same corner)."""
     return Window(
-        round(window.col_off * factor), round(window.row_off * factor),
-        round(window.width * factor), round(window.height * factor),
+        round(window.col_off * factor),
+        round(window.row_off * factor),
+        round(window.width * factor),
+        round(window.height * factor),
     )

@@ -241,9 +241,11 @@ def _paths(value: Any, base: Path, where: str) -> str | list[str]:
 def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
     where = f'Modality "{name}" of the job'
     _keys(obj, where, {"files", "dates", "bands", "mask", "scale", "sensor", "parts", "season"})
-    if ("files" in obj) == ("parts" in obj):
-        raise EngineError(f'{where} needs either "files" or "parts" (the bands in several files), not '
-                          f'{"both" if "files" in obj else "neither"}.')
+    if (obj.get("files") is None) == (obj.get("parts") is None):  # a key given as null counts as absent
+        raise EngineError(
+            f'{where} needs either "files" or "parts" (the bands in several files), not '
+            f'{"both" if obj.get("files") is not None else "neither"}.'
+        )
     parts = None
     if obj.get("parts") is not None:
         if "bands" in obj or "dates" in obj:
@@ -255,32 +257,47 @@ def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
     if dates is not None and (not isinstance(dates, list) or not all(isinstance(d, str) for d in dates)):
         raise EngineError(f'{where}: "dates" must be a list of dates written as "YYYY-MM-DD".')
     bands = obj.get("bands")
-    if bands is not None and (not isinstance(bands, list) or not all(
-            b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bands)):
+    if bands is not None and (
+        not isinstance(bands, list)
+        or not all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bands)
+    ):
         raise EngineError(f'{where}: "bands" must be a list of band numbers (1-based), null for a missing band.')
     mask = None
     if obj.get("mask") is not None:
         m = _keys(obj["mask"], f"{where}, mask", {"files", "type", "threshold", "classes"}, {"files"})
         classes = m.get("classes")
-        if classes is not None and (not isinstance(classes, list) or not all(
-                isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 11 for c in classes)):
-            raise EngineError(f'{where}, mask: "classes" must list Sentinel-2 scene classes (integers 0-11), '
-                              "e.g. [0, 1, 3, 8, 9, 10, 11].")
+        if classes is not None and (
+            not isinstance(classes, list)
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 11 for c in classes)
+        ):
+            raise EngineError(
+                f'{where}, mask: "classes" must list Sentinel-2 scene classes (integers 0-11), '
+                "e.g. [0, 1, 3, 8, 9, 10, 11]."
+            )
         if classes is not None and m.get("type") != "scl":
             raise EngineError(f'{where}, mask: "classes" applies to "type": "scl" only.')
-        mask = MaskEntry(_paths(m["files"], base, f"{where}, mask"), str(m.get("type", "binary")),
-                         convert(m.get("threshold", 50.0), float, f"{where}, mask: 'threshold'"),
-                         None if classes is None else tuple(classes))
+        mask = MaskEntry(
+            _paths(m["files"], base, f"{where}, mask"),
+            str(m.get("type", "binary")),
+            convert(m.get("threshold", 50.0), float, f"{where}, mask: 'threshold'"),
+            None if classes is None else tuple(classes),
+        )
     scale = obj.get("scale")
     if scale is not None and scale not in CONVERSIONS:
-        raise EngineError(f'{where}: "scale" is {scale!r}; known: {", ".join(CONVERSIONS)} '
-                          "(or leave it out when the files are on the model's scale).")
+        raise EngineError(
+            f'{where}: "scale" is {scale!r}; known: {", ".join(CONVERSIONS)} '
+            "(or leave it out when the files are on the model's scale)."
+        )
     sensor = obj.get("sensor")
     if sensor is not None:
-        _keys(sensor, f"{where}, sensor", {"wavelengths", "resolution", "series", "sub_patch"},
-              {"wavelengths", "resolution"})
+        _keys(
+            sensor,
+            f"{where}, sensor",
+            {"wavelengths", "resolution", "series", "sub_patch"},
+            {"wavelengths", "resolution"},
+        )
     season = _season(obj.get("season"), where)
-    files = _paths(obj["files"], base, where) if "files" in obj else None
+    files = _paths(obj["files"], base, where) if obj.get("files") is not None else None
     return ModalityEntry(files, dates, bands, mask, scale, parts, season, sensor)
 
 
@@ -288,8 +305,10 @@ def _part(obj: Any, base: Path, where: str) -> PartEntry:
     _keys(obj, where, {"files", "bands", "dates"}, {"files", "bands"})
     bands, dates = obj["bands"], obj.get("dates")
     if not isinstance(bands, list) or not bands or not all(isinstance(b, str) for b in bands):
-        raise EngineError(f'{where}: "bands" must list the model\'s band names the files hold, in their order, '
-                          'e.g. ["B5", "B6", "B7", "B8A", "B11", "B12"].')
+        raise EngineError(
+            f'{where}: "bands" must list the model\'s band names the files hold, in their order, '
+            'e.g. ["B5", "B6", "B7", "B8A", "B11", "B12"].'
+        )
     if dates is not None and (not isinstance(dates, list) or not all(isinstance(d, str) for d in dates)):
         raise EngineError(f'{where}: "dates" must be a list of dates written as "YYYY-MM-DD".')
     return PartEntry(_paths(obj["files"], base, where), tuple(bands), dates)
@@ -307,8 +326,14 @@ def _season(value: Any, where: str) -> tuple[str, str] | None:
 def _outputs(obj: Any, base: Path, where: str) -> Outputs:
     outputs = from_dict(Outputs, obj, f'{where}: "outputs"', JOB_WORDING)
     # An empty name is no file; the others relative to the job's folder.
-    outputs = replace(outputs, **{k: _paths(v, base, f'"outputs.{k}"') if v else None
-                                  for k in (*CLASS_OUTPUTS, "embeddings") if (v := getattr(outputs, k)) is not None})
+    outputs = replace(
+        outputs,
+        **{
+            k: _paths(v, base, f'"outputs.{k}"') if v else None
+            for k in (*CLASS_OUTPUTS, "embeddings")
+            if (v := getattr(outputs, k)) is not None
+        },
+    )
     if not outputs.files():
         raise EngineError(f'{where}: "outputs" names no file: give at least "classes" or "embeddings".')
     return outputs
@@ -317,8 +342,16 @@ def _outputs(obj: Any, base: Path, where: str) -> Outputs:
 def _extent(obj: Any, where: str) -> tuple[tuple[float, ...], str | None]:
     e = _keys(obj, f'{where}: "extent"', {"bounds", "crs"}, {"bounds"})
     b = e["bounds"]
-    if not (isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b) and b[0] < b[2] and b[1] < b[3]):
-        raise EngineError(f'{where}: "extent.bounds" must be [xmin, ymin, xmax, ymax] with xmin < xmax and ymin < ymax.')
+    if not (
+        isinstance(b, list)
+        and len(b) == 4
+        and all(isinstance(v, (int, float)) for v in b)
+        and b[0] < b[2]
+        and b[1] < b[3]
+    ):
+        raise EngineError(
+            f'{where}: "extent.bounds" must be [xmin, ymin, xmax, ymax] with xmin < xmax and ymin < ymax.'
+        )
     return tuple(float(v) for v in b), e.get("crs")
 
 
@@ -343,13 +376,18 @@ def parse_job(obj: Any, base: Path | None = None, source: str = "<inline job>") 
     values = dict(_keys(obj, where, {f.name for f in fields(Job)} - {"source"}, {"model", "modalities", "outputs"}))
     if values.get("version", JOB_VERSION) != JOB_VERSION:
         raise EngineError(f"{where} is version {values['version']}; this engine reads version {JOB_VERSION}.")
-    modalities = _keys(values["modalities"], f'{where}: "modalities"',
-                       set(values["modalities"]) if isinstance(values["modalities"], dict) else set())
+    modalities = _keys(
+        values["modalities"],
+        f'{where}: "modalities"',
+        set(values["modalities"]) if isinstance(values["modalities"], dict) else set(),
+    )
     if not modalities:
         raise EngineError(f'{where}: "modalities" is empty: give at least one modality with its files.')
-    values.update(model=_model(values["model"], base, where),
-                  modalities={name: _modality(name, entry, base) for name, entry in modalities.items()},
-                  outputs=_outputs(values["outputs"], base, where))
+    values.update(
+        model=_model(values["model"], base, where),
+        modalities={name: _modality(name, entry, base) for name, entry in modalities.items()},
+        outputs=_outputs(values["outputs"], base, where),
+    )
     if values.get("extent") is not None:
         values["extent"] = _extent(values["extent"], where)
     if values.get("season") is not None:
@@ -362,7 +400,7 @@ def parse_job(obj: Any, base: Path | None = None, source: str = "<inline job>") 
     return job
 
 
-def load_job(job: "str | dict | os.PathLike | Job") -> Job:
+def load_job(job: str | dict | os.PathLike | Job) -> Job:
     """A Job from a file path, a JSON string, an already decoded object or a Job already read."""
     if isinstance(job, Job):
         return job
@@ -384,6 +422,6 @@ def load_job(job: "str | dict | os.PathLike | Job") -> Job:
     return parse_job(obj, base=path.resolve().parent, source=f"'{path}'")
 
 
-def is_job(value: "str | dict | os.PathLike | Job") -> bool:
+def is_job(value: str | dict | os.PathLike | Job) -> bool:
     """Whether a parameter that takes a job or a raster holds a job (an object, JSON text, a .json file or a Job)."""
     return isinstance(value, (dict, Job)) or str(value).strip().startswith("{") or str(value).lower().endswith(".json")

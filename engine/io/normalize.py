@@ -30,7 +30,9 @@ def load_statistics(source: str | dict | None) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise EngineError(f"The normalization file '{path}' does not exist: run normalization-stats to create it.") from None
+        raise EngineError(
+            f"The normalization file '{path}' does not exist: run normalization-stats to create it."
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EngineError(f"The normalization file '{path}' is not valid JSON ({exc}).") from None
     if not isinstance(data, dict):

@@ -6,8 +6,8 @@ import contextlib
 import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import rasterio
@@ -47,7 +47,9 @@ def open_raster(path: str | os.PathLike, setting: str = "input"):
     if file.is_dir() and not any(file.iterdir()):
         raise EngineError(f"The {setting} '{file}' is an empty folder, not a raster.")
     if file.is_file() and file.stat().st_size == 0:
-        raise EngineError(f"The {setting} raster '{file}' is empty (0 bytes): the file is damaged or was not fully copied.")
+        raise EngineError(
+            f"The {setting} raster '{file}' is empty (0 bytes): the file is damaged or was not fully copied."
+        )
     try:
         dataset = rasterio.open(file)
     except RasterioIOError as exc:
@@ -120,4 +122,5 @@ def damaged_rasters(inputs: list[str]) -> Iterator[None]:
             names = " or ".join(f"'{p}'" for p in dict.fromkeys(inputs)) or "an input raster"
             raise EngineError(
                 f"GDAL could not read {names} whole ({exc}): the file is damaged or incomplete (truncated "
-                "copy or download). Replace it and run again; nothing was written.") from None
+                "copy or download). Replace it and run again; nothing was written."
+            ) from None

@@ -111,8 +111,9 @@ def _canonical_band(name: str) -> str:
     return re.sub(r"^B0*(\d)", r"B\1", tokens[0])
 
 
-def check_band_order(descriptions: list[str | None], spec: ModalitySpec, label: str,
-                     band_index: tuple[int, ...] | None = None) -> None:
+def check_band_order(
+    descriptions: list[str | None], spec: ModalitySpec, label: str, band_index: tuple[int, ...] | None = None
+) -> None:
     """When every description names a band of the spec, they must come in the spec's order
     (only the spec's bands at ``band_index`` when some are missing)."""
     wanted = spec.bands if band_index is None else [spec.bands[i] for i in band_index]
@@ -123,7 +124,8 @@ def check_band_order(descriptions: list[str | None], spec: ModalitySpec, label: 
     if named != expected:
         order = [named.index(e) + 1 if e in named else None for e in expected]
         hint = (
-            f' Reorder them with "bands": {order} in the job.' if None not in order
+            f' Reorder them with "bands": {order} in the job.'
+            if None not in order
             else f" Bands {', '.join(b for b, o in zip(wanted, order) if o is None)} are missing."
         )
         raise EngineError(
@@ -139,8 +141,10 @@ def _count_error(label: str, count: int, spec: ModalitySpec, stack_hint: bool) -
     )
     if stack_hint:
         message += f", or a multiple of {spec.n_bands} for one file holding every date (dates x bands)"
-    return EngineError(message + ': choose the right file, or pick its bands with "bands" in the job '
-                       "(null for a band the file lacks, with an AnySat model).")
+    return EngineError(
+        message + ': choose the right file, or pick its bands with "bands" in the job '
+        "(null for a band the file lacks, with an AnySat model)."
+    )
 
 
 def _band_index(bands: list[int | None] | None, spec: ModalitySpec) -> tuple[int, ...] | None:
@@ -171,7 +175,8 @@ def _select_bands(bands: list[int | None] | None, count: int, spec: ModalitySpec
 
 
 _NETCDF_UNITS = re.compile(
-    r"^\s*(days|hours|minutes|seconds)\s+since\s+(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d(?::\d\d)?))?")
+    r"^\s*(days|hours|minutes|seconds)\s+since\s+(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d(?::\d\d)?))?"
+)
 
 
 def netcdf_band_dates(dataset) -> list[dt.date | None]:
@@ -198,13 +203,18 @@ def netcdf_band_dates(dataset) -> list[dt.date | None]:
 def _band_dates(dataset) -> list[dt.date | None]:
     """Per band, the date its description or metadata (GDAL's, or a netCDF time coordinate) gives it."""
     netcdf = netcdf_band_dates(dataset) if dataset.driver == "netCDF" else [None] * dataset.count
-    return [date_from_name(d or "") or date_from_tags(dataset.tags(b + 1)) or netcdf[b]
-            for b, d in enumerate(dataset.descriptions)]
+    return [
+        date_from_name(d or "") or date_from_tags(dataset.tags(b + 1)) or netcdf[b]
+        for b, d in enumerate(dataset.descriptions)
+    ]
 
 
 def _file_date(path: Path, dataset) -> dt.date | None:
-    return date_from_name(path.name) or date_from_tags(dataset.tags()) or date_from_tags(dataset.tags(1)) or (
-        date_from_name(dataset.descriptions[0]) if dataset.descriptions[0] else None
+    return (
+        date_from_name(path.name)
+        or date_from_tags(dataset.tags())
+        or date_from_tags(dataset.tags(1))
+        or (date_from_name(dataset.descriptions[0]) if dataset.descriptions[0] else None)
     )
 
 
@@ -222,8 +232,15 @@ def resolve_modality(
     infos = []
     for path in paths:
         with open_raster(path, f"{name} input") as ds:
-            infos.append((path, ds.count, list(ds.descriptions), _file_date(path, ds) if spec.has_dates else None,
-                          _band_dates(ds)))
+            infos.append(
+                (
+                    path,
+                    ds.count,
+                    list(ds.descriptions),
+                    _file_date(path, ds) if spec.has_dates else None,
+                    _band_dates(ds),
+                )
+            )
 
     if spec.kind == "image":
         if len(paths) != 1:
@@ -259,7 +276,7 @@ def resolve_modality(
             given = explicit_dates(dates, len(layers), what)
         else:
             given = check_dates([layer.date for layer in layers], [layer.label for layer in layers], what)
-        layers = [Layer(l.path, l.bands, d, l.label, l.position) for l, d in zip(layers, given)]
+        layers = [Layer(layer.path, layer.bands, d, layer.label, layer.position) for layer, d in zip(layers, given)]
         layers.sort(key=lambda layer: layer.date)
     return Modality(name, spec, tuple(layers), band_index=band_index)
 
@@ -270,7 +287,9 @@ MASK_TYPES = ("binary", "valid", "scl", "probability")
 SCL_INVALID = (0, 1, 3, 8, 9, 10)
 
 
-def attach_masks(modality: Modality, files: str | list[str], mask_type: str = "binary", threshold: float = 50.0) -> Modality:
+def attach_masks(
+    modality: Modality, files: str | list[str], mask_type: str = "binary", threshold: float = 50.0
+) -> Modality:
     """Add one cloud/validity mask layer per date.
 
     Masks are matched to dates by the dates read from their own names/metadata when
@@ -285,8 +304,10 @@ def attach_masks(modality: Modality, files: str | list[str], mask_type: str = "b
     for path in paths:
         with open_raster(path, "mask") as ds:
             if len(paths) == 1 and ds.count == len(modality.layers) and ds.count > 1:
-                masks += [Layer(path, (b,), date_from_name(ds.descriptions[b - 1] or ""), f"{path.name} band {b}")
-                          for b in range(1, ds.count + 1)]
+                masks += [
+                    Layer(path, (b,), date_from_name(ds.descriptions[b - 1] or ""), f"{path.name} band {b}")
+                    for b in range(1, ds.count + 1)
+                ]
             else:
                 if ds.count != 1:
                     raise EngineError(
@@ -352,17 +373,22 @@ def resolve_parts(name: str, spec: ModalitySpec, parts: list[Part], log=None) ->
     names = [b for p in parts for b in p.bands]
     unknown = sorted({b for b in names if b not in spec.bands})
     if unknown:
-        raise EngineError(f"The parts of modality {name!r} name band(s) {', '.join(unknown)}, which the model's "
-                          f"{name!r} does not have; its bands: {', '.join(spec.bands)}.")
+        raise EngineError(
+            f"The parts of modality {name!r} name band(s) {', '.join(unknown)}, which the model's "
+            f"{name!r} does not have; its bands: {', '.join(spec.bands)}."
+        )
     twice = sorted({b for b in names if names.count(b) > 1})
     if twice:
-        raise EngineError(f"The parts of modality {name!r} give band(s) {', '.join(twice)} more than once: "
-                          "name each band in one part only.")
+        raise EngineError(
+            f"The parts of modality {name!r} give band(s) {', '.join(twice)} more than once: "
+            "name each band in one part only."
+        )
     resolved = []
     for k, part in enumerate(parts):
         idx = [spec.bands.index(b) for b in part.bands]
-        sub = replace(spec, bands=tuple(part.bands), mean=tuple(spec.mean[i] for i in idx),
-                      std=tuple(spec.std[i] for i in idx))
+        sub = replace(
+            spec, bands=tuple(part.bands), mean=tuple(spec.mean[i] for i in idx), std=tuple(spec.std[i] for i in idx)
+        )
         resolved.append(resolve_modality(f"{name} part {k + 1} ({', '.join(part.bands)})", sub, part.files, part.dates))
     first = resolved[0]
     for k, other in enumerate(resolved[1:], 2):
@@ -374,24 +400,37 @@ def resolve_parts(name: str, spec: ModalitySpec, parts: list[Part], log=None) ->
                 f"{len(first.dates)}, part {k} ({', '.join(parts[k - 1].bands)}) {len(other.dates)}"
                 + (f"; only in part 1: {', '.join(d.isoformat() for d in only_first[:5])}" if only_first else "")
                 + (f"; only in part {k}: {', '.join(d.isoformat() for d in only_other[:5])}" if only_other else "")
-                + ". Give every band of every date (the same acquisitions in each part).")
-        with open_raster(first.layers[0].path, f"{name} input") as a, \
-                open_raster(other.layers[0].path, f"{name} input") as b:
+                + ". Give every band of every date (the same acquisitions in each part)."
+            )
+        with (
+            open_raster(first.layers[0].path, f"{name} input") as a,
+            open_raster(other.layers[0].path, f"{name} input") as b,
+        ):
             why = _nesting(a, b, str(other.layers[0].path), str(first.layers[0].path))
             if why is None and abs(b.transform.a) != abs(a.transform.a) and log is not None:
-                log(f"{name}: bands {', '.join(parts[k - 1].bands)} at {abs(b.transform.a):g} m, resampled "
-                    f"(bilinear) to the {spec.gsd_m:g} m grid while reading (files unchanged)")
+                log(
+                    f"{name}: bands {', '.join(parts[k - 1].bands)} at {abs(b.transform.a):g} m, resampled "
+                    f"(bilinear) to the {spec.gsd_m:g} m grid while reading (files unchanged)"
+                )
         if why is not None:
-            raise EngineError(f"The grid of modality {name!r}'s part {k} does not nest in part 1's: {why}. Give the "
-                              "bands of one tile on aligned grids (as delivered), or warp them onto one grid first.")
-    layers = tuple(replace(first_layer, more=tuple((o.layers[t].path, o.layers[t].bands) for o in resolved[1:]),
-                           label=" + ".join(r.layers[t].label for r in resolved))
-                   for t, first_layer in enumerate(first.layers))
+            raise EngineError(
+                f"The grid of modality {name!r}'s part {k} does not nest in part 1's: {why}. Give the "
+                "bands of one tile on aligned grids (as delivered), or warp them onto one grid first."
+            )
+    layers = tuple(
+        replace(
+            first_layer,
+            more=tuple((o.layers[t].path, o.layers[t].bands) for o in resolved[1:]),
+            label=" + ".join(r.layers[t].label for r in resolved),
+        )
+        for t, first_layer in enumerate(first.layers)
+    )
     positions = [spec.bands.index(b) for b in names]
     band_index = None if len(positions) == spec.n_bands else tuple(sorted(positions))
     order = tuple(int(i) for i in sorted(range(len(positions)), key=positions.__getitem__))
-    return Modality(name, spec, layers, band_index=band_index,
-                    band_order=None if order == tuple(range(len(order))) else order)
+    return Modality(
+        name, spec, layers, band_index=band_index, band_order=None if order == tuple(range(len(order))) else order
+    )
 
 
 def parse_season(season, what: str) -> tuple[dt.date, dt.date]:
@@ -413,7 +452,8 @@ def restrict_season(modality: Modality, season: tuple[dt.date, dt.date]) -> Moda
     if not keep:
         raise EngineError(
             f"Modality {modality.name!r} has no date in the season {start}..{end}: its dates run from "
-            f"{modality.dates[0]} to {modality.dates[-1]}. Widen the season or give the files of that season.")
+            f"{modality.dates[0]} to {modality.dates[-1]}. Widen the season or give the files of that season."
+        )
     masks = tuple(modality.masks[t] for t in keep) if modality.masks else modality.masks
     return replace(modality, layers=tuple(modality.layers[t] for t in keep), masks=masks)
 
@@ -429,9 +469,14 @@ def check_mask_cover(modality: Modality) -> None:
             if ds.crs != crs:
                 continue  # warped onto the grid; its footprint is checked there as nodata
             b = ds.bounds
-            if b.left > bounds.left + res / 2 or b.right < bounds.right - res / 2 or \
-                    b.bottom > bounds.bottom + res / 2 or b.top < bounds.top - res / 2:
+            if (
+                b.left > bounds.left + res / 2
+                or b.right < bounds.right - res / 2
+                or b.bottom > bounds.bottom + res / 2
+                or b.top < bounds.top - res / 2
+            ):
                 raise EngineError(
                     f"The mask '{mask}' covers {b.left:g}, {b.bottom:g} to {b.right:g}, {b.top:g} but the data of "
                     f"modality {modality.name!r} ('{modality.layers[0].path}') {bounds.left:g}, {bounds.bottom:g} to "
-                    f"{bounds.right:g}, {bounds.top:g}: give the mask of the same scene and extent.")
+                    f"{bounds.right:g}, {bounds.top:g}: give the mask of the same scene and extent."
+                )

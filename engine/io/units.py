@@ -8,8 +8,8 @@ no conversion fixes give a warning (other statistics may be meant: "normalizatio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 
@@ -63,13 +63,17 @@ def enforce(check: UnitCheck, scale: str | None, statistics_source: str, log, ra
     values another scale fits (the conversion named) or any far off that nothing fixes."""
     if check.distance <= FAR:
         return
-    where = (f"The values of modality {check.modality!r} sit {check.distance:.0f} standard deviations from the "
-             f"{statistics_source} normalisation statistics{' after the conversion ' + repr(scale) if scale else ''}")
+    where = (
+        f"The values of modality {check.modality!r} sit {check.distance:.0f} standard deviations from the "
+        f"{statistics_source} normalisation statistics{' after the conversion ' + repr(scale) if scale else ''}"
+    )
     mine = 'or give statistics of your data ("normalization", from normalization-stats).'
     if check.fitting:
         fix = check.fitting[0]
-        message = (f"{where}: they look like another scale. Add \"scale\": \"{fix}\" ({CONVERSIONS[fix]}) to the "
-                   f"modality in the job (the files are not rewritten), {mine}")
+        message = (
+            f"{where}: they look like another scale. Add \"scale\": \"{fix}\" ({CONVERSIONS[fix]}) to the "
+            f"modality in the job (the files are not rewritten), {mine}"
+        )
         if radar:
             raise EngineError(message)
         log(message, "warning")
@@ -87,8 +91,11 @@ def sample_modality(modality, grid, size: int = 64, dates: int = 6) -> np.ndarra
     w, h = min(size, grid.width), min(size, grid.height)
     window = Window((grid.width - w) // 2, (grid.height - h) // 2, w, h)
     pick = np.unique(np.linspace(0, len(modality.layers) - 1, min(dates, len(modality.layers))).round().astype(int))
-    few = replace(modality, layers=tuple(modality.layers[t] for t in pick),
-                  masks=tuple(modality.masks[t] for t in pick) if modality.masks else modality.masks)
+    few = replace(
+        modality,
+        layers=tuple(modality.layers[t] for t in pick),
+        masks=tuple(modality.masks[t] for t in pick) if modality.masks else modality.masks,
+    )
     with ModalityReader(few, grid) as reader:
         data, valid = reader.read(window)  # (T, C, h, w)
     return np.moveaxis(data, 1, -1)[valid]  # (N, C)
@@ -120,9 +127,16 @@ def expected_units(spec) -> dict[str, object]:
         radar = [i for i, b in enumerate(spec.bands) if b in RADAR_BANDS]
         units = "backscatter in dB" if (mean[radar] < 0).all() else "backscatter as linear power (not dB)"
     elif mean.max() > 100:
-        units = ("reflectance x 10000 (digital numbers)" if spec.name.startswith(("s2", "l8", "l7", "modis"))
-                 else "digital numbers")
+        units = (
+            "reflectance x 10000 (digital numbers)"
+            if spec.name.startswith(("s2", "l8", "l7", "modis"))
+            else "digital numbers"
+        )
     else:
         units = "reflectance (0-1)"
-    return {"units": units, "mean": [float(v) for v in mean], "std": [float(v) for v in std],
-            "typical_range": [[float(a - 2 * s), float(a + 2 * s)] for a, s in zip(mean, std)]}
+    return {
+        "units": units,
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "typical_range": [[float(a - 2 * s), float(a + 2 * s)] for a, s in zip(mean, std)],
+    }

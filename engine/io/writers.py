@@ -8,9 +8,9 @@ width, never on the raster's area.
 
 from __future__ import annotations
 
-import json
-from typing import Callable, Sequence
 import colorsys
+import json
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import rasterio
@@ -26,10 +26,18 @@ BLOCK = 256
 def geotiff_profile(grid: Grid, count: int, dtype: str, nodata: float | int | None, nbits: int | None = None) -> dict:
     """Tiled (when large enough), deflate-compressed GeoTIFF on ``grid``."""
     profile = {
-        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count, "dtype": dtype,
-        "crs": grid.crs, "transform": grid.transform, "nodata": nodata,
-        "compress": "deflate", "predictor": 3 if dtype.startswith("float") else 2,
-        "BIGTIFF": "IF_SAFER", "interleave": "band",
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": count,
+        "dtype": dtype,
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": nodata,
+        "compress": "deflate",
+        "predictor": 3 if dtype.startswith("float") else 2,
+        "BIGTIFF": "IF_SAFER",
+        "interleave": "band",
     }
     if grid.width >= BLOCK and grid.height >= BLOCK:
         profile.update(tiled=True, blockxsize=BLOCK, blockysize=BLOCK)
@@ -51,14 +59,15 @@ def parse_color(color: str | Sequence[int]) -> tuple[int, int, int]:
         raise EngineError(f"Colour {color!r} is not written as #rrggbb.") from None
 
 
-def class_colormap(colors: Sequence[str | Sequence[int]] | None, n_classes: int) -> dict[int, tuple[int, int, int, int]]:
+def class_colormap(
+    colors: Sequence[str | Sequence[int]] | None, n_classes: int
+) -> dict[int, tuple[int, int, int, int]]:
     """Colour table: the checkpoint's colours ("#rrggbb" or RGB), or a distinct default palette."""
     table = {}
     for k in range(n_classes):
         if colors and k < len(colors):
             rgb = parse_color(colors[k])
         else:  # golden-angle hues: neighbouring classes get clearly different colours
-
             rgb = tuple(int(255 * v) for v in colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.65, 0.9))
         table[k] = (*rgb, 255)
     table[CLASS_NODATA] = (0, 0, 0, 0)
@@ -83,8 +92,15 @@ class RowBandAccumulator:
     receives finished rows in order, at most ``flush_rows`` (or all remaining) at a time.
     """
 
-    def __init__(self, height: int, width: int, channels: int, flush_rows: int,
-                 sink: Callable[[int, np.ndarray, np.ndarray], None], start: int = 0):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        channels: int,
+        flush_rows: int,
+        sink: Callable[[int, np.ndarray, np.ndarray], None],
+        start: int = 0,
+    ):
         self.height, self.width, self.channels = height, width, channels
         self.flush_rows, self.sink = max(flush_rows, 1), sink
         self.start = start  # a shard's band begins below the raster's top
@@ -140,5 +156,5 @@ def write_cells(ds, row0: int, cells: np.ndarray, factor: int = 1, chunk_px: int
     cells = cells if cells.ndim == 3 else cells[None]
     step = max(1, chunk_px // factor)
     for col in range(0, cells.shape[-1], step):
-        block = expand(cells[..., col:col + step], factor)
+        block = expand(cells[..., col : col + step], factor)
         ds.write(block, window=Window((col0 + col) * factor, row0 * factor, block.shape[-1], block.shape[-2]))

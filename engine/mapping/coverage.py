@@ -19,8 +19,10 @@ from engine.runtime.progress import Reporter
 # header; a Sentinel-2 tile is 110 x 110 km.
 MAX_AREA_KM2 = 250_000.0
 MOSTLY_EMPTY = 0.5  # share of windows without data above which a run warns
-WHAT_TO_CHECK = ("check the files' nodata value, the cloud masks (type, threshold) and the band scaling "
-                 "(values against the normalization statistics)")
+WHAT_TO_CHECK = (
+    "check the files' nodata value, the cloud masks (type, threshold) and the band scaling "
+    "(values against the normalization statistics)"
+)
 
 
 def check_area(width_m: float, height_m: float, extent_given: bool) -> None:
@@ -30,7 +32,8 @@ def check_area(width_m: float, height_m: float, extent_given: bool) -> None:
     raise EngineError(
         f"The area is {width_m / 1000:,.0f} x {height_m / 1000:,.0f} km, more than the "
         f"{MAX_AREA_KM2:,.0f} km2 mapped without an extent (a raster header may declare a wrong size or "
-        'pixel size): give an "extent" in the job.')
+        'pixel size): give an "extent" in the job.'
+    )
 
 
 @dataclass
@@ -63,16 +66,23 @@ class Coverage:
             listed = "; ".join(f"'{name}' ({_files(paths)})" for name, paths in self.files.items())
             raise EngineError(
                 f"No window had data: every pixel of {listed} is nodata, NaN or masked on the job's area, "
-                f"so the map would be empty. Nothing was written: {WHAT_TO_CHECK}.")
+                f"so the map would be empty. Nothing was written: {WHAT_TO_CHECK}."
+            )
         for name, paths in self.files.items():
             if len(self.files) > 1 and not self.with_modality[name]:
-                reporter.log(f"Modality '{name}' ({_files(paths)}) had no valid pixel in any window: the maps "
-                             f"come from the other modalities alone. To use it, {WHAT_TO_CHECK}.", "warning")
+                reporter.log(
+                    f"Modality '{name}' ({_files(paths)}) had no valid pixel in any window: the maps "
+                    f"come from the other modalities alone. To use it, {WHAT_TO_CHECK}.",
+                    "warning",
+                )
         empty = self.windows - self.with_any
         if self.windows and empty / self.windows > MOSTLY_EMPTY:
-            reporter.log(f"{empty / self.windows:.0%} of the windows ({empty} of {self.windows}) had no data: "
-                         f"their cells are nodata in the outputs. If that is not the inputs' own coverage, "
-                         f"{WHAT_TO_CHECK}.", "warning")
+            reporter.log(
+                f"{empty / self.windows:.0%} of the windows ({empty} of {self.windows}) had no data: "
+                f"their cells are nodata in the outputs. If that is not the inputs' own coverage, "
+                f"{WHAT_TO_CHECK}.",
+                "warning",
+            )
 
 
 def _files(paths: list[str]) -> str:

@@ -47,7 +47,8 @@ class ModelCall:
                 {n: batch.inputs[n][index] for n in names},
                 {n: batch.dates[n][index] for n in names if n in batch.dates},
                 {n: batch.date_mask[n][index] for n in names if n in batch.date_mask},
-                batch.valid.shape[1:])
+                batch.valid.shape[1:],
+            )
             for key in ("cells", "tiles"):
                 values = getattr(part, key)
                 if values is None:
@@ -63,13 +64,15 @@ class ModelCall:
         dates = {n: to_device(torch.from_numpy(np.array(d)), device) for n, d in dates.items()}
         masks = {n: to_device(torch.from_numpy(np.ascontiguousarray(m)), device) for n, m in masks.items()}
         with torch.inference_mode(), autocast_context(device, self.plan.dtype):
-            features = self.model.features(inputs, dates, masks, patch_size_m=self.plan.geometry.patch_size_m,
-                                           dense=self.dense)
+            features = self.model.features(
+                inputs, dates, masks, patch_size_m=self.plan.geometry.patch_size_m, dense=self.dense
+            )
             if tuple(features.patch.shape[1:3]) != tuple(grid):
                 raise EngineError(
                     f"The model returned a {features.patch.shape[1]} x {features.patch.shape[2]} patch grid for a "
                     f"{grid[0]} x {grid[1]}-patch window: the job's patch_size does not match the model's; "
-                    "remove it or set the model's.")
+                    "remove it or set the model's."
+                )
             streams: dict[str, list[torch.Tensor]] = {"patch": [], "tile": []}
             if self.head is not None:
                 lv = outputs.head_level
@@ -83,4 +86,5 @@ class ModelCall:
             cells, tiles = streams["patch"], streams["tile"]
             return Results(
                 torch.cat(cells, dim=-1).permute(0, 3, 1, 2).contiguous().cpu().numpy() if cells else None,
-                torch.cat(tiles, dim=-1).cpu().numpy() if tiles else None)
+                torch.cat(tiles, dim=-1).cpu().numpy() if tiles else None,
+            )

@@ -19,8 +19,9 @@ Every list of levels (job validation, probes, the QGIS plugin's choices) derives
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from einops import rearrange
 
@@ -34,13 +35,13 @@ if TYPE_CHECKING:
 EMBEDDING_LEVEL_TAG = "EMBEDDING_LEVEL"  # raster tag of embeddings written by the engine: their level
 
 
-def _local(features: "Features") -> Any:
+def _local(features: Features) -> Any:
     if features.local is None:
         raise EngineError('This model gives no local (pre-fusion) patch features: use "embeddings_level": "patch".')
     return features.local
 
 
-def _both(features: "Features") -> Any:
+def _both(features: Features) -> Any:
     import torch  # lazy: keeps torch out of this module
 
     return torch.cat([features.patch, _local(features)], dim=-1)
@@ -53,7 +54,7 @@ class Level:
 
     name: str
     help: str  # for the parameters' help of every front end
-    select: Callable[["Features"], Any]  # the features of a model call at this level
+    select: Callable[[Features], Any]  # the features of a model call at this level
     width_factor: int = 1  # vector width = width_factor x the model's embed_dim
     stream: str = "patch"  # the results stream: per patch ("patch") or per window ("tile")
     sub_patches: bool = False  # needs the plan's dense (sub-patch) layout
@@ -62,19 +63,20 @@ class Level:
     def width(self, embed_dim: int) -> int:
         return self.width_factor * embed_dim
 
-    def channels(self, width: int, geometry: "Geometry") -> int:
+    def channels(self, width: int, geometry: Geometry) -> int:
         """Channels a ``width``-wide vector of this level takes in its stream."""
         return width
 
-    def grid(self, geometry: "Geometry", classes: bool = False) -> "Grid":
+    def grid(self, geometry: Geometry, classes: bool = False) -> Grid:
         return geometry.output_grid if classes else geometry.patch_grid
 
-    def pack(self, values: Any, geometry: "Geometry") -> Any:
+    def pack(self, values: Any, geometry: Geometry) -> Any:
         """A model call's (B, h, w, C) or (B, C) values as its stream holds them."""
         return values
 
-    def unpack(self, values: Any, covered: Any, row0: int, geometry: "Geometry",
-               classes: bool = False) -> tuple[Any, Any, int, int]:
+    def unpack(
+        self, values: Any, covered: Any, row0: int, geometry: Geometry, classes: bool = False
+    ) -> tuple[Any, Any, int, int]:
         """Finished stream rows (C, h, W) -> (values, covered, first row, pixels per cell) on this level's grid."""
         return values, covered, row0, geometry.output_factor if classes else 1
 
@@ -82,18 +84,19 @@ class Level:
 class DenseLevel(Level):
     """One vector per sub-patch of the dense modality: n x n sub-patches ride as channels of a patch."""
 
-    def channels(self, width: int, geometry: "Geometry") -> int:
-        return width * geometry.dense.n ** 2
+    def channels(self, width: int, geometry: Geometry) -> int:
+        return width * geometry.dense.n**2
 
-    def grid(self, geometry: "Geometry", classes: bool = False) -> "Grid":
+    def grid(self, geometry: Geometry, classes: bool = False) -> Grid:
         return geometry.dense.grid
 
-    def pack(self, values: Any, geometry: "Geometry") -> Any:
+    def pack(self, values: Any, geometry: Geometry) -> Any:
         n = geometry.dense.n
         return rearrange(values, "b (h r) (w s) c -> b h w (c r s)", r=n, s=n)
 
-    def unpack(self, values: Any, covered: Any, row0: int, geometry: "Geometry",
-               classes: bool = False) -> tuple[Any, Any, int, int]:
+    def unpack(
+        self, values: Any, covered: Any, row0: int, geometry: Geometry, classes: bool = False
+    ) -> tuple[Any, Any, int, int]:
         from engine.io.writers import expand  # lazy: keeps rasterio out of this module
 
         n = geometry.dense.n
@@ -103,24 +106,33 @@ class DenseLevel(Level):
 class TileLevel(Level):
     """One vector per window, on the grid of window cells."""
 
-    def grid(self, geometry: "Geometry", classes: bool = False) -> "Grid":
+    def grid(self, geometry: Geometry, classes: bool = False) -> Grid:
         return geometry.tile_grid
 
-    def unpack(self, values: Any, covered: Any, row0: int, geometry: "Geometry",
-               classes: bool = False) -> tuple[Any, Any, int, int]:
+    def unpack(
+        self, values: Any, covered: Any, row0: int, geometry: Geometry, classes: bool = False
+    ) -> tuple[Any, Any, int, int]:
         return values, covered, row0, 1
 
 
-LEVELS: dict[str, Level] = {level.name: level for level in (
-    Level("patch", "fused, one vector per patch", lambda f: f.patch),
-    Level("local", "per-patch encoder tokens before fusion", _local),
-    Level("both", "[patch, local]", _both, width_factor=2),
-    DenseLevel("dense", "AnySat: per sub-patch; UniverSat: per output cell at the job's resolution "
-               "(class map at that resolution)", lambda f: f.dense,
-               width_factor=2, sub_patches=True),
-    TileLevel("tile", "one cell per window, windows edge to edge", lambda f: f.tile, stream="tile",
-              edge_to_edge=True),
-)}
+LEVELS: dict[str, Level] = {
+    level.name: level
+    for level in (
+        Level("patch", "fused, one vector per patch", lambda f: f.patch),
+        Level("local", "per-patch encoder tokens before fusion", _local),
+        Level("both", "[patch, local]", _both, width_factor=2),
+        DenseLevel(
+            "dense",
+            "AnySat: per sub-patch; UniverSat: per output cell at the job's resolution (class map at that resolution)",
+            lambda f: f.dense,
+            width_factor=2,
+            sub_patches=True,
+        ),
+        TileLevel(
+            "tile", "one cell per window, windows edge to edge", lambda f: f.tile, stream="tile", edge_to_edge=True
+        ),
+    )
+}
 LEVEL_NAMES = tuple(LEVELS)
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -23,8 +24,8 @@ from engine.io.atomic import atomic_output
 from engine.io.grid import Grid
 from engine.io.job import CLASS_OUTPUTS
 from engine.io.writers import CLASS_NODATA, geotiff_profile, open_class_map, write_cells
-from engine.mapping.levels import EMBEDDING_LEVEL_TAG, Level
 from engine.mapping.geometry import Geometry
+from engine.mapping.levels import EMBEDDING_LEVEL_TAG, Level
 from engine.mapping.plan import Plan
 
 HALF_MAX = 65504.0
@@ -57,20 +58,25 @@ def open_atomic(stack: contextlib.ExitStack, path, setting: str, opener: Callabl
     return ds
 
 
-def open_class_outputs(stack: contextlib.ExitStack, files: dict[str, str], grid: Grid, class_names: Sequence[str],
-                       colors) -> dict[str, Any]:
+def open_class_outputs(
+    stack: contextlib.ExitStack, files: dict[str, str], grid: Grid, class_names: Sequence[str], colors
+) -> dict[str, Any]:
     """The class outputs named in ``files`` (classes, confidence, probabilities) on ``grid``."""
     openers = {
         "classes": lambda temp: open_class_map(temp, grid, class_names, colors),
         "confidence": lambda temp: open_float_raster(temp, grid, ["confidence"]),
         "probabilities": lambda temp: open_float_raster(temp, grid, class_names),
     }
-    return {key: open_atomic(stack, path, f"{key} output", openers[key])
-            for key, path in files.items() if key in CLASS_OUTPUTS}
+    return {
+        key: open_atomic(stack, path, f"{key} output", openers[key])
+        for key, path in files.items()
+        if key in CLASS_OUTPUTS
+    }
 
 
-def write_class_outputs(datasets: dict[str, Any], row: int, values: np.ndarray, covered: np.ndarray,
-                        factor: int = 1, col: int = 0) -> None:
+def write_class_outputs(
+    datasets: dict[str, Any], row: int, values: np.ndarray, covered: np.ndarray, factor: int = 1, col: int = 0
+) -> None:
     """Class map (argmax), confidence (max) and probabilities from (K, h, w) probabilities, nodata
     where not ``covered``; each to the dataset of that key present in ``datasets``."""
     if "classes" in datasets:
@@ -87,8 +93,10 @@ def _parts(plan: Plan) -> tuple[list[Part], dict[str, int]]:
     spec, geometry = plan.outputs, plan.geometry
     channels = {"patch": 0, "tile": 0}
     parts = []
-    for name, lv, width in (("classes", spec.head_level, spec.n_classes),
-                            ("embeddings", spec.embeddings_level, spec.embeddings_width)):
+    for name, lv, width in (
+        ("classes", spec.head_level, spec.n_classes),
+        ("embeddings", spec.embeddings_level, spec.embeddings_width),
+    ):
         if lv is not None and width:
             size = lv.channels(width, geometry)
             parts.append(Part(name, lv, lv.stream, slice(channels[lv.stream], channels[lv.stream] + size)))
@@ -121,8 +129,10 @@ def output_grids(plan: Plan) -> dict[str, Grid]:
 
 
 def grid_summary(grids: dict[str, Grid]) -> dict[str, dict[str, Any]]:
-    return {key: {"transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height}
-            for key, grid in grids.items()}
+    return {
+        key: {"transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height}
+        for key, grid in grids.items()
+    }
 
 
 class Outputs:
@@ -139,13 +149,18 @@ class Outputs:
             if key == "embeddings":
                 self.datasets[key] = open_atomic(stack, path, f"{key} output", self._open_embeddings)
             else:
-                self.datasets.update(open_class_outputs(stack, {key: path}, self.grids[key], spec.class_names,
-                                                        spec.colors))
+                self.datasets.update(
+                    open_class_outputs(stack, {key: path}, self.grids[key], spec.class_names, spec.colors)
+                )
 
     def _open_embeddings(self, path):
         spec = self.plan.outputs
-        ds = open_float_raster(path, self.grids["embeddings"], [f"embedding {i}" for i in range(spec.embeddings_width)],
-                               nbits=16 if spec.half else None)
+        ds = open_float_raster(
+            path,
+            self.grids["embeddings"],
+            [f"embedding {i}" for i in range(spec.embeddings_width)],
+            nbits=16 if spec.half else None,
+        )
         # Probes read the level back: one fitted on fused features must not run on local ones.
         ds.update_tags(**{EMBEDDING_LEVEL_TAG: spec.embeddings_level.name})
         return ds
@@ -166,6 +181,7 @@ class Outputs:
                 if "No space left" in str(exc) and exc.errno is None:  # GDAL's message carries no errno
                     raise OSError(errno.ENOSPC, str(exc)) from None
                 raise
+
         return write
 
     def _write(self, stream: str, row0: int, mean: np.ndarray, covered: np.ndarray) -> None:

@@ -28,7 +28,6 @@ import rasterio
 import rasterio.shutil
 
 import engine
-
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
 from engine.io.grid import Grid
@@ -69,8 +68,12 @@ def fingerprint(job: Job, plan: Plan, shard: Shard) -> str:
     files = sorted({str(p) for m in plan.modalities.values() for p in m.files} | {job.model})
     if isinstance(job.normalization, str):
         files.append(job.normalization)
-    identity = {"engine": engine.__version__, "job": settings, "files": [_stat(f) for f in files],
-                "shard": [shard.index, shard.count, *shard.window_rows, *shard.rows]}
+    identity = {
+        "engine": engine.__version__,
+        "job": settings,
+        "files": [_stat(f) for f in files],
+        "shard": [shard.index, shard.count, *shard.window_rows, *shard.rows],
+    }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -156,8 +159,9 @@ def assemble(output: str, key: str, grid: Grid, shards: list[Shard], part_grids:
     top = grid.transform.f
     rows = [(round((top - g.transform.f) / grid.res), g.height) for g in part_grids]
     beside = out.suffix.lower() == ".vrt"  # the VRT names its parts from beside them, the mosaic from inside
-    sources = [((f"{folder.name}/" if beside else "") + part_path(output, s).name, row, n)
-               for s, (row, n) in zip(shards, rows)]
+    sources = [
+        ((f"{folder.name}/" if beside else "") + part_path(output, s).name, row, n) for s, (row, n) in zip(shards, rows)
+    ]
     with rasterio.open(part_path(output, shards[0])) as template:
         xml = vrt_xml(grid, sources, template)
         predictor = "3" if template.dtypes[0].startswith("float") else "2"
@@ -192,5 +196,7 @@ def remove_stale_parts(outputs: dict[str, str], shards: list[Shard]) -> None:
 
 
 def missing_shard(shard: Shard, folder: Path) -> EngineError:
-    return EngineError(f"Shard {shard.index + 1} of {shard.count} has no complete part in '{folder}': "
-                       "its rank failed or another run changed it. Run the job again: finished shards are kept.")
+    return EngineError(
+        f"Shard {shard.index + 1} of {shard.count} has no complete part in '{folder}': "
+        "its rank failed or another run changed it. Run the job again: finished shards are kept."
+    )

@@ -14,8 +14,9 @@ the dense grid.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,6 @@ from affine import Affine
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from engine.mapping.coverage import check_area
 from engine.errors import EngineError
 from engine.io.atomic import check_output_path
 from engine.io.collisions import check_distinct, job_files
@@ -32,15 +32,24 @@ from engine.io.job import CLASS_OUTPUTS, Job
 from engine.io.normalize import load_statistics, modality_statistics
 from engine.io.raster import open_raster
 from engine.io.scales import CONVERSIONS
+from engine.io.series import (
+    Modality,
+    Part,
+    attach_masks,
+    check_mask_cover,
+    parse_season,
+    resolve_modality,
+    resolve_parts,
+    restrict_season,
+)
 from engine.io.units import check_units
-from engine.io.series import (Modality, Part, attach_masks, check_mask_cover, parse_season, resolve_modality,
-                              resolve_parts, restrict_season)
+from engine.mapping.coverage import check_area
 from engine.mapping.geometry import DenseLayout, Geometry
 from engine.mapping.levels import Level, level
 from engine.mapping.shards import Shard
+from engine.mapping.tiling import WindowGrid
 from engine.runtime.precision import choose_device, choose_dtype
 from engine.runtime.progress import Reporter
-from engine.mapping.tiling import WindowGrid
 from engine.wording import plural
 
 # Window side when the model states none: enough patches to amortise the model call, few
@@ -109,13 +118,20 @@ class Plan:
 
     def describe(self) -> str:
         g, out, windows = self.geometry.patch_grid, self.geometry.output_grid, self.geometry.windows
-        shard = "" if self.shard is None else (
-            f"; shard {self.shard.index + 1} of {self.shard.count}: patch rows {self.shard.rows[0]}-{self.shard.rows[1]}, "
-            f"{plural(self.window_count, 'window')} with its margin")
-        return (f"Grid {g.crs.to_string()}, {g.width} x {g.height} patches of {self.geometry.patch_size_m:g} m, "
-                f"output {out.width} x {out.height} px at {out.res:g} m; "
-                f"{plural(len(windows), 'window')} of {windows.tile} patches (overlap {windows.overlap}); "
-                f"{self.device.type} {str(self.dtype).replace('torch.', '')}{shard}")
+        shard = (
+            ""
+            if self.shard is None
+            else (
+                f"; shard {self.shard.index + 1} of {self.shard.count}: patch rows {self.shard.rows[0]}-{self.shard.rows[1]}, "
+                f"{plural(self.window_count, 'window')} with its margin"
+            )
+        )
+        return (
+            f"Grid {g.crs.to_string()}, {g.width} x {g.height} patches of {self.geometry.patch_size_m:g} m, "
+            f"output {out.width} x {out.height} px at {out.res:g} m; "
+            f"{plural(len(windows), 'window')} of {windows.tile} patches (overlap {windows.overlap}); "
+            f"{self.device.type} {str(self.dtype).replace('torch.', '')}{shard}"
+        )
 
 
 def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[str, Modality]:
@@ -131,8 +147,12 @@ def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[st
                 f"{', '.join(model.modalities)}: rename the entry or choose another model."
             )
         if entry.parts is not None:
-            modality = resolve_parts(name, model.modalities[name],
-                                     [Part(p.files, p.bands, p.dates) for p in entry.parts], (reporter or Reporter()).log)
+            modality = resolve_parts(
+                name,
+                model.modalities[name],
+                [Part(p.files, p.bands, p.dates) for p in entry.parts],
+                (reporter or Reporter()).log,
+            )
         else:
             modality = resolve_modality(name, model.modalities[name], entry.files, entry.dates, entry.bands)
         if modality.missing_bands:
@@ -158,15 +178,24 @@ def resolve_inputs(job: Job, model, reporter: Reporter | None = None) -> dict[st
 def _describe_sensor(model, name: str, sensor: dict, reporter: Reporter | None) -> None:
     """A job's sensor given by its bands' wavelengths, for a model that reads bands so (UniverSat)."""
     if not hasattr(model, "add_sensor"):
-        raise EngineError(f'Modality "{name}" is described by its wavelengths ("sensor"), which only UniverSat '
-                          "models read: choose a universat-* model or one of this model's modalities.")
+        raise EngineError(
+            f'Modality "{name}" is described by its wavelengths ("sensor"), which only UniverSat '
+            "models read: choose a universat-* model or one of this model's modalities."
+        )
     from engine.models.universat_sensors import describe_sensor
 
-    spec = describe_sensor(name, sensor["wavelengths"], sensor["resolution"], series=bool(sensor.get("series")),
-                           sub_px=sensor.get("sub_patch"))
+    spec = describe_sensor(
+        name,
+        sensor["wavelengths"],
+        sensor["resolution"],
+        series=bool(sensor.get("series")),
+        sub_px=sensor.get("sub_patch"),
+    )
     model.add_sensor(spec)
-    (reporter or Reporter()).log(f"{name}: a sensor described by its wavelengths ({len(spec.channels)} bands, "
-                                 f"{spec.spec.gsd_m:g} m, sub-patches of {spec.sub_px} px)")
+    (reporter or Reporter()).log(
+        f"{name}: a sensor described by its wavelengths ({len(spec.channels)} bands, "
+        f"{spec.spec.gsd_m:g} m, sub-patches of {spec.sub_px} px)"
+    )
 
 
 def modality_footprint(m: Modality) -> Footprint:
@@ -177,8 +206,10 @@ def modality_footprint(m: Modality) -> Footprint:
         with open_raster(path, f"{m.name} input") as ds:
             prints.append(Footprint.of(ds, str(path)))
     first = prints[0]
-    boxes = [first.bounds] + [transform_bounds(fp.crs, first.crs, *fp.bounds, densify_pts=21) if fp.crs != first.crs
-                              else fp.bounds for fp in prints[1:]]
+    boxes = [first.bounds] + [
+        transform_bounds(fp.crs, first.crs, *fp.bounds, densify_pts=21) if fp.crs != first.crs else fp.bounds
+        for fp in prints[1:]
+    ]
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     label = first.label if len(prints) == 1 else f"modality {m.name!r} ({len(prints)} files)"
     return Footprint(first.crs, union, min(fp.res for fp in prints if fp.crs == first.crs), label)
@@ -189,11 +220,15 @@ def _windows(job: Job, model, patch: float, patch_grid: Grid, edge_to_edge: bool
     overlap = round(job.overlap / patch) if job.overlap is not None else (tile // 6 if tile >= 4 else 0)
     if edge_to_edge:
         if job.overlap:
-            raise EngineError('The tile level gives one vector per window, laid edge to edge: remove "overlap" '
-                              "from the job (or set it to 0).")
+            raise EngineError(
+                'The tile level gives one vector per window, laid edge to edge: remove "overlap" '
+                "from the job (or set it to 0)."
+            )
         overlap = 0
     if overlap >= tile:
-        raise EngineError(f"The overlap ({overlap} patches) must be smaller than the tile ({tile} patches): lower \"overlap\".")
+        raise EngineError(
+            f"The overlap ({overlap} patches) must be smaller than the tile ({tile} patches): lower \"overlap\"."
+        )
     return WindowGrid(patch_grid.height, patch_grid.width, tile, overlap)
 
 
@@ -226,8 +261,9 @@ def plan_geometry(job: Job, model, modalities: dict[str, Modality], levels: tupl
     tile_grid = None
     if edge_to_edge:
         side, corner = windows.tile * patch, patch_grid.transform
-        tile_grid = Grid(patch_grid.crs, Affine(side, 0.0, corner.c, 0.0, -side, corner.f),
-                         len(windows.cols), len(windows.rows))
+        tile_grid = Grid(
+            patch_grid.crs, Affine(side, 0.0, corner.c, 0.0, -side, corner.f), len(windows.cols), len(windows.rows)
+        )
     dense = None
     if any(lv.sub_patches for lv in levels):
         name, n = model.dense_layout(list(modalities), patch)
@@ -262,16 +298,27 @@ def _output_spec(job: Job, model, head, metadata: dict, reporter: Reporter) -> O
             "(fit-probe; in QGIS 'Fit a probe on labels') and classify with it (classify --probe, or give the "
             "probe file as the model); (2) use a fine-tuned checkpoint that has a head (python -m training "
             "finetune); (3) download a checkpoint that has one when the catalog offers it (python -m "
-            "engine models --json: \"has_head\"; fetch-model downloads).")
+            "engine models --json: \"has_head\"; fetch-model downloads)."
+        )
     embeddings = level(job.outputs.embeddings_level) if "embeddings" in files else None
     if not wants_classes:
-        return OutputSpec(files, embeddings_level=embeddings,
-                          embeddings_width=embeddings.width(model.embed_dim) if embeddings else 0,
-                          half=job.outputs.embeddings_dtype == "float16")
+        return OutputSpec(
+            files,
+            embeddings_level=embeddings,
+            embeddings_width=embeddings.width(model.embed_dim) if embeddings else 0,
+            half=job.outputs.embeddings_dtype == "float16",
+        )
     n_classes = head.config.n_classes
     names = metadata.get("classes") or [f"class {k}" for k in range(n_classes)]
-    return OutputSpec(files, tuple(names), metadata.get("colors"), head_level(head, reporter), embeddings,
-                      embeddings.width(model.embed_dim) if embeddings else 0, job.outputs.embeddings_dtype == "float16")
+    return OutputSpec(
+        files,
+        tuple(names),
+        metadata.get("colors"),
+        head_level(head, reporter),
+        embeddings,
+        embeddings.width(model.embed_dim) if embeddings else 0,
+        job.outputs.embeddings_dtype == "float16",
+    )
 
 
 def build_plan(job: Job, model, head=None, metadata: dict | None = None, reporter: Reporter | None = None) -> Plan:

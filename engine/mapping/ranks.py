@@ -23,9 +23,10 @@ import subprocess  # nosec B404  # starts the engine's own rank workers, no shel
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rasterio.warp import transform_bounds
 
@@ -86,26 +87,31 @@ def run_shard(job: Job, plan, shard, model, head, reporter: Reporter) -> dict[st
         return {**done, "resumed": True}
     for output in plan.outputs.files.values():
         parts.parts_folder(output).mkdir(exist_ok=True)
-    mine = replace(plan, shard=shard, outputs=replace(
-        plan.outputs, files={k: str(parts.part_path(v, shard)) for k, v in plan.outputs.files.items()}))
+    mine = replace(
+        plan,
+        shard=shard,
+        outputs=replace(plan.outputs, files={k: str(parts.part_path(v, shard)) for k, v in plan.outputs.files.items()}),
+    )
     result = execute(mine, model, head, reporter)
     parts.write_manifest(plan, shard, stamp, result)
     reporter.log(f"{label}: written.")
-    return {k: result[k] for k in ("coverage", "windows_computed", "windows_without_data", "model_seconds",
-                                   "seconds")} | {"resumed": False}
+    return {
+        k: result[k] for k in ("coverage", "windows_computed", "windows_without_data", "model_seconds", "seconds")
+    } | {"resumed": False}
 
 
 def run_rank(job: Job, reporter: Reporter, load: Loader) -> dict[str, Any]:
     import torch.distributed as torch_dist  # lazy: keeps torch out of this module
 
-    from engine.runtime import distributed  # lazy: keeps torch out of this module
     from engine.mapping.plan import build_plan  # lazy: keeps torch out of this module
+    from engine.runtime import distributed  # lazy: keeps torch out of this module
 
     started = time.perf_counter()
     dist = distributed.setup(job.device, MAPPING_TIMEOUT)
     if dist.is_main and job.ranks not in (1, dist.world):
-        reporter.log(f'torchrun started {dist.world} processes: the job\'s "ranks" ({job.ranks}) does not count here.',
-                     "warning")
+        reporter.log(
+            f'torchrun started {dist.world} processes: the job\'s "ranks" ({job.ranks}) does not count here.', "warning"
+        )
     try:
         model, head, metadata = load()
         plan = replace(build_plan(job, model, head, metadata, reporter), device=dist.device)
@@ -113,14 +119,16 @@ def run_rank(job: Job, reporter: Reporter, load: Loader) -> dict[str, Any]:
         if dist.rank < len(shards):
             mine = run_shard(job, plan, shards[dist.rank], model, head, reporter)
         else:
-            reporter.log(f"Rank {dist.rank}: the grid has {len(shards)} window rows, one per rank at most: "
-                         "nothing to do here.", "warning")
+            reporter.log(
+                f"Rank {dist.rank}: the grid has {len(shards)} window rows, one per rank at most: nothing to do here.",
+                "warning",
+            )
             mine = None
         statuses: list[Any] = [None] * dist.world
         torch_dist.all_gather_object(statuses, mine)  # also waits for every rank's parts
         if not dist.is_main:
             return {"rank": dist.rank, "shard": mine}
-        return finish(plan, shards, statuses[:len(shards)], reporter, time.perf_counter() - started)
+        return finish(plan, shards, statuses[: len(shards)], reporter, time.perf_counter() - started)
     finally:
         distributed.teardown(dist)
 
@@ -131,8 +139,9 @@ def finish(plan, shards, statuses: list[dict], reporter: Reporter, seconds: floa
     from engine.mapping.outputs import grid_summary, output_grids  # lazy: keeps torch out of this module
     from engine.mapping.plan import summary  # lazy: keeps torch out of this module
 
-    coverage = Coverage({name: list(dict.fromkeys(str(layer.path) for layer in m.layers))
-                         for name, m in plan.modalities.items()})
+    coverage = Coverage(
+        {name: list(dict.fromkeys(str(layer.path) for layer in m.layers)) for name, m in plan.modalities.items()}
+    )
     for shard, status in zip(shards, statuses):
         if status is None:
             raise parts.missing_shard(shard, parts.parts_folder(next(iter(plan.outputs.files.values()))))
@@ -152,8 +161,10 @@ def finish(plan, shards, statuses: list[dict], reporter: Reporter, seconds: floa
     area_km2 = g.width * g.height * plan.geometry.patch_size_m**2 / 1e6
     skipped = sum(s["windows_without_data"] for s in statuses)
     resumed = [s.index + 1 for s, status in zip(shards, statuses) if status["resumed"]]
-    reporter.log(f"Mapped {area_km2:.3f} km2 in {seconds:.1f} s over {len(shards)} shards"
-                 + (f" (shards {', '.join(map(str, resumed))} kept from an earlier run)" if resumed else ""))
+    reporter.log(
+        f"Mapped {area_km2:.3f} km2 in {seconds:.1f} s over {len(shards)} shards"
+        + (f" (shards {', '.join(map(str, resumed))} kept from an earlier run)" if resumed else "")
+    )
     return {
         **plan.outputs.files,
         **summary(plan, grid_summary(grids)),
@@ -161,8 +172,16 @@ def finish(plan, shards, statuses: list[dict], reporter: Reporter, seconds: floa
         "area_km2": area_km2,
         "seconds": seconds,
         "model_seconds": sum(s["model_seconds"] for s in statuses),
-        "shards": [{"shard": s.index + 1, "patch_rows": list(s.rows), "windows_computed": status["windows_computed"],
-                    "resumed": status["resumed"], "seconds": status["seconds"]} for s, status in zip(shards, statuses)],
+        "shards": [
+            {
+                "shard": s.index + 1,
+                "patch_rows": list(s.rows),
+                "windows_computed": status["windows_computed"],
+                "resumed": status["resumed"],
+                "seconds": status["seconds"],
+            }
+            for s, status in zip(shards, statuses)
+        ],
     }
 
 
@@ -202,11 +221,23 @@ def launch(operation: str, source: str | dict, job: Job, reporter: Reporter) -> 
     processes = []
     try:
         for rank in range(ranks):
-            env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(ranks), "LOCAL_RANK": str(rank),
-                   "LOCAL_WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                   "OMP_NUM_THREADS": str(threads)}
-            process = subprocess.Popen([sys.executable, "-m", "engine", "worker"], stdin=subprocess.PIPE,  # nosec B603  # this interpreter, fixed arguments
-                                       stdout=subprocess.PIPE, text=True, env=env)
+            env = {
+                **os.environ,
+                "RANK": str(rank),
+                "WORLD_SIZE": str(ranks),
+                "LOCAL_RANK": str(rank),
+                "LOCAL_WORLD_SIZE": str(ranks),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "OMP_NUM_THREADS": str(threads),
+            }
+            process = subprocess.Popen(
+                [sys.executable, "-m", "engine", "worker"],
+                stdin=subprocess.PIPE,  # nosec B603  # this interpreter, fixed arguments
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
             processes.append(process)
             process.stdin.write(request)
             process.stdin.close()
@@ -236,8 +267,10 @@ def _follow(processes: list[subprocess.Popen], messages: queue.Queue, reporter: 
         if message is None:
             ended += 1
             if rank not in results:
-                raise RuntimeError(f"Rank {rank} of {ranks} ended (exit status {processes[rank].wait()}) without a "
-                                   "result; its error is on the standard error above.")
+                raise RuntimeError(
+                    f"Rank {rank} of {ranks} ended (exit status {processes[rank].wait()}) without a "
+                    "result; its error is on the standard error above."
+                )
         elif message["type"] == "progress":
             percents[rank] = message["percent"]
             reporter.progress(sum(percents) / ranks, f"{ranks} ranks")

@@ -10,9 +10,9 @@ is read in a background thread while the model runs on this one, when a core is 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from rasterio.windows import Window
@@ -52,7 +52,7 @@ class WindowBatch:
             out.setdefault(names, []).append(i)
         return out
 
-    def having(self, name: str) -> "WindowBatch":
+    def having(self, name: str) -> WindowBatch:
         """The windows where modality ``name`` has data; the others count as skipped."""
         keep = [i for i, names in enumerate(self.present) if name in names]
         if len(keep) == len(self.windows):
@@ -86,8 +86,11 @@ class WindowReader(contextlib.AbstractContextManager):
         except BaseException:
             self.close()
             raise
-        self.doy = {n: np.array([day_of_year(d) for d in m.dates], np.float32)
-                    for n, m in plan.modalities.items() if m.spec.has_dates}
+        self.doy = {
+            n: np.array([day_of_year(d) for d in m.dates], np.float32)
+            for n, m in plan.modalities.items()
+            if m.spec.has_dates
+        }
 
     def _pixels_per_patch(self, name: str) -> int:
         return round(self.plan.geometry.patch_grid.res / self.plan.geometry.modality_grids[name].res)
@@ -148,8 +151,11 @@ class WindowReader(contextlib.AbstractContextManager):
             windows=[w[0] for w in used],
             inputs={n: np.stack([w[1][n] for w in used]) if used else None for n in names},
             dates={n: np.broadcast_to(self.doy[n], (len(used), self.doy[n].size)) for n in self.doy},
-            date_mask={n: np.stack([w[2][n] for w in used]) if used else None
-                       for n in names if self.plan.modalities[n].spec.kind == "series"},
+            date_mask={
+                n: np.stack([w[2][n] for w in used]) if used else None
+                for n in names
+                if self.plan.modalities[n].spec.kind == "series"
+            },
             valid=np.stack([w[3] for w in used]) if used else np.zeros((0, 1, 1), bool),
             present=[w[4] for w in used],
             skipped=len(per_window) - len(used),
@@ -170,8 +176,9 @@ class WindowReader(contextlib.AbstractContextManager):
 
 
 @contextlib.contextmanager
-def read_batches(reader: WindowReader, batches: Iterable[list[Window]],
-                 ahead: bool) -> Iterator[Iterator[tuple[list[Window], WindowBatch]]]:
+def read_batches(
+    reader: WindowReader, batches: Iterable[list[Window]], ahead: bool
+) -> Iterator[Iterator[tuple[list[Window], WindowBatch]]]:
     """(windows, batch) in order; with ``ahead``, the next batch is read in a thread while the model runs.
 
     Reading ahead pays only with a core to spare: on a CPU whose cores all run torch
@@ -181,6 +188,7 @@ def read_batches(reader: WindowReader, batches: Iterable[list[Window]],
         yield ((windows, reader.read(windows)) for windows in batches)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omnisat-read") as pool:
+
         def generate():
             queue = iter(batches)
             current = next(queue, None)

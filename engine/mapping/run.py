@@ -12,17 +12,18 @@ import contextlib
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import rasterio
 import torch
 from rasterio.windows import Window
 
-from engine.mapping.coverage import Coverage
 from engine.errors import Cancelled
 from engine.io.job import Job
 from engine.io.writers import RowBandAccumulator
+from engine.mapping.coverage import Coverage
 from engine.mapping.forward import ModelCall, Results
 from engine.mapping.outputs import Outputs
 from engine.mapping.plan import Plan, build_plan, summary
@@ -47,10 +48,21 @@ class Blender:
         # A shard's accumulators start at its first window (margin included) and end at its last owned row.
         first = plan.shard.window_rows[0] if plan.shard else 0
         stop = outputs.owned["patch"][1]
-        self.band = RowBandAccumulator(stop, g.width, channels, flush_rows, outputs.sink("patch"),
-                                       start=geometry.windows.rows[first])
-        self.tiles = (RowBandAccumulator(outputs.owned["tile"][1], geometry.tile_grid.width, outputs.channels["tile"],
-                                         1, outputs.sink("tile"), start=first) if outputs.channels["tile"] else None)
+        self.band = RowBandAccumulator(
+            stop, g.width, channels, flush_rows, outputs.sink("patch"), start=geometry.windows.rows[first]
+        )
+        self.tiles = (
+            RowBandAccumulator(
+                outputs.owned["tile"][1],
+                geometry.tile_grid.width,
+                outputs.channels["tile"],
+                1,
+                outputs.sink("tile"),
+                start=first,
+            )
+            if outputs.channels["tile"]
+            else None
+        )
 
     def add(self, batch: WindowBatch, results: Results) -> None:
         geometry = self.plan.geometry
@@ -74,12 +86,16 @@ def _log_warps(reader: WindowReader, reporter: Reporter) -> None:
     if warps is not None and warps.warped:
         reporter.log(f"Warped {len(warps.warped)} input file(s) onto the grid once, in {warps.seconds:.1f} s")
     if warps is not None and warps.per_window:
-        reporter.log(f"Not enough free space in the temporary folder to warp {', '.join(warps.per_window)} "
-                     "once: warping it window by window (slower); set TMPDIR to a larger folder.", "warning")
+        reporter.log(
+            f"Not enough free space in the temporary folder to warp {', '.join(warps.per_window)} "
+            "once: warping it window by window (slower); set TMPDIR to a larger folder.",
+            "warning",
+        )
 
 
-def execute(plan: Plan, model, head, reporter: Reporter,
-            should_cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
+def execute(
+    plan: Plan, model, head, reporter: Reporter, should_cancel: Callable[[], bool] | None = None
+) -> dict[str, Any]:
     """Run a plan; returns the result summary."""
     started = time.perf_counter()
     if plan.threads:
@@ -88,8 +104,9 @@ def execute(plan: Plan, model, head, reporter: Reporter,
     reporter.log(plan.describe())
     steps = reporter.steps(plan.window_count, "Mapping windows")
     skipped, model_seconds = 0, 0.0
-    coverage = Coverage({name: list(dict.fromkeys(str(layer.path) for layer in m.layers))
-                         for name, m in plan.modalities.items()})
+    coverage = Coverage(
+        {name: list(dict.fromkeys(str(layer.path) for layer in m.layers)) for name, m in plan.modalities.items()}
+    )
     ahead = plan.device.type == "cuda" or (os.cpu_count() or 1) > torch.get_num_threads()
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         outputs = Outputs(stack, plan)
@@ -99,8 +116,9 @@ def execute(plan: Plan, model, head, reporter: Reporter,
         for windows, batch in stack.enter_context(read_batches(reader, plan.batches(), ahead)):
             if should_cancel is not None and should_cancel():
                 raise Cancelled("cancelled between windows")
-            coverage.add([names for w, names in zip(batch.windows, batch.present) if plan.owns(w)],
-                         sum(map(plan.owns, windows)))
+            coverage.add(
+                [names for w, names in zip(batch.windows, batch.present) if plan.owns(w)], sum(map(plan.owns, windows))
+            )
             if plan.geometry.dense is not None:  # no sub-patch features where the dense modality has no data
                 batch = batch.having(plan.geometry.dense.modality)
             skipped += batch.skipped
@@ -115,8 +133,9 @@ def execute(plan: Plan, model, head, reporter: Reporter,
     seconds = time.perf_counter() - started
     g = plan.geometry.patch_grid
     area_km2 = g.width * g.height * plan.geometry.patch_size_m**2 / 1e6
-    reporter.log(f"Mapped {area_km2:.3f} km2 in {seconds:.1f} s ({plural(plan.window_count, 'window')}, "
-                 f"{skipped} without data)")
+    reporter.log(
+        f"Mapped {area_km2:.3f} km2 in {seconds:.1f} s ({plural(plan.window_count, 'window')}, {skipped} without data)"
+    )
     return {
         **plan.outputs.files,
         **summary(plan, outputs.grid_summary()),
@@ -129,8 +148,14 @@ def execute(plan: Plan, model, head, reporter: Reporter,
     }
 
 
-def run_map(job: Job, reporter: Reporter, model, head=None, metadata: dict | None = None,
-            should_cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
+def run_map(
+    job: Job,
+    reporter: Reporter,
+    model,
+    head=None,
+    metadata: dict | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
     """Run a job with a loaded model (and head for class outputs: a checkpoint's, or a probe's,
     each reading the features of its level); returns the result summary."""
     return execute(build_plan(job, model, head, metadata, reporter), model, head, reporter, should_cancel)

@@ -17,8 +17,8 @@ is mostly sea or outside the scenes get more rows.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from engine.io.grid import Grid
 from engine.mapping.tiling import WindowGrid
@@ -72,7 +72,9 @@ def split_rows(windows: WindowGrid, weights: Sequence[float], count: int) -> lis
     return shards
 
 
-def data_weights(windows: WindowGrid, patch_grid: Grid, footprints: Sequence[tuple[float, float, float, float]]) -> list[int]:
+def data_weights(
+    windows: WindowGrid, patch_grid: Grid, footprints: Sequence[tuple[float, float, float, float]]
+) -> list[int]:
     """Per window row, its windows that meet any of ``footprints`` (bounds in the grid's CRS)."""
     res, left, top = patch_grid.res, patch_grid.transform.c, patch_grid.transform.f
     spans = []  # per footprint: its patch rows and columns [r0, r1) x [c0, c1)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import bisect
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 from rasterio.windows import Window
@@ -95,6 +95,7 @@ class WindowGrid:
 
     def weights(self, window: Window) -> np.ndarray:
         """(h, w) float32 blending weights of one window (not yet normalised)."""
+
         def ramps(start: int, size: int, starts: list[int]) -> tuple[int, int]:
             # The ramp spans the overlap with the nearest neighbour on each side (windows of one size:
             # the neighbours start within ``size`` of ``start``, found by bisection in the sorted starts).

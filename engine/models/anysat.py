@@ -28,8 +28,9 @@ ground position (the reference's dense output keeps the cell-major order there);
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 from einops import rearrange
@@ -75,8 +76,13 @@ class ProjectorSpec:
     dropout: float = 0.2
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(sub_px=self.sub_px, context=self.context, input_norm=self.input_norm,
-                    date_period=self.date_period, dropout=self.dropout)
+        return dict(
+            sub_px=self.sub_px,
+            context=self.context,
+            input_norm=self.input_norm,
+            date_period=self.date_period,
+            dropout=self.dropout,
+        )
 
 
 # The eleven GeoPlex sensors of the released model, by our sensor names.
@@ -112,15 +118,21 @@ class AnySatConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "architecture": self.architecture, "embed_dim": self.embed_dim, "depth": self.depth,
-            "heads": self.heads, "mlp_ratio": self.mlp_ratio, "ltae_heads": self.ltae_heads,
-            "ltae_key_dim": self.ltae_key_dim, "patch_size_m": self.patch_size_m, "drop_path": self.drop_path,
+            "architecture": self.architecture,
+            "embed_dim": self.embed_dim,
+            "depth": self.depth,
+            "heads": self.heads,
+            "mlp_ratio": self.mlp_ratio,
+            "ltae_heads": self.ltae_heads,
+            "ltae_key_dim": self.ltae_key_dim,
+            "patch_size_m": self.patch_size_m,
+            "drop_path": self.drop_path,
             "modalities": [spec.to_dict() for spec in self.modalities],
             "projectors": {name: spec.to_dict() for name, spec in self.projectors.items()},
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AnySatConfig":
+    def from_dict(cls, data: dict[str, Any]) -> AnySatConfig:
         values = {k: v for k, v in data.items() if k != "architecture"}
         values["modalities"] = tuple(ModalitySpec.from_dict(m) for m in values.get("modalities", ()))
         values["projectors"] = {k: ProjectorSpec(**v) for k, v in values.get("projectors", {}).items()}
@@ -134,9 +146,13 @@ def anysat_config(size: str, modalities: Iterable[str] = tuple(GEOPLEX_PROJECTOR
         raise EngineError(f"Unknown AnySat size {size!r}: choose one of {', '.join(dims)}.")
     dim, depth, heads = dims[size]
     names = tuple(modalities)
-    return AnySatConfig(embed_dim=dim, depth=depth, heads=heads,
-                        modalities=tuple(sensor(n) for n in names),
-                        projectors={n: GEOPLEX_PROJECTORS[n] for n in names})
+    return AnySatConfig(
+        embed_dim=dim,
+        depth=depth,
+        heads=heads,
+        modalities=tuple(sensor(n) for n in names),
+        projectors={n: GEOPLEX_PROJECTORS[n] for n in names},
+    )
 
 
 class ImageProjector(nn.Module):
@@ -145,8 +161,9 @@ class ImageProjector(nn.Module):
     def __init__(self, in_channels: int, dim: int, sub_px: int):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, dim, kernel_size=sub_px, stride=sub_px, bias=False)
-        self.mlp = nn.Sequential(Linear(dim, 2 * dim), nn.LayerNorm(2 * dim), nn.ReLU(),
-                                 Linear(2 * dim, dim), nn.LayerNorm(dim), nn.ReLU())
+        self.mlp = nn.Sequential(
+            Linear(dim, 2 * dim), nn.LayerNorm(2 * dim), nn.ReLU(), Linear(2 * dim, dim), nn.LayerNorm(dim), nn.ReLU()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, h, w, D) sub-patch grid."""
@@ -158,11 +175,19 @@ class SeriesProjector(nn.Module):
 
     def __init__(self, in_channels: int, dim: int, spec: ProjectorSpec, heads: int, key_dim: int):
         super().__init__()
-        self.ltae = LTAE(LTAEConfig(
-            in_channels=in_channels, in_mlp=(dim // 8, dim // 2, dim, 2 * dim, dim), heads=heads,
-            key_dim=key_dim, out_mlp=(dim,), date_period=spec.date_period, input_norm=spec.input_norm,
-            dropout=spec.dropout, mlp_norm="group",
-        ))
+        self.ltae = LTAE(
+            LTAEConfig(
+                in_channels=in_channels,
+                in_mlp=(dim // 8, dim // 2, dim, 2 * dim, dim),
+                heads=heads,
+                key_dim=key_dim,
+                out_mlp=(dim,),
+                date_period=spec.date_period,
+                input_norm=spec.input_norm,
+                dropout=spec.dropout,
+                mlp_norm="group",
+            )
+        )
         self.pad_value = nn.Parameter(torch.zeros(()))
         self.row_chunk = LTAE_ROW_CHUNK
 
@@ -173,8 +198,12 @@ class SeriesProjector(nn.Module):
         pix_dates = dates.repeat_interleave(h * w, dim=0)
         pix_mask = None if mask is None else mask.repeat_interleave(h * w, dim=0)
         chunk = max(1, self.row_chunk // t)
-        out = [self.ltae(seq[i:i + chunk], pix_dates[i:i + chunk], None if pix_mask is None else pix_mask[i:i + chunk])[0]
-               for i in range(0, seq.shape[0], chunk)]
+        out = [
+            self.ltae(
+                seq[i : i + chunk], pix_dates[i : i + chunk], None if pix_mask is None else pix_mask[i : i + chunk]
+            )[0]
+            for i in range(0, seq.shape[0], chunk)
+        ]
         return rearrange(torch.cat(out), "(b h w) d -> b h w d", b=b, h=h, w=w)
 
 
@@ -203,10 +232,20 @@ class SpatialEncoder(nn.Module):
         super().__init__()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.blocks = nn.ModuleList([
-            Block(dim, heads, mlp_ratio, norm_eps=1e-5, drop_path=drop_path * i / max(depth - 1, 1),
-                  rel_pos_buckets=N_BUCKETS, rel_pos_first_head=True)
-            for i in range(depth)])
+        self.blocks = nn.ModuleList(
+            [
+                Block(
+                    dim,
+                    heads,
+                    mlp_ratio,
+                    norm_eps=1e-5,
+                    drop_path=drop_path * i / max(depth - 1, 1),
+                    rel_pos_buckets=N_BUCKETS,
+                    rel_pos_first_head=True,
+                )
+                for i in range(depth)
+            ]
+        )
         self.norm = nn.LayerNorm(dim)
         self.token_chunk = SPATIAL_TOKEN_CHUNK
 
@@ -222,7 +261,7 @@ class SpatialEncoder(nn.Module):
         chunk = max(1, self.token_chunk // (n * n + 1))
         heads, subs = [], []
         for i in range(0, tokens.shape[0], chunk):
-            part = tokens[i:i + chunk]
+            part = tokens[i : i + chunk]
             x = torch.cat([self.cls_token.expand(part.shape[0], -1, -1).to(part.dtype), part + pos.to(part.dtype)], 1)
             for block in self.blocks[:-1] if first_only else self.blocks:
                 x = block(x, rel_buckets=buckets)
@@ -242,8 +281,9 @@ class AnySatCombiner(nn.Module):
         super().__init__()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.blocks = nn.ModuleList([
-            Block(dim, heads, mlp_ratio, norm_eps=1e-6, drop_path=drop_path * i / depth) for i in range(depth)])
+        self.blocks = nn.ModuleList(
+            [Block(dim, heads, mlp_ratio, norm_eps=1e-6, drop_path=drop_path * i / depth) for i in range(depth)]
+        )
 
     def forward(self, tokens: Tensor) -> Tensor:
         x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], 1)
@@ -258,17 +298,30 @@ class FusionCross(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float, drop_path: float):
         super().__init__()
         self.query = nn.Parameter(torch.zeros(1, 1, dim))
-        self.block = CrossBlock(dim, heads, mlp_ratio, norm_eps=1e-6, drop_path=drop_path,
-                                rel_pos_buckets=N_BUCKETS, rel_pos_first_head=True)
+        self.block = CrossBlock(
+            dim,
+            heads,
+            mlp_ratio,
+            norm_eps=1e-6,
+            drop_path=drop_path,
+            rel_pos_buckets=N_BUCKETS,
+            rel_pos_first_head=True,
+        )
         self.query_chunk = CROSS_QUERY_CHUNK
 
     def forward(self, x: Tensor, query_pos: Tensor, buckets: Tensor) -> Tensor:
         """x (B, N, D) tokens; query_pos (Q, D) or (B, Q, D), a zero row for the class query;
         buckets (Q, N) or (B, Q, N)."""
         queries = (self.query + query_pos.to(x.dtype)).expand(x.shape[0], -1, -1)
-        return torch.cat([
-            self.block(queries[:, i:i + self.query_chunk], x, rel_buckets=buckets[..., i:i + self.query_chunk, :])
-            for i in range(0, queries.shape[1], self.query_chunk)], dim=1)
+        return torch.cat(
+            [
+                self.block(
+                    queries[:, i : i + self.query_chunk], x, rel_buckets=buckets[..., i : i + self.query_chunk, :]
+                )
+                for i in range(0, queries.shape[1], self.query_chunk)
+            ],
+            dim=1,
+        )
 
 
 @dataclass
@@ -315,8 +368,12 @@ class AnySat(EOModel):
         self.cross_block = FusionCross(d, config.heads, config.mlp_ratio, config.drop_path)
 
     def parameter_groups(self) -> dict[str, nn.Module]:
-        return {"projectors": self.projectors, "spatial_encoder": self.spatial_encoder,
-                "combiner": self.combiner, "cross_block": self.cross_block}
+        return {
+            "projectors": self.projectors,
+            "spatial_encoder": self.spatial_encoder,
+            "combiner": self.combiner,
+            "cross_block": self.cross_block,
+        }
 
     # ----- geometry -----
     def sub_patch_m(self, name: str) -> float:
@@ -328,14 +385,18 @@ class AnySat(EOModel):
         if n is None:
             raise EngineError(
                 f"Patch size {patch_size_m:g} m is not a whole number of {name!r} sub-patches "
-                f"({self.sub_patch_m(name):g} m each): choose a multiple of {self.sub_patch_m(name):g} m.")
+                f"({self.sub_patch_m(name):g} m each): choose a multiple of {self.sub_patch_m(name):g} m."
+            )
         return n
 
     def dense_layout(self, modalities: list[str], patch_size_m: float) -> tuple[str, int]:
         """The finest of ``modalities`` (as ``forward_features`` picks it) and its sub-patches per patch side;
         coarse context sensors have no sub-patch grid."""
-        sizes = {name: self.sub_patches(name, patch_size_m) for name in modalities
-                 if not self.config.projectors[name].context}
+        sizes = {
+            name: self.sub_patches(name, patch_size_m)
+            for name in modalities
+            if not self.config.projectors[name].context
+        }
         if not sizes:
             raise EngineError(f"Dense features need a modality with sub-patches among {', '.join(modalities)}.")
         name = max(sizes, key=lambda m: (sizes[m], m))
@@ -351,30 +412,36 @@ class AnySat(EOModel):
             if h != w:
                 raise EngineError(
                     f"AnySat needs square tiles: {name!r} is {h} x {w} pixels. Cut the area into square "
-                    "windows (tiled inference does this) instead of passing a rectangle.")
+                    "windows (tiled inference does this) instead of passing a rectangle."
+                )
             if self.config.projectors[name].context:
                 continue
             spec, sub_px = self.modalities[name], self.config.projectors[name].sub_px
             if h % sub_px:
                 raise EngineError(
                     f"{name!r} is {h} pixels wide, not a multiple of its {sub_px}-pixel sub-patches: "
-                    f"crop or pad it to {h - h % sub_px} or {h - h % sub_px + sub_px} pixels.")
+                    f"crop or pad it to {h - h % sub_px} or {h - h % sub_px + sub_px} pixels."
+                )
             extents[name] = h * spec.gsd_m
             subs[name] = self.sub_patches(name, patch_size_m)
         if not extents:
-            raise EngineError("AnySat needs at least one modality besides coarse context sensors "
-                              f"({', '.join(inputs)}): add an image or a 10-30 m time series.")
+            raise EngineError(
+                "AnySat needs at least one modality besides coarse context sensors "
+                f"({', '.join(inputs)}): add an image or a 10-30 m time series."
+            )
         first, extent = next(iter(extents.items()))
         for name, other in extents.items():
             if abs(other - extent) > 1e-6 * extent:
                 raise EngineError(
                     f"Modalities must cover the same ground: {first!r} spans {extent:g} m, {name!r} {other:g} m. "
-                    "Align them on one footprint first.")
+                    "Align them on one footprint first."
+                )
         grid = whole_multiple(extent, patch_size_m)
         if grid is None:
             raise EngineError(
                 f"The tile spans {extent:g} m, not a multiple of the {patch_size_m:g} m patch size: choose a "
-                f"patch size dividing {extent:g} m, or crop the tile (the reference would crop silently).")
+                f"patch size dividing {extent:g} m, or crop the tile (the reference would crop silently)."
+            )
         return _Layout(grid=grid, patch_m=float(patch_size_m), subs=subs)
 
     def _cell(self, name: str, n: int) -> int:
@@ -383,8 +450,14 @@ class AnySat(EOModel):
         return cell if n % cell == 0 else n
 
     # ----- encoder stages -----
-    def encode(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
-               date_mask: dict[str, Tensor] | None, layout: _Layout, keep_subs: Iterable[str] = ()) -> AnySatEncoded:
+    def encode(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor],
+        date_mask: dict[str, Tensor] | None,
+        layout: _Layout,
+        keep_subs: Iterable[str] = (),
+    ) -> AnySatEncoded:
         """Projectors and spatial encoder: one token per (modality, patch), plus context tokens."""
         date_mask = date_mask or {}
         keep_subs = set(keep_subs)
@@ -406,8 +479,7 @@ class AnySat(EOModel):
                 continue
             n, g = layout.subs[name], layout.grid
             cell = self._cell(name, n)
-            seq = rearrange(grid, "b (g1 c1 r) (g2 c2 s) d -> (b g1 g2) (c1 c2 r s) d",
-                            g1=g, g2=g, r=cell, s=cell)
+            seq = rearrange(grid, "b (g1 c1 r) (g2 c2 s) d -> (b g1 g2) (c1 c2 r s) d", g1=g, g2=g, r=cell, s=cell)
             token, subs = self.spatial_encoder(seq, n, self.sub_patch_m(name), keep_subs=name in keep_subs)
             enc.patch_tokens[name] = rearrange(token, "(b p) d -> b p d", p=g * g)
             if name in keep_subs:
@@ -419,8 +491,13 @@ class AnySat(EOModel):
         xy = sub_patch_positions(layout.grid, layout.patch_m / REFERENCE_CELL_M, device)
         return sincos_2d_encoding(xy, self.embed_dim)
 
-    def fuse(self, layout: _Layout, patch_tokens: dict[str, Tensor], context_tokens: list[Tensor],
-             patch_index: Tensor | None = None) -> Tensor:
+    def fuse(
+        self,
+        layout: _Layout,
+        patch_tokens: dict[str, Tensor],
+        context_tokens: list[Tensor],
+        patch_index: Tensor | None = None,
+    ) -> Tensor:
         """Combiner + cross block -> (B, 1 + Q, D): class token then one token per query patch.
 
         ``patch_tokens`` hold Q tokens per modality (B, Q, D); ``patch_index`` says which
@@ -438,16 +515,23 @@ class AnySat(EOModel):
         # Bucket ids between each query ([class] + patches) and each token ([class, context] + M x patches).
         n_prefix, m = 1 + len(context_tokens), len(patch_tokens)
         patch_b = euclidean_buckets(xy, xy, unit=1.0)
-        buckets = torch.full((*patch_b.shape[:-2], 1 + q, n_prefix + q * m), PREFIX_BUCKET,
-                             dtype=torch.long, device=device)
+        buckets = torch.full(
+            (*patch_b.shape[:-2], 1 + q, n_prefix + q * m), PREFIX_BUCKET, dtype=torch.long, device=device
+        )
         buckets[..., 1:, n_prefix:] = patch_b.repeat(*([1] * (patch_b.dim() - 1)), m)
         query_pos = torch.cat([pos.new_zeros(*pos.shape[:-2], 1, pos.shape[-1]), pos], dim=-2)
         return self.cross_block(fused, query_pos, buckets)
 
     # ----- public API -----
-    def forward_features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None = None,
-                         date_mask: dict[str, Tensor] | None = None, patch_size_m: float | None = None,
-                         dense_modality: str | None = None, with_dense: bool = True) -> Features:
+    def forward_features(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor] | None = None,
+        date_mask: dict[str, Tensor] | None = None,
+        patch_size_m: float | None = None,
+        dense_modality: str | None = None,
+        with_dense: bool = True,
+    ) -> Features:
         """Tile, patch and (optionally) dense features of a modality batch (see module docstring).
 
         ``dense_modality``: whose sub-patches make the dense grid; default: the finest given.
@@ -460,7 +544,8 @@ class AnySat(EOModel):
             if dense_modality not in layout.subs:
                 raise EngineError(
                     f"Dense output needs a non-context modality among the inputs ({', '.join(layout.subs)}), "
-                    f"got {dense_modality!r}.")
+                    f"got {dense_modality!r}."
+                )
         enc = self.encode(inputs, dates, date_mask, layout, keep_subs=[dense_modality] if with_dense else [])
         out = self.fuse(layout, enc.patch_tokens, enc.context_tokens)
         g = layout.grid
@@ -469,31 +554,53 @@ class AnySat(EOModel):
         if with_dense:
             n = layout.subs[dense_modality]
             cell = self._cell(dense_modality, n)
-            subs = rearrange(enc.sub_tokens[dense_modality], "b (g1 g2) (c1 c2 r s) d -> b (g1 c1 r) (g2 c2 s) d",
-                             g1=g, g2=g, c1=n // cell, c2=n // cell, r=cell, s=cell)
+            subs = rearrange(
+                enc.sub_tokens[dense_modality],
+                "b (g1 g2) (c1 c2 r s) d -> b (g1 c1 r) (g2 c2 s) d",
+                g1=g,
+                g2=g,
+                c1=n // cell,
+                c2=n // cell,
+                r=cell,
+                s=cell,
+            )
             repeated = patch.repeat_interleave(n, dim=1).repeat_interleave(n, dim=2)
             dense = torch.cat([repeated, subs], dim=-1)
         local = torch.stack(list(enc.patch_tokens.values())).mean(dim=0)
-        return Features(tile=out[:, 0], patch=patch, dense=dense,
-                        local=rearrange(local, "b (h w) d -> b h w d", h=g, w=g))
+        return Features(
+            tile=out[:, 0], patch=patch, dense=dense, local=rearrange(local, "b (h w) d -> b h w d", h=g, w=g)
+        )
 
-    def features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
-                 date_mask: dict[str, Tensor] | None = None, patch_size_m: float | None = None,
-                 dense: str | None = None) -> Features:
-        return self.forward_features(inputs, dates, date_mask, patch_size_m, dense_modality=dense,
-                                     with_dense=dense is not None)
+    def features(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor],
+        date_mask: dict[str, Tensor] | None = None,
+        patch_size_m: float | None = None,
+        dense: str | None = None,
+    ) -> Features:
+        return self.forward_features(
+            inputs, dates, date_mask, patch_size_m, dense_modality=dense, with_dense=dense is not None
+        )
 
     def finest_modality(self, inputs: dict[str, Tensor], layout: _Layout) -> str:
         return max(layout.subs, key=lambda name: (layout.subs[name], name))
 
-    def forward(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None = None,
-                date_mask: dict[str, Tensor] | None = None, patch_size_m: float | None = None,
-                output: str = "patch", dense_modality: str | None = None) -> Tensor:
+    def forward(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor] | None = None,
+        date_mask: dict[str, Tensor] | None = None,
+        patch_size_m: float | None = None,
+        output: str = "patch",
+        dense_modality: str | None = None,
+    ) -> Tensor:
         """The reference API's outputs: 'tile', 'patch', 'dense' or 'all' (see module docstring)."""
         if output not in OUTPUTS:
             raise EngineError(f"Unknown AnySat output {output!r}: choose one of {', '.join(OUTPUTS)}.")
-        feats = self.forward_features(inputs, dates, date_mask, patch_size_m, dense_modality,
-                                      with_dense=output == "dense")
+        feats = self.forward_features(
+            inputs, dates, date_mask, patch_size_m, dense_modality, with_dense=output == "dense"
+        )
         if output == "tile":
             return feats.tile
         if output == "dense":
@@ -519,9 +626,13 @@ def _preset(size: str):
 
 register_architecture("anysat", AnySatConfig, AnySat)
 for _size, _params in (("tiny", "8.1 M"), ("small", "43.8 M"), ("base", "125.9 M")):
-    register_preset(f"anysat-{_size}", _preset(_size), {
-        "paper": "AnySat, Astruc et al., CVPR 2025",
-        "summary": f"AnySat {_size} ({_params} parameters in the reference) with the eleven GeoPlex sensors; "
-                   "patch size chosen per call, outputs tile / patch / dense.",
-        "pretrained": "base: import the released weights with `python -m engine import-anysat`",
-    })
+    register_preset(
+        f"anysat-{_size}",
+        _preset(_size),
+        {
+            "paper": "AnySat, Astruc et al., CVPR 2025",
+            "summary": f"AnySat {_size} ({_params} parameters in the reference) with the eleven GeoPlex sensors; "
+            "patch size chosen per call, outputs tile / patch / dense.",
+            "pretrained": "base: import the released weights with `python -m engine import-anysat`",
+        },
+    )

@@ -13,9 +13,17 @@ from engine.models.checkpoint import save_checkpoint
 from engine.runtime.progress import Reporter
 
 
-def convert_reference(source: Path, output: str, reporter: Reporter, allow_missing: bool = False,
-                      extra_provenance: dict[str, Any] | None = None, start: float = 0.0, end: float = 100.0) -> dict[str, Any]:
+def convert_reference(
+    source: Path,
+    output: str,
+    reporter: Reporter,
+    allow_missing: bool = False,
+    extra_provenance: dict[str, Any] | None = None,
+    start: float = 0.0,
+    end: float = 100.0,
+) -> dict[str, Any]:
     """import-anysat's conversion; ``extra_provenance`` adds to the checkpoint's, progress on [start, end]."""
+
     def progress(percent: float, message: str) -> None:
         reporter.progress(start + (end - start) * percent / 100, message)
 
@@ -36,7 +44,8 @@ def convert_reference(source: Path, output: str, reporter: Reporter, allow_missi
     if report.missing and not allow_missing:
         raise EngineError(
             f"{len(report.missing)} weights of our model are not in '{source}' (first: {report.missing[0]}). "
-            "The file is not a complete AnySat checkpoint; pass --allow-missing to write it anyway.")
+            "The file is not a complete AnySat checkpoint; pass --allow-missing to write it anyway."
+        )
     model.load_state_dict(mapped, strict=not report.missing)
     progress(70, "writing checkpoint")
     size = {256: "tiny", 512: "small", 768: "base"}[model.embed_dim]
@@ -51,8 +60,16 @@ def convert_reference(source: Path, output: str, reporter: Reporter, allow_missi
         "duplicate_keys_checked": len(report.duplicates),
     } | (extra_provenance or {})
     save_checkpoint(out, model, provenance=provenance)
-    reporter.log(f"{len(report.mapped)} reference keys mapped, {len(report.unused)} unused, "
-                 f"{len(report.missing)} missing, {len(report.duplicates)} duplicates checked equal")
+    reporter.log(
+        f"{len(report.mapped)} reference keys mapped, {len(report.unused)} unused, "
+        f"{len(report.missing)} missing, {len(report.duplicates)} duplicates checked equal"
+    )
     progress(100, f"wrote {out}")
-    return {"output": str(out), "size": size, "mapped": len(report.mapped), "unused": report.unused,
-            "missing": report.missing, "duplicates": len(report.duplicates)}
+    return {
+        "output": str(out),
+        "size": size,
+        "mapped": len(report.mapped),
+        "unused": report.unused,
+        "missing": report.missing,
+        "duplicates": len(report.duplicates),
+    }

@@ -92,19 +92,22 @@ class Mlp(nn.Module):
 class _Attention(nn.Module):
     """What self- and cross-attention share: heads, the optional iRPE table, the output projection."""
 
-    def __init__(self, dim: int, heads: int, attn_drop: float, proj_drop: float, rel_pos_buckets: int,
-                 rel_pos_first_head: bool):
+    def __init__(
+        self, dim: int, heads: int, attn_drop: float, proj_drop: float, rel_pos_buckets: int, rel_pos_first_head: bool
+    ):
         super().__init__()
         if dim % heads:
             raise ValueError(f"embedding size {dim} is not divisible by {heads} heads")
         self.heads, self.attn_drop = heads, attn_drop
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.rel_pos = (ContextualRelativePosition(dim // heads, rel_pos_buckets, rel_pos_first_head)
-                        if rel_pos_buckets else None)
+        self.rel_pos = (
+            ContextualRelativePosition(dim // heads, rel_pos_buckets, rel_pos_first_head) if rel_pos_buckets else None
+        )
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None, rel_buckets: Tensor | None,
-                rel_queries: Tensor) -> Tensor:
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None, rel_buckets: Tensor | None, rel_queries: Tensor
+    ) -> Tensor:
         """Attention of (B, H, N, d) heads plus the relative-position bias of ``rel_queries``, projected."""
         bias = attn_bias
         if self.rel_pos is not None:
@@ -115,8 +118,16 @@ class _Attention(nn.Module):
 
 
 class SelfAttention(_Attention):
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        rel_pos_buckets: int = 0,
+        rel_pos_first_head: bool = False,
+    ):
         super().__init__(dim, heads, attn_drop, proj_drop, rel_pos_buckets, rel_pos_first_head)
         self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
 
@@ -140,9 +151,19 @@ class Block(nn.Module):
 
     attention = SelfAttention
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_eps: float = 1e-6, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+        rel_pos_buckets: int = 0,
+        rel_pos_first_head: bool = False,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = self.attention(dim, heads, qkv_bias, attn_drop, dropout, rel_pos_buckets, rel_pos_first_head)
@@ -164,14 +185,23 @@ class Block(nn.Module):
 class CrossAttention(_Attention):
     """Given queries (not projected) attend to projected keys and values of the tokens."""
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0, rel_pos_buckets: int = 0, rel_pos_first_head: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        rel_pos_buckets: int = 0,
+        rel_pos_first_head: bool = False,
+    ):
         super().__init__(dim, heads, attn_drop, proj_drop, rel_pos_buckets, rel_pos_first_head)
         self.wk = Linear(dim, dim, bias=qkv_bias)
         self.wv = Linear(dim, dim, bias=qkv_bias)
 
-    def forward(self, queries: Tensor, x: Tensor, attn_bias: Tensor | None = None,
-                rel_buckets: Tensor | None = None) -> Tensor:
+    def forward(
+        self, queries: Tensor, x: Tensor, attn_bias: Tensor | None = None, rel_buckets: Tensor | None = None
+    ) -> Tensor:
         q = rearrange(queries, "b n (h d) -> b h n d", h=self.heads)
         k = rearrange(self.wk(x), "b n (h d) -> b h n d", h=self.heads)
         v = rearrange(self.wv(x), "b n (h d) -> b h n d", h=self.heads)
@@ -187,8 +217,9 @@ class CrossBlock(Block):
 
     attention = CrossAttention
 
-    def forward(self, queries: Tensor, x: Tensor, attn_bias: Tensor | None = None,
-                rel_buckets: Tensor | None = None) -> Tensor:
+    def forward(
+        self, queries: Tensor, x: Tensor, attn_bias: Tensor | None = None, rel_buckets: Tensor | None = None
+    ) -> Tensor:
         # No stochastic depth on the attention branch: without a residual, dropping it
         # would erase the sample's whole output.
         out = self.attn(queries, self.norm1(x), attn_bias, rel_buckets)

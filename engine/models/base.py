@@ -44,14 +44,23 @@ class EOModel(nn.Module):
     embed_dim: int
     has_dense_features: bool = False  # per-sub-patch features (Features.dense)
 
-    def forward_features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
-                         date_mask: dict[str, Tensor] | None = None,
-                         patch_size_m: float | None = None) -> Features:
+    def forward_features(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor],
+        date_mask: dict[str, Tensor] | None = None,
+        patch_size_m: float | None = None,
+    ) -> Features:
         raise NotImplementedError
 
-    def features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
-                 date_mask: dict[str, Tensor] | None = None, patch_size_m: float | None = None,
-                 dense: str | None = None) -> Features:
+    def features(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor],
+        date_mask: dict[str, Tensor] | None = None,
+        patch_size_m: float | None = None,
+        dense: str | None = None,
+    ) -> Features:
         """``forward_features``, with dense features on modality ``dense``'s sub-patches when it is given."""
         if dense is not None:
             self.dense_layout([dense], patch_size_m or self.default_patch_size_m())
@@ -70,7 +79,8 @@ class EOModel(nn.Module):
         """(modality, sub-patches per patch side) of the dense grid among ``modalities``."""
         raise EngineError(
             f'"embeddings_level": "dense" needs per-sub-patch features, which only AnySat models give; '
-            f'{type(self).__name__} has none: choose "patch", "local", "both" or "tile", or an anysat-* model.')
+            f'{type(self).__name__} has none: choose "patch", "local", "both" or "tile", or an anysat-* model.'
+        )
 
     def normalize(self, name: str, tensor: Tensor) -> Tensor:
         """(x - mean) / std with the spec's per-band statistics (engine.io.normalize, as inference)."""
@@ -85,13 +95,16 @@ class EOModel(nn.Module):
         raise EngineError(
             f"This {type(self).__name__} model needs every band of {name!r} "
             f"({', '.join(self._spec(name).bands)}); only AnySat models fill a missing band (with the "
-            "padding value they learned). Give every band, or use an AnySat checkpoint.")
+            "padding value they learned). Give every band, or use an AnySat checkpoint."
+        )
 
     def missing_band_fill(self, name: str, missing: list[str]) -> tuple[float, str]:
         """``band_fill``'s value and the log sentence naming the ``missing`` bands."""
         value, how = self.band_fill(name)
-        return value, (f"{name}: {len(missing)} of {self._spec(name).n_bands} bands missing "
-                       f"({', '.join(missing)}), filled with {how}.")
+        return value, (
+            f"{name}: {len(missing)} of {self._spec(name).n_bands} bands missing "
+            f"({', '.join(missing)}), filled with {how}."
+        )
 
     def _spec(self, name: str) -> ModalitySpec:
         if name not in self.modalities:
@@ -100,8 +113,9 @@ class EOModel(nn.Module):
             )
         return self.modalities[name]
 
-    def check_inputs(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None,
-                     date_mask: dict[str, Tensor] | None) -> int:
+    def check_inputs(
+        self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None, date_mask: dict[str, Tensor] | None
+    ) -> int:
         """Validate a modality batch against the specs; returns the batch size.
 
         Every message says what was expected, so a user can fix the layer or setting.

@@ -46,9 +46,12 @@ class CatalogEntry:
         """One short line for logs (the whole provenance is in the checkpoint's header)."""
         how = self.provenance.get("weights")  # e.g. random initialisation
         if self.steps:
-            datasets = ", ".join(d.get("name", "?") for d in self.provenance.get("datasets") or [] if isinstance(d, dict))
-            how = (f"{self.provenance.get('objective', 'self-supervised')} pretraining, {self.steps} steps"
-                   + (f" on {datasets}" if datasets else ""))
+            datasets = ", ".join(
+                d.get("name", "?") for d in self.provenance.get("datasets") or [] if isinstance(d, dict)
+            )
+            how = f"{self.provenance.get('objective', 'self-supervised')} pretraining, {self.steps} steps" + (
+                f" on {datasets}" if datasets else ""
+            )
         return f"checkpoint {self.path.name} ({how or 'provenance not recorded'})"
 
 
@@ -61,8 +64,14 @@ def _entry(path: Path) -> CatalogEntry | None:
         return None  # not an engine checkpoint: not in the catalog
     config = meta.get("config", {})
     names = tuple(m.get("name") if isinstance(m, dict) else m for m in config.get("modalities", []))
-    return CatalogEntry(path.stem, path, str(config.get("architecture", "")), names,
-                        int((meta.get("provenance") or {}).get("steps") or 0), meta)
+    return CatalogEntry(
+        path.stem,
+        path,
+        str(config.get("architecture", "")),
+        names,
+        int((meta.get("provenance") or {}).get("steps") or 0),
+        meta,
+    )
 
 
 def catalog(folder: Path = SHIPPED) -> list[CatalogEntry]:
@@ -85,8 +94,10 @@ def find_model(name_or_path: str, folder: Path | None = None) -> CatalogEntry:
         if entry.name == name_or_path:
             return entry
     if folder is None and name_or_path in DOWNLOADS:
-        raise EngineError(f"The model {name_or_path!r} is not downloaded yet: run 'python -m engine fetch-model "
-                          f"{name_or_path}' (in QGIS: Plugins > OmniSat > Download the official AnySat model).")
+        raise EngineError(
+            f"The model {name_or_path!r} is not downloaded yet: run 'python -m engine fetch-model "
+            f"{name_or_path}' (in QGIS: Plugins > OmniSat > Download the official AnySat model)."
+        )
     known = ", ".join(e.name for e in entries) or "none"
     raise EngineError(f"No model {name_or_path!r}: give a checkpoint file or one of the known models ({known}).")
 
@@ -125,8 +136,11 @@ def best_encoder(folder: Path, reporter: Reporter, modalities: set[str]) -> tupl
     model = build_model("omnisat-treesatai").eval()
     path = Path(folder) / "omnisat-treesatai-random.safetensors"
     save_checkpoint(path, model, provenance={"weights": "random initialisation, torch seed 0"})
-    reporter.log("No trained checkpoint with these modalities under resources/models: the encoder is a "
-                 "RANDOMLY INITIALISED omnisat-treesatai (embeddings are random features).", "warning")
+    reporter.log(
+        "No trained checkpoint with these modalities under resources/models: the encoder is a "
+        "RANDOMLY INITIALISED omnisat-treesatai (embeddings are random features).",
+        "warning",
+    )
     return path, "omnisat-treesatai with RANDOM weights (torch seed 0): no trained checkpoint in resources/models"
 
 
@@ -138,13 +152,23 @@ def _row(entry: CatalogEntry, source: str) -> dict[str, Any]:
         parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     config = entry.metadata.get("config") or {}
     return {
-        "name": entry.name, "status": "installed", "source": source, "path": str(entry.path),
+        "name": entry.name,
+        "status": "installed",
+        "source": source,
+        "path": str(entry.path),
         "architecture": entry.architecture,
         "modalities": {m["name"]: list(m["bands"]) for m in config.get("modalities", []) if isinstance(m, dict)},
-        "units": {m["name"]: expected_units(ModalitySpec.from_dict(m)) for m in config.get("modalities", [])
-                  if isinstance(m, dict)},
-        "patch_size_m": config.get("patch_size_m"), "parameters": parameters, "steps": entry.steps,
-        "size_bytes": entry.path.stat().st_size, "sha256": sha256_of(entry.path), "provenance": entry.provenance,
+        "units": {
+            m["name"]: expected_units(ModalitySpec.from_dict(m))
+            for m in config.get("modalities", [])
+            if isinstance(m, dict)
+        },
+        "patch_size_m": config.get("patch_size_m"),
+        "parameters": parameters,
+        "steps": entry.steps,
+        "size_bytes": entry.path.stat().st_size,
+        "sha256": sha256_of(entry.path),
+        "provenance": entry.provenance,
         "licence": entry.provenance.get("licence") or (SHIPPED_LICENCE if source == "shipped" else "unknown"),
         "has_head": entry.metadata.get("head") is not None,
     }
@@ -155,13 +179,21 @@ def _downloadable_row(entry) -> dict[str, Any]:
 
     config = preset(f"{entry.architecture}-{entry.size}").builder()
     return {
-        "name": entry.name, "status": "downloadable", "source": f"fetch-model {entry.name}", "path": None,
-        "architecture": entry.architecture, "modalities": {m.name: list(m.bands) for m in config.modalities},
+        "name": entry.name,
+        "status": "downloadable",
+        "source": f"fetch-model {entry.name}",
+        "path": None,
+        "architecture": entry.architecture,
+        "modalities": {m.name: list(m.bands) for m in config.modalities},
         "units": {m.name: expected_units(m) for m in config.modalities},
-        "patch_size_m": config.patch_size_m, "parameters": entry.parameters, "steps": None,
-        "size_bytes": entry.size_bytes, "sha256": entry.sha256 or None,
+        "patch_size_m": config.patch_size_m,
+        "parameters": entry.parameters,
+        "steps": None,
+        "size_bytes": entry.size_bytes,
+        "sha256": entry.sha256 or None,
         "provenance": {"description": entry.provenance, "repository": entry.repository, "file": entry.file},
-        "licence": entry.licence, "has_head": False,
+        "licence": entry.licence,
+        "has_head": False,
     }
 
 

@@ -43,7 +43,8 @@ def _check_head_fits(config: HeadConfig, model: EOModel, where: str) -> None:
     if config.embed_dim != width:
         raise EngineError(
             f"The {config.kind} head {where} reads features {config.embed_dim} wide, but the model gives "
-            f"{width}: the head was made for another model.")
+            f"{width}: the head was made for another model."
+        )
 
 
 def _tensors(model: nn.Module, head: nn.Module | None) -> dict[str, torch.Tensor]:
@@ -53,9 +54,15 @@ def _tensors(model: nn.Module, head: nn.Module | None) -> dict[str, torch.Tensor
     return tensors
 
 
-def save_checkpoint(path: str | os.PathLike, model: EOModel, *, head: nn.Module | None = None,
-                    classes: list[str] | None = None, colors: list[str] | None = None,
-                    provenance: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: EOModel,
+    *,
+    head: nn.Module | None = None,
+    classes: list[str] | None = None,
+    colors: list[str] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
     """Write model (+ head) weights and metadata atomically to ``path`` (.safetensors)."""
     if head is not None and not isinstance(getattr(head, "config", None), HeadConfig):
         raise EngineError("The head to save has no HeadConfig: build it with engine.models.heads.build_head.")
@@ -145,7 +152,7 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     for prefix, module in (("model.", model), ("head.", head)):
         if module is None:
             continue
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as exc:

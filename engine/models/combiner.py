@@ -37,9 +37,19 @@ def resize_grid_table(table: Tensor, grid: tuple[int, int], target: tuple[int, i
 
 
 class Combiner(nn.Module):
-    def __init__(self, dim: int, depth: int, heads: int, grid: tuple[int, int], mlp_ratio: float = 4.0,
-                 dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_eps: float = 1e-6, rpe_ratio: float = 1.9):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        heads: int,
+        grid: tuple[int, int],
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+        rpe_ratio: float = 1.9,
+    ):
         super().__init__()
         self.grid, self.rpe_ratio = tuple(grid), rpe_ratio
         n_patches = grid[0] * grid[1]
@@ -48,8 +58,7 @@ class Combiner(nn.Module):
         self.position = nn.Parameter(torch.zeros(1 + n_patches, dim))  # class token + one per patch
         rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio, True, dropout, attn_drop, rates[i], norm_eps, buckets)
-            for i in range(depth)
+            Block(dim, heads, mlp_ratio, True, dropout, attn_drop, rates[i], norm_eps, buckets) for i in range(depth)
         )
         self.query = nn.Parameter(torch.zeros(1, dim))
         self.query_position = nn.Parameter(torch.zeros(1 + n_patches, dim))
@@ -61,7 +70,9 @@ class Combiner(nn.Module):
         """Learned absolute position of each patch (Gh*Gw, D), added to every modality's tokens."""
         return resize_grid_table(self.position[1:], self.grid, grid)
 
-    def forward(self, tokens: Tensor, centres: Tensor, patch_size_m: float, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, tokens: Tensor, centres: Tensor, patch_size_m: float, grid: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
         """tokens (B, M, P, D) with positions added (masked ones replaced); centres (P, 2) in metres.
 
         Returns the class token (B, D) and the fused patch embeddings (B, P, D).

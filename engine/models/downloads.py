@@ -47,20 +47,32 @@ DOWNLOADS: dict[str, DownloadableModel] = {
     entry.name: entry
     for entry in (
         DownloadableModel(
-            name="anysat-base", repository="g-astruc/AnySat", file="models/AnySat.pth",
-            sha256="ce1246527a28bade624048c448a1fa473ca85791b998f562ce2bcc3dcac93d4f", size_bytes=504_000_000,  # pragma: allowlist secret (a checksum)
-            architecture="anysat", size="base", parameters=125_904_103, licence="MIT",
+            name="anysat-base",
+            repository="g-astruc/AnySat",
+            file="models/AnySat.pth",
+            sha256="ce1246527a28bade624048c448a1fa473ca85791b998f562ce2bcc3dcac93d4f",  # pragma: allowlist secret (a checksum)
+            size_bytes=504_000_000,
+            architecture="anysat",
+            size="base",
+            parameters=125_904_103,
+            licence="MIT",
             provenance="official AnySat base encoder (Astruc et al., CVPR 2025), pretrained on GeoPlex "
-                       "(11 sensors); converted by the engine's AnySat importer",
+            "(11 sensors); converted by the engine's AnySat importer",
             converter="import-anysat",
         ),
         DownloadableModel(
-            name="universat-base", repository="g-astruc/UniverSat", file="model.safetensors",
-            sha256="", size_bytes=804_000_000,
-            architecture="universat", size="base", parameters=144_339_232, licence="MIT",
+            name="universat-base",
+            repository="g-astruc/UniverSat",
+            file="model.safetensors",
+            sha256="",
+            size_bytes=804_000_000,
+            architecture="universat",
+            size="base",
+            parameters=144_339_232,
+            licence="MIT",
             provenance="official UniverSat Base encoder (Astruc et al., 2026, 'AnySat v2'), one set of weights "
-                       "for 13 sensors; the hub layout (config.json + model.safetensors) read directly, the "
-                       "training-only SSL projectors dropped",
+            "for 13 sensors; the hub layout (config.json + model.safetensors) read directly, the "
+            "training-only SSL projectors dropped",
             converter="universat-hub",
         ),
     )
@@ -79,7 +91,8 @@ def hub_base(given: str | None) -> str:
         raise EngineError(
             f"No model hub address is set: give --hub-url, set {HUB_ENV}, or in QGIS the Processing setting "
             "'OmniSat model hub address', to the base address of the hub "
-            "that hosts the model's repository (files are fetched from <base>/<repository>/resolve/main/<file>).")
+            "that hosts the model's repository (files are fetched from <base>/<repository>/resolve/main/<file>)."
+        )
     return base
 
 
@@ -99,8 +112,10 @@ def normalization_notes(modalities) -> dict[str, str]:
     notes = {}
     for spec in modalities:
         if all(m == 0.0 for m in spec.mean) and all(s == 1.0 for s in spec.std):
-            notes[spec.name] = ("none published: identity placeholder; compute the statistics of your data with "
-                                "'Normalization statistics of my data' (normalization-stats) and pass them to the job")
+            notes[spec.name] = (
+                "none published: identity placeholder; compute the statistics of your data with "
+                "'Normalization statistics of my data' (normalization-stats) and pass them to the job"
+            )
         else:
             notes[spec.name] = "published statistics of the reference configs / demo (see engine/models/modalities.py)"
     return notes

@@ -43,7 +43,7 @@ class HeadConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "HeadConfig":
+    def from_dict(cls, data: dict) -> HeadConfig:
         return cls(**data)
 
 
@@ -95,7 +95,8 @@ class DenseSegmentationHead(LinearHead):
         if dense.ndim != 4 or dense.shape[-1] != self.in_dim:
             raise EngineError(
                 f"This segmentation head reads dense features (B, Hs, Ws, {self.in_dim}) per sub-patch, got "
-                f"{tuple(dense.shape)}: it needs an AnySat model's dense output (Features.dense).")
+                f"{tuple(dense.shape)}: it needs an AnySat model's dense output (Features.dense)."
+            )
         logits = rearrange(super().forward(dense), "b h w k -> b k h w")
         if output_size is not None and tuple(output_size) != tuple(logits.shape[-2:]):
             logits = F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
@@ -115,5 +116,6 @@ def head_input_width(kind: str, model: EOModel) -> int:
     if not model.has_dense_features:
         raise EngineError(
             f"A dense segmentation head needs per-sub-patch features, which only AnySat models give; "
-            f"{type(model).__name__} gives tile and patch features only: use a patch head or an anysat-* model.")
+            f"{type(model).__name__} gives tile and patch features only: use a patch head or an anysat-* model."
+        )
     return 2 * model.embed_dim

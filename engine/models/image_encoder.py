@@ -58,7 +58,9 @@ def _pool2(x: Tensor, reduce) -> Tensor:
     minimum) of four strided views: on a channels-last map several times faster than the
     pooling kernel, the same values."""
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    return reduce(reduce(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]), reduce(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
+    return reduce(
+        reduce(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]), reduce(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2])
+    )
 
 
 def _gelu_max_pool2(x: Tensor) -> Tensor:
@@ -110,9 +112,19 @@ class ImagePatchEncoder(nn.Module):
         # 2i - 1 to 2i + 1, so 2 * (kept rows) input rows give exactly the kept outputs.
         keep_h, keep_w = (h + 1) // 2 // 2 * 4, (w + 1) // 2 // 2 * 4
         x = patches[..., :keep_h, :keep_w].contiguous(memory_format=torch.channels_last)
-        weight, bias = derived(self, "_folded_stem", (self.stem.weight, self.stem.bias, self.stem_norm.weight,
-                                                      self.stem_norm.bias, self.stem_norm.running_mean,
-                                                      self.stem_norm.running_var), self._fold_stem)
+        weight, bias = derived(
+            self,
+            "_folded_stem",
+            (
+                self.stem.weight,
+                self.stem.bias,
+                self.stem_norm.weight,
+                self.stem_norm.bias,
+                self.stem_norm.running_mean,
+                self.stem_norm.running_var,
+            ),
+            self._fold_stem,
+        )
         x = _gelu_max_pool2(F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), stride=2, padding=1))
         for block in self.blocks:
             x = block.infer_pooled(x)

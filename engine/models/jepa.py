@@ -66,7 +66,7 @@ class JEPAPredictor(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x, pred], dim=1)
         for block in self.blocks:
             x = block(x)
-        return self.proj(self.norm(x[:, 1 + context.shape[1]:]))
+        return self.proj(self.norm(x[:, 1 + context.shape[1] :]))
 
 
 def pretraining_parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -80,8 +80,9 @@ def pretraining_parameter_counts(model: nn.Module) -> dict[str, int]:
     return {"pretraining.jepa_predictor": sum(p.numel() for p in predictor.parameters())}
 
 
-def _block_size(grid: int, scale: tuple[float, float], aspect: tuple[float, float],
-                generator: torch.Generator) -> tuple[int, int]:
+def _block_size(
+    grid: int, scale: tuple[float, float], aspect: tuple[float, float], generator: torch.Generator
+) -> tuple[int, int]:
     """A block of about scale x grid^2 patches with the given aspect, smaller than the grid."""
     u = torch.rand(1, generator=generator).item()
     area = grid * grid * (scale[0] + u * (scale[1] - scale[0]))
@@ -96,12 +97,13 @@ def _place(grid: int, size: tuple[int, int], generator: torch.Generator) -> Tens
     top = int(torch.randint(0, grid - h + 1, (1,), generator=generator))
     left = int(torch.randint(0, grid - w + 1, (1,), generator=generator))
     mask = torch.zeros(grid, grid, dtype=torch.bool)
-    mask[top:top + h, left:left + w] = True
+    mask[top : top + h, left : left + w] = True
     return mask
 
 
-def sample_block_masks(batch: int, grid: int, config: JEPAConfig,
-                       generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
+def sample_block_masks(
+    batch: int, grid: int, config: JEPAConfig, generator: torch.Generator
+) -> tuple[Tensor, list[Tensor]]:
     """Context (B, Nc) and n_targets x (B, Nt) patch indices (row-major) on a grid x grid patch grid.
 
     Every sample keeps at least one context patch; lists are cut to the batch's shortest
@@ -130,13 +132,18 @@ def sample_block_masks(batch: int, grid: int, config: JEPAConfig,
         contexts.append(context.flatten().nonzero().squeeze(1))
     n_ctx = min(len(c) for c in contexts)
     ctx = torch.stack([c[:n_ctx] for c in contexts])
-    tgt = [torch.stack([t[:min(len(x) for x in ts)] for t in ts]) for ts in targets]
+    tgt = [torch.stack([t[: min(len(x) for x in ts)] for t in ts]) for ts in targets]
     return ctx, tgt
 
 
-def drop_dates(inputs: dict[str, Tensor], dates: dict[str, Tensor], date_mask: dict[str, Tensor] | None,
-               model: AnySat, fraction: float, generator: torch.Generator
-               ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor] | None]:
+def drop_dates(
+    inputs: dict[str, Tensor],
+    dates: dict[str, Tensor],
+    date_mask: dict[str, Tensor] | None,
+    model: AnySat,
+    fraction: float,
+    generator: torch.Generator,
+) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor] | None]:
     """Keep a random (1 - fraction) of each series' dates, per sample (at least one)."""
     inputs, dates = dict(inputs), dict(dates)
     date_mask = dict(date_mask) if date_mask else None
@@ -156,8 +163,7 @@ def drop_dates(inputs: dict[str, Tensor], dates: dict[str, Tensor], date_mask: d
     return inputs, dates, date_mask
 
 
-def keep_modalities(batch: int, n_patches: int, n_modalities: int, ratio: float,
-                    generator: torch.Generator) -> Tensor:
+def keep_modalities(batch: int, n_patches: int, n_modalities: int, ratio: float, generator: torch.Generator) -> Tensor:
     """bool (B, M, Q): which (modality, patch) tokens the student sees.
 
     One random modality per patch is always kept; of the other (M - 1) Q tokens, a random
@@ -202,11 +208,17 @@ class AnySatJEPA(nn.Module):
         self.steps_done += 1
         return m
 
-    def forward(self, inputs: dict[str, Tensor], dates: dict[str, Tensor], date_mask: dict[str, Tensor] | None = None,
-                patch_size_m: float | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def forward(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor],
+        date_mask: dict[str, Tensor] | None = None,
+        patch_size_m: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
         """Losses of one step: 'loss' (to backpropagate), 'jepa', 'contrastive'."""
         cfg, student = self.config, self.student
-        generator = generator or torch.Generator().manual_seed(int(torch.randint(2 ** 31, (1,))))
+        generator = generator or torch.Generator().manual_seed(int(torch.randint(2**31, (1,))))
         student.check_inputs(inputs, dates, date_mask)
         layout = student.layout(inputs, patch_size_m or student.config.patch_size_m)
         b, g = next(iter(inputs.values())).shape[0], layout.grid
@@ -227,7 +239,9 @@ class AnySatJEPA(nn.Module):
         if len(names) > 1:
             keep = keep_modalities(b, context.shape[1], len(names), cfg.modality_mask_ratio, generator).to(device)
             for i, n in enumerate(names):
-                gathered[n] = torch.where(keep[:, i, :, None], gathered[n], self.modality_mask_token.to(gathered[n].dtype))
+                gathered[n] = torch.where(
+                    keep[:, i, :, None], gathered[n], self.modality_mask_token.to(gathered[n].dtype)
+                )
         fused = student.fuse(layout, gathered, enc.context_tokens, patch_index=context)[:, 1:]
 
         pos = student.patch_positions(layout, device)

@@ -14,7 +14,8 @@ everywhere (the benchmarks' naive baseline, cross-checks in the tests).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +27,11 @@ _ACTIVATIONS = {"none": (None, ""), "gelu": (F.gelu, "none")}  # name -> (fallba
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # oneDNN has no bf16 inner product without AVX512-BF16 / AMX (it refuses to build the primitive):
 # there bf16 layers take PyTorch's own kernel.
-_DTYPES = ((torch.float32, torch.bfloat16) if ONEDNN_AVAILABLE and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-           else (torch.float32,))
+_DTYPES = (
+    (torch.float32, torch.bfloat16)
+    if ONEDNN_AVAILABLE and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    else (torch.float32,)
+)
 
 
 class Switch:
@@ -61,8 +65,9 @@ def _int8_linear(layer: nn.Linear, x: Tensor) -> Tensor:
     def pack():
         weight = layer.weight.detach().float()
         scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        qweight = torch.quantize_per_channel(weight, scales.double(), torch.zeros_like(scales, dtype=torch.long), 0,
-                                             torch.qint8)
+        qweight = torch.quantize_per_channel(
+            weight, scales.double(), torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8
+        )
         return torch.ops.quantized.linear_prepack(qweight, None if layer.bias is None else layer.bias.detach().float())
 
     packed = derived(layer, "_int8_packed", (layer.weight, layer.bias), pack)
@@ -95,8 +100,7 @@ def linear(layer: nn.Linear, x: Tensor, activation: str = "none") -> Tensor:
         y = F.linear(x, layer.weight, layer.bias)
         return y if fallback is None else fallback(y)
     weight, bias = _weights(layer, dtype)
-    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "gelu" if fallback else "none", [],
-                                              algorithm)
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "gelu" if fallback else "none", [], algorithm)
 
 
 def linear_rows(layer: nn.Linear, x: Tensor, start: int, stop: int) -> Tensor:
@@ -107,9 +111,15 @@ def linear_rows(layer: nn.Linear, x: Tensor, start: int, stop: int) -> Tensor:
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad)
     if not _use_onednn.value or dtype not in _DTYPES or needs_grad:
         return F.linear(x, layer.weight[start:stop], bias)
-    weight, bias = derived(layer, f"_onednn_rows_{start}_{stop}_{dtype}", (layer.weight, layer.bias),
-                           lambda: (layer.weight[start:stop].to(dtype).contiguous(),
-                                    None if bias is None else bias.to(dtype).contiguous()))
+    weight, bias = derived(
+        layer,
+        f"_onednn_rows_{start}_{stop}_{dtype}",
+        (layer.weight, layer.bias),
+        lambda: (
+            layer.weight[start:stop].to(dtype).contiguous(),
+            None if bias is None else bias.to(dtype).contiguous(),
+        ),
+    )
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "none", [], "")
 
 
@@ -129,8 +139,12 @@ def _weights(layer: nn.Linear, dtype: torch.dtype) -> tuple[Tensor, Tensor | Non
     """The layer's weights in ``dtype``, cast once and kept until the weights change."""
     if layer.weight.dtype == dtype:
         return layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
-    return derived(layer, f"_onednn_{dtype}", (layer.weight, layer.bias),
-                   lambda: (layer.weight.to(dtype), None if layer.bias is None else layer.bias.to(dtype)))
+    return derived(
+        layer,
+        f"_onednn_{dtype}",
+        (layer.weight, layer.bias),
+        lambda: (layer.weight.to(dtype), None if layer.bias is None else layer.bias.to(dtype)),
+    )
 
 
 class Linear(nn.Linear):

@@ -46,7 +46,7 @@ class LTAEConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LTAEConfig":
+    def from_dict(cls, data: dict) -> LTAEConfig:
         values = dict(data)
         values["in_mlp"], values["out_mlp"] = tuple(values["in_mlp"]), tuple(values["out_mlp"])
         return cls(**values)
@@ -96,7 +96,9 @@ class LTAE(nn.Module):
         d = config.model_dim
         if d % config.heads:
             raise ValueError(f"L-TAE width {d} is not divisible by {config.heads} heads")
-        self.in_mlp = _mlp([config.in_channels, *config.in_mlp], config.dropout, config.mlp_norm) if config.in_mlp else None
+        self.in_mlp = (
+            _mlp([config.in_channels, *config.in_mlp], config.dropout, config.mlp_norm) if config.in_mlp else None
+        )
         self.in_norm = nn.GroupNorm(config.heads, d) if config.input_norm else None
         self.query = nn.Parameter(torch.randn(config.heads, config.key_dim) * math.sqrt(2.0 / config.key_dim))
         self.key = Linear(d, config.heads * config.key_dim)

@@ -6,8 +6,9 @@ import torch
 from torch import Tensor
 
 
-def random_token_mask(batch: int, n_tokens: int, ratio: float, device=None,
-                      generator: torch.Generator | None = None) -> Tensor:
+def random_token_mask(
+    batch: int, n_tokens: int, ratio: float, device=None, generator: torch.Generator | None = None
+) -> Tensor:
     """bool (B, N), True = masked; exactly N - int(N (1 - ratio)) tokens per sample."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
@@ -34,4 +35,3 @@ def top_attention_dates(attention: Tensor, valid: Tensor | None, fraction: float
     index = scores.topk(k, dim=1).indices
     keep = torch.arange(k, device=attention.device)[None, :] < chosen[:, None]
     return index, keep
-

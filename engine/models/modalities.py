@@ -57,13 +57,13 @@ class ModalitySpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModalitySpec":
+    def from_dict(cls, data: dict[str, Any]) -> ModalitySpec:
         values = dict(data)
         for key in ("bands", "mean", "std"):
             values[key] = tuple(values[key])
         return cls(**values)
 
-    def renamed(self, name: str) -> "ModalitySpec":
+    def renamed(self, name: str) -> ModalitySpec:
         return replace(self, name=name)
 
 
@@ -84,36 +84,128 @@ _S1_DES_MEAN, _S1_DES_STD = (0.1459, 0.0390), (0.0844, 0.0245)
 SENSORS: dict[str, ModalitySpec] = {
     spec.name: spec
     for spec in (
-        ModalitySpec("aerial", "image", ("R", "G", "B", "NIR"), 0.2, False,
-                     _TREESAT_AERIAL_MEAN, _TREESAT_AERIAL_STD,
-                     "Very-high-resolution aerial orthophoto, RGB + near infrared, 0.2 m"),
-        ModalitySpec("aerial_elevation", "image", ("R", "G", "B", "NIR", "elevation"), 0.2, False,
-                     (105.08, 110.87, 101.82, 106.38, 53.26), (52.17, 45.38, 44.00, 39.69, 79.30),
-                     "Aerial orthophoto with a normalized surface model band (FLAIR), 0.2 m"),
-        ModalitySpec("spot", "image", ("R", "G", "B"), 1.0, False,
-                     (125.0, 125.0, 125.0), (60.0, 60.0, 60.0),
-                     "SPOT-6/7 pansharpened RGB, 1 m (PASTIS-HD)"),
-        ModalitySpec("s2", "series", _S2_BANDS, 10.0, True, _S2_MEAN, _S2_STD,
-                     "Sentinel-2 L2A time series, 10 bands resampled to 10 m"),
-        ModalitySpec("s1_asc", "series", ("VV", "VH"), 10.0, True, _S1_ASC_MEAN, _S1_ASC_STD,
-                     "Sentinel-1 GRD ascending orbit time series, VV and VH linear power"),
-        ModalitySpec("s1_des", "series", ("VV", "VH"), 10.0, True, _S1_DES_MEAN, _S1_DES_STD,
-                     "Sentinel-1 GRD descending orbit time series, VV and VH linear power"),
-        ModalitySpec("s1_asc_ratio", "series", ("VV", "VH", "VV/VH"), 10.0, True,
-                     (0.1109, 0.0327, 3.7), (0.0552, 0.0166, 2.0),
-                     "Sentinel-1 ascending time series with the VV/VH ratio band (PASTIS-HD)"),
+        ModalitySpec(
+            "aerial",
+            "image",
+            ("R", "G", "B", "NIR"),
+            0.2,
+            False,
+            _TREESAT_AERIAL_MEAN,
+            _TREESAT_AERIAL_STD,
+            "Very-high-resolution aerial orthophoto, RGB + near infrared, 0.2 m",
+        ),
+        ModalitySpec(
+            "aerial_elevation",
+            "image",
+            ("R", "G", "B", "NIR", "elevation"),
+            0.2,
+            False,
+            (105.08, 110.87, 101.82, 106.38, 53.26),
+            (52.17, 45.38, 44.00, 39.69, 79.30),
+            "Aerial orthophoto with a normalized surface model band (FLAIR), 0.2 m",
+        ),
+        ModalitySpec(
+            "spot",
+            "image",
+            ("R", "G", "B"),
+            1.0,
+            False,
+            (125.0, 125.0, 125.0),
+            (60.0, 60.0, 60.0),
+            "SPOT-6/7 pansharpened RGB, 1 m (PASTIS-HD)",
+        ),
+        ModalitySpec(
+            "s2",
+            "series",
+            _S2_BANDS,
+            10.0,
+            True,
+            _S2_MEAN,
+            _S2_STD,
+            "Sentinel-2 L2A time series, 10 bands resampled to 10 m",
+        ),
+        ModalitySpec(
+            "s1_asc",
+            "series",
+            ("VV", "VH"),
+            10.0,
+            True,
+            _S1_ASC_MEAN,
+            _S1_ASC_STD,
+            "Sentinel-1 GRD ascending orbit time series, VV and VH linear power",
+        ),
+        ModalitySpec(
+            "s1_des",
+            "series",
+            ("VV", "VH"),
+            10.0,
+            True,
+            _S1_DES_MEAN,
+            _S1_DES_STD,
+            "Sentinel-1 GRD descending orbit time series, VV and VH linear power",
+        ),
+        ModalitySpec(
+            "s1_asc_ratio",
+            "series",
+            ("VV", "VH", "VV/VH"),
+            10.0,
+            True,
+            (0.1109, 0.0327, 3.7),
+            (0.0552, 0.0166, 2.0),
+            "Sentinel-1 ascending time series with the VV/VH ratio band (PASTIS-HD)",
+        ),
         # Further GeoPlex sensors of AnySat. The release publishes no statistics for them:
         # identity normalization, so give normalized data or a checkpoint with its own.
-        ModalitySpec("naip", "image", ("R", "G", "B", "NIR"), 1.25, False, (0.0,) * 4, (1.0,) * 4,
-                     "NAIP aerial RGB + near infrared, 1.25 m"),
-        ModalitySpec("alos", "series", ("HH", "HV", "HH/HV"), 30.0, True, (0.0,) * 3, (1.0,) * 3,
-                     "ALOS-2 PALSAR-2 L-band radar time series with the HH/HV ratio, 30 m"),
-        ModalitySpec("l7", "series", ("B1", "B2", "B3", "B4", "B5", "B7"), 30.0, True, (0.0,) * 6, (1.0,) * 6,
-                     "Landsat-7 ETM+ time series, 30 m"),
-        ModalitySpec("l8", "series", ("B8", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "B11"), 10.0,
-                     True, (0.0,) * 11, (1.0,) * 11, "Landsat-8/9 time series resampled to 10 m (S2NAIP)"),
-        ModalitySpec("modis", "series", ("B1", "B2", "B3", "B4", "B5", "B6", "B7"), 250.0, True,
-                     (0.0,) * 7, (1.0,) * 7, "MODIS surface reflectance time series, 250 m (one context token)"),
+        ModalitySpec(
+            "naip",
+            "image",
+            ("R", "G", "B", "NIR"),
+            1.25,
+            False,
+            (0.0,) * 4,
+            (1.0,) * 4,
+            "NAIP aerial RGB + near infrared, 1.25 m",
+        ),
+        ModalitySpec(
+            "alos",
+            "series",
+            ("HH", "HV", "HH/HV"),
+            30.0,
+            True,
+            (0.0,) * 3,
+            (1.0,) * 3,
+            "ALOS-2 PALSAR-2 L-band radar time series with the HH/HV ratio, 30 m",
+        ),
+        ModalitySpec(
+            "l7",
+            "series",
+            ("B1", "B2", "B3", "B4", "B5", "B7"),
+            30.0,
+            True,
+            (0.0,) * 6,
+            (1.0,) * 6,
+            "Landsat-7 ETM+ time series, 30 m",
+        ),
+        ModalitySpec(
+            "l8",
+            "series",
+            ("B8", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "B11"),
+            10.0,
+            True,
+            (0.0,) * 11,
+            (1.0,) * 11,
+            "Landsat-8/9 time series resampled to 10 m (S2NAIP)",
+        ),
+        ModalitySpec(
+            "modis",
+            "series",
+            ("B1", "B2", "B3", "B4", "B5", "B6", "B7"),
+            250.0,
+            True,
+            (0.0,) * 7,
+            (1.0,) * 7,
+            "MODIS surface reflectance time series, 250 m (one context token)",
+        ),
     )
 }
 

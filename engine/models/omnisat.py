@@ -84,9 +84,14 @@ class OmniSatConfig:
     def ltae_config(self, spec: ModalitySpec) -> LTAEConfig:
         px = self.patch_px(spec)
         return LTAEConfig(
-            in_channels=spec.n_bands * px * px, in_mlp=self.ltae_in_mlp, heads=self.ltae_heads,
-            key_dim=self.ltae_key_dim, out_mlp=self.ltae_out_mlp, date_period=self.date_period,
-            input_norm=spec.name in self.ltae_input_norm, dropout=self.ltae_dropout,
+            in_channels=spec.n_bands * px * px,
+            in_mlp=self.ltae_in_mlp,
+            heads=self.ltae_heads,
+            key_dim=self.ltae_key_dim,
+            out_mlp=self.ltae_out_mlp,
+            date_period=self.date_period,
+            input_norm=spec.name in self.ltae_input_norm,
+            dropout=self.ltae_dropout,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,7 +101,7 @@ class OmniSatConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "OmniSatConfig":
+    def from_dict(cls, data: dict[str, Any]) -> OmniSatConfig:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["modalities"] = tuple(ModalitySpec.from_dict(m) for m in data["modalities"])
@@ -140,11 +145,15 @@ class SeriesPatchEncoder(nn.Module):
             embedding, attention = self.ltae(sequences, dates, mask)
         else:
             step = max(1, LTAE_ROW_CHUNK // x.shape[1])
-            parts = [self.ltae(sequences[i:i + step], dates[i:i + step], None if mask is None else mask[i:i + step])
-                     for i in range(0, sequences.shape[0], step)]
+            parts = [
+                self.ltae(sequences[i : i + step], dates[i : i + step], None if mask is None else mask[i : i + step])
+                for i in range(0, sequences.shape[0], step)
+            ]
             embedding, attention = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        return (rearrange(embedding, "(b p) d -> b p d", b=b),
-                rearrange(attention.mean(dim=1), "(b p) t -> b p t", b=b))
+        return (
+            rearrange(embedding, "(b p) d -> b p d", b=b),
+            rearrange(attention.mean(dim=1), "(b p) t -> b p t", b=b),
+        )
 
 
 class TemporalDecoder(nn.Module):
@@ -177,8 +186,16 @@ class OmniSat(EOModel):
             else:
                 self.encoders[spec.name] = SeriesPatchEncoder(config.ltae_config(spec), px)
                 self.decoders[spec.name] = TemporalDecoder(d, spec.n_bands * px * px, config.date_period)
-        self.combiner = Combiner(d, config.depth, config.heads, config.grid, config.mlp_ratio,
-                                 config.dropout, config.attn_dropout, config.drop_path)
+        self.combiner = Combiner(
+            d,
+            config.depth,
+            config.heads,
+            config.grid,
+            config.mlp_ratio,
+            config.dropout,
+            config.attn_dropout,
+            config.drop_path,
+        )
         self.mask_token = nn.Parameter(torch.zeros(1, d))
 
     def parameter_groups(self) -> dict[str, nn.Module | nn.Parameter]:
@@ -215,8 +232,13 @@ class OmniSat(EOModel):
         return next(iter(grids.values()))
 
     # -- encoding -------------------------------------------------------------------------
-    def encode(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None = None,
-               date_mask: dict[str, Tensor] | None = None, keep_traces: bool = False) -> Encoded:
+    def encode(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor] | None = None,
+        date_mask: dict[str, Tensor] | None = None,
+        keep_traces: bool = False,
+    ) -> Encoded:
         """Per-modality tokens; ``keep_traces`` keeps the image pooling indices for the decoders."""
         self.check_inputs(inputs, dates, date_mask)
         grid = self.patch_grid(inputs)
@@ -248,9 +270,13 @@ class OmniSat(EOModel):
         centres = patch_centres(*encoded.grid, self.config.patch_size_m, device=tokens.device)
         return self.combiner(tokens, centres, self.config.patch_size_m, encoded.grid)
 
-    def forward_features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None = None,
-                         date_mask: dict[str, Tensor] | None = None,
-                         patch_size_m: float | None = None) -> Features:
+    def forward_features(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor] | None = None,
+        date_mask: dict[str, Tensor] | None = None,
+        patch_size_m: float | None = None,
+    ) -> Features:
         if patch_size_m is not None and abs(patch_size_m - self.config.patch_size_m) > 1e-6:
             raise EngineError(
                 f"OmniSat works on the patch size it was trained with ({self.config.patch_size_m} m), "
@@ -260,17 +286,28 @@ class OmniSat(EOModel):
         tile, patches = self.fuse(encoded)
         gh, gw = encoded.grid
         local = torch.stack(list(encoded.tokens.values())).mean(dim=0)
-        return Features(tile=tile, patch=rearrange(patches, "b (h w) d -> b h w d", h=gh, w=gw),
-                        local=rearrange(local, "b (h w) d -> b h w d", h=gh, w=gw))
+        return Features(
+            tile=tile,
+            patch=rearrange(patches, "b (h w) d -> b h w d", h=gh, w=gw),
+            local=rearrange(local, "b (h w) d -> b h w d", h=gh, w=gw),
+        )
 
-    def forward(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None = None,
-                date_mask: dict[str, Tensor] | None = None) -> Features:
+    def forward(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor] | None = None,
+        date_mask: dict[str, Tensor] | None = None,
+    ) -> Features:
         return self.forward_features(inputs, dates, date_mask)
 
     # -- pretraining ----------------------------------------------------------------------
-    def pretraining_loss(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None = None,
-                         date_mask: dict[str, Tensor] | None = None,
-                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def pretraining_loss(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor] | None = None,
+        date_mask: dict[str, Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
         """Masked-token pretraining losses: {'loss', 'contrastive', 'reconstruction.<modality>'}."""
         cfg = self.config
         encoded = self.encode(inputs, dates, date_mask, keep_traces=True)
@@ -283,8 +320,9 @@ class OmniSat(EOModel):
 
         losses: dict[str, Tensor] = {}
         if len(names) > 1:
-            losses["contrastive"] = patch_contrastive_loss(torch.stack([encoded.tokens[n] for n in names]),
-                                                           cfg.temperature)
+            losses["contrastive"] = patch_contrastive_loss(
+                torch.stack([encoded.tokens[n] for n in names]), cfg.temperature
+            )
         for i, name in enumerate(names):
             spec, x = self.modalities[name], inputs[name]
             px = cfg.patch_px(spec)
@@ -294,14 +332,16 @@ class OmniSat(EOModel):
                 prediction = self.decoders[name](rearrange(patches, "b p d -> (b p) d"), encoded.traces[name], px)
                 losses[f"reconstruction.{name}"] = image_reconstruction_loss(prediction, target)
             else:
-                index, keep = top_attention_dates(encoded.attention[name].mean(dim=1), date_mask.get(name),
-                                                  cfg.top_dates)
+                index, keep = top_attention_dates(
+                    encoded.attention[name].mean(dim=1), date_mask.get(name), cfg.top_dates
+                )
                 day = dates[name] if spec.has_dates else torch.zeros(x.shape[:2], device=x.device)
                 values = rearrange(x, "b t c (gh kh) (gw kw) -> b t (gh gw) (c kh kw)", kh=px, kw=px)
                 target = values.gather(1, index[:, :, None, None].expand(-1, -1, *values.shape[2:]))
                 prediction = self.decoders[name](patches, day.gather(1, index))
                 losses[f"reconstruction.{name}"] = series_reconstruction_loss(
-                    prediction, target, keep, masked_by_modality[i])
+                    prediction, target, keep, masked_by_modality[i]
+                )
         losses["loss"] = sum(losses.values())
         return losses
 
@@ -311,8 +351,9 @@ register_architecture(OmniSatConfig.architecture, OmniSatConfig, OmniSat)
 
 def treesatai_config() -> OmniSatConfig:
     """TreeSatAI-TS: aerial RGBNIR 0.2 m + S2 + S1 ascending, 60 m tiles of 6 x 6 patches of 10 m."""
-    return OmniSatConfig(modalities=(sensor("aerial"), sensor("s2"), sensor("s1_asc")),
-                         patch_size_m=10.0, grid=(6, 6), date_period=367.0)
+    return OmniSatConfig(
+        modalities=(sensor("aerial"), sensor("s2"), sensor("s1_asc")), patch_size_m=10.0, grid=(6, 6), date_period=367.0
+    )
 
 
 def pastis_config() -> OmniSatConfig:
@@ -320,29 +361,73 @@ def pastis_config() -> OmniSatConfig:
 
     Dates are days since the series' reference date, hence the longer period.
     """
-    return OmniSatConfig(modalities=(sensor("spot"), sensor("s2"), sensor("s1_asc_ratio")),
-                         patch_size_m=40.0, grid=(32, 32), date_period=734.0)
+    return OmniSatConfig(
+        modalities=(sensor("spot"), sensor("s2"), sensor("s1_asc_ratio")),
+        patch_size_m=40.0,
+        grid=(32, 32),
+        date_period=734.0,
+    )
 
 
 def flair_config() -> OmniSatConfig:
     """FLAIR: aerial RGB + NIR + elevation 0.2 m + S2, 100 m tiles of 10 x 10 patches of 10 m."""
-    return OmniSatConfig(modalities=(sensor("aerial_elevation"), sensor("s2")),
-                         patch_size_m=10.0, grid=(10, 10), date_period=367.0)
+    return OmniSatConfig(
+        modalities=(sensor("aerial_elevation"), sensor("s2")), patch_size_m=10.0, grid=(10, 10), date_period=367.0
+    )
 
 
-TREESATAI_CLASSES = ("Abies", "Acer", "Alnus", "Betula", "Cleared", "Fagus", "Fraxinus", "Larix", "Picea",
-                     "Pinus", "Populus", "Prunus", "Pseudotsuga", "Quercus", "Tilia")
+TREESATAI_CLASSES = (
+    "Abies",
+    "Acer",
+    "Alnus",
+    "Betula",
+    "Cleared",
+    "Fagus",
+    "Fraxinus",
+    "Larix",
+    "Picea",
+    "Pinus",
+    "Populus",
+    "Prunus",
+    "Pseudotsuga",
+    "Quercus",
+    "Tilia",
+)
 
-register_preset("omnisat-treesatai", treesatai_config, {
-    "paper": "OmniSat (ECCV 2024)", "dataset": "TreeSatAI-TS", "task": "multi-label tree species",
-    "n_classes": len(TREESATAI_CLASSES), "multilabel": True, "classes": list(TREESATAI_CLASSES),
-    "tile_m": 60,
-})
-register_preset("omnisat-pastis", pastis_config, {
-    "paper": "OmniSat (ECCV 2024)", "dataset": "PASTIS-HD", "task": "multi-label crop types",
-    "n_classes": 18, "multilabel": True, "tile_m": 1280,
-})
-register_preset("omnisat-flair", flair_config, {
-    "paper": "OmniSat (ECCV 2024)", "dataset": "FLAIR", "task": "land cover classes",
-    "n_classes": 13, "multilabel": True, "tile_m": 100,
-})
+register_preset(
+    "omnisat-treesatai",
+    treesatai_config,
+    {
+        "paper": "OmniSat (ECCV 2024)",
+        "dataset": "TreeSatAI-TS",
+        "task": "multi-label tree species",
+        "n_classes": len(TREESATAI_CLASSES),
+        "multilabel": True,
+        "classes": list(TREESATAI_CLASSES),
+        "tile_m": 60,
+    },
+)
+register_preset(
+    "omnisat-pastis",
+    pastis_config,
+    {
+        "paper": "OmniSat (ECCV 2024)",
+        "dataset": "PASTIS-HD",
+        "task": "multi-label crop types",
+        "n_classes": 18,
+        "multilabel": True,
+        "tile_m": 1280,
+    },
+)
+register_preset(
+    "omnisat-flair",
+    flair_config,
+    {
+        "paper": "OmniSat (ECCV 2024)",
+        "dataset": "FLAIR",
+        "task": "land cover classes",
+        "n_classes": 13,
+        "multilabel": True,
+        "tile_m": 100,
+    },
+)

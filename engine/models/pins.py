@@ -41,7 +41,8 @@ def pin(folder: Path, name: str, sha256: str) -> None:
             f"The file downloaded for {name!r} has sha256 {sha256}, but the first download recorded "
             f"{pins[name]} in {Path(folder) / PINS_FILE}: the published file changed or was tampered with. "
             f"It is refused; if the publisher did release a new file, delete the {name!r} entry of that file "
-            "and fetch again.")
+            "and fetch again."
+        )
     pins[name] = sha256
     path = Path(folder) / PINS_FILE
     temporary = path.with_name(path.name + ".tmp")

@@ -20,7 +20,9 @@ def sinusoid_encoding(positions: Tensor, dim: int, period: float, repeat: int = 
     each head its own copy.
     """
     index = torch.arange(dim, device=positions.device, dtype=torch.float32)
-    denominator = torch.pow(torch.tensor(float(period), device=positions.device), 2 * torch.div(index, 2, rounding_mode="floor") / dim)
+    denominator = torch.pow(
+        torch.tensor(float(period), device=positions.device), 2 * torch.div(index, 2, rounding_mode="floor") / dim
+    )
     angles = positions.float().unsqueeze(-1) / denominator
     code = torch.where(index.long() % 2 == 0, torch.sin(angles), torch.cos(angles))
     if repeat > 1:

@@ -44,7 +44,7 @@ class RMSNorm(nn.Module):
 
     def inverse_rms(self, x: Tensor) -> Tensor:
         """1 / (rms(x) + eps) over the last axis, keepdim (a multiply on the big tensor instead of a divide)."""
-        return 1.0 / (x.norm(2, dim=-1, keepdim=True) * self.dim ** -0.5 + self.eps)
+        return 1.0 / (x.norm(2, dim=-1, keepdim=True) * self.dim**-0.5 + self.eps)
 
 
 class FourierEmbedding(nn.Module):
@@ -89,12 +89,12 @@ def register_coords(n: int, device=None) -> Tensor:
         return reg
     side = n // 4
     c = torch.arange(side, device=device, dtype=torch.float32) / side
-    reg[0 * side:1 * side, 0] = c
-    reg[1 * side:2 * side, 0] = 1
-    reg[1 * side:2 * side, 1] = c
-    reg[2 * side:3 * side, 0] = 1 - c
-    reg[2 * side:3 * side, 1] = 1
-    reg[3 * side:4 * side, 1] = 1 - c
+    reg[0 * side : 1 * side, 0] = c
+    reg[1 * side : 2 * side, 0] = 1
+    reg[1 * side : 2 * side, 1] = c
+    reg[2 * side : 3 * side, 0] = 1 - c
+    reg[2 * side : 3 * side, 1] = 1
+    reg[3 * side : 4 * side, 1] = 1 - c
     return reg
 
 
@@ -113,8 +113,9 @@ def rotate_2d(x: Tensor, angle: Tensor) -> Tensor:
 
 def rope_1d_angles(positions: Tensor, head_dim: int) -> tuple[Tensor, Tensor]:
     """(cos, sin) of integer positions (...,) for interleaved channel pairs: (..., head_dim / 2) each."""
-    theta = 1.0 / (ROPE_1D_BASE ** (torch.arange(0, head_dim, 2, device=positions.device)[: head_dim // 2]
-                                    .float() / head_dim))
+    theta = 1.0 / (
+        ROPE_1D_BASE ** (torch.arange(0, head_dim, 2, device=positions.device)[: head_dim // 2].float() / head_dim)
+    )
     angle = positions.float()[..., None] * theta
     return angle.cos(), angle.sin()
 
@@ -175,7 +176,7 @@ class PoolingAttention(nn.Module):
             elif self.rope == "1d" and positions is not None:
                 k = rotate_1d(k, positions.cos[:, None], positions.sin[:, None])
             scores = q @ k.transpose(-2, -1)
-        weights = torch.softmax(scores * d ** -0.5, dim=-1)  # (g, h, 1, n)
+        weights = torch.softmax(scores * d**-0.5, dim=-1)  # (g, h, 1, n)
         # One query: the weighted mean of the values is the value of the weighted mean of the tokens
         # (the weights sum to 1), so the value projection runs once per head, not once per token.
         mean = (weights @ x[:, None]).squeeze(2)  # (g, h, dim)
@@ -190,8 +191,9 @@ class PoolingAttention(nn.Module):
 
 
 class PoolingBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, expand: int, mlp_ratio: float, qkv_bias: bool, gating: bool,
-                 rope: str | None):
+    def __init__(
+        self, dim: int, heads: int, expand: int, mlp_ratio: float, qkv_bias: bool, gating: bool, rope: str | None
+    ):
         super().__init__()
         if expand not in (1, 2):
             raise ValueError(f"pooling expand factor must be 1 or 2, got {expand}")
@@ -225,8 +227,9 @@ class PatchEncoding:
 
 
 class UniversalPatchEncoder(nn.Module):
-    def __init__(self, dim: int, final_dim: int, heads: int, expand: tuple[int, ...], mlp_ratio: float = 4.0,
-                 gating: bool = True):
+    def __init__(
+        self, dim: int, final_dim: int, heads: int, expand: tuple[int, ...], mlp_ratio: float = 4.0, gating: bool = True
+    ):
         super().__init__()
         if len(expand) != len(AXES):
             raise ValueError(f"one expand factor per axis {AXES}, got {expand}")
@@ -247,7 +250,8 @@ class UniversalPatchEncoder(nn.Module):
             width *= e
         self.registers_temporal = nn.Parameter(torch.zeros(1, TEMPORAL_REGISTERS, dim * expand[0] * expand[1]))
         self.registers_spatial = nn.Parameter(
-            torch.zeros(1, SPATIAL_REGISTERS, dim * expand[0] * expand[1] * expand[2]))
+            torch.zeros(1, SPATIAL_REGISTERS, dim * expand[0] * expand[1] * expand[2])
+        )
         self.norm = RMSNorm(width)
         self.final_proj = Linear(width, final_dim)
         self.widths = [dim * math.prod(expand[:i]) for i in range(len(AXES) + 1)]
@@ -262,16 +266,25 @@ class UniversalPatchEncoder(nn.Module):
                 codes.append(self.wavelength_embed(torch.tensor([float(c)], device=device, dtype=dtype)))
         return torch.cat(codes, dim=0)
 
-    def forward(self, x: Tensor, dates: Tensor | None, channels: tuple, patch_px: int, sub_px: int,
-                gsd_m: float, patch_size_m: float) -> PatchEncoding:
+    def forward(
+        self,
+        x: Tensor,
+        dates: Tensor | None,
+        channels: tuple,
+        patch_px: int,
+        sub_px: int,
+        gsd_m: float,
+        patch_size_m: float,
+    ) -> PatchEncoding:
         """x (B, T, C, H, W) (T = 1 for an image), dates (B, T) day of year or None ->
         tokens of the (H / patch_px) x (W / patch_px) patches, row-major."""
         b, t, c, hh, ww = x.shape
         gh, gw, n = hh // patch_px, ww // patch_px, patch_px // sub_px
         s_count, p_count = n * n, gh * gw
         # rows: (batch, patch, sub-patch, date, band); tokens: the sub-patch's pixels
-        x = rearrange(x, "b t c (gh n r) (gw m q) -> (b gh gw n m t c) (r q)", gh=gh, gw=gw, n=n, m=n, r=sub_px,
-                      q=sub_px)
+        x = rearrange(
+            x, "b t c (gh n r) (gw m q) -> (b gh gw n m t c) (r q)", gh=gh, gw=gw, n=n, m=n, r=sub_px, q=sub_px
+        )
         x = self.value_embed(x)
         device, dtype = x.device, x.dtype
         scale = patch_size_m / 10
@@ -290,8 +303,9 @@ class UniversalPatchEncoder(nn.Module):
             days = torch.cat([days.new_zeros(b, TEMPORAL_REGISTERS), days], dim=1)
             cos, sin = rope_1d_angles(days, self.blocks["T"].attn.head_dim)
             rows = p_count * s_count
-            x = self.blocks["T"](x, KeyPositions(cos=cos.repeat_interleave(rows, dim=0),
-                                                 sin=sin.repeat_interleave(rows, dim=0)))
+            x = self.blocks["T"](
+                x, KeyPositions(cos=cos.repeat_interleave(rows, dim=0), sin=sin.repeat_interleave(rows, dim=0))
+            )
         else:
             x = self.blocks["T"](x)
         w3 = x.shape[-1]

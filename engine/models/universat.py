@@ -26,8 +26,9 @@ are dropped at load), masking, modality dropout, the predictor. MODIS as one con
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -77,23 +78,34 @@ class UniverSatConfig:
         return tuple(s.spec for s in self.sensors)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"architecture": self.architecture, "embed_dim": self.embed_dim, "heads": self.heads,
-                "depth": self.depth, "upe_div": self.upe_div, "upe_expand": list(self.upe_expand),
-                "n_registers": self.n_registers, "mlp_ratio": self.mlp_ratio, "gating": self.gating,
-                "patch_size_m": self.patch_size_m, "sensors": [s.to_dict() for s in self.sensors],
-                # the generic catalog reads modality names from here
-                "modalities": [s.spec.to_dict() for s in self.sensors]}
+        return {
+            "architecture": self.architecture,
+            "embed_dim": self.embed_dim,
+            "heads": self.heads,
+            "depth": self.depth,
+            "upe_div": self.upe_div,
+            "upe_expand": list(self.upe_expand),
+            "n_registers": self.n_registers,
+            "mlp_ratio": self.mlp_ratio,
+            "gating": self.gating,
+            "patch_size_m": self.patch_size_m,
+            "sensors": [s.to_dict() for s in self.sensors],
+            # the generic catalog reads modality names from here
+            "modalities": [s.spec.to_dict() for s in self.sensors],
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "UniverSatConfig":
+    def from_dict(cls, data: dict[str, Any]) -> UniverSatConfig:
         values = {k: v for k, v in data.items() if k not in ("architecture", "modalities")}
         values["upe_expand"] = tuple(values.get("upe_expand", (2, 2, 2, 2)))
         values["sensors"] = tuple(UniverSatSensor.from_dict(s) for s in values.get("sensors", ()))
         return cls(**values)
 
 
-SIZES = {"base": dict(embed_dim=768, heads=12, depth=12, upe_div=8, upe_expand=(2, 2, 2, 2)),
-         "tiny": dict(embed_dim=192, heads=8, depth=6, upe_div=4, upe_expand=(1, 2, 2, 2))}
+SIZES = {
+    "base": dict(embed_dim=768, heads=12, depth=12, upe_div=8, upe_expand=(2, 2, 2, 2)),
+    "tiny": dict(embed_dim=192, heads=8, depth=6, upe_div=4, upe_expand=(1, 2, 2, 2)),
+}
 
 
 def universat_config(size: str, sensors: Iterable[str | UniverSatSensor] = tuple(SENSORS)) -> UniverSatConfig:
@@ -175,17 +187,18 @@ class SubPatchCross(nn.Module):
         b, n, c = kv.shape
         h, d = self.heads, self.head_dim
         kv_n = self.norm_kv(kv)
-        k = rotate_2d(self.k_norm(self.wk(kv_n).view(b, n, h, d)).transpose(1, 2),
-                      (coords_kv @ self.rope_freqs)[None, None])
+        k = rotate_2d(
+            self.k_norm(self.wk(kv_n).view(b, n, h, d)).transpose(1, 2), (coords_kv @ self.rope_freqs)[None, None]
+        )
         v = self.wv(kv_n).view(b, n, h, d).transpose(1, 2)
         out = []
         for i in range(0, queries.shape[1], self.query_chunk):
-            part = queries[:, i:i + self.query_chunk]
+            part = queries[:, i : i + self.query_chunk]
             m = part.shape[1]
             q = self.wq(self.norm_q(part)).view(b, m, h, -1)
             if self.gating:
                 q, gate = q.split([d, d], dim=-1)
-            q = rotate_2d(self.q_norm(q).transpose(1, 2), (coords_q[i:i + m] @ self.rope_freqs)[None, None])
+            q = rotate_2d(self.q_norm(q).transpose(1, 2), (coords_q[i : i + m] @ self.rope_freqs)[None, None])
             y = attend(q, k, v).transpose(1, 2)
             if self.gating:
                 y = y * torch.sigmoid(gate)
@@ -227,18 +240,24 @@ class UniverSat(EOModel):
         self.embed_dim = d = config.embed_dim
         self.sensors: dict[str, UniverSatSensor] = {s.name: s for s in config.sensors}
         self.modalities = {name: s.spec for name, s in self.sensors.items()}
-        self.patch_encoder = UniversalPatchEncoder(d // config.upe_div, d, config.heads, tuple(config.upe_expand),
-                                                   config.mlp_ratio, config.gating)
+        self.patch_encoder = UniversalPatchEncoder(
+            d // config.upe_div, d, config.heads, tuple(config.upe_expand), config.mlp_ratio, config.gating
+        )
         self.fusion = PoolingBlock(d, FUSION_HEADS, 1, config.mlp_ratio, False, config.gating, None)
         self.registers = nn.Parameter(torch.zeros(1, config.n_registers, d))
         nn.init.normal_(self.registers, std=0.02)
-        self.blocks = nn.ModuleList([TrunkBlock(d, config.heads, config.mlp_ratio, config.gating)
-                                     for _ in range(config.depth)])
+        self.blocks = nn.ModuleList(
+            [TrunkBlock(d, config.heads, config.mlp_ratio, config.gating) for _ in range(config.depth)]
+        )
         self.sub_cross = SubPatchCross(d, config.heads, config.mlp_ratio, config.gating)
 
     def parameter_groups(self) -> dict[str, nn.Module]:
-        return {"patch_encoder": self.patch_encoder, "fusion": self.fusion, "blocks": self.blocks,
-                "sub_cross": self.sub_cross}
+        return {
+            "patch_encoder": self.patch_encoder,
+            "fusion": self.fusion,
+            "blocks": self.blocks,
+            "sub_cross": self.sub_cross,
+        }
 
     # ----- sensors -----
     def add_sensor(self, sensor: UniverSatSensor) -> None:
@@ -262,33 +281,40 @@ class UniverSat(EOModel):
             if h != w:
                 raise EngineError(
                     f"UniverSat needs square tiles: {name!r} is {h} x {w} pixels. Cut the area into square "
-                    "windows (tiled mapping does this) instead of passing a rectangle.")
+                    "windows (tiled mapping does this) instead of passing a rectangle."
+                )
             sensor = self.sensors[name]
             if sensor.spec.gsd_m * 4 > patch_size_m * h and sensor.spec.gsd_m > 100:
-                raise EngineError(f"{name!r} ({sensor.spec.gsd_m:g} m) is coarser than the tile: UniverSat's "
-                                  "single-token path for such sensors (MODIS) is not supported; leave it out.")
+                raise EngineError(
+                    f"{name!r} ({sensor.spec.gsd_m:g} m) is coarser than the tile: UniverSat's "
+                    "single-token path for such sensors (MODIS) is not supported; leave it out."
+                )
             px = self.patch_px(name, patch_size_m)
             if h % px:
                 raise EngineError(
                     f"{name!r} is {h} pixels wide, not a whole number of {px}-pixel patches "
-                    f"({patch_size_m:g} m at {sensor.spec.gsd_m:g} m): crop or pad it to a multiple of {px} pixels.")
+                    f"({patch_size_m:g} m at {sensor.spec.gsd_m:g} m): crop or pad it to a multiple of {px} pixels."
+                )
             if px % sensor.sub_px:
                 raise EngineError(
                     f"A {patch_size_m:g} m patch is {px} pixels of {name!r}, not a whole number of its "
                     f"{sensor.sub_px}-pixel sub-patches: choose a patch size that is a multiple of "
-                    f"{sensor.sub_px * sensor.spec.gsd_m:g} m.")
+                    f"{sensor.sub_px * sensor.spec.gsd_m:g} m."
+                )
             extents[name] = h * sensor.spec.gsd_m
         first, extent = next(iter(extents.items()))
         for name, other in extents.items():
             if abs(other - extent) > 1e-6 * extent:
                 raise EngineError(
                     f"Sensors must cover the same ground: {first!r} spans {extent:g} m, {name!r} {other:g} m. "
-                    "Align them on one footprint first.")
+                    "Align them on one footprint first."
+                )
         side = whole_multiple(extent, patch_size_m)
         if side is None:
             raise EngineError(
                 f"The tile spans {extent:g} m, not a whole number of {patch_size_m:g} m patches: choose a patch "
-                f"size dividing {extent:g} m.")
+                f"size dividing {extent:g} m."
+            )
         return side
 
     def cells_per_patch(self, patch_size_m: float, modalities: Iterable[str]) -> int:
@@ -299,7 +325,8 @@ class UniverSat(EOModel):
         if n is None:
             raise EngineError(
                 f"The output resolution {res:g} m does not divide the {patch_size_m:g} m patch: choose a "
-                f"resolution such as {patch_size_m / max(1, round(patch_size_m / res)):g} m.")
+                f"resolution such as {patch_size_m / max(1, round(patch_size_m / res)):g} m."
+            )
         return n
 
     def dense_layout(self, modalities: list[str], patch_size_m: float) -> tuple[str, int]:
@@ -307,8 +334,9 @@ class UniverSat(EOModel):
         return modalities[0], self.cells_per_patch(patch_size_m, modalities)
 
     # ----- stages -----
-    def encode(self, inputs: dict[str, Tensor], dates: dict[str, Tensor], patch_size_m: float,
-               latent: int | None = None) -> Encoded:
+    def encode(
+        self, inputs: dict[str, Tensor], dates: dict[str, Tensor], patch_size_m: float, latent: int | None = None
+    ) -> Encoded:
         latent = latent or self.latent_side(inputs, patch_size_m)
         tokens, sizes, subs, sub_coords = {}, {}, [], []
         for name, sensor in self.sensors.items():  # table order: independent of the caller's dict order
@@ -319,8 +347,9 @@ class UniverSat(EOModel):
             series = x.dim() == 5
             x5 = x if series else x[:, None]
             px = self.patch_px(name, patch_size_m)
-            enc = self.patch_encoder(x5, dates.get(name) if series else None, sensor.channels, px,
-                                     sensor.sub_px, spec.gsd_m, patch_size_m)
+            enc = self.patch_encoder(
+                x5, dates.get(name) if series else None, sensor.channels, px, sensor.sub_px, spec.gsd_m, patch_size_m
+            )
             size = x.shape[-1] // px
             n = px // sensor.sub_px
             tokens[name], sizes[name] = enc.tokens, size
@@ -350,23 +379,33 @@ class UniverSat(EOModel):
         out = self.sub_cross(torch.cat(queries, dim=1), torch.cat(coords), enc.subs, enc.sub_coords)
         parts, start = [], r
         for side in sides:
-            parts.append(torch.cat([out[:, :r], out[:, start:start + side * side]], dim=1))
+            parts.append(torch.cat([out[:, :r], out[:, start : start + side * side]], dim=1))
             start += side * side
         return parts
 
     # ----- public API -----
-    def tokens(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None = None,
-               patch_size_m: float | None = None, output_side: int | None = None,
-               latent: int | None = None) -> Tensor:
+    def tokens(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor] | None = None,
+        patch_size_m: float | None = None,
+        output_side: int | None = None,
+        latent: int | None = None,
+    ) -> Tensor:
         """The release's forward: (B, registers + G^2, D) at an output grid of G x G cells (default: the latent)."""
         self.check_inputs(inputs, dates, None)
         patch = patch_size_m or self.config.patch_size_m
         enc = self.encode(inputs, dates or {}, patch, latent)
         return self.read_out(enc, self.fuse(enc), (output_side or enc.latent,))[0]
 
-    def forward_features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None = None,
-                         date_mask: dict[str, Tensor] | None = None, patch_size_m: float | None = None,
-                         cells: int | None = None) -> Features:
+    def forward_features(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor] | None = None,
+        date_mask: dict[str, Tensor] | None = None,
+        patch_size_m: float | None = None,
+        cells: int | None = None,
+    ) -> Features:
         """Patch, tile and local features; dense ones with ``cells`` output cells per patch side."""
         self.check_inputs(inputs, dates, date_mask)
         if date_mask and not all(bool(m.all()) for m in date_mask.values()):
@@ -381,45 +420,73 @@ class UniverSat(EOModel):
         patch_grid = rearrange(outs[0][:, r:], "b (h w) d -> b h w d", h=side, w=side)
         dense = None
         if cells:
-            fine = patch_grid if len(outs) == 1 else rearrange(outs[1][:, r:], "b (h w) d -> b h w d",
-                                                                h=side * cells, w=side * cells)
+            fine = (
+                patch_grid
+                if len(outs) == 1
+                else rearrange(outs[1][:, r:], "b (h w) d -> b h w d", h=side * cells, w=side * cells)
+            )
             repeated = patch_grid.repeat_interleave(cells, dim=1).repeat_interleave(cells, dim=2)
             dense = torch.cat([repeated, fine], dim=-1)
         local = torch.stack([resample(t, enc.sizes[n], side) for n, t in enc.tokens.items()]).mean(dim=0)
-        return Features(tile=patch_grid.mean(dim=(1, 2)), patch=patch_grid, dense=dense,
-                        local=rearrange(local, "b (h w) d -> b h w d", h=side, w=side))
+        return Features(
+            tile=patch_grid.mean(dim=(1, 2)),
+            patch=patch_grid,
+            dense=dense,
+            local=rearrange(local, "b (h w) d -> b h w d", h=side, w=side),
+        )
 
-    def features(self, inputs: dict[str, Tensor], dates: dict[str, Tensor],
-                 date_mask: dict[str, Tensor] | None = None, patch_size_m: float | None = None,
-                 dense: str | None = None) -> Features:
+    def features(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor],
+        date_mask: dict[str, Tensor] | None = None,
+        patch_size_m: float | None = None,
+        dense: str | None = None,
+    ) -> Features:
         patch = patch_size_m or self.config.patch_size_m
         cells = self.cells_per_patch(patch, inputs) if dense is not None else None
         return self.forward_features(inputs, dates, date_mask, patch, cells=cells)
 
-    def forward(self, inputs: dict[str, Tensor], dates: dict[str, Tensor] | None = None,
-                date_mask: dict[str, Tensor] | None = None, patch_size_m: float | None = None,
-                output_side: int | None = None) -> Tensor:
+    def forward(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor] | None = None,
+        date_mask: dict[str, Tensor] | None = None,
+        patch_size_m: float | None = None,
+        output_side: int | None = None,
+    ) -> Tensor:
         """(B, G, G, D) output tokens at a G x G output grid (default: the patch grid)."""
         out = self.tokens(inputs, dates, patch_size_m, output_side)
         g = round((out.shape[1] - self.config.n_registers) ** 0.5)
-        return rearrange(out[:, self.config.n_registers:], "b (h w) d -> b h w d", h=g, w=g)
+        return rearrange(out[:, self.config.n_registers :], "b (h w) d -> b h w d", h=g, w=g)
 
-    def _valid_dates_only(self, inputs: dict[str, Tensor], dates: dict[str, Tensor], date_mask: dict[str, Tensor],
-                          patch_size_m: float | None, cells: int | None) -> Features:
+    def _valid_dates_only(
+        self,
+        inputs: dict[str, Tensor],
+        dates: dict[str, Tensor],
+        date_mask: dict[str, Tensor],
+        patch_size_m: float | None,
+        cells: int | None,
+    ) -> Features:
         """UniverSat has no date mask (it attends to every date given): each sample gets its valid dates only."""
         parts = []
         for i in range(next(iter(inputs.values())).shape[0]):
             keep = {n: m[i] for n, m in date_mask.items()}
-            x = {n: t[i:i + 1, keep[n]] if n in keep else t[i:i + 1] for n, t in inputs.items()}
-            d = {n: t[i:i + 1, keep[n]] if n in keep else t[i:i + 1] for n, t in dates.items()}
+            x = {n: t[i : i + 1, keep[n]] if n in keep else t[i : i + 1] for n, t in inputs.items()}
+            d = {n: t[i : i + 1, keep[n]] if n in keep else t[i : i + 1] for n, t in dates.items()}
             parts.append(self.forward_features(x, d, None, patch_size_m, cells))
-        return Features(*(None if getattr(parts[0], f) is None else torch.cat([getattr(p, f) for p in parts])
-                          for f in ("tile", "patch", "dense", "local")))
+        return Features(
+            *(
+                None if getattr(parts[0], f) is None else torch.cat([getattr(p, f) for p in parts])
+                for f in ("tile", "patch", "dense", "local")
+            )
+        )
 
     def band_fill(self, name: str) -> tuple[float, str]:
         raise EngineError(
             f"UniverSat reads bands by wavelength: describe {name!r} with only the bands you have (their "
-            "wavelengths) instead of filling the missing ones.")
+            "wavelengths) instead of filling the missing ones."
+        )
 
 
 def _preset(size: str):
@@ -428,9 +495,13 @@ def _preset(size: str):
 
 register_architecture("universat", UniverSatConfig, UniverSat)
 for _size, _params in (("tiny", "8.9 M"), ("base", "201 M with the training projectors")):
-    register_preset(f"universat-{_size}", _preset(_size), {
-        "paper": "UniverSat, Astruc et al., 2026 (AnySat v2)",
-        "summary": f"UniverSat {_size} ({_params}): any sensor described by its bands' wavelengths, "
-                   "patch size and output resolution chosen per run; outputs tile / patch / dense.",
-        "pretrained": "base: `python -m engine fetch-model universat-base` downloads the released weights",
-    })
+    register_preset(
+        f"universat-{_size}",
+        _preset(_size),
+        {
+            "paper": "UniverSat, Astruc et al., 2026 (AnySat v2)",
+            "summary": f"UniverSat {_size} ({_params}): any sensor described by its bands' wavelengths, "
+            "patch size and output resolution chosen per run; outputs tile / patch / dense.",
+            "pretrained": "base: `python -m engine fetch-model universat-base` downloads the released weights",
+        },
+    )

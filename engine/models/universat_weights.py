@@ -24,9 +24,15 @@ from engine.models.universat import SIZES, UniverSat, UniverSatConfig, universat
 
 _ROPE = re.compile(r"(.*)attn\.rope\.freqs$")
 _CODE = re.compile(r"^spatial_encoder\.Encoding_(.+)$")
-_UPE_RENAMES = {"spectral_embed": "wavelength_embed", "embed": "value_embed", "spatial_proj": "sub_proj",
-                "predictor_norm": "norm", "final_proj": "final_proj", "registers_temporal": "registers_temporal",
-                "registers_spatial": "registers_spatial"}
+_UPE_RENAMES = {
+    "spectral_embed": "wavelength_embed",
+    "embed": "value_embed",
+    "spatial_proj": "sub_proj",
+    "predictor_norm": "norm",
+    "final_proj": "final_proj",
+    "registers_temporal": "registers_temporal",
+    "registers_spatial": "registers_spatial",
+}
 
 
 def _rope(key: str) -> str:
@@ -44,7 +50,7 @@ def release_key(key: str, depth: int) -> str | None:
     if code:
         return f"patch_encoder.channel_codes.{code.group(1)}"
     if key.startswith("spatial_encoder."):
-        rest = key[len("spatial_encoder."):]
+        rest = key[len("spatial_encoder.") :]
         if rest.startswith("predictor_blocks."):
             _, index, inner = rest.split(".", 2)
             return _rope(f"patch_encoder.blocks.{AXES[int(index)]}.{inner}")
@@ -61,7 +67,7 @@ def release_key(key: str, depth: int) -> str | None:
             return _rope(f"blocks.{i - 1}.{inner}")
         if i == depth + 2:
             inner = _rope(inner).replace("attn.rope_freqs", "rope_freqs")
-            return "sub_cross." + (inner[len("attn."):] if inner.startswith("attn.") else inner)
+            return "sub_cross." + (inner[len("attn.") :] if inner.startswith("attn.") else inner)
     raise EngineError(f"Unexpected key in the UniverSat weights: {key!r}.")
 
 
@@ -69,7 +75,7 @@ def map_release_state(state: dict[str, Tensor], depth: int) -> tuple[dict[str, T
     """(our state dict, the dropped release keys)."""
     ours, dropped = {}, []
     for key, value in state.items():
-        bare = key[len("model."):] if key.startswith("model.") else key
+        bare = key[len("model.") :] if key.startswith("model.") else key
         name = release_key(bare, depth)
         if name is None:
             dropped.append(key)
@@ -88,11 +94,14 @@ def load_release_state(model: UniverSat, state: dict[str, Tensor]) -> list[str]:
         raise EngineError(
             "These UniverSat weights do not fit the architecture: "
             + (f"missing {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}; " if missing else "")
-            + (f"unexpected {', '.join(extra[:6])}{' ...' if len(extra) > 6 else ''}" if extra else ""))
+            + (f"unexpected {', '.join(extra[:6])}{' ...' if len(extra) > 6 else ''}" if extra else "")
+        )
     for name, value in ours.items():
         if tuple(value.shape) != tuple(expected[name].shape):
-            raise EngineError(f"UniverSat weight {name!r} has shape {tuple(value.shape)}, the architecture "
-                              f"{tuple(expected[name].shape)}: the file is of another size.")
+            raise EngineError(
+                f"UniverSat weight {name!r} has shape {tuple(value.shape)}, the architecture "
+                f"{tuple(expected[name].shape)}: the file is of another size."
+            )
     model.load_state_dict({k: v.float() for k, v in ours.items()}, strict=True)
     return dropped
 
@@ -147,8 +156,17 @@ def to_release_state(model: UniverSat) -> dict[str, Tensor]:
     return inverse
 
 
-def fetch_hub_model(entry, base: str, folder: Path, checkpoint: Path, expected: str | None, reporter,
-                    timeout_s: float, keep_download: bool, provenance: dict[str, Any]) -> dict[str, Any]:
+def fetch_hub_model(
+    entry,
+    base: str,
+    folder: Path,
+    checkpoint: Path,
+    expected: str | None,
+    reporter,
+    timeout_s: float,
+    keep_download: bool,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
     """Download ``config.json`` and ``model.safetensors`` of a hub repository, verify or record the weights'
     sha256 (engine.models.pins), convert them into an engine checkpoint at ``checkpoint``."""
     from engine.io.download import download, sha256_of
@@ -157,10 +175,16 @@ def fetch_hub_model(entry, base: str, folder: Path, checkpoint: Path, expected: 
 
     downloads = folder / "downloads" / entry.name
     root = f"{base.rstrip('/')}/{entry.repository}/resolve/main"
-    download(f"{root}/config.json", downloads / "config.json", None, reporter, timeout_s=timeout_s, start=0.0,
-             end=2.0)
-    fetched = download(f"{root}/{entry.file}", downloads / "model.safetensors", expected, reporter,
-                       timeout_s=timeout_s, start=2.0, end=80.0)
+    download(f"{root}/config.json", downloads / "config.json", None, reporter, timeout_s=timeout_s, start=0.0, end=2.0)
+    fetched = download(
+        f"{root}/{entry.file}",
+        downloads / "model.safetensors",
+        expected,
+        reporter,
+        timeout_s=timeout_s,
+        start=2.0,
+        end=80.0,
+    )
     found = sha256_of(downloads / "model.safetensors")
     if expected is None:
         try:
@@ -168,14 +192,19 @@ def fetch_hub_model(entry, base: str, folder: Path, checkpoint: Path, expected: 
         except EngineError:
             (downloads / "model.safetensors").unlink()
             raise
-        reporter.log(f"{entry.name}: no published sha256 can be read from here; recorded this download's, {found}, "
-                     f"in {folder / 'pinned-sha256.json'}: a later download that differs will be refused")
+        reporter.log(
+            f"{entry.name}: no published sha256 can be read from here; recorded this download's, {found}, "
+            f"in {folder / 'pinned-sha256.json'}: a later download that differs will be refused"
+        )
     reporter.progress(82, "reading the hub layout")
     model, dropped = load_hub_folder(downloads)
     reporter.log(f"{len(dropped)} training-only tensors dropped (the per-dataset SSL projectors)")
-    provenance = {**provenance, "reference_sha256": found,
-                  "sha256_source": "pinned in the catalog" if entry.sha256 else "recorded at the first download",
-                  "dropped_keys": len(dropped)}
+    provenance = {
+        **provenance,
+        "reference_sha256": found,
+        "sha256_source": "pinned in the catalog" if entry.sha256 else "recorded at the first download",
+        "dropped_keys": len(dropped),
+    }
     save_checkpoint(checkpoint, model, provenance=provenance)
     if not keep_download:
         for name in ("config.json", "model.safetensors"):

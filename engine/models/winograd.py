@@ -32,11 +32,11 @@ def _input_tiles(x: Tensor) -> Tensor:
     n, h, w, c = x.shape
     th, tw = h // 2, w // 2
     padded = F.pad(x, (0, 0, 1, 1, 1, 1))
-    rows = [padded[:, r:r + 2 * th:2] for r in range(4)]  # (N, th, W + 2, C) each
+    rows = [padded[:, r : r + 2 * th : 2] for r in range(4)]  # (N, th, W + 2, C) each
     mixed = (rows[0] - rows[2], rows[1] + rows[2], rows[2] - rows[1], rows[1] - rows[3])
     tiles = x.new_empty(16, n, th, tw, c)
     for a, part in enumerate(mixed):
-        cols = [part[:, :, s:s + 2 * tw:2] for s in range(4)]
+        cols = [part[:, :, s : s + 2 * tw : 2] for s in range(4)]
         torch.sub(cols[0], cols[2], out=tiles[4 * a])
         torch.add(cols[1], cols[2], out=tiles[4 * a + 1])
         torch.sub(cols[2], cols[1], out=tiles[4 * a + 2])

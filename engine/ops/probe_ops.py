@@ -24,17 +24,22 @@ from engine.probes.workflow import fit_and_report, label_cells, open_embeddings
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import operation
 
-
-CLASSIFIER_HELP = ("linear (logistic regression), mlp, knn, random_forest, extra_trees, gradient_boosting, or auto: "
-                   "the soft vote of the best (up to 5) of linear, mlp, knn, random_forest and extra_trees x "
-                   "feature set by nested spatial cross-validation (every candidate's score in the report)")
-FEATURES_HELP = ("feature set(s): embeddings, raw (every band of every date), stats (per-band temporal statistics), "
-                 "indices (NDVI, NDWI, NDMI, VV/VH), monthly (per-month cloud-free medians of bands and indices), "
-                 "or combinations such as embeddings+raw; several: candidates "
-                 "to choose from; input features need a job, not an embeddings raster")
+CLASSIFIER_HELP = (
+    "linear (logistic regression), mlp, knn, random_forest, extra_trees, gradient_boosting, or auto: "
+    "the soft vote of the best (up to 5) of linear, mlp, knn, random_forest and extra_trees x "
+    "feature set by nested spatial cross-validation (every candidate's score in the report)"
+)
+FEATURES_HELP = (
+    "feature set(s): embeddings, raw (every band of every date), stats (per-band temporal statistics), "
+    "indices (NDVI, NDWI, NDMI, VV/VH), monthly (per-month cloud-free medians of bands and indices), "
+    "or combinations such as embeddings+raw; several: candidates "
+    "to choose from; input features need a job, not an embeddings raster"
+)
 FOLDS_HELP = "spatial cross-validation folds of whole polygons / point blocks (fewer when there are fewer units)"
-BLOCK_HELP = ("side in metres of the blocks grouping points for validation (0: the labels' spatial autocorrelation "
-              "range, at least twice the points' mean spacing)")
+BLOCK_HELP = (
+    "side in metres of the blocks grouping points for validation (0: the labels' spatial autocorrelation "
+    "range, at least twice the points' mean spacing)"
+)
 
 
 # ---------------------------------------------------------------- fit-probe
@@ -42,15 +47,24 @@ BLOCK_HELP = ("side in metres of the blocks grouping points for validation (0: t
 
 @dataclass
 class FitProbeParams(EmbeddingOptions):
-    labels: str = field(metadata={"help": "vector file of labelled points or polygons (any OGR format)", "positional": True,
-                                  "role": "input"})
+    labels: str = field(
+        metadata={
+            "help": "vector file of labelled points or polygons (any OGR format)",
+            "positional": True,
+            "role": "input",
+        }
+    )
     embeddings: str | dict = field(metadata={"help": EMBEDDINGS_HELP, "positional": True})
     output: str = field(metadata={"help": "probe file to write (.safetensors)", "positional": True})
     class_field: str = field(default="class", metadata={"help": "field holding the class (integer or text)"})
     layer: str | None = field(default=None, metadata={"help": "layer name in the vector file (default: the first)"})
-    ignore_values: list[str] = field(default_factory=list, metadata={"help": "class values to skip, e.g. 0 for 'no data'"})
+    ignore_values: list[str] = field(
+        default_factory=list, metadata={"help": "class values to skip, e.g. 0 for 'no data'"}
+    )
     report: str | None = field(default=None, metadata={"help": "HTML fit report to write (metrics, confusion matrix)"})
-    classes: str | None = field(default=None, metadata={"help": "class map to write over the embeddings' area (GeoTIFF)"})
+    classes: str | None = field(
+        default=None, metadata={"help": "class map to write over the embeddings' area (GeoTIFF)"}
+    )
     confidence: str | None = field(default=None, metadata={"help": "probability of the chosen class (GeoTIFF)"})
     min_coverage: float = field(default=0.5, metadata={"help": "share of a cell a polygon must cover to label it"})
     classifier: str = field(default="linear", metadata={"help": CLASSIFIER_HELP})
@@ -63,34 +77,72 @@ class FitProbeParams(EmbeddingOptions):
     neighbours: int = field(default=10, metadata={"help": "kNN: neighbours that vote"})
     trees: int = field(default=200, metadata={"help": "random forest trees / gradient boosting rounds"})
     folds: int = field(default=5, metadata={"help": FOLDS_HELP})
-    buffer: int = field(default=1, metadata={"help": "cells around each validation cell left out of that fold's training"})
+    buffer: int = field(
+        default=1, metadata={"help": "cells around each validation cell left out of that fold's training"}
+    )
     block_size: float = field(default=0.0, metadata={"help": BLOCK_HELP})
     learning_curve: bool = field(default=True, metadata={"help": "add a learning curve to the report (more fits)"})
-    colors: list[str] | None = field(default=None, metadata={"help": "one #rrggbb colour per class, in class order, or "
-                                                                  "NAME=#rrggbb pairs (a class not named keeps "
-                                                                  "the default palette)"})
+    colors: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "one #rrggbb colour per class, in class order, or "
+            "NAME=#rrggbb pairs (a class not named keeps "
+            "the default palette)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "random seed of the split and the fit"})
 
     def plan(self) -> FitPlan:
         """Everything below this operation reads the plan, never these parameters."""
         # With auto, each candidate replaces the kind.
-        config = ProbeConfig(kind="linear" if self.classifier == AUTO else self.classifier, optimizer=self.optimizer,
-                             l2=self.l2, epochs=self.epochs, class_weighting=self.class_weighting, hidden=self.hidden,
-                             seed=self.seed, neighbours=self.neighbours, trees=self.trees)
-        return checked(FitPlan(
-            labels=LabelRequest(self.labels, self.class_field, self.layer, tuple(self.ignore_values), self.min_coverage,
-                                self.block_size),
-            embeddings=EmbeddingRequest(self.embeddings, self.model, self.embeddings_level,
-                                        needed=any(FeatureSet.parse(f).uses_embeddings for f in self.features)),
-            fit=FitSettings(config, self.classifier, tuple(self.features), self.folds, self.buffer, self.seed,
-                            self.learning_curve),
-            outputs=FitOutputs(self.output, self.report, self.classes, self.confidence),
-            colors=tuple(self.colors) if self.colors else None,
-        ))
+        config = ProbeConfig(
+            kind="linear" if self.classifier == AUTO else self.classifier,
+            optimizer=self.optimizer,
+            l2=self.l2,
+            epochs=self.epochs,
+            class_weighting=self.class_weighting,
+            hidden=self.hidden,
+            seed=self.seed,
+            neighbours=self.neighbours,
+            trees=self.trees,
+        )
+        return checked(
+            FitPlan(
+                labels=LabelRequest(
+                    self.labels,
+                    self.class_field,
+                    self.layer,
+                    tuple(self.ignore_values),
+                    self.min_coverage,
+                    self.block_size,
+                ),
+                embeddings=EmbeddingRequest(
+                    self.embeddings,
+                    self.model,
+                    self.embeddings_level,
+                    needed=any(FeatureSet.parse(f).uses_embeddings for f in self.features),
+                ),
+                fit=FitSettings(
+                    config,
+                    self.classifier,
+                    tuple(self.features),
+                    self.folds,
+                    self.buffer,
+                    self.seed,
+                    self.learning_curve,
+                ),
+                outputs=FitOutputs(self.output, self.report, self.classes, self.confidence),
+                colors=tuple(self.colors) if self.colors else None,
+            )
+        )
 
 
-@operation("fit-probe", FitProbeParams, outputs=("output", "report", "classes", "confidence"),
-           summary="Fit a probe on embeddings under labelled points/polygons; report held-out accuracy.")
+@operation(
+    "fit-probe",
+    FitProbeParams,
+    outputs=("output", "report", "classes", "confidence"),
+    summary="Fit a probe on embeddings under labelled points/polygons; report held-out accuracy.",
+)
 def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str, Any]:
     """Labels (points or polygons, any CRS) are rasterized on the embeddings' grid (patches,
     sub-patches at the dense level, window cells at the tile level); a probe is fitted on the
@@ -109,12 +161,22 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
         def write_maps(probe, metadata) -> list[tuple[str, str]]:
             if not (outputs.classes or outputs.confidence):
                 return []
-            map_embeddings(ds, probe, metadata.class_names, metadata.colors, outputs.classes, outputs.confidence,
-                           reporter, metadata.features, source.inputs)
+            map_embeddings(
+                ds,
+                probe,
+                metadata.class_names,
+                metadata.colors,
+                outputs.classes,
+                outputs.confidence,
+                reporter,
+                metadata.features,
+                source.inputs,
+            )
             return [("Mapped area", mapped_area_html(outputs.classes, reporter))] if outputs.classes else []
 
-        probe, metadata, summary = fit_and_report(plan.at_level(level), data, source, level, reporter, ds=ds,
-                                                  after_fit=write_maps)
+        probe, metadata, summary = fit_and_report(
+            plan.at_level(level), data, source, level, reporter, ds=ds, after_fit=write_maps
+        )
     summary.update(classes=outputs.classes, confidence=outputs.confidence)
     reporter.log("Wrote " + ", ".join(outputs.written()))
     return summary
@@ -126,19 +188,35 @@ def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str,
 @dataclass
 class ApplyProbeParams(EmbeddingOptions):
     probe: str = field(metadata={"help": "probe file written by fit-probe", "positional": True, "role": "input"})
-    embeddings: str | dict = field(metadata={"help": "a job JSON file (model, modalities and outputs \"classes\", "
-                                             "\"confidence\", \"probabilities\") or an embeddings raster from 'embed'",
-                                             "positional": True})
-    classes: str | None = field(default=None, metadata={"help": "class map to write (only with an embeddings raster; a job names its outputs)"})
-    confidence: str | None = field(default=None, metadata={"help": "confidence raster (only with an embeddings raster)"})
+    embeddings: str | dict = field(
+        metadata={
+            "help": "a job JSON file (model, modalities and outputs \"classes\", "
+            "\"confidence\", \"probabilities\") or an embeddings raster from 'embed'",
+            "positional": True,
+        }
+    )
+    classes: str | None = field(
+        default=None, metadata={"help": "class map to write (only with an embeddings raster; a job names its outputs)"}
+    )
+    confidence: str | None = field(
+        default=None, metadata={"help": "confidence raster (only with an embeddings raster)"}
+    )
 
     def plan(self) -> ApplyPlan:
-        return ApplyPlan(self.probe, EmbeddingRequest(self.embeddings, self.model, self.embeddings_level), self.classes,
-                         self.confidence)
+        return ApplyPlan(
+            self.probe,
+            EmbeddingRequest(self.embeddings, self.model, self.embeddings_level),
+            self.classes,
+            self.confidence,
+        )
 
 
-@operation("apply-probe", ApplyProbeParams, outputs=("classes", "confidence", "probabilities"),
-           summary="Map classes with a fitted probe: styled class map (colour table, class names).")
+@operation(
+    "apply-probe",
+    ApplyProbeParams,
+    outputs=("classes", "confidence", "probabilities"),
+    summary="Map classes with a fitted probe: styled class map (colour table, class names).",
+)
 def apply_probe_operation(params: ApplyProbeParams, reporter: Reporter) -> dict[str, Any]:
     """With a job: tiled inference of the job's model with the probe as its head (outputs named by
     the job). With an embeddings raster: the probe on every pixel. Refuses embeddings of an

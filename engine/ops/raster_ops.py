@@ -6,8 +6,9 @@ Both stream the raster in row strips, so memory stays bounded whatever its size.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -60,16 +61,18 @@ def band_statistics(params: StatsParams, reporter: Reporter) -> dict[str, Any]:
             n = int(count[b])
             mean = total[b] / n if n else None
             std = math.sqrt(max(squares[b] / n - mean**2, 0.0)) if n else None
-            bands.append({
-                "band": b + 1,
-                "description": ds.descriptions[b],
-                "valid_pixels": n,
-                "nodata_pixels": ds.width * ds.height - n,
-                "min": float(low[b]) if n else None,
-                "max": float(high[b]) if n else None,
-                "mean": mean,
-                "std": std,
-            })
+            bands.append(
+                {
+                    "band": b + 1,
+                    "description": ds.descriptions[b],
+                    "valid_pixels": n,
+                    "nodata_pixels": ds.width * ds.height - n,
+                    "min": float(low[b]) if n else None,
+                    "max": float(high[b]) if n else None,
+                    "mean": mean,
+                    "std": std,
+                }
+            )
         return {
             "input": str(params.input),
             "width": ds.width,
@@ -99,7 +102,9 @@ class IndexParams:
 
 
 @operation(
-    "normalized-index", IndexParams, outputs=("output",),
+    "normalized-index",
+    IndexParams,
+    outputs=("output",),
     summary="Normalized difference index (A - B) / (A + B) of two bands, e.g. NDVI, as a GeoTIFF.",
 )
 def normalized_index(params: IndexParams, reporter: Reporter) -> dict[str, Any]:
@@ -135,5 +140,3 @@ def normalized_index(params: IndexParams, reporter: Reporter) -> dict[str, Any]:
                     steps.advance()
     reporter.log(f"Wrote {params.output}")
     return {"output": str(params.output)}
-
-

@@ -56,8 +56,9 @@ def aggregate_pixels(probabilities: np.ndarray, pixels: ParcelPixels, status: li
     return parcel_result(means, counts, pixels, status)
 
 
-def parcel_result(probabilities: np.ndarray, counts: np.ndarray, pixels: ParcelPixels,
-                  status: list[str]) -> ParcelResult:
+def parcel_result(
+    probabilities: np.ndarray, counts: np.ndarray, pixels: ParcelPixels, status: list[str]
+) -> ParcelResult:
     """The rows of the parcel map from per-parcel class probabilities (P, K) and valid pixel counts."""
     cls, prob, second, second_prob = rank(probabilities)
     own = np.maximum(pixels.pixels, 1)
@@ -68,11 +69,20 @@ def parcel_result(probabilities: np.ndarray, counts: np.ndarray, pixels: ParcelP
         elif pixels.pixels[i] == 0:
             out_status.append("no pixel centre inside (smaller than a pixel, or outside the map)")
         elif counts[i] == 0:
-            out_status.append(NO_VALID + (" (every pixel shared with an overlapping parcel)"
-                                          if pixels.shared[i] == pixels.pixels[i] else " (clouds or no data)"))
+            out_status.append(
+                NO_VALID
+                + (
+                    " (every pixel shared with an overlapping parcel)"
+                    if pixels.shared[i] == pixels.pixels[i]
+                    else " (clouds or no data)"
+                )
+            )
         else:
-            out_status.append(OK if not pixels.shared[i] else f"ok; {pixels.shared[i]} pixel(s) shared with an "
-                              "overlapping parcel left out")
+            out_status.append(
+                OK
+                if not pixels.shared[i]
+                else f"ok; {pixels.shared[i]} pixel(s) shared with an overlapping parcel left out"
+            )
     no = np.array([s != OK and not s.startswith("ok;") for s in out_status])
     cls[no], second[no] = -1, -1
     prob[no], second_prob[no] = np.nan, np.nan
@@ -106,5 +116,5 @@ class ParcelStatistics:
         """(P, 2F): the means then the standard deviations; NaN for a parcel without values."""
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = self.sum / self.count
-            std = np.sqrt(np.maximum(self.squares / self.count - mean ** 2, 0.0))
+            std = np.sqrt(np.maximum(self.squares / self.count - mean**2, 0.0))
         return np.concatenate([mean, std], 1).astype(np.float32)

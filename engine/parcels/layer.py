@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
-from xml.sax.saxutils import escape
+from typing import Any
+from xml.sax.saxutils import escape  # nosec B406  # escapes text written into a style; nothing is parsed
 
 import numpy as np
 from affine import Affine
@@ -56,13 +57,15 @@ def read_parcels(path: str, grid_crs, layer: str | None = None) -> Parcels:
     """Every feature of the polygon layer, its geometry reprojected to ``grid_crs``."""
     ogr, osr = _ogr()
     if not path or not os.path.exists(path):
-        raise EngineError(f"The parcels layer '{path}' does not exist: give a polygon layer (GeoPackage, "
-                          "shapefile...).")
+        raise EngineError(
+            f"The parcels layer '{path}' does not exist: give a polygon layer (GeoPackage, shapefile...)."
+        )
     try:
         source = ogr.Open(str(path), 0)  # read only: the input is never modified
     except RuntimeError as exc:
-        raise EngineError(f"The parcels layer '{path}' cannot be read ({exc}): give a vector file GDAL "
-                          "reads.") from None
+        raise EngineError(
+            f"The parcels layer '{path}' cannot be read ({exc}): give a vector file GDAL reads."
+        ) from None
     lyr = source.GetLayerByName(layer) if layer else source.GetLayer(0)
     if lyr is None:
         names = [source.GetLayer(i).GetName() for i in range(source.GetLayerCount())]
@@ -71,16 +74,20 @@ def read_parcels(path: str, grid_crs, layer: str | None = None) -> Parcels:
         raise EngineError(f"The parcels layer '{path}' ({lyr.GetName()}) has no feature: give a layer with parcels.")
     srs = lyr.GetSpatialRef()
     if srs is None:
-        raise EngineError(f"The parcels layer '{path}' has no coordinate reference system: set it (e.g. in QGIS, "
-                          "Layer > Set CRS) and save the layer.")
+        raise EngineError(
+            f"The parcels layer '{path}' has no coordinate reference system: set it (e.g. in QGIS, "
+            "Layer > Set CRS) and save the layer."
+        )
     target = osr.SpatialReference()
     target.ImportFromWkt(grid_crs.to_wkt())
     for s in (srs, target):
         s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     transform = None if srs.IsSame(target) else osr.CoordinateTransformation(srs, target)
     defn = lyr.GetLayerDefn()
-    fields = [(f.GetName(), f.GetType(), f.GetWidth(), f.GetPrecision())
-              for f in (defn.GetFieldDefn(i) for i in range(defn.GetFieldCount()))]
+    fields = [
+        (f.GetName(), f.GetType(), f.GetWidth(), f.GetPrecision())
+        for f in (defn.GetFieldDefn(i) for i in range(defn.GetFieldCount()))
+    ]
     out = Parcels(str(path), lyr.GetName(), [], [], [], [], [], fields, srs.ExportToWkt())
     for feature in lyr:
         geometry = feature.GetGeometryRef()
@@ -128,8 +135,9 @@ def parcel_pixels(parcels: Parcels, transform: Affine, shape: tuple[int, int]) -
     pixels, shared = np.zeros(n, np.int64), np.zeros(n, np.int64)
     masks = {}
     for i in usable:
-        mask = rasterize([(parcels.grid_geometries[i], 1)], out_shape=shape, transform=transform, fill=0,
-                         dtype="uint8").astype(bool)
+        mask = rasterize(
+            [(parcels.grid_geometries[i], 1)], out_shape=shape, transform=transform, fill=0, dtype="uint8"
+        ).astype(bool)
         masks[i] = mask
         pixels[i] = mask.sum()
         count += mask
@@ -158,7 +166,7 @@ def _qml(class_field: str, names: Sequence[str], colors: Sequence[str]) -> str:
     categories, symbols = [], []
     for k, (name, color) in enumerate(zip(names, colors)):
         rgb = color.lstrip("#")
-        r, g, b = (int(rgb[i:i + 2], 16) for i in (0, 2, 4))
+        r, g, b = (int(rgb[i : i + 2], 16) for i in (0, 2, 4))
         categories.append(f'<category render="true" symbol="{k}" value="{escape(name)}" label="{escape(name)}"/>')
         symbols.append(
             f'<symbol type="fill" name="{k}" alpha="1"><layer class="SimpleFill">'
@@ -167,26 +175,38 @@ def _qml(class_field: str, names: Sequence[str], colors: Sequence[str]) -> str:
             f'<Option type="QString" name="outline_width" value="0.26"/>'
             f'<Option type="QString" name="style" value="solid"/></Option>'
             f'<prop k="color" v="{r},{g},{b},255"/><prop k="outline_color" v="35,35,35,255"/>'
-            f'<prop k="style" v="solid"/></layer></symbol>')
+            f'<prop k="style" v="solid"/></layer></symbol>'
+        )
     k = len(names)
     categories.append(f'<category render="true" symbol="{k}" value="" label="no class"/>')
-    symbols.append(f'<symbol type="fill" name="{k}" alpha="1"><layer class="SimpleFill"><Option type="Map">'
-                   f'<Option type="QString" name="color" value="0,0,0,0"/><Option type="QString" '
-                   f'name="outline_color" value="120,120,120,255"/><Option type="QString" name="style" '
-                   f'value="no"/></Option><prop k="style" v="no"/><prop k="outline_color" v="120,120,120,255"/>'
-                   f'</layer></symbol>')
-    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-            '<qgis version="3.40" styleCategories="Symbology">'
-            f'<renderer-v2 type="categorizedSymbol" attr="{escape(class_field)}" forceraster="0" enableorderby="0">'
-            f'<categories>{"".join(categories)}</categories><symbols>{"".join(symbols)}</symbols></renderer-v2>'
-            '</qgis>\n')
+    symbols.append(
+        f'<symbol type="fill" name="{k}" alpha="1"><layer class="SimpleFill"><Option type="Map">'
+        f'<Option type="QString" name="color" value="0,0,0,0"/><Option type="QString" '
+        f'name="outline_color" value="120,120,120,255"/><Option type="QString" name="style" '
+        f'value="no"/></Option><prop k="style" v="no"/><prop k="outline_color" v="120,120,120,255"/>'
+        f'</layer></symbol>'
+    )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.40" styleCategories="Symbology">'
+        f'<renderer-v2 type="categorizedSymbol" attr="{escape(class_field)}" forceraster="0" enableorderby="0">'
+        f'<categories>{"".join(categories)}</categories><symbols>{"".join(symbols)}</symbols></renderer-v2>'
+        '</qgis>\n'
+    )
 
 
 OUTPUT_FIELDS = ("class", "probability", "runner_up", "runner_up_probability", "valid_share", "pixels", "status")
 
 
-def write_parcel_map(parcels: Parcels, result: ParcelResult, class_names: Sequence[str], colors: Sequence[str],
-                     path: str, layer: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
+def write_parcel_map(
+    parcels: Parcels,
+    result: ParcelResult,
+    class_names: Sequence[str],
+    colors: Sequence[str],
+    path: str,
+    layer: str,
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """A new GeoPackage at ``path`` (written to a temporary name, then renamed) with the parcels,
     their attributes and the result columns, styled by class."""
     ogr, osr = _ogr()
@@ -206,9 +226,15 @@ def write_parcel_map(parcels: Parcels, result: ParcelResult, class_names: Sequen
             definition.SetWidth(width)
             definition.SetPrecision(precision)
             lyr.CreateField(definition)
-        kinds = {"class": ogr.OFTString, "probability": ogr.OFTReal, "runner_up": ogr.OFTString,
-                 "runner_up_probability": ogr.OFTReal, "valid_share": ogr.OFTReal, "pixels": ogr.OFTInteger,
-                 "status": ogr.OFTString}
+        kinds = {
+            "class": ogr.OFTString,
+            "probability": ogr.OFTReal,
+            "runner_up": ogr.OFTString,
+            "runner_up_probability": ogr.OFTReal,
+            "valid_share": ogr.OFTReal,
+            "pixels": ogr.OFTInteger,
+            "status": ogr.OFTString,
+        }
         for name in OUTPUT_FIELDS:
             lyr.CreateField(ogr.FieldDefn(prefix + name, kinds[name]))
         lyr.StartTransaction()
@@ -242,16 +268,35 @@ def _store_style(source, layer: str, qml: str, extra: dict[str, str]) -> None:
     """The style as the layer's default in the GeoPackage's ``layer_styles`` table (QGIS's convention)."""
     ogr, _ = _ogr()
     styles = source.CreateLayer("layer_styles", None, ogr.wkbNone)
-    columns = {"f_table_catalog": ogr.OFTString, "f_table_schema": ogr.OFTString, "f_table_name": ogr.OFTString,
-               "f_geometry_column": ogr.OFTString, "styleName": ogr.OFTString, "styleQML": ogr.OFTString,
-               "styleSLD": ogr.OFTString, "useAsDefault": ogr.OFTInteger, "description": ogr.OFTString,
-               "owner": ogr.OFTString, "ui": ogr.OFTString, "update_time": ogr.OFTDateTime}
+    columns = {
+        "f_table_catalog": ogr.OFTString,
+        "f_table_schema": ogr.OFTString,
+        "f_table_name": ogr.OFTString,
+        "f_geometry_column": ogr.OFTString,
+        "styleName": ogr.OFTString,
+        "styleQML": ogr.OFTString,
+        "styleSLD": ogr.OFTString,
+        "useAsDefault": ogr.OFTInteger,
+        "description": ogr.OFTString,
+        "owner": ogr.OFTString,
+        "ui": ogr.OFTString,
+        "update_time": ogr.OFTDateTime,
+    }
     for name, kind in columns.items():
         styles.CreateField(ogr.FieldDefn(name, kind))
     feature = ogr.Feature(styles.GetLayerDefn())
-    for key, value in {"f_table_catalog": "", "f_table_schema": "", "f_table_name": layer,
-                       "f_geometry_column": "geom", "styleName": layer, "styleQML": qml, "styleSLD": "",
-                       "useAsDefault": 1, "description": extra.get("description", "OmniSat parcel map"),
-                       "owner": "", "ui": ""}.items():
+    for key, value in {
+        "f_table_catalog": "",
+        "f_table_schema": "",
+        "f_table_name": layer,
+        "f_geometry_column": "geom",
+        "styleName": layer,
+        "styleQML": qml,
+        "styleSLD": "",
+        "useAsDefault": 1,
+        "description": extra.get("description", "OmniSat parcel map"),
+        "owner": "",
+        "ui": "",
+    }.items():
         feature.SetField(key, value)
     styles.CreateFeature(feature)

@@ -23,9 +23,18 @@ from engine.probes.sources import blocks, embedding_source, is_job, raster_level
 from engine.runtime.progress import Reporter
 
 
-def map_embeddings(ds, probe, class_names: list[str], colors: list[str], classes_path: str | None,
-                   confidence_path: str | None, reporter: Reporter, features: dict[str, Any] | None = None,
-                   inputs: dict[str, Any] | None = None, probabilities_path: str | None = None) -> None:
+def map_embeddings(
+    ds,
+    probe,
+    class_names: list[str],
+    colors: list[str],
+    classes_path: str | None,
+    confidence_path: str | None,
+    reporter: Reporter,
+    features: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
+    probabilities_path: str | None = None,
+) -> None:
     """Apply a probe to an embeddings raster block by block: styled class map (+ confidence).
     A probe on input features (its ``features`` record: raw bands, statistics, indices) reads the
     job's ``inputs`` on the embeddings' grid, window by window, and builds the same columns."""
@@ -36,8 +45,11 @@ def map_embeddings(ds, probe, class_names: list[str], colors: list[str], classes
     feature_set = FeatureSet.parse(features["set"]) if features else FeatureSet(("embeddings",))
     grid = Grid.of(ds)
 
-    files = {k: p for k, p in (("classes", classes_path), ("confidence", confidence_path),
-                               ("probabilities", probabilities_path)) if p}
+    files = {
+        k: p
+        for k, p in (("classes", classes_path), ("confidence", confidence_path), ("probabilities", probabilities_path))
+        if p
+    }
     windows = list(blocks(ds.height, ds.width))
     steps = reporter.steps(len(windows), "Applying the probe", 0, 100)
     with contextlib.ExitStack() as stack:
@@ -67,7 +79,9 @@ def mapped_area_html(classes_path: str, reporter: Reporter) -> str:
         return mapped_area_table(info.names, mapped_pixels(ds, info, reporter), info.pixel_area, info.area_unit)
 
 
-def map_job_with_probe(job, probe_path: str, probe, meta, reporter: Reporter, level: str | None = None) -> dict[str, Any]:
+def map_job_with_probe(
+    job, probe_path: str, probe, meta, reporter: Reporter, level: str | None = None
+) -> dict[str, Any]:
     """The job's model embeds and the probe classifies, in one streaming pass: the probe is the head
     of tiled inference (no embeddings raster unless the job names one). ``level``: the embeddings the
     probe reads (None: the probe's own). A probe on input features (raw bands, statistics, indices)
@@ -82,8 +96,9 @@ def map_job_with_probe(job, probe_path: str, probe, meta, reporter: Reporter, le
         raise EngineError('Name "classes" (and optionally "confidence", "probabilities") in the job\'s "outputs".')
     level = level or meta.level
     loaded = load_checkpoint(job.model)
-    check_encoder(probe, meta, checkpoint_hash(job.model), level, level_of(level).width(loaded.model.embed_dim),
-                  probe_path)
+    check_encoder(
+        probe, meta, checkpoint_hash(job.model), level, level_of(level).width(loaded.model.embed_dim), probe_path
+    )
     metadata = dict(loaded.metadata, classes=meta.class_names, colors=[parse_color(c) for c in meta.colors])
     result = run_map(job, reporter, loaded.model, ProbeHead(probe, level), metadata)
     return dict(result, probe=str(probe_path))
@@ -100,19 +115,42 @@ def _apply_on_inputs(job, probe_path: str, probe, meta, reporter: Reporter) -> d
     for key in ("classes", "confidence", "probabilities"):
         if getattr(outputs, key):
             check_output_path(getattr(outputs, key), key)
-    with embedding_source(job, None, reporter, level=job.outputs.embeddings_level,
-                          needed=FeatureSet.parse(feature_set).uses_embeddings) as source, \
-            open_raster(source.path, "embeddings") as ds:
+    with (
+        embedding_source(
+            job,
+            None,
+            reporter,
+            level=job.outputs.embeddings_level,
+            needed=FeatureSet.parse(feature_set).uses_embeddings,
+        ) as source,
+        open_raster(source.path, "embeddings") as ds,
+    ):
         input_columns = sum(not c.startswith("embedding:") for c in meta.features.get("columns", []))
         width = input_columns + (ds.count if FeatureSet.parse(feature_set).uses_embeddings else 0)
         check_encoder(probe, meta, source.encoder_hash, raster_level(ds), width, probe_path)
-        map_embeddings(ds, probe, meta.class_names, meta.colors, outputs.classes, outputs.confidence, reporter,
-                       meta.features, source.inputs, outputs.probabilities)
+        map_embeddings(
+            ds,
+            probe,
+            meta.class_names,
+            meta.colors,
+            outputs.classes,
+            outputs.confidence,
+            reporter,
+            meta.features,
+            source.inputs,
+            outputs.probabilities,
+        )
         shape = {"width": ds.width, "height": ds.height, "crs": ds.crs.to_string() if ds.crs else None}
     reporter.log("Wrote " + ", ".join(p for p in (outputs.classes, outputs.confidence, outputs.probabilities) if p))
-    return {"classes": outputs.classes, "confidence": outputs.confidence, "probabilities": outputs.probabilities,
-            "probe": str(probe_path),
-            "class_names": meta.class_names, "features": feature_set, **shape}
+    return {
+        "classes": outputs.classes,
+        "confidence": outputs.confidence,
+        "probabilities": outputs.probabilities,
+        "probe": str(probe_path),
+        "class_names": meta.class_names,
+        "features": feature_set,
+        **shape,
+    }
 
 
 def apply_probe(plan: ApplyPlan, reporter: Reporter) -> dict[str, Any]:
@@ -121,11 +159,15 @@ def apply_probe(plan: ApplyPlan, reporter: Reporter) -> dict[str, Any]:
     probe, meta = load_probe(plan.probe)
     on_inputs = FeatureSet.parse(meta.features.get("set", "embeddings")).input_parts
     if on_inputs and not is_job(plan.embeddings.value):
-        raise EngineError(f"The probe '{plan.probe}' was fitted on the feature set {meta.features['set']!r}, read "
-                          "from the input rasters: give a job (model, modalities and outputs), not an embeddings raster.")
+        raise EngineError(
+            f"The probe '{plan.probe}' was fitted on the feature set {meta.features['set']!r}, read "
+            "from the input rasters: give a job (model, modalities and outputs), not an embeddings raster."
+        )
     if is_job(plan.embeddings.value):
         if plan.classes or plan.confidence:
-            raise EngineError("With a job, name the outputs in the job's \"outputs\" (classes, confidence, probabilities).")
+            raise EngineError(
+                "With a job, name the outputs in the job's \"outputs\" (classes, confidence, probabilities)."
+            )
         job = with_level(load_job(plan.embeddings.value), plan.embeddings.level)
         return map_job_with_probe(job, plan.probe, probe, meta, reporter, job.outputs.embeddings_level)
     if not (plan.classes or plan.confidence):
@@ -133,11 +175,18 @@ def apply_probe(plan: ApplyPlan, reporter: Reporter) -> dict[str, Any]:
     for key in ("classes", "confidence"):
         if getattr(plan, key):
             check_output_path(getattr(plan, key), key)
-    with embedding_source(plan.embeddings.value, plan.embeddings.model, reporter, level=plan.embeddings.level) as source, \
-            open_raster(source.path, "embeddings") as ds:
+    with (
+        embedding_source(plan.embeddings.value, plan.embeddings.model, reporter, level=plan.embeddings.level) as source,
+        open_raster(source.path, "embeddings") as ds,
+    ):
         check_encoder(probe, meta, source.encoder_hash, raster_level(ds), ds.count, plan.probe)
         map_embeddings(ds, probe, meta.class_names, meta.colors, plan.classes, plan.confidence, reporter)
         shape = {"width": ds.width, "height": ds.height, "crs": ds.crs.to_string() if ds.crs else None}
     reporter.log("Wrote " + ", ".join(p for p in (plan.classes, plan.confidence) if p))
-    return {"classes": plan.classes, "confidence": plan.confidence, "probe": str(plan.probe),
-            "class_names": meta.class_names, **shape}
+    return {
+        "classes": plan.classes,
+        "confidence": plan.confidence,
+        "probe": str(plan.probe),
+        "class_names": meta.class_names,
+        **shape,
+    }

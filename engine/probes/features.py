@@ -24,8 +24,9 @@ decided once from the fitting data and recorded, so a map is computed like its l
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,12 +50,13 @@ class FeatureSet:
     parts: tuple[str, ...]
 
     @classmethod
-    def parse(cls, text: str) -> "FeatureSet":
+    def parse(cls, text: str) -> FeatureSet:
         names = [p.strip() for p in str(text).replace(",", "+").split("+") if p.strip()]
         unknown = [p for p in names if p not in PARTS]
         if unknown or not names:
-            raise EngineError(f"Unknown feature set {text!r}: combine {', '.join(PARTS)} with '+', "
-                              "e.g. 'embeddings+raw'.")
+            raise EngineError(
+                f"Unknown feature set {text!r}: combine {', '.join(PARTS)} with '+', e.g. 'embeddings+raw'."
+            )
         return cls(tuple(p for p in PARTS if p in names))
 
     @property
@@ -127,23 +129,31 @@ def _index_series(item: InputValues, radar_db: dict[str, bool]) -> dict[str, np.
 
 def detect_radar_db(inputs: Sequence[InputValues]) -> dict[str, bool]:
     """Per radar modality: True when its values are in dB (any value <= 0; linear power is positive)."""
-    return {item.modality: bool((item.values[..., [item.bands.index("VV"), item.bands.index("VH")]] <= 0).any())
-            for item in inputs if "VV" in item.bands and "VH" in item.bands}
+    return {
+        item.modality: bool((item.values[..., [item.bands.index("VV"), item.bands.index("VH")]] <= 0).any())
+        for item in inputs
+        if "VV" in item.bands and "VH" in item.bands
+    }
 
 
-def input_features(inputs: Sequence[InputValues], feature_set: FeatureSet,
-                   radar_db: dict[str, bool] | None = None) -> tuple[np.ndarray, list[str]]:
+def input_features(
+    inputs: Sequence[InputValues], feature_set: FeatureSet, radar_db: dict[str, bool] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """The input-derived columns of ``feature_set`` ((N, F) float32 and their names)."""
     parts = feature_set.input_parts
     if not parts:
         return np.zeros((len(inputs[0].values) if inputs else 0, 0), np.float32), []
     if not inputs:
-        raise EngineError(f"The feature set {feature_set.name!r} needs the input rasters (a job), not only an "
-                          "embeddings raster: give the job.")
+        raise EngineError(
+            f"The feature set {feature_set.name!r} needs the input rasters (a job), not only an "
+            "embeddings raster: give the job."
+        )
     if "stats" in parts and not any(len(item.dates) >= 2 for item in inputs):
         kinds = ", ".join(f"{item.modality} ({len(item.dates) or 'no'} dates)" for item in inputs)
-        raise EngineError(f"The feature set {feature_set.name!r} needs a time series with at least 2 dates for its "
-                          f"temporal statistics, but the inputs are {kinds}: use raw or indices instead of stats.")
+        raise EngineError(
+            f"The feature set {feature_set.name!r} needs a time series with at least 2 dates for its "
+            f"temporal statistics, but the inputs are {kinds}: use raw or indices instead of stats."
+        )
     radar_db = detect_radar_db(inputs) if radar_db is None else radar_db
     columns, names, indices = [], [], 0
     for item in inputs:
@@ -172,12 +182,16 @@ def input_features(inputs: Sequence[InputValues], feature_set: FeatureSet,
             columns += columns_m
             names += names_m
     if "monthly" in parts and not any(item.dates for item in inputs):
-        raise EngineError(f"The feature set {feature_set.name!r} needs a time series for its monthly composites, but "
-                          "the inputs are single images: use raw or indices instead of monthly.")
+        raise EngineError(
+            f"The feature set {feature_set.name!r} needs a time series for its monthly composites, but "
+            "the inputs are single images: use raw or indices instead of monthly."
+        )
     if "indices" in parts and not indices:
         bands = "; ".join(f"{item.modality}: {', '.join(item.bands)}" for item in inputs)
-        raise EngineError(f"No spectral index can be computed from the inputs' bands ({bands}): NDVI needs red and "
-                          "near infrared, the radar ratio VV and VH. Drop 'indices' from the feature set.")
+        raise EngineError(
+            f"No spectral index can be computed from the inputs' bands ({bands}): NDVI needs red and "
+            "near infrared, the radar ratio VV and VH. Drop 'indices' from the feature set."
+        )
     return np.stack(columns, 1).astype(np.float32), names
 
 
@@ -201,8 +215,12 @@ def _monthly_columns(item: InputValues, radar_db: dict[str, bool]) -> tuple[list
     return columns, names
 
 
-def combine(embeddings: np.ndarray | None, inputs: Sequence[InputValues], feature_set: FeatureSet,
-            radar_db: dict[str, bool] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def combine(
+    embeddings: np.ndarray | None,
+    inputs: Sequence[InputValues],
+    feature_set: FeatureSet,
+    radar_db: dict[str, bool] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """The feature matrix of ``feature_set`` and its record (stored in the probe)."""
     blocks, names = [], []
     if feature_set.uses_embeddings:
@@ -215,8 +233,12 @@ def combine(embeddings: np.ndarray | None, inputs: Sequence[InputValues], featur
         x, input_names = input_features(inputs, feature_set, radar_db)
         blocks.append(x)
         names += input_names
-    record = {"set": feature_set.name, "columns": names, "radar_db": radar_db,
-              "inputs": {item.modality: {"bands": list(item.bands), "dates": list(item.dates)} for item in inputs}}
+    record = {
+        "set": feature_set.name,
+        "columns": names,
+        "radar_db": radar_db,
+        "inputs": {item.modality: {"bands": list(item.bands), "dates": list(item.dates)} for item in inputs},
+    }
     return np.concatenate(blocks, 1), record
 
 
@@ -230,9 +252,11 @@ def check_columns(record: dict[str, Any], names: list[str], probe_path: str = ""
     extra = [n for n in names if n not in set(expected)][:5]
     raise EngineError(
         f"{where} was fitted on the feature set {record.get('set')!r} with {len(expected)} columns, but these inputs "
-        f"give {len(names)}" + (f"; missing: {', '.join(missing)}" if missing else "")
+        f"give {len(names)}"
+        + (f"; missing: {', '.join(missing)}" if missing else "")
         + (f"; not in the probe: {', '.join(extra)}" if extra else "")
-        + ". Give inputs with the same modalities, bands and dates, or fit a new probe on these.")
+        + ". Give inputs with the same modalities, bands and dates, or fit a new probe on these."
+    )
 
 
 # ---------------------------------------------------------------- reading inputs on a grid
@@ -267,14 +291,16 @@ def read_inputs(modalities: dict, grid, window) -> tuple[list[InputValues], np.n
         values = np.moveaxis(data.reshape(data.shape[0], data.shape[1], -1), -1, 0)  # (hw, T, C)
         filled, has_data = fill_invalid_dates(values, valid.reshape(valid.shape[0], -1).T)
         dates = tuple(str(d) for d in modality.dates) if modality.spec.has_dates else ()
-        out.append(InputValues(name, _input_bands(modality), dates, np.nan_to_num(filled),
-                               valid.reshape(valid.shape[0], -1).T))
+        out.append(
+            InputValues(name, _input_bands(modality), dates, np.nan_to_num(filled), valid.reshape(valid.shape[0], -1).T)
+        )
         ok &= has_data
     return out, ok
 
 
-def read_inputs_at(modalities: dict, grid, rows: np.ndarray, cols: np.ndarray,
-                   block: int = 256) -> tuple[list[InputValues], np.ndarray]:
+def read_inputs_at(
+    modalities: dict, grid, rows: np.ndarray, cols: np.ndarray, block: int = 256
+) -> tuple[list[InputValues], np.ndarray]:
     """``read_inputs`` at scattered cells, reading only the blocks that hold some."""
     from rasterio.windows import Window  # lazy: keeps rasterio out of this module
 
@@ -287,13 +313,23 @@ def read_inputs_at(modalities: dict, grid, rows: np.ndarray, cols: np.ndarray,
         window = Window(c0, r0, min(block, grid.width - c0), min(block, grid.height - r0))
         values, valid = read_inputs(modalities, grid, window)
         flat = (rows[pick] - r0) * int(window.width) + (cols[pick] - c0)
-        pieces.append([InputValues(v.modality, v.bands, v.dates, v.values[flat],
-                                   None if v.valid is None else v.valid[flat]) for v in values])
+        pieces.append(
+            [
+                InputValues(v.modality, v.bands, v.dates, v.values[flat], None if v.valid is None else v.valid[flat])
+                for v in values
+            ]
+        )
         order.append(pick)
         ok.append(valid[flat])
     back = np.argsort(np.concatenate(order))
-    merged = [InputValues(first.modality, first.bands, first.dates,
-                          np.concatenate([p[i].values for p in pieces])[back],
-                          None if first.valid is None else np.concatenate([p[i].valid for p in pieces])[back])
-              for i, first in enumerate(pieces[0])]
+    merged = [
+        InputValues(
+            first.modality,
+            first.bands,
+            first.dates,
+            np.concatenate([p[i].values for p in pieces])[back],
+            None if first.valid is None else np.concatenate([p[i].valid for p in pieces])[back],
+        )
+        for i, first in enumerate(pieces[0])
+    ]
     return merged, np.concatenate(ok)[back]

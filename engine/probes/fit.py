@@ -11,15 +11,18 @@ fitted without a score and the outcome says why.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from engine.errors import EngineError
+from engine.probes.classifiers import CLASSIFIERS
+from engine.probes.classifiers.ensemble import soft_vote
+from engine.probes.features import FeatureSet
 from engine.probes.folds import SpatialFolds, ValidationImpossible, spatial_folds
 from engine.probes.metrics import FoldScores, classification_metrics
-from engine.runtime.progress import Reporter
 from engine.probes.selection import (
     Candidate,
     Selection,
@@ -30,9 +33,7 @@ from engine.probes.selection import (
     learning_curve,
     nested_selection,
 )
-from engine.probes.classifiers import CLASSIFIERS
-from engine.probes.classifiers.ensemble import soft_vote
-from engine.probes.features import FeatureSet
+from engine.runtime.progress import Reporter
 from engine.wording import span
 
 AUTO = "auto"
@@ -86,9 +87,18 @@ class FitSettings:
     max_per_class: int | None = MAX_CELLS_PER_CLASS
 
 
-def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarray, rows: np.ndarray,
-                 cols: np.ndarray, class_names: Sequence[str], settings: FitSettings, rule: str = "",
-                 reporter: Reporter | None = None, columns: Callable[[str], Sequence[str]] | None = None) -> FitOutcome:
+def fit_honestly(
+    features: dict[str, np.ndarray],
+    y: np.ndarray,
+    units: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    class_names: Sequence[str],
+    settings: FitSettings,
+    rule: str = "",
+    reporter: Reporter | None = None,
+    columns: Callable[[str], Sequence[str]] | None = None,
+) -> FitOutcome:
     """Validate, choose (when asked), draw the learning curve, then fit on every label (at most
     ``settings.max_per_class`` per class, as in validation). ``columns``: the column names of a feature set
     (engine.probes.features.combine's record), which place a vote's members on the union they read."""
@@ -115,21 +125,28 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
         reporter.log(f"Cross-validating {chosen.name} on {folds.n_folds} spatial folds")
         scores = cross_validate(setup, candidates, folds, reporter=reporter, probabilities=outer)[chosen]
     else:
-        reporter.log(f"Choosing among {len(candidates)} candidates (classifier x feature set) by nested spatial "
-                     f"cross-validation ({folds.n_folds} outer folds)")
+        reporter.log(
+            f"Choosing among {len(candidates)} candidates (classifier x feature set) by nested spatial "
+            f"cross-validation ({folds.n_folds} outer folds)"
+        )
         selection = nested_selection(setup, candidates, folds, units, rows, cols, reporter)
         chosen, scores, outer = selection.final, selection.nested, selection.outer_probabilities
         picks = ", ".join(sorted({c.name for c in selection.chosen_per_fold}))
-        notes.append(f"Chosen for the saved probe: {chosen.name} (best outer cross-validated macro-F1). The figures "
-                     f"above are the nested estimate of the choosing itself: in each outer fold the choice ({picks}) "
-                     f"was made on {span(selection.inner_folds)} inner folds of its "
-                     "training part only.")
+        notes.append(
+            f"Chosen for the saved probe: {chosen.name} (best outer cross-validated macro-F1). The figures "
+            f"above are the nested estimate of the choosing itself: in each outer fold the choice ({picks}) "
+            f"was made on {span(selection.inner_folds)} inner folds of its "
+            "training part only."
+        )
     if folds is not None and settings.learning_curve:
         reporter.log("Learning curve")
         points = learning_curve(setup, chosen, folds, reporter=reporter, outer=outer)
     if folds is not None and folds.unvalidated:
-        notes.append("Not validated (all their labels lie in one polygon or block, kept for training): "
-                     + ", ".join(names[k] for k in folds.unvalidated) + ".")
+        notes.append(
+            "Not validated (all their labels lie in one polygon or block, kept for training): "
+            + ", ".join(names[k] for k in folds.unvalidated)
+            + "."
+        )
     picked = capped(np.arange(len(y)), np.asarray(y), max_per_class, np.random.default_rng(seed))
     reporter.log(f"Fitting {chosen.name} on {len(picked)} labelled cells")
     models = setup.fit_members(chosen, picked)
@@ -139,8 +156,7 @@ def fit_honestly(features: dict[str, np.ndarray], y: np.ndarray, units: np.ndarr
         final = soft_vote(models, [columns(m.features) for m in chosen.members], columns(chosen.features))
     else:
         final = models[0]
-    return FitOutcome(final, chosen, folds, scores, selection, points, notes,
-                      folds.rule if folds is not None else rule)
+    return FitOutcome(final, chosen, folds, scores, selection, points, notes, folds.rule if folds is not None else rule)
 
 
 def check_feature_request(classifier: str, feature_sets: Sequence[str]) -> None:

@@ -40,8 +40,9 @@ class ValidationImpossible(EngineError):
 # ---------------------------------------------------------------- units
 
 
-def spatial_units(groups: np.ndarray, from_point: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                  block_cells: int) -> np.ndarray:
+def spatial_units(
+    groups: np.ndarray, from_point: np.ndarray, rows: np.ndarray, cols: np.ndarray, block_cells: int
+) -> np.ndarray:
     """The indivisible units of a split: a polygon's cells stay together; points are grouped
     into square blocks of ``block_cells`` x ``block_cells`` cells so that neighbouring points
     fall on the same side."""
@@ -110,7 +111,7 @@ def same_class_range(rows: np.ndarray, cols: np.ndarray, y: np.ndarray, seed: in
     if distance.size == 0:
         return 0.0
     shares = np.bincount(y) / y.size
-    chance = float((shares ** 2).sum())
+    chance = float((shares**2).sum())
     edges = np.unique(np.r_[0.0, np.geomspace(1.0, max(distance.max(), 1.0), 24)])
     which = np.digitize(distance, edges[1:], right=True)
     for b in range(len(edges) - 1):
@@ -129,9 +130,11 @@ class BlockRule:
     spacing_cells: float
 
     def describe(self, cell_m: float) -> str:
-        return (f"point blocks of {self.block_cells} x {self.block_cells} cells ({self.block_cells * cell_m:g} m): "
-                f"the labels' autocorrelation range {self.range_cells * cell_m:.0f} m, at least twice the points' "
-                f"mean spacing ({self.spacing_cells * cell_m:.0f} m) and {MIN_BLOCK_CELLS} cells")
+        return (
+            f"point blocks of {self.block_cells} x {self.block_cells} cells ({self.block_cells * cell_m:g} m): "
+            f"the labels' autocorrelation range {self.range_cells * cell_m:.0f} m, at least twice the points' "
+            f"mean spacing ({self.spacing_cells * cell_m:.0f} m) and {MIN_BLOCK_CELLS} cells"
+        )
 
 
 def point_block_rule(rows: np.ndarray, cols: np.ndarray, y: np.ndarray, seed: int = 0) -> BlockRule:
@@ -140,9 +143,6 @@ def point_block_rule(rows: np.ndarray, cols: np.ndarray, y: np.ndarray, seed: in
     correlation = same_class_range(rows, cols, y, seed)
     side = max(int(math.ceil(correlation)), int(math.ceil(2.0 * spacing)), MIN_BLOCK_CELLS)
     return BlockRule(side, correlation, spacing)
-
-
-
 
 
 @dataclass
@@ -164,7 +164,9 @@ class SpatialFolds:
         return [int((~self.train[f] & ~self.test(f)).sum()) for f in range(self.n_folds)]
 
 
-def _buffer_masks(rows: np.ndarray, cols: np.ndarray, test_fold: np.ndarray, n_folds: int, buffer: int) -> list[np.ndarray]:
+def _buffer_masks(
+    rows: np.ndarray, cols: np.ndarray, test_fold: np.ndarray, n_folds: int, buffer: int
+) -> list[np.ndarray]:
     from scipy.ndimage import binary_dilation  # lazy: keeps SciPy out of this module
 
     r0, c0 = rows.min(), cols.min()
@@ -183,8 +185,16 @@ def _buffer_masks(rows: np.ndarray, cols: np.ndarray, test_fold: np.ndarray, n_f
     return masks
 
 
-def spatial_folds(y: np.ndarray, units: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_folds: int = FOLDS,
-                  buffer_cells: int = BUFFER_CELLS, seed: int = 0, rule: str = "") -> SpatialFolds:
+def spatial_folds(
+    y: np.ndarray,
+    units: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    n_folds: int = FOLDS,
+    buffer_cells: int = BUFFER_CELLS,
+    seed: int = 0,
+    rule: str = "",
+) -> SpatialFolds:
     """Buffered blocked folds (module docstring). Raises ValidationImpossible when fewer than two
     units can be tested."""
     y, units = np.asarray(y), np.asarray(units)
@@ -201,8 +211,10 @@ def spatial_folds(y: np.ndarray, units: np.ndarray, rows: np.ndarray, cols: np.n
     if free_units.size < 2:
         raise ValidationImpossible(
             f"The labels fall in {np.unique(units).size} polygon(s)/block(s) only"
-            + (f" ({rule})" if rule else "") + ": no spatially separate validation is possible. The probe is fitted "
-            "without a score; add labels in more places to measure its accuracy.")
+            + (f" ({rule})" if rule else "")
+            + ": no spatially separate validation is possible. The probe is fitted "
+            "without a score; add labels in more places to measure its accuracy."
+        )
     n = min(n_folds, int(free_units.size))
     test_fold = np.full(y.size, -1, np.int64)
     test_fold[~fixed] = blocked_folds(y[~fixed], units[~fixed], n, seed)
@@ -211,6 +223,9 @@ def spatial_folds(y: np.ndarray, units: np.ndarray, rows: np.ndarray, cols: np.n
     remap[present] = np.arange(len(present))
     test_fold = np.where(test_fold >= 0, remap[np.maximum(test_fold, 0)], -1)
     masks = _buffer_masks(np.asarray(rows), np.asarray(cols), test_fold, len(present), buffer_cells)
-    text = (f"{len(present)} folds of whole polygons / point blocks" + (f"; {rule}" if rule else "")
-            + f"; training cells within {buffer_cells} cell(s) of a test cell left out of that fold's training")
+    text = (
+        f"{len(present)} folds of whole polygons / point blocks"
+        + (f"; {rule}" if rule else "")
+        + f"; training cells within {buffer_cells} cell(s) of a test cell left out of that fold's training"
+    )
     return SpatialFolds(test_fold, masks, buffer_cells, text, unvalidated)

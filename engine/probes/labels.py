@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -140,7 +141,9 @@ def read_labels(
             f"Its fields: {', '.join(fields) or 'none'}. Choose the field that holds the class."
         )
     if lyr.GetFeatureCount() == 0:
-        raise EngineError(f"The label layer '{file}' ({lyr.GetName()}) is empty: draw or load some labelled points or polygons.")
+        raise EngineError(
+            f"The label layer '{file}' ({lyr.GetName()}) is empty: draw or load some labelled points or polygons."
+        )
 
     source_srs = lyr.GetSpatialRef()
     transform = None
@@ -299,8 +302,11 @@ def rasterize_labels(
         # Rasterize the polygon on a finer grid over its window, then count sub-cells per cell.
         fine = transform * Affine.translation(c0, r0) * Affine.scale(1.0 / SUPERSAMPLE)
         mask = rasterize(
-            [(geometry, 1)], out_shape=((r1 - r0) * SUPERSAMPLE, (c1 - c0) * SUPERSAMPLE),
-            transform=fine, fill=0, dtype="uint8",
+            [(geometry, 1)],
+            out_shape=((r1 - r0) * SUPERSAMPLE, (c1 - c0) * SUPERSAMPLE),
+            transform=fine,
+            fill=0,
+            dtype="uint8",
         )
         share = mask.reshape(r1 - r0, SUPERSAMPLE, c1 - c0, SUPERSAMPLE).mean(axis=(1, 3), dtype=np.float32)
         rows, cols = np.nonzero(share)
@@ -313,8 +319,9 @@ def rasterize_labels(
         poly_feature.append(np.full(rows.size, i, np.int64))
         per_feature_cells[i] = int((share >= min_coverage).sum())
 
-    polygon_labels, mixed_cells = _polygon_cells(poly_cell, poly_class, poly_share, poly_feature,
-                                                 len(labels.class_names), min_coverage)
+    polygon_labels, mixed_cells = _polygon_cells(
+        poly_cell, poly_class, poly_share, poly_feature, len(labels.class_names), min_coverage
+    )
     point_labels, merged_points, point_conflicts = _point_cells(point_cell, point_class, point_feature)
     # Points take precedence over polygons in the cells they fall in: they are deliberate picks;
     # cells with disagreeing points are left out altogether.
@@ -327,13 +334,20 @@ def rasterize_labels(
     cells, y, groups, from_point = cells[order], y[order], groups[order], from_point[order]
     dropped = set(outside)
     too_small = [
-        int(fid) for fid, kind, n in zip(labels.feature_ids, labels.kinds, per_feature_cells)
+        int(fid)
+        for fid, kind, n in zip(labels.feature_ids, labels.kinds, per_feature_cells)
         if kind == POLYGON and n == 0 and int(fid) not in dropped
     ]
 
     samples = LabelSamples(
-        rows=cells // width, cols=cells % width, y=y.astype(np.int64), groups=groups.astype(np.int64),
-        from_point=from_point, class_names=labels.class_names, shape=(height, width), report={},
+        rows=cells // width,
+        cols=cells % width,
+        y=y.astype(np.int64),
+        groups=groups.astype(np.int64),
+        from_point=from_point,
+        class_names=labels.class_names,
+        shape=(height, width),
+        report={},
     )
     samples.report = {
         "label_file": labels.path,
@@ -421,7 +435,7 @@ def _layer_bounds(labels: LabelLayer) -> tuple[float, float, float, float]:
 
 
 def _fmt(box: tuple[float, float, float, float]) -> str:
-    return "x {:.1f}..{:.1f}, y {:.1f}..{:.1f}".format(box[0], box[2], box[1], box[3])
+    return f"x {box[0]:.1f}..{box[2]:.1f}, y {box[1]:.1f}..{box[3]:.1f}"
 
 
 def check_trainable(samples: LabelSamples, min_per_class: int = 2) -> None:
@@ -454,6 +468,12 @@ def drop_empty_classes(samples: LabelSamples) -> tuple[LabelSamples, list[str]]:
     names = tuple(samples.class_names[k] for k in keep)
     report = dict(samples.report, classes_without_cells=dropped)
     return LabelSamples(
-        rows=samples.rows, cols=samples.cols, y=new_index[samples.y], groups=samples.groups,
-        from_point=samples.from_point, class_names=names, shape=samples.shape, report=report,
+        rows=samples.rows,
+        cols=samples.cols,
+        y=new_index[samples.y],
+        groups=samples.groups,
+        from_point=samples.from_point,
+        class_names=names,
+        shape=samples.shape,
+        report=report,
     ), dropped

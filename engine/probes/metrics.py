@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,12 @@ def classification_metrics(cm: np.ndarray, class_names: tuple[str, ...] | list[s
         "macro_f1": float(f1[active].mean()) if active.any() else float("nan"),
         "n_samples": int(total),
         "per_class": {
-            name: {"f1": float(f1[k]), "precision": float(precision[k]), "recall": float(recall[k]),
-                   "support": int(support[k])}
+            name: {
+                "f1": float(f1[k]),
+                "precision": float(precision[k]),
+                "recall": float(recall[k]),
+                "support": int(support[k]),
+            }
             for k, name in enumerate(class_names)
         },
         "confusion_matrix": cm.astype(np.int64).tolist(),

@@ -59,7 +59,7 @@ class FitPlan:
     colors: tuple[str, ...] | None = None
     title: str = "Probe fit report"
 
-    def at_level(self, level: str) -> "FitPlan":
+    def at_level(self, level: str) -> FitPlan:
         """The plan once the embeddings' level is known: a dense probe normalises each vector first
         (LayerNorm + linear: the segmentation head)."""
         config = dataclasses.replace(self.fit.config, layer_norm=level == "dense")
@@ -69,15 +69,21 @@ class FitPlan:
 def checked(plan: FitPlan) -> FitPlan:
     """Clear errors before any work: outputs writable, classifier and feature sets known, input
     feature sets only with a job."""
-    for key, path in (("output", plan.outputs.probe), ("report", plan.outputs.report),
-                      ("classes", plan.outputs.classes), ("confidence", plan.outputs.confidence)):
+    for key, path in (
+        ("output", plan.outputs.probe),
+        ("report", plan.outputs.report),
+        ("classes", plan.outputs.classes),
+        ("confidence", plan.outputs.confidence),
+    ):
         if path:
             check_output_path(path, key)
     check_feature_request(plan.fit.classifier, plan.fit.feature_sets)
     inputs_needed = any(FeatureSet.parse(f).input_parts for f in plan.fit.feature_sets)
     if inputs_needed and plan.embeddings is not None and not is_job(plan.embeddings.value):
-        raise EngineError("Raw bands, statistics and indices are read from the job's input rasters: give a job as "
-                          f"embeddings (not the raster '{plan.embeddings.value}'), or use the feature set 'embeddings'.")
+        raise EngineError(
+            "Raw bands, statistics and indices are read from the job's input rasters: give a job as "
+            f"embeddings (not the raster '{plan.embeddings.value}'), or use the feature set 'embeddings'."
+        )
     return plan
 
 

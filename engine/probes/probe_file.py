@@ -8,9 +8,10 @@ a probe applied to other embeddings would give meaningless maps, so that is refu
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -40,8 +41,22 @@ class ProbeMetadata:
 
 
 DEFAULT_COLORS = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
 )
 
 
@@ -49,7 +64,7 @@ def default_colors(n: int) -> list[str]:
     if n <= len(DEFAULT_COLORS):
         return list(DEFAULT_COLORS[:n])
     rng = np.random.default_rng(n)
-    extra = ["#%02x%02x%02x" % tuple(rng.integers(30, 230, 3)) for _ in range(n - len(DEFAULT_COLORS))]
+    extra = ["#{:02x}{:02x}{:02x}".format(*tuple(rng.integers(30, 230, 3))) for _ in range(n - len(DEFAULT_COLORS))]
     return list(DEFAULT_COLORS) + extra
 
 
@@ -116,18 +131,23 @@ def load_probe(path: str | Path) -> tuple[Classifier, ProbeMetadata]:
         kinds = [arch.get("kind"), *(m.get("kind") for m in arch.get("members", []))]
         for kind in kinds:
             if kind not in STORED_KINDS:
-                raise EngineError(f"The probe '{file}' holds a {kind!r} classifier, which this engine does not "
-                                  f"know (it knows {', '.join(STORED_KINDS)}): update the engine or fit the probe again.")
+                raise EngineError(
+                    f"The probe '{file}' holds a {kind!r} classifier, which this engine does not "
+                    f"know (it knows {', '.join(STORED_KINDS)}): update the engine or fit the probe again."
+                )
         probe = rebuild_classifier(arch, tensors)
     except EngineError as exc:
         raise EngineError(f"{exc} (probe file '{file}')") from None
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
-        raise EngineError(f"The probe file '{file}' is damaged ({type(exc).__name__}: {exc}): fit the probe again.") from None
+        raise EngineError(
+            f"The probe file '{file}' is damaged ({type(exc).__name__}: {exc}): fit the probe again."
+        ) from None
     return probe, metadata
 
 
-def check_encoder(probe: Classifier, metadata: ProbeMetadata, encoder_hash: str, level: str, embed_dim: int,
-                  probe_path: str = "") -> None:
+def check_encoder(
+    probe: Classifier, metadata: ProbeMetadata, encoder_hash: str, level: str, embed_dim: int, probe_path: str = ""
+) -> None:
     """Refuse to apply a probe to embeddings of another encoder, level or width."""
     where = f"The probe '{probe_path}'" if probe_path else "The probe"
     if metadata.encoder_hash != encoder_hash:
@@ -139,6 +159,7 @@ def check_encoder(probe: Classifier, metadata: ProbeMetadata, encoder_hash: str,
     if metadata.level != level:
         raise EngineError(
             f"{where} was fitted on {metadata.level}-level embeddings, but these are {level}-level: compute the "
-            f'embeddings with "outputs": {{"embeddings_level": "{metadata.level}"}} in the job, or fit a new probe.')
+            f'embeddings with "outputs": {{"embeddings_level": "{metadata.level}"}} in the job, or fit a new probe.'
+        )
     if probe.in_dim != embed_dim:
         raise EngineError(f"{where} expects {probe.in_dim}-wide embeddings but the model gives {embed_dim}.")

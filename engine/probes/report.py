@@ -11,9 +11,10 @@ import html
 import io
 import struct
 import zlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,12 @@ def png_bytes(rgb: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 9)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _row_normalized(cm: np.ndarray) -> np.ndarray:
@@ -66,8 +71,15 @@ def _matplotlib_confusion_png(cm: np.ndarray, class_names: Sequence[str]) -> byt
     image = axes.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     for r in range(n):
         for c in range(n):
-            axes.text(c, r, str(int(cm[r][c])), ha="center", va="center", fontsize=8,
-                      color="white" if share[r, c] > 0.5 else "black")
+            axes.text(
+                c,
+                r,
+                str(int(cm[r][c])),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if share[r, c] > 0.5 else "black",
+            )
     axes.set_xticks(range(n), labels=class_names, rotation=45, ha="right")
     axes.set_yticks(range(n), labels=class_names)
     axes.set_xlabel("predicted class")
@@ -141,8 +153,13 @@ def fit_report_html(
     """
     n = len(class_names)
     measured = metrics is not None
-    metrics = metrics or {"overall_accuracy": None, "macro_f1": None, "n_samples": 0, "per_class": {},
-                          "confusion_matrix": np.zeros((n, n), np.int64).tolist()}
+    metrics = metrics or {
+        "overall_accuracy": None,
+        "macro_f1": None,
+        "n_samples": 0,
+        "per_class": {},
+        "confusion_matrix": np.zeros((n, n), np.int64).tolist(),
+    }
     cm = np.asarray(metrics["confusion_matrix"], np.int64)
     picture = base64.b64encode(confusion_png(cm, class_names, renderer)).decode("ascii")
     swatches = [f'<span class="swatch" style="background:{html.escape(c)}"></span>' for c in colors]
@@ -150,14 +167,18 @@ def fit_report_html(
     spread = metrics.get("folds")
     rows = [["Overall accuracy", metrics["overall_accuracy"]], ["Macro-F1", metrics["macro_f1"]]]
     if spread:
-        rows = [["Overall accuracy (pooled held-out cells)", metrics["overall_accuracy"]],
-                ["Macro-F1 (pooled held-out cells)", metrics["macro_f1"]],
-                ["Macro-F1 per fold, mean ± std", _spread(spread["macro_f1"])],
-                ["Overall accuracy per fold, mean ± std", _spread(spread["overall_accuracy"])],
-                ["Folds", len(spread["macro_f1"]["folds"])]]
+        rows = [
+            ["Overall accuracy (pooled held-out cells)", metrics["overall_accuracy"]],
+            ["Macro-F1 (pooled held-out cells)", metrics["macro_f1"]],
+            ["Macro-F1 per fold, mean ± std", _spread(spread["macro_f1"])],
+            ["Overall accuracy per fold, mean ± std", _spread(spread["overall_accuracy"])],
+            ["Folds", len(spread["macro_f1"]["folds"])],
+        ]
     summary = _table(rows + [["Validation cells", metrics["n_samples"]]], ["Metric", "Value"], "metrics")
     if not measured:
-        summary = '<p><b>Not validated</b>: see the notes. No accuracy figure is given rather than a misleading one.</p>'
+        summary = (
+            '<p><b>Not validated</b>: see the notes. No accuracy figure is given rather than a misleading one.</p>'
+        )
 
     count_columns = list(counts)
     class_rows = []
@@ -168,10 +189,11 @@ def fit_report_html(
         row += [counts[c].get(name, 0) for c in count_columns]
         class_rows.append(row)
     header = ["Class", "F1", "Precision", "Recall", *count_columns]
-    per_class = ["<table class=\"classes\">",
-                 "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    per_class = ["<table class=\"classes\">", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for row in class_rows:
-        per_class.append("<tr><td>" + row[0] + "</td>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row[1:]) + "</tr>")
+        per_class.append(
+            "<tr><td>" + row[0] + "</td>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row[1:]) + "</tr>"
+        )
     per_class.append("</table>")
 
     cm_rows = [[name, *cm[k].tolist()] for k, name in enumerate(class_names)]
@@ -220,21 +242,44 @@ def area_table_html(estimate, area_unit: str) -> str:
     scale, unit = _area_scale(area_unit)
     rows = []
     for r in estimate.rows():
-        rows.append([r["class"], r["mapped_area"] * scale, r["estimated_area"] * scale,
-                     f"± {1.959964 * r['area_se'] * scale:.4g}", r["samples_in_map_class"],
-                     f"{r['users_accuracy']:.3f} ± {r['users_accuracy_se']:.3f}",
-                     f"{r['producers_accuracy']:.3f} ± {r['producers_accuracy_se']:.3f}"])
-    table = _table(rows, ["Class", f"Mapped area ({unit})", f"Estimated area ({unit})", "95% interval",
-                          "Samples in map class", "User's accuracy ± SE", "Producer's accuracy ± SE"], "areas")
+        rows.append(
+            [
+                r["class"],
+                r["mapped_area"] * scale,
+                r["estimated_area"] * scale,
+                f"± {1.959964 * r['area_se'] * scale:.4g}",
+                r["samples_in_map_class"],
+                f"{r['users_accuracy']:.3f} ± {r['users_accuracy_se']:.3f}",
+                f"{r['producers_accuracy']:.3f} ± {r['producers_accuracy_se']:.3f}",
+            ]
+        )
+    table = _table(
+        rows,
+        [
+            "Class",
+            f"Mapped area ({unit})",
+            f"Estimated area ({unit})",
+            "95% interval",
+            "Samples in map class",
+            "User's accuracy ± SE",
+            "Producer's accuracy ± SE",
+        ],
+        "areas",
+    )
     names = list(estimate.class_names)
-    matrix = _table([[name, *estimate.counts[k].astype(int).tolist()] for k, name in enumerate(names)],
-                    ["map \\ reference", *names], "confusion")
+    matrix = _table(
+        [[name, *estimate.counts[k].astype(int).tolist()] for k, name in enumerate(names)],
+        ["map \\ reference", *names],
+        "confusion",
+    )
     caveats = "".join(f"<p class=\"note\">{html.escape(c)}</p>\n" for c in estimate.caveats())
-    return (f"{table}\n<p>Overall accuracy {estimate.overall_accuracy:.3f} ± {estimate.overall_se:.3f} (SE), "
-            f"{int(estimate.counts.sum())} reference samples.</p>\n{caveats}<h3>Sample error matrix</h3>\n{matrix}\n"
-            '<p class="note">Stratified estimator of Olofsson et al. (2014, Remote Sensing of Environment 148): '
-            "map classes are the strata, weighted by their mapped area; the interval is ± 1.96 standard errors. "
-            "Valid for a stratified random sample of the map (sample-map draws one).</p>")
+    return (
+        f"{table}\n<p>Overall accuracy {estimate.overall_accuracy:.3f} ± {estimate.overall_se:.3f} (SE), "
+        f"{int(estimate.counts.sum())} reference samples.</p>\n{caveats}<h3>Sample error matrix</h3>\n{matrix}\n"
+        '<p class="note">Stratified estimator of Olofsson et al. (2014, Remote Sensing of Environment 148): '
+        "map classes are the strata, weighted by their mapped area; the interval is ± 1.96 standard errors. "
+        "Valid for a stratified random sample of the map (sample-map draws one).</p>"
+    )
 
 
 def write_area_report(path: str | Path, estimate, area_unit: str, settings: Mapping[str, Any]) -> Path:
@@ -262,16 +307,23 @@ def _spread(summary: Mapping[str, Any]) -> str:
 def candidates_html(table: Sequence[Mapping[str, Any]], nested: Mapping[str, Any] | None) -> str:
     """Every candidate's outer cross-validated score, the chosen ones (the saved vote's members) marked,
     and the nested estimate."""
-    rows = [[("▶ " if r["chosen"] else "") + r["candidate"], _spread(r["macro_f1"]), _spread(r["overall_accuracy"])]
-            for r in sorted(table, key=lambda r: -r["macro_f1"]["mean"])]
-    text = _table(rows, ["Candidate (classifier on feature set)", "Macro-F1 (mean ± std over folds)",
-                         "Overall accuracy"], "candidates")
+    rows = [
+        [("▶ " if r["chosen"] else "") + r["candidate"], _spread(r["macro_f1"]), _spread(r["overall_accuracy"])]
+        for r in sorted(table, key=lambda r: -r["macro_f1"]["mean"])
+    ]
+    text = _table(
+        rows,
+        ["Candidate (classifier on feature set)", "Macro-F1 (mean ± std over folds)", "Overall accuracy"],
+        "candidates",
+    )
     if nested:
-        text += (f"<p>Nested estimate of the automatic choice (chosen on inner folds, scored on outer folds it never "
-                 f"saw): macro-F1 {_spread(nested['macro_f1'])}, overall accuracy "
-                 f"{_spread(nested['overall_accuracy'])}. The candidates' own scores above share the outer folds "
-                 "and would be optimistic for the best of them. ▶ marks the candidates the saved probe holds: "
-                 "with several, it averages their probabilities (a soft vote).</p>")
+        text += (
+            f"<p>Nested estimate of the automatic choice (chosen on inner folds, scored on outer folds it never "
+            f"saw): macro-F1 {_spread(nested['macro_f1'])}, overall accuracy "
+            f"{_spread(nested['overall_accuracy'])}. The candidates' own scores above share the outer folds "
+            "and would be optimistic for the best of them. ▶ marks the candidates the saved probe holds: "
+            "with several, it averages their probabilities (a soft vote).</p>"
+        )
     return text
 
 
@@ -304,22 +356,38 @@ def _curve_png(curve: Sequence[Mapping[str, Any]]) -> bytes | None:
 
 def learning_curve_html(curve: Sequence[Mapping[str, Any]]) -> str:
     picture = _curve_png(curve)
-    image = (f'<img alt="learning curve" src="data:image/png;base64,{base64.b64encode(picture).decode("ascii")}">'
-             if picture else "")
-    rows = [[("all (" + str(p["cells_per_class"]) + ")") if p["all"] else p["cells_per_class"],
-             _spread(p["macro_f1"]), _spread(p["overall_accuracy"])] for p in curve]
-    return (image + _table(rows, ["Training cells per class", "Macro-F1", "Overall accuracy"], "curve")
-            + '<p class="note">Same spatial folds as above; at each size that many training cells per class are '
-              "drawn at random from each fold's training part (classes with fewer keep all theirs). A curve still "
-              "rising at the right says more labels will pay.</p>")
+    image = (
+        f'<img alt="learning curve" src="data:image/png;base64,{base64.b64encode(picture).decode("ascii")}">'
+        if picture
+        else ""
+    )
+    rows = [
+        [
+            ("all (" + str(p["cells_per_class"]) + ")") if p["all"] else p["cells_per_class"],
+            _spread(p["macro_f1"]),
+            _spread(p["overall_accuracy"]),
+        ]
+        for p in curve
+    ]
+    return (
+        image
+        + _table(rows, ["Training cells per class", "Macro-F1", "Overall accuracy"], "curve")
+        + '<p class="note">Same spatial folds as above; at each size that many training cells per class are '
+        "drawn at random from each fold's training part (classes with fewer keep all theirs). A curve still "
+        "rising at the right says more labels will pay.</p>"
+    )
 
 
 def mapped_area_table(class_names: Sequence[str], pixels: np.ndarray, pixel_area: float, area_unit: str) -> str:
     scale, unit = _area_scale(area_unit)
     total = max(float(pixels.sum()), 1.0)
-    rows = [[name, int(pixels[k]), float(pixels[k]) * pixel_area * scale, float(pixels[k]) / total]
-            for k, name in enumerate(class_names)]
-    return (_table(rows, ["Class", "Pixels", f"Mapped area ({unit})", "Share"], "areas")
-            + '<p class="note">Pixel counts of the map: they carry its errors. For areas with 95% confidence '
-              "intervals, draw a reference sample from the map (sample-map), label it, and run area-report "
-              "(Olofsson et al. 2014 stratified estimator).</p>")
+    rows = [
+        [name, int(pixels[k]), float(pixels[k]) * pixel_area * scale, float(pixels[k]) / total]
+        for k, name in enumerate(class_names)
+    ]
+    return (
+        _table(rows, ["Class", "Pixels", f"Mapped area ({unit})", "Share"], "areas")
+        + '<p class="note">Pixel counts of the map: they carry its errors. For areas with 95% confidence '
+        "intervals, draw a reference sample from the map (sample-map), label it, and run area-report "
+        "(Olofsson et al. 2014 stratified estimator).</p>"
+    )

@@ -26,17 +26,17 @@
 
 from __future__ import annotations
 
-import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from engine.errors import EngineError
 from engine.probes.classifiers import ENSEMBLE, fit_probe
 from engine.probes.features import PARTS, FeatureSet
-from engine.probes.folds import SpatialFolds, ValidationImpossible, spatial_folds
+from engine.probes.folds import SpatialFolds
 from engine.probes.metrics import FoldScores
 
 VOTE = 5  # at most this many candidates in auto's soft vote
@@ -56,7 +56,7 @@ class Candidate:
         return f"{self.classifier} on {self.features}"
 
     @property
-    def members(self) -> tuple["Candidate", ...]:
+    def members(self) -> tuple[Candidate, ...]:
         return (self,)
 
 
@@ -76,7 +76,6 @@ class Vote:
         """The union of the members' feature sets: what the vote reads."""
         parts = {p for m in self.members for p in FeatureSet.parse(m.features).parts}
         return FeatureSet(tuple(p for p in PARTS if p in parts)).name
-
 
 
 def capped(indices: np.ndarray, y: np.ndarray, cap: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -103,20 +102,30 @@ class Setup:
 
     def fit_members(self, choice: Candidate | Vote, picked: np.ndarray) -> list:
         """Each member of ``choice`` fitted on the samples ``picked`` (indices)."""
-        return [fit_probe(self.features[m.features][picked], self.y[picked], len(self.class_names),
-                          replace(self.config, kind=m.classifier)) for m in choice.members]
+        return [
+            fit_probe(
+                self.features[m.features][picked],
+                self.y[picked],
+                len(self.class_names),
+                replace(self.config, kind=m.classifier),
+            )
+            for m in choice.members
+        ]
 
-    def fit_proba(self, choice: Candidate | Vote, train: np.ndarray, test: np.ndarray,
-                  rng: np.random.Generator | None = None) -> np.ndarray:
+    def fit_proba(
+        self, choice: Candidate | Vote, train: np.ndarray, test: np.ndarray, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         """Probabilities at ``test`` of ``choice`` fitted on ``train`` (masks; a vote: the members' mean)."""
         rng = rng or np.random.default_rng(self.seed)
         picked = capped(np.flatnonzero(train), self.y, self.max_per_class, rng)
         models = self.fit_members(choice, picked)
-        return np.mean([model.predict_proba(self.features[m.features][test])
-                        for model, m in zip(models, choice.members)], axis=0)
+        return np.mean(
+            [model.predict_proba(self.features[m.features][test]) for model, m in zip(models, choice.members)], axis=0
+        )
 
-    def fit_predict(self, choice: Candidate | Vote, train: np.ndarray, test: np.ndarray,
-                    rng: np.random.Generator | None = None) -> np.ndarray:
+    def fit_predict(
+        self, choice: Candidate | Vote, train: np.ndarray, test: np.ndarray, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         return self.fit_proba(choice, train, test, rng).argmax(-1)
 
 
@@ -134,17 +143,25 @@ class FitProgress:
             return
         elapsed = time.monotonic() - self.started
         left = elapsed / self.done * max(self.total - self.done, 0)
-        self.reporter.progress(min(100.0, 100.0 * self.done / self.total),
-                               f"{what}; fit {self.done} of {self.total}, about {_duration(left)} left")
+        self.reporter.progress(
+            min(100.0, 100.0 * self.done / self.total),
+            f"{what}; fit {self.done} of {self.total}, about {_duration(left)} left",
+        )
 
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def cross_validate(setup: Setup, candidates: Sequence[Candidate], folds: SpatialFolds, reporter=None,
-                   probabilities: dict[tuple[Candidate, int], np.ndarray] | None = None,
-                   progress: FitProgress | None = None, stage: str = "cross-validation") -> dict[Candidate, FoldScores]:
+def cross_validate(
+    setup: Setup,
+    candidates: Sequence[Candidate],
+    folds: SpatialFolds,
+    reporter=None,
+    probabilities: dict[tuple[Candidate, int], np.ndarray] | None = None,
+    progress: FitProgress | None = None,
+    stage: str = "cross-validation",
+) -> dict[Candidate, FoldScores]:
     """Every candidate on every fold; each (candidate, fold)'s test probabilities go into
     ``probabilities`` when given. Progress after every fit: to ``progress`` (a longer run this
     one is part of, its messages prefixed by ``stage``) or else to ``reporter``."""
@@ -162,8 +179,10 @@ def cross_validate(setup: Setup, candidates: Sequence[Candidate], folds: Spatial
             scores[candidate].add(setup.y[test], proba.argmax(-1), setup.class_names)
             if probabilities is not None:
                 probabilities[candidate, fold] = proba
-            progress.step(f"{stage}: candidate {k + 1} of {len(candidates)} ({candidate.name}), "
-                          f"fold {fold + 1} of {folds.n_folds}")
+            progress.step(
+                f"{stage}: candidate {k + 1} of {len(candidates)} ({candidate.name}), "
+                f"fold {fold + 1} of {folds.n_folds}"
+            )
     return scores
 
 
@@ -192,12 +211,28 @@ class Selection:
     outer_probabilities: dict[tuple[Candidate, int], np.ndarray] = field(default_factory=dict)
 
     def table(self) -> list[dict[str, Any]]:
-        return [{"candidate": c.name, "classifier": c.classifier, "features": c.features, **s.summary(),
-                 "chosen": c in self.final.members} for c, s in self.candidates.items() if s.macro_f1]
+        return [
+            {
+                "candidate": c.name,
+                "classifier": c.classifier,
+                "features": c.features,
+                **s.summary(),
+                "chosen": c in self.final.members,
+            }
+            for c, s in self.candidates.items()
+            if s.macro_f1
+        ]
 
 
-def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: SpatialFolds, units: np.ndarray,
-                     rows: np.ndarray, cols: np.ndarray, reporter=None) -> Selection:
+def nested_selection(
+    setup: Setup,
+    candidates: Sequence[Candidate],
+    folds: SpatialFolds,
+    units: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    reporter=None,
+) -> Selection:
     """Choose among ``candidates`` without leaking (module docstring). ``units``, ``rows`` and
     ``cols`` are accepted for callers that have them; the inner folds come from ``folds``."""
     if not candidates:
@@ -206,8 +241,9 @@ def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: Spati
     pairs = [(f, g) for f in range(n) for g in range(f + 1, n)]
     outer_proba: dict[tuple[Candidate, int], np.ndarray] = {}
     progress = FitProgress(reporter, len(candidates) * (n + len(pairs)))
-    outer = cross_validate(setup, candidates, folds, probabilities=outer_proba, progress=progress,
-                           stage="outer cross-validation")
+    outer = cross_validate(
+        setup, candidates, folds, probabilities=outer_proba, progress=progress, stage="outer cross-validation"
+    )
     # Inner fits: one per pair of outer folds, trained where both train, predicting both test folds.
     inner_proba: dict[tuple[Candidate, int, int], np.ndarray] = {}  # (c, f, g): at fold g's test cells f trains on
     for p, (f, g) in enumerate(pairs):
@@ -221,8 +257,10 @@ def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: Spati
                 for outer_fold, inner_fold in ((f, g), (g, f)):
                     if tests[outer_fold].any():
                         inner_proba[candidate, outer_fold, inner_fold] = proba[at[tests[outer_fold]]]
-            progress.step(f"nested selection: candidate {k + 1} of {len(candidates)} ({candidate.name}), "
-                          f"inner fit {p + 1} of {len(pairs)} (outer folds {f + 1} and {g + 1} held out)")
+            progress.step(
+                f"nested selection: candidate {k + 1} of {len(candidates)} ({candidate.name}), "
+                f"inner fit {p + 1} of {len(pairs)} (outer folds {f + 1} and {g + 1} held out)"
+            )
     nested, chosen, inner_counts = FoldScores(), [], []
     for fold in range(n):
         test = folds.test(fold)
@@ -245,9 +283,14 @@ def nested_selection(setup: Setup, candidates: Sequence[Candidate], folds: Spati
     return Selection(outer, nested, chosen, inner_counts, best(outer, VOTE), outer_proba)
 
 
-def learning_curve(setup: Setup, candidate: Candidate | Vote, folds: SpatialFolds,
-                   sizes: Sequence[int] = CURVE_SIZES, reporter=None,
-                   outer: dict[tuple[Candidate, int], np.ndarray] | None = None) -> list[dict[str, Any]]:
+def learning_curve(
+    setup: Setup,
+    candidate: Candidate | Vote,
+    folds: SpatialFolds,
+    sizes: Sequence[int] = CURVE_SIZES,
+    reporter=None,
+    outer: dict[tuple[Candidate, int], np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
     """Scores against the number of training cells per class (module docstring), on the same folds;
     the last point uses every training cell. ``outer``: test probabilities of outer fits (as
     cross_validate collects them), which replace the last point's fits where they hold every member."""
@@ -271,7 +314,9 @@ def learning_curve(setup: Setup, candidate: Candidate | Vote, folds: SpatialFold
                 train[capped(np.flatnonzero(folds.train[fold]), setup.y, n, rng)] = True
                 predicted = replace(setup, max_per_class=None).fit_predict(candidate, train, test, rng)
             scores.add(setup.y[test], predicted, setup.class_names)
-            progress.step(f"learning curve: point {i + 1} of {len(points)} ({n} cells per class), "
-                          f"fold {fold + 1} of {folds.n_folds}")
+            progress.step(
+                f"learning curve: point {i + 1} of {len(points)} ({n} cells per class), "
+                f"fold {fold + 1} of {folds.n_folds}"
+            )
         curve.append({"cells_per_class": n, "all": n == largest, **scores.summary()})
     return curve

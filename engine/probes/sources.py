@@ -15,9 +15,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -36,12 +37,17 @@ from engine.runtime.progress import Reporter
 HASH_TAG, CHECKPOINT_TAG = "ENCODER_SHA256", "ENCODER_CHECKPOINT"
 BLOCK = 256  # cells per side of the windows read from embedding rasters
 
-EMBEDDINGS_HELP = ("embeddings: a job JSON file (model + modalities; its outputs are ignored except "
-                   "\"embeddings\", where the embeddings are kept) or an embeddings raster written by 'embed'")
+EMBEDDINGS_HELP = (
+    "embeddings: a job JSON file (model + modalities; its outputs are ignored except "
+    "\"embeddings\", where the embeddings are kept) or an embeddings raster written by 'embed'"
+)
 MODEL_HELP = "checkpoint the embeddings raster was computed with (only for a raster written by 'embed')"
-LEVEL_HELP = ("embedding level: " + ", ".join(f"{lv.name} ({lv.help})" for lv in LEVELS.values())
-              + "; auto: the job's outputs.embeddings_level, or the raster's own level (another level given with "
-              "a raster is refused)")
+LEVEL_HELP = (
+    "embedding level: "
+    + ", ".join(f"{lv.name} ({lv.help})" for lv in LEVELS.values())
+    + "; auto: the job's outputs.embeddings_level, or the raster's own level (another level given with "
+    "a raster is refused)"
+)
 
 
 @dataclass(kw_only=True)
@@ -84,8 +90,10 @@ def _raster_source(value: str, model: str | None, setting: str, level: str) -> E
     with open_raster(value, setting) as ds:
         tags, own = ds.tags(), raster_level(ds)
     if level != AUTO and level != own:
-        raise EngineError(f"The {setting} raster '{value}' holds {own}-level embeddings, not {level}: "
-                          f'compute them again at that level, or leave embeddings_level at "{AUTO}".')
+        raise EngineError(
+            f"The {setting} raster '{value}' holds {own}-level embeddings, not {level}: "
+            f'compute them again at that level, or leave embeddings_level at "{AUTO}".'
+        )
     if tags.get(HASH_TAG):
         digest, checkpoint = tags[HASH_TAG], tags.get(CHECKPOINT_TAG, "")
     elif model:
@@ -99,8 +107,14 @@ def _raster_source(value: str, model: str | None, setting: str, level: str) -> E
 
 
 @contextlib.contextmanager
-def embedding_source(value: str | dict, model: str | None, reporter: Reporter, setting: str = "embeddings",
-                     level: str = AUTO, needed: bool = True) -> Iterator[EmbeddingSource]:
+def embedding_source(
+    value: str | dict,
+    model: str | None,
+    reporter: Reporter,
+    setting: str = "embeddings",
+    level: str = AUTO,
+    needed: bool = True,
+) -> Iterator[EmbeddingSource]:
     """Yield the embeddings raster for ``value`` (computing it when ``value`` is a job, at ``level``
     unless auto: the job's own). ``needed`` False (no feature set reads embeddings): for a job, the
     encoder does not run; a one-band placeholder of zeros on the level's grid stands in, which
@@ -122,17 +136,32 @@ def embedding_source(value: str | dict, model: str | None, reporter: Reporter, s
             yield _placeholder_source(job, loaded, digest, Path(folder) / "grid.tif", reporter)
             return
         target = job.outputs.embeddings or str(Path(folder) / "embeddings.tif")
-        job = dataclasses.replace(job, outputs=Outputs(embeddings=target, embeddings_dtype=job.outputs.embeddings_dtype,
-                                                       embeddings_level=job.outputs.embeddings_level))
+        job = dataclasses.replace(
+            job,
+            outputs=Outputs(
+                embeddings=target,
+                embeddings_dtype=job.outputs.embeddings_dtype,
+                embeddings_level=job.outputs.embeddings_level,
+            ),
+        )
         reporter.log(f"Computing embeddings with {job.model} ({', '.join(job.modalities)})")
         result = run_map(job, reporter, loaded.model, None, loaded.metadata)
         with rasterio.open(target, "r+") as ds:
-            ds.update_tags(**{HASH_TAG: digest, CHECKPOINT_TAG: str(job.model),
-                              EMBEDDING_LEVEL_TAG: job.outputs.embeddings_level})
-        yield EmbeddingSource(Path(target), digest, {
-            "name": Path(job.model).stem, "checkpoint": str(job.model), "patch_size_m": result["patch_size_m"],
-            "modalities": list(job.modalities), "provenance": loaded.metadata.get("provenance") or {},
-        }, resolve_inputs(job, loaded.model))
+            ds.update_tags(
+                **{HASH_TAG: digest, CHECKPOINT_TAG: str(job.model), EMBEDDING_LEVEL_TAG: job.outputs.embeddings_level}
+            )
+        yield EmbeddingSource(
+            Path(target),
+            digest,
+            {
+                "name": Path(job.model).stem,
+                "checkpoint": str(job.model),
+                "patch_size_m": result["patch_size_m"],
+                "modalities": list(job.modalities),
+                "provenance": loaded.metadata.get("provenance") or {},
+            },
+            resolve_inputs(job, loaded.model),
+        )
 
 
 def _placeholder_source(job, loaded, digest: str, target: Path, reporter: Reporter) -> EmbeddingSource:
@@ -145,16 +174,38 @@ def _placeholder_source(job, loaded, digest: str, target: Path, reporter: Report
     chosen = level_of(job.outputs.embeddings_level)
     geometry = plan_geometry(job, loaded.model, inputs, (chosen,))
     grid = chosen.grid(geometry)
-    reporter.log("No feature set reads embeddings: the encoder does not run"
-                 + (f" and {job.outputs.embeddings} is not written" if job.outputs.embeddings else ""))
-    with rasterio.open(target, "w", driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="float32",
-                       crs=grid.crs, transform=grid.transform, tiled=True, SPARSE_OK="TRUE") as ds:
-        ds.update_tags(**{HASH_TAG: digest, CHECKPOINT_TAG: str(job.model),
-                          EMBEDDING_LEVEL_TAG: job.outputs.embeddings_level})
-    return EmbeddingSource(target, digest, {
-        "name": Path(job.model).stem, "checkpoint": str(job.model), "patch_size_m": geometry.patch_size_m,
-        "modalities": list(job.modalities), "provenance": loaded.metadata.get("provenance") or {},
-    }, inputs)
+    reporter.log(
+        "No feature set reads embeddings: the encoder does not run"
+        + (f" and {job.outputs.embeddings} is not written" if job.outputs.embeddings else "")
+    )
+    with rasterio.open(
+        target,
+        "w",
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=1,
+        dtype="float32",
+        crs=grid.crs,
+        transform=grid.transform,
+        tiled=True,
+        SPARSE_OK="TRUE",
+    ) as ds:
+        ds.update_tags(
+            **{HASH_TAG: digest, CHECKPOINT_TAG: str(job.model), EMBEDDING_LEVEL_TAG: job.outputs.embeddings_level}
+        )
+    return EmbeddingSource(
+        target,
+        digest,
+        {
+            "name": Path(job.model).stem,
+            "checkpoint": str(job.model),
+            "patch_size_m": geometry.patch_size_m,
+            "modalities": list(job.modalities),
+            "provenance": loaded.metadata.get("provenance") or {},
+        },
+        inputs,
+    )
 
 
 def blocks(height: int, width: int) -> Iterator[Window]:
@@ -206,17 +257,27 @@ class LabelledEmbeddings:
     dropped_nodata: int
     rule: str = ""  # how the validation units were made
 
-    def subset(self, keep: np.ndarray) -> "LabelledEmbeddings":
+    def subset(self, keep: np.ndarray) -> LabelledEmbeddings:
         s = self.samples
-        samples = LabelSamples(s.rows[keep], s.cols[keep], s.y[keep], s.groups[keep], s.from_point[keep],
-                               s.class_names, s.shape, s.report)
-        return LabelledEmbeddings(self.x[keep], samples, self.units[keep], self.dropped_nodata + int((~keep).sum()),
-                                  self.rule)
+        samples = LabelSamples(
+            s.rows[keep], s.cols[keep], s.y[keep], s.groups[keep], s.from_point[keep], s.class_names, s.shape, s.report
+        )
+        return LabelledEmbeddings(
+            self.x[keep], samples, self.units[keep], self.dropped_nodata + int((~keep).sum()), self.rule
+        )
 
 
-def labelled_embeddings(ds, labels_path: str, class_field: str, layer: str | None, ignore_values, min_coverage: float,
-                        block_size_m: float, reporter: Reporter,
-                        features: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> LabelledEmbeddings:
+def labelled_embeddings(
+    ds,
+    labels_path: str,
+    class_field: str,
+    layer: str | None,
+    ignore_values,
+    min_coverage: float,
+    block_size_m: float,
+    reporter: Reporter,
+    features: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> LabelledEmbeddings:
     """Rasterize the labels on the embeddings' grid and gather the embeddings (or ``features``) under them."""
     layer_data = read_labels(labels_path, class_field, ds.crs, layer, ignore_values)
     samples = rasterize_labels(layer_data, ds.transform, (ds.height, ds.width), min_coverage)
@@ -225,9 +286,16 @@ def labelled_embeddings(ds, labels_path: str, class_field: str, layer: str | Non
     dropped = int((~ok).sum())
     if dropped:
         reporter.log(f"{dropped} labelled cells have no embedding (nodata) and are left out.", "warning")
-        samples = LabelSamples(samples.rows[ok], samples.cols[ok], samples.y[ok], samples.groups[ok],
-                               samples.from_point[ok], samples.class_names, samples.shape,
-                               dict(samples.report, cells_without_embedding=dropped))
+        samples = LabelSamples(
+            samples.rows[ok],
+            samples.cols[ok],
+            samples.y[ok],
+            samples.groups[ok],
+            samples.from_point[ok],
+            samples.class_names,
+            samples.shape,
+            dict(samples.report, cells_without_embedding=dropped),
+        )
         x = x[ok]
     samples, empty = drop_empty_classes(samples)
     if empty:

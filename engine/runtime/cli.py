@@ -19,12 +19,11 @@ import typing
 from typing import Any
 
 import engine
-
 from engine.errors import Cancelled, EngineError, cancel_on_termination, termination_requested
 from engine.io.job import EXAMPLE_JOB
+from engine.runtime import registry
 from engine.runtime.progress import TerminalReporter
 from engine.runtime.protocol import PROTOCOL_VERSION
-from engine.runtime import registry
 from engine.runtime.registry import field_types, get_operation, operations, unwrap_optional
 from engine.runtime.threads import apply_default_threads
 from engine.runtime.worker import run_worker
@@ -41,8 +40,11 @@ def _add_param_arguments(parser: argparse.ArgumentParser, params: type) -> None:
     for field in dataclasses.fields(params):
         inner, _ = unwrap_optional(hints[field.name])
         has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
-        default = field.default if field.default is not dataclasses.MISSING else (
-            field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
+        default = (
+            field.default
+            if field.default is not dataclasses.MISSING
+            else (field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
+        )
         help_text = field.metadata.get("help", "")
         if has_default and default not in (None, [], ()):
             help_text += f" (default: {default})"
@@ -84,6 +86,7 @@ def plain(text: str, params: type | None = None) -> str:
 
 def _compact_json(obj: dict[str, Any]) -> str:
     """JSON with one line per key, and per entry of a mapping of mappings (the modalities)."""
+
     def entry(key: str, value: Any, indent: str) -> str:
         if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
             inner = ",\n".join(entry(k, v, indent + "  ") for k, v in value.items())
@@ -95,22 +98,30 @@ def _compact_json(obj: dict[str, Any]) -> str:
 
 def job_example() -> str:
     """The epilog of the commands that take a job: one example instead of a pointer to the code."""
-    keys = ('"model": a catalog name (python -m engine models) or a checkpoint file. Optional per modality: '
-            '"dates" (else read from the file names or metadata), "bands" (1-based, null for a band the files '
-            'lack), "mask" (cloud masks), "scale" (e.g. reflectance_to_dn). Optional for the run: "crs", '
-            '"resolution", "patch_size", "tile_size", "overlap" (metres), "batch_size", "precision", "threads", '
-            '"ranks", "normalization" (a file from normalization-stats). Outputs: "classes", "confidence", '
-            '"probabilities", "embeddings" (with "embeddings_level": patch, local, both, dense or tile). An '
-            'embeddings raster written by embed can stand in for a job wherever a command takes "embeddings". '
-            "Unknown keys are refused.")
-    return ("Example job (JSON; paths relative to the job file's folder):\n\n" + _compact_json(EXAMPLE_JOB)
-            + "\n\n" + textwrap.fill(keys, 100))
+    keys = (
+        '"model": a catalog name (python -m engine models) or a checkpoint file. Optional per modality: '
+        '"dates" (else read from the file names or metadata), "bands" (1-based, null for a band the files '
+        'lack), "mask" (cloud masks), "scale" (e.g. reflectance_to_dn). Optional for the run: "crs", '
+        '"resolution", "patch_size", "tile_size", "overlap" (metres), "batch_size", "precision", "threads", '
+        '"ranks", "normalization" (a file from normalization-stats). Outputs: "classes", "confidence", '
+        '"probabilities", "embeddings" (with "embeddings_level": patch, local, both, dense or tile). An '
+        'embeddings raster written by embed can stand in for a job wherever a command takes "embeddings". '
+        "Unknown keys are refused."
+    )
+    return (
+        "Example job (JSON; paths relative to the job file's folder):\n\n"
+        + _compact_json(EXAMPLE_JOB)
+        + "\n\n"
+        + textwrap.fill(keys, 100)
+    )
 
 
 def _takes_job(params: type) -> bool:
     # a ``str | dict`` field takes a job (engine.runtime.registry)
-    return any(typing.get_origin(t) in (typing.Union, types.UnionType) and dict in typing.get_args(t)
-               for t in field_types(params).values())
+    return any(
+        typing.get_origin(t) in (typing.Union, types.UnionType) and dict in typing.get_args(t)
+        for t in field_types(params).values()
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,18 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="OmniSat engine: multimodal Earth-observation models, raster I/O and tiled inference.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    p = sub.add_parser("version", help="print the engine and protocol versions", description="Print the engine and worker-protocol versions.")
+    p = sub.add_parser(
+        "version",
+        help="print the engine and protocol versions",
+        description="Print the engine and worker-protocol versions.",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser(
-        "worker", help="run one JSON job from stdin (or one per line with --serve), report JSON lines on stdout",
-        description=plain(sys.modules["engine.runtime.protocol"].__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter,
+        "worker",
+        help="run one JSON job from stdin (or one per line with --serve), report JSON lines on stdout",
+        description=plain(sys.modules["engine.runtime.protocol"].__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--serve", action="store_true", help="serve one job per line of stdin until it closes")
     for op in sorted(operations().values(), key=lambda o: o.name):
-        p = sub.add_parser(op.name, help=op.summary.replace("%", "%%"),
-                           description=plain(op.description, op.params).replace("%", "%%"),
-                           epilog=job_example().replace("%", "%%") if _takes_job(op.params) else None,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            op.name,
+            help=op.summary.replace("%", "%%"),
+            description=plain(op.description, op.params).replace("%", "%%"),
+            epilog=job_example().replace("%", "%%") if _takes_job(op.params) else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _add_param_arguments(p, op.params)
         p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
         p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")

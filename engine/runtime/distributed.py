@@ -101,4 +101,4 @@ def gather_with_grad(tensor: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, 
     pad = [0, 0] * (tensor.dim() - 1 - dim % tensor.dim()) + [0, max(sizes) - tensor.shape[dim]]
     stacked = _GatherWithGrad.apply(torch.nn.functional.pad(tensor, pad))
     parts = [stacked[r].narrow(dim, 0, n) for r, n in enumerate(sizes)]
-    return torch.cat(parts, dim=dim), sum(sizes[:torch_dist.get_rank()])
+    return torch.cat(parts, dim=dim), sum(sizes[: torch_dist.get_rank()])

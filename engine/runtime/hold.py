@@ -41,6 +41,8 @@ def wait_until_held(folder: Path, count: int = 1, timeout_s: float = 300.0) -> l
     deadline = time.monotonic() + timeout_s
     while len(pids := held(folder)) < count:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{count} run(s) should have reached the hold point in {timeout_s:.0f} s, {len(pids)} did")
+            raise TimeoutError(
+                f"{count} run(s) should have reached the hold point in {timeout_s:.0f} s, {len(pids)} did"
+            )
         time.sleep(POLL_S)
     return pids

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, ContextManager
+from typing import TYPE_CHECKING
 
 from engine.errors import EngineError
 
@@ -73,7 +73,7 @@ def choose_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
 
 
-def autocast_context(device: torch.device, dtype: torch.dtype) -> ContextManager:
+def autocast_context(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
     """Autocast to ``dtype`` on ``device``; a no-op for fp32."""
     import torch  # lazy: keeps torch out of this module
 

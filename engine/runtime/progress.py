@@ -19,7 +19,7 @@ class Reporter:
     def log(self, message: str, level: str = "info") -> None:
         pass
 
-    def steps(self, total: int, message: str, start: float = 0.0, end: float = 100.0) -> "StepCounter":
+    def steps(self, total: int, message: str, start: float = 0.0, end: float = 100.0) -> StepCounter:
         """Progress for a loop of ``total`` steps mapped onto [start, end] percent."""
         return StepCounter(self, total, message, start, end)
 

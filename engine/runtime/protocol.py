@@ -42,8 +42,11 @@ REQUEST_SCHEMA = {
     "protocol": (False, f"the number {PROTOCOL_VERSION}", lambda v: _whole(v)),
     "operation": (True, "the name of an operation (text)", lambda v: isinstance(v, str) and bool(v)),
     "params": (False, "a JSON object of the operation's parameters", lambda v: isinstance(v, dict)),
-    "threads": (False, "a positive whole number (or null: the engine's default)",
-                lambda v: v is None or (_whole(v) and v > 0)),
+    "threads": (
+        False,
+        "a positive whole number (or null: the engine's default)",
+        lambda v: v is None or (_whole(v) and v > 0),
+    ),
 }
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import importlib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.convert import Wording, from_dict, unwrap_optional  # noqa: F401 - unwrap_optional: the CLI's
 from engine.errors import EngineError
@@ -68,8 +69,12 @@ def operation(name: str, params: type, summary: str, outputs: tuple[str, ...] = 
         if name in _REGISTRY:
             raise RuntimeError(f"operation {name!r} registered twice")
         _REGISTRY[name] = Operation(
-            name=name, summary=summary, params=params, run=run,
-            description=(run.__doc__ or summary).strip(), outputs=outputs,
+            name=name,
+            summary=summary,
+            params=params,
+            run=run,
+            description=(run.__doc__ or summary).strip(),
+            outputs=outputs,
         )
         return run
 
@@ -79,8 +84,11 @@ def operation(name: str, params: type, summary: str, outputs: tuple[str, ...] = 
 def provider_modules() -> list[str]:
     """The PROVIDER_MODULE of every package that sits beside the engine (the repository or the plugin folder)."""
     beside = Path(__file__).resolve().parents[2]
-    return [f"{package.name}.{PROVIDER_MODULE}" for package in sorted(beside.iterdir())
-            if (package / "__init__.py").is_file() and (package / f"{PROVIDER_MODULE}.py").is_file()]
+    return [
+        f"{package.name}.{PROVIDER_MODULE}"
+        for package in sorted(beside.iterdir())
+        if (package / "__init__.py").is_file() and (package / f"{PROVIDER_MODULE}.py").is_file()
+    ]
 
 
 def operations() -> dict[str, Operation]:
@@ -92,9 +100,7 @@ def operations() -> dict[str, Operation]:
 def get_operation(name: str) -> Operation:
     ops = operations()
     if name not in ops:
-        raise EngineError(
-            f"Unknown operation {name!r}. Available operations: {', '.join(sorted(ops))}."
-        )
+        raise EngineError(f"Unknown operation {name!r}. Available operations: {', '.join(sorted(ops))}.")
     return ops[name]
 
 

@@ -8,14 +8,14 @@ import json
 import os
 import sys
 import traceback
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 import engine
-
 from engine.errors import Cancelled, EngineError, cancel_on_termination, termination_requested
+from engine.runtime import registry
 from engine.runtime.progress import JsonLinesReporter
 from engine.runtime.protocol import PROTOCOL_VERSION, Request, parse_request
-from engine.runtime import registry
 from engine.runtime.threads import apply_default_threads
 
 
@@ -62,7 +62,7 @@ def run_worker(stdin: IO[str] = sys.stdin, stdout: IO[str] | None = None, serve:
         for line in stdin:
             if not line.strip():
                 continue
-            failure = run_job(lambda: parse_job(line), reporter)
+            failure = run_job(lambda: parse_job(line), reporter)  # noqa: B023 - called before the next line is read
             # After a cancel (SIGTERM) or an internal error the process ends: the client starts a fresh one,
             # rather than reusing one whose state is unknown.
             if failure in ("cancelled", "internal"):
@@ -106,12 +106,14 @@ def failure_message(exc: Exception) -> dict:
         return {"type": "error", "kind": "input", "message": str(exc)}
     if isinstance(exc, MemoryError):
         return {
-            "type": "error", "kind": "internal",
+            "type": "error",
+            "kind": "internal",
             "message": "The engine ran out of memory: use a smaller tile size or batch size.",
         }
     # the person sees a summary; the traceback travels as detail
     return {
-        "type": "error", "kind": "internal",
+        "type": "error",
+        "kind": "internal",
         "message": f"Internal engine error: {type(exc).__name__}: {exc}",
         "detail": traceback.format_exc(),
     }

@@ -9,5 +9,19 @@ from omnisat_qgis.algorithms.probes import ApplyProbe, Change, FitProbe
 from omnisat_qgis.algorithms.raster_tools import NormalizedIndex
 from omnisat_qgis.algorithms.setup import SetupEngine
 
-ALGORITHMS = [Classify, Embed, NormalizationStats, FitProbe, ApplyProbe, Change, NormalizedIndex, SampleMap, Assess,
-              AreaReport, SetupEngine, FetchModel, LearnArea, ClassifyParcels]
+ALGORITHMS = [
+    Classify,
+    Embed,
+    NormalizationStats,
+    FitProbe,
+    ApplyProbe,
+    Change,
+    NormalizedIndex,
+    SampleMap,
+    Assess,
+    AreaReport,
+    SetupEngine,
+    FetchModel,
+    LearnArea,
+    ClassifyParcels,
+]

@@ -20,37 +20,96 @@ class SampleMap(EngineAlgorithm):
     )
     params = (
         Param("CLASSES", "classes", "raster", "Class map"),
-        Param("DESIGN", "design", "enum", "Sampling design", default="stratified",
-              options=("stratified", "simple", "systematic")),
-        Param("TOTAL", "total", "int", "Number of points", default=500, minimum=1,
-              help="used when no target standard error is given"),
-        Param("ALLOCATION", "allocation", "enum", "Allocation to the classes (stratified)", default="proportional",
-              options=("proportional", "equal", "neyman")),
+        Param(
+            "DESIGN",
+            "design",
+            "enum",
+            "Sampling design",
+            default="stratified",
+            options=("stratified", "simple", "systematic"),
+        ),
+        Param(
+            "TOTAL",
+            "total",
+            "int",
+            "Number of points",
+            default=500,
+            minimum=1,
+            help="used when no target standard error is given",
+        ),
+        Param(
+            "ALLOCATION",
+            "allocation",
+            "enum",
+            "Allocation to the classes (stratified)",
+            default="proportional",
+            options=("proportional", "equal", "neyman"),
+        ),
         Param("MIN_PER_CLASS", "min_per_class", "int", "Minimum points per mapped class", default=50, minimum=0),
-        Param("TARGET_SE", "target_se", "float", "Target standard error (0..1; empty: use the number of points)",
-              optional=True, minimum=0,
-              help="of the overall accuracy, or of the target class's share of the map's area"),
+        Param(
+            "TARGET_SE",
+            "target_se",
+            "float",
+            "Target standard error (0..1; empty: use the number of points)",
+            optional=True,
+            minimum=0,
+            help="of the overall accuracy, or of the target class's share of the map's area",
+        ),
         Param("TARGET_CLASS", "target_class", "string", "Target class (empty: overall accuracy)", optional=True),
-        Param("EXPECTED_USERS_ACCURACY", "expected_users_accuracy", "texts",
-              "Expected user's accuracy of each class, in class order (comma-separated)", optional=True,
-              help="for the target standard error and for Neyman allocation, e.g. 0.9, 0.8, 0.7"),
-        Param("MIN_DISTANCE", "min_distance", "float", "Minimum distance between points (map units)", default=0.0,
-              minimum=0, advanced=True,
-              help="random designs only: a candidate closer than this to a kept point is skipped; 0 keeps every draw"),
-        Param("GRID_STEP", "grid_step", "float", "Systematic grid step (map units; empty: from the size)",
-              optional=True, minimum=0, advanced=True,
-              help="systematic design only: the distance between grid points; empty derives it from the number "
-                   "of points or the target standard error"),
-        Param("REFERENCE_FIELD", "reference_field", "string", "Reference field to fill in", default="reference",
-              advanced=True, help="the empty text field of the sample layer that the labelling panel fills in"),
+        Param(
+            "EXPECTED_USERS_ACCURACY",
+            "expected_users_accuracy",
+            "texts",
+            "Expected user's accuracy of each class, in class order (comma-separated)",
+            optional=True,
+            help="for the target standard error and for Neyman allocation, e.g. 0.9, 0.8, 0.7",
+        ),
+        Param(
+            "MIN_DISTANCE",
+            "min_distance",
+            "float",
+            "Minimum distance between points (map units)",
+            default=0.0,
+            minimum=0,
+            advanced=True,
+            help="random designs only: a candidate closer than this to a kept point is skipped; 0 keeps every draw",
+        ),
+        Param(
+            "GRID_STEP",
+            "grid_step",
+            "float",
+            "Systematic grid step (map units; empty: from the size)",
+            optional=True,
+            minimum=0,
+            advanced=True,
+            help="systematic design only: the distance between grid points; empty derives it from the number "
+            "of points or the target standard error",
+        ),
+        Param(
+            "REFERENCE_FIELD",
+            "reference_field",
+            "string",
+            "Reference field to fill in",
+            default="reference",
+            advanced=True,
+            help="the empty text field of the sample layer that the labelling panel fills in",
+        ),
         Param("SEED", "seed", "int", "Random seed", default=0),
-        Param("DRY_RUN", "dry_run", "bool", "Only compute the number of points per class (write nothing)",
-              default=False, advanced=True,
-              help="shows the size per class a target standard error needs before anything is drawn"),
+        Param(
+            "DRY_RUN",
+            "dry_run",
+            "bool",
+            "Only compute the number of points per class (write nothing)",
+            default=False,
+            advanced=True,
+            help="shows the size per class a target standard error needs before anything is drawn",
+        ),
         Param("OUTPUT", "output", "file_out", "Sample points", file_filter="GeoPackage (*.gpkg)"),
     )
-    results = (ResultRow("SAMPLES", "samples", "number", "Points drawn (or planned)"),
-               ResultRow("TARGET_SIZE", "target_size", "number", "Points the target needs"))
+    results = (
+        ResultRow("SAMPLES", "samples", "number", "Points drawn (or planned)"),
+        ResultRow("TARGET_SIZE", "target_size", "number", "Points the target needs"),
+    )
 
 
 class Assess(EngineAlgorithm):
@@ -67,16 +126,29 @@ class Assess(EngineAlgorithm):
     )
     params = (
         Param("CLASSES", "classes", "raster", "Class map"),
-        Param("SAMPLE", "sample", "file", "Labelled sample (GeoPackage from 'Draw a reference sample')",
-              file_filter="GeoPackage (*.gpkg)"),
-        Param("REFERENCE_FIELD", "reference_field", "string", "Field holding the reference class",
-              default="reference", advanced=True,
-              help="the field the labelling panel (or you) filled with the class seen in better imagery"),
+        Param(
+            "SAMPLE",
+            "sample",
+            "file",
+            "Labelled sample (GeoPackage from 'Draw a reference sample')",
+            file_filter="GeoPackage (*.gpkg)",
+        ),
+        Param(
+            "REFERENCE_FIELD",
+            "reference_field",
+            "string",
+            "Field holding the reference class",
+            default="reference",
+            advanced=True,
+            help="the field the labelling panel (or you) filled with the class seen in better imagery",
+        ),
         Param("OUTPUT", "output", "file_out", "Area and accuracy table", file_filter="CSV (*.csv)"),
         Param("HTML", "html", "file_out", "Assessment report", file_filter="HTML (*.html)", optional=True),
     )
-    results = (ResultRow("OVERALL_ACCURACY", "overall_accuracy", "number", "Overall accuracy"),
-               ResultRow("LABELLED", "labelled", "number", "Labelled points"))
+    results = (
+        ResultRow("OVERALL_ACCURACY", "overall_accuracy", "number", "Overall accuracy"),
+        ResultRow("LABELLED", "labelled", "number", "Labelled points"),
+    )
 
 
 class AreaReport(EngineAlgorithm):

@@ -24,10 +24,16 @@ from omnisat_qgis.algorithms import post_processing
 from omnisat_qgis.algorithms.params import OUTPUT_KINDS, Param, ResultRow, set_nested, value_for_engine
 from omnisat_qgis.embedding_preview import write_preview
 from omnisat_qgis.layer_metadata import RunRecord, write_metadata
-from omnisat_qgis.styling import write_style
 from omnisat_qgis.paths import engine_root, resources_dir
-from omnisat_qgis.worker_client import (ProgressLines, WorkerCallbacks, WorkerCancelled, WorkerError, WorkerRun,
-                                        run_worker)
+from omnisat_qgis.styling import write_style
+from omnisat_qgis.worker_client import (
+    ProgressLines,
+    WorkerCallbacks,
+    WorkerCancelled,
+    WorkerError,
+    WorkerRun,
+    run_worker,
+)
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -77,8 +83,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
         # qgis_process and processing.run pass unknown names through, and QGIS would use the
         # default in place of a misspelt one (BANDA=7 for BAND_A): refuse them instead.
-        problem = unknown_parameters_message(parameters, [d.name() for d in self.parameterDefinitions()],
-                                             f"omnisat:{self.name()}")
+        problem = unknown_parameters_message(
+            parameters, [d.name() for d in self.parameterDefinitions()], f"omnisat:{self.name()}"
+        )
         if problem:
             return False, problem
         parameters = self.model_as_file(parameters)
@@ -98,8 +105,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def output_rows(self) -> list[Param]:
         return [p for p in self.params if p.kind in OUTPUT_KINDS]
 
-    def engine_params(self, parameters: dict[str, Any], context: QgsProcessingContext,
-                      feedback: QgsProcessingFeedback) -> dict[str, Any]:
+    def engine_params(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
         for first, second in self.exactly_one_of:
             given = [n for n in (first, second) if parameters.get(n) not in (None, "")]
             if len(given) != 1:
@@ -125,8 +133,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         message = self.run_engine(params, feedback, self.working_folder(parameters, context))
         written, result = message.get("outputs", {}), message.get("result", {})
         results = {p.name: written.get(p.key.rsplit(".", 1)[-1]) for p in self.output_rows()}
-        self.describe_outputs(results, RunRecord.from_run(self.operation, self.display, params, result), context,
-                              feedback)
+        self.describe_outputs(
+            results, RunRecord.from_run(self.operation, self.display, params, result), context, feedback
+        )
         return results | {row.name: row.value(result) for row in self.results}
 
     def run_engine(self, params: dict[str, Any], feedback: QgsProcessingFeedback, cwd: str | None = None) -> dict:
@@ -137,15 +146,22 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from None
         outputs = [_get_nested(params, p.key) for p in self.output_rows()]
         run = WorkerRun(
-            python=python, engine_root=engine_root(), operation=self.operation, params=params,
-            threads=settings.worker_threads(), output_paths=[o for o in outputs if isinstance(o, str)],
-            cwd=cwd, python_source=source,
+            python=python,
+            engine_root=engine_root(),
+            operation=self.operation,
+            params=params,
+            threads=settings.worker_threads(),
+            output_paths=[o for o in outputs if isinstance(o, str)],
+            cwd=cwd,
+            python_source=source,
         )
         feedback.pushDebugInfo(f"OmniSat engine: {python} ({source}), operation {self.operation}")
         lines = ProgressLines()  # a text per window would print hundreds of lines in qgis_process
         callbacks = WorkerCallbacks(
-            progress=lambda percent, message: (feedback.setProgress(percent),
-                                               lines.wanted(percent, message) and feedback.setProgressText(message)),
+            progress=lambda percent, message: (
+                feedback.setProgress(percent),
+                lines.wanted(percent, message) and feedback.setProgressText(message),
+            ),
             log=lambda message, level: _push_log(feedback, message, level),
             is_cancelled=feedback.isCanceled,
         )
@@ -159,8 +175,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 feedback.pushDebugInfo(exc.detail)
             raise QgsProcessingException(str(exc)) from None
 
-    def describe_outputs(self, results: dict[str, Any], record: RunRecord, context: QgsProcessingContext,
-                         feedback: QgsProcessingFeedback) -> None:
+    def describe_outputs(
+        self, results: dict[str, Any], record: RunRecord, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
         """Style and metadata beside each raster written (for qgis_process and layers opened later),
         and a post-processor styling the layers Processing adds to the project."""
         for row in self.output_rows():
@@ -186,10 +203,14 @@ def unknown_parameters_message(given, known: list[str], algorithm: str) -> str |
     unknown = sorted(set(given) - set(known))
     if not unknown:
         return None
-    guesses = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
-               for name in unknown]
-    return (f"{algorithm} has no parameter {', '.join(guesses)}: a misspelt name would be ignored and its default "
-            f"used. Its parameters are {', '.join(known)}.")
+    guesses = [
+        f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
+        for name in unknown
+    ]
+    return (
+        f"{algorithm} has no parameter {', '.join(guesses)}: a misspelt name would be ignored and its default "
+        f"used. Its parameters are {', '.join(known)}."
+    )
 
 
 def _get_nested(source: dict, dotted: str) -> Any:

@@ -28,30 +28,66 @@ class LearnArea(EngineAlgorithm):
         "accuracies are reported."
     )
     params = (
-        *model_rows("model", "…or the starting model file", "the model to start from: a shipped or downloaded "
-                    "model (the official AnySat one is the strongest start)"),
+        *model_rows(
+            "model",
+            "…or the starting model file",
+            "the model to start from: a shipped or downloaded model (the official AnySat one is the strongest start)",
+        ),
         *modality_rows(),
         Param("EXTENT", "extent", "extent", "Area to learn (default: where all your layers overlap)", optional=True),
-        Param("NAME", "name", "string", "Name of the new model", default="my-area",
-              help="the file <name>.safetensors in the models folder; the same name again resumes its training"),
+        Param(
+            "NAME",
+            "name",
+            "string",
+            "Name of the new model",
+            default="my-area",
+            help="the file <name>.safetensors in the models folder; the same name again resumes its training",
+        ),
         Param("MINUTES", "minutes", "float", "Time budget in minutes", default=10.0, minimum=0),
         Param("STEPS", "steps", "int", "Training steps (0: as many as the time budget allows)", default=0, minimum=0),
         Param("RESUME", "resume", "bool", "Continue the last run of this name", default=True),
-        Param("LABELS", "labels", "vector", "Labels to measure the gain (optional)", optional=True,
-              layer_key="layer"),
+        Param("LABELS", "labels", "vector", "Labels to measure the gain (optional)", optional=True, layer_key="layer"),
         Param("CLASS_FIELD", "class_field", "field", "Class field", default="class", parent="LABELS", optional=True),
-        Param("IGNORE_VALUES", "ignore_values", "texts", "Class values to ignore (comma-separated, e.g. 0)",
-              optional=True),
-        Param("REPORT", "report", "file_out", "Report (loss curve, accuracy before and after)",
-              file_filter="HTML (*.html)", optional=True),
-        Param("TILE_SIZE", "tile_size", "float", "Window size in metres (default: the model's)", optional=True,
-              advanced=True),
-        Param("BATCH_SIZE", "batch_size", "int", "Windows per training step", default=4, minimum=1, advanced=True,
-              help="lower it when the engine runs out of memory"),
+        Param(
+            "IGNORE_VALUES", "ignore_values", "texts", "Class values to ignore (comma-separated, e.g. 0)", optional=True
+        ),
+        Param(
+            "REPORT",
+            "report",
+            "file_out",
+            "Report (loss curve, accuracy before and after)",
+            file_filter="HTML (*.html)",
+            optional=True,
+        ),
+        Param(
+            "TILE_SIZE",
+            "tile_size",
+            "float",
+            "Window size in metres (default: the model's)",
+            optional=True,
+            advanced=True,
+        ),
+        Param(
+            "BATCH_SIZE",
+            "batch_size",
+            "int",
+            "Windows per training step",
+            default=4,
+            minimum=1,
+            advanced=True,
+            help="lower it when the engine runs out of memory",
+        ),
         Param("LEARNING_RATE", "learning_rate", "float", "Learning rate", default=5e-5, minimum=0, advanced=True),
         Param("DEVICE", "device", "enum", "Device", default="auto", options=("auto", "cpu", "cuda"), advanced=True),
-        Param("CHECKPOINT_EVERY", "checkpoint_every", "int", "Checkpoint every N steps (and every minute)",
-              default=25, minimum=1, advanced=True),
+        Param(
+            "CHECKPOINT_EVERY",
+            "checkpoint_every",
+            "int",
+            "Checkpoint every N steps (and every minute)",
+            default=25,
+            minimum=1,
+            advanced=True,
+        ),
         Param("SEED", "seed", "int", "Random seed", default=0, advanced=True),
     )
     results = (
@@ -64,10 +100,11 @@ class LearnArea(EngineAlgorithm):
     )
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
-        ok, message = super().checkParameterValues(parameters, context)
+        # The sensors first, as for mapping: a name the model lacks is refused with the model's list.
+        ok, message = check_sensors(self, self.model_as_file(parameters), context)
         if not ok:
             return ok, message
-        return check_sensors(self, self.model_as_file(parameters), context)
+        return super().checkParameterValues(parameters, context)
 
     def engine_params(self, parameters, context, feedback):
         engine = super().engine_params(parameters, context, feedback)
@@ -75,13 +112,22 @@ class LearnArea(EngineAlgorithm):
             raise QgsProcessingException("MODEL: choose the model to start from.")
         modalities = add_modalities({}, engine.get("slots", {})).get("modalities", {})
         request = LearnAreaRequest(
-            model=engine["model"], layers={n: m["files"] for n, m in modalities.items()},
-            dates={n: m["dates"] for n, m in modalities.items() if "dates" in m}, name=engine.get("name") or "",
-            extent=engine.get("extent"), tile_size=engine.get("tile_size"), minutes=engine["minutes"],
-            steps=engine["steps"], resume=engine["resume"], labels=engine.get("labels"),
-            class_field=engine.get("class_field") or "class", layer=engine.get("layer"),
-            ignore_values=tuple(engine.get("ignore_values") or ()), report=engine.get("report"),
-            technical={k: engine[k] for k in TECHNICAL if engine.get(k) is not None})
+            model=engine["model"],
+            layers={n: m["files"] for n, m in modalities.items()},
+            dates={n: m["dates"] for n, m in modalities.items() if "dates" in m},
+            name=engine.get("name") or "",
+            extent=engine.get("extent"),
+            tile_size=engine.get("tile_size"),
+            minutes=engine["minutes"],
+            steps=engine["steps"],
+            resume=engine["resume"],
+            labels=engine.get("labels"),
+            class_field=engine.get("class_field") or "class",
+            layer=engine.get("layer"),
+            ignore_values=tuple(engine.get("ignore_values") or ()),
+            report=engine.get("report"),
+            technical={k: engine[k] for k in TECHNICAL if engine.get(k) is not None},
+        )
         try:
             return request.engine_params()
         except RequestError as exc:

@@ -37,44 +37,105 @@ def modality_rows() -> tuple[Param, ...]:
     rows = []
     for i in range(1, MODALITY_SLOTS + 1):
         rows += [
-            Param(f"MODALITY_{i}", f"slots.{i}.name", "sensor", f"Sensor {i} (one of the chosen model's)",
-                  optional=True, help="the sensors the model was trained with (s2 = Sentinel-2 time series, "
-                  "s1_asc = Sentinel-1 ascending, aerial = aerial image, ...); one the chosen model lacks is "
-                  "refused before anything runs, with the model's own list"),
-            Param(f"LAYERS_{i}", f"slots.{i}.files", "rasters", f"Sensor {i}: layers (one per date for a series)",
-                  optional=True),
-            Param(f"DATES_{i}", f"slots.{i}.dates", "dates", f"Sensor {i}: dates (YYYY-MM-DD, comma-separated; "
-                  "default: read from the files)", optional=True),
-            Param(f"MASKS_{i}", f"slots.{i}.masks", "rasters", f"Sensor {i}: cloud masks (one per date, e.g. the "
-                  "Sentinel-2 SCL layers)", optional=True, advanced=True,
-                  help="matched to the layers by the dates in their names, else by order"),
-            Param(f"MASK_TYPE_{i}", f"slots.{i}.mask_type", "enum", f"Sensor {i}: kind of cloud mask", default="scl",
-                  options=("scl", "binary", "valid", "probability"), advanced=True,
-                  help="scl: Sentinel-2 scene classification (no data, defective, shadow, clouds, cirrus masked); "
-                       "binary: non-zero is cloud; valid: non-zero is clear; probability: above 50 is cloud"),
+            Param(
+                f"MODALITY_{i}",
+                f"slots.{i}.name",
+                "sensor",
+                f"Sensor {i} (one of the chosen model's)",
+                optional=True,
+                help="the sensors the model was trained with (s2 = Sentinel-2 time series, "
+                "s1_asc = Sentinel-1 ascending, aerial = aerial image, ...); one the chosen model lacks is "
+                "refused before anything runs, with the model's own list",
+            ),
+            Param(
+                f"LAYERS_{i}",
+                f"slots.{i}.files",
+                "rasters",
+                f"Sensor {i}: layers (one per date for a series)",
+                optional=True,
+            ),
+            Param(
+                f"DATES_{i}",
+                f"slots.{i}.dates",
+                "dates",
+                f"Sensor {i}: dates (YYYY-MM-DD, comma-separated; default: read from the files)",
+                optional=True,
+            ),
+            Param(
+                f"MASKS_{i}",
+                f"slots.{i}.masks",
+                "rasters",
+                f"Sensor {i}: cloud masks (one per date, e.g. the Sentinel-2 SCL layers)",
+                optional=True,
+                advanced=True,
+                help="matched to the layers by the dates in their names, else by order",
+            ),
+            Param(
+                f"MASK_TYPE_{i}",
+                f"slots.{i}.mask_type",
+                "enum",
+                f"Sensor {i}: kind of cloud mask",
+                default="scl",
+                options=("scl", "binary", "valid", "probability"),
+                advanced=True,
+                help="scl: Sentinel-2 scene classification (no data, defective, shadow, clouds, cirrus masked); "
+                "binary: non-zero is cloud; valid: non-zero is clear; probability: above 50 is cloud",
+            ),
         ]
     return tuple(rows)
 
 
 JOB_ROWS = (
-    Param("JOB", "job_file", "file", "Job file (JSON; optional)", optional=True, file_filter="Job (*.json)",
-          advanced=True),
+    Param(
+        "JOB", "job_file", "file", "Job file (JSON; optional)", optional=True, file_filter="Job (*.json)", advanced=True
+    ),
     *model_rows("job.model"),
     *modality_rows(),
-    Param("SEASON", "job.season", "dates", "Season: first and last day (YYYY-MM-DD, YYYY-MM-DD; default: every "
-          "date)", optional=True, help="only the dates of every time series within this range are used"),
+    Param(
+        "SEASON",
+        "job.season",
+        "dates",
+        "Season: first and last day (YYYY-MM-DD, YYYY-MM-DD; default: every date)",
+        optional=True,
+        help="only the dates of every time series within this range are used",
+    ),
     Param("EXTENT", "job.extent", "extent", "Area to map (default: where all inputs overlap)", optional=True),
-    Param("PATCH_SIZE", "job.patch_size", "float", "Patch size in metres (default: the model's)", optional=True,
-          advanced=True),
-    Param("TILE_SIZE", "job.tile_size", "float", "Window size in metres (default: the model's)", optional=True,
-          advanced=True, help="lower it (and the batch size) when the engine runs out of memory"),
-    Param("OVERLAP", "job.overlap", "float", "Window overlap in metres (default: 1/6 of a window)", optional=True,
-          advanced=True),
+    Param(
+        "PATCH_SIZE",
+        "job.patch_size",
+        "float",
+        "Patch size in metres (default: the model's)",
+        optional=True,
+        advanced=True,
+    ),
+    Param(
+        "TILE_SIZE",
+        "job.tile_size",
+        "float",
+        "Window size in metres (default: the model's)",
+        optional=True,
+        advanced=True,
+        help="lower it (and the batch size) when the engine runs out of memory",
+    ),
+    Param(
+        "OVERLAP",
+        "job.overlap",
+        "float",
+        "Window overlap in metres (default: 1/6 of a window)",
+        optional=True,
+        advanced=True,
+    ),
     Param("BATCH_SIZE", "job.batch_size", "int", "Windows per model call", default=4, minimum=1, advanced=True),
-    Param("DEVICE", "job.device", "enum", "Device", default="auto", options=("auto", "cpu", "cuda"),
-          advanced=True),
-    Param("PRECISION", "job.precision", "enum", "Precision", default="auto", options=("auto", "fp32", "bf16"),
-          advanced=True),
+    Param("DEVICE", "job.device", "enum", "Device", default="auto", options=("auto", "cpu", "cuda"), advanced=True),
+    Param(
+        "PRECISION",
+        "job.precision",
+        "enum",
+        "Precision",
+        default="auto",
+        options=("auto", "fp32", "bf16"),
+        advanced=True,
+    ),
 )
 
 
@@ -111,7 +172,8 @@ def add_modalities(job: dict[str, Any], slots: dict[str, dict]) -> dict[str, Any
             continue
         if not name:
             raise QgsProcessingException(
-                f"MODALITY_{index}: name the modality of the layers in LAYERS_{index} as the model calls it (e.g. s2).")
+                f"MODALITY_{index}: name the modality of the layers in LAYERS_{index} as the model calls it (e.g. s2)."
+            )
         if not files:
             raise QgsProcessingException(f"LAYERS_{index}: give the layers of modality '{name}'.")
         entry: dict[str, Any] = {"files": files}
@@ -150,8 +212,11 @@ def model_sensors(algorithm, parameters, context) -> tuple[str, dict[str, str]] 
     if header.get("format") == contract.PROBE_FORMAT:
         encoder = json.loads(header.get("probe") or "{}").get("encoder", {})
         names = encoder.get("modalities")
-        return (f"{encoder.get('name', 'encoder')} (the probe's)", {m: HUMAN_LABELS.get(m, m) for m in names}) \
-            if names else None
+        return (
+            (f"{encoder.get('name', 'encoder')} (the probe's)", {m: HUMAN_LABELS.get(m, m) for m in names})
+            if names
+            else None
+        )
     info = model_info(path)
     return info.name, {m.name: m.label for m in info.modalities}
 
@@ -206,10 +271,12 @@ class JobAlgorithm(EngineAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        if not parameters.get("JOB") and not any(parameters.get(f"LAYERS_{i}") not in (None, "", [])
-                                                for i in range(1, MODALITY_SLOTS + 1)):
-            return False, ("Give the layers of at least one sensor (Sensor 1 and its layers), or a job file (JOB, "
-                           "under Advanced).")
+        if not parameters.get("JOB") and not any(
+            parameters.get(f"LAYERS_{i}") not in (None, "", []) for i in range(1, MODALITY_SLOTS + 1)
+        ):
+            return False, (
+                "Give the layers of at least one sensor (Sensor 1 and its layers), or a job file (JOB, under Advanced)."
+            )
         return True, ""
 
 
@@ -219,14 +286,27 @@ class Classify(JobAlgorithm):
     help_text = JOB_HELP + (
         " The model needs classes: a model with a classification head, or a probe you fitted on your labels "
         "('Fit a probe on labels'): give it as PROBE (or as the model file); the map is made in one pass, "
-        "without writing the embeddings.")
+        "without writing the embeddings."
+    )
     params = JOB_ROWS + (
-        Param("PROBE", "probe", "file", "Probe fitted on your labels (for a model without classes)", optional=True,
-              file_filter="Probe (*.safetensors)",
-              help="classifies the model's embeddings window by window; it must have been fitted on this model's"),
+        Param(
+            "PROBE",
+            "probe",
+            "file",
+            "Probe fitted on your labels (for a model without classes)",
+            optional=True,
+            file_filter="Probe (*.safetensors)",
+            help="classifies the model's embeddings window by window; it must have been fitted on this model's",
+        ),
         Param("CLASSES", "job.outputs.classes", "raster_out", "Class map", style="classes"),
-        Param("CONFIDENCE", "job.outputs.confidence", "raster_out", "Confidence (probability of the chosen class)",
-              optional=True, style="confidence"),
+        Param(
+            "CONFIDENCE",
+            "job.outputs.confidence",
+            "raster_out",
+            "Confidence (probability of the chosen class)",
+            optional=True,
+            style="confidence",
+        ),
         Param("PROBABILITIES", "job.outputs.probabilities", "raster_out", "Per-class probabilities", optional=True),
     )
     results = (ResultRow("CLASS_NAMES", "class_names", "string", "Class names"),)
@@ -236,15 +316,33 @@ class Embed(JobAlgorithm):
     operation = "embed"
     display = "Embeddings"
     params = JOB_ROWS + (
-        Param("EMBEDDINGS_DTYPE", "job.outputs.embeddings_dtype", "enum", "Embedding type", default="float32",
-              options=("float32", "float16"), advanced=True),
-        Param("EMBEDDINGS_LEVEL", "job.outputs.embeddings_level", "enum",
-              "Embedding level (patch: fused; local: each patch's own encoder features; both; dense: AnySat, "
-              "per sub-patch; tile: one pixel per window, windows edge to edge)", default="patch",
-              options=EMBEDDING_LEVELS),
-        Param("EMBEDDINGS", "job.outputs.embeddings", "raster_out", "Embeddings (one band per dimension)",
-              style="embeddings", help="shown in the map as a false-colour image of their three principal "
-              "components; the full embeddings stay in the project, unchecked, for probes"),
+        Param(
+            "EMBEDDINGS_DTYPE",
+            "job.outputs.embeddings_dtype",
+            "enum",
+            "Embedding type",
+            default="float32",
+            options=("float32", "float16"),
+            advanced=True,
+        ),
+        Param(
+            "EMBEDDINGS_LEVEL",
+            "job.outputs.embeddings_level",
+            "enum",
+            "Embedding level (patch: fused; local: each patch's own encoder features; both; dense: AnySat, "
+            "per sub-patch; tile: one pixel per window, windows edge to edge)",
+            default="patch",
+            options=EMBEDDING_LEVELS,
+        ),
+        Param(
+            "EMBEDDINGS",
+            "job.outputs.embeddings",
+            "raster_out",
+            "Embeddings (one band per dimension)",
+            style="embeddings",
+            help="shown in the map as a false-colour image of their three principal "
+            "components; the full embeddings stay in the project, unchecked, for probes",
+        ),
     )
 
 
@@ -252,6 +350,11 @@ class NormalizationStats(JobAlgorithm):
     operation = "normalization-stats"
     display = "Normalization statistics of my data"
     params = JOB_ROWS + (
-        Param("OUTPUT", "output", "file_out", "Statistics (JSON, for the job's normalization)",
-              file_filter="JSON (*.json)"),
+        Param(
+            "OUTPUT",
+            "output",
+            "file_out",
+            "Statistics (JSON, for the job's normalization)",
+            file_filter="JSON (*.json)",
+        ),
     )

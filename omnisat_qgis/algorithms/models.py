@@ -37,8 +37,7 @@ class FetchModel(EngineAlgorithm):
         Param("FOLDER", "folder", "string", "Models folder (empty: the setting's)", optional=True),
         Param("HUB_URL", "hub_url", "string", "Model hub address (empty: the setting's)", optional=True),
         Param("AUTHCFG", "authcfg", "string", "QGIS authentication configuration id for the hub", optional=True),
-        Param("TIMEOUT", "timeout", "float", "Seconds without data before the download stops", default=60.0,
-              minimum=1),
+        Param("TIMEOUT", "timeout", "float", "Seconds without data before the download stops", default=60.0, minimum=1),
     )
     results = (
         ResultRow("OUTPUT", "output", "string", "The converted checkpoint"),
@@ -48,8 +47,12 @@ class FetchModel(EngineAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         given = self.engine_params(parameters, context, feedback)
         authcfg = given.pop("authcfg", "")
-        params = {"name": given["name"], "folder": given.get("folder") or str(settings.models_folder()),
-                  "hub_url": given.get("hub_url") or settings.model_hub(), "timeout": given["timeout"]}
+        params = {
+            "name": given["name"],
+            "folder": given.get("folder") or str(settings.models_folder()),
+            "hub_url": given.get("hub_url") or settings.model_hub(),
+            "timeout": given["timeout"],
+        }
         plan = self.run_engine(params | {"plan_only": True}, feedback)["result"]
         if plan["ready"]:
             feedback.pushInfo(f"{plan['output']} is already there, converted from the verified download.")
@@ -59,13 +62,19 @@ class FetchModel(EngineAlgorithm):
         def progress(done: int, total: int | None):
             share = done / total if total else 0.0
             feedback.setProgress(80 * share)
-            feedback.setProgressText(f"{done / 1e6:,.0f} of {total / 1e6:,.0f} MB" if total else f"{done / 1e6:,.0f} MB")
+            feedback.setProgressText(
+                f"{done / 1e6:,.0f} of {total / 1e6:,.0f} MB" if total else f"{done / 1e6:,.0f} MB"
+            )
 
         try:
-            fetched = download(plan["url"], Path(plan["download"]), plan["sha256"],
-                               DownloadCallbacks(progress=progress, log=feedback.pushInfo,
-                                                 is_cancelled=feedback.isCanceled),
-                               stall_timeout_s=params["timeout"], authcfg=authcfg or "")
+            fetched = download(
+                plan["url"],
+                Path(plan["download"]),
+                plan["sha256"],
+                DownloadCallbacks(progress=progress, log=feedback.pushInfo, is_cancelled=feedback.isCanceled),
+                stall_timeout_s=params["timeout"],
+                authcfg=authcfg or "",
+            )
         except DownloadError as exc:
             raise QgsProcessingException(str(exc)) from None
         feedback.pushInfo("Download verified (sha256); converting")

@@ -15,9 +15,9 @@ from typing import Any
 from qgis.core import (
     Qgis,
     QgsMapLayer,
+    QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingException,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
@@ -55,11 +55,11 @@ LEVELS_HELP = (
 # What the technical settings do, said once for every algorithm that has them.
 COMMON_HELP = {
     "JOB": "a JSON job (see the README) holding the model, the layers, masks and band selections; the settings "
-           "given here override it",
+    "given here override it",
     "PATCH_SIZE": "the model patch in metres; leave empty for the model's own (changing it changes what the "
-                  "encoder sees)",
+    "encoder sees)",
     "TILE_SIZE": "side of the windows the model sees at once; lower it (and the batch size) when the engine runs "
-                 "out of memory",
+    "out of memory",
     "OVERLAP": "how much neighbouring windows overlap, so that window edges do not show in the map",
     "BATCH_SIZE": "windows per model call: lower it when the engine runs out of memory, raise it on a large GPU",
     "DEVICE": "auto uses a CUDA GPU when the engine finds one, else the CPU",
@@ -67,8 +67,8 @@ COMMON_HELP = {
     "EMBEDDINGS_DTYPE": "float16 halves the file size; the probes read both",
     "EMBEDDINGS_LEVEL": LEVELS_HELP,
     "FEATURES": "what the classifier sees: the model's embeddings, the raw bands (raw), their per-date "
-                "statistics (stats), spectral indices (indices), or combinations joined by + (embeddings+raw); "
-                "the input features need a job (the layers)",
+    "statistics (stats), spectral indices (indices), or combinations joined by + (embeddings+raw); "
+    "the input features need a job (the layers)",
     "MIN_COVERAGE": "a polygon labels a cell only when it covers at least this share of it (0.5: half)",
     "FOLDS": "the labels are split into this many spatial blocks; each is held out once to measure the accuracy",
     "SEED": "the same seed gives the same folds and the same probe",
@@ -121,8 +121,7 @@ class Param:
         if kind == "raster":
             return QgsProcessingParameterRasterLayer(name, text, optional=optional)
         if kind == "rasters":
-            return QgsProcessingParameterMultipleLayers(name, text, Qgis.ProcessingSourceType.Raster,
-                                                      optional=optional)
+            return QgsProcessingParameterMultipleLayers(name, text, Qgis.ProcessingSourceType.Raster, optional=optional)
         if kind == "vector":
             return QgsProcessingParameterVectorLayer(name, text, [Qgis.ProcessingSourceType.Vector], optional=optional)
         if kind == "field":
@@ -132,8 +131,11 @@ class Param:
         if kind in ("string", "dates", "texts"):
             return QgsProcessingParameterString(name, text, defaultValue=self.default, optional=optional)
         if kind in ("int", "float"):
-            number = (Qgis.ProcessingNumberParameterType.Integer if kind == "int"
-                      else Qgis.ProcessingNumberParameterType.Double)
+            number = (
+                Qgis.ProcessingNumberParameterType.Integer
+                if kind == "int"
+                else Qgis.ProcessingNumberParameterType.Double
+            )
             parameter = QgsProcessingParameterNumber(name, text, number, defaultValue=self.default, optional=optional)
             if self.minimum is not None:
                 parameter.setMinimum(self.minimum)
@@ -145,30 +147,57 @@ class Param:
         if kind == "enum":
             # Static strings: scripts and batch files say "cpu", not an index that shifts
             # when an option is added.
-            return QgsProcessingParameterEnum(name, text, options=list(self.options), allowMultiple=False,
-                                              defaultValue=self.default or self.options[0], optional=optional,
-                                              usesStaticStrings=True)
+            return QgsProcessingParameterEnum(
+                name,
+                text,
+                options=list(self.options),
+                allowMultiple=False,
+                defaultValue=self.default or self.options[0],
+                optional=optional,
+                usesStaticStrings=True,
+            )
         if kind == "model":
             # The catalog's names, as static strings: scripts say "anysat-tiny", not an index. In the dock's
             # order (installed, then downloadable), the label saying which is which.
             names, installed = picker_order(catalog_rows())
             waiting = [n for n in names if n not in installed]
             text = f"{text} (installed: {', '.join(installed) or 'none'}" + (
-                f"; not downloaded yet: {', '.join(waiting)}, see 'Download an official model')" if waiting else ")")
-            return QgsProcessingParameterEnum(name, text, options=names, allowMultiple=False, defaultValue=self.default,
-                                              optional=optional, usesStaticStrings=True)
+                f"; not downloaded yet: {', '.join(waiting)}, see 'Download an official model')" if waiting else ")"
+            )
+            return QgsProcessingParameterEnum(
+                name,
+                text,
+                options=names,
+                allowMultiple=False,
+                defaultValue=self.default,
+                optional=optional,
+                usesStaticStrings=True,
+            )
         if kind == "sensor":
             # Every sensor name a model may have; the chosen model's own are checked before anything runs.
-            return QgsProcessingParameterEnum(name, text, options=list(known_sensors()), allowMultiple=False,
-                                              defaultValue=self.default, optional=optional, usesStaticStrings=True)
+            return QgsProcessingParameterEnum(
+                name,
+                text,
+                options=list(known_sensors()),
+                allowMultiple=False,
+                defaultValue=self.default,
+                optional=optional,
+                usesStaticStrings=True,
+            )
         if kind == "extent":
             return QgsProcessingParameterExtent(name, text, optional=optional)
         if kind == "raster_out":
-            return QgsProcessingParameterRasterDestination(name, text, optional=optional,
-                                                           createByDefault=not optional or self.create_by_default)
+            return QgsProcessingParameterRasterDestination(
+                name, text, optional=optional, createByDefault=not optional or self.create_by_default
+            )
         if kind == "file_out":
-            return QgsProcessingParameterFileDestination(name, text, fileFilter=self.file_filter, optional=optional,
-                                                         createByDefault=not optional or self.create_by_default)
+            return QgsProcessingParameterFileDestination(
+                name,
+                text,
+                fileFilter=self.file_filter,
+                optional=optional,
+                createByDefault=not optional or self.create_by_default,
+            )
         raise ValueError(f"unknown parameter kind {kind!r}")
 
 
@@ -266,8 +295,10 @@ def value_for_engine(algorithm, param: Param, parameters: dict, context) -> Any:
         if rect.isNull() or rect.isEmpty():
             return None
         crs = algorithm.parameterAsExtentCrs(parameters, name, context)
-        return {"bounds": [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()],
-                "crs": crs.authid() or crs.toWkt()}
+        return {
+            "bounds": [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()],
+            "crs": crs.authid() or crs.toWkt(),
+        }
     if kind == "raster_out":
         return algorithm.parameterAsOutputLayer(parameters, name, context) or None
     if kind == "file_out":
@@ -301,17 +332,28 @@ def model_path(name: str, parameter: str = "MODEL") -> str:
         raise QgsProcessingException(f"{parameter}: no model {name!r} in the catalog (known: {known}).")
     if row.get("status") != "installed" or not row.get("path"):
         raise QgsProcessingException(
-            f"{parameter}: {name} is not downloaded yet: run 'Download an official model' (OmniSat > Engine) first.")
+            f"{parameter}: {name} is not downloaded yet: run 'Download an official model' (OmniSat > Engine) first."
+        )
     return row["path"]
 
 
-def model_rows(key: str, file_description: str = "…or a model file (checkpoint, or a probe to classify with)",
-               help_text: str = "") -> tuple[Param, Param]:
+def model_rows(
+    key: str, file_description: str = "…or a model file (checkpoint, or a probe to classify with)", help_text: str = ""
+) -> tuple[Param, Param]:
     """A model of the catalog (MODEL) or any checkpoint file (MODEL_FILE), both onto the engine key ``key``."""
     return (
-        Param("MODEL", key, "model", "Model", optional=True, help=help_text or (
-            "the models shipped with the plugin, those you downloaded or trained ('Learn this area'), and the "
-            "official ones you can download; a model without classes needs a probe (fit one on your labels)")),
+        Param(
+            "MODEL",
+            key,
+            "model",
+            "Model",
+            optional=True,
+            help=help_text
+            or (
+                "the models shipped with the plugin, those you downloaded or trained ('Learn this area'), and the "
+                "official ones you can download; a model without classes needs a probe (fit one on your labels)"
+            ),
+        ),
         Param("MODEL_FILE", key, "file", file_description, optional=True, file_filter="Model (*.safetensors)"),
     )
 

@@ -30,18 +30,46 @@ class ClassifyParcels(EngineAlgorithm):
         Param("PARCELS", "parcels", "vector", "Parcels", layer_key="layer"),
         Param("PROBABILITIES", "probabilities", "raster", "Class probabilities (from Classify)", optional=True),
         Param("CLASSES", "classes", "raster", "Class map of the same run (for its colours)", optional=True),
-        Param("JOB", "job_file", "file", "Job file of the input rasters (features way)", optional=True,
-              file_filter="Job (*.json)"),
-        Param("CLASS_FIELD", "class_field", "field", "Field with the known class of some parcels (features way)",
-              optional=True, parent="PARCELS"),
-        Param("FEATURE_SET", "feature_set", "string", "Per-parcel features (features way)", default="monthly+stats",
-              advanced=True, help="raw, stats, indices, monthly, combined with '+'"),
-        Param("CLASSIFIER", "classifier", "enum", "Classifier (features way)", default="random_forest",
-              options=("random_forest", "extra_trees", "linear", "knn", "mlp", "gradient_boosting"), advanced=True),
+        Param(
+            "JOB",
+            "job_file",
+            "file",
+            "Job file of the input rasters (features way)",
+            optional=True,
+            file_filter="Job (*.json)",
+        ),
+        Param(
+            "CLASS_FIELD",
+            "class_field",
+            "field",
+            "Field with the known class of some parcels (features way)",
+            optional=True,
+            parent="PARCELS",
+        ),
+        Param(
+            "FEATURE_SET",
+            "feature_set",
+            "string",
+            "Per-parcel features (features way)",
+            default="monthly+stats",
+            advanced=True,
+            help="raw, stats, indices, monthly, combined with '+'",
+        ),
+        Param(
+            "CLASSIFIER",
+            "classifier",
+            "enum",
+            "Classifier (features way)",
+            default="random_forest",
+            options=("random_forest", "extra_trees", "linear", "knn", "mlp", "gradient_boosting"),
+            advanced=True,
+        ),
         Param("OUTPUT", "output", "file_out", "Parcel map", file_filter="GeoPackage (*.gpkg)"),
     )
-    results = (ResultRow("CLASSIFIED", "classified", "number", "Parcels classified"),
-               ResultRow("PARCEL_COUNT", "parcels", "number", "Parcels"))
+    results = (
+        ResultRow("CLASSIFIED", "classified", "number", "Parcels classified"),
+        ResultRow("PARCEL_COUNT", "parcels", "number", "Parcels"),
+    )
     exactly_one_of = (("PROBABILITIES", "JOB"),)
 
     def engine_params(self, parameters, context, feedback) -> dict[str, Any]:
@@ -49,8 +77,10 @@ class ClassifyParcels(EngineAlgorithm):
         job_file = engine.pop("job_file", None)
         if job_file:
             if not engine.get("class_field"):
-                raise QgsProcessingException("CLASS_FIELD: the features way fits a classifier on parcels of known "
-                                             "class; choose the field holding it.")
+                raise QgsProcessingException(
+                    "CLASS_FIELD: the features way fits a classifier on parcels of known "
+                    "class; choose the field holding it."
+                )
             engine["job"] = read_job_file(job_file)
         return engine
 

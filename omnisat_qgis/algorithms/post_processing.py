@@ -24,7 +24,7 @@ from omnisat_qgis.styling import style_layer
 
 # Processing holds post-processors by pointer only: Python must keep them alive
 # until the layers are loaded. One set per output path; a rerun replaces it.
-_ALIVE: dict[str, "StyleResult"] = {}
+_ALIVE: dict[str, StyleResult] = {}
 
 
 class StyleResult(QgsProcessingLayerPostProcessorInterface):

@@ -8,21 +8,43 @@ from pathlib import Path
 from qgis.core import QgsProcessingException
 
 from omnisat_qgis.algorithms.base import EngineAlgorithm
-from omnisat_qgis.algorithms.mapping import (EMBEDDING_LEVELS, add_modalities, check_sensors, job_folder,
-                                             modality_rows, read_job_file, resolve_model_name)
+from omnisat_qgis.algorithms.mapping import (
+    EMBEDDING_LEVELS,
+    add_modalities,
+    check_sensors,
+    job_folder,
+    modality_rows,
+    read_job_file,
+    resolve_model_name,
+)
 from omnisat_qgis.algorithms.params import Param, ResultRow, model_rows
 from omnisat_qgis.model_catalog import CatalogError, read_header
 
 EMBEDDING_ROWS = (
     Param("EMBEDDINGS_RASTER", "embeddings", "raster", "Embeddings raster (from 'Embeddings')", optional=True),
-    Param("JOB", "embeddings", "file", "…or a job file (model and modalities) to compute them", optional=True,
-          file_filter="Job (*.json)", advanced=True),
-    *model_rows("model", "…or the model file the embeddings were computed with",
-                "the model that computed the embeddings raster, when the raster does not say (rasters made by "
-                "'Embeddings' do)"),
-    Param("EMBEDDINGS_LEVEL", "embeddings_level", "enum",
-          "Embedding level (auto: the job's, or the raster's own; dense: per sub-patch; tile: per window)",
-          default="auto", options=("auto",) + EMBEDDING_LEVELS, advanced=True),
+    Param(
+        "JOB",
+        "embeddings",
+        "file",
+        "…or a job file (model and modalities) to compute them",
+        optional=True,
+        file_filter="Job (*.json)",
+        advanced=True,
+    ),
+    *model_rows(
+        "model",
+        "…or the model file the embeddings were computed with",
+        "the model that computed the embeddings raster, when the raster does not say (rasters made by 'Embeddings' do)",
+    ),
+    Param(
+        "EMBEDDINGS_LEVEL",
+        "embeddings_level",
+        "enum",
+        "Embedding level (auto: the job's, or the raster's own; dense: per sub-patch; tile: per window)",
+        default="auto",
+        options=("auto",) + EMBEDDING_LEVELS,
+        advanced=True,
+    ),
 )
 
 
@@ -40,27 +62,64 @@ class FitProbe(EngineAlgorithm):
     params = (
         Param("LABELS", "labels", "vector", "Labelled points or polygons", layer_key="layer"),
         Param("CLASS_FIELD", "class_field", "field", "Class field", default="class", parent="LABELS"),
-        Param("IGNORE_VALUES", "ignore_values", "texts", "Class values to ignore (comma-separated, e.g. 0)",
-              optional=True, help="features with these classes are left out, e.g. 0 = no data"),
+        Param(
+            "IGNORE_VALUES",
+            "ignore_values",
+            "texts",
+            "Class values to ignore (comma-separated, e.g. 0)",
+            optional=True,
+            help="features with these classes are left out, e.g. 0 = no data",
+        ),
         *EMBEDDING_ROWS,
-        Param("CLASSIFIER", "classifier", "enum", "Classifier (auto: the best, or a vote of the best, by nested spatial cross-validation)",
-              default="linear", options=("linear", "mlp", "knn", "random_forest", "extra_trees", "gradient_boosting", "auto")),
-        Param("FEATURES", "features", "texts",
-              "Feature sets, comma-separated (embeddings, raw, stats, indices, or e.g. embeddings+raw; input "
-              "features need a job)", default="embeddings", advanced=True),
-        Param("MIN_COVERAGE", "min_coverage", "float", "Minimum share of a cell a polygon covers", default=0.5,
-              minimum=0, advanced=True),
-        Param("FOLDS", "folds", "int", "Spatial cross-validation folds", default=5, minimum=2,
-              advanced=True),
+        Param(
+            "CLASSIFIER",
+            "classifier",
+            "enum",
+            "Classifier (auto: the best, or a vote of the best, by nested spatial cross-validation)",
+            default="linear",
+            options=("linear", "mlp", "knn", "random_forest", "extra_trees", "gradient_boosting", "auto"),
+        ),
+        Param(
+            "FEATURES",
+            "features",
+            "texts",
+            "Feature sets, comma-separated (embeddings, raw, stats, indices, or e.g. embeddings+raw; input "
+            "features need a job)",
+            default="embeddings",
+            advanced=True,
+        ),
+        Param(
+            "MIN_COVERAGE",
+            "min_coverage",
+            "float",
+            "Minimum share of a cell a polygon covers",
+            default=0.5,
+            minimum=0,
+            advanced=True,
+        ),
+        Param("FOLDS", "folds", "int", "Spatial cross-validation folds", default=5, minimum=2, advanced=True),
         # Off as in the dock: the curve refits the probe for every sample size (most of a re-fit's time).
-        Param("LEARNING_CURVE", "learning_curve", "bool", "Learning curve in the report (accuracy vs labels per class)",
-              default=False, advanced=True, help="refits the probe for each sample size (slower): turn it on to "
-              "see whether more labels would help"),
+        Param(
+            "LEARNING_CURVE",
+            "learning_curve",
+            "bool",
+            "Learning curve in the report (accuracy vs labels per class)",
+            default=False,
+            advanced=True,
+            help="refits the probe for each sample size (slower): turn it on to see whether more labels would help",
+        ),
         Param("SEED", "seed", "int", "Random seed", default=0, advanced=True),
         Param("OUTPUT", "output", "file_out", "Probe", file_filter="Probe (*.safetensors)"),
         # Written by default, as the dock does: the accuracy and the map are what a fit is run for.
-        Param("REPORT", "report", "file_out", "Fit report", file_filter="HTML (*.html)", optional=True,
-              create_by_default=True),
+        Param(
+            "REPORT",
+            "report",
+            "file_out",
+            "Fit report",
+            file_filter="HTML (*.html)",
+            optional=True,
+            create_by_default=True,
+        ),
         Param("CLASSES", "classes", "raster_out", "Class map", optional=True, style="classes", create_by_default=True),
         Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True, style="confidence"),
     )
@@ -79,8 +138,9 @@ def probe_level(path: str) -> str:
         header = read_header(Path(path))
         return json.loads(header.get("probe") or "{}")["level"]
     except (CatalogError, ValueError, KeyError, TypeError):
-        raise QgsProcessingException(f"PROBE: '{path}' is not a probe file: fit one with 'Fit a probe on labels'.") \
-            from None
+        raise QgsProcessingException(
+            f"PROBE: '{path}' is not a probe file: fit one with 'Fit a probe on labels'."
+        ) from None
 
 
 class ApplyProbe(EngineAlgorithm):
@@ -95,18 +155,39 @@ class ApplyProbe(EngineAlgorithm):
     )
     params = (
         Param("PROBE", "probe", "file", "Probe", file_filter="Probe (*.safetensors)"),
-        Param("EMBEDDINGS_RASTER", "embeddings", "raster", "Embeddings raster (from 'Embeddings'), or give your "
-              "layers below", optional=True),
-        Param("JOB", "embeddings", "file", "…or a job file (model and modalities) to compute them", optional=True,
-              file_filter="Job (*.json)", advanced=True),
-        *model_rows("model", "…or the model file (the probe's encoder)",
-                    "the model the probe was fitted with: it computes the embeddings of your layers (or made the "
-                    "embeddings raster, when the raster does not say)"),
+        Param(
+            "EMBEDDINGS_RASTER",
+            "embeddings",
+            "raster",
+            "Embeddings raster (from 'Embeddings'), or give your layers below",
+            optional=True,
+        ),
+        Param(
+            "JOB",
+            "embeddings",
+            "file",
+            "…or a job file (model and modalities) to compute them",
+            optional=True,
+            file_filter="Job (*.json)",
+            advanced=True,
+        ),
+        *model_rows(
+            "model",
+            "…or the model file (the probe's encoder)",
+            "the model the probe was fitted with: it computes the embeddings of your layers (or made the "
+            "embeddings raster, when the raster does not say)",
+        ),
         *modality_rows(),
         Param("EXTENT", "extent", "extent", "Area to map (default: where all your layers overlap)", optional=True),
-        Param("EMBEDDINGS_LEVEL", "embeddings_level", "enum",
-              "Embedding level (auto: the job's, or the raster's own; dense: per sub-patch; tile: per window)",
-              default="auto", options=("auto",) + EMBEDDING_LEVELS, advanced=True),
+        Param(
+            "EMBEDDINGS_LEVEL",
+            "embeddings_level",
+            "enum",
+            "Embedding level (auto: the job's, or the raster's own; dense: per sub-patch; tile: per window)",
+            default="auto",
+            options=("auto",) + EMBEDDING_LEVELS,
+            advanced=True,
+        ),
         Param("CLASSES", "classes", "raster_out", "Class map", style="classes"),
         Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True, style="confidence"),
     )
@@ -119,8 +200,10 @@ class ApplyProbe(EngineAlgorithm):
             return ok, message
         given = [n for n in self.SOURCES if parameters.get(n) not in (None, "", [])]
         if len(given) != 1:
-            return False, ("Give one of EMBEDDINGS_RASTER (an embeddings raster), JOB (a job file) or your layers "
-                           f"(MODEL, MODALITY_1, LAYERS_1...){'; got ' + ', '.join(given) if given else ''}.")
+            return False, (
+                "Give one of EMBEDDINGS_RASTER (an embeddings raster), JOB (a job file) or your layers "
+                f"(MODEL, MODALITY_1, LAYERS_1...){'; got ' + ', '.join(given) if given else ''}."
+            )
         return check_sensors(self, self.model_as_file(parameters), context)
 
     def engine_params(self, parameters, context, feedback):
@@ -167,20 +250,42 @@ class Change(EngineAlgorithm):
         Param("BEFORE_JOB", "before", "file", "…or first period: job file", optional=True, file_filter="Job (*.json)"),
         Param("AFTER_RASTER", "after", "raster", "Second period: embeddings raster", optional=True),
         Param("AFTER_JOB", "after", "file", "…or second period: job file", optional=True, file_filter="Job (*.json)"),
-        *model_rows("model", "…or the model file the embeddings rasters were computed with",
-                    "the model that computed the embeddings rasters, when they do not say"),
-        Param("EMBEDDINGS_LEVEL", "embeddings_level", "enum",
-              "Embedding level of both periods (auto: the jobs', or the rasters' own)", default="auto",
-              options=("auto",) + EMBEDDING_LEVELS, advanced=True),
+        *model_rows(
+            "model",
+            "…or the model file the embeddings rasters were computed with",
+            "the model that computed the embeddings rasters, when they do not say",
+        ),
+        Param(
+            "EMBEDDINGS_LEVEL",
+            "embeddings_level",
+            "enum",
+            "Embedding level of both periods (auto: the jobs', or the rasters' own)",
+            default="auto",
+            options=("auto",) + EMBEDDING_LEVELS,
+            advanced=True,
+        ),
         Param("METRIC", "metric", "enum", "Distance", default="cosine", options=("cosine", "euclidean")),
         Param("THRESHOLD", "threshold", "float", "Threshold (default: Otsu's)", optional=True),
         Param("LABELS", "labels", "vector", "Change / no-change samples (optional)", optional=True),
-        Param("CLASS_FIELD", "class_field", "field", "Class field of the samples", default="class", parent="LABELS",
-              optional=True),
+        Param(
+            "CLASS_FIELD",
+            "class_field",
+            "field",
+            "Class field of the samples",
+            default="class",
+            parent="LABELS",
+            optional=True,
+        ),
         Param("MAGNITUDE", "magnitude", "raster_out", "Change magnitude", style="magnitude"),
         Param("CHANGE", "change", "raster_out", "Change (1) / no change (0)", optional=True, style="classes"),
-        Param("PROBE_OUTPUT", "probe_output", "file_out", "Change probe", file_filter="Probe (*.safetensors)",
-              optional=True),
+        Param(
+            "PROBE_OUTPUT",
+            "probe_output",
+            "file_out",
+            "Change probe",
+            file_filter="Probe (*.safetensors)",
+            optional=True,
+        ),
         Param("REPORT", "report", "file_out", "Change probe report", file_filter="HTML (*.html)", optional=True),
     )
 

@@ -29,10 +29,16 @@ class SetupEngine(EngineAlgorithm):
         "(Settings > Options > Network) is passed to pip."
     )
     params = (
-        Param("FORCE_CPU", "force_cpu", "bool", "Install the CPU build of torch even when an NVIDIA GPU is present",
-              default=False),
-        Param("REBUILD", "rebuild", "bool", "Rebuild even when the existing environment passes its check",
-              default=False),
+        Param(
+            "FORCE_CPU",
+            "force_cpu",
+            "bool",
+            "Install the CPU build of torch even when an NVIDIA GPU is present",
+            default=False,
+        ),
+        Param(
+            "REBUILD", "rebuild", "bool", "Rebuild even when the existing environment passes its check", default=False
+        ),
     )
     results = (
         ResultRow("PYTHON", "python", "string", "The engine environment's Python"),
@@ -45,8 +51,11 @@ class SetupEngine(EngineAlgorithm):
         options = settings.environment_options(force, self.parameterAsBool(parameters, "REBUILD", context))
         feedback.pushInfo(f"Engine environment: {options.target}")
         callbacks = SetupCallbacks(
-            step=lambda message, percent: (feedback.setProgress(percent), feedback.setProgressText(message),
-                                           feedback.pushInfo(message)),
+            step=lambda message, percent: (
+                feedback.setProgress(percent),
+                feedback.setProgressText(message),
+                feedback.pushInfo(message),
+            ),
             line=feedback.pushConsoleInfo,
             is_cancelled=feedback.isCanceled,
         )
@@ -63,6 +72,8 @@ class SetupEngine(EngineAlgorithm):
         except settings.SettingsError:
             python, source = None, ""
         if python != result.python:
-            feedback.pushWarning(f"The worker Python in use is {python} ({source}), not this environment: clear "
-                                 f"{settings.ENV_PYTHON} or the 'OmniSat worker Python' setting to use it.")
+            feedback.pushWarning(
+                f"The worker Python in use is {python} ({source}), not this environment: clear "
+                f"{settings.ENV_PYTHON} or the 'OmniSat worker Python' setting to use it."
+            )
         return {"PYTHON": str(result.python), "TORCH_BUILD": result.torch_build, "REUSED": str(result.reused)}

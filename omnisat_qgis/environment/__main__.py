@@ -18,8 +18,11 @@ from omnisat_qgis.paths import engine_root, resources_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m omnisat_qgis.environment", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m omnisat_qgis.environment",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--target", type=Path, required=True, help="the environment's folder")
     parser.add_argument("--base-python", type=Path, help="Python to create it from (default: searched)")
     parser.add_argument("--force-cpu", action="store_true", help="the CPU build of torch even with a GPU")
@@ -29,11 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="steps only, not pip's output")
     args = parser.parse_args(argv)
     options = SetupOptions(
-        target=args.target.expanduser().resolve(), engine_root=engine_root(), requirements=tuple(engine_requirements()),
-        verify_model=resources_dir() / "models" / "anysat-tiny.safetensors", force_cpu=args.force_cpu,
-        proxy=args.proxy, torch_index=args.torch_index, base_python=args.base_python, rebuild=args.rebuild)
-    callbacks = SetupCallbacks(step=lambda message, percent: print(f"[{percent:3.0f}%] {message}", flush=True),
-                               line=(lambda text: None) if args.quiet else (lambda text: print(f"    {text}", flush=True)))
+        target=args.target.expanduser().resolve(),
+        engine_root=engine_root(),
+        requirements=tuple(engine_requirements()),
+        verify_model=resources_dir() / "models" / "anysat-tiny.safetensors",
+        force_cpu=args.force_cpu,
+        proxy=args.proxy,
+        torch_index=args.torch_index,
+        base_python=args.base_python,
+        rebuild=args.rebuild,
+    )
+    callbacks = SetupCallbacks(
+        step=lambda message, percent: print(f"[{percent:3.0f}%] {message}", flush=True),
+        line=(lambda text: None) if args.quiet else (lambda text: print(f"    {text}", flush=True)),
+    )
     try:
         result = set_up_engine(options, callbacks)
     except SetupError as exc:

@@ -16,9 +16,9 @@ import shutil
 import subprocess  # nosec B404  # runs pip and the new environment's python, no shell
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from omnisat_qgis.environment.interpreters import clean_environment, find_base_python, python_candidates
 from omnisat_qgis.environment.processes import StepOutcome, run_streaming
@@ -99,26 +99,45 @@ class SetupCancelled(SetupError):
 
 # (what the output says, what it usually means and the fix)
 USUAL_CAUSES = (
-    (("No space left on device", "Errno 28", "ENOSPC"),
-     "the disk is full: torch needs about 1 GB (CPU) to 5 GB (CUDA) in the environment folder and pip's cache; "
-     "free space there, or choose another environment folder in the settings"),
-    (("CERTIFICATE_VERIFY_FAILED", "SSLError", "SSL: ", "certificate verify failed"),
-     "the connection's certificate was refused, usually a company proxy that intercepts SSL: give pip your "
-     "organisation's CA bundle (PIP_CERT, or 'cert' in pip's configuration file)"),
-    (("ProxyError", "407 Proxy", "Tunnel connection failed"),
-     "the proxy refused the connection: check the proxy in QGIS's Settings > Options > Network "
-     "(it is passed to pip)"),
-    (("NewConnectionError", "Name or service not known", "Temporary failure in name resolution",
-      "Network is unreachable", "getaddrinfo failed", "Connection refused", "ConnectTimeoutError",
-      "Read timed out"),
-     "no network connection to the package index: check the network, or the proxy in QGIS's "
-     "Settings > Options > Network (it is passed to pip)"),
-    (("No matching distribution found", "Could not find a version that satisfies"),
-     f"the package index has no build for this Python and platform (torch {TORCH_VERSION} needs a 64-bit "
-     "Python 3.10 to 3.13): choose another base Python in the settings"),
+    (
+        ("No space left on device", "Errno 28", "ENOSPC"),
+        "the disk is full: torch needs about 1 GB (CPU) to 5 GB (CUDA) in the environment folder and pip's cache; "
+        "free space there, or choose another environment folder in the settings",
+    ),
+    (
+        ("CERTIFICATE_VERIFY_FAILED", "SSLError", "SSL: ", "certificate verify failed"),
+        "the connection's certificate was refused, usually a company proxy that intercepts SSL: give pip your "
+        "organisation's CA bundle (PIP_CERT, or 'cert' in pip's configuration file)",
+    ),
+    (
+        ("ProxyError", "407 Proxy", "Tunnel connection failed"),
+        "the proxy refused the connection: check the proxy in QGIS's Settings > Options > Network "
+        "(it is passed to pip)",
+    ),
+    (
+        (
+            "NewConnectionError",
+            "Name or service not known",
+            "Temporary failure in name resolution",
+            "Network is unreachable",
+            "getaddrinfo failed",
+            "Connection refused",
+            "ConnectTimeoutError",
+            "Read timed out",
+        ),
+        "no network connection to the package index: check the network, or the proxy in QGIS's "
+        "Settings > Options > Network (it is passed to pip)",
+    ),
+    (
+        ("No matching distribution found", "Could not find a version that satisfies"),
+        f"the package index has no build for this Python and platform (torch {TORCH_VERSION} needs a 64-bit "
+        "Python 3.10 to 3.13): choose another base Python in the settings",
+    ),
 )
-GENERAL_CAUSES = ("usual causes: no network or a proxy (QGIS's proxy settings are passed to pip), "
-                  "a full disk, or a company proxy intercepting SSL")
+GENERAL_CAUSES = (
+    "usual causes: no network or a proxy (QGIS's proxy settings are passed to pip), "
+    "a full disk, or a company proxy intercepting SSL"
+)
 
 
 def explain(tail: list[str]) -> str:
@@ -132,8 +151,12 @@ def venv_python(folder: Path) -> Path:
 
 
 def wanted_stamp(options: SetupOptions, choice: TorchChoice) -> dict:
-    return {"format": STAMP_FORMAT, "torch": TORCH_VERSION, "torch_build": choice.tag,
-            "requirements": fingerprint(list(options.requirements))}
+    return {
+        "format": STAMP_FORMAT,
+        "torch": TORCH_VERSION,
+        "torch_build": choice.tag,
+        "requirements": fingerprint(list(options.requirements)),
+    }
 
 
 def read_stamp(folder: Path) -> dict | None:
@@ -171,16 +194,20 @@ class _Run:
     def run(self, step: str, command: list[str], env: dict[str, str]) -> StepOutcome:
         self.callbacks.line(f"$ {redact(command)}")
         try:
-            outcome = run_streaming(command, env, self.callbacks.line, self.callbacks.is_cancelled,
-                                    self.options.stall_timeout_s)
+            outcome = run_streaming(
+                command, env, self.callbacks.line, self.callbacks.is_cancelled, self.options.stall_timeout_s
+            )
         except OSError as exc:
             raise SetupError(step, f"'{command[0]}' could not be started ({exc.strerror or exc})") from None
         if outcome.cancelled:
             raise SetupCancelled(step, "cancelled; the previous environment, if any, is unchanged", outcome.tail)
         if outcome.stalled:
-            raise SetupError(step, f"it printed nothing for {self.options.stall_timeout_s:.0f} s and was stopped; "
-                                   "usually a network stall or a proxy that holds connections open: "
-                                   + explain(outcome.tail), outcome.tail)
+            raise SetupError(
+                step,
+                f"it printed nothing for {self.options.stall_timeout_s:.0f} s and was stopped; "
+                "usually a network stall or a proxy that holds connections open: " + explain(outcome.tail),
+                outcome.tail,
+            )
         if outcome.code != 0:
             raise SetupError(step, f"exit code {outcome.code}; {explain(outcome.tail)}", outcome.tail)
         return outcome
@@ -188,8 +215,14 @@ class _Run:
     def pip_env(self) -> dict[str, str]:
         # PIP_REQUIRE_VIRTUALENV: pip itself refuses to install outside a virtual environment,
         # so nothing can land in QGIS's own Python whatever interpreter a setting names.
-        return clean_environment({"PIP_REQUIRE_VIRTUALENV": "1", "PIP_NO_INPUT": "1",
-                                  "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"})
+        return clean_environment(
+            {
+                "PIP_REQUIRE_VIRTUALENV": "1",
+                "PIP_NO_INPUT": "1",
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
 
     def pip_install(self, step: str, python: Path, arguments: list[str]) -> None:
         command = self.commands.pip(python) + ["install", "--progress-bar", "off"]
@@ -202,9 +235,14 @@ class _Run:
         base = options.base_python
         if base is None:
             self.say("Looking for a Python to create the environment from", 8)
-            base = find_base_python(python_candidates(
-                platform.system(), Path(sys.executable), Path(sys.base_prefix),
-                [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]))
+            base = find_base_python(
+                python_candidates(
+                    platform.system(),
+                    Path(sys.executable),
+                    Path(sys.base_prefix),
+                    [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p],
+                )
+            )
         self.callbacks.line(f"base Python: {base}")
         shutil.rmtree(self.building, ignore_errors=True)
         self.building.parent.mkdir(parents=True, exist_ok=True)
@@ -223,25 +261,41 @@ class _Run:
         self.cancelled_check("Verifying the environment")
         self.say("Verifying: the engine's version and one model window on a synthetic input", 85)
         try:
-            verify_environment(python, options.engine_root, options.verify_model, self.building,
-                               self.callbacks.line, self.callbacks.is_cancelled)
+            verify_environment(
+                python,
+                options.engine_root,
+                options.verify_model,
+                self.building,
+                self.callbacks.line,
+                self.callbacks.is_cancelled,
+            )
         except VerificationError as exc:
             raise SetupError("Verifying the environment", str(exc), exc.tail) from None
         except WorkerCancelled:
-            raise SetupCancelled("Verifying the environment",
-                                 "cancelled; the previous environment, if any, is unchanged") from None
+            raise SetupCancelled(
+                "Verifying the environment", "cancelled; the previous environment, if any, is unchanged"
+            ) from None
         return python
 
     def check_is_venv(self, python: Path) -> None:
         """Refuse to go on unless ``python`` is a virtual environment's own interpreter."""
         try:
-            done = subprocess.run([str(python), "-c", "import sys; print(int(sys.prefix != sys.base_prefix))"],  # nosec B603  # argument list, no shell
-                                  capture_output=True, text=True, timeout=60, env=clean_environment())
+            done = subprocess.run(
+                [str(python), "-c", "import sys; print(int(sys.prefix != sys.base_prefix))"],  # nosec B603  # argument list, no shell
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=clean_environment(),
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SetupError("Creating the virtual environment", f"its Python '{python}' does not run ({exc})") from None
+            raise SetupError(
+                "Creating the virtual environment", f"its Python '{python}' does not run ({exc})"
+            ) from None
         if done.stdout.strip() != "1":
-            raise SetupError("Creating the virtual environment",
-                             f"'{python}' is not a virtual environment's Python; nothing is installed outside one")
+            raise SetupError(
+                "Creating the virtual environment",
+                f"'{python}' is not a virtual environment's Python; nothing is installed outside one",
+            )
 
     def swap(self) -> None:
         """Put the verified build where the environment belongs; the old one goes only once it is there."""
@@ -260,8 +314,9 @@ class _Run:
         shutil.rmtree(previous, ignore_errors=True)
 
 
-def set_up_engine(options: SetupOptions, callbacks: SetupCallbacks | None = None,
-                  commands: Commands = Commands()) -> SetupResult:
+def set_up_engine(
+    options: SetupOptions, callbacks: SetupCallbacks | None = None, commands: Commands = Commands()
+) -> SetupResult:
     """Make sure a verified engine environment exists at ``options.target``; return its Python."""
     started = time.monotonic()
     run = _Run(options, callbacks or SetupCallbacks(), commands)
@@ -271,8 +326,11 @@ def set_up_engine(options: SetupOptions, callbacks: SetupCallbacks | None = None
     run.say("Checking the existing environment", 2)
     if not options.rebuild and python.is_file():
         stamp = read_stamp(options.target) or {}
-        problem = ("it was built for other requirements or another torch build"
-                   if {key: stamp.get(key) for key in wanted} != wanted else quick_check(python, options.engine_root))
+        problem = (
+            "it was built for other requirements or another torch build"
+            if {key: stamp.get(key) for key in wanted} != wanted
+            else quick_check(python, options.engine_root)
+        )
         if problem is None:
             run.say(f"The engine environment {options.target} is ready (torch {TORCH_VERSION}, {choice.tag})", 100)
             return SetupResult(python, True, choice.tag, time.monotonic() - started)
@@ -280,13 +338,16 @@ def set_up_engine(options: SetupOptions, callbacks: SetupCallbacks | None = None
     try:
         run.build(choice)
         try:
-            (run.building / STAMP).write_text(json.dumps(wanted | {"built": time.strftime("%Y-%m-%dT%H:%M:%S")},
-                                                         indent=1), encoding="utf-8")
+            (run.building / STAMP).write_text(
+                json.dumps(wanted | {"built": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1), encoding="utf-8"
+            )
             run.swap()
         except OSError as exc:
-            raise SetupError("Replacing the previous environment",
-                             f"{exc}; is the environment in use (a running engine, another QGIS)? "
-                             f"The previous environment, if any, is still at {options.target}") from None
+            raise SetupError(
+                "Replacing the previous environment",
+                f"{exc}; is the environment in use (a running engine, another QGIS)? "
+                f"The previous environment, if any, is still at {options.target}",
+            ) from None
     except BaseException:
         shutil.rmtree(run.building, ignore_errors=True)
         raise

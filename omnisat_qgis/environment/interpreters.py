@@ -11,9 +11,9 @@ GDAL's Python bindings (a PATH Python such as pyenv's may come first and lack th
 from __future__ import annotations
 
 import subprocess  # nosec B404  # probes candidate interpreters, no shell
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 MIN_PYTHON = (3, 10)
 PROBE_TIMEOUT_S = 30.0
@@ -76,8 +76,11 @@ def python_candidates(system: str, executable: Path, base_prefix: Path, path_dir
         contents = executable.parent.parent
         frameworks = contents / "Frameworks" / "Python.framework" / "Versions"
         versions = _newest_first([v for v in frameworks.glob("3*")]) if frameworks.is_dir() else []
-        found = [base_prefix / "bin" / "python3", *(v / "bin" / "python3" for v in versions),
-                 contents / "MacOS" / "bin" / "python3"]
+        found = [
+            base_prefix / "bin" / "python3",
+            *(v / "bin" / "python3" for v in versions),
+            contents / "MacOS" / "bin" / "python3",
+        ]
         found += [d / "python3" for d in path_dirs]
     else:
         found = [executable] if executable.name.startswith("python") else []
@@ -89,8 +92,13 @@ def python_candidates(system: str, executable: Path, base_prefix: Path, path_dir
 def probe_python(python: Path) -> Probe | None:
     """Run ``python`` once; None when it does not start or prints something unexpected."""
     try:
-        done = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True,  # nosec B603  # argument list, no shell
-                              timeout=PROBE_TIMEOUT_S, env=clean_environment())
+        done = subprocess.run(
+            [str(python), "-c", _PROBE],
+            capture_output=True,
+            text=True,  # nosec B603  # argument list, no shell
+            timeout=PROBE_TIMEOUT_S,
+            env=clean_environment(),
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     parts = done.stdout.split()
@@ -110,8 +118,10 @@ def find_base_python(candidates: Sequence[Path], probe: Callable[[Path], Probe |
         if found is None:
             refused.append(f"{candidate}: does not run")
         elif found.version < MIN_PYTHON:
-            refused.append(f"{candidate}: Python {found.version[0]}.{found.version[1]}, "
-                           f"the engine needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer")
+            refused.append(
+                f"{candidate}: Python {found.version[0]}.{found.version[1]}, "
+                f"the engine needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer"
+            )
         elif not found.can_make_venv:
             refused.append(f"{candidate}: lacks the venv/ensurepip modules (Debian/Ubuntu: install python3-venv)")
         elif found.has_gdal:
@@ -123,7 +133,8 @@ def find_base_python(candidates: Sequence[Path], probe: Callable[[Path], Probe |
     tried = "; ".join(refused) if refused else "none of " + ", ".join(str(c) for c in candidates) + " exists"
     raise NoPythonError(
         f"No Python able to create the OmniSat engine environment was found ({tried}). Install Python "
-        f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer, or set the 'OmniSat base Python' setting to one.")
+        f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer, or set the 'OmniSat base Python' setting to one."
+    )
 
 
 def clean_environment(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -8,8 +8,8 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from omnisat_qgis.worker_client import stop_process
 
@@ -24,22 +24,35 @@ class StepOutcome:
     cancelled: bool = False
 
 
-def _pump(stream, sink: "queue.Queue[str | None]") -> None:
+def _pump(stream, sink: queue.Queue[str | None]) -> None:
     for line in iter(stream.readline, ""):
         sink.put(line.rstrip("\r\n"))
     sink.put(None)
 
 
-def run_streaming(command: list[str], env: dict[str, str], on_line: Callable[[str], None],
-                  is_cancelled: Callable[[], bool], stall_timeout_s: float, cwd: str | None = None) -> StepOutcome:
+def run_streaming(
+    command: list[str],
+    env: dict[str, str],
+    on_line: Callable[[str], None],
+    is_cancelled: Callable[[], bool],
+    stall_timeout_s: float,
+    cwd: str | None = None,
+) -> StepOutcome:
     """Run ``command``; every output line goes to ``on_line``. A process that prints
     nothing for ``stall_timeout_s`` seconds is stopped (pip stuck on a dead connection)."""
     process = subprocess.Popen(  # nosec B603  # argument list, no shell
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        encoding="utf-8", errors="replace", env=env, cwd=cwd,
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+        cwd=cwd,
         creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0,
     )
-    lines: "queue.Queue[str | None]" = queue.Queue()
+    lines: queue.Queue[str | None] = queue.Queue()
     reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
     reader.start()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -67,4 +80,3 @@ def run_streaming(command: list[str], env: dict[str, str], on_line: Callable[[st
     reader.join(timeout=2)
     process.stdout.close()
     return outcome
-

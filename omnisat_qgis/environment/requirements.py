@@ -31,8 +31,10 @@ def from_pyproject(pyproject: Path) -> list[str]:
 
 
 def requirements_text(requirements: list[str]) -> str:
-    header = ("# The OmniSat engine's requirements (torch, pinned, is installed before these).\n"
-              "# Generated from pyproject.toml by omnisat_qgis.package: do not edit.\n")
+    header = (
+        "# The OmniSat engine's requirements (torch, pinned, is installed before these).\n"
+        "# Generated from pyproject.toml by omnisat_qgis.package: do not edit.\n"
+    )
     return header + "".join(f"{line}\n" for line in requirements)
 
 

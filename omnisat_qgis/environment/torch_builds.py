@@ -63,15 +63,22 @@ def choose_torch_build(system: str, driver: tuple[int, ...] | None, force_cpu: b
             return TorchChoice(build.tag, f"the CUDA build {build.tag} (NVIDIA driver {shown})")
     oldest = CUDA_BUILDS[-1]
     need = ".".join(str(p) for p in (oldest.windows_driver if system == "Windows" else oldest.linux_driver))
-    return TorchChoice("cpu", f"the CPU build: NVIDIA driver {shown} is older than every CUDA build of torch "
-                              f"{TORCH_VERSION} needs (update it to {need} or newer to use the GPU)")
+    return TorchChoice(
+        "cpu",
+        f"the CPU build: NVIDIA driver {shown} is older than every CUDA build of torch "
+        f"{TORCH_VERSION} needs (update it to {need} or newer to use the GPU)",
+    )
 
 
 def nvidia_driver_version() -> tuple[int, ...] | None:
     """The driver version nvidia-smi reports for the first GPU; None without one."""
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],  # nosec B603 B607  # the driver's tool, found on PATH as users install it
-                              capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S)
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],  # nosec B603 B607  # the driver's tool, found on PATH as users install it
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_TIMEOUT_S,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return parse_driver_version(done.stdout.splitlines()[0]) if done.returncode == 0 and done.stdout.strip() else None

@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import subprocess  # nosec B404  # runs the new environment's engine, no shell
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from omnisat_qgis.environment.interpreters import clean_environment
 from omnisat_qgis.worker_client import (
-    PROTOCOL_VERSION, WorkerCallbacks, WorkerCancelled, WorkerError, WorkerRun, run_worker,
+    PROTOCOL_VERSION,
+    WorkerCallbacks,
+    WorkerCancelled,
+    WorkerError,
+    WorkerRun,
+    run_worker,
 )
 
 CHECK_TIMEOUT_S = 120.0
@@ -35,8 +40,13 @@ class VerificationError(Exception):
 
 
 def _run(command: list[str], engine_root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S,  # nosec B603  # argument list, no shell
-                          env=clean_environment({"PYTHONPATH": str(engine_root)}))
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=CHECK_TIMEOUT_S,  # nosec B603  # argument list, no shell
+        env=clean_environment({"PYTHONPATH": str(engine_root)}),
+    )
 
 
 def engine_version(python: Path, engine_root: Path) -> dict:
@@ -50,11 +60,14 @@ def engine_version(python: Path, engine_root: Path) -> dict:
     except ValueError:
         info = None
     if done.returncode != 0 or not isinstance(info, dict):
-        raise VerificationError(f"'{python} -m engine version --json' failed (exit code {done.returncode})",
-                                done.stderr.splitlines()[-12:])
+        raise VerificationError(
+            f"'{python} -m engine version --json' failed (exit code {done.returncode})", done.stderr.splitlines()[-12:]
+        )
     if info.get("protocol") != PROTOCOL_VERSION:
-        raise VerificationError(f"the engine speaks worker protocol {info.get('protocol')}, "
-                                f"this plugin {PROTOCOL_VERSION}: reinstall the plugin zip")
+        raise VerificationError(
+            f"the engine speaks worker protocol {info.get('protocol')}, "
+            f"this plugin {PROTOCOL_VERSION}: reinstall the plugin zip"
+        )
     return info
 
 
@@ -71,8 +84,14 @@ def quick_check(python: Path, engine_root: Path) -> str | None:
     return None
 
 
-def verify_environment(python: Path, engine_root: Path, model: Path, scratch: Path,
-                       on_line: Callable[[str], None], is_cancelled: Callable[[], bool]) -> None:
+def verify_environment(
+    python: Path,
+    engine_root: Path,
+    model: Path,
+    scratch: Path,
+    on_line: Callable[[str], None],
+    is_cancelled: Callable[[], bool],
+) -> None:
     """The engine's version, then one window of ``model`` through the worker on a synthetic raster."""
     info = engine_version(python, engine_root)
     on_line(f"engine {info.get('engine')} (worker protocol {info.get('protocol')}) on Python {info.get('python')}")
@@ -81,24 +100,42 @@ def verify_environment(python: Path, engine_root: Path, model: Path, scratch: Pa
         try:
             done = _run([str(python), "-c", _SYNTHETIC_RASTER, str(raster)], engine_root)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise VerificationError(f"writing a synthetic raster with the environment's rasterio failed: {exc}") from None
+            raise VerificationError(
+                f"writing a synthetic raster with the environment's rasterio failed: {exc}"
+            ) from None
         if done.returncode != 0:
-            raise VerificationError("writing a synthetic raster with the environment's numpy and rasterio failed",
-                                    done.stderr.splitlines()[-12:])
+            raise VerificationError(
+                "writing a synthetic raster with the environment's numpy and rasterio failed",
+                done.stderr.splitlines()[-12:],
+            )
         output = Path(folder) / "embeddings.tif"
-        job = {"model": str(model), "modalities": {"s2": {"files": [str(raster)]}},
-               "outputs": {"embeddings": str(output)}, "device": "cpu"}
-        run = WorkerRun(python=python, engine_root=engine_root, operation="embed", params={"job": job},
-                        threads=1, output_paths=[str(output)])
+        job = {
+            "model": str(model),
+            "modalities": {"s2": {"files": [str(raster)]}},
+            "outputs": {"embeddings": str(output)},
+            "device": "cpu",
+        }
+        run = WorkerRun(
+            python=python,
+            engine_root=engine_root,
+            operation="embed",
+            params={"job": job},
+            threads=1,
+            output_paths=[str(output)],
+        )
         try:
             # In a process of its own: the environment being verified is not yet the one runs reuse.
-            message = run_worker(run, WorkerCallbacks(log=lambda text, level: on_line(text),
-                                                      is_cancelled=is_cancelled), reuse=False)
+            message = run_worker(
+                run, WorkerCallbacks(log=lambda text, level: on_line(text), is_cancelled=is_cancelled), reuse=False
+            )
         except WorkerCancelled:
             raise
         except WorkerError as exc:
-            raise VerificationError(f"the engine worker could not run a model window: {exc}",
-                                    exc.detail.splitlines()[-12:]) from None
+            raise VerificationError(
+                f"the engine worker could not run a model window: {exc}", exc.detail.splitlines()[-12:]
+            ) from None
         if not output.is_file() or message.get("result", {}).get("windows") != 1:
-            raise VerificationError(f"the engine worker ran but wrote no embeddings for the synthetic window ({output})")
+            raise VerificationError(
+                f"the engine worker ran but wrote no embeddings for the synthetic window ({output})"
+            )
         on_line(f"a window of {model.name} ran in {message['result'].get('seconds', 0):.2f} s")

@@ -7,7 +7,7 @@ the task ends (100 % "Done", or "Cancelled" / "Failed" instead of a value frozen
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtWidgets import QProgressBar, QPushButton
@@ -17,8 +17,9 @@ from omnisat_qgis.gui.panels.messages import MessageArea
 
 
 class RunController:
-    def __init__(self, progress: QProgressBar, cancel_button: QPushButton, messages: MessageArea,
-                 log: Callable[[str, str], None]):
+    def __init__(
+        self, progress: QProgressBar, cancel_button: QPushButton, messages: MessageArea, log: Callable[[str, str], None]
+    ):
         self.progress, self.cancel_button, self.messages, self.log = progress, cancel_button, messages, log
         self.buttons: list[QPushButton] = []  # disabled while a run is going
         # The buttons a failure's message offers (e.g. set up the engine), from its text.
@@ -88,8 +89,12 @@ class RunController:
             self.outcome = "failed"
             self.progress.setValue(0)
             self.progress.setFormat("Failed")
-            self.messages.say(task.error, Qgis.MessageLevel.Critical, details="\n".join(self.worker_log[-200:]),
-                              actions=self.fixes(task.error))
+            self.messages.say(
+                task.error,
+                Qgis.MessageLevel.Critical,
+                details="\n".join(self.worker_log[-200:]),
+                actions=self.fixes(task.error),
+            )
             return
         self.outcome = "done"
         self.progress.setValue(100)

@@ -63,8 +63,16 @@ def _netcdf_date(tags: dict[str, str], metadata: list[dict[str, str]]) -> dt.dat
     if value is None or " since " not in units:
         return None
     step, _, origin = units.partition(" since ")
-    seconds = {"days": 86400, "day": 86400, "hours": 3600, "hour": 3600, "seconds": 1, "second": 1,
-               "minutes": 60, "minute": 60}.get(step.strip().lower())
+    seconds = {
+        "days": 86400,
+        "day": 86400,
+        "hours": 3600,
+        "hour": 3600,
+        "seconds": 1,
+        "second": 1,
+        "minutes": 60,
+        "minute": 60,
+    }.get(step.strip().lower())
     try:
         start = dt.datetime.fromisoformat(origin.strip()[:19].replace(" ", "T"))
         return (start + dt.timedelta(seconds=float(value) * seconds)).date() if seconds else None

@@ -50,13 +50,13 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from omnisat_qgis.gui.panels.change import ChangeTab
 from omnisat_qgis.gui.controller import RunController
 from omnisat_qgis.gui.engine_task import EngineTask
 from omnisat_qgis.gui.export import ExportError, export_extent
 from omnisat_qgis.gui.labels_layer import DEFAULT_FIELD, LabelClass
 from omnisat_qgis.gui.modality_row import InputError, ModalityRow, NotAFileLayer
 from omnisat_qgis.gui.panels.assessment import AssessmentPanel
+from omnisat_qgis.gui.panels.change import ChangeTab
 from omnisat_qgis.gui.panels.inputs import EXTENT_CHOICES, InputsPanel, raster_layers
 from omnisat_qgis.gui.panels.labels import LabelsPanel
 from omnisat_qgis.gui.panels.learn import LearnPanel
@@ -126,8 +126,10 @@ class OmniSatDock(QgsDockWidget):
         # Below the scrolled panels: the actions stay visible at any dock size.
         buttons = QHBoxLayout()
         self.fit_button = QPushButton("Fit and preview")
-        self.fit_button.setToolTip("Embed the visible map area (once; cached), fit a probe on your labels, show the "
-                                   "preview and the held-out accuracy")
+        self.fit_button.setToolTip(
+            "Embed the visible map area (once; cached), fit a probe on your labels, show the "
+            "preview and the held-out accuracy"
+        )
         self.fit_button.clicked.connect(self.fit_and_preview)
         self.map_button = QPushButton("Map the whole area")
         self.map_button.setToolTip("Apply the last fitted probe to the area to map")
@@ -158,8 +160,12 @@ class OmniSatDock(QgsDockWidget):
         self.setWidget(outer)
 
         self.controller = RunController(self.progress, self.cancel_button, self.message_area, self._log)
-        self.controller.buttons = [self.fit_button, self.map_button, self.learn_panel.button,
-                                   self.change_tab.run_button]
+        self.controller.buttons = [
+            self.fit_button,
+            self.map_button,
+            self.learn_panel.button,
+            self.change_tab.run_button,
+        ]
         self.controller.fixes = self._fixes
 
     def _advanced_box(self) -> QWidget:
@@ -178,8 +184,9 @@ class OmniSatDock(QgsDockWidget):
         self.window_spin.setRange(0, 100000)
         self.window_spin.setSuffix(" m")
         self.window_spin.setSpecialValueText("model default")
-        self.window_spin.setToolTip("Side of the windows the model sees at once: lower it when the engine runs "
-                                    "out of memory")
+        self.window_spin.setToolTip(
+            "Side of the windows the model sees at once: lower it when the engine runs out of memory"
+        )
         form.addRow("Batch size", self.batch_spin)
         form.addRow("Window size", self.window_spin)
         form.addRow("Device", self.device_combo)
@@ -262,8 +269,10 @@ class OmniSatDock(QgsDockWidget):
     def _model_changed(self, info: ModelInfo) -> None:
         # Another model keeps the ticks and typed dates of the inputs it shares with the previous one (the band
         # tables are the model's own: matched again).
-        previous = {name: {"layers": saved["layers"], "dates": saved["dates"]}
-                    for name, saved in self.inputs_panel.state().items()}
+        previous = {
+            name: {"layers": saved["layers"], "dates": saved["dates"]}
+            for name, saved in self.inputs_panel.state().items()
+        }
         self.inputs_panel.set_model(info)
         self.change_tab.set_model(info, raster_layers())
         self.fill_rows(previous or None)
@@ -289,8 +298,12 @@ class OmniSatDock(QgsDockWidget):
         return self.inputs_panel.inputs()
 
     def advanced(self) -> Advanced:
-        return Advanced(self.batch_spin.value(), self.device_combo.currentText(), self.precision_combo.currentText(),
-                        float(self.window_spin.value()) or None)
+        return Advanced(
+            self.batch_spin.value(),
+            self.device_combo.currentText(),
+            self.precision_combo.currentText(),
+            float(self.window_spin.value()) or None,
+        )
 
     # ------------------------------------------------------------------ runs
     def work_folder(self) -> Path:
@@ -308,8 +321,11 @@ class OmniSatDock(QgsDockWidget):
     def refuse(self, exc: Exception) -> None:
         """Say why a run cannot start, in full, with the action that fixes it where there is one."""
         if isinstance(exc, NotAFileLayer):
-            self.say(str(exc), Qgis.MessageLevel.Warning,
-                     actions=(("Export the area to GeoTIFF", lambda: self.export_for(exc.row, exc.layer)),))
+            self.say(
+                str(exc),
+                Qgis.MessageLevel.Warning,
+                actions=(("Export the area to GeoTIFF", lambda: self.export_for(exc.row, exc.layer)),),
+            )
             return
         self.say(str(exc), Qgis.MessageLevel.Critical, actions=self._fixes(str(exc)))
 
@@ -364,8 +380,14 @@ class OmniSatDock(QgsDockWidget):
     def fit_and_preview(self) -> None:
         extent = self.canvas_extent().grown(PREVIEW_MARGIN)
         try:
-            request = FitRequest(self.model(), tuple(self.inputs()), extent, self.labels_panel.request(extent),
-                                 self.advanced(), self.labels_panel.curve_box.isChecked())
+            request = FitRequest(
+                self.model(),
+                tuple(self.inputs()),
+                extent,
+                self.labels_panel.request(extent),
+                self.advanced(),
+                self.labels_panel.curve_box.isChecked(),
+            )
         except (InputError, CatalogError) as exc:
             self.refuse(exc)
             return
@@ -380,8 +402,9 @@ class OmniSatDock(QgsDockWidget):
             self.say("Fit a probe first (Fit and preview), then map the whole area.", Qgis.MessageLevel.Warning)
             return
         try:
-            request = MapRequest(self.model(), tuple(self.inputs()), self.map_extent(), self.last_probe,
-                                 self.advanced())
+            request = MapRequest(
+                self.model(), tuple(self.inputs()), self.map_extent(), self.last_probe, self.advanced()
+            )
         except (InputError, CatalogError) as exc:
             self.refuse(exc)
             return
@@ -406,13 +429,20 @@ class OmniSatDock(QgsDockWidget):
             labels = self.labels_panel.request(extent).params() if self.labels_layer() is not None else {}
             run = self.new_run_folder("learn")
             request = LearnAreaRequest(
-                model=str(model.path), layers={i.name: i.files for i in inputs},
-                dates={i.name: i.dates for i in inputs if i.dates}, name=self.learn_name.text().strip(),
-                extent=extent.job_entry() if extent is not None else None, tile_size=self.advanced().tile_size_m,
-                minutes=float(self.learn_minutes.value()), labels=labels.get("labels"),
-                class_field=labels.get("class_field", "class"), layer=labels.get("layer"),
-                ignore_values=tuple(labels.get("ignore_values", ())), report=str(run / "report.html"),
-                reading={i.name: {k: v for k, v in i.job_entry().items() if k in ("bands", "scale")} for i in inputs})
+                model=str(model.path),
+                layers={i.name: i.files for i in inputs},
+                dates={i.name: i.dates for i in inputs if i.dates},
+                name=self.learn_name.text().strip(),
+                extent=extent.job_entry() if extent is not None else None,
+                tile_size=self.advanced().tile_size_m,
+                minutes=float(self.learn_minutes.value()),
+                labels=labels.get("labels"),
+                class_field=labels.get("class_field", "class"),
+                layer=labels.get("layer"),
+                ignore_values=tuple(labels.get("ignore_values", ())),
+                report=str(run / "report.html"),
+                reading={i.name: {k: v for k, v in i.job_entry().items() if k in ("bands", "scale")} for i in inputs},
+            )
             step = request.step()
         except (InputError, CatalogError, RequestError) as exc:
             self.refuse(exc)
@@ -427,14 +457,20 @@ class OmniSatDock(QgsDockWidget):
     def _learn_done(self, task: EngineTask) -> None:
         result = task.results[-1]
         self.reload_models(result["output"])
-        scores = (f"; macro-F1 on your labels {result['macro_f1_before']:.3f} -> {result['macro_f1_after']:.3f}"
-                  if "macro_f1_after" in result else "")
+        scores = (
+            f"; macro-F1 on your labels {result['macro_f1_before']:.3f} -> {result['macro_f1_after']:.3f}"
+            if "macro_f1_after" in result
+            else ""
+        )
         self.results_panel.show_text(
             f"New model <b>{html.escape(Path(result['output']).stem)}</b> after {result['steps']} steps (final loss "
             f"{result.get('final_loss') or float('nan'):.4g}){html.escape(scores)}. "
-            f"<a href='{Path(result['report']).as_uri()}'>Report with the loss curve</a>")
-        self.say(f"Learnt '{Path(result['output']).stem}': chosen as the model; fit and preview to use it.",
-                 Qgis.MessageLevel.Success)
+            f"<a href='{Path(result['report']).as_uri()}'>Report with the loss curve</a>"
+        )
+        self.say(
+            f"Learnt '{Path(result['output']).stem}': chosen as the model; fit and preview to use it.",
+            Qgis.MessageLevel.Success,
+        )
 
     def _preview_done(self, task: EngineTask) -> None:
         result = task.results[-1]
@@ -452,16 +488,20 @@ class OmniSatDock(QgsDockWidget):
         self.add_result(result["confidence"], "Preview confidence", "confidence", group, record, visible=False)
         model = self.model_panel.info
         self.results_panel.show_fit(result, model)
-        self.say(f"Fitted: the preview is in the group '{PREVIEW_GROUP}', the accuracy below the labels.",
-                 Qgis.MessageLevel.Success)
+        self.say(
+            f"Fitted: the preview is in the group '{PREVIEW_GROUP}', the accuracy below the labels.",
+            Qgis.MessageLevel.Success,
+        )
 
     def _map_done(self, task: EngineTask) -> None:
         result, name, group, record = self._run_results(task, "classes", "apply-probe", "dock: map the whole area")
         self.add_result(result["classes"], "Classes", "classes", group, record)
         if result.get("confidence"):
             self.add_result(result["confidence"], "Confidence", "confidence", group, record, visible=False)
-        self.say(f"Mapped {result.get('area_km2', 0):.2f} km² in {result.get('seconds', 0):.0f} s: group '{name}'.",
-                 Qgis.MessageLevel.Success)
+        self.say(
+            f"Mapped {result.get('area_km2', 0):.2f} km² in {result.get('seconds', 0):.0f} s: group '{name}'.",
+            Qgis.MessageLevel.Success,
+        )
 
     def _change_done(self, task: EngineTask) -> None:
         result, name, group, record = self._run_results(task, "magnitude", "change", "dock: change")
@@ -470,18 +510,28 @@ class OmniSatDock(QgsDockWidget):
         share = result.get("changed_share")
         changed = f"{share:.0%} of the patches changed" if share is not None else "change mapped"
         method = result["threshold_method"]
-        caution = (" Otsu's threshold always splits the magnitudes in two, so it finds some change even between two "
-                   "unchanged years: look at the magnitude before trusting the change layer."
-                   if "otsu" in str(method).lower() else "")
-        self.say(f"{changed} (threshold {result['threshold']:.3g}, {method}); the change layer follows the model's "
-                 f"cells, not field edges.{caution} Results: group '{name}'.", Qgis.MessageLevel.Success)
+        caution = (
+            " Otsu's threshold always splits the magnitudes in two, so it finds some change even between two "
+            "unchanged years: look at the magnitude before trusting the change layer."
+            if "otsu" in str(method).lower()
+            else ""
+        )
+        self.say(
+            f"{changed} (threshold {result['threshold']:.3g}, {method}); the change layer follows the model's "
+            f"cells, not field edges.{caution} Results: group '{name}'.",
+            Qgis.MessageLevel.Success,
+        )
 
     def _run_results(self, task: EngineTask, output: str, operation: str, title: str):
         """(result, group name, new group, metadata record) of a finished run, named after its run folder."""
         result = task.results[-1]
         name = f"OmniSat {Path(result[output]).parent.name}"
-        return result, name, self.results_group(name), RunRecord.from_run(operation, title, task.steps[-1].params,
-                                                                          result)
+        return (
+            result,
+            name,
+            self.results_group(name),
+            RunRecord.from_run(operation, title, task.steps[-1].params, result),
+        )
 
     def results_group(self, name: str):
         """A new group at the top of the layer tree, but below the labels layer: the samples stay visible."""
@@ -491,8 +541,9 @@ class OmniSatDock(QgsDockWidget):
         index = root.children().index(node) + 1 if node is not None and node.parent() is root else 0
         return root.insertGroup(index, name)
 
-    def add_result(self, path: str, name: str, style: str, group, record: RunRecord,
-                   visible: bool = True) -> QgsRasterLayer:
+    def add_result(
+        self, path: str, name: str, style: str, group, record: RunRecord, visible: bool = True
+    ) -> QgsRasterLayer:
         layer = QgsRasterLayer(path, name, "gdal")
         layer.setCustomProperty("omnisat/output", True)
         layer.setMetadata(record.metadata(layer, name))
@@ -545,8 +596,9 @@ class OmniSatDock(QgsDockWidget):
         self.message_area.say(text, level, details, actions)
 
     def _log(self, message: str, level: str) -> None:
-        QgsMessageLog.logMessage(message, "OmniSat", Qgis.MessageLevel.Warning if level == "warning"
-                                 else Qgis.MessageLevel.Info)
+        QgsMessageLog.logMessage(
+            message, "OmniSat", Qgis.MessageLevel.Warning if level == "warning" else Qgis.MessageLevel.Info
+        )
 
     def release(self) -> None:
         """Before the dock goes (plugin unloaded, QGIS closing): stop the run and let go of every signal that

@@ -12,8 +12,9 @@ outcome) and its description in the task manager says how it ended.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from qgis.core import QgsTask
 
@@ -33,8 +34,13 @@ class Step:
 
 
 class EngineTask(QgsTask):
-    def __init__(self, description: str, steps: list[Step],
-                 on_done: Callable[["EngineTask"], None], log: Callable[[str, str], None] = lambda m, level: None):
+    def __init__(
+        self,
+        description: str,
+        steps: list[Step],
+        on_done: Callable[[EngineTask], None],
+        log: Callable[[str, str], None] = lambda m, level: None,
+    ):
         super().__init__(description, QgsTask.Flag.CanCancel | QgsTask.Flag.Silent)
         self.steps, self.on_done, self.log = steps, on_done, log
         self.results: list[dict[str, Any]] = []
@@ -51,11 +57,18 @@ class EngineTask(QgsTask):
         for index, step in enumerate(self.steps):
             callbacks = WorkerCallbacks(
                 progress=lambda percent, message, i=index: self.setProgress(i * share + percent * share / 100),
-                log=self.log, is_cancelled=self.isCanceled,
+                log=self.log,
+                is_cancelled=self.isCanceled,
             )
-            run = WorkerRun(python=python, engine_root=engine_root(), operation=step.operation, params=step.params,
-                            threads=settings.worker_threads(), output_paths=list(step.outputs),
-                            python_source=source)
+            run = WorkerRun(
+                python=python,
+                engine_root=engine_root(),
+                operation=step.operation,
+                params=step.params,
+                threads=settings.worker_threads(),
+                output_paths=list(step.outputs),
+                python_source=source,
+            )
             try:
                 self.results.append(run_worker(run, callbacks).get("result", {}))
             except WorkerCancelled:

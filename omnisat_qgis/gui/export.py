@@ -36,13 +36,17 @@ def export_extent(layer: QgsRasterLayer, extent: QgsRectangle, extent_crs, pixel
         raise ExportError(f"The layer '{layer.name()}' does not cover the area to map: nothing to export.")
     width, height = math.ceil(area.width() / pixel), math.ceil(area.height() / pixel)
     if width * height > MAX_EXPORT_PIXELS:
-        raise ExportError(f"Exporting '{layer.name()}' over this area would write {width} x {height} pixels: "
-                          "zoom in or draw a smaller area first.")
+        raise ExportError(
+            f"Exporting '{layer.name()}' over this area would write {width} x {height} pixels: "
+            "zoom in or draw a smaller area first."
+        )
     provider: QgsRasterDataProvider = layer.dataProvider().clone()
     pipe = QgsRasterPipe()
     if not pipe.set(provider):
-        raise ExportError(f"The layer '{layer.name()}' cannot be read band by band: save it as GeoTIFF yourself "
-                          "(right-click > Export > Save As, 'Raw data').")
+        raise ExportError(
+            f"The layer '{layer.name()}' cannot be read band by band: save it as GeoTIFF yourself "
+            "(right-click > Export > Save As, 'Raw data')."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     writer = QgsRasterFileWriter(str(partial))

@@ -42,10 +42,24 @@ class LabelClass:
 
 
 # Colours analysts expect for common land-cover names (matched by a word of the class name).
-USUAL_COLORS = {"forest": "#1b7837", "tree": "#1b7837", "wood": "#1b7837", "grass": "#a6d96a",
-                "meadow": "#a6d96a", "shrub": "#8c6d31", "crop": "#fdae61", "cultivated": "#fdae61",
-                "farm": "#fdae61", "artificial": "#d73027", "urban": "#d73027", "built": "#d73027",
-                "water": "#4575b4", "bare": "#bababa", "wetland": "#762a83", "background": "#7f7f7f"}
+USUAL_COLORS = {
+    "forest": "#1b7837",
+    "tree": "#1b7837",
+    "wood": "#1b7837",
+    "grass": "#a6d96a",
+    "meadow": "#a6d96a",
+    "shrub": "#8c6d31",
+    "crop": "#fdae61",
+    "cultivated": "#fdae61",
+    "farm": "#fdae61",
+    "artificial": "#d73027",
+    "urban": "#d73027",
+    "built": "#d73027",
+    "water": "#4575b4",
+    "bare": "#bababa",
+    "wetland": "#762a83",
+    "background": "#7f7f7f",
+}
 # Everything that is none of the analyst's classes (roads, buildings, water, other crops): without it the
 # probe must put every such pixel in one of the classes, and a crop class spreads over the map.
 BACKGROUND = "background (other)"
@@ -59,8 +73,9 @@ def default_color(index: int, name: str = "") -> str:
     return PALETTE[index % len(PALETTE)]
 
 
-def create_labels_layer(path: Path, geometry: str, crs: QgsCoordinateReferenceSystem,
-                        field: str = DEFAULT_FIELD) -> QgsVectorLayer:
+def create_labels_layer(
+    path: Path, geometry: str, crs: QgsCoordinateReferenceSystem, field: str = DEFAULT_FIELD
+) -> QgsVectorLayer:
     """A new, empty GeoPackage layer with a text class field; refuses to overwrite a file."""
     if path.exists():
         raise LabelsError(f"'{path}' already exists: choose a new file name for the labels.")
@@ -69,8 +84,9 @@ def create_labels_layer(path: Path, geometry: str, crs: QgsCoordinateReferenceSy
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = path.stem
-    writer = QgsVectorFileWriter.create(str(path), fields, GEOMETRIES[geometry], crs,
-                                        QgsCoordinateTransformContext(), options)
+    writer = QgsVectorFileWriter.create(
+        str(path), fields, GEOMETRIES[geometry], crs, QgsCoordinateTransformContext(), options
+    )
     if writer.hasError() != QgsVectorFileWriter.WriterError.NoError:
         raise LabelsError(f"Could not create '{path}': {writer.errorMessage()}")
     del writer  # closes the file
@@ -93,8 +109,9 @@ def style_labels(layer: QgsVectorLayer, field: str, classes: list[LabelClass]) -
     layer.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
     index = layer.fields().indexOf(field)
     if index >= 0:
-        layer.setEditorWidgetSetup(index, QgsEditorWidgetSetup(
-            "ValueMap", {"map": [{item.name: item.name} for item in classes]}))
+        layer.setEditorWidgetSetup(
+            index, QgsEditorWidgetSetup("ValueMap", {"map": [{item.name: item.name} for item in classes]})
+        )
     layer.triggerRepaint()
 
 

@@ -42,8 +42,8 @@ from qgis.PyQt.QtWidgets import (
 
 from omnisat_qgis.band_matching import BandMapping, match_bands
 from omnisat_qgis.gui.dates import band_dates, date_of_layer, parse_typed_date
-from omnisat_qgis.model_catalog import ModalityInfo, ModelInfo
 from omnisat_qgis.gui.session import ModalityInput
+from omnisat_qgis.model_catalog import ModalityInfo, ModelInfo
 from omnisat_qgis.value_scale import FINE, ScaleVerdict, detect_scale
 
 COLUMNS = ("Layer", "Date", "Bands", "Check")
@@ -60,7 +60,7 @@ class InputError(Exception):
 class NotAFileLayer(InputError):
     """A ticked layer the worker cannot read (web service, virtual raster): the dock offers an export."""
 
-    def __init__(self, message: str, row: "ModalityRow", layer: QgsRasterLayer):
+    def __init__(self, message: str, row: ModalityRow, layer: QgsRasterLayer):
         super().__init__(message)
         self.row, self.layer = row, layer
 
@@ -94,7 +94,7 @@ def stack_dates_count(layer: QgsRasterLayer, modality: ModalityInfo) -> int:
 def descriptions_for(layer: QgsRasterLayer, modality: ModalityInfo) -> list[str]:
     """The band descriptions the model's bands are matched against: a stack's first date."""
     descriptions = layer_descriptions(layer)
-    return descriptions[:len(modality.bands)] if stack_dates_count(layer, modality) else descriptions
+    return descriptions[: len(modality.bands)] if stack_dates_count(layer, modality) else descriptions
 
 
 def stack_date_text(layer: QgsRasterLayer, modality: ModalityInfo) -> str:
@@ -124,8 +124,13 @@ def band_signature(layer: QgsRasterLayer) -> tuple[str, ...]:
     return tuple(layer_descriptions(layer))
 
 
-def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
-                reference: QgsRasterLayer | None, mapping: BandMapping | None = None) -> LayerCheck:
+def check_layer(
+    layer: QgsRasterLayer,
+    modality: ModalityInfo,
+    model: ModelInfo,
+    reference: QgsRasterLayer | None,
+    mapping: BandMapping | None = None,
+) -> LayerCheck:
     """``mapping``: the analyst's, when edited; else matched from the band descriptions."""
     mapping = mapping or match_bands(modality.bands, descriptions_for(layer, modality))
     problems, notes = [], []
@@ -133,16 +138,20 @@ def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
     if dates:
         notes.append(f"{dates} dates x {len(modality.bands)} bands in one layer")
         if mapping.layer_bands != tuple(range(1, len(modality.bands) + 1)):
-            problems.append(f"holds {dates} dates, but the bands of each date are not {', '.join(modality.bands)} in "
-                            "this order: write one date per file, or reorder the bands of the stack")
+            problems.append(
+                f"holds {dates} dates, but the bands of each date are not {', '.join(modality.bands)} in "
+                "this order: write one date per file, or reorder the bands of the stack"
+            )
     if not is_file_layer(layer):
         problems.append("not a file layer: export it to GeoTIFF (Fit and preview offers it)")
     if mapping.missing:
         if model.architecture == "anysat":
             notes.append(f"missing {', '.join(mapping.missing)}: filled by the model")
         else:
-            problems.append(f"lacks {', '.join(mapping.missing)} (has {layer.bandCount()} bands): pick the "
-                            "layer band in the band table, or choose an AnySat model, which fills missing bands")
+            problems.append(
+                f"lacks {', '.join(mapping.missing)} (has {layer.bandCount()} bands): pick the "
+                "layer band in the band table, or choose an AnySat model, which fills missing bands"
+            )
     if any(b is not None and not 1 <= b <= layer.bandCount() for b in mapping.layer_bands):
         problems.append(f"has {layer.bandCount()} bands, fewer than the band table names: fix the table")
     if mapping.how not in ("descriptions", EDITED):
@@ -154,8 +163,10 @@ def check_layer(layer: QgsRasterLayer, modality: ModalityInfo, model: ModelInfo,
         if reference.crs() != layer.crs():
             notes.append(f"CRS {layer.crs().authid()} differs from {reference.crs().authid()}: warped on the fly")
         if not overlaps(layer, reference):
-            problems.append(f"does not overlap '{reference.name()}' ({where(layer)} against {where(reference)}): "
-                            "they are different places")
+            problems.append(
+                f"does not overlap '{reference.name()}' ({where(layer)} against {where(reference)}): "
+                "they are different places"
+            )
     return LayerCheck(mapping, tuple(problems), tuple(notes))
 
 
@@ -167,8 +178,9 @@ def sampled_means(layer: QgsRasterLayer, bands: tuple[int | None, ...]) -> list[
             means.append(None)
             continue
         block = provider.block(band, layer.extent(), SAMPLE_SIDE, SAMPLE_SIDE)
-        values = [block.value(r, c) for r in range(block.height()) for c in range(block.width())
-                  if not block.isNoData(r, c)]
+        values = [
+            block.value(r, c) for r in range(block.height()) for c in range(block.width()) if not block.isNoData(r, c)
+        ]
         values = [v for v in values if v == v]  # NaN is no value either
         means.append(sum(values) / len(values) if values else None)
     return means
@@ -212,9 +224,11 @@ def mixed_places(layers: list[QgsRasterLayer]) -> str:
     if not apart:
         return ""
     names = "; ".join(f"'{layer.name()}' ({where(layer)})" for layer in apart)
-    return (f"The ticked layers are in different places: {names} do(es) not overlap '{first.name()}' ({where(first)}). "
-            "One run maps one place: untick the layers of the other place (or load layers that cover the same "
-            "area).")
+    return (
+        f"The ticked layers are in different places: {names} do(es) not overlap '{first.name()}' ({where(first)}). "
+        "One run maps one place: untick the layers of the other place (or load layers that cover the same "
+        "area)."
+    )
 
 
 def offered(layer: QgsRasterLayer, modality: ModalityInfo) -> bool:
@@ -266,8 +280,11 @@ class ModalityRow(QGroupBox):
         self.band_table.horizontalHeader().setStretchLastSection(True)
         self.band_table.verticalHeader().setVisible(False)
         self.band_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.band_table.setFixedHeight(self.band_table.horizontalHeader().sizeHint().height()
-                                       + len(modality.bands) * self.band_table.verticalHeader().defaultSectionSize() + 4)
+        self.band_table.setFixedHeight(
+            self.band_table.horizontalHeader().sizeHint().height()
+            + len(modality.bands) * self.band_table.verticalHeader().defaultSectionSize()
+            + 4
+        )
         for index, band in enumerate(modality.bands):
             item = QTableWidgetItem(band)
             item.setFlags(Qt.ItemFlag.ItemIsEnabled)
@@ -305,16 +322,23 @@ class ModalityRow(QGroupBox):
         if not modality.is_series:
             self.table.setColumnHidden(1, True)
 
-    def fill(self, layers: list[QgsRasterLayer], checked_ids: set[str] | None = None,
-             dates: dict[str, str] | None = None, tick=None) -> None:
+    def fill(
+        self,
+        layers: list[QgsRasterLayer],
+        checked_ids: set[str] | None = None,
+        dates: dict[str, str] | None = None,
+        tick=None,
+    ) -> None:
         """List ``layers`` (sorted by date); tick ``checked_ids``, or when None the layers ``tick(layer)``
         accepts (default: the suitable ones)."""
         tick = tick or (lambda layer: suits(layer, self.modality, self.model))
         self.known = {layer.id() for layer in layers}
         self.table.blockSignals(True)
         self.table.setRowCount(0)
-        ordered = sorted((lyr for lyr in layers if offered(lyr, self.modality)),
-                         key=lambda lyr: (date_of_layer(lyr) or dt.date.max, lyr.name()))
+        ordered = sorted(
+            (lyr for lyr in layers if offered(lyr, self.modality)),
+            key=lambda lyr: (date_of_layer(lyr) or dt.date.max, lyr.name()),
+        )
         for layer in ordered:
             row = self.table.rowCount()
             self.table.insertRow(row)
@@ -324,13 +348,17 @@ class ModalityRow(QGroupBox):
             ticked = layer.id() in checked_ids if checked_ids is not None else tick(layer)
             name.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
             stack = stack_dates_count(layer, self.modality)
-            found = (dates or {}).get(layer.id()) or (stack_date_text(layer, self.modality) if stack
-                                                      else str(date_of_layer(layer) or ""))
+            found = (dates or {}).get(layer.id()) or (
+                stack_date_text(layer, self.modality) if stack else str(date_of_layer(layer) or "")
+            )
             date = QTableWidgetItem(found)
-            date.setToolTip(f"The {stack} dates of the stack, one per {len(self.modality.bands)} bands, comma "
-                            "separated (YYYY-MM-DD, ...), read from its band descriptions or metadata; type them "
-                            "if missing" if stack else
-                            "Acquisition date (YYYY-MM-DD), read from the layer name; edit it if wrong")
+            date.setToolTip(
+                f"The {stack} dates of the stack, one per {len(self.modality.bands)} bands, comma "
+                "separated (YYYY-MM-DD, ...), read from its band descriptions or metadata; type them "
+                "if missing"
+                if stack
+                else "Acquisition date (YYYY-MM-DD), read from the layer name; edit it if wrong"
+            )
             self.table.setItem(row, 0, name)
             self.table.setItem(row, 1, date)
             self.table.setItem(row, 2, QTableWidgetItem(""))
@@ -342,8 +370,11 @@ class ModalityRow(QGroupBox):
         self.table.setVisible(bool(ordered))
         # As tall as its rows (up to eight): the dock shows every modality without scrolling each table.
         rows = min(max(len(ordered), 1), 8)
-        self.table.setFixedHeight(self.table.horizontalHeader().sizeHint().height()
-                                  + rows * self.table.verticalHeader().defaultSectionSize() + 24)
+        self.table.setFixedHeight(
+            self.table.horizontalHeader().sizeHint().height()
+            + rows * self.table.verticalHeader().defaultSectionSize()
+            + 24
+        )
         self.refresh_checks()
 
     def update_layers(self, layers: list[QgsRasterLayer], tick_new) -> None:
@@ -379,15 +410,20 @@ class ModalityRow(QGroupBox):
         return QgsProject.instance().mapLayer(self.table.item(row, 0).data(LAYER_ID_ROLE))
 
     def checked_rows(self) -> list[int]:
-        return [r for r in range(self.table.rowCount())
-                if self.table.item(r, 0).checkState() == Qt.CheckState.Checked and self.layer(r) is not None]
+        return [
+            r
+            for r in range(self.table.rowCount())
+            if self.table.item(r, 0).checkState() == Qt.CheckState.Checked and self.layer(r) is not None
+        ]
 
     def checked_layers(self) -> list[QgsRasterLayer]:
         return [self.layer(r) for r in self.checked_rows()]
 
     def dates(self) -> dict[str, str]:
-        return {self.table.item(r, 0).data(LAYER_ID_ROLE): self.table.item(r, 1).text().strip()
-                for r in range(self.table.rowCount())}
+        return {
+            self.table.item(r, 0).data(LAYER_ID_ROLE): self.table.item(r, 1).text().strip()
+            for r in range(self.table.rowCount())
+        }
 
     # ------------------------------------------------------------------ band table
     def mapping(self, layer: QgsRasterLayer) -> BandMapping:
@@ -403,8 +439,10 @@ class ModalityRow(QGroupBox):
         self.band_table.setVisible(bool(layers) and self.band_toggle.isChecked())
         if layers:
             mapping = self.mapping(layers[0])
-            self.band_toggle.setText(f"Band mapping: {len(mapping.model_bands) - len(mapping.missing)} of "
-                                     f"{len(mapping.model_bands)} bands, by {mapping.how}")
+            self.band_toggle.setText(
+                f"Band mapping: {len(mapping.model_bands) - len(mapping.missing)} of "
+                f"{len(mapping.model_bands)} bands, by {mapping.how}"
+            )
         if not layers or band_signature(layers[0]) == self._band_layout:
             return
         first = layers[0]
@@ -419,8 +457,10 @@ class ModalityRow(QGroupBox):
             combo.setCurrentIndex(combo.findData(band) if band is not None else 0)
             combo.currentIndexChanged.connect(self._band_edited)
             self.band_table.setCellWidget(index, 1, combo)
-        self.band_toggle.setText(f"Band mapping: {len(matched.model_bands) - len(matched.missing)} of "
-                                 f"{len(matched.model_bands)} bands, by {matched.how}")
+        self.band_toggle.setText(
+            f"Band mapping: {len(matched.model_bands) - len(matched.missing)} of "
+            f"{len(matched.model_bands)} bands, by {matched.how}"
+        )
         self.band_toggle.setChecked(matched.how != "descriptions" or bool(matched.missing))
 
     def _fold_bands(self, unfolded: bool) -> None:
@@ -438,7 +478,7 @@ class ModalityRow(QGroupBox):
     def set_bands(self, bands: list[int | None]) -> None:
         """Restore a saved band table (after the layers are ticked)."""
         self._refresh_band_table()
-        for index, band in enumerate(bands[:len(self.modality.bands)]):
+        for index, band in enumerate(bands[: len(self.modality.bands)]):
             combo = self.band_table.cellWidget(index, 1)
             if combo is not None:
                 combo.blockSignals(True)
@@ -458,8 +498,9 @@ class ModalityRow(QGroupBox):
             if key == self._scale_for:
                 return
             self._scale_for = key
-            self.verdict = detect_scale(self.modality.bands, self.modality.mean,
-                                        sampled_means(layers[0], mapping.layer_bands))
+            self.verdict = detect_scale(
+                self.modality.bands, self.modality.mean, sampled_means(layers[0], mapping.layer_bands)
+            )
             self.convert_box.blockSignals(True)
             self.convert_box.setChecked(self.verdict.conversion is not None)
             self.convert_box.blockSignals(False)
@@ -495,8 +536,11 @@ class ModalityRow(QGroupBox):
             found = [b for b in check.mapping.layer_bands if b is not None]
             self.table.item(row, 2).setText(f"{len(found)} of {layer.bandCount()}: {', '.join(map(str, found))}")
             self.table.item(row, 2).setToolTip(
-                f"model band ← layer band ({check.mapping.how}): " + ", ".join(
-                    f"{m}←{b or 'missing'}" for m, b in zip(check.mapping.model_bands, check.mapping.layer_bands)))
+                f"model band ← layer band ({check.mapping.how}): "
+                + ", ".join(
+                    f"{m}←{b or 'missing'}" for m, b in zip(check.mapping.model_bands, check.mapping.layer_bands)
+                )
+            )
             text = check.text() if row in checked else ""
             if row in checked and self.modality.is_series and not self._row_date(row):
                 text = "no date: type it (YYYY-MM-DD)" + ("; " + text if text != "ok" else "")
@@ -518,19 +562,24 @@ class ModalityRow(QGroupBox):
             return None
         layers = [self.layer(r) for r in rows]
         name = self.modality.name
-        checks = [check_layer(layer, self.modality, self.model, self.reference, self.mapping(layer))
-                  for layer in layers]
+        checks = [
+            check_layer(layer, self.modality, self.model, self.reference, self.mapping(layer)) for layer in layers
+        ]
         for layer, check in zip(layers, checks):
             if not is_file_layer(layer):
                 raise NotAFileLayer(
                     f"{self.modality.label}: layer '{layer.name()}' is not a file the engine can read (a web "
-                    f"service or a virtual layer): export the area to GeoTIFF, or tick a file layer.", self, layer)
+                    f"service or a virtual layer): export the area to GeoTIFF, or tick a file layer.",
+                    self,
+                    layer,
+                )
             if check.problems:
                 raise InputError(f"{self.modality.label}: layer '{layer.name()}' {'; '.join(check.problems)}.")
         mappings = {c.mapping.layer_bands for c in checks}
         if len(mappings) > 1:
-            raise InputError(f"{self.modality.label}: the ticked layers do not have the same bands; "
-                             "tick layers of one product only.")
+            raise InputError(
+                f"{self.modality.label}: the ticked layers do not have the same bands; tick layers of one product only."
+            )
         stacks = [layer for layer in layers if stack_dates_count(layer, self.modality)]
         if stacks:
             return self._stack_input(rows, layers, stacks)
@@ -539,13 +588,17 @@ class ModalityRow(QGroupBox):
             for row, layer in zip(rows, layers):
                 text = self._row_date(row)
                 if not text:
-                    raise InputError(f"{self.modality.label}: the date of '{layer.name()}' could not be read from "
-                                     "its name: type it in the Date column (YYYY-MM-DD).")
+                    raise InputError(
+                        f"{self.modality.label}: the date of '{layer.name()}' could not be read from "
+                        "its name: type it in the Date column (YYYY-MM-DD)."
+                    )
                 try:
                     dates.append(parse_typed_date(text).isoformat())
                 except ValueError:
-                    raise InputError(f"{self.modality.label}: '{text}' (layer '{layer.name()}') is not a date: "
-                                     "write it as YYYY-MM-DD.") from None
+                    raise InputError(
+                        f"{self.modality.label}: '{text}' (layer '{layer.name()}') is not a date: "
+                        "write it as YYYY-MM-DD."
+                    ) from None
             if len(set(dates)) != len(dates):
                 raise InputError(f"{self.modality.label}: two ticked layers have the same date; untick one.")
         elif len(layers) > 1:
@@ -560,24 +613,33 @@ class ModalityRow(QGroupBox):
         label = self.modality.label
         if len(layers) > 1:
             count = stack_dates_count(stacks[0], self.modality)
-            raise InputError(f"{label}: '{stacks[0].name()}' holds a whole series ({count} dates): tick it alone, "
-                             "not with other layers.")
+            raise InputError(
+                f"{label}: '{stacks[0].name()}' holds a whole series ({count} dates): tick it alone, "
+                "not with other layers."
+            )
         layer, count = layers[0], stack_dates_count(layers[0], self.modality)
         text = self._row_date(rows[0])
         if not text:
-            raise InputError(f"{label}: the dates of '{layer.name()}' ({count} dates of {len(self.modality.bands)} "
-                             "bands) are not in its band descriptions or metadata: type them in the Date column, "
-                             "comma separated (YYYY-MM-DD, YYYY-MM-DD, ...).")
+            raise InputError(
+                f"{label}: the dates of '{layer.name()}' ({count} dates of {len(self.modality.bands)} "
+                "bands) are not in its band descriptions or metadata: type them in the Date column, "
+                "comma separated (YYYY-MM-DD, YYYY-MM-DD, ...)."
+            )
         try:
-            dates = [parse_typed_date(part.strip()).isoformat() for part in text.replace(";", ",").split(",")
-                     if part.strip()]
+            dates = [
+                parse_typed_date(part.strip()).isoformat() for part in text.replace(";", ",").split(",") if part.strip()
+            ]
         except ValueError as exc:
-            raise InputError(f"{label}: the dates of '{layer.name()}' are not dates ({exc}): write them as "
-                             "YYYY-MM-DD, comma separated.") from None
+            raise InputError(
+                f"{label}: the dates of '{layer.name()}' are not dates ({exc}): write them as "
+                "YYYY-MM-DD, comma separated."
+            ) from None
         if len(dates) != count:
-            raise InputError(f"{label}: '{layer.name()}' holds {count} dates ({layer.bandCount()} bands of "
-                             f"{len(self.modality.bands)}), but the Date column lists {len(dates)}: give one date "
-                             "per date.")
+            raise InputError(
+                f"{label}: '{layer.name()}' holds {count} dates ({layer.bandCount()} bands of "
+                f"{len(self.modality.bands)}), but the Date column lists {len(dates)}: give one date "
+                "per date."
+            )
         if len(set(dates)) != len(dates):
             raise InputError(f"{label}: the dates of '{layer.name()}' repeat a date: each date once.")
         return ModalityInput(self.modality.name, [layer_file(layer)], dates, None, self.scale())

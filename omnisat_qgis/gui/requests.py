@@ -34,8 +34,11 @@ class LabelsRequest:
     ignore_values: tuple[str, ...] = ()
 
     def params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"labels": self.labels, "class_field": self.class_field,
-                                  "ignore_values": list(self.ignore_values)}
+        params: dict[str, Any] = {
+            "labels": self.labels,
+            "class_field": self.class_field,
+            "ignore_values": list(self.ignore_values),
+        }
         if self.layer:
             params["layer"] = self.layer
         return params
@@ -78,37 +81,73 @@ def plan_fit(request: FitRequest, cache: EmbeddingCache, run: Path) -> PlannedRu
     key = embedding_key(request.model, list(request.inputs), request.extent, PREVIEW_LEVEL, request.advanced)
     embeddings = cache.embeddings(key)
     embeddings.parent.mkdir(parents=True, exist_ok=True)
-    job = build_job(request.model, list(request.inputs), request.extent,
-                    {"embeddings": str(embeddings), "embeddings_level": PREVIEW_LEVEL}, request.advanced)
+    job = build_job(
+        request.model,
+        list(request.inputs),
+        request.extent,
+        {"embeddings": str(embeddings), "embeddings_level": PREVIEW_LEVEL},
+        request.advanced,
+    )
     job_file = embeddings.parent / "job.json"
     job_file.write_text(json.dumps(job, indent=2), encoding="utf-8")
-    fit = dict(request.labels.params(), embeddings=str(embeddings), model=str(request.model.path),
-               output=str(run / "probe.safetensors"), report=str(run / "report.html"),
-               classes=str(run / "classes.tif"), confidence=str(run / "confidence.tif"),
-               learning_curve=request.learning_curve)
+    fit = dict(
+        request.labels.params(),
+        embeddings=str(embeddings),
+        model=str(request.model.path),
+        output=str(run / "probe.safetensors"),
+        report=str(run / "report.html"),
+        classes=str(run / "classes.tif"),
+        confidence=str(run / "confidence.tif"),
+        learning_curve=request.learning_curve,
+    )
     steps = []
     if not cache.has(key):
         steps.append(Step("embed", {"job": job}, (str(embeddings),), "Embedding the visible area"))
-    steps.append(Step("fit-probe", fit, (fit["output"], fit["report"], fit["classes"], fit["confidence"]),
-                      "Fitting the probe"))
-    commands = [qgis_process_command("embed", {"JOB": str(job_file), "EMBEDDINGS": str(embeddings)}),
-                qgis_process_command("fitprobe", {
-                    "LABELS": request.labels.processing_source(), "CLASS_FIELD": request.labels.class_field,
-                    "IGNORE_VALUES": ",".join(request.labels.ignore_values), "EMBEDDINGS_RASTER": str(embeddings),
-                    "MODEL": str(request.model.path), "OUTPUT": fit["output"], "REPORT": fit["report"],
-                    "CLASSES": fit["classes"], "CONFIDENCE": fit["confidence"],
-                    "LEARNING_CURVE": request.learning_curve})]
+    steps.append(
+        Step("fit-probe", fit, (fit["output"], fit["report"], fit["classes"], fit["confidence"]), "Fitting the probe")
+    )
+    commands = [
+        qgis_process_command("embed", {"JOB": str(job_file), "EMBEDDINGS": str(embeddings)}),
+        qgis_process_command(
+            "fitprobe",
+            {
+                "LABELS": request.labels.processing_source(),
+                "CLASS_FIELD": request.labels.class_field,
+                "IGNORE_VALUES": ",".join(request.labels.ignore_values),
+                "EMBEDDINGS_RASTER": str(embeddings),
+                "MODEL": str(request.model.path),
+                "OUTPUT": fit["output"],
+                "REPORT": fit["report"],
+                "CLASSES": fit["classes"],
+                "CONFIDENCE": fit["confidence"],
+                "LEARNING_CURVE": request.learning_curve,
+            },
+        ),
+    ]
     return PlannedRun("OmniSat: fit and preview", tuple(steps), "\n".join(commands), job)
 
 
 def plan_map(request: MapRequest, run: Path) -> PlannedRun:
-    outputs = {"classes": str(run / "classes.tif"), "confidence": str(run / "confidence.tif"),
-               "embeddings_level": PREVIEW_LEVEL}
+    outputs = {
+        "classes": str(run / "classes.tif"),
+        "confidence": str(run / "confidence.tif"),
+        "embeddings_level": PREVIEW_LEVEL,
+    }
     job = build_job(request.model, list(request.inputs), request.extent, outputs, request.advanced)
     (run / "job.json").write_text(json.dumps(job, indent=2), encoding="utf-8")
-    command = qgis_process_command("applyprobe", {
-        "PROBE": str(request.probe), "JOB": str(run / "job.json"), "CLASSES": outputs["classes"],
-        "CONFIDENCE": outputs["confidence"]})
-    step = Step("apply-probe", {"probe": str(request.probe), "embeddings": job},
-                (outputs["classes"], outputs["confidence"]), "Mapping the whole area")
+    command = qgis_process_command(
+        "applyprobe",
+        {
+            "PROBE": str(request.probe),
+            "JOB": str(run / "job.json"),
+            "CLASSES": outputs["classes"],
+            "CONFIDENCE": outputs["confidence"],
+        },
+    )
+    step = Step(
+        "apply-probe",
+        {"probe": str(request.probe), "embeddings": job},
+        (outputs["classes"], outputs["confidence"]),
+        "Mapping the whole area",
+    )
     return PlannedRun(f"OmniSat: map {run.name}", (step,), command, job)

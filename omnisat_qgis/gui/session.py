@@ -45,7 +45,7 @@ class Extent:
     bounds: tuple[float, float, float, float]
     crs: str
 
-    def grown(self, share: float) -> "Extent":
+    def grown(self, share: float) -> Extent:
         xmin, ymin, xmax, ymax = self.bounds
         dx, dy = (xmax - xmin) * share, (ymax - ymin) * share
         return Extent((xmin - dx, ymin - dy, xmax + dx, ymax + dy), self.crs)
@@ -62,8 +62,9 @@ class Advanced:
     tile_size_m: float | None = None  # window side in metres; None: the model's default
 
 
-def build_job(model: ModelInfo, inputs: list[ModalityInput], extent: Extent | None, outputs: dict[str, Any],
-              advanced: Advanced) -> dict[str, Any]:
+def build_job(
+    model: ModelInfo, inputs: list[ModalityInput], extent: Extent | None, outputs: dict[str, Any], advanced: Advanced
+) -> dict[str, Any]:
     job: dict[str, Any] = {
         "model": str(model.path),
         "modalities": {m.name: m.job_entry() for m in inputs},
@@ -94,8 +95,7 @@ def _file_identity(path: str) -> list[Any]:
     return [str(file.resolve()), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
 
 
-def embedding_key(model: ModelInfo, inputs: list[ModalityInput], extent: Extent, level: str,
-                  advanced: Advanced) -> str:
+def embedding_key(model: ModelInfo, inputs: list[ModalityInput], extent: Extent, level: str, advanced: Advanced) -> str:
     """Changes whenever the embeddings would: model, inputs, extent, level, precision."""
     identity = {
         "model": _file_identity(str(model.path)),

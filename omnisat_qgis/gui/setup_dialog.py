@@ -7,7 +7,7 @@ the dialog through queued signals, so the QGIS window stays responsive.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from qgis.PyQt.QtCore import QObject, QThread, pyqtSignal
 from qgis.PyQt.QtGui import QFontDatabase
@@ -56,8 +56,9 @@ class _SetupJob(QObject):
 class SetupDialog(QDialog):
     """Builds the managed environment when the user presses "Set up"; ``runner`` is swapped in tests."""
 
-    def __init__(self, parent=None, runner: Callable = set_up_engine,
-                 options_factory: Callable = settings.environment_options):
+    def __init__(
+        self, parent=None, runner: Callable = set_up_engine, options_factory: Callable = settings.environment_options
+    ):
         super().__init__(parent)
         self.runner, self.options_factory = runner, options_factory
         self.thread: QThread | None = None
@@ -68,7 +69,8 @@ class SetupDialog(QDialog):
         self.intro = QLabel(
             "Creates the Python environment the OmniSat engine runs in (torch and the engine's requirements), "
             "in the QGIS profile folder. QGIS's own Python is not changed. A first set-up downloads about "
-            "200 MB (CPU) to 3 GB (CUDA) and takes minutes; checking an existing one takes seconds.")
+            "200 MB (CPU) to 3 GB (CUDA) and takes minutes; checking an existing one takes seconds."
+        )
         self.intro.setWordWrap(True)
         layout.addWidget(self.intro)
         self.force_cpu = QCheckBox("Install the CPU build of torch even when an NVIDIA GPU is present")

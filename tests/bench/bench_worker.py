@@ -39,8 +39,9 @@ def write_inputs(folder: Path, dims: int) -> tuple[Path, Path]:
     raster = folder / "embeddings.tif"
     # GDAL, not rasterio: this process stands for QGIS's side of the worker protocol.
     gdal.UseExceptions()
-    ds = gdal.GetDriverByName("GTiff").Create(str(raster), SIDE_CELLS, SIDE_CELLS, dims, gdal.GDT_Float32,
-                                              ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256"])
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(raster), SIDE_CELLS, SIDE_CELLS, dims, gdal.GDT_Float32, ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256"]
+    )
     ds.SetGeoTransform((ORIGIN[0], CELL_M, 0.0, ORIGIN[1], 0.0, -CELL_M))
     srs = osr.SpatialReference()
     srs.SetFromUserInput("EPSG:32633")
@@ -60,9 +61,12 @@ def write_inputs(folder: Path, dims: int) -> tuple[Path, Path]:
     for col in range(0, SIDE_CELLS, 20):  # one polygon per stripe, over its upper half
         left, right = x0 + col * CELL_M, x0 + (col + 20) * CELL_M
         feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(
-            f"POLYGON (({left} {top - 1000}, {right} {top - 1000}, {right} {top - 20}, {left} {top - 20}, "
-            f"{left} {top - 1000}))"))
+        feature.SetGeometry(
+            ogr.CreateGeometryFromWkt(
+                f"POLYGON (({left} {top - 1000}, {right} {top - 1000}, {right} {top - 20}, {left} {top - 20}, "
+                f"{left} {top - 1000}))"
+            )
+        )
         feature.SetField("class", ("crop", "forest")[col // 20 % 2])
         layer.CreateFeature(feature)
     source = None
@@ -70,15 +74,18 @@ def write_inputs(folder: Path, dims: int) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_worker", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.bench_worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each kind (default: 5)")
     parser.add_argument("--dims", type=int, default=256, help="embedding bands (default: 256, OmniSat's)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
 
     from omnisat_qgis.paths import engine_root
-    from omnisat_qgis.worker_client import WorkerPool, WorkerRun, WorkerCallbacks, run_worker
+    from omnisat_qgis.worker_client import WorkerCallbacks, WorkerPool, WorkerRun, run_worker
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="omnisat-bench-worker-") as tmp:
@@ -86,12 +93,19 @@ def main(argv: list[str] | None = None) -> int:
         raster, labels = write_inputs(folder, args.dims)
 
         def job(operation: str, params: dict, outputs: list[str]) -> WorkerRun:
-            return WorkerRun(python=Path(sys.executable), engine_root=engine_root(), operation=operation,
-                             params=params, output_paths=outputs)
+            return WorkerRun(
+                python=Path(sys.executable),
+                engine_root=engine_root(),
+                operation=operation,
+                params=params,
+                output_paths=outputs,
+            )
 
         probe = folder / "probe.safetensors"
-        run_worker(job("fit-probe", {"labels": str(labels), "embeddings": str(raster), "output": str(probe)},
-                       [str(probe)]), reuse=False)
+        run_worker(
+            job("fit-probe", {"labels": str(labels), "embeddings": str(raster), "output": str(probe)}, [str(probe)]),
+            reuse=False,
+        )
         pool = WorkerPool()
         times: dict[str, list[float]] = {"cold": [], "warm": []}
         try:
@@ -100,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                     if kind == "cold" and k == 0:
                         continue
                     out = folder / f"classes_{kind}_{k}.tif"
-                    run = job("apply-probe", {"probe": str(probe), "embeddings": str(raster), "classes": str(out)},
-                              [str(out)])
+                    run = job(
+                        "apply-probe", {"probe": str(probe), "embeddings": str(raster), "classes": str(out)}, [str(out)]
+                    )
                     started = time.perf_counter()
                     if kind == "cold":
                         run_worker(run, reuse=False)
@@ -114,9 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     medians = {kind: statistics.median(values) for kind, values in times.items()}
     result = {
         "operation": f"apply-probe, {SIDE_CELLS} x {SIDE_CELLS} cells of {CELL_M:g} m "
-                     f"({SIDE_CELLS * CELL_M / 1000:g} x {SIDE_CELLS * CELL_M / 1000:g} km), {args.dims} bands, linear probe",
-        "seconds": times, "median_s": medians, "cold_over_warm": medians["cold"] / medians["warm"],
-        "target_warm_s": TARGET_WARM_S, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        f"({SIDE_CELLS * CELL_M / 1000:g} x {SIDE_CELLS * CELL_M / 1000:g} km), {args.dims} bands, linear probe",
+        "seconds": times,
+        "median_s": medians,
+        "cold_over_warm": medians["cold"] / medians["warm"],
+        "target_warm_s": TARGET_WARM_S,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -124,10 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     print(result["operation"])
     for kind in ("cold", "warm"):
         print(f"{kind:>5}: median {medians[kind]:.2f} s  ({', '.join(f'{t:.2f}' for t in times[kind])})")
-    print(f"cold / warm: {result['cold_over_warm']:.1f}x; warm target < {TARGET_WARM_S:g} s: "
-          f"{'met' if medians['warm'] < TARGET_WARM_S else 'NOT met'}")
-    print("load average before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}".format(
-        *load_before, *result["load_average_after"]))
+    print(
+        f"cold / warm: {result['cold_over_warm']:.1f}x; warm target < {TARGET_WARM_S:g} s: "
+        f"{'met' if medians['warm'] < TARGET_WARM_S else 'NOT met'}"
+    )
+    print(
+        "load average before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}".format(
+            *load_before, *result["load_average_after"]
+        )
+    )
     return 0
 
 

@@ -9,9 +9,15 @@ from engine.models.modalities import sensor
 
 
 def small_config(names=("aerial", "s2", "s1_asc", "modis"), **overrides) -> AnySatConfig:
-    values = dict(embed_dim=32, depth=1, heads=4, ltae_heads=4, ltae_key_dim=4,
-                  modalities=tuple(sensor(n) for n in names),
-                  projectors={n: GEOPLEX_PROJECTORS[n] for n in names})
+    values = dict(
+        embed_dim=32,
+        depth=1,
+        heads=4,
+        ltae_heads=4,
+        ltae_key_dim=4,
+        modalities=tuple(sensor(n) for n in names),
+        projectors={n: GEOPLEX_PROJECTORS[n] for n in names},
+    )
     values.update(overrides)
     return AnySatConfig(**values)
 

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
 import rasterio
 import torch
 
-from engine.runtime.registry import run_operation
 from engine.models.checkpoint import load_checkpoint, save_checkpoint
 from engine.models.heads import HeadConfig, build_head
+from engine.runtime.registry import run_operation
 from tests.engine.raster_fixtures import L1C_BANDS, eolearn_corner, write_described
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,8 +32,20 @@ S2_BANDS = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
 CLASSES = ["conifer", "broadleaf", "open"]
 COLORS = ["#00441b", "#74c476", "#fee391"]
 # Result keys that depend on the machine or the run's folder, not on the outputs.
-UNSTABLE = ("seconds", "model_seconds", "report", "output", "probe", "probe_output", "magnitude", "change",
-            "classes", "confidence", "probabilities", "embeddings")
+UNSTABLE = (
+    "seconds",
+    "model_seconds",
+    "report",
+    "output",
+    "probe",
+    "probe_output",
+    "magnitude",
+    "change",
+    "classes",
+    "confidence",
+    "probabilities",
+    "embeddings",
+)
 
 
 def with_head(name: str, kind: str, folder: Path) -> str:
@@ -60,8 +73,13 @@ def treesat_inputs(shared: Path, folder: Path) -> dict[str, Any]:
         s2_files.append(str(write_described(folder / f"{name}.tif", s2[t], corner, crs=crs, descriptions=S2_BANDS)))
         masks.append(str(write_described(folder / f"cloud_{t:02d}.tif", clouds[t][None], corner, crs=crs)))
     for name in s1_names:
-        s1_files.append(str(write_described(folder / f"{name}.tif", s1[s1_names.index(name)], corner, crs=crs,
-                                            descriptions=("VV", "VH"))))
+        s1_files.append(
+            str(
+                write_described(
+                    folder / f"{name}.tif", s1[s1_names.index(name)], corner, crs=crs, descriptions=("VV", "VH")
+                )
+            )
+        )
     return {
         "aerial": {"files": str(aerial)},
         "s2": {"files": s2_files, "mask": {"files": masks, "type": "probability", "threshold": 50}},
@@ -92,9 +110,14 @@ def eolearn_extent(shared: Path) -> dict[str, Any]:
 
 def read_raster(path: str) -> dict[str, Any]:
     with rasterio.open(path) as ds:
-        meta = {"transform": list(ds.transform)[:6], "crs": ds.crs.to_string(), "dtype": ds.dtypes[0],
-                "nodata": None if ds.nodata is None else str(ds.nodata), "tags": ds.tags(),
-                "descriptions": list(ds.descriptions)}
+        meta = {
+            "transform": list(ds.transform)[:6],
+            "crs": ds.crs.to_string(),
+            "dtype": ds.dtypes[0],
+            "nodata": None if ds.nodata is None else str(ds.nodata),
+            "tags": ds.tags(),
+            "descriptions": list(ds.descriptions),
+        }
         return {"data": ds.read(), "meta": meta}
 
 
@@ -125,9 +148,11 @@ def cases(shared: Path, folder: Path) -> dict[str, Callable[[], dict[str, Any]]]
         keys = ("classes", "confidence", "probabilities")
 
         def case():
-            params = {"job": {"model": checkpoint, "modalities": modalities, "outputs": files(name, *keys),
-                              **common, **job}}
+            params = {
+                "job": {"model": checkpoint, "modalities": modalities, "outputs": files(name, *keys), **common, **job}
+            }
             return run(name, "classify", params, keys)
+
         return case
 
     def embed(name: str, model: str, modalities: dict, level: str, **job) -> Callable[[], dict]:
@@ -135,6 +160,7 @@ def cases(shared: Path, folder: Path) -> dict[str, Callable[[], dict[str, Any]]]
             outputs = dict(files(name, "embeddings"), embeddings_level=level)
             params = {"job": {"model": model, "modalities": modalities, "outputs": outputs, **common, **job}}
             return run(name, "embed", params, ("embeddings",))
+
         return case
 
     anysat, omnisat = str(MODELS / "anysat-tiny.safetensors"), str(MODELS / "omnisat-small.safetensors")
@@ -144,9 +170,11 @@ def cases(shared: Path, folder: Path) -> dict[str, Callable[[], dict[str, Any]]]
         return lambda: with_head(name, kind, folder)
 
     table["classify-anysat-patch"] = lambda: classify(
-        "classify-anysat-patch", lazy_head("anysat-tiny.safetensors", "patch")(), treesat, resolution=2)()
+        "classify-anysat-patch", lazy_head("anysat-tiny.safetensors", "patch")(), treesat, resolution=2
+    )()
     table["classify-anysat-dense"] = lambda: classify(
-        "classify-anysat-dense", lazy_head("anysat-tiny.safetensors", "dense")(), series_only, patch_size=20)()
+        "classify-anysat-dense", lazy_head("anysat-tiny.safetensors", "dense")(), series_only, patch_size=20
+    )()
     for level in ("patch", "local", "both"):
         table[f"embed-anysat-{level}"] = embed(f"embed-anysat-{level}", anysat, treesat, level)
     table["embed-anysat-dense"] = embed("embed-anysat-dense", anysat, series_only, "dense", patch_size=20)
@@ -154,29 +182,57 @@ def cases(shared: Path, folder: Path) -> dict[str, Callable[[], dict[str, Any]]]
     eolearn = eolearn_inputs(shared, folder, range(5))
     extent = eolearn_extent(shared)
     table["classify-omnisat-eolearn"] = lambda: classify(
-        "classify-omnisat-eolearn", lazy_head("omnisat-small.safetensors", "patch")(), eolearn, extent=extent,
-        batch_size=8, tile_size=120, overlap=20)()
+        "classify-omnisat-eolearn",
+        lazy_head("omnisat-small.safetensors", "patch")(),
+        eolearn,
+        extent=extent,
+        batch_size=8,
+        tile_size=120,
+        overlap=20,
+    )()
     for level in ("patch", "local"):
-        table[f"embed-omnisat-eolearn-{level}"] = embed(f"embed-omnisat-eolearn-{level}", omnisat, eolearn, level,
-                                                          extent=extent, tile_size=120, overlap=20)
+        table[f"embed-omnisat-eolearn-{level}"] = embed(
+            f"embed-omnisat-eolearn-{level}", omnisat, eolearn, level, extent=extent, tile_size=120, overlap=20
+        )
 
     def probe_job(modalities: dict, name: str, *keys: str) -> dict:
-        return {"model": omnisat, "modalities": modalities, "outputs": files(name, *keys), "extent": extent,
-                "tile_size": 120, "overlap": 20, **common}
+        return {
+            "model": omnisat,
+            "modalities": modalities,
+            "outputs": files(name, *keys),
+            "extent": extent,
+            "tile_size": 120,
+            "overlap": 20,
+            **common,
+        }
 
     labels = str(shared / "eolearn_patch/TestEOPatch/vector_timeless/LULC.gpkg")
 
     def fit_and_apply() -> dict[str, Any]:
         probe = str(folder / "probe.safetensors")
-        fitted = run_operation("fit-probe", {
-            "labels": labels, "embeddings": str(folder / "embed-omnisat-eolearn-patch-embeddings.tif"),
-            "output": probe, "class_field": "LULC_NAME", "model": omnisat, "seed": 0,
-            "classes": str(folder / "fit-probe-classes.tif")})
-        applied = run_operation("apply-probe", {
-            "probe": probe, "embeddings": probe_job(eolearn, "apply-probe-job", "classes", "confidence",
-                                                    "probabilities")})
-        out = {key: read_raster(str(folder / f"apply-probe-job-{key}.tif"))
-               for key in ("classes", "confidence", "probabilities")}
+        fitted = run_operation(
+            "fit-probe",
+            {
+                "labels": labels,
+                "embeddings": str(folder / "embed-omnisat-eolearn-patch-embeddings.tif"),
+                "output": probe,
+                "class_field": "LULC_NAME",
+                "model": omnisat,
+                "seed": 0,
+                "classes": str(folder / "fit-probe-classes.tif"),
+            },
+        )
+        applied = run_operation(
+            "apply-probe",
+            {
+                "probe": probe,
+                "embeddings": probe_job(eolearn, "apply-probe-job", "classes", "confidence", "probabilities"),
+            },
+        )
+        out = {
+            key: read_raster(str(folder / f"apply-probe-job-{key}.tif"))
+            for key in ("classes", "confidence", "probabilities")
+        }
         out["fit-classes"] = read_raster(str(folder / "fit-probe-classes.tif"))
         return {"result": {"fit": summary(fitted, shared), "apply": summary(applied, shared)}, "rasters": out}
 

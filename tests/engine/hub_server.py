@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from tests.engine.range_server import served
 from tests.engine.models.test_anysat_import import synthetic_state
+from tests.engine.range_server import served
 
 REPOSITORY, FILE = "test-org/AnySat-tiny", "models/AnySat.pth"
 
@@ -57,7 +57,7 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
             return
         payload, start = hub.payload, 0
         if self.headers.get("Range", "").startswith("bytes=") and hub.mode != "no-range":
-            start = int(self.headers["Range"][len("bytes="):].rstrip("-"))
+            start = int(self.headers["Range"][len("bytes=") :].rstrip("-"))
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
         else:

@@ -11,8 +11,15 @@ from engine.models.omnisat import OmniSat, OmniSatConfig
 def tiny_config(**overrides) -> OmniSatConfig:
     values = dict(
         modalities=(sensor("aerial"), sensor("s2"), sensor("s1_asc")),
-        patch_size_m=10.0, grid=(2, 2), embed_dim=32, depth=2, heads=4,
-        ltae_heads=4, ltae_key_dim=4, ltae_in_mlp=(8, 32), ltae_out_mlp=(32, 32),
+        patch_size_m=10.0,
+        grid=(2, 2),
+        embed_dim=32,
+        depth=2,
+        heads=4,
+        ltae_heads=4,
+        ltae_key_dim=4,
+        ltae_in_mlp=(8, 32),
+        ltae_out_mlp=(32, 32),
     )
     values.update(overrides)
     return OmniSatConfig(**values)

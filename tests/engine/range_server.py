@@ -12,8 +12,8 @@ import contextlib
 import http.server
 import re
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 
 class RangeServer(http.server.ThreadingHTTPServer):
@@ -61,7 +61,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
                 return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-            data = data[start:end + 1]
+            data = data[start : end + 1]
         else:
             self.send_response(200)
         self.send_header("Accept-Ranges", "bytes")

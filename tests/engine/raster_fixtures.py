@@ -45,7 +45,7 @@ class TinyConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TinyConfig":
+    def from_dict(cls, data: dict) -> TinyConfig:
         return cls(**data)
 
 
@@ -89,8 +89,16 @@ def eolearn_corner(shared_data: Path) -> tuple[float, float]:
     return min(p[0] for p in ring), max(p[1] for p in ring)
 
 
-def write_described(path: Path, data: np.ndarray, origin, crs: str = EOLEARN_CRS, pixel: float = 10.0,
-                    nodata=None, descriptions=None, tags=None) -> Path:
+def write_described(
+    path: Path,
+    data: np.ndarray,
+    origin,
+    crs: str = EOLEARN_CRS,
+    pixel: float = 10.0,
+    nodata=None,
+    descriptions=None,
+    tags=None,
+) -> Path:
     """write_geotiff plus band descriptions and dataset tags."""
     write_geotiff(path, data, crs=crs, origin=origin, pixel=pixel, nodata=nodata)
     with rasterio.open(path, "r+") as ds:
@@ -121,8 +129,10 @@ def eolearn_cloud_masks(shared_data: Path, folder: Path) -> list[Path]:
     clm = np.load(shared_data / "eolearn_patch/TestEOPatch/mask/CLM.npy", allow_pickle=False)[:5, ..., 0]
     stamps = json.loads((shared_data / "eolearn_patch/TestEOPatch/timestamps.json").read_text())[:5]
     left, top = eolearn_corner(shared_data)
-    return [write_geotiff(folder / f"CLM_{s[:10]}.tif", clm[t][None].astype(np.uint8), crs=EOLEARN_CRS, origin=(left, top))
-            for t, s in enumerate(stamps)]
+    return [
+        write_geotiff(folder / f"CLM_{s[:10]}.tif", clm[t][None].astype(np.uint8), crs=EOLEARN_CRS, origin=(left, top))
+        for t, s in enumerate(stamps)
+    ]
 
 
 def file_digest(paths) -> dict[str, bytes]:

@@ -72,8 +72,9 @@ def test_nothing_redefines_the_contract(path: Path):
                 if isinstance(target, ast.Name) and target.id in SHARED_NAMES:
                     assert not isinstance(node.value, ast.Constant), f"{path}:{node.lineno} redefines {target.id}"
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            assert node.name not in HELPERS or path.name == "dates.py" and node.name == "parse_date", \
+            assert node.name not in HELPERS or path.name == "dates.py" and node.name == "parse_date", (
                 f"{path}:{node.lineno} defines {node.name} again (engine/contract.py has it)"
+            )
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             assert node.value not in SHARED_VALUES, f"{path}:{node.lineno} spells {node.value!r} (use the contract)"
             assert node.value != "<Q", f"{path}:{node.lineno} reads a safetensors header itself"
@@ -84,7 +85,12 @@ def test_the_plugin_never_puts_the_engine_on_sys_path():
         if path.name == "bench_preview.py":  # a benchmark script run by the engine's Python, not by QGIS
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr in ("append", "insert") \
-                    and isinstance(node.value, ast.Attribute) and node.value.attr == "path" \
-                    and isinstance(node.value.value, ast.Name) and node.value.value.id == "sys":
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("append", "insert")
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "path"
+                and isinstance(node.value.value, ast.Name)
+                and node.value.value.id == "sys"
+            ):
                 pytest.fail(f"{path}:{node.lineno} changes sys.path")

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.runtime.registry import get_operation, operations, run_operation
 from engine.errors import EngineError
 from engine.io.collisions import same_file
 from engine.io.job import CLASS_OUTPUTS
+from engine.runtime.registry import get_operation, operations, run_operation
 from tests.engine.rasters import write_geotiff
 
 
@@ -78,9 +78,12 @@ def _job(folder: Path) -> dict:
     mask = write_geotiff(folder / "mask.tif", np.zeros((1, 8, 8), np.uint8))
     (folder / "stats.json").write_text("{}")
     (folder / "model.safetensors").write_bytes(b"weights")
-    return {"model": str(folder / "model.safetensors"),
-            "modalities": {"s2": {"files": [str(raster)], "dates": ["2020-01-01"], "mask": {"files": str(mask)}}},
-            "normalization": str(folder / "stats.json"), "outputs": {}}
+    return {
+        "model": str(folder / "model.safetensors"),
+        "modalities": {"s2": {"files": [str(raster)], "dates": ["2020-01-01"], "mask": {"files": str(mask)}}},
+        "normalization": str(folder / "stats.json"),
+        "outputs": {},
+    }
 
 
 JOB_INPUTS = {
@@ -90,8 +93,12 @@ JOB_INPUTS = {
     "mask": lambda job, file: job["modalities"]["s2"]["mask"]["files"],
     "normalization": lambda job, file: job["normalization"],
 }
-JOB_OPERATIONS = [(name, f) for name, op in sorted(operations().items())
-                  for f in dataclasses.fields(op.params) if dict in typing.get_args(typing.get_type_hints(op.params)[f.name])]
+JOB_OPERATIONS = [
+    (name, f)
+    for name, op in sorted(operations().items())
+    for f in dataclasses.fields(op.params)
+    if dict in typing.get_args(typing.get_type_hints(op.params)[f.name])
+]
 JOB_OUTPUTS = (*CLASS_OUTPUTS, "embeddings")
 
 
@@ -117,7 +124,7 @@ def test_operation_outputs_never_overwrite_what_a_job_reads(name, job_field, tmp
     op = get_operation(name)
     outputs, _ = path_fields(op)
     for output in outputs:
-        for job_input, where in JOB_INPUTS.items():
+        for _job_input, where in JOB_INPUTS.items():
             values = required_values(op, tmp_path)
             job, file = _job(tmp_path), tmp_path / "job.json"
             job["outputs"] = {"embeddings": str(tmp_path / "embeddings.tif")}

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
+from engine.runtime.registry import run_operation
 from tests.engine.rasters import write_geotiff
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,10 +65,25 @@ def test_a_full_disk_never_replaces_an_earlier_output(small_disk: Path, large_in
 
 
 def test_the_cli_gives_the_disk_full_message(small_disk: Path, large_input: Path):
-    done = subprocess.run([sys.executable, "-m", "engine", "normalized-index", str(large_input),
-                           str(small_disk / "ndvi.tif"), "--band-a", "1", "--band-b", "2"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "normalized-index",
+            str(large_input),
+            str(small_disk / "ndvi.tif"),
+            "--band-a",
+            "1",
+            "--band-b",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 2
     assert "error: The disk is full" in done.stderr and "Traceback" not in done.stderr
 
@@ -87,15 +102,23 @@ def test_probes_and_reports_on_a_full_disk(small_disk: Path):
     x = np.random.default_rng(0).normal(size=(40, 300)).astype(np.float32)
     y = np.arange(40) % 2
     probe = fit_probe(x, y, 2, ProbeConfig(epochs=2))
-    metadata = ProbeMetadata(class_names=["a", "b"], colors=["#000000", "#ffffff"], level="patch",
-                             encoder_hash="0" * 64)
+    metadata = ProbeMetadata(
+        class_names=["a", "b"], colors=["#000000", "#ffffff"], level="patch", encoder_hash="0" * 64
+    )
     _fill(small_disk, 1024)
     with pytest.raises(EngineError, match="The disk is full while writing the probe file"):
         save_probe(small_disk / "probe.safetensors", probe, metadata)
     metrics = classification_metrics(np.array([[3, 1], [0, 4]]), ["a", "b"])
     with pytest.raises(EngineError, match="The disk is full while writing the report"):
-        write_fit_report(small_disk / "report.html", title="t", metrics=metrics, class_names=["a", "b"],
-                         colors=["#000000", "#ffffff"], counts={}, settings={"padding": "x" * 4096})
+        write_fit_report(
+            small_disk / "report.html",
+            title="t",
+            metrics=metrics,
+            class_names=["a", "b"],
+            colors=["#000000", "#ffffff"],
+            counts={},
+            settings={"padding": "x" * 4096},
+        )
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
 
 
@@ -131,8 +154,11 @@ def test_a_write_error_gdal_reports_is_not_renamed(tmp_path: Path):
 
 
 def test_empty_and_unreadable_outputs_are_not_renamed(tmp_path: Path):
-    for name, content in (("stats.json", "{\"mean\": [1, "), ("model.safetensors", "\x08\0\0\0\0\0\0\0{}"),
-                          ("report.html", "")):
+    for name, content in (
+        ("stats.json", "{\"mean\": [1, "),
+        ("model.safetensors", "\x08\0\0\0\0\0\0\0{}"),
+        ("report.html", ""),
+    ):
         with pytest.raises(EngineError, match="nothing was written"):
             with atomic_output(tmp_path / name, "output") as temp:
                 temp.write_text(content)
@@ -143,11 +169,13 @@ def test_every_output_gets_the_same_permissions(tmp_path: Path, large_input: Pat
     from engine.probes.classifiers import ProbeConfig, fit_probe
     from engine.probes.probe_file import ProbeMetadata, save_probe
 
-    run_operation("normalized-index", {"input": str(large_input), "output": str(tmp_path / "i.tif"),
-                                       "band_a": 1, "band_b": 2})
+    run_operation(
+        "normalized-index", {"input": str(large_input), "output": str(tmp_path / "i.tif"), "band_a": 1, "band_b": 2}
+    )
     probe = fit_probe(np.eye(4, dtype=np.float32), np.array([0, 1, 0, 1]), 2, ProbeConfig(epochs=2))
-    metadata = ProbeMetadata(class_names=["a", "b"], colors=["#000000", "#ffffff"], level="patch",
-                             encoder_hash="0" * 64)
+    metadata = ProbeMetadata(
+        class_names=["a", "b"], colors=["#000000", "#ffffff"], level="patch", encoder_hash="0" * 64
+    )
     save_probe(tmp_path / "p.safetensors", probe, metadata)  # safetensors alone creates 0600 files
     modes = {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("i.tif", "p.safetensors")}
     umask = os.umask(0)
@@ -179,13 +207,19 @@ EMBED_PX = 24  # the issue's case: a 24 x 24 px Sentinel-2 tile, embeddings writ
 
 @pytest.fixture
 def embed_job(tmp_path: Path):
-    raster = write_geotiff(tmp_path / "s2_20200615.tif",
-                           (np.random.default_rng(0).random((10, EMBED_PX, EMBED_PX)) * 3000).astype("float32"))
+    raster = write_geotiff(
+        tmp_path / "s2_20200615.tif",
+        (np.random.default_rng(0).random((10, EMBED_PX, EMBED_PX)) * 3000).astype("float32"),
+    )
 
     def job(output: Path) -> dict:
-        return {"model": str(ROOT / "resources/models/anysat-tiny.safetensors"), "device": "cpu",
-                "modalities": {"s2": {"files": [str(raster)], "dates": ["2020-06-15"]}},
-                "outputs": {"embeddings": str(output)}}
+        return {
+            "model": str(ROOT / "resources/models/anysat-tiny.safetensors"),
+            "device": "cpu",
+            "modalities": {"s2": {"files": [str(raster)], "dates": ["2020-06-15"]}},
+            "outputs": {"embeddings": str(output)},
+        }
+
     return job
 
 
@@ -204,7 +238,8 @@ def disk_of_512k(tmp_path: Path):
 
 @pytest.mark.slow
 def test_embed_on_a_disk_that_fills_anywhere_in_the_file_fails_and_leaves_nothing(
-        embed_job, disk_of_512k: Path, tmp_path: Path):
+    embed_job, disk_of_512k: Path, tmp_path: Path
+):
     whole = tmp_path / "whole.tif"
     run_operation("embed", {"job": embed_job(whole)})
     with rasterio.open(whole) as ds:
@@ -225,8 +260,14 @@ def test_embed_on_a_disk_that_fills_anywhere_in_the_file_fails_and_leaves_nothin
     _fill(disk_of_512k, int(size * 0.9))
     job = tmp_path / "job.json"
     job.write_text(json.dumps(embed_job(out)))
-    done = subprocess.run([sys.executable, "-m", "engine", "embed", str(job)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "embed", str(job)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode != 0 and "The disk is full while writing the embeddings" in done.stderr, done.stderr[-2000:]
     assert sorted(p.name for p in disk_of_512k.iterdir()) == ["filler"]
 
@@ -235,10 +276,12 @@ def test_a_vrt_naming_a_missing_part_is_not_renamed(tmp_path: Path):
     part = write_geotiff(tmp_path / "part.tif", np.ones((1, 8, 8), np.float32))
     with rasterio.open(part) as ds:
         width, height, transform = ds.width, ds.height, ds.transform.to_gdal()
-    xml = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><GeoTransform>{", ".join(map(str, transform))}'
-           '</GeoTransform><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
-           '<SourceFilename relativeToVRT="1">{name}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
-           '</VRTRasterBand></VRTDataset>')
+    xml = (
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><GeoTransform>{", ".join(map(str, transform))}'
+        '</GeoTransform><VRTRasterBand dataType="Float32" band="1"><SimpleSource>'
+        '<SourceFilename relativeToVRT="1">{name}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+        '</VRTRasterBand></VRTDataset>'
+    )
     with atomic_output(tmp_path / "ok.vrt", "classes") as temp:
         temp.write_text(xml.format(name="part.tif"))
     assert (tmp_path / "ok.vrt").is_file()

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
+from engine.runtime.registry import run_operation
 from tests.engine.rasters import write_geotiff
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,8 +26,15 @@ class RunsACommand:
 
 
 def worker(job: dict | str) -> list[dict]:
-    done = subprocess.run([sys.executable, "-m", "engine", "worker"], input=job if isinstance(job, str) else json.dumps(job),
-                          capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "worker"],
+        input=job if isinstance(job, str) else json.dumps(job),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 1, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -37,14 +44,18 @@ def test_a_pth_given_as_a_model_says_how_to_convert_it(tmp_path: Path):
 
     pth = tmp_path / "AnySat.pth"
     torch.save({"state_dict": {"cls_token": torch.zeros(1, 1, 8)}}, pth)
-    with pytest.raises(EngineError, match="is a PyTorch pickle, not an engine checkpoint: convert it with "
-                                          "`python -m engine import-anysat"):
+    with pytest.raises(
+        EngineError,
+        match="is a PyTorch pickle, not an engine checkpoint: convert it with `python -m engine import-anysat",
+    ):
         load_checkpoint(pth)
 
 
-@pytest.mark.parametrize("save", [lambda obj, path: torch.save(obj, path),
-                                  lambda obj, path: path.write_bytes(pickle.dumps(obj, protocol=4))],
-                         ids=["torch.save", "plain pickle"])
+@pytest.mark.parametrize(
+    "save",
+    [lambda obj, path: torch.save(obj, path), lambda obj, path: path.write_bytes(pickle.dumps(obj, protocol=4))],
+    ids=["torch.save", "plain pickle"],
+)
 def test_import_anysat_refuses_a_pickle_that_would_run_code(save, tmp_path: Path, capfd):
     evil = tmp_path / "evil.pth"
     save({"state_dict": {"x": RunsACommand()}}, evil)
@@ -68,9 +79,14 @@ def test_import_anysat_names_the_global_a_pickle_asks_for(protocol: int, tmp_pat
         run_operation("import-anysat", {"reference": str(evil), "output": str(tmp_path / "o.safetensors")})
 
 
-@pytest.mark.parametrize("content,expected", [(b"", "is empty \\(0 bytes\\), not a PyTorch state dict"),
-                                              (b"model weights, see the website\n", "is not a PyTorch state dict"),
-                                              (b"PK\x03\x04 truncated zip", "is not a PyTorch state dict")])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (b"", "is empty \\(0 bytes\\), not a PyTorch state dict"),
+        (b"model weights, see the website\n", "is not a PyTorch state dict"),
+        (b"PK\x03\x04 truncated zip", "is not a PyTorch state dict"),
+    ],
+)
 def test_import_anysat_on_files_that_are_not_state_dicts(content: bytes, expected: str, tmp_path: Path):
     path = tmp_path / "weights.pth"
     path.write_bytes(content)
@@ -80,7 +96,9 @@ def test_import_anysat_on_files_that_are_not_state_dicts(content: bytes, expecte
 
 @pytest.fixture
 def truncated(tmp_path: Path) -> Path:
-    whole = write_geotiff(tmp_path / "whole.tif", np.random.default_rng(0).integers(1, 9, (2, 600, 600), dtype=np.uint16))
+    whole = write_geotiff(
+        tmp_path / "whole.tif", np.random.default_rng(0).integers(1, 9, (2, 600, 600), dtype=np.uint16)
+    )
     cut = tmp_path / "cut.tif"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     return cut
@@ -92,25 +110,32 @@ def test_a_truncated_geotiff_in_stats(truncated: Path):
 
 
 def test_a_truncated_geotiff_through_the_worker(truncated: Path, tmp_path: Path):
-    messages = worker({"operation": "normalized-index", "params": {"input": str(truncated),
-                                                                   "output": str(tmp_path / "o.tif"), "band_a": 1, "band_b": 2}})
+    messages = worker(
+        {
+            "operation": "normalized-index",
+            "params": {"input": str(truncated), "output": str(tmp_path / "o.tif"), "band_a": 1, "band_b": 2},
+        }
+    )
     assert messages[-1]["kind"] == "input"
     assert "the file is damaged or incomplete" in messages[-1]["message"]
     assert not (tmp_path / "o.tif").exists()
 
 
-@pytest.mark.parametrize("request_,expected", [
-    ({"protocol": "1", "operation": "stats"}, "\"protocol\" must be the number 1, got '1'"),
-    ({"protocol": True, "operation": "stats"}, "\"protocol\" must be the number 1"),
-    ({"operation": "stats", "threads": "many"}, "\"threads\" must be a positive whole number"),
-    ({"operation": "stats", "threads": -3}, "\"threads\" must be a positive whole number"),
-    ({"operation": "stats", "threads": 1.5}, "\"threads\" must be a positive whole number"),
-    ({"operation": 7}, "\"operation\" must be the name of an operation"),
-    ({"operation": "stats", "params": [1]}, "\"params\" must be a JSON object"),
-    ({"operation": "stats", "thread": 2}, "unknown key(s) thread"),
-    ({"params": {}}, "lacks \"operation\""),
-    ([1, 2], "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "request_,expected",
+    [
+        ({"protocol": "1", "operation": "stats"}, "\"protocol\" must be the number 1, got '1'"),
+        ({"protocol": True, "operation": "stats"}, "\"protocol\" must be the number 1"),
+        ({"operation": "stats", "threads": "many"}, "\"threads\" must be a positive whole number"),
+        ({"operation": "stats", "threads": -3}, "\"threads\" must be a positive whole number"),
+        ({"operation": "stats", "threads": 1.5}, "\"threads\" must be a positive whole number"),
+        ({"operation": 7}, "\"operation\" must be the name of an operation"),
+        ({"operation": "stats", "params": [1]}, "\"params\" must be a JSON object"),
+        ({"operation": "stats", "thread": 2}, "unknown key(s) thread"),
+        ({"params": {}}, "lacks \"operation\""),
+        ([1, 2], "must be a JSON object"),
+    ],
+)
 def test_the_worker_checks_the_whole_request_first(request_, expected: str):
     messages = worker(request_)
     assert messages[-1] == {"type": "error", "kind": "input", "message": messages[-1]["message"]}

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.runtime.registry import run_operation
 from engine.io.atomic import HOST_TAG, TEMP_MARKER, partial_writer, sweep_partial_outputs, temporary_name
+from engine.runtime.registry import run_operation
 from tests.engine.rasters import write_geotiff
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,9 +34,14 @@ def big(tmp_path: Path) -> Path:
 
 
 def start_index(source: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "engine", "normalized-index", str(source), str(out),
-                             "--band-a", "1", "--band-b", "2"], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "normalized-index", str(source), str(out), "--band-a", "1", "--band-b", "2"],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_partial(process: subprocess.Popen, out: Path, timeout: float = 60) -> Path:
@@ -102,8 +107,9 @@ def test_after_sigkill_the_next_run_in_the_folder_removes_the_partial(big: Path,
     process.wait()
     assert partial.exists()
     small = write_geotiff(tmp_path / "inputs" / "small.tif", np.full((2, 8, 8), 5, np.uint16))
-    run_operation("normalized-index", {"input": str(small), "output": str(tmp_path / "other.tif"),
-                                       "band_a": 1, "band_b": 2})
+    run_operation(
+        "normalized-index", {"input": str(small), "output": str(tmp_path / "other.tif"), "band_a": 1, "band_b": 2}
+    )
     assert not partial.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "other.tif"]
 
@@ -111,8 +117,8 @@ def test_after_sigkill_the_next_run_in_the_folder_removes_the_partial(big: Path,
 def test_a_signal_rewrapped_by_a_library_still_reads_as_cancelled(monkeypatch, capsys):
     # rasterio turns an exception raised inside its nodata check into a ValueError: after a
     # SIGTERM any failure is the cancel, not an internal error.
-    import engine.runtime.registry
     import engine.errors
+    import engine.runtime.registry
     from engine.runtime.cli import main
 
     def interrupted(*args, **kwargs):
@@ -126,8 +132,8 @@ def test_a_signal_rewrapped_by_a_library_still_reads_as_cancelled(monkeypatch, c
 
 
 def test_without_a_signal_an_internal_failure_is_not_called_a_cancel(monkeypatch):
-    import engine.runtime.registry
     import engine.errors
+    import engine.runtime.registry
     from engine.runtime.cli import main
 
     def broken(*args, **kwargs):

@@ -40,7 +40,8 @@ def test_outputs_equal_the_recorded_ones(produced, name):
             assert raster["meta"] == recorded["rasters"][key], f"{name}/{key}: metadata"
             assert raster["data"].dtype == expected.dtype and raster["data"].shape == expected.shape
             if np.issubdtype(expected.dtype, np.floating):
-                np.testing.assert_allclose(raster["data"], expected, rtol=0, atol=1e-6, equal_nan=True,
-                                           err_msg=f"{name}/{key}")
+                np.testing.assert_allclose(
+                    raster["data"], expected, rtol=0, atol=1e-6, equal_nan=True, err_msg=f"{name}/{key}"
+                )
             else:
                 np.testing.assert_array_equal(raster["data"], expected, err_msg=f"{name}/{key}")

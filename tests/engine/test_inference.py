@@ -9,13 +9,13 @@ import pytest
 import rasterio
 import torch
 
-from engine.runtime.registry import run_operation
 from engine.errors import Cancelled, EngineError
-from engine.mapping.run import run_map
 from engine.io.job import load_job
 from engine.io.writers import CLASS_NODATA
+from engine.mapping.run import run_map
 from engine.models.checkpoint import save_checkpoint
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import run_operation
 from tests.engine.raster_fixtures import eolearn_cloud_masks, eolearn_s2_files, file_digest, tiny_model
 
 torch.set_num_threads(1)
@@ -43,8 +43,13 @@ def s2_job(tmp_path, files, masks=None, **extra):
     entry = {"files": [str(f) for f in files]}
     if masks:
         entry["mask"] = {"files": [str(m) for m in masks], "type": "binary"}
-    job = {"model": "tiny.safetensors", "modalities": {"s2": entry},
-           "outputs": {"classes": str(tmp_path / "out" / "classes.tif")}, "device": "cpu", "precision": "fp32"}
+    job = {
+        "model": "tiny.safetensors",
+        "modalities": {"s2": entry},
+        "outputs": {"classes": str(tmp_path / "out" / "classes.tif")},
+        "device": "cpu",
+        "precision": "fp32",
+    }
     (tmp_path / "out").mkdir(exist_ok=True)
     job.update(extra)
     return job
@@ -53,8 +58,11 @@ def s2_job(tmp_path, files, masks=None, **extra):
 def test_classify_writes_the_grid_colour_table_and_class_names(s2, tmp_path):
     files, masks = s2
     model, head = tiny_model(modalities=("s2",))
-    outputs = {"classes": str(tmp_path / "out/classes.tif"), "confidence": str(tmp_path / "out/conf.tif"),
-               "probabilities": str(tmp_path / "out/probs.tif")}
+    outputs = {
+        "classes": str(tmp_path / "out/classes.tif"),
+        "confidence": str(tmp_path / "out/conf.tif"),
+        "probabilities": str(tmp_path / "out/probs.tif"),
+    }
     job = load_job(s2_job(tmp_path, files, masks, outputs=outputs, tile_size=320, overlap=40, batch_size=3))
     reporter = Recorder()
     meta = {"classes": ["forest", "grass", "field"], "colors": ["#1b7837", "#a6dba0", "#fee08b"]}
@@ -63,7 +71,7 @@ def test_classify_writes_the_grid_colour_table_and_class_names(s2, tmp_path):
     with rasterio.open(files[0]) as src, rasterio.open(outputs["classes"]) as out:
         assert out.crs == src.crs and out.transform == src.transform and (out.width, out.height) == (100, 101)
         assert out.dtypes[0] == "uint8" and out.nodata == CLASS_NODATA and out.profile["compress"] == "deflate"
-        assert out.colormap(1)[0] == (0x1b, 0x78, 0x37, 255)
+        assert out.colormap(1)[0] == (0x1B, 0x78, 0x37, 255)
         assert json.loads(out.tags(1)["CLASS_NAMES"]) == meta["classes"] and out.tags(1)["CLASS_2"] == "field"
         classes = out.read(1)
     assert set(np.unique(classes)) <= {0, 1, 2}
@@ -82,8 +90,17 @@ def test_tiled_run_equals_single_window_run(s2, tmp_path):
     runs = {}
     for name, tile, overlap in (("single", 1010, 0), ("tiled", 230, 60), ("tiled_no_overlap", 170, 0)):
         out = tmp_path / "out" / f"{name}.tif"
-        job = load_job(s2_job(tmp_path, files, masks, outputs={"probabilities": str(out)}, tile_size=tile,
-                              overlap=overlap, min_valid_fraction=0.0))
+        job = load_job(
+            s2_job(
+                tmp_path,
+                files,
+                masks,
+                outputs={"probabilities": str(out)},
+                tile_size=tile,
+                overlap=overlap,
+                min_valid_fraction=0.0,
+            )
+        )
         result = run_map(job, Reporter(), model, head, {})
         with rasterio.open(out) as ds:
             runs[name] = (result["windows"], ds.read())
@@ -101,10 +118,17 @@ def test_nodata_stays_nodata(s2, tmp_path):
             data[:, 40:60, 10:40] = 0
             ds.write(data)
     model, head = tiny_model(modalities=("s2",))
-    outputs = {"classes": str(tmp_path / "out/c.tif"), "confidence": str(tmp_path / "out/conf.tif"),
-               "embeddings": str(tmp_path / "out/emb.tif")}
+    outputs = {
+        "classes": str(tmp_path / "out/c.tif"),
+        "confidence": str(tmp_path / "out/conf.tif"),
+        "embeddings": str(tmp_path / "out/emb.tif"),
+    }
     run_map(load_job(s2_job(tmp_path, files, outputs=outputs, tile_size=160)), Reporter(), model, head, {})
-    with rasterio.open(outputs["classes"]) as c, rasterio.open(outputs["confidence"]) as k, rasterio.open(outputs["embeddings"]) as e:
+    with (
+        rasterio.open(outputs["classes"]) as c,
+        rasterio.open(outputs["confidence"]) as k,
+        rasterio.open(outputs["embeddings"]) as e,
+    ):
         classes, conf, emb = c.read(1), k.read(1), e.read()
     hole = np.zeros_like(classes, bool)
     hole[40:60, 10:40] = True
@@ -118,10 +142,19 @@ def test_30m_landsat_and_s1_fused_on_a_10m_grid(shared_data, tmp_path):
     model, head = tiny_model(modalities=("l8", "s1"))
     job = {
         "model": "tiny.safetensors",
-        "modalities": {"l8": {"files": str(peru / "LC08_003069_20180906_clip.tif")},
-                       "s1": {"files": str(peru / "S1_2018_VV_VH_clip.tif"), "bands": [1, 2], "dates": ["2018-09-01"]}},
-        "outputs": {"classes": str(tmp_path / "c.tif"), "embeddings": str(tmp_path / "e.tif"), "embeddings_dtype": "float16"},
-        "patch_size": 30, "tile_size": 600, "overlap": 60, "device": "cpu",
+        "modalities": {
+            "l8": {"files": str(peru / "LC08_003069_20180906_clip.tif")},
+            "s1": {"files": str(peru / "S1_2018_VV_VH_clip.tif"), "bands": [1, 2], "dates": ["2018-09-01"]},
+        },
+        "outputs": {
+            "classes": str(tmp_path / "c.tif"),
+            "embeddings": str(tmp_path / "e.tif"),
+            "embeddings_dtype": "float16",
+        },
+        "patch_size": 30,
+        "tile_size": 600,
+        "overlap": 60,
+        "device": "cpu",
         # Landsat-8 surface reflectance x 10000 here, not the spec's 0-1 reflectance.
         "normalization": {"l8": {"mean": [500.0] * 6, "std": [500.0] * 6}},
     }
@@ -144,8 +177,14 @@ def test_cancel_between_windows_leaves_nothing(s2, tmp_path):
     model, head = tiny_model(modalities=("s2",))
     calls = []
     with pytest.raises(Cancelled):
-        run_map(load_job(s2_job(tmp_path, files, tile_size=200, batch_size=1)), Reporter(), model, head, {},
-                should_cancel=lambda: len(calls) > 2 or calls.append(1))
+        run_map(
+            load_job(s2_job(tmp_path, files, tile_size=200, batch_size=1)),
+            Reporter(),
+            model,
+            head,
+            {},
+            should_cancel=lambda: len(calls) > 2 or calls.append(1),
+        )
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -166,13 +205,19 @@ def test_full_disk_mid_run_leaves_no_partial_output_and_inputs_untouched(s2, tmp
     assert file_digest(files + masks) == before
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda job, t: job["outputs"].update(classes=str(t / "missing" / "c.tif")), "does not exist: create"),
-    (lambda job, t: job["modalities"].update(radar=job["modalities"]["s2"]), "modality 'radar'.*trained with s2"),
-    (lambda job, t: job.update(patch_size=15), "not a whole number of modality 's2'"),
-    (lambda job, t: job.update(overlap=400, tile_size=200), "overlap .* must be smaller"),
-    (lambda job, t: job.update(device="cuda") if not torch.cuda.is_available() else pytest.skip("has CUDA"), "cuda"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda job, t: job["outputs"].update(classes=str(t / "missing" / "c.tif")), "does not exist: create"),
+        (lambda job, t: job["modalities"].update(radar=job["modalities"]["s2"]), "modality 'radar'.*trained with s2"),
+        (lambda job, t: job.update(patch_size=15), "not a whole number of modality 's2'"),
+        (lambda job, t: job.update(overlap=400, tile_size=200), "overlap .* must be smaller"),
+        (
+            lambda job, t: job.update(device="cuda") if not torch.cuda.is_available() else pytest.skip("has CUDA"),
+            "cuda",
+        ),
+    ],
+)
 def test_bad_jobs_fail_before_writing(s2, tmp_path, change, message):
     files, _ = s2
     model, head = tiny_model(modalities=("s2",))
@@ -189,7 +234,9 @@ def test_read_only_output_folder(s2, tmp_path, monkeypatch):
     (tmp_path / "out").mkdir()
     real_access = os.access
     # chmod does not stop root (tests may run as root): make the folder read-only for os.access.
-    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path / "out") else real_access(p, mode))
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if str(p) == str(tmp_path / "out") else real_access(p, mode)
+    )
     with pytest.raises(EngineError, match="not writable: choose another folder"):
         run_map(load_job(s2_job(tmp_path, files)), Reporter(), model, head, {})
     assert list((tmp_path / "out").iterdir()) == []
@@ -198,8 +245,13 @@ def test_read_only_output_folder(s2, tmp_path, monkeypatch):
 def test_classify_operation_reads_the_job_file_and_a_saved_checkpoint(s2, tmp_path):
     files, masks = s2
     model, head = tiny_model(modalities=("s2",))
-    save_checkpoint(tmp_path / "tiny.safetensors", model, head=head, classes=["a", "b", "c"],
-                    colors=["#ff0000", "#00ff00", "#0000ff"])
+    save_checkpoint(
+        tmp_path / "tiny.safetensors",
+        model,
+        head=head,
+        classes=["a", "b", "c"],
+        colors=["#ff0000", "#00ff00", "#0000ff"],
+    )
     job_file = tmp_path / "job.json"
     job = s2_job(tmp_path, files, masks, tile_size=400)
     job["modalities"]["s2"]["files"] = "s2"  # a folder, relative to the job file
@@ -259,7 +311,9 @@ def test_row_band_writer_chunks_columns_and_expands_patches(tmp_path):
     cells = np.arange(2 * 4 * 60, dtype=np.float32).reshape(2, 4, 60)
     written = []
     with rasterio.open(tmp_path / "x.tif", "w", **geotiff_profile(grid, 2, "float32", None)) as ds:
-        band = RowBandAccumulator(4, 60, 2, flush_rows=3, sink=lambda r, m, c: (written.append(r), write_cells(ds, r, m, 5, chunk_px=64)))
+        band = RowBandAccumulator(
+            4, 60, 2, flush_rows=3, sink=lambda r, m, c: (written.append(r), write_cells(ds, r, m, 5, chunk_px=64))
+        )
         band.add(rasterio.windows.Window(0, 0, 60, 4), cells, np.ones((4, 60), np.float32))
         band.finish()
     assert written == [0, 3]
@@ -291,10 +345,16 @@ def test_a_window_without_one_sensor_is_encoded_from_the_others(shared_data, tmp
     model, head = tiny_model(modalities=("l8", "s1"))
     outputs = {}
     for name, modalities in (("both", ("l8", "s1")), ("s1_only", ("s1",))):
-        job = {"model": "tiny.safetensors", "modalities": {
-                   "l8": {"files": str(tmp_path / "LC08_003069_20180906_gap.tif")},
-                   "s1": {"files": str(peru / "S1_2018_VV_VH_clip.tif"), "bands": [1, 2], "dates": ["2018-09-01"]}},
-               "outputs": {"probabilities": str(tmp_path / f"{name}.tif")}, "patch_size": 30, "tile_size": 300}
+        job = {
+            "model": "tiny.safetensors",
+            "modalities": {
+                "l8": {"files": str(tmp_path / "LC08_003069_20180906_gap.tif")},
+                "s1": {"files": str(peru / "S1_2018_VV_VH_clip.tif"), "bands": [1, 2], "dates": ["2018-09-01"]},
+            },
+            "outputs": {"probabilities": str(tmp_path / f"{name}.tif")},
+            "patch_size": 30,
+            "tile_size": 300,
+        }
         job["modalities"] = {k: v for k, v in job["modalities"].items() if k in modalities}
         run_map(load_job(job), Reporter(), model, head, {})
         with rasterio.open(tmp_path / f"{name}.tif") as ds:
@@ -324,8 +384,13 @@ def test_embed_operation_writes_one_band_per_dimension_on_the_patch_grid(s2, tmp
     files, _ = s2
     model, _ = tiny_model(modalities=("s2",))
     save_checkpoint(tmp_path / "encoder.safetensors", model)  # no head: embeddings only
-    job = {"model": str(tmp_path / "encoder.safetensors"), "modalities": {"s2": {"files": [str(f) for f in files]}},
-           "outputs": {"embeddings": str(tmp_path / "emb.tif")}, "patch_size": 20, "tile_size": 200}
+    job = {
+        "model": str(tmp_path / "encoder.safetensors"),
+        "modalities": {"s2": {"files": [str(f) for f in files]}},
+        "outputs": {"embeddings": str(tmp_path / "emb.tif")},
+        "patch_size": 20,
+        "tile_size": 200,
+    }
     result = run_operation("embed", {"job": job})
     with rasterio.open(tmp_path / "emb.tif") as e, rasterio.open(files[0]) as src:
         assert (e.count, e.dtypes[0], e.res) == (model.embed_dim, "float32", (20.0, 20.0))
@@ -342,11 +407,15 @@ def test_a_cloudy_date_is_masked_out_not_read_as_data(s2, tmp_path):
     with rasterio.open(masks[1], "r+") as ds:  # date 2 entirely under cloud
         ds.write(np.ones((1, ds.height, ds.width), np.uint8))
     model, head = tiny_model(modalities=("s2",))
-    with_mask = s2_job(tmp_path, files, masks, outputs={"probabilities": str(tmp_path / "out/masked.tif")}, tile_size=300)
+    with_mask = s2_job(
+        tmp_path, files, masks, outputs={"probabilities": str(tmp_path / "out/masked.tif")}, tile_size=300
+    )
     for m in masks[:1] + masks[2:]:  # the other dates clear, so only date 2 is affected
         with rasterio.open(m, "r+") as ds:
             ds.write(np.zeros((1, ds.height, ds.width), np.uint8))
-    without = s2_job(tmp_path, files[:1] + files[2:], outputs={"probabilities": str(tmp_path / "out/without.tif")}, tile_size=300)
+    without = s2_job(
+        tmp_path, files[:1] + files[2:], outputs={"probabilities": str(tmp_path / "out/without.tif")}, tile_size=300
+    )
     result = run_map(load_job(with_mask), Reporter(), model, head, {})
     run_map(load_job(without), Reporter(), model, head, {})
     assert len(result["dates"]["s2"]) == 5

@@ -17,11 +17,11 @@ import pytest
 import rasterio
 import torch
 
-from engine.runtime.registry import run_operation
 from engine.io.writers import CLASS_NODATA
 from engine.models.checkpoint import save_checkpoint
 from engine.models.heads import HeadConfig, build_head
 from engine.models.registry import build_model
+from engine.runtime.registry import run_operation
 from tests.engine.raster_fixtures import L1C_BANDS, eolearn_corner, write_described
 
 pytestmark = pytest.mark.slow
@@ -36,8 +36,14 @@ def checkpoint(tmp_path_factory):
     model = build_model("omnisat-treesatai").eval()
     head = build_head(HeadConfig("patch", model.embed_dim, 3))
     path = tmp_path_factory.mktemp("model") / "omnisat.safetensors"
-    save_checkpoint(path, model, head=head, classes=["conifer", "broadleaf", "open"],
-                    colors=["#00441b", "#74c476", "#fee391"], provenance={"weights": "random, for tests"})
+    save_checkpoint(
+        path,
+        model,
+        head=head,
+        classes=["conifer", "broadleaf", "open"],
+        colors=["#00441b", "#74c476", "#fee391"],
+        provenance={"weights": "random, for tests"},
+    )
     return path
 
 
@@ -61,12 +67,15 @@ def test_treesatai_tile_all_modalities(shared_data, tmp_path, checkpoint):
         "model": str(checkpoint),
         "modalities": {
             "aerial": {"files": str(aerial)},
-            "s2": {"files": "s2", "mask": {"files": [f"cloud_{t:02d}.tif" for t in range(12)], "type": "probability",
-                                           "threshold": 50}},
+            "s2": {
+                "files": "s2",
+                "mask": {"files": [f"cloud_{t:02d}.tif" for t in range(12)], "type": "probability", "threshold": 50},
+            },
             "s1_asc": {"files": "s1"},
         },
         "outputs": {"classes": "classes.tif", "confidence": "confidence.tif", "embeddings": "embeddings.tif"},
-        "device": "cpu", "threads": 2,
+        "device": "cpu",
+        "threads": 2,
     }
     (tmp_path / "job.json").write_text(json.dumps(job))
     result = run_operation("classify", {"job": str(tmp_path / "job.json")})
@@ -85,8 +94,14 @@ def test_treesatai_tile_all_modalities(shared_data, tmp_path, checkpoint):
     job["outputs"] = {"classes": "worker_classes.tif"}
     request = {"protocol": 1, "operation": "classify", "params": {"job": str(tmp_path / "job.json")}, "threads": 2}
     (tmp_path / "job.json").write_text(json.dumps(job))
-    done = subprocess.run([sys.executable, "-m", "engine", "worker"], input=json.dumps(request), capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "worker"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     messages = [json.loads(line) for line in done.stdout.splitlines()]
     assert done.returncode == 0, done.stdout + done.stderr
     assert messages[0]["type"] == "hello" and messages[-1]["type"] == "result"
@@ -104,13 +119,19 @@ def test_eolearn_sentinel2_multi_window_with_own_statistics(shared_data, tmp_pat
     data = stack.copy()
     data[:, 90:, :] = np.nan  # a strip without data
     for t, s in enumerate(stamps):
-        write_described(tmp_path / f"S2_{s[:10]}.tif", data[t * 13:(t + 1) * 13], corner, descriptions=L1C_BANDS)
+        write_described(tmp_path / f"S2_{s[:10]}.tif", data[t * 13 : (t + 1) * 13], corner, descriptions=L1C_BANDS)
     job = {
         "model": str(checkpoint),
-        "modalities": {"s2": {"files": [str(tmp_path / f"S2_{s[:10]}.tif") for s in stamps],
-                              "bands": [L1C_BANDS.index(b) + 1 for b in S2_TREESAT]}},
+        "modalities": {
+            "s2": {
+                "files": [str(tmp_path / f"S2_{s[:10]}.tif") for s in stamps],
+                "bands": [L1C_BANDS.index(b) + 1 for b in S2_TREESAT],
+            }
+        },
         "outputs": {"classes": str(tmp_path / "classes.tif")},
-        "device": "cpu", "threads": 2, "batch_size": 16,
+        "device": "cpu",
+        "threads": 2,
+        "batch_size": 16,
     }
     stats = run_operation("normalization-stats", {"job": job, "output": str(tmp_path / "stats.json")})["statistics"]
     assert 0 < stats["s2"]["mean"][0] < 1  # L1C reflectance 0..1, not the checkpoint's x 10000 scale

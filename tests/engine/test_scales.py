@@ -11,18 +11,25 @@ import rasterio
 from engine.errors import EngineError
 from engine.io.job import parse_job
 from engine.io.scales import convert_scale
-from tests.engine.test_missing_bands import anysat, embed  # noqa: F401 - fixture
-from tests.engine.rasters import write_geotiff
 from tests.engine.ops.test_probe_ops import ORIGIN
+from tests.engine.rasters import write_geotiff
+from tests.engine.test_missing_bands import anysat, embed  # noqa: F401 - fixture
 
 
 def dates(folder, factor: float) -> list[str]:
     """Three 10 x 10 px Sentinel-2 dates; digital numbers times ``factor``."""
     folder.mkdir()
     rng = np.random.default_rng(0)
-    return [str(write_geotiff(folder / f"S2_2020060{t + 1}.tif",
-                              (rng.uniform(500, 3000, (10, 10, 10)) * factor).astype(np.float32), origin=ORIGIN))
-            for t in range(3)]
+    return [
+        str(
+            write_geotiff(
+                folder / f"S2_2020060{t + 1}.tif",
+                (rng.uniform(500, 3000, (10, 10, 10)) * factor).astype(np.float32),
+                origin=ORIGIN,
+            )
+        )
+        for t in range(3)
+    ]
 
 
 def digest(files) -> list[str]:
@@ -35,8 +42,14 @@ def test_reflectance_read_as_digital_numbers_embeds_like_the_digital_numbers(tmp
     before = digest(reflectance)
     raw = embed(anysat, reflectance, tmp_path / "raw.tif")
     job_entry = {"files": reflectance, "scale": "reflectance_to_dn"}
-    job = {"model": anysat, "modalities": {"s2": job_entry}, "patch_size": 20, "threads": 1, "precision": "fp32",
-           "outputs": {"embeddings": str(tmp_path / "converted.tif"), "embeddings_level": "local"}}
+    job = {
+        "model": anysat,
+        "modalities": {"s2": job_entry},
+        "patch_size": 20,
+        "threads": 1,
+        "precision": "fp32",
+        "outputs": {"embeddings": str(tmp_path / "converted.tif"), "embeddings_level": "local"},
+    }
     from engine.runtime.registry import run_operation
 
     run_operation("embed", {"job": job})
@@ -59,8 +72,11 @@ def test_conversions_of_values():
 
 
 def test_an_unknown_scale_is_refused_with_the_known_ones(tmp_path):
-    job = {"model": "m.safetensors", "modalities": {"s1": {"files": "a.tif", "scale": "db"}},
-           "outputs": {"embeddings": "e.tif"}}
+    job = {
+        "model": "m.safetensors",
+        "modalities": {"s1": {"files": "a.tif", "scale": "db"}},
+        "outputs": {"embeddings": "e.tif"},
+    }
     with pytest.raises(EngineError, match='"scale" is \'db\'; known: dn_to_reflectance, reflectance_to_dn'):
         parse_job(job, tmp_path)
     job["modalities"]["s1"]["scale"] = "db_to_linear"

@@ -24,7 +24,6 @@ def test_span_writes_equal_ends_once():
     assert span([3, 5, 4]) == "3-5"
 
 
-
 def test_fit_notes_agree_with_their_counts():
     from types import SimpleNamespace
 
@@ -51,8 +50,7 @@ def test_a_one_window_plan_says_window():
     from engine.mapping.plan import Plan
 
     # describe() reads only these attributes: a grid of one window.
-    grid = SimpleNamespace(crs=SimpleNamespace(to_string=lambda: "EPSG:32633"), width=12, height=12,
-                           res=10.0)
+    grid = SimpleNamespace(crs=SimpleNamespace(to_string=lambda: "EPSG:32633"), width=12, height=12, res=10.0)
     windows = type("Windows", (list,), {"tile": 16, "overlap": 2})([0])
     geometry = SimpleNamespace(patch_grid=grid, output_grid=grid, windows=windows, patch_size_m=10.0)
     plan = SimpleNamespace(geometry=geometry, shard=None, device=SimpleNamespace(type="cpu"), dtype="torch.float32")

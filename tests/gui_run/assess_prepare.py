@@ -35,8 +35,12 @@ def main(argv: list[str]) -> int:
     for k, code in enumerate(CODES):
         classes[lulc == code] = k
     left, top = eolearn_corner(shared)
-    grid = Grid(rasterio.crs.CRS.from_epsg(32633), rasterio.transform.from_origin(left, top, 10.0, 10.0),
-                lulc.shape[1], lulc.shape[0])
+    grid = Grid(
+        rasterio.crs.CRS.from_epsg(32633),
+        rasterio.transform.from_origin(left, top, 10.0, 10.0),
+        lulc.shape[1],
+        lulc.shape[0],
+    )
     with open_class_map(out / "landcover.tif", grid, NAMES, COLORS) as ds:
         ds.write(classes, 1)
     scene = np.load(shared / "eolearn_patch/REFERENCE_SCENES.npy", allow_pickle=False)[3]

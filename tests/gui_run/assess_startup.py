@@ -26,8 +26,14 @@ DATA = OUT / "data"
 SHARED = Path(os.environ["OMNISAT_SHARED_DATA"])
 PHASE = int(os.environ.get("OMNISAT_ASSESS_PHASE", "1"))
 KEYS = [Qt.Key.Key_1, Qt.Key.Key_2, Qt.Key.Key_3, Qt.Key.Key_4, Qt.Key.Key_5]
-NAMES = {"cultivated land": "cultivated land", "forest": "forest", "grassland": "grassland",
-         "shrubland": "shrubland", "schrubland": "shrubland", "artificial surface": "artificial surface"}
+NAMES = {
+    "cultivated land": "cultivated land",
+    "forest": "forest",
+    "grassland": "grassland",
+    "shrubland": "shrubland",
+    "schrubland": "shrubland",
+    "artificial surface": "artificial surface",
+}
 record = {"phase": PHASE, "messages": []}
 state = {}
 
@@ -49,6 +55,7 @@ def guarded(step):
             step(*args)
         except Exception:
             finish(traceback.format_exc())
+
     return run
 
 
@@ -58,6 +65,7 @@ def when_done(then):
             QTimer.singleShot(100, guarded(poll))
             return
         then()
+
     QTimer.singleShot(100, guarded(poll))
 
 
@@ -88,8 +96,9 @@ def start():
     classes = QgsRasterLayer(str(DATA / "landcover.tif"), "land cover map", "gdal")
     project.addMapLayers([rgb, classes])
     project.layerTreeRoot().findLayer(classes.id()).setItemVisibilityChecked(False)  # label against the imagery
-    state["polygons"] = QgsVectorLayer(str(SHARED / "eolearn_patch/TestEOPatch/vector_timeless/LULC.gpkg"), "lulc",
-                                       "ogr")
+    state["polygons"] = QgsVectorLayer(
+        str(SHARED / "eolearn_patch/TestEOPatch/vector_timeless/LULC.gpkg"), "lulc", "ogr"
+    )
     loadPlugin("omnisat_qgis")
     startPlugin("omnisat_qgis")
     dock = plugins["omnisat_qgis"].show_dock(True)

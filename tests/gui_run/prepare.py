@@ -38,8 +38,13 @@ def treesatai(shared: Path, out: Path) -> None:
         products = [p.decode() for p in f["sen-1-asc-products"][()]]
     for t in np.linspace(0, len(products) - 1, S1_DATES_KEPT).round().astype(int):
         day = products[t].split("_")[4][:8]
-        write_described(out / f"S1_asc_{day}.tif", np.ascontiguousarray(data[t], np.float32), (left, top), crs=crs,
-                        descriptions=("VV", "VH"))
+        write_described(
+            out / f"S1_asc_{day}.tif",
+            np.ascontiguousarray(data[t], np.float32),
+            (left, top),
+            crs=crs,
+            descriptions=("VV", "VH"),
+        )
 
 
 def date_stack(scene: Path, out: Path) -> Path:

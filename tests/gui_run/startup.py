@@ -58,8 +58,9 @@ def shot(name: str) -> None:
 
 def logged(message, tag, level):
     # A refusal the scenario provokes is said at the Critical level on purpose: not an error of the plugin.
-    if tag == "Python error" or (level == Qgis.MessageLevel.Critical and tag in ("OmniSat", "Processing")
-                                 and "different places" not in message):
+    if tag == "Python error" or (
+        level == Qgis.MessageLevel.Critical and tag in ("OmniSat", "Processing") and "different places" not in message
+    ):
         record["log_errors"].append(f"[{tag}] {message}"[:2000])
 
 
@@ -86,6 +87,7 @@ def guarded(step):
             step(*args)
         except Exception:  # any failure ends the run with its traceback in result.json
             finish(traceback.format_exc())
+
     return run
 
 
@@ -95,12 +97,14 @@ def later(step, ms: int = 1000) -> None:
 
 def when_done(then, started: float, key: str):
     """Poll until the dock's task ends, record its seconds under ``key``, then call ``then``."""
+
     def poll():
         if state["dock"].task is not None:
             QTimer.singleShot(100, guarded(poll))
             return
         record["timings"][key] = round(time.monotonic() - started, 2)
         then()
+
     QTimer.singleShot(100, guarded(poll))
 
 
@@ -153,12 +157,18 @@ def open_dock():
     dock = plugins["omnisat_qgis"].show_dock(True)
     state["dock"] = dock
     dock.select_model(str(DATA / "eolearn" / "omnisat.safetensors"))
-    check("engine status shown ready at the top", dock.model_panel.engine.text().startswith("Engine ready"),
-          dock.model_panel.engine.text())
+    check(
+        "engine status shown ready at the top",
+        dock.model_panel.engine.text().startswith("Engine ready"),
+        dock.model_panel.engine.text(),
+    )
     s2 = state["s2"]
     ticked = {r.modality.name: [lyr.name() for lyr in r.checked_layers()] for r in dock.rows}
-    check("only the layers where the map is are ticked", ticked == {"aerial": [], "s2": [s.name() for s in s2[:2]],
-                                                                    "s1_asc": []}, ticked)
+    check(
+        "only the layers where the map is are ticked",
+        ticked == {"aerial": [], "s2": [s.name() for s in s2[:2]], "s1_asc": []},
+        ticked,
+    )
     QgsProject.instance().addMapLayer(s2[2])  # a date loaded after the dock opened
     ticked = [lyr.name() for lyr in row("s2").checked_layers()]
     check("a layer added after the dock opened is listed and ticked", ticked == [s.name() for s in s2], ticked)
@@ -208,14 +218,21 @@ def draw_labels():
         item.setText(new)
     dock.labels_panel.add_button.click()  # Add class, then name it
     table.item(table.rowCount() - 1, 0).setText("water")
-    check("the class field stays 'class' through renames and Add class", dock.field_combo.currentField() == "class",
-          dock.field_combo.currentField())
+    check(
+        "the class field stays 'class' through renames and Add class",
+        dock.field_combo.currentField() == "class",
+        dock.field_combo.currentField(),
+    )
     values = sorted({f["class"] for f in labels.getFeatures()})
-    check("renaming a class renames its samples", values == sorted(["forest", "grassland", *RENAMED.values()]),
-          values)
+    check("renaming a class renames its samples", values == sorted(["forest", "grassland", *RENAMED.values()]), values)
     categories = [(c.value(), c.label()) for c in labels.renderer().categories()]
-    check("the labels' symbols follow the renamed classes", labels.renderer().classAttribute() == "class" and
-          ("shrubland", "shrubland") in categories and ("built-up", "built-up") in categories, categories)
+    check(
+        "the labels' symbols follow the renamed classes",
+        labels.renderer().classAttribute() == "class"
+        and ("shrubland", "shrubland") in categories
+        and ("built-up", "built-up") in categories,
+        categories,
+    )
     iface.mapCanvas().refreshAllLayers()
     later(lambda: (shot("1-labels-renamed.png"), mixed_places()), 2000)
 
@@ -229,16 +246,25 @@ def mixed_places():
     dock.fit_and_preview()
     label = dock.message_area.text
     text = label.text()
-    check("a selection of two places is refused, the reason in full", dock.task is None and "different places" in
-          text and "untick the layers of the other place" in text and first.name() in text, text)
+    check(
+        "a selection of two places is refused, the reason in full",
+        dock.task is None
+        and "different places" in text
+        and "untick the layers of the other place" in text
+        and first.name() in text,
+        text,
+    )
 
     def untick():
-        check("the whole message is shown (wrapped, no line cut)", label.wordWrap() and label.isVisible() and
-              label.height() >= label.heightForWidth(label.width()),
-              f"{label.height()} px tall, {label.heightForWidth(label.width())} px needed")
+        check(
+            "the whole message is shown (wrapped, no line cut)",
+            label.wordWrap() and label.isVisible() and label.height() >= label.heightForWidth(label.width()),
+            f"{label.height()} px tall, {label.heightForWidth(label.width())} px needed",
+        )
         shot("2-message-in-full.png")
         radar.table.item(row_index(radar, first.name()), 0).setCheckState(Qt.CheckState.Unchecked)
         fit()
+
     later(untick, 1000)
 
 
@@ -280,10 +306,12 @@ def after_refit():
     record["macro_f1"] = score
     report = Path((dock.results_panel.last or {}).get("report", OUT / "missing"))
     text = report.read_text(encoding="utf-8") if report.is_file() else ""
-    check("the fit report names the encoder hash honestly", "encoder tensors sha256 (not the file" in text,
-          report)
-    check(f"held-out macro-F1 shown and above {MACRO_F1_FLOOR}", score is not None and score >= MACRO_F1_FLOOR
-          and "macro-F1" in dock.metrics.text(), f"{score}; {dock.metrics.text()[:300]}")
+    check("the fit report names the encoder hash honestly", "encoder tensors sha256 (not the file" in text, report)
+    check(
+        f"held-out macro-F1 shown and above {MACRO_F1_FLOOR}",
+        score is not None and score >= MACRO_F1_FLOOR and "macro-F1" in dock.metrics.text(),
+        f"{score}; {dock.metrics.text()[:300]}",
+    )
     later(map_area, 500)
 
 
@@ -309,28 +337,39 @@ def group_of_last_map(dock):
 @guarded
 def after_map():
     dock = state["dock"]
-    check("the whole area is mapped", dock.controller.outcome == "done" and dock.messages[-1].startswith("Mapped"),
-          dock.messages[-1:])
+    check(
+        "the whole area is mapped",
+        dock.controller.outcome == "done" and dock.messages[-1].startswith("Mapped"),
+        dock.messages[-1:],
+    )
     layer = classes_layer(group_of_last_map(dock))
     state["map_classes"] = layer.source()
     for path in (layer.source(), layer.source().replace("classes.tif", "confidence.tif")):
         check(f"output {Path(path).name} is a valid raster", *valid_raster(path))
     renderer = layer.renderer()
-    legend = {(c.label, c.color.name()) for c in renderer.classes()} if isinstance(
-        renderer, QgsPalettedRasterRenderer) else set()
+    legend = (
+        {(c.label, c.color.name()) for c in renderer.classes()}
+        if isinstance(renderer, QgsPalettedRasterRenderer)
+        else set()
+    )
     table = {(c.name, c.color) for c in dock.classes()}
     names = {name for name, _ in legend}
-    check("the class map's legend has the labels' class names and colours, renamed ones included",
-          legend and legend <= table and {"shrubland", "built-up"} <= names and "schrubland" not in names,
-          f"legend {sorted(legend)} table {sorted(table)}")
+    check(
+        "the class map's legend has the labels' class names and colours, renamed ones included",
+        legend and legend <= table and {"shrubland", "built-up"} <= names and "schrubland" not in names,
+        f"legend {sorted(legend)} table {sorted(table)}",
+    )
     state["labels"].commitChanges()
     s2 = row("s2")  # the same dates, from the one-file stack
     for layer_ in state["s2"]:
         s2.table.item(row_index(s2, layer_.name()), 0).setCheckState(Qt.CheckState.Unchecked)
     s2.table.item(row_index(s2, state["stack"].name()), 0).setCheckState(Qt.CheckState.Checked)
     entry = s2.modality_input()
-    check("the stack goes to the engine as one file with its dates", entry.files == [state["stack"].source()] and
-          entry.dates == ["2015-08-20", "2015-08-30", "2015-09-09"], entry)
+    check(
+        "the stack goes to the engine as one file with its dates",
+        entry.files == [state["stack"].source()] and entry.dates == ["2015-08-20", "2015-08-30", "2015-09-09"],
+        entry,
+    )
     started = time.monotonic()
     dock.map_whole_area()
     when_done(after_stack_map, started, "map_from_stack_s")
@@ -348,8 +387,9 @@ def after_stack_map():
     dock.map_whole_area()
     task = dock.task
     state["cancel_run"] = Path(task.steps[0].outputs[0]).parent
-    check("QGIS's task is silent (its own notice of a cancel reads 'Task failed')",
-          bool(task.flags() & task.Flag.Silent))
+    check(
+        "QGIS's task is silent (its own notice of a cancel reads 'Task failed')", bool(task.flags() & task.Flag.Silent)
+    )
     task.progressChanged.connect(lambda value: dock.cancel() if value > 0 else None)
     when_done(after_cancel, time.monotonic(), "cancel_s")
 
@@ -357,9 +397,13 @@ def after_stack_map():
 @guarded
 def after_cancel():
     dock = state["dock"]
-    check("a cancel is a cancel (message, progress bar)", dock.messages[-1] == "Cancelled; no output was written."
-          and dock.progress.format() == "Cancelled" and dock.controller.outcome == "cancelled",
-          f"{dock.messages[-1:]} {dock.progress.format()}")
+    check(
+        "a cancel is a cancel (message, progress bar)",
+        dock.messages[-1] == "Cancelled; no output was written."
+        and dock.progress.format() == "Cancelled"
+        and dock.controller.outcome == "cancelled",
+        f"{dock.messages[-1:]} {dock.progress.format()}",
+    )
     left = sorted(p.name for p in state["cancel_run"].iterdir())
     check("a cancelled run leaves no output", left == ["job.json"], left)
     later(final_shot, 500)
@@ -377,6 +421,7 @@ def final_shot():
     def grab():
         shot("dock-gui.png")
         finish()
+
     later(grab, 3000)  # let the canvas render
 
 

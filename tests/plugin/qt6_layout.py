@@ -19,8 +19,15 @@ import sys
 import traceback
 import types
 
-MOVED_TO_QTGUI = ("QAction", "QActionGroup", "QShortcut", "QFileSystemModel", "QUndoCommand", "QUndoGroup",
-                  "QUndoStack")
+MOVED_TO_QTGUI = (
+    "QAction",
+    "QActionGroup",
+    "QShortcut",
+    "QFileSystemModel",
+    "QUndoCommand",
+    "QUndoGroup",
+    "QUndoStack",
+)
 REMOVED = {
     "QtWidgets": ("QDesktopWidget", "QDirModel", "qApp", *MOVED_TO_QTGUI),
     "QtCore": ("QRegExp", "QTextCodec", "QTextDecoder", "QTextEncoder", "QStringRef", "QLinkedList"),
@@ -67,9 +74,8 @@ def plugin_modules() -> list[str]:
 
 
 def start_plugin() -> None:
-    from tests.plugin.test_plugin_menu import FakeIface
-
     from omnisat_qgis import classFactory
+    from tests.plugin.test_plugin_menu import FakeIface
 
     iface = FakeIface()
     plugin = classFactory(iface)

@@ -24,45 +24,104 @@ class Rule:
     why: str
 
 
-RULES = {r.id: r for r in (
-    Rule("exec_", "exec_() is gone in PyQt6: call (or define) exec()"),
-    Rule("moved-to-qtgui", "Qt6 moved this class from QtWidgets to QtGui: import it from qgis.PyQt.QtGui "
-                           "(QGIS 3.40's qgis.PyQt.QtGui re-exports it on Qt5)"),
-    Rule("removed-class", "this class is gone in Qt6 (QRegExp -> QRegularExpression, QDesktopWidget -> QScreen, "
-                          "QTextCodec/QStringRef -> Python str, QMatrix -> QTransform, QtWebKit -> none)"),
-    Rule("direct-pyqt", "import Qt through qgis.PyQt (and sip as qgis.PyQt.sip), never PyQt5/PyQt6 directly"),
-    Rule("qt-module", "the qgis.PyQt.Qt module is gone with Qt6: import from qgis.PyQt.QtCore"),
-    Rule("qapp", "qApp is gone in PyQt6: use QApplication.instance()"),
-    Rule("qvariant-type", "QVariant.Type is gone in Qt6: use QMetaType.Type (e.g. QMetaType.Type.QString)"),
-    Rule("qvariant-null", "QVariant() / QVariant(QVariant.X) as a null value: use qgis.core.NULL"),
-    Rule("qdatetime-ctor", "QDateTime(y, m, d, h, mi, s, ms, spec) and QDateTime(QDate) are gone in PyQt6: "
-                           "use QDateTime(QDate(...), QTime(...))"),
-    Rule("desktop", "QApplication.desktop() (QDesktopWidget) is gone in Qt6: use QScreen"),
-    Rule("fontmetrics-width", "QFontMetrics.width() is gone in Qt6: use horizontalAdvance()"),
-    Rule("str-overload", "the [str] signal overloads (activated[str], currentIndexChanged[str]) are gone in Qt6: "
-                         "use textActivated / currentTextChanged"),
-    Rule("resources-rc", "compiled resources (resources_rc) are gone with Qt6: load icons by file path"),
-    Rule("add-action", "addAction(icon, text, receiver, slot...) overloads changed in Qt6: build a QAction, "
-                       "then addAction(action)"),
-    Rule("renamed-enum", "renamed in Qt6: Qt.MidButton -> Qt.MouseButton.MiddleButton, Qt.TextColorRole -> "
-                         "Qt.ItemDataRole.ForegroundRole, Qt.BackgroundColorRole -> Qt.ItemDataRole.BackgroundRole, "
-                         "QPainter.HighQualityAntialiasing -> QPainter.RenderHint.Antialiasing"),
-    Rule("set-margin", "QLayout.setMargin is gone in Qt6: use setContentsMargins"),
-    Rule("unscoped-enum", "unscoped enum value: write the enum's class, e.g. Qt.AlignmentFlag.AlignLeft, "
-                          "Qgis.ProcessingSourceType.Raster"),
-)}
+RULES = {
+    r.id: r
+    for r in (
+        Rule("exec_", "exec_() is gone in PyQt6: call (or define) exec()"),
+        Rule(
+            "moved-to-qtgui",
+            "Qt6 moved this class from QtWidgets to QtGui: import it from qgis.PyQt.QtGui "
+            "(QGIS 3.40's qgis.PyQt.QtGui re-exports it on Qt5)",
+        ),
+        Rule(
+            "removed-class",
+            "this class is gone in Qt6 (QRegExp -> QRegularExpression, QDesktopWidget -> QScreen, "
+            "QTextCodec/QStringRef -> Python str, QMatrix -> QTransform, QtWebKit -> none)",
+        ),
+        Rule("direct-pyqt", "import Qt through qgis.PyQt (and sip as qgis.PyQt.sip), never PyQt5/PyQt6 directly"),
+        Rule("qt-module", "the qgis.PyQt.Qt module is gone with Qt6: import from qgis.PyQt.QtCore"),
+        Rule("qapp", "qApp is gone in PyQt6: use QApplication.instance()"),
+        Rule("qvariant-type", "QVariant.Type is gone in Qt6: use QMetaType.Type (e.g. QMetaType.Type.QString)"),
+        Rule("qvariant-null", "QVariant() / QVariant(QVariant.X) as a null value: use qgis.core.NULL"),
+        Rule(
+            "qdatetime-ctor",
+            "QDateTime(y, m, d, h, mi, s, ms, spec) and QDateTime(QDate) are gone in PyQt6: "
+            "use QDateTime(QDate(...), QTime(...))",
+        ),
+        Rule("desktop", "QApplication.desktop() (QDesktopWidget) is gone in Qt6: use QScreen"),
+        Rule("fontmetrics-width", "QFontMetrics.width() is gone in Qt6: use horizontalAdvance()"),
+        Rule(
+            "str-overload",
+            "the [str] signal overloads (activated[str], currentIndexChanged[str]) are gone in Qt6: "
+            "use textActivated / currentTextChanged",
+        ),
+        Rule("resources-rc", "compiled resources (resources_rc) are gone with Qt6: load icons by file path"),
+        Rule(
+            "add-action",
+            "addAction(icon, text, receiver, slot...) overloads changed in Qt6: build a QAction, "
+            "then addAction(action)",
+        ),
+        Rule(
+            "renamed-enum",
+            "renamed in Qt6: Qt.MidButton -> Qt.MouseButton.MiddleButton, Qt.TextColorRole -> "
+            "Qt.ItemDataRole.ForegroundRole, Qt.BackgroundColorRole -> Qt.ItemDataRole.BackgroundRole, "
+            "QPainter.HighQualityAntialiasing -> QPainter.RenderHint.Antialiasing",
+        ),
+        Rule("set-margin", "QLayout.setMargin is gone in Qt6: use setContentsMargins"),
+        Rule(
+            "unscoped-enum",
+            "unscoped enum value: write the enum's class, e.g. Qt.AlignmentFlag.AlignLeft, "
+            "Qgis.ProcessingSourceType.Raster",
+        ),
+    )
+}
 
-MOVED_TO_QTGUI = {"QAction", "QActionGroup", "QShortcut", "QFileSystemModel", "QUndoCommand", "QUndoGroup",
-                  "QUndoStack"}
-REMOVED = {"QRegExp", "QRegExpValidator", "QDesktopWidget", "QTextCodec", "QTextDecoder", "QTextEncoder",
-           "QStringRef", "QLinkedList", "QMatrix", "QDirModel", "QGLWidget", "QSound", "QtWebKit",
-           "QtWebKitWidgets", "QWebView", "QWebPage"}
-RENAMED_ENUMS = {("Qt", "MidButton"), ("Qt", "TextColorRole"), ("Qt", "BackgroundColorRole"),
-                 ("QPainter", "HighQualityAntialiasing")}
+MOVED_TO_QTGUI = {
+    "QAction",
+    "QActionGroup",
+    "QShortcut",
+    "QFileSystemModel",
+    "QUndoCommand",
+    "QUndoGroup",
+    "QUndoStack",
+}
+REMOVED = {
+    "QRegExp",
+    "QRegExpValidator",
+    "QDesktopWidget",
+    "QTextCodec",
+    "QTextDecoder",
+    "QTextEncoder",
+    "QStringRef",
+    "QLinkedList",
+    "QMatrix",
+    "QDirModel",
+    "QGLWidget",
+    "QSound",
+    "QtWebKit",
+    "QtWebKitWidgets",
+    "QWebView",
+    "QWebPage",
+}
+RENAMED_ENUMS = {
+    ("Qt", "MidButton"),
+    ("Qt", "TextColorRole"),
+    ("Qt", "BackgroundColorRole"),
+    ("QPainter", "HighQualityAntialiasing"),
+}
 STR_OVERLOADS = {"activated", "currentIndexChanged", "highlighted"}
 FONT_METRICS = {"QFontMetrics", "QFontMetricsF"}
-NAMESPACES = ("qgis.core", "qgis.gui", "qgis.analysis", "qgis.PyQt.QtCore", "qgis.PyQt.QtGui",
-              "qgis.PyQt.QtWidgets", "qgis.PyQt.QtNetwork", "qgis.PyQt.QtXml", "qgis.PyQt.QtSvg")
+NAMESPACES = (
+    "qgis.core",
+    "qgis.gui",
+    "qgis.analysis",
+    "qgis.PyQt.QtCore",
+    "qgis.PyQt.QtGui",
+    "qgis.PyQt.QtWidgets",
+    "qgis.PyQt.QtNetwork",
+    "qgis.PyQt.QtXml",
+    "qgis.PyQt.QtSvg",
+)
 
 
 @lru_cache(maxsize=1)
@@ -100,7 +159,8 @@ def _font_metrics_call(node: ast.AST) -> bool:
         return False
     func = node.func
     return (isinstance(func, ast.Name) and func.id in FONT_METRICS) or (
-        isinstance(func, ast.Attribute) and func.attr == "fontMetrics")
+        isinstance(func, ast.Attribute) and func.attr == "fontMetrics"
+    )
 
 
 def _rules_of(node: ast.AST, metrics_names: set[str]) -> list[str]:
@@ -152,13 +212,33 @@ def _rules_of(node: ast.AST, metrics_names: set[str]) -> list[str]:
             found.append("fontmetrics-width")
     elif isinstance(node, ast.Call):
         func = node.func
-        if isinstance(func, ast.Name) and func.id == "QVariant" and (
-                not node.args or (len(node.args) == 1 and isinstance(node.args[0], ast.Attribute)
-                                  and isinstance(node.args[0].value, ast.Name) and node.args[0].value.id == "QVariant")):
+        if (
+            isinstance(func, ast.Name)
+            and func.id == "QVariant"
+            and (
+                not node.args
+                or (
+                    len(node.args) == 1
+                    and isinstance(node.args[0], ast.Attribute)
+                    and isinstance(node.args[0].value, ast.Name)
+                    and node.args[0].value.id == "QVariant"
+                )
+            )
+        ):
             found.append("qvariant-null")
-        if isinstance(func, ast.Name) and func.id == "QDateTime" and (
-                len(node.args) == 8 or (len(node.args) == 1 and isinstance(node.args[0], ast.Call)
-                                        and isinstance(node.args[0].func, ast.Name) and node.args[0].func.id == "QDate")):
+        if (
+            isinstance(func, ast.Name)
+            and func.id == "QDateTime"
+            and (
+                len(node.args) == 8
+                or (
+                    len(node.args) == 1
+                    and isinstance(node.args[0], ast.Call)
+                    and isinstance(node.args[0].func, ast.Name)
+                    and node.args[0].func.id == "QDate"
+                )
+            )
+        ):
             found.append("qdatetime-ctor")
         if isinstance(func, ast.Attribute):
             if func.attr == "desktop" and not node.args:
@@ -168,8 +248,12 @@ def _rules_of(node: ast.AST, metrics_names: set[str]) -> list[str]:
             if func.attr == "setMargin":
                 found.append("set-margin")
     elif isinstance(node, ast.Subscript):
-        if (isinstance(node.value, ast.Attribute) and node.value.attr in STR_OVERLOADS
-                and isinstance(node.slice, ast.Name) and node.slice.id == "str"):
+        if (
+            isinstance(node.value, ast.Attribute)
+            and node.value.attr in STR_OVERLOADS
+            and isinstance(node.slice, ast.Name)
+            and node.slice.id == "str"
+        ):
             found.append("str-overload")
     return found
 
@@ -178,7 +262,12 @@ def violations(source: str) -> list[tuple[int, str]]:
     """(line, rule id) for every Qt5-only idiom in ``source``, in line order."""
     tree = ast.parse(source)
     # names bound to a QFontMetrics(...) anywhere in the module: their .width() is the removed one
-    metrics_names = {target.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
-                     and _font_metrics_call(node.value) for target in node.targets if isinstance(target, ast.Name)}
+    metrics_names = {
+        target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and _font_metrics_call(node.value)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
     found = {(getattr(node, "lineno", 0), rule) for node in ast.walk(tree) for rule in _rules_of(node, metrics_names)}
     return sorted(found)

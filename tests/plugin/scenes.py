@@ -38,11 +38,21 @@ def write_scene(shared_data: Path, root: Path) -> Path:
         write_described(root / "s2" / f"S2_{day}.tif", data, corner, descriptions=S2_TREESAT)
         write_described(root / "reflectance" / f"S2_{day}.tif", data / 10000, corner, descriptions=S2_TREESAT)
         full = np.ascontiguousarray(scenes[t].transpose(2, 0, 1)).astype(np.float32) * 10000
-        write_described(root / "l1c" / f"S2A_MSIL1C_{day}T100000_L1C.tif", full, corner,
-                        descriptions=[f"B{b[1:].zfill(2)}" if b != "B8A" else b for b in L1C_BANDS])
+        write_described(
+            root / "l1c" / f"S2A_MSIL1C_{day}T100000_L1C.tif",
+            full,
+            corner,
+            descriptions=[f"B{b[1:].zfill(2)}" if b != "B8A" else b for b in L1C_BANDS],
+        )
     torch.manual_seed(0)
     model = build_model("omnisat-treesatai").eval()
     head = build_head(HeadConfig("patch", model.embed_dim, 2))
-    save_checkpoint(root / "omnisat.safetensors", model, head=head, classes=["green", "grey"],
-                    colors=["#1b7837", "#999999"], provenance={"weights": "random, for tests"})
+    save_checkpoint(
+        root / "omnisat.safetensors",
+        model,
+        head=head,
+        classes=["green", "grey"],
+        colors=["#1b7837", "#999999"],
+        provenance={"weights": "random, for tests"},
+    )
     return root

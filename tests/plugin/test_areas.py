@@ -7,10 +7,10 @@ import csv
 import numpy as np
 import rasterio
 from osgeo import ogr
+from rasterio.transform import from_origin
 
 from engine.io.grid import Grid
 from engine.io.writers import open_class_map
-from rasterio.transform import from_origin
 from tests.plugin.test_processing import provider, run_algorithm  # noqa: F401  (the fixture)
 
 
@@ -22,7 +22,9 @@ def test_sample_then_area_report(provider, tmp_path):  # noqa: F811
     with open_class_map(classes, grid, ["grass", "water"], ["#00ff00", "#0000ff"]) as ds:
         ds.write(data, 1)
     sample = tmp_path / "sample.gpkg"
-    results = run_algorithm("samplemap", {"CLASSES": str(classes), "TOTAL": 40, "MIN_PER_CLASS": 10, "OUTPUT": str(sample)})
+    results = run_algorithm(
+        "samplemap", {"CLASSES": str(classes), "TOTAL": 40, "MIN_PER_CLASS": 10, "OUTPUT": str(sample)}
+    )
     assert results["SAMPLES"] == 40
     source = ogr.Open(str(sample), 1)
     layer = source.GetLayer(0)
@@ -31,8 +33,10 @@ def test_sample_then_area_report(provider, tmp_path):  # noqa: F811
         layer.SetFeature(feature)
     source = None
     table = tmp_path / "areas.csv"
-    results = run_algorithm("areareport", {"CLASSES": str(classes), "REFERENCE": str(sample), "OUTPUT": str(table),
-                                           "HTML": str(tmp_path / "areas.html")})
+    results = run_algorithm(
+        "areareport",
+        {"CLASSES": str(classes), "REFERENCE": str(sample), "OUTPUT": str(table), "HTML": str(tmp_path / "areas.html")},
+    )
     assert results["OVERALL_ACCURACY"] == 1.0
     rows = {r["class"]: r for r in csv.DictReader(table.open())}
     assert float(rows["water"]["estimated_area (m2)"]) == 10 * 30 * 100.0  # a perfect map: its own area
@@ -47,9 +51,19 @@ def test_stratified_sample_from_a_target_then_assess(provider, tmp_path):  # noq
     with open_class_map(classes, grid, ["grass", "water"], ["#00ff00", "#0000ff"]) as ds:
         ds.write(data, 1)
     sample = tmp_path / "sample.gpkg"
-    results = run_algorithm("samplemap", {"CLASSES": str(classes), "DESIGN": "stratified", "ALLOCATION": "neyman",
-                                          "TARGET_SE": 0.05, "EXPECTED_USERS_ACCURACY": "0.8, 0.9",
-                                          "MIN_PER_CLASS": 5, "SEED": 2, "OUTPUT": str(sample)})
+    results = run_algorithm(
+        "samplemap",
+        {
+            "CLASSES": str(classes),
+            "DESIGN": "stratified",
+            "ALLOCATION": "neyman",
+            "TARGET_SE": 0.05,
+            "EXPECTED_USERS_ACCURACY": "0.8, 0.9",
+            "MIN_PER_CLASS": 5,
+            "SEED": 2,
+            "OUTPUT": str(sample),
+        },
+    )
     assert results["TARGET_SIZE"] > 0 and results["SAMPLES"] >= results["TARGET_SIZE"]
     source = ogr.Open(str(sample), 1)
     layer = source.GetLayerByName("reference_sample")
@@ -61,8 +75,10 @@ def test_stratified_sample_from_a_target_then_assess(provider, tmp_path):  # noq
             labelled += 1
     source = None
     html = tmp_path / "assessment.html"
-    results = run_algorithm("assess", {"CLASSES": str(classes), "SAMPLE": str(sample),
-                                       "OUTPUT": str(tmp_path / "assessment.csv"), "HTML": str(html)})
+    results = run_algorithm(
+        "assess",
+        {"CLASSES": str(classes), "SAMPLE": str(sample), "OUTPUT": str(tmp_path / "assessment.csv"), "HTML": str(html)},
+    )
     assert results["OVERALL_ACCURACY"] == 1.0
     assert results["LABELLED"] == labelled
     assert "Response design: labelling state" in html.read_text()

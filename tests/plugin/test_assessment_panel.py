@@ -15,9 +15,9 @@ from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtTest import QTest
 from rasterio.transform import from_origin
 
-from engine.runtime.registry import build_params, get_operation, run_operation
 from engine.io.grid import Grid
 from engine.io.writers import open_class_map
+from engine.runtime.registry import build_params, get_operation, run_operation
 from omnisat_qgis.gui.panels.assessment import AssessmentPanel
 
 NAMES = ["water", "forest", "crop"]
@@ -33,8 +33,9 @@ def drawn(tmp_path):
     with open_class_map(classes, grid, NAMES, ["#0000ff", "#00aa00", "#ffff00"]) as ds:
         ds.write(data, 1)
     sample = tmp_path / "sample.gpkg"
-    run_operation("sample-map", {"classes": str(classes), "output": str(sample), "total": 12, "min_per_class": 4,
-                                 "seed": 1})
+    run_operation(
+        "sample-map", {"classes": str(classes), "output": str(sample), "total": 12, "min_per_class": 4, "seed": 1}
+    )
     return classes, sample, data
 
 
@@ -51,8 +52,16 @@ def panel(qgis_iface, qgis_new_project):
 def saved(sample):
     """(sample_id, reference, flag, comment, labelled_at) read from the file with GDAL, not QGIS."""
     source = ogr.Open(str(sample))
-    rows = sorted((f.GetField("sample_id"), f.GetField("reference"), f.GetField("flag"), f.GetField("comment"),
-                   f.GetField("labelled_at")) for f in source.GetLayerByName("reference_sample"))
+    rows = sorted(
+        (
+            f.GetField("sample_id"),
+            f.GetField("reference"),
+            f.GetField("flag"),
+            f.GetField("comment"),
+            f.GetField("labelled_at"),
+        )
+        for f in source.GetLayerByName("reference_sample")
+    )
     source = None
     return rows
 
@@ -74,7 +83,7 @@ def test_keyboard_only_labelling_saves_every_key_and_resumes(panel, drawn):
         expected.append(name)
         rows = saved(sample)
         # Saved at once: the file already holds this label, the next point is shown.
-        assert [r[1] for r in rows[:step + 1]] == expected and rows[step + 1][1] is None
+        assert [r[1] for r in rows[: step + 1]] == expected and rows[step + 1][1] is None
         assert rows[step][4].endswith("Z") and panel.position == step + 1
     QTest.keyClick(panel, Qt.Key.Key_N)  # not sure
     QTest.keyClick(panel, Qt.Key.Key_Left)
@@ -103,8 +112,9 @@ def test_keyboard_only_labelling_saves_every_key_and_resumes(panel, drawn):
     again.deleteLater()
 
     # The labelled sample gives the assessment.
-    report = run_operation("assess", {"classes": str(classes), "sample": str(sample),
-                                      "output": str(sample.with_suffix(".csv"))})
+    report = run_operation(
+        "assess", {"classes": str(classes), "sample": str(sample), "output": str(sample.with_suffix(".csv"))}
+    )
     assert report["response"] == {"total": 12, "labelled": 11, "not sure": 0, "no data": 1, "not labelled": 0}
     assert report["overall_accuracy"] == 1.0
 
@@ -164,6 +174,7 @@ def test_sizes_then_draw_through_the_worker(panel, drawn, tmp_path):
             QgsApplication.processEvents()
             time.sleep(0.05)
             assert time.monotonic() - started < 300
+
     panel.draw(dry_run=True)
     wait()
     assert panel.sizes.text().startswith("30 points:") and "water" in panel.sizes.text(), panel.messages

@@ -25,7 +25,11 @@ def test_sentinel1_polarisations_in_any_order_with_an_extra_band():
 
 def test_common_names_and_descriptions_with_words():
     assert match_bands(("R", "G", "B", "NIR"), ["B04 red", "B03", "Blue (B2)", "B08 near infrared"]).layer_bands == (
-        1, 2, 3, 4)
+        1,
+        2,
+        3,
+        4,
+    )
     assert match_bands(("R", "G", "B", "NIR"), ["Red", "Green", "Blue", "NIR"]).is_identity(4)
 
 

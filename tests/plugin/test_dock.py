@@ -19,7 +19,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QSize, Qt
+from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor, QImage, QPainter
 
 from omnisat_qgis.gui.dock import PREVIEW_GROUP, OmniSatDock
@@ -67,7 +67,8 @@ def wait(dock: OmniSatDock, timeout: float = 600, check: bool = True) -> None:
         time.sleep(0.05)
         assert time.monotonic() - started < timeout, "the dock's task did not finish"
     assert not check or not any("failed" in m.lower() or ":" in m and "Error" in m for m in dock.messages[-1:]), (
-        dock.messages)
+        dock.messages
+    )
 
 
 def add_labels(dock: OmniSatDock, shared_data: Path, path: Path, keep=lambda i: True) -> QgsVectorLayer:
@@ -193,8 +194,9 @@ def test_fit_preview_refit_from_cache_and_screenshot(dock, shared_data, tmp_path
 
     # New labels, fit again: the cached embeddings are reused, the encoder does not run again.
     more = QgsFeature(labels.fields())
-    more.setGeometry(QgsGeometry.fromWkt("POINT (%f %f)" % (classes.extent().center().x(),
-                                                             classes.extent().center().y())))
+    more.setGeometry(
+        QgsGeometry.fromWkt(f"POINT ({classes.extent().center().x():f} {classes.extent().center().y():f})")
+    )
     more["class"] = "forest"
     labels.addFeature(more)
     dock.fit_and_preview()
@@ -217,11 +219,16 @@ def screenshot(dock: OmniSatDock, classes: QgsRasterLayer, target: Path) -> None
     renderer = QgsMultiBandColorRenderer(provider, 3, 2, 1)
     from qgis.core import QgsContrastEnhancement
 
-    for band, setter in ((3, renderer.setRedContrastEnhancement), (2, renderer.setGreenContrastEnhancement),
-                         (1, renderer.setBlueContrastEnhancement)):
+    for band, setter in (
+        (3, renderer.setRedContrastEnhancement),
+        (2, renderer.setGreenContrastEnhancement),
+        (1, renderer.setBlueContrastEnhancement),
+    ):
         low, high = provider.cumulativeCut(band, 0.02, 0.98)
         contrast = QgsContrastEnhancement(provider.dataType(band))
-        contrast.setContrastEnhancementAlgorithm(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+        contrast.setContrastEnhancementAlgorithm(
+            QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum
+        )
         contrast.setMinimumValue(low)
         contrast.setMaximumValue(high)
         setter(contrast)
@@ -269,8 +276,9 @@ def test_the_headless_command_makes_the_same_map(dock, shared_data, qgis_env, tm
     params = dict(word.split("=", 1) for word in words[4:])
     ours = params["CLASSES"]
     params.update(CLASSES=str(tmp_path / "headless.tif"), CONFIDENCE=str(tmp_path / "headless_conf.tif"))
-    result = qgis_process(qgis_env, "run", "omnisat:applyprobe", "--", *[f"{k}={v}" for k, v in params.items()],
-                          timeout=600)
+    result = qgis_process(
+        qgis_env, "run", "omnisat:applyprobe", "--", *[f"{k}={v}" for k, v in params.items()], timeout=600
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     with rasterio.open(ours) as a, rasterio.open(tmp_path / "headless.tif") as b:
         assert a.transform == b.transform and a.crs == b.crs

@@ -53,13 +53,20 @@ def test_a_layer_that_is_not_a_file_is_exported_to_geotiff_on_request(dock, scen
 
 
 def test_bands_that_do_not_map_are_refused_with_the_fix(dock, shared_data, tmp_path):  # noqa: F811
-    path = write_geotiff(tmp_path / "S2_20150820_rgbn.tif", np.full((4, 20, 20), 900, np.float32),
-                         crs="EPSG:32633", origin=eolearn_corner(shared_data))
+    path = write_geotiff(
+        tmp_path / "S2_20150820_rgbn.tif",
+        np.full((4, 20, 20), 900, np.float32),
+        crs="EPSG:32633",
+        origin=eolearn_corner(shared_data),
+    )
     layer = QgsRasterLayer(str(path), "four bands", "gdal")
     QgsProject.instance().addMapLayer(layer)
     dock.fill_rows({"s2": {"layers": [layer.id()]}})
-    with pytest.raises(Exception, match=r"lacks B6, B7, B8, B8A, B11, B12 \(has 4 bands\): pick the layer band "
-                                         "in the band table, or choose an AnySat model"):
+    with pytest.raises(
+        Exception,
+        match=r"lacks B6, B7, B8, B8A, B11, B12 \(has 4 bands\): pick the layer band "
+        "in the band table, or choose an AnySat model",
+    ):
         s2_row(dock).modality_input()
 
 
@@ -112,8 +119,13 @@ def children() -> list[int]:
 
 
 @pytest.mark.parametrize("stop", ["cancel", "close"])
-def test_cancel_or_closing_the_dock_mid_run_leaves_no_file_and_no_worker(dock, shared_data, tmp_path, stop,  # noqa: F811
-                                                                         monkeypatch):
+def test_cancel_or_closing_the_dock_mid_run_leaves_no_file_and_no_worker(
+    dock,
+    shared_data,
+    tmp_path,
+    stop,  # noqa: F811
+    monkeypatch,
+):
     add_labels(dock, shared_data, tmp_path / "labels.gpkg")
     dock.fit_and_preview()
     wait(dock)
@@ -134,6 +146,7 @@ def test_cancel_or_closing_the_dock_mid_run_leaves_no_file_and_no_worker(dock, s
         if not stopped and held(hold):
             stopped.append(dock.task.progress())
             getattr(dock, stop)()
+
     poll = QTimer()
     poll.timeout.connect(stop_when_held)
     poll.start(50)

@@ -27,11 +27,15 @@ def test_two_periods_give_a_styled_magnitude_and_change_layer(dock):  # noqa: F8
     tab = dock.change_tab
     assert tab.modality_combo.currentData() == "s2" and [r.title()[:6] for r in tab.rows] == ["Before", "After:"]
     assert not tab.rows[0].checked_layers()  # nothing ticked until the analyst says which dates are which
-    tab.fill(dock.raster_layers(), {"Before": [layers["S2_20150820"].id(), layers["S2_20150830"].id()],
-                                    "After": [layers["S2_20150909"].id()]})
+    tab.fill(
+        dock.raster_layers(),
+        {"Before": [layers["S2_20150820"].id(), layers["S2_20150830"].id()], "After": [layers["S2_20150909"].id()]},
+    )
     dock.extent_combo.setCurrentText("Where the inputs overlap")
     dock.detect_change()
-    assert "qgis_process run omnisat:change" in dock.command.toPlainText() and "BEFORE_JOB=" in dock.command.toPlainText()
+    assert (
+        "qgis_process run omnisat:change" in dock.command.toPlainText() and "BEFORE_JOB=" in dock.command.toPlainText()
+    )
     wait(dock)
     assert "of the patches changed" in dock.messages[-1], dock.messages
     # What the layer is worth is said with it: model cells, not fields; Otsu always finds some change.

@@ -37,7 +37,8 @@ def test_learn_this_area_sends_the_ticked_rows_over_the_area(dock, models_folder
     assert s2["dates"] == ["2015-08-20", "2015-08-30", "2015-09-09"] and "bands" not in s2
     canvas = dock.iface.mapCanvas().extent()
     assert job["extent"]["bounds"] == pytest.approx(
-        [canvas.xMinimum(), canvas.yMinimum(), canvas.xMaximum(), canvas.yMaximum()])
+        [canvas.xMinimum(), canvas.yMinimum(), canvas.xMaximum(), canvas.yMaximum()]
+    )
 
 
 def test_a_bad_model_name_is_refused_in_the_message_bar(dock, models_folder, monkeypatch):  # noqa: F811

@@ -80,8 +80,7 @@ def test_rows_follow_the_project_without_resetting_ticks(dock, scene, tmp_path):
     later.setName("S2_20150920 renamed")
     assert "S2_20150920 renamed" in [row.table.item(r, 0).text() for r in range(row.table.rowCount())]
     QgsProject.instance().removeMapLayer(later.id())
-    assert row.table.rowCount() == 3 and [lyr.name() for lyr in row.checked_layers()] == ["S2_20150830",
-                                                                                           "S2_20150909"]
+    assert row.table.rowCount() == 3 and [lyr.name() for lyr in row.checked_layers()] == ["S2_20150830", "S2_20150909"]
     # Another model keeps the ticks of the inputs it shares.
     dock.select_model(str(resources_dir() / "models" / "anysat-tiny.safetensors"))
     assert [lyr.name() for lyr in s2_row(dock).checked_layers()] == ["S2_20150830", "S2_20150909"]
@@ -90,8 +89,7 @@ def test_rows_follow_the_project_without_resetting_ticks(dock, scene, tmp_path):
 def far_s2(tmp_path, name="S2_20180601_flanders.tif"):
     """Ten named Sentinel-2 bands in Flanders (UTM 31N): the same product, another place."""
     data = np.full((10, 40, 40), 1200, np.float32)
-    return write_described(tmp_path / name, data, (500000.0, 5650000.0), crs="EPSG:32631",
-                           descriptions=S2_TREESAT)
+    return write_described(tmp_path / name, data, (500000.0, 5650000.0), crs="EPSG:32631", descriptions=S2_TREESAT)
 
 
 def test_only_layers_where_the_area_is_are_ticked_and_a_mixed_selection_is_refused(dock, tmp_path):  # noqa: F811
@@ -116,9 +114,11 @@ def test_only_layers_where_the_area_is_are_ticked_and_a_mixed_selection_is_refus
 def test_the_message_area_shows_the_whole_message_with_details_on_demand(dock):  # noqa: F811
     dock.resize(QSize(420, 900))
     dock.show()
-    long = ("The Python interpreter for the OmniSat engine, '/nowhere/python' (from the setting), does not exist. "
-            "Run 'Set up the OmniSat engine' (Plugins > OmniSat, or the Processing algorithm omnisat:setupengine) "
-            "to build one.")
+    long = (
+        "The Python interpreter for the OmniSat engine, '/nowhere/python' (from the setting), does not exist. "
+        "Run 'Set up the OmniSat engine' (Plugins > OmniSat, or the Processing algorithm omnisat:setupengine) "
+        "to build one."
+    )
     dock.say(long, details="line 1 of the worker log\nline 2")
     QgsApplication.processEvents()
     label = dock.message_area.text
@@ -152,8 +152,9 @@ def stack_of_dates(shared_data, scene, tmp_path, descriptions):  # noqa: F811 - 
     for path in sorted((scene / "s2").glob("*.tif")):
         with rasterio.open(path) as src:
             bands.append(src.read())
-    return write_described(tmp_path / "s2_stack.tif", np.concatenate(bands), eolearn_corner(shared_data),
-                           descriptions=descriptions)
+    return write_described(
+        tmp_path / "s2_stack.tif", np.concatenate(bands), eolearn_corner(shared_data), descriptions=descriptions
+    )
 
 
 def test_a_stack_of_dates_in_one_layer_is_listed_with_its_dates(dock, scene, shared_data, tmp_path):  # noqa: F811

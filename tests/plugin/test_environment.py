@@ -15,12 +15,22 @@ import pytest
 
 from omnisat_qgis.environment import builder
 from omnisat_qgis.environment.builder import (
-    STAMP, Commands, SetupCallbacks, SetupCancelled, SetupError, SetupOptions, explain, redact, set_up_engine,
+    STAMP,
+    Commands,
+    SetupCallbacks,
+    SetupCancelled,
+    SetupError,
+    SetupOptions,
+    explain,
+    redact,
+    set_up_engine,
 )
 from omnisat_qgis.environment.interpreters import NoPythonError, Probe, find_base_python, python_candidates
 from omnisat_qgis.environment.requirements import engine_requirements, from_pyproject, read_requirements
 from omnisat_qgis.environment.torch_builds import (
-    TORCH_VERSION, choose_torch_build, parse_driver_version,
+    TORCH_VERSION,
+    choose_torch_build,
+    parse_driver_version,
 )
 from omnisat_qgis.paths import engine_root, resources_dir
 
@@ -39,6 +49,7 @@ def good(_: Path) -> Probe:
 
 # --- which Python the environment is made from, per install layout ---
 
+
 def test_linux_package_layout_prefers_qgis_own_python(tmp_path):
     usr = tmp_path / "usr"
     qgis_python = touch(usr / "bin" / "python3")
@@ -54,8 +65,9 @@ def test_windows_osgeo4w_layout(tmp_path):
     older, newer = touch(root / "apps" / "Python39" / "python.exe"), touch(root / "apps" / "Python312" / "python.exe")
     store = touch(tmp_path / "Users" / "me" / "AppData" / "Local" / "Microsoft" / "WindowsApps" / "python.exe")
     # QGIS's sys.base_prefix is the bundled Python's folder; sys.executable is qgis-ltr-bin.exe.
-    found = python_candidates("Windows", root / "bin" / "qgis-ltr-bin.exe", root / "apps" / "Python312",
-                              [store.parent, root / "bin"])
+    found = python_candidates(
+        "Windows", root / "bin" / "qgis-ltr-bin.exe", root / "apps" / "Python312", [store.parent, root / "bin"]
+    )
     assert found[0] == newer and found.index(newer) < found.index(older)
     assert store not in found, "the Microsoft Store alias must never be taken for Python"
     assert find_base_python(found, good) == newer
@@ -72,8 +84,7 @@ def test_macos_bundle_layouts(tmp_path):
     contents = tmp_path / "QGIS.app" / "Contents"
     framework = touch(contents / "Frameworks" / "Python.framework" / "Versions" / "3.11" / "bin" / "python3")
     homebrew = touch(tmp_path / "opt" / "homebrew" / "bin" / "python3")
-    found = python_candidates("Darwin", contents / "MacOS" / "QGIS", tmp_path / "nowhere",
-                              [homebrew.parent])
+    found = python_candidates("Darwin", contents / "MacOS" / "QGIS", tmp_path / "nowhere", [homebrew.parent])
     assert find_base_python(found, good) == framework
     # Older bundles keep it in Contents/MacOS/bin.
     legacy = tmp_path / "Old.app" / "Contents"
@@ -106,19 +117,23 @@ def test_the_real_probe_accepts_this_interpreter():
 
 # --- the torch build table ---
 
-@pytest.mark.parametrize("system, driver, tag", [
-    ("Linux", None, "cpu"),
-    ("Linux", (580, 65, 6), "cu130"),
-    ("Linux", (575, 51, 3), "cu128"),
-    ("Linux", (570, 26), "cu128"),
-    ("Linux", (570, 25), "cu126"),
-    ("Linux", (560, 28, 3), "cu126"),
-    ("Linux", (550, 54, 15), "cpu"),
-    ("Windows", (570, 26), "cu126"),  # Windows needs 570.65 for CUDA 12.8
-    ("Windows", (572, 16), "cu128"),
-    ("Windows", (581, 29), "cu130"),
-    ("Darwin", (580, 65), "cpu"),
-])
+
+@pytest.mark.parametrize(
+    "system, driver, tag",
+    [
+        ("Linux", None, "cpu"),
+        ("Linux", (580, 65, 6), "cu130"),
+        ("Linux", (575, 51, 3), "cu128"),
+        ("Linux", (570, 26), "cu128"),
+        ("Linux", (570, 25), "cu126"),
+        ("Linux", (560, 28, 3), "cu126"),
+        ("Linux", (550, 54, 15), "cpu"),
+        ("Windows", (570, 26), "cu126"),  # Windows needs 570.65 for CUDA 12.8
+        ("Windows", (572, 16), "cu128"),
+        ("Windows", (581, 29), "cu130"),
+        ("Darwin", (580, 65), "cpu"),
+    ],
+)
 def test_cuda_table(system, driver, tag):
     assert choose_torch_build(system, driver).tag == tag
 
@@ -134,8 +149,11 @@ def test_driver_version_parsing_and_pip_arguments():
     assert parse_driver_version("NVIDIA-SMI has failed") is None
     cuda = choose_torch_build("Linux", (570, 133, 7))
     assert cuda.pip_arguments(None) == [f"torch=={TORCH_VERSION}"]
-    assert cuda.pip_arguments("http://127.0.0.1:9/whl/") == [f"torch=={TORCH_VERSION}", "--index-url",
-                                                              "http://127.0.0.1:9/whl/cu128"]
+    assert cuda.pip_arguments("http://127.0.0.1:9/whl/") == [
+        f"torch=={TORCH_VERSION}",
+        "--index-url",
+        "http://127.0.0.1:9/whl/cu128",
+    ]
 
 
 def test_torch_pin_is_the_one_ci_installs():
@@ -143,6 +161,7 @@ def test_torch_pin_is_the_one_ci_installs():
 
 
 # --- requirements: from pyproject at package time, shipped in the zip ---
+
 
 def test_requirements_come_from_pyproject_without_torch():
     requirements = from_pyproject(ROOT / "pyproject.toml")
@@ -195,12 +214,17 @@ def fake_setup(tmp_path: Path, mode: str, **options) -> tuple[SetupOptions, Comm
     script = tmp_path / "fake_pip.py"
     script.write_text(FAKE_PIP)
     record = tmp_path / "pip_calls.jsonl"
-    commands = Commands(venv=fast_venv, pip=lambda python: [sys.executable, str(script), mode, str(record)],
-                        driver=lambda: None)
-    defaults = dict(target=tmp_path / "profile" / "omnisat" / "venv", engine_root=engine_root(),
-                    requirements=("numpy>=1.23,<2", "einops>=0.7"),
-                    verify_model=resources_dir() / "models" / "anysat-tiny.safetensors",
-                    base_python=Path(sys.executable), stall_timeout_s=60.0)
+    commands = Commands(
+        venv=fast_venv, pip=lambda python: [sys.executable, str(script), mode, str(record)], driver=lambda: None
+    )
+    defaults = dict(
+        target=tmp_path / "profile" / "omnisat" / "venv",
+        engine_root=engine_root(),
+        requirements=("numpy>=1.23,<2", "einops>=0.7"),
+        verify_model=resources_dir() / "models" / "anysat-tiny.safetensors",
+        base_python=Path(sys.executable),
+        stall_timeout_s=60.0,
+    )
     return SetupOptions(**(defaults | options)), commands, record
 
 
@@ -231,8 +255,9 @@ def test_pip_failure_names_the_step_its_last_lines_and_the_cause(tmp_path):
     assert "Collecting torch==2.13.0" in lines
     call = json.loads(record.read_text().splitlines()[0])
     assert call[call.index("--proxy") + 1] == "http://ann:s3cret@proxy.local:3128"
-    assert not any("s3cret" in line for line in lines) and any("--proxy http://***@proxy.local:3128" in line
-                                                               for line in lines)
+    assert not any("s3cret" in line for line in lines) and any(
+        "--proxy http://***@proxy.local:3128" in line for line in lines
+    )
     assert_nothing_left_but(options.target, marker)
 
 
@@ -283,8 +308,11 @@ def test_cancel_stops_pip_and_keeps_the_old_environment(tmp_path):
     marker = old_environment(options.target)
     lines = []
     with pytest.raises(SetupCancelled):  # a cancel that failed would end in the 60 s stall error instead
-        set_up_engine(options, SetupCallbacks(line=lines.append,
-                                              is_cancelled=lambda: "Collecting torch==2.13.0" in lines), commands)
+        set_up_engine(
+            options,
+            SetupCallbacks(line=lines.append, is_cancelled=lambda: "Collecting torch==2.13.0" in lines),
+            commands,
+        )
     assert_stopped(record)
     assert_nothing_left_but(options.target, marker)
 
@@ -323,8 +351,9 @@ def test_verified_build_replaces_the_old_environment_and_is_reused(tmp_path, mon
 
 def test_usual_causes():
     assert "certificate" in explain(["SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED]"])
-    assert "no network" in explain(["Failed to establish a new connection: [Errno -3] Temporary failure in "
-                                    "name resolution"])
+    assert "no network" in explain(
+        ["Failed to establish a new connection: [Errno -3] Temporary failure in name resolution"]
+    )
     assert "proxy refused" in explain(["ProxyError('Cannot connect to proxy.')"])
     assert "usual causes" in explain(["something else"])
     assert redact(["pip", "--proxy", "http://a:b@h:1"]) == "pip --proxy http://***@h:1"
@@ -337,10 +366,14 @@ def test_real_environment_on_this_machine(tmp_path):
     system = Path("/usr/bin/python3")
     if not system.is_file():
         pytest.skip("needs the system Python of the CI image (Debian 12)")
-    options = SetupOptions(target=tmp_path / "omnisat" / "venv", engine_root=engine_root(),
-                           requirements=tuple(engine_requirements()),
-                           verify_model=resources_dir() / "models" / "anysat-tiny.safetensors",
-                           force_cpu=True, base_python=system)
+    options = SetupOptions(
+        target=tmp_path / "omnisat" / "venv",
+        engine_root=engine_root(),
+        requirements=tuple(engine_requirements()),
+        verify_model=resources_dir() / "models" / "anysat-tiny.safetensors",
+        force_cpu=True,
+        base_python=system,
+    )
     steps, lines = [], []
     result = set_up_engine(options, SetupCallbacks(step=lambda m, p: steps.append(m), line=lines.append))
     assert not result.reused and result.torch_build == "cpu"
@@ -348,8 +381,9 @@ def test_real_environment_on_this_machine(tmp_path):
     assert any("a window of anysat-tiny.safetensors ran" in line for line in lines)
     import subprocess
 
-    version = subprocess.run([str(result.python), "-c", "import torch; print(torch.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [str(result.python), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert version.startswith(TORCH_VERSION)
     again = set_up_engine(options, SetupCallbacks())
     assert again.reused and again.seconds < 60

@@ -24,9 +24,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def index_run(source: Path, out: Path, python: str = sys.executable, **params) -> WorkerRun:
-    return WorkerRun(python=Path(python), engine_root=engine_root(), operation="normalized-index",
-                     params={"input": str(source), "output": str(out), "band_a": 1, "band_b": 2, **params},
-                     output_paths=[str(out)], python_source="the environment variable OMNISAT_PYTHON")
+    return WorkerRun(
+        python=Path(python),
+        engine_root=engine_root(),
+        operation="normalized-index",
+        params={"input": str(source), "output": str(out), "band_a": 1, "band_b": 2, **params},
+        output_paths=[str(out)],
+        python_source="the environment variable OMNISAT_PYTHON",
+    )
 
 
 def worker_children() -> list[int]:
@@ -48,8 +53,9 @@ def test_an_interpreter_that_is_not_python_is_named_with_the_setting(small_raste
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker through /proc")
-def test_a_worker_killed_by_sigkill_says_out_of_memory_and_leaves_nothing(slow_raster: Path, tmp_path: Path,
-                                                                          hold: Path):
+def test_a_worker_killed_by_sigkill_says_out_of_memory_and_leaves_nothing(
+    slow_raster: Path, tmp_path: Path, hold: Path
+):
     out = tmp_path / "o.tif"
     killed = []
 
@@ -60,8 +66,10 @@ def test_a_worker_killed_by_sigkill_says_out_of_memory_and_leaves_nothing(slow_r
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
 
-    with pytest.raises(WorkerError, match="killed \\(SIGKILL\\), often because the machine ran out of memory: "
-                                          "lower the batch size or the window"):
+    with pytest.raises(
+        WorkerError,
+        match="killed \\(SIGKILL\\), often because the machine ran out of memory: lower the batch size or the window",
+    ):
         run_worker(index_run(slow_raster, out), WorkerCallbacks(progress=kill_once))
     assert killed == held(hold)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hold", "slow.tif"]  # its partial removed by the client
@@ -69,9 +77,25 @@ def test_a_worker_killed_by_sigkill_says_out_of_memory_and_leaves_nothing(slow_r
 
 def test_a_failing_run_leaves_a_concurrent_runs_partial_alone(slow_raster: Path, tmp_path: Path, hold: Path):
     out = tmp_path / "ndvi.tif"
-    first = subprocess.Popen([sys.executable, "-m", "engine", "normalized-index", str(slow_raster), str(out),
-                              "--band-a", "1", "--band-b", "2"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "normalized-index",
+            str(slow_raster),
+            str(out),
+            "--band-a",
+            "1",
+            "--band-b",
+            "2",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert wait_until_held(hold) == [first.pid]  # the first run waits mid-write while the second one fails
         partials = list(tmp_path.glob(f".ndvi.tif{TEMP_MARKER}*"))

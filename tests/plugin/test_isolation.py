@@ -28,8 +28,14 @@ print(json.dumps({"ok": ok, "heavy": heavy}))
 
 def test_plugin_never_imports_torch_or_rasterio(small_raster: Path, tmp_path: Path):
     out = tmp_path / "o.tif"
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(small_raster), str(out)], capture_output=True,
-                            text=True, cwd=ROOT, timeout=300, env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(small_raster), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["ok"] and out.exists(), "the algorithm must really have run"

@@ -15,30 +15,43 @@ pytest.importorskip("sklearn")
 
 
 class Recording(QgsProcessingFeedback):
-    """Keeps the progress texts; cancels once one starts with ``cancel_at``."""
+    """Keeps the progress texts; cancels at the first progress report once ``cancel_when()`` holds
+    (the texts passed on are thinned, so a cancel cannot wait for a given one)."""
 
-    def __init__(self, cancel_at: str = ""):
+    def __init__(self, cancel_when=None):
         super().__init__()
         self.texts: list[str] = []
-        self.cancel_at = cancel_at
+        self.cancel_when = cancel_when
 
     def setProgressText(self, text):  # noqa: N802 - QGIS API
         self.texts.append(text)
-        if self.cancel_at and text.startswith(self.cancel_at):
-            self.cancel()
         super().setProgressText(text)
+
+    def setProgress(self, progress):  # noqa: N802 - QGIS API
+        if self.cancel_when is not None and not self.isCanceled() and self.cancel_when():
+            self.cancel()
+        super().setProgress(progress)
 
 
 def parameters(scene, **extra):  # noqa: F811 - the fixture's value
     folder, job, labels, truth = scene
-    return {"MODEL_FILE": job["model"], "MODALITY_1": "s2", "LAYERS_1": job["modalities"]["s2"]["files"],
-            "TILE_SIZE": 60, "BATCH_SIZE": 2, "DEVICE": "cpu"} | extra
+    return {
+        "MODEL_FILE": job["model"],
+        "MODALITY_1": "s2",
+        "LAYERS_1": job["modalities"]["s2"]["files"],
+        "TILE_SIZE": 60,
+        "BATCH_SIZE": 2,
+        "DEVICE": "cpu",
+    } | extra
 
 
 def test_learn_this_area_writes_a_model_every_picker_lists(provider, scene, models_folder, tmp_path):  # noqa: F811
     feedback = Recording()
-    results = run_algorithm("learnarea", parameters(scene, NAME="my-fields", STEPS=3, LABELS=scene[2],
-                                                    REPORT=str(tmp_path / "report.html")), feedback)
+    results = run_algorithm(
+        "learnarea",
+        parameters(scene, NAME="my-fields", STEPS=3, LABELS=scene[2], REPORT=str(tmp_path / "report.html")),
+        feedback,
+    )
     assert results["OUTPUT"] == str(models_folder / "my-fields.safetensors") and results["TOTAL_STEPS"] == 3
     assert any(t.startswith("step 3: loss ") and "samples/s" in t for t in feedback.texts)
     assert 0 <= results["MACRO_F1_BEFORE"] <= 1 and 0 <= results["MACRO_F1_AFTER"] <= 1
@@ -49,9 +62,11 @@ def test_learn_this_area_writes_a_model_every_picker_lists(provider, scene, mode
 def test_cancel_keeps_the_last_checkpoint_and_the_next_run_resumes(provider, scene, models_folder):  # noqa: F811
     from tests.plugin.test_model_picker import algorithm
 
-    feedback = Recording(cancel_at="step 3:")
-    _, ok = algorithm("learnarea").run(parameters(scene, NAME="cut", STEPS=500, CHECKPOINT_EVERY=1),
-                                       QgsProcessingContext(), feedback)
+    checkpoints = models_folder / "cut-run" / "checkpoints"
+    feedback = Recording(cancel_when=lambda: len(list(checkpoints.glob("step_*"))) >= 2)
+    _, ok = algorithm("learnarea").run(
+        parameters(scene, NAME="cut", STEPS=500, CHECKPOINT_EVERY=1), QgsProcessingContext(), feedback
+    )
     assert not ok and feedback.isCanceled() and not any(t.startswith("step 500") for t in feedback.texts)
     kept = sorted((models_folder / "cut-run" / "checkpoints").iterdir())
     assert kept and int(kept[-1].name.split("_")[1]) >= 2

@@ -87,10 +87,19 @@ def test_fetchmodel_algorithm_checks_the_published_sha256(hub, tmp_path, qgis_pr
 def test_cancelling_the_engine_download_keeps_the_part_for_resuming(hub, tmp_path):
     hub.path, hub.mode = "/g-astruc/AnySat/resolve/main/models/AnySat.pth", "stall"
     seen = []
-    run = WorkerRun(python=Path(sys.executable), engine_root=engine_root(), operation="fetch-model",
-                    params={"name": "anysat-base", "folder": str(tmp_path / "models"), "hub_url": hub.base})
+    run = WorkerRun(
+        python=Path(sys.executable),
+        engine_root=engine_root(),
+        operation="fetch-model",
+        params={"name": "anysat-base", "folder": str(tmp_path / "models"), "hub_url": hub.base},
+    )
     with pytest.raises(WorkerCancelled):
-        run_worker(run, WorkerCallbacks(progress=lambda percent, message: seen.append(message),
-                                        is_cancelled=lambda: any(m.startswith("downloading") for m in seen)))
+        run_worker(
+            run,
+            WorkerCallbacks(
+                progress=lambda percent, message: seen.append(message),
+                is_cancelled=lambda: any(m.startswith("downloading") for m in seen),
+            ),
+        )
     assert (tmp_path / "models" / "downloads" / "AnySat.pth.part").stat().st_size > 0
     assert not (tmp_path / "models" / "anysat-base.safetensors").exists()

@@ -38,8 +38,9 @@ def model_options(name: str) -> list[str]:
     return list(alg.parameterDefinition("MODEL").options())
 
 
-def test_the_picker_lists_the_catalog_from_the_worker_and_follows_the_models_folder(provider, models_folder,
-                                                                                    monkeypatch):  # noqa: F811
+def test_the_picker_lists_the_catalog_from_the_worker_and_follows_the_models_folder(
+    provider, models_folder, monkeypatch
+):  # noqa: F811
     options = model_options("classify")
     assert set(SHIPPED) <= set(options) and "anysat-base" in options  # downloadable: only the worker knows it
     assert (models_folder / model_catalog.CACHE_FILE).is_file()
@@ -71,8 +72,9 @@ def test_checks_before_the_worker_starts(provider, models_folder, small_raster, 
     path = str(resources_dir() / "models" / "omnisat-small.safetensors")
     ok, message = classify.checkParameterValues(base | {"MODEL": path, "MODALITY_1": "s9"}, context)
     assert not ok and "'s9' is not a sensor of the model omnisat-small" in message
-    ok, message = classify.checkParameterValues(base | {"MODEL": "omnisat-small", "MODEL_FILE": path,
-                                                        "MODALITY_1": "s2"}, context)
+    ok, message = classify.checkParameterValues(
+        base | {"MODEL": "omnisat-small", "MODEL_FILE": path, "MODALITY_1": "s2"}, context
+    )
     assert not ok and "not both" in message
     assert classify.checkParameterValues(base | {"MODEL": "omnisat-small", "MODALITY_1": "s2"}, context)[0]
     apply = algorithm("applyprobe")
@@ -100,19 +102,30 @@ def test_classify_and_apply_probe_take_the_layers_with_a_probe(provider, scene, 
 
     folder, job, labels, truth = scene
     probe = str(tmp_path / "probe.safetensors")
-    run_operation("fit-probe", {"labels": labels, "embeddings": keeping(job, tmp_path), "output": probe,
-                                "folds": 2, "learning_curve": False})
+    run_operation(
+        "fit-probe",
+        {"labels": labels, "embeddings": keeping(job, tmp_path), "output": probe, "folds": 2, "learning_curve": False},
+    )
     layers = job["modalities"]["s2"]["files"]
-    common = {"MODEL_FILE": job["model"], "MODALITY_1": "s2", "LAYERS_1": layers, "TILE_SIZE": 80, "DEVICE": "cpu",
-              "PRECISION": "fp32"}
+    common = {
+        "MODEL_FILE": job["model"],
+        "MODALITY_1": "s2",
+        "LAYERS_1": layers,
+        "TILE_SIZE": 80,
+        "DEVICE": "cpu",
+        "PRECISION": "fp32",
+    }
     classify = algorithm("classify")
-    params = classify.engine_params(common | {"PROBE": probe, "CLASSES": str(tmp_path / "c.tif")},
-                                    QgsProcessingContext(), QgsProcessingFeedback())
+    params = classify.engine_params(
+        common | {"PROBE": probe, "CLASSES": str(tmp_path / "c.tif")}, QgsProcessingContext(), QgsProcessingFeedback()
+    )
     assert params["probe"] == probe and params["job"]["modalities"]["s2"]["files"] == layers
     run_algorithm("classify", common | {"PROBE": probe, "CLASSES": str(tmp_path / "one_pass.tif")})
     run_algorithm("applyprobe", common | {"PROBE": probe, "CLASSES": str(tmp_path / "applied.tif")})
-    run_operation("apply-probe", {"probe": probe, "embeddings": str(tmp_path / "embeddings.tif"),
-                                  "classes": str(tmp_path / "two_pass.tif")})
+    run_operation(
+        "apply-probe",
+        {"probe": probe, "embeddings": str(tmp_path / "embeddings.tif"), "classes": str(tmp_path / "two_pass.tif")},
+    )
     maps = {}
     for name in ("one_pass", "applied", "two_pass"):
         with rasterio.open(tmp_path / f"{name}.tif") as ds:
@@ -120,8 +133,12 @@ def test_classify_and_apply_probe_take_the_layers_with_a_probe(provider, scene, 
     assert (maps["one_pass"] == maps["two_pass"]).all() and (maps["applied"] == maps["two_pass"]).all()
     assert (maps["one_pass"] == truth).mean() > 0.9
     # no embeddings raster beside the maps: only the fit's own
-    assert sorted(p.name for p in Path(tmp_path).glob("*.tif")) == ["applied.tif", "embeddings.tif", "one_pass.tif",
-                                                                    "two_pass.tif"]
+    assert sorted(p.name for p in Path(tmp_path).glob("*.tif")) == [
+        "applied.tif",
+        "embeddings.tif",
+        "one_pass.tif",
+        "two_pass.tif",
+    ]
 
 
 def test_a_job_file_naming_a_model_gets_its_file(provider, models_folder, small_raster, tmp_path):  # noqa: F811
@@ -131,6 +148,7 @@ def test_a_job_file_naming_a_model_gets_its_file(provider, models_folder, small_
     shutil.copy(resources_dir() / "models" / "anysat-tiny.safetensors", models_folder / "mine.safetensors")
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"model": "mine", "modalities": {"s2": {"files": str(small_raster)}}}))
-    params = algorithm("classify").engine_params({"JOB": str(job), "CLASSES": str(tmp_path / "c.tif")},
-                                                 QgsProcessingContext(), QgsProcessingFeedback())
+    params = algorithm("classify").engine_params(
+        {"JOB": str(job), "CLASSES": str(tmp_path / "c.tif")}, QgsProcessingContext(), QgsProcessingFeedback()
+    )
     assert params["job"]["model"] == str(models_folder / "mine.safetensors")

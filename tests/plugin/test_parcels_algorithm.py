@@ -15,17 +15,25 @@ def test_classify_parcels_from_probabilities(provider, tmp_path):  # noqa: F811
     from engine.runtime.registry import run_operation
 
     probabilities = probabilities_raster(tmp_path / "probabilities.tif")
-    parcels = write_parcels(tmp_path / "lpis.gpkg", [("left", box(X0, Y1 - 100, X0 + 100, Y1)),
-                                                     ("right", box(X0 + 100, Y1 - 100, X0 + 200, Y1)),
-                                                     ("cloudy", box(X0, Y1 - 200, X0 + 100, Y1 - 160))])
+    parcels = write_parcels(
+        tmp_path / "lpis.gpkg",
+        [
+            ("left", box(X0, Y1 - 100, X0 + 100, Y1)),
+            ("right", box(X0 + 100, Y1 - 100, X0 + 200, Y1)),
+            ("cloudy", box(X0, Y1 - 200, X0 + 100, Y1 - 160)),
+        ],
+    )
     out = tmp_path / "parcel_map.gpkg"
-    results = run_algorithm("classifyparcels", {"PARCELS": f"{parcels}|layername=lpis",
-                                                "PROBABILITIES": str(probabilities), "OUTPUT": str(out)})
+    results = run_algorithm(
+        "classifyparcels",
+        {"PARCELS": f"{parcels}|layername=lpis", "PROBABILITIES": str(probabilities), "OUTPUT": str(out)},
+    )
     assert results["CLASSIFIED"] == 2 and results["PARCEL_COUNT"] == 3
     rows, styles = read_rows(out)
     engine_out = tmp_path / "engine.gpkg"
-    run_operation("classify-parcels", {"parcels": str(parcels), "probabilities": str(probabilities),
-                                       "output": str(engine_out)})
+    run_operation(
+        "classify-parcels", {"parcels": str(parcels), "probabilities": str(probabilities), "output": str(engine_out)}
+    )
     assert rows == read_rows(engine_out)[0]  # Processing and the engine: the same rows
     assert rows["left"]["class"] == "maize" and rows["cloudy"]["class"] is None
     assert styles and styles[0][2] == 1
@@ -72,16 +80,33 @@ def test_mapping_algorithms_pass_cloud_masks_and_the_season(provider, shared_dat
     from omnisat_qgis.algorithms.mapping import add_modalities
 
     assert add_modalities({}, {1: {"name": "s2", "files": ["a.tif"], "masks": ["scl.tif"], "mask_type": "scl"}}) == {
-        "modalities": {"s2": {"files": ["a.tif"], "mask": {"files": ["scl.tif"], "type": "scl"}}}}
+        "modalities": {"s2": {"files": ["a.tif"], "mask": {"files": ["scl.tif"], "type": "scl"}}}
+    }
     files = build(tmp_path / "fl", slice(60, 66), slice(96, 106))
     job = tmp_path / "job.json"
-    job.write_text(json.dumps({"model": "anysat-tiny", "outputs": {}, "modalities": {"s2": {
-        "parts": [{"files": str(files.s2_10m[0].parent), "bands": ["B2", "B3", "B4", "B8"]},
-                  {"files": str(files.s2_20m[0].parent), "bands": ["B5", "B6", "B7", "B8A", "B11", "B12"]}],
-        "mask": {"files": str(files.scl[0].parent), "type": "scl"}}}}))
+    job.write_text(
+        json.dumps(
+            {
+                "model": "anysat-tiny",
+                "outputs": {},
+                "modalities": {
+                    "s2": {
+                        "parts": [
+                            {"files": str(files.s2_10m[0].parent), "bands": ["B2", "B3", "B4", "B8"]},
+                            {"files": str(files.s2_20m[0].parent), "bands": ["B5", "B6", "B7", "B8A", "B11", "B12"]},
+                        ],
+                        "mask": {"files": str(files.scl[0].parent), "type": "scl"},
+                    }
+                },
+            }
+        )
+    )
     first, last = files.s2_dates[1].isoformat(), files.s2_dates[3].isoformat()
     feedback = Errors()
-    results = run_algorithm("embed", {"JOB": str(job), "SEASON": f"{first},{last}", "DEVICE": "cpu",
-                                      "EMBEDDINGS": str(tmp_path / "embeddings.tif")}, feedback)
+    results = run_algorithm(
+        "embed",
+        {"JOB": str(job), "SEASON": f"{first},{last}", "DEVICE": "cpu", "EMBEDDINGS": str(tmp_path / "embeddings.tif")},
+        feedback,
+    )
     assert any(f"s2: 3 date(s) in the season {first}..{last}" in line for line in feedback.lines)
     assert results["EMBEDDINGS"] == str(tmp_path / "embeddings.tif")

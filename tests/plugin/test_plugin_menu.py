@@ -42,8 +42,11 @@ def test_menu_actions_are_added_and_removed(qgis_app):
     iface = FakeIface()
     plugin = OmniSatPlugin(iface)
     plugin.initGui()
-    assert iface.menu == [("OmniSat", "Set up the OmniSat engine…"), ("OmniSat", "Download the official AnySat model…"),
-                          ("OmniSat", "Learn this area (pretrain on my layers)…")]
+    assert iface.menu == [
+        ("OmniSat", "Set up the OmniSat engine…"),
+        ("OmniSat", "Download the official AnySat model…"),
+        ("OmniSat", "Learn this area (pretrain on my layers)…"),
+    ]
     plugin.unload()
     assert iface.menu == [] and plugin.provider is None
 
@@ -54,8 +57,12 @@ def test_unloading_the_plugin_stops_the_engine_workers_kept_between_runs(qgis_ap
     from omnisat_qgis import worker_client
     from omnisat_qgis.paths import engine_root
 
-    run = worker_client.WorkerRun(python=Path(sys.executable), engine_root=engine_root(), operation="normalized-index",
-                                  params={"input": str(small_raster), "output": str(tmp_path / "o.tif")})
+    run = worker_client.WorkerRun(
+        python=Path(sys.executable),
+        engine_root=engine_root(),
+        operation="normalized-index",
+        params={"input": str(small_raster), "output": str(tmp_path / "o.tif")},
+    )
     worker_client.run_worker(run)
     waiting = [worker for _, worker in worker_client.POOL._idle]
     assert len(waiting) == 1 and waiting[0].process.poll() is None

@@ -36,15 +36,25 @@ def test_run_and_load_results_styles_every_output(provider, scene, tmp_path):  #
 
     classes, confidence = tmp_path / "classes.tif", tmp_path / "confidence.tif"
     layers = sorted(str(p) for p in (scene / "s2").glob("*.tif"))
-    processing.runAndLoadResults("omnisat:classify", {
-        "MODEL": str(scene / "omnisat.safetensors"), "MODALITY_1": "s2", "LAYERS_1": layers, "DEVICE": "cpu",
-        "CLASSES": str(classes), "CONFIDENCE": str(confidence)})
+    processing.runAndLoadResults(
+        "omnisat:classify",
+        {
+            "MODEL": str(scene / "omnisat.safetensors"),
+            "MODALITY_1": "s2",
+            "LAYERS_1": layers,
+            "DEVICE": "cpu",
+            "CLASSES": str(classes),
+            "CONFIDENCE": str(confidence),
+        },
+    )
 
     class_layer = loaded(classes)
     renderer = class_layer.renderer()
     assert isinstance(renderer, QgsPalettedRasterRenderer)
     assert [(c.value, c.label, c.color.name()) for c in renderer.classes()] == [
-        (0, "green", "#1b7837"), (1, "grey", "#999999")]
+        (0, "green", "#1b7837"),
+        (1, "grey", "#999999"),
+    ]
     metadata = class_layer.metadata()
     assert "omnisat.safetensors" in metadata.abstract() and "2015-08-20" in metadata.abstract()
     assert metadata.keywords("OmniSat model sha256") == [model_sha256(str(scene / "omnisat.safetensors"))]
@@ -62,10 +72,16 @@ def test_embeddings_get_a_principal_component_preview(provider, scene, tmp_path)
     import processing
 
     embeddings = tmp_path / "embeddings.tif"
-    processing.runAndLoadResults("omnisat:embed", {
-        "MODEL": str(scene / "omnisat.safetensors"), "MODALITY_1": "s2",
-        "LAYERS_1": sorted(str(p) for p in (scene / "s2").glob("*.tif")), "DEVICE": "cpu",
-        "EMBEDDINGS": str(embeddings)})
+    processing.runAndLoadResults(
+        "omnisat:embed",
+        {
+            "MODEL": str(scene / "omnisat.safetensors"),
+            "MODALITY_1": "s2",
+            "LAYERS_1": sorted(str(p) for p in (scene / "s2").glob("*.tif")),
+            "DEVICE": "cpu",
+            "EMBEDDINGS": str(embeddings),
+        },
+    )
     raw = loaded(embeddings)
     preview = loaded(tmp_path / "embeddings.pca.tif")
     assert isinstance(preview.renderer(), QgsMultiBandColorRenderer) and preview.bandCount() == 3

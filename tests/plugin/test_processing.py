@@ -44,7 +44,9 @@ def test_ids_are_stable_and_lowercase(provider):
 
 def test_normalized_index_output(provider, small_raster: Path, tmp_path: Path):
     out = tmp_path / "ndvi.tif"
-    results = run_algorithm("normalizedindex", {"INPUT": str(small_raster), "BAND_A": 4, "BAND_B": 3, "OUTPUT": str(out)})
+    results = run_algorithm(
+        "normalizedindex", {"INPUT": str(small_raster), "BAND_A": 4, "BAND_B": 3, "OUTPUT": str(out)}
+    )
     assert results["OUTPUT"] == str(out)
     layer = QgsRasterLayer(str(out), "ndvi")
     source = QgsRasterLayer(str(small_raster), "src")
@@ -61,16 +63,22 @@ def test_engine_error_becomes_processing_exception(provider, small_raster: Path,
     out = tmp_path / "missing-folder" / "o.tif"
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"{PROVIDER_ID}:normalizedindex")
     with pytest.raises(QgsProcessingException, match="does not exist: create"):
-        algorithm.processAlgorithm({"INPUT": str(small_raster), "BAND_A": 4, "BAND_B": 3, "OUTPUT": str(out)},
-                                   QgsProcessingContext(), QgsProcessingFeedback())
+        algorithm.processAlgorithm(
+            {"INPUT": str(small_raster), "BAND_A": 4, "BAND_B": 3, "OUTPUT": str(out)},
+            QgsProcessingContext(),
+            QgsProcessingFeedback(),
+        )
 
 
 def test_missing_worker_python_setting(provider, small_raster: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("OMNISAT_PYTHON", str(tmp_path / "nowhere" / "python"))
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"{PROVIDER_ID}:normalizedindex")
     with pytest.raises(QgsProcessingException, match="OMNISAT_PYTHON"):
-        algorithm.processAlgorithm({"INPUT": str(small_raster), "BAND_A": 4, "BAND_B": 3,
-                                    "OUTPUT": str(tmp_path / "o.tif")}, QgsProcessingContext(), QgsProcessingFeedback())
+        algorithm.processAlgorithm(
+            {"INPUT": str(small_raster), "BAND_A": 4, "BAND_B": 3, "OUTPUT": str(tmp_path / "o.tif")},
+            QgsProcessingContext(),
+            QgsProcessingFeedback(),
+        )
 
 
 def test_cancel_from_feedback_leaves_no_output(provider, slow_raster: Path, tmp_path: Path):
@@ -79,7 +87,8 @@ def test_cancel_from_feedback_leaves_no_output(provider, slow_raster: Path, tmp_
     feedback.progressChanged.connect(lambda percent: feedback.cancel() if percent > 0 else None)
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"{PROVIDER_ID}:normalizedindex")
     with pytest.raises(QgsProcessingException, match="Cancelled"):
-        algorithm.processAlgorithm({"INPUT": str(slow_raster), "BAND_A": 1, "BAND_B": 2, "OUTPUT": str(out)},
-                                   QgsProcessingContext(), feedback)
+        algorithm.processAlgorithm(
+            {"INPUT": str(slow_raster), "BAND_A": 1, "BAND_B": 2, "OUTPUT": str(out)}, QgsProcessingContext(), feedback
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.tif"]
     np.testing.assert_equal(feedback.isCanceled(), True)

@@ -11,8 +11,12 @@ from tests.plugin.test_model_picker import algorithm, models_folder  # noqa: F40
 from tests.plugin.test_processing import provider  # noqa: F401 - fixture
 
 
-def test_sensors_are_a_list_checked_against_the_chosen_model(provider, models_folder, small_raster,  # noqa: F811
-                                                             tmp_path):
+def test_sensors_are_a_list_checked_against_the_chosen_model(
+    provider,
+    models_folder,
+    small_raster,  # noqa: F811
+    tmp_path,
+):
     classify, context = algorithm("classify"), QgsProcessingContext()
     sensor = classify.parameterDefinition("MODALITY_1")
     assert isinstance(sensor, QgsProcessingParameterEnum) and sensor.usesStaticStrings()
@@ -20,8 +24,7 @@ def test_sensors_are_a_list_checked_against_the_chosen_model(provider, models_fo
     base = {"LAYERS_1": str(small_raster), "CLASSES": str(tmp_path / "c.tif")}
     ok, message = classify.checkParameterValues(base | {"MODEL": "omnisat-small", "MODALITY_1": "l8"}, context)
     assert not ok and "'l8' is not a sensor of the model omnisat-small" in message
-    ok, message = classify.checkParameterValues({"MODEL": "omnisat-small", "CLASSES": str(tmp_path / "c.tif")},
-                                                context)
+    ok, message = classify.checkParameterValues({"MODEL": "omnisat-small", "CLASSES": str(tmp_path / "c.tif")}, context)
     assert not ok and "Give the layers of at least one sensor" in message
     assert classify.checkParameterValues(base | {"MODEL": "omnisat-small", "MODALITY_1": "s2"}, context)[0]
 

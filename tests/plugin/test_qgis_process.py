@@ -37,8 +37,9 @@ def qgis_env(tmp_path_factory) -> dict[str, str]:
     )
     # The installed copy must run its own engine, not the checkout's.
     env.pop("PYTHONPATH", None)
-    enable = subprocess.run([QGIS_PROCESS, "plugins", "enable", "omnisat_qgis"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    enable = subprocess.run(
+        [QGIS_PROCESS, "plugins", "enable", "omnisat_qgis"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert enable.returncode == 0, enable.stderr
     return env
 
@@ -49,8 +50,13 @@ def qgis_process(env, *args, timeout=300) -> subprocess.CompletedProcess:
 
 def test_zip_contains_plugin_and_engine(tmp_path: Path):
     names = zipfile.ZipFile(build_zip(tmp_path / "p.zip")).namelist()
-    for required in ("omnisat_qgis/metadata.txt", "omnisat_qgis/__init__.py", "omnisat_qgis/engine/runtime/worker.py",
-                     "omnisat_qgis/engine/__main__.py", "omnisat_qgis/resources/icons/omnisat.svg"):
+    for required in (
+        "omnisat_qgis/metadata.txt",
+        "omnisat_qgis/__init__.py",
+        "omnisat_qgis/engine/runtime/worker.py",
+        "omnisat_qgis/engine/__main__.py",
+        "omnisat_qgis/resources/icons/omnisat.svg",
+    ):
         assert required in names
     assert not any("__pycache__" in n or n.startswith("omnisat_qgis/tests") for n in names)
 
@@ -68,12 +74,22 @@ def test_run_normalized_index(qgis_env, tmp_path: Path):
 
     data = np.stack([np.full((40, 50), v, np.uint16) for v in (10, 20, 30, 70)])
     data[:, 3, 4] = 0
-    source = write_geotiff(data_dir / "four.tif", data, nodata=0, crs="EPSG:32619", origin=(300000.0, -1200000.0),
-                           pixel=30.0)
+    source = write_geotiff(
+        data_dir / "four.tif", data, nodata=0, crs="EPSG:32619", origin=(300000.0, -1200000.0), pixel=30.0
+    )
     before = source.read_bytes()
     out = tmp_path / "ndvi.tif"
-    result = qgis_process(qgis_env, "--json", "run", "omnisat:normalizedindex", "--",
-                          f"INPUT={source}", "BAND_A=4", "BAND_B=3", f"OUTPUT={out}")
+    result = qgis_process(
+        qgis_env,
+        "--json",
+        "run",
+        "omnisat:normalizedindex",
+        "--",
+        f"INPUT={source}",
+        "BAND_A=4",
+        "BAND_B=3",
+        f"OUTPUT={out}",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["results"]["OUTPUT"] == str(out)
@@ -92,8 +108,16 @@ def test_bad_output_folder_is_a_clear_error(qgis_env, tmp_path: Path):
     from tests.engine.rasters import write_geotiff
 
     source = write_geotiff(tmp_path / "s.tif", np.ones((4, 8, 8), np.uint16))
-    result = qgis_process(qgis_env, "run", "omnisat:normalizedindex", "--", f"INPUT={source}",
-                          "BAND_A=4", "BAND_B=3", f"OUTPUT={tmp_path / 'nope' / 'o.tif'}")
+    result = qgis_process(
+        qgis_env,
+        "run",
+        "omnisat:normalizedindex",
+        "--",
+        f"INPUT={source}",
+        "BAND_A=4",
+        "BAND_B=3",
+        f"OUTPUT={tmp_path / 'nope' / 'o.tif'}",
+    )
     assert result.returncode != 0
     text = result.stdout + result.stderr
     assert "does not exist: create" in text and "Traceback" not in text

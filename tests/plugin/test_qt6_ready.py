@@ -16,12 +16,17 @@ PLUGIN = ROOT / "omnisat_qgis"
 METADATA = ROOT / "metadata.txt"
 DATA = Path(__file__).parent / "data"
 # Code QGIS runs: the plugin, and the scripts that drive the plugin inside QGIS (real-QGIS run, benches).
-CODE = sorted([*PLUGIN.rglob("*.py"), *(ROOT / "tests" / "gui_run").glob("*.py"), *(ROOT / "tests" / "bench").glob("*.py")])
+CODE = sorted(
+    [*PLUGIN.rglob("*.py"), *(ROOT / "tests" / "gui_run").glob("*.py"), *(ROOT / "tests" / "bench").glob("*.py")]
+)
 
 
 def fixture_lines(name: str) -> list[str]:
-    return [line for line in (DATA / name).read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [
+        line
+        for line in (DATA / name).read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 QT5_ONLY = [tuple(part.strip() for part in line.split("|", 1)) for line in fixture_lines("qt5_only_lines.txt")]

@@ -14,8 +14,9 @@ from omnisat_qgis.package import ROOT, build_zip, plugin_entries
 SMALL = ("__init__.py", "plugin.py", "metadata.txt", "LICENSE", "resources/icons/omnisat.svg")
 
 
-def small_zip(path: Path, extra: dict[str, str] | None = None, drop: tuple[str, ...] = (),
-              metadata: str | None = None) -> Path:
+def small_zip(
+    path: Path, extra: dict[str, str] | None = None, drop: tuple[str, ...] = (), metadata: str | None = None
+) -> Path:
     """A plugin zip with the real metadata, licence and icon (fast to build), changed as asked."""
     sources = {name: source for source, name in plugin_entries() if name.partition("/")[2] in SMALL}
     with zipfile.ZipFile(path, "w") as archive:
@@ -50,28 +51,45 @@ def test_a_small_zip_passes(tmp_path):
 METADATA = (ROOT / "metadata.txt").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("case, change, expected", [
-    ("compiled", {"extra": {"omnisat_qgis/plugin.cpython-311.pyc": "x"}}, "a compiled file"),
-    ("pycache", {"extra": {"omnisat_qgis/__pycache__/plugin.py": "x"}}, "a folder the repository refuses"),
-    ("bench", {"extra": {"omnisat_qgis/bench_preview.py": "x = 1\n"}}, "a developer script"),
-    ("ci", {"extra": {"omnisat_qgis/.ci/test": "x"}}, "a developer script"),
-    ("tests", {"extra": {"omnisat_qgis/tests/helpers.py": "x = 1\n"}}, "a test file"),
-    ("test file", {"extra": {"omnisat_qgis/engine/test_io.py": "x = 1\n"}}, "a test file"),
-    ("readme", {"extra": {"omnisat_qgis/README.md": "line\n" * 1000}}, "a README of 1000 lines"),
-    ("escape", {"extra": {"omnisat_qgis/../evil.py": "x = 1\n"}}, "leaves the plugin folder"),
-    ("two folders", {"extra": {"other/x.py": "x = 1\n"}}, "must hold one folder"),
-    ("licence", {"drop": ("LICENSE",)}, "omnisat_qgis/LICENSE is missing"),
-    ("icon", {"drop": ("resources/icons/omnisat.svg",)}, "the icon 'resources/icons/omnisat.svg' is not in the zip"),
-    ("qgis 4", {"metadata": METADATA.replace("qgisMaximumVersion=4.99", "qgisMaximumVersion=3.99")},
-     "qgisMaximumVersion must be 4.0 or higher"),
-    ("no maximum", {"metadata": METADATA.replace("qgisMaximumVersion=4.99\n", "")},
-     "qgisMaximumVersion must be 4.0 or higher"),
-    ("about", {"metadata": METADATA.replace("\nabout=", "\nabout_=")}, "metadata.txt: about is missing"),
-    ("address", {"metadata": METADATA.replace("homepage=\n", "homepage=omnisat\n")}, "homepage=omnisat is not a web"),
-    ("author", {"metadata": METADATA.replace("author=", "author=a/b ")}, "the author contains a slash"),
-    ("changelog", {"metadata": METADATA.replace("    0.1.0 -", "    0.0.9 -")}, "changelog does not start"),
-    ("percent", {"metadata": METADATA.replace("description=", "description=100% ")}, "does not parse"),
-])
+@pytest.mark.parametrize(
+    "case, change, expected",
+    [
+        ("compiled", {"extra": {"omnisat_qgis/plugin.cpython-311.pyc": "x"}}, "a compiled file"),
+        ("pycache", {"extra": {"omnisat_qgis/__pycache__/plugin.py": "x"}}, "a folder the repository refuses"),
+        ("bench", {"extra": {"omnisat_qgis/bench_preview.py": "x = 1\n"}}, "a developer script"),
+        ("ci", {"extra": {"omnisat_qgis/.ci/test": "x"}}, "a developer script"),
+        ("tests", {"extra": {"omnisat_qgis/tests/helpers.py": "x = 1\n"}}, "a test file"),
+        ("test file", {"extra": {"omnisat_qgis/engine/test_io.py": "x = 1\n"}}, "a test file"),
+        ("readme", {"extra": {"omnisat_qgis/README.md": "line\n" * 1000}}, "a README of 1000 lines"),
+        ("escape", {"extra": {"omnisat_qgis/../evil.py": "x = 1\n"}}, "leaves the plugin folder"),
+        ("two folders", {"extra": {"other/x.py": "x = 1\n"}}, "must hold one folder"),
+        ("licence", {"drop": ("LICENSE",)}, "omnisat_qgis/LICENSE is missing"),
+        (
+            "icon",
+            {"drop": ("resources/icons/omnisat.svg",)},
+            "the icon 'resources/icons/omnisat.svg' is not in the zip",
+        ),
+        (
+            "qgis 4",
+            {"metadata": METADATA.replace("qgisMaximumVersion=4.99", "qgisMaximumVersion=3.99")},
+            "qgisMaximumVersion must be 4.0 or higher",
+        ),
+        (
+            "no maximum",
+            {"metadata": METADATA.replace("qgisMaximumVersion=4.99\n", "")},
+            "qgisMaximumVersion must be 4.0 or higher",
+        ),
+        ("about", {"metadata": METADATA.replace("\nabout=", "\nabout_=")}, "metadata.txt: about is missing"),
+        (
+            "address",
+            {"metadata": METADATA.replace("homepage=\n", "homepage=omnisat\n")},
+            "homepage=omnisat is not a web",
+        ),
+        ("author", {"metadata": METADATA.replace("author=", "author=a/b ")}, "the author contains a slash"),
+        ("changelog", {"metadata": METADATA.replace("    0.1.0 -", "    0.0.9 -")}, "changelog does not start"),
+        ("percent", {"metadata": METADATA.replace("description=", "description=100% ")}, "does not parse"),
+    ],
+)
 def test_each_refused_content_fails_the_gate(tmp_path, case, change, expected):
     report = release_gate.check_zip(small_zip(tmp_path / "p.zip", **change))
     assert any(expected in failure for failure in report.failures), report.failures

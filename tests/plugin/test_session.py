@@ -20,10 +20,13 @@ STATS = """    <Metadata><MDI key="STATISTICS_MAXIMUM">812</MDI><MDI key="STATIS
 """
 
 
-def key(files, extent=Extent((0, 0, 100, 100), "EPSG:32633"), level="patch", advanced=Advanced()):
+EXTENT = Extent((0, 0, 100, 100), "EPSG:32633")
+
+
+def key(files, extent=EXTENT, level="patch", advanced=None):
+    advanced = advanced or Advanced()
     model = model_info(resources_dir() / "models" / "omnisat-small.safetensors")
-    return embedding_key(model, [ModalityInput("s2", [str(f) for f in files], ["2020-01-01"])], extent, level,
-                         advanced)
+    return embedding_key(model, [ModalityInput("s2", [str(f) for f in files], ["2020-01-01"])], extent, level, advanced)
 
 
 def test_key_follows_inputs_extent_level_and_precision(tmp_path):

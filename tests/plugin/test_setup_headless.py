@@ -30,8 +30,11 @@ def test_setupengine_then_an_algorithm_runs_on_the_managed_environment(tmp_path:
         pytest.skip("qgis_process is not installed (run .ci/setup)")
     install_zip(build_zip(tmp_path / "omnisat_qgis.zip"), tmp_path / "plugins")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMNISAT_PYTHON")}
-    env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"),
-               QGIS_PLUGINPATH=str(tmp_path / "plugins"))
+    env.update(
+        QT_QPA_PLATFORM="offscreen",
+        QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"),
+        QGIS_PLUGINPATH=str(tmp_path / "plugins"),
+    )
     assert run(env, "plugins", "enable", "omnisat_qgis", timeout=120).returncode == 0
     source = write_geotiff(tmp_path / "four.tif", np.stack([np.full((20, 30), v, np.uint16) for v in (10, 20, 30, 70)]))
     ndvi = ("--json", "run", "omnisat:normalizedindex", "--", f"INPUT={source}", "BAND_A=4", "BAND_B=3")
@@ -45,8 +48,13 @@ def test_setupengine_then_an_algorithm_runs_on_the_managed_environment(tmp_path:
     python = Path(results["PYTHON"])
     assert python.is_relative_to(tmp_path / "profile") and python.parent.parent.name == "venv"
     assert results["TORCH_BUILD"] == "cpu" and results["REUSED"] == "False"
-    version = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"], capture_output=True,
-                             text=True, timeout=120, env={k: v for k, v in env.items() if k != "PYTHONHOME"})
+    version = subprocess.run(
+        [str(python), "-c", "import torch; print(torch.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in env.items() if k != "PYTHONHOME"},
+    )
     assert version.stdout.startswith("2.13.0"), version.stderr
 
     after = run(env, *ndvi, f"OUTPUT={tmp_path / 'after.tif'}", timeout=300)

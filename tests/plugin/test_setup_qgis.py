@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 from qgis.core import (
-    QgsApplication, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback, QgsSettings,
+    QgsApplication,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsSettings,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
@@ -23,9 +27,16 @@ from omnisat_qgis.provider import PROVIDER_ID, OmniSatProvider
 def stored_settings():
     """Restores every QgsSettings key a test changes."""
     store = QgsSettings()
-    keys = ["proxy/proxyEnabled", "proxy/proxyType", "proxy/proxyHost", "proxy/proxyPort", "proxy/proxyUser",
-            "proxy/proxyPassword", settings.SETTINGS_PREFIX + settings.SETTING_ENV_FOLDER,
-            settings.SETTINGS_PREFIX + settings.SETTING_PYTHON]
+    keys = [
+        "proxy/proxyEnabled",
+        "proxy/proxyType",
+        "proxy/proxyHost",
+        "proxy/proxyPort",
+        "proxy/proxyUser",
+        "proxy/proxyPassword",
+        settings.SETTINGS_PREFIX + settings.SETTING_ENV_FOLDER,
+        settings.SETTINGS_PREFIX + settings.SETTING_PYTHON,
+    ]
     saved = {k: store.value(k) for k in keys if store.contains(k)}
     yield store
     for key in keys:
@@ -109,8 +120,14 @@ def test_setupengine_algorithm(qgis_processing, stored_settings, tmp_path, monke
 
 
 def options_in(folder: Path, force_cpu: bool, rebuild: bool) -> SetupOptions:
-    return SetupOptions(target=folder / "env", engine_root=folder, requirements=(), verify_model=folder / "m",
-                        force_cpu=force_cpu, rebuild=rebuild)
+    return SetupOptions(
+        target=folder / "env",
+        engine_root=folder,
+        requirements=(),
+        verify_model=folder / "m",
+        force_cpu=force_cpu,
+        rebuild=rebuild,
+    )
 
 
 def wait_until(condition, timeout_s=20.0):
@@ -125,8 +142,9 @@ def test_dialog_streams_pip_output_and_finishes(qgis_app, tmp_path):
     from omnisat_qgis.gui.setup_dialog import SetupDialog
 
     calls = []
-    dialog = SetupDialog(runner=scripted_setup(calls),
-                         options_factory=lambda force, rebuild: options_in(tmp_path, force, rebuild))
+    dialog = SetupDialog(
+        runner=scripted_setup(calls), options_factory=lambda force, rebuild: options_in(tmp_path, force, rebuild)
+    )
     dialog.force_cpu.setChecked(True)
     dialog.start()
     wait_until(lambda: dialog.close_button.isEnabled())
@@ -149,8 +167,9 @@ def test_dialog_cancel(qgis_app, tmp_path):
             time.sleep(0.01)
         raise SetupCancelled("Installing torch", "cancelled; the previous environment, if any, is unchanged")
 
-    dialog = SetupDialog(runner=until_cancelled,
-                         options_factory=lambda force, rebuild: options_in(tmp_path, force, rebuild))
+    dialog = SetupDialog(
+        runner=until_cancelled, options_factory=lambda force, rebuild: options_in(tmp_path, force, rebuild)
+    )
     dialog.start()
     wait_until(lambda: "Collecting torch" in dialog.log.toPlainText())
     assert dialog.cancel_button.isEnabled() and not dialog.close_button.isEnabled()

@@ -47,13 +47,19 @@ def test_from_the_zip_to_a_learnt_model_headless(tmp_path: Path):
     install_zip(build_zip(tmp_path / "omnisat_qgis.zip"), tmp_path / "plugins")
     profile = tmp_path / "profile"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMNISAT_PYTHON", "OMNISAT_MODELS_DIR")}
-    env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile),
-               QGIS_PLUGINPATH=str(tmp_path / "plugins"))
-    assert subprocess.run([QGIS_PROCESS, "plugins", "enable", "omnisat_qgis"], env=env, capture_output=True,
-                          timeout=120).returncode == 0
+    env.update(
+        QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile), QGIS_PLUGINPATH=str(tmp_path / "plugins")
+    )
+    assert (
+        subprocess.run(
+            [QGIS_PROCESS, "plugins", "enable", "omnisat_qgis"], env=env, capture_output=True, timeout=120
+        ).returncode
+        == 0
+    )
 
-    built = timed(env, times, "set up the engine (fresh environment)", "run", "omnisat:setupengine", "--",
-                  "FORCE_CPU=true")
+    built = timed(
+        env, times, "set up the engine (fresh environment)", "run", "omnisat:setupengine", "--", "FORCE_CPU=true"
+    )
     assert built["REUSED"] == "False" and Path(built["PYTHON"]).is_relative_to(profile)
     timed(env, times, "set up the engine again (checks only)", "run", "omnisat:setupengine")
 
@@ -61,43 +67,116 @@ def test_from_the_zip_to_a_learnt_model_headless(tmp_path: Path):
     wrapper = tmp_path / "hub-python"
     wrapper.write_text(f'#!/bin/sh\nexec "{built["PYTHON"]}" "{HUB_WORKER}" "$@"\n')
     wrapper.chmod(0o755)
-    env.update(OMNISAT_PYTHON=str(wrapper), OMNISAT_TEST_HUB_ENTRY=json.dumps({
-        "repository": REPOSITORY, "file": FILE, "sha256": hashlib.sha256(published).hexdigest(),
-        "size_bytes": len(published), "size": "tiny"}))
+    env.update(
+        OMNISAT_PYTHON=str(wrapper),
+        OMNISAT_TEST_HUB_ENTRY=json.dumps(
+            {
+                "repository": REPOSITORY,
+                "file": FILE,
+                "sha256": hashlib.sha256(published).hexdigest(),
+                "size_bytes": len(published),
+                "size": "tiny",
+            }
+        ),
+    )
 
     files, truth = s2_scene(tmp_path)
-    labels = write_layer(tmp_path / "labels.gpkg", [(box(c, 2, c + 4, 22), ("crop", "forest")[(c // 4) % 2])
-                                                    for c in range(0, SIZE, 4)], field_type="text")
+    labels = write_layer(
+        tmp_path / "labels.gpkg",
+        [(box(c, 2, c + 4, 22), ("crop", "forest")[(c // 4) % 2]) for c in range(0, SIZE, 4)],
+        field_type="text",
+    )
     layers = [f"LAYERS_1={f}" for f in files]
-    classify = ["run", "omnisat:classify", "--", "MODEL=anysat-base", "MODALITY_1=s2", *layers, "TILE_SIZE=60",
-                "DEVICE=cpu"]
-    refused = subprocess.run([QGIS_PROCESS, *classify, f"CLASSES={tmp_path / 'early.tif'}"], env=env,
-                             capture_output=True, text=True, timeout=600)
+    classify = [
+        "run",
+        "omnisat:classify",
+        "--",
+        "MODEL=anysat-base",
+        "MODALITY_1=s2",
+        *layers,
+        "TILE_SIZE=60",
+        "DEVICE=cpu",
+    ]
+    refused = subprocess.run(
+        [QGIS_PROCESS, *classify, f"CLASSES={tmp_path / 'early.tif'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert refused.returncode != 0 and "not downloaded yet" in refused.stdout + refused.stderr
 
     with serving(published) as hub:
-        fetched = timed(env, times, "download and convert (local hub)", "run", "omnisat:fetchmodel", "--",
-                        "NAME=anysat-base", f"HUB_URL={hub.base}")
+        fetched = timed(
+            env,
+            times,
+            "download and convert (local hub)",
+            "run",
+            "omnisat:fetchmodel",
+            "--",
+            "NAME=anysat-base",
+            f"HUB_URL={hub.base}",
+        )
     model = Path(fetched["OUTPUT"])
     assert model.is_relative_to(profile) and model.parent.name == "models" and model.is_file()
 
     job = tmp_path / "job.json"
-    job.write_text(json.dumps({"model": "anysat-base", "modalities": {"s2": {"files": files}}, "tile_size": 60,
-                               "outputs": {"embeddings": str(tmp_path / "embeddings.tif")}}))
-    fit = timed(env, times, "fit a probe on the labels", "run", "omnisat:fitprobe", "--", f"LABELS={labels}",
-                "CLASS_FIELD=class", f"JOB={job}", f"OUTPUT={tmp_path / 'probe.safetensors'}", "FOLDS=2")
+    job.write_text(
+        json.dumps(
+            {
+                "model": "anysat-base",
+                "modalities": {"s2": {"files": files}},
+                "tile_size": 60,
+                "outputs": {"embeddings": str(tmp_path / "embeddings.tif")},
+            }
+        )
+    )
+    fit = timed(
+        env,
+        times,
+        "fit a probe on the labels",
+        "run",
+        "omnisat:fitprobe",
+        "--",
+        f"LABELS={labels}",
+        "CLASS_FIELD=class",
+        f"JOB={job}",
+        f"OUTPUT={tmp_path / 'probe.safetensors'}",
+        "FOLDS=2",
+    )
     assert fit["CLASS_NAMES"] == "crop, forest"
-    timed(env, times, "classify with the probe, one pass", *classify, f"PROBE={tmp_path / 'probe.safetensors'}",
-          f"CLASSES={tmp_path / 'classes.tif'}")
+    timed(
+        env,
+        times,
+        "classify with the probe, one pass",
+        *classify,
+        f"PROBE={tmp_path / 'probe.safetensors'}",
+        f"CLASSES={tmp_path / 'classes.tif'}",
+    )
     with rasterio.open(tmp_path / "classes.tif") as ds:
         assert ds.shape == truth.shape and set(ds.read(1).ravel()) <= {0, 1}
 
-    learnt = timed(env, times, "learn this area (3 steps, labels before/after)", "run", "omnisat:learnarea", "--",
-                   "MODEL=anysat-base", "MODALITY_1=s2", *layers, "TILE_SIZE=60", "STEPS=3", "BATCH_SIZE=2",
-                   "NAME=my-area", f"LABELS={labels}", f"REPORT={tmp_path / 'learnt.html'}")
+    learnt = timed(
+        env,
+        times,
+        "learn this area (3 steps, labels before/after)",
+        "run",
+        "omnisat:learnarea",
+        "--",
+        "MODEL=anysat-base",
+        "MODALITY_1=s2",
+        *layers,
+        "TILE_SIZE=60",
+        "STEPS=3",
+        "BATCH_SIZE=2",
+        "NAME=my-area",
+        f"LABELS={labels}",
+        f"REPORT={tmp_path / 'learnt.html'}",
+    )
     assert learnt["TOTAL_STEPS"] == 3 and Path(learnt["OUTPUT"]).parent == model.parent
     assert "<polyline" in (tmp_path / "learnt.html").read_text()
-    listed = subprocess.run([QGIS_PROCESS, "help", "omnisat:classify"], env=env, capture_output=True, text=True,
-                            timeout=600)
+    listed = subprocess.run(
+        [QGIS_PROCESS, "help", "omnisat:classify"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert "my-area" in listed.stdout and "anysat-base" in listed.stdout
     print("\nWalk-through wall times (s):\n" + "\n".join(f"  {k:<48} {v:8.1f}" for k, v in times.items()))

@@ -12,15 +12,22 @@ from omnisat_qgis.worker_client import WorkerCallbacks, WorkerCancelled, WorkerE
 
 
 def make_run(params, python=sys.executable, outputs=()):
-    return WorkerRun(python=Path(python), engine_root=engine_root(), operation="normalized-index",
-                     params=params, output_paths=list(outputs))
+    return WorkerRun(
+        python=Path(python),
+        engine_root=engine_root(),
+        operation="normalized-index",
+        params=params,
+        output_paths=list(outputs),
+    )
 
 
 def test_progress_logs_and_result(small_raster: Path, tmp_path: Path):
     out = tmp_path / "o.tif"
     progress, logs = [], []
-    message = run_worker(make_run({"input": str(small_raster), "output": str(out)}, outputs=[str(out)]),
-                         WorkerCallbacks(progress=lambda p, m: progress.append(p), log=lambda m, lv: logs.append(m)))
+    message = run_worker(
+        make_run({"input": str(small_raster), "output": str(out)}, outputs=[str(out)]),
+        WorkerCallbacks(progress=lambda p, m: progress.append(p), log=lambda m, lv: logs.append(m)),
+    )
     assert message["type"] == "result" and message["outputs"]["output"] == str(out)
     assert progress[-1] == 100.0 and out.exists()
     assert any("Wrote" in line for line in logs)
@@ -31,8 +38,10 @@ def test_cancel_terminates_and_leaves_nothing(slow_raster: Path, tmp_path: Path)
     seen = []
     callbacks = WorkerCallbacks(progress=lambda p, m: seen.append(p), is_cancelled=lambda: bool(seen))
     with pytest.raises(WorkerCancelled):
-        run_worker(make_run({"input": str(slow_raster), "output": str(out), "band_a": 1, "band_b": 2},
-                            outputs=[str(out)]), callbacks)
+        run_worker(
+            make_run({"input": str(slow_raster), "output": str(out), "band_a": 1, "band_b": 2}, outputs=[str(out)]),
+            callbacks,
+        )
     assert seen and seen[-1] < 100
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.tif"]
 

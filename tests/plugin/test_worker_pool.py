@@ -13,14 +13,17 @@ import rasterio
 
 from engine.runtime.hold import held, wait_until_held
 from omnisat_qgis.paths import engine_root
-from omnisat_qgis.worker_client import (WorkerCallbacks, WorkerCancelled, WorkerError, WorkerPool, WorkerRun,
-                                        run_worker)
+from omnisat_qgis.worker_client import WorkerCallbacks, WorkerCancelled, WorkerError, WorkerPool, WorkerRun, run_worker
 
 
 def index_run(source: Path, out: Path, **params) -> WorkerRun:
-    return WorkerRun(python=Path(sys.executable), engine_root=engine_root(), operation="normalized-index",
-                     params={"input": str(source), "output": str(out), "band_a": 1, "band_b": 2, **params},
-                     output_paths=[str(out)])
+    return WorkerRun(
+        python=Path(sys.executable),
+        engine_root=engine_root(),
+        operation="normalized-index",
+        params={"input": str(source), "output": str(out), "band_a": 1, "band_b": 2, **params},
+        output_paths=[str(out)],
+    )
 
 
 @pytest.fixture
@@ -78,14 +81,18 @@ def test_a_crashed_worker_is_replaced(pool, small_raster: Path, slow_raster: Pat
     assert waiting_pids(pool) not in ([], [second])
 
 
-def test_cancel_kills_the_worker_and_leaves_nothing(pool, small_raster: Path, slow_raster: Path, tmp_path: Path,
-                                                    hold: Path):
+def test_cancel_kills_the_worker_and_leaves_nothing(
+    pool, small_raster: Path, slow_raster: Path, tmp_path: Path, hold: Path
+):
     pool.run(index_run(small_raster, tmp_path / "warm.tif"), WorkerCallbacks(), 0.05)
     [pid] = waiting_pids(pool)
     seen = []
     with pytest.raises(WorkerCancelled):
-        pool.run(index_run(slow_raster, tmp_path / "never.tif"),
-                 WorkerCallbacks(progress=lambda p, m: seen.append(p), is_cancelled=lambda: held(hold) == [pid]), 0.05)
+        pool.run(
+            index_run(slow_raster, tmp_path / "never.tif"),
+            WorkerCallbacks(progress=lambda p, m: seen.append(p), is_cancelled=lambda: held(hold) == [pid]),
+            0.05,
+        )
     assert seen and 0 < seen[-1] < 100  # cancelled mid-run: the worker was held after its first strip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hold", "slow.tif", "small.tif", "warm.tif"]
     assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()

@@ -29,8 +29,15 @@ def test_unknown_top_level_and_dataset_keys(tmp_path):
 
 
 def test_overrides_reach_nested_and_listed_keys(tmp_path):
-    config = load_config(_write(tmp_path, BASE), ["optim.lr=3e-4", "data.datasets.0.batch_size=8",
-                                                  "train.compile=true", "data.datasets.0.patch_sizes_m=[10, 20]"])
+    config = load_config(
+        _write(tmp_path, BASE),
+        [
+            "optim.lr=3e-4",
+            "data.datasets.0.batch_size=8",
+            "train.compile=true",
+            "data.datasets.0.patch_sizes_m=[10, 20]",
+        ],
+    )
     assert isinstance(config, ExperimentConfig)
     assert config.optim.lr == pytest.approx(3e-4)
     assert config.data.datasets[0].batch_size == 8

@@ -14,8 +14,9 @@ from training.datasets.common import conform_s1
 
 def _open(fmt, root, split="train", **kwargs):
     segmentation = kwargs.pop("segmentation", False)
-    return open_dataset(DatasetConfig(format=fmt, root=str(root), **kwargs), split, train=True,
-                        segmentation=segmentation)
+    return open_dataset(
+        DatasetConfig(format=fmt, root=str(root), **kwargs), split, train=True, segmentation=segmentation
+    )
 
 
 def test_treesatai_layout(tmp_path):

@@ -16,8 +16,13 @@ def _tree(root, out_dir):
     dataset = {"format": "treesatai", "root": str(root), "modalities": ["s2", "s1_asc"], "batch_size": 4}
     # BatchNorm statistics frozen: CPU has no SyncBatchNorm, and per-rank batch statistics
     # would differ from the global batch's by design.
-    return experiment(out_dir, [dataset], objective="supervised", task={"kind": "multilabel"},
-                      train={"freeze_batchnorm": True, "max_steps": 1})
+    return experiment(
+        out_dir,
+        [dataset],
+        objective="supervised",
+        task={"kind": "multilabel"},
+        train={"freeze_batchnorm": True, "max_steps": 1},
+    )
 
 
 def _gradients_after_one_step(tree, out_file):
@@ -39,8 +44,9 @@ def _gradients_after_one_step(tree, out_file):
 
 
 def _worker(rank, world, port, tree, out_file):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     assert _gradients_after_one_step(tree, out_file) == 4 // world
 
 

@@ -37,7 +37,7 @@ def _rank_loss(rank, world, port, folder):
     torch_dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         share = _tokens().shape[1] // world
-        local = _tokens()[:, rank * share:(rank + 1) * share].clone().requires_grad_(True)
+        local = _tokens()[:, rank * share : (rank + 1) * share].clone().requires_grad_(True)
         loss = patch_contrastive_loss(local, temperature=0.2)
         loss.backward()
         torch.save({"loss": loss.detach(), "grad": local.grad}, Path(folder) / f"rank{rank}.pt")
@@ -52,7 +52,9 @@ def test_two_ranks_give_the_contrastive_loss_and_gradients_of_one_process(tmp_pa
     mp.spawn(_rank_loss, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     # the mean of the ranks' losses (what DDP's gradient averaging minimises) is the global batch's loss
-    torch.testing.assert_close((ranks[0]["loss"] + ranks[1]["loss"]) / 2, single.detach(), rtol=1e-6, atol=1e-7)  # float32 inside
+    torch.testing.assert_close(
+        (ranks[0]["loss"] + ranks[1]["loss"]) / 2, single.detach(), rtol=1e-6, atol=1e-7
+    )  # float32 inside
     # per-rank negatives would give another loss: the gather is what makes them equal
     alone = patch_contrastive_loss(_tokens()[:, :3], temperature=0.2)
     assert abs(float(alone) - float(ranks[0]["loss"])) > 1e-3
@@ -63,8 +65,11 @@ def test_two_ranks_give_the_contrastive_loss_and_gradients_of_one_process(tmp_pa
 
 def _metrics(path: Path, step: int) -> dict[str, float]:
     with open(path) as f:
-        return {row["metric"]: float(row["value"]) for row in csv.DictReader(f)
-                if row["split"] == "train" and int(row["step"]) == step}
+        return {
+            row["metric"]: float(row["value"])
+            for row in csv.DictReader(f)
+            if row["split"] == "train" and int(row["step"]) == step
+        }
 
 
 @pytest.mark.slow
@@ -76,19 +81,34 @@ def test_torchrun_pretraining_loop_on_two_processes(tmp_path):
     configs = {}
     for name in ("one", "two"):
         # BatchNorm statistics frozen: per-rank batch statistics differ from the global batch's by design
-        tree = experiment(tmp_path / name, [dataset], train={"max_steps": 2, "checkpoint_every": 1, "threads": 1,
-                                                             "freeze_batchnorm": True})
+        tree = experiment(
+            tmp_path / name,
+            [dataset],
+            train={"max_steps": 2, "checkpoint_every": 1, "threads": 1, "freeze_batchnorm": True},
+        )
         configs[name] = tmp_path / f"{name}.yaml"
         configs[name].write_text(yaml.safe_dump(tree))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(key, None)
-    one = subprocess.run([sys.executable, "-m", "training", "pretrain", str(configs["one"])], capture_output=True,
-                         text=True, env=env, cwd=ROOT, timeout=300)
+    one = subprocess.run(
+        [sys.executable, "-m", "training", "pretrain", str(configs["one"])],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    two = subprocess.run([torchrun, "--nnodes", "1", "--nproc-per-node", "2", "-m", "training", "pretrain",
-                          str(configs["two"])], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    two = subprocess.run(
+        [torchrun, "--nnodes", "1", "--nproc-per-node", "2", "-m", "training", "pretrain", str(configs["two"])],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert (tmp_path / "two" / "model.safetensors").is_file()
     first, second = _metrics(tmp_path / "one" / "metrics.csv", 1), _metrics(tmp_path / "two" / "metrics.csv", 1)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
+from engine.io.download import sha256_of
 from engine.models.catalog import catalog
 from engine.models.checkpoint import checkpoint_hash, read_metadata
-from engine.io.download import sha256_of
+from engine.runtime.registry import run_operation
 from tests.engine.ops.test_fit_features import scene  # noqa: F401 - fixture
-
 
 
 @pytest.fixture
@@ -25,8 +24,18 @@ def test_a_few_steps_write_a_catalog_model_with_provenance_and_the_probe_before_
     models = tmp_path / "models"
     models.mkdir()
     output = models / "my-area.safetensors"
-    result = run_operation("learn-area", {"job": job, "output": str(output), "steps": 3, "batch_size": 2,
-                                          "threads": 1, "labels": labels, "report": str(tmp_path / "r.html")})
+    result = run_operation(
+        "learn-area",
+        {
+            "job": job,
+            "output": str(output),
+            "steps": 3,
+            "batch_size": 2,
+            "threads": 1,
+            "labels": labels,
+            "report": str(tmp_path / "r.html"),
+        },
+    )
     assert result["steps"] == 3 and result["resumed_from"] == 0 and len(result["loss_curve"]) == 3
     assert [s for s, _ in result["loss_curve"]] == [1, 2, 3]
     provenance = read_metadata(output)["provenance"]
@@ -40,19 +49,30 @@ def test_a_few_steps_write_a_catalog_model_with_provenance_and_the_probe_before_
     text = (tmp_path / "r.html").read_text()
     assert "<polyline" in text and "new model" in text and "parent model" in text
 
-    again = run_operation("learn-area", {"job": job, "output": str(output), "steps": 2, "batch_size": 2,
-                                         "threads": 1})
+    again = run_operation("learn-area", {"job": job, "output": str(output), "steps": 2, "batch_size": 2, "threads": 1})
     assert again["resumed_from"] == 3 and again["steps"] == 5 and again["steps_this_run"] == 2
     assert [s for s, _ in again["loss_curve"]] == [1, 2, 3, 4, 5]  # one history across both runs
-    fresh = run_operation("learn-area", {"job": job, "output": str(output), "steps": 1, "batch_size": 2,
-                                         "threads": 1, "resume": False, "run_dir": str(tmp_path / "fresh")})
+    fresh = run_operation(
+        "learn-area",
+        {
+            "job": job,
+            "output": str(output),
+            "steps": 1,
+            "batch_size": 2,
+            "threads": 1,
+            "resume": False,
+            "run_dir": str(tmp_path / "fresh"),
+        },
+    )
     assert fresh["resumed_from"] == 0 and fresh["steps"] == 1
 
 
 def test_the_time_budget_stops_the_run(area_job, tmp_path):
     job, labels, folder = area_job
-    result = run_operation("learn-area", {"job": job, "output": str(tmp_path / "timed.safetensors"),
-                                          "minutes": 0.05, "batch_size": 2, "threads": 1})
+    result = run_operation(
+        "learn-area",
+        {"job": job, "output": str(tmp_path / "timed.safetensors"), "minutes": 0.05, "batch_size": 2, "threads": 1},
+    )
     assert result["steps"] >= 1 and (tmp_path / "timed.safetensors").is_file()
     checkpoints = sorted((tmp_path / "timed-run" / "checkpoints").iterdir())
     assert checkpoints and checkpoints[-1].name == f"step_{result['steps']:08d}"  # the last step is kept

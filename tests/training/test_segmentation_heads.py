@@ -15,8 +15,14 @@ from training.trainer import Trainer, prepare
 
 # A very small AnySat on PASTIS's S2 and S1 series: 8 x 8 px tiles, 20 m patches -> 4 x 4 patches,
 # an 8 x 8 dense grid of 10 m sub-patches (the label raster's resolution).
-TINY_ANYSAT = {"embed_dim": 32, "depth": 1, "heads": 2, "ltae_heads": 4, "ltae_key_dim": 4,
-               "modalities": ["s2", "s1_asc_ratio"]}
+TINY_ANYSAT = {
+    "embed_dim": 32,
+    "depth": 1,
+    "heads": 2,
+    "ltae_heads": 4,
+    "ltae_key_dim": 4,
+    "modalities": ["s2", "s1_asc_ratio"],
+}
 SEGMENTATION = {"kind": "segmentation", "num_classes": 19, "ignore_index": 19, "metric": "miou"}
 
 
@@ -26,13 +32,25 @@ def pastis(tmp_path_factory):
 
 
 def _trainer(pastis, out, objective="supervised", head=None, preset="anysat-tiny", overrides=None) -> Trainer:
-    dataset = {"format": "pastis", "root": str(pastis), "modalities": ["s2", "s1_asc_ratio"], "batch_size": 2,
-               "options": {"folds_train": [1, 2], "folds_val": [3, 4]},
-               "patch_sizes_m": [20] if preset.startswith("anysat") else []}
+    dataset = {
+        "format": "pastis",
+        "root": str(pastis),
+        "modalities": ["s2", "s1_asc_ratio"],
+        "batch_size": 2,
+        "options": {"folds_train": [1, 2], "folds_val": [3, 4]},
+        "patch_sizes_m": [20] if preset.startswith("anysat") else [],
+    }
     task = dict(SEGMENTATION, **({"head": head} if head else {}))
-    tree = experiment(out, [dataset], objective=objective, preset=preset,
-                      overrides=TINY_ANYSAT if overrides is None else overrides, task=task, optim={"lr": 1e-2},
-                      train={"max_steps": 2, "eval_every": 2})
+    tree = experiment(
+        out,
+        [dataset],
+        objective=objective,
+        preset=preset,
+        overrides=TINY_ANYSAT if overrides is None else overrides,
+        task=task,
+        optim={"lr": 1e-2},
+        train={"max_steps": 2, "eval_every": 2},
+    )
     config = from_dict(ExperimentConfig, tree)
     validate(config)
     return Trainer(config)
@@ -128,8 +146,12 @@ def test_dense_head_on_omnisat_is_a_clear_error_and_auto_picks_the_patch_head(pa
 
 
 def test_head_key_only_for_segmentation(pastis, tmp_path):
-    tree = experiment(tmp_path / "run", [{"format": "pastis", "root": str(pastis)}], objective="supervised",
-                      task={"kind": "multilabel", "head": "dense"})
+    tree = experiment(
+        tmp_path / "run",
+        [{"format": "pastis", "root": str(pastis)}],
+        objective="supervised",
+        task={"kind": "multilabel", "head": "dense"},
+    )
     with pytest.raises(EngineError, match="task.head=dense chooses a segmentation head.*task.kind=segmentation"):
         validate(from_dict(ExperimentConfig, tree))
     tree["task"] = {"kind": "segmentation", "head": "pixel"}
@@ -138,10 +160,22 @@ def test_head_key_only_for_segmentation(pastis, tmp_path):
 
 
 def test_evaluation_sees_every_tile_when_the_split_is_not_a_multiple_of_the_batch(pastis, tmp_path):
-    dataset = {"format": "pastis", "root": str(pastis), "modalities": ["s2"], "batch_size": 3,
-               "patch_sizes_m": [20], "options": {"folds_train": [1, 2, 3, 4], "folds_val": [1, 2, 3, 4]}}
-    tree = experiment(tmp_path / "run", [dataset], objective="probe", preset="anysat-tiny",
-                      overrides=dict(TINY_ANYSAT, modalities=["s2"]), task=SEGMENTATION)
+    dataset = {
+        "format": "pastis",
+        "root": str(pastis),
+        "modalities": ["s2"],
+        "batch_size": 3,
+        "patch_sizes_m": [20],
+        "options": {"folds_train": [1, 2, 3, 4], "folds_val": [1, 2, 3, 4]},
+    }
+    tree = experiment(
+        tmp_path / "run",
+        [dataset],
+        objective="probe",
+        preset="anysat-tiny",
+        overrides=dict(TINY_ANYSAT, modalities=["s2"]),
+        task=SEGMENTATION,
+    )
     config = from_dict(ExperimentConfig, tree)
     validate(config)
     trainer = Trainer(config)
@@ -181,26 +215,48 @@ def test_a_fine_tuned_dense_head_maps_rasters_through_tiled_inference(pastis, tm
     trainer.fit()
     batch = trainer.data.val["pastis"].epoch_batches().__next__().select(slice(0, 1))
     batch.patch_size_m = 20.0
-    meta = {f["properties"]["ID_PATCH"]: f["properties"] for f in
-            json.loads((pastis / "metadata.geojson").read_text())["features"]}
+    meta = {
+        f["properties"]["ID_PATCH"]: f["properties"]
+        for f in json.loads((pastis / "metadata.geojson").read_text())["features"]
+    }
     tile = meta[int(batch.names[0])]
     series = np.load(pastis / "DATA_S2" / f"S2_{batch.names[0]}.npy").astype(np.float32)
     files = []
     for t, day in sorted(tile["dates-S2"].items(), key=lambda kv: int(kv[0])):
         files.append(str(tmp_path / f"S2_{day}.tif"))
-        with rasterio.open(files[-1], "w", driver="GTiff", width=8, height=8, count=10, dtype="float32",
-                           crs="EPSG:32631", transform=from_origin(600000, 5000000, 10, 10)) as dst:
+        with rasterio.open(
+            files[-1],
+            "w",
+            driver="GTiff",
+            width=8,
+            height=8,
+            count=10,
+            dtype="float32",
+            crs="EPSG:32631",
+            transform=from_origin(600000, 5000000, 10, 10),
+        ) as dst:
             dst.write(series[int(t)])
-    job = {"model": str(tmp_path / "run" / "model.safetensors"), "modalities": {"s2": {"files": files}},
-           "outputs": {"probabilities": str(tmp_path / "probabilities.tif")}, "patch_size": 20, "tile_size": 80,
-           "overlap": 0, "precision": "fp32", "device": "cpu"}
+    job = {
+        "model": str(tmp_path / "run" / "model.safetensors"),
+        "modalities": {"s2": {"files": files}},
+        "outputs": {"probabilities": str(tmp_path / "probabilities.tif")},
+        "patch_size": 20,
+        "tile_size": 80,
+        "overlap": 0,
+        "precision": "fp32",
+        "device": "cpu",
+    }
     classify(ClassifyParams(job), Reporter())
     with rasterio.open(tmp_path / "probabilities.tif") as src:
         mapped = torch.from_numpy(src.read())
     trainer.objective.eval()
     with torch.no_grad():
-        s2_only = dataclasses.replace(batch, inputs={"s2": trainer.encoder.normalize("s2", batch.inputs["s2"])},
-                                      dates={"s2": batch.dates["s2"]}, date_mask={"s2": batch.date_mask["s2"]})
+        s2_only = dataclasses.replace(
+            batch,
+            inputs={"s2": trainer.encoder.normalize("s2", batch.inputs["s2"])},
+            dates={"s2": batch.dates["s2"]},
+            date_mask={"s2": batch.date_mask["s2"]},
+        )
         expected = trainer.objective.classifier.probabilities(trainer.objective.logits(s2_only))[0]
     assert mapped.shape == (19, 8, 8)
     torch.testing.assert_close(mapped, expected, rtol=0, atol=1e-5)

@@ -1,7 +1,6 @@
 """CPU smoke runs of each objective, exact resume, and the failure modes a user meets."""
 
 import json
-import os
 
 import pytest
 import torch
@@ -45,8 +44,13 @@ def test_omnisat_pretraining_loss_decreases_on_a_fixed_batch(treesat, tmp_path):
 
 @pytest.mark.parametrize("objective", ["supervised", "probe"])
 def test_multilabel_finetuning_and_probe(treesat, tmp_path, objective):
-    tree = experiment(tmp_path / "run", [_series_only(treesat)], objective=objective,
-                      task={"kind": "multilabel", "metric": "weighted_f1"}, optim={"lr": 1e-2})
+    tree = experiment(
+        tmp_path / "run",
+        [_series_only(treesat)],
+        objective=objective,
+        task={"kind": "multilabel", "metric": "weighted_f1"},
+        optim={"lr": 1e-2},
+    )
     trainer = Trainer(_config(tree))
     losses = _fixed_batch_losses(trainer, 5)
     assert losses[-1] < losses[0]
@@ -59,9 +63,14 @@ def test_multilabel_finetuning_and_probe(treesat, tmp_path, objective):
 def test_segmentation_with_ignore_label_on_pastis(tmp_path):
     root = write_pastis(tmp_path / "PASTIS", patches=4, size=8, dates=4)
     dataset = {"format": "pastis", "root": str(root), "modalities": ["s2", "s1_asc_ratio"], "batch_size": 1}
-    tree = experiment(tmp_path / "run", [dataset], objective="supervised", preset="omnisat-pastis",
-                      task={"kind": "segmentation", "num_classes": 19, "ignore_index": 19, "metric": "miou"},
-                      optim={"lr": 1e-2})
+    tree = experiment(
+        tmp_path / "run",
+        [dataset],
+        objective="supervised",
+        preset="omnisat-pastis",
+        task={"kind": "segmentation", "num_classes": 19, "ignore_index": 19, "metric": "miou"},
+        optim={"lr": 1e-2},
+    )
     trainer = Trainer(_config(tree))
     losses = _fixed_batch_losses(trainer, 5)
     assert losses[-1] < losses[0]
@@ -70,8 +79,11 @@ def test_segmentation_with_ignore_label_on_pastis(tmp_path):
 
 def test_full_run_writes_metrics_checkpoints_and_an_engine_model(treesat, tmp_path):
     out = tmp_path / "run"
-    tree = experiment(out, [{"format": "treesatai", "root": str(treesat), "batch_size": 2}],
-                      train={"max_steps": 2, "checkpoint_every": 1, "eval_every": 2, "eval_batches": 1})
+    tree = experiment(
+        out,
+        [{"format": "treesatai", "root": str(treesat), "batch_size": 2}],
+        train={"max_steps": 2, "checkpoint_every": 1, "eval_every": 2, "eval_batches": 1},
+    )
     result = Trainer(_config(tree)).fit()
     assert result["steps"] == 2 and "loss" in result["val"]
     assert json.loads((out / "checkpoints" / "latest.json").read_text())["step"] == 2
@@ -90,8 +102,9 @@ def test_resume_gives_the_bit_identical_next_step(treesat, tmp_path):
 
     first = Trainer(_config(experiment(tmp_path / "b", datasets, train={"max_steps": 2, "checkpoint_every": 2})))
     first.fit()
-    resumed = Trainer(_config(experiment(tmp_path / "b", datasets,
-                                         train={"max_steps": 4, "resume": str(tmp_path / "b")})))
+    resumed = Trainer(
+        _config(experiment(tmp_path / "b", datasets, train={"max_steps": 4, "resume": str(tmp_path / "b")}))
+    )
     assert resumed.step == 2
     # Steps 3 and 4 cross an epoch boundary (2 batches per epoch): the sampler position is restored too.
     again = [resumed.train_step(resumed.data.sampler.next(s))["loss"] for s in (2, 3)]
@@ -112,8 +125,9 @@ def test_resume_from_another_model_is_refused(treesat, tmp_path):
 
 def test_crash_while_checkpointing_keeps_the_last_good_one(treesat, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    trainer = Trainer(_config(experiment(out, [_series_only(treesat, batch_size=2)],
-                                         train={"max_steps": 2, "checkpoint_every": 1})))
+    trainer = Trainer(
+        _config(experiment(out, [_series_only(treesat, batch_size=2)], train={"max_steps": 2, "checkpoint_every": 1}))
+    )
     trainer.train_step(trainer.data.sampler.next(0))
     good = trainer.checkpoint()
     trainer.train_step(trainer.data.sampler.next(1))
@@ -160,15 +174,26 @@ def test_pretrain_command_rejects_a_finetune_config(tmp_path, treesat, capsys):
     assert "Unknown config key 'lrr'" in capsys.readouterr().err
 
 
-TINY_ANYSAT = {"embed_dim": 32, "depth": 1, "heads": 2, "ltae_heads": 4, "ltae_key_dim": 4,
-               "modalities": ["aerial", "s2", "s1_asc"]}
+TINY_ANYSAT = {
+    "embed_dim": 32,
+    "depth": 1,
+    "heads": 2,
+    "ltae_heads": 4,
+    "ltae_key_dim": 4,
+    "modalities": ["aerial", "s2", "s1_asc"],
+}
 
 
 @pytest.mark.slow
 def test_anysat_jepa_pretraining_at_two_patch_sizes(treesat, tmp_path):
     torch.manual_seed(0)
-    dataset = {"format": "treesatai", "root": str(treesat), "batch_size": 2, "patch_sizes_m": [10, 20],
-               "modalities": ["aerial", "s2", "s1_asc"]}
+    dataset = {
+        "format": "treesatai",
+        "root": str(treesat),
+        "batch_size": 2,
+        "patch_sizes_m": [10, 20],
+        "modalities": ["aerial", "s2", "s1_asc"],
+    }
     tree = experiment(tmp_path / "run", [dataset], objective="anysat", preset="anysat-tiny", overrides=TINY_ANYSAT)
     trainer = Trainer(_config(tree))
     assert {trainer.data.sampler.draw(s)[1] for s in range(20)} == {10.0, 20.0}
@@ -188,8 +213,17 @@ def _write_series(folder, name, count, bands, value_range, gsd=10.0, size=60):
     files = []
     for t in range(count):
         path = folder / f"{name}_2020{3 + t:02d}15.tif"
-        with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=bands, dtype="float32",
-                           crs="EPSG:32633", transform=from_origin(500000, 5100000, gsd, gsd)) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=size,
+            height=size,
+            count=bands,
+            dtype="float32",
+            crs="EPSG:32633",
+            transform=from_origin(500000, 5100000, gsd, gsd),
+        ) as dst:
             dst.write(rng.uniform(*value_range, (bands, size, size)).astype("float32"))
         files.append(str(path))
     return files
@@ -197,9 +231,14 @@ def _write_series(folder, name, count, bands, value_range, gsd=10.0, size=60):
 
 @pytest.mark.slow
 def test_user_rasters_through_the_engine_job_format(tmp_path):
-    job = {"model": "not-trained-yet.safetensors", "outputs": {"embeddings": "embeddings.tif"},
-           "modalities": {"s2": {"files": _write_series(tmp_path, "S2", 4, 10, (0, 5000))},
-                          "s1_asc": {"files": _write_series(tmp_path, "S1", 3, 2, (0.01, 0.3))}}}
+    job = {
+        "model": "not-trained-yet.safetensors",
+        "outputs": {"embeddings": "embeddings.tif"},
+        "modalities": {
+            "s2": {"files": _write_series(tmp_path, "S2", 4, 10, (0, 5000))},
+            "s1_asc": {"files": _write_series(tmp_path, "S1", 3, 2, (0.01, 0.3))},
+        },
+    }
     (tmp_path / "area.json").write_text(json.dumps(job))
     dataset = {"format": "rasters", "root": str(tmp_path / "area.json"), "batch_size": 2, "max_dates": 3}
     tree = experiment(tmp_path / "run", [dataset], train={"max_steps": 2})

@@ -7,11 +7,25 @@ from training.config import DatasetConfig
 from training.datasets.common import Batch, Sample, TileDataset, collate
 
 
-def open_dataset(config: DatasetConfig, split: str, *, train: bool, bands: dict[str, int] | None = None,
-                 segmentation: bool = False, model=None, reporter=None) -> TileDataset:
+def open_dataset(
+    config: DatasetConfig,
+    split: str,
+    *,
+    train: bool,
+    bands: dict[str, int] | None = None,
+    segmentation: bool = False,
+    model=None,
+    reporter=None,
+) -> TileDataset:
     """The reader for ``config.format`` on one split (``reporter``: where the rasters reader logs)."""
-    common = dict(split=split, modalities=config.modalities, max_dates=config.max_dates, train=train,
-                  bands=bands, options=config.options)
+    common = dict(
+        split=split,
+        modalities=config.modalities,
+        max_dates=config.max_dates,
+        train=train,
+        bands=bands,
+        options=config.options,
+    )
     if config.format == "treesatai":
         from training.datasets.treesatai import TreeSatAI  # lazy: keeps torch and rasterio out of this module
 

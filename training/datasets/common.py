@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,17 +122,29 @@ class Batch:
     def size(self) -> int:
         return len(self.names)
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         move = lambda d: {k: to_device(v, device) for k, v in d.items()}  # noqa: E731
-        return Batch(move(self.inputs), move(self.dates), move(self.date_mask),
-                     None if self.label is None else to_device(self.label, device),
-                     self.names, self.dataset, self.patch_size_m)
+        return Batch(
+            move(self.inputs),
+            move(self.dates),
+            move(self.date_mask),
+            None if self.label is None else to_device(self.label, device),
+            self.names,
+            self.dataset,
+            self.patch_size_m,
+        )
 
-    def select(self, index: slice) -> "Batch":
+    def select(self, index: slice) -> Batch:
         pick = lambda d: {k: v[index] for k, v in d.items()}  # noqa: E731
-        return Batch(pick(self.inputs), pick(self.dates), pick(self.date_mask),
-                     None if self.label is None else self.label[index], self.names[index],
-                     self.dataset, self.patch_size_m)
+        return Batch(
+            pick(self.inputs),
+            pick(self.dates),
+            pick(self.date_mask),
+            None if self.label is None else self.label[index],
+            self.names[index],
+            self.dataset,
+            self.patch_size_m,
+        )
 
 
 def collate(samples: Sequence[Sample]) -> Batch:
@@ -168,8 +181,16 @@ class TileDataset(Dataset):
     tile_size_m: float = 0.0
     label_kind: str = "multilabel"
 
-    def __init__(self, root: str | Path, split: str, modalities: Sequence[str], max_dates: int = 50,
-                 train: bool = True, bands: dict[str, int] | None = None, options: dict | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        modalities: Sequence[str],
+        max_dates: int = 50,
+        train: bool = True,
+        bands: dict[str, int] | None = None,
+        options: dict | None = None,
+    ):
         self.root = Path(root).expanduser()
         self.split, self.train, self.max_dates = split, train, max_dates
         self.bands = dict(bands or {})

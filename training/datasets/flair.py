@@ -25,12 +25,23 @@ import rasterio
 
 from engine.errors import EngineError
 from engine.io.dates import day_of_year
-from training.datasets.common import (Sample, TileDataset, date_from_product_name, multi_hot,
-                                      sample_dates)
+from training.datasets.common import Sample, TileDataset, date_from_product_name, multi_hot, sample_dates
 
-CLASSES = ["building", "pervious surface", "impervious surface", "bare soil", "water", "coniferous",
-           "deciduous", "brushwood", "vineyard", "herbaceous vegetation", "agricultural land",
-           "plowed land", "other"]
+CLASSES = [
+    "building",
+    "pervious surface",
+    "impervious surface",
+    "bare soil",
+    "water",
+    "coniferous",
+    "deciduous",
+    "brushwood",
+    "vineyard",
+    "herbaceous vegetation",
+    "agricultural land",
+    "plowed land",
+    "other",
+]
 AERIAL_CROP = 500
 S2_CROP = 10
 CENTROIDS = "flair-2_centroids_sp_to_patch.json"
@@ -99,10 +110,12 @@ class Flair(TileDataset):
             top = self.crop_offset(height, AERIAL_CROP, rng)
             left = self.crop_offset(width, AERIAL_CROP, rng)
             if "aerial_elevation" in self.modalities:
-                sample.inputs["aerial_elevation"] = src.read()[:, top:top + AERIAL_CROP, left:left + AERIAL_CROP].astype(np.float32)
+                sample.inputs["aerial_elevation"] = src.read()[
+                    :, top : top + AERIAL_CROP, left : left + AERIAL_CROP
+                ].astype(np.float32)
         mask = self._mask(image_path)
         if self.label_kind == "segmentation":
-            sample.label = mask[top:top + AERIAL_CROP, left:left + AERIAL_CROP]
+            sample.label = mask[top : top + AERIAL_CROP, left : left + AERIAL_CROP]
         else:
             sample.label = multi_hot(np.unique(mask), len(CLASSES))
         if "s2" in self.modalities:
@@ -128,5 +141,5 @@ class Flair(TileDataset):
         if len(doy) != data.shape[0]:
             raise EngineError(f"'{data_files[0]}' has {data.shape[0]} dates, '{product_files[0]}' lists {len(doy)}.")
         keep = sample_dates(len(doy), self.max_dates, rng)
-        crop = np.asarray(data[keep, :, row - half:row + half, col - half:col + half], dtype=np.float32)
+        crop = np.asarray(data[keep, :, row - half : row + half, col - half : col + half], dtype=np.float32)
         return crop, doy[keep].astype(np.float32)

@@ -25,13 +25,30 @@ import rasterio
 
 from engine.errors import EngineError
 from engine.io.dates import day_of_year
-from training.datasets.common import (Sample, TileDataset, conform_s1, multi_hot, parse_yyyymmdd,
-                                      s1_band_count)
+from training.datasets.common import Sample, TileDataset, conform_s1, multi_hot, parse_yyyymmdd, s1_band_count
 
-CLASSES = ["Background", "Meadow", "Soft winter wheat", "Corn", "Winter barley", "Winter rapeseed",
-           "Spring barley", "Sunflower", "Grapevine", "Beet", "Winter triticale", "Winter durum wheat",
-           "Fruits, vegetables, flowers", "Potatoes", "Leguminous fodder", "Soybeans", "Orchard",
-           "Mixed cereal", "Sorghum", "Void label"]
+CLASSES = [
+    "Background",
+    "Meadow",
+    "Soft winter wheat",
+    "Corn",
+    "Winter barley",
+    "Winter rapeseed",
+    "Spring barley",
+    "Sunflower",
+    "Grapevine",
+    "Beet",
+    "Winter triticale",
+    "Winter durum wheat",
+    "Fruits, vegetables, flowers",
+    "Potatoes",
+    "Leguminous fodder",
+    "Soybeans",
+    "Orchard",
+    "Mixed cereal",
+    "Sorghum",
+    "Void label",
+]
 VOID = 19
 DEFAULT_FOLDS = {"train": [1, 2, 3], "val": [4], "test": [5]}
 SERIES = {"s2": "S2", "s1_asc": "S1A", "s1_des": "S1D", "s1_asc_ratio": "S1A", "s1_des_ratio": "S1D"}
@@ -74,8 +91,9 @@ class Pastis(TileDataset):
     def load(self, index: int, rng: np.random.Generator) -> Sample:
         properties = self.patches[index]
         pid = properties["ID_PATCH"]
-        target = np.load(self.require(self.root / "ANNOTATIONS" / f"TARGET_{pid}.npy", "the annotation"),
-                         allow_pickle=False)[0].astype(np.int64)
+        target = np.load(
+            self.require(self.root / "ANNOTATIONS" / f"TARGET_{pid}.npy", "the annotation"), allow_pickle=False
+        )[0].astype(np.int64)
         if self.label_kind == "segmentation":
             label = target
         else:
@@ -84,7 +102,9 @@ class Pastis(TileDataset):
         sample = Sample(inputs={}, label=label, name=str(pid))
         for modality in self.modalities:
             if modality == "spot":
-                with rasterio.open(self.require(self.root / SPOT_DIR / f"SPOT6_RVB_1M00_2019_{pid}.tif", "the SPOT tile")) as src:
+                with rasterio.open(
+                    self.require(self.root / SPOT_DIR / f"SPOT6_RVB_1M00_2019_{pid}.tif", "the SPOT tile")
+                ) as src:
                     sample.inputs["spot"] = src.read().astype(np.float32)
                 continue
             key = SERIES[modality]

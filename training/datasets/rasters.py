@@ -52,11 +52,15 @@ class RasterTiles(TileDataset):
         windows = self.geometry.windows.windows()
         every = int(self.options.get("val_every", 10))
         held_out = [w for i, w in enumerate(windows) if i % every == every - 1] if len(windows) >= every else windows
-        self.windows = held_out if self.split in ("val", "test") else (
-            [w for w in windows if w not in held_out] or windows)
+        self.windows = (
+            held_out if self.split in ("val", "test") else ([w for w in windows if w not in held_out] or windows)
+        )
         self.tile_size_m = self.windows[0].width * self.geometry.patch_size_m
-        self.doy = {n: np.array([day_of_year(d) for d in m.dates], np.float32)
-                    for n, m in self.modality_inputs.items() if m.spec.has_dates}
+        self.doy = {
+            n: np.array([day_of_year(d) for d in m.dates], np.float32)
+            for n, m in self.modality_inputs.items()
+            if m.spec.has_dates
+        }
 
     def __len__(self) -> int:
         return len(self.windows)

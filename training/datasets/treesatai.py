@@ -23,17 +23,33 @@ import rasterio
 
 from engine.errors import EngineError
 from engine.io.dates import day_of_year
-from training.datasets.common import (Sample, TileDataset, conform_s1, date_from_product_name,
-                                      multi_hot, s1_band_count)
+from training.datasets.common import Sample, TileDataset, conform_s1, date_from_product_name, multi_hot, s1_band_count
 
-CLASSES = ["Abies", "Acer", "Alnus", "Betula", "Cleared", "Fagus", "Fraxinus", "Larix", "Picea",
-           "Pinus", "Populus", "Prunus", "Pseudotsuga", "Quercus", "Tilia"]
+CLASSES = [
+    "Abies",
+    "Acer",
+    "Alnus",
+    "Betula",
+    "Cleared",
+    "Fagus",
+    "Fraxinus",
+    "Larix",
+    "Picea",
+    "Pinus",
+    "Populus",
+    "Prunus",
+    "Pseudotsuga",
+    "Quercus",
+    "Tilia",
+]
 LABEL_FILE = "labels/TreeSatBA_v9_60m_multi_labels.json"
 AREA_THRESHOLD = 0.07
 AERIAL_CROP = 300
-SERIES = {"s2": ("sen-2-data", "sen-2-products"),
-          "s1_asc": ("sen-1-asc-data", "sen-1-asc-products"),
-          "s1_des": ("sen-1-des-data", "sen-1-des-products")}
+SERIES = {
+    "s2": ("sen-2-data", "sen-2-products"),
+    "s1_asc": ("sen-1-asc-data", "sen-1-asc-products"),
+    "s1_des": ("sen-1-des-data", "sen-1-des-products"),
+}
 # The *_ratio modalities add the VV/VH band the files lack (3 bands, as in PASTIS).
 SERIES.update({f"{name}_ratio": SERIES[name] for name in ("s1_asc", "s1_des")})
 
@@ -79,7 +95,7 @@ class TreeSatAI(TileDataset):
                 image = src.read().astype(np.float32)
             top = self.crop_offset(image.shape[1], AERIAL_CROP, rng)
             left = self.crop_offset(image.shape[2], AERIAL_CROP, rng)
-            sample.inputs["aerial"] = image[:, top:top + AERIAL_CROP, left:left + AERIAL_CROP]
+            sample.inputs["aerial"] = image[:, top : top + AERIAL_CROP, left : left + AERIAL_CROP]
         series = [m for m in self.modalities if m in SERIES]
         if series:
             path = self.require(self.series_dir / (Path(name).stem + ".h5"), "the Sentinel time series")

@@ -10,7 +10,8 @@ architectures in the JSON.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,11 @@ class EnsembleClassifier:
         self.columns = [np.asarray(c, np.int64) for c in columns]
         self.in_dim, self.n_classes = int(in_dim), int(self.members[0].n_classes)
         for member, cols in zip(self.members, self.columns):
-            if member.n_classes != self.n_classes or member.in_dim != cols.size or (cols.size and cols.max() >= self.in_dim):
+            if (
+                member.n_classes != self.n_classes
+                or member.in_dim != cols.size
+                or (cols.size and cols.max() >= self.in_dim)
+            ):
                 raise ValueError("the members' classes or columns do not match the ensemble")
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -38,8 +43,12 @@ class EnsembleClassifier:
         return self.predict_proba(x).argmax(-1)
 
     def architecture(self) -> dict[str, Any]:
-        return {"kind": self.kind, "in_dim": self.in_dim, "n_classes": self.n_classes,
-                "members": [member.architecture() for member in self.members]}
+        return {
+            "kind": self.kind,
+            "in_dim": self.in_dim,
+            "n_classes": self.n_classes,
+            "members": [member.architecture() for member in self.members],
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {}
@@ -49,11 +58,11 @@ class EnsembleClassifier:
         return out
 
     @classmethod
-    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "EnsembleClassifier":
+    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> EnsembleClassifier:
         members, columns = [], []
         for i, member in enumerate(architecture["members"]):
             prefix = f"member{i}/"
-            own = {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
+            own = {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
             columns.append(own.pop("columns"))
             members.append(rebuild_classifier(member, own))
         model = cls(members, columns, architecture["in_dim"])
@@ -62,8 +71,11 @@ class EnsembleClassifier:
         return model
 
 
-def soft_vote(members: Sequence[Any], member_columns: Sequence[Sequence[str]], union: Sequence[str]) -> EnsembleClassifier:
+def soft_vote(
+    members: Sequence[Any], member_columns: Sequence[Sequence[str]], union: Sequence[str]
+) -> EnsembleClassifier:
     """The vote of ``members`` fitted on the named columns, reading the ``union`` columns."""
     index = {name: i for i, name in enumerate(union)}
-    return EnsembleClassifier(members, [np.array([index[n] for n in names], np.int64) for names in member_columns],
-                              len(union))
+    return EnsembleClassifier(
+        members, [np.array([index[n] for n in names], np.int64) for names in member_columns], len(union)
+    )

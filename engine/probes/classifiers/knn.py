@@ -21,8 +21,15 @@ from engine.probes.classifiers.neural import class_weights
 class KNNClassifier:
     kind = "knn"
 
-    def __init__(self, train: np.ndarray, labels: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                 vote_weights: np.ndarray, neighbours: int):
+    def __init__(
+        self,
+        train: np.ndarray,
+        labels: np.ndarray,
+        mean: np.ndarray,
+        std: np.ndarray,
+        vote_weights: np.ndarray,
+        neighbours: int,
+    ):
         self.train = np.ascontiguousarray(train, np.float32)
         self.labels = np.asarray(labels, np.int64)
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
@@ -39,7 +46,7 @@ class KNNClassifier:
         out = []
         with torch.inference_mode():
             for i in range(0, len(x), batch):
-                nearest = torch.cdist(x[i:i + batch], train).topk(k, largest=False).indices
+                nearest = torch.cdist(x[i : i + batch], train).topk(k, largest=False).indices
                 votes = torch.zeros(len(nearest), self.n_classes)
                 votes.scatter_add_(1, labels[nearest], weights[labels[nearest]])
                 out.append(votes / votes.sum(1, keepdim=True).clamp_min(1e-12))
@@ -52,13 +59,24 @@ class KNNClassifier:
         return {"kind": self.kind, "in_dim": self.in_dim, "n_classes": self.n_classes, "neighbours": self.neighbours}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"train": self.train, "labels": self.labels, "mean": self.mean, "std": self.std,
-                "vote_weights": self.vote_weights}
+        return {
+            "train": self.train,
+            "labels": self.labels,
+            "mean": self.mean,
+            "std": self.std,
+            "vote_weights": self.vote_weights,
+        }
 
     @classmethod
-    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "KNNClassifier":
-        model = cls(arrays["train"], arrays["labels"], arrays["mean"], arrays["std"], arrays["vote_weights"],
-                    architecture["neighbours"])
+    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> KNNClassifier:
+        model = cls(
+            arrays["train"],
+            arrays["labels"],
+            arrays["mean"],
+            arrays["std"],
+            arrays["vote_weights"],
+            architecture["neighbours"],
+        )
         if model.in_dim != architecture["in_dim"] or model.n_classes != architecture["n_classes"]:
             raise ValueError("the stored neighbours do not match the architecture")
         return model

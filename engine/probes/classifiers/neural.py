@@ -47,22 +47,32 @@ class Probe(nn.Module):
     @torch.no_grad()
     def predict_proba(self, x: np.ndarray | torch.Tensor, batch: int = 65536) -> np.ndarray:
         x = torch.as_tensor(x, dtype=torch.float32)
-        return torch.cat([self(x[i:i + batch]).softmax(-1) for i in range(0, len(x), batch)]).numpy()
+        return torch.cat([self(x[i : i + batch]).softmax(-1) for i in range(0, len(x), batch)]).numpy()
 
     def predict(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         return self.predict_proba(x).argmax(-1)
 
     def architecture(self) -> dict[str, Any]:
-        return {"kind": self.kind, "in_dim": self.in_dim, "n_classes": self.n_classes, "hidden": self.hidden,
-                "layer_norm": self.layer_norm}
+        return {
+            "kind": self.kind,
+            "in_dim": self.in_dim,
+            "n_classes": self.n_classes,
+            "hidden": self.hidden,
+            "layer_norm": self.layer_norm,
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: v.detach().contiguous().cpu().numpy() for k, v in self.state_dict().items()}
 
     @classmethod
-    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "Probe":
-        probe = cls(architecture["in_dim"], architecture["n_classes"], architecture["kind"], architecture["hidden"],
-                    architecture.get("layer_norm", False))
+    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> Probe:
+        probe = cls(
+            architecture["in_dim"],
+            architecture["n_classes"],
+            architecture["kind"],
+            architecture["hidden"],
+            architecture.get("layer_norm", False),
+        )
         probe.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
         return probe.eval()
 
@@ -94,8 +104,13 @@ def fit_neural_probe(x: np.ndarray, y: np.ndarray, n_classes: int, config: Probe
 
     if config.optimizer == "lbfgs":
         optimizer = torch.optim.LBFGS(
-            probe.parameters(), lr=1.0, max_iter=config.epochs, history_size=20,
-            line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9,
+            probe.parameters(),
+            lr=1.0,
+            max_iter=config.epochs,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-6,
+            tolerance_change=1e-9,
         )
 
         def closure():
@@ -112,7 +127,7 @@ def fit_neural_probe(x: np.ndarray, y: np.ndarray, n_classes: int, config: Probe
         for _ in range(config.epochs):
             order = torch.randperm(len(x), generator=generator)
             for i in range(0, len(x), batch):
-                idx = order[i:i + batch]
+                idx = order[i : i + batch]
                 optimizer.zero_grad()
                 loss = loss_fn(probe(x[idx]), y_t[idx]) + config.l2 * probe.weight_penalty()
                 loss.backward()

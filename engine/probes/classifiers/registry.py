@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -48,22 +49,47 @@ def _lazy(module: str, attribute: str) -> Callable:
     return call
 
 
-CLASSIFIERS: dict[str, ClassifierKind] = {k.name: k for k in (
-    ClassifierKind("linear", "multinomial logistic regression (one linear layer, torch)",
-                   _lazy("engine.probes.classifiers.neural", "fit_neural_probe"), _lazy("engine.probes.classifiers.neural", "Probe.from_arrays")),
-    ClassifierKind("mlp", "small MLP (one hidden GELU layer, torch)",
-                   _lazy("engine.probes.classifiers.neural", "fit_neural_probe"), _lazy("engine.probes.classifiers.neural", "Probe.from_arrays")),
-    ClassifierKind("knn", "k nearest neighbours on standardized features, class-weighted votes",
-                   _lazy("engine.probes.classifiers.knn", "fit_knn"), _lazy("engine.probes.classifiers.knn", "KNNClassifier.from_arrays")),
-    ClassifierKind("random_forest", "random forest (scikit-learn)", _lazy("engine.probes.classifiers.trees", "fit_random_forest"),
-                   _lazy("engine.probes.classifiers.trees", "ForestClassifier.from_arrays")),
-    ClassifierKind("extra_trees", "extremely randomized trees (scikit-learn)",
-                   _lazy("engine.probes.classifiers.trees", "fit_extra_trees"),
-                   _lazy("engine.probes.classifiers.trees", "ForestClassifier.from_arrays")),
-    ClassifierKind("gradient_boosting", "histogram gradient boosting (scikit-learn)",
-                   _lazy("engine.probes.classifiers.trees", "fit_gradient_boosting"),
-                   _lazy("engine.probes.classifiers.trees", "BoostingClassifier.from_arrays")),
-)}
+CLASSIFIERS: dict[str, ClassifierKind] = {
+    k.name: k
+    for k in (
+        ClassifierKind(
+            "linear",
+            "multinomial logistic regression (one linear layer, torch)",
+            _lazy("engine.probes.classifiers.neural", "fit_neural_probe"),
+            _lazy("engine.probes.classifiers.neural", "Probe.from_arrays"),
+        ),
+        ClassifierKind(
+            "mlp",
+            "small MLP (one hidden GELU layer, torch)",
+            _lazy("engine.probes.classifiers.neural", "fit_neural_probe"),
+            _lazy("engine.probes.classifiers.neural", "Probe.from_arrays"),
+        ),
+        ClassifierKind(
+            "knn",
+            "k nearest neighbours on standardized features, class-weighted votes",
+            _lazy("engine.probes.classifiers.knn", "fit_knn"),
+            _lazy("engine.probes.classifiers.knn", "KNNClassifier.from_arrays"),
+        ),
+        ClassifierKind(
+            "random_forest",
+            "random forest (scikit-learn)",
+            _lazy("engine.probes.classifiers.trees", "fit_random_forest"),
+            _lazy("engine.probes.classifiers.trees", "ForestClassifier.from_arrays"),
+        ),
+        ClassifierKind(
+            "extra_trees",
+            "extremely randomized trees (scikit-learn)",
+            _lazy("engine.probes.classifiers.trees", "fit_extra_trees"),
+            _lazy("engine.probes.classifiers.trees", "ForestClassifier.from_arrays"),
+        ),
+        ClassifierKind(
+            "gradient_boosting",
+            "histogram gradient boosting (scikit-learn)",
+            _lazy("engine.probes.classifiers.trees", "fit_gradient_boosting"),
+            _lazy("engine.probes.classifiers.trees", "BoostingClassifier.from_arrays"),
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -107,8 +133,10 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> Clas
     if x.ndim != 2 or len(x) != len(y) or len(x) == 0:
         raise EngineError(f"Probe fitting needs (N, D) features and N labels, got {tuple(x.shape)} and {len(y)}.")
     if not np.isfinite(x).all():
-        raise EngineError("Some features at labelled cells are NaN or infinite (nodata under the labels?): "
-                          "mask them out or move the labels.")
+        raise EngineError(
+            "Some features at labelled cells are NaN or infinite (nodata under the labels?): "
+            "mask them out or move the labels."
+        )
     return classifier_kind(config.kind).fit(x, y, n_classes, config)
 
 

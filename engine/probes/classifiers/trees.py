@@ -37,8 +37,10 @@ def _sklearn():
     try:
         import sklearn  # lazy: keeps scikit-learn out of this module
     except ImportError:
-        raise EngineError("Random forest and gradient boosting probes need scikit-learn, which is missing from the "
-                          "engine's Python environment: pip install scikit-learn.") from None
+        raise EngineError(
+            "Random forest and gradient boosting probes need scikit-learn, which is missing from the "
+            "engine's Python environment: pip install scikit-learn."
+        ) from None
     return sklearn
 
 
@@ -54,17 +56,20 @@ def _check_format(architecture: dict[str, Any], kind: str, installed: np.dtype, 
     if written not in READABLE_FORMATS:
         raise EngineError(
             f"This {kind} probe stores its trees in layout {written} (scikit-learn {version}), but this engine reads "
-            f"layouts {', '.join(map(str, READABLE_FORMATS))}: fit the probe again with this engine.")
+            f"layouts {', '.join(map(str, READABLE_FORMATS))}: fit the probe again with this engine."
+        )
     missing = [f for f in needed if f not in installed.names and f not in OPTIONAL_FIELDS]
     if missing:
         raise EngineError(
             f"The installed scikit-learn {_sklearn().__version__} builds {kind} trees without the field(s) "
             f"{', '.join(missing)} that this probe (written with scikit-learn {version}) needs: install scikit-learn "
-            f"{version}, or fit the probe again.")
+            f"{version}, or fit the probe again."
+        )
 
 
-def _node_records(arrays: dict[str, np.ndarray], dtype: np.dtype, fields: tuple[str, ...], start: int,
-                  stop: int) -> np.ndarray:
+def _node_records(
+    arrays: dict[str, np.ndarray], dtype: np.dtype, fields: tuple[str, ...], start: int, stop: int
+) -> np.ndarray:
     nodes = np.zeros(stop - start, dtype=dtype)
     for name in fields:
         if name in dtype.names and name in arrays:
@@ -99,7 +104,9 @@ def _concatenated(per_tree: list[np.ndarray], fields: tuple[str, ...]) -> dict[s
         if name not in per_tree[0].dtype.names:
             continue
         values = np.concatenate([nodes[name] for nodes in per_tree])
-        out[name] = values.astype(np.float64) if name in ("threshold", "num_threshold", "value") else narrowest_int(values)
+        out[name] = (
+            values.astype(np.float64) if name in ("threshold", "num_threshold", "value") else narrowest_int(values)
+        )
     out["offsets"] = narrowest_int(np.cumsum([0] + [len(nodes) for nodes in per_tree]))
     return out
 
@@ -148,8 +155,9 @@ class StoredEnsemble:
 class ForestClassifier(StoredEnsemble):
     """A random forest or extra-trees ensemble: both average the class shares of plain decision trees."""
 
-    def __init__(self, trees: list, values: list[np.ndarray], arrays: dict[str, np.ndarray],
-                 architecture: dict[str, Any]):
+    def __init__(
+        self, trees: list, values: list[np.ndarray], arrays: dict[str, np.ndarray], architecture: dict[str, Any]
+    ):
         super().__init__(arrays["classes"], arrays, architecture)
         self.kind = architecture["kind"]
         self.trees, self.values = trees, values
@@ -162,7 +170,7 @@ class ForestClassifier(StoredEnsemble):
         return _class_columns(total / len(self.trees), self.classes, self.n_classes)
 
     @classmethod
-    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "ForestClassifier":
+    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> ForestClassifier:
         _sklearn()
         from sklearn.tree._tree import NODE_DTYPE, Tree  # lazy: keeps scikit-learn out of this module
 
@@ -175,9 +183,14 @@ class ForestClassifier(StoredEnsemble):
             start, stop = int(offsets[t]), int(offsets[t + 1])
             leaf_values = node_values[start:stop]
             tree = Tree(int(architecture["in_dim"]), np.array([classes.size], dtype=np.intp), 1)
-            tree.__setstate__({"max_depth": int(depths[t]), "node_count": stop - start,
-                               "nodes": _node_records(arrays, NODE_DTYPE, FOREST_FIELDS, start, stop),
-                               "values": leaf_values[:, None, :].copy()})
+            tree.__setstate__(
+                {
+                    "max_depth": int(depths[t]),
+                    "node_count": stop - start,
+                    "nodes": _node_records(arrays, NODE_DTYPE, FOREST_FIELDS, start, stop),
+                    "values": leaf_values[:, None, :].copy(),
+                }
+            )
             trees.append(tree)
             values.append(leaf_values)
         return cls(trees, values, arrays, architecture)
@@ -194,8 +207,14 @@ def _fit_forest(estimator, kind: str, x: np.ndarray, y: np.ndarray, n_classes: i
     arrays["values"] = (values[leaves] / np.maximum(values[leaves].sum(1, keepdims=True), 1e-12)).astype(np.float32)
     arrays["max_depth"] = narrowest_int(np.array([s["max_depth"] for s in states]))
     arrays["classes"] = narrowest_int(estimator.classes_)
-    architecture = {"kind": kind, "in_dim": int(x.shape[1]), "n_classes": n_classes, "trees": config.trees,
-                    "tree_format": TREE_FORMAT, "sklearn_version": _sklearn().__version__}
+    architecture = {
+        "kind": kind,
+        "in_dim": int(x.shape[1]),
+        "n_classes": n_classes,
+        "trees": config.trees,
+        "tree_format": TREE_FORMAT,
+        "sklearn_version": _sklearn().__version__,
+    }
     return ForestClassifier.from_arrays(architecture, arrays)
 
 
@@ -203,8 +222,12 @@ def fit_random_forest(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> F
     _sklearn()
     from sklearn.ensemble import RandomForestClassifier  # lazy: keeps scikit-learn out of this module
 
-    forest = RandomForestClassifier(n_estimators=config.trees, class_weight="balanced" if config.class_weighting else None,
-                                    random_state=config.seed, n_jobs=_threads())
+    forest = RandomForestClassifier(
+        n_estimators=config.trees,
+        class_weight="balanced" if config.class_weighting else None,
+        random_state=config.seed,
+        n_jobs=_threads(),
+    )
     return _fit_forest(forest, "random_forest", x, y, n_classes, config)
 
 
@@ -213,8 +236,12 @@ def fit_extra_trees(x: np.ndarray, y: np.ndarray, n_classes: int, config) -> For
     _sklearn()
     from sklearn.ensemble import ExtraTreesClassifier  # lazy: keeps scikit-learn out of this module
 
-    forest = ExtraTreesClassifier(n_estimators=config.trees, class_weight="balanced" if config.class_weighting else None,
-                                  random_state=config.seed, n_jobs=_threads())
+    forest = ExtraTreesClassifier(
+        n_estimators=config.trees,
+        class_weight="balanced" if config.class_weighting else None,
+        random_state=config.seed,
+        n_jobs=_threads(),
+    )
     return _fit_forest(forest, "extra_trees", x, y, n_classes, config)
 
 
@@ -252,18 +279,26 @@ class BoostingClassifier(StoredEnsemble):
         return _class_columns(probabilities, self.classes, self.n_classes)
 
     @classmethod
-    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> "BoostingClassifier":
+    def from_arrays(cls, architecture: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoostingClassifier:
         _sklearn()
-        from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE, X_BITSET_INNER_DTYPE  # lazy: scikit-learn on use
+        from sklearn.ensemble._hist_gradient_boosting.common import (  # lazy: scikit-learn on use
+            PREDICTOR_RECORD_DTYPE,
+            X_BITSET_INNER_DTYPE,
+        )
         from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor  # lazy: scikit-learn on use
 
         _check_format(architecture, "gradient boosting", PREDICTOR_RECORD_DTYPE, BOOSTING_FIELDS)
         offsets, per_iteration = arrays["offsets"], int(architecture["trees_per_iteration"])
         no_categories = np.zeros((0, 8), X_BITSET_INNER_DTYPE)
-        flat = [TreePredictor(_node_records(arrays, PREDICTOR_RECORD_DTYPE, BOOSTING_FIELDS, int(offsets[t]),
-                                            int(offsets[t + 1])), no_categories, no_categories)
-                for t in range(len(offsets) - 1)]
-        predictors = [flat[i:i + per_iteration] for i in range(0, len(flat), per_iteration)]
+        flat = [
+            TreePredictor(
+                _node_records(arrays, PREDICTOR_RECORD_DTYPE, BOOSTING_FIELDS, int(offsets[t]), int(offsets[t + 1])),
+                no_categories,
+                no_categories,
+            )
+            for t in range(len(offsets) - 1)
+        ]
+        predictors = [flat[i : i + per_iteration] for i in range(0, len(flat), per_iteration)]
         return cls(predictors, arrays, architecture)
 
 
@@ -272,14 +307,24 @@ def fit_gradient_boosting(x: np.ndarray, y: np.ndarray, n_classes: int, config) 
     from sklearn.ensemble import HistGradientBoostingClassifier  # lazy: keeps scikit-learn out of this module
 
     # Fixed number of rounds, no early stopping: its internal split would ignore the spatial blocks.
-    booster = HistGradientBoostingClassifier(max_iter=config.trees, early_stopping=False, random_state=config.seed,
-                                             class_weight="balanced" if config.class_weighting else None)
+    booster = HistGradientBoostingClassifier(
+        max_iter=config.trees,
+        early_stopping=False,
+        random_state=config.seed,
+        class_weight="balanced" if config.class_weighting else None,
+    )
     booster.fit(np.asarray(x, np.float64), y)
     per_tree = [predictor.nodes for iteration in booster._predictors for predictor in iteration]
     arrays = _concatenated(per_tree, BOOSTING_FIELDS)
     arrays["baseline"] = np.asarray(booster._baseline_prediction, np.float64).reshape(-1)
     arrays["classes"] = narrowest_int(booster.classes_)
-    architecture = {"kind": BoostingClassifier.kind, "in_dim": int(x.shape[1]), "n_classes": n_classes,
-                    "trees": config.trees, "trees_per_iteration": int(booster.n_trees_per_iteration_),
-                    "tree_format": TREE_FORMAT, "sklearn_version": sklearn.__version__}
+    architecture = {
+        "kind": BoostingClassifier.kind,
+        "in_dim": int(x.shape[1]),
+        "n_classes": n_classes,
+        "trees": config.trees,
+        "trees_per_iteration": int(booster.n_trees_per_iteration_),
+        "tree_format": TREE_FORMAT,
+        "sklearn_version": sklearn.__version__,
+    }
     return BoostingClassifier.from_arrays(architecture, arrays)

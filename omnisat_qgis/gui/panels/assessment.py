@@ -55,8 +55,18 @@ from omnisat_qgis.gui.engine_task import EngineTask, Step
 
 LAYER, DESIGN_TABLE = "reference_sample", "sample_design"
 NOT_SURE, NO_DATA = "not sure", "no data"
-DIGITS = [Qt.Key.Key_1, Qt.Key.Key_2, Qt.Key.Key_3, Qt.Key.Key_4, Qt.Key.Key_5, Qt.Key.Key_6, Qt.Key.Key_7,
-          Qt.Key.Key_8, Qt.Key.Key_9, Qt.Key.Key_0]
+DIGITS = [
+    Qt.Key.Key_1,
+    Qt.Key.Key_2,
+    Qt.Key.Key_3,
+    Qt.Key.Key_4,
+    Qt.Key.Key_5,
+    Qt.Key.Key_6,
+    Qt.Key.Key_7,
+    Qt.Key.Key_8,
+    Qt.Key.Key_9,
+    Qt.Key.Key_0,
+]
 
 
 class SampleError(Exception):
@@ -158,8 +168,10 @@ class AssessmentPanel(QWidget):
         self.target_spin.setDecimals(3)
         self.target_spin.setSingleStep(0.005)
         self.target_spin.setSpecialValueText("none")
-        self.target_spin.setToolTip("Standard error wanted for the overall accuracy, or for the target class's "
-                                    "share of the map (0..1); sets the number of points")
+        self.target_spin.setToolTip(
+            "Standard error wanted for the overall accuracy, or for the target class's "
+            "share of the map (0..1); sets the number of points"
+        )
         self.target_class = QLineEdit()
         self.target_class.setPlaceholderText("overall accuracy")
         self.expected = QLineEdit()
@@ -171,7 +183,7 @@ class AssessmentPanel(QWidget):
         self.distance_spin.setRange(0.0, 1e7)
         self.distance_spin.setSpecialValueText("none")
         self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2 ** 31 - 1)
+        self.seed_spin.setRange(0, 2**31 - 1)
         form.addRow("Minimum distance (map units)", self.distance_spin)
         form.addRow("Seed", self.seed_spin)
         buttons = QHBoxLayout()
@@ -238,8 +250,11 @@ class AssessmentPanel(QWidget):
         self.comment.setPlaceholderText("Comment (saved with the label)")
         layout.addWidget(self.comment)
         navigation = QHBoxLayout()
-        for text, slot in (("◀ Previous", self.previous), ("Next ▶", self.next),
-                           ("First unlabelled (U)", self.first_unlabelled)):
+        for text, slot in (
+            ("◀ Previous", self.previous),
+            ("Next ▶", self.next),
+            ("First unlabelled (U)", self.first_unlabelled),
+        ):
             button = QPushButton(text)
             button.clicked.connect(slot)
             navigation.addWidget(button)
@@ -256,8 +271,13 @@ class AssessmentPanel(QWidget):
         return box
 
     def _enable_labelling(self, on: bool) -> None:
-        for widget in (self.not_sure_button, self.no_data_button, self.comment, self.assess_button,
-                       *self.class_buttons):
+        for widget in (
+            self.not_sure_button,
+            self.no_data_button,
+            self.comment,
+            self.assess_button,
+            *self.class_buttons,
+        ):
             widget.setEnabled(on)
 
     # ------------------------------------------------------------------ the sample layer
@@ -293,11 +313,16 @@ class AssessmentPanel(QWidget):
         names = layer.fields().names()
         missing = [f for f in (self.reference_field, "flag", "comment", "labelled_at", "map_class") if f not in names]
         if missing:
-            raise SampleError(f"The layer '{layer.name()}' lacks the field(s) {', '.join(missing)} of a sample "
-                              "drawn by 'Draw sample…': draw one, or open its .gpkg.")
+            raise SampleError(
+                f"The layer '{layer.name()}' lacks the field(s) {', '.join(missing)} of a sample "
+                "drawn by 'Draw sample…': draw one, or open its .gpkg."
+            )
         self.design = design_of(file_of(layer))
-        self.classes = list(self.design["class_names"]) if self.design else sorted(
-            {f["map_class"] for f in layer.getFeatures()} - {None, ""})
+        self.classes = (
+            list(self.design["class_names"])
+            if self.design
+            else sorted({f["map_class"] for f in layer.getFeatures()} - {None, ""})
+        )
         order = sorted(((f["sample_id"], f.id()) for f in layer.getFeatures()), key=lambda pair: pair[0])
         self.fids = [fid for _, fid in order]
         self.layer = layer
@@ -354,8 +379,10 @@ class AssessmentPanel(QWidget):
         done = feature[self.reference_field] or feature["flag"]
         shown = "" if self.blind.isChecked() else f" — map: <b>{feature['map_class']}</b>"
         self.where.setTextFormat(Qt.TextFormat.RichText)
-        self.where.setText(f"Point {self.position + 1} of {len(self.fids)} (sample {feature['sample_id']}){shown}"
-                           f" — label: <b>{done if done and str(done) != 'NULL' else 'none yet'}</b>")
+        self.where.setText(
+            f"Point {self.position + 1} of {len(self.fids)} (sample {feature['sample_id']}){shown}"
+            f" — label: <b>{done if done and str(done) != 'NULL' else 'none yet'}</b>"
+        )
         comment = feature["comment"]
         self.comment.setText("" if comment in (None, "") or str(comment) == "NULL" else str(comment))
         self.progress_label.setText(self.progress_text())
@@ -370,8 +397,9 @@ class AssessmentPanel(QWidget):
         if self.canvas is None:
             return
         point = feature.geometry().asPoint()
-        transform = QgsCoordinateTransform(self.layer.crs(), self.canvas.mapSettings().destinationCrs(),
-                                           QgsProject.instance())
+        transform = QgsCoordinateTransform(
+            self.layer.crs(), self.canvas.mapSettings().destinationCrs(), QgsProject.instance()
+        )
         centre = transform.transform(point)
         extent = self.canvas.extent()
         if extent.isEmpty() or not math.isfinite(extent.width()):  # a canvas that never showed anything
@@ -400,8 +428,11 @@ class AssessmentPanel(QWidget):
             entry[0] += self.is_done(feature)
             entry[1] += 1
         total = sum(n for n, _ in done.values())
-        strata = " · ".join(f"{name} {n}/{of}" for name, (n, of) in done.items()) if not self.blind.isChecked() \
+        strata = (
+            " · ".join(f"{name} {n}/{of}" for name, (n, of) in done.items())
+            if not self.blind.isChecked()
             else "per class hidden while blind"
+        )
         return f"Labelled {total}/{len(self.fids)} — {strata}"
 
     # ------------------------------------------------------------------ labelling
@@ -410,14 +441,18 @@ class AssessmentPanel(QWidget):
         if self.layer is None or not self.fids:
             return
         fields = self.layer.fields()
-        values = {fields.indexOf(self.reference_field): name if name else None,
-                  fields.indexOf("flag"): flag,
-                  fields.indexOf("comment"): self.comment.text().strip() or None,
-                  fields.indexOf("labelled_at"): datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        values = {
+            fields.indexOf(self.reference_field): name if name else None,
+            fields.indexOf("flag"): flag,
+            fields.indexOf("comment"): self.comment.text().strip() or None,
+            fields.indexOf("labelled_at"): datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
         # Straight through the provider: written to the file now, not kept in an edit buffer.
         if not self.layer.dataProvider().changeAttributeValues({self.fids[self.position]: values}):
-            self.say(f"The label could not be saved into '{file_of(self.layer)}': is the file writable? "
-                     + "; ".join(self.layer.dataProvider().errors()))
+            self.say(
+                f"The label could not be saved into '{file_of(self.layer)}': is the file writable? "
+                + "; ".join(self.layer.dataProvider().errors())
+            )
             return
         self.layer.triggerRepaint()
         if self.position < len(self.fids) - 1:
@@ -452,14 +487,24 @@ class AssessmentPanel(QWidget):
             try:
                 expected = [float(v) for v in self.expected.text().replace(";", ",").split(",") if v.strip()]
             except ValueError:
-                raise SampleError(f"Expected user's accuracies '{self.expected.text()}': write numbers between 0 "
-                                  "and 1 separated by commas, one per map class.") from None
+                raise SampleError(
+                    f"Expected user's accuracies '{self.expected.text()}': write numbers between 0 "
+                    "and 1 separated by commas, one per map class."
+                ) from None
         return SampleRequest(
-            classes=file_of(layer), output=output, design=self.design_combo.currentText(),
-            allocation=self.allocation_combo.currentText(), total=self.total_spin.value(),
-            min_per_class=self.min_spin.value(), target_se=self.target_spin.value() or None,
-            target_class=self.target_class.text().strip() or None, expected_users_accuracy=expected,
-            min_distance=self.distance_spin.value(), seed=self.seed_spin.value(), dry_run=dry_run)
+            classes=file_of(layer),
+            output=output,
+            design=self.design_combo.currentText(),
+            allocation=self.allocation_combo.currentText(),
+            total=self.total_spin.value(),
+            min_per_class=self.min_spin.value(),
+            target_se=self.target_spin.value() or None,
+            target_class=self.target_class.text().strip() or None,
+            expected_users_accuracy=expected,
+            min_distance=self.distance_spin.value(),
+            seed=self.seed_spin.value(),
+            dry_run=dry_run,
+        )
 
     def draw(self, dry_run: bool, output: str | None = None) -> None:
         try:
@@ -475,8 +520,9 @@ class AssessmentPanel(QWidget):
         except SampleError as exc:
             self.say(str(exc))
             return
-        self.start(EngineTask("OmniSat: sample sizes" if dry_run else "OmniSat: draw a sample", [request.step()],
-                              self._drawn))
+        self.start(
+            EngineTask("OmniSat: sample sizes" if dry_run else "OmniSat: draw a sample", [request.step()], self._drawn)
+        )
 
     def _drawn(self, task: EngineTask) -> None:
         if not self._finished(task):
@@ -484,11 +530,15 @@ class AssessmentPanel(QWidget):
         result = task.results[-1]
         if result.get("dry_run"):
             target = f" (the target needs {result['target_size']})" if result.get("target_size") else ""
-            self.sizes.setText(f"{result['samples']:g} points{target}: " + ", ".join(
-                f"{name} {n:g}" for name, n in result["planned_per_class"].items()))
+            self.sizes.setText(
+                f"{result['samples']:g} points{target}: "
+                + ", ".join(f"{name} {n:g}" for name, n in result["planned_per_class"].items())
+            )
             return
-        self.sizes.setText(f"Drew {result['samples']} points: " + ", ".join(
-            f"{name} {n}" for name, n in result["samples_per_class"].items()))
+        self.sizes.setText(
+            f"Drew {result['samples']} points: "
+            + ", ".join(f"{name} {n}" for name, n in result["samples_per_class"].items())
+        )
         try:
             self.open_sample(result["output"])
         except SampleError as exc:
@@ -502,9 +552,18 @@ class AssessmentPanel(QWidget):
         classes = self.map_combo.currentLayer()
         if classes is None or classes.providerType() != "gdal":
             raise SampleError("Choose the class map the sample was drawn from (Class map, above).")
-        return Step("assess", {"classes": file_of(classes), "sample": file_of(self.layer), "output": csv_path,
-                               "html": html_path, "reference_field": self.reference_field},
-                    (csv_path, html_path), "Assessing")
+        return Step(
+            "assess",
+            {
+                "classes": file_of(classes),
+                "sample": file_of(self.layer),
+                "output": csv_path,
+                "html": html_path,
+                "reference_field": self.reference_field,
+            },
+            (csv_path, html_path),
+            "Assessing",
+        )
 
     def assess(self, csv_path: str | None = None) -> None:
         try:
@@ -526,9 +585,11 @@ class AssessmentPanel(QWidget):
         overall = result["overall_accuracy"]
         se = result.get("overall_accuracy_se")
         link = Path(result["html"]).as_uri()
-        self.status.setText(f"Overall accuracy {overall:.3f} ± {'undefined' if se is None else f'{se:.3f}'} (SE) from "
-                            f"{response['labelled']} of {response['total']} points. "
-                            f"<a href=\"{link}\">Open the report</a>")
+        self.status.setText(
+            f"Overall accuracy {overall:.3f} ± {'undefined' if se is None else f'{se:.3f}'} (SE) from "
+            f"{response['labelled']} of {response['total']} points. "
+            f"<a href=\"{link}\">Open the report</a>"
+        )
 
     def start(self, task: EngineTask) -> None:
         if self.task is not None:
@@ -552,4 +613,3 @@ class AssessmentPanel(QWidget):
     def say(self, text: str) -> None:
         self.messages.append(text)
         self.status.setText(text)
-

@@ -128,8 +128,12 @@ class ChangeTab(QWidget):
         params: dict[str, Any] = {"model": str(model.path), "metric": self.metric_combo.currentText(), **outputs}
         if self.threshold_spin.value() > 0:
             params["threshold"] = self.threshold_spin.value()
-        command = {"MODEL": params["model"], "METRIC": params["metric"], "MAGNITUDE": outputs["magnitude"],
-                   "CHANGE": outputs["change"]}
+        command = {
+            "MODEL": params["model"],
+            "METRIC": params["metric"],
+            "MAGNITUDE": outputs["magnitude"],
+            "CHANGE": outputs["change"],
+        }
         if "threshold" in params:
             command["THRESHOLD"] = params["threshold"]
         written = list(outputs.values())
@@ -147,8 +151,9 @@ class ChangeTab(QWidget):
                 if entry is None:
                     raise InputError(f"Tick the layers of the '{period}' period.")
                 embeddings = str(folder / f"{key}_embeddings.tif")
-                job = build_job(model, [entry], extent, {"embeddings": embeddings, "embeddings_level": PREVIEW_LEVEL},
-                                advanced)
+                job = build_job(
+                    model, [entry], extent, {"embeddings": embeddings, "embeddings_level": PREVIEW_LEVEL}, advanced
+                )
                 job_file = folder / f"{key}.json"
                 job_file.write_text(json.dumps(job, indent=2), encoding="utf-8")
                 params[key] = job

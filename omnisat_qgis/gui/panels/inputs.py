@@ -33,8 +33,11 @@ EXTENT_CHOICES = ("Visible map area", "Where the inputs overlap", "Drawn rectang
 
 def raster_layers() -> list[QgsRasterLayer]:
     """The project's raster layers an analyst may feed the model (the dock's own outputs left out)."""
-    return [lyr for lyr in QgsProject.instance().mapLayers().values() if isinstance(lyr, QgsRasterLayer)
-            and not lyr.customProperty("omnisat/output", False)]
+    return [
+        lyr
+        for lyr in QgsProject.instance().mapLayers().values()
+        if isinstance(lyr, QgsRasterLayer) and not lyr.customProperty("omnisat/output", False)
+    ]
 
 
 class InputsPanel(QWidget):
@@ -70,8 +73,12 @@ class InputsPanel(QWidget):
         if on == self._listening:
             return
         project = QgsProject.instance()
-        signals = ((project.layersAdded, self._layers_added), (project.layersRemoved, self._layers_removed),
-                   (project.layerTreeRoot().nameChanged, self._renamed), (project.cleared, self._layers_removed))
+        signals = (
+            (project.layersAdded, self._layers_added),
+            (project.layersRemoved, self._layers_removed),
+            (project.layerTreeRoot().nameChanged, self._renamed),
+            (project.cleared, self._layers_removed),
+        )
         for signal, slot in signals:
             if on:
                 signal.connect(slot)
@@ -188,16 +195,23 @@ class InputsPanel(QWidget):
         return chosen
 
     def state(self) -> dict[str, Any]:
-        return {row.modality.name: {"layers": [lyr.id() for lyr in row.checked_layers()], "dates": row.dates(),
-                                    "bands": list(row.edited) if row.edited is not None else None}
-                for row in self.rows}
+        return {
+            row.modality.name: {
+                "layers": [lyr.id() for lyr in row.checked_layers()],
+                "dates": row.dates(),
+                "bands": list(row.edited) if row.edited is not None else None,
+            }
+            for row in self.rows
+        }
 
     # ------------------------------------------------------------------ extent
     def canvas_extent(self) -> Extent:
         canvas = self.iface.mapCanvas()
         rect = canvas.extent()
-        return Extent((rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
-                      canvas.mapSettings().destinationCrs().authid())
+        return Extent(
+            (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
+            canvas.mapSettings().destinationCrs().authid(),
+        )
 
     def map_extent(self) -> Extent | None:
         choice = self.extent_combo.currentText()

@@ -9,8 +9,8 @@ labels layer the dock made (one undoable edit) and the layer's symbols follow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from qgis.core import (
     Qgis,
@@ -106,7 +106,8 @@ class LabelsPanel(QgsCollapsibleGroupBox):
         self.background_button = QPushButton("Add background class")
         self.background_button.setToolTip(
             "A class for everything that is none of yours (roads, buildings, water, other crops): without it, "
-            "each such pixel is put in one of your classes, and a class spreads far beyond its fields")
+            "each such pixel is put in one of your classes, and a class spreads far beyond its fields"
+        )
         self.background_button.clicked.connect(lambda: self.add_class(BACKGROUND))
         remove = QPushButton("Remove class")
         remove.clicked.connect(self.remove_class)
@@ -129,8 +130,10 @@ class LabelsPanel(QgsCollapsibleGroupBox):
         self.field_combo.setLayer(self._watched)
         names = self._watched.fields().names() if self._watched is not None else []
         # A GeoPackage's first field is its feature id: never a sensible default class field.
-        self.class_field = next((f for f in (field, self.class_field, DEFAULT_FIELD) if f and f in names),
-                                next((n for n in names if n.lower() != "fid"), ""))
+        self.class_field = next(
+            (f for f in (field, self.class_field, DEFAULT_FIELD) if f and f in names),
+            next((n for n in names if n.lower() != "fid"), ""),
+        )
         if self._watched is not None:
             self._watched.updatedFields.connect(self._show_field)
         self._show_field()
@@ -208,10 +211,16 @@ class LabelsPanel(QgsCollapsibleGroupBox):
             problem = "A class needs a name."
         elif new in self.names():
             problem = f"There is already a class '{new}': choose another name (remove a class to merge it)."
-        elif layer is not None and self.class_field and not is_dock_labels(layer) and old in class_values(
-                layer, self.class_field):
-            problem = (f"'{layer.name()}' was not made by the dock: its samples are not renamed here (the dock does "
-                       "not change your layers). Rename the values in its attribute table, or copy it first.")
+        elif (
+            layer is not None
+            and self.class_field
+            and not is_dock_labels(layer)
+            and old in class_values(layer, self.class_field)
+        ):
+            problem = (
+                f"'{layer.name()}' was not made by the dock: its samples are not renamed here (the dock does "
+                "not change your layers). Rename the values in its attribute table, or copy it first."
+            )
         if problem:
             self.table.blockSignals(True)
             item.setText(old)
@@ -233,8 +242,10 @@ class LabelsPanel(QgsCollapsibleGroupBox):
         self.table.blockSignals(False)
         self.restyle()
         if changed:
-            self.say(f"Class '{old}' renamed '{new}' in {changed} sample(s); fit again to carry the name into the "
-                     "maps.", Qgis.MessageLevel.Info)
+            self.say(
+                f"Class '{old}' renamed '{new}' in {changed} sample(s); fit again to carry the name into the maps.",
+                Qgis.MessageLevel.Info,
+            )
 
     def remove_class(self) -> None:
         row = self.table.currentRow()
@@ -245,12 +256,17 @@ class LabelsPanel(QgsCollapsibleGroupBox):
         self.table.removeRow(row)
         self.restyle()
         if layer is not None and self.class_field and name in class_values(layer, self.class_field):
-            self.say(f"Samples of '{layer.name()}' still have the class '{name}': they count in the next fit until "
-                     "you delete them or change their class.", Qgis.MessageLevel.Warning)
+            self.say(
+                f"Samples of '{layer.name()}' still have the class '{name}': they count in the next fit until "
+                "you delete them or change their class.",
+                Qgis.MessageLevel.Warning,
+            )
 
     def classes(self) -> list[LabelClass]:
-        return [LabelClass(self.table.item(r, 0).data(NAME_ROLE), self.table.cellWidget(r, 1).color().name())
-                for r in range(self.table.rowCount())]
+        return [
+            LabelClass(self.table.item(r, 0).data(NAME_ROLE), self.table.cellWidget(r, 1).color().name())
+            for r in range(self.table.rowCount())
+        ]
 
     def set_classes(self, classes: list[tuple[str, str]]) -> None:
         self.table.setRowCount(0)
@@ -268,8 +284,9 @@ class LabelsPanel(QgsCollapsibleGroupBox):
             for index, name in enumerate(("class 1", "class 2")):
                 self.add_class(name, default_color(index), restyle=False)
         try:
-            layer = create_labels_layer(Path(path), self.geometry_combo.currentText(),
-                                        self.iface.mapCanvas().mapSettings().destinationCrs())
+            layer = create_labels_layer(
+                Path(path), self.geometry_combo.currentText(), self.iface.mapCanvas().mapSettings().destinationCrs()
+            )
         except LabelsError as exc:
             self.say(str(exc), Qgis.MessageLevel.Critical)
             return None
@@ -295,23 +312,30 @@ class LabelsPanel(QgsCollapsibleGroupBox):
         ignored = {v.strip() for v in self.ignore_edit.text().replace(";", ",").split(",") if v.strip()}
         request = QgsFeatureRequest()
         if extent is not None:
-            transform = QgsCoordinateTransform(QgsCoordinateReferenceSystem(extent.crs), layer.crs(),
-                                               QgsProject.instance())
+            transform = QgsCoordinateTransform(
+                QgsCoordinateReferenceSystem(extent.crs), layer.crs(), QgsProject.instance()
+            )
             request.setFilterRect(transform.transformBoundingBox(QgsRectangle(*extent.bounds)))
         features = list(layer.getFeatures(request))
         where = " in the visible map area" if extent is not None else ""
         if not features:
-            raise InputError(f"The labels layer '{layer.name()}' has no feature{where}: draw samples there, or pan "
-                             "the map to where the samples are.")
+            raise InputError(
+                f"The labels layer '{layer.name()}' has no feature{where}: draw samples there, or pan "
+                "the map to where the samples are."
+            )
         values = [str(f[field]) for f in features if f[field] not in (None, "")]
         unlabelled = len(features) - len(values)
         classes = {v for v in values if v not in ignored}
         if unlabelled:
-            self.say(f"{unlabelled} feature(s) of '{layer.name()}' have no class and are left out.",
-                     Qgis.MessageLevel.Warning)
+            self.say(
+                f"{unlabelled} feature(s) of '{layer.name()}' have no class and are left out.",
+                Qgis.MessageLevel.Warning,
+            )
         if len(classes) < 2:
-            raise InputError(f"The labels layer '{layer.name()}' has {len(classes)} class(es) in '{field}'{where}: "
-                             "draw samples of at least two classes.")
+            raise InputError(
+                f"The labels layer '{layer.name()}' has {len(classes)} class(es) in '{field}'{where}: "
+                "draw samples of at least two classes."
+            )
         path, _, rest = layer.source().partition("|")
         name = rest.split("=", 1)[1].split("|")[0] if rest.startswith("layername=") else None
         return LabelsRequest(path, field, name, tuple(sorted(ignored)))

@@ -11,9 +11,11 @@ class LearnPanel(QWidget):
         line = QHBoxLayout(self)
         line.setContentsMargins(0, 0, 0, 0)
         self.button = QPushButton("Learn this area")
-        self.button.setToolTip("Continue the model's self-supervised pretraining on the ticked layers over the "
-                               "area to map; the new model joins the model list (labels, if chosen, score it "
-                               "before and after)")
+        self.button.setToolTip(
+            "Continue the model's self-supervised pretraining on the ticked layers over the "
+            "area to map; the new model joins the model list (labels, if chosen, score it "
+            "before and after)"
+        )
         self.minutes = QSpinBox()
         self.minutes.setRange(1, 24 * 60)
         self.minutes.setValue(10)

@@ -9,8 +9,8 @@ Every message also goes to QGIS's log panel (OmniSat tab).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from qgis.core import Qgis, QgsMessageLog
 from qgis.PyQt.QtCore import Qt
@@ -23,8 +23,12 @@ COLORS = {
     Qgis.MessageLevel.Warning: ("#fff4e0", "#c98a1b"),
     Qgis.MessageLevel.Critical: ("#fde8e8", "#c0392b"),
 }
-TITLES = {Qgis.MessageLevel.Info: "", Qgis.MessageLevel.Success: "Done: ", Qgis.MessageLevel.Warning: "Warning: ",
-          Qgis.MessageLevel.Critical: "Cannot run: "}
+TITLES = {
+    Qgis.MessageLevel.Info: "",
+    Qgis.MessageLevel.Success: "Done: ",
+    Qgis.MessageLevel.Warning: "Warning: ",
+    Qgis.MessageLevel.Critical: "Cannot run: ",
+}
 
 
 @dataclass(frozen=True)
@@ -73,15 +77,22 @@ class MessageArea(QFrame):
         self.buttons: list[QPushButton] = []
         self.clear()
 
-    def say(self, text: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info, details: str = "",
-            actions: tuple[tuple[str, Callable[[], object]], ...] = ()) -> Message:
+    def say(
+        self,
+        text: str,
+        level: Qgis.MessageLevel = Qgis.MessageLevel.Info,
+        details: str = "",
+        actions: tuple[tuple[str, Callable[[], object]], ...] = (),
+    ) -> Message:
         message = Message(text, level, details.strip(), tuple(actions))
         self.history.append(text)
         self.current = message
         QgsMessageLog.logMessage(text + (f"\n{message.details}" if message.details else ""), "OmniSat", level)
         background, border = COLORS.get(level, COLORS[Qgis.MessageLevel.Info])
-        self.setStyleSheet(f"#OmniSatMessages {{ background: {background}; border: 1px solid {border}; "
-                           "border-radius: 3px; } #OmniSatMessages QLabel { color: #202020; }")
+        self.setStyleSheet(
+            f"#OmniSatMessages {{ background: {background}; border: 1px solid {border}; "
+            "border-radius: 3px; } #OmniSatMessages QLabel { color: #202020; }"
+        )
         self.text.setText(f"<b>{TITLES.get(level, '')}</b>{_escape(text)}")
         for button in self.buttons:
             self.actions_line.removeWidget(button)

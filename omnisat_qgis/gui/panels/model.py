@@ -9,7 +9,7 @@ yet (button: Download).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from qgis.core import Qgis
 from qgis.PyQt.QtCore import Qt, pyqtSignal
@@ -32,16 +32,19 @@ def engine_status() -> tuple[bool, str]:
 
 
 def toy_warning(info: ModelInfo) -> str:
-    return (f"'{info.name}' holds no learned knowledge: it was pretrained {info.provenance.get('steps')} steps on a "
-            "few tiles so that the plugin runs out of the box. Its maps show what a probe on near-random features "
-            f"gives; for real work download '{OFFICIAL}' (the official AnySat weights, about 504 MB).")
+    return (
+        f"'{info.name}' holds no learned knowledge: it was pretrained {info.provenance.get('steps')} steps on a "
+        "few tiles so that the plugin runs out of the box. Its maps show what a probe on near-random features "
+        f"gives; for real work download '{OFFICIAL}' (the official AnySat weights, about 504 MB)."
+    )
 
 
 class ModelPanel(QWidget):
     model_changed = pyqtSignal(object)  # the new ModelInfo
 
-    def __init__(self, say: Callable[..., object], set_up: Callable[[], None], download: Callable[[str], None],
-                 parent=None):
+    def __init__(
+        self, say: Callable[..., object], set_up: Callable[[], None], download: Callable[[str], None], parent=None
+    ):
         super().__init__(parent)
         self.say, self._set_up, self._download = say, set_up, download
         self.info: ModelInfo | None = None
@@ -121,8 +124,11 @@ class ModelPanel(QWidget):
         if str(data).startswith("download:"):
             name = str(data).split(":", 1)[1]
             self._show_current()  # the combo stays on an installed model until the download ends
-            self.say(f"'{name}' is not downloaded yet: press Download (about 504 MB, once), then choose it.",
-                     Qgis.MessageLevel.Warning, actions=((f"Download {name}…", lambda: self._download(name)),))
+            self.say(
+                f"'{name}' is not downloaded yet: press Download (about 504 MB, once), then choose it.",
+                Qgis.MessageLevel.Warning,
+                actions=((f"Download {name}…", lambda: self._download(name)),),
+            )
             return
         self.select(data)
 

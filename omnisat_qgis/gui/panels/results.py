@@ -34,23 +34,35 @@ class ResultsPanel(QWidget):
             f"<tr><td>{html.escape(name)}</td>"
             f"<td>{'—' if name in unvalidated else f'{f1.get(name, 0):.2f}'}</td>"
             f"<td>{labelled.get(name, 0)}</td><td>{held_out.get(name, 0)}</td></tr>"
-            for name in result.get("class_names", labelled))
-        note = (f"<br>Not validated (no held-out label: draw more, in other places): "
-                f"{html.escape(', '.join(sorted(unvalidated)))}" if unvalidated else "")
+            for name in result.get("class_names", labelled)
+        )
+        note = (
+            f"<br>Not validated (no held-out label: draw more, in other places): "
+            f"{html.escape(', '.join(sorted(unvalidated)))}"
+            if unvalidated
+            else ""
+        )
         report = result.get("report")
         link = f' — <a href="{Path(report).as_uri()}">report</a>' if report else ""
         if result.get("overall_accuracy") is None:
             scores = "not measured (too few labels to hold any out)"
         else:
-            scores = (f"OA {result['overall_accuracy']:.2f}, macro-F1 {result['macro_f1']:.2f} "
-                      f"on {result['validation_cells']} held-out cells")
-        toy = (f"<br><span style='color:#8a4b00'>'{html.escape(model.name)}' is a toy checkpoint (no learned "
-               "knowledge): these scores say what your labels and the raw bands allow, not what a real encoder "
-               "does. Download anysat-base for real work.</span>" if model is not None and model.is_toy else "")
+            scores = (
+                f"OA {result['overall_accuracy']:.2f}, macro-F1 {result['macro_f1']:.2f} "
+                f"on {result['validation_cells']} held-out cells"
+            )
+        toy = (
+            f"<br><span style='color:#8a4b00'>'{html.escape(model.name)}' is a toy checkpoint (no learned "
+            "knowledge): these scores say what your labels and the raw bands allow, not what a real encoder "
+            "does. Download anysat-base for real work.</span>"
+            if model is not None and model.is_toy
+            else ""
+        )
         self.metrics.setText(
             f"<b>Held-out accuracy</b>: {scores}{link}"
             f"<table cellspacing='0' cellpadding='3'><tr><th align='left'>class</th><th>F1</th>"
-            f"<th>labelled cells</th><th>held out</th></tr>{per_class}</table>{note}{toy}")
+            f"<th>labelled cells</th><th>held out</th></tr>{per_class}</table>{note}{toy}"
+        )
 
     def show_text(self, text: str) -> None:
         self.metrics.setText(text)

@@ -41,8 +41,8 @@ def test_worked_example():
     np.testing.assert_allclose(e.users_accuracy, [0.9, 0.9])
     np.testing.assert_allclose(e.users_se, [math.sqrt(0.09 / 49), math.sqrt(0.09 / 39)])
     np.testing.assert_allclose(e.producers_accuracy, [36 / 37, 9 / 13])
-    v_forest = (8000 ** 2 * (1 / 37) ** 2 * 0.09 / 49 + (36 / 37) ** 2 * 2000 ** 2 * 0.09 / 39) / 7400 ** 2
-    v_crop = (2000 ** 2 * (4 / 13) ** 2 * 0.09 / 39 + (9 / 13) ** 2 * 8000 ** 2 * 0.09 / 49) / 2600 ** 2
+    v_forest = (8000**2 * (1 / 37) ** 2 * 0.09 / 49 + (36 / 37) ** 2 * 2000**2 * 0.09 / 39) / 7400**2
+    v_crop = (2000**2 * (4 / 13) ** 2 * 0.09 / 39 + (9 / 13) ** 2 * 8000**2 * 0.09 / 49) / 2600**2
     np.testing.assert_allclose(e.producers_se, [math.sqrt(v_forest), math.sqrt(v_crop)])
     assert e.overall_accuracy == pytest.approx(0.9)
     assert e.overall_se == pytest.approx(math.sqrt(share_var))
@@ -58,8 +58,9 @@ def test_a_perfect_map_gives_its_own_areas_without_spread():
     np.testing.assert_allclose(e.users_accuracy, 1.0)
     np.testing.assert_allclose(e.producers_accuracy, 1.0)
     # Those zero standard errors come from a sample without variation: the estimate says so.
-    assert [c.split(":")[0] for c in e.caveats()] == [f"Every one of the {n} points mapped {k} was right"
-                                                      for n, k in ((30, "a"), (20, "b"), (10, "c"))]
+    assert [c.split(":")[0] for c in e.caveats()] == [
+        f"Every one of the {n} points mapped {k} was right" for n, k in ((30, "a"), (20, "b"), (10, "c"))
+    ]
 
 
 def test_a_mapped_class_no_reference_point_confirms_is_flagged():

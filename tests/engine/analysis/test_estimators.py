@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.analysis.area import stratified_estimate
 from engine.analysis.estimators import LabelledSample, assess, by_map_class
 from engine.analysis.sampling import Target, size_for_target
-from engine.analysis.area import stratified_estimate
 
 OLOFSSON_NAMES = ("deforestation", "forest gain", "stable forest", "stable non-forest")
 OLOFSSON_COUNTS = np.array([[66, 0, 5, 4], [0, 55, 8, 12], [1, 0, 153, 11], [2, 1, 9, 313]])
@@ -33,8 +33,12 @@ OLOFSSON_USERS = [(0.88, 0.07), (0.73, 0.10), (0.93, 0.04), (0.96, 0.02)]
 OLOFSSON_PRODUCERS = [(0.75, 0.21), (0.85, 0.23), (0.93, 0.03), (0.96, 0.01)]
 OLOFSSON_OVERALL = (0.95, 0.02)
 OLOFSSON_AREA_HA = [(21_158, 6_158), (11_686, 3_756), (285_770, 15_510), (581_386, 16_282)]
-OLOFSSON_TABLE9 = [[0.0176, 0, 0.0013, 0.0011], [0, 0.0110, 0.0016, 0.0024],
-                   [0.0019, 0, 0.2967, 0.0213], [0.0040, 0.0020, 0.0179, 0.6212]]
+OLOFSSON_TABLE9 = [
+    [0.0176, 0, 0.0013, 0.0011],
+    [0, 0.0110, 0.0016, 0.0024],
+    [0.0019, 0, 0.2967, 0.0213],
+    [0.0040, 0.0020, 0.0179, 0.6212],
+]
 
 
 def olofsson_sample() -> LabelledSample:
@@ -84,9 +88,14 @@ def test_olofsson_2014_sample_size():
 def test_the_general_estimator_is_olofssons_when_strata_are_map_classes():
     e = assess(olofsson_sample(), OLOFSSON_NAMES, OLOFSSON_PIXELS, "stratified", HA, finite_population=False)
     a = stratified_estimate(OLOFSSON_COUNTS, OLOFSSON_PIXELS, OLOFSSON_NAMES, HA)
-    for mine, theirs in ((e.area, a.area), (e.area_se, a.area_se), (e.users_se, a.users_se),
-                         (e.producers_accuracy, a.producers_accuracy), (e.producers_se, a.producers_se),
-                         (e.proportions, a.proportions)):
+    for mine, theirs in (
+        (e.area, a.area),
+        (e.area_se, a.area_se),
+        (e.users_se, a.users_se),
+        (e.producers_accuracy, a.producers_accuracy),
+        (e.producers_se, a.producers_se),
+        (e.proportions, a.proportions),
+    ):
         np.testing.assert_allclose(mine, theirs, rtol=1e-10)
     assert e.overall_se == pytest.approx(a.overall_se, rel=1e-10)
     # The finite population correction shrinks the standard errors, by under 0.02 % here.
@@ -100,16 +109,19 @@ STEHMAN_POINTS = (
     "1AA 1AA 1AA 1AA 1AA 1AC 1AB 1BA 1BB 1BC "
     "2AA 2BB 2BB 2BB 2BB 2BB 2BA 2BA 2BB 2BB "
     "3BC 3BC 3CC 3CC 3CC 3CD 3CD 3CB 3BB 3BA "
-    "4DD 4DD 4DD 4DD 4DD 4DD 4DD 4DC 4DC 4DB").split()
+    "4DD 4DD 4DD 4DD 4DD 4DD 4DD 4DC 4DC 4DB"
+).split()
 
 
 @pytest.fixture(scope="module")
 def stehman():
     codes = {c: k for k, c in enumerate("ABCD")}
-    sample = LabelledSample(stratum=np.array([int(p[0]) - 1 for p in STEHMAN_POINTS]),
-                            map_class=np.array([codes[p[1]] for p in STEHMAN_POINTS]),
-                            reference=np.array([codes[p[2]] for p in STEHMAN_POINTS]),
-                            stratum_pixels=np.array([40_000, 30_000, 20_000, 10_000]))
+    sample = LabelledSample(
+        stratum=np.array([int(p[0]) - 1 for p in STEHMAN_POINTS]),
+        map_class=np.array([codes[p[1]] for p in STEHMAN_POINTS]),
+        reference=np.array([codes[p[2]] for p in STEHMAN_POINTS]),
+        stratum_pixels=np.array([40_000, 30_000, 20_000, 10_000]),
+    )
     return assess(sample, tuple("ABCD"), [0, 0, 0, 0], "stratified")
 
 

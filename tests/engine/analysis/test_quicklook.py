@@ -57,8 +57,9 @@ def test_the_scale_bar_is_a_round_length_of_the_ground(tmp_path):
 def test_the_bar_is_drawn_on_projected_maps_only(tmp_path):
     # The bar is black on a white frame, in the map's lower left corner; the map itself has no black.
     _, projected = painted(write_quicklook(class_map(tmp_path / "utm.tif"), tmp_path / "utm.png"))
-    _, geographic = painted(write_quicklook(class_map(tmp_path / "wgs84.tif", "EPSG:4326", 0.0001),
-                                            tmp_path / "wgs84.png"))
+    _, geographic = painted(
+        write_quicklook(class_map(tmp_path / "wgs84.tif", "EPSG:4326", 0.0001), tmp_path / "wgs84.png")
+    )
     assert black_pixels(projected) > black_pixels(geographic) + 50
 
 
@@ -75,6 +76,9 @@ def test_class_colours_by_name_or_in_order():
     assert class_colors(names, ["#010101", "#020202", "#030303"]) == ["#010101", "#020202", "#030303"]
     # By name: extra names are ignored, a class not named keeps its default colour.
     assert class_colors(names, ["water=#2b7bd1", "farm=#e8c872", "snow=#ffffff"]) == [
-        "#e8c872", default_colors(3)[1], "#2b7bd1"]
+        "#e8c872",
+        default_colors(3)[1],
+        "#2b7bd1",
+    ]
     with pytest.raises(EngineError, match="all in class order"):
         class_colors(names, ["water=#2b7bd1", "#020202"])

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.runtime.precision import to_device
+from engine.runtime.registry import run_operation
 
 
 def test_bench_gpu_quick_on_the_cpu_reports_every_model_and_batch():

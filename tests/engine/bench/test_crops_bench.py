@@ -9,9 +9,7 @@ from engine.probes.features import InputValues
 
 
 def test_parcels_are_connected_regions_of_one_code():
-    codes = np.array([[1, 1, 0, 2],
-                      [0, 1, 0, 2],
-                      [1, 0, 2, 2]])
+    codes = np.array([[1, 1, 0, 2], [0, 1, 0, 2], [1, 0, 2, 2]])
     regions = parcel_regions(codes)
     assert regions[0, 0] == regions[1, 1] != regions[2, 0]  # 4-neighbours: the corner pixel is another parcel
     assert len(np.unique(regions[codes == 2])) == 1 and (regions[codes == 0] == 0).all()
@@ -40,8 +38,7 @@ def test_a_parcel_takes_the_mean_of_its_pixels_probabilities():
 
 def test_hiding_summer_drops_june_to_august_only():
     dates = ("2018-05-30", "2018-06-01", "2018-07-15", "2018-08-31", "2018-09-01")
-    item = InputValues("s2", ("B2",), dates, np.arange(10, dtype=np.float32).reshape(2, 5, 1),
-                       np.ones((2, 5), bool))
+    item = InputValues("s2", ("B2",), dates, np.arange(10, dtype=np.float32).reshape(2, 5, 1), np.ones((2, 5), bool))
     hidden = hide_summer(item)
     assert hidden.dates == ("2018-05-30", "2018-09-01") and hidden.values[:, :, 0].tolist() == [[0, 4], [5, 9]]
 
@@ -50,10 +47,13 @@ def test_monthly_composites_take_the_median_of_clear_dates():
     from engine.probes.features import FeatureSet, combine
 
     dates = ("2018-05-03", "2018-05-13", "2018-05-23", "2018-06-02")
-    values = np.array([[[1.0], [5.0], [3.0], [7.0]],
-                       [[2.0], [9.0], [4.0], [8.0]]], np.float32)
-    valid = np.array([[True, False, True, False],  # cell 0: the 13 May and June dates are cloudy
-                      [True, True, True, True]])
+    values = np.array([[[1.0], [5.0], [3.0], [7.0]], [[2.0], [9.0], [4.0], [8.0]]], np.float32)
+    valid = np.array(
+        [
+            [True, False, True, False],  # cell 0: the 13 May and June dates are cloudy
+            [True, True, True, True],
+        ]
+    )
     x, record = combine(None, [InputValues("ndvi", ("NDVI",), dates, values, valid)], FeatureSet.parse("monthly"))
     assert record["columns"] == ["ndvi:NDVI@2018-05", "ndvi:NDVI@2018-06"]
     assert x[0].tolist() == [2.0, 7.0]  # May: median of 1 and 3; June: no clear date -> its value as filled

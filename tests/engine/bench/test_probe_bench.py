@@ -29,36 +29,64 @@ def test_raw_features_sample_every_file_at_the_cell_centres(tmp_path):
 
 
 def test_table_reports_mean_and_spread_per_method():
-    result = {"dataset": "D", "split": "5 folds", "methods": {
-        "probe": {"macro_f1": summarise([0.5, 0.7]), "overall_accuracy": summarise([0.8, 0.9])}}}
+    result = {
+        "dataset": "D",
+        "split": "5 folds",
+        "methods": {"probe": {"macro_f1": summarise([0.5, 0.7]), "overall_accuracy": summarise([0.8, 0.9])}},
+    }
     table = markdown_table([result])
     assert "| D (5 folds) | probe | 0.600 ± 0.100 | 0.850 ± 0.050 |" in table
 
 
 def test_table_names_auto_choices_and_the_independent_area_check():
-    result = {"dataset": "D", "split": "5 folds", "methods": {
-        "probe": {"macro_f1": summarise([0.5, 0.7]), "overall_accuracy": summarise([0.8, 0.9])}},
-        "auto_choice_per_fold": ["linear on raw bands", "knn on raw bands"], "auto_final_choice": "linear on raw bands",
-        "independent_area": {"west_nested_estimate": {"macro_f1": summarise([0.4, 0.6])}, "choice": "linear on raw bands",
-                             "east_score": {"macro_f1": 0.55, "overall_accuracy": 0.8}, "gap_in_fold_std": 0.5}}
+    result = {
+        "dataset": "D",
+        "split": "5 folds",
+        "methods": {"probe": {"macro_f1": summarise([0.5, 0.7]), "overall_accuracy": summarise([0.8, 0.9])}},
+        "auto_choice_per_fold": ["linear on raw bands", "knn on raw bands"],
+        "auto_final_choice": "linear on raw bands",
+        "independent_area": {
+            "west_nested_estimate": {"macro_f1": summarise([0.4, 0.6])},
+            "choice": "linear on raw bands",
+            "east_score": {"macro_f1": 0.55, "overall_accuracy": 0.8},
+            "gap_in_fold_std": 0.5,
+        },
+    }
     table = markdown_table([result])
-    assert "D: auto chose per outer fold linear on raw bands, knn on raw bands; on all labels linear on raw bands." in table
+    assert (
+        "D: auto chose per outer fold linear on raw bands, knn on raw bands; on all labels linear on raw bands."
+        in table
+    )
     assert "western half, macro-F1 0.500 ± 0.100" in table and "scores 0.550" in table and "+0.5 fold standard" in table
 
 
 def bench_dataset(modality: str, bands: tuple[str, ...], dates: list[str]):
     from engine.bench.accuracy import Dataset
 
-    return Dataset(name="D", description="", job={"modalities": {modality: {"dates": dates}}}, raw_files=[],
-                   labels=Path("labels.gpkg"), class_field="class", ignore_values=(), block_size_m=0.0, split="",
-                   raw_modality=modality, raw_bands=bands)
+    return Dataset(
+        name="D",
+        description="",
+        job={"modalities": {modality: {"dates": dates}}},
+        raw_files=[],
+        labels=Path("labels.gpkg"),
+        class_field="class",
+        ignore_values=(),
+        block_size_m=0.0,
+        split="",
+        raw_modality=modality,
+        raw_bands=bands,
+    )
 
 
 def test_choice_feature_sets_follow_what_the_inputs_allow():
     from engine.bench.accuracy import choice_feature_sets
 
     raw = np.arange(4 * 3 * 10, dtype=np.float32).reshape(4, 30) + 1
-    s2 = bench_dataset("s2", ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"), ["2020-01-01", "2020-02-01", "2020-03-01"])
+    s2 = bench_dataset(
+        "s2",
+        ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"),
+        ["2020-01-01", "2020-02-01", "2020-03-01"],
+    )
     local = np.ones((4, 2), np.float32)
     sets = choice_feature_sets(s2, raw, local)
     assert list(sets) == ["raw", "raw+stats+indices", "embeddings+raw"]

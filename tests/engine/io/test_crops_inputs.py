@@ -45,8 +45,13 @@ def model():
 
 
 def s2_entry(files, **extra):
-    return {"parts": [{"files": str(files.s2_10m[0].parent), "bands": S2_10M},
-                      {"files": str(files.s2_20m[0].parent), "bands": S2_20M}], **extra}
+    return {
+        "parts": [
+            {"files": str(files.s2_10m[0].parent), "bands": S2_10M},
+            {"files": str(files.s2_20m[0].parent), "bands": S2_20M},
+        ],
+        **extra,
+    }
 
 
 def job(files, tmp_path, s2=None, s1=None, **extra):
@@ -55,8 +60,9 @@ def job(files, tmp_path, s2=None, s1=None, **extra):
         modalities["s2"] = s2
     if s1 is not None:
         modalities["s1_asc"] = s1
-    return load_job({"model": "anysat-tiny", "modalities": modalities,
-                     "outputs": {"embeddings": str(tmp_path / "e.tif")}, **extra})
+    return load_job(
+        {"model": "anysat-tiny", "modalities": modalities, "outputs": {"embeddings": str(tmp_path / "e.tif")}, **extra}
+    )
 
 
 def resolve(j, model, log=None):
@@ -93,16 +99,19 @@ def test_10m_and_20m_bands_read_as_one_modality_in_the_model_order(flanders, mod
     # B11 resampled: inside the area it stays within the range of the 20 m pixels around
     inner = data[0, 8, 2:-2, 2:-2]
     coarse = np.kron(b11, np.ones((2, 2)))[2:-2, 2:-2]
-    assert np.nanmax(np.abs(inner - coarse)) < np.ptp(b11) and np.corrcoef(inner[np.isfinite(inner)],
-                                                                              coarse[np.isfinite(inner)])[0, 1] > 0.9
+    assert (
+        np.nanmax(np.abs(inner - coarse)) < np.ptp(b11)
+        and np.corrcoef(inner[np.isfinite(inner)], coarse[np.isfinite(inner)])[0, 1] > 0.9
+    )
 
 
 def test_dates_that_differ_between_the_band_files_are_refused(flanders, model, tmp_path):
     partial = tmp_path / "s2_20m"
     shutil.copytree(flanders.s2_20m[0].parent, partial)
     (partial / flanders.s2_20m[2].name).unlink()
-    entry = {"parts": [{"files": str(flanders.s2_10m[0].parent), "bands": S2_10M},
-                       {"files": str(partial), "bands": S2_20M}]}
+    entry = {
+        "parts": [{"files": str(flanders.s2_10m[0].parent), "bands": S2_10M}, {"files": str(partial), "bands": S2_20M}]
+    }
     with pytest.raises(EngineError, match=rf"disagree on dates.*only in part 1: {flanders.s2_dates[2].isoformat()}"):
         resolve(job(flanders, tmp_path, s2=entry), model)
 
@@ -117,8 +126,9 @@ def test_a_20m_grid_that_does_not_nest_in_the_10m_grid_is_refused(flanders, mode
         profile["transform"] = Affine(t.a, t.b, t.c + 5.0, t.d, t.e, t.f)  # half a 10 m pixel off
         with rasterio.open(shifted / path.name, "w", **profile) as out:
             out.write(data)
-    entry = {"parts": [{"files": str(flanders.s2_10m[0].parent), "bands": S2_10M},
-                       {"files": str(shifted), "bands": S2_20M}]}
+    entry = {
+        "parts": [{"files": str(flanders.s2_10m[0].parent), "bands": S2_10M}, {"files": str(shifted), "bands": S2_20M}]
+    }
     with pytest.raises(EngineError, match="does not nest.*5 map units off the 10 grid"):
         resolve(job(flanders, tmp_path, s2=entry), model)
 
@@ -127,8 +137,12 @@ def test_parts_naming_unknown_or_repeated_bands_are_refused(flanders, model, tmp
     entry = {"parts": [{"files": str(flanders.s2_10m[0].parent), "bands": ["B2", "B3", "B4", "B08"]}]}
     with pytest.raises(EngineError, match="B08, which the model's 's2' does not have"):
         resolve(job(flanders, tmp_path, s2=entry), model)
-    entry = {"parts": [{"files": str(flanders.s2_10m[0].parent), "bands": S2_10M},
-                       {"files": str(flanders.s2_20m[0].parent), "bands": ["B5", "B6", "B7", "B8", "B11", "B12"]}]}
+    entry = {
+        "parts": [
+            {"files": str(flanders.s2_10m[0].parent), "bands": S2_10M},
+            {"files": str(flanders.s2_20m[0].parent), "bands": ["B5", "B6", "B7", "B8", "B11", "B12"]},
+        ]
+    }
     with pytest.raises(EngineError, match="B8 more than once"):
         resolve(job(flanders, tmp_path, s2=entry), model)
     with pytest.raises(EngineError, match='either "files" or "parts"'):
@@ -137,10 +151,12 @@ def test_parts_naming_unknown_or_repeated_bands_are_refused(flanders, model, tmp
 
 def test_scl_masks_the_configured_classes(flanders, model, tmp_path):
     scl = str(flanders.scl[0].parent)
-    default, geometry = resolve(job(flanders, tmp_path, s2=s2_entry(flanders, mask={"files": scl, "type": "scl"})),
-                                model)
-    only_shadow, _ = resolve(job(flanders, tmp_path, s2=s2_entry(
-        flanders, mask={"files": scl, "type": "scl", "classes": [3]})), model)
+    default, geometry = resolve(
+        job(flanders, tmp_path, s2=s2_entry(flanders, mask={"files": scl, "type": "scl"})), model
+    )
+    only_shadow, _ = resolve(
+        job(flanders, tmp_path, s2=s2_entry(flanders, mask={"files": scl, "type": "scl", "classes": [3]})), model
+    )
     grid = geometry.modality_grids["s2"]
     _, valid_default = read_all(default["s2"], grid)
     _, valid_shadow = read_all(only_shadow["s2"], grid)
@@ -167,8 +183,9 @@ def test_scl_with_unknown_values_or_of_another_extent_is_refused(flanders, model
         profile.update(width=16, height=16)
         with rasterio.open(small / path.name, "w", **profile) as out:
             out.write(data[:, :16, :16])
-    mods, geometry = resolve(job(flanders, tmp_path, s2=s2_entry(flanders, mask={"files": str(odd), "type": "scl"})),
-                             model)
+    mods, geometry = resolve(
+        job(flanders, tmp_path, s2=s2_entry(flanders, mask={"files": str(odd), "type": "scl"})), model
+    )
     with pytest.raises(EngineError, match="values 42, which are not Sentinel-2 SCL classes"):
         read_all(mods["s2"], geometry.modality_grids["s2"])
     with pytest.raises(EngineError, match="The mask .* covers .* but the data"):
@@ -178,13 +195,22 @@ def test_scl_with_unknown_values_or_of_another_extent_is_refused(flanders, model
 def test_a_season_keeps_its_dates_and_each_sensor_keeps_its_revisits(flanders, model, tmp_path):
     s1 = {"files": str(flanders.s1[0].parent), "scale": "db_to_linear"}
     first, last = flanders.s2_dates[1], flanders.s2_dates[4]
-    mods, _ = resolve(job(flanders, tmp_path, s2=s2_entry(flanders), s1=s1,
-                          season=[first.isoformat(), last.isoformat()]), model)
+    mods, _ = resolve(
+        job(flanders, tmp_path, s2=s2_entry(flanders), s1=s1, season=[first.isoformat(), last.isoformat()]), model
+    )
     assert mods["s2"].dates == flanders.s2_dates[1:5]
     assert mods["s1_asc"].dates == [d for d in flanders.s1_dates if first <= d <= last]
     # a modality's own season overrides the job's
-    mods, _ = resolve(job(flanders, tmp_path, s2=s2_entry(flanders), s1=dict(s1, season=["2000-01-01", "2030-01-01"]),
-                          season=[first.isoformat(), last.isoformat()]), model)
+    mods, _ = resolve(
+        job(
+            flanders,
+            tmp_path,
+            s2=s2_entry(flanders),
+            s1=dict(s1, season=["2000-01-01", "2030-01-01"]),
+            season=[first.isoformat(), last.isoformat()],
+        ),
+        model,
+    )
     assert mods["s1_asc"].dates == flanders.s1_dates
     with pytest.raises(EngineError, match="no date in the season 2017-01-01..2017-02-01"):
         resolve(job(flanders, tmp_path, s2=s2_entry(flanders, season=["2017-01-01", "2017-02-01"])), model)
@@ -224,8 +250,13 @@ def test_netcdf_time_coordinates_give_band_dates(shared_data):
 
 def test_subdataset_names_are_kept_as_written_in_a_job(tmp_path):
     name = 'NETCDF:"/data/S2.nc":B02'
-    parsed = load_job({"model": "m.safetensors", "modalities": {"s2": {"files": name}},
-                       "outputs": {"embeddings": str(tmp_path / "e.tif")}})
+    parsed = load_job(
+        {
+            "model": "m.safetensors",
+            "modalities": {"s2": {"files": name}},
+            "outputs": {"embeddings": str(tmp_path / "e.tif")},
+        }
+    )
     assert parsed.modalities["s2"].files == name
     assert json.dumps(parsed.modalities["s2"].files) == json.dumps(name)
 
@@ -235,5 +266,13 @@ def test_a_netcdf_without_a_grid_gdal_reads_is_refused_with_the_fix(shared_data,
     path = next((shared_data / "worldcereal_flanders").glob("S2_L2A_10m_*.nc"))
     parts = [{"files": f'NETCDF:"{path}":{v}', "bands": [b]} for v, b in (("B02", "B2"), ("B03", "B3"))]
     with pytest.raises(EngineError, match="has no geotransform .*gdal_translate -a_ullr"):
-        resolve(load_job({"model": "anysat-tiny", "modalities": {"s2": {"parts": parts}},
-                          "outputs": {"embeddings": str(tmp_path / "e.tif")}}), model)
+        resolve(
+            load_job(
+                {
+                    "model": "anysat-tiny",
+                    "modalities": {"s2": {"parts": parts}},
+                    "outputs": {"embeddings": str(tmp_path / "e.tif")},
+                }
+            ),
+            model,
+        )

@@ -85,7 +85,9 @@ def test_mask_types():
 
 
 def test_geographic_input_gets_a_local_utm_grid(tmp_path):
-    path = write_described(tmp_path / "geo.tif", np.ones((4, 20, 20), np.float32), (15.0, 46.0), crs="EPSG:4326", pixel=0.0001)
+    path = write_described(
+        tmp_path / "geo.tif", np.ones((4, 20, 20), np.float32), (15.0, 46.0), crs="EPSG:4326", pixel=0.0001
+    )
     grid = reference_grid(footprints(path), patch_size_m=10, resolution_m=10)
     assert grid.crs == CRS.from_epsg(32633)
     assert 12 <= grid.width <= 16 and 18 <= grid.height <= 23  # 0.002 deg ~ 155 m x 222 m

@@ -10,30 +10,36 @@ from engine.errors import EngineError
 from engine.io.dates import check_dates, date_from_name, date_from_tags, day_of_year, explicit_dates, parse_date
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("S2B_MSIL2A_20200102T103421_N0213_R108_T32UNC_20200102T111023.tif", dt.date(2020, 1, 2)),
-    ("S1A_IW_GRDH_1SDV_20190315T054321_20190315T054346_026364_02F2C1_ABCD.tif", dt.date(2019, 3, 15)),
-    ("T33UUU_20170216T100109_B04.jp2", dt.date(2017, 2, 16)),
-    ("LC08_L1TP_003069_20180906_20180912_01_T1.tif", dt.date(2018, 9, 6)),
-    ("LC08_003069_20180906_clip.tif", dt.date(2018, 9, 6)),
-    ("S2A_33UUU_20210703_0_L2A.tif", dt.date(2021, 7, 3)),
-    ("field_2020-06-15.tif", dt.date(2020, 6, 15)),
-    ("field_2020_06_15_b.tif", dt.date(2020, 6, 15)),
-    ("s2_20200615.tif", dt.date(2020, 6, 15)),
-    ("20200615", dt.date(2020, 6, 15)),
-    ("2020-06-15 B8A", dt.date(2020, 6, 15)),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("S2B_MSIL2A_20200102T103421_N0213_R108_T32UNC_20200102T111023.tif", dt.date(2020, 1, 2)),
+        ("S1A_IW_GRDH_1SDV_20190315T054321_20190315T054346_026364_02F2C1_ABCD.tif", dt.date(2019, 3, 15)),
+        ("T33UUU_20170216T100109_B04.jp2", dt.date(2017, 2, 16)),
+        ("LC08_L1TP_003069_20180906_20180912_01_T1.tif", dt.date(2018, 9, 6)),
+        ("LC08_003069_20180906_clip.tif", dt.date(2018, 9, 6)),
+        ("S2A_33UUU_20210703_0_L2A.tif", dt.date(2021, 7, 3)),
+        ("field_2020-06-15.tif", dt.date(2020, 6, 15)),
+        ("field_2020_06_15_b.tif", dt.date(2020, 6, 15)),
+        ("s2_20200615.tif", dt.date(2020, 6, 15)),
+        ("20200615", dt.date(2020, 6, 15)),
+        ("2020-06-15 B8A", dt.date(2020, 6, 15)),
+    ],
+)
 def test_dates_in_names(name, expected):
     assert date_from_name(name) == expected
 
 
-@pytest.mark.parametrize("name", [
-    "S1_2018_VV_VH_clip.tif",          # a year only
-    "mosaic_20200101_20200131.tif",    # two different dates: ambiguous
-    "orbit_120200615.tif",             # part of a longer number
-    "scene_20210230.tif",              # no such day
-    "band_B02.tif",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "S1_2018_VV_VH_clip.tif",  # a year only
+        "mosaic_20200101_20200131.tif",  # two different dates: ambiguous
+        "orbit_120200615.tif",  # part of a longer number
+        "scene_20210230.tif",  # no such day
+        "band_B02.tif",
+    ],
+)
 def test_names_without_a_usable_date(name):
     assert date_from_name(name) is None
 
@@ -42,7 +48,9 @@ def test_dates_in_gdal_metadata():
     assert date_from_tags({"ACQUISITIONDATE": "2020-06-15T10:20:30Z"}) == dt.date(2020, 6, 15)
     assert date_from_tags({"TIFFTAG_DATETIME": "2019:03:15 10:00:00"}) == dt.date(2019, 3, 15)
     # ACQUISITIONDATE wins over TIFFTAG_DATETIME (often the file's creation time).
-    assert date_from_tags({"TIFFTAG_DATETIME": "2024:01:01 00:00:00", "acquisitiondate": "20200615"}) == dt.date(2020, 6, 15)
+    assert date_from_tags({"TIFFTAG_DATETIME": "2024:01:01 00:00:00", "acquisitiondate": "20200615"}) == dt.date(
+        2020, 6, 15
+    )
     assert date_from_tags({"AREA_OR_POINT": "Area"}) is None
 
 
@@ -66,8 +74,12 @@ def test_explicit_dates_override_and_are_checked():
         parse_date("June")
 
 
-_TEMPLATES = ["{y:04d}{m:02d}{d:02d}", "{y:04d}-{m:02d}-{d:02d}", "{y:04d}_{m:02d}_{d:02d}",
-              "{y:04d}{m:02d}{d:02d}T101112"]
+_TEMPLATES = [
+    "{y:04d}{m:02d}{d:02d}",
+    "{y:04d}-{m:02d}-{d:02d}",
+    "{y:04d}_{m:02d}_{d:02d}",
+    "{y:04d}{m:02d}{d:02d}T101112",
+]
 
 
 @settings(max_examples=200, deadline=None)

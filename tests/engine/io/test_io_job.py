@@ -30,22 +30,25 @@ def test_inline_object_and_json_text_give_the_same_job():
     assert load_job(with_(tile_size=600)) == load_job(json.dumps(with_(tile_size=600)))
 
 
-@pytest.mark.parametrize("job, message", [
-    (with_(tile_sise=600), "unknown key\\(s\\) tile_sise"),
-    ({"model": "m", "modalities": {"s2": {"files": "x"}}}, "lacks 'outputs'"),
-    (with_(outputs={}), "names no file"),
-    (with_(modalities={}), '"modalities" is empty'),
-    (with_(modalities={"s2": {"file": "x"}}), 'Modality "s2" of the job has unknown key\\(s\\) file'),
-    (with_(modalities={"s2": {"files": "x", "dates": "2020-01-01"}}), '"dates" must be a list'),
-    (with_(modalities={"s2": {"files": "x", "bands": [1, "2"]}}), '"bands" must be a list of band numbers'),
-    (with_(extent={"bounds": [3, 2, 1, 4]}), "xmin < xmax"),
-    (with_(device="gpu"), "'device' must be one of auto, cpu, cuda"),
-    (with_(batch_size=2.5), "'batch_size' must be a whole number"),
-    (with_(tile_size=-10), "'tile_size' must be positive"),
-    (with_(min_valid_fraction=2), "between 0 and 1"),
-    (with_(version=2), "version 2; this engine reads version 1"),
-    (with_(outputs={"embeddings": "e.tif", "embeddings_dtype": "int8"}), "'embeddings_dtype' must be one of"),
-])
+@pytest.mark.parametrize(
+    "job, message",
+    [
+        (with_(tile_sise=600), "unknown key\\(s\\) tile_sise"),
+        ({"model": "m", "modalities": {"s2": {"files": "x"}}}, "lacks 'outputs'"),
+        (with_(outputs={}), "names no file"),
+        (with_(modalities={}), '"modalities" is empty'),
+        (with_(modalities={"s2": {"file": "x"}}), 'Modality "s2" of the job has unknown key\\(s\\) file'),
+        (with_(modalities={"s2": {"files": "x", "dates": "2020-01-01"}}), '"dates" must be a list'),
+        (with_(modalities={"s2": {"files": "x", "bands": [1, "2"]}}), '"bands" must be a list of band numbers'),
+        (with_(extent={"bounds": [3, 2, 1, 4]}), "xmin < xmax"),
+        (with_(device="gpu"), "'device' must be one of auto, cpu, cuda"),
+        (with_(batch_size=2.5), "'batch_size' must be a whole number"),
+        (with_(tile_size=-10), "'tile_size' must be positive"),
+        (with_(min_valid_fraction=2), "between 0 and 1"),
+        (with_(version=2), "version 2; this engine reads version 1"),
+        (with_(outputs={"embeddings": "e.tif", "embeddings_dtype": "int8"}), "'embeddings_dtype' must be one of"),
+    ],
+)
 def test_mistakes_are_named(job, message):
     with pytest.raises(EngineError, match=message):
         load_job(job)

@@ -23,8 +23,8 @@ def test_folder_and_shuffled_list_come_back_in_date_order(s2_files, tmp_path):
     by_folder = resolve_modality("s2", S2, str(tmp_path / "s2"))
     assert by_folder.dates == DATES
     shuffled = resolve_modality("s2", S2, [str(p) for p in reversed(s2_files)])
-    assert shuffled.dates == DATES and [l.path for l in shuffled.layers] == s2_files
-    assert all(l.bands == (1, 2, 3, 4) for l in shuffled.layers)
+    assert shuffled.dates == DATES and [layer.path for layer in shuffled.layers] == s2_files
+    assert all(layer.bands == (1, 2, 3, 4) for layer in shuffled.layers)
 
 
 def test_stack_of_dates_by_channels_reads_dates_from_band_descriptions(shared_data, tmp_path):
@@ -34,7 +34,7 @@ def test_stack_of_dates_by_channels_reads_dates_from_band_descriptions(shared_da
     path = write_described(tmp_path / "stack.tif", stack, (465180, 5080250), descriptions=names)
     m = resolve_modality("s2", S2, str(path))
     assert m.dates == DATES[:3]
-    assert [l.bands for l in m.layers] == [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12)]
+    assert [layer.bands for layer in m.layers] == [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12)]
 
 
 def test_stack_without_dates_needs_the_explicit_list(shared_data, tmp_path):
@@ -47,14 +47,18 @@ def test_stack_without_dates_needs_the_explicit_list(shared_data, tmp_path):
 
 
 def test_metadata_date_is_read_when_the_name_has_none(tmp_path):
-    path = write_described(tmp_path / "scene.tif", np.zeros((4, 4, 4), np.float32), (0, 0), tags={"ACQUISITIONDATE": "2021-05-04T10:00:00"})
+    path = write_described(
+        tmp_path / "scene.tif", np.zeros((4, 4, 4), np.float32), (0, 0), tags={"ACQUISITIONDATE": "2021-05-04T10:00:00"}
+    )
     assert resolve_modality("s2", S2, [str(path)]).dates == [dt.date(2021, 5, 4)]
 
 
 def test_duplicate_dates_are_refused(shared_data, tmp_path, s2_files):
     # The eo-learn timestamps hold two acquisitions on 2015-12-08: same-day files collide.
     shutil.copy(s2_files[0], tmp_path / "s2" / "S2_2015-07-11_second_pass.tif")
-    with pytest.raises(EngineError, match="same date more than once \\(2015-07-11: S2_2015-07-11_second_pass.tif, S2_20150711.tif"):
+    with pytest.raises(
+        EngineError, match="same date more than once \\(2015-07-11: S2_2015-07-11_second_pass.tif, S2_20150711.tif"
+    ):
         resolve_modality("s2", S2, str(tmp_path / "s2"))
 
 
@@ -66,14 +70,22 @@ def test_unparsable_dates_are_refused(tmp_path, s2_files):
 
 def test_wrong_band_count_names_the_file_and_the_fix(tmp_path):
     path = write_described(tmp_path / "S2_20200101.tif", np.zeros((3, 4, 4), np.float32), (0, 0))
-    with pytest.raises(EngineError, match="has 3 band\\(s\\), but the model's 's2' modality expects 4 \\(B2, B3, B4, B8\\)"):
+    with pytest.raises(
+        EngineError, match="has 3 band\\(s\\), but the model's 's2' modality expects 4 \\(B2, B3, B4, B8\\)"
+    ):
         resolve_modality("s2", S2, [str(path)])
 
 
 def test_band_order_is_checked_by_description_with_a_fix(tmp_path):
-    path = write_described(tmp_path / "S2_20200101.tif", np.zeros((5, 4, 4), np.float32), (0, 0),
-                           descriptions=["B08", "B04", "B03", "B02", "SCL"])
-    with pytest.raises(EngineError, match='expects B2, B3, B4, B8 in this order. Reorder them with "bands": \\[4, 3, 2, 1\\]'):
+    path = write_described(
+        tmp_path / "S2_20200101.tif",
+        np.zeros((5, 4, 4), np.float32),
+        (0, 0),
+        descriptions=["B08", "B04", "B03", "B02", "SCL"],
+    )
+    with pytest.raises(
+        EngineError, match='expects B2, B3, B4, B8 in this order. Reorder them with "bands": \\[4, 3, 2, 1\\]'
+    ):
         resolve_modality("s2", S2, [str(path)], bands=[1, 2, 3, 4])
     assert resolve_modality("s2", S2, [str(path)], bands=[4, 3, 2, 1]).layers[0].bands == (4, 3, 2, 1)
 

@@ -11,14 +11,14 @@ from affine import Affine
 from engine.errors import EngineError
 from engine.io.grid import Grid
 from engine.io.job import parse_job
-from engine.mapping.levels import LEVEL_NAMES, LEVELS, level
 from engine.mapping.geometry import DenseLayout, Geometry
+from engine.mapping.levels import LEVEL_NAMES, LEVELS, level
 from engine.mapping.read import keep_dates
+from engine.mapping.tiling import WindowGrid
 from engine.models.base import Features
 from engine.models.heads import HeadConfig, build_head
 from engine.probes.classifiers.neural import Probe
 from engine.probes.head import ProbeHead
-from engine.mapping.tiling import WindowGrid
 from tests.engine import anysat_helpers, omnisat_helpers
 from tests.engine.raster_fixtures import TinyConfig, TinyModel
 
@@ -27,15 +27,25 @@ D = 4
 
 def features(b=2, g=3, n=2, local=True) -> Features:
     gen = torch.Generator().manual_seed(0)
-    return Features(tile=torch.randn(b, D, generator=gen), patch=torch.randn(b, g, g, D, generator=gen),
-                    dense=torch.randn(b, g * n, g * n, 2 * D, generator=gen),
-                    local=torch.randn(b, g, g, D, generator=gen) if local else None)
+    return Features(
+        tile=torch.randn(b, D, generator=gen),
+        patch=torch.randn(b, g, g, D, generator=gen),
+        dense=torch.randn(b, g * n, g * n, 2 * D, generator=gen),
+        local=torch.randn(b, g, g, D, generator=gen) if local else None,
+    )
 
 
 def geometry(n=2) -> Geometry:
     grid = Grid("EPSG:32633", Affine(20.0, 0, 500000.0, 0, -20.0, 5000000.0), 3, 3)
-    return Geometry(grid, grid.with_resolution(10.0), {}, 20.0, WindowGrid(3, 3, 3, 0),
-                    dense=DenseLayout("s2", n, grid.with_resolution(20.0 / n)), tile_grid=grid)
+    return Geometry(
+        grid,
+        grid.with_resolution(10.0),
+        {},
+        20.0,
+        WindowGrid(3, 3, 3, 0),
+        dense=DenseLayout("s2", n, grid.with_resolution(20.0 / n)),
+        tile_grid=grid,
+    )
 
 
 @pytest.mark.parametrize("name", LEVEL_NAMES)
@@ -48,7 +58,10 @@ def test_every_level_selects_features_of_its_declared_width(name):
 def test_the_job_format_accepts_exactly_the_registry_levels():
     job = {"model": "m.safetensors", "modalities": {"s2": {"files": "s2.tif"}}, "outputs": {"embeddings": "e.tif"}}
     for name in LEVELS:
-        assert parse_job(dict(job, outputs={"embeddings": "e.tif", "embeddings_level": name})).outputs.embeddings_level == name
+        assert (
+            parse_job(dict(job, outputs={"embeddings": "e.tif", "embeddings_level": name})).outputs.embeddings_level
+            == name
+        )
     with pytest.raises(EngineError, match="embeddings_level"):
         parse_job(dict(job, outputs={"embeddings": "e.tif", "embeddings_level": "pixel"}))
 
@@ -87,7 +100,10 @@ def test_models_declare_their_defaults_and_dense_features():
     assert tiny.default_window() is None and tiny.default_patch_size_m() == 10.0
     anysat = anysat_helpers.small_model(names=("aerial", "s2", "modis"))
     assert anysat.has_dense_features
-    assert anysat.dense_layout(["s2", "aerial", "modis"], 20.0) == ("aerial", round(20.0 / anysat.sub_patch_m("aerial")))
+    assert anysat.dense_layout(["s2", "aerial", "modis"], 20.0) == (
+        "aerial",
+        round(20.0 / anysat.sub_patch_m("aerial")),
+    )
     with pytest.raises(EngineError, match="sub-patches among"):
         anysat.dense_layout(["modis"], 20.0)
 
@@ -131,6 +147,9 @@ def test_the_plugin_offers_the_registry_levels():
     from pathlib import Path
 
     source = Path(__file__).resolve().parents[3] / "omnisat_qgis" / "algorithms" / "mapping.py"
-    assigned = {node.targets[0].id: node.value for node in ast.parse(source.read_text()).body
-                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    assigned = {
+        node.targets[0].id: node.value
+        for node in ast.parse(source.read_text()).body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
     assert ast.literal_eval(assigned["EMBEDDING_LEVELS"]) == LEVEL_NAMES

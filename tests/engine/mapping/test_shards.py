@@ -12,14 +12,14 @@ import pytest
 import rasterio
 import torch
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.mapping.shards import balanced_bounds, split_rows
+from engine.mapping.tiling import WindowGrid
 from engine.models.checkpoint import save_checkpoint
 from engine.models.heads import HeadConfig, build_head
 from engine.models.modalities import sensor
 from engine.runtime.hold import HOLD_ENV, wait_until_held
-from engine.mapping.tiling import WindowGrid
+from engine.runtime.registry import run_operation
 from tests.engine import omnisat_helpers
 from tests.engine.range_server import serving
 from tests.engine.rasters import write_geotiff
@@ -60,8 +60,9 @@ def scene(tmp_path_factory):
     torch.manual_seed(0)
     model = omnisat_helpers.tiny_model(modalities=(sensor("s2"),)).eval()
     head = build_head(HeadConfig("patch", model.embed_dim, len(CLASSES)))
-    save_checkpoint(folder / "model.safetensors", model, head=head, classes=CLASSES,
-                    colors=["#2166ac", "#1b7837", "#fee08b"])
+    save_checkpoint(
+        folder / "model.safetensors", model, head=head, classes=CLASSES, colors=["#2166ac", "#1b7837", "#fee08b"]
+    )
     rng = np.random.default_rng(0)
     for day in ("20200601", "20200701", "20200801"):
         data = rng.uniform(200, 3000, (10, 34, 30)).astype(np.float32)
@@ -72,9 +73,17 @@ def scene(tmp_path_factory):
 
 def _job(scene, out, outputs, **extra):
     out.mkdir(exist_ok=True)
-    job = {"model": str(scene / "model.safetensors"), "modalities": {"s2": {"files": sorted(map(str, scene.glob("S2_*.tif")))}},
-           "outputs": {k: str(out / v) for k, v in outputs.items()}, "tile_size": 60, "overlap": 20,
-           "batch_size": 3, "device": "cpu", "precision": "fp32", "threads": 1}
+    job = {
+        "model": str(scene / "model.safetensors"),
+        "modalities": {"s2": {"files": sorted(map(str, scene.glob("S2_*.tif")))}},
+        "outputs": {k: str(out / v) for k, v in outputs.items()},
+        "tile_size": 60,
+        "overlap": 20,
+        "batch_size": 3,
+        "device": "cpu",
+        "precision": "fp32",
+        "threads": 1,
+    }
     job.update(extra)
     return job
 
@@ -82,8 +91,16 @@ def _job(scene, out, outputs, **extra):
 def _read(path):
     with rasterio.open(path) as ds:
         colors = ds.colormap(1) if ds.dtypes[0] == "uint8" else None
-        return {"data": ds.read(), "transform": ds.transform, "crs": ds.crs, "nodata": ds.nodata,
-                "descriptions": ds.descriptions, "tags": ds.tags(), "band_tags": ds.tags(1), "colors": colors}
+        return {
+            "data": ds.read(),
+            "transform": ds.transform,
+            "crs": ds.crs,
+            "nodata": ds.nodata,
+            "descriptions": ds.descriptions,
+            "tags": ds.tags(),
+            "band_tags": ds.tags(1),
+            "colors": colors,
+        }
 
 
 def _assert_same(one, many):
@@ -93,8 +110,7 @@ def _assert_same(one, many):
         assert b[key] == a[key], key
     assert b["nodata"] == a["nodata"] or (np.isnan(a["nodata"]) and np.isnan(b["nodata"]))
     for tags in ("tags", "band_tags"):
-        assert {k: v for k, v in a[tags].items() if k != "AREA_OR_POINT"} \
-            .items() <= b[tags].items(), tags
+        assert {k: v for k, v in a[tags].items() if k != "AREA_OR_POINT"}.items() <= b[tags].items(), tags
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +166,9 @@ def test_a_rerun_recomputes_only_the_shard_that_did_not_finish(scene, single, tm
     # another layout (3 ranks): everything mapped again, the 2-shard parts and manifests removed
     result = run_operation("classify", {"job": {**job, "ranks": 3}})
     assert [s["resumed"] for s in result["shards"]] == [False] * 3
-    assert sorted(p.name for p in parts.iterdir()) == [f"part-00{k}-of-003.{ext}" for k in (1, 2, 3)
-                                                       for ext in ("json", "tif")]
+    assert sorted(p.name for p in parts.iterdir()) == [
+        f"part-00{k}-of-003.{ext}" for k in (1, 2, 3) for ext in ("json", "tif")
+    ]
     _assert_same(reference / "classes.tif", tmp_path / "classes.vrt")
 
 
@@ -186,8 +203,14 @@ def test_torchrun_ranks_equal_one_process(scene, single, tmp_path):
     job.write_text(json.dumps(_job(scene, tmp_path, {"classes": "classes.vrt"})))
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([torchrun, "--nnodes", "1", "--nproc-per-node", "2", "-m", "engine", "classify", str(job),
-                           "--quiet", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [torchrun, "--nnodes", "1", "--nproc-per-node", "2", "-m", "engine", "classify", str(job), "--quiet", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_same(reference / "classes.tif", tmp_path / "classes.vrt")
 
@@ -221,13 +244,24 @@ def test_cancelling_a_run_over_ranks_stops_every_rank_and_leaves_no_partial_file
     hold = tmp_path / "hold"
     hold.mkdir()
     # Each rank waits after its first window (engine/runtime/hold.py): the cancel lands while both map.
-    worker = subprocess.Popen([sys.executable, "-m", "engine", "worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), HOLD_ENV: str(hold)})
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "engine", "worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), HOLD_ENV: str(hold)},
+    )
     worker.stdin.write(json.dumps({"operation": "classify", "params": {"job": job}}))
     worker.stdin.close()
     ranks = wait_until_held(hold, 2)
-    assert sorted(int(p) for p in subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True,
-                                                 text=True).stdout.split()) == ranks
+    assert (
+        sorted(
+            int(p)
+            for p in subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
+        )
+        == ranks
+    )
     assert list((tmp_path / "out").rglob("*omnisat-partial*")), "the ranks should be writing their parts"
     worker.send_signal(signal.SIGTERM)
     last = [json.loads(line) for line in worker.stdout][-1]

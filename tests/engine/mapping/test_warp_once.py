@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.warp import calculate_default_transform, reproject
 from rasterio.enums import Resampling
+from rasterio.warp import calculate_default_transform, reproject
 
 from engine.io import align
 from engine.io.job import load_job
@@ -32,10 +32,15 @@ def to_lon_lat(path, folder, resampling=Resampling.nearest):
     """A copy of ``path`` in EPSG:4326 at about its own resolution (as S1/S2 products often come)."""
     folder.mkdir(parents=True, exist_ok=True)
     with rasterio.open(path) as src:
-        transform, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
-                                                               *src.bounds)
-        profile = dict(src.profile, crs="EPSG:4326", transform=transform, width=width, height=height,
-                       nodata=src.nodata if src.nodata is not None else 0)
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
+        profile = dict(
+            src.profile,
+            crs="EPSG:4326",
+            transform=transform,
+            width=width,
+            height=height,
+            nodata=src.nodata if src.nodata is not None else 0,
+        )
         out = folder / path.name
         with rasterio.open(out, "w", **profile) as dst:
             for band in range(1, src.count + 1):
@@ -47,19 +52,29 @@ def to_lon_lat(path, folder, resampling=Resampling.nearest):
 def lon_lat_s2(shared_data, tmp_path):
     files = eolearn_s2_files(shared_data, tmp_path / "utm")
     masks = eolearn_cloud_masks(shared_data, tmp_path / "clm")
-    return ([to_lon_lat(f, tmp_path / "ll") for f in files],
-            [to_lon_lat(m, tmp_path / "ll_clm") for m in masks])
+    return ([to_lon_lat(f, tmp_path / "ll") for f in files], [to_lon_lat(m, tmp_path / "ll_clm") for m in masks])
 
 
 def lon_lat_job(tmp_path, files, masks, name):
     (tmp_path / "out").mkdir(exist_ok=True)
-    return load_job({
-        "model": "tiny.safetensors", "crs": "EPSG:32633", "tile_size": 230, "overlap": 60,
-        "modalities": {"s2": {"files": [str(f) for f in files],
-                              "mask": {"files": [str(m) for m in masks], "type": "binary"}}},
-        "outputs": {"probabilities": str(tmp_path / "out" / f"{name}.tif"),
-                    "embeddings": str(tmp_path / "out" / f"{name}_emb.tif")},
-        "device": "cpu", "precision": "fp32", "min_valid_fraction": 0.0})
+    return load_job(
+        {
+            "model": "tiny.safetensors",
+            "crs": "EPSG:32633",
+            "tile_size": 230,
+            "overlap": 60,
+            "modalities": {
+                "s2": {"files": [str(f) for f in files], "mask": {"files": [str(m) for m in masks], "type": "binary"}}
+            },
+            "outputs": {
+                "probabilities": str(tmp_path / "out" / f"{name}.tif"),
+                "embeddings": str(tmp_path / "out" / f"{name}_emb.tif"),
+            },
+            "device": "cpu",
+            "precision": "fp32",
+            "min_valid_fraction": 0.0,
+        }
+    )
 
 
 def run(tmp_path, files, masks, name, warp_once, reporter=None):
@@ -128,12 +143,15 @@ def test_a_file_covering_part_of_the_grid_reads_nan_beyond_it(shared_data, tmp_p
         width = ds.width
     m = resolve_modality("s2", SPECS["s2"], str(lon_lat))
     window = rasterio.windows.Window(0, 0, grid.width, grid.height)
-    with align.WarpCache() as cache, align.ModalityReader(m, grid, cache) as once, \
-            align.ModalityReader(m, grid) as per_window:
+    with (
+        align.WarpCache() as cache,
+        align.ModalityReader(m, grid, cache) as once,
+        align.ModalityReader(m, grid) as per_window,
+    ):
         assert cache.warped == [str(lon_lat)]
         a, valid_a = once.read(window)
         b, valid_b = per_window.read(window)
-    assert not valid_a[..., width + 5:].any()
+    assert not valid_a[..., width + 5 :].any()
     np.testing.assert_array_equal(valid_a, valid_b)
     np.testing.assert_allclose(a, b, rtol=1e-5, equal_nan=True)
     assert math.isnan(a[0, 0, 0, -1])

@@ -7,17 +7,23 @@ from engine.errors import EngineError
 from engine.models.anysat import AnySat, anysat_config
 from engine.models.attention import explicit_attention
 from engine.models.registry import build_model, count_parameters, preset_names
-
 from tests.engine.anysat_helpers import batch, small_model
 
 torch.set_num_threads(2)
 D = 32
 
 
-@pytest.mark.parametrize("names, extent, patch", [
-    (("aerial",), 20, 10), (("s2",), 20, 10), (("aerial", "s2", "s1_asc"), 20, 10),
-    (("aerial", "s2", "s1_asc"), 20, 20), (("s2", "s1_asc", "modis"), 60, 30), (("aerial", "modis"), 60, 20),
-])
+@pytest.mark.parametrize(
+    "names, extent, patch",
+    [
+        (("aerial",), 20, 10),
+        (("s2",), 20, 10),
+        (("aerial", "s2", "s1_asc"), 20, 10),
+        (("aerial", "s2", "s1_asc"), 20, 20),
+        (("s2", "s1_asc", "modis"), 60, 30),
+        (("aerial", "modis"), 60, 20),
+    ],
+)
 def test_every_output_layout(names, extent, patch):
     model = small_model()
     inputs, dates = batch(extent, names)
@@ -38,7 +44,7 @@ def test_every_output_layout(names, extent, patch):
     # first half: the patch token repeated over its sub-patches
     # (within rounding: without dense output the last spatial block computes the class token alone)
     assert torch.allclose(dense[:, ::n, ::n, :D], patch_out, atol=1e-5)
-    assert torch.equal(dense[:, ::n, ::n, :D], dense[:, n - 1::n, n - 1::n, :D])
+    assert torch.equal(dense[:, ::n, ::n, :D], dense[:, n - 1 :: n, n - 1 :: n, :D])
 
 
 def test_dense_of_a_chosen_modality_and_features():
@@ -136,11 +142,14 @@ def test_masked_dates_are_ignored():
     assert torch.allclose(out, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda x: {**x, "aerial": x["aerial"][..., :, :90]}, "square"),
-    (lambda x: {**x, "aerial": x["aerial"][..., :95, :95]}, "multiple of its 10-pixel"),
-    (lambda x: {**x, "s2": x["s2"][..., :1, :1]}, "same ground"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda x: {**x, "aerial": x["aerial"][..., :, :90]}, "square"),
+        (lambda x: {**x, "aerial": x["aerial"][..., :95, :95]}, "multiple of its 10-pixel"),
+        (lambda x: {**x, "s2": x["s2"][..., :1, :1]}, "same ground"),
+    ],
+)
 def test_bad_geometry_is_a_clear_error(change, message):
     model = small_model()
     inputs, dates = batch(20, ("aerial", "s2"))
@@ -180,8 +189,13 @@ def test_presets_are_registered_with_the_reference_sizes():
         base = build_model("anysat-base")
         counts = {size: count_parameters(AnySat(anysat_config(size)))["total"] for size in ("tiny", "small")}
     parts = count_parameters(base)
-    for name, millions in (("total", 125.9), ("spatial_encoder", 42.5), ("combiner", 42.5),
-                           ("cross_block", 6.5), ("projectors", 34.3)):
+    for name, millions in (
+        ("total", 125.9),
+        ("spatial_encoder", 42.5),
+        ("combiner", 42.5),
+        ("cross_block", 6.5),
+        ("projectors", 34.3),
+    ):
         assert abs(parts[name] / 1e6 - millions) <= 0.02 * millions, (name, parts[name])
     assert abs(counts["tiny"] / 1e6 - 8.1) <= 0.02 * 8.1
     assert abs(counts["small"] / 1e6 - 43.8) <= 0.02 * 43.8

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.runtime.registry import get_operation
 from engine.errors import EngineError
 from engine.models.anysat_import import map_state_dict, reference_model, unwrap
 from engine.models.checkpoint import load_checkpoint, read_metadata
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import get_operation
 
 torch.set_num_threads(2)
 DATA = Path(__file__).parents[1] / "data"
@@ -46,22 +46,28 @@ def test_tiny_round_trip_through_the_operation(tmp_path):
     torch.save({"state_dict": state}, source)
     out = tmp_path / "anysat_tiny.safetensors"
     result = get_operation("import-anysat").run(
-        get_operation("import-anysat").params(reference=str(source), output=str(out)), Reporter())
+        get_operation("import-anysat").params(reference=str(source), output=str(out)), Reporter()
+    )
     assert result["mapped"] == len(state) and result["unused"] == [] and result["missing"] == []
     loaded = load_checkpoint(out)
     ours = loaded.model.state_dict()
     # spot checks of the explicit map, one per kind of rule
     assert torch.equal(ours["combiner.cls_token"], state["cls_token"])
-    assert torch.equal(ours["projectors.aerial_elevation.conv.weight"], state["projector_aerial-flair.patch_embed.weight"])
+    assert torch.equal(
+        ours["projectors.aerial_elevation.conv.weight"], state["projector_aerial-flair.patch_embed.weight"]
+    )
     assert torch.equal(ours["projectors.s1_asc_ratio.ltae.query"], state["projector_s1.patch_embed.attention_heads.Q"])
     assert torch.equal(ours["projectors.l8.ltae.in_mlp.4.weight"], state["projector_l8.patch_embed.inconv.4.weight"])
     # S2's L-TAE has no dropout, so its layers sit at other indices than the reference's
     assert torch.equal(ours["projectors.s2.ltae.in_mlp.3.weight"], state["projector_s2.patch_embed.inconv.4.weight"])
-    assert torch.equal(ours["spatial_encoder.blocks.1.attn.qkv.weight"],
-                       state["spatial_encoder.predictor_blocks.1.attn.qkv.weight"])
+    assert torch.equal(
+        ours["spatial_encoder.blocks.1.attn.qkv.weight"], state["spatial_encoder.predictor_blocks.1.attn.qkv.weight"]
+    )
     assert torch.equal(ours["cross_block.query"], state["blocks.2.attn.q_learned"])
     # iRPE tables: only buckets 3..7 of the reference are ever indexed
-    assert torch.equal(ours["cross_block.block.attn.rel_pos.weight"], state["blocks.2.attn.rpe_k.lookup_table_weight"][0, :, 3:])
+    assert torch.equal(
+        ours["cross_block.block.attn.rel_pos.weight"], state["blocks.2.attn.rpe_k.lookup_table_weight"][0, :, 3:]
+    )
     meta = read_metadata(out)
     assert meta["config"]["architecture"] == "anysat" and meta["provenance"]["size"] == "tiny"
     assert meta["provenance"]["keys_mapped"] == len(state)
@@ -92,8 +98,9 @@ def test_unused_missing_and_mismatched_keys_are_reported(tmp_path):
     op = get_operation("import-anysat")
     with pytest.raises(EngineError, match="1 weights of our model are not in"):
         op.run(op.params(reference=str(source), output=str(tmp_path / "x.safetensors")), Reporter())
-    result = op.run(op.params(reference=str(source), output=str(tmp_path / "x.safetensors"), allow_missing=True),
-                    Reporter())
+    result = op.run(
+        op.params(reference=str(source), output=str(tmp_path / "x.safetensors"), allow_missing=True), Reporter()
+    )
     assert result["missing"] == ["combiner.blocks.0.mlp.fc1.bias"]
     state["blocks.0.mlp.fc1.bias"] = torch.zeros(7)
     with pytest.raises(EngineError, match="does not fit our 'combiner.blocks.0.mlp.fc1.bias'"):

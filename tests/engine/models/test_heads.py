@@ -55,6 +55,7 @@ def test_a_head_that_does_not_fit_the_model_is_refused(tmp_path):
     with pytest.raises(EngineError, match="only AnySat models give"):
         checkpoint.save_checkpoint(tmp_path / "x.safetensors", omnisat, head=build_head(HeadConfig("dense", 64, 2)))
     with pytest.raises(EngineError, match="reads features 48 wide, but the model gives 64"):
-        checkpoint.save_checkpoint(tmp_path / "x.safetensors", small_anysat(),
-                                   head=build_head(HeadConfig("dense", 48, 2)))
+        checkpoint.save_checkpoint(
+            tmp_path / "x.safetensors", small_anysat(), head=build_head(HeadConfig("dense", 48, 2))
+        )
     assert not (tmp_path / "x.safetensors").exists()

@@ -3,9 +3,7 @@
 import torch
 
 from engine.models.anysat import AnySat, anysat_config
-from engine.models.jepa import (AnySatJEPA, JEPAConfig, JEPAPredictor, drop_dates, keep_modalities,
-                                sample_block_masks)
-
+from engine.models.jepa import AnySatJEPA, JEPAConfig, JEPAPredictor, drop_dates, keep_modalities, sample_block_masks
 from tests.engine.anysat_helpers import batch, small_model
 
 torch.set_num_threads(2)

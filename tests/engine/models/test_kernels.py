@@ -73,8 +73,9 @@ def test_attention_equals_sdpa_for_any_key_length(n_keys, with_bias):
     q = torch.randn(3, 4, 5, 16, generator=g)
     k, v = torch.randn(3, 4, n_keys, 16, generator=g), torch.randn(3, 4, n_keys, 16, generator=g)
     bias = torch.randn(3, 1, 5, n_keys, generator=g) if with_bias else None
-    torch.testing.assert_close(attend(q, k, v, bias), F.scaled_dot_product_attention(q, k, v, attn_mask=bias),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        attend(q, k, v, bias), F.scaled_dot_product_attention(q, k, v, attn_mask=bias), atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")

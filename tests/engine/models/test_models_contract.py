@@ -13,7 +13,6 @@ from engine.models.ltae import LTAE, LTAEConfig
 from engine.models.modalities import ModalitySpec, sensor
 from engine.models.position import euclidean_buckets, patch_centres, sincos_2d_encoding, sinusoid_encoding
 from engine.models.registry import build_model, count_parameters, preset_names
-
 from tests.engine.omnisat_helpers import tiny_batch, tiny_config, tiny_model
 
 torch.set_num_threads(2)
@@ -34,7 +33,7 @@ def test_modality_spec_round_trip_and_validation():
 def test_sinusoid_encoding_values():
     code = sinusoid_encoding(torch.tensor([[0.0, 100.0]]), 4, 367.0)
     assert code.shape == (1, 2, 4)
-    expected = [math.sin(100), math.cos(100), math.sin(100 / 367 ** 0.5), math.cos(100 / 367 ** 0.5)]
+    expected = [math.sin(100), math.cos(100), math.sin(100 / 367**0.5), math.cos(100 / 367**0.5)]
     assert torch.allclose(code[0, 1], torch.tensor(expected), atol=1e-5)
     assert sinusoid_encoding(torch.zeros(3), 4, 367.0, repeat=3).shape == (3, 12)
 
@@ -133,8 +132,14 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     model = tiny_model().eval()
     head = build_head(HeadConfig("classification", 32, 3, multilabel=True))
     path = tmp_path / "model.safetensors"
-    checkpoint.save_checkpoint(path, model, head=head, classes=["a", "b", "c"],
-                               colors=["#ff0000", "#00ff00", "#0000ff"], provenance={"trained_on": "test"})
+    checkpoint.save_checkpoint(
+        path,
+        model,
+        head=head,
+        classes=["a", "b", "c"],
+        colors=["#ff0000", "#00ff00", "#0000ff"],
+        provenance={"trained_on": "test"},
+    )
     loaded = checkpoint.load_checkpoint(path)
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.model.state_dict()[key]), key
@@ -165,6 +170,7 @@ def test_corrupted_and_foreign_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(EngineError, match="garbage.safetensors"):
         checkpoint.load_checkpoint(garbage)
     from safetensors.torch import save_file
+
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, str(foreign))
     with pytest.raises(EngineError, match="not an engine checkpoint"):

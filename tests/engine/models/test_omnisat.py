@@ -102,8 +102,7 @@ def test_masking_ratio_is_exact():
 
 
 def test_top_attention_dates_choose_quarter_of_valid_dates():
-    attention = torch.tensor([[0.1, 0.4, 0.2, 0.3, 0.0, 0.0, 0.0, 0.0],
-                              [0.05, 0.1, 0.2, 0.05, 0.3, 0.1, 0.1, 0.1]])
+    attention = torch.tensor([[0.1, 0.4, 0.2, 0.3, 0.0, 0.0, 0.0, 0.0], [0.05, 0.1, 0.2, 0.05, 0.3, 0.1, 0.1, 0.1]])
     valid = torch.tensor([[True] * 4 + [False] * 4, [True] * 8])
     index, keep = top_attention_dates(attention, valid, 0.25)
     assert keep.tolist() == [[True, False], [True, True]]
@@ -115,7 +114,9 @@ def test_series_reconstruction_scores_only_masked_tokens_and_kept_dates():
     keep = torch.tensor([[True, False]])
     masked = torch.tensor([[True, False, False]])
     loss = series_reconstruction_loss(prediction, target, keep, masked)
-    standardized = (target - target.mean(dim=(2, 3), keepdim=True)) / (target.var(dim=(2, 3), keepdim=True) + 1e-6).sqrt()
+    standardized = (target - target.mean(dim=(2, 3), keepdim=True)) / (
+        target.var(dim=(2, 3), keepdim=True) + 1e-6
+    ).sqrt()
     assert loss.item() == pytest.approx(float((standardized[0, 0, 0] ** 2).mean()), rel=1e-5)
 
 
@@ -128,9 +129,10 @@ def test_padded_dates_get_zero_attention_and_change_nothing():
     with torch.no_grad():
         encoded = model.encode(garbage, dates, mask)
         padded = model.forward_features(garbage, dates, mask)
-        short = model.forward_features({**inputs, "s2": inputs["s2"][:1, :4]} | {
-            "aerial": inputs["aerial"][:1], "s1_asc": inputs["s1_asc"][:1]},
-            {"s2": dates["s2"][:1, :4], "s1_asc": dates["s1_asc"][:1]})
+        short = model.forward_features(
+            {**inputs, "s2": inputs["s2"][:1, :4]} | {"aerial": inputs["aerial"][:1], "s1_asc": inputs["s1_asc"][:1]},
+            {"s2": dates["s2"][:1, :4], "s1_asc": dates["s1_asc"][:1]},
+        )
     assert torch.all(encoded.attention["s2"][0, :, 4:] == 0)
     assert torch.allclose(padded.tile[:1], short.tile, atol=1e-5)
 
@@ -163,16 +165,19 @@ def test_pretraining_with_one_modality_has_no_contrastive_term():
     assert "contrastive" not in losses and torch.isfinite(losses["loss"])
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda i, d: i.update(landsat=torch.zeros(2, 3, 100, 100)), "Unknown modality 'landsat'"),
-    (lambda i, d: i.update(aerial=torch.zeros(2, 3, 100, 100)), "3 bands but the model expects 4"),
-    (lambda i, d: i.update(aerial=torch.zeros(2, 4, 110, 100)), "not a whole number of 50 x 50 px"),
-    (lambda i, d: d.pop("s2"), "needs its dates"),
-    (lambda i, d: d.update(s2=torch.ones(2, 3)), r"expected \(B, T\) = \(2, 5\)"),
-    (lambda i, d: i["s1_asc"].__setitem__((0, 0, 0, 0, 0), float("nan")), "NaN"),
-    (lambda i, d: i.update(s2=torch.zeros(2, 5, 10, 3, 3)), "do not cover the same ground"),
-    (lambda i, d: i.update(s2=torch.zeros(2, 10, 6, 6)), r"expected a tensor \(B, T, C, H, W\)"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda i, d: i.update(landsat=torch.zeros(2, 3, 100, 100)), "Unknown modality 'landsat'"),
+        (lambda i, d: i.update(aerial=torch.zeros(2, 3, 100, 100)), "3 bands but the model expects 4"),
+        (lambda i, d: i.update(aerial=torch.zeros(2, 4, 110, 100)), "not a whole number of 50 x 50 px"),
+        (lambda i, d: d.pop("s2"), "needs its dates"),
+        (lambda i, d: d.update(s2=torch.ones(2, 3)), r"expected \(B, T\) = \(2, 5\)"),
+        (lambda i, d: i["s1_asc"].__setitem__((0, 0, 0, 0, 0), float("nan")), "NaN"),
+        (lambda i, d: i.update(s2=torch.zeros(2, 5, 10, 3, 3)), "do not cover the same ground"),
+        (lambda i, d: i.update(s2=torch.zeros(2, 10, 6, 6)), r"expected a tensor \(B, T, C, H, W\)"),
+    ],
+)
 def test_bad_input_gets_a_clear_error(mutate, message):
     model = tiny_model().eval()
     inputs, dates = tiny_batch()

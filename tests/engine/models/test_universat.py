@@ -13,7 +13,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.models import downloads
 from engine.models.checkpoint import load_checkpoint, read_metadata
@@ -22,6 +21,7 @@ from engine.models.universat import UniverSat, universat_config
 from engine.models.universat_sensors import describe_sensor
 from engine.models.universat_weights import load_hub_folder, to_release_state
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import run_operation
 from tests.engine.range_server import RangeHandler, RangeServer, served
 
 REPOSITORY = "test-org/UniverSat-tiny"
@@ -90,10 +90,14 @@ def test_masked_dates_are_left_out_per_sample():
     mask = torch.tensor([[True, True, False, True], [True, True, True, True]])
     with torch.no_grad():
         masked = model.forward_features(inputs, days, {"s2": mask}, patch_size_m=40)
-        first = model.forward_features({"s2": inputs["s2"][:1, [0, 1, 3]], "s1": inputs["s1"][:1]},
-                                       {"s2": days["s2"][:1, [0, 1, 3]], "s1": days["s1"][:1]}, patch_size_m=40)
-        second = model.forward_features({n: t[1:] for n, t in inputs.items()}, {n: t[1:] for n, t in days.items()},
-                                        patch_size_m=40)
+        first = model.forward_features(
+            {"s2": inputs["s2"][:1, [0, 1, 3]], "s1": inputs["s1"][:1]},
+            {"s2": days["s2"][:1, [0, 1, 3]], "s1": days["s1"][:1]},
+            patch_size_m=40,
+        )
+        second = model.forward_features(
+            {n: t[1:] for n, t in inputs.items()}, {n: t[1:] for n, t in days.items()}, patch_size_m=40
+        )
     torch.testing.assert_close(masked.patch, torch.cat([first.patch, second.patch]), atol=1e-5, rtol=1e-5)
 
 
@@ -173,8 +177,9 @@ class _TreeHandler(RangeHandler):
 def hub(tmp_path, monkeypatch):
     root = tmp_path / "served"
     model, _ = published_layout(root / REPOSITORY / "resolve" / "main")
-    entry = replace(downloads.DOWNLOADS["universat-base"], name="universat-test", repository=REPOSITORY,
-                    size="tiny", sha256="")
+    entry = replace(
+        downloads.DOWNLOADS["universat-base"], name="universat-test", repository=REPOSITORY, size="tiny", sha256=""
+    )
     monkeypatch.setitem(downloads.DOWNLOADS, "universat-test", entry)
     server = RangeServer(root)
     server.RequestHandlerClass = _TreeHandler
@@ -216,8 +221,10 @@ def test_models_json_lists_universat_base():
     assert "s2" in row["modalities"] and "enmap" in row["modalities"] and row["sha256"] is None
 
 
-@pytest.mark.skipif(not os.environ.get("UNIVERSAT_REFERENCE"),
-                    reason="set UNIVERSAT_REFERENCE to a checkout of the reference repository")
+@pytest.mark.skipif(
+    not os.environ.get("UNIVERSAT_REFERENCE"),
+    reason="set UNIVERSAT_REFERENCE to a checkout of the reference repository",
+)
 def test_equal_to_the_reference_code():
     from engine.bench.universat_reference import compare
 
@@ -226,15 +233,18 @@ def test_equal_to_the_reference_code():
 
 
 def _write_stack(folder: Path, width: int = 24, height: int = 16, dates: int = 3) -> None:
-    from tests.engine.rasters import write_geotiff
     import numpy as np
+
+    from tests.engine.rasters import write_geotiff
 
     rng = np.random.default_rng(0)
     for name, bands in (("s2", 10), ("s1", 3)):
         (folder / name).mkdir(parents=True)
         for t in range(dates):
-            write_geotiff(folder / name / f"{name}_2021{t + 3:02d}15.tif",
-                          rng.normal(size=(bands, height, width)).astype(np.float32))
+            write_geotiff(
+                folder / name / f"{name}_2021{t + 3:02d}15.tif",
+                rng.normal(size=(bands, height, width)).astype(np.float32),
+            )
     # a user's sensor at 20 m: 5 bands described by their wavelengths
     write_geotiff(folder / "cam.tif", rng.normal(size=(5, height // 2, width // 2)).astype(np.float32), pixel=20.0)
 
@@ -252,13 +262,27 @@ def test_maps_a_rectangle_at_10_m_with_a_users_sensor(tmp_path):
     model = tiny()
     torch.manual_seed(0)
     head = build_head(HeadConfig("dense", 2 * model.embed_dim, 3))
-    ckpt = save_checkpoint(tmp_path / "u.safetensors", model, head=head, classes=["a", "b", "c"],
-                           provenance={"weights": "random, for tests"})
-    job = {"model": str(ckpt), "patch_size": 40, "tile_size": 160, "overlap": 40, "device": "cpu", "threads": 1,
-           "modalities": {"s2": {"files": "s2"}, "s1": {"files": "s1"},
-                          "cam": {"files": "cam.tif", "sensor": {"wavelengths": [0.47, 0.56, 0.66, 0.72, 0.84],
-                                                                 "resolution": 20}}},
-           "outputs": {"classes": "classes.tif", "embeddings": "emb.tif", "embeddings_level": "dense"}}
+    ckpt = save_checkpoint(
+        tmp_path / "u.safetensors",
+        model,
+        head=head,
+        classes=["a", "b", "c"],
+        provenance={"weights": "random, for tests"},
+    )
+    job = {
+        "model": str(ckpt),
+        "patch_size": 40,
+        "tile_size": 160,
+        "overlap": 40,
+        "device": "cpu",
+        "threads": 1,
+        "modalities": {
+            "s2": {"files": "s2"},
+            "s1": {"files": "s1"},
+            "cam": {"files": "cam.tif", "sensor": {"wavelengths": [0.47, 0.56, 0.66, 0.72, 0.84], "resolution": 20}},
+        },
+        "outputs": {"classes": "classes.tif", "embeddings": "emb.tif", "embeddings_level": "dense"},
+    }
     (tmp_path / "job.json").write_text(json.dumps(job))
     result = run_operation("classify", {"job": str(tmp_path / "job.json")}, Reporter())
     assert result["windows"] >= 2

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import rasterio
 from osgeo import ogr
+from rasterio.transform import from_origin
 
-from engine.runtime.registry import run_operation
 from engine.analysis.area import stratified_estimate
 from engine.errors import EngineError
 from engine.io.grid import Grid
 from engine.io.writers import CLASS_NODATA, open_class_map
-from rasterio.transform import from_origin
+from engine.runtime.registry import run_operation
 
 NAMES = ["water", "forest", "crop"]
 TRANSFORM = from_origin(500000.0, 5000000.0, 20.0, 20.0)
@@ -27,8 +27,9 @@ def class_map(path, crs="EPSG:32633"):
     data[:, :8] = 0  # water
     data[30:, 20:] = 2  # crop
     data[rng.random(data.shape) < 0.01] = CLASS_NODATA
-    with open_class_map(path, Grid(rasterio.crs.CRS.from_user_input(crs), TRANSFORM, 50, 60), NAMES,
-                        ["#0000ff", "#00aa00", "#ffff00"]) as ds:
+    with open_class_map(
+        path, Grid(rasterio.crs.CRS.from_user_input(crs), TRANSFORM, 50, 60), NAMES, ["#0000ff", "#00aa00", "#ffff00"]
+    ) as ds:
         ds.write(data, 1)
     return str(path), data
 
@@ -77,8 +78,9 @@ def test_sample_then_estimate(tmp_path):
 
     fill_reference(sample, truth)
     out, html = tmp_path / "areas.csv", tmp_path / "areas.html"
-    report = run_operation("area-report", {"classes": path, "reference": str(sample), "output": str(out),
-                                           "html": str(html)})
+    report = run_operation(
+        "area-report", {"classes": path, "reference": str(sample), "output": str(out), "html": str(html)}
+    )
     counts = np.zeros((3, 3), int)
     for x, y, code, name, _ in points:
         counts[code, NAMES.index(truth(x, y, name))] += 1
@@ -112,14 +114,25 @@ def test_codes_are_accepted_as_reference_values(tmp_path):
     sample = tmp_path / "sample.gpkg"
     run_operation("sample-map", {"classes": path, "output": str(sample), "total": 60, "min_per_class": 10})
     fill_reference(sample, lambda x, y, mapped: str(NAMES.index(mapped)))
-    report = run_operation("area-report", {"classes": path, "reference": str(sample), "output": str(tmp_path / "a.csv")})
+    report = run_operation(
+        "area-report", {"classes": path, "reference": str(sample), "output": str(tmp_path / "a.csv")}
+    )
     assert report["overall_accuracy"] == pytest.approx(1.0)
 
 
 def test_a_geographic_map_is_refused(tmp_path):
     path = tmp_path / "geo.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8", crs="EPSG:4326",
-                       transform=from_origin(10, 50, 0.001, 0.001)) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=4,
+        height=4,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:4326",
+        transform=from_origin(10, 50, 0.001, 0.001),
+    ) as ds:
         ds.write(np.zeros((1, 4, 4), np.uint8))
     with pytest.raises(EngineError, match="geographic CRS.*Reproject"):
         run_operation("sample-map", {"classes": str(path), "output": str(tmp_path / "s.gpkg")})

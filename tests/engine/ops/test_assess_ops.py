@@ -11,11 +11,11 @@ from osgeo import ogr
 from rasterio.transform import from_origin
 
 from engine.analysis.sample_layer import read_sample
-from engine.analysis.sampling import allocate, draw_random, size_for_target, Target
-from engine.runtime.registry import run_operation
+from engine.analysis.sampling import Target, allocate, draw_random, size_for_target
 from engine.errors import EngineError
 from engine.io.grid import Grid
 from engine.io.writers import CLASS_NODATA, open_class_map
+from engine.runtime.registry import run_operation
 
 NAMES = ["water", "forest", "crop"]
 TRANSFORM = from_origin(500000.0, 5000000.0, 20.0, 20.0)
@@ -27,8 +27,12 @@ def class_map(path, data=None):
         data[:, :8] = 0  # water
         data[30:, 20:] = 2  # crop
         data[:3, :3] = CLASS_NODATA
-    with open_class_map(path, Grid(rasterio.crs.CRS.from_epsg(32633), TRANSFORM, data.shape[1], data.shape[0]),
-                        NAMES, ["#0000ff", "#00aa00", "#ffff00"]) as ds:
+    with open_class_map(
+        path,
+        Grid(rasterio.crs.CRS.from_epsg(32633), TRANSFORM, data.shape[1], data.shape[0]),
+        NAMES,
+        ["#0000ff", "#00aa00", "#ffff00"],
+    ) as ds:
         ds.write(data, 1)
     return str(path), data
 
@@ -60,8 +64,10 @@ def crop_on_the_right(x, y, mapped):
 def test_every_design_then_assess(tmp_path, design):
     path, data = class_map(tmp_path / "classes.tif")
     sample = tmp_path / "sample.gpkg"
-    result = run_operation("sample-map", {"classes": path, "output": str(sample), "design": design, "total": 150,
-                                          "min_per_class": 20, "seed": 3})
+    result = run_operation(
+        "sample-map",
+        {"classes": path, "output": str(sample), "design": design, "total": 150, "min_per_class": 20, "seed": 3},
+    )
     points = read_sample(str(sample))
     assert points.design.design == design and points.design.seed == 3 and len(points.design.map_sha256) == 64
     assert points.design.stratum_pixels == [int((data == k).sum()) for k in range(3)]
@@ -85,8 +91,15 @@ def test_every_design_then_assess(tmp_path, design):
     assert crop["area_ci95_low"] <= true_crop <= crop["area_ci95_high"]
     assert classes["water"]["users_accuracy"] == 1.0
     text = html.read_text()
-    for part in ("Sampling design", "labelling state", "Error matrix: labelled points",
-                 "estimated proportions of the map", "95% interval", "CV", design):
+    for part in (
+        "Sampling design",
+        "labelling state",
+        "Error matrix: labelled points",
+        "estimated proportions of the map",
+        "95% interval",
+        "CV",
+        design,
+    ):
         assert part in text
     if design != "stratified":
         assert "Post-stratified" in text
@@ -114,9 +127,17 @@ def test_target_size_and_neyman_allocation(tmp_path):
     path, data = class_map(tmp_path / "classes.tif")
     sample = tmp_path / "sample.gpkg"
     users = [0.95, 0.9, 0.7]
-    result = run_operation("sample-map", {"classes": path, "output": str(sample), "target_se": 0.03,
-                                          "expected_users_accuracy": users, "allocation": "neyman",
-                                          "min_per_class": 5})
+    result = run_operation(
+        "sample-map",
+        {
+            "classes": path,
+            "output": str(sample),
+            "target_se": 0.03,
+            "expected_users_accuracy": users,
+            "allocation": "neyman",
+            "min_per_class": 5,
+        },
+    )
     counts = [int((data == k).sum()) for k in range(3)]
     n = size_for_target(counts, Target(0.03, tuple(users)), "stratified", "neyman")
     assert result["target_size"] == n
@@ -132,16 +153,34 @@ def test_min_distance_is_kept_and_the_seed_repeats(tmp_path, design):
     path, _ = class_map(tmp_path / "classes.tif")
     a, b = tmp_path / "a.gpkg", tmp_path / "b.gpkg"
     for out in (a, b):
-        run_operation("sample-map", {"classes": path, "output": str(out), "total": 40, "min_per_class": 10,
-                                     "min_distance": 100.0, "seed": 7, "design": design})
+        run_operation(
+            "sample-map",
+            {
+                "classes": path,
+                "output": str(out),
+                "total": 40,
+                "min_per_class": 10,
+                "min_distance": 100.0,
+                "seed": 7,
+                "design": design,
+            },
+        )
     pa, pb = read_sample(str(a)), read_sample(str(b))
     np.testing.assert_array_equal(pa.x, pb.x)
     xy = np.stack([pa.x, pa.y], 1)
     distance = np.hypot(*(xy[:, None] - xy[None]).transpose(2, 0, 1))
     assert distance[~np.eye(len(xy), dtype=bool)].min() >= 100.0
     with pytest.raises(EngineError, match="minimum distance of 600 .* lower the distance"):
-        run_operation("sample-map", {"classes": path, "output": str(tmp_path / "c.gpkg"), "total": 40,
-                                     "min_per_class": 10, "min_distance": 600.0})
+        run_operation(
+            "sample-map",
+            {
+                "classes": path,
+                "output": str(tmp_path / "c.gpkg"),
+                "total": 40,
+                "min_per_class": 10,
+                "min_distance": 600.0,
+            },
+        )
 
 
 def test_allocations():
@@ -187,8 +226,9 @@ def test_a_sample_from_another_map_is_refused(tmp_path):
 def test_labels_that_are_not_map_classes_are_named(tmp_path):
     path, _, sample = drawn(tmp_path)
     label(sample, lambda x, y, m: "meadow" if m == "crop" else m)
-    with pytest.raises(EngineError, match="'meadow' in field 'reference' .* not classes of the map "
-                                          ".*water, forest, crop"):
+    with pytest.raises(
+        EngineError, match="'meadow' in field 'reference' .* not classes of the map .*water, forest, crop"
+    ):
         run_operation("assess", {"classes": path, "sample": str(sample), "output": str(tmp_path / "a.csv")})
 
 
@@ -238,18 +278,33 @@ def test_a_systematic_grid_coarser_than_the_smallest_class_is_refused(tmp_path):
     data = np.ones((60, 50), np.uint8)
     data[:4, :4] = 2  # 16 pixels of crop
     path, _ = class_map(tmp_path / "classes.tif", data)
-    with pytest.raises(EngineError, match=r"systematic .* fewer than 2 points .*crop \(0\.\d\)"
-                                          r".*at most 56\.\d+ map units"):
-        run_operation("sample-map", {"classes": path, "output": str(tmp_path / "s.gpkg"), "design": "systematic",
-                                     "grid_step": 200.0})
+    with pytest.raises(
+        EngineError,
+        match=r"systematic .* fewer than 2 points .*crop \(0\.\d\)"
+        r".*at most 56\.\d+ map units",
+    ):
+        run_operation(
+            "sample-map",
+            {"classes": path, "output": str(tmp_path / "s.gpkg"), "design": "systematic", "grid_step": 200.0},
+        )
 
 
 def test_a_target_needing_more_points_than_pixels_is_refused(tmp_path):
     path, _ = class_map(tmp_path / "classes.tif")
-    with pytest.raises(EngineError, match=r"points are needed for the target .* only 2991 classified pixels.*larger "
-                                          "target_se"):
-        run_operation("sample-map", {"classes": path, "output": str(tmp_path / "s.gpkg"), "target_se": 0.001,
-                                     "expected_users_accuracy": [0.5, 0.5, 0.5]})
+    with pytest.raises(
+        EngineError,
+        match=r"points are needed for the target .* only 2991 classified pixels.*larger "
+        "target_se",
+    ):
+        run_operation(
+            "sample-map",
+            {
+                "classes": path,
+                "output": str(tmp_path / "s.gpkg"),
+                "target_se": 0.001,
+                "expected_users_accuracy": [0.5, 0.5, 0.5],
+            },
+        )
 
 
 def test_a_layer_without_design_is_sent_to_area_report(tmp_path):
@@ -264,11 +319,13 @@ def test_a_layer_without_design_is_sent_to_area_report(tmp_path):
 def test_dry_run_gives_the_sizes_and_writes_nothing(tmp_path):
     path, data = class_map(tmp_path / "classes.tif")
     out = tmp_path / "s.gpkg"
-    preview = run_operation("sample-map", {"classes": path, "output": str(out), "total": 90, "min_per_class": 20,
-                                           "dry_run": True})
+    preview = run_operation(
+        "sample-map", {"classes": path, "output": str(out), "total": 90, "min_per_class": 20, "dry_run": True}
+    )
     assert not out.exists() and preview["dry_run"]
-    drawn_for_real = run_operation("sample-map", {"classes": path, "output": str(out), "total": 90,
-                                                  "min_per_class": 20})
+    drawn_for_real = run_operation(
+        "sample-map", {"classes": path, "output": str(out), "total": 90, "min_per_class": 20}
+    )
     assert preview["planned_per_class"] == {k: float(v) for k, v in drawn_for_real["samples_per_class"].items()}
 
 
@@ -276,6 +333,7 @@ def test_a_total_beyond_the_map_takes_every_pixel(tmp_path):
     data = np.full((4, 5), 1, np.uint8)
     data[:, :2] = 0
     path, _ = class_map(tmp_path / "classes.tif", data)
-    result = run_operation("sample-map", {"classes": path, "output": str(tmp_path / "s.gpkg"), "total": 500,
-                                          "min_per_class": 50})
+    result = run_operation(
+        "sample-map", {"classes": path, "output": str(tmp_path / "s.gpkg"), "total": 500, "min_per_class": 50}
+    )
     assert result["samples_per_class"] == {"water": 8, "forest": 12}

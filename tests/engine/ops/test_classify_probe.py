@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
+from engine.runtime.registry import run_operation
 from tests.engine.ops.test_fit_features import keeping, scene  # noqa: F401 - the module's scene fixture
 
 KINDS = ("linear", "mlp", "knn", "random_forest", "gradient_boosting")
@@ -23,9 +23,20 @@ def read(path):
 
 def fit(job, labels, tmp_path, kind: str) -> str:
     probe = str(tmp_path / f"{kind}.safetensors")
-    run_operation("fit-probe", {"labels": labels, "embeddings": keeping(job, tmp_path), "output": probe,
-                                "classifier": kind, "trees": 20, "hidden": 16, "epochs": 50, "folds": 2,
-                                "learning_curve": False})
+    run_operation(
+        "fit-probe",
+        {
+            "labels": labels,
+            "embeddings": keeping(job, tmp_path),
+            "output": probe,
+            "classifier": kind,
+            "trees": 20,
+            "hidden": 16,
+            "epochs": 50,
+            "folds": 2,
+            "learning_curve": False,
+        },
+    )
     return probe
 
 
@@ -39,13 +50,18 @@ def test_one_pass_equals_embed_then_apply(scene, tmp_path, kind):  # noqa: F811 
     result = run_operation("classify", {"job": dict(job, outputs=outputs), "probe": probe})
     assert sorted(p.name for p in one_pass.iterdir()) == ["classes.tif", "confidence.tif"]  # no embeddings raster
     assert result["head_level"] == "local" and result["class_names"] == ["crop", "forest"]
-    run_operation("apply-probe", {"probe": probe, "embeddings": str(tmp_path / "embeddings.tif"),
-                                  "classes": str(tmp_path / "classes.tif"),
-                                  "confidence": str(tmp_path / "confidence.tif")})
+    run_operation(
+        "apply-probe",
+        {
+            "probe": probe,
+            "embeddings": str(tmp_path / "embeddings.tif"),
+            "classes": str(tmp_path / "classes.tif"),
+            "confidence": str(tmp_path / "confidence.tif"),
+        },
+    )
     classes, reference = read(one_pass / "classes.tif"), read(tmp_path / "classes.tif")
     assert classes.shape == reference.shape and (classes == reference).all()
-    assert np.allclose(read(one_pass / "confidence.tif"), read(tmp_path / "confidence.tif"), atol=1e-5,
-                       equal_nan=True)
+    assert np.allclose(read(one_pass / "confidence.tif"), read(tmp_path / "confidence.tif"), atol=1e-5, equal_nan=True)
     assert (classes[0] == truth).mean() > 0.9  # and the map is right
 
 
@@ -70,8 +86,11 @@ def test_a_probe_given_as_the_model_finds_its_encoder_in_the_models_folder(scene
 
 def test_an_encoder_without_a_head_names_the_three_ways_out(scene, tmp_path):  # noqa: F811
     folder, job, labels, truth = scene
-    with pytest.raises(EngineError, match=r"without a classification head.*\(1\) fit a probe.*\(2\) use a fine-tuned "
-                                          r"checkpoint.*\(3\) download"):
+    with pytest.raises(
+        EngineError,
+        match=r"without a classification head.*\(1\) fit a probe.*\(2\) use a fine-tuned "
+        r"checkpoint.*\(3\) download",
+    ):
         run_operation("classify", {"job": dict(job, outputs={"classes": str(tmp_path / "c.tif")})})
 
 
@@ -84,5 +103,12 @@ def test_a_probe_of_another_encoder_is_refused(scene, tmp_path):  # noqa: F811
     probe = fit(job, labels, tmp_path, "linear")
     save_checkpoint(tmp_path / "other.safetensors", omnisat_helpers.tiny_model(5, modalities=(sensor("s2"),)).eval())
     with pytest.raises(EngineError, match="not of the chosen model"):
-        run_operation("classify", {"job": dict(job, model=str(tmp_path / "other.safetensors"),
-                                               outputs={"classes": str(tmp_path / "c.tif")}), "probe": probe})
+        run_operation(
+            "classify",
+            {
+                "job": dict(
+                    job, model=str(tmp_path / "other.safetensors"), outputs={"classes": str(tmp_path / "c.tif")}
+                ),
+                "probe": probe,
+            },
+        )

@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.models import downloads
 from engine.models.checkpoint import read_metadata
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import run_operation
 from tests.engine.hub_server import FILE, REPOSITORY, serving, synthetic_checkpoint
 from tests.engine.rasters import write_geotiff
 from tests.engine.test_inference import Recorder
+
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory) -> bytes:
@@ -36,16 +37,25 @@ def hub(published):
 
 @pytest.fixture
 def entry(published, monkeypatch):
-    test_entry = replace(downloads.DOWNLOADS["anysat-base"], name="anysat-test", repository=REPOSITORY,
-                         file=FILE, sha256=hashlib.sha256(published).hexdigest(), size="tiny",
-                         size_bytes=len(published))
+    test_entry = replace(
+        downloads.DOWNLOADS["anysat-base"],
+        name="anysat-test",
+        repository=REPOSITORY,
+        file=FILE,
+        sha256=hashlib.sha256(published).hexdigest(),
+        size="tiny",
+        size_bytes=len(published),
+    )
     monkeypatch.setitem(downloads.DOWNLOADS, "anysat-test", test_entry)
     return test_entry
 
 
 def fetch(hub_base: str, folder: Path, reporter: Reporter | None = None, **extra):
-    return run_operation("fetch-model", {"name": "anysat-test", "folder": str(folder), "hub_url": hub_base,
-                                         **extra}, reporter or Reporter())
+    return run_operation(
+        "fetch-model",
+        {"name": "anysat-test", "folder": str(folder), "hub_url": hub_base, **extra},
+        reporter or Reporter(),
+    )
 
 
 def test_download_convert_and_embed_a_tile(hub, entry, tmp_path, monkeypatch):
@@ -63,19 +73,31 @@ def test_download_convert_and_embed_a_tile(hub, entry, tmp_path, monkeypatch):
     assert "naip" in result["normalization_placeholders"] and "s2" not in result["normalization_placeholders"]
     assert reporter.percents == sorted(reporter.percents) and reporter.percents[-1] == 100
     # The converted model embeds a tile: one Sentinel-2 date, 60 m.
-    raster = write_geotiff(tmp_path / "s2_20200615.tif",
-                           (np.random.default_rng(0).random((10, 6, 6)) * 3000).astype("float32"))
-    embedded = run_operation("embed", {"job": {
-        "model": str(checkpoint), "modalities": {"s2": {"files": [str(raster)]}},
-        "outputs": {"embeddings": str(tmp_path / "emb.tif"), "embeddings_level": "tile"}, "device": "cpu"}})
+    raster = write_geotiff(
+        tmp_path / "s2_20200615.tif", (np.random.default_rng(0).random((10, 6, 6)) * 3000).astype("float32")
+    )
+    embedded = run_operation(
+        "embed",
+        {
+            "job": {
+                "model": str(checkpoint),
+                "modalities": {"s2": {"files": [str(raster)]}},
+                "outputs": {"embeddings": str(tmp_path / "emb.tif"), "embeddings_level": "tile"},
+                "device": "cpu",
+            }
+        },
+    )
     assert embedded["windows"] == 1 and (tmp_path / "emb.tif").is_file()
     # It is in the catalog (models --json) as the user's model, next to the shipped ones.
     monkeypatch.setenv(downloads.MODELS_DIR_ENV, str(tmp_path / "models"))
     rows = {row["name"]: row for row in run_operation("models", {"catalog_only": True})["catalog"]}
     row = rows["anysat-test"]
     assert row["status"] == "installed" and row["source"] == "user" and row["path"] == str(checkpoint)
-    assert row["licence"] == "MIT" and not row["has_head"] and row["sha256"] == hashlib.sha256(
-        checkpoint.read_bytes()).hexdigest()
+    assert (
+        row["licence"] == "MIT"
+        and not row["has_head"]
+        and row["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    )
     assert row["modalities"]["s2"][0] == "B2" and len(row["modalities"]) == 11 and row["parameters"] > 1e6
     assert rows["anysat-tiny"]["source"] == "shipped" and rows["anysat-base"]["status"] == "downloadable"
     monkeypatch.setenv(downloads.MODELS_DIR_ENV, str(tmp_path / "elsewhere"))

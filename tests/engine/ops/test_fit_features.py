@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-
 import pytest
 import rasterio
 import torch
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.models.checkpoint import save_checkpoint
 from engine.models.modalities import sensor
 from engine.probes.probe_file import load_probe
+from engine.runtime.registry import run_operation
 from tests.engine import omnisat_helpers
 from tests.engine.probes.test_labels import box, point, write_layer
 from tests.engine.test_local_features import SIZE, s2_scene
@@ -26,11 +25,20 @@ def scene(tmp_path_factory):
     files, truth = s2_scene(folder)
     torch.manual_seed(0)
     save_checkpoint(folder / "model.safetensors", omnisat_helpers.tiny_model(modalities=(sensor("s2"),)).eval())
-    labels = write_layer(folder / "labels.gpkg",
-                         [(box(c, 2, c + 4, 22), NAMES[(c // 4) % 2]) for c in range(0, SIZE, 4)], field_type="text")
-    job = {"model": str(folder / "model.safetensors"), "modalities": {"s2": {"files": files}},
-           "outputs": {"embeddings_level": "local"}, "tile_size": 80, "threads": 1, "precision": "fp32",
-           "batch_size": 16}
+    labels = write_layer(
+        folder / "labels.gpkg",
+        [(box(c, 2, c + 4, 22), NAMES[(c // 4) % 2]) for c in range(0, SIZE, 4)],
+        field_type="text",
+    )
+    job = {
+        "model": str(folder / "model.safetensors"),
+        "modalities": {"s2": {"files": files}},
+        "outputs": {"embeddings_level": "local"},
+        "tile_size": 80,
+        "threads": 1,
+        "precision": "fp32",
+        "batch_size": 16,
+    }
     return folder, job, labels, truth
 
 
@@ -48,9 +56,19 @@ def test_random_forest_on_raw_bands_fits_reports_and_applies_through_a_job(scene
     monkeypatch.setattr(engine.mapping.run, "run_map", no_encoder)
     folder, job, labels, truth = scene
     probe, report = str(tmp_path / "probe.safetensors"), tmp_path / "report.html"
-    fit = run_operation("fit-probe", {
-        "labels": labels, "embeddings": keeping(job, tmp_path), "output": probe, "classifier": "random_forest", "features": ["raw"],
-        "trees": 20, "report": str(report), "classes": str(tmp_path / "fit_classes.tif")})
+    fit = run_operation(
+        "fit-probe",
+        {
+            "labels": labels,
+            "embeddings": keeping(job, tmp_path),
+            "output": probe,
+            "classifier": "random_forest",
+            "features": ["raw"],
+            "trees": 20,
+            "report": str(report),
+            "classes": str(tmp_path / "fit_classes.tif"),
+        },
+    )
     assert fit["classifier"] == "random_forest" and fit["features"] == "raw"
     assert fit["macro_f1"] > 0.9 and len(fit["fold_scores"]["macro_f1"]["folds"]) >= 2
     assert fit["learning_curve"][-1]["all"]
@@ -64,27 +82,51 @@ def test_random_forest_on_raw_bands_fits_reports_and_applies_through_a_job(scene
     with rasterio.open(tmp_path / "fit_classes.tif") as ds:
         fitted = ds.read(1)
     assert (fitted == truth).mean() > 0.95
-    run_operation("apply-probe", {"probe": probe, "embeddings": dict(job, outputs={
-        "classes": str(tmp_path / "classes.tif"), "probabilities": str(tmp_path / "probabilities.tif"),
-        "embeddings_level": "local"})})
+    run_operation(
+        "apply-probe",
+        {
+            "probe": probe,
+            "embeddings": dict(
+                job,
+                outputs={
+                    "classes": str(tmp_path / "classes.tif"),
+                    "probabilities": str(tmp_path / "probabilities.tif"),
+                    "embeddings_level": "local",
+                },
+            ),
+        },
+    )
     with rasterio.open(tmp_path / "classes.tif") as ds:
         assert (ds.read(1) == fitted).all()
     with rasterio.open(tmp_path / "probabilities.tif") as ds:  # per-class probabilities too (classify-parcels)
         assert ds.count == len(meta.class_names) and list(ds.descriptions) == list(meta.class_names)
         assert (ds.read().argmax(0) == fitted).all()
     with pytest.raises(EngineError, match="fitted on the feature set 'raw'.*give a job"):
-        run_operation("apply-probe", {"probe": probe, "embeddings": str(tmp_path / "fit_classes.tif"),
-                                      "classes": str(tmp_path / "other.tif")})
+        run_operation(
+            "apply-probe",
+            {"probe": probe, "embeddings": str(tmp_path / "fit_classes.tif"), "classes": str(tmp_path / "other.tif")},
+        )
 
 
 def test_auto_reports_every_candidate_a_nested_estimate_and_saves_its_vote(scene, tmp_path):
     folder, job, labels, _ = scene
     probe = str(tmp_path / "p.safetensors")
-    fit = run_operation("fit-probe", {
-        "labels": labels, "embeddings": keeping(job, tmp_path), "output": probe,
-        "classifier": "auto", "classes": str(tmp_path / "fit_classes.tif"),
-        "features": ["embeddings", "raw+indices"], "trees": 10, "epochs": 30, "learning_curve": False,
-        "folds": 3, "report": str(tmp_path / "r.html")})
+    fit = run_operation(
+        "fit-probe",
+        {
+            "labels": labels,
+            "embeddings": keeping(job, tmp_path),
+            "output": probe,
+            "classifier": "auto",
+            "classes": str(tmp_path / "fit_classes.tif"),
+            "features": ["embeddings", "raw+indices"],
+            "trees": 10,
+            "epochs": 30,
+            "learning_curve": False,
+            "folds": 3,
+            "report": str(tmp_path / "r.html"),
+        },
+    )
     assert len(fit["candidates"]) == 5 * 2
     chosen = [c for c in fit["candidates"] if c["chosen"]]
     assert fit["nested_estimate"]["macro_f1"]["mean"] == pytest.approx(fit["fold_scores"]["macro_f1"]["mean"])
@@ -98,8 +140,13 @@ def test_auto_reports_every_candidate_a_nested_estimate_and_saves_its_vote(scene
     union = {p for c in chosen for p in c["features"].split("+")}
     assert set(meta.features["set"].split("+")) == union == set(fit["features"].split("+"))
     assert len(meta.features["columns"]) == classifier.in_dim
-    run_operation("apply-probe", {"probe": probe, "embeddings": dict(job, outputs={
-        "classes": str(tmp_path / "classes.tif"), "embeddings_level": "local"})})
+    run_operation(
+        "apply-probe",
+        {
+            "probe": probe,
+            "embeddings": dict(job, outputs={"classes": str(tmp_path / "classes.tif"), "embeddings_level": "local"}),
+        },
+    )
     with rasterio.open(tmp_path / "fit_classes.tif") as fitted, rasterio.open(tmp_path / "classes.tif") as applied:
         assert (fitted.read(1) == applied.read(1)).all()
 
@@ -109,24 +156,52 @@ def test_input_features_need_a_job_and_dates(scene, tmp_path):
     embeddings = str(tmp_path / "emb.tif")
     run_operation("embed", {"job": dict(job, outputs={"embeddings": embeddings, "embeddings_level": "local"})})
     with pytest.raises(EngineError, match="read from the job's input rasters: give a job"):
-        run_operation("fit-probe", {"labels": labels, "embeddings": embeddings, "output": str(tmp_path / "p.safetensors"),
-                                    "features": ["raw"]})
+        run_operation(
+            "fit-probe",
+            {
+                "labels": labels,
+                "embeddings": embeddings,
+                "output": str(tmp_path / "p.safetensors"),
+                "features": ["raw"],
+            },
+        )
     one_date = dict(keeping(job, tmp_path), modalities={"s2": {"files": job["modalities"]["s2"]["files"][:1]}})
     with pytest.raises(EngineError, match="at least 2 dates"):
-        run_operation("fit-probe", {"labels": labels, "embeddings": one_date, "output": str(tmp_path / "p.safetensors"),
-                                    "features": ["stats"]})
+        run_operation(
+            "fit-probe",
+            {
+                "labels": labels,
+                "embeddings": one_date,
+                "output": str(tmp_path / "p.safetensors"),
+                "features": ["stats"],
+            },
+        )
     assert not (tmp_path / "p.safetensors").exists()
 
 
 def test_labels_in_one_block_are_fitted_without_a_score(scene, tmp_path):
     folder, job, _, _ = scene
-    labels = write_layer(tmp_path / "two.gpkg", [(point(1.5, 1.5), "crop"), (point(5.5, 1.5), "forest"),
-                                                  (point(1.5, 2.5), "crop"), (point(5.5, 2.5), "forest")],
-                         field_type="text")
+    labels = write_layer(
+        tmp_path / "two.gpkg",
+        [
+            (point(1.5, 1.5), "crop"),
+            (point(5.5, 1.5), "forest"),
+            (point(1.5, 2.5), "crop"),
+            (point(5.5, 2.5), "forest"),
+        ],
+        field_type="text",
+    )
     report = tmp_path / "r.html"
-    fit = run_operation("fit-probe", {"labels": labels, "embeddings": keeping(job, tmp_path),
-                                      "output": str(tmp_path / "p.safetensors"), "report": str(report),
-                                      "block_size": 1000.0})
+    fit = run_operation(
+        "fit-probe",
+        {
+            "labels": labels,
+            "embeddings": keeping(job, tmp_path),
+            "output": str(tmp_path / "p.safetensors"),
+            "report": str(report),
+            "block_size": 1000.0,
+        },
+    )
     assert fit["macro_f1"] is None and fit["overall_accuracy"] is None
     assert fit["unvalidated_classes"] == list(NAMES)
     assert "Not validated" in report.read_text() and "no spatially separate validation" in report.read_text()
@@ -136,12 +211,22 @@ def test_labels_in_one_block_are_fitted_without_a_score(scene, tmp_path):
 def test_a_class_in_one_polygon_trains_is_named_and_the_rest_is_scored(scene, tmp_path):
     folder, job, _, _ = scene
     # crop in three stripes, forest in one: forest cannot be both learned and tested.
-    labels = write_layer(tmp_path / "one-forest.gpkg", [(box(c, 2, c + 4, 22), name) for c, name in
-                                                        ((0, "crop"), (4, "forest"), (8, "crop"), (16, "crop"))],
-                         field_type="text")
+    labels = write_layer(
+        tmp_path / "one-forest.gpkg",
+        [(box(c, 2, c + 4, 22), name) for c, name in ((0, "crop"), (4, "forest"), (8, "crop"), (16, "crop"))],
+        field_type="text",
+    )
     report = tmp_path / "r.html"
-    fit = run_operation("fit-probe", {"labels": labels, "embeddings": keeping(job, tmp_path), "classifier": "knn",
-                                      "output": str(tmp_path / "p.safetensors"), "report": str(report)})
+    fit = run_operation(
+        "fit-probe",
+        {
+            "labels": labels,
+            "embeddings": keeping(job, tmp_path),
+            "classifier": "knn",
+            "output": str(tmp_path / "p.safetensors"),
+            "report": str(report),
+        },
+    )
     assert fit["unvalidated_classes"] == ["forest"]
     assert fit["macro_f1"] is not None and fit["validation_cells"] > 0
     assert "Not validated" in report.read_text() and "forest" in report.read_text()

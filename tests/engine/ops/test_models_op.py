@@ -10,8 +10,13 @@ from engine.runtime.registry import run_operation
 from tests.conftest import ROOT
 
 # Counted by instantiating the reference implementation with random weights (REFERENCE.md, issue 3).
-REFERENCE_TREESATAI = {"encoder.aerial": 3.55e6, "encoder.s2": 0.40e6, "encoder.s1_asc": 0.40e6,
-                       "encoder_total": 9.8e6, "decoders_total": 1.8e6}
+REFERENCE_TREESATAI = {
+    "encoder.aerial": 3.55e6,
+    "encoder.s2": 0.40e6,
+    "encoder.s1_asc": 0.40e6,
+    "encoder_total": 9.8e6,
+    "decoders_total": 1.8e6,
+}
 
 
 def test_models_operation_lists_all_presets_with_counts():
@@ -26,8 +31,13 @@ def test_models_operation_lists_all_presets_with_counts():
 
 
 def test_models_command_line_json():
-    out = subprocess.run([sys.executable, "-m", "engine", "models", "--json", "--preset", "omnisat-flair"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "models", "--json", "--preset", "omnisat-flair"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     presets = json.loads(out.stdout)["presets"]
     assert [p["name"] for p in presets] == ["omnisat-flair"]

@@ -10,11 +10,11 @@ import pytest
 import rasterio
 import torch
 
-from engine.runtime.registry import run_operation
+from engine.analysis.quicklook import class_map_rgb
 from engine.errors import EngineError
 from engine.io.writers import parse_color
 from engine.ops.demo_ops import OSM_COLORS, OSM_LAYER, SAMPLE_PREFIX
-from engine.analysis.quicklook import class_map_rgb
+from engine.runtime.registry import run_operation
 from tests.engine.rasters import write_geotiff
 
 torch.set_num_threads(1)
@@ -61,9 +61,18 @@ def test_demo_runs_the_workflow_on_the_unpacked_wheel(tmp_path):
     model, _ = tiny_model(modalities=("s2",))
     save_checkpoint(tmp_path / "tiny.safetensors", model)
     out = tmp_path / "out"
-    result = run_operation("demo-probe", {"sample": str(fake_wheel(tmp_path)), "folder": str(out),
-                                          "model": str(tmp_path / "tiny.safetensors"), "size": 0, "device": "cpu",
-                                          "level": "patch", "features": ["raw"]})  # the tiny test model has no local features
+    result = run_operation(
+        "demo-probe",
+        {
+            "sample": str(fake_wheel(tmp_path)),
+            "folder": str(out),
+            "model": str(tmp_path / "tiny.safetensors"),
+            "size": 0,
+            "device": "cpu",
+            "level": "patch",
+            "features": ["raw"],
+        },
+    )  # the tiny test model has no local features
     assert result["class_names"] == ["farm", "forest"]
     assert result["overall_accuracy"] > 0.9  # the two covers differ strongly in every band
     with rasterio.open(out / "s2_20170216.vrt") as ds:
@@ -91,8 +100,8 @@ def test_demo_rejects_other_files(tmp_path):
 
 
 def test_demo_area_table_comes_from_the_square_beside_the_fitted_one(tmp_path):
-    from engine.probes.labels import read_labels
     from engine.models.checkpoint import save_checkpoint
+    from engine.probes.labels import read_labels
     from tests.engine.raster_fixtures import tiny_model
 
     model, _ = tiny_model(modalities=("s2",))
@@ -100,9 +109,19 @@ def test_demo_area_table_comes_from_the_square_beside_the_fitted_one(tmp_path):
     out, wheel = tmp_path / "out", fake_wheel(tmp_path)
     # Fitted: x 135..265 m of the 400 m scene; beside it (east) 265..395 m, where only the stripe
     # polygons at 310..390 m never reach the fitted square: they alone are the reference.
-    result = run_operation("demo-probe", {"sample": str(wheel), "folder": str(out),
-                                          "model": str(tmp_path / "tiny.safetensors"), "size": 130, "device": "cpu",
-                                          "level": "patch", "features": ["raw"], "classifier": "random_forest"})
+    result = run_operation(
+        "demo-probe",
+        {
+            "sample": str(wheel),
+            "folder": str(out),
+            "model": str(tmp_path / "tiny.safetensors"),
+            "size": 130,
+            "device": "cpu",
+            "level": "patch",
+            "features": ["raw"],
+            "classifier": "random_forest",
+        },
+    )
     areas = result["area_table"]
     x0 = ORIGIN[0]
     assert areas["bounds"][0] == pytest.approx(x0 + 265) and areas["bounds"][2] == pytest.approx(x0 + 395)
@@ -116,7 +135,17 @@ def test_demo_area_table_comes_from_the_square_beside_the_fitted_one(tmp_path):
     assert {r["class"] for r in areas["classes"]} == {"farm", "forest"}
     assert (out / "independent" / "areas.csv").is_file() and (out / "independent" / "areas.html").is_file()
     # No room beside a square wider than half the scene: no table, and the demo says why.
-    wide = run_operation("demo-probe", {"sample": str(wheel), "folder": str(tmp_path / "wide"),
-                                        "model": str(tmp_path / "tiny.safetensors"), "size": 0, "device": "cpu",
-                                        "level": "patch", "features": ["raw"], "classifier": "random_forest"})
+    wide = run_operation(
+        "demo-probe",
+        {
+            "sample": str(wheel),
+            "folder": str(tmp_path / "wide"),
+            "model": str(tmp_path / "tiny.safetensors"),
+            "size": 0,
+            "device": "cpu",
+            "level": "patch",
+            "features": ["raw"],
+            "classifier": "random_forest",
+        },
+    )
     assert wide["area_table"] is None

@@ -9,11 +9,11 @@ import pytest
 import rasterio
 import torch
 
-from engine.runtime.registry import run_operation
 from engine.errors import EngineError
 from engine.probes.sources import HASH_TAG
-from tests.engine.rasters import write_geotiff
+from engine.runtime.registry import run_operation
 from tests.engine.probes.test_labels import box, write_layer
+from tests.engine.rasters import write_geotiff
 
 torch.set_num_threads(1)
 ORIGIN = (500000.0, 5000000.0)  # the grid of test_labels' helpers: 10 m cells from this corner
@@ -48,23 +48,34 @@ def stripe_labels(path, rows=(2, 30)):
 def test_fit_then_apply_on_an_embeddings_raster(tmp_path):
     emb, truth = embeddings_raster(tmp_path / "emb.tif")
     labels = stripe_labels(tmp_path / "labels.gpkg")
-    result = run_operation("fit-probe", {
-        "labels": labels, "embeddings": emb, "output": str(tmp_path / "probe.safetensors"),
-        "report": str(tmp_path / "report.html"), "classes": str(tmp_path / "fit_classes.tif"),
-    })
+    result = run_operation(
+        "fit-probe",
+        {
+            "labels": labels,
+            "embeddings": emb,
+            "output": str(tmp_path / "probe.safetensors"),
+            "report": str(tmp_path / "report.html"),
+            "classes": str(tmp_path / "fit_classes.tif"),
+        },
+    )
     assert result["class_names"] == ["crop", "forest"]
     assert result["overall_accuracy"] > 0.95 and result["macro_f1"] > 0.95
     assert result["validation_cells"] > 0 and result["unvalidated_classes"] == []
     assert "confusion" in (tmp_path / "report.html").read_text()
-    applied = run_operation("apply-probe", {
-        "probe": str(tmp_path / "probe.safetensors"), "embeddings": emb,
-        "classes": str(tmp_path / "classes.tif"), "confidence": str(tmp_path / "confidence.tif"),
-    })
+    applied = run_operation(
+        "apply-probe",
+        {
+            "probe": str(tmp_path / "probe.safetensors"),
+            "embeddings": emb,
+            "classes": str(tmp_path / "classes.tif"),
+            "confidence": str(tmp_path / "confidence.tif"),
+        },
+    )
     assert applied["class_names"] == ["crop", "forest"]
     with rasterio.open(tmp_path / "classes.tif") as ds, rasterio.open(tmp_path / "fit_classes.tif") as fitted:
         classes = ds.read(1)
         assert np.array_equal(classes, fitted.read(1))
-        assert ds.colormap(1)[0][:3] == (0x1f, 0x77, 0xb4)
+        assert ds.colormap(1)[0][:3] == (0x1F, 0x77, 0xB4)
         assert json.loads(ds.tags(1)["CLASS_NAMES"]) == ["crop", "forest"]
         assert ds.transform.c == ORIGIN[0] and ds.crs.to_epsg() == 32633
     assert classes[0, 0] == 255  # nodata embedding -> nodata class
@@ -102,8 +113,10 @@ def test_fit_probe_bad_labels(tmp_path):
 
 def test_change_is_zero_for_identical_periods_and_finds_a_swapped_area(tmp_path):
     before, _ = embeddings_raster(tmp_path / "before.tif")
-    same = run_operation("change", {"before": before, "after": before, "magnitude": str(tmp_path / "m0.tif"),
-                                    "change": str(tmp_path / "c0.tif")})
+    same = run_operation(
+        "change",
+        {"before": before, "after": before, "magnitude": str(tmp_path / "m0.tif"), "change": str(tmp_path / "c0.tif")},
+    )
     with rasterio.open(tmp_path / "m0.tif") as ds:
         m0 = ds.read(1)
     assert np.nanmax(np.abs(m0)) < 1e-5 and np.isnan(m0[0, 0])
@@ -113,8 +126,10 @@ def test_change_is_zero_for_identical_periods_and_finds_a_swapped_area(tmp_path)
 
     area = (slice(10, 20), slice(5, 25))
     after, _ = embeddings_raster(tmp_path / "after.tif", swap=area)
-    result = run_operation("change", {"before": before, "after": after, "magnitude": str(tmp_path / "m.tif"),
-                                      "change": str(tmp_path / "c.tif")})
+    result = run_operation(
+        "change",
+        {"before": before, "after": after, "magnitude": str(tmp_path / "m.tif"), "change": str(tmp_path / "c.tif")},
+    )
     with rasterio.open(tmp_path / "m.tif") as ds:
         magnitude = ds.read(1)
     with rasterio.open(tmp_path / "c.tif") as ds:
@@ -135,10 +150,18 @@ def test_change_probe_from_change_labels(tmp_path):
     features = [(box(c, 11, c + 3, 19), "change") for c in range(0, 35, 5)]
     features += [(box(c, 25, c + 3, 35), "stable") for c in range(0, 35, 5)]
     labels = write_layer(tmp_path / "change.gpkg", features, field_type="text")
-    result = run_operation("change", {
-        "before": before, "after": after, "magnitude": str(tmp_path / "m.tif"), "change": str(tmp_path / "c.tif"),
-        "labels": labels, "probe_output": str(tmp_path / "change_probe.safetensors"), "report": str(tmp_path / "r.html"),
-    })
+    result = run_operation(
+        "change",
+        {
+            "before": before,
+            "after": after,
+            "magnitude": str(tmp_path / "m.tif"),
+            "change": str(tmp_path / "c.tif"),
+            "labels": labels,
+            "probe_output": str(tmp_path / "change_probe.safetensors"),
+            "report": str(tmp_path / "r.html"),
+        },
+    )
     assert result["threshold_method"] == "change probe" and result["change_classes"] == ["change", "stable"]
     assert result["probe_overall_accuracy"] > 0.95
     with rasterio.open(tmp_path / "c.tif") as ds:
@@ -167,14 +190,27 @@ def test_fit_and_apply_through_a_job_on_real_sentinel2(tmp_path, shared_data):
     files = eolearn_s2_files(shared_data, tmp_path / "s2")
     model, _ = tiny_model(modalities=("s2",))
     save_checkpoint(tmp_path / "model.safetensors", model)
-    job = {"model": str(tmp_path / "model.safetensors"), "modalities": {"s2": {"files": [str(f) for f in files]}},
-           "outputs": {"embeddings": str(tmp_path / "emb.tif")}, "tile_size": 320, "threads": 1, "precision": "fp32"}
+    job = {
+        "model": str(tmp_path / "model.safetensors"),
+        "modalities": {"s2": {"files": [str(f) for f in files]}},
+        "outputs": {"embeddings": str(tmp_path / "emb.tif")},
+        "tile_size": 320,
+        "threads": 1,
+        "precision": "fp32",
+    }
     (tmp_path / "job.json").write_text(json.dumps(job))
     labels = str(shared_data / "eolearn_patch/TestEOPatch/vector_timeless/LULC.gpkg")
-    fit = run_operation("fit-probe", {
-        "labels": labels, "embeddings": str(tmp_path / "job.json"), "output": str(tmp_path / "probe.safetensors"),
-        "class_field": "LULC_NAME", "ignore_values": [""], "classes": str(tmp_path / "fit_classes.tif"),
-    })
+    fit = run_operation(
+        "fit-probe",
+        {
+            "labels": labels,
+            "embeddings": str(tmp_path / "job.json"),
+            "output": str(tmp_path / "probe.safetensors"),
+            "class_field": "LULC_NAME",
+            "ignore_values": [""],
+            "classes": str(tmp_path / "fit_classes.tif"),
+        },
+    )
     assert fit["class_names"] == ["artificial surface", "cultivated land", "forest", "grassland", "schrubland"]
     assert 0.0 <= fit["macro_f1"] <= 1.0 and fit["validation_cells"] > 100
     with rasterio.open(tmp_path / "emb.tif") as ds:  # the job's embeddings were kept, tagged with the encoder
@@ -188,8 +224,13 @@ def test_fit_and_apply_through_a_job_on_real_sentinel2(tmp_path, shared_data):
     other, _ = tiny_model(modalities=("s2",), seed=1)
     save_checkpoint(tmp_path / "other.safetensors", other)
     with pytest.raises(EngineError, match="not of the chosen model"):
-        run_operation("apply-probe", {"probe": str(tmp_path / "probe.safetensors"),
-                                      "embeddings": dict(apply_job, model=str(tmp_path / "other.safetensors"))})
+        run_operation(
+            "apply-probe",
+            {
+                "probe": str(tmp_path / "probe.safetensors"),
+                "embeddings": dict(apply_job, model=str(tmp_path / "other.safetensors")),
+            },
+        )
 
 
 def test_change_between_two_jobs_on_real_sentinel2(tmp_path, shared_data):
@@ -202,18 +243,31 @@ def test_change_between_two_jobs_on_real_sentinel2(tmp_path, shared_data):
     save_checkpoint(tmp_path / "model.safetensors", model)
 
     def job(dates):
-        return {"model": str(tmp_path / "model.safetensors"), "modalities": {"s2": {"files": dates}},
-                "outputs": {"embeddings": str(tmp_path / "unused.tif")}, "precision": "fp32", "threads": 1}
+        return {
+            "model": str(tmp_path / "model.safetensors"),
+            "modalities": {"s2": {"files": dates}},
+            "outputs": {"embeddings": str(tmp_path / "unused.tif")},
+            "precision": "fp32",
+            "threads": 1,
+        }
 
     before, after = job(files[:2]), job(files[3:])
     before["outputs"] = {"embeddings": str(tmp_path / "kept_before.tif")}  # kept where the job says
-    same = run_operation("change", {"before": before, "after": dict(before, outputs={"embeddings": str(tmp_path / "b2.tif")}),
-                                    "magnitude": str(tmp_path / "m0.tif")})
+    same = run_operation(
+        "change",
+        {
+            "before": before,
+            "after": dict(before, outputs={"embeddings": str(tmp_path / "b2.tif")}),
+            "magnitude": str(tmp_path / "m0.tif"),
+        },
+    )
     with rasterio.open(tmp_path / "m0.tif") as ds:
         assert np.nanmax(ds.read(1)) < 1e-5
     assert same["threshold_method"] == "otsu" and (tmp_path / "kept_before.tif").exists()
-    result = run_operation("change", {"before": before, "after": after, "magnitude": str(tmp_path / "m.tif"),
-                                      "change": str(tmp_path / "c.tif")})
+    result = run_operation(
+        "change",
+        {"before": before, "after": after, "magnitude": str(tmp_path / "m.tif"), "change": str(tmp_path / "c.tif")},
+    )
     with rasterio.open(tmp_path / "m.tif") as ds, rasterio.open(tmp_path / "kept_before.tif") as emb:
         magnitude = ds.read(1)
         assert ds.transform == emb.transform and ds.shape == emb.shape

@@ -74,9 +74,16 @@ def test_full_cells_of_a_polygon_are_labelled(tmp_path):
     assert len({g[0] for g in groups}) == 2
 
 
-@pytest.mark.parametrize("share, min_coverage, labelled", [
-    (0.625, 0.5, True), (0.625, 0.75, False), (0.375, 0.5, False), (0.375, 0.25, True), (1.0, 1.0, True),
-])
+@pytest.mark.parametrize(
+    "share, min_coverage, labelled",
+    [
+        (0.625, 0.5, True),
+        (0.625, 0.75, False),
+        (0.375, 0.5, False),
+        (0.375, 0.25, True),
+        (1.0, 1.0, True),
+    ],
+)
 def test_minimum_coverage_rule(tmp_path, share, min_coverage, labelled):
     # One polygon covering `share` of cell (row 5, col 5) and nothing else of any cell.
     path = write_layer(tmp_path / "a.gpkg", [(box(5, 5, 5 + share, 6), 1), (box(0, 0, 1, 1), 2)])
@@ -108,9 +115,12 @@ def test_larger_share_wins_when_coverage_is_low(tmp_path):
 
 def test_points_take_their_cell_and_disagreeing_points_are_dropped(tmp_path):
     features = [
-        (point(1.5, 1.5), 1), (point(4.2, 7.9), 2),
-        (point(8.1, 8.1), 1), (point(8.9, 8.9), 1),  # same cell, same class: one sample
-        (point(5.5, 0.2), 1), (point(5.6, 0.7), 2),  # same cell, disagreeing: none
+        (point(1.5, 1.5), 1),
+        (point(4.2, 7.9), 2),
+        (point(8.1, 8.1), 1),
+        (point(8.9, 8.9), 1),  # same cell, same class: one sample
+        (point(5.5, 0.2), 1),
+        (point(5.6, 0.7), 2),  # same cell, disagreeing: none
     ]
     samples = labels_on_grid(write_layer(tmp_path / "p.gpkg", features))
     image = samples.label_image()
@@ -136,7 +146,8 @@ def test_labels_in_another_crs_are_reprojected(tmp_path):
 
 def test_text_classes_are_sorted_and_outside_features_reported(tmp_path):
     features = [
-        (box(0, 0, 2, 2), "water"), (box(4, 4, 6, 6), "forest"),
+        (box(0, 0, 2, 2), "water"),
+        (box(4, 4, 6, 6), "forest"),
         (box(20, 20, 22, 22), "urban"),  # far outside the 10 x 10 grid
         (point(-5, 3), "forest"),  # outside too
     ]
@@ -241,4 +252,5 @@ def test_work_arrays_cover_only_the_labels_window(tmp_path):
     samples = rasterize_labels(layer, TRANSFORM, (200000, 200000))
     assert samples.class_counts() == {"1": 6, "2": 1}
     assert set(zip(samples.rows.tolist(), samples.cols.tolist())) == {
-        (r, c) for r in (120000, 120001) for c in (150000, 150001, 150002)} | {(9, 7)}
+        (r, c) for r in (120000, 120001) for c in (150000, 150001, 150002)
+    } | {(9, 7)}

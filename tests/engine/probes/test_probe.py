@@ -31,11 +31,14 @@ def linear_rule_data(n: int, dim: int = 16, classes: int = 4, seed: int = 0):
     return x, (x @ weights).argmax(1)
 
 
-@pytest.mark.parametrize("config", [
-    ProbeConfig(),
-    ProbeConfig(optimizer="adam", epochs=60, l2=1e-4),
-    ProbeConfig(kind="mlp", optimizer="adam", epochs=60, hidden=32, l2=1e-5),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        ProbeConfig(),
+        ProbeConfig(optimizer="adam", epochs=60, l2=1e-4),
+        ProbeConfig(kind="mlp", optimizer="adam", epochs=60, hidden=32, l2=1e-5),
+    ],
+)
 def test_probe_recovers_a_known_linear_rule(config):
     x, y = linear_rule_data(2000)
     probe = fit_probe(x[:1500], y[:1500], 4, config)
@@ -66,7 +69,9 @@ def test_fit_refuses_nan_embeddings():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    n_units=st.integers(5, 40), n_classes=st.integers(2, 5), n_folds=st.integers(2, 5),
+    n_units=st.integers(5, 40),
+    n_classes=st.integers(2, 5),
+    n_folds=st.integers(2, 5),
     seed=st.integers(0, 10_000),
 )
 def test_blocked_folds_never_split_a_unit(n_units, n_classes, n_folds, seed):
@@ -100,6 +105,7 @@ def test_too_few_units_for_the_folds():
 
 def test_metrics_match_scikit_learn():
     from sklearn import metrics as metrics_module
+
     rng = np.random.default_rng(3)
     y_true = rng.integers(0, 5, 300)
     y_pred = np.where(rng.random(300) < 0.6, y_true, rng.integers(0, 4, 300))  # class 4 never predicted
@@ -115,9 +121,13 @@ def test_metrics_match_scikit_learn():
 
 def metadata(n_classes: int, encoder_hash: str = "a" * 64) -> ProbeMetadata:
     return ProbeMetadata(
-        class_names=[f"class {k}" for k in range(n_classes)], colors=default_colors(n_classes),
-        level="patch", encoder_hash=encoder_hash, encoder={"name": "omnisat-test"},
-        config={"kind": "linear"}, metrics={"macro_f1": 0.5},
+        class_names=[f"class {k}" for k in range(n_classes)],
+        colors=default_colors(n_classes),
+        level="patch",
+        encoder_hash=encoder_hash,
+        encoder={"name": "omnisat-test"},
+        config={"kind": "linear"},
+        metrics={"macro_f1": 0.5},
     )
 
 

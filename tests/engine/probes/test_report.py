@@ -27,17 +27,23 @@ def decode_png(data: bytes) -> tuple[int, int]:
 def test_report_holds_the_confusion_matrix(tmp_path, renderer):
     metrics = classification_metrics(CM, CLASSES)
     path = write_fit_report(
-        tmp_path / "report.html", title="Probe fit", metrics=metrics, class_names=CLASSES,
+        tmp_path / "report.html",
+        title="Probe fit",
+        metrics=metrics,
+        class_names=CLASSES,
         colors=["#00aa00", "#0000ff", "#ff0000"],
-        counts={"polygons": {"forest": 4, "water": 2, "urban <built>": 1},
-                "validation cells": {n: int(s) for n, s in zip(CLASSES, CM.sum(1))}},
-        settings={"level": "patch", "l2": 0.001}, notes=["class 'urban' has a single polygon"],
+        counts={
+            "polygons": {"forest": 4, "water": 2, "urban <built>": 1},
+            "validation cells": {n: int(s) for n, s in zip(CLASSES, CM.sum(1))},
+        },
+        settings={"level": "patch", "l2": 0.001},
+        notes=["class 'urban' has a single polygon"],
         renderer=renderer,
     )
     text = path.read_text()
     # The confusion matrix as a table, row by row, with the class names escaped.
-    table = text[text.index('<table class="confusion">'):]
-    table = table[:table.index("</table>")]
+    table = text[text.index('<table class="confusion">') :]
+    table = table[: table.index("</table>")]
     for name, row in zip(CLASSES, CM):
         cells = "".join(f"<td>{v}</td>" for v in row)
         assert f"<td>{name.replace('<', '&lt;').replace('>', '&gt;')}</td>{cells}" in table
@@ -58,6 +64,6 @@ def test_png_writer_round_trips_pixels():
     assert decode_png(data) == (5, 7)
     idat_length = struct.unpack(">I", data[33:37])[0]
     assert data[37:41] == b"IDAT"
-    raw = np.frombuffer(zlib.decompress(data[41:41 + idat_length]), np.uint8).reshape(7, 1 + 5 * 3)
+    raw = np.frombuffer(zlib.decompress(data[41 : 41 + idat_length]), np.uint8).reshape(7, 1 + 5 * 3)
     assert (raw[:, 0] == 0).all()
     np.testing.assert_array_equal(raw[:, 1:].reshape(7, 5, 3), image)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.runtime.progress import Reporter
 from engine.probes.classifiers import ProbeConfig
-from engine.probes.folds import spatial_units
 from engine.probes.folds import (
     ValidationImpossible,
     point_block_rule,
     same_class_range,
     spatial_folds,
+    spatial_units,
 )
 from engine.probes.selection import (
     Candidate,
@@ -20,7 +19,7 @@ from engine.probes.selection import (
     learning_curve,
     nested_selection,
 )
-
+from engine.runtime.progress import Reporter
 
 
 def patchy_points(n=600, patch=20, size=200, seed=0):
@@ -58,7 +57,9 @@ def test_folds_never_split_a_unit_and_no_training_cell_touches_a_test_cell():
     for f in range(folds.n_folds):
         test, train = folds.test(f), folds.train[f]
         assert test.any() and train.any() and not (test & train).any()
-        gap = np.maximum(np.abs(rows[train][:, None] - rows[test][None]), np.abs(cols[train][:, None] - cols[test][None]))
+        gap = np.maximum(
+            np.abs(rows[train][:, None] - rows[test][None]), np.abs(cols[train][:, None] - cols[test][None])
+        )
         assert gap.min() > 1
     assert sum(folds.buffered_out()) > 0  # some cells were next to a test block
 
@@ -84,8 +85,13 @@ def informative_setup(seed=0):
     good = (np.eye(3)[y] * 3 + rng.normal(size=(y.size, 3))).astype(np.float32)
     noise = rng.normal(size=(y.size, 4)).astype(np.float32)
     units = spatial_units(np.arange(y.size), np.ones(y.size, bool), rows, cols, block_cells=25)
-    setup = Setup({"good": good, "noise": noise}, y, ["a", "b", "c"],
-                  ProbeConfig(epochs=50, trees=20, neighbours=5), max_per_class=100)
+    setup = Setup(
+        {"good": good, "noise": noise},
+        y,
+        ["a", "b", "c"],
+        ProbeConfig(epochs=50, trees=20, neighbours=5),
+        max_per_class=100,
+    )
     return setup, units, rows, cols
 
 
@@ -108,7 +114,10 @@ def test_nested_selection_picks_the_informative_features_and_never_sees_the_oute
     assert progress.percents == sorted(progress.percents)
     assert f"fit {len(seen)} of {len(seen)}" in progress.messages[-1] and "left" in progress.messages[-1]
     assert "candidate 1 of 3 (linear on noise), fold 1 of 4" in progress.messages[0]
-    assert "candidate 3 of 3 (random_forest on noise), inner fit 6 of 6 (outer folds 3 and 4 held out)" in progress.messages[-1]
+    assert (
+        "candidate 3 of 3 (random_forest on noise), inner fit 6 of 6 (outer folds 3 and 4 held out)"
+        in progress.messages[-1]
+    )
     # 4 outer fits and 6 inner fits (one per pair of outer folds) per candidate
     assert len(seen) == 3 * (4 + 6)
     assert selection.final == Candidate("knn", "good")
@@ -119,8 +128,8 @@ def test_nested_selection_picks_the_informative_features_and_never_sees_the_oute
     # Inner fits train inside two outer folds' training parts and predict cells those parts keep:
     # no fit used to choose for outer fold f saw fold f's test cells.
     outer_train = [folds.train[f] for f in range(folds.n_folds)]
-    inner = seen[3 * folds.n_folds:]
-    for _, train, test in inner:
+    inner = seen[3 * folds.n_folds :]
+    for _, train, _test in inner:
         holders = [f for f in range(folds.n_folds) if not (train & ~outer_train[f]).any()]
         assert len(holders) >= 2
         assert all(not (train & folds.test(f)).any() for f in holders)
@@ -172,7 +181,9 @@ def test_the_saved_probe_is_fitted_under_the_validation_cap():
     from engine.probes.fit import FitSettings, fit_honestly
 
     setup, units, rows, cols = informative_setup()
-    settings = FitSettings(ProbeConfig(kind="knn", neighbours=5), "knn", folds=3, learning_curve=False, max_per_class=40)
+    settings = FitSettings(
+        ProbeConfig(kind="knn", neighbours=5), "knn", folds=3, learning_curve=False, max_per_class=40
+    )
     outcome = fit_honestly(setup.features, setup.y, units, rows, cols, setup.class_names, settings)
     # kNN keeps its training cells: the cap the estimate was made under holds for the saved probe too.
     assert np.bincount(outcome.classifier.labels).tolist() == [40, 40, 40]

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from engine.runtime.cli import build_parser, plain
 from engine.io.job import EXAMPLE_JOB, parse_job
+from engine.runtime.cli import build_parser, plain
 
 JOB_COMMANDS = ("classify", "embed", "normalization-stats", "fit-probe", "apply-probe", "change", "learn-area")
 
@@ -41,11 +41,14 @@ def test_the_example_job_is_a_valid_job(tmp_path):
     assert job.outputs.classes == str(tmp_path / "classes.tif")
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Writes ``output`` for ``minutes``.", "Writes output for --minutes."),
-    ("Buffered (engine.validation). Over ranks (engine/mapping/ranks.py); done.", "Buffered. Over ranks; done."),
-    ("Job::\n\n        {}\n    more", "Job:\n\n    {}\nmore"),  # a docstring's indentation goes
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Writes ``output`` for ``minutes``.", "Writes output for --minutes."),
+        ("Buffered (engine.validation). Over ranks (engine/mapping/ranks.py); done.", "Buffered. Over ranks; done."),
+        ("Job::\n\n        {}\n    more", "Job:\n\n    {}\nmore"),  # a docstring's indentation goes
+    ],
+)
 def test_plain_rendering(text, expected):
     from dataclasses import dataclass, field
 

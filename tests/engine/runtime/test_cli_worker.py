@@ -13,18 +13,19 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine.runtime.registry import run_operation
-from engine.runtime.cli import main
 from engine.errors import EngineError
+from engine.runtime.cli import main
 from engine.runtime.hold import HOLD_ENV, wait_until_held
+from engine.runtime.registry import run_operation
 from tests.engine.rasters import eolearn_reference_scene, write_geotiff
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def engine_cmd(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", *args], input=stdin, capture_output=True,
-                          text=True, cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
 
 
 @pytest.fixture
@@ -113,8 +114,12 @@ def test_bad_inputs_have_clear_messages(case: str, tmp_path: Path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert str(path) in result.stderr
-    expected = {"missing": "does not exist", "not_raster": "not a raster", "empty_file": "0 bytes",
-                "zero_bands": "no bands of its own: it is a container of 2 subdatasets"}[case]
+    expected = {
+        "missing": "does not exist",
+        "not_raster": "not a raster",
+        "empty_file": "0 bytes",
+        "zero_bands": "no bands of its own: it is a container of 2 subdatasets",
+    }[case]
     assert expected in result.stderr
     assert not (tmp_path / "out.tif").exists()
 
@@ -146,14 +151,20 @@ def test_worker_protocol_success(four_band: Path, tmp_path: Path):
     assert out.exists()
 
 
-@pytest.mark.parametrize("job, expected", [
-    ("not json", "not valid JSON"),
-    ("", "no job"),
-    (json.dumps({"protocol": 99, "operation": "stats", "params": {}}), "protocol 99"),
-    (json.dumps({"operation": "nope", "params": {}}), "Unknown operation 'nope'"),
-    (json.dumps({"operation": "stats", "params": {"input": "x", "bogus": 1}}), "Unknown parameter(s) for 'stats': bogus"),
-    (json.dumps({"operation": "stats", "params": {}}), "Missing required parameter 'input'"),
-])
+@pytest.mark.parametrize(
+    "job, expected",
+    [
+        ("not json", "not valid JSON"),
+        ("", "no job"),
+        (json.dumps({"protocol": 99, "operation": "stats", "params": {}}), "protocol 99"),
+        (json.dumps({"operation": "nope", "params": {}}), "Unknown operation 'nope'"),
+        (
+            json.dumps({"operation": "stats", "params": {"input": "x", "bogus": 1}}),
+            "Unknown parameter(s) for 'stats': bogus",
+        ),
+        (json.dumps({"operation": "stats", "params": {}}), "Missing required parameter 'input'"),
+    ],
+)
 def test_worker_errors_are_messages(job: str, expected: str):
     result = engine_cmd("worker", stdin=job)
     messages = worker_messages(result.stdout)
@@ -163,9 +174,11 @@ def test_worker_errors_are_messages(job: str, expected: str):
 
 
 def test_serving_worker_answers_each_line_in_order(four_band: Path, tmp_path: Path):
-    jobs = [{"operation": "normalized-index", "params": {"input": str(four_band), "output": str(tmp_path / "a.tif")}},
-            {"operation": "stats", "params": {}},  # an input error ends this job only
-            {"operation": "normalized-index", "params": {"input": str(four_band), "output": str(tmp_path / "b.tif")}}]
+    jobs = [
+        {"operation": "normalized-index", "params": {"input": str(four_band), "output": str(tmp_path / "a.tif")}},
+        {"operation": "stats", "params": {}},  # an input error ends this job only
+        {"operation": "normalized-index", "params": {"input": str(four_band), "output": str(tmp_path / "b.tif")}},
+    ]
     result = engine_cmd("worker", "--serve", stdin="\n".join(json.dumps(j) for j in jobs) + "\n\n")
     assert result.returncode == 0, result.stderr
     messages = worker_messages(result.stdout)
@@ -197,16 +210,23 @@ def test_serving_worker_ends_after_an_internal_error(tmp_path: Path, monkeypatch
 
 
 def test_worker_cancel_leaves_no_output(tmp_path: Path):
-    big = write_geotiff(tmp_path / "big.tif", np.random.default_rng(0).integers(
-        1, 1000, (2, 256 * 4, 512), dtype=np.uint16))
+    big = write_geotiff(
+        tmp_path / "big.tif", np.random.default_rng(0).integers(1, 1000, (2, 256 * 4, 512), dtype=np.uint16)
+    )
     out = tmp_path / "cancelled.tif"
     hold = tmp_path / "hold"
     hold.mkdir()
     job = {"operation": "normalized-index", "params": {"input": str(big), "output": str(out), "band_a": 1, "band_b": 2}}
     # Held after its first strip (engine/runtime/hold.py): the cancel lands mid-run, whatever the machine's load.
-    process = subprocess.Popen([sys.executable, "-m", "engine", "worker"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                               env={**os.environ, HOLD_ENV: str(hold)})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, HOLD_ENV: str(hold)},
+    )
     process.stdin.write(json.dumps(job))
     process.stdin.close()
     assert wait_until_held(hold) == [process.pid]

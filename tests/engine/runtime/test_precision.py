@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from engine.runtime import precision
 from engine.errors import EngineError
+from engine.runtime import precision
 
 
 def test_choose_device_cpu_and_auto():

@@ -8,15 +8,18 @@ from engine.errors import EngineError
 from engine.runtime.threads import apply_default_threads, busy_cores, choose_threads, usable_cpus
 
 
-@pytest.mark.parametrize("cores, busy, expected", [
-    (2, 0.0, 2),    # quiet machine: every core
-    (2, 0.3, 2),    # a background blip keeps both
-    (2, 0.6, 1),    # more than half a core busy: one thread fewer
-    (2, 1.6, 1),    # nearly saturated: one thread, never zero
-    (2, 7.5, 1),    # heavily oversubscribed
-    (16, 3.2, 13),
-    (1, 0.0, 1),
-])
+@pytest.mark.parametrize(
+    "cores, busy, expected",
+    [
+        (2, 0.0, 2),  # quiet machine: every core
+        (2, 0.3, 2),  # a background blip keeps both
+        (2, 0.6, 1),  # more than half a core busy: one thread fewer
+        (2, 1.6, 1),  # nearly saturated: one thread, never zero
+        (2, 7.5, 1),  # heavily oversubscribed
+        (16, 3.2, 13),
+        (1, 0.0, 1),
+    ],
+)
 def test_free_cores_rounded_half_up_between_one_and_all(cores, busy, expected):
     assert choose_threads(None, cores, busy) == expected
 

@@ -10,12 +10,10 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from engine.probes.classifiers import CLASSIFIERS
 from engine.errors import EngineError
-from engine.probes.classifiers import ProbeConfig, fit_probe
+from engine.probes.classifiers import CLASSIFIERS, ProbeConfig, fit_probe
 from engine.probes.head import ProbeHead
 from engine.probes.probe_file import ProbeMetadata, load_probe, save_probe
-
 
 FAST = {"epochs": 50, "trees": 20, "neighbours": 5}
 
@@ -28,8 +26,12 @@ def blobs(n: int = 400, d: int = 6, k: int = 3, seed: int = 0):
 
 
 def metadata(n_classes: int) -> ProbeMetadata:
-    return ProbeMetadata(class_names=[f"c{i}" for i in range(n_classes)], colors=["#000000"] * n_classes,
-                         level="patch", encoder_hash="0" * 64)
+    return ProbeMetadata(
+        class_names=[f"c{i}" for i in range(n_classes)],
+        colors=["#000000"] * n_classes,
+        level="patch",
+        encoder_hash="0" * 64,
+    )
 
 
 @pytest.mark.parametrize("kind", list(CLASSIFIERS))
@@ -71,8 +73,9 @@ def test_binary_gradient_boosting_matches_scikit_learn():
     np.testing.assert_allclose(probe.predict_proba(x), reference.predict_proba(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind, estimator", [("random_forest", "RandomForestClassifier"),
-                                             ("extra_trees", "ExtraTreesClassifier")])
+@pytest.mark.parametrize(
+    "kind, estimator", [("random_forest", "RandomForestClassifier"), ("extra_trees", "ExtraTreesClassifier")]
+)
 def test_forests_match_scikit_learn(kind, estimator):
     import sklearn.ensemble
 
@@ -138,8 +141,9 @@ def test_installed_trees_without_a_needed_field_are_refused(monkeypatch, tmp_pat
     import engine.probes.classifiers.trees as trees
 
     x, y = blobs()
-    path = save_probe(tmp_path / "p.safetensors", fit_probe(x, y, 3, ProbeConfig(kind="random_forest", **FAST)),
-                      metadata(3))
+    path = save_probe(
+        tmp_path / "p.safetensors", fit_probe(x, y, 3, ProbeConfig(kind="random_forest", **FAST)), metadata(3)
+    )
     monkeypatch.setattr(trees, "FOREST_FIELDS", trees.FOREST_FIELDS + ("split_gate",))
     with pytest.raises(EngineError, match="without the field.*split_gate.*install scikit-learn"):
         load_probe(path)
@@ -164,5 +168,3 @@ def test_probe_head_gives_the_classifier_probabilities(kind):
     head = ProbeHead(probe, "patch")
     proba = head.probabilities(head(patch))
     np.testing.assert_allclose(proba.reshape(-1, 3).numpy(), probe.predict_proba(x[:24]), atol=1e-5)
-
-

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from engine.probes.classifiers.ensemble import soft_vote
 from engine.errors import EngineError
 from engine.probes.classifiers import ProbeConfig, fit_probe
-from engine.probes.probe_file import load_probe, save_probe
+from engine.probes.classifiers.ensemble import soft_vote
 from engine.probes.metrics import FoldScores
+from engine.probes.probe_file import load_probe, save_probe
 from engine.probes.selection import Candidate, Vote, best
 from tests.engine.probes.test_probe import linear_rule_data, metadata
-
 
 
 def scored(**folds):
@@ -28,11 +27,17 @@ def scored(**folds):
 
 
 def test_the_vote_keeps_the_best_within_one_fold_spread_and_at_most_its_size():
-    scores = scored(linear__raw=[0.60, 0.70], knn__raw=[0.80, 0.90], random_forest__raw=[0.78, 0.84],
-                    mlp__embeddings=[0.30, 0.40], extra_trees__raw=[0.81, 0.85])
+    scores = scored(
+        linear__raw=[0.60, 0.70],
+        knn__raw=[0.80, 0.90],
+        random_forest__raw=[0.78, 0.84],
+        mlp__embeddings=[0.30, 0.40],
+        extra_trees__raw=[0.81, 0.85],
+    )
     # The best (knn, 0.85 +- 0.05) keeps those with a mean >= 0.80, best first; the rest would dilute it.
-    assert best(scores, 5) == Vote((Candidate("knn", "raw"), Candidate("extra_trees", "raw"),
-                                    Candidate("random_forest", "raw")))
+    assert best(scores, 5) == Vote(
+        (Candidate("knn", "raw"), Candidate("extra_trees", "raw"), Candidate("random_forest", "raw"))
+    )
     assert best(scores, 2).members == (Candidate("knn", "raw"), Candidate("extra_trees", "raw"))
     assert best(scores, 1) == Candidate("knn", "raw")
     # A best far ahead of the rest stays alone.
@@ -65,8 +70,11 @@ def test_a_vote_of_different_kinds_on_different_columns_round_trips_through_its_
 def test_a_vote_holding_an_unknown_member_kind_is_refused_by_name(tmp_path):
     x, y = linear_rule_data(100)
     member = fit_probe(x, y, 4, ProbeConfig(kind="knn"))
-    path = save_probe(tmp_path / "vote.safetensors", soft_vote([member], [[f"c{i}" for i in range(16)]],
-                                                                [f"c{i}" for i in range(16)]), metadata(4))
+    path = save_probe(
+        tmp_path / "vote.safetensors",
+        soft_vote([member], [[f"c{i}" for i in range(16)]], [f"c{i}" for i in range(16)]),
+        metadata(4),
+    )
     from safetensors import safe_open
 
     with safe_open(str(path), framework="numpy") as handle:
