@@ -100,7 +100,7 @@ def speed(reference: str, reps: int, quick: bool, reporter: Reporter) -> dict[st
 
 
 _MEMORY_CHILD = """
-import json, resource, sys, time, torch
+import json, sys, time, torch
 torch.set_num_threads({threads})
 which, reference = sys.argv[1], sys.argv[2]
 from engine.bench.universat import _s2_s1
@@ -113,11 +113,13 @@ else:
     from engine.bench.universat_reference import reference_model, reference_tokens
     model = reference_model(reference, "base")
     run = lambda: reference_tokens(model, inputs, days, 40.0, 6, 24)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+def hwm():  # VmHWM: this process's own peak (ru_maxrss would carry the parent's over exec)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    return int(line.split()[1]) / 1e6
+before = hwm()
 with torch.no_grad():
     run()
-print(json.dumps({{"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-                  "rss_after_build_gb": before}}))
+print(json.dumps({{"peak_rss_gb": hwm(), "rss_after_build_gb": before}}))
 """
 
 

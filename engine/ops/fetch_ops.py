@@ -71,13 +71,14 @@ def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
         root = f"{hub_base(params.hub_url).rstrip('/')}/{entry.repository}/resolve/main"
         downloads = folder / "downloads" / entry.name
         return {"output": str(checkpoint), "name": entry.name, "url": f"{root}/{entry.file}",
-                "sha256": expected or "not published here: recorded at the first download",
+                "sha256": expected, "sha256_source": "catalog" if entry.sha256 else (
+                    "recorded at the first download" if expected else "none yet: recorded at the first download"),
                 "size_bytes": entry.size_bytes, "licence": entry.licence, "download": str(downloads / entry.file),
                 "files": [{"url": f"{root}/{name}", "download": str(downloads / name)}
                           for name in ("config.json", entry.file)], "ready": ready}
     if params.plan_only:
         return {"output": str(checkpoint), "name": entry.name, "url": entry.url(hub_base(params.hub_url)),
-                "sha256": expected or "not published here: recorded at the first download", "size_bytes": entry.size_bytes, "licence": entry.licence,
+                "sha256": expected, "size_bytes": entry.size_bytes, "licence": entry.licence,
                 "download": str(folder / "downloads" / entry.download_name), "ready": ready}
     if ready:
         reporter.progress(100, f"{checkpoint} is already converted from the verified download")

@@ -311,7 +311,7 @@ def test_plan_only_then_files_fetched_by_another_tool(hub, tmp_path):
     params = {"name": "universat-test", "folder": str(tmp_path / "models"), "hub_url": base}
     plan = run_operation("fetch-model", {**params, "plan_only": True}, Reporter())
     assert [Path(f["url"]).name for f in plan["files"]] == ["config.json", "model.safetensors"]
-    assert plan["sha256"].startswith("not published") and not plan["ready"]
+    assert plan["sha256"] is None and plan["sha256_source"].startswith("none yet") and not plan["ready"]
     for item in plan["files"]:  # "another tool": a plain copy of the published files
         Path(item["download"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(published / Path(item["url"]).name, item["download"])
