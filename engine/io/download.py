@@ -83,9 +83,10 @@ def download(
 ) -> bool:
     """Download ``url`` to ``destination``, resuming a ``.part`` file, verify its sha256; progress on [start, end].
 
-    ``sha256`` None: nothing to verify against (the caller records the hash, engine.models.pins).
+    ``sha256`` None: nothing to verify against (the caller records the hash, engine.models.pins); a file
+    already at ``destination`` (fetched by another tool, e.g. QGIS's network stack) is taken as it is.
     Return False when ``destination`` was already there with the right sha256 (nothing fetched)."""
-    if sha256 is not None and destination.is_file() and sha256_of(destination) == sha256:
+    if destination.is_file() and (sha256 is None or sha256_of(destination) == sha256):
         reporter.progress(end, f"{destination.name} already downloaded and verified")
         return False
     destination.parent.mkdir(parents=True, exist_ok=True)

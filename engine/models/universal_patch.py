@@ -29,6 +29,7 @@ from engine.models.kernels import Linear, linear
 ROPE_1D_BASE = 100_000
 TEMPORAL_REGISTERS = 2
 SPATIAL_REGISTERS = 4
+UNIQUE_SHARE = 0.7  # below this share of distinct pixel values, the first axis runs once per value
 
 
 class RMSNorm(nn.Module):
@@ -256,6 +257,16 @@ class UniversalPatchEncoder(nn.Module):
         self.final_proj = Linear(width, final_dim)
         self.widths = [dim * math.prod(expand[:i]) for i in range(len(AXES) + 1)]
 
+    def pixel_values(self, values: Tensor) -> Tensor:
+        """The first axis for one-pixel sub-patches: a function of each pixel value alone, (rows,) -> (rows, 1, w1).
+
+        Real products repeat values (digital numbers of a band, normalised), so each distinct value is
+        computed once when fewer than UNIQUE_SHARE of them are distinct (the same result: row-wise maths)."""
+        unique, inverse = torch.unique(values, return_inverse=True)
+        if unique.numel() <= UNIQUE_SHARE * values.numel():
+            return self.blocks["S1"](self.value_embed(unique[:, None]))[inverse]
+        return self.blocks["S1"](self.value_embed(values[:, None]))
+
     def channel_code(self, channels: tuple, device, dtype) -> Tensor:
         """(C, dim): each band's wavelength Fourier code or learned code."""
         codes = []
@@ -285,11 +296,13 @@ class UniversalPatchEncoder(nn.Module):
         x = rearrange(
             x, "b t c (gh n r) (gw m q) -> (b gh gw n m t c) (r q)", gh=gh, gw=gw, n=n, m=n, r=sub_px, q=sub_px
         )
-        x = self.value_embed(x)
         device, dtype = x.device, x.dtype
         scale = patch_size_m / 10
-        pos_sub = KeyPositions(coords=(grid_coords(sub_px, 0, device) * (sub_px * gsd_m / 10))[None])
-        x = self.blocks["S1"](x, pos_sub)  # (rows, 1, w1)
+        if sub_px == 1:
+            x = self.pixel_values(x[:, 0])
+        else:
+            pos_sub = KeyPositions(coords=(grid_coords(sub_px, 0, device) * (sub_px * gsd_m / 10))[None])
+            x = self.blocks["S1"](self.value_embed(x), pos_sub)  # (rows, 1, w1)
         w1 = x.shape[-1]
         code = self.channel_code(channels, device, dtype)
         code = code.repeat(1, w1 // self.dim) if w1 > self.dim else code

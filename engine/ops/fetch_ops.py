@@ -83,12 +83,31 @@ def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
     # no published hash readable here: the one recorded at the first download (engine.models.pins)
     expected = entry.sha256 or pinned(folder, entry.name)
     ready = bool(expected) and _already_there(checkpoint, expected) and not params.force
+    if params.plan_only and entry.converter == "universat-hub":
+        root = f"{hub_base(params.hub_url).rstrip('/')}/{entry.repository}/resolve/main"
+        downloads = folder / "downloads" / entry.name
+        return {
+            "output": str(checkpoint),
+            "name": entry.name,
+            "url": f"{root}/{entry.file}",
+            "sha256": expected,
+            "sha256_source": "catalog"
+            if entry.sha256
+            else ("recorded at the first download" if expected else "none yet: recorded at the first download"),
+            "size_bytes": entry.size_bytes,
+            "licence": entry.licence,
+            "download": str(downloads / entry.file),
+            "files": [
+                {"url": f"{root}/{name}", "download": str(downloads / name)} for name in ("config.json", entry.file)
+            ],
+            "ready": ready,
+        }
     if params.plan_only:
         return {
             "output": str(checkpoint),
             "name": entry.name,
             "url": entry.url(hub_base(params.hub_url)),
-            "sha256": expected or "not published here: recorded at the first download",
+            "sha256": expected,
             "size_bytes": entry.size_bytes,
             "licence": entry.licence,
             "download": str(folder / "downloads" / entry.download_name),

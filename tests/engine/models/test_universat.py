@@ -295,3 +295,64 @@ def test_maps_a_rectangle_at_10_m_with_a_users_sensor(tmp_path):
     # the patch half is constant over each 40 m patch (4 x 4 cells), the cell half is not
     assert np.allclose(patch_half[:, 0:4, 0:4], patch_half[:, :1, :1], atol=1e-4)
     assert not np.allclose(cell_half[:, 0, 0], cell_half[:, 0, 1], atol=1e-3)
+
+
+def test_fit_and_apply_a_probe_on_real_sentinel2(tmp_path, shared_data):
+    """Few labels with UniverSat: a job's tiled embeddings (eo-learn's five real dates, 4 bands), a probe, a map."""
+    import rasterio
+
+    from engine.models.checkpoint import save_checkpoint
+    from tests.engine.raster_fixtures import eolearn_s2_files
+
+    files = eolearn_s2_files(shared_data, tmp_path / "s2")
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "u.safetensors", UniverSat(universat_config("tiny", ("s2_4band",))))
+    job = {
+        "model": str(tmp_path / "u.safetensors"),
+        "modalities": {"s2_4band": {"files": [str(f) for f in files]}},
+        "outputs": {"embeddings": str(tmp_path / "emb.tif")},
+        "patch_size": 40,
+        "tile_size": 400,
+        "threads": 1,
+        "precision": "fp32",
+        "normalization": {"s2_4band": {"bands": ["B2", "B3", "B4", "B8"], "mean": [0.1] * 4, "std": [0.05] * 4}},
+    }
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    labels = str(shared_data / "eolearn_patch/TestEOPatch/vector_timeless/LULC.gpkg")
+    fit = run_operation(
+        "fit-probe",
+        {
+            "labels": labels,
+            "embeddings": str(tmp_path / "job.json"),
+            "output": str(tmp_path / "probe.safetensors"),
+            "class_field": "LULC_NAME",
+            "ignore_values": [""],
+            "classes": str(tmp_path / "fit_classes.tif"),
+        },
+    )
+    assert 0.0 <= fit["macro_f1"] <= 1.0 and fit["validation_cells"] > 50
+    apply_job = dict(job, outputs={"classes": str(tmp_path / "classes.tif")})
+    run_operation("apply-probe", {"probe": str(tmp_path / "probe.safetensors"), "embeddings": apply_job})
+    with rasterio.open(tmp_path / "classes.tif") as ds, rasterio.open(tmp_path / "fit_classes.tif") as fitted:
+        # fit writes its classes on the 40 m patch grid, apply on the 10 m output grid (4 x 4 pixels a patch)
+        assert fitted.shape == (25, 25) and ds.shape == (100, 100)
+        assert (ds.read(1)[::4, ::4] == fitted.read(1)).mean() > 0.99
+
+
+def test_plan_only_then_files_fetched_by_another_tool(hub, tmp_path):
+    """The plugin downloads with QGIS's network stack: plan-only names both files, then fetch-model converts."""
+    import shutil
+
+    server, model, published = hub
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    params = {"name": "universat-test", "folder": str(tmp_path / "models"), "hub_url": base}
+    plan = run_operation("fetch-model", {**params, "plan_only": True}, Reporter())
+    assert [Path(f["url"]).name for f in plan["files"]] == ["config.json", "model.safetensors"]
+    assert plan["sha256"] is None and plan["sha256_source"].startswith("none yet") and not plan["ready"]
+    for item in plan["files"]:  # "another tool": a plain copy of the published files
+        Path(item["download"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(published / Path(item["url"]).name, item["download"])
+    requests = len(server.requests)
+    result = run_operation("fetch-model", params, Reporter())
+    assert result["converted"] and not result["downloaded"] and len(server.requests) == requests
+    assert run_operation("fetch-model", {**params, "plan_only": True}, Reporter())["ready"]
