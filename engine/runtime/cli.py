@@ -20,7 +20,6 @@ from typing import Any
 
 import engine
 from engine.errors import Cancelled, EngineError, cancel_on_termination, termination_requested
-from engine.io.job import EXAMPLE_JOB
 from engine.runtime import registry
 from engine.runtime.progress import TerminalReporter
 from engine.runtime.protocol import PROTOCOL_VERSION
@@ -98,6 +97,8 @@ def _compact_json(obj: dict[str, Any]) -> str:
 
 def job_example() -> str:
     """The epilog of the commands that take a job: one example instead of a pointer to the code."""
+    from engine.io.job import EXAMPLE_JOB  # lazy: the job format imports einops, which the worker checks for first
+
     keys = (
         '"model": a catalog name (python -m engine models) or a checkpoint file. Optional per modality: '
         '"dates" (else read from the file names or metadata), "bands" (1-based, null for a band the files '

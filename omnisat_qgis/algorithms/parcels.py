@@ -63,6 +63,8 @@ class ClassifyParcels(EngineAlgorithm):
             default="random_forest",
             options=("random_forest", "extra_trees", "linear", "knn", "mlp", "gradient_boosting"),
             advanced=True,
+            help="the classifier fitted on the per-parcel features and scored on held-out whole parcels; "
+            "unused when the parcels take the mean of a probability map",
         ),
         Param("OUTPUT", "output", "file_out", "Parcel map", file_filter="GeoPackage (*.gpkg)"),
     )

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The analyst's session in real QGIS under a virtual display, checked: tests/gui_run/run.sh [OUT]
-# Needs Xvfb (apt-get install xvfb) and the shared samples beside the checkout (../shared/data).
+# Needs xvfb-run (apt-get install xvfb xauth; .ci/setup installs them) and the shared samples beside the checkout (../shared/data).
 # The plugin is packaged and installed as a user would (omnisat_qgis.package --install).
 # Writes OUT/*.png (screenshots; OUT/dock-gui.png the last), OUT/result.json (checks, failures,
 # timings), OUT/timings.json and OUT/qgis.log.
@@ -13,13 +13,12 @@ shared=$(realpath "${OMNISAT_SHARED_DATA:-$root/../shared/data}")
 rm -rf "$out" && mkdir -p "$out"
 (cd "$root" && PYTHONPATH=$root .venv/bin/python -m tests.gui_run.prepare "$shared" "$out/data" \
   && PYTHONPATH=$root .venv/bin/python -m omnisat_qgis.package --output "$out/omnisat_qgis.zip" --install "$out/plugins")
-display=:$((100 + $$ % 100))  # not a display another run holds
-Xvfb $display -screen 0 1920x1080x24 -nolisten tcp & xvfb=$!
-trap 'kill $xvfb' EXIT
-sleep 1
 status=0
-DISPLAY=$display QGIS_PLUGINPATH=$out/plugins OMNISAT_PYTHON=$root/.venv/bin/python OMNISAT_GUI_OUT=$out \
-  OMNISAT_SHARED_DATA=$shared timeout 1200 qgis --profiles-path "$out/profile" --noversioncheck --nologo \
+# xvfb-run -a picks a free display and waits until the server accepts connections (a fixed display and
+# a sleep once let QGIS start before Xvfb was ready: it aborted at start-up).
+QGIS_PLUGINPATH=$out/plugins OMNISAT_PYTHON=$root/.venv/bin/python OMNISAT_GUI_OUT=$out \
+  OMNISAT_SHARED_DATA=$shared timeout 1200 xvfb-run -a -s "-screen 0 1920x1080x24 -nolisten tcp" \
+  qgis --profiles-path "$out/profile" --noversioncheck --nologo \
   --noplugins --code "$root/tests/gui_run/startup.py" > "$out/qgis.log" 2>&1 || status=$?
 "$root/.venv/bin/python" - "$out" "$status" <<'PY'
 import json, sys

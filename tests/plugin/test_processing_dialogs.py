@@ -33,7 +33,8 @@ def test_the_model_picker_says_what_is_installed_in_the_docks_order(provider, mo
     classify = algorithm("classify")
     model = classify.parameterDefinition("MODEL")
     options = list(model.options())
-    assert options[:2] == ["anysat-tiny", "omnisat-small"] and options[-1] == "anysat-base"
+    # installed first (in the dock's order), then the official models not downloaded yet, in the catalog's order
+    assert options[:2] == ["anysat-tiny", "omnisat-small"] and options[-2:] == ["anysat-base", "universat-base"]
     assert "installed: anysat-tiny, omnisat-small" in model.description()
     assert "not downloaded yet: anysat-base" in model.description()
 
