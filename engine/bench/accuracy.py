@@ -110,7 +110,8 @@ class Dataset:
     embedded: bool = True  # False: an input no encoder reads (one index band); classifiers on its values only
 
 
-def _write(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata=None) -> Path:
+def write_raster(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata=None, descriptions=()) -> Path:
+    """A bench input as a user would have it: one GeoTIFF, its bands named by ``descriptions``."""
     with rasterio.open(
         path,
         "w",
@@ -124,6 +125,8 @@ def _write(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata=Non
         nodata=nodata,
     ) as ds:
         ds.write(data)
+        for b, text in enumerate(descriptions, 1):
+            ds.set_band_description(b, text)
     return path
 
 
@@ -138,7 +141,7 @@ def eolearn_dataset(folder: Path) -> Dataset:
     files = []
     for t, stamp in enumerate(stamps):
         data = np.ascontiguousarray(np.moveaxis(scenes[t][..., idx], -1, 0) * 10000.0).astype(np.float32)
-        files.append(_write(folder / f"S2_{stamp[:10].replace('-', '')}.tif", data, "EPSG:32633", transform))
+        files.append(write_raster(folder / f"S2_{stamp[:10].replace('-', '')}.tif", data, "EPSG:32633", transform))
     return Dataset(
         name="eo-learn land cover",
         description="Slovenia, 1 km2, Sentinel-2 L1C x 5 dates (2015-07..09), 10 bands, 10 m; 84 LULC polygons, 5 classes",
@@ -167,7 +170,7 @@ def eolearn_series_dataset(folder: Path) -> Dataset:
     # Cloudy dates of a cell take its mean over its clear dates, as the engine's input features do.
     filled, _ = fill_invalid_dates(ndvi.reshape(t, -1).T[:, :, None], valid.reshape(t, -1).T)
     data = np.ascontiguousarray(filled[:, :, 0].T.reshape(t, h, w)).astype(np.float32)
-    path = _write(folder / "NDVI_series.tif", data, "EPSG:32633", transform, nodata=np.nan)
+    path = write_raster(folder / "NDVI_series.tif", data, "EPSG:32633", transform, nodata=np.nan)
     return Dataset(
         name="eo-learn NDVI series",
         description=f"the same 1 km2 and polygons, Sentinel-2 NDVI x {t} dates ({stamps[0][:10]}..{stamps[-1][:10]}), "

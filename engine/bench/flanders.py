@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from affine import Affine
 
+from engine.bench.accuracy import write_raster
 from engine.errors import EngineError
 
 SOURCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "worldcereal_flanders"
@@ -71,23 +71,7 @@ def _dates(h5) -> list[dt.date]:
 
 
 def _write(path: Path, data: np.ndarray, res: float, descriptions, nodata) -> Path:
-    transform = Affine(res, 0.0, LEFT, 0.0, -res, TOP)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        crs=CRS,
-        transform=transform,
-        nodata=nodata,
-    ) as ds:
-        ds.write(data)
-        for b, text in enumerate(descriptions, 1):
-            ds.set_band_description(b, text)
-    return path
+    return write_raster(path, data, CRS, Affine(res, 0.0, LEFT, 0.0, -res, TOP), nodata, descriptions)
 
 
 def build(folder: Path, s2_dates: slice | None = None, s1_dates: slice | None = None) -> FlandersFiles:
