@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 from osgeo import ogr
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import QgsApplication, QgsCoordinateTransform, QgsGeometry, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtTest import QTest
 from rasterio.transform import from_origin
@@ -191,3 +191,76 @@ def test_the_dock_hosts_the_panel(qgis_iface, qgis_new_project):
     titles = [dock.tabs.tabText(i) for i in range(dock.tabs.count())]
     assert "Assess" in titles and dock.assessment.canvas is qgis_iface.mapCanvas()
     dock.deleteLater()
+
+
+def test_side_views_follow_the_point_at_the_same_scale_with_the_unit_drawn(panel, drawn, tmp_path):
+    classes, sample, _ = drawn
+    raster = QgsRasterLayer(str(classes), "classes", "gdal")
+    # A second image in another CRS (Web Mercator): the side view shows it in its own CRS, on the same point.
+    from osgeo import gdal
+
+    mercator = tmp_path / "mercator.tif"
+    gdal.Warp(str(mercator), str(classes), dstSRS="EPSG:3857")
+    other = QgsRasterLayer(str(mercator), "other date", "gdal")
+    QgsProject.instance().addMapLayers([raster, other])
+    panel.canvas.setDestinationCrs(raster.crs())
+    first, second = panel.side_views
+    assert not first.canvas.isVisibleTo(panel)  # no layer chosen: no view
+    first.combo.setLayer(raster)
+    second.combo.setLayer(other)
+    assert first.canvas.layers() == [raster] and second.canvas.layers() == [other]
+    panel.open_sample(str(sample))
+    panel.scale_spin.setValue(5000)
+
+    def on_point(view):
+        point = panel.feature().geometry().asPoint()
+        to_view = QgsCoordinateTransform(
+            panel.layer.crs(), view.canvas.mapSettings().destinationCrs(), QgsProject.instance()
+        )
+        expected = to_view.transform(point)
+        centre = view.canvas.center()
+        unit = QgsGeometry(view.band.asGeometry())
+        unit.transform(
+            QgsCoordinateTransform(view.canvas.mapSettings().destinationCrs(), panel.layer.crs(), QgsProject.instance())
+        )
+        return (
+            abs(centre.x() - expected.x()) < 1
+            and abs(centre.y() - expected.y()) < 1
+            and view.canvas.scale() == pytest.approx(5000, rel=0.01)
+            and unit.area() == pytest.approx(400.0, rel=0.01)  # one 20 m pixel, back in the map's CRS
+            and unit.contains(QgsGeometry.fromPointXY(point))
+        )
+
+    panel.setFocus()
+    seen = set()
+    for key in (None, Qt.Key.Key_Right, Qt.Key.Key_Right, Qt.Key.Key_Left, Qt.Key.Key_1, Qt.Key.Key_U):
+        if key is not None:
+            QTest.keyClick(panel, key)
+        seen.add(panel.position)
+        assert on_point(first) and on_point(second), (key, panel.position)
+    assert len(seen) >= 3  # the views moved with the point
+    panel.unit_spin.setValue(3)
+    unit = first.band.asGeometry()
+    assert unit.area() == pytest.approx(9 * 400.0)  # a 3 x 3 block, in both views
+    second.combo.setLayer(None)
+    assert not second.canvas.isVisibleTo(panel) and second.canvas.layers() == []
+
+
+def test_the_target_class_is_picked_from_the_maps_classes(panel, drawn, tmp_path):
+    classes, _, _ = drawn
+    raster = QgsRasterLayer(str(classes), "classes", "gdal")
+    QgsProject.instance().addMapLayer(raster)
+    panel.map_combo.setLayer(raster)
+    choices = [panel.target_class.itemText(i) for i in range(panel.target_class.count())]
+    assert choices == ["overall accuracy", *NAMES]
+    assert "water, forest, crop" in panel.expected.placeholderText()
+    panel.target_spin.setValue(0.02)
+    panel.expected.setText("0.9, 0.8, 0.7")
+    assert panel.sample_request(str(tmp_path / "s.gpkg"), dry_run=True).target_class is None
+    panel.target_class.setCurrentText("crop")
+    step = panel.sample_request(str(tmp_path / "s.gpkg"), dry_run=True).step()
+    assert build_params(get_operation(step.operation), step.params).target_class == "crop"
+    result = run_operation(step.operation, step.params)  # the engine takes the name as it comes
+    assert result["dry_run"] and result["samples"] > 0
+    panel.map_combo.setLayer(None)
+    assert [panel.target_class.itemText(i) for i in range(panel.target_class.count())] == ["overall accuracy"]

@@ -9,6 +9,9 @@ label being typed, and opening the layer again resumes at the first point not la
 
 Keys (while the panel has the focus): 1-9 and 0 label with the first ten classes, N "not
 sure", D "no data", Right / Left the next / previous point, U the first point not labelled.
+
+Side views: up to two extra map views (other imagery: a VHR image, another date), each one
+layer, kept on the current point at the labelling scale with the sampling unit drawn.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.gui import QgsCollapsibleGroupBox, QgsMapLayerComboBox, QgsRubberBand
+from qgis.gui import QgsCollapsibleGroupBox, QgsMapCanvas, QgsMapLayerComboBox, QgsRubberBand
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import (
@@ -52,6 +55,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from omnisat_qgis.gui.engine_task import EngineTask, Step
+from omnisat_qgis.styling import class_table
 
 LAYER, DESIGN_TABLE = "reference_sample", "sample_design"
 NOT_SURE, NO_DATA = "not sure", "no data"
@@ -114,6 +118,64 @@ def file_of(layer: QgsMapLayer) -> str:
     return layer.source().split("|")[0]
 
 
+def unit_band(canvas: QgsMapCanvas) -> QgsRubberBand:
+    """The sampling unit's outline on a canvas: red, not filled."""
+    band = QgsRubberBand(canvas, Qgis.GeometryType.Polygon)
+    band.setStrokeColor(QColor(255, 0, 0))
+    band.setFillColor(QColor(255, 0, 0, 0))
+    band.setWidth(2)
+    return band
+
+
+def frame(canvas: QgsMapCanvas, band: QgsRubberBand, unit: QgsGeometry, crs, scale: int) -> None:
+    """Centre ``canvas`` on the unit (in ``crs``) at ``scale`` and draw the unit with ``band``."""
+    centre = QgsCoordinateTransform(crs, canvas.mapSettings().destinationCrs(), QgsProject.instance()).transform(
+        unit.centroid().asPoint()
+    )
+    extent = canvas.extent()
+    if extent.isEmpty() or not math.isfinite(extent.width()):  # a canvas that never showed anything
+        canvas.setExtent(QgsRectangle(centre.x() - 50, centre.y() - 50, centre.x() + 50, centre.y() + 50))
+    canvas.setCenter(centre)
+    canvas.zoomScale(scale)
+    band.setToGeometry(unit, crs)
+    canvas.refresh()
+
+
+class SideView(QWidget):
+    """An extra map view of one chosen layer (say a VHR image, or another date), which the panel keeps
+    on the current point at the labelling scale, the sampling unit drawn."""
+
+    SIZE = 220  # pixels: two fit side by side in the dock
+
+    def __init__(self, title: str, changed, parent=None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.combo = QgsMapLayerComboBox()
+        self.combo.setAllowEmptyLayer(True, f"{title}: none")
+        self.combo.setLayer(None)
+        self.combo.setToolTip("A layer to see beside the main map, on the same point and at the same scale")
+        self.canvas = QgsMapCanvas()
+        self.canvas.setMinimumSize(self.SIZE, self.SIZE)
+        self.canvas.resize(self.SIZE, self.SIZE)
+        self.canvas.setCanvasColor(QColor(255, 255, 255))
+        self.canvas.setVisible(False)
+        self.band = unit_band(self.canvas)
+        layout.addWidget(self.combo)
+        layout.addWidget(self.canvas)
+        self.combo.layerChanged.connect(lambda layer: (self._show(layer), changed()))
+
+    def layer(self) -> QgsMapLayer | None:
+        return self.combo.currentLayer()
+
+    def _show(self, layer) -> None:
+        self.canvas.setLayers([layer] if layer is not None else [])
+        if layer is not None:
+            self.canvas.setDestinationCrs(layer.crs())
+            self.canvas.setExtent(layer.extent())  # until there is a point to centre on
+        self.canvas.setVisible(layer is not None)
+
+
 class AssessmentPanel(QWidget):
     def __init__(self, canvas=None, parent=None, reference_field: str = "reference"):
         super().__init__(parent)
@@ -127,6 +189,7 @@ class AssessmentPanel(QWidget):
         self.task: EngineTask | None = None
         self.messages: list[str] = []
         self.rubber: QgsRubberBand | None = None
+        self.side_views: list[SideView] = []
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._build()
         QgsProject.instance().layerWillBeRemoved.connect(self._layer_removed)
@@ -172,8 +235,11 @@ class AssessmentPanel(QWidget):
             "Standard error wanted for the overall accuracy, or for the target class's "
             "share of the map (0..1); sets the number of points"
         )
-        self.target_class = QLineEdit()
-        self.target_class.setPlaceholderText("overall accuracy")
+        self.target_class = QComboBox()
+        self.target_class.setToolTip(
+            "The class whose area share the target standard error is for (from the map's classes)"
+        )
+        self.map_combo.layerChanged.connect(self._map_chosen)
         self.expected = QLineEdit()
         self.expected.setPlaceholderText("e.g. 0.9, 0.8, 0.7 (one per map class)")
         form.addRow("Target standard error", self.target_spin)
@@ -198,7 +264,21 @@ class AssessmentPanel(QWidget):
         self.sizes = QLabel()
         self.sizes.setWordWrap(True)
         form.addRow(self.sizes)
+        self._map_chosen(self.map_combo.currentLayer())
         return box
+
+    def _map_chosen(self, layer) -> None:
+        """The target's class list and the expected accuracies' hint follow the chosen map's classes."""
+        names = (
+            [name for _, name, _ in class_table(layer)] if layer is not None and layer.providerType() == "gdal" else []
+        )
+        self.target_class.clear()
+        self.target_class.addItem("overall accuracy", None)
+        for name in names:
+            self.target_class.addItem(name, name)
+        self.expected.setPlaceholderText(
+            f"one per class, in this order: {', '.join(names)}" if names else "e.g. 0.9, 0.8, 0.7 (one per map class)"
+        )
 
     def _label_box(self) -> QWidget:
         box = QgsCollapsibleGroupBox("2. Label the points")
@@ -232,6 +312,12 @@ class AssessmentPanel(QWidget):
         options.addWidget(self.unit_spin)
         options.addWidget(self.blind)
         layout.addLayout(options)
+        sides = QHBoxLayout()
+        for k in (1, 2):
+            view = SideView(f"Side view {k}", lambda: self.show_point())
+            self.side_views.append(view)
+            sides.addWidget(view)
+        layout.addLayout(sides)
         self.where = QLabel("Choose a sample layer (drawn above, or opened from a .gpkg).")
         self.where.setWordWrap(True)
         layout.addWidget(self.where)
@@ -394,30 +480,23 @@ class AssessmentPanel(QWidget):
         return pixel * self.unit_spin.value()
 
     def _centre(self, feature: QgsFeature) -> None:
-        if self.canvas is None:
-            return
+        """The main canvas and every side view with a layer: on the point, at the scale, its unit drawn."""
         point = feature.geometry().asPoint()
-        transform = QgsCoordinateTransform(
-            self.layer.crs(), self.canvas.mapSettings().destinationCrs(), QgsProject.instance()
-        )
-        centre = transform.transform(point)
-        extent = self.canvas.extent()
-        if extent.isEmpty() or not math.isfinite(extent.width()):  # a canvas that never showed anything
-            self.canvas.setExtent(QgsRectangle(centre.x() - 50, centre.y() - 50, centre.x() + 50, centre.y() + 50))
-        self.canvas.setCenter(centre)
-        self.canvas.zoomScale(self.scale_spin.value())
         half = self.unit_side() / 2
-        if self.rubber is None:
-            self.rubber = QgsRubberBand(self.canvas, Qgis.GeometryType.Polygon)
-            self.rubber.setStrokeColor(QColor(255, 0, 0))
-            self.rubber.setFillColor(QColor(255, 0, 0, 0))
-            self.rubber.setWidth(2)
         if half > 0:
-            rect = QgsRectangle(point.x() - half, point.y() - half, point.x() + half, point.y() + half)
-            self.rubber.setToGeometry(QgsGeometry.fromRect(rect), self.layer.crs())
+            unit = QgsGeometry.fromRect(
+                QgsRectangle(point.x() - half, point.y() - half, point.x() + half, point.y() + half)
+            )
         else:  # no pixel size recorded: a small square mark
-            self.rubber.setToGeometry(QgsGeometry.fromPointXY(QgsPointXY(point)).buffer(1, 1), self.layer.crs())
-        self.canvas.refresh()
+            unit = QgsGeometry.fromPointXY(QgsPointXY(point)).buffer(1, 1)
+        scale = self.scale_spin.value()
+        if self.canvas is not None:
+            if self.rubber is None:
+                self.rubber = unit_band(self.canvas)
+            frame(self.canvas, self.rubber, unit, self.layer.crs(), scale)
+        for view in self.side_views:
+            if view.layer() is not None:
+                frame(view.canvas, view.band, unit, self.layer.crs(), scale)
 
     def progress_text(self) -> str:
         """n / N labelled per stratum (map class), and overall."""
@@ -499,7 +578,7 @@ class AssessmentPanel(QWidget):
             total=self.total_spin.value(),
             min_per_class=self.min_spin.value(),
             target_se=self.target_spin.value() or None,
-            target_class=self.target_class.text().strip() or None,
+            target_class=self.target_class.currentData(),
             expected_users_accuracy=expected,
             min_distance=self.distance_spin.value(),
             seed=self.seed_spin.value(),
