@@ -19,7 +19,7 @@ status=0
 # QT_QPA_PLATFORM=xcb: .ci/test exports offscreen for the suite, and the QGIS desktop built on it died at
 # start-up (signal 11 in QgsClipboard) before the plugin loaded.
 QT_QPA_PLATFORM=xcb QGIS_PLUGINPATH=$out/plugins OMNISAT_PYTHON=$root/.venv/bin/python OMNISAT_GUI_OUT=$out \
-  OMNISAT_SHARED_DATA=$shared timeout 1200 xvfb-run -a -s "-screen 0 1920x1080x24 -nolisten tcp" \
+  OMNISAT_SHARED_DATA=$shared OMNISAT_GUI_SCRIPTS=$root/tests/gui_run timeout 1200 xvfb-run -a -s "-screen 0 1920x1080x24 -nolisten tcp" \
   qgis --profiles-path "$out/profile" --noversioncheck --nologo \
   --noplugins --code "$root/tests/gui_run/startup.py" > "$out/qgis.log" 2>&1 || status=$?
 "$root/.venv/bin/python" - "$out" "$status" <<'PY'

@@ -15,6 +15,7 @@ OUT/dock-gui.png. run.sh exits non-zero on any failure.
 
 import json
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -27,10 +28,12 @@ from qgis.core import (
     QgsPalettedRasterRenderer,
     QgsProject,
     QgsRasterLayer,
-    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QSize, Qt, QTimer
 from qgis.utils import iface, loadPlugin, plugins, startPlugin
+
+sys.path.append(os.environ["OMNISAT_GUI_SCRIPTS"])  # after the plugin folder (see scenario.py)
+from scenario import classes_layer, group_of_last_map, labels_from_polygons  # noqa: E402
 
 OUT = Path(os.environ["OMNISAT_GUI_OUT"])
 DATA = OUT / "data"
@@ -185,33 +188,17 @@ def open_dock():
     later(draw_labels, 1500)
 
 
-def labels_from_polygons(dock, inside):
-    """Sixteen points, each inside its own eo-learn land-cover polygon and inside the Sentinel-2 scene
-    (the polygons reach beyond it): what an analyst clicks, one point per field."""
-    polygons = QgsVectorLayer(str(SHARED / "eolearn_patch/TestEOPatch/vector_timeless/LULC.gpkg"), "lulc", "ogr")
-    dock.class_table.setRowCount(0)
-    for name in LABELS_PER_CLASS:
-        dock.add_class(name)
-    layer = dock.new_labels_layer(str(OUT / "labels.gpkg"))
-    area = QgsGeometry.fromRect(inside)
-    taken = dict.fromkeys(LABELS_PER_CLASS, 0)
-    for polygon in sorted(polygons.getFeatures(), key=lambda f: -f.geometry().intersection(area).area()):
-        name = polygon["LULC_NAME"]
-        point = polygon.geometry().intersection(area).pointOnSurface()
-        if name in taken and taken[name] < LABELS_PER_CLASS[name] and not point.isEmpty():
-            feature = QgsFeature(layer.fields())
-            feature.setGeometry(point)
-            feature["class"] = name
-            layer.addFeature(feature)
-            taken[name] += 1
-    record["labels"] = taken
-    return layer
-
-
 @guarded
 def draw_labels():
     dock = state["dock"]
-    labels = state["labels"] = labels_from_polygons(dock, state["s2"][0].extent().buffered(-20))
+    labels, record["labels"] = labels_from_polygons(
+        dock,
+        state["s2"][0].extent().buffered(-20),
+        str(SHARED / "eolearn_patch/TestEOPatch/vector_timeless/LULC.gpkg"),
+        LABELS_PER_CLASS,
+        str(OUT / "labels.gpkg"),
+    )
+    state["labels"] = labels
     table = dock.class_table
     for old, new in RENAMED.items():  # the analyst double-clicks the name and types
         item = next(table.item(r, 0) for r in range(table.rowCount()) if table.item(r, 0).text() == old)
@@ -322,16 +309,6 @@ def map_area():
     started = time.monotonic()
     dock.map_whole_area()
     when_done(after_map, started, "map_whole_area_s")
-
-
-def classes_layer(group_name):
-    group = QgsProject.instance().layerTreeRoot().findGroup(group_name)
-    return next(n.layer() for n in group.findLayers() if n.layer().name() == "Classes")
-
-
-def group_of_last_map(dock):
-    text = next(m for m in reversed(dock.messages) if m.startswith("Mapped"))
-    return text.split("group '")[1].rstrip("'.")
 
 
 @guarded
