@@ -145,6 +145,17 @@ def assess_operation(params: AssessParams, reporter: Reporter) -> dict[str, Any]
             f"No point of '{params.sample}' is labelled yet (field {params.reference_field!r}): label "
             "them in the dock's assessment panel (or fill the field), then assess."
         )
+    unlabelled = [
+        f"{name} ({int((codes == h).sum())} point(s), none labelled)"
+        for h, name in enumerate(info.names)
+        if pixels[h] and not (codes[labelled] == h).any()
+    ]
+    if unlabelled:
+        raise EngineError(
+            f"No labelled point of '{params.sample}' lies in the mapped class(es) {', '.join(unlabelled)}: "
+            "their part of the map cannot be estimated (a class needs at least 2 labelled points for a "
+            "standard error). Label points there, or draw a sample with a larger minimum per class."
+        )
     reference = reference_codes(
         [r for r, keep in zip(points.reference, labelled) if keep],
         list(info.names),

@@ -252,6 +252,18 @@ def test_a_stratum_with_one_labelled_point_reports_undefined_not_zero(tmp_path):
     assert next(csv.DictReader(out.open()))["area_se (m2)"] == "undefined"
 
 
+def test_a_stratum_with_no_labelled_point_is_named_with_the_file(tmp_path):
+    path, _, sample = drawn(tmp_path)
+    label(sample, lambda x, y, m: None if m == "crop" else m)
+    with pytest.raises(
+        EngineError,
+        match=r"No labelled point of '.*sample.gpkg' lies in the mapped class\(es\) crop \(\d+ point\(s\), none "
+        r"labelled\).*Label points there",
+    ):
+        run_operation("assess", {"classes": path, "sample": str(sample), "output": str(tmp_path / "a.csv")})
+    assert not (tmp_path / "a.csv").exists()
+
+
 def move_point(sample, x, y):
     source = ogr.Open(str(sample), 1)
     layer = source.GetLayerByName("reference_sample")
