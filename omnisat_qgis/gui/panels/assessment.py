@@ -156,8 +156,8 @@ class SideView(QWidget):
         self.combo.setLayer(None)
         self.combo.setToolTip("A layer to see beside the main map, on the same point and at the same scale")
         self.canvas = QgsMapCanvas()
-        self.canvas.setMinimumSize(self.SIZE, self.SIZE)
-        self.canvas.resize(self.SIZE, self.SIZE)
+        # A fixed size: a view stretched by the dock's layout after its last render showed the point off-centre.
+        self.canvas.setFixedSize(self.SIZE, self.SIZE)
         self.canvas.setCanvasColor(QColor(255, 255, 255))
         self.canvas.setVisible(False)
         self.band = unit_band(self.canvas)
