@@ -244,6 +244,13 @@ def test_side_views_follow_the_point_at_the_same_scale_with_the_unit_drawn(panel
     assert unit.area() == pytest.approx(9 * 400.0)  # a 3 x 3 block, in both views
     second.combo.setLayer(None)
     assert not second.canvas.isVisibleTo(panel) and second.canvas.layers() == []
+    # The layer of a side view removed from the project: the view lets go of it, labelling goes on.
+    QgsProject.instance().removeMapLayer(raster.id())
+    QgsApplication.processEvents()
+    assert first.layer() is None and first.canvas.layers() == []
+    position = panel.position
+    QTest.keyClick(panel, Qt.Key.Key_Right)
+    assert panel.position == position + 1
 
 
 def test_the_target_class_is_picked_from_the_maps_classes(panel, drawn, tmp_path):

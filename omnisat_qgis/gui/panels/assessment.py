@@ -151,6 +151,8 @@ class SideView(QWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        # Connected before the combo exists, so that it runs before the combo's own reaction to a removal.
+        QgsProject.instance().layersWillBeRemoved.connect(self._layers_removed)
         self.combo = QgsMapLayerComboBox()
         self.combo.setAllowEmptyLayer(True, f"{title}: none")
         self.combo.setLayer(None)
@@ -164,6 +166,11 @@ class SideView(QWidget):
         layout.addWidget(self.combo)
         layout.addWidget(self.canvas)
         self.combo.layerChanged.connect(lambda layer: (self._show(layer), changed()))
+
+    def _layers_removed(self, layer_ids) -> None:
+        # The combo would move on to another layer by itself: a view that changes imagery unasked misleads.
+        if self.layer() is not None and self.layer().id() in layer_ids:
+            self.combo.setLayer(None)
 
     def layer(self) -> QgsMapLayer | None:
         return self.combo.currentLayer()
