@@ -120,11 +120,19 @@ def test_keyboard_only_labelling_saves_every_key_and_resumes(panel, drawn):
 
 
 def test_blind_labelling_hides_the_map_class(panel, drawn):
-    _, sample, _ = drawn
+    classes, sample, _ = drawn
+    raster = QgsRasterLayer(str(classes), "classes", "gdal")
+    QgsProject.instance().addMapLayer(raster)
+    panel.map_combo.setLayer(raster)
+    view = panel.side_views[0]
+    view.combo.setLayer(raster)  # the map being assessed, as a side view
     panel.open_sample(str(sample))
-    assert "map: <b>" in panel.where.text()
+    assert "map: <b>" in panel.where.text() and view.canvas.isVisibleTo(panel)
     panel.blind.setChecked(True)
     assert "map:" not in panel.where.text() and "forest" not in panel.progress_label.text()
+    assert not view.canvas.isVisibleTo(panel)  # it would show the map class
+    panel.blind.setChecked(False)
+    assert view.canvas.isVisibleTo(panel)
 
 
 def test_the_canvas_is_centred_on_the_point_with_its_pixel_drawn(panel, drawn):

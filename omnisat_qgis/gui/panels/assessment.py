@@ -501,8 +501,18 @@ class AssessmentPanel(QWidget):
             if self.rubber is None:
                 self.rubber = unit_band(self.canvas)
             frame(self.canvas, self.rubber, unit, self.layer.crs(), scale)
+        assessed = self.map_combo.currentLayer()
         for view in self.side_views:
-            if view.layer() is not None:
+            layer = view.layer()
+            # Blind: a view of the map being assessed would show the map class.
+            hidden = (
+                self.blind.isChecked()
+                and layer is not None
+                and assessed is not None
+                and file_of(layer) == file_of(assessed)
+            )
+            view.canvas.setVisible(layer is not None and not hidden)
+            if layer is not None and not hidden:
                 frame(view.canvas, view.band, unit, self.layer.crs(), scale)
 
     def progress_text(self) -> str:
