@@ -254,6 +254,12 @@ def assess(
                 f"{'right' if users[j] else 'wrong'}: its user's accuracy standard error of 0 means the "
                 "sample showed no variation, not certainty."
             )
+        if share[j] > 0 and share[j] - Z95 * share_se[j] < 0:
+            notes.append(
+                f"The 95% interval of {class_names[j]}'s area reaches below 0: the normal approximation "
+                "behind '± 1.96 SE' does not hold with so few points on that class; read the interval "
+                "as starting at 0, and label more points to narrow it."
+            )
     if design in ("simple", "systematic"):
         notes.append(POST_STRATIFIED_NOTE)
     if design == "systematic":

@@ -157,3 +157,14 @@ def test_simple_random_is_post_stratified_and_says_so():
     e = assess(olofsson_sample(), OLOFSSON_NAMES, OLOFSSON_PIXELS, "systematic", HA)
     assert any("Post-stratified" in n for n in e.notes) and any("systematic" in n for n in e.notes)
     assert e.area_cv[0] == pytest.approx(e.area_se[0] / e.area[0])
+
+
+def test_an_area_interval_below_zero_is_said():
+    # Map class b: 1 of its 10 points is c on the ground, the only c point: c's area share is small
+    # and its interval reaches below 0.
+    map_class = np.array([0] * 10 + [1] * 10)
+    reference = np.array([0] * 10 + [1] * 9 + [2])
+    e = assess(by_map_class(map_class, reference, [500, 500, 0], "abc"), "abc", [500, 500, 0], "stratified")
+    assert e.area[2] > 0 and e.area[2] - e.area_ci95[2] < 0
+    assert any("interval of c's area reaches below 0" in n for n in e.notes)
+    assert not any("interval of a's area" in n or "interval of b's area" in n for n in e.notes)
