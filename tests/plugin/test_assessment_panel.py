@@ -279,3 +279,28 @@ def test_the_target_class_is_picked_from_the_maps_classes(panel, drawn, tmp_path
     assert result["dry_run"] and result["samples"] > 0
     panel.map_combo.setLayer(None)
     assert [panel.target_class.itemText(i) for i in range(panel.target_class.count())] == ["overall accuracy"]
+
+
+def test_a_map_changed_since_the_draw_is_refused_in_the_panel(panel, drawn, tmp_path):
+    classes, sample, data = drawn
+    panel.open_sample(str(sample))
+    panel.setFocus()
+    for _ in range(len(panel.fids)):
+        QTest.keyClick(panel, Qt.Key.Key_2)  # every point "forest"
+    changed = data.copy()
+    changed[0, 0] = 2
+    grid = Grid(rasterio.crs.CRS.from_epsg(32633), from_origin(500000.0, 5000000.0, 20.0, 20.0), 50, 60)
+    with open_class_map(classes, grid, NAMES, ["#0000ff", "#00aa00", "#ffff00"]) as ds:  # the map rewritten
+        ds.write(changed, 1)
+    raster = QgsRasterLayer(str(classes), "classes", "gdal")
+    QgsProject.instance().addMapLayer(raster)
+    panel.map_combo.setLayer(raster)
+    panel.assess(csv_path=str(tmp_path / "a.csv"))
+    started = time.monotonic()
+    while panel.task is not None:
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+        assert time.monotonic() - started < 300
+    text = panel.status.text()
+    assert "was drawn from another map" in text and "draw a new sample" in text, panel.messages
+    assert not (tmp_path / "a.csv").exists()
