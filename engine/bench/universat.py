@@ -32,10 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import torch
+from rasterio.transform import from_origin
 
+from engine.bench.universat_reference import _treesat, reference_tokens, twin_models
 from engine.errors import EngineError
+from engine.models.checkpoint import save_checkpoint
+from engine.models.universat import UniverSat, universat_config
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import run_operation
 
 GOAL = 1.3
 
@@ -56,8 +62,6 @@ def _s2_dn_s1(px: int = 24, dates: int = 12):
 
 
 def _cases(quick: bool):
-    from engine.bench.universat_reference import _treesat
-
     cases = [
         ("s2 (digital numbers)+s1 12 dates, 240 m, 40 m patches, patch level", _s2_dn_s1, 40.0, None),
         ("s2+s1 12 dates (random floats), 240 m, 40 m patches, 10 m output", _s2_s1, 40.0, 24),
@@ -71,8 +75,6 @@ def _cases(quick: bool):
 
 
 def speed(reference: str, reps: int, quick: bool, reporter: Reporter) -> dict[str, Any]:
-    from engine.bench.universat_reference import reference_tokens, twin_models
-
     ref, ours = twin_models(reference, "base")
     out = {}
     for name, make, patch, side in _cases(quick):
@@ -156,12 +158,6 @@ def memory(reference: str, threads: int) -> dict[str, Any]:
 
 def mapping(px: int, threads: int, reporter: Reporter) -> dict[str, Any]:
     """km²/h of the embed operation, patch level and 10 m dense level, on a px x px stack at 10 m."""
-    import rasterio
-    from rasterio.transform import from_origin
-
-    from engine.models.checkpoint import save_checkpoint
-    from engine.models.universat import UniverSat, universat_config
-    from engine.runtime.registry import run_operation
 
     def write_geotiff(path: Path, data: np.ndarray) -> None:
         with rasterio.open(

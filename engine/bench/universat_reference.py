@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
+import rasterio
 import torch
 
 from engine.models.universat import UniverSat, universat_config
@@ -121,8 +123,6 @@ def _doy(product: bytes) -> float:
 
 @functools.cache
 def treesat_sample() -> dict[str, np.ndarray]:
-    import h5py
-    import rasterio
 
     name = "Abies_alba_1_1005_WEFL_NLF"
     with rasterio.open(SAMPLE / f"{name}.tif") as ds:
