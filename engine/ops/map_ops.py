@@ -72,8 +72,8 @@ def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
 
     Writes the job's outputs: "classes" (uint8, nodata 255), "confidence" and
     "probabilities" (float32, NaN nodata), optionally "embeddings".
-    Over several processes: the job's "ranks", or torchrun ... -m engine classify JOB.json
-    (engine/mapping/ranks.py); inputs may be /vsicurl/ or /vsis3/ names.
+    Over several processes: the job's "ranks", or torchrun ... -m engine classify JOB.json;
+    inputs may be /vsicurl/ or /vsis3/ names.
     """
     job = load_job(params.job)
     if not any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):

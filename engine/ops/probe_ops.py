@@ -133,12 +133,13 @@ class FitProbeParams(EmbeddingOptions):
 def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str, Any]:
     """Labels (points or polygons, any CRS) are rasterized on the embeddings' grid (patches,
     sub-patches at the dense level, window cells at the tile level); a probe is fitted on the
-    features under them (at the dense level the linear probe is LayerNorm + linear, the segmentation head).
-    Accuracy is measured by spatial cross-validation on whole polygons / point blocks, buffered
-    (engine.probes.folds, engine.probes.selection). Classifiers: linear, mlp, knn, random_forest, extra_trees, gradient_boosting, or auto
-    (nested choice over classifier x feature set, saved as the soft vote of the best). Feature sets: embeddings, raw bands, temporal
-    statistics, spectral indices, combinations (input features need a job). Optionally maps the
-    area with the probe ("classes", "confidence")."""
+    features under them (at the dense level the linear probe is LayerNorm + linear, the
+    segmentation head). Accuracy is measured by spatial cross-validation on whole polygons /
+    point blocks, buffered. Classifiers: linear, mlp, knn, random_forest, extra_trees,
+    gradient_boosting, or auto (nested choice over classifier x feature set, saved as the soft
+    vote of the best). Feature sets: embeddings, raw bands, temporal statistics, spectral
+    indices, combinations (input features need a job). Optionally maps the area with the probe
+    ("classes", "confidence")."""
     return run_fit(params.plan(), reporter)
 
 
