@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from engine.bench.common import write_raster
 from engine.bench.universat_reference import _treesat, reference_tokens, twin_models
 from engine.errors import EngineError
 from engine.models.checkpoint import save_checkpoint
@@ -159,20 +159,6 @@ def memory(reference: str, threads: int) -> dict[str, Any]:
 def mapping(px: int, threads: int, reporter: Reporter) -> dict[str, Any]:
     """km²/h of the embed operation, patch level and 10 m dense level, on a px x px stack at 10 m."""
 
-    def write_geotiff(path: Path, data: np.ndarray) -> None:
-        with rasterio.open(
-            path,
-            "w",
-            driver="GTiff",
-            width=data.shape[2],
-            height=data.shape[1],
-            count=data.shape[0],
-            dtype=data.dtype,
-            crs="EPSG:32633",
-            transform=from_origin(500000.0, 5100000.0, 10, 10),
-        ) as ds:
-            ds.write(data)
-
     out = {}
     with tempfile.TemporaryDirectory(prefix="universat-bench-") as tmp:
         root = Path(tmp)
@@ -180,8 +166,11 @@ def mapping(px: int, threads: int, reporter: Reporter) -> dict[str, Any]:
         for name, bands in (("s2", 10), ("s1", 3)):
             (root / name).mkdir()
             for t in range(12):
-                write_geotiff(
-                    root / name / f"{name}_2021{t + 1:02d}15.tif", rng.normal(size=(bands, px, px)).astype(np.float32)
+                write_raster(
+                    root / name / f"{name}_2021{t + 1:02d}15.tif",
+                    rng.normal(size=(bands, px, px)).astype(np.float32),
+                    "EPSG:32633",
+                    from_origin(500000.0, 5100000.0, 10, 10),
                 )
         torch.manual_seed(0)
         ckpt = save_checkpoint(
