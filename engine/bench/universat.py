@@ -36,7 +36,7 @@ import torch
 from rasterio.transform import from_origin
 
 from engine.bench.common import write_raster
-from engine.bench.universat_reference import _treesat, reference_tokens, twin_models
+from engine.bench.universat_reference import reference_tokens, treesat_inputs, twin_models
 from engine.errors import EngineError
 from engine.models.checkpoint import save_checkpoint
 from engine.models.universat import UniverSat, universat_config
@@ -69,7 +69,12 @@ def _cases(quick: bool):
     if not quick:
         cases += [
             ("s2+s1 12 dates (random floats), 240 m, 40 m patches, patch level", _s2_s1, 40.0, None),
-            ("treesat aerial+s2+s1, 10 m patches, patch level", lambda: _treesat(("aerial", "s2", "s1")), 10.0, None),
+            (
+                "treesat aerial+s2+s1, 10 m patches, patch level",
+                lambda: treesat_inputs(("aerial", "s2", "s1")),
+                10.0,
+                None,
+            ),
         ]
     return cases
 
