@@ -3,8 +3,9 @@
 The plugin ships the engine inside its folder and loads this one file by its path
 (omnisat_qgis/contract.py): QGIS's process never imports the rest of the engine (no torch,
 rasterio or numpy). Whatever the two sides must agree on lives here once: the worker protocol's
-version, the identifiers written into probe and checkpoint files, how a safetensors header is read
-without its tensors, a file's sha256, and how an acquisition date is read from a name.
+version, the identifiers written into probe and checkpoint files, a job's device and precision
+choices, how a safetensors header is read without its tensors, a file's sha256, and how an
+acquisition date is read from a name.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ CHECKPOINT_FORMAT = "omnisat-qgis-checkpoint"  # "format" in a checkpoint's head
 # A safetensors header larger than this is not a checkpoint's or a probe's (guards against reading a huge file).
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 CHUNK = 1 << 20  # bytes hashed at a time
+# A job's "device" and "precision" values: the plugin's forms offer them, the job parser and
+# engine.runtime.precision accept them.
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class ContractError(ValueError):

@@ -167,28 +167,22 @@ def count_windows(job, model_path: Path) -> int:
 
 def probe_scores(params: LearnAreaParams, job, model: str, probe: Path, reporter: Reporter) -> dict[str, Any]:
     """Spatially cross-validated accuracy of a linear probe on ``model``'s embeddings (fixed seed and folds)."""
-    from engine.ops.probe_ops import FitProbeParams, fit_probe_operation  # lazy: keeps rasterio out of this module
+    from engine.probes import plan as fit  # lazy: keeps rasterio out of this module
+    from engine.probes.workflow import run_fit  # lazy: keeps rasterio out of this module
 
-    fit = fit_probe_operation(
-        FitProbeParams(
-            labels=params.labels,
-            embeddings=dataclasses.replace(
-                job,
-                model=model,
-                outputs=dataclasses.replace(
-                    job.outputs, embeddings=None, classes=None, confidence=None, probabilities=None
-                ),
-            ),
-            output=str(probe),
-            class_field=params.class_field,
-            layer=params.layer,
-            ignore_values=params.ignore_values,
-            seed=params.seed,
-            learning_curve=False,
-        ),
-        reporter,
+    embeddings = dataclasses.replace(
+        job,
+        model=model,
+        outputs=dataclasses.replace(job.outputs, embeddings=None, classes=None, confidence=None, probabilities=None),
     )
-    return {k: fit[k] for k in ("overall_accuracy", "macro_f1", "validation_cells", "validation_rule")}
+    plan = fit.FitPlan(
+        labels=fit.LabelRequest(params.labels, params.class_field, params.layer, tuple(params.ignore_values)),
+        embeddings=fit.EmbeddingRequest(embeddings),
+        fit=fit.fit_settings(seed=params.seed, learning_curve=False),
+        outputs=fit.FitOutputs(str(probe)),
+    )
+    scores = run_fit(fit.checked(plan), reporter)
+    return {k: scores[k] for k in ("overall_accuracy", "macro_f1", "validation_cells", "validation_rule")}
 
 
 @operation(

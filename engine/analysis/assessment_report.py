@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.io.atomic import atomic_output
-from engine.probes.report import STYLE, _table
+from engine.probes.report import STYLE, html_table
 
 UNDEFINED = "undefined"
 
@@ -54,7 +54,7 @@ def assessment_html(
                 _pm(assessment.producers_accuracy[k], assessment.producers_se[k]),
             ]
         )
-    area_table = _table(
+    area_table = html_table(
         rows,
         [
             "Class",
@@ -69,7 +69,7 @@ def assessment_html(
         ],
         "areas",
     )
-    counts = _table(
+    counts = html_table(
         [
             [name, *assessment.counts[k].astype(int).tolist(), int(assessment.counts[k].sum())]
             for k, name in enumerate(names)
@@ -78,7 +78,7 @@ def assessment_html(
         ["map \\ reference", *names, "total"],
         "confusion",
     )
-    proportions = _table(
+    proportions = html_table(
         [
             [name, *[f"{v:.4f}" for v in assessment.proportions[k]], f"{assessment.proportions[k].sum():.4f}"]
             for k, name in enumerate(names)
@@ -97,12 +97,12 @@ def assessment_html(
 <p class="note">Written {stamp}. Design-based estimates from a labelled probability sample of the map
 (Olofsson et al. 2014; Stehman 2014); intervals are ± 1.96 standard errors.</p>
 <h2>Sampling design</h2>
-{_table([[k, v] for k, v in design.items()], ["Design", "Value"], "design")}
+{html_table([[k, v] for k, v in design.items()], ["Design", "Value"], "design")}
 <h2>Response design: labelling state</h2>
 <p>{response['labelled']} of {response['total']} points labelled ({response['not sure']} not sure,
 {response['no data']} no data, {response['not labelled']} not labelled yet); only labelled points enter the
 estimates.</p>
-{_table(per_stratum, ["Stratum", "Points", "Labelled"], "strata")}
+{html_table(per_stratum, ["Stratum", "Points", "Labelled"], "strata")}
 <h2>Areas and accuracy</h2>
 {area_table}
 <p>Overall accuracy {_pm(assessment.overall_accuracy, assessment.overall_se)} (SE).</p>
@@ -112,7 +112,7 @@ estimates.</p>
 {proportions}
 {"<h2>Notes</h2><ul>" + notes + "</ul>" if notes else ""}
 <h2>Settings</h2>
-{_table([[k, v] for k, v in settings.items()], ["Setting", "Value"], "settings")}
+{html_table([[k, v] for k, v in settings.items()], ["Setting", "Value"], "settings")}
 </body></html>
 """
 

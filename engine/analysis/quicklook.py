@@ -70,8 +70,8 @@ def write_quicklook(classes_path: str | Path, output: str | Path, title: str = "
         axes.set_title(title, fontsize=9)
     width_m = ground_width(classes_path)
     if width_m:
-        from matplotlib.font_manager import FontProperties
-        from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+        from matplotlib.font_manager import FontProperties  # lazy: keeps matplotlib out of this module
+        from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar  # lazy: matplotlib
 
         length = scale_length(width_m)
         label = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"

@@ -59,6 +59,9 @@ import numpy as np
 import rasterio
 from affine import Affine
 
+from engine.bench.common import FIXED_PROBE, summarise, write_raster
+from engine.bench.crops import markdown as crops_markdown
+from engine.bench.crops import run_crops
 from engine.errors import EngineError
 from engine.io.job import load_job
 from engine.mapping.levels import level
@@ -86,7 +89,6 @@ L8_ON_S2 = [1, 2, 3, 3, 4, 4, 4, 4, 5, 6]
 LEVEL = "both"  # [patch, local]: one embedding run gives every level's features
 CHOICE_TREES = 100  # random forest trees / boosting rounds of the candidates (the anchor keeps RF_TREES)
 AUTO_METHOD = "auto: nested choice (soft vote of the best) among the classifier x feature set rows above"
-FIXED_PROBE = {"kind": "linear", "optimizer": "lbfgs", "l2": 1e-3, "epochs": 200, "class_weighting": True}
 DENSE_METHOD = "dense probe (LayerNorm + linear) on dense embeddings"
 
 
@@ -108,26 +110,6 @@ class Dataset:
     windows_around_labels: bool = False
     independent_half: bool = False  # also score west-fitted probes on the eastern half
     embedded: bool = True  # False: an input no encoder reads (one index band); classifiers on its values only
-
-
-def write_raster(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata=None, descriptions=()) -> Path:
-    """A bench input as a user would have it: one GeoTIFF, its bands named by ``descriptions``."""
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        crs=crs,
-        transform=transform,
-        nodata=nodata,
-    ) as ds:
-        ds.write(data)
-        for b, text in enumerate(descriptions, 1):
-            ds.set_band_description(b, text)
-    return path
 
 
 def eolearn_dataset(folder: Path) -> Dataset:
@@ -273,10 +255,6 @@ def raw_features(files: list[Path], transform: Affine, rows: np.ndarray, cols: n
                 data[data == ds.nodata] = np.nan
             columns.append(data[:, r, c].T)
     return np.concatenate(columns, axis=1)
-
-
-def summarise(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "folds": [float(v) for v in values]}
 
 
 @dataclass
@@ -647,9 +625,6 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
             # Each dataset's rows as soon as they exist: a run stopped later keeps them.
             reporter.log(markdown_table(results[-1:]))
         if "crops" in chosen or not (chosen or params.quick):
-            from engine.bench.crops import markdown as crops_markdown
-            from engine.bench.crops import run_crops
-
             work = folder / "crops"
             work.mkdir()
             crops = run_crops(work, params.quick, reporter)

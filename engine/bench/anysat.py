@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from engine.bench.anysat_reference import THEIRS, load_pair, reference_inputs
 from engine.bench.omnisat import matmul_peak, matmul_peaks, profile_modules, seconds_of, timed_with_cpu
 from engine.models.anysat import (
     CROSS_QUERY_CHUNK,
@@ -206,7 +207,6 @@ def _stages_ours(model: AnySat) -> dict[str, list[nn.Module]]:
 
 
 def _stages_reference(reference: nn.Module) -> dict[str, list[nn.Module]]:
-    from engine.bench.anysat_reference import THEIRS
 
     inner = reference.model
     stages = {
@@ -226,8 +226,6 @@ def _stages_reference(reference: nn.Module) -> dict[str, list[nn.Module]]:
 
 def versus_reference(params, reporter: Reporter) -> dict[str, Any]:
     """Ours (fp32) against the reference checkout: same weights, same inputs, one run, interleaved."""
-    from engine.bench.anysat_reference import load_pair, reference_inputs
-
     size = "tiny" if params.quick else "base"
     # base takes seconds per tile on 2 cores: few repetitions, the profiled pass is the warm-up
     big = 2

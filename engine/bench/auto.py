@@ -20,15 +20,17 @@ from typing import Any
 
 import numpy as np
 
+import engine.probes.fit as fitting
+from engine.bench.accuracy import eolearn_dataset, raster_grid, raw_features
+from engine.probes import selection as validation
+from engine.probes.classifiers import ProbeConfig
+from engine.probes.features import FeatureSet, InputValues, available_indices, combine
+from engine.probes.sources import labelled_embeddings
 from engine.runtime.progress import Reporter
 
 
 def scene(folder: Path, reporter: Reporter):
     """(feature matrices, their column names, y, units, rows, cols, class names) of eo-learn."""
-    from engine.bench.accuracy import eolearn_dataset, raster_grid, raw_features
-    from engine.probes.features import FeatureSet, InputValues, available_indices, combine
-    from engine.probes.sources import labelled_embeddings
-
     dataset = eolearn_dataset(folder)
     grid = raster_grid(dataset.raw_files[0])
     data = labelled_embeddings(
@@ -80,9 +82,6 @@ class _Timed(Reporter):
 
 
 def run(params, reporter: Reporter) -> dict[str, Any]:
-    import engine.probes.fit as fitting
-    from engine.probes import selection as validation
-    from engine.probes.classifiers import ProbeConfig
 
     fits = [0]
     original, grid = validation.Setup.fit_members, fitting.AUTO_CLASSIFIERS

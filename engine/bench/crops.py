@@ -35,7 +35,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
+from rasterio.windows import Window
+from sklearn.ensemble import RandomForestClassifier
 
+from engine.bench.common import FIXED_PROBE, summarise
+from engine.bench.flanders import build, parcel_regions
+from engine.io.job import load_job
+from engine.mapping.plan import plan_geometry, resolve_inputs
+from engine.models.checkpoint import load_checkpoint
+from engine.parcels.classify import ParcelStatistics
+from engine.parcels.workflow import parcel_folds as folds_of
+from engine.probes.classifiers import ProbeConfig
+from engine.probes.features import FeatureSet, InputValues, combine, input_features, read_inputs
+from engine.probes.fit import MAX_CELLS_PER_CLASS
+from engine.probes.folds import SpatialFolds
+from engine.probes.metrics import classification_metrics, confusion_matrix
+from engine.probes.selection import Candidate, Setup, nested_selection
 from engine.runtime.progress import Reporter
 
 SEASON = ("2018-03-01", "2018-10-31")  # the register's year: sowing to harvest of the summer crops
@@ -81,15 +97,6 @@ def crops_job(files, s2_dates: slice | None = None) -> dict[str, Any]:
 
 def read_labelled(folder: Path, reporter: Reporter) -> tuple[Inputs, dict[str, Any]]:
     """Every labelled pixel's values, read through the engine's job path."""
-    import rasterio
-    from rasterio.windows import Window
-
-    from engine.bench.flanders import build, parcel_regions
-    from engine.io.job import load_job
-    from engine.mapping.plan import plan_geometry, resolve_inputs
-    from engine.models.checkpoint import load_checkpoint
-    from engine.probes.features import read_inputs
-
     files = build(folder)
     job = load_job(crops_job(files))
     model = load_checkpoint(job.model).model
@@ -107,7 +114,6 @@ def read_labelled(folder: Path, reporter: Reporter) -> tuple[Inputs, dict[str, A
     pick = np.isin(codes, kept) & ok
     names = [str(c) for c in kept]
     y = np.searchsorted(kept, codes[pick])
-    from engine.probes.features import InputValues
 
     chosen = {v.modality: InputValues(v.modality, v.bands, v.dates, v.values[pick], v.valid[pick]) for v in values}
     s2_clear = values[0].valid[pick].mean() if values[0].valid is not None else 1.0
@@ -128,8 +134,6 @@ def read_labelled(folder: Path, reporter: Reporter) -> tuple[Inputs, dict[str, A
 
 def hide_summer(item):
     """``item`` without its dates in June-August."""
-    from engine.probes.features import InputValues
-
     keep = [t for t, d in enumerate(item.dates) if dt.date.fromisoformat(d).month not in HIDDEN]
     return InputValues(
         item.modality,
@@ -142,8 +146,6 @@ def hide_summer(item):
 
 def parcel_folds(parcel: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Fold of every pixel: its parcel's (whole parcels, stratified by class over parcels)."""
-    from engine.parcels.workflow import parcel_folds as folds_of
-
     ids = np.unique(parcel)
     cls = np.array([np.bincount(y[parcel == p]).argmax() for p in ids])
     fold_of = dict(zip(ids.tolist(), folds_of(ids.size, FOLDS, SEED, cls).tolist()))
@@ -151,7 +153,6 @@ def parcel_folds(parcel: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _metrics(truth: np.ndarray, predicted: np.ndarray, names: list[str]) -> tuple[float, float]:
-    from engine.probes.metrics import classification_metrics, confusion_matrix
 
     m = classification_metrics(confusion_matrix(truth, predicted, len(names)), names)
     return m["macro_f1"], m["overall_accuracy"]
@@ -167,9 +168,6 @@ def per_parcel(probabilities: np.ndarray, parcel: np.ndarray, y: np.ndarray) -> 
 
 def parcel_feature_matrix(values: list, parcel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per parcel, mean and spread of the monthly+stats pixel features (rows in np.unique(parcel) order)."""
-    from engine.parcels.classify import ParcelStatistics
-    from engine.probes.features import FeatureSet, input_features
-
     x, _ = input_features(values, FeatureSet.parse("monthly+stats"))
     ids, index = np.unique(parcel, return_inverse=True)
     stats = ParcelStatistics(ids.size, x.shape[1])
@@ -212,10 +210,6 @@ def evaluate_sensors(
     with_auto: bool = True,
 ) -> None:
     """Every method on one combination of sensors (``values``: their InputValues at the labelled pixels)."""
-    from sklearn.ensemble import RandomForestClassifier
-
-    from engine.probes.features import FeatureSet, combine
-
     raw, _ = combine(None, values, FeatureSet.parse("raw"))
     parcel_x, parcel_ids = parcel_feature_matrix(values, data.parcel)
     parcel_y = np.array([data.y[data.parcel == p][0] for p in parcel_ids])
@@ -258,13 +252,6 @@ def auto_rows(
 ) -> None:
     """fit-probe's ``auto`` per pixel (its nested choice on the training parcels of each outer fold),
     then its probabilities averaged per held-out parcel."""
-    from engine.bench.accuracy import FIXED_PROBE
-    from engine.probes.classifiers import ProbeConfig
-    from engine.probes.features import FeatureSet, combine
-    from engine.probes.fit import MAX_CELLS_PER_CLASS
-    from engine.probes.folds import SpatialFolds
-    from engine.probes.selection import Candidate, Setup, nested_selection
-
     sets = {s: combine(None, values, FeatureSet.parse(s))[0] for s in AUTO_SETS}
     config = ProbeConfig(**FIXED_PROBE, seed=SEED, trees=100)
     setup = Setup(sets, data.y, data.names, config, MAX_CELLS_PER_CLASS, SEED)
@@ -308,7 +295,6 @@ def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = T
         evaluate_sensors(name, values, data, fold, scores, quick, reporter, with_auto)
     parcels_per_fold = [int(np.unique(data.parcel[fold == f]).size) for f in range(FOLDS)]
     pixels_per_fold = [int((fold == f).sum()) for f in range(FOLDS)]
-    from engine.bench.accuracy import summarise
 
     return {
         "dataset": "Flanders crops",

@@ -26,6 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.bench.anysat import build
+from engine.bench.gpu import random_inputs
+from engine.models.registry import build_model, preset_names
+from engine.runtime.precision import autocast_context, keep_weights_in, to_device
+
 TILE_M, PATCH_M, DATES, CHECK_BATCH = 60.0, 10.0, 50, 2
 TOLERANCE = {"fp32": {"max_abs": 1e-3, "cosine": 0.9999}, "bf16": {"max_abs": None, "cosine": 0.99}}
 BATCHES = (1, 4, 16, 64, 256)
@@ -33,9 +38,6 @@ BATCHES = (1, 4, 16, 64, 256)
 
 def _models(quick: bool) -> dict[str, Callable[[], nn.Module]]:
     """AnySat base, and each UniverSat preset when the engine has that model (random weights)."""
-    from engine.bench.anysat import build
-    from engine.models.registry import build_model, preset_names
-
     size = "tiny" if quick else "base"
     models: dict[str, Callable[[], nn.Module]] = {f"anysat-{size}": lambda: build(size)}
     for name in sorted(n for n in preset_names() if n.startswith("universat")):
@@ -48,7 +50,6 @@ def _models(quick: bool) -> dict[str, Callable[[], nn.Module]]:
 def _features(
     model: nn.Module, host: tuple[dict, dict, dict], device: torch.device, dtype: torch.dtype, dense: bool
 ) -> dict[str, torch.Tensor]:
-    from engine.runtime.precision import autocast_context, to_device
 
     inputs, day, mask = ({n: to_device(x, device) for n, x in part.items()} for part in host)
     finest = min(model.modalities, key=lambda n: model.modalities[n].gsd_m) if dense else None
@@ -83,8 +84,6 @@ def _sync(device: torch.device) -> None:
 
 
 def check(device: torch.device, budget_s: float, quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    from engine.bench.gpu import random_inputs
-    from engine.runtime.precision import keep_weights_in
 
     start = time.perf_counter()
     left = lambda: budget_s - (time.perf_counter() - start)  # noqa: E731

@@ -16,10 +16,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 from affine import Affine
+from rasterio.features import shapes
+from scipy import ndimage
 
-from engine.bench.accuracy import write_raster
+from engine.bench.common import write_raster
 from engine.errors import EngineError
 
 SOURCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "worldcereal_flanders"
@@ -77,8 +80,6 @@ def _write(path: Path, data: np.ndarray, res: float, descriptions, nodata) -> Pa
 def build(folder: Path, s2_dates: slice | None = None, s1_dates: slice | None = None) -> FlandersFiles:
     """Write the per-date GeoTIFFs (``s2_dates``/``s1_dates``: a slice of the dates, all by default)
     and the parcels under ``folder``."""
-    import h5py
-
     for sub in ("s2_10m", "s2_20m", "scl", "s1"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     out: dict[str, list[Path]] = {k: [] for k in ("s2_10m", "s2_20m", "scl", "s1")}
@@ -148,8 +149,6 @@ def build(folder: Path, s2_dates: slice | None = None, s1_dates: slice | None = 
 
 def parcel_regions(codes: np.ndarray) -> np.ndarray:
     """(H, W) parcel number (1..) of every labelled pixel: connected (4-neighbour) regions of one code; 0 elsewhere."""
-    from scipy import ndimage
-
     regions = np.zeros(codes.shape, np.int32)
     for code in np.unique(codes[codes > 0]):
         labelled, n = ndimage.label(codes == code)
@@ -159,8 +158,7 @@ def parcel_regions(codes: np.ndarray) -> np.ndarray:
 
 def write_parcels(codes: np.ndarray, path: Path) -> Path:
     """The parcels of a crop-code raster on the sample's 10 m grid as a GeoPackage (parcel_id, crop_code)."""
-    from osgeo import ogr, osr
-    from rasterio.features import shapes
+    from osgeo import ogr, osr  # lazy: keeps GDAL out of this module
 
     regions = parcel_regions(codes)
     transform = Affine(10.0, 0.0, LEFT, 0.0, -10.0, TOP)

@@ -26,6 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from engine.io.job import load_job
+from engine.mapping.plan import build_plan
+from engine.mapping.run import execute
+from engine.models.anysat import AnySat, anysat_config
+from engine.models.checkpoint import load_checkpoint, save_checkpoint
+from engine.runtime.progress import Reporter
 
 DATES = 12
 SIDE = 64  # px at 10 m: 0.41 km²
@@ -35,8 +45,6 @@ MODELS = {"anysat-base": ("anysat", "base")}
 
 
 def _write_inputs(folder: Path, side: int) -> dict[str, str]:
-    import rasterio
-    from rasterio.transform import from_origin
 
     transform = from_origin(500000.0, 5000000.0, 10.0, 10.0)
     rng = np.random.default_rng(0)
@@ -69,10 +77,6 @@ def _write_inputs(folder: Path, side: int) -> dict[str, str]:
 
 
 def _checkpoint(folder: Path, model: str) -> Path:
-    import torch
-
-    from engine.models.anysat import AnySat, anysat_config
-    from engine.models.checkpoint import save_checkpoint
 
     family, size = MODELS[model]
     torch.manual_seed(0)
@@ -110,13 +114,6 @@ def _peak_rss_gb() -> float:
 
 def _child(job_path: str) -> dict[str, Any]:
     """Warm up on one window, then run the whole job (timed) in this fresh process."""
-    import torch
-
-    from engine.io.job import load_job
-    from engine.mapping.plan import build_plan
-    from engine.mapping.run import execute
-    from engine.models.checkpoint import load_checkpoint
-    from engine.runtime.progress import Reporter
 
     job = load_job(job_path)
     loaded = load_checkpoint(job.model)

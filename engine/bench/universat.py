@@ -33,9 +33,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from rasterio.transform import from_origin
 
+from engine.bench.common import write_raster
+from engine.bench.universat_reference import reference_tokens, treesat_inputs, twin_models
 from engine.errors import EngineError
+from engine.models.checkpoint import save_checkpoint
+from engine.models.universat import UniverSat, universat_config
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import run_operation
 
 GOAL = 1.3
 
@@ -56,8 +62,6 @@ def _s2_dn_s1(px: int = 24, dates: int = 12):
 
 
 def _cases(quick: bool):
-    from engine.bench.universat_reference import _treesat
-
     cases = [
         ("s2 (digital numbers)+s1 12 dates, 240 m, 40 m patches, patch level", _s2_dn_s1, 40.0, None),
         ("s2+s1 12 dates (random floats), 240 m, 40 m patches, 10 m output", _s2_s1, 40.0, 24),
@@ -65,14 +69,17 @@ def _cases(quick: bool):
     if not quick:
         cases += [
             ("s2+s1 12 dates (random floats), 240 m, 40 m patches, patch level", _s2_s1, 40.0, None),
-            ("treesat aerial+s2+s1, 10 m patches, patch level", lambda: _treesat(("aerial", "s2", "s1")), 10.0, None),
+            (
+                "treesat aerial+s2+s1, 10 m patches, patch level",
+                lambda: treesat_inputs(("aerial", "s2", "s1")),
+                10.0,
+                None,
+            ),
         ]
     return cases
 
 
 def speed(reference: str, reps: int, quick: bool, reporter: Reporter) -> dict[str, Any]:
-    from engine.bench.universat_reference import reference_tokens, twin_models
-
     ref, ours = twin_models(reference, "base")
     out = {}
     for name, make, patch, side in _cases(quick):
@@ -156,26 +163,6 @@ def memory(reference: str, threads: int) -> dict[str, Any]:
 
 def mapping(px: int, threads: int, reporter: Reporter) -> dict[str, Any]:
     """km²/h of the embed operation, patch level and 10 m dense level, on a px x px stack at 10 m."""
-    import rasterio
-    from rasterio.transform import from_origin
-
-    from engine.models.checkpoint import save_checkpoint
-    from engine.models.universat import UniverSat, universat_config
-    from engine.runtime.registry import run_operation
-
-    def write_geotiff(path: Path, data: np.ndarray) -> None:
-        with rasterio.open(
-            path,
-            "w",
-            driver="GTiff",
-            width=data.shape[2],
-            height=data.shape[1],
-            count=data.shape[0],
-            dtype=data.dtype,
-            crs="EPSG:32633",
-            transform=from_origin(500000.0, 5100000.0, 10, 10),
-        ) as ds:
-            ds.write(data)
 
     out = {}
     with tempfile.TemporaryDirectory(prefix="universat-bench-") as tmp:
@@ -184,8 +171,11 @@ def mapping(px: int, threads: int, reporter: Reporter) -> dict[str, Any]:
         for name, bands in (("s2", 10), ("s1", 3)):
             (root / name).mkdir()
             for t in range(12):
-                write_geotiff(
-                    root / name / f"{name}_2021{t + 1:02d}15.tif", rng.normal(size=(bands, px, px)).astype(np.float32)
+                write_raster(
+                    root / name / f"{name}_2021{t + 1:02d}15.tif",
+                    rng.normal(size=(bands, px, px)).astype(np.float32),
+                    "EPSG:32633",
+                    from_origin(500000.0, 5100000.0, 10, 10),
                 )
         torch.manual_seed(0)
         ckpt = save_checkpoint(

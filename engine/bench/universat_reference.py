@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
+import rasterio
 import torch
 
 from engine.models.universat import UniverSat, universat_config
@@ -121,8 +123,6 @@ def _doy(product: bytes) -> float:
 
 @functools.cache
 def treesat_sample() -> dict[str, np.ndarray]:
-    import h5py
-    import rasterio
 
     name = "Abies_alba_1_1005_WEFL_NLF"
     with rasterio.open(SAMPLE / f"{name}.tif") as ds:
@@ -144,7 +144,7 @@ def treesat_sample() -> dict[str, np.ndarray]:
     }
 
 
-def _treesat(names: tuple[str, ...], dates: int = 12) -> tuple[dict, dict]:
+def treesat_inputs(names: tuple[str, ...], dates: int = 12) -> tuple[dict, dict]:
     data = treesat_sample()
     inputs = {n: torch.from_numpy(data[n][:dates] if n != "aerial" else data[n])[None] for n in names}
     days = {n: torch.from_numpy(data[f"{n}_dates"][:dates])[None] for n in names if n != "aerial"}
@@ -171,13 +171,15 @@ class Case:
 
 
 CASES = (
-    Case("treesat aerial+s2+s1, 10 m patches, patch level", lambda: _treesat(("aerial", "s2", "s1")), 10),
-    Case("treesat aerial+s2+s1, 10 m patches, 2 m output (30x30)", lambda: _treesat(("aerial", "s2", "s1")), 10, 30),
-    Case("treesat aerial+s2+s1, 20 m patches, 10 m output", lambda: _treesat(("aerial", "s2", "s1")), 20, 6),
-    Case("treesat aerial only, 30 m patches, 1 m output (60x60)", lambda: _treesat(("aerial",)), 30, 60),
-    Case("treesat s2 only, 10 m patches, patch level", lambda: _treesat(("s2",)), 10),
-    Case("treesat s2+s1, 30 m patches, 10 m output", lambda: _treesat(("s2", "s1")), 30, 6),
-    Case("treesat s1 only, one date, 20 m patches, 5 m output", lambda: _treesat(("s1",), 1), 20, 12),
+    Case("treesat aerial+s2+s1, 10 m patches, patch level", lambda: treesat_inputs(("aerial", "s2", "s1")), 10),
+    Case(
+        "treesat aerial+s2+s1, 10 m patches, 2 m output (30x30)", lambda: treesat_inputs(("aerial", "s2", "s1")), 10, 30
+    ),
+    Case("treesat aerial+s2+s1, 20 m patches, 10 m output", lambda: treesat_inputs(("aerial", "s2", "s1")), 20, 6),
+    Case("treesat aerial only, 30 m patches, 1 m output (60x60)", lambda: treesat_inputs(("aerial",)), 30, 60),
+    Case("treesat s2 only, 10 m patches, patch level", lambda: treesat_inputs(("s2",)), 10),
+    Case("treesat s2+s1, 30 m patches, 10 m output", lambda: treesat_inputs(("s2", "s1")), 30, 6),
+    Case("treesat s1 only, one date, 20 m patches, 5 m output", lambda: treesat_inputs(("s1",), 1), 20, 12),
     Case(
         "random s2 (5 dates) 24x24 px, batch 2, 40 m patches, 10 m output",
         lambda: _random({"s2": (5, 10, 24, 24)}, 2),

@@ -31,6 +31,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from engine.errors import DamagedInput, EngineError
+from engine.io.collisions import NamedPath, with_vrt_sources
 from engine.io.gdal_errors import gdal_failures, is_write_failure
 
 TEMP_MARKER = ".omnisat-partial-"
@@ -186,10 +187,8 @@ def _geotiff_problem(temp: Path) -> str | None:
 def _vrt_problem(temp: Path) -> str | None:
     """A VRT's blocks are its sources' (each verified when it was written): it must open, and every
     local file it names must exist."""
-    import rasterio
-    from rasterio.errors import RasterioError, RasterioIOError
-
-    from engine.io.collisions import NamedPath, with_vrt_sources
+    import rasterio  # lazy: keeps rasterio out of this module
+    from rasterio.errors import RasterioError, RasterioIOError  # lazy: keeps rasterio out of this module
 
     try:
         with rasterio.open(temp):

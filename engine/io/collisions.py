@@ -1,11 +1,9 @@
 """No output may overwrite an input, or another output of the same run.
 
-``engine.runtime.registry.run_operation``, which every front end goes through, checks
-``operation_paths`` with ``check_distinct`` before an operation starts. The roles come from the
-operation registry: its outputs (``Operation.outputs`` that are parameters), its
-inputs (parameters declared with field metadata ``role="input"``) and its jobs
-(parameters typed ``str | dict``, which take a job or a raster): a job adds the
-files it reads and writes (``job_files``), the job file itself among the inputs.
+``engine.runtime.registry.run_operation``, which every front end goes through, checks an
+operation's path roles (its outputs, its inputs, and the files a job reads and writes:
+``job_files``) with ``check_distinct`` before the operation starts; the mapping checks its job's
+files the same way.
 
 Paths are compared as files, not as strings: symbolic links and ``..`` are
 resolved, hard links and case-insensitive file systems recognised, and a VRT
@@ -14,14 +12,11 @@ input brings the files it reads.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
-import typing
 import xml.etree.ElementTree as ElementTree  # nosec B405  # reads VRTs that carry no DTD (refused before parsing)
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from engine.errors import EngineError
 
@@ -62,32 +57,6 @@ def job_files(job, setting: str) -> PathRoles:
     if isinstance(job.normalization, str):
         roles.inputs.append(NamedPath(f"{setting}: normalization", job.normalization))
     roles.outputs += [NamedPath(f"{setting}: outputs.{key}", path) for key, path in job.outputs.files().items()]
-    return roles
-
-
-def _accepts_job(annotation: Any) -> bool:
-    return dict in typing.get_args(annotation)
-
-
-def operation_paths(op, params) -> PathRoles:
-    """The roles of an operation's path parameters, with the files inside its jobs."""
-    from engine.io.job import is_job, load_job  # lazy: keeps numpy out of `python -m engine version`
-
-    hints = typing.get_type_hints(type(params))
-    roles = PathRoles()
-    for f in dataclasses.fields(params):
-        value = getattr(params, f.name)
-        if value in (None, "", [], ()):
-            continue
-        if f.name in op.outputs:
-            roles.outputs.append(NamedPath(f.name, str(value)))
-        elif _accepts_job(hints[f.name]) and is_job(value):
-            if not isinstance(value, dict) and not str(value).strip().startswith("{"):
-                roles.inputs.append(NamedPath(f.name, str(value)))
-            roles.extend(job_files(load_job(value), f.name))
-        elif f.metadata.get("role") == "input" or _accepts_job(hints[f.name]):
-            for path in value if isinstance(value, (list, tuple)) else [value]:
-                roles.inputs.append(NamedPath(f.name, str(path)))
     return roles
 
 

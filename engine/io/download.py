@@ -15,14 +15,23 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from engine.contract import sha256_of
 from engine.errors import EngineError
-from engine.runtime.progress import Reporter
 
 CHUNK = 1 << 20
 USER_AGENT = "omnisat-engine"
+
+
+class Reporter(Protocol):
+    """What a download reports to (engine.runtime.progress.Reporter is one): named here so that io
+    imports nothing of the runtime above it."""
+
+    def progress(self, percent: float, message: str = "") -> None: ...
+
+    def log(self, message: str, level: str = "info") -> None: ...
 
 
 def _megabytes(n: int) -> str:

@@ -114,12 +114,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from engine.contract import DEVICES, PRECISIONS
 from engine.convert import Wording, convert, from_dict
 from engine.errors import EngineError
 from engine.io.scales import CONVERSIONS
 from engine.mapping.levels import LEVEL_NAMES
 from engine.models.catalog import find_model
-from engine.runtime.precision import DEVICES, PRECISIONS
 
 JOB_VERSION = 1
 # A small job that parses as it stands (tests/engine/test_cli_help.py): what ``--help`` shows.
@@ -317,7 +317,7 @@ def _part(obj: Any, base: Path, where: str) -> PartEntry:
 def _season(value: Any, where: str) -> tuple[str, str] | None:
     if value is None:
         return None
-    from engine.io.series import parse_season
+    from engine.io.series import parse_season  # lazy: keeps rasterio (engine.io.series reads rasters) out of --help
 
     parse_season(value, where)  # checked now: a typo fails before any file is read
     return str(value[0]), str(value[1])

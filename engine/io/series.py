@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import EngineError
-from engine.io.dates import check_dates, date_from_name, date_from_tags, explicit_dates
+from engine.io.dates import check_dates, date_from_name, date_from_tags, explicit_dates, parse_date
 from engine.io.raster import open_raster
 
 if TYPE_CHECKING:  # io reads what a spec says; it needs no model code (models build on io)
@@ -435,8 +435,6 @@ def resolve_parts(name: str, spec: ModalitySpec, parts: list[Part], log=None) ->
 
 def parse_season(season, what: str) -> tuple[dt.date, dt.date]:
     """``[start, end]`` (inclusive) as dates, with a clear error for anything else."""
-    from engine.io.dates import parse_date
-
     if not (isinstance(season, (list, tuple)) and len(season) == 2):
         raise EngineError(f'{what}: "season" must be [first day, last day], e.g. ["2018-04-01", "2018-10-31"].')
     start, end = parse_date(season[0]), parse_date(season[1])

@@ -84,9 +84,9 @@ def enforce(check: UnitCheck, scale: str | None, statistics_source: str, log, ra
 def sample_modality(modality, grid, size: int = 64, dates: int = 6) -> np.ndarray:
     """(N, C) valid values of a few dates in a central window of ``grid`` (the modality's), as read,
     before any scale conversion."""
-    from rasterio.windows import Window
+    from rasterio.windows import Window  # lazy: keeps rasterio out of this module (the model catalog imports it)
 
-    from engine.io.align import ModalityReader
+    from engine.io.align import ModalityReader  # lazy: keeps rasterio out of this module
 
     w, h = min(size, grid.width), min(size, grid.height)
     window = Window((grid.width - w) // 2, (grid.height - h) // 2, w, h)

@@ -48,6 +48,7 @@ from engine.mapping.geometry import DenseLayout, Geometry
 from engine.mapping.levels import Level, level
 from engine.mapping.shards import Shard
 from engine.mapping.tiling import WindowGrid
+from engine.models.universat_sensors import describe_sensor
 from engine.runtime.precision import choose_device, choose_dtype
 from engine.runtime.progress import Reporter
 from engine.wording import plural
@@ -182,7 +183,6 @@ def _describe_sensor(model, name: str, sensor: dict, reporter: Reporter | None) 
             f'Modality "{name}" is described by its wavelengths ("sensor"), which only UniverSat '
             "models read: choose a universat-* model or one of this model's modalities."
         )
-    from engine.models.universat_sensors import describe_sensor
 
     spec = describe_sensor(
         name,

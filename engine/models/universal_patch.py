@@ -25,6 +25,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from engine.models.kernels import Linear, linear
+from engine.models.universat_sensors import CHANNEL_CODES
 
 ROPE_1D_BASE = 100_000
 TEMPORAL_REGISTERS = 2
@@ -237,7 +238,6 @@ class UniversalPatchEncoder(nn.Module):
         self.dim = dim
         self.value_embed = FourierEmbedding(dim, bandwidth=2.5)
         self.wavelength_embed = FourierEmbedding(dim)
-        from engine.models.universat_sensors import CHANNEL_CODES
 
         self.channel_codes = nn.ParameterDict({code: nn.Parameter(torch.randn(dim)) for code in CHANNEL_CODES})
         axis_heads = {"S1": 1 if heads < 3 else heads // 6, "C": heads // 4, "T": heads // 2, "S": heads}

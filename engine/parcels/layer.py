@@ -24,6 +24,8 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from engine.errors import EngineError
+from engine.io.atomic import atomic_output
+from engine.probes.labels import ogr_modules
 
 OK = "ok"
 
@@ -45,17 +47,9 @@ class Parcels:
         return len(self.fid)
 
 
-def _ogr():
-    from osgeo import ogr, osr
-
-    ogr.UseExceptions()
-    osr.UseExceptions()
-    return ogr, osr
-
-
 def read_parcels(path: str, grid_crs, layer: str | None = None) -> Parcels:
     """Every feature of the polygon layer, its geometry reprojected to ``grid_crs``."""
-    ogr, osr = _ogr()
+    ogr, osr = ogr_modules()
     if not path or not os.path.exists(path):
         raise EngineError(
             f"The parcels layer '{path}' does not exist: give a polygon layer (GeoPackage, shapefile...)."
@@ -209,8 +203,7 @@ def write_parcel_map(
 ) -> dict[str, Any]:
     """A new GeoPackage at ``path`` (written to a temporary name, then renamed) with the parcels,
     their attributes and the result columns, styled by class."""
-    ogr, osr = _ogr()
-    from engine.io.atomic import atomic_output
+    ogr, osr = ogr_modules()
 
     clash = [name for name, *_ in parcels.fields if name.lower() in OUTPUT_FIELDS]
     prefix = "parcel_" if clash else ""
@@ -266,7 +259,7 @@ def write_parcel_map(
 
 def _store_style(source, layer: str, qml: str, extra: dict[str, str]) -> None:
     """The style as the layer's default in the GeoPackage's ``layer_styles`` table (QGIS's convention)."""
-    ogr, _ = _ogr()
+    ogr, _ = ogr_modules()
     styles = source.CreateLayer("layer_styles", None, ogr.wkbNone)
     columns = {
         "f_table_catalog": ogr.OFTString,

@@ -7,12 +7,14 @@ Like the mapping path (engine.mapping.plan): nothing below the operation sees it
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.errors import EngineError
 from engine.io.atomic import check_output_path
+from engine.probes.classifiers import ProbeConfig
 from engine.probes.features import FeatureSet
-from engine.probes.fit import FitSettings, check_feature_request
+from engine.probes.fit import AUTO, FitSettings, check_feature_request
 from engine.probes.sources import is_job
 
 
@@ -34,8 +36,8 @@ class EmbeddingRequest:
 
     value: str | dict
     model: str | None = None  # checkpoint the raster was computed with
-    level: str | None = None
-    # False when no feature set reads embeddings: a job's encoder is then not run at all
+    level: str = AUTO  # an embedding level (engine.mapping.levels), or auto: the job's or the raster's own
+    # False when no feature set reads embeddings (checked sets it): a job's encoder is then not run at all
     needed: bool = True
 
 
@@ -66,9 +68,26 @@ class FitPlan:
         return dataclasses.replace(self, fit=dataclasses.replace(self.fit, config=config))
 
 
+def fit_settings(
+    classifier: str = "linear",
+    feature_sets: Sequence[str] = ("embeddings",),
+    *,
+    folds: int = 5,
+    buffer: int = 1,
+    seed: int = 0,
+    learning_curve: bool = True,
+    **config,
+) -> FitSettings:
+    """FitSettings with its probe configuration (``config``: ProbeConfig's other fields); with auto,
+    each candidate replaces the configuration's kind."""
+    probe = ProbeConfig(kind="linear" if classifier == AUTO else classifier, seed=seed, **config)
+    return FitSettings(probe, classifier, tuple(feature_sets), folds, buffer, seed, learning_curve)
+
+
 def checked(plan: FitPlan) -> FitPlan:
     """Clear errors before any work: outputs writable, classifier and feature sets known, input
-    feature sets only with a job."""
+    feature sets only with a job. Returns the plan with the embeddings marked as not needed when no
+    feature set reads them."""
     for key, path in (
         ("output", plan.outputs.probe),
         ("report", plan.outputs.report),
@@ -84,6 +103,9 @@ def checked(plan: FitPlan) -> FitPlan:
             "Raw bands, statistics and indices are read from the job's input rasters: give a job as "
             f"embeddings (not the raster '{plan.embeddings.value}'), or use the feature set 'embeddings'."
         )
+    if plan.embeddings is not None:
+        needed = any(FeatureSet.parse(f).uses_embeddings for f in plan.fit.feature_sets)
+        plan = dataclasses.replace(plan, embeddings=dataclasses.replace(plan.embeddings, needed=needed))
     return plan
 
 

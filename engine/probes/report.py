@@ -102,7 +102,7 @@ def confusion_png(cm: np.ndarray, class_names: Sequence[str], renderer: str = "a
     return _plain_confusion_png(np.asarray(cm))
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None, cls: str = "") -> str:
+def html_table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None, cls: str = "") -> str:
     parts = [f'<table class="{cls}">' if cls else "<table>"]
     if header:
         parts.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
@@ -174,7 +174,7 @@ def fit_report_html(
             ["Overall accuracy per fold, mean ± std", _spread(spread["overall_accuracy"])],
             ["Folds", len(spread["macro_f1"]["folds"])],
         ]
-    summary = _table(rows + [["Validation cells", metrics["n_samples"]]], ["Metric", "Value"], "metrics")
+    summary = html_table(rows + [["Validation cells", metrics["n_samples"]]], ["Metric", "Value"], "metrics")
     if not measured:
         summary = (
             '<p><b>Not validated</b>: see the notes. No accuracy figure is given rather than a misleading one.</p>'
@@ -197,8 +197,8 @@ def fit_report_html(
     per_class.append("</table>")
 
     cm_rows = [[name, *cm[k].tolist()] for k, name in enumerate(class_names)]
-    cm_table = _table(cm_rows, ["true \\ predicted", *class_names], "confusion")
-    settings_table = _table([[k, v] for k, v in settings.items()], ["Setting", "Value"], "settings")
+    cm_table = html_table(cm_rows, ["true \\ predicted", *class_names], "confusion")
+    settings_table = html_table([[k, v] for k, v in settings.items()], ["Setting", "Value"], "settings")
     note_items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -253,7 +253,7 @@ def area_table_html(estimate, area_unit: str) -> str:
                 f"{r['producers_accuracy']:.3f} ± {r['producers_accuracy_se']:.3f}",
             ]
         )
-    table = _table(
+    table = html_table(
         rows,
         [
             "Class",
@@ -267,7 +267,7 @@ def area_table_html(estimate, area_unit: str) -> str:
         "areas",
     )
     names = list(estimate.class_names)
-    matrix = _table(
+    matrix = html_table(
         [[name, *estimate.counts[k].astype(int).tolist()] for k, name in enumerate(names)],
         ["map \\ reference", *names],
         "confusion",
@@ -292,7 +292,7 @@ def write_area_report(path: str | Path, estimate, area_unit: str, settings: Mapp
 <p class="note">Written {stamp}.</p>
 {area_table_html(estimate, area_unit)}
 <h2>Settings</h2>
-{_table([[k, v] for k, v in settings.items()], ["Setting", "Value"], "settings")}
+{html_table([[k, v] for k, v in settings.items()], ["Setting", "Value"], "settings")}
 </body></html>
 """
     with atomic_output(path, "html") as temp:
@@ -311,7 +311,7 @@ def candidates_html(table: Sequence[Mapping[str, Any]], nested: Mapping[str, Any
         [("▶ " if r["chosen"] else "") + r["candidate"], _spread(r["macro_f1"]), _spread(r["overall_accuracy"])]
         for r in sorted(table, key=lambda r: -r["macro_f1"]["mean"])
     ]
-    text = _table(
+    text = html_table(
         rows,
         ["Candidate (classifier on feature set)", "Macro-F1 (mean ± std over folds)", "Overall accuracy"],
         "candidates",
@@ -371,7 +371,7 @@ def learning_curve_html(curve: Sequence[Mapping[str, Any]]) -> str:
     ]
     return (
         image
-        + _table(rows, ["Training cells per class", "Macro-F1", "Overall accuracy"], "curve")
+        + html_table(rows, ["Training cells per class", "Macro-F1", "Overall accuracy"], "curve")
         + '<p class="note">Same spatial folds as above; at each size that many training cells per class are '
         "drawn at random from each fold's training part (classes with fewer keep all theirs). A curve still "
         "rising at the right says more labels will pay.</p>"
@@ -386,7 +386,7 @@ def mapped_area_table(class_names: Sequence[str], pixels: np.ndarray, pixel_area
         for k, name in enumerate(class_names)
     ]
     return (
-        _table(rows, ["Class", "Pixels", f"Mapped area ({unit})", "Share"], "areas")
+        html_table(rows, ["Class", "Pixels", f"Mapped area ({unit})", "Share"], "areas")
         + '<p class="note">Pixel counts of the map: they carry its errors. For areas with 95% confidence '
         "intervals, draw a reference sample from the map (sample-map), label it, and run area-report "
         "(Olofsson et al. 2014 stratified estimator).</p>"

@@ -28,6 +28,7 @@ from engine.errors import EngineError
 from engine.io.job import Outputs, is_job, load_job
 from engine.io.raster import open_raster, valid_mask
 from engine.mapping.levels import EMBEDDING_LEVEL_TAG, LEVEL_NAMES, LEVELS
+from engine.mapping.levels import level as level_of
 from engine.probes.fit import AUTO  # the one spelling of "choose for me", a classifier or a level
 from engine.probes.folds import point_block_rule, spatial_units
 from engine.probes.labels import LabelSamples, check_trainable, drop_empty_classes, rasterize_labels, read_labels
@@ -167,8 +168,7 @@ def embedding_source(
 def _placeholder_source(job, loaded, digest: str, target: Path, reporter: Reporter) -> EmbeddingSource:
     """A zero-filled one-band raster on the grid the job's embeddings level would have (sparse:
     GDAL reads unwritten blocks as 0, so nothing of the area's size is held or written)."""
-    from engine.mapping.levels import level as level_of
-    from engine.mapping.plan import plan_geometry, resolve_inputs
+    from engine.mapping.plan import plan_geometry, resolve_inputs  # lazy: keeps torch out of this module
 
     inputs = resolve_inputs(job, loaded.model)
     chosen = level_of(job.outputs.embeddings_level)

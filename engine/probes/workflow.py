@@ -1,6 +1,7 @@
-"""The fit workflow shared by fit-probe and change's probe, as steps that consume a FitPlan
-(engine.probes.plan) in order: open the embeddings, label the cells, then fit_and_report (feature
-matrices, validation and choice by engine.probes.fit, the saved probe, the report, the summary)."""
+"""The fit workflow shared by fit-probe, change's probe, the demo and learn-area, as steps that consume a
+FitPlan (engine.probes.plan) in order: open the embeddings, label the cells, then fit_and_report (feature
+matrices, validation and choice by engine.probes.fit, the saved probe, the report, the summary);
+run_fit runs them all (and maps the area when the plan names a class map)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,19 @@ from engine.errors import EngineError
 from engine.io.grid import Grid
 from engine.io.raster import open_raster
 from engine.io.writers import parse_color
+from engine.probes.apply import map_embeddings, mapped_area_html
 from engine.probes.features import FeatureSet, combine, read_inputs_at
 from engine.probes.fit import check_feature_request, fit_honestly
 from engine.probes.plan import EmbeddingRequest, FitPlan, LabelRequest
 from engine.probes.probe_file import ProbeMetadata, class_colors, save_probe
 from engine.probes.report import candidates_html, learning_curve_html, write_fit_report
-from engine.probes.sources import EmbeddingSource, LabelledEmbeddings, embedding_source, labelled_embeddings
+from engine.probes.sources import (
+    EmbeddingSource,
+    LabelledEmbeddings,
+    embedding_source,
+    labelled_embeddings,
+    raster_level,
+)
 from engine.runtime.progress import Reporter
 from engine.wording import article, plural
 
@@ -257,3 +265,34 @@ def fit_and_report(
         "labels": metadata.labels,
     }
     return outcome.classifier, metadata, summary
+
+
+def run_fit(plan: FitPlan, reporter: Reporter) -> dict[str, Any]:
+    """fit-probe's steps in order: the embeddings opened, the labels on their grid, the probe fitted,
+    validated, saved and reported; the class map (and confidence) over the embeddings' area when the
+    plan names them. Returns the summary."""
+    outputs = plan.outputs
+    with open_embeddings(plan.embeddings, reporter) as (source, ds):
+        data = label_cells(ds, plan.labels, reporter)
+        level = raster_level(ds)
+
+        def write_maps(probe, metadata) -> list[tuple[str, str]]:
+            if not (outputs.classes or outputs.confidence):
+                return []
+            map_embeddings(
+                ds,
+                probe,
+                metadata.class_names,
+                metadata.colors,
+                outputs.classes,
+                outputs.confidence,
+                reporter,
+                metadata.features,
+                source.inputs,
+            )
+            return [("Mapped area", mapped_area_html(outputs.classes, reporter))] if outputs.classes else []
+
+        _, _, summary = fit_and_report(plan.at_level(level), data, source, level, reporter, ds=ds, after_fit=write_maps)
+    summary.update(classes=outputs.classes, confidence=outputs.confidence)
+    reporter.log("Wrote " + ", ".join(outputs.written()))
+    return summary

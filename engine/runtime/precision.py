@@ -1,8 +1,7 @@
 """Device and numeric precision choices shared by inference, probes and benchmarks.
 
-The choices (DEVICES, PRECISIONS) are defined here once, for the job format and the
-benchmarks too; torch is imported only by the functions that choose (the job parser
-imports this module without it).
+The choices (DEVICES, PRECISIONS) are the contract's (engine.contract), which the job format
+reads too; torch is imported only by the functions that choose.
 
 bf16 autocast pays off only where the hardware multiplies bf16 natively (CPU AMX
 or AVX512-BF16, recent CUDA GPUs); elsewhere it is slower than fp32, so "auto"
@@ -16,13 +15,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.contract import DEVICES, PRECISIONS
 from engine.errors import EngineError
 
 if TYPE_CHECKING:
     import torch
-
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def choose_device(name: str = "auto") -> torch.device:

@@ -10,11 +10,13 @@ Field metadata understood by the CLI:
     positional (bool): a positional argument instead of ``--flag``;
     role ("input"): a file the operation reads. Outputs are ``Operation.outputs``;
         a ``str | dict`` field takes a job or a raster. ``run_operation`` refuses
-        any output that is also an input or another output (engine.io.collisions).
+        any output that is also an input or another output (operation_paths, then
+        engine.io.collisions.check_distinct).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import typing
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from typing import Any
 
 from engine.convert import Wording, from_dict, unwrap_optional  # noqa: F401 - unwrap_optional: the CLI's
 from engine.errors import EngineError
-from engine.io.collisions import check_distinct, operation_paths
+from engine.io.collisions import NamedPath, PathRoles, check_distinct, job_files
 from engine.runtime.progress import Reporter
 
 
@@ -120,6 +122,33 @@ PARAMETERS = Wording(
 def build_params(op: Operation, values: dict[str, Any]):
     """Build the operation's parameter dataclass from a plain dict, with clear errors."""
     return from_dict(op.params, values, op.name, PARAMETERS)
+
+
+def _accepts_job(annotation: Any) -> bool:
+    return dict in typing.get_args(annotation)
+
+
+def operation_paths(op: Operation, params) -> PathRoles:
+    """The roles of an operation's path parameters (its outputs, its inputs, the files inside its
+    jobs), for check_distinct."""
+    from engine.io.job import is_job, load_job  # lazy: keeps numpy out of `python -m engine version`
+
+    hints = typing.get_type_hints(type(params))
+    roles = PathRoles()
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        if value in (None, "", [], ()):
+            continue
+        if f.name in op.outputs:
+            roles.outputs.append(NamedPath(f.name, str(value)))
+        elif _accepts_job(hints[f.name]) and is_job(value):
+            if not isinstance(value, dict) and not str(value).strip().startswith("{"):
+                roles.inputs.append(NamedPath(f.name, str(value)))
+            roles.extend(job_files(load_job(value), f.name))
+        elif f.metadata.get("role") == "input" or _accepts_job(hints[f.name]):
+            for path in value if isinstance(value, (list, tuple)) else [value]:
+                roles.inputs.append(NamedPath(f.name, str(path)))
+    return roles
 
 
 def run_operation(name: str, values: dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from qgis.core import QgsProcessingException
 from omnisat_qgis.algorithms.base import EngineAlgorithm
 from omnisat_qgis.algorithms.mapping import add_modalities, check_sensors, modality_rows
 from omnisat_qgis.algorithms.params import Param, ResultRow, model_rows
+from omnisat_qgis.contract import contract
 from omnisat_qgis.learn_area import LearnAreaRequest, RequestError
 
 # Rows passed to the engine as they are (advanced settings), by their engine names.
@@ -78,7 +79,7 @@ class LearnArea(EngineAlgorithm):
             help="lower it when the engine runs out of memory",
         ),
         Param("LEARNING_RATE", "learning_rate", "float", "Learning rate", default=5e-5, minimum=0, advanced=True),
-        Param("DEVICE", "device", "enum", "Device", default="auto", options=("auto", "cpu", "cuda"), advanced=True),
+        Param("DEVICE", "device", "enum", "Device", default="auto", options=contract.DEVICES, advanced=True),
         Param(
             "CHECKPOINT_EVERY",
             "checkpoint_every",

@@ -126,14 +126,14 @@ JOB_ROWS = (
         advanced=True,
     ),
     Param("BATCH_SIZE", "job.batch_size", "int", "Windows per model call", default=4, minimum=1, advanced=True),
-    Param("DEVICE", "job.device", "enum", "Device", default="auto", options=("auto", "cpu", "cuda"), advanced=True),
+    Param("DEVICE", "job.device", "enum", "Device", default="auto", options=contract.DEVICES, advanced=True),
     Param(
         "PRECISION",
         "job.precision",
         "enum",
         "Precision",
         default="auto",
-        options=("auto", "fp32", "bf16"),
+        options=contract.PRECISIONS,
         advanced=True,
     ),
 )
