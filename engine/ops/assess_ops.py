@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
+from engine.analysis.assessment_report import write_assessment_report
 from engine.analysis.class_map import MAP_HELP, class_map_info, mapped_pixels
+from engine.analysis.estimators import assess, by_map_class
+from engine.analysis.sample_layer import read_sample, reference_codes
 from engine.contract import sha256_of
 from engine.errors import EngineError
 from engine.io.atomic import atomic_output, check_output_path
@@ -106,10 +109,6 @@ def assess_operation(params: AssessParams, reporter: Reporter) -> dict[str, Any]
     class: mapped and estimated area with standard error, 95% interval and coefficient of
     variation, user's and producer's accuracy with standard errors; overall accuracy last) and
     the HTML report with the design, the labelling state and both error matrices."""
-    from engine.analysis.assessment_report import write_assessment_report
-    from engine.analysis.estimators import assess, by_map_class
-    from engine.analysis.sample_layer import read_sample, reference_codes
-
     for key in ("output", "html"):
         if getattr(params, key):
             check_output_path(getattr(params, key), key)
