@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from qgis.core import QgsProject, QgsRasterLayer
+from qgis.core import QgsRasterLayer
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
@@ -27,11 +27,16 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from omnisat_qgis.gui.dates import date_of_layer, parse_typed_date
-from omnisat_qgis.gui.modality_row import InputError, is_file_layer, layer_descriptions, layer_file
+from omnisat_qgis.gui.modality_row import (
+    LAYER_ID_ROLE,
+    InputError,
+    ModalityRow,
+    is_file_layer,
+    layer_descriptions,
+    layer_file,
+)
 from omnisat_qgis.gui.session import ModalityInput
 from omnisat_qgis.other_sensor import SensorError, guess_band, sensor_entry
-
-LAYER_ID_ROLE = Qt.ItemDataRole.UserRole
 
 
 class OtherSensorBox(QGroupBox):
@@ -54,14 +59,14 @@ class OtherSensorBox(QGroupBox):
         self.pixel_spin.setToolTip("The sensor's pixel size (ground sampling distance) in metres")
         form.addRow("Name", self.name_edit)
         form.addRow("Pixel size", self.pixel_spin)
-        self.layers = QTableWidget(0, 2)
-        self.layers.setHorizontalHeaderLabels(("Layer", "Date"))
-        self.layers.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.layers.horizontalHeader().setStretchLastSection(True)
-        self.layers.verticalHeader().setVisible(False)
-        self.layers.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.layers.setToolTip("Tick one image, or one layer per date for a time series (any number of dates)")
-        self.layers.itemChanged.connect(self._layers_changed)
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(("Layer", "Date"))
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.setToolTip("Tick one image, or one layer per date for a time series (any number of dates)")
+        self.table.itemChanged.connect(self._layers_changed)
         self.bands = QTableWidget(0, 2)
         self.bands.setHorizontalHeaderLabels(("Layer band", "Wavelength (nm) or VV / VH / HH / HV"))
         self.bands.horizontalHeader().setStretchLastSection(True)
@@ -75,7 +80,7 @@ class OtherSensorBox(QGroupBox):
         remove.clicked.connect(lambda: self.removed.emit(self))
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.layers)
+        layout.addWidget(self.table)
         layout.addWidget(self.bands)
         layout.addWidget(remove, 0, Qt.AlignmentFlag.AlignRight)
 
@@ -84,49 +89,35 @@ class OtherSensorBox(QGroupBox):
         """List ``layers`` by date; keep the ticks (``ticked``: these instead) and typed dates."""
         ticked = {lyr.id() for lyr in self.checked_layers()} if ticked is None else ticked
         typed = self.dates()
-        self.layers.blockSignals(True)
-        self.layers.setRowCount(0)
+        self.table.blockSignals(True)
+        self.table.setRowCount(0)
         for layer in sorted(layers, key=lambda lyr: (date_of_layer(lyr) or dt.date.max, lyr.name())):
-            row = self.layers.rowCount()
-            self.layers.insertRow(row)
+            row = self.table.rowCount()
+            self.table.insertRow(row)
             item = QTableWidgetItem(layer.name())
             item.setData(LAYER_ID_ROLE, layer.id())
             item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
             item.setCheckState(Qt.CheckState.Checked if layer.id() in ticked else Qt.CheckState.Unchecked)
-            self.layers.setItem(row, 0, item)
-            self.layers.setItem(row, 1, QTableWidgetItem(typed.get(layer.id()) or str(date_of_layer(layer) or "")))
-        self.layers.blockSignals(False)
+            self.table.setItem(row, 0, item)
+            self.table.setItem(row, 1, QTableWidgetItem(typed.get(layer.id()) or str(date_of_layer(layer) or "")))
+        self.table.blockSignals(False)
         self._refresh_bands()
 
     def tick(self, layer: QgsRasterLayer, on: bool = True) -> None:
-        for row in range(self.layers.rowCount()):
-            if self.layers.item(row, 0).data(LAYER_ID_ROLE) == layer.id():
-                self.layers.item(row, 0).setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(LAYER_ID_ROLE) == layer.id():
+                self.table.item(row, 0).setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
 
     def _layers_changed(self, item: QTableWidgetItem) -> None:
         if item.column() == 0:
             self._refresh_bands()
         self.changed.emit()
 
-    def _layer(self, row: int) -> QgsRasterLayer | None:
-        layer = QgsProject.instance().mapLayer(self.layers.item(row, 0).data(LAYER_ID_ROLE))
-        return layer if isinstance(layer, QgsRasterLayer) else None
-
-    def _checked_rows(self) -> list[int]:
-        return [
-            r
-            for r in range(self.layers.rowCount())
-            if self.layers.item(r, 0).checkState() == Qt.CheckState.Checked and self._layer(r) is not None
-        ]
-
-    def checked_layers(self) -> list[QgsRasterLayer]:
-        return [self._layer(r) for r in self._checked_rows()]
-
-    def dates(self) -> dict[str, str]:
-        return {
-            self.layers.item(r, 0).data(LAYER_ID_ROLE): self.layers.item(r, 1).text().strip()
-            for r in range(self.layers.rowCount())
-        }
+    # The layer table is a modality row's (layer, date; ticked rows): the same reading serves both.
+    layer = ModalityRow.layer
+    checked_rows = ModalityRow.checked_rows
+    checked_layers = ModalityRow.checked_layers
+    dates = ModalityRow.dates
 
     # ------------------------------------------------------------------ bands
     def _refresh_bands(self) -> None:
@@ -157,7 +148,7 @@ class OtherSensorBox(QGroupBox):
     # ------------------------------------------------------------------ the job
     def modality_input(self) -> ModalityInput | None:
         """What the job gets for this sensor; None when no layer is ticked."""
-        rows = self._checked_rows()
+        rows = self.checked_rows()
         if not rows:
             return None
         name = self.name_edit.text().strip()
@@ -166,7 +157,7 @@ class OtherSensorBox(QGroupBox):
             raise InputError(f"{where}: name it with letters, digits and _ only (e.g. camera).")
         if name in self.taken:
             raise InputError(f"{where}: the model already has a sensor '{name}': give this one another name.")
-        layers = [self._layer(r) for r in rows]
+        layers = [self.layer(r) for r in rows]
         for layer in layers:
             if not is_file_layer(layer):
                 raise InputError(f"{where}: layer '{layer.name()}' is not a file layer: export it to GeoTIFF first.")
@@ -175,7 +166,7 @@ class OtherSensorBox(QGroupBox):
         dates = []
         if len(layers) > 1:
             for row, layer in zip(rows, layers):
-                text = self.layers.item(row, 1).text().strip()
+                text = self.table.item(row, 1).text().strip()
                 try:
                     dates.append(parse_typed_date(text).isoformat())
                 except ValueError:
