@@ -97,3 +97,22 @@ def test_embeddings_per_10_m_cell_with_a_described_sensor(algorithms, scene, tmp
     assert layer.rasterUnitsPerPixelX() == pytest.approx(10.0) and layer.bandCount() == 2 * 192
     # the 1000 x 1010 m input (not square) holds 25 x 25 whole 40 m patches: 100 x 100 cells of 10 m
     assert (source.width(), source.height()) == (100, 101) and (layer.width(), layer.height()) == (100, 100)
+
+
+def test_one_date_and_a_rectangle_not_square(algorithms, scene, tmp_path):
+    """A series of one date, a tall drawn rectangle (400 x 800 m), and none of the model's other 19 sensors."""
+    first = sorted(str(p) for p in (scene / "s2").glob("*.tif"))[0]
+    source = QgsRasterLayer(first, "s2")
+    left, top = source.extent().xMinimum(), source.extent().yMaximum()
+    params = {
+        "MODEL_FILE": str(scene / "universat-tiny-random.safetensors"),
+        "MODALITY_1": "s2",
+        "LAYERS_1": [first],
+        "EXTENT": f"{left},{left + 400},{top - 800},{top} [{source.crs().authid()}]",
+        "PRECISION": "fp32",
+        "EMBEDDINGS": str(tmp_path / "emb.tif"),
+    }
+    results = algorithms("embed").processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())
+    layer = QgsRasterLayer(results["EMBEDDINGS"], "emb")
+    assert (layer.width(), layer.height(), layer.bandCount()) == (10, 20, 192)  # 40 m patches
+    assert layer.rasterUnitsPerPixelX() == pytest.approx(40.0)
