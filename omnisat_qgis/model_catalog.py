@@ -73,6 +73,7 @@ class ModelInfo:
     classes: tuple[str, ...]
     colors: tuple[str, ...]
     provenance: dict
+    embed_dim: int = 0  # width of a fused vector (0: not recorded)
 
     @property
     def name(self) -> str:
@@ -160,6 +161,7 @@ def _model_info(path: Path, mtime_ns: int) -> ModelInfo:
         classes=tuple(_decoded(raw, "classes", path) or ()),
         colors=tuple(_decoded(raw, "colors", path) or ()),
         provenance=_decoded(raw, "provenance", path) or {},
+        embed_dim=int(config.get("embed_dim") or 0),
     )
 
 

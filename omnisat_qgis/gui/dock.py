@@ -62,7 +62,7 @@ from omnisat_qgis.gui.panels.labels import LabelsPanel
 from omnisat_qgis.gui.panels.learn import LearnPanel
 from omnisat_qgis.gui.panels.messages import MessageArea
 from omnisat_qgis.gui.panels.model import ModelPanel
-from omnisat_qgis.gui.panels.resolution import ResolutionPanel
+from omnisat_qgis.gui.panels.resolution import ResolutionPanel, preview_problem
 from omnisat_qgis.gui.panels.results import ResultsPanel
 from omnisat_qgis.gui.requests import FitRequest, MapRequest, plan_fit, plan_map
 from omnisat_qgis.gui.session import PREVIEW_LEVEL, Advanced, EmbeddingCache, Extent, ModalityInput
@@ -305,16 +305,13 @@ class OmniSatDock(QgsDockWidget):
         model = self.model_panel.info
         # UniverSat: the probe reads one vector per output cell (the dense level), so its map is per cell.
         per_cell = model is not None and model.reads_wavelengths
-        layers = [
-            layer for row in [*self.inputs_panel.rows, *self.inputs_panel.others] for layer in row.checked_layers()
-        ]
         return Advanced(
             self.batch_spin.value(),
             self.device_combo.currentText(),
             self.precision_combo.currentText(),
             float(self.window_spin.value()) or None,
             level="dense" if per_cell else PREVIEW_LEVEL,
-            resolution_m=self.resolution_panel.value(model, layers) if per_cell else None,
+            resolution_m=self.resolution_panel.value(model, self.inputs_panel.ticked_layers()) if per_cell else None,
         )
 
     # ------------------------------------------------------------------ runs
@@ -402,6 +399,9 @@ class OmniSatDock(QgsDockWidget):
             )
         except (InputError, CatalogError) as exc:
             self.refuse(exc)
+            return
+        if problem := preview_problem(request.model, extent, request.advanced, self.inputs_panel.ticked_layers()):
+            self.refuse(InputError(problem))
             return
         planned = plan_fit(request, EmbeddingCache(self.work_folder() / "cache"), self.new_run_folder("preview"))
         self.preview_job = planned.job

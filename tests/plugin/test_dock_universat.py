@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qgis.core import QgsProject, QgsRasterLayer
+from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
 
 from omnisat_qgis.gui.dock import OmniSatDock
 from omnisat_qgis.gui.modality_row import InputError
@@ -144,3 +144,14 @@ def test_a_per_cell_class_map_at_10_m_from_the_dock(dock, shared_data, tmp_path)
         values.shape[0] // 4, 4, values.shape[1] // 4, 4
     )
     assert any(len(np.unique(blocks[i, :, j, :])) > 1 for i in range(blocks.shape[0]) for j in range(blocks.shape[2]))
+
+
+def test_a_preview_too_large_for_per_cell_features_is_refused(dock, shared_data, tmp_path, qgis_iface):
+    add_labels(dock, shared_data, tmp_path / "labels.gpkg")
+    centre = qgis_iface.mapCanvas().extent().center()
+    qgis_iface.mapCanvas().setExtent(
+        QgsRectangle(centre.x() - 30e3, centre.y() - 30e3, centre.x() + 30e3, centre.y() + 30e3)
+    )
+    dock.fit_and_preview()
+    assert dock.task is None
+    assert "features of the visible area" in dock.messages[-1] and "zoom in" in dock.messages[-1], dock.messages[-1:]

@@ -242,8 +242,12 @@ class InputsPanel(QWidget):
         for row in self.rows:
             row.refresh_checks(first)
 
+    def ticked_layers(self) -> list[QgsRasterLayer]:
+        """Every ticked layer, of the model's sensors and of the other sensors."""
+        return [layer for row in [*self.rows, *self.others] for layer in row.checked_layers()]
+
     def inputs(self) -> list[ModalityInput]:
-        ticked = [layer for row in [*self.rows, *self.others] for layer in row.checked_layers()]
+        ticked = self.ticked_layers()
         if reason := mixed_places(ticked):
             raise InputError(reason)
         chosen = [entry for row in [*self.rows, *self.others] if (entry := row.modality_input()) is not None]
