@@ -62,10 +62,10 @@ from omnisat_qgis.gui.panels.labels import LabelsPanel
 from omnisat_qgis.gui.panels.learn import LearnPanel
 from omnisat_qgis.gui.panels.messages import MessageArea
 from omnisat_qgis.gui.panels.model import ModelPanel
-from omnisat_qgis.gui.panels.resolution import ResolutionPanel, preview_problem
+from omnisat_qgis.gui.panels.resolution import preview_problem
 from omnisat_qgis.gui.panels.results import ResultsPanel
 from omnisat_qgis.gui.requests import FitRequest, MapRequest, plan_fit, plan_map
-from omnisat_qgis.gui.session import PREVIEW_LEVEL, Advanced, EmbeddingCache, Extent, ModalityInput
+from omnisat_qgis.gui.session import Advanced, EmbeddingCache, Extent, ModalityInput
 from omnisat_qgis.layer_metadata import RunRecord
 from omnisat_qgis.learn_area import LearnAreaRequest, RequestError
 from omnisat_qgis.model_catalog import CatalogError, ModelInfo, model_info
@@ -103,8 +103,6 @@ class OmniSatDock(QgsDockWidget):
         self.inputs_panel = InputsPanel(self.iface)
         self.inputs_panel.changed.connect(self._inputs_changed)
         layout.addWidget(self.inputs_panel)
-        self.resolution_panel = ResolutionPanel()
-        layout.addWidget(self.resolution_panel)
         self.labels_panel = LabelsPanel(self.iface, self.say)
         layout.addWidget(self.labels_panel)
         layout.addWidget(self._advanced_box())
@@ -277,7 +275,6 @@ class OmniSatDock(QgsDockWidget):
             for name, saved in self.inputs_panel.state().items()
         }
         self.inputs_panel.set_model(info)
-        self.resolution_panel.set_model(info)
         self.change_tab.set_model(info, raster_layers())
         self.fill_rows(previous or None)
 
@@ -302,16 +299,12 @@ class OmniSatDock(QgsDockWidget):
         return self.inputs_panel.inputs()
 
     def advanced(self) -> Advanced:
-        model = self.model_panel.info
-        # UniverSat: the probe reads one vector per output cell (the dense level), so its map is per cell.
-        per_cell = model is not None and model.reads_wavelengths
         return Advanced(
             self.batch_spin.value(),
             self.device_combo.currentText(),
             self.precision_combo.currentText(),
             float(self.window_spin.value()) or None,
-            level="dense" if per_cell else PREVIEW_LEVEL,
-            resolution_m=self.resolution_panel.value(model, self.inputs_panel.ticked_layers()) if per_cell else None,
+            **self.inputs_panel.output_grid(),
         )
 
     # ------------------------------------------------------------------ runs

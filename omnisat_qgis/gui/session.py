@@ -106,12 +106,13 @@ def embedding_key(model: ModelInfo, inputs: list[ModalityInput], extent: Extent,
     """Changes whenever the embeddings would: model, inputs, extent, level, precision."""
     identity = {
         "model": _file_identity(str(model.path)),
-        "inputs": [[m.name, [_file_identity(f) for f in m.files], m.dates, m.bands, m.scale, m.sensor] for m in inputs],
+        "inputs": [[m.name, [_file_identity(f) for f in m.files], m.dates, m.bands, m.scale] for m in inputs],
         "extent": [[round(v, 3) for v in extent.bounds], extent.crs],
         "level": level,
         "precision": advanced.precision,
         "window": advanced.tile_size_m,
         "resolution": advanced.resolution_m,
+        "sensors": [[m.name, m.sensor] for m in inputs if m.sensor],  # other sensors' wavelengths
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 

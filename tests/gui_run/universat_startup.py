@@ -118,9 +118,9 @@ def open_dock():
     expect("sensors without layers are not shown", "enmap" not in shown and "s2" in shown, shown)
     expect(
         "the output resolution and 'other sensor' are offered",
-        dock.resolution_panel.isVisibleTo(dock) and dock.inputs_panel.add_other_button.isVisibleTo(dock),
+        dock.inputs_panel.resolution_panel.isVisibleTo(dock) and dock.inputs_panel.add_other_button.isVisibleTo(dock),
     )
-    dock.resolution_panel.spin.setValue(RESOLUTION)
+    dock.inputs_panel.resolution_panel.spin.setValue(RESOLUTION)
     step(label)
 
 
@@ -187,7 +187,7 @@ def mapped():
         preview.setItemVisibilityChecked(False)
     iface.mapCanvas().setExtent(classes.extent())
     iface.mapCanvas().refreshAllLayers()
-    dock.tabs.currentWidget().ensureWidgetVisible(dock.resolution_panel)
+    dock.tabs.currentWidget().ensureWidgetVisible(dock.inputs_panel.resolution_panel)
     step(screenshot, 3000)  # let the canvas render
 
 

@@ -66,9 +66,11 @@ def test_rows_offer_the_models_sensors_each_layer_in_one(dock):
     assert {name: found for name, found in ticked(dock).items() if found} == {"s2": dates}
     shown = [row.modality.name for row in dock.rows if row.isVisibleTo(dock.inputs_panel)]
     assert "s2" in shown and "enmap" not in shown and "aerial" not in shown, shown  # no layer for them
-    assert dock.resolution_panel.isVisibleTo(dock) and dock.inputs_panel.add_other_button.isVisibleTo(dock)
+    assert dock.inputs_panel.resolution_panel.isVisibleTo(dock) and dock.inputs_panel.add_other_button.isVisibleTo(dock)
     dock.select_model(str(resources_dir() / "models" / "omnisat-small.safetensors"))
-    assert not dock.resolution_panel.isVisibleTo(dock) and not dock.inputs_panel.add_other_button.isVisibleTo(dock)
+    assert not dock.inputs_panel.resolution_panel.isVisibleTo(
+        dock
+    ) and not dock.inputs_panel.add_other_button.isVisibleTo(dock)
     assert all(row.isVisibleTo(dock.inputs_panel) for row in dock.rows)
 
 
@@ -109,10 +111,10 @@ def test_other_sensor_by_wavelengths(dock):
 def test_output_resolution_is_checked_and_reaches_the_job(dock):
     assert dock.advanced().level == "dense" and dock.advanced().resolution_m is None  # default: the finest input's
     for value, message in ((5, "finer than the finest input's pixels \\(10 m\\)"), (15, "divide the model's 40 m")):
-        dock.resolution_panel.spin.setValue(value)
+        dock.inputs_panel.resolution_panel.spin.setValue(value)
         with pytest.raises(InputError, match=message):
             dock.advanced()
-    dock.resolution_panel.spin.setValue(20)
+    dock.inputs_panel.resolution_panel.spin.setValue(20)
     assert dock.advanced().resolution_m == 20
     dock.select_model(str(resources_dir() / "models" / "omnisat-small.safetensors"))
     assert dock.advanced().resolution_m is None and dock.advanced().level == "patch"
@@ -121,7 +123,7 @@ def test_output_resolution_is_checked_and_reaches_the_job(dock):
 @pytest.mark.slow
 def test_a_per_cell_class_map_at_10_m_from_the_dock(dock, shared_data, tmp_path):
     add_labels(dock, shared_data, tmp_path / "labels.gpkg")
-    dock.resolution_panel.spin.setValue(10)
+    dock.inputs_panel.resolution_panel.spin.setValue(10)
     dock.fit_and_preview()
     wait(dock)
     assert dock.controller.outcome == "done", dock.messages[-3:]

@@ -26,6 +26,7 @@ from omnisat_qgis.gui.modality_row import (
     suits,
 )
 from omnisat_qgis.gui.other_sensor_box import OtherSensorBox
+from omnisat_qgis.gui.panels.resolution import ResolutionPanel
 from omnisat_qgis.gui.session import Extent, ModalityInput
 from omnisat_qgis.model_catalog import ModelInfo
 
@@ -78,6 +79,8 @@ class InputsPanel(QWidget):
         extent_line.addWidget(self.extent_combo, 1)
         extent_line.addWidget(self.draw_button)
         layout.addLayout(extent_line)
+        self.resolution_panel = ResolutionPanel()
+        layout.addWidget(self.resolution_panel)
         self.listen(True)
 
     # ------------------------------------------------------------------ following the project
@@ -182,6 +185,7 @@ class InputsPanel(QWidget):
             row.changed.connect(self._row_changed)
             self.rows_box.addWidget(row)
         self.add_other_button.setVisible(info.reads_wavelengths)
+        self.resolution_panel.set_model(info)
         for box in list(self.others):
             if info.reads_wavelengths:
                 box.taken = {m.name for m in info.modalities}
@@ -245,6 +249,13 @@ class InputsPanel(QWidget):
     def ticked_layers(self) -> list[QgsRasterLayer]:
         """Every ticked layer, of the model's sensors and of the other sensors."""
         return [layer for row in [*self.rows, *self.others] for layer in row.checked_layers()]
+
+    def output_grid(self) -> dict[str, Any]:
+        """The run's level and output resolution: a UniverSat probe reads one vector per output cell (the dense
+        level), so its map is per cell; {} for other models (their defaults)."""
+        if self.model is None or not self.model.reads_wavelengths:
+            return {}
+        return {"level": "dense", "resolution_m": self.resolution_panel.value(self.model, self.ticked_layers())}
 
     def inputs(self) -> list[ModalityInput]:
         ticked = self.ticked_layers()
