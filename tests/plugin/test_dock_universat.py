@@ -157,3 +157,16 @@ def test_a_preview_too_large_for_per_cell_features_is_refused(dock, shared_data,
     dock.fit_and_preview()
     assert dock.task is None
     assert "features of the visible area" in dock.messages[-1] and "zoom in" in dock.messages[-1], dock.messages[-1:]
+
+
+def test_universat_base_not_downloaded_is_offered_for_download(dock, monkeypatch):
+    panel, asked = dock.model_panel, []
+    monkeypatch.setattr(panel, "_download", asked.append)
+    texts = [panel.combo.itemText(i) for i in range(panel.combo.count())]
+    panel.combo.activated.emit(texts.index("universat-base (not downloaded)"))
+    assert "'universat-base' is not downloaded yet" in dock.messages[-1] and "about 804 MB" in dock.messages[-1]
+    assert panel.info.name == "universat-tiny-random"  # the picker stays on an installed model
+    button = dock.message_area.buttons[0]
+    assert button.text() == "Download universat-base…"
+    button.click()
+    assert asked == ["universat-base"]
