@@ -54,7 +54,7 @@ def end(error=""):
     # The plugin goes first, as when the analyst unloads it: its dock and workers end before QGIS's teardown.
     unloadPlugin("omnisat_qgis")
     QgsProject.instance().clear()
-    # QGIS 3.40 crashed at exit in 2 of 5 runs (gdb: a pooled render thread ending, its QThread::finished slot in
+    # QGIS 3.40 crashed at exit in 3 of 5 runs (gdb: a pooled render thread ending, its QThread::finished slot in
     # libqgis_core running inside ~QgsApplication): exit once the idle pool threads have ended (see load()).
     QTimer.singleShot(3000, iface.actionExit().trigger)
 
