@@ -34,8 +34,12 @@ HUMAN_LABELS = {
 
 # Fewer pretraining steps than this: the checkpoint makes the plugin run, its features are near-random.
 TOY_STEPS = 1000
-# Official checkpoints the plugin can download (omnisat:fetchmodel), offered after the installed ones.
-DOWNLOADABLE = ("anysat-base",)
+# Official checkpoints the plugin can download (omnisat:fetchmodel), offered after the installed ones, with
+# what an analyst reads before starting the download (engine.models.downloads holds their addresses).
+DOWNLOADABLE = {
+    "anysat-base": "the official AnySat weights, about 504 MB",
+    "universat-base": "the official UniverSat Base weights, about 804 MB",
+}
 
 
 class CatalogError(Exception):
@@ -69,6 +73,7 @@ class ModelInfo:
     classes: tuple[str, ...]
     colors: tuple[str, ...]
     provenance: dict
+    embed_dim: int = 0  # width of a fused vector (0: not recorded)
 
     @property
     def name(self) -> str:
@@ -92,13 +97,23 @@ class ModelInfo:
         trained = (
             f"{self.provenance.get('objective', 'trained')} pretraining, {steps} steps"
             if steps is not None
-            else self.provenance.get("weights", "provenance not recorded")
+            else self.provenance.get("weights") or self.provenance.get("description", "provenance not recorded")
         )
         heads = f"; classes: {', '.join(self.classes)}" if self.classes else "; no classification head (fit a probe)"
+        sha = self.provenance.get("reference_sha256")
+        # A download whose publisher gives no hash we can read: the one recorded at its first download, shown.
+        pinned = (
+            f"; sha256 {sha} ({self.provenance['sha256_source']})" if sha and "sha256_source" in self.provenance else ""
+        )
         return (
             f"{self.architecture}, patch {self.patch_size_m:g} m; "
-            f"modalities: {', '.join(m.name for m in self.modalities)}; {trained}{heads}"
+            f"modalities: {', '.join(m.name for m in self.modalities)}; {trained}{heads}{pinned}"
         )
+
+    @property
+    def reads_wavelengths(self) -> bool:
+        """Bands read by their wavelength, the output grid chosen per run: UniverSat (engine/models/universat.py)."""
+        return self.architecture == "universat"
 
 
 def read_header(path: Path) -> dict:
@@ -146,6 +161,7 @@ def _model_info(path: Path, mtime_ns: int) -> ModelInfo:
         classes=tuple(_decoded(raw, "classes", path) or ()),
         colors=tuple(_decoded(raw, "colors", path) or ()),
         provenance=_decoded(raw, "provenance", path) or {},
+        embed_dim=int(config.get("embed_dim") or 0),
     )
 
 

@@ -52,14 +52,18 @@ def _total(reply, offset: int, status: int) -> int | None:
 def download(
     url: str,
     destination: Path,
-    sha256: str,
+    sha256: str | None,
     callbacks: DownloadCallbacks | None = None,
     stall_timeout_s: float = 60.0,
     authcfg: str = "",
+    sha256_source: str = "the published file's",
 ) -> bool:
-    """Fetch ``url`` into ``destination``; False when it was already there and verified."""
+    """Fetch ``url`` into ``destination``; False when it was already there and verified.
+
+    ``sha256`` None: nothing to check against yet (the engine records the hash of a first download,
+    engine.models.pins); a file already at ``destination`` is then taken as it is."""
     callbacks = callbacks or DownloadCallbacks()
-    if destination.is_file() and contract.sha256_of(destination) == sha256:
+    if destination.is_file() and (sha256 is None or contract.sha256_of(destination) == sha256):
         return False
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
@@ -167,11 +171,11 @@ def download(
     elif state["total"] is not None and state["done"] < state["total"]:
         raise DownloadError(f"The connection closed after {kept}: download again to resume.")
     found = contract.sha256_of(part)
-    if found != sha256:
+    if sha256 is not None and found != sha256:
         part.unlink()
         raise DownloadError(
             f"The download of {url} is corrupted or not the published file: its sha256 is {found}, "
-            f"expected {sha256}. It was deleted; download again."
+            f"expected {sha256} ({sha256_source}). It was deleted; download again."
         )
     os.replace(part, destination)
     return True

@@ -217,6 +217,10 @@ def modality_footprint(m: Modality) -> Footprint:
 
 def _windows(job: Job, model, patch: float, patch_grid: Grid, edge_to_edge: bool) -> WindowGrid:
     tile = max(1, round(job.tile_size / patch)) if job.tile_size else (model.default_window() or DEFAULT_TILE_PATCHES)
+    narrow = min(patch_grid.height, patch_grid.width)
+    if model.square_windows and tile > narrow:
+        # a window is cut to the area's edge: an area narrower than the window would give oblong windows
+        tile = narrow
     overlap = round(job.overlap / patch) if job.overlap is not None else (tile // 6 if tile >= 4 else 0)
     if edge_to_edge:
         if job.overlap:

@@ -345,6 +345,7 @@ class AnySatEncoded:
 
 class AnySat(EOModel):
     has_dense_features = True
+    square_windows = True
 
     def __init__(self, config: AnySatConfig):
         super().__init__()

@@ -43,6 +43,7 @@ class EOModel(nn.Module):
     modalities: dict[str, ModalitySpec]
     embed_dim: int
     has_dense_features: bool = False  # per-sub-patch features (Features.dense)
+    square_windows: bool = False  # takes square inputs only: an area narrower than a window gets narrower windows
 
     def forward_features(
         self,

@@ -229,6 +229,7 @@ class Encoded:
 
 class UniverSat(EOModel):
     has_dense_features = True
+    square_windows = True
     # metres per output cell of the dense level; None: the finest input's pixel size (set by the job's plan)
     output_resolution_m: float | None = None
 

@@ -12,6 +12,7 @@ from qgis.core import QgsProcessingException
 
 from omnisat_qgis.algorithms.base import EngineAlgorithm
 from omnisat_qgis.algorithms.params import Param, ResultRow, model_path, model_rows
+from omnisat_qgis.algorithms.universat_params import RESOLUTION_ROW, check_universat, describe_other, other_sensor_rows
 from omnisat_qgis.contract import contract
 from omnisat_qgis.model_catalog import HUMAN_LABELS, CatalogError, catalog_row, model_info, read_header
 
@@ -91,6 +92,7 @@ JOB_ROWS = (
     ),
     *model_rows("job.model"),
     *modality_rows(),
+    *other_sensor_rows(MODALITY_SLOTS),
     Param(
         "SEASON",
         "job.season",
@@ -100,6 +102,7 @@ JOB_ROWS = (
         help="only the dates of every time series within this range are used",
     ),
     Param("EXTENT", "job.extent", "extent", "Area to map (default: where all inputs overlap)", optional=True),
+    RESOLUTION_ROW,
     Param(
         "PATCH_SIZE",
         "job.patch_size",
@@ -169,6 +172,13 @@ def add_modalities(job: dict[str, Any], slots: dict[str, dict]) -> dict[str, Any
     for index, slot in sorted(slots.items()):
         name, files = slot.get("name"), slot.get("files")
         if not name and not files:
+            continue
+        if slot.get("wavelengths") and files:  # a sensor the model does not list (UniverSat)
+            entry = {"files": files}
+            name = describe_other(index, slot, entry)
+            if slot.get("dates"):
+                entry["dates"] = slot["dates"]
+            job.setdefault("modalities", {})[name] = entry
             continue
         if not name:
             raise QgsProcessingException(
@@ -271,6 +281,9 @@ class JobAlgorithm(EngineAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
+        ok, message = check_universat(self, self.model_as_file(parameters), context, MODALITY_SLOTS)
+        if not ok:
+            return ok, message
         if not parameters.get("JOB") and not any(
             parameters.get(f"LAYERS_{i}") not in (None, "", []) for i in range(1, MODALITY_SLOTS + 1)
         ):
@@ -330,7 +343,8 @@ class Embed(JobAlgorithm):
             "job.outputs.embeddings_level",
             "enum",
             "Embedding level (patch: fused; local: each patch's own encoder features; both; dense: AnySat, "
-            "per sub-patch; tile: one pixel per window, windows edge to edge)",
+            "per sub-patch, UniverSat, per output cell at RESOLUTION; tile: one pixel per window, windows edge "
+            "to edge)",
             default="patch",
             options=EMBEDDING_LEVELS,
         ),

@@ -48,7 +48,8 @@ LEVELS_HELP = (
     "raster was written at. patch: one vector per model patch (e.g. 10 m) after the sensors are fused: the "
     "default, what the dock uses. local: per patch, each sensor's encoder features before fusion: they follow "
     "each patch's own pixels (sharper field edges, more bands). both: patch and local side by side. dense: (AnySat "
-    "models) one vector per sub-patch of the finest sensor: a finer map, larger files. tile: one vector per "
+    "models) one vector per sub-patch of the finest sensor; (UniverSat models) one per output cell, at the output "
+    "resolution: a finer map, larger files. tile: one vector per "
     "window (e.g. 60 m), windows edge to edge: to compare whole scenes, not to map fields. A probe must be "
     "applied at the level it was fitted on."
 )

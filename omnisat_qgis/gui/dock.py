@@ -62,6 +62,7 @@ from omnisat_qgis.gui.panels.labels import LabelsPanel
 from omnisat_qgis.gui.panels.learn import LearnPanel
 from omnisat_qgis.gui.panels.messages import MessageArea
 from omnisat_qgis.gui.panels.model import ModelPanel
+from omnisat_qgis.gui.panels.resolution import preview_problem
 from omnisat_qgis.gui.panels.results import ResultsPanel
 from omnisat_qgis.gui.requests import FitRequest, MapRequest, plan_fit, plan_map
 from omnisat_qgis.gui.session import Advanced, EmbeddingCache, Extent, ModalityInput
@@ -303,6 +304,7 @@ class OmniSatDock(QgsDockWidget):
             self.device_combo.currentText(),
             self.precision_combo.currentText(),
             float(self.window_spin.value()) or None,
+            **self.inputs_panel.output_grid(),
         )
 
     # ------------------------------------------------------------------ runs
@@ -390,6 +392,9 @@ class OmniSatDock(QgsDockWidget):
             )
         except (InputError, CatalogError) as exc:
             self.refuse(exc)
+            return
+        if problem := preview_problem(request.model, extent, request.advanced, self.inputs_panel.ticked_layers()):
+            self.refuse(InputError(problem))
             return
         planned = plan_fit(request, EmbeddingCache(self.work_folder() / "cache"), self.new_run_folder("preview"))
         self.preview_job = planned.job

@@ -147,6 +147,11 @@ def check_layer(
     if mapping.missing:
         if model.architecture == "anysat":
             notes.append(f"missing {', '.join(mapping.missing)}: filled by the model")
+        elif model.reads_wavelengths:
+            problems.append(
+                f"lacks {', '.join(mapping.missing)} (has {layer.bandCount()} bands): pick the layer band in the "
+                "band table, or describe the layer with the bands it has (Add other sensor (wavelengths))"
+            )
         else:
             problems.append(
                 f"lacks {', '.join(mapping.missing)} (has {layer.bandCount()} bands): pick the "

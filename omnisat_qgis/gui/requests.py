@@ -14,7 +14,6 @@ from typing import Any
 
 from omnisat_qgis.gui.engine_task import Step
 from omnisat_qgis.gui.session import (
-    PREVIEW_LEVEL,
     Advanced,
     EmbeddingCache,
     Extent,
@@ -78,14 +77,15 @@ class PlannedRun:
 
 def plan_fit(request: FitRequest, cache: EmbeddingCache, run: Path) -> PlannedRun:
     """Embed the extent (unless the cache has it), then fit the probe; outputs in ``run``."""
-    key = embedding_key(request.model, list(request.inputs), request.extent, PREVIEW_LEVEL, request.advanced)
+    level = request.advanced.level
+    key = embedding_key(request.model, list(request.inputs), request.extent, level, request.advanced)
     embeddings = cache.embeddings(key)
     embeddings.parent.mkdir(parents=True, exist_ok=True)
     job = build_job(
         request.model,
         list(request.inputs),
         request.extent,
-        {"embeddings": str(embeddings), "embeddings_level": PREVIEW_LEVEL},
+        {"embeddings": str(embeddings), "embeddings_level": level},
         request.advanced,
     )
     job_file = embeddings.parent / "job.json"
@@ -131,7 +131,7 @@ def plan_map(request: MapRequest, run: Path) -> PlannedRun:
     outputs = {
         "classes": str(run / "classes.tif"),
         "confidence": str(run / "confidence.tif"),
-        "embeddings_level": PREVIEW_LEVEL,
+        "embeddings_level": request.advanced.level,
     }
     job = build_job(request.model, list(request.inputs), request.extent, outputs, request.advanced)
     (run / "job.json").write_text(json.dumps(job, indent=2), encoding="utf-8")

@@ -28,6 +28,7 @@ class ModalityInput:
     dates: list[str] = field(default_factory=list)  # empty: read by the engine from names / metadata
     bands: list[int | None] | None = None  # None: the files' bands are the model's, in order
     scale: str | None = None  # the engine's on-the-fly value conversion (engine.io.scales), if any
+    sensor: dict[str, Any] | None = None  # a sensor described by its wavelengths (omnisat_qgis.other_sensor)
 
     def job_entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"files": self.files if len(self.files) > 1 else self.files[0]}
@@ -37,6 +38,8 @@ class ModalityInput:
             entry["bands"] = self.bands
         if self.scale is not None:
             entry["scale"] = self.scale
+        if self.sensor is not None:
+            entry["sensor"] = self.sensor
         return entry
 
 
@@ -60,6 +63,8 @@ class Advanced:
     device: str = "auto"
     precision: str = "auto"
     tile_size_m: float | None = None  # window side in metres; None: the model's default
+    level: str = PREVIEW_LEVEL  # the embeddings the probe is fitted on and applied to (dense: per output cell)
+    resolution_m: float | None = None  # the job's output resolution; None: the finest input's pixel size
 
 
 def build_job(
@@ -75,6 +80,8 @@ def build_job(
     }
     if advanced.tile_size_m:
         job["tile_size"] = advanced.tile_size_m
+    if advanced.resolution_m:
+        job["resolution"] = advanced.resolution_m
     if extent is not None:
         job["extent"] = extent.job_entry()
     return job
@@ -104,6 +111,8 @@ def embedding_key(model: ModelInfo, inputs: list[ModalityInput], extent: Extent,
         "level": level,
         "precision": advanced.precision,
         "window": advanced.tile_size_m,
+        "resolution": advanced.resolution_m,
+        "sensors": [[m.name, m.sensor] for m in inputs if m.sensor],  # other sensors' wavelengths
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 

@@ -71,6 +71,15 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
+class TreeHandler(RangeHandler):
+    """Serves the files of the folder's whole tree (a model hub's ``<repository>/resolve/main/<file>``)."""
+
+    def _file(self) -> Path | None:
+        root = self.server.folder.resolve()
+        path = (root / self.path.lstrip("/").split("?")[0]).resolve()
+        return path if path.is_file() and root in path.parents else None
+
+
 @contextlib.contextmanager
 def served(server: http.server.HTTPServer, before_stop: Callable[[], None] | None = None) -> Iterator:
     """``server`` answering in a thread until the block ends (then ``before_stop``, e.g. to free a stalled answer)."""
@@ -85,5 +94,9 @@ def served(server: http.server.HTTPServer, before_stop: Callable[[], None] | Non
         server.server_close()
 
 
-def serving(folder: Path) -> contextlib.AbstractContextManager[RangeServer]:
-    return served(RangeServer(folder))
+def serving(folder: Path, tree: bool = False) -> contextlib.AbstractContextManager[RangeServer]:
+    """``folder``'s files served (``tree``: its sub-folders' too)."""
+    server = RangeServer(folder)
+    if tree:
+        server.RequestHandlerClass = TreeHandler
+    return served(server)

@@ -25,6 +25,8 @@ from omnisat_qgis.gui.modality_row import (
     stack_dates_count,
     suits,
 )
+from omnisat_qgis.gui.other_sensor_box import OtherSensorBox
+from omnisat_qgis.gui.panels.resolution import ResolutionPanel
 from omnisat_qgis.gui.session import Extent, ModalityInput
 from omnisat_qgis.model_catalog import ModelInfo
 
@@ -55,6 +57,18 @@ class InputsPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         self.rows_box = QVBoxLayout()
         layout.addLayout(self.rows_box)
+        # Sensors the model does not list, described by their bands' wavelengths (UniverSat only).
+        self.others: list[OtherSensorBox] = []
+        self.others_box = QVBoxLayout()
+        layout.addLayout(self.others_box)
+        self.add_other_button = QPushButton("Add other sensor (wavelengths)…")
+        self.add_other_button.setToolTip(
+            "A sensor this model does not list: give each band's wavelength (nm) or polarisation and the pixel "
+            "size; UniverSat reads it with no retraining"
+        )
+        self.add_other_button.clicked.connect(lambda: self.add_other_sensor())
+        self.add_other_button.setVisible(False)
+        layout.addWidget(self.add_other_button)
         extent_line = QHBoxLayout()
         self.extent_combo = QComboBox()
         self.extent_combo.addItems(EXTENT_CHOICES)
@@ -65,6 +79,8 @@ class InputsPanel(QWidget):
         extent_line.addWidget(self.extent_combo, 1)
         extent_line.addWidget(self.draw_button)
         layout.addLayout(extent_line)
+        self.resolution_panel = ResolutionPanel()
+        layout.addWidget(self.resolution_panel)
         self.listen(True)
 
     # ------------------------------------------------------------------ following the project
@@ -104,6 +120,9 @@ class InputsPanel(QWidget):
         layers = raster_layers()
         for row in self.rows:
             row.update_layers(layers, lambda layer, r=row: self.tick_new(layer, r))
+        for box in self.others:
+            box.fill(layers)
+        self._show_rows()
         self.refresh_checks()
         self.changed.emit()
 
@@ -120,7 +139,7 @@ class InputsPanel(QWidget):
         return next((layers[0] for row in self.rows if (layers := row.checked_layers())), None)
 
     def tick_new(self, layer: QgsRasterLayer, row: ModalityRow) -> bool:
-        if not suits(layer, row.modality, row.model):
+        if not suits(layer, row.modality, row.model) or not self.claims(row, layer):
             return False
         ticked = row.checked_layers()
         stacked = [lyr for lyr in [layer, *ticked] if stack_dates_count(lyr, row.modality)]
@@ -147,6 +166,14 @@ class InputsPanel(QWidget):
             anchor = min(pool, key=lambda layer: _distance(layer, area, crs))
         return {layer.id() for layer in pool if overlaps(layer, anchor)}
 
+    def claims(self, row: ModalityRow, layer: QgsRasterLayer) -> bool:
+        """Whether ``row`` is where the dock ticks ``layer`` by itself: UniverSat lists sensors whose bands
+        overlap (s2, s2_4band), and a layer goes to the one that reads most of its bands, never to two."""
+        if self.model is None or not self.model.reads_wavelengths:
+            return True
+        fitting = [r for r in self.rows if suits(layer, r.modality, r.model)]
+        return max(fitting, key=lambda r: len(r.modality.bands), default=None) is row
+
     # ------------------------------------------------------------------ rows
     def set_model(self, info: ModelInfo) -> None:
         self.model = info
@@ -157,6 +184,35 @@ class InputsPanel(QWidget):
         for row in self.rows:
             row.changed.connect(self._row_changed)
             self.rows_box.addWidget(row)
+        self.add_other_button.setVisible(info.reads_wavelengths)
+        self.resolution_panel.set_model(info)
+        for box in list(self.others):
+            if info.reads_wavelengths:
+                box.taken = {m.name for m in info.modalities}
+            else:
+                self.remove_other_sensor(box)
+
+    def _show_rows(self) -> None:
+        """A model of many sensors (UniverSat's table) shows only the rows the project has layers for."""
+        for row in self.rows:
+            row.setVisible(not self.model.reads_wavelengths or row.table.rowCount() > 0)
+
+    def add_other_sensor(self, name: str = "") -> OtherSensorBox:
+        taken = {m.name for m in self.model.modalities} | {b.name_edit.text() for b in self.others}
+        name = name or next(f"other{i}" for i in range(1, 100) if f"other{i}" not in taken)
+        box = OtherSensorBox(name, {m.name for m in self.model.modalities})
+        box.changed.connect(self.changed.emit)
+        box.removed.connect(self.remove_other_sensor)
+        box.fill(raster_layers(), set())
+        self.others.append(box)
+        self.others_box.addWidget(box)
+        return box
+
+    def remove_other_sensor(self, box: OtherSensorBox) -> None:
+        self.others.remove(box)
+        box.setParent(None)
+        box.deleteLater()
+        self.changed.emit()
 
     def _row_changed(self) -> None:
         self.refresh_checks()
@@ -172,12 +228,17 @@ class InputsPanel(QWidget):
             if saved:
                 row.fill(layers, set(saved["layers"]), saved.get("dates"))
             else:
-                mine = [lyr for lyr in layers if lyr.id() in ticks and suits(lyr, row.modality, row.model)]
+                mine = [
+                    lyr
+                    for lyr in layers
+                    if lyr.id() in ticks and suits(lyr, row.modality, row.model) and self.claims(row, lyr)
+                ]
                 single = [lyr for lyr in mine if not stack_dates_count(lyr, row.modality)]
                 # Dates as layers and a stack of the same dates: the layers, unless there are none.
                 row.fill(layers, {lyr.id() for lyr in (single or mine[:1])})
             if saved and saved.get("bands"):
                 row.set_bands(saved["bands"])
+        self._show_rows()
         self.refresh_checks()
 
     def refresh_checks(self) -> None:
@@ -185,11 +246,22 @@ class InputsPanel(QWidget):
         for row in self.rows:
             row.refresh_checks(first)
 
+    def ticked_layers(self) -> list[QgsRasterLayer]:
+        """Every ticked layer, of the model's sensors and of the other sensors."""
+        return [layer for row in [*self.rows, *self.others] for layer in row.checked_layers()]
+
+    def output_grid(self) -> dict[str, Any]:
+        """The run's level and output resolution: a UniverSat probe reads one vector per output cell (the dense
+        level), so its map is per cell; {} for other models (their defaults)."""
+        if self.model is None or not self.model.reads_wavelengths:
+            return {}
+        return {"level": "dense", "resolution_m": self.resolution_panel.value(self.model, self.ticked_layers())}
+
     def inputs(self) -> list[ModalityInput]:
-        ticked = [layer for row in self.rows for layer in row.checked_layers()]
+        ticked = self.ticked_layers()
         if reason := mixed_places(ticked):
             raise InputError(reason)
-        chosen = [entry for row in self.rows if (entry := row.modality_input()) is not None]
+        chosen = [entry for row in [*self.rows, *self.others] if (entry := row.modality_input()) is not None]
         if not chosen:
             raise InputError("Tick at least one layer for one of the model's inputs.")
         return chosen

@@ -19,7 +19,7 @@ from omnisat_qgis import settings
 from omnisat_qgis.model_catalog import DOWNLOADABLE, CatalogError, ModelInfo, model_info, picker_entries
 
 BROWSE = "Browse…"
-OFFICIAL = DOWNLOADABLE[0]
+OFFICIAL = "anysat-base"  # what a toy checkpoint's warning offers
 
 
 def engine_status() -> tuple[bool, str]:
@@ -35,7 +35,7 @@ def toy_warning(info: ModelInfo) -> str:
     return (
         f"'{info.name}' holds no learned knowledge: it was pretrained {info.provenance.get('steps')} steps on a "
         "few tiles so that the plugin runs out of the box. Its maps show what a probe on near-random features "
-        f"gives; for real work download '{OFFICIAL}' (the official AnySat weights, about 504 MB)."
+        f"gives; for real work download '{OFFICIAL}' ({DOWNLOADABLE[OFFICIAL]})."
     )
 
 
@@ -125,7 +125,7 @@ class ModelPanel(QWidget):
             name = str(data).split(":", 1)[1]
             self._show_current()  # the combo stays on an installed model until the download ends
             self.say(
-                f"'{name}' is not downloaded yet: press Download (about 504 MB, once), then choose it.",
+                f"'{name}' is not downloaded yet: press Download ({DOWNLOADABLE.get(name, 'once')}), then choose it.",
                 Qgis.MessageLevel.Warning,
                 actions=((f"Download {name}…", lambda: self._download(name)),),
             )

@@ -22,7 +22,7 @@ from engine.models.universat_sensors import describe_sensor
 from engine.models.universat_weights import load_hub_folder, to_release_state
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import run_operation
-from tests.engine.range_server import RangeHandler, RangeServer, served
+from tests.engine.range_server import serving
 
 REPOSITORY = "test-org/UniverSat-tiny"
 
@@ -166,13 +166,6 @@ def test_hub_layout_key_mapping(tmp_path):
         load_hub_folder(tmp_path / "hub")
 
 
-class _TreeHandler(RangeHandler):
-    def _file(self):
-        root = self.server.folder.resolve()
-        path = (root / self.path.lstrip("/").split("?")[0]).resolve()
-        return path if path.is_file() and root in path.parents else None
-
-
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     root = tmp_path / "served"
@@ -181,9 +174,7 @@ def hub(tmp_path, monkeypatch):
         downloads.DOWNLOADS["universat-base"], name="universat-test", repository=REPOSITORY, size="tiny", sha256=""
     )
     monkeypatch.setitem(downloads.DOWNLOADS, "universat-test", entry)
-    server = RangeServer(root)
-    server.RequestHandlerClass = _TreeHandler
-    with served(server):
+    with serving(root, tree=True) as server:
         yield server, model, root / REPOSITORY / "resolve" / "main"
 
 
