@@ -14,11 +14,10 @@ runs and compares them).
 
 import datetime as dt
 import hashlib
-import json
+import importlib.util
 import os
 import re
 import time
-import traceback
 from pathlib import Path
 
 from qgis.core import (
@@ -26,6 +25,7 @@ from qgis.core import (
     QgsContrastEnhancement,
     QgsCoordinateTransform,
     QgsFeature,
+    QgsMapRendererSequentialJob,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProject,
@@ -36,6 +36,16 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QSize, Qt, QTimer
 from qgis.utils import iface, loadPlugin, plugins, startPlugin, unloadPlugin
 
+
+def load_scenario():
+    """tests/gui_run/scenario.py by its path: the checkout stays off sys.path (QGIS imports the installed plugin)."""
+    spec = importlib.util.spec_from_file_location(
+        "scenario", Path(os.environ["OMNISAT_ROOT"]) / "tests/gui_run/scenario.py"
+    )
+    spec.loader.exec_module(module := importlib.util.module_from_spec(spec))
+    return module.Scenario
+
+
 OUT = Path(os.environ["OMNISAT_GUI_OUT"])
 DATA = OUT / "data" / "flanders"
 MODEL = Path(os.environ["OMNISAT_ROOT"]) / "resources" / "models" / "anysat-tiny.safetensors"
@@ -43,37 +53,19 @@ LOADED = (dt.date(2018, 2, 1), dt.date(2018, 11, 30))  # the files the analyst a
 SEASON = ("2018-03-01", "2018-10-31")  # the dates the run uses
 CROPS = {1200: "maize", 9120: "grassland", 7900: "crop 7900"}  # the codes with at least two parcels
 OUTPUT_FIELDS = ["class", "probability", "runner_up", "runner_up_probability", "valid_share", "pixels", "status"]
-record = {"checks": [], "failures": [], "timings": {}, "log_errors": [], "commands": {}, "outputs": {}}
-state = {}
-
-
-def check(name: str, ok: bool, detail="") -> bool:
-    record["checks"].append({"check": name, "ok": bool(ok), "detail": str(detail)[:2000]})
-    if not ok:
-        record["failures"].append(f"{name}: {detail}"[:2000])
-    return ok
+scenario = load_scenario()()
+record, state = scenario.record, scenario.state
+record.update(commands={}, outputs={})
+check, guarded, later, when_done = scenario.check, scenario.guarded, scenario.later, scenario.when_done
 
 
 def shot(name: str) -> None:
     iface.mainWindow().grab().save(str(OUT / name))
 
 
-def logged(message, tag, level):
-    from qgis.core import Qgis
-
-    if tag == "Python error" or (level == Qgis.MessageLevel.Critical and tag in ("OmniSat", "Processing")):
-        record["log_errors"].append(f"[{tag}] {message}"[:2000])
-
-
 def finish(error: str = "") -> None:
-    if error:
-        check("the scenario ran to its end", False, error)
+    scenario.conclude(OUT, error)
     dock = state.get("dock")
-    if dock is not None:
-        record["messages"] = dock.messages
-    check("no error in QGIS's log (Python errors, OmniSat criticals)", not record["log_errors"], record["log_errors"])
-    record["finished"] = not error
-    (OUT / "result.json").write_text(json.dumps(record, indent=2))
     if state.get("labels") is not None and state["labels"].isEditable():
         state["labels"].commitChanges()
     if dock is not None:  # the plugin goes first, as when an analyst closes QGIS with the dock open
@@ -82,29 +74,7 @@ def finish(error: str = "") -> None:
     QTimer.singleShot(500, iface.actionExit().trigger)
 
 
-def guarded(step):
-    def run(*args):
-        try:
-            step(*args)
-        except Exception:  # any failure ends the run with its traceback in result.json
-            finish(traceback.format_exc())
-
-    return run
-
-
-def later(step, ms: int = 1000) -> None:
-    QTimer.singleShot(ms, guarded(step))
-
-
-def when_done(then, started: float, key: str):
-    def poll():
-        if state["dock"].task is not None:
-            QTimer.singleShot(200, guarded(poll))
-            return
-        record["timings"][key] = round(time.monotonic() - started, 1)
-        then()
-
-    QTimer.singleShot(200, guarded(poll))
+scenario.finish = finish
 
 
 def day_of(path: Path) -> dt.date:
@@ -139,7 +109,7 @@ def clearest_date(scl: list[Path]) -> str:
 def start():
     from qgis.core import QgsApplication
 
-    QgsApplication.messageLog().messageReceived.connect(logged)
+    QgsApplication.messageLog().messageReceived.connect(scenario.logged)
     iface.mainWindow().resize(QSize(1600, 1000))
     project = QgsProject.instance()
     project.setFileName(str(OUT / "project.qgz"))
@@ -390,6 +360,15 @@ def final_shot():
     def grab():
         canvas.waitWhileRendering()  # the crop map and the parcels drawn, not the canvas's previous image
         shot("dock-crops.png")
+        shown = [layer.name() for layer in canvas.layers()]
+        record["canvas"] = {"layers": shown, "frozen": canvas.isFrozen(), "rendering": canvas.renderFlag()}
+        check(
+            "the canvas draws the crop map and the parcel map", {"Classes", "Parcels of register"} <= set(shown), shown
+        )
+        job = QgsMapRendererSequentialJob(canvas.mapSettings())  # the canvas's map on its own, as QGIS draws it
+        job.start()
+        job.waitForFinished()
+        job.renderedImage().save(str(OUT / "map-crops.png"))
         finish()
 
     later(grab, 3000)

@@ -62,6 +62,9 @@ def test_10m_and_20m_layers_go_as_parts_with_the_scl_mask_and_the_season(dock, f
     assert [layer.date.isoformat() for layer in modality.layers] == in_season and in_season
     assert not modality.missing_bands and modality.mask_type == "scl" and modality.mask_classes == (3, 8, 9, 10)
     assert len(modality.masks) == len(in_season)
+    panel.set_masked_classes([])
+    with pytest.raises(Exception, match="No scene class is ticked as masked"):
+        dock.inputs()
 
 
 def test_a_date_only_one_group_of_bands_has_is_refused_with_the_date(dock, flanders):  # noqa: F811
