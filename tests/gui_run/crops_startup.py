@@ -25,7 +25,6 @@ from qgis.core import (
     QgsContrastEnhancement,
     QgsCoordinateTransform,
     QgsFeature,
-    QgsMapRendererSequentialJob,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProject,
@@ -358,17 +357,16 @@ def final_shot():
     dock.tabs.currentWidget().ensureWidgetVisible(dock.crops_panel.parcels_button)
 
     def grab():
-        canvas.waitWhileRendering()  # the crop map and the parcels drawn, not the canvas's previous image
-        shot("dock-crops.png")
         shown = [layer.name() for layer in canvas.layers()]
         record["canvas"] = {"layers": shown, "frozen": canvas.isFrozen(), "rendering": canvas.renderFlag()}
         check(
             "the canvas draws the crop map and the parcel map", {"Classes", "Parcels of register"} <= set(shown), shown
         )
-        job = QgsMapRendererSequentialJob(canvas.mapSettings())  # the canvas's map on its own, as QGIS draws it
-        job.start()
-        job.waitForFinished()
-        job.renderedImage().save(str(OUT / "map-crops.png"))
+        if "Classes" not in shown:  # the tree's visible layers given to the canvas by hand, for the picture
+            canvas.setLayers(QgsProject.instance().layerTreeRoot().checkedLayers())
+            canvas.refresh()
+        canvas.waitWhileRendering()  # the crop map and the parcels drawn, not the canvas's previous image
+        shot("dock-crops.png")
         finish()
 
     later(grab, 3000)
