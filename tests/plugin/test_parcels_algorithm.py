@@ -118,26 +118,14 @@ def test_classify_parcels_features_way_with_a_job_and_the_season(provider, share
     both scores in the log."""
     import json
 
+    from engine.bench.crops import crops_job
     from engine.bench.flanders import build
 
     files = build(tmp_path / "fl", slice(60, 72), slice(0, 1))
+    spec = crops_job(files)  # the bench's job: S2 parts and SCL masks (S1 left out here)
+    del spec["modalities"]["s1_asc"], spec["outputs"]
     job = tmp_path / "job.json"
-    job.write_text(
-        json.dumps(
-            {
-                "model": "anysat-tiny",
-                "modalities": {
-                    "s2": {
-                        "parts": [
-                            {"files": str(files.s2_10m[0].parent), "bands": ["B2", "B3", "B4", "B8"]},
-                            {"files": str(files.s2_20m[0].parent), "bands": ["B5", "B6", "B7", "B8A", "B11", "B12"]},
-                        ],
-                        "mask": {"files": str(files.scl[0].parent), "type": "scl"},
-                    }
-                },
-            }
-        )
-    )
+    job.write_text(json.dumps(spec))
     first, last = files.s2_dates[2].isoformat(), files.s2_dates[9].isoformat()
     feedback = Errors()
     results = run_algorithm(
