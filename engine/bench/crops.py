@@ -24,6 +24,9 @@ Methods, each on S2 alone, S1 alone and S2 + S1:
   engine.validation (the soft vote of the best, as fit-probe --classifier auto) among AUTO_CLASSIFIERS
   on the monthly feature sets (AUTO_SETS).
 Then the same with the optical dates of June-August hidden (a cloudy summer): what S1 recovers.
+And S1 speckle-filtered: each date's backscatter (linear power) averaged over 3 x 3 pixels (a boxcar,
+the simplest multi-look filter, SPECKLE_SIDE fixed before any run, not chosen on the folds), alone, with
+S2, and with S2's summer hidden.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ FOLDS = 5
 SEED = 0
 TREES = 200
 MIN_PARCELS = 2
+SPECKLE_SIDE = 3  # pixels a side of the boxcar that averages each S1 date (20 m data on the 10 m grid)
 # auto's candidates here: fit-probe's monthly composites with temporal statistics, not every date's
 # bands (710 columns for S2: the nested choice took > 10 min on one loaded core), and its classifiers
 # but the MLP (the slowest to fit): 4 candidates, 120 fits per sensor combination.
@@ -75,6 +79,26 @@ class Inputs:
     names: list[str]
     rows: np.ndarray  # grid row and column of each labelled pixel
     cols: np.ndarray
+    s1_filtered: Any = None  # S1's InputValues at the labelled pixels after the speckle boxcar
+
+
+def speckle_filtered(item, shape: tuple[int, int]):
+    """``item`` (InputValues over the whole grid, linear power) with each date and band averaged over
+    SPECKLE_SIDE x SPECKLE_SIDE pixels (missing values left out of the mean)."""
+    from scipy.ndimage import uniform_filter
+
+    from engine.probes.features import InputValues
+
+    values = item.values.reshape(*shape, *item.values.shape[1:]).astype(np.float64)
+    finite = np.isfinite(values)
+    size = (SPECKLE_SIDE, SPECKLE_SIDE, 1, 1)
+    sums = uniform_filter(np.where(finite, values, 0.0), size=size, mode="nearest")
+    counts = uniform_filter(finite.astype(np.float64), size=size, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, sums / counts, np.nan)
+    return InputValues(
+        item.modality, item.bands, item.dates, mean.reshape(item.values.shape).astype(np.float32), item.valid
+    )
 
 
 def crops_job(files, s2_dates: slice | None = None) -> dict[str, Any]:
@@ -116,6 +140,8 @@ def read_labelled(folder: Path, reporter: Reporter) -> tuple[Inputs, dict[str, A
     y = np.searchsorted(kept, codes[pick])
 
     chosen = {v.modality: InputValues(v.modality, v.bands, v.dates, v.values[pick], v.valid[pick]) for v in values}
+    radar = speckle_filtered(next(v for v in values if v.modality == "s1_asc"), (grid.height, grid.width))
+    filtered = InputValues(radar.modality, radar.bands, radar.dates, radar.values[pick], radar.valid[pick])
     s2_clear = values[0].valid[pick].mean() if values[0].valid is not None else 1.0
     info = {
         "s2_dates": len(modalities["s2"].dates),
@@ -129,7 +155,7 @@ def read_labelled(folder: Path, reporter: Reporter) -> tuple[Inputs, dict[str, A
         "s2_clear_share": float(s2_clear),
     }
     cells = np.flatnonzero(pick)
-    return Inputs(chosen, y, regions[pick], names, cells // grid.width, cells % grid.width), info
+    return Inputs(chosen, y, regions[pick], names, cells // grid.width, cells % grid.width, filtered), info
 
 
 def hide_summer(item):
@@ -290,6 +316,9 @@ def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = T
         "S2+S1": [s2, s1],
         "S2, June-August hidden": [hide_summer(s2)],
         "S2+S1, June-August optical hidden": [hide_summer(s2), s1],
+        "S1 speckle-filtered": [data.s1_filtered],
+        "S2+S1 speckle-filtered": [s2, data.s1_filtered],
+        "S2+S1 speckle-filtered, June-August optical hidden": [hide_summer(s2), data.s1_filtered],
     }
     for name, values in combos.items():
         evaluate_sensors(name, values, data, fold, scores, quick, reporter, with_auto)

@@ -59,6 +59,14 @@ class ClassifyParcelsParams:
         default="random_forest",
         metadata={"help": "features way: linear, mlp, knn, random_forest, extra_trees or gradient_boosting"},
     )
+    way: str = field(
+        default="features",
+        metadata={
+            "help": "with a job: features (a classifier on per-parcel statistics), pixels (a classifier on the "
+            "pixels, probabilities averaged per parcel) or auto (the better of the two on held-out whole parcels; "
+            "both scores reported)"
+        },
+    )
     layer: str | None = field(default=None, metadata={"help": "layer of the parcels file (default: the first)"})
     output_layer: str = field(default="parcels_classified", metadata={"help": "name of the layer written"})
     seed: int = field(default=0, metadata={"help": "random seed (folds, forest)"})
@@ -104,7 +112,7 @@ def classify_parcels_operation(params: ClassifyParcelsParams, reporter: Reporter
         )
     from engine.io.job import load_job
 
-    settings = ParcelFeatureSettings(params.feature_set, params.classifier, seed=params.seed)
+    settings = ParcelFeatureSettings(params.feature_set, params.classifier, seed=params.seed, way=params.way)
     return parcels_from_features(
         load_job(params.job),
         params.parcels,

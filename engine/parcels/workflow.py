@@ -16,6 +16,10 @@ from engine.parcels.layer import OK, ParcelPixels, Parcels, parcel_pixels, read_
 from engine.runtime.progress import Reporter
 
 BLOCK_ROWS = 256  # grid rows read at a time for per-parcel features
+# Pixels of one parcel a pixel classifier is fitted on at most (drawn at random): a large field would
+# otherwise outweigh the small ones and make fitting slow; predictions still cover every pixel.
+FIT_PIXELS_PER_PARCEL = 200
+WAYS = ("features", "pixels", "auto")
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,18 @@ class ParcelFeatureSettings:
     classifier: str = "random_forest"
     folds: int = 5
     seed: int = 0
+    # features: a classifier on per-parcel statistics; pixels: a classifier on the pixels, its probabilities
+    # averaged per parcel; auto: the one of the two with the higher held-out macro-F1 on whole-parcel folds.
+    way: str = "features"
+
+
+@dataclass(frozen=True)
+class PixelFeatures:
+    """The pixel features of every pixel inside a parcel: (N, F) values, (N,) parcel index, (N,) valid."""
+
+    x: np.ndarray
+    parcel: np.ndarray
+    ok: np.ndarray
 
 
 def _colors(classes_raster: str | None, n: int) -> list[str]:
@@ -114,10 +130,11 @@ def _summary(parcels: Parcels, result, names, written, reporter: Reporter, metho
 
 
 def job_parcel_features(
-    job, parcels_path: str, layer: str | None, feature_set: str, reporter: Reporter
-) -> tuple[Parcels, ParcelPixels, np.ndarray, list[str], np.ndarray]:
+    job, parcels_path: str, layer: str | None, feature_set: str, reporter: Reporter, keep_pixels: bool = False
+) -> tuple[Parcels, ParcelPixels, np.ndarray, list[str], np.ndarray, PixelFeatures | None]:
     """Per parcel, the mean and spread of the pixel features of ``feature_set`` (engine.features) over its
-    pixels on the job's output grid: (P, 2F), the column names and each parcel's valid pixel count."""
+    pixels on the job's output grid: (P, 2F), the column names, each parcel's valid pixel count and, with
+    ``keep_pixels``, the features of the parcels' pixels themselves."""
     from engine.mapping.plan import plan_geometry, resolve_inputs
     from engine.models.checkpoint import load_checkpoint
     from engine.probes.features import FeatureSet, input_features, read_inputs
@@ -135,6 +152,7 @@ def job_parcel_features(
     pixels = parcel_pixels(parcels, grid.transform, (grid.height, grid.width))
     _check_overlap(parcels, pixels, "the job's grid")
     stats, names, radar_db = None, [], None
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     steps = reporter.steps((grid.height + BLOCK_ROWS - 1) // BLOCK_ROWS, "Per-parcel features")
     for row in range(0, grid.height, BLOCK_ROWS):
         window = Window(0, row, grid.width, min(BLOCK_ROWS, grid.height - row))
@@ -148,11 +166,22 @@ def job_parcel_features(
             x, names = input_features(inputs, features, radar_db)
             stats = stats or ParcelStatistics(len(parcels), x.shape[1])
             stats.add(x, index, ok)
+            if keep_pixels:
+                inside = index >= 0
+                kept.append((x[inside].astype(np.float32), index[inside], ok[inside]))
         steps.advance()
     columns = [f"{n}:parcel_mean" for n in names] + [f"{n}:parcel_std" for n in names]
     values = stats.result() if stats else np.full((len(parcels), 0), np.nan, np.float32)
     valid_pixels = stats.pixels if stats else np.zeros(len(parcels), np.int64)
-    return parcels, pixels, values, columns, valid_pixels
+    pixel_features = None
+    if keep_pixels:
+        width = len(names)
+        pixel_features = PixelFeatures(
+            np.concatenate([k[0] for k in kept]) if kept else np.zeros((0, width), np.float32),
+            np.concatenate([k[1] for k in kept]) if kept else np.zeros(0, int),
+            np.concatenate([k[2] for k in kept]) if kept else np.zeros(0, bool),
+        )
+    return parcels, pixels, values, columns, valid_pixels, pixel_features
 
 
 def parcel_folds(n: int, folds: int, seed: int, y: np.ndarray) -> np.ndarray:
@@ -167,6 +196,91 @@ def parcel_folds(n: int, folds: int, seed: int, y: np.ndarray) -> np.ndarray:
     return fold
 
 
+def _fill(x: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
+    """NaN (a column a row lacks) replaced by the mean of the fitting rows (0 where they lack it too)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column no fitting row has: 0 below
+        mean = np.nanmean(x[fit_rows], axis=0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    return np.where(np.isfinite(x), x, mean)
+
+
+def feature_predictor(x: np.ndarray, y: np.ndarray, n_classes: int, config):
+    """Fit on the per-parcel features of ``fit_rows`` (parcel indices), predict the parcels ``rows``."""
+    from engine.probes.classifiers.registry import fit_probe
+
+    def predict(fit_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        filled = _fill(x, fit_rows)
+        return fit_probe(filled[fit_rows], y[fit_rows], n_classes, config).predict_proba(filled[rows])
+
+    return predict
+
+
+def pixel_predictor(pixels: PixelFeatures, y: np.ndarray, n_classes: int, config, seed: int):
+    """Fit on the valid pixels of the parcels ``fit_rows`` (at most FIT_PIXELS_PER_PARCEL each), predict every
+    valid pixel of the parcels ``rows`` and average its class probabilities per parcel."""
+    from engine.probes.classifiers.registry import fit_probe
+
+    def predict(fit_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        fit = []
+        for parcel in fit_rows:
+            own = np.flatnonzero((pixels.parcel == parcel) & pixels.ok)
+            fit.append(
+                rng.choice(own, FIT_PIXELS_PER_PARCEL, replace=False) if own.size > FIT_PIXELS_PER_PARCEL else own
+            )
+        fit_pixels = np.concatenate(fit)
+        filled = _fill(pixels.x, fit_pixels)
+        classifier = fit_probe(filled[fit_pixels], y[pixels.parcel[fit_pixels]], n_classes, config)
+        position = np.full(max(int(pixels.parcel.max(initial=-1)), int(rows.max(initial=0))) + 1, -1)
+        position[rows] = np.arange(rows.size)
+        target = np.flatnonzero(pixels.ok & (position[pixels.parcel] >= 0))
+        sums = np.zeros((rows.size, n_classes))
+        np.add.at(sums, position[pixels.parcel[target]], classifier.predict_proba(filled[target]))
+        counts = np.bincount(position[pixels.parcel[target]], minlength=rows.size)[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / counts, 1.0 / n_classes)
+
+    return predict
+
+
+def held_out_score(predict, y: np.ndarray, train: np.ndarray, names: list[str], settings: ParcelFeatureSettings):
+    """Macro-F1 and overall accuracy of ``predict`` on held-out whole parcels; None when too few parcels.
+
+    Scored on the classes with at least two labelled parcels (a class's only parcel cannot be held out
+    and learnt at once); every labelled parcel outside the test fold trains. The folds depend on the
+    labels and the seed only: both ways are scored on the same folds."""
+    from engine.probes.metrics import classification_metrics, confusion_matrix
+
+    per_class = np.bincount(y[train], minlength=len(names))
+    scored = train[per_class[y[train]] >= 2]
+    folds = min(settings.folds, int(per_class[per_class >= 2].max(initial=0)))
+    if folds < 2 or np.unique(y[scored]).size < 2:
+        return None
+    fold = np.full(y.size, -1)
+    fold[scored] = parcel_folds(scored.size, folds, settings.seed, y[scored])
+    predicted = np.empty(scored.size, int)
+    for f in range(folds):
+        test = fold[scored] == f
+        predicted[test] = predict(train[fold[train] != f], scored[test]).argmax(1)
+    kept = sorted(set(y[scored].tolist()))
+    remap = {k: i for i, k in enumerate(kept)}
+    truth = np.array([remap[k] for k in y[scored]])
+    guess = np.array([remap.get(k, len(kept)) for k in predicted])  # another class: wrong for every kept one
+    kept_names = [names[k] for k in kept]
+    metrics = classification_metrics(confusion_matrix(truth, guess, len(kept) + 1), kept_names + ["other"])
+    return {
+        "folds": folds,
+        "parcels": int(scored.size),
+        "classes": kept_names,
+        "macro_f1": float(np.mean([metrics["per_class"][n]["f1"] for n in kept_names])),
+        "overall_accuracy": metrics["overall_accuracy"],
+    }
+
+
+WAY_WORDS = {"features": "a classifier on per-parcel features", "pixels": "pixel predictions averaged per parcel"}
+
+
 def parcels_from_features(
     job,
     parcels_path: str,
@@ -177,14 +291,16 @@ def parcels_from_features(
     settings: ParcelFeatureSettings,
     reporter: Reporter,
 ) -> dict[str, Any]:
-    """Way 2: a classifier fitted on the per-parcel features of the parcels that carry a class in
-    ``class_field``, applied to every parcel; its accuracy on held-out whole parcels in the result."""
+    """Fitted on the parcels that carry a class in ``class_field``, applied to every parcel: a classifier on
+    per-parcel features (way "features"), or on their pixels with its probabilities averaged per parcel
+    ("pixels"), or the better of the two on held-out whole parcels ("auto"); the held-out scores in the
+    result."""
     from engine.probes.classifiers import ProbeConfig
-    from engine.probes.classifiers.registry import fit_probe
-    from engine.probes.metrics import classification_metrics, confusion_matrix
 
-    parcels, pixels, x, columns, valid_pixels = job_parcel_features(
-        job, parcels_path, layer, settings.feature_set, reporter
+    if settings.way not in WAYS:
+        raise EngineError(f"Unknown way {settings.way!r} of classifying parcels: choose one of {', '.join(WAYS)}.")
+    parcels, pixels, x, columns, valid_pixels, pixel_features = job_parcel_features(
+        job, parcels_path, layer, settings.feature_set, reporter, keep_pixels=settings.way != "features"
     )
     if class_field not in {name for name, *_ in parcels.fields}:
         raise EngineError(
@@ -203,52 +319,37 @@ def parcels_from_features(
     y = np.array([names.index(str(v)) if ok else -1 for v, ok in zip(raw, labelled)])
     config = ProbeConfig(kind=settings.classifier, seed=settings.seed)
     train = np.flatnonzero(labelled)
-
-    def fit_predict(fit_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a column no training parcel has: 0 below
-            mean = np.nanmean(x[fit_rows], axis=0)
-        mean = np.where(np.isfinite(mean), mean, 0.0)
-        filled = np.where(np.isfinite(x), x, mean)
-        classifier = fit_probe(filled[fit_rows], y[fit_rows], len(names), config)
-        return classifier.predict_proba(filled[rows])
-
-    # Held-out score on the classes with at least two labelled parcels (a class's only parcel cannot
-    # be held out and learnt at once); every labelled parcel outside the test fold trains.
-    per_class = np.bincount(y[train], minlength=len(names))
-    scored = train[per_class[y[train]] >= 2]
-    folds = min(settings.folds, int(per_class[per_class >= 2].max(initial=0)))
-    scores = None
-    if folds >= 2 and np.unique(y[scored]).size >= 2:
-        fold = np.full(len(parcels), -1)
-        fold[scored] = parcel_folds(scored.size, folds, settings.seed, y[scored])
-        predicted = np.empty(scored.size, int)
-        for f in range(folds):
-            test = fold[scored] == f
-            predicted[test] = fit_predict(train[fold[train] != f], scored[test]).argmax(1)
-        kept = sorted(set(y[scored].tolist()))
-        remap = {k: i for i, k in enumerate(kept)}
-        truth = np.array([remap[k] for k in y[scored]])
-        guess = np.array([remap.get(k, len(kept)) for k in predicted])  # another class: wrong for every kept one
-        kept_names = [names[k] for k in kept]
-        metrics = classification_metrics(confusion_matrix(truth, guess, len(kept) + 1), kept_names + ["other"])
-        metrics["macro_f1"] = float(np.mean([metrics["per_class"][n]["f1"] for n in kept_names]))
-        scores = {
-            "folds": folds,
-            "parcels": int(scored.size),
-            "classes": kept_names,
-            "macro_f1": metrics["macro_f1"],
-            "overall_accuracy": metrics["overall_accuracy"],
-        }
-        reporter.log(
-            f"Held-out whole parcels ({folds} folds, {scored.size} parcels of {len(kept)} classes with 2 or "
-            f"more): macro-F1 {metrics['macro_f1']:.3f}, overall accuracy {scores['overall_accuracy']:.3f}"
-        )
-    else:
+    predictors = {}
+    if settings.way != "pixels":
+        predictors["features"] = feature_predictor(x, y, len(names), config)
+    if settings.way != "features":
+        predictors["pixels"] = pixel_predictor(pixel_features, y, len(names), config, settings.seed)
+    scores = {}
+    for way, predict in predictors.items():
+        scores[way] = held_out_score(predict, y, train, names, settings)
+        if scores[way] is not None:
+            score = scores[way]
+            reporter.log(
+                f"{WAY_WORDS[way]}: held-out whole parcels ({score['folds']} folds, {score['parcels']} parcels of "
+                f"{len(score['classes'])} classes with 2 or more): macro-F1 {score['macro_f1']:.3f}, overall "
+                f"accuracy {score['overall_accuracy']:.3f}"
+            )
+    if all(score is None for score in scores.values()):
         reporter.log("Too few labelled parcels for a held-out score (two classes with 2 or more parcels).", "warning")
+    chosen = settings.way
+    if chosen == "auto":
+        if scores["pixels"] is None:
+            chosen = "features"
+            reporter.log("auto: no held-out score to choose by; per-parcel features used", "warning")
+        else:  # a tie keeps the per-parcel features: one fit per parcel, not per pixel
+            chosen = max(("features", "pixels"), key=lambda w: (scores[w]["macro_f1"], w == "features"))
+            reporter.log(
+                f"auto chose {WAY_WORDS[chosen]} (held-out macro-F1 features "
+                f"{scores['features']['macro_f1']:.3f}, pixels {scores['pixels']['macro_f1']:.3f})"
+            )
     probabilities = np.full((len(parcels), len(names)), np.nan)
     usable = np.flatnonzero(has_values)
-    probabilities[usable] = fit_predict(train, usable)
+    probabilities[usable] = predictors[chosen](train, usable)
     result = parcel_result(probabilities, valid_pixels.astype(float), pixels, parcels.status)
     written = write_parcel_map(
         parcels,
@@ -258,8 +359,8 @@ def parcels_from_features(
         output,
         output_layer,
         {
-            "description": f"{settings.classifier} on per-parcel {settings.feature_set} "
-            f"features, fitted on {train.size} labelled parcels"
+            "description": f"{settings.classifier} on {settings.feature_set} features, "
+            f"{WAY_WORDS[chosen]}, fitted on {train.size} labelled parcels"
         },
     )
     return _summary(
@@ -268,8 +369,10 @@ def parcels_from_features(
         names,
         written,
         reporter,
-        "features",
-        held_out=scores,
+        "features" if chosen == "features" else "pixels of the job",
+        held_out=scores.get(chosen),
+        way=chosen,
+        ways=scores,
         feature_columns=len(columns),
         feature_set=settings.feature_set,
     )

@@ -190,6 +190,13 @@ class ApplyProbe(EngineAlgorithm):
         ),
         Param("CLASSES", "classes", "raster_out", "Class map", style="classes"),
         Param("CONFIDENCE", "confidence", "raster_out", "Confidence", optional=True, style="confidence"),
+        Param(
+            "PROBABILITIES",
+            "probabilities",
+            "raster_out",
+            "Class probabilities (one band per class; for Classify parcels)",
+            optional=True,
+        ),
     )
 
     SOURCES = ("EMBEDDINGS_RASTER", "JOB", "LAYERS_1")
@@ -224,9 +231,17 @@ class ApplyProbe(EngineAlgorithm):
             job = resolve_model_name(read_job_file(engine["embeddings"]))
             job["outputs"] = {k: v for k, v in job.get("outputs", {}).items() if k == "embeddings_level"}
         else:
+            if engine.pop("probabilities", None):
+                raise QgsProcessingException(
+                    "PROBABILITIES: the probabilities are written when the probe runs with the model (a job file "
+                    "or your layers), not from an embeddings raster: give JOB or the layers, or leave it empty."
+                )
             return engine
         # the files chosen here become the job's outputs
-        job["outputs"] |= {key: engine.pop(key) for key in ("classes", "confidence") if engine.get(key)}
+        job["outputs"] |= {
+            key: engine.pop(key) for key in ("classes", "confidence", "probabilities") if engine.get(key)
+        }
+        engine.pop("probabilities", None)
         return engine | {"embeddings": job}
 
     def working_folder(self, parameters, context):

@@ -53,10 +53,11 @@ from qgis.PyQt.QtWidgets import (
 from omnisat_qgis.gui.controller import RunController
 from omnisat_qgis.gui.engine_task import EngineTask
 from omnisat_qgis.gui.export import ExportError, export_extent
-from omnisat_qgis.gui.labels_layer import DEFAULT_FIELD, LabelClass
+from omnisat_qgis.gui.labels_layer import DEFAULT_FIELD, LabelClass, style_labels
 from omnisat_qgis.gui.modality_row import InputError, ModalityRow, NotAFileLayer
 from omnisat_qgis.gui.panels.assessment import AssessmentPanel
 from omnisat_qgis.gui.panels.change import ChangeTab
+from omnisat_qgis.gui.panels.crops import CropsPanel
 from omnisat_qgis.gui.panels.inputs import EXTENT_CHOICES, InputsPanel, raster_layers
 from omnisat_qgis.gui.panels.labels import LabelsPanel
 from omnisat_qgis.gui.panels.learn import LearnPanel
@@ -64,7 +65,7 @@ from omnisat_qgis.gui.panels.messages import MessageArea
 from omnisat_qgis.gui.panels.model import ModelPanel
 from omnisat_qgis.gui.panels.resolution import preview_problem
 from omnisat_qgis.gui.panels.results import ResultsPanel
-from omnisat_qgis.gui.requests import FitRequest, MapRequest, plan_fit, plan_map
+from omnisat_qgis.gui.requests import FitRequest, MapRequest, ParcelsRequest, plan_fit, plan_map, plan_parcels
 from omnisat_qgis.gui.session import Advanced, EmbeddingCache, Extent, ModalityInput
 from omnisat_qgis.layer_metadata import RunRecord
 from omnisat_qgis.learn_area import LearnAreaRequest, RequestError
@@ -82,6 +83,7 @@ class OmniSatDock(QgsDockWidget):
         self.setObjectName("OmniSatDock")
         self.iface = iface
         self.last_probe: Path | None = None
+        self.last_map: dict[str, Any] | None = None  # the result of the last Map the whole area
         self.preview_job: dict[str, Any] | None = None
         self.embed_runs = 0  # embeddings computed by this dock (a re-fit must not add one)
         self._build()
@@ -103,6 +105,9 @@ class OmniSatDock(QgsDockWidget):
         self.inputs_panel = InputsPanel(self.iface)
         self.inputs_panel.changed.connect(self._inputs_changed)
         layout.addWidget(self.inputs_panel)
+        self.crops_panel = CropsPanel()
+        self.crops_panel.parcels_button.clicked.connect(self.classify_parcels)
+        layout.addWidget(self.crops_panel)
         self.labels_panel = LabelsPanel(self.iface, self.say)
         layout.addWidget(self.labels_panel)
         layout.addWidget(self._advanced_box())
@@ -166,6 +171,7 @@ class OmniSatDock(QgsDockWidget):
             self.map_button,
             self.learn_panel.button,
             self.change_tab.run_button,
+            self.crops_panel.parcels_button,
         ]
         self.controller.fixes = self._fixes
 
@@ -275,6 +281,7 @@ class OmniSatDock(QgsDockWidget):
             for name, saved in self.inputs_panel.state().items()
         }
         self.inputs_panel.set_model(info)
+        self.crops_panel.set_model(info)
         self.change_tab.set_model(info, raster_layers())
         self.fill_rows(previous or None)
 
@@ -287,16 +294,19 @@ class OmniSatDock(QgsDockWidget):
     def fill_rows(self, state: dict[str, Any] | None = None, change: dict[str, list[str]] | None = None) -> None:
         """Fill the rows (``state``: the saved "inputs") and the Change tab's periods (``change``)."""
         self.inputs_panel.fill(state)
+        self.crops_panel.sync(raster_layers())
         self.change_tab.fill(raster_layers(), change)
 
     def _inputs_changed(self) -> None:
+        self.crops_panel.sync(raster_layers())
         self.change_tab.fill(raster_layers(), self.change_tab.state())  # the periods follow the project too
 
     def refresh_checks(self) -> None:
         self.inputs_panel.refresh_checks()
 
     def inputs(self) -> list[ModalityInput]:
-        return self.inputs_panel.inputs()
+        """The rows' layers, with the season and the cloud masks of the crops panel."""
+        return self.crops_panel.apply(self.inputs_panel.inputs())
 
     def advanced(self) -> Advanced:
         return Advanced(
@@ -431,6 +441,11 @@ class OmniSatDock(QgsDockWidget):
     def learn_area(self) -> None:
         try:
             model, inputs, extent = self.model(), self.inputs(), self.map_extent()
+            if any(i.parts or i.mask or i.season for i in inputs):
+                raise InputError(
+                    "Learn this area reads one layer per date and band layout, without cloud masks or a season: "
+                    "untick the 20 m layers and the masks, and clear the season, to learn."
+                )
             labels = self.labels_panel.request(extent).params() if self.labels_layer() is not None else {}
             run = self.new_run_folder("learn")
             request = LearnAreaRequest(
@@ -454,6 +469,24 @@ class OmniSatDock(QgsDockWidget):
             return
         self.command.setPlainText(json.dumps({"operation": "learn-area", "params": step.params}, indent=2))
         self.controller.start(f"OmniSat: learn {request.name}", [step], self._learn_done)
+
+    def classify_parcels(self) -> None:
+        """Each parcel of the chosen layer takes the mean probability of its pixels in the last map."""
+        if not self.last_map or not Path(self.last_map.get("probabilities") or "").is_file():
+            self.say(
+                "Map the whole area first: the parcels take the class probabilities of that map.",
+                Qgis.MessageLevel.Warning,
+            )
+            return
+        try:
+            path, layer_name, layer = self.crops_panel.parcels()
+        except InputError as exc:
+            self.refuse(exc)
+            return
+        request = ParcelsRequest(path, layer_name, self.last_map["probabilities"], self.last_map["classes"])
+        planned = plan_parcels(request, self.new_run_folder("parcels"))
+        self.command.setPlainText(planned.command)
+        self.controller.start(planned.title, planned.steps, lambda task: self._parcels_done(task, layer.name()))
 
     def cancel(self) -> None:
         self.controller.cancel()
@@ -500,11 +533,28 @@ class OmniSatDock(QgsDockWidget):
 
     def _map_done(self, task: EngineTask) -> None:
         result, name, group, record = self._run_results(task, "classes", "apply-probe", "dock: map the whole area")
+        self.last_map = result
         self.add_result(result["classes"], "Classes", "classes", group, record)
         if result.get("confidence"):
             self.add_result(result["confidence"], "Confidence", "confidence", group, record, visible=False)
         self.say(
             f"Mapped {result.get('area_km2', 0):.2f} km² in {result.get('seconds', 0):.0f} s: group '{name}'.",
+            Qgis.MessageLevel.Success,
+        )
+
+    def _parcels_done(self, task: EngineTask, source_name: str) -> None:
+        result = task.results[-1]
+        name = f"OmniSat {Path(result['output']).parent.name}"
+        layer = QgsVectorLayer(f"{result['output']}|layername={result['layer']}", f"Parcels of {source_name}", "ogr")
+        layer.setCustomProperty("omnisat/output", True)
+        classes = self.classes()
+        if classes:  # the dock's class colours (the GeoPackage's own style has the map's)
+            style_labels(layer, "class", classes)
+        QgsProject.instance().addMapLayer(layer, False)
+        self.results_group(name).addLayer(layer)
+        self.say(
+            f"Classified {result['classified']} of {result['parcels']} parcels (the others' status says why): "
+            f"group '{name}'.",
             Qgis.MessageLevel.Success,
         )
 
@@ -576,6 +626,7 @@ class OmniSatDock(QgsDockWidget):
             "extent": self.extent_combo.currentText(),
             "probe": str(self.last_probe) if self.last_probe else None,
             "change": self.change_tab.state(),
+            "crops": self.crops_panel.state(),
         }
 
     def save_state(self) -> None:
@@ -590,6 +641,7 @@ class OmniSatDock(QgsDockWidget):
         if state.get("model") and not str(state["model"]).startswith("download:"):
             self.select_model(state["model"])
         self.fill_rows(state.get("inputs"), state.get("change"))
+        self.crops_panel.restore(state.get("crops") or {})
         self.labels_panel.set_classes([(name, color) for name, color in state.get("classes", [])])
         if state.get("labels") and (layer := QgsProject.instance().mapLayer(state["labels"])):
             self.labels_panel.choose(layer, state.get("field") or DEFAULT_FIELD)

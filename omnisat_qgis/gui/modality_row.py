@@ -42,6 +42,7 @@ from qgis.PyQt.QtWidgets import (
 
 from omnisat_qgis.band_matching import BandMapping, match_bands
 from omnisat_qgis.gui.dates import band_dates, date_of_layer, parse_typed_date
+from omnisat_qgis.gui.parts import PartsError, TickedLayer, build_parts
 from omnisat_qgis.gui.session import ModalityInput
 from omnisat_qgis.model_catalog import ModalityInfo, ModelInfo
 from omnisat_qgis.value_scale import FINE, ScaleVerdict, detect_scale
@@ -570,6 +571,8 @@ class ModalityRow(QGroupBox):
         checks = [
             check_layer(layer, self.modality, self.model, self.reference, self.mapping(layer)) for layer in layers
         ]
+        # Layers of different bands (10 m and 20 m files) are read together as parts: one lacks what another holds.
+        several = len({c.mapping.layer_bands for c in checks}) > 1
         for layer, check in zip(layers, checks):
             if not is_file_layer(layer):
                 raise NotAFileLayer(
@@ -578,13 +581,11 @@ class ModalityRow(QGroupBox):
                     self,
                     layer,
                 )
-            if check.problems:
-                raise InputError(f"{self.modality.label}: layer '{layer.name()}' {'; '.join(check.problems)}.")
-        mappings = {c.mapping.layer_bands for c in checks}
-        if len(mappings) > 1:
-            raise InputError(
-                f"{self.modality.label}: the ticked layers do not have the same bands; tick layers of one product only."
-            )
+            problems = [p for p in check.problems if not (several and p.startswith("lacks "))]
+            if problems:
+                raise InputError(f"{self.modality.label}: layer '{layer.name()}' {'; '.join(problems)}.")
+        if several:
+            return self._parts_input(rows, layers, checks)
         stacks = [layer for layer in layers if stack_dates_count(layer, self.modality)]
         if stacks:
             return self._stack_input(rows, layers, stacks)
@@ -612,6 +613,18 @@ class ModalityRow(QGroupBox):
         bands = None if mapping.is_identity(layers[0].bandCount()) else mapping.job_bands()
         files = [layer_file(layer) for layer in layers]
         return ModalityInput(name, files, dates, bands, self.scale())
+
+    def _parts_input(self, rows: list[int], layers: list[QgsRasterLayer], checks: list[LayerCheck]) -> ModalityInput:
+        """Ticked layers of different bands (Sentinel-2's 10 m and 20 m files): the job's "parts"."""
+        ticked = [
+            TickedLayer(layer.name(), layer_file(layer), self._row_date(row), check.mapping, layer.bandCount())
+            for row, layer, check in zip(rows, layers, checks)
+        ]
+        try:
+            parts = build_parts(self.modality.label, ticked, self.modality.is_series)
+        except PartsError as exc:
+            raise InputError(str(exc)) from None
+        return ModalityInput(self.modality.name, [], [], None, self.scale(), parts=parts)
 
     def _stack_input(self, rows: list[int], layers: list[QgsRasterLayer], stacks: list[QgsRasterLayer]):
         """One layer holding every date: the job's one file whose bands are dates x channels."""

@@ -131,6 +131,7 @@ def plan_map(request: MapRequest, run: Path) -> PlannedRun:
     outputs = {
         "classes": str(run / "classes.tif"),
         "confidence": str(run / "confidence.tif"),
+        "probabilities": str(run / "probabilities.tif"),  # what Classify parcels averages per parcel
         "embeddings_level": request.advanced.level,
     }
     job = build_job(request.model, list(request.inputs), request.extent, outputs, request.advanced)
@@ -142,12 +143,47 @@ def plan_map(request: MapRequest, run: Path) -> PlannedRun:
             "JOB": str(run / "job.json"),
             "CLASSES": outputs["classes"],
             "CONFIDENCE": outputs["confidence"],
+            "PROBABILITIES": outputs["probabilities"],
         },
     )
     step = Step(
         "apply-probe",
         {"probe": str(request.probe), "embeddings": job},
-        (outputs["classes"], outputs["confidence"]),
+        (outputs["classes"], outputs["confidence"], outputs["probabilities"]),
         "Mapping the whole area",
     )
     return PlannedRun(f"OmniSat: map {run.name}", (step,), command, job)
+
+
+@dataclass(frozen=True)
+class ParcelsRequest:
+    """Classify parcels from a finished map: each parcel takes the mean probability of its pixels."""
+
+    parcels: str  # the parcels file
+    layer: str | None  # the layer inside it (GeoPackage), if named
+    probabilities: str  # the map's per-class probabilities
+    classes: str  # the map's class map (names and colours)
+
+
+def plan_parcels(request: ParcelsRequest, run: Path) -> PlannedRun:
+    """One classify-parcels step writing ``run``/parcels.gpkg; the parcels file is only read."""
+    output = str(run / "parcels.gpkg")
+    params: dict[str, Any] = {
+        "parcels": request.parcels,
+        "probabilities": request.probabilities,
+        "classes": request.classes,
+        "output": output,
+    }
+    if request.layer:
+        params["layer"] = request.layer
+    command = qgis_process_command(
+        "classifyparcels",
+        {
+            "PARCELS": request.parcels + (f"|layername={request.layer}" if request.layer else ""),
+            "PROBABILITIES": request.probabilities,
+            "CLASSES": request.classes,
+            "OUTPUT": output,
+        },
+    )
+    step = Step("classify-parcels", params, (output,), "Classifying the parcels")
+    return PlannedRun(f"OmniSat: parcels {run.name}", (step,), command, {})

@@ -29,9 +29,16 @@ class ModalityInput:
     bands: list[int | None] | None = None  # None: the files' bands are the model's, in order
     scale: str | None = None  # the engine's on-the-fly value conversion (engine.io.scales), if any
     sensor: dict[str, Any] | None = None  # a sensor described by its wavelengths (omnisat_qgis.other_sensor)
+    # One sensor in several groups of files (Sentinel-2's 10 m and 20 m bands): the job's "parts" instead of files.
+    parts: list[dict[str, Any]] | None = None
+    mask: dict[str, Any] | None = None  # the job's cloud "mask" entry (files, type, classes)
+    season: tuple[str, str] | None = None  # first and last day of the dates used
 
     def job_entry(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"files": self.files if len(self.files) > 1 else self.files[0]}
+        if self.parts:
+            entry: dict[str, Any] = {"parts": self.parts}
+        else:
+            entry = {"files": self.files if len(self.files) > 1 else self.files[0]}
         if self.dates:
             entry["dates"] = self.dates
         if self.bands is not None:
@@ -40,7 +47,19 @@ class ModalityInput:
             entry["scale"] = self.scale
         if self.sensor is not None:
             entry["sensor"] = self.sensor
+        if self.mask is not None:
+            entry["mask"] = self.mask
+        if self.season is not None:
+            entry["season"] = list(self.season)
         return entry
+
+    def all_files(self) -> list[str]:
+        """Every file the modality reads: its files, or its parts' files."""
+        if not self.parts:
+            return list(self.files)
+        return [
+            f for part in self.parts for f in (part["files"] if isinstance(part["files"], list) else [part["files"]])
+        ]
 
 
 @dataclass(frozen=True)
@@ -106,7 +125,9 @@ def embedding_key(model: ModelInfo, inputs: list[ModalityInput], extent: Extent,
     """Changes whenever the embeddings would: model, inputs, extent, level, precision."""
     identity = {
         "model": _file_identity(str(model.path)),
-        "inputs": [[m.name, [_file_identity(f) for f in m.files], m.dates, m.bands, m.scale] for m in inputs],
+        "inputs": [[m.name, [_file_identity(f) for f in m.all_files()], m.dates, m.bands, m.scale] for m in inputs],
+        # Masks, season and the parts' band split change the embeddings too (absent: the key of a plain input).
+        "reading": [[m.parts, m.mask, m.season] for m in inputs if m.parts or m.mask or m.season],
         "extent": [[round(v, 3) for v in extent.bounds], extent.crs],
         "level": level,
         "precision": advanced.precision,

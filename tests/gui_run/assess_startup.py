@@ -32,7 +32,7 @@ from qgis.PyQt.QtWidgets import QTextBrowser
 from qgis.utils import iface, loadPlugin, plugins, startPlugin
 
 sys.path.append(os.environ["OMNISAT_GUI_SCRIPTS"])  # after the plugin folder (see scenario.py)
-from scenario import classes_layer, group_of_last_map, labels_from_polygons  # noqa: E402
+from scenario import classes_layer, group_of_last_map, labels_from_polygons, quit_qgis  # noqa: E402
 
 OUT = Path(os.environ["OMNISAT_GUI_OUT"])
 DATA = OUT / "data"
@@ -69,8 +69,7 @@ def finish(error: str = "") -> None:
     panel, dock = state.get("panel"), state.get("dock")
     record["messages"] = (dock.messages if dock else []) + (panel.messages if panel else [])
     (OUT / f"phase{PHASE}.json").write_text(json.dumps(record, indent=2))
-    QgsProject.instance().clear()  # File > Exit without "save the project?"
-    QTimer.singleShot(500, iface.actionExit().trigger)
+    quit_qgis()
 
 
 def guarded(step):

@@ -22,24 +22,4 @@ QT_QPA_PLATFORM=xcb QGIS_PLUGINPATH=$out/plugins OMNISAT_PYTHON=$root/.venv/bin/
   OMNISAT_SHARED_DATA=$shared OMNISAT_GUI_SCRIPTS=$root/tests/gui_run timeout 1200 xvfb-run -a -s "-screen 0 1920x1080x24 -nolisten tcp" \
   qgis --profiles-path "$out/profile" --noversioncheck --nologo \
   --noplugins --code "$root/tests/gui_run/startup.py" > "$out/qgis.log" 2>&1 || status=$?
-"$root/.venv/bin/python" - "$out" "$status" <<'PY'
-import json, sys
-from pathlib import Path
-
-out, status = Path(sys.argv[1]), int(sys.argv[2])
-problems = []
-result = json.loads((out / "result.json").read_text()) if (out / "result.json").is_file() else {}
-if not result.get("finished"):
-    problems.append("the scenario did not finish (see result.json / qgis.log)")
-problems += result.get("failures", [])
-if status != 0:
-    problems.append(f"QGIS exited with status {status}")
-if "Traceback (most recent call last)" in (out / "qgis.log").read_text(errors="replace"):
-    problems.append("qgis.log holds a Python traceback")
-for item in result.get("checks", []):
-    print(("ok    " if item["ok"] else "FAIL  ") + item["check"])
-print("timings (s):", json.dumps(result.get("timings", {})), "macro-F1:", result.get("macro_f1"))
-for problem in problems:
-    print("PROBLEM:", problem)
-sys.exit(1 if problems else 0)
-PY
+(cd "$root" && .venv/bin/python -m tests.gui_run.summary "$out" "$status")

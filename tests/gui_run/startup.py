@@ -17,11 +17,9 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from qgis.core import (
-    Qgis,
     QgsApplication,
     QgsFeature,
     QgsGeometry,
@@ -33,7 +31,7 @@ from qgis.PyQt.QtCore import QSize, Qt, QTimer
 from qgis.utils import iface, loadPlugin, plugins, startPlugin
 
 sys.path.append(os.environ["OMNISAT_GUI_SCRIPTS"])  # after the plugin folder (see scenario.py)
-from scenario import classes_layer, group_of_last_map, labels_from_polygons  # noqa: E402
+from scenario import Scenario, classes_layer, group_of_last_map, labels_from_polygons, quit_qgis  # noqa: E402
 
 OUT = Path(os.environ["OMNISAT_GUI_OUT"])
 DATA = OUT / "data"
@@ -44,71 +42,24 @@ RENAMED = {"schrubland": "shrubland", "artificial surface": "built-up"}
 # random-weights test model: 0.56 when this scenario was written (2026-12-07); chance is 0.25.
 # The floor sits between the two: a broken band mapping, date order or label transfer falls to chance.
 MACRO_F1_FLOOR = 0.45
-record = {"checks": [], "failures": [], "timings": {}, "log_errors": []}
-state = {}
-
-
-def check(name: str, ok: bool, detail: str = "") -> bool:
-    record["checks"].append({"check": name, "ok": bool(ok), "detail": str(detail)[:2000]})
-    if not ok:
-        record["failures"].append(f"{name}: {detail}"[:2000])
-    return ok
+scenario = Scenario(allowed_criticals=("different places",))  # a refusal the scenario provokes
+record, state = scenario.record, scenario.state
+check, guarded, later, when_done = scenario.check, scenario.guarded, scenario.later, scenario.when_done
 
 
 def shot(name: str) -> None:
     iface.mainWindow().grab().save(str(OUT / name))
 
 
-def logged(message, tag, level):
-    # A refusal the scenario provokes is said at the Critical level on purpose: not an error of the plugin.
-    if tag == "Python error" or (
-        level == Qgis.MessageLevel.Critical and tag in ("OmniSat", "Processing") and "different places" not in message
-    ):
-        record["log_errors"].append(f"[{tag}] {message}"[:2000])
-
-
 def finish(error: str = "") -> None:
-    if error:
-        check("the scenario ran to its end", False, error)
-    dock = state.get("dock")
-    if dock is not None:
-        record["messages"] = dock.messages
-    check("no error in QGIS's log (Python errors, OmniSat criticals)", not record["log_errors"], record["log_errors"])
-    record["finished"] = not error
-    (OUT / "result.json").write_text(json.dumps(record, indent=2))
+    scenario.conclude(OUT, error)
     (OUT / "timings.json").write_text(json.dumps(dict(record["timings"], macro_f1=record.get("macro_f1")), indent=2))
     if state.get("labels") is not None and state["labels"].isEditable():
         state["labels"].commitChanges()
-    # File > Exit without questions ("save the project?", "temporary layers": files under /tmp count as such)
-    QgsProject.instance().clear()
-    QTimer.singleShot(500, iface.actionExit().trigger)
+    quit_qgis()
 
 
-def guarded(step):
-    def run(*args):
-        try:
-            step(*args)
-        except Exception:  # any failure ends the run with its traceback in result.json
-            finish(traceback.format_exc())
-
-    return run
-
-
-def later(step, ms: int = 1000) -> None:
-    QTimer.singleShot(ms, guarded(step))
-
-
-def when_done(then, started: float, key: str):
-    """Poll until the dock's task ends, record its seconds under ``key``, then call ``then``."""
-
-    def poll():
-        if state["dock"].task is not None:
-            QTimer.singleShot(100, guarded(poll))
-            return
-        record["timings"][key] = round(time.monotonic() - started, 2)
-        then()
-
-    QTimer.singleShot(100, guarded(poll))
+scenario.finish = finish
 
 
 def row(name):
@@ -128,7 +79,7 @@ def valid_raster(path: str) -> tuple[bool, str]:
 
 @guarded
 def start():
-    QgsApplication.messageLog().messageReceived.connect(logged)
+    QgsApplication.messageLog().messageReceived.connect(scenario.logged)
     iface.mainWindow().resize(QSize(1600, 1000))
     project = QgsProject.instance()
     project.setFileName(str(OUT / "project.qgz"))

@@ -67,7 +67,7 @@ def test_classify_parcels_needs_one_way(provider, tmp_path):  # noqa: F811
     feedback = Errors()
     with pytest.raises(AssertionError, match="reported failure"):
         run_algorithm("classifyparcels", {"PARCELS": str(parcels), "OUTPUT": str(tmp_path / "o.gpkg")}, feedback)
-    assert any("Give exactly one of PROBABILITIES and JOB" in e for e in feedback.errors)
+    assert any("Give exactly one of PROBABILITIES (a map" in e for e in feedback.errors)
     assert ogr.Open(str(parcels)).GetLayer(0).GetFeatureCount() == 1
 
 
@@ -110,3 +110,38 @@ def test_mapping_algorithms_pass_cloud_masks_and_the_season(provider, shared_dat
     )
     assert any(f"s2: 3 date(s) in the season {first}..{last}" in line for line in feedback.lines)
     assert results["EMBEDDINGS"] == str(tmp_path / "embeddings.tif")
+
+
+def test_classify_parcels_features_way_with_a_job_and_the_season(provider, shared_data, tmp_path):  # noqa: F811
+    """The features way given as in Classify (a job file with the 10 m + 20 m parts and the SCL masks, the
+    SEASON parameter over it), auto choosing between per-parcel features and averaged pixel predictions,
+    both scores in the log."""
+    import json
+
+    from engine.bench.crops import crops_job
+    from engine.bench.flanders import build
+
+    files = build(tmp_path / "fl", slice(60, 72), slice(0, 1))
+    spec = crops_job(files)  # the bench's job: S2 parts and SCL masks (S1 left out here)
+    del spec["modalities"]["s1_asc"], spec["outputs"]
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(spec))
+    first, last = files.s2_dates[2].isoformat(), files.s2_dates[9].isoformat()
+    feedback = Errors()
+    results = run_algorithm(
+        "classifyparcels",
+        {
+            "PARCELS": f"{files.parcels}|layername=parcels",
+            "JOB": str(job),
+            "SEASON": f"{first},{last}",
+            "CLASS_FIELD": "crop_code",
+            "WAY": "auto",
+            "OUTPUT": str(tmp_path / "parcels.gpkg"),
+        },
+        feedback,
+    )
+    log = "\n".join(feedback.lines)
+    assert f"s2: 8 date(s) in the season {first}..{last}" in log
+    assert "a classifier on per-parcel features: held-out whole parcels" in log
+    assert "pixel predictions averaged per parcel: held-out whole parcels" in log and "auto chose" in log
+    assert results["PARCEL_COUNT"] == 19 and results["CLASSIFIED"] == 19

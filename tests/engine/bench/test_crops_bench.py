@@ -58,3 +58,16 @@ def test_monthly_composites_take_the_median_of_clear_dates():
     assert record["columns"] == ["ndvi:NDVI@2018-05", "ndvi:NDVI@2018-06"]
     assert x[0].tolist() == [2.0, 7.0]  # May: median of 1 and 3; June: no clear date -> its value as filled
     assert x[1].tolist() == [4.0, 8.0]
+
+
+def test_the_speckle_filter_averages_each_date_over_three_by_three_pixels():
+    from engine.bench.crops import speckle_filtered
+
+    values = np.zeros((4 * 4, 2, 1), np.float32)
+    values[5, 0, 0] = 9.0  # one bright pixel (row 1, column 1) on the first date
+    values[0, 1, 0] = np.nan  # a pixel without a value on the second date
+    item = InputValues("s1_asc", ("VV",), ("2018-05-01", "2018-05-13"), values, np.ones((16, 2), bool))
+    out = speckle_filtered(item, (4, 4)).values.reshape(4, 4, 2)
+    assert out[0, 0, 0] == 1.0 and out[2, 2, 0] == 1.0 and out[3, 3, 0] == 0.0  # 9 spread over its 3 x 3 block
+    assert out[1, 1, 1] == 0.0 and np.isfinite(out[..., 1]).all()  # the missing value left out of the means
+    assert out[..., 0].sum() == 9.0  # an inner pixel's value is spread, not lost or counted twice

@@ -274,3 +274,30 @@ def test_parcel_features_way_on_the_flanders_sample(shared_data, tmp_path):
     ]
     assert len(rows) == 19 and all(c is not None and 0 < p <= 1 for _, c, p in rows)
     assert [r[0] for r in rows[:2]] == [None, None]
+    # auto: both ways scored on the same whole-parcel folds, the better one applied, both scores reported.
+    auto = run_operation(
+        "classify-parcels",
+        {
+            "parcels": str(labelled),
+            "output": str(tmp_path / "auto.gpkg"),
+            "job": job,
+            "class_field": "crop_code",
+            "way": "auto",
+        },
+    )
+    scores = auto["ways"]
+    assert scores["features"] == result["held_out"]  # the features way's own score: the same folds
+    assert scores["pixels"]["parcels"] == scores["features"]["parcels"] and 0 <= scores["pixels"]["macro_f1"] <= 1
+    best = max(("features", "pixels"), key=lambda w: (scores[w]["macro_f1"], w == "features"))
+    assert auto["way"] == best and auto["held_out"] == scores[best] and auto["classified"] == 19
+    with pytest.raises(EngineError, match="Unknown way 'both'"):
+        run_operation(
+            "classify-parcels",
+            {
+                "parcels": str(labelled),
+                "output": str(tmp_path / "x.gpkg"),
+                "job": job,
+                "class_field": "crop_code",
+                "way": "both",
+            },
+        )
