@@ -111,7 +111,7 @@ def execute(
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         outputs = Outputs(stack, plan)
         blender = Blender(plan, outputs)
-        reader = stack.enter_context(WindowReader(plan, torch.get_num_threads(), reporter.log))
+        reader = stack.enter_context(WindowReader(plan, torch.get_num_threads(), reporter))
         _log_warps(reader, reporter)
         for windows, batch in stack.enter_context(read_batches(reader, plan.batches(), ahead)):
             if should_cancel is not None and should_cancel():

@@ -218,6 +218,7 @@ def fit_and_report(
             sections.append(("Candidates", candidates_html(validation["candidates"], validation["nested"])))
         if outcome.curve:
             sections.append(("Learning curve", learning_curve_html(outcome.curve)))
+        reporter.log(f"Writing the report {outputs.report}")
         write_fit_report(
             outputs.report,
             title=plan.title,

@@ -18,13 +18,16 @@ every node) is still read.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 from engine.errors import EngineError
+from engine.runtime.progress import report_within
 
 TREE_FORMAT = 2
+CHUNK = 10  # trees (or boosting rounds) fitted between two progress reports
 READABLE_FORMATS = (1, 2)
 # Node fields prediction needs; any other field of scikit-learn's node record is left at zero.
 FOREST_FIELDS = ("left_child", "right_child", "feature", "threshold", "missing_go_to_left")
@@ -165,8 +168,9 @@ class ForestClassifier(StoredEnsemble):
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32)
         total = np.zeros((len(x), self.classes.size), np.float64)
-        for tree, values in zip(self.trees, self.values):
+        for t, (tree, values) in enumerate(zip(self.trees, self.values)):
             total += values[tree.apply(x)]
+            report_within((t + 1) / len(self.trees))
         return _class_columns(total / len(self.trees), self.classes, self.n_classes)
 
     @classmethod
@@ -196,8 +200,25 @@ class ForestClassifier(StoredEnsemble):
         return cls(trees, values, arrays, architecture)
 
 
+def grown_in_chunks(estimator, x: np.ndarray, y: np.ndarray, parameter: str, total: int) -> None:
+    """Fit ``estimator`` with its ``parameter`` (trees or rounds) raised ``CHUNK`` at a time under
+    warm start: progress between chunks (report_within), and a cancel takes effect within one chunk.
+    scikit-learn draws the trees' seeds and continues boosting so that the result equals one fit."""
+    estimator.set_params(warm_start=True)
+    for built in range(min(CHUNK, total), total + CHUNK, CHUNK):
+        estimator.set_params(**{parameter: min(built, total)})
+        with warnings.catch_warnings():
+            # It warns that "balanced" class weights under warm start would differ were the data to
+            # change between fits: every chunk here sees the same data.
+            warnings.filterwarnings("ignore", message="class_weight presets", category=UserWarning)
+            estimator.fit(x, y)
+        report_within(min(built, total) / total)
+        if built >= total:
+            break
+
+
 def _fit_forest(estimator, kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, config) -> ForestClassifier:
-    estimator.fit(np.asarray(x, np.float32), y)
+    grown_in_chunks(estimator, np.asarray(x, np.float32), y, "n_estimators", config.trees)
     states = [tree.tree_.__getstate__() for tree in estimator.estimators_]
     arrays = _concatenated([s["nodes"] for s in states], FOREST_FIELDS)
     arrays["threshold"] = float32_at_most(arrays["threshold"])
@@ -262,9 +283,10 @@ class BoostingClassifier(StoredEnsemble):
         no_categories = np.zeros((0, 8), X_BITSET_INNER_DTYPE)
         feature_map = np.zeros(self.in_dim, np.uint32)
         raw = np.tile(self.baseline, (len(x), 1))
-        for iteration in self.predictors:
+        for i, iteration in enumerate(self.predictors):
             for k, predictor in enumerate(iteration):
                 raw[:, k] += predictor.predict(x, no_categories, feature_map, _threads())
+            report_within((i + 1) / len(self.predictors))
         return raw
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -313,7 +335,7 @@ def fit_gradient_boosting(x: np.ndarray, y: np.ndarray, n_classes: int, config) 
         random_state=config.seed,
         class_weight="balanced" if config.class_weighting else None,
     )
-    booster.fit(np.asarray(x, np.float64), y)
+    grown_in_chunks(booster, np.asarray(x, np.float64), y, "max_iter", config.trees)
     per_tree = [predictor.nodes for iteration in booster._predictors for predictor in iteration]
     arrays = _concatenated(per_tree, BOOSTING_FIELDS)
     arrays["baseline"] = np.asarray(booster._baseline_prediction, np.float64).reshape(-1)
