@@ -12,8 +12,10 @@ Layout 2 stores each array in the narrowest dtype that holds it exactly: node in
 features as 8/16/32-bit integers, forest thresholds as float32 rounded down (the trees
 compare float32 inputs, and for a float32 x, x <= t holds exactly when x <= the largest
 float32 not above t), and forest class shares for the leaves only, in float32 (internal
-nodes' shares never enter a prediction). Layout 1 (every field in 64 bits, shares for
-every node) is still read.
+nodes' shares never enter a prediction). Layout 3 stores a pure leaf (one class: most leaves of a
+fully grown tree) as that class's index, and class shares only for the other leaves: exactly the
+same predictions, a fraction of the size (class shares were most of a forest file). Layouts 1
+(every field in 64 bits, shares for every node) and 2 are still read.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import numpy as np
 from engine.errors import EngineError
 from engine.runtime.progress import report_within
 
-TREE_FORMAT = 2
+TREE_FORMAT = 3
 CHUNK = 10  # trees (or boosting rounds) fitted between two progress reports
-READABLE_FORMATS = (1, 2)
+READABLE_FORMATS = (1, 2, 3)
 # Node fields prediction needs; any other field of scikit-learn's node record is left at zero.
 FOREST_FIELDS = ("left_child", "right_child", "feature", "threshold", "missing_go_to_left")
 BOOSTING_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf")
@@ -114,12 +116,22 @@ def _concatenated(per_tree: list[np.ndarray], fields: tuple[str, ...]) -> dict[s
     return out
 
 
-def _forest_node_values(architecture: dict[str, Any], arrays: dict[str, np.ndarray], n_classes: int) -> np.ndarray:
+def forest_node_values(architecture: dict[str, Any], arrays: dict[str, np.ndarray], n_classes: int) -> np.ndarray:
     """Class shares of every node (n_nodes, n_classes): layout 2 stores the leaves' only."""
-    if int(architecture.get("tree_format", 0)) == 1:
+    layout = int(architecture.get("tree_format", 0))
+    if layout == 1:
         return np.asarray(arrays["values"], np.float64)
-    values = np.zeros((len(arrays["left_child"]), n_classes), np.float64)
-    values[np.asarray(arrays["left_child"]) == -1] = arrays["values"]  # leaves, in node order
+    leaves = np.asarray(arrays["left_child"]) == -1
+    if layout == 2:
+        shares = np.asarray(arrays["values"], np.float64)  # every leaf, in node order
+    else:
+        leaf_class = np.asarray(arrays["leaf_class"], np.int64)
+        pure = leaf_class >= 0
+        shares = np.zeros((leaf_class.size, n_classes), np.float64)
+        shares[np.flatnonzero(pure), leaf_class[pure]] = 1.0
+        shares[~pure] = arrays["values"]  # the mixed leaves, in node order
+    values = np.zeros((leaves.size, n_classes), np.float64)
+    values[leaves] = shares
     return values
 
 
@@ -181,7 +193,7 @@ class ForestClassifier(StoredEnsemble):
         _check_format(architecture, architecture["kind"].replace("_", " "), NODE_DTYPE, FOREST_FIELDS)
         offsets, depths = arrays["offsets"], arrays["max_depth"]
         classes = arrays["classes"]
-        node_values = _forest_node_values(architecture, arrays, classes.size)
+        node_values = forest_node_values(architecture, arrays, classes.size)
         trees, values = [], []
         for t in range(len(offsets) - 1):
             start, stop = int(offsets[t]), int(offsets[t + 1])
@@ -225,7 +237,11 @@ def _fit_forest(estimator, kind: str, x: np.ndarray, y: np.ndarray, n_classes: i
     # Leaf class shares (older releases store counts: normalised here to one meaning).
     values = np.concatenate([s["values"][:, 0, :] for s in states]).astype(np.float64)
     leaves = arrays["left_child"] == -1
-    arrays["values"] = (values[leaves] / np.maximum(values[leaves].sum(1, keepdims=True), 1e-12)).astype(np.float32)
+    shares = (values[leaves] / np.maximum(values[leaves].sum(1, keepdims=True), 1e-12)).astype(np.float32)
+    top = shares.argmax(1)
+    pure = shares[np.arange(len(shares)), top] == 1.0  # one class only: its share is exactly 1
+    arrays["leaf_class"] = narrowest_int(np.where(pure, top, -1))
+    arrays["values"] = shares[~pure]
     arrays["max_depth"] = narrowest_int(np.array([s["max_depth"] for s in states]))
     arrays["classes"] = narrowest_int(estimator.classes_)
     architecture = {
