@@ -14,7 +14,8 @@ compare float32 inputs, and for a float32 x, x <= t holds exactly when x <= the 
 float32 not above t), and forest class shares for the leaves only, in float32 (internal
 nodes' shares never enter a prediction). Layout 3 stores a pure leaf (one class: most leaves of a
 fully grown tree) as that class's index, and class shares only for the other leaves: exactly the
-same predictions, a fraction of the size (class shares were most of a forest file). Layouts 1
+same predictions, a fraction of the size (class shares were most of a forest file), and only
+the node fields that cannot be derived (engine.probes.classifiers.trees.compact_forest_nodes). Layouts 1
 (every field in 64 bits, shares for every node) and 2 are still read.
 """
 
@@ -135,6 +136,42 @@ def forest_node_values(architecture: dict[str, Any], arrays: dict[str, np.ndarra
     return values
 
 
+LEAF = -1  # a leaf's children in scikit-learn's trees
+UNDEFINED = -2  # a leaf's feature and threshold
+
+
+def _local_index(offsets: np.ndarray, n: int) -> np.ndarray:
+    """Each node's index within its own tree (nodes of all trees concatenated, ``offsets`` between)."""
+    offsets = np.asarray(offsets, np.int64)
+    return np.arange(n) - np.repeat(offsets[:-1], np.diff(offsets))
+
+
+def compact_forest_nodes(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Layout 3's node fields: the right child of every node; feature and threshold of the internal
+    nodes only; the left child only where it is not the next node (scikit-learn grows trees depth
+    first, so it always is); no missing-value direction (the inputs are always finite)."""
+    right = np.asarray(arrays["right_child"])
+    internal = right != LEAF
+    out = {"right_child": right, "feature": arrays["feature"][internal], "threshold": arrays["threshold"][internal]}
+    if not np.array_equal(arrays["left_child"][internal], _local_index(arrays["offsets"], right.size)[internal] + 1):
+        out["left_child"] = arrays["left_child"]
+    return out
+
+
+def full_forest_nodes(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every node's fields from layout 3's compact ones (compact_forest_nodes)."""
+    right = np.asarray(arrays["right_child"], np.int64)
+    internal = right != LEAF
+    left = arrays.get("left_child")
+    if left is None:
+        left = np.where(internal, _local_index(arrays["offsets"], right.size) + 1, LEAF)
+    feature = np.full(right.size, UNDEFINED, np.int64)
+    feature[internal] = arrays["feature"]
+    threshold = np.full(right.size, UNDEFINED, np.float64)
+    threshold[internal] = arrays["threshold"]
+    return dict(arrays, left_child=np.asarray(left), right_child=right, feature=feature, threshold=threshold)
+
+
 def _class_columns(probabilities: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
     """Spread probabilities over the fitted classes into all ``n_classes`` columns (a training
     fold may lack a class)."""
@@ -193,6 +230,9 @@ class ForestClassifier(StoredEnsemble):
         _check_format(architecture, architecture["kind"].replace("_", " "), NODE_DTYPE, FOREST_FIELDS)
         offsets, depths = arrays["offsets"], arrays["max_depth"]
         classes = arrays["classes"]
+        stored = arrays
+        if int(architecture.get("tree_format", 0)) >= 3:
+            arrays = full_forest_nodes(arrays)
         node_values = forest_node_values(architecture, arrays, classes.size)
         trees, values = [], []
         for t in range(len(offsets) - 1):
@@ -209,7 +249,7 @@ class ForestClassifier(StoredEnsemble):
             )
             trees.append(tree)
             values.append(leaf_values)
-        return cls(trees, values, arrays, architecture)
+        return cls(trees, values, stored, architecture)
 
 
 def grown_in_chunks(estimator, x: np.ndarray, y: np.ndarray, parameter: str, total: int) -> None:
@@ -242,6 +282,7 @@ def _fit_forest(estimator, kind: str, x: np.ndarray, y: np.ndarray, n_classes: i
     pure = shares[np.arange(len(shares)), top] == 1.0  # one class only: its share is exactly 1
     arrays["leaf_class"] = narrowest_int(np.where(pure, top, -1))
     arrays["values"] = shares[~pure]
+    arrays = {k: v for k, v in arrays.items() if k not in FOREST_FIELDS} | compact_forest_nodes(arrays)
     arrays["max_depth"] = narrowest_int(np.array([s["max_depth"] for s in states]))
     arrays["classes"] = narrowest_int(estimator.classes_)
     architecture = {
