@@ -189,13 +189,13 @@ def int8_accuracy(reporter: Reporter) -> dict[str, Any]:
         encoder_job,
         eolearn_dataset,
         label_grid,
+        labelled_cells,
     )
     from engine.errors import EngineError
     from engine.models.catalog import with_modalities
     from engine.probes.classifiers import ProbeConfig
     from engine.probes.folds import BUFFER_CELLS, FOLDS, spatial_folds
     from engine.probes.selection import Candidate, Setup, cross_validate
-    from engine.probes.sources import labelled_embeddings
 
     with tempfile.TemporaryDirectory(prefix="omnisat-int8-") as tmp:
         folder = Path(tmp)
@@ -206,17 +206,7 @@ def int8_accuracy(reporter: Reporter) -> dict[str, Any]:
         checkpoint, text = shipped[0].path, shipped[0].describe()
         job = encoder_job(dataset, Encoder("anysat", checkpoint, text), folder)
         grid = label_grid(job)
-        data = labelled_embeddings(
-            grid,
-            str(dataset.labels),
-            dataset.class_field,
-            None,
-            dataset.ignore_values,
-            0.5,
-            dataset.block_size_m,
-            reporter,
-            lambda r, c: np.zeros((r.size, 1), np.float32),
-        )
+        data = labelled_cells(dataset, grid, reporter)
         s = data.samples
         features = {}
         for name, context in (("fp32", contextlib.nullcontext()), ("int8", int8_linears())):
