@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "auto": "engine.bench.auto",
     "throughput": "engine.bench.throughput",
     "universat": "engine.bench.universat",
+    "backends": "engine.bench.backends",
 }
 
 
@@ -49,7 +50,7 @@ class BenchParams:
         default=None,
         metadata={
             "help": "accuracy: only these datasets, comma-separated: eolearn, ndvi, peru, crops (default: all; "
-            "--quick: eolearn)"
+            "--quick: eolearn); backends: eolearn for the int8 layers' macro-F1 instead of the timings"
         },
     )
     reference: str | None = field(

@@ -303,6 +303,22 @@ def encoders(folder: Path, reporter: Reporter, quick: bool) -> list[Encoder]:
     return result
 
 
+def labelled_cells(dataset: Dataset, grid, reporter: Reporter):
+    """The dataset's labels rasterised on ``grid`` (engine.probes.sources.labelled_embeddings, without
+    features: every method reads its own at these cells)."""
+    return labelled_embeddings(
+        grid,
+        str(dataset.labels),
+        dataset.class_field,
+        None,
+        dataset.ignore_values,
+        0.5,
+        dataset.block_size_m,
+        reporter,
+        lambda r, c: np.zeros((r.size, 1), np.float32),
+    )
+
+
 def encoder_job(dataset: Dataset, encoder: Encoder, folder: Path) -> dict[str, Any]:
     job = dict(
         dataset.job,
@@ -371,17 +387,7 @@ def evaluate(dataset: Dataset, models: list[Encoder], folder: Path, quick: bool,
         work.mkdir()
         jobs.append(encoder_job(dataset, encoder, work))
     grid = label_grid(jobs[0]) if jobs else raster_grid(dataset.raw_files[0])
-    data = labelled_embeddings(
-        grid,
-        str(dataset.labels),
-        dataset.class_field,
-        None,
-        dataset.ignore_values,
-        0.5,
-        dataset.block_size_m,
-        reporter,
-        lambda r, c: np.zeros((r.size, 1), np.float32),
-    )
+    data = labelled_cells(dataset, grid, reporter)
     samples = data.samples
     features, dense, seconds = {}, {}, {}
     for encoder, job in zip(models, jobs):

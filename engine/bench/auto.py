@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 
 import engine.probes.fit as fitting
-from engine.bench.accuracy import eolearn_dataset, raster_grid, raw_features
+from engine.bench.accuracy import eolearn_dataset, labelled_cells, raster_grid, raw_features
 from engine.probes import selection as validation
 from engine.probes.classifiers import ProbeConfig
 from engine.probes.features import FeatureSet, InputValues, available_indices, combine
-from engine.probes.sources import labelled_embeddings
 from engine.runtime.progress import Reporter
 
 
@@ -33,17 +32,7 @@ def scene(folder: Path, reporter: Reporter):
     """(feature matrices, their column names, y, units, rows, cols, class names) of eo-learn."""
     dataset = eolearn_dataset(folder)
     grid = raster_grid(dataset.raw_files[0])
-    data = labelled_embeddings(
-        grid,
-        str(dataset.labels),
-        dataset.class_field,
-        None,
-        dataset.ignore_values,
-        0.5,
-        dataset.block_size_m,
-        reporter,
-        lambda r, c: np.zeros((r.size, 1), np.float32),
-    )
+    data = labelled_cells(dataset, grid, reporter)
     samples = data.samples
     raw = raw_features(dataset.raw_files, grid.transform, samples.rows, samples.cols)
     keep = np.isfinite(raw).all(axis=1)

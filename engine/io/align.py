@@ -19,8 +19,8 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
@@ -29,6 +29,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
 
 from engine.errors import EngineError
 from engine.io.grid import Grid
@@ -56,15 +57,35 @@ def _on_lattice(ds, grid: Grid) -> tuple[int, int] | None:
 # band of a pixel together (one block read serves all dates); uncompressed: a scratch file.
 WARP_BLOCK = (256, 16)  # columns, rows
 WARP_MEM_MB = 256
+# At least this many rows a strip: GDAL scales its resampling kernel by each chunk's source/destination
+# ratio, which strips of a few rows shift (values then differ by up to 1e-3 relative from one warp).
+WARP_STRIP_ROWS = 256
 DISK_MARGIN = 0.8  # share of the temporary folder's free space a warped file may take
+
+
+class WarpReporter(Protocol):
+    """What warping reports to (engine.runtime.progress.Reporter is one): named here so that io
+    imports nothing of the runtime above it."""
+
+    def log(self, message: str, level: str = "info") -> None: ...
+
+    def steps(self, total: int, message: str) -> Any: ...
+
+
+class _Uncounted:
+    """The step counter of a warp nobody listens to."""
+
+    def count(self) -> None:
+        pass
 
 
 class WarpCache(contextlib.AbstractContextManager):
     """A run's temporary folder of inputs warped once onto their grid, made when first needed."""
 
-    def __init__(self, threads: int = 1, log: Callable[[str], None] | None = None):
-        """``log``: told before each warp (a large file takes a while before the first window)."""
-        self.threads, self.log = threads, log
+    def __init__(self, threads: int = 1, reporter: WarpReporter | None = None):
+        """``reporter``: told before each warp and how far it is (a large file takes a while before
+        the first window)."""
+        self.threads, self.reporter = threads, reporter
         self.warped: list[str] = []  # the inputs warped so far
         self.per_window: list[str] = []  # inputs too large for the folder: warped window by window
         self.seconds = 0.0
@@ -83,8 +104,8 @@ class WarpCache(contextlib.AbstractContextManager):
         if size > DISK_MARGIN * shutil.disk_usage(folder).free:
             self.per_window.append(dataset.name)
             return None
-        if self.log is not None:
-            self.log(f"Warping {dataset.name} onto the grid once ({size / 2**20:,.0f} MB at most in {folder})")
+        if self.reporter is not None:
+            self.reporter.log(f"Warping {dataset.name} onto the grid once ({size / 2**20:,.0f} MB at most in {folder})")
         started = time.perf_counter()
         path = folder / f"{len(self.warped) + len(self.per_window)}-{resampling.name}.tif"
         profile = dict(
@@ -103,17 +124,31 @@ class WarpCache(contextlib.AbstractContextManager):
             sparse_ok=True,
             bigtiff="IF_SAFER",
         )
+        # Strips of rows, each warped in memory and written where the file reaches (blocks it does
+        # not reach stay unwritten: NaN, no disk): progress and a chance to cancel between strips.
+        per_row = max(grid.width * len(bands) * 4, 1)
+        rows = max(WARP_STRIP_ROWS, WARP_MEM_MB * 2**20 // per_row // WARP_BLOCK[1] * WARP_BLOCK[1])
+        message = f"Warping {Path(dataset.name).name} onto the grid"
+        steps = self.reporter.steps(math.ceil(grid.height / rows), message) if self.reporter else _Uncounted()
         with rasterio.open(path, "w", **profile) as out:
-            reproject(
-                rasterio.band(dataset, list(bands)),
-                rasterio.band(out, list(range(1, len(bands) + 1))),
-                resampling=resampling,
-                src_nodata=dataset.nodata,
-                dst_nodata=math.nan,
-                num_threads=self.threads,
-                warp_mem_limit=WARP_MEM_MB,
-                SKIP_NOSOURCE=True,
-            )  # blocks the file does not reach stay unwritten: NaN, no disk
+            for top in range(0, grid.height, rows):
+                strip = Window(0, top, grid.width, min(rows, grid.height - top))
+                data = np.full((len(bands), strip.height, strip.width), np.nan, np.float32)
+                reproject(
+                    rasterio.band(dataset, list(bands)),
+                    data,
+                    dst_transform=window_transform(strip, grid.transform),
+                    dst_crs=grid.crs,
+                    resampling=resampling,
+                    src_nodata=dataset.nodata,
+                    dst_nodata=math.nan,
+                    num_threads=self.threads,
+                    warp_mem_limit=WARP_MEM_MB,
+                    init_dest_nodata=True,
+                )
+                if not np.isnan(data).all():
+                    out.write(data, window=strip)
+                steps.count()
         self.warped.append(dataset.name)
         self.seconds += time.perf_counter() - started
         return rasterio.open(path)

@@ -19,6 +19,7 @@ from engine.errors import EngineError
 from engine.mapping.plan import Plan
 from engine.mapping.read import WindowBatch
 from engine.runtime.precision import autocast_context, keep_weights_in, to_device
+from engine.runtime.progress import report_within
 
 
 @dataclass
@@ -30,8 +31,40 @@ class Results:
     tiles: np.ndarray | None = None
 
 
+class LayerTicks:
+    """Progress inside a forward pass (report_within), for models whose one batch takes many
+    seconds: the model's linear layers count their calls, and the largest count of a forward so
+    far is the whole of the next one. Before any forward is counted, the number of linear layers
+    stands in (each runs at least once), capped at 90%. A cancel (SIGTERM) lands between two layers."""
+
+    FIRST_CAP = 0.9
+
+    def __init__(self, model: torch.nn.Module):
+        layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        self.calls, self.whole, self.layers = 0, 0, max(len(layers), 1)
+        self.handles = [m.register_forward_hook(self._tick) for m in layers]
+
+    def _tick(self, *_) -> None:
+        self.calls += 1
+        if self.whole:
+            report_within(min(self.calls / self.whole, 1.0))
+        else:
+            report_within(min(self.calls / self.layers, self.FIRST_CAP))
+
+    def start(self) -> None:
+        self.calls = 0
+
+    def end(self) -> None:
+        self.whole = max(self.whole, self.calls)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
 class ModelCall:
-    """The model (and head) of a run, on the plan's device, at the plan's precision."""
+    """The model (and head) of a run, on the plan's device, at the plan's precision. ``close``
+    removes the progress hooks (LayerTicks) from the model."""
 
     def __init__(self, plan: Plan, model, head=None):
         self.plan = plan
@@ -39,9 +72,14 @@ class ModelCall:
         self.model = keep_weights_in(model.to(plan.device).eval(), plan.dtype)
         self.head = head.to(plan.device).eval() if plan.outputs.head_level is not None else None
         self.dense = plan.geometry.dense.modality if plan.geometry.dense is not None else None
+        self.ticks = LayerTicks(self.model)
+
+    def close(self) -> None:
+        self.ticks.close()
 
     def __call__(self, batch: WindowBatch) -> Results:
         out = Results()
+        self.ticks.start()
         for names, index in batch.groups().items():
             part = self._forward(
                 {n: batch.inputs[n][index] for n in names},
@@ -56,6 +94,7 @@ class ModelCall:
                 if getattr(out, key) is None:
                     setattr(out, key, np.empty((len(batch.windows), *values.shape[1:]), np.float32))
                 getattr(out, key)[index] = values
+        self.ticks.end()
         return out
 
     def _forward(self, inputs, dates, masks, grid: tuple[int, int]) -> Results:

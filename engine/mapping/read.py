@@ -10,7 +10,7 @@ is read in a background thread while the model runs on this one, when a core is 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,6 +23,7 @@ from engine.io.grid import scale_window
 from engine.io.normalize import normalize
 from engine.io.scales import convert_scale
 from engine.mapping.plan import Plan
+from engine.runtime.progress import Reporter
 
 
 def keep_dates(valid: np.ndarray, min_valid_fraction: float) -> np.ndarray:
@@ -72,14 +73,14 @@ class WindowBatch:
 class WindowReader(contextlib.AbstractContextManager):
     """Reads and normalises batches of windows for every modality of a plan."""
 
-    def __init__(self, plan: Plan, threads: int = 1, log: Callable[[str], None] | None = None):
+    def __init__(self, plan: Plan, threads: int = 1, reporter: Reporter | None = None):
         """``threads``: GDAL's, for warping off-grid inputs once (before any window is read), each
-        announced to ``log``."""
+        announced, with its progress, to ``reporter``."""
         self.plan = plan
         self.readers: dict[str, ModalityReader] = {}
         # The run reads every window of the grid: warp off-grid files once (in a temporary folder that
         # lives as long as this reader) rather than window by window.
-        self.warps = WarpCache(threads, log) if plan.warp_once else None
+        self.warps = WarpCache(threads, reporter) if plan.warp_once else None
         try:
             for name, m in plan.modalities.items():
                 self.readers[name] = ModalityReader(m, plan.geometry.modality_grids[name], self.warps)

@@ -97,10 +97,17 @@ def execute(
     plan: Plan, model, head, reporter: Reporter, should_cancel: Callable[[], bool] | None = None
 ) -> dict[str, Any]:
     """Run a plan; returns the result summary."""
-    started = time.perf_counter()
     if plan.threads:
         torch.set_num_threads(plan.threads)
     call = ModelCall(plan, model, head)
+    try:
+        return _execute(plan, call, reporter, should_cancel)
+    finally:
+        call.close()
+
+
+def _execute(plan: Plan, call: ModelCall, reporter: Reporter, should_cancel: Callable[[], bool] | None) -> dict:
+    started = time.perf_counter()
     reporter.log(plan.describe())
     steps = reporter.steps(plan.window_count, "Mapping windows")
     skipped, model_seconds = 0, 0.0
@@ -111,7 +118,7 @@ def execute(
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         outputs = Outputs(stack, plan)
         blender = Blender(plan, outputs)
-        reader = stack.enter_context(WindowReader(plan, torch.get_num_threads(), reporter.log))
+        reader = stack.enter_context(WindowReader(plan, torch.get_num_threads(), reporter))
         _log_warps(reader, reporter)
         for windows, batch in stack.enter_context(read_batches(reader, plan.batches(), ahead)):
             if should_cancel is not None and should_cancel():
@@ -123,7 +130,8 @@ def execute(
                 batch = batch.having(plan.geometry.dense.modality)
             skipped += batch.skipped
             tick = time.perf_counter()
-            results = call(batch) if batch.windows else Results()
+            with steps.part():  # a batch of a large model takes many seconds: progress from its layers
+                results = call(batch) if batch.windows else Results()
             model_seconds += time.perf_counter() - tick
             blender.add(batch, results)
             steps.advance(len(windows))

@@ -55,19 +55,20 @@ def map_embeddings(
     with contextlib.ExitStack() as stack:
         datasets = open_class_outputs(stack, files, grid, class_names, [parse_color(c) for c in colors])
         for window in windows:
-            data, valid = read_block(ds, window)
-            vectors = data.reshape(ds.count, -1).T
-            if feature_set.input_parts:
-                values, has_data = read_inputs(inputs, grid, window)
-                vectors, record = combine(vectors, values, feature_set, features.get("radar_db"))
-                check_columns(features, record["columns"])
-                valid = valid & has_data.reshape(valid.shape)
-            vectors = vectors[valid.ravel()]
-            proba = np.zeros((len(class_names), *valid.shape), np.float32)
-            if vectors.size:
-                with torch.inference_mode():
-                    proba[:, valid] = probe.predict_proba(vectors).T
-            write_class_outputs(datasets, window.row_off, proba, valid, col=window.col_off)
+            with steps.part():  # a block of a large probe (a vote with forests) takes a while
+                data, valid = read_block(ds, window)
+                vectors = data.reshape(ds.count, -1).T
+                if feature_set.input_parts:
+                    values, has_data = read_inputs(inputs, grid, window)
+                    vectors, record = combine(vectors, values, feature_set, features.get("radar_db"))
+                    check_columns(features, record["columns"])
+                    valid = valid & has_data.reshape(valid.shape)
+                vectors = vectors[valid.ravel()]
+                proba = np.zeros((len(class_names), *valid.shape), np.float32)
+                if vectors.size:
+                    with torch.inference_mode():
+                        proba[:, valid] = probe.predict_proba(vectors).T
+                write_class_outputs(datasets, window.row_off, proba, valid, col=window.col_off)
             steps.advance()
 
 

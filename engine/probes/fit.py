@@ -25,6 +25,7 @@ from engine.probes.folds import SpatialFolds, ValidationImpossible, spatial_fold
 from engine.probes.metrics import FoldScores, classification_metrics
 from engine.probes.selection import (
     Candidate,
+    FitProgress,
     Selection,
     Setup,
     Vote,
@@ -149,7 +150,8 @@ def fit_honestly(
         )
     picked = capped(np.arange(len(y)), np.asarray(y), max_per_class, np.random.default_rng(seed))
     reporter.log(f"Fitting {chosen.name} on {len(picked)} labelled cells")
-    models = setup.fit_members(chosen, picked)
+    with FitProgress(reporter, 1).fit(f"the saved probe on {len(picked)} labelled cells"):
+        models = setup.fit_members(chosen, picked)
     if isinstance(chosen, Vote):
         if columns is None:
             raise EngineError("A soft vote needs the feature sets' column names to be saved.")

@@ -26,8 +26,8 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,6 +38,7 @@ from engine.probes.classifiers import ENSEMBLE, fit_probe
 from engine.probes.features import PARTS, FeatureSet
 from engine.probes.folds import SpatialFolds
 from engine.probes.metrics import FoldScores
+from engine.runtime.progress import Reporter, StepCounter, share_of_step
 
 VOTE = 5  # at most this many candidates in auto's soft vote
 CURVE_SIZES = (5, 10, 20, 50, 100, 200, 500, 1000)
@@ -101,16 +102,20 @@ class Setup:
     seed: int = 0
 
     def fit_members(self, choice: Candidate | Vote, picked: np.ndarray) -> list:
-        """Each member of ``choice`` fitted on the samples ``picked`` (indices)."""
-        return [
-            fit_probe(
-                self.features[m.features][picked],
-                self.y[picked],
-                len(self.class_names),
-                replace(self.config, kind=m.classifier),
-            )
-            for m in choice.members
-        ]
+        """Each member of ``choice`` fitted on the samples ``picked`` (indices); each member's
+        progress (report_within) is its share of the whole."""
+        models, count = [], len(choice.members)
+        for i, m in enumerate(choice.members):
+            with share_of_step(i / count, (i + 1) / count):
+                models.append(
+                    fit_probe(
+                        self.features[m.features][picked],
+                        self.y[picked],
+                        len(self.class_names),
+                        replace(self.config, kind=m.classifier),
+                    )
+                )
+        return models
 
     def fit_proba(
         self, choice: Candidate | Vote, train: np.ndarray, test: np.ndarray, rng: np.random.Generator | None = None
@@ -129,28 +134,27 @@ class Setup:
         return self.fit_proba(choice, train, test, rng).argmax(-1)
 
 
-class FitProgress:
-    """Progress of a run of fits: after each, the share done, what it was and the time left,
-    extrapolated from the fits so far (fits of one run cost about the same)."""
+class FitProgress(StepCounter):
+    """Progress of a run of fits (fits of one run cost about the same): after each fit, what it was,
+    its number and the time left; while one runs, its share done (the classifiers report it)."""
 
     def __init__(self, reporter, total: int):
-        self.reporter, self.total, self.done = reporter, max(total, 1), 0
-        self.started = time.monotonic()
+        super().__init__(reporter or Reporter(), total, "fit", 0.0, 100.0)
+
+    def label(self, number: int, message: str, within: float | None = None) -> str:
+        share = "" if within is None else f" ({within:.0%} done)"
+        return f"{message}; fit {number} of {self.total}{share}"
+
+    @contextlib.contextmanager
+    def fit(self, what: str) -> Iterator[None]:
+        """One fit (and its prediction) runs in this block; counted when it ends."""
+        with self.part(what):
+            yield
+        self.count(1, what)
 
     def step(self, what: str) -> None:
-        self.done += 1
-        if self.reporter is None:
-            return
-        elapsed = time.monotonic() - self.started
-        left = elapsed / self.done * max(self.total - self.done, 0)
-        self.reporter.progress(
-            min(100.0, 100.0 * self.done / self.total),
-            f"{what}; fit {self.done} of {self.total}, about {_duration(left)} left",
-        )
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+        """A fit counted without running (nothing to fit)."""
+        self.count(1, what)
 
 
 def cross_validate(
@@ -175,14 +179,12 @@ def cross_validate(
                 progress.step(f"{stage}: fold {fold + 1} of {folds.n_folds} has no cells")
             continue
         for k, candidate in enumerate(candidates):
-            proba = setup.fit_proba(candidate, train, test, np.random.default_rng(setup.seed + fold))
+            what = f"{stage}: candidate {k + 1} of {len(candidates)} ({candidate.name}), fold {fold + 1} of {folds.n_folds}"
+            with progress.fit(what):
+                proba = setup.fit_proba(candidate, train, test, np.random.default_rng(setup.seed + fold))
             scores[candidate].add(setup.y[test], proba.argmax(-1), setup.class_names)
             if probabilities is not None:
                 probabilities[candidate, fold] = proba
-            progress.step(
-                f"{stage}: candidate {k + 1} of {len(candidates)} ({candidate.name}), "
-                f"fold {fold + 1} of {folds.n_folds}"
-            )
     return scores
 
 
@@ -251,16 +253,19 @@ def nested_selection(
         tests = {f: folds.test(g) & folds.train[f], g: folds.test(f) & folds.train[g]}  # outer fold -> its inner test
         union = tests[f] | tests[g]
         for k, candidate in enumerate(candidates):
-            if train.any() and union.any():
-                proba = setup.fit_proba(candidate, train, union, np.random.default_rng(setup.seed + 1000 + p))
-                at = np.cumsum(union) - 1  # row of each cell in proba
-                for outer_fold, inner_fold in ((f, g), (g, f)):
-                    if tests[outer_fold].any():
-                        inner_proba[candidate, outer_fold, inner_fold] = proba[at[tests[outer_fold]]]
-            progress.step(
+            what = (
                 f"nested selection: candidate {k + 1} of {len(candidates)} ({candidate.name}), "
                 f"inner fit {p + 1} of {len(pairs)} (outer folds {f + 1} and {g + 1} held out)"
             )
+            if not (train.any() and union.any()):
+                progress.step(what)
+                continue
+            with progress.fit(what):
+                proba = setup.fit_proba(candidate, train, union, np.random.default_rng(setup.seed + 1000 + p))
+            at = np.cumsum(union) - 1  # row of each cell in proba
+            for outer_fold, inner_fold in ((f, g), (g, f)):
+                if tests[outer_fold].any():
+                    inner_proba[candidate, outer_fold, inner_fold] = proba[at[tests[outer_fold]]]
     nested, chosen, inner_counts = FoldScores(), [], []
     for fold in range(n):
         test = folds.test(fold)
@@ -305,18 +310,17 @@ def learning_curve(
         last = i == len(points) - 1
         for fold in range(folds.n_folds):
             test = folds.test(fold)
+            what = f"learning curve: point {i + 1} of {len(points)} ({n} cells per class), fold {fold + 1} of {folds.n_folds}"
             if last and all((m, fold) in outer for m in candidate.members):
                 predicted = np.mean([outer[m, fold] for m in candidate.members], axis=0).argmax(-1)
+                progress.step(what)
             else:
                 # the last point draws as cross_validate does (the same cells as the outer fits)
                 rng = np.random.default_rng(setup.seed + (0 if last else 100) + fold)
                 train = np.zeros(setup.y.size, bool)
                 train[capped(np.flatnonzero(folds.train[fold]), setup.y, n, rng)] = True
-                predicted = replace(setup, max_per_class=None).fit_predict(candidate, train, test, rng)
+                with progress.fit(what):
+                    predicted = replace(setup, max_per_class=None).fit_predict(candidate, train, test, rng)
             scores.add(setup.y[test], predicted, setup.class_names)
-            progress.step(
-                f"learning curve: point {i + 1} of {len(points)} ({n} cells per class), "
-                f"fold {fold + 1} of {folds.n_folds}"
-            )
         curve.append({"cells_per_class": n, "all": n == largest, **scores.summary()})
     return curve

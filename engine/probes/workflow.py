@@ -29,13 +29,16 @@ from engine.probes.sources import (
     labelled_embeddings,
     raster_level,
 )
+from engine.runtime.preload import preload
 from engine.runtime.progress import Reporter
 from engine.wording import article, plural
 
 
 @contextlib.contextmanager
 def open_embeddings(request: EmbeddingRequest, reporter: Reporter) -> Iterator[tuple[EmbeddingSource, Any]]:
-    """Step 1: the embeddings (computed now for a job) and their raster, open."""
+    """Step 1: the embeddings (computed now for a job) and their raster, open. What the fit and its
+    report import later (the optimizers' torch._dynamo, matplotlib) loads meanwhile."""
+    preload("torch._dynamo", "matplotlib.figure")
     with (
         embedding_source(request.value, request.model, reporter, level=request.level, needed=request.needed) as source,
         open_raster(source.path, "embeddings") as ds,
@@ -206,6 +209,7 @@ def fit_and_report(
         counts["cells ever held out"] = dict(zip(names, np.bincount(samples.y[tested], minlength=len(names)).tolist()))
     extra = after_fit(outcome.classifier, metadata) if after_fit is not None else []
     if outputs.report:
+        reporter.log(f"Writing the report {outputs.report}")
         table = {
             "labels": plan.labels.path,
             "class field": plan.labels.class_field,

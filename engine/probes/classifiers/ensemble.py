@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine.probes.classifiers.registry import ENSEMBLE, rebuild_classifier
+from engine.runtime.progress import report_within, share_of_step
 
 
 class EnsembleClassifier:
@@ -37,7 +38,12 @@ class EnsembleClassifier:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
-        return np.mean([member.predict_proba(x[:, cols]) for member, cols in zip(self.members, self.columns)], axis=0)
+        count, out = len(self.members), []
+        for i, (member, cols) in enumerate(zip(self.members, self.columns)):
+            with share_of_step(i / count, (i + 1) / count):
+                out.append(member.predict_proba(x[:, cols]))
+            report_within((i + 1) / count)
+        return np.mean(out, axis=0)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x).argmax(-1)

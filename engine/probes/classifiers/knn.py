@@ -16,6 +16,7 @@ import torch
 
 from engine.errors import EngineError
 from engine.probes.classifiers.neural import class_weights
+from engine.runtime.progress import report_within
 
 
 class KNNClassifier:
@@ -46,6 +47,7 @@ class KNNClassifier:
         out = []
         with torch.inference_mode():
             for i in range(0, len(x), batch):
+                report_within(i / len(x))
                 nearest = torch.cdist(x[i : i + batch], train).topk(k, largest=False).indices
                 votes = torch.zeros(len(nearest), self.n_classes)
                 votes.scatter_add_(1, labels[nearest], weights[labels[nearest]])

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.probes.classifiers.registry import ProbeConfig
+from engine.runtime.progress import report_within
 
 
 class Probe(nn.Module):
@@ -103,17 +104,23 @@ def fit_neural_probe(x: np.ndarray, y: np.ndarray, n_classes: int, config: Probe
         return loss_fn(probe(x), y_t) + config.l2 * probe.weight_penalty()
 
     if config.optimizer == "lbfgs":
+        max_eval = config.epochs * 5 // 4  # LBFGS's own default: its bound on evaluations
         optimizer = torch.optim.LBFGS(
             probe.parameters(),
             lr=1.0,
             max_iter=config.epochs,
+            max_eval=max_eval,
             history_size=20,
             line_search_fn="strong_wolfe",
             tolerance_grad=1e-6,
             tolerance_change=1e-9,
         )
+        evaluations = 0
 
         def closure():
+            nonlocal evaluations
+            evaluations += 1
+            report_within(evaluations / max_eval)  # an upper bound: a converging fit ends sooner
             optimizer.zero_grad()
             loss = objective()
             loss.backward()
@@ -124,7 +131,8 @@ def fit_neural_probe(x: np.ndarray, y: np.ndarray, n_classes: int, config: Probe
         optimizer = torch.optim.Adam(probe.parameters(), lr=config.learning_rate)
         generator = torch.Generator().manual_seed(config.seed)
         batch = 256
-        for _ in range(config.epochs):
+        for epoch in range(config.epochs):
+            report_within(epoch / config.epochs)
             order = torch.randperm(len(x), generator=generator)
             for i in range(0, len(x), batch):
                 idx = order[i : i + batch]

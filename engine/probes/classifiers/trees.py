@@ -12,20 +12,26 @@ Layout 2 stores each array in the narrowest dtype that holds it exactly: node in
 features as 8/16/32-bit integers, forest thresholds as float32 rounded down (the trees
 compare float32 inputs, and for a float32 x, x <= t holds exactly when x <= the largest
 float32 not above t), and forest class shares for the leaves only, in float32 (internal
-nodes' shares never enter a prediction). Layout 1 (every field in 64 bits, shares for
-every node) is still read.
+nodes' shares never enter a prediction). Layout 3 stores a pure leaf (one class: most leaves of a
+fully grown tree) as that class's index, and class shares only for the other leaves: exactly the
+same predictions, a fraction of the size (class shares were most of a forest file), and only
+the node fields that cannot be derived (engine.probes.classifiers.trees.compact_forest_nodes). Layouts 1
+(every field in 64 bits, shares for every node) and 2 are still read.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 from engine.errors import EngineError
+from engine.runtime.progress import report_within
 
-TREE_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+TREE_FORMAT = 3
+CHUNK = 10  # trees (or boosting rounds) fitted between two progress reports
+READABLE_FORMATS = (1, 2, 3)
 # Node fields prediction needs; any other field of scikit-learn's node record is left at zero.
 FOREST_FIELDS = ("left_child", "right_child", "feature", "threshold", "missing_go_to_left")
 BOOSTING_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf")
@@ -111,13 +117,59 @@ def _concatenated(per_tree: list[np.ndarray], fields: tuple[str, ...]) -> dict[s
     return out
 
 
-def _forest_node_values(architecture: dict[str, Any], arrays: dict[str, np.ndarray], n_classes: int) -> np.ndarray:
+def forest_node_values(architecture: dict[str, Any], arrays: dict[str, np.ndarray], n_classes: int) -> np.ndarray:
     """Class shares of every node (n_nodes, n_classes): layout 2 stores the leaves' only."""
-    if int(architecture.get("tree_format", 0)) == 1:
+    layout = int(architecture.get("tree_format", 0))
+    if layout == 1:
         return np.asarray(arrays["values"], np.float64)
-    values = np.zeros((len(arrays["left_child"]), n_classes), np.float64)
-    values[np.asarray(arrays["left_child"]) == -1] = arrays["values"]  # leaves, in node order
+    leaves = np.asarray(arrays["left_child"]) == -1
+    if layout == 2:
+        shares = np.asarray(arrays["values"], np.float64)  # every leaf, in node order
+    else:
+        leaf_class = np.asarray(arrays["leaf_class"], np.int64)
+        pure = leaf_class >= 0
+        shares = np.zeros((leaf_class.size, n_classes), np.float64)
+        shares[np.flatnonzero(pure), leaf_class[pure]] = 1.0
+        shares[~pure] = arrays["values"]  # the mixed leaves, in node order
+    values = np.zeros((leaves.size, n_classes), np.float64)
+    values[leaves] = shares
     return values
+
+
+LEAF = -1  # a leaf's children in scikit-learn's trees
+UNDEFINED = -2  # a leaf's feature and threshold
+
+
+def _local_index(offsets: np.ndarray, n: int) -> np.ndarray:
+    """Each node's index within its own tree (nodes of all trees concatenated, ``offsets`` between)."""
+    offsets = np.asarray(offsets, np.int64)
+    return np.arange(n) - np.repeat(offsets[:-1], np.diff(offsets))
+
+
+def compact_forest_nodes(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Layout 3's node fields: the right child of every node; feature and threshold of the internal
+    nodes only; the left child only where it is not the next node (scikit-learn grows trees depth
+    first, so it always is); no missing-value direction (the inputs are always finite)."""
+    right = np.asarray(arrays["right_child"])
+    internal = right != LEAF
+    out = {"right_child": right, "feature": arrays["feature"][internal], "threshold": arrays["threshold"][internal]}
+    if not np.array_equal(arrays["left_child"][internal], _local_index(arrays["offsets"], right.size)[internal] + 1):
+        out["left_child"] = arrays["left_child"]
+    return out
+
+
+def full_forest_nodes(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every node's fields from layout 3's compact ones (compact_forest_nodes)."""
+    right = np.asarray(arrays["right_child"], np.int64)
+    internal = right != LEAF
+    left = arrays.get("left_child")
+    if left is None:
+        left = np.where(internal, _local_index(arrays["offsets"], right.size) + 1, LEAF)
+    feature = np.full(right.size, UNDEFINED, np.int64)
+    feature[internal] = arrays["feature"]
+    threshold = np.full(right.size, UNDEFINED, np.float64)
+    threshold[internal] = arrays["threshold"]
+    return dict(arrays, left_child=np.asarray(left), right_child=right, feature=feature, threshold=threshold)
 
 
 def _class_columns(probabilities: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -165,8 +217,9 @@ class ForestClassifier(StoredEnsemble):
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32)
         total = np.zeros((len(x), self.classes.size), np.float64)
-        for tree, values in zip(self.trees, self.values):
+        for t, (tree, values) in enumerate(zip(self.trees, self.values)):
             total += values[tree.apply(x)]
+            report_within((t + 1) / len(self.trees))
         return _class_columns(total / len(self.trees), self.classes, self.n_classes)
 
     @classmethod
@@ -177,7 +230,10 @@ class ForestClassifier(StoredEnsemble):
         _check_format(architecture, architecture["kind"].replace("_", " "), NODE_DTYPE, FOREST_FIELDS)
         offsets, depths = arrays["offsets"], arrays["max_depth"]
         classes = arrays["classes"]
-        node_values = _forest_node_values(architecture, arrays, classes.size)
+        stored = arrays
+        if int(architecture.get("tree_format", 0)) >= 3:
+            arrays = full_forest_nodes(arrays)
+        node_values = forest_node_values(architecture, arrays, classes.size)
         trees, values = [], []
         for t in range(len(offsets) - 1):
             start, stop = int(offsets[t]), int(offsets[t + 1])
@@ -193,18 +249,40 @@ class ForestClassifier(StoredEnsemble):
             )
             trees.append(tree)
             values.append(leaf_values)
-        return cls(trees, values, arrays, architecture)
+        return cls(trees, values, stored, architecture)
+
+
+def grown_in_chunks(estimator, x: np.ndarray, y: np.ndarray, parameter: str, total: int) -> None:
+    """Fit ``estimator`` with its ``parameter`` (trees or rounds) raised ``CHUNK`` at a time under
+    warm start: progress between chunks (report_within), and a cancel takes effect within one chunk.
+    scikit-learn draws the trees' seeds and continues boosting so that the result equals one fit."""
+    estimator.set_params(warm_start=True)
+    for built in range(min(CHUNK, total), total + CHUNK, CHUNK):
+        estimator.set_params(**{parameter: min(built, total)})
+        with warnings.catch_warnings():
+            # It warns that "balanced" class weights under warm start would differ were the data to
+            # change between fits: every chunk here sees the same data.
+            warnings.filterwarnings("ignore", message="class_weight presets", category=UserWarning)
+            estimator.fit(x, y)
+        report_within(min(built, total) / total)
+        if built >= total:
+            break
 
 
 def _fit_forest(estimator, kind: str, x: np.ndarray, y: np.ndarray, n_classes: int, config) -> ForestClassifier:
-    estimator.fit(np.asarray(x, np.float32), y)
+    grown_in_chunks(estimator, np.asarray(x, np.float32), y, "n_estimators", config.trees)
     states = [tree.tree_.__getstate__() for tree in estimator.estimators_]
     arrays = _concatenated([s["nodes"] for s in states], FOREST_FIELDS)
     arrays["threshold"] = float32_at_most(arrays["threshold"])
     # Leaf class shares (older releases store counts: normalised here to one meaning).
     values = np.concatenate([s["values"][:, 0, :] for s in states]).astype(np.float64)
     leaves = arrays["left_child"] == -1
-    arrays["values"] = (values[leaves] / np.maximum(values[leaves].sum(1, keepdims=True), 1e-12)).astype(np.float32)
+    shares = (values[leaves] / np.maximum(values[leaves].sum(1, keepdims=True), 1e-12)).astype(np.float32)
+    top = shares.argmax(1)
+    pure = shares[np.arange(len(shares)), top] == 1.0  # one class only: its share is exactly 1
+    arrays["leaf_class"] = narrowest_int(np.where(pure, top, -1))
+    arrays["values"] = shares[~pure]
+    arrays = {k: v for k, v in arrays.items() if k not in FOREST_FIELDS} | compact_forest_nodes(arrays)
     arrays["max_depth"] = narrowest_int(np.array([s["max_depth"] for s in states]))
     arrays["classes"] = narrowest_int(estimator.classes_)
     architecture = {
@@ -262,9 +340,10 @@ class BoostingClassifier(StoredEnsemble):
         no_categories = np.zeros((0, 8), X_BITSET_INNER_DTYPE)
         feature_map = np.zeros(self.in_dim, np.uint32)
         raw = np.tile(self.baseline, (len(x), 1))
-        for iteration in self.predictors:
+        for i, iteration in enumerate(self.predictors):
             for k, predictor in enumerate(iteration):
                 raw[:, k] += predictor.predict(x, no_categories, feature_map, _threads())
+            report_within((i + 1) / len(self.predictors))
         return raw
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -313,7 +392,7 @@ def fit_gradient_boosting(x: np.ndarray, y: np.ndarray, n_classes: int, config) 
         random_state=config.seed,
         class_weight="balanced" if config.class_weighting else None,
     )
-    booster.fit(np.asarray(x, np.float64), y)
+    grown_in_chunks(booster, np.asarray(x, np.float64), y, "max_iter", config.trees)
     per_tree = [predictor.nodes for iteration in booster._predictors for predictor in iteration]
     arrays = _concatenated(per_tree, BOOSTING_FIELDS)
     arrays["baseline"] = np.asarray(booster._baseline_prediction, np.float64).reshape(-1)

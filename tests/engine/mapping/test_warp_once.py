@@ -155,3 +155,45 @@ def test_a_file_covering_part_of_the_grid_reads_nan_beyond_it(shared_data, tmp_p
     np.testing.assert_array_equal(valid_a, valid_b)
     np.testing.assert_allclose(a, b, rtol=1e-5, equal_nan=True)
     assert math.isnan(a[0, 0, 0, -1])
+
+
+class ProgressRecorder(Reporter):
+    def __init__(self):
+        self.messages = []
+
+    def progress(self, percent, message=""):
+        self.messages.append((percent, message))
+
+
+def test_a_warp_in_strips_reports_each_and_equals_the_window_by_window_read(shared_data, tmp_path, monkeypatch):
+    """Warping once goes strip by strip (progress, and a cancel between strips): the same values."""
+    from engine.io.grid import Grid
+    from engine.io.series import resolve_modality
+    from tests.engine.raster_fixtures import SPECS
+
+    utm = eolearn_s2_files(shared_data, tmp_path / "utm")[0]
+    lon_lat = to_lon_lat(utm, tmp_path / "ll")
+    with rasterio.open(utm) as ds:
+        grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
+    monkeypatch.setattr(align, "WARP_MEM_MB", 0)  # the smallest strip: one row of blocks
+    monkeypatch.setattr(align, "WARP_STRIP_ROWS", align.WARP_BLOCK[1])
+    m = resolve_modality("s2", SPECS["s2"], str(lon_lat))
+    window = rasterio.windows.Window(0, 0, grid.width, grid.height)
+    recorder = ProgressRecorder()
+    with (
+        align.WarpCache(reporter=recorder) as cache,
+        align.ModalityReader(m, grid, cache) as once,
+        align.ModalityReader(m, grid) as per_window,
+    ):
+        a, valid_a = once.read(window)
+        b, valid_b = per_window.read(window)
+    strips = math.ceil(grid.height / align.WARP_BLOCK[1])
+    assert strips > 2
+    assert len(recorder.messages) == strips
+    for k, (_, message) in enumerate(recorder.messages, 1):
+        assert message.startswith(f"Warping {lon_lat.name} onto the grid ({k}/{strips})")
+    assert recorder.messages[-1][0] == pytest.approx(100.0)
+    np.testing.assert_array_equal(valid_a, valid_b)
+    # Strips this short shift GDAL's kernel scale (engine.io.align.WARP_STRIP_ROWS): within 2e-3 here;
+    # the default strips (256 rows and more) give the whole warp's values (the tests above, 1e-5).
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4, equal_nan=True)

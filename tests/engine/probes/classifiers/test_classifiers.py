@@ -113,27 +113,46 @@ def test_float32_thresholds_keep_every_split_outcome():
 
 
 @pytest.mark.parametrize("kind", ["random_forest", "extra_trees"])
-def test_forest_file_is_compact_and_layout_1_still_reads(kind, tmp_path):
+def test_forest_file_is_compact_and_layouts_1_and_2_still_read(kind, tmp_path):
+    from engine.probes.classifiers.trees import FOREST_FIELDS, forest_node_values, full_forest_nodes, narrowest_int
+
     x, y = blobs(k=4)
     probe = fit_probe(x, y, 4, ProbeConfig(kind=kind, trees=12, class_weighting=False))
     path = save_probe(tmp_path / "probe.safetensors", probe, metadata(4))
     stored = load_file(str(path))
-    assert stored["values"].dtype == np.float32 and len(stored["values"]) == int((stored["left_child"] == -1).sum())
-    assert stored["threshold"].dtype == np.float32 and stored["left_child"].dtype.itemsize <= 4
+    leaves = stored["right_child"] == -1
+    pure = stored["leaf_class"] >= 0
+    # node fields that can be derived are not stored: left children (the next node), a leaf's
+    # feature and threshold, the missing-value direction
+    assert "left_child" not in stored and "missing_go_to_left" not in stored
+    assert len(stored["feature"]) == len(stored["threshold"]) == int((~leaves).sum())
+    # pure leaves (most, in fully grown trees) by their class; shares for the others only
+    assert pure.size == leaves.sum() and pure.mean() > 0.5 and stored["leaf_class"].dtype == np.int8
+    assert stored["values"].dtype == np.float32 and len(stored["values"]) == int((~pure).sum())
+    assert stored["threshold"].dtype == np.float32 and stored["right_child"].dtype.itemsize <= 4
     reloaded, _ = load_probe(path)
     np.testing.assert_array_equal(reloaded.predict(x), probe.predict(x))
     np.testing.assert_allclose(reloaded.predict_proba(x), probe.predict_proba(x), atol=1e-6)
-    # the same trees in layout 1: 64-bit fields, class shares for every node
     with safe_open(str(path), framework="numpy") as handle:
         header = dict(handle.metadata())
     arch = json.loads(header["architecture"])
-    arch["tree_format"] = 1
-    old = {k: (v.astype(np.float64) if v.dtype.kind == "f" else v.astype(np.int64)) for k, v in stored.items()}
-    old["values"] = np.zeros((len(old["left_child"]), 4))
-    old["values"][old["left_child"] == -1] = stored["values"]
+    full = full_forest_nodes(stored)
+    every_node = forest_node_values(arch, full, 4)
+    # layout 2: every node's fields, class shares for every leaf
+    layout2 = {k: v for k, v in stored.items() if k != "leaf_class"}
+    layout2.update({k: narrowest_int(full[k]) for k in FOREST_FIELDS if k in full and k != "threshold"})
+    layout2["threshold"] = full["threshold"].astype(np.float32)
+    layout2["values"] = every_node[leaves].astype(np.float32)
+    second = tmp_path / "layout2.safetensors"
+    save_file(layout2, str(second), metadata=dict(header, architecture=json.dumps(dict(arch, tree_format=2))))
+    assert second.stat().st_size > 1.5 * path.stat().st_size
+    np.testing.assert_array_equal(load_probe(second)[0].predict_proba(x), reloaded.predict_proba(x))
+    # layout 1: 64-bit fields, class shares for every node
+    old = {k: (v.astype(np.float64) if v.dtype.kind == "f" else v.astype(np.int64)) for k, v in layout2.items()}
+    old["values"] = every_node
     other = tmp_path / "layout1.safetensors"
-    save_file(old, str(other), metadata=dict(header, architecture=json.dumps(arch)))
-    assert other.stat().st_size > 2 * path.stat().st_size
+    save_file(old, str(other), metadata=dict(header, architecture=json.dumps(dict(arch, tree_format=1))))
+    assert other.stat().st_size > 2 * second.stat().st_size
     np.testing.assert_allclose(load_probe(other)[0].predict_proba(x), probe.predict_proba(x), atol=1e-6)
 
 
