@@ -18,6 +18,7 @@ features), AnySat base with random weights, fp32, in one run with interleaved me
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -27,8 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.errors import EngineError
 from engine.models.anysat import AnySat, anysat_config
+from engine.models.catalog import with_modalities
 from engine.models.kernels import default_kernels, int8_linears
+from engine.probes.classifiers import ProbeConfig
+from engine.probes.folds import BUFFER_CELLS, FOLDS, spatial_folds
+from engine.probes.selection import Candidate, Setup, cross_validate
 from engine.runtime.progress import Reporter
 
 DATES = 12
@@ -191,11 +197,6 @@ def int8_accuracy(reporter: Reporter) -> dict[str, Any]:
         label_grid,
         labelled_cells,
     )
-    from engine.errors import EngineError
-    from engine.models.catalog import with_modalities
-    from engine.probes.classifiers import ProbeConfig
-    from engine.probes.folds import BUFFER_CELLS, FOLDS, spatial_folds
-    from engine.probes.selection import Candidate, Setup, cross_validate
 
     with tempfile.TemporaryDirectory(prefix="omnisat-int8-") as tmp:
         folder = Path(tmp)
@@ -230,7 +231,6 @@ def int8_accuracy(reporter: Reporter) -> dict[str, Any]:
 
 
 def run(params, reporter: Reporter) -> dict[str, Any]:
-    import os
 
     load = os.getloadavg()[0]
     if params.datasets == "eolearn":

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.windows import Window
+from scipy.ndimage import uniform_filter
 from sklearn.ensemble import RandomForestClassifier
 
 from engine.bench.common import FIXED_PROBE, summarise
@@ -85,9 +86,6 @@ class Inputs:
 def speckle_filtered(item, shape: tuple[int, int]):
     """``item`` (InputValues over the whole grid, linear power) with each date and band averaged over
     SPECKLE_SIDE x SPECKLE_SIDE pixels (missing values left out of the mean)."""
-    from scipy.ndimage import uniform_filter
-
-    from engine.probes.features import InputValues
 
     values = item.values.reshape(*shape, *item.values.shape[1:]).astype(np.float64)
     finite = np.isfinite(values)

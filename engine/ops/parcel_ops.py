@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import EngineError
+from engine.io.atomic import check_output_path
+from engine.io.job import load_job
+from engine.parcels.workflow import ParcelFeatureSettings, parcels_from_features, parcels_from_probabilities
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import operation
 
@@ -83,9 +86,6 @@ def classify_parcels_operation(params: ClassifyParcelsParams, reporter: Reporter
     or ``job`` + ``class_field`` (per-parcel statistics of the inputs' pixel features, a classifier fitted
     on the parcels with a known class and scored on held-out whole parcels). The parcels layer is read
     only; the result is a new GeoPackage layer with a categorised style in the class colours."""
-    from engine.io.atomic import check_output_path
-    from engine.parcels.workflow import ParcelFeatureSettings, parcels_from_features, parcels_from_probabilities
-
     if not str(params.output).lower().endswith(".gpkg"):
         raise EngineError(f"The parcel map '{params.output}' must be a GeoPackage (.gpkg): its style is stored in it.")
     check_output_path(params.output)
@@ -110,7 +110,6 @@ def classify_parcels_operation(params: ClassifyParcelsParams, reporter: Reporter
             "The features way fits a classifier on parcels of known class: give 'class_field', the "
             "parcels' field holding it (empty for parcels to classify)."
         )
-    from engine.io.job import load_job
 
     settings = ParcelFeatureSettings(params.feature_set, params.classifier, seed=params.seed, way=params.way)
     return parcels_from_features(

@@ -11,8 +11,14 @@ import numpy as np
 from rasterio.windows import Window
 
 from engine.errors import EngineError
+from engine.io.raster import open_raster
 from engine.parcels.classify import ParcelStatistics, aggregate_pixels, parcel_result
 from engine.parcels.layer import OK, ParcelPixels, Parcels, parcel_pixels, read_parcels, write_parcel_map
+from engine.probes.classifiers import ProbeConfig
+from engine.probes.classifiers.registry import fit_probe
+from engine.probes.features import FeatureSet, detect_radar_db, input_features, read_inputs
+from engine.probes.metrics import classification_metrics, confusion_matrix
+from engine.probes.probe_file import default_colors
 from engine.runtime.progress import Reporter
 
 BLOCK_ROWS = 256  # grid rows read at a time for per-parcel features
@@ -43,11 +49,8 @@ class PixelFeatures:
 
 
 def _colors(classes_raster: str | None, n: int) -> list[str]:
-    from engine.probes.probe_file import default_colors
 
     if classes_raster:
-        from engine.io.raster import open_raster
-
         with open_raster(classes_raster, "class map") as ds:
             try:
                 table = ds.colormap(1)
@@ -76,8 +79,6 @@ def parcels_from_probabilities(
     reporter: Reporter,
 ) -> dict[str, Any]:
     """Way 1: each parcel's mean class probability over its pixels that have one."""
-    from engine.io.raster import open_raster
-
     with open_raster(probabilities, "probabilities") as ds:
         names = [d or f"class {k}" for k, d in enumerate(ds.descriptions)]
         if ds.count < 2:
@@ -135,9 +136,8 @@ def job_parcel_features(
     """Per parcel, the mean and spread of the pixel features of ``feature_set`` (engine.features) over its
     pixels on the job's output grid: (P, 2F), the column names, each parcel's valid pixel count and, with
     ``keep_pixels``, the features of the parcels' pixels themselves."""
-    from engine.mapping.plan import plan_geometry, resolve_inputs
-    from engine.models.checkpoint import load_checkpoint
-    from engine.probes.features import FeatureSet, input_features, read_inputs
+    from engine.mapping.plan import plan_geometry, resolve_inputs  # lazy: torch stays out (pixels way)
+    from engine.models.checkpoint import load_checkpoint  # lazy: torch, as above
 
     features = FeatureSet.parse(feature_set)
     if features.uses_embeddings:
@@ -160,8 +160,6 @@ def job_parcel_features(
         if (index >= 0).any():
             inputs, ok = read_inputs(modalities, grid, window)
             if radar_db is None:  # decided once, on the first block, like fit-probe on its labels
-                from engine.probes.features import detect_radar_db
-
                 radar_db = detect_radar_db(inputs)
             x, names = input_features(inputs, features, radar_db)
             stats = stats or ParcelStatistics(len(parcels), x.shape[1])
@@ -207,7 +205,6 @@ def _fill(x: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
 
 def feature_predictor(x: np.ndarray, y: np.ndarray, n_classes: int, config):
     """Fit on the per-parcel features of ``fit_rows`` (parcel indices), predict the parcels ``rows``."""
-    from engine.probes.classifiers.registry import fit_probe
 
     def predict(fit_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
         filled = _fill(x, fit_rows)
@@ -219,7 +216,6 @@ def feature_predictor(x: np.ndarray, y: np.ndarray, n_classes: int, config):
 def pixel_predictor(pixels: PixelFeatures, y: np.ndarray, n_classes: int, config, seed: int):
     """Fit on the valid pixels of the parcels ``fit_rows`` (at most FIT_PIXELS_PER_PARCEL each), predict every
     valid pixel of the parcels ``rows`` and average its class probabilities per parcel."""
-    from engine.probes.classifiers.registry import fit_probe
 
     def predict(fit_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng(seed)
@@ -250,8 +246,6 @@ def held_out_score(predict, y: np.ndarray, train: np.ndarray, names: list[str], 
     Scored on the classes with at least two labelled parcels (a class's only parcel cannot be held out
     and learnt at once); every labelled parcel outside the test fold trains. The folds depend on the
     labels and the seed only: both ways are scored on the same folds."""
-    from engine.probes.metrics import classification_metrics, confusion_matrix
-
     per_class = np.bincount(y[train], minlength=len(names))
     scored = train[per_class[y[train]] >= 2]
     folds = min(settings.folds, int(per_class[per_class >= 2].max(initial=0)))
@@ -295,8 +289,6 @@ def parcels_from_features(
     per-parcel features (way "features"), or on their pixels with its probabilities averaged per parcel
     ("pixels"), or the better of the two on held-out whole parcels ("auto"); the held-out scores in the
     result."""
-    from engine.probes.classifiers import ProbeConfig
-
     if settings.way not in WAYS:
         raise EngineError(f"Unknown way {settings.way!r} of classifying parcels: choose one of {', '.join(WAYS)}.")
     parcels, pixels, x, columns, valid_pixels, pixel_features = job_parcel_features(
