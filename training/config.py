@@ -20,7 +20,7 @@ from engine.convert import from_dict
 from engine.errors import EngineError
 
 DATASET_FORMATS = ("treesatai", "pastis", "flair", "rasters")
-OBJECTIVES = ("omnisat", "anysat", "supervised", "probe")
+OBJECTIVES = ("omnisat", "anysat", "universat", "supervised", "probe")
 TASKS = ("multilabel", "multiclass", "segmentation")
 SEGMENTATION_HEADS = ("auto", "dense", "patch")
 METRICS = ("weighted_f1", "macro_f1", "micro_f1", "overall_accuracy", "miou")

@@ -2,7 +2,7 @@
 
 The job (engine.io.job) names the starting model and the user's layers per modality and
 extent; the project's trainer (training.trainer) runs the model's own pretraining objective
-(omnisat or anysat) on windows of the job's window grid (training.datasets.rasters), for a
+(omnisat, anysat or universat) on windows of the job's window grid (training.datasets.rasters), for a
 time budget or a number of steps, checkpointing often into a run folder: a cancel keeps the
 last checkpoint and the next run resumes from it. The result is a new checkpoint with its
 provenance (parent model and its sha256, inputs, steps, minutes); given labels, a probe is
@@ -33,7 +33,11 @@ from engine.runtime.progress import Reporter
 from engine.runtime.registry import operation
 from training.config import ExperimentConfig, validate
 
-OBJECTIVES = {"omnisat": "omnisat", "anysat": "anysat"}  # architecture -> its pretraining objective
+OBJECTIVES = {
+    "omnisat": "omnisat",
+    "anysat": "anysat",
+    "universat": "universat",
+}  # architecture -> its pretraining objective
 # Checkpoint at least this often: a cancel loses no more than this much training.
 CHECKPOINT_MINUTES = 1.0
 
@@ -192,7 +196,8 @@ def probe_scores(params: LearnAreaParams, job, model: str, probe: Path, reporter
     summary="Self-supervised pretraining of a model on your own rasters; a new model with its provenance.",
 )
 def learn_area(params: LearnAreaParams, reporter: Reporter) -> dict[str, Any]:
-    """Continue the starting model's own pretraining (omnisat: contrastive + reconstruction; anysat: JEPA) on
+    """Continue the starting model's own pretraining (omnisat: contrastive + reconstruction; anysat: JEPA; universat:
+    masked latent prediction + cross-sensor contrast) on
     windows of the job's layers, for ``minutes`` or ``steps``; progress gives step, loss and samples/s. A cancel
     keeps the run folder's last checkpoint (at most a minute old): run again to resume. Writes ``output``, a
     checkpoint recording its parent, inputs and steps; with ``labels``, the probe accuracy of the parent and of

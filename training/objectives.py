@@ -1,10 +1,10 @@
-"""What a training step minimizes: OmniSat or AnySat pretraining, supervised fine-tuning, probing.
+"""What a training step minimizes: OmniSat, AnySat or UniverSat pretraining, supervised fine-tuning, probing.
 
 An objective is an nn.Module holding the engine model (``encoder``) and whatever
 else it trains (heads, an EMA teacher, a predictor). ``forward(batch)`` returns
 the loss and the figures to log; ``after_step`` runs after the optimizer step
 (EMA updates). The losses themselves live in the engine (engine.models.losses,
-the models' ``pretraining_loss``, engine.models.jepa): nothing is re-implemented
+the models' ``pretraining_loss``, engine.models.jepa, engine.models.universat_ssl): nothing is re-implemented
 here.
 """
 
@@ -102,6 +102,40 @@ class AnySatPretraining(Objective):
         self.jepa.update_teacher()
 
 
+class UniverSatPretraining(Objective):
+    """UniverSat's released objective (masked latent prediction + cross-sensor contrast):
+    engine.models.universat_ssl.UniverSatSSL."""
+
+    def __init__(self, encoder: EOModel, config: ExperimentConfig):
+        super().__init__()
+        from engine.models.universat import UniverSat  # lazy: keeps rasterio out of this module
+        from engine.models.universat_ssl import UniverSatSSL, UniverSatSSLConfig  # lazy: as above
+
+        if not isinstance(encoder, UniverSat):
+            raise EngineError(
+                f"Objective 'universat' needs a UniverSat model, not {type(encoder).__name__}: use model.preset "
+                "universat-*."
+            )
+        p = config.pretrain
+        self.ssl = UniverSatSSL(
+            encoder,
+            UniverSatSSLConfig(
+                hidden_share=p.mask_ratio,
+                date_drop=p.date_dropout,
+                prediction_temperature=p.temperature,
+                contrast_weight=p.contrastive_weight,
+            ),
+        )
+
+    @property
+    def encoder(self) -> EOModel:  # registered once, inside the SSL module
+        return self.ssl.model
+
+    def forward(self, batch: Batch) -> StepOutput:
+        terms = self.ssl(batch.inputs, batch.dates, batch.date_mask, patch_size_m=batch.patch_size_m)
+        return StepOutput(terms["loss"], {k: v.detach() for k, v in terms.items() if k != "loss"})
+
+
 def segmentation_head_kind(choice: str, encoder: EOModel) -> str:
     """``task.head`` resolved for this encoder: "auto" is dense where the encoder has dense features."""
     if choice == "auto":
@@ -189,5 +223,7 @@ def build_objective(config: ExperimentConfig, encoder: EOModel, num_classes: int
         return OmniSatPretraining(encoder, config.pretrain.contrastive_weight, config.pretrain.reconstruction_weight)
     if config.objective == "anysat":
         return AnySatPretraining(encoder, config)
+    if config.objective == "universat":
+        return UniverSatPretraining(encoder, config)
     freeze = config.task.freeze_encoder or config.objective == "probe"
     return Supervised(encoder, config.task.kind, num_classes, config.task.ignore_index, freeze, config.task.head)

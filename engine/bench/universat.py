@@ -36,6 +36,7 @@ import torch
 from rasterio.transform import from_origin
 
 from engine.bench.common import write_raster
+from engine.bench.omnisat import matmul_peak, profile_modules
 from engine.bench.universat_reference import reference_tokens, treesat_inputs, twin_models
 from engine.errors import EngineError
 from engine.models.checkpoint import save_checkpoint
@@ -79,8 +80,40 @@ def _cases(quick: bool):
     return cases
 
 
+def _stages(ref: torch.nn.Module, ours) -> dict[str, dict[str, list[torch.nn.Module]]]:
+    """The same four stages in both models: patch encoder, fusion, trunk, sub-patch cross-attention
+    (the reference's ``Bilinear_out`` is an identity module: its resampling is inline, in no stage)."""
+    kinds = {"Bi_ACA_in": "fusion", "SA": "trunk", "CA_Sub": "sub-patch cross"}
+    theirs: dict[str, list[torch.nn.Module]] = {"patch encoder": [ref.spatial_encoder]}
+    for kind, block in zip(ref.block_type, ref.blocks):
+        if kind in kinds:
+            theirs.setdefault(kinds[kind], []).append(block)
+    mine = {
+        "patch encoder": [ours.patch_encoder],
+        "fusion": [ours.fusion],
+        "trunk": list(ours.blocks),
+        "sub-patch cross": [ours.sub_cross],
+    }
+    return {"ours": mine, "reference": theirs}
+
+
+def _flops(fn) -> float:
+    """FLOPs of one call as FlopCounterMode counts aten's matmuls and attention (oneDNN's op is not counted:
+    our layers run PyTorch's default kernel inside the count)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from engine.models.kernels import default_kernels
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter, default_kernels():
+        fn()
+    return float(counter.get_total_flops())
+
+
 def speed(reference: str, reps: int, quick: bool, reporter: Reporter) -> dict[str, Any]:
     ref, ours = twin_models(reference, "base")
+    stages = _stages(ref, ours)
+    peak = matmul_peak(torch.float32)
     out = {}
     for name, make, patch, side in _cases(quick):
         inputs, days = make()
@@ -90,10 +123,13 @@ def speed(reference: str, reps: int, quick: bool, reporter: Reporter) -> dict[st
             "ours": partial(ours.tokens, inputs, days, patch, side),
             "reference": partial(reference_tokens, ref, inputs, days, patch, latent, side),
         }
+        flops = {k: _flops(fn) for k, fn in runs.items()}
         times: dict[str, list[float]] = {k: [] for k in runs}
         cpu: dict[str, list[float]] = {k: [] for k in runs}
+        results, profile = {}, {}
         with torch.no_grad():
-            results = {k: fn() for k, fn in runs.items()}  # warm-up, and the equality check
+            for key, fn in runs.items():  # warm-up, profiled by stage; its output kept for the equality check
+                profile[key] = profile_modules(stages[key], partial(_keep, results, key, fn))
             for _ in range(reps):
                 for key, fn in runs.items():  # interleaved: both see the same load
                     start, start_cpu = time.perf_counter(), time.process_time()
@@ -103,7 +139,11 @@ def speed(reference: str, reps: int, quick: bool, reporter: Reporter) -> dict[st
         med = {k: statistics.median(v) for k, v in times.items()}
         med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
         diff = float((results["ours"] - results["reference"]).abs().max())
+        shares = {k: {st: v / p["total"] for st, v in p.items() if st != "total"} for k, p in profile.items()}
         out[name] = {
+            "gflop": {k: f / 1e9 for k, f in flops.items()},
+            "peak_fraction": {k: flops[k] / med[k] / (peak * 1e9) for k in runs},
+            "profile_share": shares,
             "ours_s": med["ours"],
             "reference_s": med["reference"],
             "speedup": med["reference"] / med["ours"],
@@ -117,7 +157,17 @@ def speed(reference: str, reps: int, quick: bool, reporter: Reporter) -> dict[st
             f"{med['reference'] / med['ours']:.2f}x; CPU-time ratio {med_cpu['reference'] / med_cpu['ours']:.2f}x; "
             f"max |diff| {diff:.1e}"
         )
+        for key in runs:
+            reporter.log(
+                f"  {key}: {flops[key] / 1e9:.1f} GFLOP, {100 * out[name]['peak_fraction'][key]:.0f}% of the "
+                f"{peak:.0f} GFLOP/s matmul peak; time by stage "
+                + ", ".join(f"{st} {100 * v:.0f}%" for st, v in shares[key].items())
+            )
     return out
+
+
+def _keep(store: dict, key: str, fn) -> None:
+    store[key] = fn()
 
 
 _MEMORY_CHILD = """

@@ -248,7 +248,7 @@ def _modality(name: str, obj: Any, base: Path) -> ModalityEntry:
         )
     parts = None
     if obj.get("parts") is not None:
-        if "bands" in obj or "dates" in obj:
+        if obj.get("bands") is not None or obj.get("dates") is not None:  # null counts as absent (a saved job)
             raise EngineError(f'{where}: with "parts", give "bands" and "dates" inside each part.')
         if not isinstance(obj["parts"], list) or not obj["parts"]:
             raise EngineError(f'{where}: "parts" must be a list of {{"files": ..., "bands": [band names]}}.')

@@ -181,7 +181,8 @@ class PoolingAttention(nn.Module):
         weights = torch.softmax(scores * d**-0.5, dim=-1)  # (g, h, 1, n)
         # One query: the weighted mean of the values is the value of the weighted mean of the tokens
         # (the weights sum to 1), so the value projection runs once per head, not once per token.
-        mean = (weights @ x[:, None]).squeeze(2)  # (g, h, dim)
+        # one bmm over the groups, heads as rows: a broadcast (g, h, 1, n) @ (g, 1, n, dim) would copy x per head
+        mean = torch.bmm(weights.squeeze(2), x)  # (g, h, dim)
         w_v = self.wv.weight.view(h, d, -1)
         out = torch.bmm(mean.transpose(0, 1), w_v.transpose(1, 2)).transpose(0, 1)  # (g, h, d)
         if self.wv.bias is not None:
@@ -210,7 +211,9 @@ class PoolingBlock(nn.Module):
 
     def forward(self, x: Tensor, positions: KeyPositions | None = None) -> Tensor:
         """(G, L, dim) -> (G, 1, dim * expand)."""
-        if self.expand == 2:
+        if x.shape[1] == 1:  # one token (one-pixel sub-patches): its mean and max are itself, no reduction
+            res = torch.cat([x, x], dim=-1) if self.expand == 2 else x
+        elif self.expand == 2:
             res = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=-1)
         else:
             res = x.amax(dim=1, keepdim=True)

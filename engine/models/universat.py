@@ -182,14 +182,17 @@ class SubPatchCross(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.query_chunk = QUERY_CHUNK
 
+    def angles(self, coords: Tensor) -> Tensor:
+        """Rotary angles of positions shared by the batch (N, 2) or per sample (B, N, 2), with a head axis."""
+        angle = coords @ self.rope_freqs
+        return angle[:, None] if angle.dim() == 3 else angle[None, None]
+
     def forward(self, queries: Tensor, coords_q: Tensor, kv: Tensor, coords_kv: Tensor) -> Tensor:
-        """queries (B, Q, D) at coords_q (Q, 2); kv (B, N, D) at coords_kv (N, 2)."""
+        """queries (B, Q, D) at coords_q (Q, 2) or (B, Q, 2); kv (B, N, D) at coords_kv (N, 2) or (B, N, 2)."""
         b, n, c = kv.shape
         h, d = self.heads, self.head_dim
         kv_n = self.norm_kv(kv)
-        k = rotate_2d(
-            self.k_norm(self.wk(kv_n).view(b, n, h, d)).transpose(1, 2), (coords_kv @ self.rope_freqs)[None, None]
-        )
+        k = rotate_2d(self.k_norm(self.wk(kv_n).view(b, n, h, d)).transpose(1, 2), self.angles(coords_kv))
         v = self.wv(kv_n).view(b, n, h, d).transpose(1, 2)
         out = []
         for i in range(0, queries.shape[1], self.query_chunk):
@@ -198,7 +201,7 @@ class SubPatchCross(nn.Module):
             q = self.wq(self.norm_q(part)).view(b, m, h, -1)
             if self.gating:
                 q, gate = q.split([d, d], dim=-1)
-            q = rotate_2d(self.q_norm(q).transpose(1, 2), (coords_q[i : i + m] @ self.rope_freqs)[None, None])
+            q = rotate_2d(self.q_norm(q).transpose(1, 2), self.angles(coords_q[..., i : i + m, :]))
             y = attend(q, k, v).transpose(1, 2)
             if self.gating:
                 y = y * torch.sigmoid(gate)
