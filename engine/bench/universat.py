@@ -34,12 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 from rasterio.transform import from_origin
+from torch.utils.flop_counter import FlopCounterMode
 
 from engine.bench.common import write_raster
 from engine.bench.omnisat import matmul_peak, profile_modules
 from engine.bench.universat_reference import reference_tokens, treesat_inputs, twin_models
 from engine.errors import EngineError
 from engine.models.checkpoint import save_checkpoint
+from engine.models.kernels import default_kernels
 from engine.models.universat import UniverSat, universat_config
 from engine.runtime.progress import Reporter
 from engine.runtime.registry import run_operation
@@ -100,10 +102,6 @@ def _stages(ref: torch.nn.Module, ours) -> dict[str, dict[str, list[torch.nn.Mod
 def _flops(fn) -> float:
     """FLOPs of one call as FlopCounterMode counts aten's matmuls and attention (oneDNN's op is not counted:
     our layers run PyTorch's default kernel inside the count)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from engine.models.kernels import default_kernels
-
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter, default_kernels():
         fn()
