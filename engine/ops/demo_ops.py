@@ -216,6 +216,8 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     # Absolute paths: the job file resolves relative paths against its own folder.
     folder = Path(params.folder).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    # Said first: the silence before the first step's progress (start-up, unpacking, torch) is the run's longest.
+    reporter.log(f"Demo in {folder}: unpacking the Sentinel-2 sample, then loading the encoder")
     s2l1c = unpack_sample(Path(params.sample).expanduser().resolve(), folder)
     if params.model:
         model = Path(params.model).expanduser().resolve()
