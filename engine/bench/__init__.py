@@ -53,6 +53,13 @@ class BenchParams:
             "--quick: eolearn); backends: eolearn for the int8 layers' macro-F1 instead of the timings"
         },
     )
+    models: str | None = field(
+        default=None,
+        metadata={
+            "help": "throughput: these models, comma-separated: anysat-base, universat-base (default: both), "
+            "anysat-tiny, universat-tiny (a smoke run)"
+        },
+    )
     reference: str | None = field(
         default=None,
         metadata={
