@@ -33,6 +33,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QSize, Qt, QTimer
+from qgis.PyQt.QtWidgets import QApplication
 from qgis.utils import iface, loadPlugin, plugins, startPlugin
 
 sys.path.append(os.environ["OMNISAT_GUI_SCRIPTS"])  # after the plugin folder (see scenario.py)
@@ -122,7 +123,21 @@ def start():
             )
             state["backdrop"] = layer
     root.findLayer(register.id()).setItemVisibilityChecked(False)
-    later(zoom, 1500)
+    later(answer_transformation, 500)
+
+
+@guarded
+def answer_transformation(tries: int = 40):
+    """QGIS asks which BD72 -> WGS 84 transformation to use for the register (Lambert 72 in a UTM project), in a
+    modal dialog opened inside its layer-tree-to-canvas update: until it is answered the canvas never follows the
+    layer tree again (its update stays pending). The analyst clicks OK (the most accurate one, preselected)."""
+    question = QApplication.activeModalWidget()
+    if question is not None and question.metaObject().className() == "QgsDatumTransformDialog":
+        record["transformation_asked"] = question.windowTitle()
+        question.accept()
+    elif tries:  # not asked yet: the canvas update comes after the 357 layers are in the tree
+        return later(lambda: answer_transformation(tries - 1), 250)
+    later(zoom, 500)
 
 
 @guarded
@@ -351,9 +366,6 @@ def final_shot():
         check(
             "the canvas draws the crop map and the parcel map", {"Classes", "Parcels of register"} <= set(shown), shown
         )
-        if "Classes" not in shown:  # the tree's visible layers given to the canvas by hand, for the picture
-            canvas.setLayers(QgsProject.instance().layerTreeRoot().checkedLayers())
-            canvas.refresh()
         canvas.waitWhileRendering()  # the crop map and the parcels drawn, not the canvas's previous image
         shot("dock-crops.png")
         finish()
