@@ -48,20 +48,26 @@ NORMALIZED_DIFFERENCES = {"NDVI": ("nir", "red"), "NDWI": ("green", "nir"), "NDM
 @dataclass(frozen=True)
 class FeatureSet:
     parts: tuple[str, ...]
+    modality: str | None = None  # the only input modality its input parts read (None: every one)
 
     @classmethod
     def parse(cls, text: str) -> FeatureSet:
-        names = [p.strip() for p in str(text).replace(",", "+").split("+") if p.strip()]
+        body, _, modality = str(text).partition("@")
+        names = [p.strip() for p in body.replace(",", "+").split("+") if p.strip()]
         unknown = [p for p in names if p not in PARTS]
         if unknown or not names:
             raise EngineError(
-                f"Unknown feature set {text!r}: combine {', '.join(PARTS)} with '+', e.g. 'embeddings+raw'."
+                f"Unknown feature set {text!r}: combine {', '.join(PARTS)} with '+', e.g. 'embeddings+raw', "
+                "optionally followed by '@' and one input modality, e.g. 'monthly+stats@s2'."
             )
-        return cls(tuple(p for p in PARTS if p in names))
+        parts = tuple(p for p in PARTS if p in names)
+        if modality.strip() and parts == ("embeddings",):
+            raise EngineError(f"The feature set {text!r} names a modality but reads only embeddings: drop '@'.")
+        return cls(parts, modality.strip() or None)
 
     @property
     def name(self) -> str:
-        return "+".join(self.parts)
+        return "+".join(self.parts) + (f"@{self.modality}" if self.modality else "")
 
     @property
     def uses_embeddings(self) -> bool:
@@ -70,6 +76,19 @@ class FeatureSet:
     @property
     def input_parts(self) -> tuple[str, ...]:
         return tuple(p for p in self.parts if p != "embeddings")
+
+    def read_from(self, inputs: Sequence[InputValues]) -> list[InputValues]:
+        """The inputs this set's input parts read."""
+        if self.modality is None:
+            return list(inputs)
+        chosen = [item for item in inputs if item.modality == self.modality]
+        if not chosen:
+            have = ", ".join(item.modality for item in inputs) or "none"
+            raise EngineError(
+                f"The feature set {self.name!r} reads the modality {self.modality!r}, which the inputs do not "
+                f"have (they have: {have}). Name one of those after '@', or drop '@{self.modality}'."
+            )
+        return chosen
 
 
 @dataclass
@@ -148,6 +167,7 @@ def input_features(
             f"The feature set {feature_set.name!r} needs the input rasters (a job), not only an "
             "embeddings raster: give the job."
         )
+    inputs = feature_set.read_from(inputs)
     if "stats" in parts and not any(len(item.dates) >= 2 for item in inputs):
         kinds = ", ".join(f"{item.modality} ({len(item.dates) or 'no'} dates)" for item in inputs)
         raise EngineError(
@@ -233,11 +253,12 @@ def combine(
         x, input_names = input_features(inputs, feature_set, radar_db)
         blocks.append(x)
         names += input_names
+    read = feature_set.read_from(inputs) if feature_set.input_parts else inputs
     record = {
         "set": feature_set.name,
         "columns": names,
         "radar_db": radar_db,
-        "inputs": {item.modality: {"bands": list(item.bands), "dates": list(item.dates)} for item in inputs},
+        "inputs": {item.modality: {"bands": list(item.bands), "dates": list(item.dates)} for item in read},
     }
     return np.concatenate(blocks, 1), record
 

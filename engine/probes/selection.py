@@ -74,9 +74,12 @@ class Vote:
 
     @property
     def features(self) -> str:
-        """The union of the members' feature sets: what the vote reads."""
-        parts = {p for m in self.members for p in FeatureSet.parse(m.features).parts}
-        return FeatureSet(tuple(p for p in PARTS if p in parts)).name
+        """The union of the members' feature sets: what the vote reads (one modality only when every
+        member reads that one alone)."""
+        sets = [FeatureSet.parse(m.features) for m in self.members]
+        parts = {p for s in sets for p in s.parts}
+        scopes = {s.modality for s in sets}
+        return FeatureSet(tuple(p for p in PARTS if p in parts), scopes.pop() if len(scopes) == 1 else None).name
 
 
 def capped(indices: np.ndarray, y: np.ndarray, cap: int | None, rng: np.random.Generator) -> np.ndarray:

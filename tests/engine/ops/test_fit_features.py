@@ -232,3 +232,48 @@ def test_a_class_in_one_polygon_trains_is_named_and_the_rest_is_scored(scene, tm
     assert "Not validated" in report.read_text() and "forest" in report.read_text()
     probe, meta = load_probe(tmp_path / "p.safetensors")
     assert meta.class_names == ["crop", "forest"]  # kept in training: the saved probe knows it
+
+
+def test_sets_scoped_to_a_modality_fit_and_apply_and_an_absent_one_is_named(scene, tmp_path):
+    folder, job, labels, _ = scene
+    probe = str(tmp_path / "p.safetensors")
+    fit = run_operation(
+        "fit-probe",
+        {
+            "labels": labels,
+            "embeddings": keeping(job, tmp_path),
+            "output": probe,
+            "classifier": "auto",
+            "classes": str(tmp_path / "fit_classes.tif"),
+            "features": ["raw@s2", "indices@s2"],
+            "trees": 10,
+            "learning_curve": False,
+            "folds": 3,
+        },
+    )
+    assert {c["features"] for c in fit["candidates"]} == {"raw@s2", "indices@s2"}
+    _, meta = load_probe(probe)
+    assert meta.features["set"].endswith("@s2") and all(c.startswith("s2:") for c in meta.features["columns"])
+    run_operation(
+        "apply-probe",
+        {
+            "probe": probe,
+            "embeddings": dict(job, outputs={"classes": str(tmp_path / "classes.tif"), "embeddings_level": "local"}),
+        },
+    )
+    with rasterio.open(tmp_path / "fit_classes.tif") as fitted, rasterio.open(tmp_path / "classes.tif") as applied:
+        assert (fitted.read(1) == applied.read(1)).all()
+    with pytest.raises(EngineError, match="'raw@s1_asc' reads the modality 's1_asc'.*they have: s2"):
+        run_operation(
+            "fit-probe",
+            {
+                "labels": labels,
+                "embeddings": keeping(job, tmp_path),
+                "output": str(tmp_path / "q.safetensors"),
+                "classifier": "random_forest",
+                "features": ["raw@s1_asc"],
+                "trees": 5,
+                "learning_curve": False,
+            },
+        )
+    assert not (tmp_path / "q.safetensors").exists()

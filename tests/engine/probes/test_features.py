@@ -71,3 +71,28 @@ def test_combination_is_recorded_and_checked():
         check_columns(record, other_record["columns"], "p.safetensors")
     with pytest.raises(EngineError, match="needs the input rasters"):
         input_features([], FeatureSet.parse("raw"))
+
+
+def test_a_set_scoped_to_one_modality_reads_only_its_columns():
+    s2 = s2_series()
+    s1 = InputValues("s1_asc", ("VV", "VH"), s2.dates, np.full((4, 3, 2), 0.05))
+    scoped = FeatureSet.parse("monthly+stats@s2")
+    assert scoped.name == "stats+monthly@s2" and FeatureSet.parse(scoped.name) == scoped
+    x, names = input_features([s2, s1], scoped)
+    assert names == input_features([s2], FeatureSet.parse("monthly+stats"))[1]
+    assert all(n.startswith("s2:") for n in names) and x.shape == (4, len(names))
+    _, radar = input_features([s2, s1], FeatureSet.parse("raw@s1_asc"))
+    assert radar == [f"s1_asc:{b}@{d}" for d in s2.dates for b in ("VV", "VH")]
+    with pytest.raises(EngineError, match="'raw@s1_des' reads the modality 's1_des'.*they have: s2, s1_asc"):
+        input_features([s2, s1], FeatureSet.parse("raw@s1_des"))
+    with pytest.raises(EngineError, match="reads only embeddings: drop '@'"):
+        FeatureSet.parse("embeddings@s2")
+
+
+def test_a_vote_of_sensors_reads_both_and_a_vote_of_one_sensor_only_it():
+    from engine.probes.selection import Candidate, Vote
+
+    late = Vote((Candidate("random_forest", "monthly@s2"), Candidate("linear", "monthly+stats@s1_asc")))
+    assert late.features == "stats+monthly"
+    one = Vote((Candidate("random_forest", "monthly@s2"), Candidate("knn", "raw@s2")))
+    assert one.features == "raw+monthly@s2"
