@@ -29,7 +29,8 @@ CLASSIFIER_HELP = (
 FEATURES_HELP = (
     "feature set(s): embeddings, raw (every band of every date), stats (per-band temporal statistics), "
     "indices (NDVI, NDWI, NDMI, VV/VH), monthly (per-month cloud-free medians of bands and indices), "
-    "or combinations such as embeddings+raw; several: candidates "
+    "or combinations such as embeddings+raw; '@' and a modality reads that input alone (monthly+stats@s2); "
+    "several: candidates "
     "to choose from; input features need a job, not an embeddings raster"
 )
 FOLDS_HELP = "spatial cross-validation folds of whole polygons / point blocks (fewer when there are fewer units)"
