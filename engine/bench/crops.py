@@ -44,10 +44,11 @@ from scipy.ndimage import uniform_filter
 from sklearn.ensemble import RandomForestClassifier
 
 from engine.bench.common import FIXED_PROBE, summarise
-from engine.bench.flanders import build, parcel_regions
+from engine.bench.flanders import FlandersFiles, build, parcel_regions
 from engine.io.job import load_job
 from engine.mapping.plan import plan_geometry, resolve_inputs
-from engine.models.checkpoint import load_checkpoint
+from engine.models.catalog import CatalogEntry, with_modalities
+from engine.models.checkpoint import load_checkpoint, read_metadata
 from engine.parcels.classify import ParcelStatistics
 from engine.parcels.workflow import parcel_folds as folds_of
 from engine.probes.classifiers import ProbeConfig
@@ -56,7 +57,9 @@ from engine.probes.fit import MAX_CELLS_PER_CLASS
 from engine.probes.folds import SpatialFolds
 from engine.probes.metrics import classification_metrics, confusion_matrix
 from engine.probes.selection import Candidate, Setup, nested_selection
+from engine.probes.sources import gather
 from engine.runtime.progress import Reporter
+from engine.runtime.registry import run_operation
 
 SEASON = ("2018-03-01", "2018-10-31")  # the register's year: sowing to harvest of the summer crops
 HIDDEN = (6, 7, 8)  # months whose optical dates are hidden in the "cloudy summer" run
@@ -70,6 +73,10 @@ SPECKLE_SIDE = 3  # pixels a side of the boxcar that averages each S1 date (20 m
 # but the MLP (the slowest to fit): 4 candidates, 120 fits per sensor combination.
 AUTO_SETS = ("monthly+stats",)
 AUTO_CLASSIFIERS = ("linear", "knn", "random_forest", "extra_trees")
+# The shipped AnySat's embeddings join auto's candidates for these sensor combinations (the job reads
+# whole seasons: the hidden-summer and speckle-filtered inputs exist only inside this benchmark).
+EMBEDDED = {"S2": ("s2",), "S1": ("s1_asc",), "S2+S1": ("s2", "s1_asc")}
+EMBEDDING_SETS = ("embeddings", "embeddings+monthly+stats")
 
 
 @dataclass
@@ -117,9 +124,8 @@ def crops_job(files, s2_dates: slice | None = None) -> dict[str, Any]:
     }
 
 
-def read_labelled(folder: Path, reporter: Reporter) -> tuple[Inputs, dict[str, Any]]:
+def read_labelled(files: FlandersFiles, reporter: Reporter) -> tuple[Inputs, dict[str, Any]]:
     """Every labelled pixel's values, read through the engine's job path."""
-    files = build(folder)
     job = load_job(crops_job(files))
     model = load_checkpoint(job.model).model
     modalities = resolve_inputs(job, model, reporter)
@@ -154,6 +160,44 @@ def read_labelled(folder: Path, reporter: Reporter) -> tuple[Inputs, dict[str, A
     }
     cells = np.flatnonzero(pick)
     return Inputs(chosen, y, regions[pick], names, cells // grid.width, cells % grid.width, filtered), info
+
+
+def shipped_anysat() -> CatalogEntry | None:
+    """The shipped AnySat checkpoint with both sensors (its dense level is the 10 m grid)."""
+    found = [
+        e for e in with_modalities({"s2", "s1_asc"}) if read_metadata(e.path)["config"].get("architecture") == "anysat"
+    ]
+    return found[0] if found else None
+
+
+def shipped_embeddings(
+    encoder: CatalogEntry,
+    files: FlandersFiles,
+    modalities: tuple[str, ...],
+    data: Inputs,
+    folder: Path,
+    reporter: Reporter,
+) -> np.ndarray:
+    """``encoder``'s dense (10 m) embeddings of the sensors ``modalities`` at the labelled pixels, through
+    the embed operation on the crops job (normalised with the inputs' own statistics, as the accuracy
+    benchmark does: the checkpoint was trained on another region)."""
+    job = crops_job(files)
+    folder.mkdir(parents=True, exist_ok=True)
+    job = dict(
+        job,
+        model=str(encoder.path),
+        modalities={m: job["modalities"][m] for m in modalities},
+        outputs={"embeddings": str(folder / "embeddings.tif"), "embeddings_level": "dense"},
+        precision="fp32",
+    )
+    stats = folder / "normalization.json"
+    run_operation("normalization-stats", {"job": job, "output": str(stats)}, reporter)
+    run_operation("embed", {"job": dict(job, normalization=str(stats))}, reporter)
+    with rasterio.open(job["outputs"]["embeddings"]) as ds:
+        with rasterio.open(files.crop_codes) as codes:
+            if (ds.transform, ds.width, ds.height) != (codes.transform, codes.width, codes.height):
+                raise RuntimeError(f"{encoder.name}'s dense embeddings are not on the crop codes' 10 m grid")
+        return gather(ds, data.rows, data.cols)
 
 
 def hide_summer(item):
@@ -207,6 +251,7 @@ class Scores:
         self.names = names
         self.rows: dict[str, dict[str, list[float]]] = {}
         self.pooled: dict[str, tuple[list, list]] = {}
+        self.choices: dict[str, list[str]] = {}  # sensors -> auto's choice per outer fold
 
     def add(self, method: str, truth: np.ndarray, predicted: np.ndarray) -> None:
         f1, oa = _metrics(truth, predicted, self.names)
@@ -232,8 +277,10 @@ def evaluate_sensors(
     quick: bool,
     reporter: Reporter,
     with_auto: bool = True,
+    embeddings: np.ndarray | None = None,
 ) -> None:
-    """Every method on one combination of sensors (``values``: their InputValues at the labelled pixels)."""
+    """Every method on one combination of sensors (``values``: their InputValues at the labelled pixels;
+    ``embeddings``: the shipped encoder's of the same sensors, candidates of auto)."""
     raw, _ = combine(None, values, FeatureSet.parse("raw"))
     parcel_x, parcel_ids = parcel_feature_matrix(values, data.parcel)
     parcel_y = np.array([data.y[data.parcel == p][0] for p in parcel_ids])
@@ -261,7 +308,16 @@ def evaluate_sensors(
         )
     reporter.log(f"{name}: random forests done ({raw.shape[1]} raw columns, {parcel_x.shape[1]} per-parcel columns)")
     if with_auto:
-        auto_rows(name, values, data, fold, scores, quick, reporter)
+        auto_rows(name, values, data, fold, scores, quick, reporter, embeddings)
+
+
+def auto_sets(values: list) -> list[str]:
+    """AUTO_SETS on every sensor stacked and, with several sensors, on each sensor alone: auto then
+    chooses on its inner folds whether to stack them, keep one, or vote one sensor's classifier with
+    the other's (late fusion), so a sensor that only adds noise can be left out."""
+    if len(values) < 2:
+        return list(AUTO_SETS)
+    return [*AUTO_SETS, *(f"{s}@{v.modality}" for s in AUTO_SETS for v in values)]
 
 
 def _full_proba(classifier, x: np.ndarray, n: int) -> np.ndarray:
@@ -272,11 +328,19 @@ def _full_proba(classifier, x: np.ndarray, n: int) -> np.ndarray:
 
 
 def auto_rows(
-    name: str, values: list, data: Inputs, fold: np.ndarray, scores: Scores, quick: bool, reporter: Reporter
+    name: str,
+    values: list,
+    data: Inputs,
+    fold: np.ndarray,
+    scores: Scores,
+    quick: bool,
+    reporter: Reporter,
+    embeddings: np.ndarray | None = None,
 ) -> None:
     """fit-probe's ``auto`` per pixel (its nested choice on the training parcels of each outer fold),
     then its probabilities averaged per held-out parcel."""
-    sets = {s: combine(None, values, FeatureSet.parse(s))[0] for s in AUTO_SETS}
+    names = auto_sets(values) + ([] if embeddings is None else list(EMBEDDING_SETS))
+    sets = {s: combine(embeddings, values, FeatureSet.parse(s))[0] for s in names}
     config = ProbeConfig(**FIXED_PROBE, seed=SEED, trees=100)
     setup = Setup(sets, data.y, data.names, config, MAX_CELLS_PER_CLASS, SEED)
     kinds = ("linear", "random_forest") if quick else AUTO_CLASSIFIERS
@@ -288,6 +352,7 @@ def auto_rows(
         f"{name}: auto's nested choice in {time.perf_counter() - started:.0f} s; per fold "
         f"{', '.join(c.name for c in selection.chosen_per_fold)}"
     )
+    scores.choices[name] = [c.name for c in selection.chosen_per_fold]
     for f in range(FOLDS):
         test = fold == f
         if not test.any():
@@ -303,7 +368,8 @@ def auto_rows(
 
 def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = True) -> dict[str, Any]:
     started = time.perf_counter()
-    data, info = read_labelled(folder, reporter)
+    files = build(folder)
+    data, info = read_labelled(files, reporter)
     reporter.log(f"Flanders crops: {info}")
     fold = parcel_folds(data.parcel, data.y)
     s2, s1 = data.values["s2"], data.values["s1_asc"]
@@ -318,8 +384,14 @@ def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = T
         "S2+S1 speckle-filtered": [s2, data.s1_filtered],
         "S2+S1 speckle-filtered, June-August optical hidden": [hide_summer(s2), data.s1_filtered],
     }
+    encoder = shipped_anysat() if with_auto and not quick else None
+    embedded = {}
+    if encoder is not None:
+        for name, modalities in EMBEDDED.items():
+            embedded[name] = shipped_embeddings(encoder, files, modalities, data, folder / f"embed-{name}", reporter)
+        reporter.log(f"{encoder.name}: dense embeddings of {', '.join(embedded)} ({encoder.describe()})")
     for name, values in combos.items():
-        evaluate_sensors(name, values, data, fold, scores, quick, reporter, with_auto)
+        evaluate_sensors(name, values, data, fold, scores, quick, reporter, with_auto, embedded.get(name))
     parcels_per_fold = [int(np.unique(data.parcel[fold == f]).size) for f in range(FOLDS)]
     pixels_per_fold = [int((fold == f).sum()) for f in range(FOLDS)]
 
@@ -335,7 +407,43 @@ def run_crops(folder: Path, quick: bool, reporter: Reporter, with_auto: bool = T
             m: {**{k: summarise(v) for k, v in s.items()}, "pooled": scores.pooled_figures(m)}
             for m, s in scores.rows.items()
         },
+        "auto_choices": scores.choices,
+        "encoder": encoder.describe() if encoder else None,
     }
+
+
+# (fused, optical alone): what adding S1 changes, fold by fold on the same held-out parcels
+FUSION_PAIRS = (
+    ("S2+S1", "S2"),
+    ("S2+S1, June-August optical hidden", "S2, June-August hidden"),
+    ("S2+S1 speckle-filtered", "S2"),
+    ("S2+S1 speckle-filtered, June-August optical hidden", "S2, June-August hidden"),
+)
+
+
+def fusion_gains(methods: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per fused combination, method and level: the macro-F1 of S2 + S1 minus that of S2 alone on
+    each fold (the same test parcels), their mean and spread, and how many folds gain or lose."""
+    rows = []
+    for fused, optical in FUSION_PAIRS:
+        for method, figures in methods.items():
+            sensors, how, level = method.split(" | ")
+            alone = methods.get(f"{optical} | {how} | {level}")
+            if sensors != fused or alone is None:
+                continue
+            gains = np.subtract(figures["macro_f1"]["folds"], alone["macro_f1"]["folds"])
+            rows.append(
+                {
+                    "fused": fused,
+                    "optical": optical,
+                    "method": how,
+                    "level": level,
+                    **summarise(gains.tolist()),
+                    "folds_up": int((gains > 1e-9).sum()),
+                    "folds_down": int((gains < -1e-9).sum()),
+                }
+            )
+    return rows
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -357,4 +465,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"{oa['mean']:.3f} ± {oa['std']:.3f} | {pooled['macro_f1']:.3f}, "
             f"{pooled['overall_accuracy']:.3f} ({pooled['samples']}) |"
         )
+    lines += [
+        "",
+        "What adding S1 changes, fold by fold (macro-F1 of S2 + S1 minus S2 alone on the same held-out parcels):",
+        "",
+        "| S2 + S1 | against | Method | Level | Gain (mean ± sd over folds) | Folds up / down |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g in fusion_gains(result["methods"]):
+        lines.append(
+            f"| {g['fused']} | {g['optical']} | {g['method']} | {g['level']} | {g['mean']:+.3f} ± {g['std']:.3f} | "
+            f"{g['folds_up']} / {g['folds_down']} |"
+        )
+    if result.get("auto_choices"):
+        lines += ["", "auto's choice per outer fold:", ""]
+        lines += [f"- {name}: {'; '.join(chosen)}" for name, chosen in result["auto_choices"].items()]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 crop-code raster, per-parcel scoring, hidden summer dates."""
 
 import numpy as np
+import pytest
 
 from engine.bench.crops import FOLDS, hide_summer, parcel_folds, per_parcel
 from engine.bench.flanders import parcel_regions
@@ -71,3 +72,29 @@ def test_the_speckle_filter_averages_each_date_over_three_by_three_pixels():
     assert out[0, 0, 0] == 1.0 and out[2, 2, 0] == 1.0 and out[3, 3, 0] == 0.0  # 9 spread over its 3 x 3 block
     assert out[1, 1, 1] == 0.0 and np.isfinite(out[..., 1]).all()  # the missing value left out of the means
     assert out[..., 0].sum() == 9.0  # an inner pixel's value is spread, not lost or counted twice
+
+
+def test_auto_may_keep_each_sensor_alone_when_given_several():
+    from engine.bench.crops import auto_sets
+
+    s2 = InputValues("s2", ("B2",), ("2018-05-01",), np.zeros((1, 1, 1), np.float32))
+    s1 = InputValues("s1_asc", ("VV",), ("2018-05-01",), np.zeros((1, 1, 1), np.float32))
+    assert auto_sets([s2]) == ["monthly+stats"]
+    assert auto_sets([s2, s1]) == ["monthly+stats", "monthly+stats@s2", "monthly+stats@s1_asc"]
+
+
+def test_the_fusion_gain_is_paired_fold_by_fold():
+    from engine.bench.crops import fusion_gains
+
+    def figures(*folds):
+        return {"macro_f1": {"folds": list(folds)}}
+
+    methods = {
+        "S2 | auto | pixels": figures(0.5, 0.6, 0.7),
+        "S2+S1 | auto | pixels": figures(0.6, 0.6, 0.5),
+        "S2+S1 | random forest on raw bands | pixels": figures(0.9, 0.9, 0.9),  # no S2-alone row to pair
+    }
+    (gain,) = fusion_gains(methods)
+    assert (gain["fused"], gain["optical"], gain["method"], gain["level"]) == ("S2+S1", "S2", "auto", "pixels")
+    np.testing.assert_allclose(gain["folds"], [0.1, 0.0, -0.2], atol=1e-12)
+    assert gain["mean"] == pytest.approx(-0.1 / 3) and (gain["folds_up"], gain["folds_down"]) == (1, 1)
