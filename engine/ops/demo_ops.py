@@ -225,7 +225,6 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
         model_text = f"checkpoint {model}"
     else:
         model, model_text = best_encoder(folder, reporter, {"s2"})  # reads the catalog with torch
-
     specs = load_checkpoint(model).model.modalities
     if "s2" not in specs:
         raise EngineError(f"The model '{model}' has no 's2' modality: choose a checkpoint trained with Sentinel-2.")

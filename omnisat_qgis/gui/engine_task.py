@@ -94,8 +94,9 @@ class EngineTask(QgsTask):
 
     def _log(self, message: str, level: str) -> None:  # task's thread
         self.log(message, level)
-        if level == "info":  # a step's start ("Fitting ...") is progress too; warnings go to the log
-            self.said.emit(message.splitlines()[0])
+        # A step's start ("Fitting ...") is progress too; warnings stay in the log.
+        if level == "info" and message.strip():
+            self.said.emit(message.strip().splitlines()[0])
 
     @property
     def cancelled(self) -> bool:
