@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -130,8 +129,9 @@ def embedding_source(
         return
 
     job = with_level(load_job(value), level)
-    if "torch" not in sys.modules:  # its import takes seconds on a loaded machine: said before it starts
-        reporter.log(f"Loading the encoder {Path(job.model).name} with PyTorch")
+    # Said before PyTorch's import, seconds on a loaded machine (the fit's preload thread may have begun it:
+    # whether it is done cannot be told from here).
+    reporter.log(f"Loading the encoder {Path(job.model).name}")
     from engine.mapping.plan import resolve_inputs  # lazy: keeps torch out of this module
     from engine.mapping.run import run_map  # lazy: keeps torch out of this module
     from engine.models.checkpoint import checkpoint_hash, load_checkpoint  # lazy: keeps torch out of this module
