@@ -211,19 +211,20 @@ def demo_probe(params: DemoParams, reporter: Reporter) -> dict[str, Any]:
     legend. Then map the square beside it with the saved probe and print its area table (area-report
     on a stratified sample of its OSM-labelled land, OSM as the reference; polygons that reach the
     fitted square left out)."""
-    from engine.models.checkpoint import load_checkpoint  # lazy: keeps torch out of --help
-
     # Absolute paths: the job file resolves relative paths against its own folder.
     folder = Path(params.folder).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    # Said first: the silence before the first step's progress (start-up, unpacking, torch) is the run's longest.
-    reporter.log(f"Demo in {folder}: unpacking the Sentinel-2 sample, then loading the encoder")
+    # Said before PyTorch is imported (seconds on a loaded machine), each of the two steps on its own line.
+    reporter.log(f"Demo in {folder}: unpacking the Sentinel-2 sample")
     s2l1c = unpack_sample(Path(params.sample).expanduser().resolve(), folder)
+    reporter.log("Loading the encoder with PyTorch")
+    from engine.models.checkpoint import load_checkpoint  # lazy: keeps torch out of --help
+
     if params.model:
         model = Path(params.model).expanduser().resolve()
         model_text = f"checkpoint {model}"
     else:
-        model, model_text = best_encoder(folder, reporter, {"s2"})
+        model, model_text = best_encoder(folder, reporter, {"s2"})  # reads the catalog with torch
     specs = load_checkpoint(model).model.modalities
     if "s2" not in specs:
         raise EngineError(f"The model '{model}' has no 's2' modality: choose a checkpoint trained with Sentinel-2.")

@@ -85,9 +85,7 @@ def with_level(job, value: str):
     return dataclasses.replace(job, outputs=dataclasses.replace(job.outputs, embeddings_level=value))
 
 
-def _raster_source(value: str, model: str | None, setting: str, level: str) -> EmbeddingSource:
-    from engine.models.checkpoint import checkpoint_hash  # lazy: keeps torch out of this module
-
+def _raster_source(value: str, model: str | None, setting: str, level: str, reporter: Reporter) -> EmbeddingSource:
     with open_raster(value, setting) as ds:
         tags, own = ds.tags(), raster_level(ds)
     if level != AUTO and level != own:
@@ -98,6 +96,11 @@ def _raster_source(value: str, model: str | None, setting: str, level: str) -> E
     if tags.get(HASH_TAG):
         digest, checkpoint = tags[HASH_TAG], tags.get(CHECKPOINT_TAG, "")
     elif model:
+        # Only here: PyTorch takes seconds to import on a loaded machine (said first), a raster that
+        # names its encoder does not need it.
+        reporter.log(f"Identifying the encoder of the embeddings: hashing {Path(model).name} with PyTorch")
+        from engine.models.checkpoint import checkpoint_hash  # lazy: keeps torch out of this module
+
         digest, checkpoint = checkpoint_hash(model), str(model)
     else:
         raise EngineError(
@@ -122,14 +125,17 @@ def embedding_source(
     places the labels and the input features on the grid the embeddings would have had."""
     check_level(level)
     if not is_job(value):
-        yield _raster_source(value, model, setting, level)
+        yield _raster_source(value, model, setting, level, reporter)
         return
 
+    job = with_level(load_job(value), level)
+    # Said before PyTorch's import, seconds on a loaded machine (the fit's preload thread may have begun it:
+    # whether it is done cannot be told from here).
+    reporter.log(f"Loading the encoder {Path(job.model).name}")
     from engine.mapping.plan import resolve_inputs  # lazy: keeps torch out of this module
     from engine.mapping.run import run_map  # lazy: keeps torch out of this module
     from engine.models.checkpoint import checkpoint_hash, load_checkpoint  # lazy: keeps torch out of this module
 
-    job = with_level(load_job(value), level)
     loaded = load_checkpoint(job.model)
     digest = checkpoint_hash(job.model)
     with tempfile.TemporaryDirectory(prefix="omnisat-embeddings-") as folder:

@@ -174,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         return _version("--json" in argv)
     if argv[:1] == ["worker"] and not {"-h", "--help"} & set(argv):
         return run_worker(serve="--serve" in argv)
+    if argv and not argv[0].startswith("-") and not {"-h", "--help", "--quiet"} & set(argv):
+        # Said before the operation modules load (NumPy, rasterio, GDAL, and PyTorch where an operation
+        # starts with a model): until then a long command is silent, on a loaded machine for seconds.
+        print(f"{argv[0]}: loading the engine", file=sys.stderr, flush=True)
     parser = build_parser()
     args = parser.parse_args(argv)
 

@@ -3,6 +3,8 @@ and says how it ended, the same in the dock as in QGIS's task manager.
 
 One run at a time: the run buttons are disabled while it runs; the progress bar ends where
 the task ends (100 % "Done", or "Cancelled" / "Failed" instead of a value frozen mid-way).
+Below the bar, what the engine is doing, as it says it ("nested selection: candidate 7 of 10 ...,
+about 6 min left"): a long step moves there even while its percent does not.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qgis.core import Qgis, QgsApplication
-from qgis.PyQt.QtWidgets import QProgressBar, QPushButton
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import QLabel, QProgressBar, QPushButton
 
 from omnisat_qgis.gui.engine_task import EngineTask, Step
 from omnisat_qgis.gui.panels.messages import MessageArea
@@ -18,9 +21,15 @@ from omnisat_qgis.gui.panels.messages import MessageArea
 
 class RunController:
     def __init__(
-        self, progress: QProgressBar, cancel_button: QPushButton, messages: MessageArea, log: Callable[[str, str], None]
+        self,
+        progress: QProgressBar,
+        cancel_button: QPushButton,
+        messages: MessageArea,
+        log: Callable[[str, str], None],
+        doing: QLabel,
     ):
         self.progress, self.cancel_button, self.messages, self.log = progress, cancel_button, messages, log
+        self.doing = doing
         self.buttons: list[QPushButton] = []  # disabled while a run is going
         # The buttons a failure's message offers (e.g. set up the engine), from its text.
         self.fixes: Callable[[str], tuple] = lambda text: ()
@@ -42,11 +51,13 @@ class RunController:
         task = EngineTask(title, list(steps), lambda t: self._finished(t, on_done), self._log)
         self.task = task
         task.progressChanged.connect(self._progress)
+        task.said.connect(self.doing.setText, Qt.ConnectionType.QueuedConnection)
         for button in self.buttons:
             button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setFormat("%p%")
         self.progress.setValue(0)
+        self.doing.setText("Starting the engine")
         QgsApplication.taskManager().addTask(task)
         return True
 
@@ -62,10 +73,11 @@ class RunController:
         task, self.task = self.task, None
         if task is None:
             return
-        try:
-            task.progressChanged.disconnect(self._progress)
-        except (TypeError, RuntimeError):
-            pass
+        for signal, slot in ((task.progressChanged, self._progress), (task.said, self.doing.setText)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
         task.on_done = lambda t: None
         task.log = lambda message, level: None
         task.cancel()
@@ -76,6 +88,7 @@ class RunController:
 
     def _finished(self, task: EngineTask, on_done: Callable[[EngineTask], None]) -> None:
         self.task = None
+        self.doing.clear()  # the outcome is the message area's
         for button in self.buttons:
             button.setEnabled(True)
         self.cancel_button.setEnabled(False)

@@ -151,6 +151,10 @@ class OmniSatDock(QgsDockWidget):
         progress_line.addWidget(self.progress, 1)
         progress_line.addWidget(self.cancel_button)
         shared.addLayout(progress_line)
+        self.doing = QLabel()  # what the engine is doing (RunController)
+        self.doing.setWordWrap(True)
+        self.doing.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        shared.addWidget(self.doing)
 
         headless = QgsCollapsibleGroupBox("Same run, headless (qgis_process)")
         headless.setCollapsed(True)
@@ -165,7 +169,7 @@ class OmniSatDock(QgsDockWidget):
         shared.addWidget(headless)
         self.setWidget(outer)
 
-        self.controller = RunController(self.progress, self.cancel_button, self.message_area, self._log)
+        self.controller = RunController(self.progress, self.cancel_button, self.message_area, self._log, self.doing)
         self.controller.buttons = [
             self.fit_button,
             self.map_button,

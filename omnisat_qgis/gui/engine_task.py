@@ -1,6 +1,7 @@
 """Engine runs in the background: a QgsTask that runs worker jobs one after another.
 
-Progress goes to the task manager (and the dock, through ``progressChanged``);
+Progress goes to the task manager (and the dock, through ``progressChanged``), and what the engine
+says it is doing (its progress texts and log lines) to the dock through ``said``;
 cancelling the task terminates the worker, which removes its partial files, so a
 cancelled run leaves nothing behind. The task never touches the project: the
 dock loads the results in ``on_done`` on the main thread.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qgis.core import QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
 
 from omnisat_qgis import settings
 from omnisat_qgis.paths import engine_root
@@ -34,6 +36,9 @@ class Step:
 
 
 class EngineTask(QgsTask):
+    # Emitted from the task's thread: connect with a queued connection to touch widgets.
+    said = pyqtSignal(str)
+
     def __init__(
         self,
         description: str,
@@ -56,8 +61,8 @@ class EngineTask(QgsTask):
         share = 100.0 / len(self.steps)
         for index, step in enumerate(self.steps):
             callbacks = WorkerCallbacks(
-                progress=lambda percent, message, i=index: self.setProgress(i * share + percent * share / 100),
-                log=self.log,
+                progress=lambda percent, message, i=index: self._progress(i * share + percent * share / 100, message),
+                log=self._log,
                 is_cancelled=self.isCanceled,
             )
             run = WorkerRun(
@@ -81,6 +86,17 @@ class EngineTask(QgsTask):
                 return False
         self.setProgress(100.0)
         return True
+
+    def _progress(self, percent: float, message: str) -> None:  # task's thread
+        self.setProgress(percent)
+        if message:
+            self.said.emit(message)
+
+    def _log(self, message: str, level: str) -> None:  # task's thread
+        self.log(message, level)
+        # A step's start ("Fitting ...") is progress too; warnings stay in the log.
+        if level == "info" and message.strip():
+            self.said.emit(message.strip().splitlines()[0])
 
     @property
     def cancelled(self) -> bool:

@@ -21,6 +21,59 @@ from qgis.PyQt.QtCore import QThreadPool, QTimer
 from qgis.utils import iface, plugins, unloadPlugin
 
 QThreadPool.globalInstance().setExpiryTimeout(1000)  # idle render threads end within a second (see quit_qgis)
+PROGRESS_GAP_LIMIT_S = 5.0  # issue 25: no step of a run goes longer than this without progress in the dock
+
+
+class ProgressRecorder:
+    """What the analyst sees move during a run: the dock's progress bar (its percent, then the outcome)
+    and the line under it (what the engine says it is doing), read every 100 ms on QGIS's main thread,
+    each change stamped. A read delayed by a busy main thread counts as silence: the dock could not
+    repaint then either."""
+
+    def __init__(self, dock, on_text: tuple[str, Callable[[], None]] | None = None):
+        self.dock = dock
+        self.changes: list[tuple[float, str, str]] = []  # (time, bar's text, the line under it)
+        self.on_text = on_text  # (start of a line, what to do the first time the line under the bar reads so)
+        self.timer = QTimer()
+        self.timer.setInterval(100)
+        self.timer.timeout.connect(self._read)
+
+    def start(self) -> None:
+        """Before the run's button is pressed: the press itself is where the first silence starts."""
+        self.changes = [(time.monotonic(), self.dock.progress.text(), self.dock.doing.text())]
+        self.timer.start()
+
+    def _read(self) -> None:
+        shown = (self.dock.progress.text(), self.dock.doing.text())
+        if shown != self.changes[-1][1:]:
+            self.changes.append((time.monotonic(), *shown))
+            if self.on_text and shown[1].startswith(self.on_text[0]):
+                action, self.on_text = self.on_text[1], None
+                action()
+
+    @staticmethod
+    def _longest(changes: list[tuple[float, str]], end: float) -> tuple[float, str]:
+        """The longest time between a change and the next (the last: until ``end``), and what was shown."""
+        kept = [c for i, c in enumerate(changes) if i == 0 or c[1] != changes[i - 1][1]]
+        ends = [t for t, _ in kept[1:]] + [end]
+        return max((stop - t, text) for (t, text), stop in zip(kept, ends))
+
+    def stop(self) -> dict:
+        """The longest silence (s) from the press to now, with what the dock showed during it; the same
+        for the progress bar alone (its percent moves in whole points)."""
+        self.timer.stop()
+        self._read()
+        end = time.monotonic()
+        longest, shown = self._longest([(t, f"{bar} | {doing}") for t, bar, doing in self.changes], end)
+        bar_longest, bar_shown = self._longest([(t, bar) for t, bar, _ in self.changes], end)
+        return {
+            "longest_gap_s": round(longest, 2),
+            "shown": shown,
+            "bar_alone_longest_gap_s": round(bar_longest, 2),
+            "bar_alone_shown": bar_shown,
+            "changes": len(self.changes) - 1,
+            "run_s": round(end - self.changes[0][0], 2),
+        }
 
 
 class Scenario:
@@ -53,6 +106,14 @@ class Scenario:
         if tag == "Python error" or (critical and not any(text in message for text in self.allowed)):
             self.record["log_errors"].append(f"[{tag}] {message}"[:2000])
 
+    def check_progress(self, run: str, gaps: dict) -> None:
+        self.record.setdefault("progress_gaps", {})[run] = gaps
+        self.check(
+            f"the dock's progress moves at least every {PROGRESS_GAP_LIMIT_S:.0f} s during the {run.replace('_', ' ')}",
+            gaps["longest_gap_s"] < PROGRESS_GAP_LIMIT_S,
+            gaps,
+        )
+
     def guarded(self, step):
         def run(*args):
             try:
@@ -65,14 +126,17 @@ class Scenario:
     def later(self, step, ms: int = 1000) -> None:
         QTimer.singleShot(ms, self.guarded(step))
 
-    def when_done(self, then, started: float, key: str) -> None:
-        """Poll until the dock's task ends, record its seconds under ``key``, then call ``then``."""
+    def when_done(self, then, started: float, key: str, progress: ProgressRecorder | None = None) -> None:
+        """Poll until the dock's task ends, record its seconds under ``key``, then call ``then``. With
+        ``progress`` (started before the press): its longest silence recorded and checked too."""
 
         def poll():
             if self.state["dock"].task is not None:
                 QTimer.singleShot(100, self.guarded(poll))
                 return
             self.record["timings"][key] = round(time.monotonic() - started, 2)
+            if progress is not None:
+                self.check_progress(key.removesuffix("_s"), progress.stop())
             then()
 
         QTimer.singleShot(100, self.guarded(poll))

@@ -31,7 +31,7 @@ from qgis.PyQt.QtCore import QSize, Qt, QTimer
 from qgis.utils import iface, loadPlugin, plugins, startPlugin
 
 sys.path.append(os.environ["OMNISAT_GUI_SCRIPTS"])  # after the plugin folder (see scenario.py)
-from scenario import Scenario, classes_layer, group_of_last_map, labels_from_polygons, quit_qgis  # noqa: E402
+from scenario import ProgressRecorder, Scenario, classes_layer, group_of_last_map, labels_from_polygons, quit_qgis  # noqa: E402
 
 OUT = Path(os.environ["OMNISAT_GUI_OUT"])
 DATA = OUT / "data"
@@ -210,10 +210,12 @@ def mixed_places():
 def fit():
     dock = state["dock"]
     record["canvas_extent"] = iface.mapCanvas().extent().toString(0)
+    progress = ProgressRecorder(dock, ("Mapping windows", lambda: shot("3-fit-progress.png")))
+    progress.start()
     started = time.monotonic()
     dock.fit_and_preview()
     check("fit and preview starts", dock.task is not None, dock.messages[-1:])
-    when_done(refit, started, "first_fit_s")
+    when_done(refit, started, "first_fit_s", progress)
 
 
 def macro_f1(dock):
@@ -257,9 +259,11 @@ def after_refit():
 def map_area():
     dock = state["dock"]
     dock.extent_combo.setCurrentText("Where the inputs overlap")
+    progress = ProgressRecorder(dock)
+    progress.start()
     started = time.monotonic()
     dock.map_whole_area()
-    when_done(after_map, started, "map_whole_area_s")
+    when_done(after_map, started, "map_whole_area_s", progress)
 
 
 @guarded

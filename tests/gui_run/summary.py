@@ -26,6 +26,8 @@ def main(argv: list[str]) -> int:
     for item in result.get("checks", []):
         print(("ok    " if item["ok"] else "FAIL  ") + item["check"])
     print("timings (s):", json.dumps(result.get("timings", {})), "macro-F1:", result.get("macro_f1"))
+    for run, gaps in result.get("progress_gaps", {}).items():
+        print(f"longest silence of the dock's progress, {run}: {gaps['longest_gap_s']} s of {gaps['run_s']} s", gaps)
     for problem in problems:
         print("PROBLEM:", problem)
     return 1 if problems else 0

@@ -19,7 +19,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor, QImage, QPainter
 
 from omnisat_qgis.gui.dock import PREVIEW_GROUP, OmniSatDock
@@ -176,8 +176,14 @@ def test_fit_preview_refit_from_cache_and_screenshot(dock, shared_data, tmp_path
     assert usual["schrubland"] not in [c for n, c in usual.items() if n != "schrubland"]  # distinct all the same
     dock.fit_and_preview()
     assert [s.operation for s in dock.task.steps] == ["embed", "fit-probe"]
+    said: list[str] = []
+    dock.task.said.connect(said.append, Qt.ConnectionType.QueuedConnection)
     wait(dock)
     assert dock.last_probe is not None, dock.messages
+    # Under the progress bar, each step as the engine says it; cleared once the message area has the outcome.
+    assert any(t.startswith("Mapping windows") for t in said), said
+    assert any(t.startswith("cross-validation: candidate 1 of 1") for t in said), said
+    assert dock.doing.text() == ""
     root = QgsProject.instance().layerTreeRoot()
     group = root.findGroup(PREVIEW_GROUP)
     assert root.children().index(group) == root.children().index(root.findLayer(labels.id())) + 1  # samples on top

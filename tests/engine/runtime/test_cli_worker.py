@@ -97,6 +97,14 @@ def test_stats_json(four_band: Path, capsys):
     assert stats["crs"] == "EPSG:32633"
 
 
+def test_a_command_says_it_started_before_the_engine_loads(four_band: Path, capsys):
+    """The first line comes before the operation modules (and PyTorch) load: seconds on a loaded machine."""
+    assert main(["stats", str(four_band), "--json"]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == "stats: loading the engine"
+    assert main(["stats", str(four_band), "--json", "--quiet"]) == 0
+    assert "loading the engine" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case", ["missing", "not_raster", "empty_file", "zero_bands"])
 def test_bad_inputs_have_clear_messages(case: str, tmp_path: Path):
     path = tmp_path / f"{case}.tif"
