@@ -241,7 +241,7 @@ def test_the_choice_and_its_scores_do_not_depend_on_the_thread_count():
         np.testing.assert_array_equal(proba, one.outer_probabilities[key])  # the same fits, bit for bit
 
 
-def test_a_torch_probe_fits_on_one_thread():
+def test_a_torch_probe_fits_and_knn_predicts_on_one_thread():
     import torch
 
     from engine.probes.classifiers import fit_probe
@@ -254,7 +254,9 @@ def test_a_torch_probe_fits_on_one_thread():
         torch.set_num_threads(2)
         with listening(lambda share: seen.append(torch.get_num_threads())):
             fit_probe(setup.features["good"], setup.y, 3, ProbeConfig(kind="linear", epochs=5))
-        assert seen and set(seen) == {1}  # inside the fit
+            fitted = len(seen)
+            fit_probe(setup.features["good"], setup.y, 3, ProbeConfig(kind="knn")).predict_proba(setup.features["good"])
+        assert 0 < fitted < len(seen) and set(seen) == {1}  # inside the fit, inside kNN's prediction
         assert torch.get_num_threads() == 2  # and the engine's count after it
     finally:
         torch.set_num_threads(before)
