@@ -28,6 +28,7 @@ import numpy as np
 import engine.probes.fit as fitting
 from engine.bench.accuracy import eolearn_dataset, labelled_cells, raster_grid, raw_features
 from engine.bench.crops import read_labelled
+from engine.bench.flanders import build
 from engine.errors import EngineError
 from engine.probes import selection as validation
 from engine.probes.classifiers import ProbeConfig
@@ -67,7 +68,7 @@ def eolearn_scene(folder: Path, reporter: Reporter):
 
 def crops_scene(folder: Path, reporter: Reporter):
     """The same for Flanders: S2 + S1 monthly+stats at every labelled pixel, each parcel a unit."""
-    data, info = read_labelled(folder, reporter)
+    data, info = read_labelled(build(folder), reporter)
     reporter.log(f"Flanders crops: {info['pixels']} pixels, {info['parcels']} parcels, classes {info['classes']}")
     name = "monthly+stats"
     matrix, record = combine(None, [data.values["s2"], data.values["s1_asc"]], FeatureSet.parse(name))
