@@ -2,7 +2,7 @@
 the choice is the same (``python -m engine.bench.auto_compare --base main``).
 
 The base commit is checked out in a temporary git worktree beside this checkout (the samples are
-found at ../shared/data from either) with this checkout's engine/bench/auto.py copied in, so both
+found at ../shared/data from either; removed at the end) with this checkout's engine/bench/auto.py copied in, so both
 sides are timed and read by the same bench. Each round runs every (scene, threads) pair on the base
 and then here. Printed per pair: the median seconds of fit_honestly (scene loading excluded), the
 fits, the load average during the runs, the speed-up; then whether the chosen candidate(s), each
@@ -20,7 +20,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,23 +59,22 @@ def main() -> None:
     args = parser.parse_args()
     pairs = [(s, int(t)) for s in args.datasets.split(",") for t in args.threads.split(",")]
     runs: dict[tuple[str, str, int], list[dict]] = {}
-    with tempfile.TemporaryDirectory(prefix=".auto-base-", dir=ROOT.parent) as tmp:
-        base = Path(tmp) / "checkout"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base], cwd=ROOT, check=True)
-        try:
-            shutil.copy(ROOT / "engine/bench/auto.py", base / "engine/bench/auto.py")
-            for number in range(args.rounds):
-                for scene, threads in pairs:
-                    for side, checkout in (("base", base), ("this", ROOT)):
-                        result = bench(checkout, scene, threads, args.quick)
-                        runs.setdefault((side, scene, threads), []).append(result)
-                        print(
-                            f"round {number + 1}, {scene}, {threads} thread(s), {side}: {result['seconds']} s, "
-                            f"{result['fits']} fits, load {result['load_average'][0]:.1f}",
-                            flush=True,
-                        )
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=True)
+    base = ROOT.parent / f".auto-base-{os.getpid()}"  # beside this checkout: ../shared/data is the same
+    subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base], cwd=ROOT, check=True)
+    try:
+        shutil.copy(ROOT / "engine/bench/auto.py", base / "engine/bench/auto.py")
+        for number in range(args.rounds):
+            for scene, threads in pairs:
+                for side, checkout in (("base", base), ("this", ROOT)):
+                    result = bench(checkout, scene, threads, args.quick)
+                    runs.setdefault((side, scene, threads), []).append(result)
+                    print(
+                        f"round {number + 1}, {scene}, {threads} thread(s), {side}: {result['seconds']} s, "
+                        f"{result['fits']} fits, load {result['load_average'][0]:.1f}",
+                        flush=True,
+                    )
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=True)
     print(f"\nbench auto{' --quick' if args.quick else ''}: {args.base} against this checkout, {args.rounds} rounds")
     for scene, threads in pairs:
         base_runs, new_runs = runs["base", scene, threads], runs["this", scene, threads]
