@@ -10,7 +10,7 @@ on the weights.
 A fit runs on one torch thread whatever the engine's count: its operations (a few thousand
 cells, the cap per class) are too small to split, and on cores that other programs keep busy
 every split operation waits for a descheduled thread (eo-learn, a linear fit on 1507 cells:
-8-21 s on 2 threads at load 6, 0.3 s on one; 0.46 s on 2 idle cores). It also makes the
+8-21 s on 2 threads at load 6, 0.3 s on one; 0.46 s on 2 at load 0.8). It also makes the
 fitted probe the same whatever the thread count the load chose (summation order).
 """
 
