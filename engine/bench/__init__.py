@@ -50,7 +50,8 @@ class BenchParams:
         default=None,
         metadata={
             "help": "accuracy: only these datasets, comma-separated: eolearn, ndvi, peru, crops (default: all; "
-            "--quick: eolearn); backends: eolearn for the int8 layers' macro-F1 instead of the timings"
+            "--quick: eolearn); backends: eolearn for the int8 layers' macro-F1 instead of the timings; auto: the scene, "
+            "eolearn (default) or crops"
         },
     )
     models: str | None = field(

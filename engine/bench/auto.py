@@ -1,12 +1,17 @@
-"""Time of ``fit-probe --classifier auto`` on a real scene, step by step (``python -m engine bench auto``).
+"""Time of ``fit-probe --classifier auto`` on a real scene, step by step (``python -m engine bench auto
+[--datasets eolearn|crops]``).
 
-eo-learn's land cover (Slovenia, 1 km², Sentinel-2 x 5 dates, 84 polygons, 5 classes): labels
+eo-learn's land cover (the default) (Slovenia, 1 km², Sentinel-2 x 5 dates, 84 polygons, 5 classes): labels
 rasterized on the 10 m grid, the candidates auto chooses among on input features (raw bands;
 raw bands with temporal statistics and indices), fit-probe's probe settings (200 trees), 5
 buffered spatial folds of whole polygons. Runs engine.fitting.fit_honestly as fit-probe does
 (nested selection, learning curve, the final fit on every label) and prints the time of each
 step, the number of classifier fits, the choice and its nested estimate. No encoder runs: the
 figures are the cost of choosing, which does not depend on where the features come from.
+Flanders crops (``--datasets crops``, engine.bench.crops.read_labelled: 2018 parcels, every labelled
+pixel of Sentinel-2 + Sentinel-1 read through the engine's job path): one feature set, monthly+stats of
+S2 and S1 together, folds of whole parcels (each parcel a unit of engine.probes.folds, as fit-probe
+does with a parcel layer).
 ``--quick``: two cheap classifiers instead of auto's five.
 """
 
@@ -22,13 +27,18 @@ import numpy as np
 
 import engine.probes.fit as fitting
 from engine.bench.accuracy import eolearn_dataset, labelled_cells, raster_grid, raw_features
+from engine.bench.crops import read_labelled
+from engine.bench.flanders import build
+from engine.errors import EngineError
 from engine.probes import selection as validation
 from engine.probes.classifiers import ProbeConfig
 from engine.probes.features import FeatureSet, InputValues, available_indices, combine
 from engine.runtime.progress import Reporter
 
+SCENES = ("eolearn", "crops")
 
-def scene(folder: Path, reporter: Reporter):
+
+def eolearn_scene(folder: Path, reporter: Reporter):
     """(feature matrices, their column names, y, units, rows, cols, class names) of eo-learn."""
     dataset = eolearn_dataset(folder)
     grid = raster_grid(dataset.raw_files[0])
@@ -56,6 +66,17 @@ def scene(folder: Path, reporter: Reporter):
     )
 
 
+def crops_scene(folder: Path, reporter: Reporter):
+    """The same for Flanders: S2 + S1 monthly+stats at every labelled pixel, each parcel a unit."""
+    data, info = read_labelled(build(folder), reporter)
+    reporter.log(f"Flanders crops: {info['pixels']} pixels, {info['parcels']} parcels, classes {info['classes']}")
+    name = "monthly+stats"
+    matrix, record = combine(None, [data.values["s2"], data.values["s1_asc"]], FeatureSet.parse(name))
+    # a vote names the union of its members' sets in the canonical order ("stats+monthly")
+    columns = {name: record["columns"], FeatureSet.parse(name).name: record["columns"]}
+    return {name: matrix}, columns, data.y, data.parcel, data.rows, data.cols, data.names
+
+
 class _Timed(Reporter):
     """Forwards to the bench's reporter and keeps the time each logged step started."""
 
@@ -72,6 +93,9 @@ class _Timed(Reporter):
 
 def run(params, reporter: Reporter) -> dict[str, Any]:
 
+    which = params.datasets or "eolearn"
+    if which not in SCENES:
+        raise EngineError(f"bench auto --datasets: one of {', '.join(SCENES)}, got {which!r}.")
     fits = [0]
     original, grid = validation.Setup.fit_members, fitting.AUTO_CLASSIFIERS
 
@@ -84,21 +108,14 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
         fitting.AUTO_CLASSIFIERS = ("linear", "knn")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            matrices, columns, y, units, rows, cols, names = scene(Path(tmp), reporter)
+            load = eolearn_scene if which == "eolearn" else crops_scene
+            matrices, columns, y, units, rows, cols, names = load(Path(tmp), reporter)
         timed = _Timed(reporter)
         started = time.perf_counter()
-        # fit-probe's defaults (200 trees, 200 epochs), 5 folds, learning curve on
+        # fit-probe's defaults (200 trees, 200 epochs, 5 folds, the cap per class, learning curve on)
+        settings = fitting.FitSettings(ProbeConfig(kind="linear", seed=0), fitting.AUTO, tuple(matrices))
         outcome = fitting.fit_honestly(
-            matrices,
-            y,
-            units,
-            rows,
-            cols,
-            names,
-            ProbeConfig(kind="linear", seed=0),
-            fitting.AUTO,
-            reporter=timed,
-            columns=columns.__getitem__,
+            matrices, y, units, rows, cols, names, settings, reporter=timed, columns=columns.__getitem__
         )
         total = time.perf_counter() - started
     finally:
@@ -107,16 +124,27 @@ def run(params, reporter: Reporter) -> dict[str, Any]:
     steps = {a[0]: round(b[1] - a[1], 1) for a, b in zip(marks[:-1], marks[1:])}
     for step, seconds in steps.items():
         reporter.log(f"{seconds:7.1f} s  {step}")
-    nested = outcome.selection.nested.summary()["macro_f1"]["mean"] if outcome.selection else None
+    selection = outcome.selection
+    nested = selection.nested.summary()["macro_f1"]["mean"] if selection else None
+    # what must not move when the work is made cheaper: each candidate's outer scores, the picks
+    outer = {c.name: [round(f, 6) for f in s.macro_f1] for c, s in selection.candidates.items()} if selection else {}
+    for candidate, folds in outer.items():
+        reporter.log(f"outer macro-F1 per fold, {candidate}: {folds}")
+    if selection:
+        reporter.log("picked per outer fold: " + "; ".join(c.name for c in selection.chosen_per_fold))
     reporter.log(
-        f"auto on eo-learn ({len(y)} cells, {len(matrices)} feature sets): {total:.1f} s, {fits[0]} classifier "
+        f"auto on {which} ({len(y)} cells, {len(matrices)} feature sets): {total:.1f} s, {fits[0]} classifier "
         f"fits, chose {outcome.candidate.name}, nested macro-F1 {nested:.3f}; load {os.getloadavg()[0]:.2f}"
     )
     return {
+        "scene": which,
         "seconds": round(total, 1),
         "fits": fits[0],
         "chosen": outcome.candidate.name,
         "nested_macro_f1": nested,
+        "outer_macro_f1": outer,
+        "picked_per_fold": [c.name for c in selection.chosen_per_fold] if selection else [],
+        "curve": [(p["cells_per_class"], round(p["macro_f1"]["mean"], 6)) for p in outcome.curve or []],
         "steps_s": steps,
         "cells": int(len(y)),
         "load_average": os.getloadavg(),

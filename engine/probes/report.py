@@ -373,8 +373,10 @@ def learning_curve_html(curve: Sequence[Mapping[str, Any]]) -> str:
         image
         + html_table(rows, ["Training cells per class", "Macro-F1", "Overall accuracy"], "curve")
         + '<p class="note">Same spatial folds as above; at each size that many training cells per class are '
-        "drawn at random from each fold's training part (classes with fewer keep all theirs). A curve still "
-        "rising at the right says more labels will pay.</p>"
+        "drawn at random from each fold's training part (classes with fewer keep all theirs); the last point "
+        "(all) is the cross-validation's own fits above. The sizes below it are 10, 50, 200 and 1000 cells "
+        "per class where the classes have that many: few, to keep the curve cheap; it shows the trend, not "
+        "where exactly it flattens. A curve still rising at the right says more labels will pay.</p>"
     )
 
 

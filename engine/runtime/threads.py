@@ -10,10 +10,12 @@ are idle right now, and uses that many (at least one). A thread count the user g
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.errors import EngineError
@@ -91,3 +93,16 @@ def apply_default_threads() -> int | None:
     else:  # read by torch when it starts: no need to import it here
         os.environ["OMP_NUM_THREADS"] = str(threads)
     return threads
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Torch runs on ``count`` threads in this block, then on as many as before."""
+    import torch  # lazy: the QGIS process imports this module, never torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -5,6 +5,11 @@ different scales, e.g. embeddings next to raw reflectance, would otherwise let o
 dominate the distance). Each of the k nearest training vectors votes for its class,
 weighted by the class's inverse frequency when class weighting is on, so a dominant
 class does not win every neighbourhood by numbers alone.
+
+Predictions run on one torch thread, as the neural probes' fits (engine.probes.classifiers.neural):
+a batch's distances to a few thousand training vectors are too small to split, and on loaded cores
+split operations wait for descheduled threads (eo-learn, ~2000 test cells: 0.24 s on 2 threads at
+load 6, 0.06 s on one).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from engine.errors import EngineError
 from engine.probes.classifiers.neural import class_weights
 from engine.runtime.progress import report_within
+from engine.runtime.threads import torch_threads
 
 
 class KNNClassifier:
@@ -45,7 +51,7 @@ class KNNClassifier:
         weights = torch.as_tensor(self.vote_weights)
         k = min(self.neighbours, len(train))
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(1):
             for i in range(0, len(x), batch):
                 report_within(i / len(x))
                 nearest = torch.cdist(x[i : i + batch], train).topk(k, largest=False).indices

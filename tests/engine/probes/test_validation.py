@@ -16,6 +16,7 @@ from engine.probes.folds import (
 from engine.probes.selection import (
     Candidate,
     Setup,
+    Vote,
     learning_curve,
     nested_selection,
 )
@@ -195,3 +196,67 @@ def test_the_saved_probe_is_fitted_under_the_validation_cap():
     # kNN keeps its training cells: the cap the estimate was made under holds for the saved probe too.
     assert np.bincount(outcome.classifier.labels).tolist() == [40, 40, 40]
     assert outcome.scores is not None and len(outcome.scores.macro_f1) == 3
+
+
+def test_the_default_curve_fits_three_points_and_takes_its_last_from_the_outer_fits(monkeypatch):
+    from engine.probes.selection import cross_validate
+
+    setup, units, rows, cols = informative_setup()
+    setup.max_per_class = 500  # fit-probe's cap: the curve's sizes 10, 50 and 200 lie under it
+    folds = spatial_folds(setup.y, units, rows, cols, 3)
+    vote = Vote((Candidate("linear", "good"), Candidate("knn", "good")))
+    outer = {}
+    cross_validate(setup, list(vote.members), folds, probabilities=outer)
+    fits = []
+    original = Setup.fit_members
+    monkeypatch.setattr(Setup, "fit_members", lambda self, c, p: fits.append(len(c.members)) or original(self, c, p))
+    progress = Recorder()
+    curve = learning_curve(setup, vote, folds, reporter=progress, outer=outer)
+    largest = max(int(np.bincount(setup.y[folds.train[f]]).max()) for f in range(3))
+    assert [p["cells_per_class"] for p in curve] == [10, 50, largest] and largest < 200
+    assert sum(fits) == 2 * 3 * 2  # 2 fitted points x 3 folds x 2 members; the last point fits nothing
+    assert len(progress.counted()) == 3 * 3  # every point and fold still reports
+
+
+def test_the_choice_and_its_scores_do_not_depend_on_the_thread_count():
+    import torch
+
+    setup, units, rows, cols = informative_setup()
+    folds = spatial_folds(setup.y, units, rows, cols, 3)
+    candidates = [Candidate("linear", "good"), Candidate("mlp", "good"), Candidate("linear", "noise")]
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            runs.append(nested_selection(setup, candidates, folds, units, rows, cols))
+            assert torch.get_num_threads() == threads  # the fits' single thread is given back
+    finally:
+        torch.set_num_threads(before)
+    many, one = runs
+    assert many.final == one.final and many.chosen_per_fold == one.chosen_per_fold
+    assert [many.candidates[c].macro_f1 for c in candidates] == [one.candidates[c].macro_f1 for c in candidates]
+    assert many.nested.macro_f1 == one.nested.macro_f1
+    for key, proba in many.outer_probabilities.items():
+        np.testing.assert_array_equal(proba, one.outer_probabilities[key])  # the same fits, bit for bit
+
+
+def test_a_torch_probe_fits_and_knn_predicts_on_one_thread():
+    import torch
+
+    from engine.probes.classifiers import fit_probe
+    from engine.runtime.progress import listening
+
+    setup, *_ = informative_setup()
+    seen = []
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with listening(lambda share: seen.append(torch.get_num_threads())):
+            fit_probe(setup.features["good"], setup.y, 3, ProbeConfig(kind="linear", epochs=5))
+            fitted = len(seen)
+            fit_probe(setup.features["good"], setup.y, 3, ProbeConfig(kind="knn")).predict_proba(setup.features["good"])
+        assert 0 < fitted < len(seen) and set(seen) == {1}  # inside the fit, inside kNN's prediction
+        assert torch.get_num_threads() == 2  # and the engine's count after it
+    finally:
+        torch.set_num_threads(before)
