@@ -357,8 +357,9 @@ def auto_rows(
         test = fold == f
         if not test.any():
             continue
-        # The fold's pick refitted as cross_validate fitted it (same training part, same draw).
-        probabilities = setup.fit_proba(selection.chosen_per_fold[f], fold != f, test, np.random.default_rng(SEED + f))
+        # The fold's pick as the outer cross-validation fitted it (a vote: its members' mean probability).
+        pick = selection.chosen_per_fold[f]
+        probabilities = np.mean([selection.outer_probabilities[m, f] for m in pick.members], axis=0)
         scores.add(f"{name} | auto | pixels", data.y[test], probabilities.argmax(1))
         scores.add(
             f"{name} | auto | parcels (mean pixel probability)",

@@ -260,3 +260,16 @@ def test_a_torch_probe_fits_and_knn_predicts_on_one_thread():
         assert torch.get_num_threads() == 2  # and the engine's count after it
     finally:
         torch.set_num_threads(before)
+
+
+def test_each_folds_pick_is_its_members_outer_fits_averaged():
+    """What the crops benchmark reads instead of refitting each fold's pick."""
+    setup, units, rows, cols = informative_setup()
+    folds = spatial_folds(setup.y, units, rows, cols, 3)
+    candidates = [Candidate("linear", "good"), Candidate("knn", "good"), Candidate("random_forest", "good")]
+    selection = nested_selection(setup, candidates, folds, units, rows, cols)
+    assert any(len(pick.members) > 1 for pick in selection.chosen_per_fold)  # a vote among them
+    for f, pick in enumerate(selection.chosen_per_fold):
+        refitted = setup.fit_proba(pick, folds.train[f], folds.test(f), np.random.default_rng(setup.seed + f))
+        averaged = np.mean([selection.outer_probabilities[m, f] for m in pick.members], axis=0)
+        np.testing.assert_allclose(averaged, refitted, atol=1e-6)
