@@ -23,7 +23,9 @@ from omnisat_qgis.environment.requirements import REQUIREMENTS_FILE, from_pyproj
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "omnisat_qgis"
 SKIP_PARTS = {"__pycache__", ".pytest_cache", ".hypothesis", "tests"}
-SKIP_FILES = {f"{PLUGIN}/package.py", f"{PLUGIN}/release_gate.py"}
+# Developer scripts: building and checking the zip, and timing two commits of the repository
+# against each other (it makes git worktrees, meaningless in an installed plugin).
+SKIP_FILES = {f"{PLUGIN}/package.py", f"{PLUGIN}/release_gate.py", f"{PLUGIN}/engine/bench/auto_compare.py"}
 COMPILED = {".pyc", ".pyo", ".so", ".pyd", ".dll", ".dylib", ".exe"}
 
 

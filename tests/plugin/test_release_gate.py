@@ -39,6 +39,7 @@ def test_the_shipped_zip_passes_the_repository_checks(tmp_path):
     names = zipfile.ZipFile(archive).namelist()
     assert "omnisat_qgis/LICENSE" in names and "omnisat_qgis/README.md" not in names
     assert not [n for n in names if "bench_preview" in n or "bench_worker" in n or n.endswith("package.py")]
+    assert "omnisat_qgis/engine/bench/auto_compare.py" not in names  # a developer script (git worktrees)
     # ... but not an upload yet: no public address exists, and --publish says so
     published = release_gate.check_zip(archive, publish=True)
     assert sorted(f.split(":")[1].split()[0] for f in published.failures) == ["email", "repository", "tracker"]
