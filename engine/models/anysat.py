@@ -197,10 +197,16 @@ class SeriesProjector(nn.Module):
         seq = rearrange(x, "b t c h w -> (b h w) t c")
         pix_dates = dates.repeat_interleave(h * w, dim=0)
         pix_mask = None if mask is None else mask.repeat_interleave(h * w, dim=0)
+        # The date code depends on the tile's dates only: computed per tile, not per pixel.
+        code = self.ltae.date_code(dates)
+        code = code if b == 1 else code.repeat_interleave(h * w, dim=0)
         chunk = max(1, self.row_chunk // t)
         out = [
             self.ltae(
-                seq[i : i + chunk], pix_dates[i : i + chunk], None if pix_mask is None else pix_mask[i : i + chunk]
+                seq[i : i + chunk],
+                pix_dates[i : i + chunk],
+                None if pix_mask is None else pix_mask[i : i + chunk],
+                date_code=code if b == 1 else code[i : i + chunk],
             )[0]
             for i in range(0, seq.shape[0], chunk)
         ]
@@ -463,6 +469,10 @@ class AnySat(EOModel):
         date_mask = date_mask or {}
         keep_subs = set(keep_subs)
         enc = AnySatEncoded(layout=layout, patch_tokens={}, context_tokens=[])
+        # Patch modalities with the same sub-patch grid share one spatial-encoder call (patches are
+        # independent sequences): fewer, larger matrix products and half the small per-op costs.
+        groups: dict[tuple[int, float, bool], list[tuple[str, Tensor]]] = {}
+        g = layout.grid
         for name in self.modalities:  # config order: independent of the caller's dict order
             if name not in inputs:
                 continue
@@ -478,13 +488,21 @@ class AnySat(EOModel):
                 token, _ = self.spatial_encoder(seq, n, self.sub_patch_m(name), keep_subs=False)
                 enc.context_tokens.append(token[:, None])
                 continue
-            n, g = layout.subs[name], layout.grid
+            n = layout.subs[name]
             cell = self._cell(name, n)
             seq = rearrange(grid, "b (g1 c1 r) (g2 c2 s) d -> (b g1 g2) (c1 c2 r s) d", g1=g, g2=g, r=cell, s=cell)
-            token, subs = self.spatial_encoder(seq, n, self.sub_patch_m(name), keep_subs=name in keep_subs)
-            enc.patch_tokens[name] = rearrange(token, "(b p) d -> b p d", p=g * g)
-            if name in keep_subs:
-                enc.sub_tokens[name] = rearrange(subs, "(b p) s d -> b p s d", p=g * g)
+            groups.setdefault((n, self.sub_patch_m(name), name in keep_subs), []).append((name, seq))
+        tokens: dict[str, Tensor] = {}
+        for (n, sub_m, keep), members in groups.items():
+            sizes = [seq.shape[0] for _, seq in members]
+            seqs = [seq for _, seq in members]
+            token, subs = self.spatial_encoder(seqs[0] if len(seqs) == 1 else torch.cat(seqs), n, sub_m, keep_subs=keep)
+            for (name, _), part in zip(members, token.split(sizes)):
+                tokens[name] = rearrange(part, "(b p) d -> b p d", p=g * g)
+            if keep:
+                for (name, _), part in zip(members, subs.split(sizes)):
+                    enc.sub_tokens[name] = rearrange(part, "(b p) s d -> b p s d", p=g * g)
+        enc.patch_tokens = {name: tokens[name] for name in self.modalities if name in tokens}
         return enc
 
     def patch_positions(self, layout: _Layout, device=None) -> Tensor:

@@ -1,11 +1,13 @@
 """Transformer building blocks shared by OmniSat and AnySat.
 
 Attention goes through ``torch.nn.functional.scaled_dot_product_attention`` except
-over short key sequences (AnySat's spatial encoder: 2 to 26 tokens per patch), where
-SDPA's per-(batch, head) blocking costs more than the whole score matrix: there the
-matmul-softmax formula runs 1.5-4x faster on CPU (measured for 2 and 26 keys, fp32 and
-bf16) and its scores stay small. ``explicit_attention()`` switches every call to that
-formula: the benchmarks' naive baseline and the tests' cross-check.
+over very short key sequences (AnySat's spatial encoder on 10 m series: 2 tokens per
+patch), where the matmul-softmax formula is faster on CPU. On the AVX-512 EPYC with
+2 threads (load 4), SDPA took 8.8 ms against 18.8 ms explicit for 36 x 12 heads x 26 keys
+with a bias, 8.0 / 11.0 ms for 109 keys, but 3.7 / 1.9 ms for 72 x 12 x 2 keys: one fused
+kernel instead of the copies, bmm, scale, bias, softmax and bmm of the explicit formula
+(each a parallel region: costly on loaded cores). ``explicit_attention()`` switches every
+call to that formula: the benchmarks' naive baseline and the tests' cross-check.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from torch import Tensor, nn
 from engine.models.kernels import Linear, Switch, linear, linear_rows
 
 _explicit = Switch(False)
-# Up to this many keys the score matrix is small and the explicit formula the faster one.
-SHORT_KEYS = 128
+# Up to this many keys the explicit formula is the faster one (measured at 2 keys; SDPA won at 26).
+SHORT_KEYS = 8
 
 
 def explicit_attention() -> contextlib.AbstractContextManager:
@@ -85,8 +87,12 @@ class Mlp(nn.Module):
         self.fc2 = Linear(hidden, dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.fc2(self.dropout(linear(self.fc1, x, "gelu"))))
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """``mlp(x)``, plus ``residual`` added inside the last matmul (at inference only: no dropout then)."""
+        hidden = self.dropout(linear(self.fc1, x, "gelu"))
+        if residual is not None:
+            return linear(self.fc2, hidden, residual=residual)
+        return self.dropout(self.fc2(hidden))
 
 
 class _Attention(nn.Module):
@@ -106,15 +112,25 @@ class _Attention(nn.Module):
         )
 
     def _attend(
-        self, q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None, rel_buckets: Tensor | None, rel_queries: Tensor
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        attn_bias: Tensor | None,
+        rel_buckets: Tensor | None,
+        rel_queries: Tensor,
+        residual: Tensor | None = None,
     ) -> Tensor:
-        """Attention of (B, H, N, d) heads plus the relative-position bias of ``rel_queries``, projected."""
+        """Attention of (B, H, N, d) heads plus the relative-position bias of ``rel_queries``, projected;
+        ``residual`` (inference only) is added inside the projection's matmul."""
         bias = attn_bias
         if self.rel_pos is not None:
             position = self.rel_pos(rel_queries, rel_buckets)
             bias = position if bias is None else bias + position
-        out = attend(q, k, v, bias, self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
+        out = rearrange(attend(q, k, v, bias, self.attn_drop if self.training else 0.0), "b h n d -> b n (h d)")
+        if residual is not None:
+            return linear(self.proj, out, residual=residual)
+        return self.proj_drop(self.proj(out))
 
 
 class SelfAttention(_Attention):
@@ -131,10 +147,16 @@ class SelfAttention(_Attention):
         super().__init__(dim, heads, attn_drop, proj_drop, rel_pos_buckets, rel_pos_first_head)
         self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
 
-    def forward(self, x: Tensor, attn_bias: Tensor | None = None, rel_buckets: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        attn_bias: Tensor | None = None,
+        rel_buckets: Tensor | None = None,
+        residual: Tensor | None = None,
+    ) -> Tensor:
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         # iRPE applies the table to the already scaled queries in self-attention.
-        return self._attend(q, k, v, attn_bias, rel_buckets, q * q.shape[-1] ** -0.5)
+        return self._attend(q, k, v, attn_bias, rel_buckets, q * q.shape[-1] ** -0.5, residual)
 
     def forward_first(self, x: Tensor, rel_buckets: Tensor | None = None) -> Tensor:
         """The output of the first token only (B, 1, D): its query against every key; the other
@@ -172,6 +194,9 @@ class Block(nn.Module):
         self.drop_path = drop_path
 
     def forward(self, x: Tensor, attn_bias: Tensor | None = None, rel_buckets: Tensor | None = None) -> Tensor:
+        if not self.training:  # the residual adds inside the output matmuls (no dropout, no drop path)
+            x = self.attn(self.norm1(x), attn_bias, rel_buckets, residual=x)
+            return self.mlp(self.norm2(x), residual=x)
         x = x + drop_path(self.attn(self.norm1(x), attn_bias, rel_buckets), self.drop_path, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
@@ -223,4 +248,6 @@ class CrossBlock(Block):
         # No stochastic depth on the attention branch: without a residual, dropping it
         # would erase the sample's whole output.
         out = self.attn(queries, self.norm1(x), attn_bias, rel_buckets)
+        if not self.training:
+            return self.mlp(self.norm2(out), residual=out)
         return out + drop_path(self.mlp(self.norm2(out)), self.drop_path, self.training)

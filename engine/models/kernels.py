@@ -88,19 +88,29 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def linear(layer: nn.Linear, x: Tensor, activation: str = "none") -> Tensor:
-    """``activation(layer(x))`` with activation 'none' or 'gelu' (exact, erf form)."""
+def linear(layer: nn.Linear, x: Tensor, activation: str = "none", residual: Tensor | None = None) -> Tensor:
+    """``activation(layer(x))`` with activation 'none' or 'gelu' (exact, erf form); with ``residual``
+    (activation 'none' only), ``residual + layer(x)``, which oneDNN adds inside the matmul: one
+    pass less over the activations (a transformer block's two residual adds)."""
     fallback, algorithm = _ACTIVATIONS[activation]
+    if residual is not None and fallback is not None:
+        raise ValueError("a fused residual add takes no activation")
     dtype = _compute_dtype(x) if x.device.type == "cpu" else None
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad)
     if _int8.value and dtype == torch.float32 and not needs_grad:
         y = _int8_linear(layer, x)
-        return y if fallback is None else fallback(y)
-    if not _use_onednn.value or dtype not in _DTYPES or needs_grad:
+    elif not _use_onednn.value or dtype not in _DTYPES or needs_grad:
         y = F.linear(x, layer.weight, layer.bias)
-        return y if fallback is None else fallback(y)
-    weight, bias = _weights(layer, dtype)
-    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "gelu" if fallback else "none", [], algorithm)
+    else:
+        weight, bias = _weights(layer, dtype)
+        x = x.to(dtype)
+        if residual is not None and residual.dtype == dtype and residual.shape[:-1] == x.shape[:-1]:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual.contiguous(), weight, bias, "add")
+        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if fallback else "none", [], algorithm)
+        fallback = None
+    if fallback is not None:
+        y = fallback(y)
+    return y if residual is None else residual + y
 
 
 def linear_rows(layer: nn.Linear, x: Tensor, start: int, stop: int) -> Tensor:

@@ -107,8 +107,18 @@ class LTAE(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.out_norm = nn.GroupNorm(config.heads, config.out_dim)
 
-    def forward(self, x: Tensor, dates: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def date_code(self, dates: Tensor) -> Tensor:
+        """The day-of-year code added to every date's vector: dates (..., T) -> (..., T, model_dim)."""
+        cfg = self.config
+        return sinusoid_encoding(dates, cfg.model_dim // cfg.heads, cfg.date_period, repeat=cfg.heads)
+
+    def forward(
+        self, x: Tensor, dates: Tensor, mask: Tensor | None = None, date_code: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """x (N, T, C), dates (N, T), mask (N, T) bool True = valid.
+
+        ``date_code``: ``date_code(dates)`` computed by the caller, (N, T, D) or (1, T, D) when
+        every sequence has the same dates (pixels of one tile): computed once, not per pixel.
 
         Returns the embedding (N, out_dim) and the attention (N, heads, T), which is
         exactly 0 on masked dates.
@@ -126,7 +136,7 @@ class LTAE(nn.Module):
                 h[mask] = self.in_mlp(x[mask]).to(h.dtype)
         if self.in_norm is not None:
             h = masked_group_norm(h, mask, self.in_norm)
-        h = h + sinusoid_encoding(dates, cfg.model_dim // cfg.heads, cfg.date_period, repeat=cfg.heads).to(h.dtype)
+        h = h + (self.date_code(dates) if date_code is None else date_code).to(h.dtype)
 
         keys = rearrange(self.key(h), "n t (h k) -> n h t k", h=cfg.heads)
         # Explicit softmax rather than SDPA: the per-date weights are an output.

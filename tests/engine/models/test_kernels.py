@@ -27,6 +27,18 @@ def test_linear_equals_default(shape, bias):
     torch.testing.assert_close(linear(layer, x, "gelu"), F.gelu(expected), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(7, 48), (3, 5, 48), (0, 48)])
+def test_fused_residual_add_equals_the_sum(shape):
+    layer, x = _layer(), torch.randn(shape)
+    residual = torch.randn(*shape[:-1], 80)
+    expected = residual + F.linear(x, layer.weight, layer.bias)
+    torch.testing.assert_close(linear(layer, x, residual=residual), expected, atol=1e-5, rtol=1e-5)
+    with default_kernels():
+        torch.testing.assert_close(linear(layer, x, residual=residual), expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="no activation"):
+        linear(layer, x, "gelu", residual=residual)
+
+
 @onednn
 def test_matmul_goes_through_onednn_unless_default_kernels():
     layer, x = _layer(), torch.randn(16, 48)
