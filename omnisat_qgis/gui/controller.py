@@ -48,6 +48,8 @@ class RunController:
             self.messages.say("A run is in progress: wait for it or press Cancel.", Qgis.MessageLevel.Warning)
             return False
         self.worker_log = []
+        if self.messages.current is not None and self.messages.current.level == Qgis.MessageLevel.Critical:
+            self.messages.clear()  # an earlier attempt's refusal or failure: this run is not refused
         task = EngineTask(title, list(steps), lambda t: self._finished(t, on_done), self._log)
         self.task = task
         task.progressChanged.connect(self._progress)

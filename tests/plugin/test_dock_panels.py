@@ -211,3 +211,20 @@ def test_a_run_without_an_engine_says_so_in_full_with_the_set_up_button(dock, tm
     assert "does not exist" in text and "Set up the OmniSat engine" in text  # the fix, not cut off
     assert [b.text() for b in dock.message_area.buttons] == ["Set up the engine…"]
     assert dock.progress.format() == "Failed" and dock.controller.outcome == "failed"
+
+
+def test_a_run_that_starts_takes_away_an_earlier_refusal(dock, tmp_path, monkeypatch):  # noqa: F811
+    from qgis.core import Qgis
+
+    labels_with_two_classes(dock, tmp_path / "labels.gpkg")
+    dock.say("Tick at least one layer of one sensor.", Qgis.MessageLevel.Critical)  # an earlier attempt's refusal
+    monkeypatch.setenv("OMNISAT_PYTHON", str(tmp_path / "no-python"))
+    dock.fit_and_preview()
+    assert dock.controller.running and dock.message_area.current is None  # not shown while this run goes
+    assert not dock.message_area.isVisible()
+    wait(dock, check=False)
+    assert "does not exist" in dock.message_area.text.text()  # this run's own failure replaces it
+    dock.say("Sentinel-1 looks like dB: read as linear power.", Qgis.MessageLevel.Warning)
+    dock.fit_and_preview()
+    assert dock.message_area.current.level == Qgis.MessageLevel.Warning  # a warning is not a refusal: it stays
+    wait(dock, check=False)
