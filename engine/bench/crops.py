@@ -48,7 +48,7 @@ from engine.bench.flanders import FlandersFiles, build, parcel_regions
 from engine.io.job import load_job
 from engine.mapping.plan import plan_geometry, resolve_inputs
 from engine.models.catalog import CatalogEntry, with_modalities
-from engine.models.checkpoint import load_checkpoint, read_metadata
+from engine.models.checkpoint import load_checkpoint
 from engine.parcels.classify import ParcelStatistics
 from engine.parcels.workflow import parcel_folds as folds_of
 from engine.probes.classifiers import ProbeConfig
@@ -164,10 +164,7 @@ def read_labelled(files: FlandersFiles, reporter: Reporter) -> tuple[Inputs, dic
 
 def shipped_anysat() -> CatalogEntry | None:
     """The shipped AnySat checkpoint with both sensors (its dense level is the 10 m grid)."""
-    found = [
-        e for e in with_modalities({"s2", "s1_asc"}) if read_metadata(e.path)["config"].get("architecture") == "anysat"
-    ]
-    return found[0] if found else None
+    return next((e for e in with_modalities({"s2", "s1_asc"}) if e.architecture == "anysat"), None)
 
 
 def shipped_embeddings(
