@@ -47,6 +47,38 @@ def keeping(job, tmp_path):
     return dict(job, outputs={"embeddings": str(tmp_path / "embeddings.tif"), "embeddings_level": "local"})
 
 
+def fit_auto(job, labels, probe: str, tmp_path, features: list[str], **settings) -> dict:
+    """fit-probe --classifier auto on ``features``, small and quick (3 folds, no curve), with its class map."""
+    return run_operation(
+        "fit-probe",
+        {
+            "labels": labels,
+            "embeddings": keeping(job, tmp_path),
+            "output": probe,
+            "classifier": "auto",
+            "classes": str(tmp_path / "fit_classes.tif"),
+            "features": features,
+            "trees": 10,
+            "learning_curve": False,
+            "folds": 3,
+            **settings,
+        },
+    )
+
+
+def assert_applied_equals_fitted(job, probe: str, tmp_path) -> None:
+    """apply-probe through the job gives the class map fit-probe wrote."""
+    run_operation(
+        "apply-probe",
+        {
+            "probe": probe,
+            "embeddings": dict(job, outputs={"classes": str(tmp_path / "classes.tif"), "embeddings_level": "local"}),
+        },
+    )
+    with rasterio.open(tmp_path / "fit_classes.tif") as fitted, rasterio.open(tmp_path / "classes.tif") as applied:
+        assert (fitted.read(1) == applied.read(1)).all()
+
+
 def test_random_forest_on_raw_bands_fits_reports_and_applies_through_a_job(scene, tmp_path, monkeypatch):
     import engine.mapping.run
 
@@ -111,21 +143,8 @@ def test_random_forest_on_raw_bands_fits_reports_and_applies_through_a_job(scene
 def test_auto_reports_every_candidate_a_nested_estimate_and_saves_its_vote(scene, tmp_path):
     folder, job, labels, _ = scene
     probe = str(tmp_path / "p.safetensors")
-    fit = run_operation(
-        "fit-probe",
-        {
-            "labels": labels,
-            "embeddings": keeping(job, tmp_path),
-            "output": probe,
-            "classifier": "auto",
-            "classes": str(tmp_path / "fit_classes.tif"),
-            "features": ["embeddings", "raw+indices"],
-            "trees": 10,
-            "epochs": 30,
-            "learning_curve": False,
-            "folds": 3,
-            "report": str(tmp_path / "r.html"),
-        },
+    fit = fit_auto(
+        job, labels, probe, tmp_path, ["embeddings", "raw+indices"], epochs=30, report=str(tmp_path / "r.html")
     )
     assert len(fit["candidates"]) == 5 * 2
     chosen = [c for c in fit["candidates"] if c["chosen"]]
@@ -140,15 +159,7 @@ def test_auto_reports_every_candidate_a_nested_estimate_and_saves_its_vote(scene
     union = {p for c in chosen for p in c["features"].split("+")}
     assert set(meta.features["set"].split("+")) == union == set(fit["features"].split("+"))
     assert len(meta.features["columns"]) == classifier.in_dim
-    run_operation(
-        "apply-probe",
-        {
-            "probe": probe,
-            "embeddings": dict(job, outputs={"classes": str(tmp_path / "classes.tif"), "embeddings_level": "local"}),
-        },
-    )
-    with rasterio.open(tmp_path / "fit_classes.tif") as fitted, rasterio.open(tmp_path / "classes.tif") as applied:
-        assert (fitted.read(1) == applied.read(1)).all()
+    assert_applied_equals_fitted(job, probe, tmp_path)
 
 
 def test_input_features_need_a_job_and_dates(scene, tmp_path):
@@ -237,32 +248,11 @@ def test_a_class_in_one_polygon_trains_is_named_and_the_rest_is_scored(scene, tm
 def test_sets_scoped_to_a_modality_fit_and_apply_and_an_absent_one_is_named(scene, tmp_path):
     folder, job, labels, _ = scene
     probe = str(tmp_path / "p.safetensors")
-    fit = run_operation(
-        "fit-probe",
-        {
-            "labels": labels,
-            "embeddings": keeping(job, tmp_path),
-            "output": probe,
-            "classifier": "auto",
-            "classes": str(tmp_path / "fit_classes.tif"),
-            "features": ["raw@s2", "indices@s2"],
-            "trees": 10,
-            "learning_curve": False,
-            "folds": 3,
-        },
-    )
+    fit = fit_auto(job, labels, probe, tmp_path, ["raw@s2", "indices@s2"])
     assert {c["features"] for c in fit["candidates"]} == {"raw@s2", "indices@s2"}
     _, meta = load_probe(probe)
     assert meta.features["set"].endswith("@s2") and all(c.startswith("s2:") for c in meta.features["columns"])
-    run_operation(
-        "apply-probe",
-        {
-            "probe": probe,
-            "embeddings": dict(job, outputs={"classes": str(tmp_path / "classes.tif"), "embeddings_level": "local"}),
-        },
-    )
-    with rasterio.open(tmp_path / "fit_classes.tif") as fitted, rasterio.open(tmp_path / "classes.tif") as applied:
-        assert (fitted.read(1) == applied.read(1)).all()
+    assert_applied_equals_fitted(job, probe, tmp_path)
     with pytest.raises(EngineError, match="'raw@s1_asc' reads the modality 's1_asc'.*they have: s2"):
         run_operation(
             "fit-probe",
